@@ -1,0 +1,200 @@
+//! Admin API handlers.
+
+use std::convert::Infallible;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use herd_fleet::{tail_lines, FleetError};
+use serde::Deserialize;
+use serde_json::json;
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::AdminState;
+
+pub(crate) fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/cluster/status", get(cluster_status))
+        .route("/scaling/manual", post(scale))
+        .route("/reload", post(reload))
+        .route("/logs/{app}", get(logs))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such admin endpoint", None)
+}
+
+fn error(status: StatusCode, msg: &str, hint: Option<&str>) -> Response {
+    (status, Json(json!({"error": msg, "hint": hint}))).into_response()
+}
+
+fn fleet_error(e: &FleetError) -> Response {
+    let status = match e {
+        FleetError::UnknownApp { .. } => StatusCode::NOT_FOUND,
+        FleetError::NotSupervised { .. } | FleetError::InvalidCount { .. } => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        FleetError::ReloadFailed { .. } => StatusCode::CONFLICT,
+        FleetError::Stopped { .. } | FleetError::LogDir { .. } => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error(status, &e.to_string(), None)
+}
+
+async fn health(State(s): State<AdminState>) -> Response {
+    let apps = s.fleet.status();
+    let healthy = apps.iter().all(|a| a.ready > 0);
+    let detail: Vec<_> = apps
+        .iter()
+        .map(|a| json!({"name": a.name, "ready": a.ready, "desired": a.desired}))
+        .collect();
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({"status": if healthy {"ok"} else {"degraded"}, "apps": detail})),
+    )
+        .into_response()
+}
+
+async fn cluster_status(State(s): State<AdminState>) -> Response {
+    Json(json!({ "apps": s.fleet.status() })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScaleBody {
+    app: Option<String>,
+    instances: u32,
+    reason: Option<String>,
+}
+
+fn pick_app(s: &AdminState, app: Option<String>) -> Result<String, Response> {
+    match app {
+        Some(a) => Ok(a),
+        None => {
+            let names = s.fleet.app_names();
+            match names.as_slice() {
+                [only] => Ok(only.clone()),
+                _ => Err(error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "\"app\" is required when herd runs several apps",
+                    Some(&format!("one of: {}", names.join(", "))),
+                )),
+            }
+        }
+    }
+}
+
+async fn scale(
+    State(s): State<AdminState>,
+    body: Result<Json<ScaleBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &e.body_text(),
+                Some(r#"expected {"app":"web","instances":3,"reason":"..."}"#),
+            )
+        }
+    };
+    let app = match pick_app(&s, body.app) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let reason = body.reason.unwrap_or_else(|| "manual".to_owned());
+    match s.fleet.scale(&app, body.instances, reason).await {
+        Ok(()) => Json(json!({"app": app, "instances": body.instances})).into_response(),
+        Err(e) => fleet_error(&e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReloadBody {
+    app: Option<String>,
+}
+
+async fn reload(State(s): State<AdminState>, body: Bytes) -> Response {
+    let body: ReloadBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ReloadBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("invalid JSON body: {e}"),
+                    Some(r#"expected {"app":"web"} or an empty body for every app"#),
+                )
+            }
+        }
+    };
+    match s.fleet.reload(body.app.as_deref()).await {
+        Ok(()) => Json(json!({"reloaded": body.app.map_or_else(|| json!("all"), |a| json!(a))}))
+            .into_response(),
+        Err(e) => fleet_error(&e),
+    }
+}
+
+#[derive(Deserialize)]
+struct LogsQuery {
+    lines: Option<usize>,
+    follow: Option<bool>,
+}
+
+async fn logs(
+    State(s): State<AdminState>,
+    Path(app): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Response {
+    let (rx, files) = match s.fleet.logs(&app) {
+        Ok(x) => x,
+        Err(e) => return fleet_error(&e),
+    };
+    let lines = q.lines.unwrap_or(20).min(10_000);
+    let mut history = String::new();
+    for f in &files {
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().replace(".log", ""))
+            .unwrap_or_default();
+        for line in tail_lines(f, lines).await {
+            history.push_str(&format!("{name} | {line}\n"));
+        }
+    }
+    let head = futures_util::stream::once(async move { Ok::<_, Infallible>(Bytes::from(history)) });
+    let headers = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+    if !q.follow.unwrap_or(false) {
+        return (headers, Body::from_stream(head)).into_response();
+    }
+    let live = BroadcastStream::new(rx).filter_map(|item| async move {
+        match item {
+            Ok(l) => {
+                let stream = match l.stream {
+                    herd_fleet::Stream::Out => "out",
+                    herd_fleet::Stream::Err => "err",
+                };
+                Some(Ok(Bytes::from(format!("{}.{stream} | {}\n", l.instance, l.line))))
+            }
+            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                Some(Ok(Bytes::from(format!("herd | ({n} lines skipped: reader too slow)\n"))))
+            }
+        }
+    });
+    let until = s.shutdown.clone().cancelled_owned();
+    let stream = head.chain(live).take_until(until);
+    (headers, Body::from_stream(stream)).into_response()
+}

@@ -1,0 +1,376 @@
+//! Configuration errors: what went wrong, where (`file:line:col`), under which dotted key
+//! (`app[1].health.interval`), and a hint on how to fix it.
+//!
+//! Also home to [`Source`], which turns byte offsets from TOML spans into line/column numbers,
+//! and to the conversion of TOML/serde errors (syntax errors, unknown keys, wrong types).
+
+use std::fmt;
+use std::ops::Range;
+
+/// One problem found in a configuration.
+///
+/// Displays as `herd.toml:12:12: app[0].health.interval: invalid duration "2x": unknown unit "x"`
+/// followed, when there is a hint, by a second line `  hint: ...`.
+/// `line` and `col` are 1-based; both are 0 when the error has no position in a file
+/// (quick mode, or a file that could not be read), and are then left out of the display.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The config file as given (or `command line` in quick mode).
+    pub file: String,
+    /// 1-based line of the offending value; 0 if unknown.
+    pub line: usize,
+    /// 1-based column (in characters) of the offending value; 0 if unknown.
+    pub col: usize,
+    /// Dotted key path such as `app[1].health.interval` or `route[0].app`; empty if unknown.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.file)?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.col)?;
+        }
+        f.write_str(": ")?;
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        f.write_str(&self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, "\n  hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+/// All problems found in a configuration, in file order.
+///
+/// Displays one error per line (each followed by its hint line, if any).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, err) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{err}")?;
+        }
+        Ok(())
+    }
+}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(err: ConfigError) -> Self {
+        ConfigErrors(vec![err])
+    }
+}
+
+/// The text being validated, used to turn byte offsets into line/column numbers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Source<'a> {
+    pub(crate) file: &'a str,
+    /// `None` for synthetic configs (quick mode): every position is reported as 0:0.
+    text: Option<&'a str>,
+}
+
+impl<'a> Source<'a> {
+    pub(crate) fn file(file: &'a str, text: &'a str) -> Self {
+        Source {
+            file,
+            text: Some(text),
+        }
+    }
+
+    pub(crate) fn synthetic(file: &'a str) -> Self {
+        Source { file, text: None }
+    }
+
+    /// 1-based (line, column) of a byte offset; (0, 0) for synthetic sources.
+    pub(crate) fn locate(&self, offset: usize) -> (usize, usize) {
+        let Some(text) = self.text else {
+            return (0, 0);
+        };
+        let mut offset = offset.min(text.len());
+        while !text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let before = text.get(..offset).unwrap_or("");
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let col = before.get(line_start..).unwrap_or("").chars().count() + 1;
+        (line, col)
+    }
+
+    /// Builds an error located at the start of `span`.
+    pub(crate) fn error(
+        &self,
+        span: &Range<usize>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) -> ConfigError {
+        let (line, col) = self.locate(span.start);
+        ConfigError {
+            file: self.file.to_owned(),
+            line,
+            col,
+            key: key.into(),
+            message: message.into(),
+            hint,
+        }
+    }
+
+    /// Converts a TOML syntax or deserialization error into a [`ConfigError`].
+    pub(crate) fn serde_error(
+        &self,
+        err: &serde_path_to_error::Error<toml::de::Error>,
+    ) -> ConfigError {
+        let inner = err.inner();
+        let span = inner.span().unwrap_or(0..0);
+        // Spanned<T> shows up in the path as a private wrapper key; drop it.
+        let mut key = String::new();
+        for segment in err.path().iter() {
+            match segment {
+                serde_path_to_error::Segment::Seq { index } => key.push_str(&format!("[{index}]")),
+                serde_path_to_error::Segment::Map { key: k }
+                | serde_path_to_error::Segment::Enum { variant: k } => {
+                    if k.starts_with("$__") {
+                        continue;
+                    }
+                    if !key.is_empty() {
+                        key.push('.');
+                    }
+                    key.push_str(k);
+                }
+                serde_path_to_error::Segment::Unknown => {}
+            }
+        }
+        if key.is_empty() {
+            if let Some(text) = self.text {
+                key = guess_key(text, span.start);
+            }
+        }
+        let (message, hint) = explain_serde_message(inner.message(), &key);
+        self.error(&span, key, message, hint)
+    }
+}
+
+/// Rewrites serde's wording into herd's, and adds a hint.
+fn explain_serde_message(message: &str, key: &str) -> (String, Option<String>) {
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
+        let valid: Vec<&str> = expected
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|k| !k.is_empty())
+            .collect();
+        let mut hint = String::new();
+        if let Some(best) = closest(field, &valid) {
+            hint.push_str(&format!("did you mean \"{best}\"? "));
+        }
+        if valid.is_empty() {
+            hint.push_str("no keys are allowed here");
+        } else {
+            hint.push_str(&format!("valid keys here: {}", valid.join(", ")));
+        }
+        return (format!("unknown key \"{field}\""), Some(hint));
+    }
+    let mut message = message
+        .trim()
+        .replace('\n', ": ")
+        .replace("expected i64", "expected an integer")
+        .replace("expected a sequence", "expected an array")
+        .replace("expected a map", "expected a table")
+        .replace("expected a borrowed string", "expected a string");
+    if let Some(at) = message.find("expected struct ") {
+        message.truncate(at);
+        message.push_str("expected a table");
+    }
+    let hint = if (key == "app" || key == "route")
+        && (message.contains("expected an array") || message.contains("duplicate key"))
+    {
+        Some(format!(
+            "write [[{key}]] with double brackets: each {key} is one entry in an array of tables"
+        ))
+    } else if message.contains("duplicate key") {
+        Some("each key may appear only once per table".to_owned())
+    } else if message.contains("invalid type") {
+        let field = key.rsplit('.').next().unwrap_or(key);
+        let field = field.split('[').next().unwrap_or(field);
+        if message.contains("expected a string") {
+            Some(format!("quote the value, e.g. {field} = \"...\""))
+        } else if message.contains("expected an integer") {
+            Some(format!(
+                "write a whole number without quotes, e.g. {field} = 3"
+            ))
+        } else if message.contains("expected a table") {
+            let header: String = key
+                .split('.')
+                .map(|part| part.split('[').next().unwrap_or(part))
+                .collect::<Vec<_>>()
+                .join(".");
+            Some(format!(
+                "`{field}` is a table: write [{header}] on its own line, or {field} = {{ ... }}"
+            ))
+        } else {
+            Some(format!("see docs/config.md for the type of `{field}`"))
+        }
+    } else if message.contains("invalid basic string") || message.contains("invalid literal string")
+    {
+        Some("a string is missing its closing quote".to_owned())
+    } else {
+        Some("check the TOML syntax here (see https://toml.io)".to_owned())
+    };
+    (message, hint)
+}
+
+/// Best-effort dotted key for a position when serde gave no path (syntax errors): the enclosing
+/// table header (`[[app]]` entries numbered) plus the key at the start of the line, if any.
+fn guess_key(text: &str, offset: usize) -> String {
+    let mut table = String::new();
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut line_key = String::new();
+    let mut pos = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim();
+        let in_line = offset < pos + line.len();
+        if let Some(name) = trimmed
+            .strip_prefix("[[")
+            .and_then(|r| r.split_once("]]"))
+            .map(|(n, _)| n.trim().to_owned())
+        {
+            let n = counts.entry(name.clone()).or_insert(0);
+            table = format!("{name}[{n}]");
+            *n += 1;
+        } else if let Some(name) = trimmed
+            .strip_prefix('[')
+            .and_then(|r| r.split_once(']'))
+            .map(|(n, _)| n.trim().to_owned())
+        {
+            // `[app.health]` belongs to the latest `[[app]]` entry.
+            table = match name.split_once('.') {
+                Some((parent, child)) => match counts.get(parent) {
+                    Some(n) if *n > 0 => format!("{parent}[{}].{child}", n - 1),
+                    _ => name.clone(),
+                },
+                None => name.clone(),
+            };
+        } else if in_line {
+            if let Some((k, _)) = trimmed.split_once('=') {
+                let k = k.trim();
+                if !k.is_empty() && !k.starts_with('#') {
+                    line_key = k.trim_matches('"').to_owned();
+                }
+            }
+        }
+        if in_line {
+            break;
+        }
+        pos += line.len();
+    }
+    match (table.is_empty(), line_key.is_empty()) {
+        (true, _) => line_key,
+        (false, true) => table,
+        (false, false) => format!("{table}.{line_key}"),
+    }
+}
+
+/// The candidate closest to `word` by edit distance, if it is close enough to be a likely typo.
+pub(crate) fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (edit_distance(word, c), *c))
+        .filter(|(d, c)| *d > 0 && *d <= (c.len() / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_with_and_without_position() {
+        let err = ConfigError {
+            file: "herd.toml".into(),
+            line: 12,
+            col: 12,
+            key: "app[0].health.interval".into(),
+            message: "invalid duration \"2x\": unknown unit \"x\"".into(),
+            hint: Some("use a number with ms, s, m, h or d, e.g. \"2s\"".into()),
+        };
+        assert_eq!(
+            err.to_string(),
+            "herd.toml:12:12: app[0].health.interval: invalid duration \"2x\": unknown unit \"x\"\n  hint: use a number with ms, s, m, h or d, e.g. \"2s\""
+        );
+        let quick = ConfigError {
+            file: "command line".into(),
+            line: 0,
+            col: 0,
+            key: "--name".into(),
+            message: "bad".into(),
+            hint: None,
+        };
+        assert_eq!(quick.to_string(), "command line: --name: bad");
+        let all = ConfigErrors(vec![err.clone(), quick]);
+        assert_eq!(all.to_string().lines().count(), 3);
+    }
+
+    #[test]
+    fn locate_lines_and_columns() {
+        let src = Source::file("f", "a = 1\nbé = 2\n");
+        assert_eq!(src.locate(0), (1, 1));
+        assert_eq!(src.locate(4), (1, 5));
+        assert_eq!(src.locate(6), (2, 1));
+        // column counts characters, not bytes: "bé = " is 5 chars / 6 bytes
+        assert_eq!(src.locate(12), (2, 6));
+        assert_eq!(src.locate(9999), (3, 1));
+        assert_eq!(Source::synthetic("x").locate(5), (0, 0));
+    }
+
+    #[test]
+    fn guesses_keys_for_syntax_errors() {
+        let text =
+            "[gateway]\nlisten = \"x\"\n[[app]]\nname = \"a\"\n[[app]]\nname = \"b\n[app.health]\n";
+        let off = text.find("name = \"b").unwrap() + 8;
+        assert_eq!(guess_key(text, off), "app[1].name");
+        let off = text.find("listen").unwrap();
+        assert_eq!(guess_key(text, off), "gateway.listen");
+        assert_eq!(guess_key("x = 1", 0), "x");
+    }
+
+    #[test]
+    fn typo_suggestions() {
+        assert_eq!(
+            closest("intervall", &["interval", "timeout"]),
+            Some("interval")
+        );
+        assert_eq!(
+            closest("instance", &["instances", "name"]),
+            Some("instances")
+        );
+        assert_eq!(closest("zzz", &["interval", "timeout"]), None);
+    }
+}

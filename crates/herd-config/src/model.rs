@@ -1,0 +1,179 @@
+//! The validated, typed configuration that the rest of herd runs on.
+//!
+//! Every value here has passed validation: durations and sizes are parsed, defaults are filled in,
+//! cross-references (routes → apps) are resolved. Runtime code never sees raw TOML.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `[gateway]`.
+    pub gateway: Gateway,
+    /// `[admin]`.
+    pub admin: Admin,
+    /// Apps in file order; the first one receives traffic when no route is configured.
+    pub apps: Vec<App>,
+    /// Routes in file order; first match wins. Empty means "everything goes to the first app".
+    pub routes: Vec<Route>,
+    /// Directory for per-instance log files (`[logs] dir`, default `.herd/logs`).
+    pub logs: Logs,
+}
+
+/// `[gateway]`: the public listener and how herd talks to backends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gateway {
+    /// `listen`, default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// `connect_timeout`, default 5s: TCP connect to a backend.
+    pub connect_timeout: Duration,
+    /// `response_timeout`, default 60s (nginx `proxy_read_timeout`): wait for a backend's response head.
+    pub response_timeout: Duration,
+    /// `pool_idle_timeout`, default 4s: kept below Node's 5s keep-alive so pooled connections do not race the close.
+    pub pool_idle_timeout: Duration,
+    /// `pool_max_idle`, default 32 (nginx `keepalive 32`): idle connections kept per instance.
+    pub pool_max_idle: usize,
+    /// `shutdown_timeout`, default 10s: how long herd waits for in-flight client requests on shutdown.
+    pub shutdown_timeout: Duration,
+}
+
+/// `[admin]`: the admin API (status, scaling, reload, logs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admin {
+    /// `listen`, default `127.0.0.1:9090`.
+    pub listen: SocketAddr,
+    /// `token`: required when `listen` is not a loopback address.
+    pub token: Option<String>,
+}
+
+/// `[logs]`: per-instance stdout/stderr files and their rotation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Logs {
+    /// `dir`, default `.herd/logs` (relative to the config file's directory, or the cwd in quick mode).
+    pub dir: PathBuf,
+    /// `max_size`, default 10MiB: a log file is rotated when it grows past this.
+    pub max_size: u64,
+    /// `max_files`, default 3: rotated files kept per stream (`web-1.out.log.1` .. `.3`).
+    pub max_files: u32,
+}
+
+/// How many instances an app wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Instances {
+    /// An explicit count (>= 1).
+    Count(u32),
+    /// `"max"`: one per CPU core.
+    Max,
+    /// `-1`: one per CPU core minus one (at least one), as PM2.
+    MaxMinusOne,
+}
+
+impl Instances {
+    /// Resolves to a concrete count given the number of CPU cores.
+    #[must_use]
+    pub fn resolve(self, cores: usize) -> u32 {
+        let cores = u32::try_from(cores.max(1)).unwrap_or(u32::MAX);
+        match self {
+            Instances::Count(n) => n,
+            Instances::Max => cores,
+            Instances::MaxMinusOne => cores.saturating_sub(1).max(1),
+        }
+    }
+}
+
+/// `balance`: how requests are spread over an app's ready instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// `"round_robin"` (default): each instance in turn.
+    RoundRobin,
+    /// `"least_conn"`: the instance with the fewest in-flight requests.
+    LeastConn,
+}
+
+/// Where an app's backends come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Backends {
+    /// herd starts and supervises the processes.
+    Command(Command),
+    /// Fixed servers herd does not start (`servers = ["10.0.0.5:80"]`); only health-checked.
+    Servers(Vec<SocketAddr>),
+}
+
+/// A supervised app: how herd starts, restarts and stops its instances.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Command {
+    /// `command`: program and arguments, never run through a shell.
+    pub argv: Vec<String>,
+    /// `cwd`, default: the config file's directory (cwd in quick mode).
+    pub cwd: PathBuf,
+    /// `env`: extra environment variables.
+    pub env: BTreeMap<String, String>,
+    /// `instances`, default 1.
+    pub instances: Instances,
+    /// `port_range`, default 20000-20999 (inclusive).
+    pub port_range: (u16, u16),
+    /// `max_memory`: RSS limit (bytes) of the instance's process group; over it, the instance is replaced.
+    pub max_memory: Option<u64>,
+    /// `kill_timeout`, default 5s: SIGTERM → SIGKILL.
+    pub kill_timeout: Duration,
+    /// `drain_timeout`, default 30s: how long in-flight requests may take once an instance leaves rotation.
+    pub drain_timeout: Duration,
+    /// `ready_timeout`, default 30s: a starting instance that is not ready by then is restarted.
+    pub ready_timeout: Duration,
+    /// `min_uptime`, default 1s (PM2): an exit sooner counts as unstable.
+    pub min_uptime: Duration,
+    /// `max_restarts`, default 16 (PM2): consecutive unstable restarts before `errored`.
+    pub max_restarts: u32,
+    /// `restart_delay`, default 100ms (PM2 `exp_backoff_restart_delay`): first backoff, ×1.5 each time.
+    pub restart_delay: Duration,
+    /// `max_restart_delay`, default 15s: backoff cap.
+    pub max_restart_delay: Duration,
+}
+
+/// `[app.health]`: active health checks (HAProxy-style `inter`/`fastinter`/`rise`/`fall`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Health {
+    /// `path`: HTTP GET path; `None` means a TCP connect check.
+    pub path: Option<String>,
+    /// `interval`, default 2s (HAProxy `inter`).
+    pub interval: Duration,
+    /// `fastinter`, default 250ms: interval while an instance is starting or changing state.
+    pub fastinter: Duration,
+    /// `timeout`, default 1s.
+    pub timeout: Duration,
+    /// `rise`, default 2.
+    pub rise: u32,
+    /// `fall`, default 3.
+    pub fall: u32,
+}
+
+/// One `[[app]]`: a named group of backends behind the gateway.
+#[derive(Debug, Clone, PartialEq)]
+pub struct App {
+    /// `name`: unique; lowercase letters, digits, `-` and `_`.
+    pub name: String,
+    /// `command` (herd runs it) or `servers` (fixed addresses).
+    pub backends: Backends,
+    /// `balance`, default round robin.
+    pub balance: Balance,
+    /// `[app.health]`; defaults to a TCP connect check.
+    pub health: Health,
+    /// `max_fails`, default 1 (nginx): failed attempts within `fail_timeout` that take an instance out passively.
+    pub max_fails: u32,
+    /// `fail_timeout`, default 10s (nginx).
+    pub fail_timeout: Duration,
+}
+
+/// One `[[route]]`: requests matching `host` and `path_prefix` (both optional) go to `app`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// Exact host match (port ignored), case-insensitive; stored lowercased.
+    pub host: Option<String>,
+    /// The request path starts with this (always begins with `/`).
+    pub path_prefix: Option<String>,
+    /// Index into `Config::apps`.
+    pub app: usize,
+}

@@ -1,0 +1,170 @@
+//! Quick mode: the config for `herd up -i N --port P --admin ADDR --name NAME -- CMD...`,
+//! built without a file and validated through the same path as a file.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use toml::{Spanned, Value};
+
+use crate::error::{ConfigErrors, Source};
+use crate::model::{Config, Instances};
+use crate::raw::{RawAdmin, RawApp, RawConfig, RawGateway};
+use crate::validate::validate;
+
+/// The `file` reported in quick-mode errors.
+const QUICK_FILE: &str = "command line";
+
+/// Builds the config for the no-file CLI mode: the gateway listens on `127.0.0.1:port`, one app
+/// named `name` runs `argv` (`instances` of it, in `base_dir`), and everything else takes its
+/// default (TCP health check, round robin, logs in `base_dir/.herd/logs`).
+///
+/// Errors carry the file `command line`, no line/column, and the CLI flag as the key
+/// (`--name`, `--instances`, `--port`, `--admin`, `command`).
+///
+/// # Errors
+/// The same validation errors as a config file would get, e.g. an invalid name, an empty
+/// command, or a non-loopback `--admin` address (which needs a token, so a config file).
+pub fn quick(
+    argv: Vec<String>,
+    instances: Instances,
+    port: u16,
+    admin: SocketAddr,
+    name: String,
+    base_dir: &Path,
+) -> Result<Config, ConfigErrors> {
+    let instances = match instances {
+        Instances::Count(n) => Value::Integer(i64::from(n)),
+        Instances::Max => Value::String("max".to_owned()),
+        Instances::MaxMinusOne => Value::Integer(-1),
+    };
+    let raw = RawConfig {
+        gateway: Some(RawGateway {
+            listen: Some(synthetic(Value::String(format!("127.0.0.1:{port}")))),
+            ..RawGateway::default()
+        }),
+        admin: Some(RawAdmin {
+            listen: Some(synthetic(Value::String(admin.to_string()))),
+            token: None,
+        }),
+        logs: None,
+        app: vec![synthetic(RawApp {
+            name: Some(synthetic(name)),
+            command: Some(synthetic(Value::Array(
+                argv.into_iter().map(Value::String).collect(),
+            ))),
+            instances: Some(synthetic(instances)),
+            ..RawApp::default()
+        })],
+        route: Vec::new(),
+    };
+    validate(&raw, &Source::synthetic(QUICK_FILE), base_dir).map_err(|mut errors| {
+        for err in &mut errors.0 {
+            err.key = cli_flag(&err.key).to_owned();
+        }
+        errors
+    })
+}
+
+fn synthetic<T>(value: T) -> Spanned<T> {
+    Spanned::new(0..0, value)
+}
+
+/// Maps a config key to the CLI flag it came from in quick mode.
+fn cli_flag(key: &str) -> &str {
+    if key.starts_with("gateway.") {
+        "--port"
+    } else if key.starts_with("admin.") {
+        "--admin"
+    } else if key == "app[0].name" {
+        "--name"
+    } else if key == "app[0].instances" || key == "app[0].port_range" {
+        "--instances"
+    } else if key.starts_with("app[0].command") {
+        "command"
+    } else {
+        key
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Backends, Balance};
+    use std::path::PathBuf;
+
+    fn admin() -> SocketAddr {
+        "127.0.0.1:9090".parse().unwrap()
+    }
+
+    #[test]
+    fn builds_a_default_config() {
+        let cfg = quick(
+            vec!["node".into(), "server.js".into()],
+            Instances::Count(4),
+            3000,
+            admin(),
+            "web".into(),
+            Path::new("/srv/app"),
+        )
+        .unwrap();
+        assert_eq!(cfg.gateway.listen, "127.0.0.1:3000".parse().unwrap());
+        assert_eq!(cfg.admin.listen, admin());
+        assert_eq!(cfg.admin.token, None);
+        assert_eq!(cfg.logs.dir, PathBuf::from("/srv/app/.herd/logs"));
+        assert!(cfg.routes.is_empty());
+        assert_eq!(cfg.apps.len(), 1);
+        let app = &cfg.apps[0];
+        assert_eq!(app.name, "web");
+        assert_eq!(app.balance, Balance::RoundRobin);
+        assert_eq!(app.health.path, None, "quick mode uses a TCP check");
+        let Backends::Command(cmd) = &app.backends else {
+            panic!("expected a command app");
+        };
+        assert_eq!(cmd.argv, ["node", "server.js"]);
+        assert_eq!(cmd.instances, Instances::Count(4));
+        assert_eq!(cmd.cwd, PathBuf::from("/srv/app"));
+        assert_eq!(cmd.port_range, (20000, 20999));
+    }
+
+    #[test]
+    fn max_instances() {
+        let cfg = quick(
+            vec!["./app".into()],
+            Instances::Max,
+            8080,
+            admin(),
+            "web".into(),
+            Path::new("."),
+        )
+        .unwrap();
+        let Backends::Command(cmd) = &cfg.apps[0].backends else {
+            panic!("expected a command app");
+        };
+        assert_eq!(cmd.instances, Instances::Max);
+    }
+
+    #[test]
+    fn reports_cli_flags() {
+        let errs = quick(
+            vec![],
+            Instances::Count(0),
+            8080,
+            "0.0.0.0:9090".parse().unwrap(),
+            "My App".into(),
+            Path::new("."),
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = errs.0.iter().map(|e| e.key.as_str()).collect();
+        assert!(keys.contains(&"--name"), "{errs}");
+        assert!(keys.contains(&"--instances"), "{errs}");
+        assert!(keys.contains(&"--admin"), "{errs}");
+        assert!(keys.contains(&"command"), "{errs}");
+        for err in &errs.0 {
+            assert_eq!(
+                (err.file.as_str(), err.line, err.col),
+                ("command line", 0, 0)
+            );
+        }
+        assert!(errs.to_string().starts_with("command line: "), "{errs}");
+    }
+}

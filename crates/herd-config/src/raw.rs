@@ -1,0 +1,151 @@
+//! The config file exactly as written: serde structs mirroring the TOML layout.
+//!
+//! Every table denies unknown keys, and every value keeps its byte span ([`Spanned`]) so that
+//! validation errors can point at `file:line:col`. Values whose format herd parses itself
+//! (durations, sizes, addresses, instances, port ranges, arrays of strings) are kept as
+//! [`toml::Value`]: a wrong type then becomes a validation error with a hint, collected together
+//! with all other errors, instead of a serde error that stops at the first problem.
+//! Everything is optional here; required keys and defaults are handled in `validate`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A value herd parses itself, with its span.
+pub(crate) type Val = Spanned<toml::Value>;
+/// A string with its span.
+pub(crate) type Str = Spanned<String>;
+/// An integer with its span (range-checked during validation).
+pub(crate) type Int = Spanned<i64>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub(crate) gateway: Option<RawGateway>,
+    pub(crate) admin: Option<RawAdmin>,
+    pub(crate) logs: Option<RawLogs>,
+    #[serde(default)]
+    pub(crate) app: Vec<Spanned<RawApp>>,
+    #[serde(default)]
+    pub(crate) route: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGateway {
+    pub(crate) listen: Option<Val>,
+    pub(crate) connect_timeout: Option<Val>,
+    pub(crate) response_timeout: Option<Val>,
+    pub(crate) pool_idle_timeout: Option<Val>,
+    pub(crate) pool_max_idle: Option<Int>,
+    pub(crate) shutdown_timeout: Option<Val>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    pub(crate) listen: Option<Val>,
+    pub(crate) token: Option<Str>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLogs {
+    pub(crate) dir: Option<Str>,
+    pub(crate) max_size: Option<Val>,
+    pub(crate) max_files: Option<Int>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawApp {
+    pub(crate) name: Option<Str>,
+    pub(crate) command: Option<Val>,
+    pub(crate) servers: Option<Val>,
+    pub(crate) cwd: Option<Str>,
+    pub(crate) instances: Option<Val>,
+    pub(crate) port_range: Option<Val>,
+    pub(crate) balance: Option<Str>,
+    pub(crate) env: Option<Spanned<BTreeMap<String, Val>>>,
+    pub(crate) max_memory: Option<Val>,
+    pub(crate) kill_timeout: Option<Val>,
+    pub(crate) drain_timeout: Option<Val>,
+    pub(crate) ready_timeout: Option<Val>,
+    pub(crate) min_uptime: Option<Val>,
+    pub(crate) max_restarts: Option<Int>,
+    pub(crate) restart_delay: Option<Val>,
+    pub(crate) max_restart_delay: Option<Val>,
+    pub(crate) max_fails: Option<Int>,
+    pub(crate) fail_timeout: Option<Val>,
+    pub(crate) health: Option<Spanned<RawHealth>>,
+}
+
+impl RawApp {
+    /// The keys that only make sense when herd runs the app (`command`), with their spans.
+    pub(crate) fn command_only_keys(&self) -> Vec<(&'static str, std::ops::Range<usize>)> {
+        let mut keys = Vec::new();
+        let mut add = |name: &'static str, span: Option<std::ops::Range<usize>>| {
+            if let Some(span) = span {
+                keys.push((name, span));
+            }
+        };
+        add("cwd", self.cwd.as_ref().map(Spanned::span));
+        add("instances", self.instances.as_ref().map(Spanned::span));
+        add("port_range", self.port_range.as_ref().map(Spanned::span));
+        add("env", self.env.as_ref().map(Spanned::span));
+        add("max_memory", self.max_memory.as_ref().map(Spanned::span));
+        add(
+            "kill_timeout",
+            self.kill_timeout.as_ref().map(Spanned::span),
+        );
+        add(
+            "drain_timeout",
+            self.drain_timeout.as_ref().map(Spanned::span),
+        );
+        add(
+            "ready_timeout",
+            self.ready_timeout.as_ref().map(Spanned::span),
+        );
+        add("min_uptime", self.min_uptime.as_ref().map(Spanned::span));
+        add(
+            "max_restarts",
+            self.max_restarts.as_ref().map(Spanned::span),
+        );
+        add(
+            "restart_delay",
+            self.restart_delay.as_ref().map(Spanned::span),
+        );
+        add(
+            "max_restart_delay",
+            self.max_restart_delay.as_ref().map(Spanned::span),
+        );
+        keys
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHealth {
+    pub(crate) path: Option<Str>,
+    pub(crate) interval: Option<Val>,
+    pub(crate) fastinter: Option<Val>,
+    pub(crate) timeout: Option<Val>,
+    pub(crate) rise: Option<Int>,
+    pub(crate) fall: Option<Int>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    pub(crate) host: Option<Str>,
+    pub(crate) path_prefix: Option<Str>,
+    pub(crate) app: Option<Str>,
+}
+
+/// Parses TOML text into the raw structs, keeping the dotted key path of any error.
+pub(crate) fn from_str(
+    text: &str,
+) -> Result<RawConfig, serde_path_to_error::Error<toml::de::Error>> {
+    serde_path_to_error::deserialize(toml::Deserializer::new(text))
+}

@@ -1,0 +1,684 @@
+//! End-to-end tests of `parse`/`load`: defaults, the example file, and every error case with
+//! its line and key.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::{load, parse, Backends, Balance, Config, ConfigError, Instances};
+
+const APP: &str = "[[app]]\nname = \"web\"\ncommand = [\"./app\"]\n";
+
+fn ok(text: &str) -> Config {
+    match parse(text, "herd.toml", Path::new("/base")) {
+        Ok(cfg) => cfg,
+        Err(errs) => panic!("expected a valid config, got:\n{errs}"),
+    }
+}
+
+fn errs(text: &str) -> Vec<ConfigError> {
+    match parse(text, "herd.toml", Path::new("/base")) {
+        Ok(cfg) => panic!("expected errors, got {cfg:#?}"),
+        Err(errs) => errs.0,
+    }
+}
+
+/// The single error in `text`, checked for its line and key.
+#[track_caller]
+fn one(text: &str, line: usize, key: &str) -> ConfigError {
+    let errs = errs(text);
+    assert_eq!(errs.len(), 1, "expected one error, got {errs:#?}");
+    let err = errs.into_iter().next().unwrap();
+    assert_eq!((err.line, err.key.as_str()), (line, key), "{err}");
+    assert_eq!(err.file, "herd.toml");
+    assert!(err.col >= 1, "{err}");
+    assert!(err.hint.is_some(), "every error has a hint: {err}");
+    err
+}
+
+fn command(cfg: &Config, app: usize) -> &crate::Command {
+    match &cfg.apps[app].backends {
+        Backends::Command(c) => c,
+        Backends::Servers(_) => panic!("app {app} is not a command app"),
+    }
+}
+
+#[test]
+fn defaults() {
+    let cfg = ok(APP);
+    assert_eq!(cfg.gateway.listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(cfg.gateway.connect_timeout, Duration::from_secs(5));
+    assert_eq!(cfg.gateway.response_timeout, Duration::from_secs(60));
+    assert_eq!(cfg.gateway.pool_idle_timeout, Duration::from_secs(4));
+    assert_eq!(cfg.gateway.pool_max_idle, 32);
+    assert_eq!(cfg.gateway.shutdown_timeout, Duration::from_secs(10));
+    assert_eq!(cfg.admin.listen, "127.0.0.1:9090".parse().unwrap());
+    assert_eq!(cfg.admin.token, None);
+    assert_eq!(cfg.logs.dir, PathBuf::from("/base/.herd/logs"));
+    assert_eq!(cfg.logs.max_size, 10 * 1024 * 1024);
+    assert_eq!(cfg.logs.max_files, 3);
+    assert!(cfg.routes.is_empty());
+
+    let app = &cfg.apps[0];
+    assert_eq!(app.name, "web");
+    assert_eq!(app.balance, Balance::RoundRobin);
+    assert_eq!(app.max_fails, 1);
+    assert_eq!(app.fail_timeout, Duration::from_secs(10));
+    let h = &app.health;
+    assert_eq!(h.path, None);
+    assert_eq!(h.interval, Duration::from_secs(2));
+    assert_eq!(h.fastinter, Duration::from_millis(250));
+    assert_eq!(h.timeout, Duration::from_secs(1));
+    assert_eq!((h.rise, h.fall), (2, 3));
+
+    let c = command(&cfg, 0);
+    assert_eq!(c.argv, ["./app"]);
+    assert_eq!(c.cwd, PathBuf::from("/base"));
+    assert!(c.env.is_empty());
+    assert_eq!(c.instances, Instances::Count(1));
+    assert_eq!(c.port_range, (20000, 20999));
+    assert_eq!(c.max_memory, None);
+    assert_eq!(c.kill_timeout, Duration::from_secs(5));
+    assert_eq!(c.drain_timeout, Duration::from_secs(30));
+    assert_eq!(c.ready_timeout, Duration::from_secs(30));
+    assert_eq!(c.min_uptime, Duration::from_secs(1));
+    assert_eq!(c.max_restarts, 16);
+    assert_eq!(c.restart_delay, Duration::from_millis(100));
+    assert_eq!(c.max_restart_delay, Duration::from_secs(15));
+
+    // The Default impls agree with what an empty section produces.
+    let empty = ok(&format!("[gateway]\n[admin]\n[logs]\n{APP}[app.health]\n"));
+    assert_eq!(empty, cfg);
+    assert_eq!(cfg.gateway, crate::Gateway::default());
+    assert_eq!(cfg.admin, crate::Admin::default());
+    assert_eq!(cfg.apps[0].health, crate::Health::default());
+}
+
+#[test]
+fn full_config() {
+    let cfg = ok(r#"
+[gateway]
+listen = "0.0.0.0:80"
+connect_timeout = "1s"
+response_timeout = "2m"
+pool_idle_timeout = "3s"
+pool_max_idle = 0
+shutdown_timeout = "1m30s"
+
+[admin]
+listen = "[::]:9999"
+token = "secret"
+
+[logs]
+dir = "/var/log/herd"
+max_size = "1GiB"
+max_files = 7
+
+[[app]]
+name = "api"
+command = ["node", "server.js", "--flag"]
+cwd = "services/api"
+instances = "max"
+port_range = "3000-3999"
+balance = "least_conn"
+env = { NODE_ENV = "production", WORKERS = 4, DEBUG = false }
+max_memory = "512MiB"
+kill_timeout = "2s"
+drain_timeout = "10s"
+ready_timeout = "1m"
+min_uptime = "500ms"
+max_restarts = 0
+restart_delay = "1s"
+max_restart_delay = "1m"
+max_fails = 5
+fail_timeout = "1s"
+health = { path = "/healthz", interval = "1s", fastinter = "100ms", timeout = "500ms", rise = 1, fall = 1 }
+
+[[app]]
+name = "old_site"
+servers = ["10.0.0.5:80", "[::1]:8080"]
+
+[[route]]
+host = "API.Example.com"
+path_prefix = "/v1/"
+app = "api"
+
+[[route]]
+app = "old_site"
+"#);
+    assert_eq!(cfg.gateway.listen, "0.0.0.0:80".parse().unwrap());
+    assert_eq!(cfg.gateway.response_timeout, Duration::from_secs(120));
+    assert_eq!(cfg.gateway.pool_max_idle, 0);
+    assert_eq!(cfg.gateway.shutdown_timeout, Duration::from_secs(90));
+    assert_eq!(cfg.admin.listen, "[::]:9999".parse().unwrap());
+    assert_eq!(cfg.admin.token.as_deref(), Some("secret"));
+    assert_eq!(cfg.logs.dir, PathBuf::from("/var/log/herd"));
+    assert_eq!(cfg.logs.max_size, 1 << 30);
+    assert_eq!(cfg.logs.max_files, 7);
+
+    let api = command(&cfg, 0);
+    assert_eq!(api.argv, ["node", "server.js", "--flag"]);
+    assert_eq!(api.cwd, PathBuf::from("/base/services/api"));
+    assert_eq!(api.instances, Instances::Max);
+    assert_eq!(api.port_range, (3000, 3999));
+    assert_eq!(api.env["NODE_ENV"], "production");
+    assert_eq!(api.env["WORKERS"], "4");
+    assert_eq!(api.env["DEBUG"], "false");
+    assert_eq!(api.max_memory, Some(512 << 20));
+    assert_eq!(api.ready_timeout, Duration::from_secs(60));
+    assert_eq!(api.min_uptime, Duration::from_millis(500));
+    assert_eq!(api.max_restarts, 0);
+    assert_eq!(cfg.apps[0].balance, Balance::LeastConn);
+    assert_eq!(cfg.apps[0].max_fails, 5);
+    assert_eq!(cfg.apps[0].health.path.as_deref(), Some("/healthz"));
+    assert_eq!(cfg.apps[0].health.fastinter, Duration::from_millis(100));
+    assert_eq!((cfg.apps[0].health.rise, cfg.apps[0].health.fall), (1, 1));
+
+    assert_eq!(
+        cfg.apps[1].backends,
+        Backends::Servers(vec![
+            "10.0.0.5:80".parse().unwrap(),
+            "[::1]:8080".parse().unwrap()
+        ])
+    );
+    assert_eq!(cfg.routes.len(), 2);
+    assert_eq!(cfg.routes[0].host.as_deref(), Some("api.example.com"));
+    assert_eq!(cfg.routes[0].path_prefix.as_deref(), Some("/v1/"));
+    assert_eq!(cfg.routes[0].app, 0);
+    assert_eq!(cfg.routes[1].host, None);
+    assert_eq!(cfg.routes[1].app, 1);
+}
+
+#[test]
+fn example_file_parses() {
+    let path = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/herd.toml"
+    ));
+    let cfg = match load(path) {
+        Ok(cfg) => cfg,
+        Err(errs) => panic!("examples/herd.toml is invalid:\n{errs}"),
+    };
+    let web = command(&cfg, 0);
+    assert_eq!(web.argv, ["./target/release/demo-app"]);
+    assert_eq!(web.instances, Instances::Count(3));
+    assert_eq!(cfg.apps[0].health.path.as_deref(), Some("/health"));
+    // Relative paths resolve against the file's directory.
+    let dir = std::path::absolute(path.parent().unwrap()).unwrap();
+    assert_eq!(web.cwd, crate::validate::resolve(&dir, Path::new(".")));
+    assert_eq!(
+        cfg.logs.dir,
+        crate::validate::resolve(&dir, Path::new(".herd/logs"))
+    );
+    assert!(cfg.logs.dir.is_absolute());
+    assert!(!cfg.routes.is_empty());
+}
+
+#[test]
+fn load_reports_missing_file() {
+    let err = load(Path::new("/nonexistent/herd.toml")).unwrap_err();
+    assert_eq!(err.0.len(), 1);
+    assert_eq!(err.0[0].file, "/nonexistent/herd.toml");
+    assert_eq!(err.0[0].line, 0);
+    assert!(err.0[0].message.contains("cannot read"), "{err}");
+    assert!(err.0[0].hint.is_some());
+}
+
+#[test]
+fn relative_paths_resolve_against_base_dir() {
+    let cfg = ok(&format!(
+        "[logs]\ndir = \"logs\"\n{APP}cwd = \"./app/../app\"\n"
+    ));
+    assert_eq!(cfg.logs.dir, PathBuf::from("/base/logs"));
+    assert_eq!(command(&cfg, 0).cwd, PathBuf::from("/base/app/../app"));
+}
+
+// ----- error cases: each asserts line and key ------------------------------------------------
+
+#[test]
+fn unknown_key_top_level() {
+    let err = one(
+        &format!("{APP}[gatway]\nlisten = \"127.0.0.1:1\"\n"),
+        4,
+        "gatway",
+    );
+    assert_eq!(err.message, "unknown key \"gatway\"");
+    let hint = err.hint.unwrap();
+    assert!(hint.contains("did you mean \"gateway\""), "{hint}");
+    assert!(
+        hint.contains("valid keys here: gateway, admin, logs, app, route"),
+        "{hint}"
+    );
+}
+
+#[test]
+fn unknown_key_in_app() {
+    let err = one(&format!("{APP}instance = 3\n"), 4, "app[0].instance");
+    assert_eq!((err.line, err.col), (4, 1));
+    assert!(err.hint.unwrap().contains("did you mean \"instances\""));
+}
+
+#[test]
+fn unknown_key_in_health_of_second_app() {
+    let text = format!("{APP}[[app]]\nname = \"b\"\nservers = [\"10.0.0.1:80\"]\n[app.health]\nintervall = \"2s\"\n");
+    let err = one(&text, 8, "app[1].health.intervall");
+    assert!(err.hint.unwrap().contains("did you mean \"interval\""));
+    // Inline tables get the same path.
+    let text = format!("{APP}health = {{ pth = \"/\" }}\n");
+    let err = one(&text, 4, "app[0].health.pth");
+    assert!(err.hint.unwrap().contains("did you mean \"path\""));
+}
+
+#[test]
+fn bad_duration() {
+    let text = format!("{APP}[app.health]\ninterval = \"2x\"\n");
+    let err = one(&text, 5, "app[0].health.interval");
+    assert_eq!(err.col, 12);
+    assert_eq!(
+        err.to_string(),
+        "herd.toml:5:12: app[0].health.interval: invalid duration \"2x\": unknown unit \"x\"\n  hint: use a number with ms, s, m, h or d, e.g. \"2s\""
+    );
+    let err = one(
+        "[gateway]\nconnect_timeout = 5\n[[app]]\nname=\"a\"\ncommand=[\"x\"]\n",
+        2,
+        "gateway.connect_timeout",
+    );
+    assert!(err.hint.unwrap().contains("\"5s\""));
+    let err = one(
+        &format!("{APP}kill_timeout = \"-1s\"\n"),
+        4,
+        "app[0].kill_timeout",
+    );
+    assert!(err.message.contains("negative"), "{err}");
+}
+
+#[test]
+fn zero_where_positive_required() {
+    let err = one(
+        &format!("{APP}[app.health]\ntimeout = \"0s\"\n"),
+        5,
+        "app[0].health.timeout",
+    );
+    assert!(err.message.contains("greater than 0"), "{err}");
+}
+
+#[test]
+fn bad_size() {
+    let err = one(
+        &format!("{APP}max_memory = \"12XB\"\n"),
+        4,
+        "app[0].max_memory",
+    );
+    assert_eq!(err.message, "invalid size \"12XB\": unknown unit \"XB\"");
+    one(
+        &format!("[logs]\nmax_size = \"ten\"\n{APP}"),
+        2,
+        "logs.max_size",
+    );
+    one(&format!("[logs]\nmax_size = 0\n{APP}"), 2, "logs.max_size");
+}
+
+#[test]
+fn bad_socket_addresses() {
+    let err = one(
+        &format!("[gateway]\nlisten = \"localhost:8080\"\n{APP}"),
+        2,
+        "gateway.listen",
+    );
+    assert_eq!(err.col, 10);
+    assert!(err
+        .message
+        .contains("invalid socket address \"localhost:8080\""));
+    assert!(err.hint.unwrap().contains("127.0.0.1:8080"));
+    let err = one(
+        &format!("[admin]\nlisten = \":9090\"\n{APP}"),
+        2,
+        "admin.listen",
+    );
+    assert!(err.hint.unwrap().contains("127.0.0.1:9090"));
+    let err = one(
+        &format!("[gateway]\nlisten = 8080\n{APP}"),
+        2,
+        "gateway.listen",
+    );
+    assert!(err.hint.unwrap().contains("\"127.0.0.1:8080\""));
+    let text = "[[app]]\nname = \"a\"\nservers = [\"10.0.0.1:80\", \"db.local:5432\"]\n";
+    one(text, 3, "app[0].servers[1]");
+}
+
+#[test]
+fn port_range_smaller_than_instances() {
+    let text = format!("{APP}instances = 5\nport_range = \"20000-20003\"\n");
+    let err = one(&text, 5, "app[0].port_range");
+    assert!(err.message.contains("has 4 ports but 5 instances"), "{err}");
+    // Without an explicit range the default (1000 ports) is too small: blame instances.
+    let err = one(&format!("{APP}instances = 1001\n"), 4, "app[0].instances");
+    assert!(err.message.contains("20000-20999"), "{err}");
+    one(
+        &format!("{APP}port_range = \"9000-8000\"\n"),
+        4,
+        "app[0].port_range",
+    );
+    one(
+        &format!("{APP}port_range = \"0-10\"\n"),
+        4,
+        "app[0].port_range",
+    );
+}
+
+#[test]
+fn instances_values() {
+    let cfg = ok(&format!("{APP}instances = -1\n"));
+    assert_eq!(command(&cfg, 0).instances, Instances::MaxMinusOne);
+    let cfg = ok(&format!("{APP}instances = \"max\"\n"));
+    assert_eq!(command(&cfg, 0).instances, Instances::Max);
+    let err = one(&format!("{APP}instances = 0\n"), 4, "app[0].instances");
+    assert_eq!(
+        err.hint.as_deref(),
+        Some("use \"max\" for one instance per CPU core")
+    );
+    one(&format!("{APP}instances = -2\n"), 4, "app[0].instances");
+    one(
+        &format!("{APP}instances = \"lots\"\n"),
+        4,
+        "app[0].instances",
+    );
+    one(&format!("{APP}instances = 1.5\n"), 4, "app[0].instances");
+}
+
+#[test]
+fn missing_command_and_servers() {
+    let text = format!("{APP}[[app]]\nname = \"api\"\n");
+    let err = one(&text, 4, "app[1]");
+    assert!(
+        err.message.contains("needs either command or servers"),
+        "{err}"
+    );
+}
+
+#[test]
+fn both_command_and_servers() {
+    let err = one(
+        &format!("{APP}servers = [\"10.0.0.1:80\"]\n"),
+        4,
+        "app[0].servers",
+    );
+    assert!(err.message.contains("cannot be used together"), "{err}");
+}
+
+#[test]
+fn empty_command() {
+    let err = one(
+        "[[app]]\nname = \"web\"\ncommand = []\n",
+        3,
+        "app[0].command",
+    );
+    assert_eq!(err.col, 11);
+    assert!(err.message.contains("must not be empty"), "{err}");
+    one(
+        "[[app]]\nname = \"web\"\ncommand = [\"\"]\n",
+        3,
+        "app[0].command[0]",
+    );
+    one(
+        "[[app]]\nname = \"web\"\ncommand = [\"./a\", 3]\n",
+        3,
+        "app[0].command[1]",
+    );
+    let err = one(
+        "[[app]]\nname = \"web\"\ncommand = \"./app --port 3\"\n",
+        3,
+        "app[0].command",
+    );
+    assert!(err.hint.unwrap().contains("[\"./app\", \"--port\", \"3\"]"));
+}
+
+#[test]
+fn duplicate_app_names() {
+    let text = format!("{APP}[[app]]\nname = \"web\"\nservers = [\"10.0.0.1:80\"]\n");
+    let err = one(&text, 5, "app[1].name");
+    assert_eq!(
+        err.message,
+        "duplicate app name \"web\" (first defined on line 2)"
+    );
+}
+
+#[test]
+fn invalid_app_names() {
+    let err = one(
+        "[[app]]\nname = \"My App\"\ncommand = [\"x\"]\n",
+        2,
+        "app[0].name",
+    );
+    assert!(err.hint.unwrap().contains("\"my-app\""));
+    one(
+        "[[app]]\nname = \"\"\ncommand = [\"x\"]\n",
+        2,
+        "app[0].name",
+    );
+    one(
+        "[[app]]\nname = \"-x\"\ncommand = [\"x\"]\n",
+        2,
+        "app[0].name",
+    );
+    one("[[app]]\ncommand = [\"x\"]\n", 1, "app[0].name");
+}
+
+#[test]
+fn route_to_unknown_app() {
+    let text = format!("{APP}[[app]]\nname = \"api\"\nservers = [\"10.0.0.1:80\"]\n[[route]]\napp = \"web\"\n[[route]]\nhost = \"x.com\"\napp = \"apj\"\n");
+    let err = one(&text, 11, "route[1].app");
+    assert_eq!(err.message, "route to unknown app \"apj\"");
+    assert_eq!(
+        err.hint.as_deref(),
+        Some("did you mean \"api\"? known apps: web, api")
+    );
+    one(
+        &format!("{APP}[[route]]\nhost = \"x.com\"\n"),
+        4,
+        "route[0].app",
+    );
+}
+
+#[test]
+fn route_values() {
+    one(
+        &format!("{APP}[[route]]\npath_prefix = \"api\"\napp = \"web\"\n"),
+        5,
+        "route[0].path_prefix",
+    );
+    one(
+        &format!("{APP}[[route]]\nhost = \"x.com:8080\"\napp = \"web\"\n"),
+        5,
+        "route[0].host",
+    );
+    one(
+        &format!("{APP}[[route]]\nhost = \"\"\napp = \"web\"\n"),
+        5,
+        "route[0].host",
+    );
+}
+
+#[test]
+fn zero_apps() {
+    let err = one("[gateway]\nlisten = \"127.0.0.1:8080\"\n", 1, "app");
+    assert_eq!(err.message, "at least one [[app]] is required");
+    let err = one("", 1, "app");
+    assert_eq!(err.col, 1);
+}
+
+#[test]
+fn admin_token_required_off_loopback() {
+    let err = one(
+        &format!("[admin]\nlisten = \"0.0.0.0:9090\"\n{APP}"),
+        2,
+        "admin.token",
+    );
+    assert!(err.message.contains("not a loopback address"), "{err}");
+    assert!(err.hint.unwrap().contains("token"));
+    ok(&format!(
+        "[admin]\nlisten = \"0.0.0.0:9090\"\ntoken = \"s3cret\"\n{APP}"
+    ));
+    ok(&format!("[admin]\nlisten = \"[::1]:9090\"\n{APP}"));
+    one(&format!("[admin]\ntoken = \"\"\n{APP}"), 2, "admin.token");
+}
+
+#[test]
+fn admin_and_gateway_on_same_address() {
+    let text = format!(
+        "[gateway]\nlisten = \"127.0.0.1:8000\"\n[admin]\nlisten = \"127.0.0.1:8000\"\n{APP}"
+    );
+    one(&text, 4, "admin.listen");
+}
+
+#[test]
+fn bad_balance() {
+    let err = one(
+        &format!("{APP}balance = \"leastconn\"\n"),
+        4,
+        "app[0].balance",
+    );
+    assert_eq!(err.message, "unknown balance \"leastconn\"");
+    assert_eq!(
+        err.hint.as_deref(),
+        Some("did you mean \"least_conn\"? valid values: \"round_robin\", \"least_conn\"")
+    );
+    let err = one(&format!("{APP}balance = \"random\"\n"), 4, "app[0].balance");
+    assert_eq!(
+        err.hint.as_deref(),
+        Some("valid values: \"round_robin\", \"least_conn\"")
+    );
+}
+
+#[test]
+fn command_only_keys_with_servers() {
+    let text = "[[app]]\nname = \"db\"\nservers = [\"10.0.0.1:80\"]\ninstances = 2\nenv = { A = \"b\" }\n[app.health]\nrise = 1\n";
+    let errs = errs(text);
+    let got: Vec<(usize, &str)> = errs.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(got, [(4, "app[0].instances"), (5, "app[0].env")]);
+    assert_eq!(
+        errs[0].message,
+        "instances only applies to apps with a command"
+    );
+    assert!(errs[0].hint.is_some());
+}
+
+#[test]
+fn health_values() {
+    one(
+        &format!("{APP}[app.health]\npath = \"health\"\n"),
+        5,
+        "app[0].health.path",
+    );
+    one(
+        &format!("{APP}[app.health]\nrise = 0\n"),
+        5,
+        "app[0].health.rise",
+    );
+    one(
+        &format!("{APP}[app.health]\nfall = -3\n"),
+        5,
+        "app[0].health.fall",
+    );
+}
+
+#[test]
+fn restart_delays() {
+    let err = one(
+        &format!("{APP}restart_delay = \"1s\"\nmax_restart_delay = \"500ms\"\n"),
+        5,
+        "app[0].max_restart_delay",
+    );
+    assert!(err.message.contains("shorter than restart_delay"), "{err}");
+    one(
+        &format!("{APP}restart_delay = \"1m\"\n"),
+        4,
+        "app[0].restart_delay",
+    );
+}
+
+#[test]
+fn env_values() {
+    one(&format!("{APP}env = {{ A = [1] }}\n"), 4, "app[0].env.A");
+}
+
+#[test]
+fn collects_all_errors_in_file_order() {
+    let text = r#"[gateway]
+listen = "nope"
+connect_timeout = "1y"
+
+[[app]]
+name = "web"
+command = []
+balance = "fastest"
+
+[app.health]
+interval = "2x"
+rise = 0
+
+[[app]]
+name = "web"
+
+[[route]]
+app = "nothing"
+"#;
+    let errs = errs(text);
+    let got: Vec<(usize, &str)> = errs.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            (2, "gateway.listen"),
+            (3, "gateway.connect_timeout"),
+            (7, "app[0].command"),
+            (8, "app[0].balance"),
+            (11, "app[0].health.interval"),
+            (12, "app[0].health.rise"),
+            (14, "app[1]"),
+            (15, "app[1].name"),
+            (18, "route[0].app"),
+        ]
+    );
+    let shown = crate::ConfigErrors(errs).to_string();
+    assert!(
+        shown.starts_with("herd.toml:2:10: gateway.listen: invalid socket address \"nope\""),
+        "{shown}"
+    );
+}
+
+#[test]
+fn single_bracket_app_table() {
+    let err = one("[app]\nname = \"web\"\ncommand = [\"x\"]\n", 1, "app");
+    assert!(err.hint.unwrap().contains("[[app]]"));
+}
+
+#[test]
+fn wrong_type_from_serde() {
+    let err = one(
+        &format!("{APP}max_restarts = \"3\"\n"),
+        4,
+        "app[0].max_restarts",
+    );
+    assert!(err.message.contains("expected an integer"), "{err}");
+}
+
+#[test]
+fn toml_syntax_error_has_position_and_key() {
+    let err = one(
+        &format!("{APP}[[app]]\nname = \"api\ncommand = [\"x\"]\n"),
+        5,
+        "app[1].name",
+    );
+    assert!(err.message.contains("invalid basic string"), "{err}");
+    let err = one(&format!("{APP}name = \"again\"\n"), 4, "app[0].name");
+    assert!(err.message.contains("duplicate key `name`"), "{err}");
+}
+
+#[test]
+fn scalar_where_table_expected() {
+    let err = one(&format!("{APP}health = \"/health\"\n"), 4, "app[0].health");
+    assert_eq!(
+        err.message,
+        "invalid type: string \"/health\", expected a table"
+    );
+    assert!(err.hint.unwrap().contains("[app.health]"));
+}

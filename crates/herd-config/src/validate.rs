@@ -1,0 +1,321 @@
+//! Turns the raw file structs into the typed [`Config`]: parses values, fills in defaults,
+//! resolves paths and cross-references, and collects every problem (with location, key and
+//! hint) instead of stopping at the first one.
+//!
+//! This module holds the entry point and the top-level sections (`[gateway]`, `[admin]`,
+//! `[logs]`, `[[route]]`); `app` validates one `[[app]]`, `values` single values.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::Path;
+
+use toml::Spanned;
+
+use crate::defaults as d;
+use crate::error::{closest, ConfigError, ConfigErrors, Source};
+use crate::model::{Admin, Config, Gateway, Logs, Route};
+use crate::raw::{RawConfig, RawRoute};
+
+mod app;
+mod values;
+
+pub(crate) use values::resolve;
+
+/// Validates a raw config. `base_dir` is where relative paths (`cwd`, `logs.dir`) start from.
+pub(crate) fn validate(
+    raw: &RawConfig,
+    src: &Source<'_>,
+    base_dir: &Path,
+) -> Result<Config, ConfigErrors> {
+    let mut v = Validator {
+        src,
+        base_dir,
+        errors: Vec::new(),
+    };
+    let gateway = v.gateway(raw);
+    let admin = v.admin(raw, gateway.listen);
+    let logs = v.logs(raw);
+
+    if raw.app.is_empty() {
+        v.err(
+            &(0..0),
+            "app",
+            "at least one [[app]] is required",
+            Some("add an app: [[app]] with name = \"web\" and command = [\"./your-app\"]".into()),
+        );
+    }
+    let mut apps = Vec::with_capacity(raw.app.len());
+    // First definition of each app name: name -> (index, span).
+    let mut names: HashMap<String, (usize, Range<usize>)> = HashMap::new();
+    for (i, app) in raw.app.iter().enumerate() {
+        apps.push(v.app(i, app, &mut names));
+    }
+    let mut known: Vec<(&str, usize)> = names.iter().map(|(n, (i, _))| (n.as_str(), *i)).collect();
+    known.sort_by_key(|(_, i)| *i);
+    let routes = raw
+        .route
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| v.route(i, r, &known))
+        .collect();
+
+    if v.errors.is_empty() {
+        Ok(Config {
+            gateway,
+            admin,
+            apps,
+            routes,
+            logs,
+        })
+    } else {
+        let mut errors = v.errors;
+        errors.sort_by_key(|e| (e.line, e.col));
+        Err(ConfigErrors(errors))
+    }
+}
+
+struct Validator<'a> {
+    src: &'a Source<'a>,
+    base_dir: &'a Path,
+    errors: Vec<ConfigError>,
+}
+
+impl Validator<'_> {
+    fn err(
+        &mut self,
+        span: &Range<usize>,
+        key: &str,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) {
+        self.errors.push(self.src.error(span, key, message, hint));
+    }
+
+    // ----- sections -------------------------------------------------------------------------
+
+    fn gateway(&mut self, raw: &RawConfig) -> Gateway {
+        let Some(g) = &raw.gateway else {
+            return Gateway::default();
+        };
+        Gateway {
+            listen: self.addr(g.listen.as_ref(), "gateway.listen", d::GATEWAY_LISTEN),
+            connect_timeout: self.duration(
+                g.connect_timeout.as_ref(),
+                "gateway.connect_timeout",
+                d::CONNECT_TIMEOUT,
+                true,
+            ),
+            response_timeout: self.duration(
+                g.response_timeout.as_ref(),
+                "gateway.response_timeout",
+                d::RESPONSE_TIMEOUT,
+                true,
+            ),
+            pool_idle_timeout: self.duration(
+                g.pool_idle_timeout.as_ref(),
+                "gateway.pool_idle_timeout",
+                d::POOL_IDLE_TIMEOUT,
+                false,
+            ),
+            pool_max_idle: self.usize(
+                g.pool_max_idle.as_ref(),
+                "gateway.pool_max_idle",
+                d::POOL_MAX_IDLE,
+            ),
+            shutdown_timeout: self.duration(
+                g.shutdown_timeout.as_ref(),
+                "gateway.shutdown_timeout",
+                d::SHUTDOWN_TIMEOUT,
+                false,
+            ),
+        }
+    }
+
+    fn admin(&mut self, raw: &RawConfig, gateway_listen: SocketAddr) -> Admin {
+        let Some(a) = &raw.admin else {
+            return Admin::default();
+        };
+        let listen = self.addr(a.listen.as_ref(), "admin.listen", d::ADMIN_LISTEN);
+        let listen_span = a.listen.as_ref().map_or(0..0, Spanned::span);
+        let mut token = None;
+        if let Some(t) = &a.token {
+            if t.get_ref().trim().is_empty() {
+                self.err(
+                    &t.span(),
+                    "admin.token",
+                    "token must not be empty",
+                    Some("use a long random string, e.g. from `openssl rand -hex 32`".into()),
+                );
+            } else {
+                token = Some(t.get_ref().clone());
+            }
+        }
+        if token.is_none() && a.token.is_none() && !listen.ip().is_loopback() {
+            self.err(
+                &listen_span,
+                "admin.token",
+                format!(
+                    "a token is required because admin.listen {listen} is not a loopback address"
+                ),
+                Some(
+                    "set token = \"<long random string>\" in [admin], or listen on a loopback address such as 127.0.0.1:9090"
+                        .into(),
+                ),
+            );
+        }
+        if a.listen.is_some() && listen == gateway_listen && listen.port() != 0 {
+            self.err(
+                &listen_span,
+                "admin.listen",
+                format!("admin.listen {listen} is the same address as gateway.listen"),
+                Some("give the admin API its own port, e.g. 127.0.0.1:9090".into()),
+            );
+        }
+        Admin { listen, token }
+    }
+
+    fn logs(&mut self, raw: &RawConfig) -> Logs {
+        let Some(l) = &raw.logs else {
+            return Logs {
+                dir: resolve(self.base_dir, Path::new(d::LOGS_DIR)),
+                ..Logs::default()
+            };
+        };
+        let dir = l.dir.as_ref().map_or(d::LOGS_DIR, |s| s.get_ref().as_str());
+        if let Some(s) = &l.dir {
+            if s.get_ref().trim().is_empty() {
+                self.err(
+                    &s.span(),
+                    "logs.dir",
+                    "dir must not be empty",
+                    Some(format!("remove it to use the default \"{}\"", d::LOGS_DIR)),
+                );
+            }
+        }
+        let mut max_size = d::LOGS_MAX_SIZE;
+        if let Some(v) = &l.max_size {
+            if let Some(n) = self.size(v, "logs.max_size") {
+                if n == 0 {
+                    self.err(
+                        &v.span(),
+                        "logs.max_size",
+                        "max_size must be greater than 0",
+                        Some("e.g. max_size = \"10MiB\"".into()),
+                    );
+                } else {
+                    max_size = n;
+                }
+            }
+        }
+        Logs {
+            dir: resolve(self.base_dir, Path::new(dir)),
+            max_size,
+            max_files: self.u32(l.max_files.as_ref(), "logs.max_files", d::LOGS_MAX_FILES, 0),
+        }
+    }
+
+    fn route(
+        &mut self,
+        i: usize,
+        route: &Spanned<RawRoute>,
+        known: &[(&str, usize)],
+    ) -> Option<Route> {
+        let p = format!("route[{i}]");
+        let r = route.get_ref();
+        let mut ok = true;
+
+        let host = match &r.host {
+            None => None,
+            Some(h) => {
+                let s = h.get_ref().trim();
+                let problem = if s.is_empty() {
+                    Some("host must not be empty")
+                } else if s.contains(|c: char| c.is_whitespace() || c == '/') {
+                    Some("host must be a bare host name")
+                } else if s.rsplit_once(':').is_some_and(|(name, port)| {
+                    !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit())
+                }) {
+                    Some("host must not include a port")
+                } else {
+                    None
+                };
+                if let Some(problem) = problem {
+                    ok = false;
+                    self.err(
+                        &h.span(),
+                        &format!("{p}.host"),
+                        format!("invalid host {:?}: {problem}", h.get_ref()),
+                        Some("use the host name only, e.g. host = \"api.example.com\"; the request's port is ignored when matching".into()),
+                    );
+                    None
+                } else {
+                    Some(s.to_ascii_lowercase())
+                }
+            }
+        };
+
+        let path_prefix = match &r.path_prefix {
+            None => None,
+            Some(pp) if !pp.get_ref().starts_with('/') => {
+                ok = false;
+                self.err(
+                    &pp.span(),
+                    &format!("{p}.path_prefix"),
+                    format!("path_prefix \"{}\" must start with '/'", pp.get_ref()),
+                    Some(format!(
+                        "e.g. path_prefix = \"/{}\"",
+                        pp.get_ref().trim_start_matches('/')
+                    )),
+                );
+                None
+            }
+            Some(pp) => Some(pp.get_ref().clone()),
+        };
+
+        let names: Vec<&str> = known.iter().map(|(n, _)| *n).collect();
+        let known_hint = || {
+            if names.is_empty() {
+                "no apps are defined".to_owned()
+            } else {
+                format!("known apps: {}", names.join(", "))
+            }
+        };
+        let app = match &r.app {
+            None => {
+                self.err(
+                    &route.span(),
+                    &format!("{p}.app"),
+                    "missing app",
+                    Some(format!("add app = \"<name>\"; {}", known_hint())),
+                );
+                None
+            }
+            Some(name) => match known.iter().find(|(n, _)| *n == name.get_ref()) {
+                Some((_, idx)) => Some(*idx),
+                None => {
+                    let mut hint = String::new();
+                    if let Some(best) = closest(name.get_ref(), &names) {
+                        hint.push_str(&format!("did you mean \"{best}\"? "));
+                    }
+                    hint.push_str(&known_hint());
+                    self.err(
+                        &name.span(),
+                        &format!("{p}.app"),
+                        format!("route to unknown app \"{}\"", name.get_ref()),
+                        Some(hint),
+                    );
+                    None
+                }
+            },
+        };
+        match (ok, app) {
+            (true, Some(app)) => Some(Route {
+                host,
+                path_prefix,
+                app,
+            }),
+            _ => None,
+        }
+    }
+}

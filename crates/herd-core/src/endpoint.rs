@@ -1,0 +1,204 @@
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+/// One routable instance of an app.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Unique for the life of the herd process; a replacement instance gets a new uid.
+    pub uid: u64,
+    /// Stable, human id such as `web-3` (kept by a replacement of the same slot).
+    pub id: Arc<str>,
+    pub addr: SocketAddr,
+    pub stats: Arc<EndpointStats>,
+}
+
+/// Live counters of one instance, written by the gateway, read by the supervisor and the admin API.
+#[derive(Debug)]
+pub struct EndpointStats {
+    in_flight: AtomicUsize,
+    requests: AtomicU64,
+    failures: AtomicU64,
+    /// Consecutive failures inside the current `fail_timeout` window (passive health).
+    window_fails: AtomicU64,
+    /// Milliseconds since `epoch` at which the current failure window started.
+    window_start_ms: AtomicU64,
+    /// Milliseconds since `epoch` until which the instance is passively marked down (0 = not down).
+    down_until_ms: AtomicU64,
+    epoch: Instant,
+    idle: Notify,
+}
+
+impl Default for EndpointStats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EndpointStats {
+    #[must_use]
+    pub fn new() -> Self {
+        EndpointStats {
+            in_flight: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            window_fails: AtomicU64::new(0),
+            window_start_ms: AtomicU64::new(0),
+            down_until_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            idle: Notify::new(),
+        }
+    }
+
+    /// Counts a request as started; the returned guard ends it when dropped (after the response
+    /// body has been streamed, so draining waits for whole exchanges).
+    #[must_use]
+    pub fn start_request(self: &Arc<Self>) -> InFlightGuard {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        InFlightGuard {
+            stats: Arc::clone(self),
+        }
+    }
+
+    #[must_use]
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    #[must_use]
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    #[must_use]
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    fn ms_since_epoch(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Records a failed attempt (connect error, reset). After `max_fails` failures within
+    /// `fail_timeout` the instance is passively down for `fail_timeout` (nginx semantics).
+    /// Returns true when this failure marked it down.
+    pub fn record_failure(&self, now: Instant, max_fails: u32, fail_timeout: Duration) -> bool {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        let now_ms = self.ms_since_epoch(now);
+        let window_ms = u64::try_from(fail_timeout.as_millis()).unwrap_or(u64::MAX);
+        let start = self.window_start_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(start) > window_ms || self.window_fails.load(Ordering::Relaxed) == 0
+        {
+            self.window_start_ms.store(now_ms, Ordering::Relaxed);
+            self.window_fails.store(0, Ordering::Relaxed);
+        }
+        let fails = self.window_fails.fetch_add(1, Ordering::Relaxed) + 1;
+        if fails >= u64::from(max_fails.max(1)) {
+            self.down_until_ms
+                .store(now_ms.saturating_add(window_ms).max(1), Ordering::Relaxed);
+            self.window_fails.store(0, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// Records a successful exchange: clears the failure window.
+    pub fn record_success(&self) {
+        if self.window_fails.load(Ordering::Relaxed) != 0 {
+            self.window_fails.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether passive health currently keeps this instance out of the pick.
+    #[must_use]
+    pub fn passively_down(&self, now: Instant) -> bool {
+        let until = self.down_until_ms.load(Ordering::Relaxed);
+        until != 0 && self.ms_since_epoch(now) < until
+    }
+
+    /// Clears the passive mark (an active check passed).
+    pub fn clear_down(&self) {
+        self.down_until_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// Resolves once no request is in flight. Event-driven: woken by the last guard's drop.
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.in_flight() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Ends one in-flight request when dropped.
+#[derive(Debug)]
+pub struct InFlightGuard {
+    stats: Arc<EndpointStats>,
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.stats.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.stats.idle.notify_waiters();
+        }
+    }
+}
+
+/// Where the supervisor publishes the set of instances in rotation for an app.
+///
+/// Implemented by the gateway; called on every change (never on the request path).
+pub trait Rotation: Send + Sync + 'static {
+    /// Replaces the ready set of `app`. Endpoints keep their identity by `uid`, so the
+    /// gateway can keep connection pools of instances that stay.
+    fn set_endpoints(&self, app: &str, endpoints: Vec<Endpoint>);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passive_down_after_max_fails_and_recovers_after_timeout() {
+        let s = EndpointStats::new();
+        let t0 = s.epoch + Duration::from_secs(1);
+        assert!(!s.record_failure(t0, 2, Duration::from_secs(10)));
+        assert!(!s.passively_down(t0));
+        assert!(s.record_failure(t0 + Duration::from_secs(1), 2, Duration::from_secs(10)));
+        assert!(s.passively_down(t0 + Duration::from_secs(2)));
+        assert!(!s.passively_down(t0 + Duration::from_secs(12)));
+    }
+
+    #[test]
+    fn failures_outside_window_do_not_add_up() {
+        let s = EndpointStats::new();
+        let t0 = s.epoch + Duration::from_secs(1);
+        assert!(!s.record_failure(t0, 2, Duration::from_secs(10)));
+        assert!(!s.record_failure(t0 + Duration::from_secs(20), 2, Duration::from_secs(10)));
+        assert!(!s.passively_down(t0 + Duration::from_secs(21)));
+    }
+
+    #[tokio::test]
+    async fn wait_idle_wakes_when_last_request_ends() {
+        let s = Arc::new(EndpointStats::new());
+        let g1 = s.start_request();
+        let g2 = s.start_request();
+        let s2 = Arc::clone(&s);
+        let waiter = tokio::spawn(async move { s2.wait_idle().await });
+        drop(g1);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        drop(g2);
+        waiter.await.unwrap();
+        assert_eq!(s.requests(), 2);
+        assert_eq!(s.in_flight(), 0);
+    }
+}

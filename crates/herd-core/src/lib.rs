@@ -1,0 +1,14 @@
+//! Types shared by herd's layers.
+//!
+//! The supervisor (`herd-fleet`) decides which instances are in rotation; the gateway (`herd-proxy`)
+//! sends requests to them. They meet here:
+//! - [`Endpoint`]: one routable instance (address, stable id) with its live [`EndpointStats`],
+//!   shared by both sides so the gateway's in-flight count is exactly what the supervisor drains on.
+//! - [`Rotation`]: the gateway-side sink the supervisor publishes each app's ready set into.
+//! - [`InstanceState`]: the lifecycle states shown to users (see `crates/herd-fleet/LIFECYCLE.md`).
+
+mod endpoint;
+mod state;
+
+pub use endpoint::{Endpoint, EndpointStats, InFlightGuard, Rotation};
+pub use state::InstanceState;

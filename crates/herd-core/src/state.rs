@@ -1,0 +1,40 @@
+use serde::Serialize;
+
+/// The states an instance is shown in. Transitions are documented in `crates/herd-fleet/LIFECYCLE.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceState {
+    /// Process spawned (or server configured); health checks have not yet passed `rise` times.
+    Starting,
+    /// In rotation: receives traffic.
+    Ready,
+    /// Out of rotation; in-flight requests finish, then it is stopped.
+    Draining,
+    /// Stopped on purpose (scale-in, replacement, shutdown).
+    Stopped,
+    /// Exited unexpectedly; waiting out the restart backoff.
+    Restarting,
+    /// Gave up after `max_restarts` unstable restarts.
+    Errored,
+}
+
+impl InstanceState {
+    /// The lowercase name used in the admin API and the CLI.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Starting => "starting",
+            InstanceState::Ready => "ready",
+            InstanceState::Draining => "draining",
+            InstanceState::Stopped => "stopped",
+            InstanceState::Restarting => "restarting",
+            InstanceState::Errored => "errored",
+        }
+    }
+}
+
+impl std::fmt::Display for InstanceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

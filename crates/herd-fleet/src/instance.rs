@@ -1,0 +1,282 @@
+//! One instance: its running process (if any), the tasks that watch it, and how it is stopped.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herd_config::{Command, Health};
+use herd_core::{Endpoint, EndpointStats, InstanceState};
+use nix::sys::signal::Signal;
+use tokio::process::Child;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::health::{probe, HealthState};
+use crate::logs::{self, LogLine, LogSettings, Stream};
+use crate::restart::RestartTracker;
+use crate::spawn::{self, SpawnSpec};
+use crate::status::InstanceView;
+
+static NEXT_UID: AtomicU64 = AtomicU64::new(1);
+
+/// What instance tasks report to their app's supervisor.
+#[derive(Debug)]
+pub(crate) enum Event {
+    Exited { uid: u64, status: String },
+    Health { uid: u64, up: bool },
+}
+
+/// A running process (or, for `servers` apps, a configured address) being watched.
+#[derive(Debug)]
+pub(crate) struct Proc {
+    pub(crate) uid: u64,
+    pub(crate) pid: Option<u32>,
+    pub(crate) port: Option<u16>,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) started: Instant,
+    /// Stops the health checker.
+    checks: CancellationToken,
+    /// Cancelled by the waiter once the process has exited.
+    pub(crate) exited: CancellationToken,
+    pub(crate) rss_bytes: u64,
+    pub(crate) cpu_percent: f64,
+    pub(crate) rps: f64,
+    pub(crate) last_cpu: Option<(u64, Instant)>,
+    pub(crate) last_requests: (u64, Instant),
+}
+
+/// One instance lineage of a slot: survives restarts of its process, keeps its id.
+#[derive(Debug)]
+pub(crate) struct Inst {
+    pub(crate) id: Arc<str>,
+    pub(crate) state: InstanceState,
+    pub(crate) proc: Option<Proc>,
+    pub(crate) tracker: RestartTracker,
+    pub(crate) restart_at: Option<Instant>,
+    pub(crate) ready_deadline: Option<Instant>,
+}
+
+impl Inst {
+    pub(crate) fn view(&self) -> InstanceView {
+        let p = self.proc.as_ref();
+        InstanceView {
+            id: Arc::clone(&self.id),
+            pid: p.and_then(|p| p.pid),
+            port: p.and_then(|p| p.port),
+            addr: p
+                .filter(|p| p.pid.is_none())
+                .map(|p| p.endpoint.addr.to_string()),
+            state: self.state,
+            started: p.map(|p| p.started),
+            restarts: self.tracker.restarts,
+            restart_at: self.restart_at,
+            restart_delay_ms: u64::try_from(self.tracker.next_delay.as_millis()).unwrap_or(0),
+            rss_bytes: p.map_or(0, |p| p.rss_bytes),
+            cpu_percent: p.map_or(0.0, |p| p.cpu_percent),
+            rps: p.map_or(0.0, |p| p.rps),
+            stats: p.map(|p| Arc::clone(&p.endpoint.stats)),
+        }
+    }
+}
+
+/// What starting a process needs from the app.
+#[derive(Debug)]
+pub(crate) struct Launch<'a> {
+    pub(crate) app: &'a str,
+    pub(crate) health: &'a Health,
+    pub(crate) shim: Option<&'a std::path::Path>,
+    pub(crate) logs: &'a LogSettings,
+    pub(crate) log_tx: &'a broadcast::Sender<LogLine>,
+    pub(crate) events: &'a mpsc::UnboundedSender<Event>,
+    pub(crate) extra_env: &'a [(String, String)],
+}
+
+impl Launch<'_> {
+    /// Spawns the app's command on `port` and starts its waiter, log pumps and health checker.
+    pub(crate) fn spawn_process(
+        &self,
+        id: &Arc<str>,
+        command: &Command,
+        port: u16,
+    ) -> std::io::Result<Proc> {
+        let mut child = spawn::spawn(&SpawnSpec {
+            app: self.app,
+            instance: id,
+            port,
+            command,
+            shim: self.shim,
+            extra_env: self.extra_env,
+        })?;
+        let pid = child.id();
+        let uid = NEXT_UID.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::info_span!("instance", app = %self.app, instance = %id, pid = pid.unwrap_or(0));
+        for (reader, stream) in [
+            (child.stdout.take().map(|r| Box::new(r) as Box<dyn tokio::io::AsyncRead + Unpin + Send>), Stream::Out),
+            (child.stderr.take().map(|r| Box::new(r) as Box<dyn tokio::io::AsyncRead + Unpin + Send>), Stream::Err),
+        ] {
+            if let Some(reader) = reader {
+                // Ends at EOF, i.e. when the process group has closed the pipe.
+                tokio::spawn(
+                    logs::pump(reader, Arc::clone(id), stream, self.logs.clone(), self.log_tx.clone())
+                        .instrument(span.clone()),
+                );
+            }
+        }
+        let exited = CancellationToken::new();
+        tokio::spawn(
+            wait_exit(uid, child, self.events.clone(), exited.clone()).instrument(span.clone()),
+        );
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        Ok(self.watch(uid, id, addr, pid, Some(port), exited, span))
+    }
+
+    /// Watches a fixed server (`servers = [...]`): health checks only.
+    pub(crate) fn watch_server(&self, id: &Arc<str>, addr: SocketAddr) -> Proc {
+        let uid = NEXT_UID.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::info_span!("server", app = %self.app, instance = %id, %addr);
+        self.watch(uid, id, addr, None, None, CancellationToken::new(), span)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn watch(
+        &self,
+        uid: u64,
+        id: &Arc<str>,
+        addr: SocketAddr,
+        pid: Option<u32>,
+        port: Option<u16>,
+        exited: CancellationToken,
+        span: tracing::Span,
+    ) -> Proc {
+        let checks = CancellationToken::new();
+        tokio::spawn(
+            check_loop(uid, addr, self.health.clone(), self.events.clone(), checks.clone())
+                .instrument(span),
+        );
+        let now = Instant::now();
+        Proc {
+            uid,
+            pid,
+            port,
+            endpoint: Endpoint {
+                uid,
+                id: Arc::clone(id),
+                addr,
+                stats: Arc::new(EndpointStats::new()),
+            },
+            started: now,
+            checks,
+            exited,
+            rss_bytes: 0,
+            cpu_percent: 0.0,
+            rps: 0.0,
+            last_cpu: None,
+            last_requests: (0, now),
+        }
+    }
+}
+
+impl Proc {
+    /// Stops health checking (the process is leaving rotation for good).
+    pub(crate) fn stop_checks(&self) {
+        self.checks.cancel();
+    }
+
+    /// Graceful stop: wait for in-flight requests (at most `drain`), SIGTERM the group, wait at
+    /// most `kill` for the exit, then SIGKILL the group. Runs as its own task; the exit itself is
+    /// reported by the waiter.
+    pub(crate) fn stop(&self, drain: Duration, kill: Duration) {
+        self.stop_checks();
+        let Some(pid) = self.pid else { return };
+        let stats = Arc::clone(&self.endpoint.stats);
+        let exited = self.exited.clone();
+        let span = tracing::info_span!("stop", instance = %self.endpoint.id, pid);
+        tokio::spawn(
+            async move {
+                tokio::select! {
+                    () = stats.wait_idle() => {}
+                    () = tokio::time::sleep(drain) => {
+                        tracing::warn!(in_flight = stats.in_flight(), ?drain, "drain_timeout reached with requests in flight");
+                    }
+                    () = exited.cancelled() => return,
+                }
+                spawn::signal_group(pid, Signal::SIGTERM);
+                tokio::select! {
+                    () = exited.cancelled() => {}
+                    () = tokio::time::sleep(kill) => {
+                        tracing::warn!(?kill, "still running after kill_timeout; sending SIGKILL");
+                        spawn::signal_group(pid, Signal::SIGKILL);
+                    }
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Immediate stop (failed readiness): SIGKILL the group.
+    pub(crate) fn kill(&self) {
+        if let Some(pid) = self.pid {
+            spawn::signal_group(pid, Signal::SIGKILL);
+        }
+    }
+}
+
+async fn wait_exit(
+    uid: u64,
+    mut child: Child,
+    events: mpsc::UnboundedSender<Event>,
+    exited: CancellationToken,
+) {
+    let pid = child.id();
+    let status = match child.wait().await {
+        Ok(s) => s.to_string(),
+        Err(e) => format!("wait failed: {e}"),
+    };
+    // Whatever the leader left behind in its group goes too, so the port is free for a restart.
+    if let Some(pid) = pid {
+        spawn::signal_group(pid, Signal::SIGKILL);
+    }
+    exited.cancel();
+    let _ = events.send(Event::Exited { uid, status });
+}
+
+async fn check_loop(
+    uid: u64,
+    addr: SocketAddr,
+    health: Health,
+    events: mpsc::UnboundedSender<Event>,
+    cancel: CancellationToken,
+) {
+    let mut state = HealthState::new(health.rise, health.fall);
+    let mut first = true;
+    loop {
+        let wait = if first {
+            Duration::from_millis(50)
+        } else if state.transitioning() {
+            health.fastinter
+        } else {
+            health.interval
+        };
+        first = false;
+        let ok = tokio::select! {
+            () = cancel.cancelled() => return,
+            ok = async {
+                tokio::time::sleep(wait).await;
+                probe(addr, health.path.as_deref(), health.timeout).await
+            } => ok,
+        };
+        if let Some(up) = state.observe(ok) {
+            if events.send(Event::Health { uid, up }).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Where an app's instance logs go.
+pub(crate) fn log_dir(base: &std::path::Path, app: &str) -> PathBuf {
+    base.join(app)
+}

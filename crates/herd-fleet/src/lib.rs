@@ -1,0 +1,275 @@
+//! herd's local fleet supervisor.
+//!
+//! [`Fleet::start`] runs one supervisor actor per app (`app`): it starts N instances of the app's
+//! command, each on its own port and in its own process group (`spawn`), watches them with
+//! active health checks (`health`), restarts crashes with PM2's backoff policy (`restart`),
+//! samples RSS/CPU from `/proc` every second (`procfs`) to enforce `max_memory`, writes their
+//! output to rotated files (`logs`), and publishes the ready set to the gateway through
+//! [`herd_core::Rotation`]. Stops are graceful: out of rotation → in-flight requests finish →
+//! SIGTERM → `kill_timeout` → SIGKILL of the group. States and transitions: `LIFECYCLE.md`.
+
+mod app;
+mod health;
+mod instance;
+mod logs;
+mod ports;
+mod procfs;
+mod restart;
+mod spawn;
+mod status;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use herd_config::Config;
+use herd_core::Rotation;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+pub use health::{probe, HealthState};
+pub use logs::{tail_lines, LogLine, Stream};
+pub use restart::{RestartPolicy, RestartTracker, Verdict};
+pub use spawn::{exec_shim, SHIM_ARG};
+pub use status::{AppStatus, InstanceStatus, ScaleRecord};
+
+use app::{AppActor, Cmd};
+use logs::LogSettings;
+use status::AppView;
+
+/// Ways a fleet operation can fail.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum FleetError {
+    #[error("no app named {name:?} (known: {known})")]
+    UnknownApp { name: String, known: String },
+    #[error("app {app:?} uses fixed `servers`; herd does not start its instances")]
+    NotSupervised { app: String },
+    #[error("cannot run {requested} instances of {app:?}: {reason}")]
+    InvalidCount {
+        app: String,
+        requested: u32,
+        reason: String,
+    },
+    #[error("reload of {app:?} failed: {reason}")]
+    ReloadFailed { app: String, reason: String },
+    #[error("the supervisor of {app:?} has stopped")]
+    Stopped { app: String },
+    #[error("failed to create the log directory {path}: {reason}")]
+    LogDir { path: String, reason: String },
+}
+
+/// Process-level options that do not come from the config file.
+#[derive(Debug, Clone, Default)]
+pub struct FleetOptions {
+    /// herd's own executable: instances are started through `herd __spawn` so that they die
+    /// with herd. `None` starts them directly (used by library tests).
+    pub shim: Option<PathBuf>,
+}
+
+struct AppHandle {
+    name: String,
+    cmds: mpsc::Sender<Cmd>,
+    view: Arc<ArcSwap<AppView>>,
+    logs: broadcast::Sender<LogLine>,
+    log_dir: PathBuf,
+}
+
+/// The running supervisor of every app.
+pub struct Fleet {
+    apps: Vec<AppHandle>,
+    tasks: std::sync::Mutex<Vec<(String, JoinHandle<()>)>>,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet")
+            .field("apps", &self.apps.iter().map(|a| &a.name).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Fleet {
+    /// Starts every app's instances. Returns at once; instances become ready in the background.
+    ///
+    /// # Errors
+    /// [`FleetError::LogDir`] when the log directory cannot be created.
+    pub fn start(
+        config: &Config,
+        rotation: Arc<dyn Rotation>,
+        options: FleetOptions,
+    ) -> Result<Fleet, FleetError> {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let mut apps = Vec::new();
+        let mut tasks = Vec::new();
+        for app in &config.apps {
+            let log_dir = instance::log_dir(&config.logs.dir, &app.name);
+            std::fs::create_dir_all(&log_dir).map_err(|e| FleetError::LogDir {
+                path: log_dir.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            let desired = match &app.backends {
+                herd_config::Backends::Command(c) => c.instances.resolve(cores),
+                herd_config::Backends::Servers(s) => u32::try_from(s.len()).unwrap_or(u32::MAX),
+            };
+            let (log_tx, _) = broadcast::channel(1024);
+            let view = Arc::new(ArcSwap::from_pointee(AppView {
+                name: app.name.clone(),
+                supervised: matches!(app.backends, herd_config::Backends::Command(_)),
+                desired,
+                instances: Vec::new(),
+                last_scale: None,
+                reloading: false,
+            }));
+            let (tx, rx) = mpsc::channel(64);
+            let actor = AppActor::new(
+                app.clone(),
+                desired,
+                options.shim.clone(),
+                LogSettings {
+                    dir: log_dir.clone(),
+                    max_size: config.logs.max_size,
+                    max_files: config.logs.max_files,
+                },
+                log_tx.clone(),
+                Arc::clone(&rotation),
+                Arc::clone(&view),
+            );
+            let task = tokio::spawn(
+                actor
+                    .run(rx)
+                    .instrument(tracing::info_span!("supervisor", app = %app.name)),
+            );
+            apps.push(AppHandle {
+                name: app.name.clone(),
+                cmds: tx,
+                view,
+                logs: log_tx,
+                log_dir,
+            });
+            tasks.push((app.name.clone(), task));
+        }
+        Ok(Fleet {
+            apps,
+            tasks: std::sync::Mutex::new(tasks),
+        })
+    }
+
+    fn app(&self, name: &str) -> Result<&AppHandle, FleetError> {
+        self.apps
+            .iter()
+            .find(|a| a.name == name)
+            .ok_or_else(|| FleetError::UnknownApp {
+                name: name.to_owned(),
+                known: self
+                    .apps
+                    .iter()
+                    .map(|a| a.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    /// Every app and instance, with live counters.
+    #[must_use]
+    pub fn status(&self) -> Vec<AppStatus> {
+        let now = Instant::now();
+        self.apps.iter().map(|a| a.view.load().render(now)).collect()
+    }
+
+    /// Names of the apps, in config order.
+    #[must_use]
+    pub fn app_names(&self) -> Vec<String> {
+        self.apps.iter().map(|a| a.name.clone()).collect()
+    }
+
+    async fn ask(
+        &self,
+        app: &AppHandle,
+        make: impl FnOnce(app::Reply) -> Cmd,
+    ) -> Result<(), FleetError> {
+        let stopped = || FleetError::Stopped {
+            app: app.name.clone(),
+        };
+        let (tx, rx) = oneshot::channel();
+        app.cmds.send(make(tx)).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    /// Sets the number of instances of `app`.
+    ///
+    /// # Errors
+    /// Unknown app, a `servers` app, or more instances than `port_range` allows.
+    pub async fn scale(&self, app: &str, instances: u32, reason: String) -> Result<(), FleetError> {
+        let handle = self.app(app)?;
+        self.ask(handle, |reply| Cmd::Scale {
+            n: instances,
+            reason,
+            reply,
+        })
+        .await
+    }
+
+    /// Rolling, start-first reload of `app` (or of every supervised app); resolves when done.
+    ///
+    /// # Errors
+    /// Unknown app, a `servers` app, or a new instance that could not become ready.
+    pub async fn reload(&self, app: Option<&str>) -> Result<(), FleetError> {
+        match app {
+            Some(name) => self.ask(self.app(name)?, |reply| Cmd::Reload { reply }).await,
+            None => {
+                for handle in &self.apps {
+                    if handle.view.load().supervised {
+                        self.ask(handle, |reply| Cmd::Reload { reply }).await?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Live output of `app`'s instances, plus the log files to read history from.
+    ///
+    /// # Errors
+    /// Unknown app.
+    pub fn logs(&self, app: &str) -> Result<(broadcast::Receiver<LogLine>, Vec<PathBuf>), FleetError> {
+        let handle = self.app(app)?;
+        let mut files: Vec<PathBuf> = Vec::new();
+        let mut ids: Vec<String> = handle
+            .view
+            .load()
+            .instances
+            .iter()
+            .map(|i| i.id.to_string())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        for id in ids {
+            for stream in [Stream::Out, Stream::Err] {
+                files.push(logs::log_path(&handle.log_dir, &id, stream));
+            }
+        }
+        Ok((handle.logs.subscribe(), files))
+    }
+
+    /// Drains and stops every instance of every app; resolves when all have exited.
+    /// Calling it again waits for nothing.
+    pub async fn shutdown(&self) {
+        for app in &self.apps {
+            let _ = app.cmds.send(Cmd::Shutdown).await;
+        }
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for (name, task) in tasks {
+            if let Err(e) = task.await {
+                tracing::error!(app = %name, error = %e, "supervisor task failed");
+            }
+        }
+    }
+
+    /// True when every app has at least one ready instance.
+    #[must_use]
+    pub fn all_ready(&self) -> bool {
+        self.status().iter().all(|a| a.ready > 0)
+    }
+}

@@ -1,0 +1,209 @@
+//! Instance output: each stream goes to its own file (`<dir>/<id>.out.log`, `<id>.err.log`),
+//! rotated by size (`.1` newest … `.max_files` oldest), and to a broadcast channel that
+//! `herd logs -f` subscribes to.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::fs::{File, OpenOptions};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::broadcast;
+
+/// Longest line kept whole; longer output is split (protects memory from binary output).
+const MAX_LINE: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    Out,
+    Err,
+}
+
+impl Stream {
+    fn suffix(self) -> &'static str {
+        match self {
+            Stream::Out => "out",
+            Stream::Err => "err",
+        }
+    }
+}
+
+/// One line of instance output.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogLine {
+    pub instance: Arc<str>,
+    pub stream: Stream,
+    pub line: String,
+}
+
+/// Where and how much to keep.
+#[derive(Debug, Clone)]
+pub(crate) struct LogSettings {
+    pub(crate) dir: PathBuf,
+    pub(crate) max_size: u64,
+    pub(crate) max_files: u32,
+}
+
+/// The log file of an instance stream.
+pub(crate) fn log_path(dir: &Path, instance: &str, stream: Stream) -> PathBuf {
+    dir.join(format!("{instance}.{}.log", stream.suffix()))
+}
+
+struct RotatingFile {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    settings: LogSettings,
+}
+
+impl RotatingFile {
+    async fn open(path: PathBuf, settings: LogSettings) -> std::io::Result<Self> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .await?;
+        let size = file.metadata().await?.len();
+        Ok(RotatingFile {
+            path,
+            file,
+            size,
+            settings,
+        })
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if self.size > 0 && self.size + bytes.len() as u64 > self.settings.max_size {
+            self.rotate().await?;
+        }
+        self.file.write_all(bytes).await?;
+        self.size += bytes.len() as u64;
+        Ok(())
+    }
+
+    async fn rotate(&mut self) -> std::io::Result<()> {
+        self.file.flush().await?;
+        let numbered = |n: u32| PathBuf::from(format!("{}.{n}", self.path.display()));
+        let keep = self.settings.max_files;
+        if keep == 0 {
+            tokio::fs::remove_file(&self.path).await.ok();
+        } else {
+            tokio::fs::remove_file(numbered(keep)).await.ok();
+            for n in (1..keep).rev() {
+                tokio::fs::rename(numbered(n), numbered(n + 1)).await.ok();
+            }
+            tokio::fs::rename(&self.path, numbered(1)).await?;
+        }
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .await?;
+        self.size = 0;
+        Ok(())
+    }
+}
+
+/// Copies one output stream of an instance to its file and the broadcast channel until EOF
+/// (the process and every child holding the pipe have exited).
+pub(crate) async fn pump(
+    reader: impl AsyncRead + Unpin,
+    instance: Arc<str>,
+    stream: Stream,
+    settings: LogSettings,
+    tx: broadcast::Sender<LogLine>,
+) {
+    let path = log_path(&settings.dir, &instance, stream);
+    let mut file = match RotatingFile::open(path.clone(), settings).await {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "failed to open instance log file; output is only broadcast");
+            None
+        }
+    };
+    let mut reader = BufReader::new(reader);
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        buf.clear();
+        let n = match AsyncReadExt::take(&mut reader, MAX_LINE as u64)
+            .read_until(b'\n', &mut buf)
+            .await
+        {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(error = %e, "instance output stream ended with an error");
+                break;
+            }
+        };
+        if let Some(f) = file.as_mut() {
+            let ok = if buf.ends_with(b"\n") {
+                f.write(&buf[..n]).await
+            } else {
+                let mut line = buf[..n].to_vec();
+                line.push(b'\n');
+                f.write(&line).await
+            };
+            if let Err(e) = ok {
+                tracing::warn!(path = %path.display(), error = %e, "failed to write instance log; disabling the file");
+                file = None;
+            }
+        }
+        if tx.receiver_count() > 0 {
+            let text = String::from_utf8_lossy(&buf[..n]);
+            let _ = tx.send(LogLine {
+                instance: Arc::clone(&instance),
+                stream,
+                line: text.trim_end_matches(['\n', '\r']).to_owned(),
+            });
+        }
+    }
+    if let Some(mut f) = file {
+        let _ = f.file.flush().await;
+    }
+}
+
+/// The last `n` lines of a file (whole file read; log files are bounded by `max_size`).
+pub async fn tail_lines(path: &Path, n: usize) -> Vec<String> {
+    let Ok(text) = tokio::fs::read(path).await else {
+        return Vec::new();
+    };
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn rotates_by_size_and_keeps_max_files() {
+        let dir = std::env::temp_dir().join(format!("herd-logs-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let settings = LogSettings {
+            dir: dir.clone(),
+            max_size: 100,
+            max_files: 2,
+        };
+        let input: Vec<u8> = (0..50).flat_map(|i| format!("line {i:04}\n").into_bytes()).collect();
+        let (tx, mut rx) = broadcast::channel(100);
+        let pumped = pump(&input[..], Arc::from("web-1"), Stream::Out, settings, tx);
+        pumped.await;
+        assert!(rx.try_recv().is_err(), "no subscriber at send time: nothing buffered");
+        let base = log_path(&dir, "web-1", Stream::Out);
+        let current = std::fs::read_to_string(&base).unwrap();
+        assert!(current.len() <= 100);
+        assert!(current.ends_with("line 0049\n"));
+        assert!(PathBuf::from(format!("{}.1", base.display())).exists());
+        assert!(PathBuf::from(format!("{}.2", base.display())).exists());
+        assert!(!PathBuf::from(format!("{}.3", base.display())).exists());
+        assert_eq!(tail_lines(&base, 2).await, vec!["line 0048", "line 0049"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,98 @@
+//! Starting instance processes.
+//!
+//! Each instance runs in its own process group (so signals reach its children too), with `PORT`,
+//! `HERD_APP`, `HERD_INSTANCE` and the app's `env`, stdin closed and stdout/stderr piped to the
+//! log pumps. When herd knows its own executable it starts the app through `herd __spawn`, a
+//! shim that asks the kernel to SIGKILL it when herd dies (`PR_SET_PDEATHSIG`) and then `exec`s
+//! the app in place: if herd is SIGKILLed, its instances die with it instead of lingering.
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt as _;
+use std::path::Path;
+use std::process::Stdio;
+
+use herd_config::Command;
+use tokio::process::{Child, Command as TokioCommand};
+
+/// Name of the hidden subcommand that runs [`exec_shim`].
+pub const SHIM_ARG: &str = "__spawn";
+const PARENT_ENV: &str = "HERD_PARENT_PID";
+
+/// Everything one process start needs.
+#[derive(Debug)]
+pub(crate) struct SpawnSpec<'a> {
+    pub(crate) app: &'a str,
+    pub(crate) instance: &'a str,
+    pub(crate) port: u16,
+    pub(crate) command: &'a Command,
+    pub(crate) shim: Option<&'a Path>,
+    pub(crate) extra_env: &'a [(String, String)],
+}
+
+pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> std::io::Result<Child> {
+    let argv = &spec.command.argv;
+    let mut cmd = match spec.shim {
+        Some(shim) => {
+            let mut c = TokioCommand::new(shim);
+            c.arg(SHIM_ARG).arg("--").args(argv);
+            c.env(PARENT_ENV, std::process::id().to_string());
+            c
+        }
+        None => {
+            let mut c = TokioCommand::new(&argv[0]);
+            c.args(&argv[1..]);
+            c
+        }
+    };
+    cmd.current_dir(&spec.command.cwd)
+        .envs(&spec.command.env)
+        .envs(spec.extra_env.iter().map(|(k, v)| (k, v)))
+        .env("PORT", spec.port.to_string())
+        .env("HERD_APP", spec.app)
+        .env("HERD_INSTANCE", spec.instance)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
+    cmd.spawn()
+}
+
+/// The body of `herd __spawn -- CMD ARGS...`: arm the parent-death signal, check herd did not
+/// already die, then replace this process with the app. Returns only on failure, with the exit
+/// code to use (127 as a shell would for a command that cannot run).
+#[must_use]
+pub fn exec_shim(args: &[OsString]) -> i32 {
+    let Some((program, rest)) = args.split_first() else {
+        eprintln!("herd __spawn: no command given");
+        return 127;
+    };
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL) {
+        eprintln!("herd __spawn: failed to set the parent-death signal: {e}");
+    }
+    // herd may have died between fork and prctl; then nobody would ever stop us.
+    if let Some(parent) = std::env::var_os(PARENT_ENV) {
+        let parent = parent.to_string_lossy().parse::<i32>().unwrap_or(-1);
+        if nix::unistd::getppid().as_raw() != parent {
+            return 1;
+        }
+    }
+    let err = std::process::Command::new(program)
+        .args(rest)
+        .env_remove(PARENT_ENV)
+        .exec();
+    eprintln!(
+        "herd: failed to start {}: {err} (check `command` and `cwd` in the app's config)",
+        program.to_string_lossy()
+    );
+    127
+}
+
+/// Sends `sig` to the whole process group led by `pgid`. A group that is already gone is fine.
+pub(crate) fn signal_group(pgid: u32, sig: nix::sys::signal::Signal) {
+    let Ok(raw) = i32::try_from(pgid) else { return };
+    match nix::sys::signal::killpg(nix::unistd::Pid::from_raw(raw), sig) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+        Err(e) => tracing::warn!(pgid, signal = ?sig, error = %e, "failed to signal process group"),
+    }
+}

@@ -1,0 +1,119 @@
+//! What the supervisor shows: a snapshot each app actor republishes after every change, turned
+//! into the admin API's JSON by [`crate::Fleet::status`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use herd_core::{EndpointStats, InstanceState};
+use serde::Serialize;
+
+/// One instance as the admin API and `herd status` show it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct InstanceStatus {
+    pub id: String,
+    pub pid: Option<u32>,
+    pub port: Option<u16>,
+    /// For `servers = [...]` apps: the address herd proxies to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+    pub state: InstanceState,
+    pub uptime_s: f64,
+    pub restarts: u32,
+    pub rss_bytes: u64,
+    pub cpu_percent: f64,
+    pub in_flight: usize,
+    pub requests_total: u64,
+    pub rps: f64,
+    /// While `restarting`: milliseconds until the next start.
+    pub next_restart_in_ms: Option<u64>,
+    /// The backoff the next unexpected exit would wait.
+    pub restart_delay_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AppStatus {
+    pub name: String,
+    /// `command` (herd supervises processes) or `servers` (fixed backends).
+    pub kind: &'static str,
+    pub desired: u32,
+    pub ready: usize,
+    pub instances: Vec<InstanceStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_scale: Option<ScaleRecord>,
+    pub reloading: bool,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ScaleRecord {
+    pub instances: u32,
+    pub reason: String,
+}
+
+/// The actor-side snapshot (times as `Instant`s, live counters by reference).
+#[derive(Debug, Clone)]
+pub(crate) struct InstanceView {
+    pub(crate) id: Arc<str>,
+    pub(crate) pid: Option<u32>,
+    pub(crate) port: Option<u16>,
+    pub(crate) addr: Option<String>,
+    pub(crate) state: InstanceState,
+    pub(crate) started: Option<Instant>,
+    pub(crate) restarts: u32,
+    pub(crate) restart_at: Option<Instant>,
+    pub(crate) restart_delay_ms: u64,
+    pub(crate) rss_bytes: u64,
+    pub(crate) cpu_percent: f64,
+    pub(crate) rps: f64,
+    pub(crate) stats: Option<Arc<EndpointStats>>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct AppView {
+    pub(crate) name: String,
+    pub(crate) supervised: bool,
+    pub(crate) desired: u32,
+    pub(crate) instances: Vec<InstanceView>,
+    pub(crate) last_scale: Option<ScaleRecord>,
+    pub(crate) reloading: bool,
+}
+
+impl AppView {
+    pub(crate) fn render(&self, now: Instant) -> AppStatus {
+        let instances: Vec<InstanceStatus> = self
+            .instances
+            .iter()
+            .map(|i| InstanceStatus {
+                id: i.id.to_string(),
+                pid: i.pid,
+                port: i.port,
+                addr: i.addr.clone(),
+                state: i.state,
+                uptime_s: i
+                    .started
+                    .map_or(0.0, |s| now.saturating_duration_since(s).as_secs_f64()),
+                restarts: i.restarts,
+                rss_bytes: i.rss_bytes,
+                cpu_percent: i.cpu_percent,
+                in_flight: i.stats.as_ref().map_or(0, |s| s.in_flight()),
+                requests_total: i.stats.as_ref().map_or(0, |s| s.requests()),
+                rps: i.rps,
+                next_restart_in_ms: i.restart_at.map(|t| {
+                    u64::try_from(t.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX)
+                }),
+                restart_delay_ms: i.restart_delay_ms,
+            })
+            .collect();
+        AppStatus {
+            name: self.name.clone(),
+            kind: if self.supervised { "command" } else { "servers" },
+            desired: self.desired,
+            ready: instances
+                .iter()
+                .filter(|i| i.state == InstanceState::Ready)
+                .count(),
+            instances,
+            last_scale: self.last_scale.clone(),
+            reloading: self.reloading,
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Bodies: what goes to a backend ([`UpBody`]) and what goes back to the client ([`ProxyBody`]).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use herd_core::InFlightGuard;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+
+use crate::pool::Pool;
+
+/// The request body sent upstream: the client's stream, or nothing (a rebuilt retry).
+#[derive(Debug)]
+pub(crate) enum UpBody {
+    Client(Incoming),
+    Empty,
+}
+
+impl Body for UpBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            UpBody::Client(b) => Pin::new(b).poll_frame(cx),
+            UpBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpBody::Client(b) => b.is_end_stream(),
+            UpBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpBody::Client(b) => b.size_hint(),
+            UpBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// The response body sent to the client.
+#[derive(Debug)]
+pub enum ProxyBody {
+    /// A response herd wrote itself (errors).
+    Local(Full<Bytes>),
+    /// A backend's response, streamed.
+    Upstream(UpstreamBody),
+}
+
+impl ProxyBody {
+    /// A short local body.
+    #[must_use]
+    pub fn text(s: impl Into<Bytes>) -> Self {
+        ProxyBody::Local(Full::new(s.into()))
+    }
+}
+
+/// Streams a backend response. When the stream ends it returns the connection to the pool and
+/// ends the in-flight count; if dropped early, the connection is discarded (hyper closes it).
+#[derive(Debug)]
+pub struct UpstreamBody {
+    inner: Incoming,
+    guard: Option<InFlightGuard>,
+    conn: Option<(SendRequest<UpBody>, Arc<Pool>)>,
+}
+
+impl UpstreamBody {
+    pub(crate) fn new(
+        inner: Incoming,
+        guard: InFlightGuard,
+        conn: SendRequest<UpBody>,
+        pool: Arc<Pool>,
+    ) -> Self {
+        let mut body = UpstreamBody {
+            inner,
+            guard: Some(guard),
+            conn: Some((conn, pool)),
+        };
+        if body.inner.is_end_stream() {
+            body.finish();
+        }
+        body
+    }
+
+    fn finish(&mut self) {
+        if let Some((conn, pool)) = self.conn.take() {
+            pool.put(conn);
+        }
+        self.guard = None;
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Local(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
+            ProxyBody::Upstream(up) => {
+                let res = Pin::new(&mut up.inner).poll_frame(cx);
+                match &res {
+                    Poll::Ready(None) => up.finish(),
+                    Poll::Ready(Some(Ok(_))) if up.inner.is_end_stream() => up.finish(),
+                    Poll::Ready(Some(Err(_))) => {
+                        up.conn = None;
+                        up.guard = None;
+                    }
+                    _ => {}
+                }
+                res
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Local(b) => b.is_end_stream(),
+            ProxyBody::Upstream(up) => up.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Local(b) => b.size_hint(),
+            ProxyBody::Upstream(up) => up.inner.size_hint(),
+        }
+    }
+}

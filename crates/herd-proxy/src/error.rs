@@ -1,0 +1,31 @@
+use std::time::Duration;
+
+/// Why the gateway could not produce a backend response. Each maps to one status code.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No instance of the app is in rotation.
+    #[error("no ready instance for app {app}")]
+    NoInstance { app: String },
+    /// Every attempt failed before a response head arrived.
+    #[error("instance {instance} failed: {reason}")]
+    Upstream { instance: String, reason: String },
+    /// The backend took longer than `response_timeout` to answer.
+    #[error("instance {instance} did not answer within {timeout:?}")]
+    Timeout { instance: String, timeout: Duration },
+    /// The request could not be forwarded as received.
+    #[error("bad request: {reason}")]
+    BadRequest { reason: &'static str },
+}
+
+impl ProxyError {
+    /// The status code the client receives.
+    #[must_use]
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            ProxyError::NoInstance { .. } => http::StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Upstream { .. } => http::StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout { .. } => http::StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::BadRequest { .. } => http::StatusCode::BAD_REQUEST,
+        }
+    }
+}

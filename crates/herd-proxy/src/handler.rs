@@ -1,0 +1,202 @@
+//! One request end to end: route → pick → forward → retry → response.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{header, HeaderValue, Method, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+
+use crate::body::{ProxyBody, UpBody, UpstreamBody};
+use crate::error::ProxyError;
+use crate::forward;
+use crate::server::Gateway;
+use crate::upstream::{AppUpstreams, Upstream};
+
+/// Serves one client request. Never fails: errors become short 4xx/5xx responses.
+pub(crate) async fn serve(
+    gw: Arc<Gateway>,
+    req: Request<Incoming>,
+    client: SocketAddr,
+) -> Response<ProxyBody> {
+    match forward(&gw, req, client).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::debug!(error = %e, "request not proxied");
+            error_response(&e)
+        }
+    }
+}
+
+pub(crate) fn error_response(e: &ProxyError) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::text(format!("herd: {e}\n")));
+    *resp.status_mut() = e.status();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// Requests that may be sent again after they reached a backend whose connection then broke
+/// without a response: idempotent methods without a body (RFC 9110 §9.2.2).
+fn replayable(method: &Method, body: &Incoming) -> bool {
+    use http_body::Body as _;
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    ) && body.is_end_stream()
+}
+
+async fn forward(
+    gw: &Gateway,
+    req: Request<Incoming>,
+    client: SocketAddr,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let tables = gw.tables();
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(http::uri::Authority::as_str));
+    let path = req.uri().path();
+    let Some(app_idx) = tables.routes.find(host, path) else {
+        return Err(ProxyError::NoInstance {
+            app: "(no route matches this request)".to_owned(),
+        });
+    };
+    let app = Arc::clone(&tables.apps[app_idx]);
+    drop(tables);
+
+    let (mut parts, body) = req.into_parts();
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(auth) = parts.uri.authority() {
+            let v = HeaderValue::from_str(auth.as_str())
+                .map_err(|_| ProxyError::BadRequest { reason: "invalid authority" })?;
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    forward::remove_hop_by_hop(&mut parts.headers);
+    forward::add_forwarded(&mut parts.headers, client.ip(), "http");
+    parts.uri = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
+    parts.version = Version::HTTP_11;
+
+    // Keep what is needed to rebuild a bodiless idempotent request after a broken connection.
+    let replay = replayable(&parts.method, &body).then(|| {
+        let mut p = Request::new(());
+        *p.method_mut() = parts.method.clone();
+        *p.uri_mut() = parts.uri.clone();
+        *p.headers_mut() = parts.headers.clone();
+        p
+    });
+    let req = Request::from_parts(parts, UpBody::Client(body));
+    send_with_retries(gw, &app, req, replay).await
+}
+
+async fn send_with_retries(
+    gw: &Gateway,
+    app: &AppUpstreams,
+    mut req: Request<UpBody>,
+    replay: Option<Request<()>>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let set = app.current();
+    let mut tried: Vec<u64> = Vec::new();
+    let mut last_err: Option<ProxyError> = None;
+    loop {
+        let now = Instant::now();
+        let Some(up) = app.pick(&set, &tried, now) else {
+            return Err(last_err.unwrap_or_else(|| ProxyError::NoInstance {
+                app: app.name.clone(),
+            }));
+        };
+        tried.push(up.endpoint.uid);
+        match attempt(gw, &up, req).await {
+            Ok(resp) => {
+                up.endpoint.stats.record_success();
+                return Ok(resp);
+            }
+            Err(Failure { err, request }) => {
+                let timed_out = matches!(err, ProxyError::Timeout { .. });
+                if up
+                    .endpoint
+                    .stats
+                    .record_failure(now, app.max_fails, app.fail_timeout)
+                {
+                    tracing::warn!(app = %app.name, instance = %up.endpoint.id, error = %err,
+                        "instance marked down by passive health");
+                }
+                req = match (request, &replay) {
+                    (Some(r), _) => r,
+                    (None, Some(orig)) if !timed_out => rebuild(orig),
+                    _ => return Err(err),
+                };
+                tracing::debug!(app = %app.name, instance = %up.endpoint.id, error = %err, "retrying on another instance");
+                last_err = Some(err);
+            }
+        }
+    }
+}
+
+fn rebuild(orig: &Request<()>) -> Request<UpBody> {
+    let mut r = Request::new(UpBody::Empty);
+    *r.method_mut() = orig.method().clone();
+    *r.uri_mut() = orig.uri().clone();
+    *r.headers_mut() = orig.headers().clone();
+    r
+}
+
+struct Failure {
+    err: ProxyError,
+    /// The request, when it never reached the backend.
+    request: Option<Request<UpBody>>,
+}
+
+async fn attempt(
+    gw: &Gateway,
+    up: &Arc<Upstream>,
+    req: Request<UpBody>,
+) -> Result<Response<ProxyBody>, Failure> {
+    let instance = || up.endpoint.id.to_string();
+    let guard = up.endpoint.stats.start_request();
+    let mut conn = match up.pool.get().await {
+        Ok(c) => c,
+        Err(e) => {
+            return Err(Failure {
+                err: ProxyError::Upstream {
+                    instance: instance(),
+                    reason: e.to_string(),
+                },
+                request: Some(req),
+            })
+        }
+    };
+    let timeout = gw.settings().response_timeout;
+    match tokio::time::timeout(timeout, conn.try_send_request(req)).await {
+        Err(_) => Err(Failure {
+            err: ProxyError::Timeout {
+                instance: instance(),
+                timeout,
+            },
+            request: None,
+        }),
+        Ok(Err(mut e)) => {
+            let request = e.take_message();
+            Err(Failure {
+                err: ProxyError::Upstream {
+                    instance: instance(),
+                    reason: e.into_error().to_string(),
+                },
+                request,
+            })
+        }
+        Ok(Ok(resp)) => {
+            let (mut parts, body) = resp.into_parts();
+            forward::remove_hop_by_hop(&mut parts.headers);
+            let body = UpstreamBody::new(body, guard, conn, Arc::clone(&up.pool));
+            Ok(Response::from_parts(parts, ProxyBody::Upstream(body)))
+        }
+    }
+}

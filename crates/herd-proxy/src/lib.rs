@@ -1,0 +1,27 @@
+//! herd's gateway: the L7 reverse proxy in front of every app.
+//!
+//! Layout:
+//! - [`server`]: accept loop, hyper (HTTP/1.1 + h2c) connections, graceful shutdown.
+//! - `handler`: one request end to end: route → pick → forward → retry → response.
+//! - `route`: the routing table, compiled once from `[[route]]`.
+//! - `balance`: pure instance selection (round robin, least connections).
+//! - `pool`: per-instance keep-alive pool of HTTP/1.1 upstream connections.
+//! - `forward`: hop-by-hop removal and `X-Forwarded-*` headers.
+//! - `body`: the streamed response body that ends the in-flight count and returns the connection.
+//!
+//! The set of instances in rotation is swapped atomically (`arc-swap`) by the supervisor through
+//! the [`herd_core::Rotation`] trait; the request path takes no lock on it.
+
+mod balance;
+mod body;
+mod error;
+mod forward;
+mod handler;
+mod pool;
+mod route;
+pub mod server;
+mod upstream;
+
+pub use body::ProxyBody;
+pub use error::ProxyError;
+pub use server::{Gateway, GatewaySettings};

@@ -1,0 +1,199 @@
+//! The gateway's listener: accepts connections, serves HTTP/1.1 and h2c (prior knowledge) with
+//! hyper, and shuts down gracefully: stop accepting, let in-flight requests finish (bounded by
+//! `shutdown_timeout`), then close.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::{ArcSwap, Guard};
+use herd_config::Config;
+use herd_core::{Endpoint, Rotation};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::handler;
+use crate::route::RouteTable;
+use crate::upstream::AppUpstreams;
+
+/// Gateway-wide timeouts and pool sizes (from `[gateway]`).
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle: usize,
+    pub shutdown_timeout: Duration,
+}
+
+impl From<&herd_config::Gateway> for GatewaySettings {
+    fn from(g: &herd_config::Gateway) -> Self {
+        GatewaySettings {
+            connect_timeout: g.connect_timeout,
+            response_timeout: g.response_timeout,
+            pool_idle_timeout: g.pool_idle_timeout,
+            pool_max_idle: g.pool_max_idle,
+            shutdown_timeout: g.shutdown_timeout,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Tables {
+    pub(crate) routes: RouteTable,
+    pub(crate) apps: Vec<Arc<AppUpstreams>>,
+    by_name: HashMap<String, usize>,
+}
+
+/// The reverse proxy. Cheap to share (`Arc`); the supervisor feeds it through [`Rotation`].
+#[derive(Debug)]
+pub struct Gateway {
+    settings: GatewaySettings,
+    tables: ArcSwap<Tables>,
+}
+
+impl Gateway {
+    /// Builds the gateway for a validated config. No instance is in rotation until the
+    /// supervisor publishes some.
+    #[must_use]
+    pub fn new(config: &Config) -> Arc<Self> {
+        let apps: Vec<Arc<AppUpstreams>> = config
+            .apps
+            .iter()
+            .map(|a| Arc::new(AppUpstreams::new(a)))
+            .collect();
+        let by_name = config
+            .apps
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.name.clone(), i))
+            .collect();
+        Arc::new(Gateway {
+            settings: GatewaySettings::from(&config.gateway),
+            tables: ArcSwap::from_pointee(Tables {
+                routes: RouteTable::compile(&config.routes),
+                apps,
+                by_name,
+            }),
+        })
+    }
+
+    pub(crate) fn tables(&self) -> Guard<Arc<Tables>> {
+        self.tables.load()
+    }
+
+    pub(crate) fn settings(&self) -> &GatewaySettings {
+        &self.settings
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains connections for at most
+    /// `shutdown_timeout`.
+    ///
+    /// # Errors
+    /// Only if reading the listener's local address fails; accept errors are logged and retried.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        let local = listener.local_addr()?;
+        tracing::info!(%local, "gateway listening");
+        let graceful = GracefulShutdown::new();
+        let builder = auto::Builder::new(TokioExecutor::new());
+        let sweeper = tokio::spawn(
+            sweep_pools(Arc::clone(&self), shutdown.clone())
+                .instrument(tracing::debug_span!("pool_sweeper")),
+        );
+        loop {
+            let (stream, peer) = tokio::select! {
+                () = shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Typically EMFILE: back off briefly instead of spinning.
+                        tracing::warn!(error = %e, "failed to accept a gateway connection");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let gw = Arc::clone(&self);
+            let service = service_fn(move |req| {
+                let gw = Arc::clone(&gw);
+                async move { Ok::<_, std::convert::Infallible>(handler::serve(gw, req, peer).await) }
+            });
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            let conn = graceful.watch(conn);
+            tokio::spawn(
+                async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "client connection ended with an error");
+                    }
+                }
+                .instrument(tracing::debug_span!("client_conn", %peer)),
+            );
+        }
+        drop(listener);
+        tracing::info!("gateway stopped accepting; draining client connections");
+        if tokio::time::timeout(self.settings.shutdown_timeout, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(timeout = ?self.settings.shutdown_timeout, "client connections still open after shutdown_timeout; closing them");
+        }
+        let _ = sweeper.await;
+        Ok(())
+    }
+
+    /// Address-independent view used by tests and the admin API: the instance ids in rotation.
+    #[must_use]
+    pub fn in_rotation(&self, app: &str) -> Vec<String> {
+        let tables = self.tables.load();
+        tables
+            .by_name
+            .get(app)
+            .map(|&i| {
+                tables.apps[i]
+                    .current()
+                    .iter()
+                    .map(|u| u.endpoint.id.to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+async fn sweep_pools(gw: Arc<Gateway>, shutdown: CancellationToken) {
+    let period = gw.settings.pool_idle_timeout.max(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                let now = Instant::now();
+                for app in &gw.tables.load().apps {
+                    app.sweep(now);
+                }
+            }
+        }
+    }
+}
+
+impl Rotation for Gateway {
+    fn set_endpoints(&self, app: &str, endpoints: Vec<Endpoint>) {
+        let tables = self.tables.load();
+        match tables.by_name.get(app) {
+            Some(&i) => tables.apps[i].replace(endpoints, &self.settings),
+            None => tracing::warn!(app, "rotation update for an unknown app ignored"),
+        }
+    }
+}
+

@@ -1,0 +1,87 @@
+//! Command-line interface (clap).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "herd", version, about = "Turn one app process into a supervised, load-balanced fleet")]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Cmd {
+    /// Run the gateway, the supervisor and the admin API (from herd.toml, or quick mode with `-- CMD`).
+    Up(UpArgs),
+    /// Validate a config file: exit 0, or print every error and exit 64.
+    Check {
+        /// Config file.
+        #[arg(short, long, default_value = "herd.toml")]
+        config: PathBuf,
+    },
+    /// Show apps and instances of a running herd.
+    Status(ClientArgs),
+    /// Set the number of instances of an app.
+    Scale {
+        app: String,
+        instances: u32,
+        /// Why (recorded and logged).
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Rolling, start-first reload of an app (or all apps): no request fails.
+    Reload {
+        app: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print an app's instance logs.
+    Logs {
+        app: String,
+        /// Keep following new output.
+        #[arg(short, long)]
+        follow: bool,
+        /// Lines of history per log file.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UpArgs {
+    /// Config file (ignored in quick mode, i.e. when a command follows `--`).
+    #[arg(short, long, default_value = "herd.toml")]
+    pub(crate) config: PathBuf,
+    /// Quick mode: number of instances, or `max` (one per CPU core), or -1 (cores - 1).
+    #[arg(short = 'i', long, allow_hyphen_values = true)]
+    pub(crate) instances: Option<String>,
+    /// Quick mode: gateway port on 127.0.0.1.
+    #[arg(long, default_value_t = 8080)]
+    pub(crate) port: u16,
+    /// Quick mode: admin API address.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub(crate) admin: SocketAddr,
+    /// Quick mode: app name (default: derived from the command).
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// The app's command and arguments (quick mode).
+    #[arg(last = true)]
+    pub(crate) command: Vec<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub(crate) struct ClientArgs {
+    /// Admin API base URL.
+    #[arg(long, default_value = "http://127.0.0.1:9090", env = "HERD_ADMIN_URL")]
+    pub(crate) admin: String,
+    /// Admin token (sent as a Bearer token).
+    #[arg(long, env = "HERD_ADMIN_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+}

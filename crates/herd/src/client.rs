@@ -1,0 +1,142 @@
+//! The CLI side of the admin API: `herd status`, `scale`, `reload`, `logs`.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, Context as _};
+use bytes::Bytes;
+use http::{header, Method, Request, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+
+use crate::cli::ClientArgs;
+
+const EX_UNAVAILABLE: u8 = 69;
+
+pub(crate) enum Action {
+    Status,
+    Scale { app: String, instances: u32, reason: Option<String> },
+    Reload { app: Option<String> },
+    Logs { app: String, follow: bool, lines: usize },
+}
+
+pub(crate) fn run(args: ClientArgs, action: Action) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("herd: failed to start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(execute(&args, action)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<Unreachable>().is_some() => {
+            eprintln!("herd: {e:#}");
+            ExitCode::from(EX_UNAVAILABLE)
+        }
+        Err(e) => {
+            eprintln!("herd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The admin API could not be reached at all (exit 69 rather than 1).
+#[derive(Debug)]
+struct Unreachable(String);
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unreachable {}
+
+async fn execute(args: &ClientArgs, action: Action) -> anyhow::Result<()> {
+    match action {
+        Action::Status => {
+            let v = request(args, Method::GET, "/cluster/status", None).await?;
+            print!("{}", crate::table::render(&v));
+        }
+        Action::Scale { app, instances, reason } => {
+            let body = json!({"app": app, "instances": instances, "reason": reason.unwrap_or_else(|| "herd scale".into())});
+            request(args, Method::POST, "/scaling/manual", Some(body)).await?;
+            println!("{app}: scaling to {instances} instance(s)");
+        }
+        Action::Reload { app } => {
+            let body = json!({"app": app});
+            request(args, Method::POST, "/reload", Some(body)).await?;
+            println!("{}: reloaded", app.as_deref().unwrap_or("all apps"));
+        }
+        Action::Logs { app, follow, lines } => {
+            let path = format!("/logs/{app}?lines={lines}&follow={follow}");
+            let resp = send(args, Method::GET, &path, None).await?;
+            let status = resp.status();
+            let mut body = resp.into_body();
+            if !status.is_success() {
+                let bytes = body.collect().await?.to_bytes();
+                return Err(api_error(status, &bytes));
+            }
+            let mut out = std::io::stdout().lock();
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame?.into_data() {
+                    out.write_all(&data)?;
+                    out.flush()?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn send(
+    args: &ClientArgs,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<http::Response<hyper::body::Incoming>> {
+    let base = args.admin.trim_end_matches('/');
+    let uri = format!("{base}{path}");
+    let mut req = Request::builder().method(method).uri(&uri);
+    if let Some(token) = &args.token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let payload = match body {
+        Some(v) => {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+            Bytes::from(serde_json::to_vec(&v)?)
+        }
+        None => Bytes::new(),
+    };
+    let req = req
+        .body(Full::new(payload))
+        .with_context(|| format!("invalid admin URL {uri:?} (expected e.g. http://127.0.0.1:9090)"))?;
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    client.request(req).await.map_err(|e| {
+        anyhow!(Unreachable(format!(
+            "cannot reach the admin API at {base}: {e} (is `herd up` running? set --admin or HERD_ADMIN_URL)"
+        )))
+    })
+}
+
+fn api_error(status: StatusCode, body: &[u8]) -> anyhow::Error {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let msg = v["error"].as_str().map_or_else(|| String::from_utf8_lossy(body).into_owned(), str::to_owned);
+    match v["hint"].as_str() {
+        Some(h) => anyhow!("{status}: {msg}\n  hint: {h}"),
+        None => anyhow!("{status}: {msg}"),
+    }
+}
+
+async fn request(args: &ClientArgs, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    let resp = send(args, method, path, body).await?;
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    if !status.is_success() {
+        return Err(api_error(status, &bytes));
+    }
+    serde_json::from_slice(&bytes).context("the admin API answered with invalid JSON")
+}

@@ -1,0 +1,84 @@
+//! `herd status` output: one table per app.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+fn uptime(s: f64) -> String {
+    let s = s as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1}MiB", b as f64 / (1024.0 * 1024.0))
+}
+
+pub(crate) fn render(v: &Value) -> String {
+    let mut out = String::new();
+    let empty = Vec::new();
+    for app in v["apps"].as_array().unwrap_or(&empty) {
+        let _ = writeln!(
+            out,
+            "{} ({}): {} ready / {} desired{}",
+            app["name"].as_str().unwrap_or("?"),
+            app["kind"].as_str().unwrap_or("?"),
+            app["ready"],
+            app["desired"],
+            if app["reloading"].as_bool() == Some(true) { ", reloading" } else { "" }
+        );
+        let header = ["ID", "PID", "PORT", "STATE", "UPTIME", "RESTARTS", "RSS", "CPU%", "IN-FLIGHT", "REQ/S"];
+        let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| (*s).to_owned()).collect()];
+        for i in app["instances"].as_array().unwrap_or(&empty) {
+            let opt = |k: &str| match &i[k] {
+                Value::Null => "-".to_owned(),
+                x => x.to_string(),
+            };
+            let mut state = i["state"].as_str().unwrap_or("?").to_owned();
+            if let Some(ms) = i["next_restart_in_ms"].as_u64() {
+                let _ = write!(state, " (in {ms}ms)");
+            }
+            rows.push(vec![
+                i["id"].as_str().unwrap_or("?").to_owned(),
+                opt("pid"),
+                i["port"].as_u64().map_or_else(|| i["addr"].as_str().unwrap_or("-").to_owned(), |p| p.to_string()),
+                state,
+                uptime(i["uptime_s"].as_f64().unwrap_or(0.0)),
+                opt("restarts"),
+                mib(i["rss_bytes"].as_u64().unwrap_or(0)),
+                format!("{:.1}", i["cpu_percent"].as_f64().unwrap_or(0.0)),
+                opt("in_flight"),
+                format!("{:.1}", i["rps"].as_f64().unwrap_or(0.0)),
+            ]);
+        }
+        let widths: Vec<usize> = (0..header.len())
+            .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+            .collect();
+        for r in rows {
+            let line: Vec<String> = r.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+            let _ = writeln!(out, "  {}", line.join("  ").trim_end());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_instances() {
+        let v = serde_json::json!({"apps":[{"name":"web","kind":"command","ready":1,"desired":1,"reloading":false,
+            "instances":[{"id":"web-1","pid":42,"port":20000,"state":"ready","uptime_s":75.0,"restarts":0,
+            "rss_bytes":10485760u64,"cpu_percent":1.5,"in_flight":0,"requests_total":3,"rps":2.0,"next_restart_in_ms":null}]}]});
+        let t = render(&v);
+        assert!(t.contains("web (command): 1 ready / 1 desired"));
+        assert!(t.contains("web-1"));
+        assert!(t.contains("1m15s"));
+        assert!(t.contains("10.0MiB"));
+    }
+}

@@ -1,0 +1,242 @@
+//! `herd up` and `herd check`: build the parts from a validated config, run until a signal,
+//! then drain with deadlines.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use herd_config::{Backends, Config, Instances};
+use herd_fleet::{Fleet, FleetOptions};
+use herd_proxy::Gateway;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::UpArgs;
+
+const EX_CONFIG: u8 = 64;
+
+pub(crate) fn check(path: &Path) -> ExitCode {
+    match herd_config::load(path) {
+        Ok(cfg) => {
+            println!(
+                "{}: ok ({} app{}, {} route{})",
+                path.display(),
+                cfg.apps.len(),
+                if cfg.apps.len() == 1 { "" } else { "s" },
+                cfg.routes.len(),
+                if cfg.routes.len() == 1 { "" } else { "s" }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{} error(s) in {}", errors.0.len(), path.display());
+            ExitCode::from(EX_CONFIG)
+        }
+    }
+}
+
+fn parse_instances(s: &str) -> Result<Instances, String> {
+    match s.trim() {
+        "max" => Ok(Instances::Max),
+        "-1" => Ok(Instances::MaxMinusOne),
+        n => match n.parse::<u32>() {
+            Ok(0) | Err(_) => Err(format!(
+                "invalid -i/--instances {s:?}: use a number >= 1, \"max\" (one per CPU core) or -1 (cores - 1)"
+            )),
+            Ok(n) => Ok(Instances::Count(n)),
+        },
+    }
+}
+
+/// PM2-style default name: the script's stem for interpreters, else the program's.
+fn default_name(argv: &[String]) -> String {
+    const INTERPRETERS: &[&str] = &[
+        "node", "nodejs", "bun", "deno", "python", "python3", "ruby", "php", "perl", "sh", "bash",
+        "java", "dotnet",
+    ];
+    let stem = |s: &str| {
+        Path::new(s)
+            .file_stem()
+            .map(|x| x.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let program = stem(&argv[0]);
+    let base = match argv.get(1) {
+        Some(script) if INTERPRETERS.contains(&program.as_str()) && !script.starts_with('-') => stem(script),
+        _ => program,
+    };
+    let cleaned: String = base
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .collect();
+    let cleaned = cleaned.trim_matches('-').to_owned();
+    if cleaned.is_empty() { "app".to_owned() } else { cleaned }
+}
+
+fn load_config(args: &UpArgs) -> Result<Config, ExitCode> {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
+    if args.command.is_empty() {
+        if args.instances.is_some() || args.name.is_some() {
+            eprintln!("herd up: -i/--name are for quick mode; give the app's command after `--`, e.g. `herd up -i 3 -- node server.js`");
+            return Err(ExitCode::from(EX_CONFIG));
+        }
+        return herd_config::load(&args.config).map_err(|errors| {
+            eprintln!("{errors}");
+            eprintln!("herd: not starting: {} error(s) in {} (run `herd check -c {}` after fixing)",
+                errors.0.len(), args.config.display(), args.config.display());
+            ExitCode::from(EX_CONFIG)
+        });
+    }
+    let instances = match args.instances.as_deref().map(parse_instances).transpose() {
+        Ok(i) => i.unwrap_or(Instances::Count(1)),
+        Err(e) => {
+            eprintln!("herd up: {e}");
+            return Err(ExitCode::from(EX_CONFIG));
+        }
+    };
+    let name = args.name.clone().unwrap_or_else(|| default_name(&args.command));
+    herd_config::quick(args.command.clone(), instances, args.port, args.admin, name, &cwd).map_err(|errors| {
+        eprintln!("{errors}");
+        ExitCode::from(EX_CONFIG)
+    })
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("HERD_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    if std::env::var("HERD_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+pub(crate) fn up(args: UpArgs) -> ExitCode {
+    let config = match load_config(&args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("herd: failed to start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("herd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The longest a graceful stop of one instance may take, plus a margin.
+fn fleet_deadline(config: &Config) -> Duration {
+    config
+        .apps
+        .iter()
+        .filter_map(|a| match &a.backends {
+            Backends::Command(c) => Some(c.drain_timeout + c.kill_timeout),
+            Backends::Servers(_) => None,
+        })
+        .max()
+        .unwrap_or_default()
+        + Duration::from_secs(2)
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let gateway_listener = TcpListener::bind(config.gateway.listen)
+        .await
+        .with_context(|| format!("failed to listen on {} (gateway.listen)", config.gateway.listen))?;
+    let admin_listener = TcpListener::bind(config.admin.listen)
+        .await
+        .with_context(|| format!("failed to listen on {} (admin.listen)", config.admin.listen))?;
+
+    let gateway = Gateway::new(&config);
+    let shim = std::env::current_exe().ok();
+    let fleet = Arc::new(
+        Fleet::start(&config, gateway.clone(), FleetOptions { shim })
+            .context("failed to start the supervisor")?,
+    );
+
+    let gateway_stop = CancellationToken::new();
+    let admin_stop = CancellationToken::new();
+    let gateway_task = tokio::spawn(gateway.clone().serve(gateway_listener, gateway_stop.clone()));
+    let admin_task = tokio::spawn(herd_admin::serve(
+        admin_listener,
+        herd_admin::AdminState {
+            fleet: Arc::clone(&fleet),
+            token: config.admin.token.as_deref().map(Arc::from),
+            shutdown: admin_stop.clone(),
+        },
+    ));
+
+    let mut term = signal(SignalKind::terminate()).context("failed to install the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("failed to install the SIGINT handler")?;
+    let which = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = which, "shutting down: draining the gateway, then the instances");
+
+    // A second signal skips the rest of the drain; the instances die with herd (parent-death signal).
+    let forced = async {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+    };
+    let graceful = async {
+        gateway_stop.cancel();
+        match gateway_task.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "gateway failed"),
+            Err(e) => tracing::error!(error = %e, "gateway task failed"),
+            Ok(Ok(())) => {}
+        }
+        let deadline = fleet_deadline(&config);
+        if tokio::time::timeout(deadline, fleet.shutdown()).await.is_err() {
+            tracing::error!(?deadline, "instances did not stop in time");
+        }
+    };
+    tokio::select! {
+        () = graceful => tracing::info!("all instances stopped"),
+        () = forced => tracing::warn!("second signal: exiting without finishing the drain"),
+    }
+    admin_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_pm2() {
+        let v = |s: &[&str]| s.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+        assert_eq!(default_name(&v(&["node", "server.js"])), "server");
+        assert_eq!(default_name(&v(&["./target/release/demo-app"])), "demo-app");
+        assert_eq!(default_name(&v(&["python3", "-m", "http.server"])), "python3");
+    }
+
+    #[test]
+    fn instances_flag() {
+        assert_eq!(parse_instances("max"), Ok(Instances::Max));
+        assert_eq!(parse_instances("-1"), Ok(Instances::MaxMinusOne));
+        assert_eq!(parse_instances("3"), Ok(Instances::Count(3)));
+        assert!(parse_instances("0").is_err());
+        assert!(parse_instances("x").is_err());
+    }
+}
