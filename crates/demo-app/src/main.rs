@@ -99,7 +99,10 @@ async fn main() {
         Err(_) => 3000,
     };
     let app = Router::new()
-        .route("/", get(|| async { format!("hello from {}\n", instance()) }))
+        .route(
+            "/",
+            get(|| async { format!("hello from {}\n", instance()) }),
+        )
         .route("/health", get(|| async { "ok\n" }))
         .route("/work", get(work))
         .route("/sleep", get(sleep))

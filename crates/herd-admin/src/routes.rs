@@ -96,19 +96,26 @@ fn pick_app(s: &AdminState, app: Option<String>) -> Result<String, Response> {
     }
 }
 
-async fn scale(
-    State(s): State<AdminState>,
-    body: Result<Json<ScaleBody>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    let Json(body) = match body {
+/// Parses a JSON body whatever its `Content-Type` (so `curl -d` works); an empty body is `{}`.
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], example: &str) -> Result<T, Response> {
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid JSON body: {e}"),
+            Some(&format!("expected {example}")),
+        )
+    })
+}
+
+async fn scale(State(s): State<AdminState>, body: Bytes) -> Response {
+    let body: ScaleBody = match parse_json(&body, r#"{"app":"web","instances":3,"reason":"..."}"#) {
         Ok(b) => b,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &e.body_text(),
-                Some(r#"expected {"app":"web","instances":3,"reason":"..."}"#),
-            )
-        }
+        Err(r) => return r,
     };
     let app = match pick_app(&s, body.app) {
         Ok(a) => a,
@@ -121,27 +128,18 @@ async fn scale(
     }
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ReloadBody {
     app: Option<String>,
 }
 
 async fn reload(State(s): State<AdminState>, body: Bytes) -> Response {
-    let body: ReloadBody = if body.iter().all(u8::is_ascii_whitespace) {
-        ReloadBody::default()
-    } else {
-        match serde_json::from_slice(&body) {
+    let body: ReloadBody =
+        match parse_json(&body, r#"{"app":"web"}, or an empty body for every app"#) {
             Ok(b) => b,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("invalid JSON body: {e}"),
-                    Some(r#"expected {"app":"web"} or an empty body for every app"#),
-                )
-            }
-        }
-    };
+            Err(r) => return r,
+        };
     match s.fleet.reload(body.app.as_deref()).await {
         Ok(()) => Json(json!({"reloaded": body.app.map_or_else(|| json!("all"), |a| json!(a))}))
             .into_response(),
@@ -187,11 +185,14 @@ async fn logs(
                     herd_fleet::Stream::Out => "out",
                     herd_fleet::Stream::Err => "err",
                 };
-                Some(Ok(Bytes::from(format!("{}.{stream} | {}\n", l.instance, l.line))))
+                Some(Ok(Bytes::from(format!(
+                    "{}.{stream} | {}\n",
+                    l.instance, l.line
+                ))))
             }
-            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
-                Some(Ok(Bytes::from(format!("herd | ({n} lines skipped: reader too slow)\n"))))
-            }
+            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => Some(Ok(
+                Bytes::from(format!("herd | ({n} lines skipped: reader too slow)\n")),
+            )),
         }
     });
     let until = s.shutdown.clone().cancelled_owned();

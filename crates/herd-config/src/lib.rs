@@ -5,9 +5,11 @@
 //!
 //! 1. `raw`: serde structs that mirror the TOML layout exactly. Every table denies unknown
 //!    keys and every value keeps its byte span, so problems can be reported as `file:line:col`.
-//! 2. `validate`: parses durations, sizes, addresses and counts (`units`), fills in defaults
-//!    (`defaults`), resolves relative paths against the config file's directory and route →
-//!    app references, and collects *all* problems as [`ConfigError`]s (key path, message, hint).
+//! 2. `validate` (with `validate/app.rs` for one `[[app]]` and `validate/values.rs` for single
+//!    values): parses durations, sizes, counts and port ranges (`units`), fills in defaults
+//!    (`defaults`), resolves relative paths against the config file's directory and route → app
+//!    references, and collects *all* problems as [`ConfigError`]s (`error`: location, dotted key,
+//!    message, hint).
 //! 3. [`model`]: the validated, typed [`Config`]. Runtime code only ever sees this.
 //!
 //! Entry points: [`load`] (a file), [`parse`] (text), and [`quick`] (the no-file

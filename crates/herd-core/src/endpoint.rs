@@ -91,7 +91,8 @@ impl EndpointStats {
         let now_ms = self.ms_since_epoch(now);
         let window_ms = u64::try_from(fail_timeout.as_millis()).unwrap_or(u64::MAX);
         let start = self.window_start_ms.load(Ordering::Relaxed);
-        if now_ms.saturating_sub(start) > window_ms || self.window_fails.load(Ordering::Relaxed) == 0
+        if now_ms.saturating_sub(start) > window_ms
+            || self.window_fails.load(Ordering::Relaxed) == 0
         {
             self.window_start_ms.store(now_ms, Ordering::Relaxed);
             self.window_fails.store(0, Ordering::Relaxed);

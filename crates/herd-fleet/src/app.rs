@@ -23,8 +23,14 @@ use crate::FleetError;
 pub(crate) type Reply = oneshot::Sender<Result<(), FleetError>>;
 
 pub(crate) enum Cmd {
-    Scale { n: u32, reason: String, reply: Reply },
-    Reload { reply: Reply },
+    Scale {
+        n: u32,
+        reason: String,
+        reply: Reply,
+    },
+    Reload {
+        reply: Reply,
+    },
     Shutdown,
 }
 
@@ -126,7 +132,13 @@ impl AppActor {
                     let proc = self.launch().watch_server(&id, addr);
                     let mut inst = self.blank_inst(id);
                     inst.proc = Some(proc);
-                    self.slots.insert(index, Slot { active: inst, next: None });
+                    self.slots.insert(
+                        index,
+                        Slot {
+                            active: inst,
+                            next: None,
+                        },
+                    );
                 }
             }
             Backends::Command(_) => self.reconcile(),
@@ -178,7 +190,9 @@ impl AppActor {
 
     /// Starts (or restarts) the process of `inst`. A failed spawn counts as an immediate exit.
     fn start(&mut self, inst: &mut Inst) {
-        let Some(command) = self.command().cloned() else { return };
+        let Some(command) = self.command().cloned() else {
+            return;
+        };
         inst.restart_at = None;
         let Some(port) = self.ports.as_mut().and_then(Ports::take) else {
             tracing::error!(app = %self.app.name, instance = %inst.id, "no free port in port_range; widen `port_range`");
@@ -220,12 +234,20 @@ impl AppActor {
         while self.slots.len() < want {
             if !self.slots.contains_key(&index) {
                 let inst = self.new_inst(index);
-                self.slots.insert(index, Slot { active: inst, next: None });
+                self.slots.insert(
+                    index,
+                    Slot {
+                        active: inst,
+                        next: None,
+                    },
+                );
             }
             index += 1;
         }
         while self.slots.len() > want {
-            let Some((index, slot)) = self.slots.pop_last() else { break };
+            let Some((index, slot)) = self.slots.pop_last() else {
+                break;
+            };
             self.reload_queue.retain(|i| *i != index);
             self.retire(slot.active);
             if let Some(next) = slot.next {
@@ -293,7 +315,10 @@ impl AppActor {
         }
         tracing::info!(app = %self.app.name, from = self.desired, to = n, %reason, "scaling");
         self.desired = n;
-        self.last_scale = Some(ScaleRecord { instances: n, reason });
+        self.last_scale = Some(ScaleRecord {
+            instances: n,
+            reason,
+        });
         self.reconcile();
         Ok(())
     }
@@ -383,7 +408,9 @@ impl AppActor {
         }) else {
             return;
         };
-        let Some(slot) = self.slots.get_mut(&index) else { return };
+        let Some(slot) = self.slots.get_mut(&index) else {
+            return;
+        };
         let mut inst = if is_next {
             match slot.next.take() {
                 Some(i) => i,
@@ -450,7 +477,9 @@ impl AppActor {
             return;
         };
         let ready_timeout = self.command().map(|c| c.ready_timeout);
-        let Some(slot) = self.slots.get_mut(&index) else { return };
+        let Some(slot) = self.slots.get_mut(&index) else {
+            return;
+        };
         let inst = if is_next {
             match slot.next.as_mut() {
                 Some(i) => i,
@@ -500,7 +529,9 @@ impl AppActor {
         let indices: Vec<u32> = self.slots.keys().copied().collect();
         for index in indices {
             for is_next in [false, true] {
-                let Some(slot) = self.slots.get_mut(&index) else { continue };
+                let Some(slot) = self.slots.get_mut(&index) else {
+                    continue;
+                };
                 let inst = if is_next {
                     match slot.next.as_mut() {
                         Some(i) => i,
@@ -550,19 +581,24 @@ impl AppActor {
         for (&index, slot) in &mut self.slots {
             let replacing = slot.next.is_some();
             for inst in std::iter::once(&mut slot.active).chain(slot.next.as_mut()) {
-                let Some(p) = inst.proc.as_mut() else { continue };
+                let Some(p) = inst.proc.as_mut() else {
+                    continue;
+                };
                 let requests = p.endpoint.stats.requests();
                 let dt = now.duration_since(p.last_requests.1).as_secs_f64();
                 if dt > 0.0 {
                     p.rps = (requests - p.last_requests.0) as f64 / dt;
                 }
                 p.last_requests = (requests, now);
-                let Some(u) = p.pid.and_then(|pid| usage.get(&pid)) else { continue };
+                let Some(u) = p.pid.and_then(|pid| usage.get(&pid)) else {
+                    continue;
+                };
                 p.rss_bytes = u.rss_bytes;
                 if let Some((prev, at)) = p.last_cpu {
                     let dt = now.duration_since(at).as_secs_f64();
                     if dt > 0.0 {
-                        p.cpu_percent = u.cpu_ticks.saturating_sub(prev) as f64 / ticks / dt * 100.0;
+                        p.cpu_percent =
+                            u.cpu_ticks.saturating_sub(prev) as f64 / ticks / dt * 100.0;
                     }
                 }
                 p.last_cpu = Some((u.cpu_ticks, now));
@@ -585,7 +621,9 @@ impl AppActor {
             if self.shutting_down {
                 break;
             }
-            let Some(slot) = self.slots.get(&index) else { continue };
+            let Some(slot) = self.slots.get(&index) else {
+                continue;
+            };
             if slot.next.is_some() {
                 continue;
             }

@@ -91,10 +91,15 @@ async fn probe_inner(addr: SocketAddr, path: Option<&str>) -> bool {
         Some(resp.status())
     };
     tokio::pin!(conn);
-    tokio::select! {
-        status = exchange => status.is_some_and(|s| s.is_success() || s.is_redirection()),
-        _ = &mut conn => false,
-    }
+    tokio::pin!(exchange);
+    // With `Connection: close` the driver may finish in the same poll that delivers the
+    // response; the response then still waits in the exchange, so read it rather than race.
+    let status = tokio::select! {
+        biased;
+        status = &mut exchange => status,
+        _ = &mut conn => exchange.await,
+    };
+    status.is_some_and(|s| s.is_success() || s.is_redirection())
 }
 
 #[cfg(test)]
@@ -144,5 +149,28 @@ mod tests {
         assert!(probe(addr, None, Duration::from_secs(1)).await);
         drop(l);
         assert!(!probe(addr, None, Duration::from_secs(1)).await);
+    }
+}
+
+#[cfg(test)]
+mod http_probe_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn http_probe_against_a_tiny_server() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await.unwrap();
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await
+                    .unwrap();
+            }
+        });
+        assert!(probe(addr, Some("/health"), Duration::from_secs(1)).await);
     }
 }

@@ -114,14 +114,32 @@ impl Launch<'_> {
         let uid = NEXT_UID.fetch_add(1, Ordering::Relaxed);
         let span = tracing::info_span!("instance", app = %self.app, instance = %id, pid = pid.unwrap_or(0));
         for (reader, stream) in [
-            (child.stdout.take().map(|r| Box::new(r) as Box<dyn tokio::io::AsyncRead + Unpin + Send>), Stream::Out),
-            (child.stderr.take().map(|r| Box::new(r) as Box<dyn tokio::io::AsyncRead + Unpin + Send>), Stream::Err),
+            (
+                child
+                    .stdout
+                    .take()
+                    .map(|r| Box::new(r) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+                Stream::Out,
+            ),
+            (
+                child
+                    .stderr
+                    .take()
+                    .map(|r| Box::new(r) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+                Stream::Err,
+            ),
         ] {
             if let Some(reader) = reader {
                 // Ends at EOF, i.e. when the process group has closed the pipe.
                 tokio::spawn(
-                    logs::pump(reader, Arc::clone(id), stream, self.logs.clone(), self.log_tx.clone())
-                        .instrument(span.clone()),
+                    logs::pump(
+                        reader,
+                        Arc::clone(id),
+                        stream,
+                        self.logs.clone(),
+                        self.log_tx.clone(),
+                    )
+                    .instrument(span.clone()),
                 );
             }
         }
@@ -153,8 +171,14 @@ impl Launch<'_> {
     ) -> Proc {
         let checks = CancellationToken::new();
         tokio::spawn(
-            check_loop(uid, addr, self.health.clone(), self.events.clone(), checks.clone())
-                .instrument(span),
+            check_loop(
+                uid,
+                addr,
+                self.health.clone(),
+                self.events.clone(),
+                checks.clone(),
+            )
+            .instrument(span),
         );
         let now = Instant::now();
         Proc {

@@ -85,7 +85,10 @@ pub struct Fleet {
 impl std::fmt::Debug for Fleet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Fleet")
-            .field("apps", &self.apps.iter().map(|a| &a.name).collect::<Vec<_>>())
+            .field(
+                "apps",
+                &self.apps.iter().map(|a| &a.name).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -175,7 +178,10 @@ impl Fleet {
     #[must_use]
     pub fn status(&self) -> Vec<AppStatus> {
         let now = Instant::now();
-        self.apps.iter().map(|a| a.view.load().render(now)).collect()
+        self.apps
+            .iter()
+            .map(|a| a.view.load().render(now))
+            .collect()
     }
 
     /// Names of the apps, in config order.
@@ -217,7 +223,10 @@ impl Fleet {
     /// Unknown app, a `servers` app, or a new instance that could not become ready.
     pub async fn reload(&self, app: Option<&str>) -> Result<(), FleetError> {
         match app {
-            Some(name) => self.ask(self.app(name)?, |reply| Cmd::Reload { reply }).await,
+            Some(name) => {
+                self.ask(self.app(name)?, |reply| Cmd::Reload { reply })
+                    .await
+            }
             None => {
                 for handle in &self.apps {
                     if handle.view.load().supervised {
@@ -233,7 +242,10 @@ impl Fleet {
     ///
     /// # Errors
     /// Unknown app.
-    pub fn logs(&self, app: &str) -> Result<(broadcast::Receiver<LogLine>, Vec<PathBuf>), FleetError> {
+    pub fn logs(
+        &self,
+        app: &str,
+    ) -> Result<(broadcast::Receiver<LogLine>, Vec<PathBuf>), FleetError> {
         let handle = self.app(app)?;
         let mut files: Vec<PathBuf> = Vec::new();
         let mut ids: Vec<String> = handle

@@ -104,7 +104,9 @@ mod tests {
         }
         assert_eq!(
             t.on_exit(&p, Duration::from_secs(31)),
-            Verdict::Restart { after: Duration::from_millis(100) }
+            Verdict::Restart {
+                after: Duration::from_millis(100)
+            }
         );
         assert_eq!(t.unstable, 0);
     }

@@ -105,7 +105,11 @@ impl AppView {
             .collect();
         AppStatus {
             name: self.name.clone(),
-            kind: if self.supervised { "command" } else { "servers" },
+            kind: if self.supervised {
+                "command"
+            } else {
+                "servers"
+            },
             desired: self.desired,
             ready: instances
                 .iter()

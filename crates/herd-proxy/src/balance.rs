@@ -73,7 +73,10 @@ mod tests {
         let loads = [5, 1, 3];
         let skip = [false; 3];
         for rr in 0..10 {
-            assert_eq!(pick(Balance::LeastConn, 3, rr, cands(&loads, &skip)), Some(1));
+            assert_eq!(
+                pick(Balance::LeastConn, 3, rr, cands(&loads, &skip)),
+                Some(1)
+            );
         }
     }
 

@@ -71,8 +71,9 @@ async fn forward(
     let (mut parts, body) = req.into_parts();
     if !parts.headers.contains_key(header::HOST) {
         if let Some(auth) = parts.uri.authority() {
-            let v = HeaderValue::from_str(auth.as_str())
-                .map_err(|_| ProxyError::BadRequest { reason: "invalid authority" })?;
+            let v = HeaderValue::from_str(auth.as_str()).map_err(|_| ProxyError::BadRequest {
+                reason: "invalid authority",
+            })?;
             parts.headers.insert(header::HOST, v);
         }
     }

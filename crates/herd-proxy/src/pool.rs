@@ -110,7 +110,8 @@ impl Pool {
             .await?;
         // The driver ends when the connection closes or every sender is dropped (pool eviction,
         // sweep, gateway shutdown), so it needs no separate stop signal.
-        let span = tracing::debug_span!("upstream_conn", instance = %self.instance, addr = %self.addr);
+        let span =
+            tracing::debug_span!("upstream_conn", instance = %self.instance, addr = %self.addr);
         tokio::spawn(
             async move {
                 if let Err(e) = driver.await {

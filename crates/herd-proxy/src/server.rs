@@ -172,7 +172,10 @@ impl Gateway {
 }
 
 async fn sweep_pools(gw: Arc<Gateway>, shutdown: CancellationToken) {
-    let period = gw.settings.pool_idle_timeout.max(Duration::from_millis(100));
+    let period = gw
+        .settings
+        .pool_idle_timeout
+        .max(Duration::from_millis(100));
     let mut tick = tokio::time::interval(period);
     loop {
         tokio::select! {
@@ -196,4 +199,3 @@ impl Rotation for Gateway {
         }
     }
 }
-

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "herd", version, about = "Turn one app process into a supervised, load-balanced fleet")]
+#[command(
+    name = "herd",
+    version,
+    about = "Turn one app process into a supervised, load-balanced fleet"
+)]
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Cmd,

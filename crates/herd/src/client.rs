@@ -17,13 +17,26 @@ const EX_UNAVAILABLE: u8 = 69;
 
 pub(crate) enum Action {
     Status,
-    Scale { app: String, instances: u32, reason: Option<String> },
-    Reload { app: Option<String> },
-    Logs { app: String, follow: bool, lines: usize },
+    Scale {
+        app: String,
+        instances: u32,
+        reason: Option<String>,
+    },
+    Reload {
+        app: Option<String>,
+    },
+    Logs {
+        app: String,
+        follow: bool,
+        lines: usize,
+    },
 }
 
 pub(crate) fn run(args: ClientArgs, action: Action) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("herd: failed to start the runtime: {e}");
@@ -61,7 +74,11 @@ async fn execute(args: &ClientArgs, action: Action) -> anyhow::Result<()> {
             let v = request(args, Method::GET, "/cluster/status", None).await?;
             print!("{}", crate::table::render(&v));
         }
-        Action::Scale { app, instances, reason } => {
+        Action::Scale {
+            app,
+            instances,
+            reason,
+        } => {
             let body = json!({"app": app, "instances": instances, "reason": reason.unwrap_or_else(|| "herd scale".into())});
             request(args, Method::POST, "/scaling/manual", Some(body)).await?;
             println!("{app}: scaling to {instances} instance(s)");
@@ -111,9 +128,9 @@ async fn send(
         }
         None => Bytes::new(),
     };
-    let req = req
-        .body(Full::new(payload))
-        .with_context(|| format!("invalid admin URL {uri:?} (expected e.g. http://127.0.0.1:9090)"))?;
+    let req = req.body(Full::new(payload)).with_context(|| {
+        format!("invalid admin URL {uri:?} (expected e.g. http://127.0.0.1:9090)")
+    })?;
     let client = Client::builder(TokioExecutor::new()).build_http();
     client.request(req).await.map_err(|e| {
         anyhow!(Unreachable(format!(
@@ -124,14 +141,21 @@ async fn send(
 
 fn api_error(status: StatusCode, body: &[u8]) -> anyhow::Error {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let msg = v["error"].as_str().map_or_else(|| String::from_utf8_lossy(body).into_owned(), str::to_owned);
+    let msg = v["error"]
+        .as_str()
+        .map_or_else(|| String::from_utf8_lossy(body).into_owned(), str::to_owned);
     match v["hint"].as_str() {
         Some(h) => anyhow!("{status}: {msg}\n  hint: {h}"),
         None => anyhow!("{status}: {msg}"),
     }
 }
 
-async fn request(args: &ClientArgs, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+async fn request(
+    args: &ClientArgs,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
     let resp = send(args, method, path, body).await?;
     let status = resp.status();
     let bytes = resp.into_body().collect().await?.to_bytes();

@@ -15,7 +15,11 @@ fn main() -> ExitCode {
     // clap so that starting an instance costs nothing more than an exec.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == herd_fleet::SHIM_ARG) {
-        let rest = if args.get(2).is_some_and(|a| a == "--") { &args[3..] } else { &args[2..] };
+        let rest = if args.get(2).is_some_and(|a| a == "--") {
+            &args[3..]
+        } else {
+            &args[2..]
+        };
         return ExitCode::from(u8::try_from(herd_fleet::exec_shim(rest)).unwrap_or(1));
     }
     let cli = cli::Cli::parse();
@@ -23,12 +27,25 @@ fn main() -> ExitCode {
         cli::Cmd::Check { config } => up::check(&config),
         cli::Cmd::Up(args) => up::up(args),
         cli::Cmd::Status(c) => client::run(c, client::Action::Status),
-        cli::Cmd::Scale { app, instances, reason, client: c } => {
-            client::run(c, client::Action::Scale { app, instances, reason })
-        }
+        cli::Cmd::Scale {
+            app,
+            instances,
+            reason,
+            client: c,
+        } => client::run(
+            c,
+            client::Action::Scale {
+                app,
+                instances,
+                reason,
+            },
+        ),
         cli::Cmd::Reload { app, client: c } => client::run(c, client::Action::Reload { app }),
-        cli::Cmd::Logs { app, follow, lines, client: c } => {
-            client::run(c, client::Action::Logs { app, follow, lines })
-        }
+        cli::Cmd::Logs {
+            app,
+            follow,
+            lines,
+            client: c,
+        } => client::run(c, client::Action::Logs { app, follow, lines }),
     }
 }

@@ -29,9 +29,24 @@ pub(crate) fn render(v: &Value) -> String {
             app["kind"].as_str().unwrap_or("?"),
             app["ready"],
             app["desired"],
-            if app["reloading"].as_bool() == Some(true) { ", reloading" } else { "" }
+            if app["reloading"].as_bool() == Some(true) {
+                ", reloading"
+            } else {
+                ""
+            }
         );
-        let header = ["ID", "PID", "PORT", "STATE", "UPTIME", "RESTARTS", "RSS", "CPU%", "IN-FLIGHT", "REQ/S"];
+        let header = [
+            "ID",
+            "PID",
+            "PORT",
+            "STATE",
+            "UPTIME",
+            "RESTARTS",
+            "RSS",
+            "CPU%",
+            "IN-FLIGHT",
+            "REQ/S",
+        ];
         let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| (*s).to_owned()).collect()];
         for i in app["instances"].as_array().unwrap_or(&empty) {
             let opt = |k: &str| match &i[k] {
@@ -45,7 +60,10 @@ pub(crate) fn render(v: &Value) -> String {
             rows.push(vec![
                 i["id"].as_str().unwrap_or("?").to_owned(),
                 opt("pid"),
-                i["port"].as_u64().map_or_else(|| i["addr"].as_str().unwrap_or("-").to_owned(), |p| p.to_string()),
+                i["port"].as_u64().map_or_else(
+                    || i["addr"].as_str().unwrap_or("-").to_owned(),
+                    |p| p.to_string(),
+                ),
                 state,
                 uptime(i["uptime_s"].as_f64().unwrap_or(0.0)),
                 opt("restarts"),
@@ -59,7 +77,11 @@ pub(crate) fn render(v: &Value) -> String {
             .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
             .collect();
         for r in rows {
-            let line: Vec<String> = r.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+            let line: Vec<String> = r
+                .iter()
+                .zip(&widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect();
             let _ = writeln!(out, "  {}", line.join("  ").trim_end());
         }
     }

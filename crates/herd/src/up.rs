@@ -39,19 +39,6 @@ pub(crate) fn check(path: &Path) -> ExitCode {
     }
 }
 
-fn parse_instances(s: &str) -> Result<Instances, String> {
-    match s.trim() {
-        "max" => Ok(Instances::Max),
-        "-1" => Ok(Instances::MaxMinusOne),
-        n => match n.parse::<u32>() {
-            Ok(0) | Err(_) => Err(format!(
-                "invalid -i/--instances {s:?}: use a number >= 1, \"max\" (one per CPU core) or -1 (cores - 1)"
-            )),
-            Ok(n) => Ok(Instances::Count(n)),
-        },
-    }
-}
-
 /// PM2-style default name: the script's stem for interpreters, else the program's.
 fn default_name(argv: &[String]) -> String {
     const INTERPRETERS: &[&str] = &[
@@ -66,16 +53,28 @@ fn default_name(argv: &[String]) -> String {
     };
     let program = stem(&argv[0]);
     let base = match argv.get(1) {
-        Some(script) if INTERPRETERS.contains(&program.as_str()) && !script.starts_with('-') => stem(script),
+        Some(script) if INTERPRETERS.contains(&program.as_str()) && !script.starts_with('-') => {
+            stem(script)
+        }
         _ => program,
     };
     let cleaned: String = base
         .to_ascii_lowercase()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     let cleaned = cleaned.trim_matches('-').to_owned();
-    if cleaned.is_empty() { "app".to_owned() } else { cleaned }
+    if cleaned.is_empty() {
+        "app".to_owned()
+    } else {
+        cleaned
+    }
 }
 
 fn load_config(args: &UpArgs) -> Result<Config, ExitCode> {
@@ -87,20 +86,40 @@ fn load_config(args: &UpArgs) -> Result<Config, ExitCode> {
         }
         return herd_config::load(&args.config).map_err(|errors| {
             eprintln!("{errors}");
-            eprintln!("herd: not starting: {} error(s) in {} (run `herd check -c {}` after fixing)",
-                errors.0.len(), args.config.display(), args.config.display());
+            eprintln!(
+                "herd: not starting: {} error(s) in {} (run `herd check -c {}` after fixing)",
+                errors.0.len(),
+                args.config.display(),
+                args.config.display()
+            );
             ExitCode::from(EX_CONFIG)
         });
     }
-    let instances = match args.instances.as_deref().map(parse_instances).transpose() {
+    let instances = match args
+        .instances
+        .as_deref()
+        .map(str::parse::<Instances>)
+        .transpose()
+    {
         Ok(i) => i.unwrap_or(Instances::Count(1)),
         Err(e) => {
-            eprintln!("herd up: {e}");
+            eprintln!("herd up: -i/--instances: {e}\n  hint: use a number >= 1, \"max\" (one per CPU core) or -1 (cores - 1)");
             return Err(ExitCode::from(EX_CONFIG));
         }
     };
-    let name = args.name.clone().unwrap_or_else(|| default_name(&args.command));
-    herd_config::quick(args.command.clone(), instances, args.port, args.admin, name, &cwd).map_err(|errors| {
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| default_name(&args.command));
+    herd_config::quick(
+        args.command.clone(),
+        instances,
+        args.port,
+        args.admin,
+        name,
+        &cwd,
+    )
+    .map_err(|errors| {
         eprintln!("{errors}");
         ExitCode::from(EX_CONFIG)
     })
@@ -111,7 +130,9 @@ fn init_tracing() {
     let filter = EnvFilter::try_from_env("HERD_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     if std::env::var("HERD_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().init();
     } else {
@@ -125,7 +146,10 @@ pub(crate) fn up(args: UpArgs) -> ExitCode {
         Err(code) => return code,
     };
     init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("herd: failed to start the runtime: {e}");
@@ -159,7 +183,12 @@ fn fleet_deadline(config: &Config) -> Duration {
 async fn run(config: Config) -> anyhow::Result<()> {
     let gateway_listener = TcpListener::bind(config.gateway.listen)
         .await
-        .with_context(|| format!("failed to listen on {} (gateway.listen)", config.gateway.listen))?;
+        .with_context(|| {
+            format!(
+                "failed to listen on {} (gateway.listen)",
+                config.gateway.listen
+            )
+        })?;
     let admin_listener = TcpListener::bind(config.admin.listen)
         .await
         .with_context(|| format!("failed to listen on {} (admin.listen)", config.admin.listen))?;
@@ -173,7 +202,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let gateway_stop = CancellationToken::new();
     let admin_stop = CancellationToken::new();
-    let gateway_task = tokio::spawn(gateway.clone().serve(gateway_listener, gateway_stop.clone()));
+    let gateway_task = tokio::spawn(
+        gateway
+            .clone()
+            .serve(gateway_listener, gateway_stop.clone()),
+    );
     let admin_task = tokio::spawn(herd_admin::serve(
         admin_listener,
         herd_admin::AdminState {
@@ -183,13 +216,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
         },
     ));
 
-    let mut term = signal(SignalKind::terminate()).context("failed to install the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("failed to install the SIGINT handler")?;
+    let mut term =
+        signal(SignalKind::terminate()).context("failed to install the SIGTERM handler")?;
+    let mut int =
+        signal(SignalKind::interrupt()).context("failed to install the SIGINT handler")?;
     let which = tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     };
-    tracing::info!(signal = which, "shutting down: draining the gateway, then the instances");
+    tracing::info!(
+        signal = which,
+        "shutting down: draining the gateway, then the instances"
+    );
 
     // A second signal skips the rest of the drain; the instances die with herd (parent-death signal).
     let forced = async {
@@ -206,7 +244,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
             Ok(Ok(())) => {}
         }
         let deadline = fleet_deadline(&config);
-        if tokio::time::timeout(deadline, fleet.shutdown()).await.is_err() {
+        if tokio::time::timeout(deadline, fleet.shutdown())
+            .await
+            .is_err()
+        {
             tracing::error!(?deadline, "instances did not stop in time");
         }
     };
@@ -228,15 +269,9 @@ mod tests {
         let v = |s: &[&str]| s.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
         assert_eq!(default_name(&v(&["node", "server.js"])), "server");
         assert_eq!(default_name(&v(&["./target/release/demo-app"])), "demo-app");
-        assert_eq!(default_name(&v(&["python3", "-m", "http.server"])), "python3");
-    }
-
-    #[test]
-    fn instances_flag() {
-        assert_eq!(parse_instances("max"), Ok(Instances::Max));
-        assert_eq!(parse_instances("-1"), Ok(Instances::MaxMinusOne));
-        assert_eq!(parse_instances("3"), Ok(Instances::Count(3)));
-        assert!(parse_instances("0").is_err());
-        assert!(parse_instances("x").is_err());
+        assert_eq!(
+            default_name(&v(&["python3", "-m", "http.server"])),
+            "python3"
+        );
     }
 }

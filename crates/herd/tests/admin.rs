@@ -1,0 +1,105 @@
+//! Admin API: token, health, errors; gateway errors when nothing can serve.
+
+mod common;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_is_required_when_configured() {
+    let (a, b) = free_range(4);
+    let herd = Herd::start(&format!(
+        r#"
+[gateway]
+listen = "{{gateway}}"
+[admin]
+listen = "{{admin}}"
+token = "s3cret-token"
+[logs]
+dir = "{{logs}}"
+[[app]]
+name = "web"
+command = ["{{demo}}"]
+port_range = "{a}-{b}"
+"#
+    ));
+    let (code, body) = get(&herd.admin_url("/cluster/status")).await.unwrap();
+    assert_eq!(code, 401, "{body}");
+    let out = herd.cli(&["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+    let out = herd.cli(&["status", "--token", "s3cret-token"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !herd.log().contains("s3cret-token"),
+        "the token must never be logged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_answers_503_when_no_instance_is_ready_and_health_says_why() {
+    let dead = free_port();
+    let herd = Herd::start(&format!(
+        r#"
+[gateway]
+listen = "{{gateway}}"
+[admin]
+listen = "{{admin}}"
+[logs]
+dir = "{{logs}}"
+[[app]]
+name = "static"
+servers = ["127.0.0.1:{dead}"]
+"#
+    ));
+    let (code, body) = get(&herd.url("/")).await.unwrap();
+    assert_eq!(code, 503);
+    assert!(body.contains("no ready instance for app static"), "{body}");
+    let (code, body) = get(&herd.admin_url("/health")).await.unwrap();
+    assert_eq!(code, 503);
+    assert!(body.contains("\"ready\":0"), "{body}");
+    let out = herd.cli(&["scale", "static", "2"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fixed `servers`"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_admin_requests_get_clear_errors() {
+    let (a, b) = free_range(4);
+    let herd = Herd::start(&format!(
+        r#"
+[gateway]
+listen = "{{gateway}}"
+[admin]
+listen = "{{admin}}"
+[logs]
+dir = "{{logs}}"
+[[app]]
+name = "web"
+command = ["{{demo}}"]
+port_range = "{a}-{b}"
+"#
+    ));
+    let (code, body) = request(
+        http::Method::POST,
+        &herd.admin_url("/scaling/manual"),
+        "{\"instances\":\"x\"}".into(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("hint"), "{body}");
+    let (code, body) = request(
+        http::Method::POST,
+        &herd.admin_url("/scaling/manual"),
+        "{\"app\":\"web\",\"instances\":9999}".into(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("port_range"), "{body}");
+    let (code, _) = get(&herd.admin_url("/nope")).await.unwrap();
+    assert_eq!(code, 404);
+}

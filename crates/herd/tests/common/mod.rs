@@ -1,0 +1,333 @@
+//! Test harness: real `herd` processes on loopback, real demo-app instances, a small HTTP client.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+pub fn herd_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_herd"))
+}
+
+/// The demo app binary, built next to `herd` (built on demand when a plain `cargo test` ran).
+pub fn demo_bin() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let path = herd_bin().with_file_name("demo-app");
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "-q", "-p", "demo-app"])
+                .status()
+                .expect("failed to run cargo to build demo-app");
+            assert!(status.success(), "building demo-app failed");
+            assert!(path.exists(), "demo-app not found at {}", path.display());
+            path
+        })
+        .clone()
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A block of `n` consecutive ports that are free now, for an app's `port_range`.
+pub fn free_range(n: u16) -> (u16, u16) {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    loop {
+        let salt = NEXT.fetch_add(1, Ordering::Relaxed) as u16;
+        let base = 30000 + ((std::process::id() as u16 % 200) * 97 + salt * 53) % 25000;
+        let all_free =
+            (base..base + n).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if all_free {
+            return (base, base + n - 1);
+        }
+    }
+}
+
+pub struct Herd {
+    pub child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub gateway: u16,
+    pub admin: u16,
+    pub config: PathBuf,
+}
+
+impl Herd {
+    /// Writes `config` (with `{gateway}`, `{admin}`, `{demo}`, `{logs}` substituted) and starts
+    /// `herd up -c` on it; waits until the admin API answers.
+    pub fn start(config: &str) -> Herd {
+        let dir = tempfile::tempdir().unwrap();
+        let gateway = free_port();
+        let admin = free_port();
+        let text = config
+            .replace("{gateway}", &format!("127.0.0.1:{gateway}"))
+            .replace("{admin}", &format!("127.0.0.1:{admin}"))
+            .replace("{demo}", &demo_bin().display().to_string())
+            .replace("{logs}", &dir.path().join("logs").display().to_string());
+        let path = dir.path().join("herd.toml");
+        std::fs::write(&path, text).unwrap();
+        let log = std::fs::File::create(dir.path().join("herd.log")).unwrap();
+        let child = Command::new(herd_bin())
+            .args(["up", "-c"])
+            .arg(&path)
+            .env("HERD_LOG", "info")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        let herd = Herd {
+            child: Some(child),
+            dir,
+            gateway,
+            admin,
+            config: path,
+        };
+        herd.wait_admin();
+        herd
+    }
+
+    fn wait_admin(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.admin)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("herd admin API did not come up; log:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("herd.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.gateway)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin)
+    }
+
+    pub async fn status(&self) -> Value {
+        let (code, body) = get(&self.admin_url("/cluster/status")).await.unwrap();
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    pub async fn instances(&self, app: &str) -> Vec<Value> {
+        let s = self.status().await;
+        s["apps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == app)
+            .map(|a| a["instances"].as_array().unwrap().clone())
+            .unwrap_or_default()
+    }
+
+    /// Waits (bounded) until `pred` holds for the app's instances.
+    pub async fn wait_for(
+        &self,
+        app: &str,
+        what: &str,
+        limit: Duration,
+        pred: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let inst = self.instances(app).await;
+            if pred(&inst) {
+                return inst;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}; instances: {inst:#?}\nlog:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn wait_ready(&self, app: &str, n: usize) -> Vec<Value> {
+        self.wait_for(
+            app,
+            &format!("{n} ready instances of {app}"),
+            Duration::from_secs(20),
+            |i| i.iter().filter(|x| x["state"] == "ready").count() == n && i.len() == n,
+        )
+        .await
+    }
+
+    /// Runs the herd CLI against this herd's admin API.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(herd_bin())
+            .args(args)
+            .env("HERD_ADMIN_URL", format!("http://127.0.0.1:{}", self.admin))
+            .output()
+            .unwrap()
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).unwrap();
+    }
+
+    /// Waits for herd to exit (bounded), returning its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        let child = self.child.as_mut().unwrap();
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Herd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SIGKILL: the instances die with herd (parent-death signal).
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// True while `pid` exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => {
+            let state = s
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next());
+            state != Some("Z") && state != Some("X")
+        }
+        Err(_) => false,
+    }
+}
+
+pub fn pids(instances: &[Value]) -> Vec<i32> {
+    instances
+        .iter()
+        .filter_map(|i| i["pid"].as_i64())
+        .map(|p| p as i32)
+        .collect()
+}
+
+fn client() -> &'static Client<HttpConnector, Full<Bytes>> {
+    static C: OnceLock<Client<HttpConnector, Full<Bytes>>> = OnceLock::new();
+    C.get_or_init(|| {
+        Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(2))
+            .build_http()
+    })
+}
+
+/// GET returning (status, body text).
+pub async fn get(url: &str) -> Result<(u16, String), String> {
+    request(http::Method::GET, url, Bytes::new()).await
+}
+
+pub async fn request(
+    method: http::Method,
+    url: &str,
+    body: Bytes,
+) -> Result<(u16, String), String> {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(url)
+        .body(Full::new(body))
+        .map_err(|e| e.to_string())?;
+    let resp = tokio::time::timeout(Duration::from_secs(30), client().request(req))
+        .await
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|e| format!("{e:?}"))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Outcome counts of a load run.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    pub ok: u64,
+    pub failed: u64,
+    pub failures: Vec<String>,
+}
+
+/// Runs `workers` clients, each sending GET `url` every `pace` until `stop` is set.
+pub fn load(
+    url: String,
+    workers: usize,
+    pace: Duration,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<LoadReport> {
+    tokio::spawn(async move {
+        let mut handles = Vec::new();
+        for _ in 0..workers {
+            let url = url.clone();
+            let stop = Arc::clone(&stop);
+            handles.push(tokio::spawn(async move {
+                let mut r = LoadReport::default();
+                let mut tick = tokio::time::interval(pace);
+                while !stop.load(Ordering::Relaxed) {
+                    tick.tick().await;
+                    match get(&url).await {
+                        Ok((200, _)) => r.ok += 1,
+                        Ok((code, body)) => {
+                            r.failed += 1;
+                            r.failures.push(format!("{code}: {body}"));
+                        }
+                        Err(e) => {
+                            r.failed += 1;
+                            r.failures.push(e);
+                        }
+                    }
+                }
+                r
+            }));
+        }
+        let mut total = LoadReport::default();
+        for h in handles {
+            let r = h.await.unwrap();
+            total.ok += r.ok;
+            total.failed += r.failed;
+            total.failures.extend(r.failures);
+        }
+        total
+    })
+}
+
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}

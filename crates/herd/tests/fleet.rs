@@ -1,0 +1,355 @@
+//! Acceptance tests of the foundation: real herd, real demo-app processes, real sockets.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use nix::sys::signal::Signal;
+
+fn web_config(instances: u32, extra_app: &str) -> String {
+    let (a, b) = free_range(12);
+    format!(
+        r#"
+[gateway]
+listen = "{{gateway}}"
+[admin]
+listen = "{{admin}}"
+[logs]
+dir = "{{logs}}"
+
+[[app]]
+name = "web"
+command = ["{{demo}}"]
+instances = {instances}
+port_range = "{a}-{b}"
+kill_timeout = "2s"
+drain_timeout = "5s"
+{extra_app}
+[app.health]
+path = "/health"
+interval = "500ms"
+fastinter = "100ms"
+rise = 1
+fall = 2
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_spreads_300_gets_evenly_over_three_instances() {
+    let herd = Herd::start(&web_config(3, ""));
+    herd.wait_ready("web", 3).await;
+    let mut hits: HashMap<String, u32> = HashMap::new();
+    for _ in 0..300 {
+        let (code, body) = get(&herd.url("/")).await.unwrap();
+        assert_eq!(code, 200, "{body}");
+        *hits.entry(body.trim().to_owned()).or_default() += 1;
+    }
+    assert_eq!(hits.len(), 3, "{hits:?}");
+    for (who, n) in &hits {
+        assert!((99..=101).contains(n), "{who} got {n}: {hits:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_dash_nine_of_an_instance_under_load_fails_no_request() {
+    let herd = Herd::start(&web_config(3, ""));
+    let before = herd.wait_ready("web", 3).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = load(
+        herd.url("/"),
+        4,
+        Duration::from_millis(5),
+        Arc::clone(&stop),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let victim = before[0]["pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+    let after = herd
+        .wait_for(
+            "web",
+            "the killed instance to be restarted and ready",
+            Duration::from_secs(15),
+            |i| {
+                i.len() == 3
+                    && i.iter().all(|x| x["state"] == "ready")
+                    && !pids(i).contains(&victim)
+            },
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let report = load.await.unwrap();
+    assert_eq!(
+        report.failed,
+        0,
+        "failures: {:?}",
+        &report.failures[..report.failures.len().min(5)]
+    );
+    assert!(
+        report.ok > 100,
+        "too little load to mean anything: {report:?}"
+    );
+    let restarted = after.iter().find(|x| x["id"] == before[0]["id"]).unwrap();
+    assert_eq!(restarted["restarts"], 1, "{after:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_that_exits_at_once_ends_errored_with_visible_backoff_and_others_serve() {
+    let (a, b) = free_range(4);
+    let crasher = format!(
+        r#"
+[[app]]
+name = "crasher"
+command = ["sh", "-c", "echo boom >&2; exit 3"]
+instances = 1
+port_range = "{a}-{b}"
+max_restarts = 3
+restart_delay = "200ms"
+"#
+    );
+    let herd = Herd::start(&format!("{}{crasher}", web_config(1, "")));
+    herd.wait_ready("web", 1).await;
+    let mut delays_seen = Vec::new();
+    let mut restarting_seen = false;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let inst = herd.instances("crasher").await;
+        let i = &inst[0];
+        if i["state"] == "restarting" {
+            restarting_seen = true;
+            assert!(i["next_restart_in_ms"].as_u64().is_some(), "{i}");
+        }
+        let d = i["restart_delay_ms"].as_u64().unwrap();
+        if delays_seen.last() != Some(&d) {
+            delays_seen.push(d);
+        }
+        if i["state"] == "errored" {
+            assert_eq!(i["restarts"], 3, "{i}");
+            assert!(i["pid"].is_null());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never errored: {inst:#?}\n{}",
+            herd.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(restarting_seen);
+    // 200 → 300 → 450 → 675: the backoff grows by half each restart.
+    assert!(
+        delays_seen.windows(2).all(|w| w[1] > w[0]),
+        "{delays_seen:?}"
+    );
+    assert!(
+        delays_seen.contains(&300) && delays_seen.contains(&450),
+        "{delays_seen:?}"
+    );
+    let (code, _) = get(&herd.url("/")).await.unwrap();
+    assert_eq!(code, 200, "the other app keeps serving");
+    let (code, body) = get(&herd.admin_url("/health")).await.unwrap();
+    assert_eq!(
+        code, 503,
+        "an app without a ready instance makes herd unhealthy: {body}"
+    );
+    let logs = herd.cli(&["logs", "crasher", "-n", "1"]);
+    assert!(String::from_utf8_lossy(&logs.stdout).contains("crasher-1.err | boom"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_reload_under_load_fails_nothing_and_replaces_every_pid() {
+    let herd = Herd::start(&web_config(3, ""));
+    let before = herd.wait_ready("web", 3).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    // 4 clients × one GET per 20 ms ≈ 200 req/s, for 10 s.
+    let load = load(
+        herd.url("/"),
+        4,
+        Duration::from_millis(20),
+        Arc::clone(&stop),
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let out = herd.cli(&["reload", "web"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let out = herd.cli(&["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    stop.store(true, Ordering::Relaxed);
+    let report = load.await.unwrap();
+    let after = herd.wait_ready("web", 3).await;
+    assert_eq!(
+        report.failed,
+        0,
+        "failures: {:?}",
+        &report.failures[..report.failures.len().min(5)]
+    );
+    assert!(report.ok > 1000, "{report:?}");
+    let old = pids(&before);
+    assert!(
+        pids(&after).iter().all(|p| !old.contains(p)),
+        "{before:#?} {after:#?}"
+    );
+    for p in old {
+        assert!(!alive(p), "old instance {p} still running");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_past_max_memory_is_replaced_gracefully() {
+    let herd = Herd::start(&web_config(2, "max_memory = \"64MiB\""));
+    let before = herd.wait_ready("web", 2).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = load(
+        herd.url("/"),
+        2,
+        Duration::from_millis(10),
+        Arc::clone(&stop),
+    );
+    let (code, body) = get(&herd.url("/alloc?mb=100")).await.unwrap();
+    assert_eq!(code, 200);
+    let fat = body.split_whitespace().last().unwrap().to_owned();
+    let fat_pid = before.iter().find(|i| i["id"] == fat.as_str()).unwrap()["pid"]
+        .as_i64()
+        .unwrap() as i32;
+    let after = herd
+        .wait_for(
+            "web",
+            "the fat instance to be replaced",
+            Duration::from_secs(15),
+            |i| {
+                i.len() == 2
+                    && i.iter().all(|x| x["state"] == "ready")
+                    && !pids(i).contains(&fat_pid)
+            },
+        )
+        .await;
+    stop.store(true, Ordering::Relaxed);
+    let report = load.await.unwrap();
+    assert_eq!(report.failed, 0, "{:?}", report.failures);
+    let replaced = after.iter().find(|i| i["id"] == fat.as_str()).unwrap();
+    assert_eq!(replaced["restarts"], 1);
+    assert!(replaced["rss_bytes"].as_u64().unwrap() < 64 * 1024 * 1024);
+    assert!(herd.log().contains("over max_memory"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_requests_and_stops_every_child_in_time() {
+    let mut herd = Herd::start(&web_config(3, ""));
+    let inst = herd.wait_ready("web", 3).await;
+    let children = pids(&inst);
+    let mut in_flight = Vec::new();
+    for _ in 0..9 {
+        let url = herd.url("/sleep?ms=700");
+        in_flight.push(tokio::spawn(async move { get(&url).await }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t0 = Instant::now();
+    herd.signal(Signal::SIGTERM);
+    for r in in_flight {
+        let (code, body) = r.await.unwrap().unwrap();
+        assert_eq!(code, 200, "{body}");
+    }
+    // kill_timeout is 2s: every child is gone within kill_timeout + 1 s.
+    while children.iter().any(|p| alive(*p)) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "children still alive: {:?}",
+            children.iter().filter(|p| alive(**p)).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        herd.wait_exit(Duration::from_secs(5)),
+        Some(0),
+        "{}",
+        herd.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_herd_leaves_no_orphan() {
+    let herd = Herd::start(&web_config(3, ""));
+    let children = pids(&herd.wait_ready("web", 3).await);
+    assert_eq!(children.len(), 3);
+    let t0 = Instant::now();
+    herd.signal(Signal::SIGKILL);
+    while children.iter().any(|p| alive(*p)) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "orphans: {:?}",
+            children.iter().filter(|p| alive(**p)).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_status_and_logs_through_the_cli() {
+    let herd = Herd::start(&web_config(1, ""));
+    herd.wait_ready("web", 1).await;
+    let out = herd.cli(&["scale", "web", "3", "--reason", "test burst"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    herd.wait_ready("web", 3).await;
+    let s = herd.status().await;
+    assert_eq!(s["apps"][0]["last_scale"]["reason"], "test burst");
+    let out = herd.cli(&["status"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "web (command): 3 ready / 3 desired",
+        "web-1",
+        "web-2",
+        "web-3",
+        "RSS",
+        "REQ/S",
+    ] {
+        assert!(table.contains(needle), "{needle} missing in:\n{table}");
+    }
+    let out = herd.cli(&["scale", "web", "1"]);
+    assert!(out.status.success());
+    herd.wait_ready("web", 1).await;
+    let out = herd.cli(&["logs", "web", "-n", "5"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("web-1.out | demo-app web-1 listening"));
+    let out = herd.cli(&["scale", "nope", "2"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no app named \"nope\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_follow_streams_new_output() {
+    let herd = Herd::start(&web_config(1, ""));
+    herd.wait_ready("web", 1).await;
+    let mut child = std::process::Command::new(herd_bin())
+        .args(["logs", "web", "-f", "-n", "0"])
+        .env("HERD_ADMIN_URL", format!("http://127.0.0.1:{}", herd.admin))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    herd.cli(&["reload", "web"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("web-1.out | demo-app web-1 listening"),
+        "{text}"
+    );
+}
