@@ -12,6 +12,11 @@
 #   PIN=auto         auto: with THREADS=1 on >= 2 CPUs, proxy on CPU 0, wrk + backends on CPU 1;
 #                    0: no pinning; "P:L" (e.g. "0:1" or "0:1-3"): proxy on CPU list P,
 #                    wrk + backends on CPU list L
+#   WAIT_QUIET=30    before each target, wait up to N s until the machine is idle (< 10% of a core
+#                    busy over 1 s); 0 disables. The run goes on (with a warning) after N s.
+#   OTHER_WARN=15    flag a run when processes outside the benchmark used more than N% of a core
+#   RETRIES=2        measure a flagged target again (after waiting for quiet) up to N times; the
+#                    last attempt is reported, still flagged if it was disturbed too
 #   BUILD=1          0 skips `cargo build --release`
 #   INSTALL=1        0 never calls apt-get (fails if nginx/haproxy/wrk are missing)
 #   ONLY="baseline herd nginx haproxy"   subset/order of targets to run
@@ -29,6 +34,9 @@ BUILD=${BUILD:-1}
 INSTALL=${INSTALL:-1}
 ONLY=${ONLY:-baseline herd nginx haproxy}
 WARMUP=2
+OTHER_WARN=${OTHER_WARN:-15}   # % of one core used by other processes above which a run is flagged
+WAIT_QUIET=${WAIT_QUIET:-30}   # before each target, wait up to this many seconds for an idle machine
+RETRIES=${RETRIES:-2}          # re-measurements of a target whose run was disturbed by other load
 read -r -a BACKEND_PORTS <<<"${BACKEND_PORTS:-21001 21002 21003}"
 BASELINE_PORT=${BASELINE_PORT:-21000}
 HERD_PORT=${HERD_PORT:-18081}
@@ -38,6 +46,9 @@ HERD_ADMIN_PORT=${HERD_ADMIN_PORT:-19091}
 
 for v in THREADS DURATION CONNECTIONS WRK_THREADS; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "bench: $v must be a positive integer (got '${!v}')" >&2; exit 64; }
+done
+for v in WAIT_QUIET RETRIES OTHER_WARN; do
+    [[ ${!v} =~ ^[0-9]+$ ]] || { echo "bench: $v must be a non-negative integer (got '${!v}')" >&2; exit 64; }
 done
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -123,6 +134,18 @@ proc_ticks() {
 }
 # "busy idle" jiffies per CPU, one line per CPU.
 cpu_snapshot() { awk '/^cpu[0-9]+ /{idle=$5+$6; busy=0; for(i=2;i<=NF;i++) busy+=$i; busy-=idle; print busy, idle}' /proc/stat; }
+total_busy() { awk '{s+=$1} END{print s+0}' <<<"$1"; }
+# Ticks of everything this benchmark runs: the measured process tree, the backends, and this
+# shell's waited-for children (wrk, via timeout) from /proc/$$/stat cutime + cstime.
+our_ticks() {
+    local t b stat f
+    t=$(proc_ticks "$1")
+    for b in "${BACKEND_PIDS[@]}"; do [[ $b == "$1" ]] || t=$((t + $(proc_ticks "$b"))); done
+    stat=$(<"/proc/$$/stat")
+    stat=${stat##*) }
+    read -r -a f <<<"$stat"
+    echo $((t + f[13] + f[14]))
+}
 cpu_busy_pct() { # cpu_busy_pct BEFORE AFTER -> "93/100" (per-CPU busy % over the interval)
     paste -d' ' <(echo "$1") <(echo "$2") |
         awk '{b=$3-$1; i=$4-$2; t=b+i; printf "%s%d", (NR>1?"/":""), (t>0?100*b/t:0)}'
@@ -171,19 +194,19 @@ log "results, configs and logs: $RESULTS_DIR"
 log "threads=$THREADS duration=${DURATION}s connections=$CONNECTIONS wrk_threads=$WRK_THREADS pin: $PIN_DESC"
 
 # ---------------------------------------------------------------- backends
-UPSTREAMS=()
+UPSTREAMS=() BACKEND_PIDS=()
 for i in "${!BACKEND_PORTS[@]}"; do
     p=${BACKEND_PORTS[$i]}
     start "backend-$p" "$LOAD_CPUS" env PORT="$p" HERD_INSTANCE="backend-$((i + 1))" "$DEMO_BIN"
-    UPSTREAMS+=("127.0.0.1:$p")
+    UPSTREAMS+=("127.0.0.1:$p") BACKEND_PIDS+=("$LAST_PID")
 done
 for p in "${BACKEND_PORTS[@]}"; do
     wait_http "http://127.0.0.1:$p/" 30 || die "backend on port $p did not come up (see $RESULTS_DIR/backend-$p.log)"
 done
 
 # ---------------------------------------------------------------- one measurement
-declare -A RPS P50 P99 PCPU CPUS ERRS
-TARGETS_RUN=()
+declare -A RPS P50 P99 PCPU CPUS OTHER ERRS
+TARGETS_RUN=() DISTURBED=()
 
 to_ms() { # "412.00us" | "1.23ms" | "1.02s" | "2.00m" -> milliseconds
     awk -v v="$1" 'BEGIN{
@@ -194,19 +217,54 @@ to_ms() { # "412.00us" | "1.23ms" | "1.02s" | "2.00m" -> milliseconds
         else print "?" }'
 }
 
+# wait_quiet NAME: bounded wait until nothing else is using the CPU (another user's build or tests).
+wait_quiet() {
+    local name=$1 start=$SECONDS a b busy
+    ((WAIT_QUIET > 0)) || return 0
+    while :; do
+        a=$(total_busy "$(cpu_snapshot)")
+        sleep 1
+        b=$(total_busy "$(cpu_snapshot)")
+        busy=$((100 * (b - a) / CLK_TCK))
+        ((busy < 10)) && return 0
+        if ((SECONDS - start >= WAIT_QUIET)); then
+            log "WARNING: $name: machine still busy (${busy}% of a core) after ${WAIT_QUIET}s; measuring anyway"
+            return 0
+        fi
+        log "$name: machine busy (${busy}% of a core in use by others); waiting (up to ${WAIT_QUIET}s)"
+        sleep 2
+    done
+}
+
 # measure NAME PORT PID: warm up, run wrk, record figures. PID: the process whose CPU we account.
 measure() {
+    local name=$1 port=$2 pid=$3 attempt
+    for ((attempt = 1; ; attempt++)); do
+        measure_once "$name" "$port" "$pid"
+        ((OTHER[$name] > OTHER_WARN)) || break
+        if ((attempt > RETRIES)); then
+            log "WARNING: $name: other processes used ${OTHER[$name]}% of a core during the run; its figures are disturbed"
+            DISTURBED+=("$name")
+            break
+        fi
+        log "$name: disturbed (other processes used ${OTHER[$name]}% of a core); measuring again ($attempt/$RETRIES)"
+        mv "$RESULTS_DIR/wrk-$name.txt" "$RESULTS_DIR/wrk-$name-disturbed-$attempt.txt"
+    done
+    TARGETS_RUN+=("$name")
+}
+measure_once() {
     local name=$1 port=$2 pid=$3
     local url="http://127.0.0.1:$port/" out="$RESULTS_DIR/wrk-$name.txt"
+    wait_quiet "$name"
     log "$name: warm-up ${WARMUP}s"
     timeout $((WARMUP + 30)) "${LOAD_PREFIX[@]}" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "$url" >"$RESULTS_DIR/wrk-$name-warmup.txt" 2>&1 ||
         die "$name: warm-up wrk failed (see $RESULTS_DIR/wrk-$name-warmup.txt)"
     log "$name: measuring ${DURATION}s (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
-    local t0 t1 c0 c1 s0 s1
-    c0=$(cpu_snapshot) t0=$(proc_ticks "$pid") s0=$(date +%s.%N)
+    local t0 t1 c0 c1 s0 s1 o0 o1
+    c0=$(cpu_snapshot) t0=$(proc_ticks "$pid") o0=$(our_ticks "$pid") s0=$(date +%s.%N)
     timeout $((DURATION + 60)) "${LOAD_PREFIX[@]}" wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$url" >"$out" 2>&1 ||
         die "$name: wrk failed (see $out)"
-    c1=$(cpu_snapshot) t1=$(proc_ticks "$pid") s1=$(date +%s.%N)
+    c1=$(cpu_snapshot) t1=$(proc_ticks "$pid") o1=$(our_ticks "$pid") s1=$(date +%s.%N)
     kill -0 "$pid" 2>/dev/null || die "$name: process $pid died during the run"
 
     RPS[$name]=$(awk '/^Requests\/sec:/{print $2}' "$out")
@@ -214,13 +272,16 @@ measure() {
     P99[$name]=$(to_ms "$(awk '$1=="99%"{print $2}' "$out")")
     PCPU[$name]=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v s0="$s0" -v s1="$s1" 'BEGIN{printf "%.0f", 100*d/hz/(s1-s0)}')
     CPUS[$name]=$(cpu_busy_pct "$c0" "$c1")
+    # CPU used by anything else on the machine (other users' builds/tests, kernel softirq work not
+    # charged to a process), % of one core. A few % is normal; more means the run was disturbed.
+    OTHER[$name]=$(awk -v d=$(($(total_busy "$c1") - $(total_busy "$c0") - (o1 - o0))) -v hz="$CLK_TCK" -v s0="$s0" -v s1="$s1" \
+        'BEGIN{v=100*d/hz/(s1-s0); printf "%.0f", (v<0?0:v)}')
     local non2xx sockerr
     non2xx=$(awk '/Non-2xx or 3xx responses:/{print $NF}' "$out")
     sockerr=$(awk '/Socket errors:/{gsub(",","");print "connect="$4" read="$6" write="$8" timeout="$10}' "$out")
     ERRS[$name]="non2xx=${non2xx:-0}${sockerr:+ $sockerr}"
     [[ -n ${RPS[$name]} ]] || die "$name: could not parse wrk output ($out)"
-    TARGETS_RUN+=("$name")
-    log "$name: ${RPS[$name]} req/s, p50 ${P50[$name]} ms, p99 ${P99[$name]} ms, process CPU ${PCPU[$name]}%, per-CPU busy ${CPUS[$name]}%, ${ERRS[$name]}"
+    log "$name: ${RPS[$name]} req/s, p50 ${P50[$name]} ms, p99 ${P99[$name]} ms, process CPU ${PCPU[$name]}%, per-CPU busy ${CPUS[$name]}%, other ${OTHER[$name]}%, ${ERRS[$name]}"
 }
 
 # ---------------------------------------------------------------- targets
@@ -370,19 +431,24 @@ per_core() { awk -v r="$1" -v c="$2" 'BEGIN{ if (c > 0) printf "%.0f", r/(c/100)
     echo "herd bench: threads=$THREADS (herd: TOKIO_WORKER_THREADS=$THREADS, nginx: worker_processes $THREADS, haproxy: nbthread $THREADS)"
     echo "wrk -t$WRK_THREADS -c$CONNECTIONS -d${DURATION}s --latency, ${WARMUP}s warm-up; $NCPU CPUs; pinning: $PIN_DESC"
     echo
-    printf '| %-8s | %7s | %10s | %8s | %8s | %8s | %14s | %9s | %s |\n' \
-        target threads "req/s" "p50 ms" "p99 ms" "proc CPU" "req/s per core" "CPU busy" "errors"
-    printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' ---------- ---------: ------------: ----------: ----------: ---------: ----------------: ----------: --------
+    printf '| %-8s | %7s | %10s | %8s | %8s | %8s | %14s | %9s | %5s | %s |\n' \
+        target threads "req/s" "p50 ms" "p99 ms" "proc CPU" "req/s per core" "CPU busy" "other" "errors"
+    printf '|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n' ---------- ---------: ------------: ----------: ----------: ----------: ----------------: ----------: -------: --------
     for t in "${TARGETS_RUN[@]}"; do
         th=$THREADS
         [[ $t == baseline ]] && th="1 (app)"
-        printf '| %-8s | %7s | %10s | %8s | %8s | %7s%% | %14s | %8s%% | %s |\n' \
+        printf '| %-8s | %7s | %10s | %8s | %8s | %7s%% | %14s | %8s%% | %4s%% | %s |\n' \
             "$t" "$th" "${RPS[$t]}" "${P50[$t]}" "${P99[$t]}" "${PCPU[$t]}" \
-            "$(per_core "${RPS[$t]}" "${PCPU[$t]}")" "${CPUS[$t]}" "${ERRS[$t]}"
+            "$(per_core "${RPS[$t]}" "${PCPU[$t]}")" "${CPUS[$t]}" "${OTHER[$t]}" "${ERRS[$t]}"
     done
     echo
     echo "proc CPU: CPU time of the proxy process(es) (baseline: the backend) during the measured run, % of one core."
     echo "req/s per core: req/s / (proc CPU / 100). CPU busy: per-CPU busy % over the run (cpu0/cpu1/...), all processes."
+    echo "other: CPU used by processes outside this benchmark (and uncharged kernel work), % of one core."
+    if ((${#DISTURBED[@]})); then
+        echo
+        echo "WARNING: disturbed by other load (other > ${OTHER_WARN}%): ${DISTURBED[*]}. Re-run on a quiet machine."
+    fi
     if [[ -n ${RPS[herd]:-} ]]; then
         echo
         for o in nginx haproxy; do

@@ -28,12 +28,37 @@ pub(crate) fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
+/// An error answer: status plus `{"error", "hint"}`.
+pub(crate) struct ApiError {
+    status: StatusCode,
+    message: String,
+    hint: Option<String>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"error": self.message, "hint": self.hint})),
+        )
+            .into_response()
+    }
+}
+
 async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such admin endpoint", None)
 }
 
+fn api_error(status: StatusCode, msg: &str, hint: Option<&str>) -> ApiError {
+    ApiError {
+        status,
+        message: msg.to_owned(),
+        hint: hint.map(str::to_owned),
+    }
+}
+
 fn error(status: StatusCode, msg: &str, hint: Option<&str>) -> Response {
-    (status, Json(json!({"error": msg, "hint": hint}))).into_response()
+    api_error(status, msg, hint).into_response()
 }
 
 fn fleet_error(e: &FleetError) -> Response {
@@ -79,14 +104,14 @@ struct ScaleBody {
     reason: Option<String>,
 }
 
-fn pick_app(s: &AdminState, app: Option<String>) -> Result<String, Response> {
+fn pick_app(s: &AdminState, app: Option<String>) -> Result<String, ApiError> {
     match app {
         Some(a) => Ok(a),
         None => {
             let names = s.fleet.app_names();
             match names.as_slice() {
                 [only] => Ok(only.clone()),
-                _ => Err(error(
+                _ => Err(api_error(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "\"app\" is required when herd runs several apps",
                     Some(&format!("one of: {}", names.join(", "))),
@@ -97,14 +122,14 @@ fn pick_app(s: &AdminState, app: Option<String>) -> Result<String, Response> {
 }
 
 /// Parses a JSON body whatever its `Content-Type` (so `curl -d` works); an empty body is `{}`.
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], example: &str) -> Result<T, Response> {
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], example: &str) -> Result<T, ApiError> {
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
         body
     };
     serde_json::from_slice(body).map_err(|e| {
-        error(
+        api_error(
             StatusCode::BAD_REQUEST,
             &format!("invalid JSON body: {e}"),
             Some(&format!("expected {example}")),
@@ -115,11 +140,11 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], example: &str) -> Res
 async fn scale(State(s): State<AdminState>, body: Bytes) -> Response {
     let body: ScaleBody = match parse_json(&body, r#"{"app":"web","instances":3,"reason":"..."}"#) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let app = match pick_app(&s, body.app) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let reason = body.reason.unwrap_or_else(|| "manual".to_owned());
     match s.fleet.scale(&app, body.instances, reason).await {
@@ -138,7 +163,7 @@ async fn reload(State(s): State<AdminState>, body: Bytes) -> Response {
     let body: ReloadBody =
         match parse_json(&body, r#"{"app":"web"}, or an empty body for every app"#) {
             Ok(b) => b,
-            Err(r) => return r,
+            Err(r) => return r.into_response(),
         };
     match s.fleet.reload(body.app.as_deref()).await {
         Ok(()) => Json(json!({"reloaded": body.app.map_or_else(|| json!("all"), |a| json!(a))}))

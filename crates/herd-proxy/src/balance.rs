@@ -50,7 +50,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn cands(loads: &[usize], skip: &[bool]) -> impl Fn(usize) -> Candidate + '_ {
+    fn cands<'a>(loads: &'a [usize], skip: &'a [bool]) -> impl Fn(usize) -> Candidate + 'a {
         move |i| Candidate {
             in_flight: loads[i],
             skip: skip[i],
