@@ -119,12 +119,19 @@ async fn send_with_retries(
                 up.endpoint.stats.record_success();
                 return Ok(resp);
             }
-            Err(Failure { err, request }) => {
+            Err(Failure {
+                err,
+                request,
+                stale,
+            }) => {
                 let timed_out = matches!(err, ProxyError::Timeout { .. });
-                if up
-                    .endpoint
-                    .stats
-                    .record_failure(now, app.max_fails, app.fail_timeout)
+                // A pooled connection that closed before the write is a reuse race, not a sign
+                // that the instance is unhealthy.
+                if !stale
+                    && up
+                        .endpoint
+                        .stats
+                        .record_failure(now, app.max_fails, app.fail_timeout)
                 {
                     tracing::warn!(app = %app.name, instance = %up.endpoint.id, error = %err,
                         "instance marked down by passive health");
@@ -153,6 +160,8 @@ struct Failure {
     err: ProxyError,
     /// The request, when it never reached the backend.
     request: Option<Request<UpBody>>,
+    /// A pooled connection was found closed before the request was written.
+    stale: bool,
 }
 
 async fn attempt(
@@ -171,6 +180,7 @@ async fn attempt(
                     reason: e.to_string(),
                 },
                 request: Some(req),
+                stale: false,
             })
         }
     };
@@ -182,10 +192,12 @@ async fn attempt(
                 timeout,
             },
             request: None,
+            stale: false,
         }),
         Ok(Err(mut e)) => {
             let request = e.take_message();
             Err(Failure {
+                stale: request.is_some(),
                 err: ProxyError::Upstream {
                     instance: instance(),
                     reason: e.into_error().to_string(),

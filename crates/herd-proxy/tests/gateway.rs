@@ -1,0 +1,257 @@
+//! The gateway against in-process backends on 127.0.0.1: headers, streaming, retries, errors, h2c.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use herd_core::{Endpoint, EndpointStats, Rotation};
+use herd_proxy::Gateway;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// A backend: `/headers` → request headers as JSON, `/echo` → body, `/slow` → 2 s delay,
+/// `/close` → drops the connection without answering, else its name.
+async fn backend(name: &'static str) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = l.accept().await.unwrap();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| async move {
+                    let path = req.uri().path().to_owned();
+                    let resp = match path.as_str() {
+                        "/headers" => {
+                            let map: serde_json::Map<String, serde_json::Value> = req
+                                .headers()
+                                .iter()
+                                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
+                                .collect();
+                            Response::new(Full::new(Bytes::from(serde_json::to_vec(&map).unwrap())))
+                        }
+                        "/echo" => {
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            Response::new(Full::new(body))
+                        }
+                        "/slow" => {
+                            tokio::time::sleep(Duration::from_secs(2)).await;
+                            Response::new(Full::new(Bytes::from_static(b"late")))
+                        }
+                        "/close" => return Err("closing"),
+                        _ => Response::new(Full::new(Bytes::from(name))),
+                    };
+                    Ok::<_, &str>(resp)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn dead_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+fn endpoint(uid: u64, id: &str, addr: SocketAddr) -> Endpoint {
+    Endpoint {
+        uid,
+        id: Arc::from(id),
+        addr,
+        stats: Arc::new(EndpointStats::new()),
+    }
+}
+
+struct Running {
+    addr: SocketAddr,
+    gw: Arc<Gateway>,
+    stop: CancellationToken,
+}
+
+async fn gateway(extra: &str) -> Running {
+    let text = format!(
+        "[gateway]\nlisten = \"127.0.0.1:0\"\n{extra}\n[[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\n"
+    );
+    let config = herd_config::parse(&text, "test.toml", std::path::Path::new(".")).unwrap();
+    let gw = Gateway::new(&config);
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(Arc::clone(&gw).serve(l, stop.clone()));
+    Running { addr, gw, stop }
+}
+
+async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> (StatusCode, Bytes) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let (parts, body) = req.into_parts();
+    let mut req = Request::from_parts(parts, body);
+    let uri = format!("http://{addr}{}", req.uri().path_and_query().unwrap());
+    *req.uri_mut() = uri.parse().unwrap();
+    let resp = client.request(req).await.unwrap();
+    let status = resp.status();
+    (status, resp.into_body().collect().await.unwrap().to_bytes())
+}
+
+fn get(path: &str) -> Request<Full<Bytes>> {
+    Request::get(path).body(Full::new(Bytes::new())).unwrap()
+}
+
+#[tokio::test]
+async fn forwards_headers_and_strips_hop_by_hop() {
+    let gw = gateway("").await;
+    gw.gw
+        .set_endpoints("web", vec![endpoint(1, "web-1", backend("a").await)]);
+    let req = Request::get("/headers")
+        .header("connection", "keep-alive, x-private")
+        .header("x-private", "secret")
+        .header("x-forwarded-for", "10.1.2.3")
+        .header("x-forwarded-proto", "https")
+        .header("keep-alive", "timeout=5")
+        .header("x-app", "kept")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (status, body) = send(gw.addr, req).await;
+    assert_eq!(status, 200);
+    let h: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(h["x-forwarded-for"], "10.1.2.3, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], h["host"]);
+    assert_eq!(h["x-app"], "kept");
+    assert!(
+        h.get("x-private").is_none() && h.get("keep-alive").is_none(),
+        "{h}"
+    );
+    gw.stop.cancel();
+}
+
+#[tokio::test]
+async fn streams_large_bodies_both_ways() {
+    let gw = gateway("").await;
+    gw.gw
+        .set_endpoints("web", vec![endpoint(1, "web-1", backend("a").await)]);
+    let payload: Bytes = (0..8 * 1024 * 1024u32)
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<_>>()
+        .into();
+    let req = Request::post("/echo")
+        .body(Full::new(payload.clone()))
+        .unwrap();
+    let (status, body) = send(gw.addr, req).await;
+    assert_eq!(status, 200);
+    assert_eq!(body.len(), payload.len());
+    assert!(body == payload);
+}
+
+#[tokio::test]
+async fn a_refused_connect_is_retried_on_another_instance_even_with_a_body() {
+    let gw = gateway("").await;
+    let live = backend("live").await;
+    gw.gw.set_endpoints(
+        "web",
+        vec![
+            endpoint(1, "web-1", dead_addr()),
+            endpoint(2, "web-2", live),
+        ],
+    );
+    for i in 0..20 {
+        let req = Request::post("/echo")
+            .body(Full::new(Bytes::from(format!("body {i}"))))
+            .unwrap();
+        let (status, body) = send(gw.addr, req).await;
+        assert_eq!(status, 200);
+        assert_eq!(body, format!("body {i}"));
+    }
+    let (status, body) = send(gw.addr, get("/")).await;
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"live"[..]));
+}
+
+#[tokio::test]
+async fn nothing_to_serve_is_503_and_a_dead_only_set_is_502() {
+    let gw = gateway("").await;
+    let (status, body) = send(gw.addr, get("/")).await;
+    assert_eq!(status, 503);
+    assert!(String::from_utf8_lossy(&body).contains("no ready instance for app web"));
+    gw.gw
+        .set_endpoints("web", vec![endpoint(1, "web-1", dead_addr())]);
+    let (status, body) = send(gw.addr, get("/")).await;
+    assert_eq!(status, 502);
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("web-1") && text.contains("connect"), "{text}");
+}
+
+#[tokio::test]
+async fn a_slow_backend_is_504_after_response_timeout() {
+    let gw = gateway("response_timeout = \"300ms\"").await;
+    gw.gw
+        .set_endpoints("web", vec![endpoint(1, "web-1", backend("a").await)]);
+    let (status, body) = send(gw.addr, get("/slow")).await;
+    assert_eq!(status, 504);
+    assert!(String::from_utf8_lossy(&body).contains("did not answer within"));
+}
+
+#[tokio::test]
+async fn a_post_whose_connection_breaks_after_sending_is_not_replayed() {
+    let gw = gateway("").await;
+    let a = endpoint(1, "web-1", backend("a").await);
+    let b = endpoint(2, "web-2", backend("b").await);
+    let (sa, sb) = (Arc::clone(&a.stats), Arc::clone(&b.stats));
+    gw.gw.set_endpoints("web", vec![a, b]);
+    let req = Request::post("/close")
+        .body(Full::new(Bytes::from_static(b"x")))
+        .unwrap();
+    let (status, _) = send(gw.addr, req).await;
+    assert_eq!(status, 502);
+    assert_eq!(
+        sa.requests() + sb.requests(),
+        1,
+        "a POST that reached a backend is sent once"
+    );
+    // A GET breaking the same way is safe to replay, on the other instance.
+    let (status, _) = send(gw.addr, get("/close")).await;
+    assert_eq!(status, 502);
+    assert_eq!(sa.requests() + sb.requests(), 3);
+}
+
+#[tokio::test]
+async fn h2c_prior_knowledge_clients_are_served() {
+    let gw = gateway("").await;
+    gw.gw
+        .set_endpoints("web", vec![endpoint(1, "web-1", backend("a").await)]);
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let resp = client
+        .request(
+            Request::get(format!("http://{}/", gw.addr))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "a");
+}
+
+#[tokio::test]
+async fn in_flight_count_lasts_until_the_body_is_sent() {
+    let gw = gateway("").await;
+    let ep = endpoint(1, "web-1", backend("a").await);
+    let stats = Arc::clone(&ep.stats);
+    gw.gw.set_endpoints("web", vec![ep]);
+    let (status, _) = send(gw.addr, get("/")).await;
+    assert_eq!(status, 200);
+    tokio::time::timeout(Duration::from_secs(2), stats.wait_idle())
+        .await
+        .unwrap();
+    assert_eq!(stats.requests(), 1);
+}
