@@ -397,15 +397,7 @@ impl AppActor {
             tracing::info!(app = %self.app.name, instance = %inst.id, %status, "instance stopped");
             return;
         }
-        let Some((&index, is_next)) = self.slots.iter().find_map(|(k, s)| {
-            if holds(&s.active) {
-                Some((k, false))
-            } else if s.next.as_ref().is_some_and(holds) {
-                Some((k, true))
-            } else {
-                None
-            }
-        }) else {
+        let Some((index, is_next)) = self.locate(uid) else {
             return;
         };
         let Some(slot) = self.slots.get_mut(&index) else {
@@ -463,9 +455,10 @@ impl AppActor {
         }
     }
 
-    fn on_health(&mut self, uid: u64, up: bool) {
+    /// The slot holding the process `uid`, and whether it is the slot's replacement (`next`).
+    fn locate(&self, uid: u64) -> Option<(u32, bool)> {
         let holds = |i: &Inst| i.proc.as_ref().is_some_and(|p| p.uid == uid);
-        let Some((&index, is_next)) = self.slots.iter().find_map(|(k, s)| {
+        self.slots.iter().find_map(|(&k, s)| {
             if holds(&s.active) {
                 Some((k, false))
             } else if s.next.as_ref().is_some_and(holds) {
@@ -473,7 +466,11 @@ impl AppActor {
             } else {
                 None
             }
-        }) else {
+        })
+    }
+
+    fn on_health(&mut self, uid: u64, up: bool) {
+        let Some((index, is_next)) = self.locate(uid) else {
             return;
         };
         let ready_timeout = self.command().map(|c| c.ready_timeout);

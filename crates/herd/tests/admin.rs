@@ -6,22 +6,7 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_is_required_when_configured() {
-    let (a, b) = free_range(4);
-    let herd = Herd::start(&format!(
-        r#"
-[gateway]
-listen = "{{gateway}}"
-[admin]
-listen = "{{admin}}"
-token = "s3cret-token"
-[logs]
-dir = "{{logs}}"
-[[app]]
-name = "web"
-command = ["{{demo}}"]
-port_range = "{a}-{b}"
-"#
-    ));
+    let herd = Herd::start(&(base_config("token = \"s3cret-token\"") + &demo_app("web", 1, "")));
     let (code, body) = get(&herd.admin_url("/cluster/status")).await.unwrap();
     assert_eq!(code, 401, "{body}");
     let out = herd.cli(&["status"]);
@@ -43,17 +28,8 @@ port_range = "{a}-{b}"
 async fn gateway_answers_503_when_no_instance_is_ready_and_health_says_why() {
     let dead = free_port();
     let herd = Herd::start(&format!(
-        r#"
-[gateway]
-listen = "{{gateway}}"
-[admin]
-listen = "{{admin}}"
-[logs]
-dir = "{{logs}}"
-[[app]]
-name = "static"
-servers = ["127.0.0.1:{dead}"]
-"#
+        "{}\n[[app]]\nname = \"static\"\nservers = [\"127.0.0.1:{dead}\"]\n",
+        base_config("")
     ));
     let (code, body) = get(&herd.url("/")).await.unwrap();
     assert_eq!(code, 503);
@@ -67,21 +43,7 @@ servers = ["127.0.0.1:{dead}"]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_admin_requests_get_clear_errors() {
-    let (a, b) = free_range(4);
-    let herd = Herd::start(&format!(
-        r#"
-[gateway]
-listen = "{{gateway}}"
-[admin]
-listen = "{{admin}}"
-[logs]
-dir = "{{logs}}"
-[[app]]
-name = "web"
-command = ["{{demo}}"]
-port_range = "{a}-{b}"
-"#
-    ));
+    let herd = Herd::start(&(base_config("") + &demo_app("web", 1, "")));
     let (code, body) = request(
         http::Method::POST,
         &herd.admin_url("/scaling/manual"),

@@ -10,33 +10,14 @@ use std::time::{Duration, Instant};
 use common::*;
 use nix::sys::signal::Signal;
 
+/// Three-ish demo instances with fast health checks and short stop timeouts.
 fn web_config(instances: u32, extra_app: &str) -> String {
-    let (a, b) = free_range(12);
-    format!(
-        r#"
-[gateway]
-listen = "{{gateway}}"
-[admin]
-listen = "{{admin}}"
-[logs]
-dir = "{{logs}}"
-
-[[app]]
-name = "web"
-command = ["{{demo}}"]
-instances = {instances}
-port_range = "{a}-{b}"
-kill_timeout = "2s"
-drain_timeout = "5s"
-{extra_app}
-[app.health]
-path = "/health"
-interval = "500ms"
-fastinter = "100ms"
-rise = 1
-fall = 2
-"#
-    )
+    let app = demo_app(
+        "web",
+        instances,
+        &format!("kill_timeout = \"2s\"\ndrain_timeout = \"5s\"\n{extra_app}\n[app.health]\npath = \"/health\"\ninterval = \"500ms\"\nfastinter = \"100ms\"\nrise = 1\nfall = 2"),
+    );
+    base_config("") + &app
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -331,3 +331,18 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&p, text).unwrap();
     p
 }
+
+/// The `[gateway]`, `[admin]` (with `admin_extra` lines) and `[logs]` sections every test uses.
+pub fn base_config(admin_extra: &str) -> String {
+    format!(
+        "[gateway]\nlisten = \"{{gateway}}\"\n[admin]\nlisten = \"{{admin}}\"\n{admin_extra}\n[logs]\ndir = \"{{logs}}\"\n"
+    )
+}
+
+/// One `[[app]]` running demo-app with its own free port range, plus `extra` keys.
+pub fn demo_app(name: &str, instances: u32, extra: &str) -> String {
+    let (a, b) = free_range(12);
+    format!(
+        "\n[[app]]\nname = \"{name}\"\ncommand = [\"{{demo}}\"]\ninstances = {instances}\nport_range = \"{a}-{b}\"\n{extra}\n"
+    )
+}
