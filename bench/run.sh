@@ -217,6 +217,15 @@ to_ms() { # "412.00us" | "1.23ms" | "1.02s" | "2.00m" -> milliseconds
         else print "?" }'
 }
 
+# check_spread NAME PORT: the proxy answers with the demo body and reaches all backends.
+check_spread() {
+    local name=$1 port=$2 i seen
+    seen=$(for ((i = 0; i < 3 * ${#UPSTREAMS[@]}; i++)); do curl -s -m 2 "http://127.0.0.1:$port/" || true; echo; done |
+        grep -o 'backend-[0-9]*' | sort -u | tr '\n' ' ')
+    log "$name: backends answering through it: ${seen:-none}"
+    [[ $(wc -w <<<"$seen") -eq ${#UPSTREAMS[@]} ]] || log "WARNING: $name does not reach all ${#UPSTREAMS[@]} backends"
+}
+
 # wait_quiet NAME: bounded wait until nothing else is using the CPU (another user's build or tests).
 wait_quiet() {
     local name=$1 start=$SECONDS a b busy
@@ -322,6 +331,7 @@ EOF
     local pid=$LAST_PID
     wait_http "http://127.0.0.1:$HERD_ADMIN_PORT/health" 30 "$pid" || die "herd did not become healthy (see $RESULTS_DIR/herd.log)"
     wait_http "http://127.0.0.1:$HERD_PORT/" 30 "$pid" || die "herd gateway does not answer (see $RESULTS_DIR/herd.log)"
+    check_spread herd "$HERD_PORT"
     measure herd "$HERD_PORT" "$pid"
     stop_pid "$pid"
 }
@@ -375,6 +385,7 @@ EOF
     start nginx "$PROXY_CPUS" nginx -p "$dir" -e "$dir/logs/error.log" -c "$dir/nginx.conf"
     local pid=$LAST_PID
     wait_http "http://127.0.0.1:$NGINX_PORT/" 30 "$pid" || die "nginx does not answer (see $RESULTS_DIR/nginx.log, $dir/logs/error.log)"
+    check_spread nginx "$NGINX_PORT"
     measure nginx "$NGINX_PORT" "$pid"
     stop_pid "$pid"
 }
@@ -411,6 +422,7 @@ EOF
     start haproxy "$PROXY_CPUS" haproxy -db -f "$dir/haproxy.cfg"
     local pid=$LAST_PID
     wait_http "http://127.0.0.1:$HAPROXY_PORT/" 30 "$pid" || die "haproxy does not answer (see $RESULTS_DIR/haproxy.log)"
+    check_spread haproxy "$HAPROXY_PORT"
     measure haproxy "$HAPROXY_PORT" "$pid"
     stop_pid "$pid"
 }
