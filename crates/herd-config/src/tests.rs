@@ -204,7 +204,7 @@ fn example_file_parses() {
     assert_eq!(cfg.apps[0].health.path.as_deref(), Some("/health"));
     // Relative paths resolve against the file's directory.
     let dir = std::path::absolute(path.parent().unwrap()).unwrap();
-    assert_eq!(web.cwd, crate::validate::resolve(&dir, Path::new(".")));
+    assert_eq!(web.cwd, crate::validate::resolve(&dir, Path::new("..")));
     assert_eq!(
         cfg.logs.dir,
         crate::validate::resolve(&dir, Path::new(".herd/logs"))
