@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::health::{probe, HealthState};
-use crate::logs::{self, LogLine, LogSettings, Stream};
+use crate::logs::{self, LogFile, LogLine, Stream};
 use crate::restart::RestartTracker;
 use crate::spawn::{self, SpawnSpec};
 use crate::status::InstanceView;
@@ -57,6 +57,8 @@ pub(crate) struct Inst {
     pub(crate) tracker: RestartTracker,
     pub(crate) restart_at: Option<Instant>,
     pub(crate) ready_deadline: Option<Instant>,
+    /// Killed for missing `ready_timeout`: its exit counts as unstable.
+    pub(crate) failed_readiness: bool,
 }
 
 impl Inst {
@@ -88,7 +90,6 @@ pub(crate) struct Launch<'a> {
     pub(crate) app: &'a str,
     pub(crate) health: &'a Health,
     pub(crate) shim: Option<&'a std::path::Path>,
-    pub(crate) logs: &'a LogSettings,
     pub(crate) log_tx: &'a broadcast::Sender<LogLine>,
     pub(crate) events: &'a mpsc::UnboundedSender<Event>,
     pub(crate) extra_env: &'a [(String, String)],
@@ -101,6 +102,7 @@ impl Launch<'_> {
         id: &Arc<str>,
         command: &Command,
         port: u16,
+        files: &(LogFile, LogFile),
     ) -> std::io::Result<Proc> {
         let mut child = spawn::spawn(&SpawnSpec {
             app: self.app,
@@ -113,22 +115,10 @@ impl Launch<'_> {
         let pid = child.id();
         let uid = NEXT_UID.fetch_add(1, Ordering::Relaxed);
         let span = tracing::info_span!("instance", app = %self.app, instance = %id, pid = pid.unwrap_or(0));
-        for (reader, stream) in [
-            (
-                child
-                    .stdout
-                    .take()
-                    .map(|r| Box::new(r) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-                Stream::Out,
-            ),
-            (
-                child
-                    .stderr
-                    .take()
-                    .map(|r| Box::new(r) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-                Stream::Err,
-            ),
-        ] {
+        type Reader = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+        let out = child.stdout.take().map(|r| Box::new(r) as Reader);
+        let err = child.stderr.take().map(|r| Box::new(r) as Reader);
+        for (reader, stream, file) in [(out, Stream::Out, &files.0), (err, Stream::Err, &files.1)] {
             if let Some(reader) = reader {
                 // Ends at EOF, i.e. when the process group has closed the pipe.
                 tokio::spawn(
@@ -136,7 +126,7 @@ impl Launch<'_> {
                         reader,
                         Arc::clone(id),
                         stream,
-                        self.logs.clone(),
+                        file.clone(),
                         self.log_tx.clone(),
                     )
                     .instrument(span.clone()),

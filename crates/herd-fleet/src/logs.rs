@@ -105,23 +105,73 @@ impl RotatingFile {
     }
 }
 
+/// The log file of one instance stream, shared by every process that runs under that id (during
+/// a replacement the old and the new process write at once): one writer, one size count.
+#[derive(Clone)]
+pub(crate) struct LogFile {
+    path: PathBuf,
+    settings: LogSettings,
+    state: Arc<tokio::sync::Mutex<FileState>>,
+}
+
+enum FileState {
+    Closed,
+    Open(RotatingFile),
+    Failed,
+}
+
+impl std::fmt::Debug for LogFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogFile").field("path", &self.path).finish()
+    }
+}
+
+impl LogFile {
+    pub(crate) fn new(settings: &LogSettings, instance: &str, stream: Stream) -> Self {
+        LogFile {
+            path: log_path(&settings.dir, instance, stream),
+            settings: settings.clone(),
+            state: Arc::new(tokio::sync::Mutex::new(FileState::Closed)),
+        }
+    }
+
+    /// Appends one line (opening the file on first use). A file that cannot be written is
+    /// reported once and then skipped; the output is still broadcast.
+    async fn write_line(&self, line: &[u8]) {
+        let mut state = self.state.lock().await;
+        if matches!(*state, FileState::Closed) {
+            *state = match RotatingFile::open(self.path.clone(), self.settings.clone()).await {
+                Ok(f) => FileState::Open(f),
+                Err(e) => {
+                    tracing::warn!(path = %self.path.display(), error = %e, "failed to open instance log file; output is only broadcast");
+                    FileState::Failed
+                }
+            };
+        }
+        if let FileState::Open(f) = &mut *state {
+            if let Err(e) = f.write(line).await {
+                tracing::warn!(path = %self.path.display(), error = %e, "failed to write instance log; disabling the file");
+                *state = FileState::Failed;
+            }
+        }
+    }
+
+    async fn flush(&self) {
+        if let FileState::Open(f) = &mut *self.state.lock().await {
+            let _ = f.file.flush().await;
+        }
+    }
+}
+
 /// Copies one output stream of an instance to its file and the broadcast channel until EOF
 /// (the process and every child holding the pipe have exited).
 pub(crate) async fn pump(
     reader: impl AsyncRead + Unpin,
     instance: Arc<str>,
     stream: Stream,
-    settings: LogSettings,
+    file: LogFile,
     tx: broadcast::Sender<LogLine>,
 ) {
-    let path = log_path(&settings.dir, &instance, stream);
-    let mut file = match RotatingFile::open(path.clone(), settings).await {
-        Ok(f) => Some(f),
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "failed to open instance log file; output is only broadcast");
-            None
-        }
-    };
     let mut reader = BufReader::new(reader);
     let mut buf = Vec::with_capacity(1024);
     loop {
@@ -137,19 +187,10 @@ pub(crate) async fn pump(
                 break;
             }
         };
-        if let Some(f) = file.as_mut() {
-            let ok = if buf.ends_with(b"\n") {
-                f.write(&buf[..n]).await
-            } else {
-                let mut line = buf[..n].to_vec();
-                line.push(b'\n');
-                f.write(&line).await
-            };
-            if let Err(e) = ok {
-                tracing::warn!(path = %path.display(), error = %e, "failed to write instance log; disabling the file");
-                file = None;
-            }
+        if !buf.ends_with(b"\n") {
+            buf.push(b'\n');
         }
+        file.write_line(&buf).await;
         if tx.receiver_count() > 0 {
             let text = String::from_utf8_lossy(&buf[..n]);
             let _ = tx.send(LogLine {
@@ -159,9 +200,7 @@ pub(crate) async fn pump(
             });
         }
     }
-    if let Some(mut f) = file {
-        let _ = f.file.flush().await;
-    }
+    file.flush().await;
 }
 
 /// The last `n` lines of a file (whole file read; log files are bounded by `max_size`).
@@ -195,7 +234,8 @@ mod tests {
             .flat_map(|i| format!("line {i:04}\n").into_bytes())
             .collect();
         let (tx, mut rx) = broadcast::channel(100);
-        let pumped = pump(&input[..], Arc::from("web-1"), Stream::Out, settings, tx);
+        let file = LogFile::new(&settings, "web-1", Stream::Out);
+        let pumped = pump(&input[..], Arc::from("web-1"), Stream::Out, file, tx);
         pumped.await;
         let first = rx.try_recv().unwrap();
         assert_eq!(

@@ -1,6 +1,7 @@
 //! Bodies: what goes to a backend ([`UpBody`]) and what goes back to the client ([`ProxyBody`]).
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -16,8 +17,16 @@ use crate::pool::Pool;
 /// The request body sent upstream: the client's stream, or nothing (a rebuilt retry).
 #[derive(Debug)]
 pub(crate) enum UpBody {
-    Client(Incoming),
+    /// `done` is set once the whole body has been handed to the connection.
+    Client(Incoming, Arc<AtomicBool>),
     Empty,
+}
+
+impl UpBody {
+    pub(crate) fn client(body: Incoming) -> (Self, Arc<AtomicBool>) {
+        let done = Arc::new(AtomicBool::new(body.is_end_stream()));
+        (UpBody::Client(body, Arc::clone(&done)), done)
+    }
 }
 
 impl Body for UpBody {
@@ -29,21 +38,27 @@ impl Body for UpBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            UpBody::Client(b) => Pin::new(b).poll_frame(cx),
+            UpBody::Client(b, done) => {
+                let res = Pin::new(&mut *b).poll_frame(cx);
+                if matches!(res, Poll::Ready(None)) || b.is_end_stream() {
+                    done.store(true, Ordering::Release);
+                }
+                res
+            }
             UpBody::Empty => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            UpBody::Client(b) => b.is_end_stream(),
+            UpBody::Client(b, _) => b.is_end_stream(),
             UpBody::Empty => true,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            UpBody::Client(b) => b.size_hint(),
+            UpBody::Client(b, _) => b.size_hint(),
             UpBody::Empty => SizeHint::with_exact(0),
         }
     }
@@ -66,13 +81,15 @@ impl ProxyBody {
     }
 }
 
-/// Streams a backend response. When the stream ends it returns the connection to the pool and
+/// Streams a backend response. When the stream ends it returns the connection to the pool
+/// (only if the request body was fully sent too: a backend may answer before an upload ends) and
 /// ends the in-flight count; if dropped early, the connection is discarded (hyper closes it).
 #[derive(Debug)]
 pub struct UpstreamBody {
     inner: Incoming,
     guard: Option<InFlightGuard>,
     conn: Option<(SendRequest<UpBody>, Arc<Pool>)>,
+    request_done: Option<Arc<AtomicBool>>,
 }
 
 impl UpstreamBody {
@@ -81,11 +98,13 @@ impl UpstreamBody {
         guard: InFlightGuard,
         conn: SendRequest<UpBody>,
         pool: Arc<Pool>,
+        request_done: Option<Arc<AtomicBool>>,
     ) -> Self {
         let mut body = UpstreamBody {
             inner,
             guard: Some(guard),
             conn: Some((conn, pool)),
+            request_done,
         };
         if body.inner.is_end_stream() {
             body.finish();
@@ -95,7 +114,13 @@ impl UpstreamBody {
 
     fn finish(&mut self) {
         if let Some((conn, pool)) = self.conn.take() {
-            pool.put(conn);
+            let sent = self
+                .request_done
+                .as_ref()
+                .is_none_or(|d| d.load(Ordering::Acquire));
+            if sent {
+                pool.put(conn);
+            }
         }
         self.guard = None;
     }

@@ -3,6 +3,9 @@ use std::time::Duration;
 /// Why the gateway could not produce a backend response. Each maps to one status code.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
+    /// Routes are configured and none matches the request.
+    #[error("no route matches this request")]
+    NoRoute,
     /// No instance of the app is in rotation.
     #[error("no ready instance for app {app}")]
     NoInstance { app: String },
@@ -22,6 +25,7 @@ impl ProxyError {
     #[must_use]
     pub fn status(&self) -> http::StatusCode {
         match self {
+            ProxyError::NoRoute => http::StatusCode::NOT_FOUND,
             ProxyError::NoInstance { .. } => http::StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream { .. } => http::StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => http::StatusCode::GATEWAY_TIMEOUT,

@@ -1,9 +1,11 @@
 //! One request end to end: route → pick → forward → retry → response.
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
+use herd_core::InFlightGuard;
 use http::{header, HeaderValue, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
@@ -39,13 +41,10 @@ pub(crate) fn error_response(e: &ProxyError) -> Response<ProxyBody> {
 }
 
 /// Requests that may be sent again after they reached a backend whose connection then broke
-/// without a response: idempotent methods without a body (RFC 9110 §9.2.2).
+/// without a response: idempotent, safe methods without a body (RFC 9110 §9.2).
 fn replayable(method: &Method, body: &Incoming) -> bool {
     use http_body::Body as _;
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
-    ) && body.is_end_stream()
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) && body.is_end_stream()
 }
 
 async fn forward(
@@ -61,9 +60,7 @@ async fn forward(
         .or_else(|| req.uri().authority().map(http::uri::Authority::as_str));
     let path = req.uri().path();
     let Some(app_idx) = tables.routes.find(host, path) else {
-        return Err(ProxyError::NoInstance {
-            app: "(no route matches this request)".to_owned(),
-        });
+        return Err(ProxyError::NoRoute);
     };
     let app = Arc::clone(&tables.apps[app_idx]);
     drop(tables);
@@ -76,6 +73,9 @@ async fn forward(
             })?;
             parts.headers.insert(header::HOST, v);
         }
+    }
+    if parts.version == Version::HTTP_2 {
+        forward::join_cookies(&mut parts.headers);
     }
     forward::remove_hop_by_hop(&mut parts.headers);
     forward::add_forwarded(&mut parts.headers, client.ip(), "http");
@@ -93,8 +93,9 @@ async fn forward(
         *p.headers_mut() = parts.headers.clone();
         p
     });
-    let req = Request::from_parts(parts, UpBody::Client(body));
-    send_with_retries(gw, &app, req, replay).await
+    let (body, sent) = UpBody::client(body);
+    let req = Request::from_parts(parts, body);
+    send_with_retries(gw, &app, req, replay, sent).await
 }
 
 async fn send_with_retries(
@@ -102,9 +103,11 @@ async fn send_with_retries(
     app: &AppUpstreams,
     mut req: Request<UpBody>,
     replay: Option<Request<()>>,
+    sent: Arc<AtomicBool>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let set = app.current();
     let mut tried: Vec<u64> = Vec::new();
+    let mut stale_retried = false;
     let mut last_err: Option<ProxyError> = None;
     loop {
         let now = Instant::now();
@@ -113,8 +116,12 @@ async fn send_with_retries(
                 app: app.name.clone(),
             }));
         };
+        // Counted in flight from the pick, so a drain never sees zero while a request is
+        // on its way to this instance.
+        let guard = up.endpoint.stats.start_request();
         tried.push(up.endpoint.uid);
-        match attempt(gw, &up, req).await {
+        let body_done = matches!(req.body(), UpBody::Client(..)).then(|| Arc::clone(&sent));
+        match attempt(gw, &up, req, guard, body_done).await {
             Ok(resp) => {
                 up.endpoint.stats.record_success();
                 return Ok(resp);
@@ -125,13 +132,15 @@ async fn send_with_retries(
                 stale,
             }) => {
                 let timed_out = matches!(err, ProxyError::Timeout { .. });
-                // A pooled connection that closed before the write is a reuse race, not a sign
-                // that the instance is unhealthy.
-                if !stale
-                    && up
-                        .endpoint
-                        .stats
-                        .record_failure(now, app.max_fails, app.fail_timeout)
+                if stale && !stale_retried {
+                    // A pooled connection closed before the write: a keep-alive race, not a sign
+                    // the instance is unhealthy. Try it once more, on a fresh connection if need be.
+                    stale_retried = true;
+                    tried.pop();
+                } else if up
+                    .endpoint
+                    .stats
+                    .record_failure(now, app.max_fails, app.fail_timeout)
                 {
                     tracing::warn!(app = %app.name, instance = %up.endpoint.id, error = %err,
                         "instance marked down by passive health");
@@ -141,7 +150,7 @@ async fn send_with_retries(
                     (None, Some(orig)) if !timed_out => rebuild(orig),
                     _ => return Err(err),
                 };
-                tracing::debug!(app = %app.name, instance = %up.endpoint.id, error = %err, "retrying on another instance");
+                tracing::debug!(app = %app.name, instance = %up.endpoint.id, error = %err, "retrying");
                 last_err = Some(err);
             }
         }
@@ -168,9 +177,10 @@ async fn attempt(
     gw: &Gateway,
     up: &Arc<Upstream>,
     req: Request<UpBody>,
+    guard: InFlightGuard,
+    body_done: Option<Arc<AtomicBool>>,
 ) -> Result<Response<ProxyBody>, Failure> {
     let instance = || up.endpoint.id.to_string();
-    let guard = up.endpoint.stats.start_request();
     let mut conn = match up.pool.get().await {
         Ok(c) => c,
         Err(e) => {
@@ -208,7 +218,7 @@ async fn attempt(
         Ok(Ok(resp)) => {
             let (mut parts, body) = resp.into_parts();
             forward::remove_hop_by_hop(&mut parts.headers);
-            let body = UpstreamBody::new(body, guard, conn, Arc::clone(&up.pool));
+            let body = UpstreamBody::new(body, guard, conn, Arc::clone(&up.pool), body_done);
             Ok(Response::from_parts(parts, ProxyBody::Upstream(body)))
         }
     }

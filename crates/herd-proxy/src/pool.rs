@@ -18,6 +18,9 @@ use tracing::Instrument;
 
 use crate::body::UpBody;
 
+/// Longest wait for a pooled connection to accept its next request before connecting anew.
+const READY_WAIT: Duration = Duration::from_millis(100);
+
 #[derive(Debug)]
 struct Idle {
     conn: SendRequest<UpBody>,
@@ -71,7 +74,12 @@ impl Pool {
             if idle.since.elapsed() > self.idle_timeout || idle.conn.is_closed() {
                 continue;
             }
-            if idle.conn.ready().await.is_ok() {
+            if idle.conn.is_ready() {
+                return Ok(idle.conn);
+            }
+            // Pooled only after both directions finished, so readiness is a poll away; bound it
+            // anyway rather than stall a request behind a connection that never frees up.
+            if let Ok(Ok(())) = tokio::time::timeout(READY_WAIT, idle.conn.ready()).await {
                 return Ok(idle.conn);
             }
         }
@@ -80,7 +88,7 @@ impl Pool {
 
     /// Returns a connection whose exchange has completed.
     pub(crate) fn put(&self, conn: SendRequest<UpBody>) {
-        if conn.is_closed() {
+        if conn.is_closed() || self.max_idle == 0 {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());

@@ -10,7 +10,7 @@ use arc_swap::{ArcSwap, Guard};
 use herd_config::Config;
 use herd_core::{Endpoint, Rotation};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
@@ -104,7 +104,12 @@ impl Gateway {
         let local = listener.local_addr()?;
         tracing::info!(%local, "gateway listening");
         let graceful = GracefulShutdown::new();
-        let builder = auto::Builder::new(TokioExecutor::new());
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // With a timer, hyper closes HTTP/1 connections that do not send a full request head
+        // within 30 s (slowloris) instead of holding them for ever.
+        builder.http1().timer(TokioTimer::new());
+        // Cancelled when `shutdown_timeout` runs out: the connections still open are dropped.
+        let hard_stop = CancellationToken::new();
         let sweeper = tokio::spawn(
             sweep_pools(Arc::clone(&self), shutdown.clone())
                 .instrument(tracing::debug_span!("pool_sweeper")),
@@ -132,10 +137,14 @@ impl Gateway {
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .into_owned();
             let conn = graceful.watch(conn);
+            let hard_stop = hard_stop.clone();
             tokio::spawn(
                 async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "client connection ended with an error");
+                    tokio::select! {
+                        res = conn => if let Err(e) = res {
+                            tracing::debug!(error = %e, "client connection ended with an error");
+                        },
+                        () = hard_stop.cancelled() => {}
                     }
                 }
                 .instrument(tracing::debug_span!("client_conn", %peer)),
@@ -148,6 +157,7 @@ impl Gateway {
             .is_err()
         {
             tracing::warn!(timeout = ?self.settings.shutdown_timeout, "client connections still open after shutdown_timeout; closing them");
+            hard_stop.cancel();
         }
         let _ = sweeper.await;
         Ok(())

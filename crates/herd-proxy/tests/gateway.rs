@@ -255,3 +255,22 @@ async fn in_flight_count_lasts_until_the_body_is_sent() {
         .unwrap();
     assert_eq!(stats.requests(), 1);
 }
+
+#[tokio::test]
+async fn pooling_can_be_turned_off() {
+    let gw = gateway("pool_max_idle = 0").await;
+    gw.gw
+        .set_endpoints("web", vec![endpoint(1, "web-1", backend("a").await)]);
+    for _ in 0..5 {
+        let (status, body) = send(gw.addr, get("/")).await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"a"[..]));
+    }
+}
+
+#[tokio::test]
+async fn unrouted_requests_are_404() {
+    let gw = gateway("[[route]]\nhost = \"only.example\"\napp = \"web\"").await;
+    let (status, body) = send(gw.addr, get("/")).await;
+    assert_eq!(status, 404);
+    assert!(String::from_utf8_lossy(&body).contains("no route matches"));
+}

@@ -334,3 +334,62 @@ async fn logs_follow_streams_new_output() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_onto_a_broken_build_fails_and_keeps_the_old_instances_serving() {
+    // The "build" is a marker file in the app's cwd: `crash` makes it exit at start, `hang`
+    // makes it never listen.
+    let work = tempfile::tempdir().unwrap();
+    let script = "if [ -f crash ]; then echo broken build >&2; exit 1; fi; if [ -f hang ]; then exec sleep 60; fi; exec \"$0\"";
+    let app = demo_app(
+        "web",
+        2,
+        &format!(
+            "command = [\"sh\", \"-c\", {script:?}, \"{{demo}}\"]\ncwd = \"{}\"\nready_timeout = \"1s\"\nkill_timeout = \"1s\"\n[app.health]\npath = \"/health\"\ninterval = \"500ms\"\nfastinter = \"100ms\"\nrise = 1",
+            work.path().display()
+        ),
+    )
+    .replacen("command = [\"{demo}\"]\n", "", 1);
+    let herd = Herd::start(&(base_config("") + &app));
+    let before = pids(&herd.wait_ready("web", 2).await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = load(
+        herd.url("/"),
+        2,
+        Duration::from_millis(10),
+        Arc::clone(&stop),
+    );
+
+    std::fs::write(work.path().join("crash"), "").unwrap();
+    let out = herd.cli(&["reload", "web"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("web-1") && err.contains("before becoming ready"),
+        "{err}"
+    );
+
+    std::fs::remove_file(work.path().join("crash")).unwrap();
+    std::fs::write(work.path().join("hang"), "").unwrap();
+    let out = herd.cli(&["reload", "web"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not ready within ready_timeout"));
+    assert_eq!(
+        pids(&herd.wait_ready("web", 2).await),
+        before,
+        "the old instances keep serving"
+    );
+
+    std::fs::remove_file(work.path().join("hang")).unwrap();
+    let out = herd.cli(&["reload", "web"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stop.store(true, Ordering::Relaxed);
+    let report = load.await.unwrap();
+    assert_eq!(report.failed, 0, "{:?}", report.failures);
+    let after = pids(&herd.wait_ready("web", 2).await);
+    assert!(after.iter().all(|p| !before.contains(p)));
+}

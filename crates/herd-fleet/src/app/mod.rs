@@ -2,7 +2,7 @@
 //! (scale, reload, shutdown), instance events (exit, health flips) and timers (restart backoff,
 //! readiness deadlines, the 1 s resource sample). States and transitions: `LIFECYCLE.md`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,12 +13,14 @@ use herd_core::{InstanceState, Rotation};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::instance::{Event, Inst, Launch, Proc};
-use crate::logs::{LogLine, LogSettings};
+use crate::logs::{LogFile, LogLine, LogSettings, Stream};
 use crate::ports::Ports;
-use crate::procfs;
 use crate::restart::{RestartPolicy, RestartTracker, Verdict};
 use crate::status::{AppView, ScaleRecord};
 use crate::FleetError;
+
+mod replace;
+mod sample;
 
 pub(crate) type Reply = oneshot::Sender<Result<(), FleetError>>;
 
@@ -40,6 +42,8 @@ pub(crate) enum Cmd {
 struct Slot {
     active: Inst,
     next: Option<Inst>,
+    /// After a failed `max_memory` replacement: do not try again before this.
+    no_replace_before: Option<Instant>,
 }
 
 pub(crate) struct AppActor {
@@ -57,6 +61,9 @@ pub(crate) struct AppActor {
     retiring: Vec<Inst>,
     reload_queue: VecDeque<u32>,
     reload_waiters: Vec<Reply>,
+    /// Reload requests that arrived during a pass: they get a pass of their own afterwards.
+    queued_reloads: Vec<Reply>,
+    log_files: HashMap<Arc<str>, (LogFile, LogFile)>,
     last_scale: Option<ScaleRecord>,
     published: Vec<u64>,
     shutting_down: bool,
@@ -92,6 +99,8 @@ impl AppActor {
             retiring: Vec::new(),
             reload_queue: VecDeque::new(),
             reload_waiters: Vec::new(),
+            queued_reloads: Vec::new(),
+            log_files: HashMap::new(),
             last_scale: None,
             published: Vec::new(),
             shutting_down: false,
@@ -137,6 +146,7 @@ impl AppActor {
                         Slot {
                             active: inst,
                             next: None,
+                            no_replace_before: None,
                         },
                     );
                 }
@@ -170,7 +180,6 @@ impl AppActor {
             app: &self.app.name,
             health: &self.app.health,
             shim: self.shim.as_deref(),
-            logs: &self.logs,
             log_tx: &self.log_tx,
             events: &self.events_tx,
             extra_env: &[],
@@ -185,6 +194,7 @@ impl AppActor {
             tracker: RestartTracker::new(&self.policy()),
             restart_at: None,
             ready_deadline: None,
+            failed_readiness: false,
         }
     }
 
@@ -199,7 +209,21 @@ impl AppActor {
             self.after_exit(inst, Duration::ZERO, "no free port");
             return;
         };
-        match self.launch().spawn_process(&inst.id, &command, port) {
+        let logs = &self.logs;
+        let files = self
+            .log_files
+            .entry(Arc::clone(&inst.id))
+            .or_insert_with(|| {
+                (
+                    LogFile::new(logs, &inst.id, Stream::Out),
+                    LogFile::new(logs, &inst.id, Stream::Err),
+                )
+            })
+            .clone();
+        match self
+            .launch()
+            .spawn_process(&inst.id, &command, port, &files)
+        {
             Ok(proc) => {
                 tracing::info!(app = %self.app.name, instance = %inst.id, pid = proc.pid.unwrap_or(0), port, "instance started");
                 inst.state = InstanceState::Starting;
@@ -239,21 +263,23 @@ impl AppActor {
                     Slot {
                         active: inst,
                         next: None,
+                        no_replace_before: None,
                     },
                 );
             }
             index += 1;
         }
         while self.slots.len() > want {
-            let Some((index, slot)) = self.slots.pop_last() else {
+            let Some((_, slot)) = self.slots.pop_last() else {
                 break;
             };
-            self.reload_queue.retain(|i| *i != index);
             self.retire(slot.active);
             if let Some(next) = slot.next {
                 self.retire(next);
             }
         }
+        // A reload may have been waiting on a slot that is gone now.
+        self.advance_reload();
     }
 
     /// Takes an instance out of rotation and stops it gracefully.
@@ -285,12 +311,7 @@ impl AppActor {
                     }));
                     return;
                 }
-                self.reload_waiters.push(reply);
-                if self.reload_queue.is_empty() {
-                    self.reload_queue = self.slots.keys().copied().collect();
-                    tracing::info!(app = %self.app.name, instances = self.reload_queue.len(), "rolling reload started");
-                    self.advance_reload();
-                }
+                self.request_reload(reply);
             }
             Cmd::Shutdown => self.begin_shutdown(),
         }
@@ -323,44 +344,13 @@ impl AppActor {
         Ok(())
     }
 
-    /// Starts the replacement of the next slot in the reload queue (one at a time: rolling).
-    fn advance_reload(&mut self) {
-        while let Some(&index) = self.reload_queue.front() {
-            if self.slots.get(&index).is_some_and(|s| s.next.is_none()) {
-                let next = self.new_inst(index);
-                if let Some(slot) = self.slots.get_mut(&index) {
-                    slot.next = Some(next);
-                }
-                return;
-            }
-            self.reload_queue.pop_front();
-        }
-        for w in self.reload_waiters.drain(..) {
-            let _ = w.send(Ok(()));
-        }
-        tracing::info!(app = %self.app.name, "rolling reload complete");
-    }
-
-    fn abort_reload(&mut self, why: &str) {
-        if self.reload_queue.is_empty() {
-            return;
-        }
-        self.reload_queue.clear();
-        tracing::error!(app = %self.app.name, reason = why, "rolling reload aborted; remaining instances keep the old version");
-        for w in self.reload_waiters.drain(..) {
-            let _ = w.send(Err(FleetError::ReloadFailed {
-                app: self.app.name.clone(),
-                reason: why.to_owned(),
-            }));
-        }
-    }
-
     fn begin_shutdown(&mut self) {
         if self.shutting_down {
             return;
         }
         self.shutting_down = true;
         self.abort_reload("herd is shutting down");
+        self.reject_queued_reloads();
         let slots = std::mem::take(&mut self.slots);
         for (_, slot) in slots {
             self.retire(slot.active);
@@ -403,31 +393,42 @@ impl AppActor {
         let Some(slot) = self.slots.get_mut(&index) else {
             return;
         };
-        let mut inst = if is_next {
-            match slot.next.take() {
-                Some(i) => i,
-                None => return,
+        if is_next {
+            let Some(mut next) = slot.next.take() else {
+                return;
+            };
+            if let Some(proc) = next.proc.take() {
+                proc.stop_checks();
+                self.release_port(&proc);
             }
-        } else {
-            std::mem::replace(&mut slot.active, placeholder())
+            let why = if next.failed_readiness {
+                "not ready within ready_timeout".to_owned()
+            } else {
+                format!("exited ({status}) before becoming ready")
+            };
+            self.replacement_failed(index, &why);
+            return;
+        }
+        let mut inst = std::mem::replace(&mut slot.active, placeholder());
+        let Some(proc) = inst.proc.take() else {
+            if let Some(slot) = self.slots.get_mut(&index) {
+                slot.active = inst;
+            }
+            return;
         };
-        let Some(proc) = inst.proc.take() else { return };
         proc.stop_checks();
         self.release_port(&proc);
         let uptime = proc.started.elapsed();
         tracing::warn!(app = %self.app.name, instance = %inst.id, %status, uptime_ms = uptime.as_millis() as u64, "instance exited unexpectedly");
-        self.after_exit(&mut inst, uptime, status);
-        let errored = inst.state == InstanceState::Errored;
+        // A process killed for missing ready_timeout never ran properly: an unstable exit.
+        let counted = if std::mem::take(&mut inst.failed_readiness) {
+            Duration::ZERO
+        } else {
+            uptime
+        };
+        self.after_exit(&mut inst, counted, status);
         if let Some(slot) = self.slots.get_mut(&index) {
-            if is_next {
-                if errored {
-                    self.abort_reload("the new instance could not start");
-                } else {
-                    slot.next = Some(inst);
-                }
-            } else {
-                slot.active = inst;
-            }
+            slot.active = inst;
         }
     }
 
@@ -549,87 +550,12 @@ impl AppActor {
                     }
                 } else if inst.ready_deadline.is_some_and(|t| t <= now) {
                     inst.ready_deadline = None;
-                    tracing::warn!(app = %self.app.name, instance = %inst.id, "not ready within ready_timeout; restarting it");
+                    inst.failed_readiness = true;
+                    tracing::warn!(app = %self.app.name, instance = %inst.id, "not ready within ready_timeout; killing it");
                     if let Some(p) = &inst.proc {
                         p.kill();
                     }
                 }
-            }
-        }
-    }
-
-    /// Once a second: RSS and CPU of every process group, request rates, and `max_memory`.
-    async fn sample(&mut self) {
-        let pgids: Vec<u32> = self
-            .all_insts()
-            .filter_map(|i| i.proc.as_ref().and_then(|p| p.pid))
-            .collect();
-        let usage = if pgids.is_empty() {
-            Default::default()
-        } else {
-            tokio::task::spawn_blocking(move || procfs::sample_groups(&pgids))
-                .await
-                .unwrap_or_default()
-        };
-        let ticks = procfs::clock_ticks();
-        let now = Instant::now();
-        let max_memory = self.command().and_then(|c| c.max_memory);
-        let mut over: Vec<(u32, u64)> = Vec::new();
-        for (&index, slot) in &mut self.slots {
-            let replacing = slot.next.is_some();
-            for inst in std::iter::once(&mut slot.active).chain(slot.next.as_mut()) {
-                let Some(p) = inst.proc.as_mut() else {
-                    continue;
-                };
-                let requests = p.endpoint.stats.requests();
-                let dt = now.duration_since(p.last_requests.1).as_secs_f64();
-                if dt > 0.0 {
-                    p.rps = (requests - p.last_requests.0) as f64 / dt;
-                }
-                p.last_requests = (requests, now);
-                let Some(u) = p.pid.and_then(|pid| usage.get(&pid)) else {
-                    continue;
-                };
-                p.rss_bytes = u.rss_bytes;
-                if let Some((prev, at)) = p.last_cpu {
-                    let dt = now.duration_since(at).as_secs_f64();
-                    if dt > 0.0 {
-                        p.cpu_percent =
-                            u.cpu_ticks.saturating_sub(prev) as f64 / ticks / dt * 100.0;
-                    }
-                }
-                p.last_cpu = Some((u.cpu_ticks, now));
-                if inst.state == InstanceState::Ready
-                    && max_memory.is_some_and(|m| u.rss_bytes > m)
-                    && !replacing
-                {
-                    over.push((index, u.rss_bytes));
-                }
-            }
-        }
-        for inst in &mut self.retiring {
-            if let Some(p) = inst.proc.as_mut() {
-                if let Some(u) = p.pid.and_then(|pid| usage.get(&pid)) {
-                    p.rss_bytes = u.rss_bytes;
-                }
-            }
-        }
-        for (index, rss) in over {
-            if self.shutting_down {
-                break;
-            }
-            let Some(slot) = self.slots.get(&index) else {
-                continue;
-            };
-            if slot.next.is_some() {
-                continue;
-            }
-            tracing::warn!(app = %self.app.name, instance = %slot.active.id, rss_bytes = rss, max_memory = max_memory.unwrap_or(0), "instance over max_memory; replacing it");
-            let mut next = self.new_inst(index);
-            if let Some(slot) = self.slots.get_mut(&index) {
-                next.tracker = slot.active.tracker.clone();
-                next.tracker.restarts += 1;
-                slot.next = Some(next);
             }
         }
     }
@@ -679,6 +605,7 @@ fn placeholder() -> Inst {
         },
         restart_at: None,
         ready_deadline: None,
+        failed_readiness: false,
     }
 }
 

@@ -1,0 +1,126 @@
+//! Start-first replacement of a slot's instance, and rolling reloads built on it.
+//!
+//! A replacement starts a new process for the slot while the old one keeps serving; the old one
+//! drains only once the new one is ready (see `on_health`). A replacement that exits or misses
+//! `ready_timeout` before it is ready is dropped and the old instance stays: a reload never
+//! makes a fleet worse. Reloads replace one slot at a time; requests that arrive mid-pass get a
+//! pass of their own afterwards (so every slot runs what was deployed when they asked).
+
+use std::time::{Duration, Instant};
+
+use super::{AppActor, Reply};
+use crate::FleetError;
+
+/// How long a slot waits before another `max_memory` replacement after one failed.
+const MEMORY_RETRY: Duration = Duration::from_secs(30);
+
+impl AppActor {
+    /// Starts a replacement for slot `index`. Returns false when it could not even start.
+    pub(super) fn start_replacement(&mut self, index: u32) -> bool {
+        let mut next = self.new_inst(index);
+        let Some(slot) = self.slots.get_mut(&index) else {
+            return false;
+        };
+        if next.proc.is_none() {
+            // Spawn failed or no port: the old instance keeps serving.
+            self.replacement_failed(index, "the new instance could not be started");
+            return false;
+        }
+        next.tracker = slot.active.tracker.clone();
+        slot.next = Some(next);
+        true
+    }
+
+    /// Drops slot `index`'s replacement; fails the reload pass if it was waiting on this slot.
+    pub(super) fn replacement_failed(&mut self, index: u32, why: &str) {
+        let reloading_this = self.reload_queue.front() == Some(&index);
+        if let Some(slot) = self.slots.get_mut(&index) {
+            if let Some(mut next) = slot.next.take() {
+                if let Some(p) = &next.proc {
+                    p.kill();
+                    next.state = herd_core::InstanceState::Draining;
+                    self.retiring.push(next);
+                }
+            }
+            if !reloading_this {
+                slot.no_replace_before = Some(Instant::now() + MEMORY_RETRY);
+            }
+        }
+        tracing::error!(app = %self.app.name, slot = index, reason = why, "replacement failed; the current instance keeps serving");
+        if reloading_this {
+            let id = format!("{}-{index}", self.app.name);
+            self.abort_reload(&format!("{id}: {why}"));
+        }
+    }
+
+    pub(super) fn request_reload(&mut self, reply: Reply) {
+        if self.reload_queue.is_empty() && self.reload_waiters.is_empty() {
+            self.reload_waiters.push(reply);
+            self.begin_pass();
+        } else {
+            self.queued_reloads.push(reply);
+        }
+    }
+
+    fn begin_pass(&mut self) {
+        self.reload_queue = self.slots.keys().copied().collect();
+        tracing::info!(app = %self.app.name, instances = self.reload_queue.len(), "rolling reload started");
+        self.advance_reload();
+    }
+
+    /// Moves the reload on: starts the replacement of the first queued slot, waits while one is
+    /// in progress, skips slots that are gone, and ends the pass when the queue is empty.
+    pub(super) fn advance_reload(&mut self) {
+        if self.reload_waiters.is_empty() && self.reload_queue.is_empty() {
+            return;
+        }
+        while let Some(&index) = self.reload_queue.front() {
+            match self.slots.get(&index) {
+                None => {
+                    self.reload_queue.pop_front();
+                }
+                Some(slot) if slot.next.is_some() => return,
+                Some(_) => {
+                    if self.start_replacement(index) {
+                        return;
+                    }
+                    // start_replacement failed and aborted the pass.
+                    return;
+                }
+            }
+        }
+        tracing::info!(app = %self.app.name, "rolling reload complete");
+        self.end_pass(&Ok(()));
+    }
+
+    pub(super) fn abort_reload(&mut self, why: &str) {
+        if self.reload_queue.is_empty() && self.reload_waiters.is_empty() {
+            return;
+        }
+        self.reload_queue.clear();
+        tracing::error!(app = %self.app.name, reason = why, "rolling reload aborted; instances not yet replaced keep the old version");
+        self.end_pass(&Err(FleetError::ReloadFailed {
+            app: self.app.name.clone(),
+            reason: why.to_owned(),
+        }));
+    }
+
+    fn end_pass(&mut self, result: &Result<(), FleetError>) {
+        for w in self.reload_waiters.drain(..) {
+            let _ = w.send(result.clone());
+        }
+        if !self.queued_reloads.is_empty() && !self.shutting_down {
+            self.reload_waiters = std::mem::take(&mut self.queued_reloads);
+            self.begin_pass();
+        }
+    }
+
+    pub(super) fn reject_queued_reloads(&mut self) {
+        for w in self.queued_reloads.drain(..) {
+            let _ = w.send(Err(FleetError::ReloadFailed {
+                app: self.app.name.clone(),
+                reason: "herd is shutting down".to_owned(),
+            }));
+        }
+    }
+}

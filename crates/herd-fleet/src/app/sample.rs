@@ -1,0 +1,84 @@
+//! The 1 s resource sample: RSS and CPU per process group, request rates, and `max_memory`.
+
+use std::time::Instant;
+
+use herd_core::InstanceState;
+
+use super::AppActor;
+use crate::procfs;
+
+impl AppActor {
+    /// Once a second: RSS and CPU of every process group, request rates, and `max_memory`.
+    pub(super) async fn sample(&mut self) {
+        let pgids: Vec<u32> = self
+            .all_insts()
+            .filter_map(|i| i.proc.as_ref().and_then(|p| p.pid))
+            .collect();
+        let usage = if pgids.is_empty() {
+            Default::default()
+        } else {
+            tokio::task::spawn_blocking(move || procfs::sample_groups(&pgids))
+                .await
+                .unwrap_or_default()
+        };
+        let ticks = procfs::clock_ticks();
+        let now = Instant::now();
+        let max_memory = self.command().and_then(|c| c.max_memory);
+        let mut over: Vec<(u32, u64)> = Vec::new();
+        for (&index, slot) in &mut self.slots {
+            let replacing = slot.next.is_some();
+            for inst in std::iter::once(&mut slot.active).chain(slot.next.as_mut()) {
+                let Some(p) = inst.proc.as_mut() else {
+                    continue;
+                };
+                let requests = p.endpoint.stats.requests();
+                let dt = now.duration_since(p.last_requests.1).as_secs_f64();
+                if dt > 0.0 {
+                    p.rps = (requests - p.last_requests.0) as f64 / dt;
+                }
+                p.last_requests = (requests, now);
+                let Some(u) = p.pid.and_then(|pid| usage.get(&pid)) else {
+                    continue;
+                };
+                p.rss_bytes = u.rss_bytes;
+                if let Some((prev, at)) = p.last_cpu {
+                    let dt = now.duration_since(at).as_secs_f64();
+                    if dt > 0.0 {
+                        p.cpu_percent =
+                            u.cpu_ticks.saturating_sub(prev) as f64 / ticks / dt * 100.0;
+                    }
+                }
+                p.last_cpu = Some((u.cpu_ticks, now));
+                if inst.state == InstanceState::Ready
+                    && max_memory.is_some_and(|m| u.rss_bytes > m)
+                    && !replacing
+                {
+                    over.push((index, u.rss_bytes));
+                }
+            }
+        }
+        for inst in &mut self.retiring {
+            if let Some(p) = inst.proc.as_mut() {
+                if let Some(u) = p.pid.and_then(|pid| usage.get(&pid)) {
+                    p.rss_bytes = u.rss_bytes;
+                }
+            }
+        }
+        for (index, rss) in over {
+            if self.shutting_down {
+                break;
+            }
+            let Some(slot) = self.slots.get(&index) else {
+                continue;
+            };
+            if slot.next.is_some() || slot.no_replace_before.is_some_and(|t| now < t) {
+                continue;
+            }
+            tracing::warn!(app = %self.app.name, instance = %slot.active.id, rss_bytes = rss, max_memory = max_memory.unwrap_or(0), "instance over max_memory; replacing it");
+            if let Some(slot) = self.slots.get_mut(&index) {
+                slot.active.tracker.restarts += 1;
+            }
+            self.start_replacement(index);
+        }
+    }
+}
