@@ -7,7 +7,10 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::model::{Admin, Balance, Gateway, Health, Instances, Logs};
+use crate::model::{
+    Admin, Balance, Behavior, Gateway, Health, Instances, Logs, Metric, MetricTarget, Panic,
+    Scaling, Step, Warmup,
+};
 
 pub(crate) const GATEWAY_LISTEN: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
@@ -42,6 +45,27 @@ pub(crate) const HEALTH_FASTINTER: Duration = Duration::from_millis(250);
 pub(crate) const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 pub(crate) const HEALTH_RISE: u32 = 2;
 pub(crate) const HEALTH_FALL: u32 = 3;
+
+pub(crate) const SCALING_MIN: u32 = 1;
+pub(crate) const SCALING_MAX: u32 = 10;
+pub(crate) const SCALING_TARGET: MetricTarget = MetricTarget {
+    metric: Metric::Concurrency,
+    value: 10.0,
+};
+pub(crate) const SCALING_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const SCALING_TOLERANCE: f64 = 0.1;
+pub(crate) const SCALE_UP_WINDOW: Duration = Duration::ZERO;
+pub(crate) const SCALE_DOWN_WINDOW: Duration = Duration::from_secs(300);
+pub(crate) const MAX_STEP: Step = Step::Percent(100.0);
+pub(crate) const PANIC: Panic = Panic {
+    window: Duration::from_secs(6),
+    threshold: 2.0,
+    stable_window: Duration::from_secs(60),
+};
+pub(crate) const IDLE_TO_ZERO: Duration = Duration::from_secs(300);
+pub(crate) const RULE_STEP: u32 = 1;
+pub(crate) const RULE_COOLDOWN: Duration = Duration::from_secs(300);
+pub(crate) const SCHEDULE_TZ: &str = "UTC";
 
 impl Default for Gateway {
     fn default() -> Self {
@@ -100,5 +124,33 @@ impl Default for Balance {
 impl Default for Instances {
     fn default() -> Self {
         INSTANCES
+    }
+}
+
+/// What an empty `[app.scaling]` table means.
+impl Default for Scaling {
+    fn default() -> Self {
+        Scaling {
+            min: SCALING_MIN,
+            max: SCALING_MAX,
+            targets: vec![SCALING_TARGET],
+            interval: SCALING_INTERVAL,
+            tolerance: SCALING_TOLERANCE,
+            scale_up: Behavior {
+                window: SCALE_UP_WINDOW,
+                max_step: vec![MAX_STEP],
+            },
+            scale_down: Behavior {
+                window: SCALE_DOWN_WINDOW,
+                max_step: vec![MAX_STEP],
+            },
+            warmup: Warmup::Auto,
+            panic: Some(PANIC),
+            idle_to_zero: IDLE_TO_ZERO,
+            rules: Vec::new(),
+            schedules: Vec::new(),
+            predictive: None,
+            cost_per_hour: 0.0,
+        }
     }
 }

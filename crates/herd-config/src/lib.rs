@@ -16,6 +16,7 @@
 //! `herd up -- CMD...` mode, validated through the same path). The reference for every key is
 //! `docs/config.md`; `examples/herd.toml` is a commented example using all of them.
 
+mod cron;
 mod defaults;
 mod error;
 pub mod model;
@@ -73,5 +74,7 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigEr
     validate::validate(&raw, &src, base_dir)
 }
 
+#[cfg(test)]
+mod scaling_tests;
 #[cfg(test)]
 mod tests;

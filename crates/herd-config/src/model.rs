@@ -8,6 +8,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod scaling;
+
+pub use scaling::*;
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -165,6 +169,8 @@ pub struct App {
     pub max_fails: u32,
     /// `fail_timeout`, default 10s (nginx).
     pub fail_timeout: Duration,
+    /// `[app.scaling]`; `None` (the default) means a fixed instance count.
+    pub scaling: Option<Scaling>,
 }
 
 /// One `[[route]]`: requests matching `host` and `path_prefix` (both optional) go to `app`.

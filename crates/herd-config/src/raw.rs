@@ -79,6 +79,7 @@ pub(crate) struct RawApp {
     pub(crate) max_fails: Option<Int>,
     pub(crate) fail_timeout: Option<Val>,
     pub(crate) health: Option<Spanned<RawHealth>>,
+    pub(crate) scaling: Option<Spanned<RawScaling>>,
 }
 
 impl RawApp {
@@ -120,6 +121,7 @@ impl RawApp {
             "max_restart_delay",
             self.max_restart_delay.as_ref().map(Spanned::span),
         );
+        add("scaling", self.scaling.as_ref().map(Spanned::span));
         keys
     }
 }
@@ -133,6 +135,95 @@ pub(crate) struct RawHealth {
     pub(crate) timeout: Option<Val>,
     pub(crate) rise: Option<Int>,
     pub(crate) fall: Option<Int>,
+}
+
+/// `[app.scaling]`. `panic` is a table or `false`, so it is parsed by hand.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawScaling {
+    pub(crate) min: Option<Int>,
+    pub(crate) max: Option<Int>,
+    pub(crate) target: Option<Spanned<RawTarget>>,
+    pub(crate) interval: Option<Val>,
+    pub(crate) tolerance: Option<Val>,
+    pub(crate) scale_up: Option<Spanned<RawBehavior>>,
+    pub(crate) scale_down: Option<Spanned<RawBehavior>>,
+    pub(crate) warmup: Option<Val>,
+    pub(crate) panic: Option<Val>,
+    pub(crate) idle_to_zero: Option<Val>,
+    pub(crate) predictive: Option<Spanned<RawPredictive>>,
+    pub(crate) cost_per_hour: Option<Val>,
+    #[serde(default)]
+    pub(crate) rule: Vec<Spanned<RawRule>>,
+    #[serde(default)]
+    pub(crate) schedule: Vec<Spanned<RawSchedule>>,
+}
+
+/// `target = { concurrency = 10, cpu = "70%" }`: values are parsed per metric.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTarget {
+    pub(crate) concurrency: Option<Val>,
+    pub(crate) rps: Option<Val>,
+    pub(crate) cpu: Option<Val>,
+    pub(crate) memory: Option<Val>,
+    pub(crate) latency_p95: Option<Val>,
+    pub(crate) queue_depth: Option<Val>,
+    pub(crate) error_rate: Option<Val>,
+}
+
+impl RawTarget {
+    /// The metrics that are set, by name, in the documented order.
+    pub(crate) fn entries(&self) -> Vec<(&'static str, &Val)> {
+        [
+            ("concurrency", &self.concurrency),
+            ("rps", &self.rps),
+            ("cpu", &self.cpu),
+            ("memory", &self.memory),
+            ("latency_p95", &self.latency_p95),
+            ("queue_depth", &self.queue_depth),
+            ("error_rate", &self.error_rate),
+        ]
+        .into_iter()
+        .filter_map(|(name, v)| v.as_ref().map(|v| (name, v)))
+        .collect()
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBehavior {
+    pub(crate) window: Option<Val>,
+    pub(crate) max_step: Option<Val>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPredictive {
+    pub(crate) mode: Option<Str>,
+    pub(crate) lead: Option<Val>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRule {
+    pub(crate) metric: Option<Str>,
+    pub(crate) above: Option<Val>,
+    pub(crate) below: Option<Val>,
+    #[serde(rename = "for")]
+    pub(crate) sustain: Option<Val>,
+    pub(crate) step: Option<Int>,
+    pub(crate) cooldown: Option<Val>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSchedule {
+    pub(crate) cron: Option<Str>,
+    pub(crate) tz: Option<Str>,
+    pub(crate) min: Option<Int>,
+    pub(crate) max: Option<Int>,
+    pub(crate) duration: Option<Val>,
 }
 
 #[derive(Debug, Default, Deserialize)]

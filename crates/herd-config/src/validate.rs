@@ -3,7 +3,8 @@
 //! hint) instead of stopping at the first one.
 //!
 //! This module holds the entry point and the top-level sections (`[gateway]`, `[admin]`,
-//! `[logs]`, `[[route]]`); `app` validates one `[[app]]`, `values` single values.
+//! `[logs]`, `[[route]]`); `app` validates one `[[app]]`, `scaling` its `[app.scaling]`, `values`
+//! single values.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use crate::model::{Admin, Config, Gateway, Logs, Route};
 use crate::raw::{RawConfig, RawRoute};
 
 mod app;
+mod scaling;
 mod values;
 
 pub(crate) use values::resolve;

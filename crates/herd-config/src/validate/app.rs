@@ -99,11 +99,21 @@ impl Validator<'_> {
             None => Health::default(),
         };
 
+        let max_memory = match &backends {
+            Backends::Command(c) => c.max_memory,
+            Backends::Servers(_) => None,
+        };
+        let scaling = a
+            .scaling
+            .as_ref()
+            .map(|s| self.scaling(&format!("{p}.scaling"), s, max_memory));
+
         App {
             name,
             backends,
             balance,
             health,
+            scaling,
             max_fails: self.u32(
                 a.max_fails.as_ref(),
                 &format!("{p}.max_fails"),
@@ -245,7 +255,8 @@ impl Validator<'_> {
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let wanted = instances.resolve(cores);
         let available = u32::from(port_range.1 - port_range.0) + 1;
-        if wanted > available {
+        // One spare port: a rolling reload starts each new instance before the old one stops.
+        if wanted >= available {
             let (span, key) = match &a.port_range {
                 Some(r) => (r.span(), format!("{p}.port_range")),
                 None => (instances_span, format!("{p}.instances")),
@@ -259,7 +270,7 @@ impl Validator<'_> {
                 &span,
                 &key,
                 format!(
-                    "port range {}-{} has {available} port{} but {wanted} instances{what} need one each",
+                    "port range {}-{} has {available} port{} but {wanted} instances{what} need one each, plus one spare for rolling reloads",
                     port_range.0,
                     port_range.1,
                     if available == 1 { "" } else { "s" }

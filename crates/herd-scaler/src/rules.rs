@@ -1,0 +1,145 @@
+//! `[[app.scaling.rule]]`: seed-style threshold rules. A rule fires when its metric has been
+//! above `above` (below `below`) for `for`, asking for `step` more (fewer) instances than there
+//! are, and then waits `cooldown` before it can fire again. Rules bypass the stabilization
+//! windows (they have their own `for` and cooldown) and are combined with the target metrics by
+//! taking the largest recommendation.
+
+use herd_config::{Metric, Rule};
+
+use crate::decision::Direction;
+
+#[derive(Debug, Default, Clone)]
+pub(crate) struct RuleState {
+    above_since: Option<u64>,
+    below_since: Option<u64>,
+    last_fired: Option<u64>,
+}
+
+/// A rule that fired this tick.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Fired {
+    pub(crate) index: usize,
+    pub(crate) recommended: u32,
+    pub(crate) value: f64,
+    pub(crate) threshold: f64,
+    pub(crate) direction: Direction,
+}
+
+impl RuleState {
+    /// Updates the rule with this tick's `value` and returns a recommendation if it fires.
+    pub(crate) fn evaluate(
+        &mut self,
+        index: usize,
+        rule: &Rule,
+        now_ms: u64,
+        value: Option<f64>,
+        current: u32,
+    ) -> Option<Fired> {
+        let Some(value) = value else {
+            self.above_since = None;
+            self.below_since = None;
+            return None;
+        };
+        let over = rule.above.is_some_and(|a| value > a);
+        let under = rule.below.is_some_and(|b| value < b);
+        self.above_since = if over {
+            Some(self.above_since.unwrap_or(now_ms))
+        } else {
+            None
+        };
+        self.below_since = if under {
+            Some(self.below_since.unwrap_or(now_ms))
+        } else {
+            None
+        };
+        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let cooled = self
+            .last_fired
+            .is_none_or(|t| now_ms.saturating_sub(t) >= ms(rule.cooldown));
+        if !cooled {
+            return None;
+        }
+        let held = |since: Option<u64>| {
+            since.is_some_and(|s| now_ms.saturating_sub(s) >= ms(rule.sustain))
+        };
+        let fired = if held(self.above_since) {
+            Some((
+                current.saturating_add(rule.step),
+                rule.above?,
+                Direction::Up,
+            ))
+        } else if held(self.below_since) {
+            Some((
+                current.saturating_sub(rule.step),
+                rule.below?,
+                Direction::Down,
+            ))
+        } else {
+            None
+        };
+        let (recommended, threshold, direction) = fired?;
+        self.last_fired = Some(now_ms);
+        self.above_since = None;
+        self.below_since = None;
+        Some(Fired {
+            index,
+            recommended,
+            value,
+            threshold,
+            direction,
+        })
+    }
+}
+
+/// Whether a metric's per-instance value scales as load ÷ instances, so that the value after a
+/// change of count can be projected.
+pub(crate) fn proportional(metric: Metric) -> bool {
+    matches!(
+        metric,
+        Metric::Concurrency | Metric::Rps | Metric::QueueDepth | Metric::Cpu
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn rule() -> Rule {
+        Rule {
+            metric: Metric::Cpu,
+            above: Some(80.0),
+            below: Some(20.0),
+            sustain: Duration::from_secs(10),
+            step: 2,
+            cooldown: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn fires_after_for_then_cools_down() {
+        let r = rule();
+        let mut s = RuleState::default();
+        assert_eq!(s.evaluate(0, &r, 0, Some(90.0), 3), None);
+        assert_eq!(s.evaluate(0, &r, 5_000, Some(90.0), 3), None);
+        let f = s.evaluate(0, &r, 10_000, Some(90.0), 3).unwrap();
+        assert_eq!((f.recommended, f.direction), (5, Direction::Up));
+        for t in (11..70).map(|s| s * 1000) {
+            assert_eq!(s.evaluate(0, &r, t, Some(95.0), 5), None, "cooldown at {t}");
+        }
+        assert!(s.evaluate(0, &r, 70_000, Some(95.0), 5).is_some());
+    }
+
+    #[test]
+    fn a_dip_resets_the_for_timer() {
+        let r = rule();
+        let mut s = RuleState::default();
+        s.evaluate(0, &r, 0, Some(90.0), 3);
+        s.evaluate(0, &r, 6_000, Some(50.0), 3);
+        assert_eq!(s.evaluate(0, &r, 10_000, Some(90.0), 3), None);
+        let f = s.evaluate(0, &r, 30_000, Some(10.0), 3);
+        assert_eq!(f, None);
+        let f = s.evaluate(0, &r, 40_000, Some(10.0), 3).unwrap();
+        assert_eq!((f.recommended, f.direction), (1, Direction::Down));
+    }
+}

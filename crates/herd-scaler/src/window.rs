@@ -1,0 +1,81 @@
+//! HPA stabilization windows: every tick's recommendation is remembered; scaling down uses the
+//! highest recommendation within `scale_down.window`, scaling up the lowest within
+//! `scale_up.window` (so a window of 0 s reacts at once).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+#[derive(Debug, Default)]
+pub(crate) struct Windows {
+    history: VecDeque<(u64, u32)>,
+}
+
+impl Windows {
+    /// Records `rec` at `now_ms` and returns the stabilized count for `current`.
+    pub(crate) fn stabilize(
+        &mut self,
+        now_ms: u64,
+        rec: u32,
+        current: u32,
+        up: Duration,
+        down: Duration,
+    ) -> u32 {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let (up, down) = (ms(up), ms(down));
+        let keep = up.max(down);
+        while self
+            .history
+            .front()
+            .is_some_and(|(t, _)| now_ms.saturating_sub(*t) > keep || *t > now_ms)
+        {
+            self.history.pop_front();
+        }
+        self.history.push_back((now_ms, rec));
+        let mut up_rec = rec;
+        let mut down_rec = rec;
+        for (t, r) in &self.history {
+            let age = now_ms.saturating_sub(*t);
+            if age <= up {
+                up_rec = up_rec.min(*r);
+            }
+            if age <= down {
+                down_rec = down_rec.max(*r);
+            }
+        }
+        let mut out = current;
+        if out < up_rec {
+            out = up_rec;
+        }
+        if out > down_rec {
+            out = down_rec;
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1000;
+
+    #[test]
+    fn down_window_holds_the_highest() {
+        let mut w = Windows::default();
+        let (up, down) = (Duration::ZERO, Duration::from_secs(300));
+        assert_eq!(w.stabilize(0, 8, 4, up, down), 8, "up at once");
+        assert_eq!(w.stabilize(S, 5, 8, up, down), 8);
+        assert_eq!(w.stabilize(299 * S, 5, 8, up, down), 8);
+        assert_eq!(w.stabilize(301 * S, 5, 8, up, down), 5);
+    }
+
+    #[test]
+    fn up_window_uses_the_lowest() {
+        let mut w = Windows::default();
+        let (up, down) = (Duration::from_secs(60), Duration::ZERO);
+        assert_eq!(w.stabilize(0, 4, 4, up, down), 4);
+        assert_eq!(w.stabilize(30 * S, 9, 4, up, down), 4);
+        assert_eq!(w.stabilize(61 * S, 9, 4, up, down), 9);
+        assert_eq!(w.stabilize(62 * S, 2, 9, up, down), 2, "down at once");
+    }
+}
