@@ -167,7 +167,6 @@ pub fn hpa_default(scaling: &Scaling) -> Scaling {
     Scaling {
         min: scaling.min.max(1),
         max: scaling.max.max(1),
-        targets: scaling.targets.clone(),
         interval: Duration::from_secs(15),
         tolerance: 0.1,
         scale_up: Behavior {
@@ -180,11 +179,10 @@ pub fn hpa_default(scaling: &Scaling) -> Scaling {
         },
         warmup: Warmup::Fixed(Duration::ZERO),
         panic: None,
-        idle_to_zero: scaling.idle_to_zero,
         rules: Vec::new(),
         schedules: Vec::new(),
         predictive: None,
-        cost_per_hour: scaling.cost_per_hour,
+        ..scaling.clone()
     }
 }
 

@@ -10,7 +10,7 @@ const W: f64 = 960.0;
 const H: f64 = 360.0;
 const LEFT: f64 = 64.0;
 const RIGHT: f64 = 16.0;
-const TOP: f64 = 36.0;
+const TOP: f64 = 48.0;
 const BOTTOM: f64 = 40.0;
 
 /// Renders `points` (already downsampled) with a title and a unit for the y axis.
@@ -100,7 +100,7 @@ pub(crate) fn render(title: &str, unit: &str, points: &[Point]) -> String {
         line(|p| p.1)
     );
     // Legend.
-    let lx = W - RIGHT - 330.0;
+    let lx = LEFT;
     for (i, (color, label, dash)) in [
         ("#d62828", "demand", ""),
         ("#2a9d3f", "ready capacity", ""),
@@ -113,10 +113,9 @@ pub(crate) fn render(title: &str, unit: &str, points: &[Point]) -> String {
     .iter()
     .enumerate()
     {
+        let ly = 34.0;
         #[allow(clippy::cast_precision_loss)]
-        let ly = 14.0 + i as f64 * 0.0;
-        #[allow(clippy::cast_precision_loss)]
-        let lxx = lx + i as f64 * 105.0;
+        let lxx = lx + i as f64 * 130.0;
         let _ = writeln!(
             svg,
             r#"<line x1="{lxx:.1}" y1="{ly}" x2="{:.1}" y2="{ly}" stroke="{color}" stroke-width="2"{dash}/><text x="{:.1}" y="{:.1}" font-size="11">{label}</text>"#,
@@ -132,7 +131,7 @@ pub(crate) fn render(title: &str, unit: &str, points: &[Point]) -> String {
 /// Rounds an axis maximum up to 1, 2 or 5 × a power of ten.
 fn nice(v: f64) -> f64 {
     let p = 10f64.powf(v.log10().floor());
-    for m in [1.0, 2.0, 5.0, 10.0] {
+    for m in [1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0] {
         if v <= m * p {
             return m * p;
         }
@@ -141,6 +140,7 @@ fn nice(v: f64) -> f64 {
 }
 
 fn short(v: f64) -> String {
+    let v = if v >= 10.0 { v.round() } else { v };
     if v >= 10_000.0 {
         format!("{:.0}k", v / 1000.0)
     } else if (v - v.round()).abs() < 1e-9 {
@@ -171,6 +171,7 @@ mod tests {
         assert_eq!(svg.matches("<polyline").count(), 3);
         assert!(svg.contains("step &lt;spike&gt;"));
         assert_eq!(nice(87.0), 100.0);
-        assert_eq!(nice(130.0), 200.0);
+        assert_eq!(nice(130.0), 150.0);
+        assert_eq!(nice(6000.0), 6000.0);
     }
 }
