@@ -5,8 +5,9 @@
 //!
 //! 1. `raw`: serde structs that mirror the TOML layout exactly. Every table denies unknown
 //!    keys and every value keeps its byte span, so problems can be reported as `file:line:col`.
-//! 2. `validate` (with `validate/app.rs` for one `[[app]]` and `validate/values.rs` for single
-//!    values): parses durations, sizes, counts and port ranges (`units`), fills in defaults
+//! 2. `validate` (with `validate/app.rs` for one `[[app]]`, `validate/scaling.rs` for its
+//!    `[app.scaling]` and `validate/values.rs` for single values): parses durations, sizes,
+//!    counts, port ranges (`units`) and cron expressions (`cron`), fills in defaults
 //!    (`defaults`), resolves relative paths against the config file's directory and route → app
 //!    references, and collects *all* problems as [`ConfigError`]s (`error`: location, dotted key,
 //!    message, hint).

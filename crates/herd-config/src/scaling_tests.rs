@@ -422,3 +422,22 @@ fn scaling_needs_a_command() {
     assert_eq!(errs[0].key, "app[0].scaling");
     assert_eq!(errs[0].line, 4);
 }
+
+#[test]
+fn the_example_file_autoscales_web() {
+    let path = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/herd.toml"
+    ));
+    let cfg = crate::load(path).unwrap_or_else(|e| panic!("{e}"));
+    let s = cfg.apps[0].scaling.as_ref().expect("web autoscales");
+    assert_eq!(s.targets.len(), 2);
+    assert_eq!(s.targets[1].metric, Metric::MemoryPercent);
+    assert_eq!(s.rules.len(), 1);
+    assert_eq!(s.schedules[0].tz_name, "Europe/Berlin");
+    assert_eq!(
+        s.predictive.map(|p| p.mode),
+        Some(PredictiveMode::ForecastOnly)
+    );
+    assert_eq!(cfg.apps[1].scaling, None);
+}

@@ -175,7 +175,8 @@ pub struct ForecastReport {
     pub lead_s: f64,
     /// Forecast demand in instances (max over the lead time); `None` until a day of history.
     pub demand: Option<f64>,
-    /// Seasonal-naive part (same time yesterday / last week, ±5 minutes, max).
+    /// Seasonal-naive part (median of the same 5 minutes last week, or yesterday, scaled by
+    /// the last 30 minutes against then).
     pub seasonal_naive: Option<f64>,
     /// Holt-Winters part (additive, daily season).
     pub holt_winters: Option<f64>,

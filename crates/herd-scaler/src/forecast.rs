@@ -6,7 +6,8 @@
 //! instance-minutes; one that is too low costs nothing worse than no forecast):
 //!
 //! - **seasonal naive**: the median of the 5 minutes around the same time last week (yesterday
-//!   while there is no week of history);
+//!   while there is no week of history), scaled by the last 30 minutes against the same 30
+//!   minutes then (so a quieter Saturday after a busy Friday is forecast as quieter);
 //! - **Holt-Winters** (additive, daily season of 1 440 minutes): level, trend and seasonal
 //!   indices updated once per completed minute, initialised from the first full day.
 //!
@@ -20,6 +21,9 @@ const DAY: i64 = 1440;
 const WEEK: i64 = 7 * 1440;
 /// Seasonal-naive looks this many minutes either side of the same time.
 const SMEAR: i64 = 2;
+/// The seasonal-naive forecast is scaled by the last this-many minutes against the same minutes
+/// one season ago.
+const LEVEL_MINUTES: i64 = 30;
 const ALPHA: f64 = 0.1;
 const BETA: f64 = 0.005;
 const GAMMA: f64 = 0.3;
@@ -190,9 +194,11 @@ impl History {
     }
 
     /// The median of the 5 minutes around the same time last week, or yesterday while there is
-    /// no week of history yet. A median, because single minutes are noisy and a median keeps
-    /// steps sharp; last week first, because it knows weekdays from weekends.
-    fn seasonal_naive(&self, minute: i64) -> Option<f64> {
+    /// no week of history yet, scaled by how the last 30 minutes compare with the same 30
+    /// minutes then. A median, because single minutes are noisy and a median keeps steps
+    /// sharp; last week first, because it knows weekdays from weekends; scaled, so that a
+    /// quieter (or busier) day than the reference is forecast as such.
+    fn seasonal_naive(&self, minute: i64, now: i64) -> Option<f64> {
         let median_around = |at: i64| {
             let mut v: Vec<f64> = (at - SMEAR..=at + SMEAR)
                 .filter_map(|m| self.get(m))
@@ -203,7 +209,26 @@ impl History {
             v.sort_by(f64::total_cmp);
             Some(v[v.len() / 2])
         };
-        median_around(minute - WEEK).or_else(|| median_around(minute - DAY))
+        let season = if median_around(minute - WEEK).is_some() {
+            WEEK
+        } else {
+            DAY
+        };
+        let base = median_around(minute - season)?;
+        let mean = |from: i64, to: i64| {
+            let (sum, n) = (from..to)
+                .filter_map(|m| self.get(m))
+                .fold((0.0, 0u32), |(s, n), v| (s + v, n + 1));
+            (n > 0).then(|| sum / f64::from(n))
+        };
+        let scale = match (
+            mean(now - LEVEL_MINUTES, now),
+            mean(now - season - LEVEL_MINUTES, now - season),
+        ) {
+            (Some(recent), Some(then)) if then > 0.0 => (recent / then).clamp(0.25, 4.0),
+            _ => 1.0,
+        };
+        Some(base * scale)
     }
 
     /// The forecast over `[now, now + lead]`: the largest of the two methods at each minute.
@@ -217,7 +242,7 @@ impl History {
         let mut hw: Option<f64> = None;
         if enough {
             for m in now..=end.min(now + DAY) {
-                if let Some(v) = self.seasonal_naive(m) {
+                if let Some(v) = self.seasonal_naive(m, now) {
                     sn = Some(sn.map_or(v, |b| b.max(v)));
                 }
                 if let Some(h) = &self.hw {
@@ -305,6 +330,20 @@ mod tests {
         assert!((f.demand - truth).abs() < 1.0, "{f:?} vs {truth}");
         let hw = f.holt_winters.unwrap();
         assert!((hw - truth).abs() < 1.0, "holt-winters {hw} vs {truth}");
+    }
+
+    #[test]
+    fn a_quieter_day_is_forecast_quieter() {
+        let mut h = History::default();
+        // Yesterday at 1.0× the daily pattern, today so far at 0.5×.
+        for m in 0..DAY + DAY / 4 {
+            let f = if m < DAY { 1.0 } else { 0.5 };
+            h.record(T0 + m * 60_000, f * daily(m));
+        }
+        let now = DAY + DAY / 4;
+        let f = h.forecast(T0 + now * 60_000, 5 * 60_000);
+        let sn = f.seasonal_naive.unwrap();
+        assert!((sn - 0.5 * daily(now + 5)).abs() < 0.5, "{f:?}");
     }
 
     #[test]

@@ -36,8 +36,9 @@
 //! - **Schedules** raise `min`/`max` while active: for `duration` after each firing, or,
 //!   without a duration, until another such entry fires (AWS scheduled actions).
 //! - **Predictive.** Demand (instances) is kept per minute for 14 days; the forecast is the
-//!   larger of seasonal-naive (yesterday and last week, ±5 min, max) and Holt-Winters (daily
-//!   season), maximised over `[now, now + lead]`. `lead = "auto"` is the measured start time
+//!   larger of seasonal-naive (the median of the same 5 minutes last week, or yesterday before
+//!   a week of history, scaled by the last 30 minutes against then) and Holt-Winters (additive,
+//!   daily season), maximised over `[now, now + lead]`; nothing before a day of history. `lead = "auto"` is the measured start time
 //!   plus 60 s. The forecast only ever raises the recommendation (it goes through the scale-down
 //!   window like any other), so it never causes a scale-in; `forecast_only` only reports it.
 //! - **Manual** overrides everything but the bounds; **pause** keeps the current count.

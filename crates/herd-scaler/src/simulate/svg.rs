@@ -140,6 +140,7 @@ fn nice(v: f64) -> f64 {
 }
 
 fn short(v: f64) -> String {
+    let v = (v * 1e6).round() / 1e6;
     let v = if v >= 10.0 { v.round() } else { v };
     if v >= 10_000.0 {
         format!("{:.0}k", v / 1000.0)
