@@ -9,10 +9,12 @@
 //! every handler reads snapshots the supervisor publishes or sends it a command.
 
 mod auth;
+mod metrics;
 mod routes;
 
 use std::sync::Arc;
 
+use axum::response::IntoResponse as _;
 use herd_fleet::Fleet;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -28,10 +30,34 @@ pub struct AdminState {
 
 /// The admin router (exposed for tests).
 pub fn router(state: AdminState) -> axum::Router {
-    routes::router(state.clone()).layer(axum::middleware::from_fn_with_state(
-        state,
-        auth::require_token,
-    ))
+    let registry = Arc::new(metrics::registry(Arc::clone(&state.fleet)));
+    let scrape = axum::routing::get(move || {
+        let registry = Arc::clone(&registry);
+        async move {
+            let mut text = String::new();
+            match prometheus_client::encoding::text::encode(&mut text, &registry) {
+                Ok(()) => (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    text,
+                )
+                    .into_response(),
+                Err(e) => (
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("failed to encode metrics: {e}"),
+                )
+                    .into_response(),
+            }
+        }
+    });
+    routes::router(state.clone())
+        .route("/metrics", scrape)
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            auth::require_token,
+        ))
 }
 
 /// Serves the admin API until `state.shutdown` is cancelled.

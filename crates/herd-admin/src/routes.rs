@@ -22,6 +22,9 @@ pub(crate) fn router(state: AdminState) -> Router {
         .route("/health", get(health))
         .route("/cluster/status", get(cluster_status))
         .route("/scaling/manual", post(scale))
+        .route("/scaling/status", get(scaling_status))
+        .route("/scaling/events", get(scaling_events))
+        .route("/scaling/pause", post(scaling_pause))
         .route("/reload", post(reload))
         .route("/logs/{app}", get(logs))
         .fallback(not_found)
@@ -64,9 +67,9 @@ fn error(status: StatusCode, msg: &str, hint: Option<&str>) -> Response {
 fn fleet_error(e: &FleetError) -> Response {
     let status = match e {
         FleetError::UnknownApp { .. } => StatusCode::NOT_FOUND,
-        FleetError::NotSupervised { .. } | FleetError::InvalidCount { .. } => {
-            StatusCode::UNPROCESSABLE_ENTITY
-        }
+        FleetError::NotSupervised { .. }
+        | FleetError::InvalidCount { .. }
+        | FleetError::NotAutoscaled { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         FleetError::ReloadFailed { .. } => StatusCode::CONFLICT,
         FleetError::Stopped { .. } | FleetError::LogDir { .. } => StatusCode::SERVICE_UNAVAILABLE,
     };
@@ -100,8 +103,12 @@ async fn cluster_status(State(s): State<AdminState>) -> Response {
 #[serde(deny_unknown_fields)]
 struct ScaleBody {
     app: Option<String>,
-    instances: u32,
+    /// Required unless `clear` is true.
+    instances: Option<u32>,
     reason: Option<String>,
+    /// Drop a manual override and let the autoscaler decide again.
+    #[serde(default)]
+    clear: bool,
 }
 
 fn pick_app(s: &AdminState, app: Option<String>) -> Result<String, ApiError> {
@@ -146,9 +153,77 @@ async fn scale(State(s): State<AdminState>, body: Bytes) -> Response {
         Ok(a) => a,
         Err(r) => return r.into_response(),
     };
+    if body.clear {
+        return match s.fleet.clear_manual(&app).await {
+            Ok(()) => Json(json!({"app": app, "manual": null})).into_response(),
+            Err(e) => fleet_error(&e),
+        };
+    }
+    let Some(instances) = body.instances else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "\"instances\" is required",
+            Some(r#"{"app":"web","instances":3,"reason":"..."} or {"app":"web","clear":true}"#),
+        );
+    };
     let reason = body.reason.unwrap_or_else(|| "manual".to_owned());
-    match s.fleet.scale(&app, body.instances, reason).await {
-        Ok(()) => Json(json!({"app": app, "instances": body.instances})).into_response(),
+    match s.fleet.scale(&app, instances, reason).await {
+        Ok(()) => Json(json!({"app": app, "instances": instances})).into_response(),
+        Err(e) => fleet_error(&e),
+    }
+}
+
+async fn scaling_status(State(s): State<AdminState>) -> Response {
+    let apps: Vec<_> = s
+        .fleet
+        .scaling_status()
+        .into_iter()
+        .map(|(name, view)| match view {
+            Some(v) => json!({"name": name, "enabled": true, "status": v}),
+            None => json!({"name": name, "enabled": false}),
+        })
+        .collect();
+    Json(json!({ "apps": apps })).into_response()
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    app: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn scaling_events(State(s): State<AdminState>, Query(q): Query<EventsQuery>) -> Response {
+    match s.fleet.scaling_events(q.app.as_deref()) {
+        Ok(mut events) => {
+            let limit = q.limit.unwrap_or(100).min(1000);
+            let skip = events.len().saturating_sub(limit);
+            events.drain(..skip);
+            Json(json!({ "events": events })).into_response()
+        }
+        Err(e) => fleet_error(&e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PauseBody {
+    app: Option<String>,
+    paused: bool,
+    reason: Option<String>,
+}
+
+async fn scaling_pause(State(s): State<AdminState>, body: Bytes) -> Response {
+    let body: PauseBody = match parse_json(&body, r#"{"app":"web","paused":true,"reason":"..."}"#) {
+        Ok(b) => b,
+        Err(r) => return r.into_response(),
+    };
+    let app = match pick_app(&s, body.app) {
+        Ok(a) => a,
+        Err(r) => return r.into_response(),
+    };
+    let reason = body.reason.unwrap_or_else(|| "manual".to_owned());
+    match s.fleet.pause(&app, body.paused, reason).await {
+        Ok(()) => Json(json!({"app": app, "paused": body.paused})).into_response(),
         Err(e) => fleet_error(&e),
     }
 }

@@ -60,9 +60,13 @@ pub(crate) const MAX_STEP: Step = Step::Percent(100.0);
 pub(crate) const PANIC: Panic = Panic {
     window: Duration::from_secs(6),
     threshold: 2.0,
-    stable_window: Duration::from_secs(60),
+    stable_window: Duration::from_secs(6),
 };
 pub(crate) const IDLE_TO_ZERO: Duration = Duration::from_secs(300);
+/// How long the gateway holds a request for an app scaled to zero while an instance starts.
+pub(crate) const HOLD_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many requests the gateway holds at most for an app scaled to zero.
+pub(crate) const HOLD_QUEUE: u32 = 1000;
 pub(crate) const RULE_STEP: u32 = 1;
 pub(crate) const RULE_COOLDOWN: Duration = Duration::from_secs(300);
 pub(crate) const SCHEDULE_TZ: &str = "UTC";
@@ -147,6 +151,8 @@ impl Default for Scaling {
             warmup: Warmup::Auto,
             panic: Some(PANIC),
             idle_to_zero: IDLE_TO_ZERO,
+            hold_timeout: HOLD_TIMEOUT,
+            hold_queue: HOLD_QUEUE as usize,
             rules: Vec::new(),
             schedules: Vec::new(),
             predictive: None,

@@ -151,6 +151,8 @@ pub(crate) struct RawScaling {
     pub(crate) warmup: Option<Val>,
     pub(crate) panic: Option<Val>,
     pub(crate) idle_to_zero: Option<Val>,
+    pub(crate) hold_timeout: Option<Val>,
+    pub(crate) hold_queue: Option<Int>,
     pub(crate) predictive: Option<Spanned<RawPredictive>>,
     pub(crate) cost_per_hour: Option<Val>,
     #[serde(default)]

@@ -69,7 +69,7 @@ fn empty_table_takes_the_defaults() {
         Some(Panic {
             window: Duration::from_secs(6),
             threshold: 2.0,
-            stable_window: Duration::from_secs(60)
+            stable_window: Duration::from_secs(6)
         })
     );
     assert_eq!(s.idle_to_zero, Duration::from_secs(300));

@@ -30,6 +30,8 @@ pub struct EndpointStats {
     down_until_ms: AtomicU64,
     epoch: Instant,
     idle: Notify,
+    /// Latency and errors since the supervisor's last sample.
+    pub window: crate::Window,
 }
 
 impl Default for EndpointStats {
@@ -50,6 +52,7 @@ impl EndpointStats {
             down_until_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             idle: Notify::new(),
+            window: crate::Window::default(),
         }
     }
 
@@ -88,6 +91,7 @@ impl EndpointStats {
     /// Returns true when this failure marked it down.
     pub fn record_failure(&self, now: Instant, max_fails: u32, fail_timeout: Duration) -> bool {
         self.failures.fetch_add(1, Ordering::Relaxed);
+        self.window.record_error();
         let now_ms = self.ms_since_epoch(now);
         let window_ms = u64::try_from(fail_timeout.as_millis()).unwrap_or(u64::MAX);
         let start = self.window_start_ms.load(Ordering::Relaxed);
@@ -161,6 +165,9 @@ pub trait Rotation: Send + Sync + 'static {
     /// Replaces the ready set of `app`. Endpoints keep their identity by `uid`, so the
     /// gateway can keep connection pools of instances that stay.
     fn set_endpoints(&self, app: &str, endpoints: Vec<Endpoint>);
+
+    /// The requests the gateway holds for `app` while it has no instance (scale from zero).
+    fn demand(&self, app: &str) -> Option<std::sync::Arc<crate::Demand>>;
 }
 
 #[cfg(test)]

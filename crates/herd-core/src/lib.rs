@@ -5,10 +5,16 @@
 //! - [`Endpoint`]: one routable instance (address, stable id) with its live [`EndpointStats`],
 //!   shared by both sides so the gateway's in-flight count is exactly what the supervisor drains on.
 //! - [`Rotation`]: the gateway-side sink the supervisor publishes each app's ready set into.
+//! - [`Demand`]: requests held while an app scaled to zero gets its first instance.
+//! - [`Window`]: latency and error observations per sampling window, for the autoscaler.
 //! - [`InstanceState`]: the lifecycle states shown to users (see `crates/herd-fleet/LIFECYCLE.md`).
 
+mod demand;
 mod endpoint;
 mod state;
+mod window;
 
+pub use demand::{Demand, HoldError};
 pub use endpoint::{Endpoint, EndpointStats, InFlightGuard, Rotation};
 pub use state::InstanceState;
+pub use window::{Window, WindowStats};

@@ -46,6 +46,8 @@ pub(crate) struct Proc {
     pub(crate) rps: f64,
     pub(crate) last_cpu: Option<(u64, Instant)>,
     pub(crate) last_requests: (u64, Instant),
+    /// Latency and errors seen by the gateway during the last 1 s sample.
+    pub(crate) window: herd_core::WindowStats,
 }
 
 /// One instance lineage of a slot: survives restarts of its process, keeps its id.
@@ -189,6 +191,7 @@ impl Launch<'_> {
             rps: 0.0,
             last_cpu: None,
             last_requests: (0, now),
+            window: herd_core::WindowStats::default(),
         }
     }
 }

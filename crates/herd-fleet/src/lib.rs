@@ -29,11 +29,12 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+pub use app::ScalingEvent;
 pub use health::{probe, HealthState};
 pub use logs::{tail_lines, LogLine, Stream};
 pub use restart::{RestartPolicy, RestartTracker, Verdict};
 pub use spawn::{exec_shim, SHIM_ARG};
-pub use status::{AppStatus, InstanceStatus, ScaleRecord};
+pub use status::{AppStatus, InstanceStatus, ScaleRecord, ScalingView};
 
 use app::{AppActor, Cmd};
 use logs::LogSettings;
@@ -54,6 +55,8 @@ pub enum FleetError {
     },
     #[error("reload of {app:?} failed: {reason}")]
     ReloadFailed { app: String, reason: String },
+    #[error("app {app:?} has no [app.scaling] section; autoscaling is off for it")]
+    NotAutoscaled { app: String },
     #[error("the supervisor of {app:?} has stopped")]
     Stopped { app: String },
     #[error("failed to create the log directory {path}: {reason}")]
@@ -74,6 +77,7 @@ struct AppHandle {
     view: Arc<ArcSwap<AppView>>,
     logs: broadcast::Sender<LogLine>,
     log_dir: PathBuf,
+    scaling_events: Arc<std::sync::Mutex<std::collections::VecDeque<ScalingEvent>>>,
 }
 
 /// The running supervisor of every app.
@@ -113,7 +117,11 @@ impl Fleet {
                 reason: e.to_string(),
             })?;
             let desired = match &app.backends {
-                herd_config::Backends::Command(c) => c.instances.resolve(cores),
+                herd_config::Backends::Command(c) => match &app.scaling {
+                    // The configured count, within the autoscaler's bounds.
+                    Some(s) => c.instances.resolve(cores).clamp(s.min, s.max),
+                    None => c.instances.resolve(cores),
+                },
                 herd_config::Backends::Servers(s) => u32::try_from(s.len()).unwrap_or(u32::MAX),
             };
             let (log_tx, _) = broadcast::channel(1024);
@@ -124,7 +132,9 @@ impl Fleet {
                 instances: Vec::new(),
                 last_scale: None,
                 reloading: false,
+                scaling: None,
             }));
+            let scaling_events = Arc::default();
             let (tx, rx) = mpsc::channel(64);
             let actor = AppActor::new(
                 app.clone(),
@@ -135,9 +145,12 @@ impl Fleet {
                     max_size: config.logs.max_size,
                     max_files: config.logs.max_files,
                 },
-                log_tx.clone(),
                 Arc::clone(&rotation),
-                Arc::clone(&view),
+                app::Outputs {
+                    log_tx: log_tx.clone(),
+                    view: Arc::clone(&view),
+                    scaling_events: Arc::clone(&scaling_events),
+                },
             );
             let task = tokio::spawn(
                 actor
@@ -150,6 +163,7 @@ impl Fleet {
                 view,
                 logs: log_tx,
                 log_dir,
+                scaling_events,
             });
             tasks.push((app.name.clone(), task));
         }
@@ -236,6 +250,61 @@ impl Fleet {
                 Ok(())
             }
         }
+    }
+
+    /// The autoscaler of every app (`None` where `[app.scaling]` is absent).
+    #[must_use]
+    pub fn scaling_status(&self) -> Vec<(String, Option<ScalingView>)> {
+        self.apps
+            .iter()
+            .map(|a| (a.name.clone(), a.view.load().scaling.clone()))
+            .collect()
+    }
+
+    /// Recent scaling events (oldest first), of one app or all.
+    ///
+    /// # Errors
+    /// Unknown app.
+    pub fn scaling_events(&self, app: Option<&str>) -> Result<Vec<ScalingEvent>, FleetError> {
+        let handles: Vec<&AppHandle> = match app {
+            Some(name) => vec![self.app(name)?],
+            None => self.apps.iter().collect(),
+        };
+        let mut out: Vec<ScalingEvent> = handles
+            .iter()
+            .flat_map(|h| {
+                h.scaling_events
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        out.sort_by_key(|e| e.at_unix_ms);
+        Ok(out)
+    }
+
+    /// Clears a manual override so the autoscaler decides again.
+    ///
+    /// # Errors
+    /// Unknown app, or an app without autoscaling.
+    pub async fn clear_manual(&self, app: &str) -> Result<(), FleetError> {
+        self.ask(self.app(app)?, |reply| Cmd::ClearManual { reply })
+            .await
+    }
+
+    /// Pauses or resumes the autoscaler of `app` (the count stays where it is while paused).
+    ///
+    /// # Errors
+    /// Unknown app, or an app without autoscaling.
+    pub async fn pause(&self, app: &str, paused: bool, reason: String) -> Result<(), FleetError> {
+        self.ask(self.app(app)?, |reply| Cmd::Pause {
+            paused,
+            reason,
+            reply,
+        })
+        .await
     }
 
     /// Live output of `app`'s instances, plus the log files to read history from.

@@ -43,6 +43,24 @@ pub struct AppStatus {
     pub reloading: bool,
 }
 
+/// The autoscaler of one app, for `GET /scaling/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScalingView {
+    /// The count the supervisor is converging to.
+    pub desired: u32,
+    /// Instances that exist (starting ones included).
+    pub current: u32,
+    pub manual: Option<herd_scaler::ManualOverride>,
+    pub paused: bool,
+    /// Smoothed spawn → ready time of recent instances.
+    pub start_time_ms: Option<u64>,
+    pub interval_ms: u64,
+    /// The last decision: the input that won and why (bounds, panic and forecast inside).
+    pub last: Option<herd_scaler::Decision>,
+    /// Decisions that changed the count, by reason kind.
+    pub decisions: std::collections::BTreeMap<&'static str, u64>,
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ScaleRecord {
     pub instances: u32,
@@ -75,6 +93,7 @@ pub(crate) struct AppView {
     pub(crate) instances: Vec<InstanceView>,
     pub(crate) last_scale: Option<ScaleRecord>,
     pub(crate) reloading: bool,
+    pub(crate) scaling: Option<ScalingView>,
 }
 
 impl AppView {

@@ -9,6 +9,12 @@ pub enum ProxyError {
     /// No instance of the app is in rotation.
     #[error("no ready instance for app {app}")]
     NoInstance { app: String },
+    /// The app is scaled to zero and no instance arrived in time (or too many requests wait).
+    #[error("no instance of app {app} could be started in time ({why:?})")]
+    Held {
+        app: String,
+        why: herd_core::HoldError,
+    },
     /// Every attempt failed before a response head arrived.
     #[error("instance {instance} failed: {reason}")]
     Upstream { instance: String, reason: String },
@@ -26,7 +32,9 @@ impl ProxyError {
     pub fn status(&self) -> http::StatusCode {
         match self {
             ProxyError::NoRoute => http::StatusCode::NOT_FOUND,
-            ProxyError::NoInstance { .. } => http::StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoInstance { .. } | ProxyError::Held { .. } => {
+                http::StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Upstream { .. } => http::StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => http::StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest { .. } => http::StatusCode::BAD_REQUEST,

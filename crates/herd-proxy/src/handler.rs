@@ -105,7 +105,20 @@ async fn send_with_retries(
     replay: Option<Request<()>>,
     sent: Arc<AtomicBool>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let set = app.current();
+    let mut set = app.current();
+    if set.is_empty() {
+        if let Some(hold) = app.hold {
+            // Scaled to zero: wait for the first instance instead of failing.
+            app.demand
+                .hold(hold.timeout, hold.queue, || !app.current().is_empty())
+                .await
+                .map_err(|e| ProxyError::Held {
+                    app: app.name.clone(),
+                    why: e,
+                })?;
+            set = app.current();
+        }
+    }
     let mut tried: Vec<u64> = Vec::new();
     let mut stale_retried = false;
     let mut last_err: Option<ProxyError> = None;
@@ -195,6 +208,7 @@ async fn attempt(
         }
     };
     let timeout = gw.settings().response_timeout;
+    let sent_at = Instant::now();
     match tokio::time::timeout(timeout, conn.try_send_request(req)).await {
         Err(_) => Err(Failure {
             err: ProxyError::Timeout {
@@ -216,6 +230,10 @@ async fn attempt(
             })
         }
         Ok(Ok(resp)) => {
+            up.endpoint
+                .stats
+                .window
+                .record(sent_at.elapsed(), resp.status().is_server_error());
             let (mut parts, body) = resp.into_parts();
             forward::remove_hop_by_hop(&mut parts.headers);
             let body = UpstreamBody::new(body, guard, conn, Arc::clone(&up.pool), body_done);

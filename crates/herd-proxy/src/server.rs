@@ -208,4 +208,10 @@ impl Rotation for Gateway {
             None => tracing::warn!(app, "rotation update for an unknown app ignored"),
         }
     }
+
+    fn demand(&self, app: &str) -> Option<Arc<herd_core::Demand>> {
+        let tables = self.tables.load();
+        let i = *tables.by_name.get(app)?;
+        Some(Arc::clone(&tables.apps[i].demand))
+    }
 }

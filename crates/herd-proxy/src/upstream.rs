@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use herd_config::{App, Balance};
-use herd_core::Endpoint;
+use herd_core::{Demand, Endpoint};
 
 use crate::balance::{self, Candidate};
 use crate::pool::Pool;
@@ -28,6 +28,16 @@ pub(crate) struct AppUpstreams {
     pub(crate) fail_timeout: Duration,
     rr: AtomicU64,
     set: ArcSwap<Vec<Arc<Upstream>>>,
+    pub(crate) demand: Arc<Demand>,
+    /// For apps that scale to zero: how long and how many requests to hold while the first
+    /// instance starts (Knative's activator).
+    pub(crate) hold: Option<Hold>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Hold {
+    pub(crate) timeout: Duration,
+    pub(crate) queue: usize,
 }
 
 impl AppUpstreams {
@@ -39,6 +49,11 @@ impl AppUpstreams {
             fail_timeout: app.fail_timeout,
             rr: AtomicU64::new(0),
             set: ArcSwap::from_pointee(Vec::new()),
+            demand: Arc::new(Demand::default()),
+            hold: app.scaling.as_ref().filter(|s| s.min == 0).map(|s| Hold {
+                timeout: s.hold_timeout,
+                queue: s.hold_queue,
+            }),
         }
     }
 
@@ -51,7 +66,7 @@ impl AppUpstreams {
         let old = self.set.load();
         let mut by_uid: HashMap<u64, &Arc<Upstream>> =
             old.iter().map(|u| (u.endpoint.uid, u)).collect();
-        let next = endpoints
+        let next: Vec<Arc<Upstream>> = endpoints
             .into_iter()
             .map(|ep| match by_uid.remove(&ep.uid) {
                 Some(u) => Arc::clone(u),
@@ -67,7 +82,11 @@ impl AppUpstreams {
                 }),
             })
             .collect();
+        let arrived = !next.is_empty();
         self.set.store(Arc::new(next));
+        if arrived {
+            self.demand.instances_arrived();
+        }
     }
 
     /// Picks an instance not in `tried`, honouring passive down marks unless every untried

@@ -136,6 +136,12 @@ fn panic_mode_holds_the_count() {
             window: Duration::ZERO,
             max_step: vec![Step::Percent(100.0)],
         },
+        // Knative's 60 s stable window (herd's default is the 6 s panic window).
+        panic: Some(herd_config::Panic {
+            window: Duration::from_secs(6),
+            threshold: 2.0,
+            stable_window: Duration::from_secs(60),
+        }),
         ..cfg()
     };
     let mut e = Engine::new(&c);

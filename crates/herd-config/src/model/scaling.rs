@@ -29,10 +29,15 @@ pub struct Scaling {
     pub scale_down: Behavior,
     /// `warmup`, default `"auto"`.
     pub warmup: Warmup,
-    /// `panic`, default `{ window = "6s", threshold = 2.0, stable_window = "60s" }`; `false` turns it off.
+    /// `panic`, default `{ window = "6s", threshold = 2.0, stable_window = "6s" }`; `false` turns it off.
     pub panic: Option<Panic>,
     /// `idle_to_zero`, default 5m: with `min = 0`, how long without traffic before scaling to zero.
     pub idle_to_zero: Duration,
+    /// `hold_timeout`, default 30s: with `min = 0`, how long the gateway holds a request while
+    /// the first instance starts (then 503).
+    pub hold_timeout: Duration,
+    /// `hold_queue`, default 1000: requests held at most while scaled to zero (more get 503).
+    pub hold_queue: usize,
     /// `[[app.scaling.rule]]`: threshold rules with cooldowns, in file order.
     pub rules: Vec<Rule>,
     /// `[[app.scaling.schedule]]`: cron entries raising the bounds, in file order.
@@ -213,7 +218,7 @@ pub struct Panic {
     pub window: Duration,
     /// `threshold`, default 2.0: panic when that demand is ≥ threshold × ready instances.
     pub threshold: f64,
-    /// `stable_window`, default 60s: panic ends after this long below the threshold.
+    /// `stable_window`, default 6s (Knative: 60 s): panic ends after this long below the threshold.
     pub stable_window: Duration,
 }
 

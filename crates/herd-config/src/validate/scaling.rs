@@ -120,6 +120,18 @@ impl Validator<'_> {
             d::IDLE_TO_ZERO,
             true,
         );
+        let hold_timeout = self.duration(
+            s.hold_timeout.as_ref(),
+            &format!("{p}.hold_timeout"),
+            d::HOLD_TIMEOUT,
+            true,
+        );
+        let hold_queue = self.u32(
+            s.hold_queue.as_ref(),
+            &format!("{p}.hold_queue"),
+            d::HOLD_QUEUE,
+            1,
+        ) as usize;
         let predictive = s
             .predictive
             .as_ref()
@@ -163,6 +175,8 @@ impl Validator<'_> {
             warmup,
             panic,
             idle_to_zero,
+            hold_timeout,
+            hold_queue,
             rules,
             schedules,
             predictive,

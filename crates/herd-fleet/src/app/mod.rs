@@ -16,11 +16,14 @@ use crate::instance::{Event, Inst, Launch, Proc};
 use crate::logs::{LogFile, LogLine, LogSettings, Stream};
 use crate::ports::Ports;
 use crate::restart::{RestartPolicy, RestartTracker, Verdict};
-use crate::status::{AppView, ScaleRecord};
+use crate::status::{AppView, ScaleRecord, ScalingView};
 use crate::FleetError;
 
 mod replace;
 mod sample;
+mod scale;
+
+pub use scale::ScalingEvent;
 
 pub(crate) type Reply = oneshot::Sender<Result<(), FleetError>>;
 
@@ -33,7 +36,25 @@ pub(crate) enum Cmd {
     Reload {
         reply: Reply,
     },
+    /// Clears a manual override: the autoscaler decides again.
+    ClearManual {
+        reply: Reply,
+    },
+    /// Stops (or resumes) autoscaling decisions.
+    Pause {
+        paused: bool,
+        reason: String,
+        reply: Reply,
+    },
     Shutdown,
+}
+
+/// Where the actor publishes what others read: instance output, the status snapshot and the
+/// scaling events.
+pub(crate) struct Outputs {
+    pub(crate) log_tx: broadcast::Sender<LogLine>,
+    pub(crate) view: Arc<ArcSwap<AppView>>,
+    pub(crate) scaling_events: Arc<std::sync::Mutex<VecDeque<ScalingEvent>>>,
 }
 
 /// A numbered place in the fleet (`web-3` is slot 3). During a start-first replacement it holds
@@ -52,6 +73,10 @@ pub(crate) struct AppActor {
     logs: LogSettings,
     log_tx: broadcast::Sender<LogLine>,
     rotation: Arc<dyn Rotation>,
+    /// Requests the gateway holds while the app has no instance (scale from zero).
+    demand: Option<Arc<herd_core::Demand>>,
+    scaler: Option<scale::Scaler>,
+    scaling_events: Arc<std::sync::Mutex<VecDeque<ScalingEvent>>>,
     view: Arc<ArcSwap<AppView>>,
     events_tx: mpsc::UnboundedSender<Event>,
     events_rx: mpsc::UnboundedReceiver<Event>,
@@ -75,11 +100,20 @@ impl AppActor {
         desired: u32,
         shim: Option<PathBuf>,
         logs: LogSettings,
-        log_tx: broadcast::Sender<LogLine>,
         rotation: Arc<dyn Rotation>,
-        view: Arc<ArcSwap<AppView>>,
+        outputs: Outputs,
     ) -> Self {
+        let Outputs {
+            log_tx,
+            view,
+            scaling_events,
+        } = outputs;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let demand = rotation.demand(&app.name);
+        let scaler = match (&app.scaling, &app.backends) {
+            (Some(s), Backends::Command(_)) => Some(scale::Scaler::new(s)),
+            _ => None,
+        };
         let ports = match &app.backends {
             Backends::Command(c) => Some(Ports::new(c.port_range)),
             Backends::Servers(_) => None,
@@ -89,6 +123,9 @@ impl AppActor {
             shim,
             logs,
             log_tx,
+            demand,
+            scaler,
+            scaling_events,
             rotation,
             view,
             events_tx,
@@ -156,6 +193,14 @@ impl AppActor {
         self.publish();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let scale_every = self
+            .scaler
+            .as_ref()
+            .map_or(Duration::from_secs(3600), |s| s.engine.config().interval);
+        let mut scale_tick = tokio::time::interval(scale_every);
+        scale_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let woken = wake_again(self.demand.clone());
+        tokio::pin!(woken);
         loop {
             let deadline = self.next_deadline();
             tokio::select! {
@@ -165,6 +210,14 @@ impl AppActor {
                 },
                 Some(ev) = self.events_rx.recv() => self.on_event(ev),
                 _ = tick.tick() => self.sample().await,
+                _ = scale_tick.tick(), if self.scaler.is_some() && !self.shutting_down => {
+                    self.scale_tick(Instant::now());
+                }
+                () = &mut woken, if self.scaler.is_some() && !self.shutting_down => {
+                    // A request is waiting for an app at zero: decide now, not at the next tick.
+                    woken.set(wake_again(self.demand.clone()));
+                    self.scale_tick(Instant::now());
+                }
                 () = sleep_until_opt(deadline) => self.on_timers(Instant::now()),
             }
             self.publish();
@@ -313,7 +366,42 @@ impl AppActor {
                 }
                 self.request_reload(reply);
             }
+            Cmd::ClearManual { reply } => {
+                let res = match self.scaler.as_mut() {
+                    Some(s) => {
+                        s.manual = None;
+                        tracing::info!(app = %self.app.name, "manual override cleared; autoscaling resumes");
+                        Ok(())
+                    }
+                    None => Err(self.not_autoscaled()),
+                };
+                if res.is_ok() {
+                    self.scale_tick(Instant::now());
+                }
+                let _ = reply.send(res);
+            }
+            Cmd::Pause {
+                paused,
+                reason,
+                reply,
+            } => {
+                let res = match self.scaler.as_mut() {
+                    Some(s) => {
+                        s.paused = paused;
+                        tracing::info!(app = %self.app.name, paused, %reason, "autoscaling pause switch");
+                        Ok(())
+                    }
+                    None => Err(self.not_autoscaled()),
+                };
+                let _ = reply.send(res);
+            }
             Cmd::Shutdown => self.begin_shutdown(),
+        }
+    }
+
+    fn not_autoscaled(&self) -> FleetError {
+        FleetError::NotAutoscaled {
+            app: self.app.name.clone(),
         }
     }
 
@@ -334,13 +422,22 @@ impl AppActor {
                 ),
             });
         }
-        tracing::info!(app = %self.app.name, from = self.desired, to = n, %reason, "scaling");
-        self.desired = n;
+        tracing::info!(app = %self.app.name, from = self.desired, to = n, %reason, "manual scaling");
         self.last_scale = Some(ScaleRecord {
             instances: n,
-            reason,
+            reason: reason.clone(),
         });
-        self.reconcile();
+        if let Some(s) = self.scaler.as_mut() {
+            // With autoscaling on, a manual count is an override the engine honours (within
+            // bounds) until it is cleared.
+            s.manual = Some(herd_scaler::ManualOverride {
+                instances: n,
+                reason,
+            });
+            self.scale_tick(Instant::now());
+        } else {
+            self.apply_scale(n, &[]);
+        }
         Ok(())
     }
 
@@ -492,6 +589,10 @@ impl AppActor {
                 inst.ready_deadline = None;
                 if let Some(p) = &inst.proc {
                     p.endpoint.stats.clear_down();
+                    if let Some(s) = self.scaler.as_mut() {
+                        let ms = u64::try_from(p.started.elapsed().as_millis()).unwrap_or(0);
+                        s.observe_start(ms);
+                    }
                 }
                 tracing::info!(app = %self.app.name, instance = %inst.id, "instance ready");
             }
@@ -587,6 +688,16 @@ impl AppActor {
             desired: self.desired,
             instances,
             last_scale: self.last_scale.clone(),
+            scaling: self.scaler.as_ref().map(|s| ScalingView {
+                desired: self.desired,
+                current: u32::try_from(self.slots.len()).unwrap_or(u32::MAX),
+                manual: s.manual.clone(),
+                paused: s.paused,
+                start_time_ms: s.start_time_ms,
+                interval_ms: u64::try_from(s.engine.config().interval.as_millis()).unwrap_or(0),
+                last: s.last.clone(),
+                decisions: s.decisions.clone(),
+            }),
             reloading: !self.reload_queue.is_empty(),
         }));
     }
@@ -606,6 +717,13 @@ fn placeholder() -> Inst {
         restart_at: None,
         ready_deadline: None,
         failed_readiness: false,
+    }
+}
+
+async fn wake_again(demand: Option<Arc<herd_core::Demand>>) {
+    match demand {
+        Some(d) => d.woken().await,
+        None => std::future::pending().await,
     }
 }
 

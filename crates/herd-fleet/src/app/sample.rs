@@ -37,6 +37,7 @@ impl AppActor {
                     p.rps = (requests - p.last_requests.0) as f64 / dt;
                 }
                 p.last_requests = (requests, now);
+                p.window = p.endpoint.stats.window.take();
                 let Some(u) = p.pid.and_then(|pid| usage.get(&pid)) else {
                     continue;
                 };

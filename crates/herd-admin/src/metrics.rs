@@ -1,0 +1,201 @@
+//! `GET /metrics`: Prometheus text exposition, encoded by `prometheus-client`. Values are read
+//! from the supervisor's snapshot at scrape time (a collector), so scraping costs the data plane
+//! nothing.
+
+use std::sync::Arc;
+
+use herd_fleet::Fleet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::{Registry, Unit};
+
+type Labels = Vec<(&'static str, String)>;
+
+#[derive(Debug)]
+struct FleetCollector {
+    fleet: Arc<Fleet>,
+}
+
+fn gauge<T: prometheus_client::encoding::EncodeGaugeValue + Clone>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    series: &[(Labels, T)],
+) -> Result<(), std::fmt::Error>
+where
+    ConstGauge<T>: EncodeMetric,
+{
+    if series.is_empty() {
+        return Ok(());
+    }
+    let mut family = encoder.encode_descriptor(
+        name,
+        help,
+        unit,
+        prometheus_client::metrics::MetricType::Gauge,
+    )?;
+    for (labels, v) in series {
+        ConstGauge::new(v.clone()).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: &[(Labels, u64)],
+) -> Result<(), std::fmt::Error> {
+    if series.is_empty() {
+        return Ok(());
+    }
+    let mut family = encoder.encode_descriptor(
+        name,
+        help,
+        None,
+        prometheus_client::metrics::MetricType::Counter,
+    )?;
+    for (labels, v) in series {
+        ConstCounter::new(*v).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for FleetCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let apps = self.fleet.status();
+        let scaling = self.fleet.scaling_status();
+        let app_l = |a: &str| vec![("app", a.to_owned())];
+        let inst_l = |a: &str, i: &str| vec![("app", a.to_owned()), ("instance", i.to_owned())];
+
+        let mut desired = Vec::new();
+        let mut current = Vec::new();
+        let mut ready = Vec::new();
+        for a in &apps {
+            desired.push((app_l(&a.name), i64::from(a.desired)));
+            current.push((app_l(&a.name), a.instances.len() as i64));
+            ready.push((app_l(&a.name), a.ready as i64));
+        }
+        gauge(
+            &mut encoder,
+            "herd_app_instances_desired",
+            "Instances the supervisor converges to.",
+            None,
+            &desired,
+        )?;
+        gauge(
+            &mut encoder,
+            "herd_app_instances_current",
+            "Instances that exist, any state.",
+            None,
+            &current,
+        )?;
+        gauge(
+            &mut encoder,
+            "herd_app_instances_ready",
+            "Instances in rotation.",
+            None,
+            &ready,
+        )?;
+
+        let mut decisions = Vec::new();
+        let mut paused = Vec::new();
+        for (app, view) in &scaling {
+            if let Some(v) = view {
+                paused.push((app_l(app), i64::from(v.paused)));
+                for (reason, n) in &v.decisions {
+                    decisions.push((
+                        vec![("app", app.clone()), ("reason", (*reason).to_owned())],
+                        *n,
+                    ));
+                }
+            }
+        }
+        counter(
+            &mut encoder,
+            "herd_scaling_decisions",
+            "Autoscaler decisions that changed the instance count, by reason.",
+            &decisions,
+        )?;
+        gauge(
+            &mut encoder,
+            "herd_scaling_paused",
+            "1 while the autoscaler of the app is paused.",
+            None,
+            &paused,
+        )?;
+
+        let mut state = Vec::new();
+        let mut restarts = Vec::new();
+        let mut rss = Vec::new();
+        let mut cpu = Vec::new();
+        let mut in_flight = Vec::new();
+        let mut requests = Vec::new();
+        for a in &apps {
+            for i in &a.instances {
+                let mut l = inst_l(&a.name, &i.id);
+                l.push(("state", i.state.as_str().to_owned()));
+                state.push((l, 1i64));
+                restarts.push((inst_l(&a.name, &i.id), u64::from(i.restarts)));
+                rss.push((
+                    inst_l(&a.name, &i.id),
+                    i64::try_from(i.rss_bytes).unwrap_or(i64::MAX),
+                ));
+                cpu.push((inst_l(&a.name, &i.id), i.cpu_percent / 100.0));
+                in_flight.push((inst_l(&a.name, &i.id), i.in_flight as i64));
+                requests.push((inst_l(&a.name, &i.id), i.requests_total));
+            }
+        }
+        gauge(
+            &mut encoder,
+            "herd_instance_state",
+            "1 for the state each instance is in.",
+            None,
+            &state,
+        )?;
+        counter(
+            &mut encoder,
+            "herd_instance_restarts",
+            "Restarts after unexpected exits (and memory replacements).",
+            &restarts,
+        )?;
+        gauge(
+            &mut encoder,
+            "herd_instance_resident_memory",
+            "RSS of the instance's process group.",
+            Some(&Unit::Bytes),
+            &rss,
+        )?;
+        gauge(
+            &mut encoder,
+            "herd_instance_cpu_usage_ratio",
+            "CPU used by the instance's process group, in cores.",
+            None,
+            &cpu,
+        )?;
+        gauge(
+            &mut encoder,
+            "herd_instance_in_flight_requests",
+            "Requests the gateway has in flight to the instance.",
+            None,
+            &in_flight,
+        )?;
+        counter(
+            &mut encoder,
+            "herd_instance_requests",
+            "Requests the gateway sent to the instance.",
+            &requests,
+        )?;
+        Ok(())
+    }
+}
+
+/// The registry behind `GET /metrics`.
+pub(crate) fn registry(fleet: Arc<Fleet>) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(FleetCollector { fleet }));
+    registry
+}

@@ -1,0 +1,106 @@
+//! Requests the gateway holds for an app with no instance in rotation (scale from zero), and the
+//! two signals around them: "someone is waiting" (to the supervisor) and "instances arrived"
+//! (to the waiting requests).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+#[derive(Debug, Default)]
+pub struct Demand {
+    held: AtomicUsize,
+    wake: Notify,
+    arrived: Notify,
+}
+
+/// Why a held request gave up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldError {
+    /// `queue` requests are already waiting.
+    QueueFull,
+    /// No instance became ready within the hold timeout.
+    TimedOut,
+}
+
+impl Demand {
+    /// Requests currently held.
+    #[must_use]
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+
+    /// Resolves when a request starts waiting (the supervisor reacts at once instead of at its
+    /// next tick). Cancel-safe.
+    pub async fn woken(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Called by the gateway when instances enter rotation.
+    pub fn instances_arrived(&self) {
+        self.arrived.notify_waiters();
+    }
+
+    /// Holds one request until `ready()` is true (checked after every arrival), at most
+    /// `timeout`, with at most `queue` requests waiting at once.
+    ///
+    /// # Errors
+    /// [`HoldError::QueueFull`] or [`HoldError::TimedOut`].
+    pub async fn hold(
+        &self,
+        timeout: Duration,
+        queue: usize,
+        ready: impl Fn() -> bool,
+    ) -> Result<(), HoldError> {
+        if self.held.fetch_add(1, Ordering::AcqRel) >= queue {
+            self.held.fetch_sub(1, Ordering::AcqRel);
+            return Err(HoldError::QueueFull);
+        }
+        self.wake.notify_one();
+        let waited = tokio::time::timeout(timeout, async {
+            loop {
+                let arrived = self.arrived.notified();
+                tokio::pin!(arrived);
+                arrived.as_mut().enable();
+                if ready() {
+                    return;
+                }
+                arrived.await;
+            }
+        })
+        .await;
+        self.held.fetch_sub(1, Ordering::AcqRel);
+        waited.map_err(|_| HoldError::TimedOut)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    #[tokio::test(start_paused = true)]
+    async fn held_requests_resume_on_arrival_or_time_out() {
+        let d = Arc::new(Demand::default());
+        let up = Arc::new(AtomicBool::new(false));
+        let (d2, up2) = (Arc::clone(&d), Arc::clone(&up));
+        let waiter = tokio::spawn(async move {
+            d2.hold(Duration::from_secs(10), 2, || up2.load(Ordering::Acquire))
+                .await
+        });
+        d.woken().await;
+        assert_eq!(d.held(), 1);
+        up.store(true, Ordering::Release);
+        d.instances_arrived();
+        assert_eq!(waiter.await.unwrap(), Ok(()));
+        assert_eq!(d.held(), 0);
+
+        let never = d.hold(Duration::from_secs(1), 2, || false).await;
+        assert_eq!(never, Err(HoldError::TimedOut));
+        assert_eq!(
+            d.hold(Duration::from_secs(1), 0, || true).await,
+            Err(HoldError::QueueFull)
+        );
+    }
+}

@@ -1,0 +1,125 @@
+//! Per-instance request observations over a sampling window: latency distribution (time to the
+//! response head) and errors. Written lock-free by the gateway on every response; read and reset
+//! by the supervisor's 1 s sample, which hands them to the autoscaler.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Buckets grow by 2^(1/4) (≈19 %) from 100 µs; the last one holds everything above ~105 s.
+const BUCKETS: usize = 81;
+const BASE_US: f64 = 100.0;
+const PER_OCTAVE: f64 = 4.0;
+
+/// What one window saw.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct WindowStats {
+    /// Responses (any status) whose head arrived in the window.
+    pub responses: u64,
+    /// 5xx responses plus failed attempts (connect errors, resets, timeouts).
+    pub errors: u64,
+    /// 95th percentile of time to response head, if any response arrived.
+    pub latency_p95: Option<Duration>,
+}
+
+/// Lock-free latency histogram and error counter.
+#[derive(Debug)]
+pub struct Window {
+    buckets: [AtomicU64; BUCKETS],
+    errors: AtomicU64,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            errors: AtomicU64::new(0),
+        }
+    }
+}
+
+fn bucket_of(latency: Duration) -> usize {
+    let us = latency.as_secs_f64() * 1e6;
+    if us <= BASE_US {
+        return 0;
+    }
+    let b = ((us / BASE_US).log2() * PER_OCTAVE).ceil();
+    (b as usize).min(BUCKETS - 1)
+}
+
+/// Upper bound of bucket `i`.
+fn bucket_upper(i: usize) -> Duration {
+    Duration::from_secs_f64(BASE_US * 2f64.powf(i as f64 / PER_OCTAVE) / 1e6)
+}
+
+impl Window {
+    pub fn record(&self, latency: Duration, server_error: bool) {
+        self.buckets[bucket_of(latency)].fetch_add(1, Ordering::Relaxed);
+        if server_error {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn record_error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Returns the window's figures and starts a new window.
+    pub fn take(&self) -> WindowStats {
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.swap(0, Ordering::Relaxed))
+            .collect();
+        let errors = self.errors.swap(0, Ordering::Relaxed);
+        let responses: u64 = counts.iter().sum();
+        WindowStats {
+            responses,
+            errors,
+            latency_p95: quantile(&counts, responses, 0.95),
+        }
+    }
+}
+
+/// The bucket upper bound below which `q` of the samples fall (an over-estimate by < 19 %).
+fn quantile(counts: &[u64], total: u64, q: f64) -> Option<Duration> {
+    if total == 0 {
+        return None;
+    }
+    let rank = ((total as f64) * q).ceil() as u64;
+    let mut seen = 0;
+    for (i, c) in counts.iter().enumerate() {
+        seen += c;
+        if seen >= rank.max(1) {
+            return Some(bucket_upper(i));
+        }
+    }
+    Some(bucket_upper(counts.len() - 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn p95_lands_within_one_bucket_of_the_truth() {
+        let w = Window::default();
+        for ms in 1..=100u64 {
+            w.record(Duration::from_millis(ms), ms > 98);
+        }
+        let s = w.take();
+        assert_eq!(s.responses, 100);
+        assert_eq!(s.errors, 2);
+        let p95 = s.latency_p95.unwrap();
+        assert!(
+            p95 >= Duration::from_millis(95) && p95 < Duration::from_millis(114),
+            "{p95:?}"
+        );
+        assert_eq!(w.take(), WindowStats::default(), "take resets the window");
+    }
+
+    #[test]
+    fn extremes_are_clamped() {
+        assert_eq!(bucket_of(Duration::ZERO), 0);
+        assert_eq!(bucket_of(Duration::from_secs(10_000)), BUCKETS - 1);
+    }
+}

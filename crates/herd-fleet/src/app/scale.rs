@@ -1,0 +1,192 @@
+//! The autoscaler loop of one app: every `interval` (and at once when the gateway starts
+//! holding requests for an app at zero) build an observation from the instances, ask the pure
+//! engine (`herd-scaler`) for a decision, record it, and act on it: scale-up adds slots,
+//! scale-in drains the instances the engine names as idlest.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use herd_core::InstanceState;
+use herd_scaler::{Decision, InstanceSample, ManualOverride, Observation};
+use serde::Serialize;
+
+use super::AppActor;
+use crate::instance::Inst;
+
+/// Scaling events kept for `GET /scaling/events`.
+pub(crate) const EVENTS_KEPT: usize = 200;
+
+/// One decision that changed (or tried to change) the instance count, or an operator action.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScalingEvent {
+    /// Wall-clock time, milliseconds since the Unix epoch.
+    pub at_unix_ms: i64,
+    pub app: String,
+    pub from: u32,
+    pub to: u32,
+    /// The decision, with the input that won and why.
+    pub decision: Decision,
+}
+
+/// The autoscaler's state inside the app actor.
+pub(crate) struct Scaler {
+    pub(crate) engine: herd_scaler::Engine,
+    pub(crate) manual: Option<ManualOverride>,
+    pub(crate) paused: bool,
+    pub(crate) last: Option<Decision>,
+    /// Decisions that changed the count, by reason kind (for `herd_scaling_decisions_total`).
+    pub(crate) decisions: std::collections::BTreeMap<&'static str, u64>,
+    /// Smoothed spawn → ready time of recent instances (for `lead = "auto"`).
+    pub(crate) start_time_ms: Option<u64>,
+    epoch: Instant,
+}
+
+impl Scaler {
+    pub(crate) fn new(cfg: &herd_config::Scaling) -> Self {
+        Scaler {
+            engine: herd_scaler::Engine::new(cfg),
+            manual: None,
+            paused: false,
+            last: None,
+            decisions: std::collections::BTreeMap::new(),
+            start_time_ms: None,
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Folds one measured start (spawn → ready) into the estimate.
+    pub(crate) fn observe_start(&mut self, ms: u64) {
+        self.start_time_ms = Some(match self.start_time_ms {
+            None => ms,
+            Some(prev) => (prev * 3 + ms) / 4,
+        });
+    }
+}
+
+/// The reason's kind, as in its JSON `kind` field.
+fn reason_kind(r: &herd_scaler::Reason) -> &'static str {
+    use herd_scaler::Reason as R;
+    match r {
+        R::Metric { .. } => "metric",
+        R::Stable { .. } => "stable",
+        R::NoMetrics => "no_metrics",
+        R::Window { .. } => "window",
+        R::Forecast { .. } => "forecast",
+        R::Rule { .. } => "rule",
+        R::Panic { .. } => "panic",
+        R::Warmup { .. } => "warmup",
+        R::StepLimit { .. } => "step_limit",
+        R::Bounds { .. } => "bounds",
+        R::Schedule { .. } => "schedule",
+        R::IdleToZero { .. } => "idle_to_zero",
+        R::ScaleFromZero { .. } => "scale_from_zero",
+        R::Manual { .. } => "manual",
+        R::Paused => "paused",
+    }
+}
+
+fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn sample(inst: &Inst, now: Instant, memory_limit: Option<u64>) -> InstanceSample {
+    let p = inst.proc.as_ref();
+    let window = p.map(|p| p.window).unwrap_or_default();
+    InstanceSample {
+        id: inst.id.to_string(),
+        ready: inst.state == InstanceState::Ready,
+        age_ms: p.map_or(0, |p| {
+            u64::try_from(now.duration_since(p.started).as_millis()).unwrap_or(u64::MAX)
+        }),
+        in_flight: p.map_or(0.0, |p| p.endpoint.stats.in_flight() as f64),
+        rps: p.map_or(0.0, |p| p.rps),
+        cpu_percent: p.map_or(0.0, |p| p.cpu_percent),
+        rss_bytes: p.map_or(0, |p| p.rss_bytes),
+        memory_limit,
+        latency_p95_ms: window.latency_p95.map(|d| d.as_secs_f64() * 1000.0),
+        error_rate: if window.responses + window.errors == 0 {
+            0.0
+        } else {
+            window.errors as f64 / (window.responses + window.errors).max(1) as f64
+        },
+    }
+}
+
+impl AppActor {
+    /// One autoscaler tick.
+    pub(super) fn scale_tick(&mut self, now: Instant) {
+        let memory_limit = self.command().and_then(|c| c.max_memory);
+        let queue_depth = self.demand.as_ref().map_or(0, |d| d.held()) as f64;
+        let instances: Vec<InstanceSample> = self
+            .slots
+            .values()
+            .map(|s| sample(&s.active, now, memory_limit))
+            .collect();
+        let current = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
+        let Some(scaler) = self.scaler.as_mut() else {
+            return;
+        };
+        let obs = Observation {
+            instances,
+            current,
+            queue_depth,
+            manual: scaler.manual.clone(),
+            paused: scaler.paused,
+            start_time_ms: scaler.start_time_ms,
+        };
+        let now_ms = u64::try_from(now.duration_since(scaler.epoch).as_millis()).unwrap_or(0);
+        let decision = scaler.engine.tick(now_ms, wall_ms(), &obs);
+        let desired = decision.desired;
+        if desired != current {
+            tracing::info!(app = %self.app.name, from = current, to = desired, explanation = %decision.explanation, "autoscaler decision");
+            let mut events = self
+                .scaling_events
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            events.push_back(ScalingEvent {
+                at_unix_ms: wall_ms(),
+                app: self.app.name.clone(),
+                from: current,
+                to: desired,
+                decision: decision.clone(),
+            });
+            while events.len() > EVENTS_KEPT {
+                events.pop_front();
+            }
+        }
+        if desired != current {
+            *scaler
+                .decisions
+                .entry(reason_kind(&decision.reason))
+                .or_default() += 1;
+        }
+        let candidates = decision.scale_in_candidates.clone();
+        scaler.last = Some(decision);
+        if desired != current {
+            self.apply_scale(desired, &candidates);
+        }
+    }
+
+    /// Sets the instance count: scale-up adds the lowest free slots; scale-in drains the named
+    /// instances first (the idlest), then the highest-numbered.
+    pub(super) fn apply_scale(&mut self, desired: u32, scale_in_first: &[String]) {
+        self.desired = desired;
+        let prefix = format!("{}-", self.app.name);
+        for id in scale_in_first {
+            if self.slots.len() <= desired as usize {
+                break;
+            }
+            let Some(index) = id.strip_prefix(&prefix).and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Some(slot) = self.slots.remove(&index) {
+                self.retire(slot.active);
+                if let Some(next) = slot.next {
+                    self.retire(next);
+                }
+            }
+        }
+        self.reconcile();
+    }
+}
