@@ -44,6 +44,8 @@ pub(crate) enum Cmd {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Replay a load trace through the autoscaler and report instance-hours, cost, unmet demand.
+    Simulate(SimulateArgs),
     /// Print an app's instance logs.
     Logs {
         app: String,
@@ -78,6 +80,35 @@ pub(crate) struct UpArgs {
     /// The app's command and arguments (quick mode).
     #[arg(last = true)]
     pub(crate) command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SimulateArgs {
+    /// Config file with the app's [app.scaling] policy.
+    #[arg(short, long, default_value = "herd.toml")]
+    pub(crate) config: PathBuf,
+    /// Load trace: CSV with a `time,rps` or `time,concurrency` header, time in seconds.
+    #[arg(long)]
+    pub(crate) trace: PathBuf,
+    /// The app to simulate (default: the first with [app.scaling]).
+    #[arg(long)]
+    pub(crate) app: Option<String>,
+    /// What one instance can serve (rps or concurrent requests, like the trace); default:
+    /// 1.25 × the scaling target.
+    #[arg(long)]
+    pub(crate) capacity: Option<f64>,
+    /// Time from starting an instance to it serving.
+    #[arg(long, default_value = "10s")]
+    pub(crate) start_time: String,
+    /// Mean service time, to convert between rps and concurrency.
+    #[arg(long, default_value = "100ms")]
+    pub(crate) service_time: String,
+    /// `herd` (the config's policy), `hpa-default` (Kubernetes HPA defaults) or `both`.
+    #[arg(long, default_value = "herd")]
+    pub(crate) policy: String,
+    /// Where to write the SVG plot (default: <trace>.<policy>.svg).
+    #[arg(long)]
+    pub(crate) plot: Option<PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]

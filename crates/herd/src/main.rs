@@ -3,6 +3,7 @@
 
 mod cli;
 mod client;
+mod simulate;
 mod table;
 mod up;
 
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
     match cli.command {
         cli::Cmd::Check { config } => up::check(&config),
         cli::Cmd::Up(args) => up::up(args),
+        cli::Cmd::Simulate(args) => simulate::run(&args),
         cli::Cmd::Status(c) => client::run(c, client::Action::Status),
         cli::Cmd::Scale {
             app,
