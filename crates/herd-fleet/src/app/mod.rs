@@ -111,7 +111,10 @@ impl AppActor {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let demand = rotation.demand(&app.name);
         let scaler = match (&app.scaling, &app.backends) {
-            (Some(s), Backends::Command(_)) => Some(scale::Scaler::new(s)),
+            (Some(s), Backends::Command(_)) => Some(scale::Scaler::new(
+                s,
+                logs.dir.join("scaler-history.json"),
+            )),
             _ => None,
         };
         let ports = match &app.backends {
@@ -223,6 +226,9 @@ impl AppActor {
             self.publish();
             if self.shutting_down && self.slots.is_empty() && self.retiring.is_empty() {
                 tracing::info!(app = %self.app.name, "all instances stopped");
+                if let Some(s) = self.scaler.as_mut() {
+                    s.save_history(true);
+                }
                 return;
             }
         }

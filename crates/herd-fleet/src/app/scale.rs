@@ -27,6 +27,9 @@ pub struct ScalingEvent {
     pub decision: Decision,
 }
 
+/// How often the demand history is saved (also at shutdown).
+const SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// The autoscaler's state inside the app actor.
 pub(crate) struct Scaler {
     pub(crate) engine: herd_scaler::Engine,
@@ -38,18 +41,58 @@ pub(crate) struct Scaler {
     /// Smoothed spawn → ready time of recent instances (for `lead = "auto"`).
     pub(crate) start_time_ms: Option<u64>,
     epoch: Instant,
+    /// Where the demand history for predictive scaling is kept across restarts.
+    history_file: Option<std::path::PathBuf>,
+    last_save: Instant,
 }
 
 impl Scaler {
-    pub(crate) fn new(cfg: &herd_config::Scaling) -> Self {
+    /// `history_file`: where predictive scaling keeps its demand history (read now if it exists).
+    pub(crate) fn new(cfg: &herd_config::Scaling, history_file: std::path::PathBuf) -> Self {
+        let mut engine = herd_scaler::Engine::new(cfg);
+        let history_file = cfg.predictive.as_ref().map(|_| history_file);
+        if let Some(path) = &history_file {
+            match std::fs::read(path) {
+                Ok(bytes) => match serde_json::from_slice::<Vec<(i64, f64)>>(&bytes) {
+                    Ok(minutes) => {
+                        tracing::info!(path = %path.display(), minutes = minutes.len(), "restored the autoscaler's demand history");
+                        engine.restore_history(herd_scaler::History::restore(&minutes));
+                    }
+                    Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable demand history"),
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "failed to read the demand history"),
+            }
+        }
         Scaler {
-            engine: herd_scaler::Engine::new(cfg),
+            engine,
             manual: None,
             paused: false,
             last: None,
             decisions: std::collections::BTreeMap::new(),
             start_time_ms: None,
             epoch: Instant::now(),
+            history_file,
+            last_save: Instant::now(),
+        }
+    }
+
+    /// Saves the demand history (predictive scaling only): at most every 5 minutes unless `force`.
+    pub(crate) fn save_history(&mut self, force: bool) {
+        let Some(path) = &self.history_file else {
+            return;
+        };
+        if !force && self.last_save.elapsed() < SAVE_EVERY {
+            return;
+        }
+        self.last_save = Instant::now();
+        let tmp = path.with_extension("json.tmp");
+        let written = serde_json::to_vec(&self.engine.history().export())
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e, "failed to save the demand history");
         }
     }
 
@@ -137,6 +180,7 @@ impl AppActor {
         };
         let now_ms = u64::try_from(now.duration_since(scaler.epoch).as_millis()).unwrap_or(0);
         let decision = scaler.engine.tick(now_ms, wall_ms(), &obs);
+        scaler.save_history(false);
         let desired = decision.desired;
         if desired != current {
             tracing::info!(app = %self.app.name, from = current, to = desired, explanation = %decision.explanation, "autoscaler decision");
