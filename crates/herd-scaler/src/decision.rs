@@ -47,12 +47,15 @@ pub enum Reason {
         /// What the metrics asked for this tick.
         recommended: u32,
     },
-    /// The forecast asks for more than the metrics (predictive `mode = "on"`).
+    /// The forecast asks for more than the metrics (predictive `mode = "on"`). It only ever
+    /// raises the count: when the count still goes down, the forecast held it up.
     Forecast {
         /// Forecast demand in instances over the lead time.
         demand: f64,
         /// How far ahead.
         lead_s: f64,
+        /// What the metrics asked for.
+        recommended: u32,
     },
     /// A threshold rule fired (or its `above` threshold holds back a scale-in).
     Rule {
@@ -276,8 +279,21 @@ impl Reason {
                 "metrics ask for {recommended}, but the lowest recommendation within the {}s scale_up window holds the count",
                 num(*window_s)
             ),
-            Reason::Forecast { demand, lead_s } => format!(
-                "the forecast expects {} instances of demand within the next {}s",
+            Reason::Forecast {
+                demand,
+                lead_s,
+                recommended,
+            } if desired < current => format!(
+                "metrics ask for {recommended}, and the forecast of {} instances of demand within the next {}s keeps {desired}",
+                num(*demand),
+                num(*lead_s)
+            ),
+            Reason::Forecast {
+                demand,
+                lead_s,
+                recommended,
+            } => format!(
+                "the forecast expects {} instances of demand within the next {}s (metrics ask for {recommended})",
                 num(*demand),
                 num(*lead_s)
             ),

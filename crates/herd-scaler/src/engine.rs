@@ -25,7 +25,7 @@ use crate::decision::{Bounds, Decision, Direction, ForecastReport, Reason};
 use crate::forecast::History;
 use crate::metrics::{ceil_u32, per_instance, recommend};
 use crate::observation::Observation;
-use crate::rules::{proportional, RuleState};
+use crate::rules::{proportional, RuleState, Values};
 use crate::schedule::Schedules;
 use crate::window::Windows;
 
@@ -196,11 +196,12 @@ impl Engine {
             // and the windows must see the same ticks with and without it.
             let acting = p.mode == PredictiveMode::On && rec.is_some_and(|r| wanted > r);
             if acting {
-                rec = Some(wanted);
                 reason = Reason::Forecast {
                     demand: f.demand,
                     lead_s,
+                    recommended: rec.unwrap_or(current),
                 };
+                rec = Some(wanted);
             }
             forecast = Some(ForecastReport {
                 mode: match p.mode {
@@ -244,8 +245,17 @@ impl Engine {
         // 4. Rules, combined with the target opinion by taking the largest.
         let mut desired = target_opinion;
         for (i, rule) in cfg.rules.iter().enumerate() {
-            let value = per_instance(rule.metric, obs, &warming);
-            let Some(fired) = st.rules[i].evaluate(i, rule, now_ms, value, current) else {
+            let values = per_instance(rule.metric, obs, &warming).map(|v| {
+                if proportional(rule.metric) {
+                    Values {
+                        up: v * f64::from(ready.max(1)) / f64::from(current.max(1)),
+                        down: v,
+                    }
+                } else {
+                    Values::same(v)
+                }
+            });
+            let Some(fired) = st.rules[i].evaluate(i, rule, now_ms, values, current) else {
                 continue;
             };
             if desired.is_none_or(|d| fired.recommended > d) {

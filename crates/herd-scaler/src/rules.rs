@@ -15,6 +15,24 @@ pub(crate) struct RuleState {
     last_fired: Option<u64>,
 }
 
+/// A rule's metric this tick, per instance.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Values {
+    /// Compared with `above`. For proportional metrics the load is spread over every instance,
+    /// starting ones included, so that a rule does not fire again for capacity it has already
+    /// asked for.
+    pub(crate) up: f64,
+    /// Compared with `below`: over the ready instances only (HPA ignores instances that are not
+    /// ready when scaling down).
+    pub(crate) down: f64,
+}
+
+impl Values {
+    pub(crate) fn same(v: f64) -> Values {
+        Values { up: v, down: v }
+    }
+}
+
 /// A rule that fired this tick.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Fired {
@@ -26,22 +44,22 @@ pub(crate) struct Fired {
 }
 
 impl RuleState {
-    /// Updates the rule with this tick's `value` and returns a recommendation if it fires.
+    /// Updates the rule with this tick's values and returns a recommendation if it fires.
     pub(crate) fn evaluate(
         &mut self,
         index: usize,
         rule: &Rule,
         now_ms: u64,
-        value: Option<f64>,
+        values: Option<Values>,
         current: u32,
     ) -> Option<Fired> {
-        let Some(value) = value else {
+        let Some(values) = values else {
             self.above_since = None;
             self.below_since = None;
             return None;
         };
-        let over = rule.above.is_some_and(|a| value > a);
-        let under = rule.below.is_some_and(|b| value < b);
+        let over = rule.above.is_some_and(|a| values.up > a);
+        let under = rule.below.is_some_and(|b| values.down < b);
         self.above_since = if over {
             Some(self.above_since.unwrap_or(now_ms))
         } else {
@@ -63,31 +81,28 @@ impl RuleState {
             since.is_some_and(|s| now_ms.saturating_sub(s) >= ms(rule.sustain))
         };
         let fired = if held(self.above_since) {
-            Some((
-                current.saturating_add(rule.step),
-                rule.above?,
-                Direction::Up,
-            ))
+            Fired {
+                index,
+                recommended: current.saturating_add(rule.step),
+                value: values.up,
+                threshold: rule.above?,
+                direction: Direction::Up,
+            }
         } else if held(self.below_since) {
-            Some((
-                current.saturating_sub(rule.step),
-                rule.below?,
-                Direction::Down,
-            ))
+            Fired {
+                index,
+                recommended: current.saturating_sub(rule.step),
+                value: values.down,
+                threshold: rule.below?,
+                direction: Direction::Down,
+            }
         } else {
-            None
+            return None;
         };
-        let (recommended, threshold, direction) = fired?;
         self.last_fired = Some(now_ms);
         self.above_since = None;
         self.below_since = None;
-        Some(Fired {
-            index,
-            recommended,
-            value,
-            threshold,
-            direction,
-        })
+        Some(fired)
     }
 }
 
@@ -120,26 +135,36 @@ mod tests {
     fn fires_after_for_then_cools_down() {
         let r = rule();
         let mut s = RuleState::default();
-        assert_eq!(s.evaluate(0, &r, 0, Some(90.0), 3), None);
-        assert_eq!(s.evaluate(0, &r, 5_000, Some(90.0), 3), None);
-        let f = s.evaluate(0, &r, 10_000, Some(90.0), 3).unwrap();
+        assert_eq!(s.evaluate(0, &r, 0, Some(Values::same(90.0)), 3), None);
+        assert_eq!(s.evaluate(0, &r, 5_000, Some(Values::same(90.0)), 3), None);
+        let f = s
+            .evaluate(0, &r, 10_000, Some(Values::same(90.0)), 3)
+            .unwrap();
         assert_eq!((f.recommended, f.direction), (5, Direction::Up));
         for t in (11..70).map(|s| s * 1000) {
-            assert_eq!(s.evaluate(0, &r, t, Some(95.0), 5), None, "cooldown at {t}");
+            assert_eq!(
+                s.evaluate(0, &r, t, Some(Values::same(95.0)), 5),
+                None,
+                "cooldown at {t}"
+            );
         }
-        assert!(s.evaluate(0, &r, 70_000, Some(95.0), 5).is_some());
+        assert!(s
+            .evaluate(0, &r, 70_000, Some(Values::same(95.0)), 5)
+            .is_some());
     }
 
     #[test]
     fn a_dip_resets_the_for_timer() {
         let r = rule();
         let mut s = RuleState::default();
-        s.evaluate(0, &r, 0, Some(90.0), 3);
-        s.evaluate(0, &r, 6_000, Some(50.0), 3);
-        assert_eq!(s.evaluate(0, &r, 10_000, Some(90.0), 3), None);
-        let f = s.evaluate(0, &r, 30_000, Some(10.0), 3);
+        s.evaluate(0, &r, 0, Some(Values::same(90.0)), 3);
+        s.evaluate(0, &r, 6_000, Some(Values::same(50.0)), 3);
+        assert_eq!(s.evaluate(0, &r, 10_000, Some(Values::same(90.0)), 3), None);
+        let f = s.evaluate(0, &r, 30_000, Some(Values::same(10.0)), 3);
         assert_eq!(f, None);
-        let f = s.evaluate(0, &r, 40_000, Some(10.0), 3).unwrap();
+        let f = s
+            .evaluate(0, &r, 40_000, Some(Values::same(10.0)), 3)
+            .unwrap();
         assert_eq!((f.recommended, f.direction), (1, Direction::Down));
     }
 }

@@ -6,7 +6,8 @@
 //! - within tolerance of every target, nothing changes;
 //! - no scale-in during panic or warmup;
 //! - predictive scaling never scales in: with the same inputs, a forecasting engine never wants
-//!   fewer instances than one without, and no scale-in is ever attributed to the forecast.
+//!   fewer instances than one without, and a scale-in that names the forecast is one the
+//!   forecast held up (the metrics asked for fewer).
 
 use std::time::Duration;
 
@@ -128,7 +129,8 @@ fn scaling(with_rules: bool) -> impl Strategy<Value = Scaling> {
                 Just(Warmup::Auto),
                 (0u64..30).prop_map(|s| Warmup::Fixed(secs(s)))
             ],
-            prop::option::of((2u64..10, 12u32..40, 10u64..90)),
+            // Thresholds from 1.5: above 1 + the largest tolerance generated (0.29).
+            prop::option::of((2u64..10, 15u32..40, 10u64..90)),
             5u64..120,
             if with_rules {
                 rules().boxed()
@@ -474,8 +476,9 @@ proptest! {
             let a = with.tick(now, wall, &o);
             let b = without.tick(now, wall, &o);
             prop_assert!(a.desired >= b.desired, "with {a:?}\nwithout {b:?}");
-            if a.desired < o.current {
-                prop_assert!(!matches!(a.reason, Reason::Forecast { .. }), "{a:?}");
+            // A scale-in may mention the forecast only as what held the count up.
+            if let (true, Reason::Forecast { recommended, .. }) = (a.desired < o.current, &a.reason) {
+                prop_assert!(*recommended < a.desired, "{a:?}");
             }
         }
     }
