@@ -238,6 +238,28 @@ pub(crate) fn num(v: f64) -> String {
 }
 
 impl Reason {
+    /// The variant's name as in its JSON `kind` field, e.g. `"step_limit"`.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Reason::Metric { .. } => "metric",
+            Reason::Stable { .. } => "stable",
+            Reason::NoMetrics => "no_metrics",
+            Reason::Window { .. } => "window",
+            Reason::Forecast { .. } => "forecast",
+            Reason::Rule { .. } => "rule",
+            Reason::Panic { .. } => "panic",
+            Reason::Warmup { .. } => "warmup",
+            Reason::StepLimit { .. } => "step_limit",
+            Reason::Bounds { .. } => "bounds",
+            Reason::Schedule { .. } => "schedule",
+            Reason::IdleToZero { .. } => "idle_to_zero",
+            Reason::ScaleFromZero { .. } => "scale_from_zero",
+            Reason::Manual { .. } => "manual",
+            Reason::Paused => "paused",
+        }
+    }
+
     /// The sentence for a decision from `current` to `desired`.
     pub(crate) fn explain(&self, current: u32, desired: u32) -> String {
         let head = if desired == current {

@@ -482,6 +482,7 @@ fn decisions_serialize_to_json() {
     let json = serde_json::to_value(&d).unwrap();
     assert_eq!(json["desired"], 4);
     assert_eq!(json["reason"]["kind"], "metric");
+    assert_eq!(d.reason.kind(), "metric");
     assert_eq!(json["per_metric"][0]["metric"], "concurrency");
     assert_eq!(json["forecast"]["mode"], "on");
     assert!(json["explanation"]
