@@ -111,10 +111,9 @@ impl AppActor {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let demand = rotation.demand(&app.name);
         let scaler = match (&app.scaling, &app.backends) {
-            (Some(s), Backends::Command(_)) => Some(scale::Scaler::new(
-                s,
-                logs.dir.join("scaler-history.json"),
-            )),
+            (Some(s), Backends::Command(_)) => {
+                Some(scale::Scaler::new(s, logs.dir.join("scaler-history.json")))
+            }
             _ => None,
         };
         let ports = match &app.backends {

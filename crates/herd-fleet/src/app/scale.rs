@@ -58,10 +58,14 @@ impl Scaler {
                         tracing::info!(path = %path.display(), minutes = minutes.len(), "restored the autoscaler's demand history");
                         engine.restore_history(herd_scaler::History::restore(&minutes));
                     }
-                    Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable demand history"),
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable demand history")
+                    }
                 },
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "failed to read the demand history"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "failed to read the demand history")
+                }
             }
         }
         Scaler {
