@@ -7,11 +7,13 @@
 //! - [`Rotation`]: the gateway-side sink the supervisor publishes each app's ready set into.
 //! - [`Demand`]: requests held while an app scaled to zero gets its first instance.
 //! - [`Window`]: latency and error observations per sampling window, for the autoscaler.
+//! - [`telemetry`]: the per-second, per-app sample the dashboard and alerts read.
 //! - [`InstanceState`]: the lifecycle states shown to users (see `crates/herd-fleet/LIFECYCLE.md`).
 
 mod demand;
 mod endpoint;
 mod state;
+pub mod telemetry;
 mod window;
 
 pub use demand::{Demand, HoldError};
