@@ -1,5 +1,5 @@
 //! What the telemetry sampler (in herd-admin) records every second, per app. The dashboard
-//! alert rules evaluate them, `GET /health/performance` aggregates them.
+//! charts these, the alert rules evaluate them, `GET /health/performance` aggregates them.
 
 use serde::Serialize;
 
