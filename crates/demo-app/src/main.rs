@@ -5,6 +5,7 @@
 //! - `GET /work?ms=N` burns CPU for N ms; `GET /sleep?ms=N` waits N ms
 //! - `GET /alloc?mb=N` allocates and touches N MiB that stay allocated (grows RSS)
 //! - `POST /echo` returns the request body; `GET /ws` is a WebSocket echo
+//! - anything else: 404 `no route <path> on <instance>`
 //!
 //! Exits cleanly on SIGTERM/SIGINT after finishing in-flight requests.
 
@@ -108,7 +109,14 @@ async fn main() {
         .route("/sleep", get(sleep))
         .route("/alloc", get(alloc))
         .route("/echo", post(|body: axum::body::Bytes| async move { body }))
-        .route("/ws", get(ws));
+        .route("/ws", get(ws))
+        .fallback(|uri: axum::http::Uri| async move {
+            // Says which instance answered, so routing can be checked from outside.
+            (
+                axum::http::StatusCode::NOT_FOUND,
+                format!("no route {} on {}\n", uri.path(), instance()),
+            )
+        });
     let listener = match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
         Ok(l) => l,
         Err(e) => {

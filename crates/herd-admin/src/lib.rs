@@ -1,7 +1,8 @@
 //! herd's admin API: its own listener (loopback by default), Bearer-token protected when a
 //! token is configured.
 //!
-//! - `auth`: the token check, applied to every route.
+//! - `auth`: the token check, applied to every route but the dashboard's page and assets.
+//! - `dashboard`: `GET /` and `GET /assets/{file}`, the operator dashboard embedded in the binary.
 //! - `routes`: `GET /health`, `GET /cluster/status`, `POST /scaling/manual`, `POST /reload`,
 //!   `GET /logs/{app}` (tail, optionally followed).
 //!
@@ -9,8 +10,11 @@
 //! every handler reads snapshots the supervisor publishes or sends it a command.
 
 mod auth;
+mod dashboard;
 mod metrics;
+mod observe;
 mod routes;
+pub mod telemetry;
 
 use std::sync::Arc;
 
@@ -23,14 +27,43 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone)]
 pub struct AdminState {
     pub fleet: Arc<Fleet>,
+    /// The gateway's request counters (per app and route).
+    pub stats: Arc<herd_core::StatsRegistry>,
+    pub telemetry: Arc<telemetry::Telemetry>,
+    /// Re-reads and applies the config file (`POST /config/reload`, SIGHUP); `None` in quick
+    /// mode, where there is no file.
+    pub reload: Option<Arc<dyn ConfigReloader>>,
     pub token: Option<Arc<str>>,
     /// Cancelled at shutdown: ends followed log streams so the listener can close.
     pub shutdown: CancellationToken,
 }
 
+/// Applies a new config file; errors come back as readable lines (file:line:col key: message).
+pub trait ConfigReloader: Send + Sync + 'static {
+    /// # Errors
+    /// Every problem found; the running config stays in force.
+    fn reload(&self) -> ReloadFuture<'_>;
+}
+
+/// The future a [`ConfigReloader`] returns.
+pub type ReloadFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<ReloadReport, Vec<String>>> + Send + 'a>,
+>;
+
+/// What a successful reload changed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadReport {
+    pub changes: Vec<String>,
+    /// Settings that only take effect after a restart (e.g. a listen address).
+    pub needs_restart: Vec<String>,
+}
+
 /// The admin router (exposed for tests).
 pub fn router(state: AdminState) -> axum::Router {
-    let registry = Arc::new(metrics::registry(Arc::clone(&state.fleet)));
+    let registry = Arc::new(metrics::registry(
+        Arc::clone(&state.fleet),
+        Arc::clone(&state.stats),
+    ));
     let scrape = axum::routing::get(move || {
         let registry = Arc::clone(&registry);
         async move {
@@ -53,7 +86,9 @@ pub fn router(state: AdminState) -> axum::Router {
         }
     });
     routes::router(state.clone())
+        .merge(observe::router(state.clone()))
         .route("/metrics", scrape)
+        .merge(dashboard::router())
         .layer(axum::middleware::from_fn_with_state(
             state,
             auth::require_token,

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use herd_core::{StatsRegistry, LATENCY_BUCKETS, STATUS_CLASSES};
 use herd_fleet::Fleet;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -16,6 +17,95 @@ type Labels = Vec<(&'static str, String)>;
 #[derive(Debug)]
 struct FleetCollector {
     fleet: Arc<Fleet>,
+}
+
+/// Request series from the gateway's per-(app, route) counters.
+#[derive(Debug)]
+struct RequestCollector {
+    stats: Arc<StatsRegistry>,
+}
+
+impl Collector for RequestCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let entries: Vec<_> = self
+            .stats
+            .all()
+            .into_iter()
+            .map(|e| (e.app.clone(), e.route.clone(), e.counters()))
+            .collect();
+        let route_l =
+            |app: &str, route: &str| vec![("app", app.to_owned()), ("route", route.to_owned())];
+        let mut requests = Vec::new();
+        let mut bytes_in = Vec::new();
+        let mut bytes_out = Vec::new();
+        let mut retries = Vec::new();
+        let mut connect_errors = Vec::new();
+        for (app, route, c) in &entries {
+            for (i, class) in STATUS_CLASSES.iter().enumerate() {
+                let mut l = route_l(app, route);
+                l.push(("status_class", (*class).to_owned()));
+                requests.push((l, c.by_class[i]));
+            }
+            bytes_in.push((route_l(app, route), c.bytes_in));
+            bytes_out.push((route_l(app, route), c.bytes_out));
+            retries.push((route_l(app, route), c.retries));
+            connect_errors.push((route_l(app, route), c.connect_errors));
+        }
+        counter(
+            &mut encoder,
+            "herd_http_requests",
+            "Requests answered by the gateway, by app, route and status class.",
+            &requests,
+        )?;
+        if !entries.is_empty() {
+            let mut family = encoder.encode_descriptor(
+                "herd_http_request_duration_seconds",
+                "Time from request arrival to the response head, by app and route.",
+                None,
+                prometheus_client::metrics::MetricType::Histogram,
+            )?;
+            for (app, route, c) in &entries {
+                let labels = route_l(app, route);
+                let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+                    .iter()
+                    .zip(c.buckets.iter())
+                    .map(|(ub, n)| (*ub, *n))
+                    .collect();
+                buckets.push((f64::MAX, c.buckets[LATENCY_BUCKETS.len()]));
+                family.encode_family(&labels)?.encode_histogram::<Labels>(
+                    c.latency_sum_s,
+                    c.responses(),
+                    &buckets,
+                    None,
+                )?;
+            }
+        }
+        counter(
+            &mut encoder,
+            "herd_http_request_body_bytes",
+            "Request body bytes forwarded to instances.",
+            &bytes_in,
+        )?;
+        counter(
+            &mut encoder,
+            "herd_http_response_body_bytes",
+            "Response body bytes sent to clients.",
+            &bytes_out,
+        )?;
+        counter(
+            &mut encoder,
+            "herd_http_retries",
+            "Attempts retried on another instance (or a fresh connection).",
+            &retries,
+        )?;
+        counter(
+            &mut encoder,
+            "herd_upstream_connect_errors",
+            "Failed connects to instances.",
+            &connect_errors,
+        )?;
+        Ok(())
+    }
 }
 
 fn gauge<T: prometheus_client::encoding::EncodeGaugeValue + Clone>(
@@ -194,8 +284,9 @@ impl Collector for FleetCollector {
 }
 
 /// The registry behind `GET /metrics`.
-pub(crate) fn registry(fleet: Arc<Fleet>) -> Registry {
+pub(crate) fn registry(fleet: Arc<Fleet>, stats: Arc<StatsRegistry>) -> Registry {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(FleetCollector { fleet }));
+    registry.register_collector(Box::new(RequestCollector { stats }));
     registry
 }

@@ -66,7 +66,7 @@ fn error(status: StatusCode, msg: &str, hint: Option<&str>) -> Response {
 
 fn fleet_error(e: &FleetError) -> Response {
     let status = match e {
-        FleetError::UnknownApp { .. } => StatusCode::NOT_FOUND,
+        FleetError::UnknownApp { .. } | FleetError::UnknownInstance { .. } => StatusCode::NOT_FOUND,
         FleetError::NotSupervised { .. }
         | FleetError::InvalidCount { .. }
         | FleetError::NotAutoscaled { .. } => StatusCode::UNPROCESSABLE_ENTITY,

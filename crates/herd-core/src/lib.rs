@@ -7,16 +7,19 @@
 //! - [`Rotation`]: the gateway-side sink the supervisor publishes each app's ready set into.
 //! - [`Demand`]: requests held while an app scaled to zero gets its first instance.
 //! - [`Window`]: latency and error observations per sampling window, for the autoscaler.
+//! - [`StatsRegistry`]: cumulative request counters and latency histograms per (app, route).
 //! - [`telemetry`]: the per-second, per-app sample the dashboard and alerts read.
 //! - [`InstanceState`]: the lifecycle states shown to users (see `crates/herd-fleet/LIFECYCLE.md`).
 
 mod demand;
 mod endpoint;
 mod state;
+mod stats;
 pub mod telemetry;
 mod window;
 
 pub use demand::{Demand, HoldError};
 pub use endpoint::{Endpoint, EndpointStats, InFlightGuard, Rotation};
 pub use state::InstanceState;
+pub use stats::{RouteCounters, RouteStats, StatsRegistry, LATENCY_BUCKETS, STATUS_CLASSES};
 pub use window::{Window, WindowStats};

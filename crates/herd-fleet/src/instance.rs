@@ -61,6 +61,9 @@ pub(crate) struct Inst {
     pub(crate) ready_deadline: Option<Instant>,
     /// Killed for missing `ready_timeout`: its exit counts as unstable.
     pub(crate) failed_readiness: bool,
+    /// Taken out of rotation by an operator (`POST /loadbalancer/instances/{id}/drain`) until
+    /// put back (`.../ready`); shown as `draining` meanwhile.
+    pub(crate) drained: bool,
 }
 
 impl Inst {
@@ -73,7 +76,11 @@ impl Inst {
             addr: p
                 .filter(|p| p.pid.is_none())
                 .map(|p| p.endpoint.addr.to_string()),
-            state: self.state,
+            state: if self.drained && self.state == InstanceState::Ready {
+                InstanceState::Draining
+            } else {
+                self.state
+            },
             started: p.map(|p| p.started),
             restarts: self.tracker.restarts,
             restart_at: self.restart_at,

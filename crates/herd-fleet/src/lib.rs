@@ -57,6 +57,8 @@ pub enum FleetError {
     ReloadFailed { app: String, reason: String },
     #[error("app {app:?} has no [app.scaling] section; autoscaling is off for it")]
     NotAutoscaled { app: String },
+    #[error("no instance {id:?} (ids look like web-1; see GET /cluster/status)")]
+    UnknownInstance { id: String },
     #[error("the supervisor of {app:?} has stopped")]
     Stopped { app: String },
     #[error("failed to create the log directory {path}: {reason}")]
@@ -82,19 +84,85 @@ struct AppHandle {
 
 /// The running supervisor of every app.
 pub struct Fleet {
-    apps: Vec<AppHandle>,
+    /// Swapped when a config reload adds or removes apps.
+    apps: ArcSwap<Vec<Arc<AppHandle>>>,
     tasks: std::sync::Mutex<Vec<(String, JoinHandle<()>)>>,
+    rotation: Arc<dyn Rotation>,
+    options: FleetOptions,
+    logs: std::sync::Mutex<herd_config::Logs>,
 }
 
 impl std::fmt::Debug for Fleet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Fleet")
-            .field(
-                "apps",
-                &self.apps.iter().map(|a| &a.name).collect::<Vec<_>>(),
-            )
+            .field("apps", &self.app_names())
             .finish()
     }
+}
+
+fn launch_app(
+    app: &herd_config::App,
+    logs: &herd_config::Logs,
+    rotation: &Arc<dyn Rotation>,
+    options: &FleetOptions,
+) -> Result<(Arc<AppHandle>, JoinHandle<()>), FleetError> {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let log_dir = instance::log_dir(&logs.dir, &app.name);
+    std::fs::create_dir_all(&log_dir).map_err(|e| FleetError::LogDir {
+        path: log_dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let desired = match &app.backends {
+        herd_config::Backends::Command(c) => match &app.scaling {
+            // The configured count, within the autoscaler's bounds.
+            Some(s) => c.instances.resolve(cores).clamp(s.min, s.max),
+            None => c.instances.resolve(cores),
+        },
+        herd_config::Backends::Servers(s) => u32::try_from(s.len()).unwrap_or(u32::MAX),
+    };
+    let (log_tx, _) = broadcast::channel(1024);
+    let view = Arc::new(ArcSwap::from_pointee(AppView {
+        name: app.name.clone(),
+        supervised: matches!(app.backends, herd_config::Backends::Command(_)),
+        desired,
+        instances: Vec::new(),
+        last_scale: None,
+        reloading: false,
+        scaling: None,
+        max_memory: None,
+    }));
+    let scaling_events = Arc::default();
+    let (tx, rx) = mpsc::channel(64);
+    let actor = AppActor::new(
+        app.clone(),
+        desired,
+        options.shim.clone(),
+        LogSettings {
+            dir: log_dir.clone(),
+            max_size: logs.max_size,
+            max_files: logs.max_files,
+        },
+        Arc::clone(rotation),
+        app::Outputs {
+            log_tx: log_tx.clone(),
+            view: Arc::clone(&view),
+            scaling_events: Arc::clone(&scaling_events),
+        },
+    );
+    let task = tokio::spawn(
+        actor
+            .run(rx)
+            .instrument(tracing::info_span!("supervisor", app = %app.name)),
+    );
+    let handle = Arc::new(AppHandle {
+        name: app.name.clone(),
+        cmds: tx,
+        view,
+        logs: log_tx,
+        log_dir,
+        scaling_events,
+    });
+    Ok((handle, task))
 }
 
 impl Fleet {
@@ -107,80 +175,104 @@ impl Fleet {
         rotation: Arc<dyn Rotation>,
         options: FleetOptions,
     ) -> Result<Fleet, FleetError> {
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let mut apps = Vec::new();
         let mut tasks = Vec::new();
         for app in &config.apps {
-            let log_dir = instance::log_dir(&config.logs.dir, &app.name);
-            std::fs::create_dir_all(&log_dir).map_err(|e| FleetError::LogDir {
-                path: log_dir.display().to_string(),
-                reason: e.to_string(),
-            })?;
-            let desired = match &app.backends {
-                herd_config::Backends::Command(c) => match &app.scaling {
-                    // The configured count, within the autoscaler's bounds.
-                    Some(s) => c.instances.resolve(cores).clamp(s.min, s.max),
-                    None => c.instances.resolve(cores),
-                },
-                herd_config::Backends::Servers(s) => u32::try_from(s.len()).unwrap_or(u32::MAX),
-            };
-            let (log_tx, _) = broadcast::channel(1024);
-            let view = Arc::new(ArcSwap::from_pointee(AppView {
-                name: app.name.clone(),
-                supervised: matches!(app.backends, herd_config::Backends::Command(_)),
-                desired,
-                instances: Vec::new(),
-                last_scale: None,
-                reloading: false,
-                scaling: None,
-            }));
-            let scaling_events = Arc::default();
-            let (tx, rx) = mpsc::channel(64);
-            let actor = AppActor::new(
-                app.clone(),
-                desired,
-                options.shim.clone(),
-                LogSettings {
-                    dir: log_dir.clone(),
-                    max_size: config.logs.max_size,
-                    max_files: config.logs.max_files,
-                },
-                Arc::clone(&rotation),
-                app::Outputs {
-                    log_tx: log_tx.clone(),
-                    view: Arc::clone(&view),
-                    scaling_events: Arc::clone(&scaling_events),
-                },
-            );
-            let task = tokio::spawn(
-                actor
-                    .run(rx)
-                    .instrument(tracing::info_span!("supervisor", app = %app.name)),
-            );
-            apps.push(AppHandle {
-                name: app.name.clone(),
-                cmds: tx,
-                view,
-                logs: log_tx,
-                log_dir,
-                scaling_events,
-            });
+            let (handle, task) = launch_app(app, &config.logs, &rotation, &options)?;
+            apps.push(handle);
             tasks.push((app.name.clone(), task));
         }
         Ok(Fleet {
-            apps,
+            apps: ArcSwap::from_pointee(apps),
             tasks: std::sync::Mutex::new(tasks),
+            rotation,
+            options,
+            logs: std::sync::Mutex::new(config.logs.clone()),
         })
     }
 
-    fn app(&self, name: &str) -> Result<&AppHandle, FleetError> {
-        self.apps
+    /// Applies a new config: new apps start, removed apps drain and stop, the others apply
+    /// what changed (see `app/reconfigure.rs`). Returns one line per change.
+    ///
+    /// # Errors
+    /// [`FleetError::LogDir`] for a new app whose log directory cannot be created.
+    pub async fn reconfigure(&self, config: &Config) -> Result<Vec<String>, FleetError> {
+        let mut changes = Vec::new();
+        let current = self.apps.load_full();
+        let logs = config.logs.clone();
+        *self
+            .logs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = logs.clone();
+        let mut next: Vec<Arc<AppHandle>> = Vec::new();
+        for app in &config.apps {
+            match current.iter().find(|h| h.name == app.name) {
+                Some(h) => {
+                    let (tx, rx) = oneshot::channel();
+                    if h.cmds
+                        .send(Cmd::Reconfigure {
+                            app: Box::new(app.clone()),
+                            reply: tx,
+                        })
+                        .await
+                        .is_ok()
+                    {
+                        changes.extend(rx.await.unwrap_or_default());
+                    }
+                    next.push(Arc::clone(h));
+                }
+                None => {
+                    let (handle, task) = launch_app(app, &logs, &self.rotation, &self.options)?;
+                    self.tasks
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push((app.name.clone(), task));
+                    changes.push(format!("{}: new app started", app.name));
+                    next.push(handle);
+                }
+            }
+        }
+        for h in current.iter() {
+            if !config.apps.iter().any(|a| a.name == h.name) {
+                let _ = h.cmds.send(Cmd::Shutdown).await;
+                changes.push(format!(
+                    "{}: removed; draining and stopping its instances",
+                    h.name
+                ));
+            }
+        }
+        self.apps.store(Arc::new(next));
+        Ok(changes)
+    }
+
+    /// Takes instance `id` out of rotation (`drained = true`) or puts it back.
+    ///
+    /// # Errors
+    /// [`FleetError::UnknownInstance`].
+    pub async fn set_drained(&self, id: &str, drained: bool) -> Result<(), FleetError> {
+        let unknown = || FleetError::UnknownInstance { id: id.to_owned() };
+        let apps = self.apps.load_full();
+        let handle = apps
             .iter()
+            .filter(|h| id.starts_with(&format!("{}-", h.name)))
+            .max_by_key(|h| h.name.len())
+            .ok_or_else(unknown)?;
+        self.ask(handle, |reply| Cmd::Drain {
+            id: id.to_owned(),
+            drained,
+            reply,
+        })
+        .await
+    }
+
+    fn app(&self, name: &str) -> Result<Arc<AppHandle>, FleetError> {
+        let apps = self.apps.load();
+        apps.iter()
             .find(|a| a.name == name)
+            .cloned()
             .ok_or_else(|| FleetError::UnknownApp {
                 name: name.to_owned(),
-                known: self
-                    .apps
+                known: apps
                     .iter()
                     .map(|a| a.name.as_str())
                     .collect::<Vec<_>>()
@@ -193,6 +285,7 @@ impl Fleet {
     pub fn status(&self) -> Vec<AppStatus> {
         let now = Instant::now();
         self.apps
+            .load()
             .iter()
             .map(|a| a.view.load().render(now))
             .collect()
@@ -201,7 +294,7 @@ impl Fleet {
     /// Names of the apps, in config order.
     #[must_use]
     pub fn app_names(&self) -> Vec<String> {
-        self.apps.iter().map(|a| a.name.clone()).collect()
+        self.apps.load().iter().map(|a| a.name.clone()).collect()
     }
 
     async fn ask(
@@ -223,7 +316,7 @@ impl Fleet {
     /// Unknown app, a `servers` app, or more instances than `port_range` allows.
     pub async fn scale(&self, app: &str, instances: u32, reason: String) -> Result<(), FleetError> {
         let handle = self.app(app)?;
-        self.ask(handle, |reply| Cmd::Scale {
+        self.ask(&handle, |reply| Cmd::Scale {
             n: instances,
             reason,
             reply,
@@ -238,11 +331,11 @@ impl Fleet {
     pub async fn reload(&self, app: Option<&str>) -> Result<(), FleetError> {
         match app {
             Some(name) => {
-                self.ask(self.app(name)?, |reply| Cmd::Reload { reply })
+                self.ask(&*self.app(name)?, |reply| Cmd::Reload { reply })
                     .await
             }
             None => {
-                for handle in &self.apps {
+                for handle in self.apps.load_full().iter() {
                     if handle.view.load().supervised {
                         self.ask(handle, |reply| Cmd::Reload { reply }).await?;
                     }
@@ -256,6 +349,7 @@ impl Fleet {
     #[must_use]
     pub fn scaling_status(&self) -> Vec<(String, Option<ScalingView>)> {
         self.apps
+            .load()
             .iter()
             .map(|a| (a.name.clone(), a.view.load().scaling.clone()))
             .collect()
@@ -266,9 +360,9 @@ impl Fleet {
     /// # Errors
     /// Unknown app.
     pub fn scaling_events(&self, app: Option<&str>) -> Result<Vec<ScalingEvent>, FleetError> {
-        let handles: Vec<&AppHandle> = match app {
+        let handles: Vec<Arc<AppHandle>> = match app {
             Some(name) => vec![self.app(name)?],
-            None => self.apps.iter().collect(),
+            None => self.apps.load().iter().cloned().collect(),
         };
         let mut out: Vec<ScalingEvent> = handles
             .iter()
@@ -290,7 +384,7 @@ impl Fleet {
     /// # Errors
     /// Unknown app, or an app without autoscaling.
     pub async fn clear_manual(&self, app: &str) -> Result<(), FleetError> {
-        self.ask(self.app(app)?, |reply| Cmd::ClearManual { reply })
+        self.ask(&*self.app(app)?, |reply| Cmd::ClearManual { reply })
             .await
     }
 
@@ -299,7 +393,7 @@ impl Fleet {
     /// # Errors
     /// Unknown app, or an app without autoscaling.
     pub async fn pause(&self, app: &str, paused: bool, reason: String) -> Result<(), FleetError> {
-        self.ask(self.app(app)?, |reply| Cmd::Pause {
+        self.ask(&*self.app(app)?, |reply| Cmd::Pause {
             paused,
             reason,
             reply,
@@ -337,7 +431,7 @@ impl Fleet {
     /// Drains and stops every instance of every app; resolves when all have exited.
     /// Calling it again waits for nothing.
     pub async fn shutdown(&self) {
-        for app in &self.apps {
+        for app in self.apps.load_full().iter() {
             let _ = app.cmds.send(Cmd::Shutdown).await;
         }
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));

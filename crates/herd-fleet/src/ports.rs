@@ -37,6 +37,11 @@ impl Ports {
         None
     }
 
+    /// Marks a port as held (by an instance that predates this range).
+    pub(crate) fn hold(&mut self, port: u16) {
+        self.used.insert(port);
+    }
+
     pub(crate) fn release(&mut self, port: u16) {
         self.used.remove(&port);
     }

@@ -23,6 +23,10 @@ pub struct InstanceStatus {
     pub cpu_percent: f64,
     pub in_flight: usize,
     pub requests_total: u64,
+    /// Failed attempts (connect errors, resets, timeouts) seen by the gateway.
+    pub failures: u64,
+    /// Passively out of the pick after recent failures (nginx `max_fails`/`fail_timeout`).
+    pub passively_down: bool,
     pub rps: f64,
     /// While `restarting`: milliseconds until the next start.
     pub next_restart_in_ms: Option<u64>,
@@ -41,6 +45,9 @@ pub struct AppStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_scale: Option<ScaleRecord>,
     pub reloading: bool,
+    /// The app's `max_memory` in bytes, if set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_memory: Option<u64>,
 }
 
 /// The autoscaler of one app, for `GET /scaling/status`.
@@ -94,6 +101,7 @@ pub(crate) struct AppView {
     pub(crate) last_scale: Option<ScaleRecord>,
     pub(crate) reloading: bool,
     pub(crate) scaling: Option<ScalingView>,
+    pub(crate) max_memory: Option<u64>,
 }
 
 impl AppView {
@@ -115,6 +123,8 @@ impl AppView {
                 cpu_percent: i.cpu_percent,
                 in_flight: i.stats.as_ref().map_or(0, |s| s.in_flight()),
                 requests_total: i.stats.as_ref().map_or(0, |s| s.requests()),
+                failures: i.stats.as_ref().map_or(0, |s| s.failures()),
+                passively_down: i.stats.as_ref().is_some_and(|s| s.passively_down(now)),
                 rps: i.rps,
                 next_restart_in_ms: i.restart_at.map(|t| {
                     u64::try_from(t.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX)
@@ -137,6 +147,7 @@ impl AppView {
             instances,
             last_scale: self.last_scale.clone(),
             reloading: self.reloading,
+            max_memory: self.max_memory,
         }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use herd_core::InFlightGuard;
+use herd_core::{InFlightGuard, RouteStats};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -17,15 +17,16 @@ use crate::pool::Pool;
 /// The request body sent upstream: the client's stream, or nothing (a rebuilt retry).
 #[derive(Debug)]
 pub(crate) enum UpBody {
-    /// `done` is set once the whole body has been handed to the connection.
-    Client(Incoming, Arc<AtomicBool>),
+    /// `done` is set once the whole body has been handed to the connection; bytes are counted
+    /// into the route's statistics.
+    Client(Incoming, Arc<AtomicBool>, Arc<RouteStats>),
     Empty,
 }
 
 impl UpBody {
-    pub(crate) fn client(body: Incoming) -> (Self, Arc<AtomicBool>) {
+    pub(crate) fn client(body: Incoming, stats: Arc<RouteStats>) -> (Self, Arc<AtomicBool>) {
         let done = Arc::new(AtomicBool::new(body.is_end_stream()));
-        (UpBody::Client(body, Arc::clone(&done)), done)
+        (UpBody::Client(body, Arc::clone(&done), stats), done)
     }
 }
 
@@ -38,8 +39,13 @@ impl Body for UpBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            UpBody::Client(b, done) => {
+            UpBody::Client(b, done, stats) => {
                 let res = Pin::new(&mut *b).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(frame))) = &res {
+                    if let Some(data) = frame.data_ref() {
+                        stats.add_bytes_in(data.len() as u64);
+                    }
+                }
                 if matches!(res, Poll::Ready(None)) || b.is_end_stream() {
                     done.store(true, Ordering::Release);
                 }
@@ -51,14 +57,14 @@ impl Body for UpBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            UpBody::Client(b, _) => b.is_end_stream(),
+            UpBody::Client(b, ..) => b.is_end_stream(),
             UpBody::Empty => true,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            UpBody::Client(b, _) => b.size_hint(),
+            UpBody::Client(b, ..) => b.size_hint(),
             UpBody::Empty => SizeHint::with_exact(0),
         }
     }
@@ -90,6 +96,7 @@ pub struct UpstreamBody {
     guard: Option<InFlightGuard>,
     conn: Option<(SendRequest<UpBody>, Arc<Pool>)>,
     request_done: Option<Arc<AtomicBool>>,
+    stats: Arc<RouteStats>,
 }
 
 impl UpstreamBody {
@@ -99,12 +106,14 @@ impl UpstreamBody {
         conn: SendRequest<UpBody>,
         pool: Arc<Pool>,
         request_done: Option<Arc<AtomicBool>>,
+        stats: Arc<RouteStats>,
     ) -> Self {
         let mut body = UpstreamBody {
             inner,
             guard: Some(guard),
             conn: Some((conn, pool)),
             request_done,
+            stats,
         };
         if body.inner.is_end_stream() {
             body.finish();
@@ -138,6 +147,11 @@ impl Body for ProxyBody {
             ProxyBody::Local(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
             ProxyBody::Upstream(up) => {
                 let res = Pin::new(&mut up.inner).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(frame))) = &res {
+                    if let Some(data) = frame.data_ref() {
+                        up.stats.add_bytes_out(data.len() as u64);
+                    }
+                }
                 match &res {
                     Poll::Ready(None) => up.finish(),
                     Poll::Ready(Some(Ok(_))) if up.inner.is_end_stream() => up.finish(),

@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
-use herd_core::InFlightGuard;
+use herd_core::{InFlightGuard, RouteStats};
 use http::{header, HeaderValue, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
@@ -21,13 +21,19 @@ pub(crate) async fn serve(
     req: Request<Incoming>,
     client: SocketAddr,
 ) -> Response<ProxyBody> {
-    match forward(&gw, req, client).await {
+    let started = Instant::now();
+    let mut route_stats = None;
+    let resp = match forward(&gw, req, client, &mut route_stats).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::debug!(error = %e, "request not proxied");
             error_response(&e)
         }
+    };
+    if let Some(stats) = route_stats {
+        stats.record(resp.status().as_u16(), started.elapsed());
     }
+    resp
 }
 
 pub(crate) fn error_response(e: &ProxyError) -> Response<ProxyBody> {
@@ -51,6 +57,7 @@ async fn forward(
     gw: &Gateway,
     req: Request<Incoming>,
     client: SocketAddr,
+    route_stats: &mut Option<Arc<RouteStats>>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let tables = gw.tables();
     let host = req
@@ -59,11 +66,13 @@ async fn forward(
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri().authority().map(http::uri::Authority::as_str));
     let path = req.uri().path();
-    let Some(app_idx) = tables.routes.find(host, path) else {
+    let Some(matched) = tables.routes.find(host, path) else {
         return Err(ProxyError::NoRoute);
     };
-    let app = Arc::clone(&tables.apps[app_idx]);
+    let app = Arc::clone(&tables.apps[matched.app]);
+    let stats = Arc::clone(matched.stats);
     drop(tables);
+    *route_stats = Some(Arc::clone(&stats));
 
     let (mut parts, body) = req.into_parts();
     if !parts.headers.contains_key(header::HOST) {
@@ -93,9 +102,9 @@ async fn forward(
         *p.headers_mut() = parts.headers.clone();
         p
     });
-    let (body, sent) = UpBody::client(body);
+    let (body, sent) = UpBody::client(body, Arc::clone(&stats));
     let req = Request::from_parts(parts, body);
-    send_with_retries(gw, &app, req, replay, sent).await
+    send_with_retries(gw, &app, req, replay, sent, &stats).await
 }
 
 async fn send_with_retries(
@@ -104,6 +113,7 @@ async fn send_with_retries(
     mut req: Request<UpBody>,
     replay: Option<Request<()>>,
     sent: Arc<AtomicBool>,
+    stats: &Arc<RouteStats>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let mut set = app.current();
     if set.is_empty() {
@@ -134,7 +144,7 @@ async fn send_with_retries(
         let guard = up.endpoint.stats.start_request();
         tried.push(up.endpoint.uid);
         let body_done = matches!(req.body(), UpBody::Client(..)).then(|| Arc::clone(&sent));
-        match attempt(gw, &up, req, guard, body_done).await {
+        match attempt(gw, &up, req, guard, body_done, stats).await {
             Ok(resp) => {
                 up.endpoint.stats.record_success();
                 return Ok(resp);
@@ -163,6 +173,7 @@ async fn send_with_retries(
                     (None, Some(orig)) if !timed_out => rebuild(orig),
                     _ => return Err(err),
                 };
+                stats.add_retry();
                 tracing::debug!(app = %app.name, instance = %up.endpoint.id, error = %err, "retrying");
                 last_err = Some(err);
             }
@@ -192,11 +203,13 @@ async fn attempt(
     req: Request<UpBody>,
     guard: InFlightGuard,
     body_done: Option<Arc<AtomicBool>>,
+    stats: &Arc<RouteStats>,
 ) -> Result<Response<ProxyBody>, Failure> {
     let instance = || up.endpoint.id.to_string();
     let mut conn = match up.pool.get().await {
         Ok(c) => c,
         Err(e) => {
+            stats.add_connect_error();
             return Err(Failure {
                 err: ProxyError::Upstream {
                     instance: instance(),
@@ -204,7 +217,7 @@ async fn attempt(
                 },
                 request: Some(req),
                 stale: false,
-            })
+            });
         }
     };
     let timeout = gw.settings().response_timeout;
@@ -236,7 +249,14 @@ async fn attempt(
                 .record(sent_at.elapsed(), resp.status().is_server_error());
             let (mut parts, body) = resp.into_parts();
             forward::remove_hop_by_hop(&mut parts.headers);
-            let body = UpstreamBody::new(body, guard, conn, Arc::clone(&up.pool), body_done);
+            let body = UpstreamBody::new(
+                body,
+                guard,
+                conn,
+                Arc::clone(&up.pool),
+                body_done,
+                Arc::clone(stats),
+            );
             Ok(Response::from_parts(parts, ProxyBody::Upstream(body)))
         }
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, Guard};
 use herd_config::Config;
-use herd_core::{Endpoint, Rotation};
+use herd_core::{Endpoint, Rotation, StatsRegistry};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -50,45 +50,71 @@ pub(crate) struct Tables {
     by_name: HashMap<String, usize>,
 }
 
+impl Tables {
+    /// Compiles routes and apps; apps that exist in `old` keep their instances and held requests.
+    fn build(config: &Config, stats: &StatsRegistry, old: Option<&Tables>) -> Tables {
+        let apps: Vec<Arc<AppUpstreams>> = config
+            .apps
+            .iter()
+            .map(|a| {
+                let previous = old.and_then(|t| t.by_name.get(&a.name).map(|&i| &t.apps[i]));
+                Arc::new(match previous {
+                    Some(p) => p.reconfigured(a),
+                    None => AppUpstreams::new(a),
+                })
+            })
+            .collect();
+        let names: Vec<String> = config.apps.iter().map(|a| a.name.clone()).collect();
+        let by_name = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i))
+            .collect();
+        Tables {
+            routes: RouteTable::compile(&config.routes, &names, stats),
+            apps,
+            by_name,
+        }
+    }
+}
+
 /// The reverse proxy. Cheap to share (`Arc`); the supervisor feeds it through [`Rotation`].
 #[derive(Debug)]
 pub struct Gateway {
-    settings: GatewaySettings,
+    settings: ArcSwap<GatewaySettings>,
     tables: ArcSwap<Tables>,
+    stats: Arc<StatsRegistry>,
 }
 
 impl Gateway {
     /// Builds the gateway for a validated config. No instance is in rotation until the
-    /// supervisor publishes some.
+    /// supervisor publishes some. Request statistics go to `stats`.
     #[must_use]
-    pub fn new(config: &Config) -> Arc<Self> {
-        let apps: Vec<Arc<AppUpstreams>> = config
-            .apps
-            .iter()
-            .map(|a| Arc::new(AppUpstreams::new(a)))
-            .collect();
-        let by_name = config
-            .apps
-            .iter()
-            .enumerate()
-            .map(|(i, a)| (a.name.clone(), i))
-            .collect();
+    pub fn new(config: &Config, stats: Arc<StatsRegistry>) -> Arc<Self> {
         Arc::new(Gateway {
-            settings: GatewaySettings::from(&config.gateway),
-            tables: ArcSwap::from_pointee(Tables {
-                routes: RouteTable::compile(&config.routes),
-                apps,
-                by_name,
-            }),
+            settings: ArcSwap::from_pointee(GatewaySettings::from(&config.gateway)),
+            tables: ArcSwap::from_pointee(Tables::build(config, &stats, None)),
+            stats,
         })
+    }
+
+    /// Applies a new config atomically: routes, apps, balancing, timeouts. Requests in flight
+    /// finish under the tables they started with; instances in rotation stay. The listen address
+    /// cannot change without a restart (the caller reports that).
+    pub fn reconfigure(&self, config: &Config) {
+        let old = self.tables.load_full();
+        self.tables
+            .store(Arc::new(Tables::build(config, &self.stats, Some(&old))));
+        self.settings
+            .store(Arc::new(GatewaySettings::from(&config.gateway)));
     }
 
     pub(crate) fn tables(&self) -> Guard<Arc<Tables>> {
         self.tables.load()
     }
 
-    pub(crate) fn settings(&self) -> &GatewaySettings {
-        &self.settings
+    pub(crate) fn settings(&self) -> Guard<Arc<GatewaySettings>> {
+        self.settings.load()
     }
 
     /// Serves until `shutdown` is cancelled, then drains connections for at most
@@ -152,11 +178,12 @@ impl Gateway {
         }
         drop(listener);
         tracing::info!("gateway stopped accepting; draining client connections");
-        if tokio::time::timeout(self.settings.shutdown_timeout, graceful.shutdown())
+        let shutdown_timeout = self.settings().shutdown_timeout;
+        if tokio::time::timeout(shutdown_timeout, graceful.shutdown())
             .await
             .is_err()
         {
-            tracing::warn!(timeout = ?self.settings.shutdown_timeout, "client connections still open after shutdown_timeout; closing them");
+            tracing::warn!(timeout = ?shutdown_timeout, "client connections still open after shutdown_timeout; closing them");
             hard_stop.cancel();
         }
         let _ = sweeper.await;
@@ -183,7 +210,7 @@ impl Gateway {
 
 async fn sweep_pools(gw: Arc<Gateway>, shutdown: CancellationToken) {
     let period = gw
-        .settings
+        .settings()
         .pool_idle_timeout
         .max(Duration::from_millis(100));
     let mut tick = tokio::time::interval(period);
@@ -204,7 +231,7 @@ impl Rotation for Gateway {
     fn set_endpoints(&self, app: &str, endpoints: Vec<Endpoint>) {
         let tables = self.tables.load();
         match tables.by_name.get(app) {
-            Some(&i) => tables.apps[i].replace(endpoints, &self.settings),
+            Some(&i) => tables.apps[i].replace(endpoints, &self.settings()),
             None => tracing::warn!(app, "rotation update for an unknown app ignored"),
         }
     }

@@ -27,7 +27,9 @@ pub(crate) struct AppUpstreams {
     pub(crate) max_fails: u32,
     pub(crate) fail_timeout: Duration,
     rr: AtomicU64,
-    set: ArcSwap<Vec<Arc<Upstream>>>,
+    /// Shared with the app's next incarnation after a config reload, so an update from the
+    /// supervisor can never land in a table that is being replaced.
+    set: Arc<ArcSwap<Vec<Arc<Upstream>>>>,
     pub(crate) demand: Arc<Demand>,
     /// For apps that scale to zero: how long and how many requests to hold while the first
     /// instance starts (Knative's activator).
@@ -42,14 +44,27 @@ pub(crate) struct Hold {
 
 impl AppUpstreams {
     pub(crate) fn new(app: &App) -> Self {
+        Self::with_state(
+            app,
+            Arc::new(ArcSwap::from_pointee(Vec::new())),
+            Arc::new(Demand::default()),
+        )
+    }
+
+    /// The same app under a new config: the instances in rotation and held requests carry over.
+    pub(crate) fn reconfigured(&self, app: &App) -> Self {
+        Self::with_state(app, Arc::clone(&self.set), Arc::clone(&self.demand))
+    }
+
+    fn with_state(app: &App, set: Arc<ArcSwap<Vec<Arc<Upstream>>>>, demand: Arc<Demand>) -> Self {
         AppUpstreams {
             name: app.name.clone(),
             balance: app.balance,
             max_fails: app.max_fails,
             fail_timeout: app.fail_timeout,
             rr: AtomicU64::new(0),
-            set: ArcSwap::from_pointee(Vec::new()),
-            demand: Arc::new(Demand::default()),
+            set,
+            demand,
             hold: app.scaling.as_ref().filter(|s| s.min == 0).map(|s| Hold {
                 timeout: s.hold_timeout,
                 queue: s.hold_queue,

@@ -83,7 +83,7 @@ async fn gateway(extra: &str) -> Running {
         "[gateway]\nlisten = \"127.0.0.1:0\"\n{extra}\n[[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\n"
     );
     let config = herd_config::parse(&text, "test.toml", std::path::Path::new(".")).unwrap();
-    let gw = Gateway::new(&config);
+    let gw = Gateway::new(&config, Arc::new(herd_core::StatsRegistry::default()));
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let stop = CancellationToken::new();

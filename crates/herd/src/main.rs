@@ -3,6 +3,7 @@
 
 mod cli;
 mod client;
+mod reload;
 mod simulate;
 mod table;
 mod up;

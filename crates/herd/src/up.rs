@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use herd_admin::telemetry::Telemetry;
 use herd_config::{Backends, Config, Instances};
+use herd_core::StatsRegistry;
 use herd_fleet::{Fleet, FleetOptions};
 use herd_proxy::Gateway;
 use tokio::net::TcpListener;
@@ -156,7 +158,8 @@ pub(crate) fn up(args: UpArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    let path = args.command.is_empty().then(|| args.config.clone());
+    match runtime.block_on(run(config, path)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -180,7 +183,36 @@ fn fleet_deadline(config: &Config) -> Duration {
         + Duration::from_secs(2)
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+/// SIGHUP reloads the config file (nginx, HAProxy); errors are logged and the old config stays.
+async fn reload_on_sighup(
+    reloader: Option<Arc<dyn herd_admin::ConfigReloader>>,
+    stop: CancellationToken,
+) {
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("failed to install the SIGHUP handler; use POST /config/reload");
+        return;
+    };
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = hup.recv() => {}
+        }
+        match &reloader {
+            None => tracing::warn!("SIGHUP ignored: herd runs without a config file (quick mode)"),
+            Some(r) => match r.reload().await {
+                Ok(report) => {
+                    tracing::info!(changes = report.changes.len(), "config reloaded on SIGHUP")
+                }
+                Err(errors) => tracing::error!(
+                    errors = errors.len(),
+                    "config reload on SIGHUP rejected; the running config stays in force"
+                ),
+            },
+        }
+    }
+}
+
+async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let gateway_listener = TcpListener::bind(config.gateway.listen)
         .await
         .with_context(|| {
@@ -193,7 +225,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("failed to listen on {} (admin.listen)", config.admin.listen))?;
 
-    let gateway = Gateway::new(&config);
+    let stats = Arc::new(StatsRegistry::default());
+    let gateway = Gateway::new(&config, Arc::clone(&stats));
     let shim = std::env::current_exe().ok();
     let fleet = Arc::new(
         Fleet::start(&config, gateway.clone(), FleetOptions { shim })
@@ -202,6 +235,21 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let gateway_stop = CancellationToken::new();
     let admin_stop = CancellationToken::new();
+    let (telemetry, telemetry_task) = Telemetry::start(
+        Arc::clone(&fleet),
+        Arc::clone(&stats),
+        admin_stop.clone(),
+        Box::new(|_| {}),
+    );
+    let reloader: Option<Arc<dyn herd_admin::ConfigReloader>> = path.map(|path| {
+        Arc::new(crate::reload::FileReloader {
+            path,
+            gateway: Arc::clone(&gateway),
+            fleet: Arc::clone(&fleet),
+            current: tokio::sync::Mutex::new(config.clone()),
+        }) as Arc<dyn herd_admin::ConfigReloader>
+    });
+    let sighup_task = tokio::spawn(reload_on_sighup(reloader.clone(), admin_stop.clone()));
     let gateway_task = tokio::spawn(
         gateway
             .clone()
@@ -211,6 +259,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         admin_listener,
         herd_admin::AdminState {
             fleet: Arc::clone(&fleet),
+            stats,
+            telemetry,
+            reload: reloader,
             token: config.admin.token.as_deref().map(Arc::from),
             shutdown: admin_stop.clone(),
         },
@@ -257,6 +308,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     admin_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), telemetry_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), sighup_task).await;
     Ok(())
 }
 

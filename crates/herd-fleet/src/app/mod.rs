@@ -19,6 +19,7 @@ use crate::restart::{RestartPolicy, RestartTracker, Verdict};
 use crate::status::{AppView, ScaleRecord, ScalingView};
 use crate::FleetError;
 
+mod reconfigure;
 mod replace;
 mod sample;
 mod scale;
@@ -39,6 +40,17 @@ pub(crate) enum Cmd {
     /// Clears a manual override: the autoscaler decides again.
     ClearManual {
         reply: Reply,
+    },
+    /// Takes one instance out of rotation, or puts it back.
+    Drain {
+        id: String,
+        drained: bool,
+        reply: Reply,
+    },
+    /// Applies a new config for this app.
+    Reconfigure {
+        app: Box<App>,
+        reply: oneshot::Sender<Vec<String>>,
     },
     /// Stops (or resumes) autoscaling decisions.
     Pause {
@@ -253,6 +265,7 @@ impl AppActor {
             restart_at: None,
             ready_deadline: None,
             failed_readiness: false,
+            drained: false,
         }
     }
 
@@ -370,6 +383,25 @@ impl AppActor {
                     return;
                 }
                 self.request_reload(reply);
+            }
+            Cmd::Drain { id, drained, reply } => {
+                let found = self
+                    .slots
+                    .values_mut()
+                    .find(|s| &*s.active.id == id.as_str())
+                    .map(|s| s.active.drained = drained);
+                let res = match found {
+                    Some(()) => {
+                        tracing::info!(app = %self.app.name, instance = %id, drained, "operator drain switch");
+                        Ok(())
+                    }
+                    None => Err(FleetError::UnknownInstance { id }),
+                };
+                let _ = reply.send(res);
+            }
+            Cmd::Reconfigure { app, reply } => {
+                let changes = self.reconfigure(*app);
+                let _ = reply.send(changes);
             }
             Cmd::ClearManual { reply } => {
                 let res = match self.scaler.as_mut() {
@@ -678,7 +710,7 @@ impl AppActor {
         let ready: Vec<_> = self
             .slots
             .values()
-            .filter(|s| s.active.state == InstanceState::Ready)
+            .filter(|s| s.active.state == InstanceState::Ready && !s.active.drained)
             .filter_map(|s| s.active.proc.as_ref().map(|p| p.endpoint.clone()))
             .collect();
         let uids: Vec<u64> = ready.iter().map(|e| e.uid).collect();
@@ -704,6 +736,7 @@ impl AppActor {
                 decisions: s.decisions.clone(),
             }),
             reloading: !self.reload_queue.is_empty(),
+            max_memory: self.command().and_then(|c| c.max_memory),
         }));
     }
 }
@@ -722,6 +755,7 @@ fn placeholder() -> Inst {
         restart_at: None,
         ready_deadline: None,
         failed_readiness: false,
+        drained: false,
     }
 }
 

@@ -1,0 +1,252 @@
+//! Observation and control endpoints beyond the core admin API: telemetry history and its live
+//! stream, per-app performance over 1 and 5 minutes, the load balancer's view, the store's
+//! status, instance drain/ready, and config reload.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use serde::Deserialize;
+use serde_json::json;
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::AdminState;
+
+pub(crate) fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/telemetry", get(telemetry))
+        .route("/telemetry/stream", get(stream))
+        .route("/health/performance", get(performance))
+        .route("/loadbalancer/status", get(lb_status))
+        .route("/loadbalancer/instances/{id}/{action}", post(lb_action))
+        .route("/store/status", get(store_status))
+        .route("/config/reload", post(config_reload))
+        .route("/openapi.json", get(openapi))
+        .with_state(state)
+}
+
+#[derive(Deserialize)]
+struct Minutes {
+    minutes: Option<usize>,
+}
+
+async fn telemetry(State(s): State<AdminState>, Query(q): Query<Minutes>) -> Response {
+    let minutes = q.minutes.unwrap_or(15).clamp(1, 15);
+    Json(json!({ "samples": s.telemetry.history(minutes * 60) })).into_response()
+}
+
+/// Server-sent events: one `tick` per second (sample, cluster status, new scaling events).
+async fn stream(State(s): State<AdminState>) -> Response {
+    let ticks = BroadcastStream::new(s.telemetry.subscribe()).filter_map(|t| async move {
+        // A slow reader skips ticks rather than holding the sampler back.
+        let t = t.ok()?;
+        let data = serde_json::to_string(&*t).ok()?;
+        Some(Ok::<_, Infallible>(Bytes::from(format!(
+            "event: tick\ndata: {data}\n\n"
+        ))))
+    });
+    let hello = futures_util::stream::once(async {
+        Ok::<_, Infallible>(Bytes::from_static(b"retry: 2000\n: herd telemetry\n\n"))
+    });
+    let until = s.shutdown.clone().cancelled_owned();
+    let body = Body::from_stream(hello.chain(ticks).take_until(until));
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn performance(State(s): State<AdminState>) -> Response {
+    let one = s.telemetry.window(60);
+    let five = s.telemetry.window(300);
+    let apps: Vec<_> = s
+        .fleet
+        .app_names()
+        .into_iter()
+        .map(|name| {
+            let pick = |w: &[(String, crate::telemetry::WindowFigures)]| {
+                w.iter()
+                    .find(|(a, _)| *a == name)
+                    .map(|(_, f)| f.clone())
+                    .unwrap_or_default()
+            };
+            json!({"app": name, "1m": pick(&one), "5m": pick(&five)})
+        })
+        .collect();
+    Json(json!({ "apps": apps })).into_response()
+}
+
+async fn lb_status(State(s): State<AdminState>) -> Response {
+    let apps: Vec<_> = s
+        .fleet
+        .status()
+        .into_iter()
+        .map(|a| {
+            let instances: Vec<_> = a
+                .instances
+                .iter()
+                .map(|i| {
+                    json!({
+                        "id": i.id,
+                        "addr": i.addr.clone().or_else(|| i.port.map(|p| format!("127.0.0.1:{p}"))),
+                        "state": i.state,
+                        "in_rotation": i.state == herd_core::InstanceState::Ready && !i.passively_down,
+                        "passively_down": i.passively_down,
+                        "weight": 1,
+                        "in_flight": i.in_flight,
+                        "requests": i.requests_total,
+                        "failures": i.failures,
+                    })
+                })
+                .collect();
+            json!({"app": a.name, "ready": a.ready, "instances": instances})
+        })
+        .collect();
+    Json(json!({ "apps": apps })).into_response()
+}
+
+async fn lb_action(
+    State(s): State<AdminState>,
+    Path((id, action)): Path<(String, String)>,
+) -> Response {
+    let drain = match action.as_str() {
+        "drain" => true,
+        "ready" => false,
+        other => return (
+            StatusCode::NOT_FOUND,
+            Json(
+                json!({"error": format!("unknown action {other:?}"), "hint": "use drain or ready"}),
+            ),
+        )
+            .into_response(),
+    };
+    match s.fleet.set_drained(&id, drain).await {
+        Ok(()) => Json(json!({"instance": id, "drained": drain})).into_response(),
+        Err(e) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": e.to_string(), "hint": "instance ids are listed by GET /cluster/status"})),
+        )
+            .into_response(),
+    }
+}
+
+/// The OpenAPI document of this API (kept in `openapi/openapi.json`, checked against the
+/// router's routes by a test).
+pub(crate) const OPENAPI: &str = include_str!("../openapi/openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn store_status() -> Response {
+    // The shared store (sessions, cache, queue, locks) is not part of this build yet; say so
+    // rather than pretend.
+    Json(json!({
+        "backend": null,
+        "state": "not_configured",
+        "detail": "this herd has no shared store; [store] arrives with the shared-state services"
+    }))
+    .into_response()
+}
+
+async fn config_reload(State(s): State<AdminState>) -> Response {
+    let Some(reloader) = &s.reload else {
+        return (
+            StatusCode::CONFLICT,
+            Json(
+                json!({"error": "herd runs without a config file (quick mode); nothing to reload",
+                        "hint": "start herd with `herd up -c herd.toml` to reload config"}),
+            ),
+        )
+            .into_response();
+    };
+    match tokio::time::timeout(Duration::from_secs(60), reloader.reload()).await {
+        Ok(Ok(report)) => Json(json!({"reloaded": true, "report": report})).into_response(),
+        Ok(Err(errors)) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"reloaded": false, "error": "the new config is invalid; the running config stays in force", "errors": errors})),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            Json(json!({"reloaded": false, "error": "reload did not finish within 60 s"})),
+        )
+            .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    /// Every `.route("PATH", get(..)|post(..))` in the router sources.
+    fn routes_in_code() -> BTreeSet<(String, String)> {
+        let sources = [
+            include_str!("routes.rs"),
+            include_str!("observe.rs"),
+            include_str!("lib.rs"),
+            include_str!("dashboard.rs"),
+        ];
+        let mut out = BTreeSet::new();
+        for src in sources {
+            let code = src.split("#[cfg(test)]").next().unwrap_or(src);
+            for piece in code.split(".route(\"").skip(1) {
+                let Some((path, rest)) = piece.split_once('"') else {
+                    continue;
+                };
+                let rest = rest.trim_start_matches([',', ' ', '\n']);
+                let method = if rest.starts_with("post(") {
+                    "post"
+                } else if rest.starts_with("get(") || rest.starts_with("scrape") {
+                    "get"
+                } else {
+                    continue;
+                };
+                out.insert((method.to_owned(), path.to_owned()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn openapi_documents_exactly_the_routes_that_exist() {
+        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).unwrap();
+        let documented: BTreeSet<(String, String)> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, ops)| {
+                ops.as_object()
+                    .unwrap()
+                    .keys()
+                    .map(move |m| (m.clone(), path.clone()))
+            })
+            .collect();
+        let code = routes_in_code();
+        assert!(
+            code.len() > 15,
+            "route extraction found too few routes: {code:?}"
+        );
+        let undocumented: Vec<_> = code.difference(&documented).collect();
+        let missing: Vec<_> = documented.difference(&code).collect();
+        assert!(
+            undocumented.is_empty(),
+            "routes missing from openapi.json: {undocumented:?}"
+        );
+        assert!(
+            missing.is_empty(),
+            "openapi.json documents routes that do not exist: {missing:?}"
+        );
+    }
+}

@@ -1,0 +1,237 @@
+//! Cumulative request statistics per (app, route), written lock-free by the gateway and read by
+//! `/metrics` (Prometheus counters and histograms) and the telemetry sampler (which takes
+//! per-second deltas). Entries live as long as herd: a config reload keeps the counters of the
+//! (app, route) pairs that remain, as Prometheus expects of counters.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the latency histogram buckets; the last bucket is +Inf.
+pub const LATENCY_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Status classes counted: 1xx..5xx.
+pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+#[derive(Debug)]
+pub struct RouteStats {
+    pub app: String,
+    /// The route's label: its `name`, or `route<N>` by position, or `default`.
+    pub route: String,
+    by_class: [AtomicU64; 5],
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    latency_sum_us: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    retries: AtomicU64,
+    connect_errors: AtomicU64,
+}
+
+/// A consistent-enough copy of one entry's counters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RouteCounters {
+    pub by_class: [u64; 5],
+    /// Per bucket (not cumulative), the last is +Inf.
+    pub buckets: [u64; LATENCY_BUCKETS.len() + 1],
+    pub latency_sum_s: f64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub retries: u64,
+    pub connect_errors: u64,
+}
+
+impl RouteCounters {
+    #[must_use]
+    pub fn responses(&self) -> u64 {
+        self.by_class.iter().sum()
+    }
+
+    /// `self - earlier`, saturating (for per-interval rates).
+    #[must_use]
+    pub fn delta(&self, earlier: &RouteCounters) -> RouteCounters {
+        let mut d = RouteCounters::default();
+        for i in 0..5 {
+            d.by_class[i] = self.by_class[i].saturating_sub(earlier.by_class[i]);
+        }
+        for i in 0..d.buckets.len() {
+            d.buckets[i] = self.buckets[i].saturating_sub(earlier.buckets[i]);
+        }
+        d.latency_sum_s = (self.latency_sum_s - earlier.latency_sum_s).max(0.0);
+        d.bytes_in = self.bytes_in.saturating_sub(earlier.bytes_in);
+        d.bytes_out = self.bytes_out.saturating_sub(earlier.bytes_out);
+        d.retries = self.retries.saturating_sub(earlier.retries);
+        d.connect_errors = self.connect_errors.saturating_sub(earlier.connect_errors);
+        d
+    }
+
+    /// Adds `other` into `self`.
+    pub fn add(&mut self, other: &RouteCounters) {
+        for i in 0..5 {
+            self.by_class[i] += other.by_class[i];
+        }
+        for i in 0..self.buckets.len() {
+            self.buckets[i] += other.buckets[i];
+        }
+        self.latency_sum_s += other.latency_sum_s;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        self.retries += other.retries;
+        self.connect_errors += other.connect_errors;
+    }
+
+    /// The `q` quantile of the latency (seconds), interpolated linearly inside the bucket as
+    /// Prometheus' `histogram_quantile` does; `None` without responses.
+    #[must_use]
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let total: u64 = self.buckets.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = q.clamp(0.0, 1.0) * total as f64;
+        let mut seen = 0.0;
+        for (i, &c) in self.buckets.iter().enumerate() {
+            let next = seen + c as f64;
+            if next >= rank && c > 0 {
+                let lower = if i == 0 { 0.0 } else { LATENCY_BUCKETS[i - 1] };
+                let Some(&upper) = LATENCY_BUCKETS.get(i) else {
+                    return Some(lower); // +Inf bucket: the highest finite bound
+                };
+                let within = ((rank - seen) / c as f64).clamp(0.0, 1.0);
+                return Some(lower + (upper - lower) * within);
+            }
+            seen = next;
+        }
+        LATENCY_BUCKETS.last().copied()
+    }
+}
+
+impl RouteStats {
+    fn new(app: &str, route: &str) -> Self {
+        RouteStats {
+            app: app.to_owned(),
+            route: route.to_owned(),
+            by_class: std::array::from_fn(|_| AtomicU64::new(0)),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency_sum_us: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            connect_errors: AtomicU64::new(0),
+        }
+    }
+
+    /// One answered request: its status and time to response head.
+    pub fn record(&self, status: u16, latency: Duration) {
+        let class = usize::from((status / 100).clamp(1, 5)) - 1;
+        self.by_class[class].fetch_add(1, Ordering::Relaxed);
+        let s = latency.as_secs_f64();
+        let b = LATENCY_BUCKETS
+            .iter()
+            .position(|&ub| s <= ub)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[b].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us.fetch_add(
+            u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    pub fn add_bytes_in(&self, n: u64) {
+        self.bytes_in.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn add_bytes_out(&self, n: u64) {
+        self.bytes_out.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn add_retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add_connect_error(&self) {
+        self.connect_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    #[must_use]
+    pub fn counters(&self) -> RouteCounters {
+        let mut c = RouteCounters::default();
+        for (i, v) in self.by_class.iter().enumerate() {
+            c.by_class[i] = v.load(Ordering::Relaxed);
+        }
+        for (i, v) in self.buckets.iter().enumerate() {
+            c.buckets[i] = v.load(Ordering::Relaxed);
+        }
+        c.latency_sum_s = self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        c.bytes_in = self.bytes_in.load(Ordering::Relaxed);
+        c.bytes_out = self.bytes_out.load(Ordering::Relaxed);
+        c.retries = self.retries.load(Ordering::Relaxed);
+        c.connect_errors = self.connect_errors.load(Ordering::Relaxed);
+        c
+    }
+}
+
+/// Every (app, route) entry, created on first use and kept for herd's lifetime.
+#[derive(Debug, Default)]
+pub struct StatsRegistry {
+    entries: Mutex<Vec<Arc<RouteStats>>>,
+}
+
+impl StatsRegistry {
+    /// The entry for (app, route), created if new. Called when routing tables are built, never
+    /// per request.
+    pub fn entry(&self, app: &str, route: &str) -> Arc<RouteStats> {
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(e) = entries.iter().find(|e| e.app == app && e.route == route) {
+            return Arc::clone(e);
+        }
+        let e = Arc::new(RouteStats::new(app, route));
+        entries.push(Arc::clone(&e));
+        e
+    }
+
+    #[must_use]
+    pub fn all(&self) -> Vec<Arc<RouteStats>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_classes_buckets_and_quantiles() {
+        let reg = StatsRegistry::default();
+        let s = reg.entry("web", "default");
+        assert!(Arc::ptr_eq(&s, &reg.entry("web", "default")));
+        for ms in 1..=100u64 {
+            s.record(if ms > 95 { 503 } else { 200 }, Duration::from_millis(ms));
+        }
+        let c = s.counters();
+        assert_eq!(c.by_class, [0, 95, 0, 0, 5]);
+        assert_eq!(c.responses(), 100);
+        let p50 = c.quantile(0.5).unwrap();
+        assert!((0.025..=0.1).contains(&p50), "{p50}");
+        let p99 = c.quantile(0.99).unwrap();
+        assert!((0.05..=0.1).contains(&p99), "{p99}");
+        let later = {
+            s.record(200, Duration::from_secs(60));
+            s.counters()
+        };
+        let d = later.delta(&c);
+        assert_eq!(d.responses(), 1);
+        assert_eq!(
+            d.quantile(0.5),
+            Some(30.0),
+            "+Inf bucket reports the top bound"
+        );
+    }
+}

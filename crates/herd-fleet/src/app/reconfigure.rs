@@ -1,0 +1,141 @@
+//! A new config for a running app (`herd` config reload): what can change live, and how.
+//!
+//! - Command, arguments, working directory or environment changed: a rolling, start-first
+//!   reload replaces every instance (so the new settings, health checks included, apply).
+//! - Instance count (without autoscaling): scale to it. Autoscaling added, changed or removed:
+//!   the engine is created, reconfigured (keeping its history) or dropped.
+//! - Port range: new instances take ports from the new range.
+//! - Fixed `servers` changed: the watched set is rebuilt.
+//! - Restart policy, timeouts, `max_memory`: apply from the next event that uses them.
+//! - Switching between `command` and `servers` is not done live: restart herd.
+
+use std::sync::Arc;
+
+use herd_config::{App, Backends};
+
+use super::{scale, AppActor, Slot};
+use crate::ports::Ports;
+
+impl AppActor {
+    /// Applies `app` and returns one line per change made.
+    pub(super) fn reconfigure(&mut self, app: App) -> Vec<String> {
+        let mut changes = Vec::new();
+        let name = self.app.name.clone();
+        if app == self.app {
+            return changes;
+        }
+        let old = std::mem::replace(&mut self.app, app);
+        match (&old.backends, &self.app.backends) {
+            (Backends::Command(o), Backends::Command(n)) => {
+                if o.port_range != n.port_range {
+                    let mut ports = Ports::new(n.port_range);
+                    for p in self
+                        .slots
+                        .values()
+                        .flat_map(|s| std::iter::once(&s.active).chain(s.next.as_ref()))
+                        .chain(self.retiring.iter())
+                        .filter_map(|i| i.proc.as_ref().and_then(|p| p.port))
+                    {
+                        ports.hold(p);
+                    }
+                    self.ports = Some(ports);
+                    changes.push(format!(
+                        "{name}: port_range {}-{}",
+                        n.port_range.0, n.port_range.1
+                    ));
+                }
+                if o.argv != n.argv || o.cwd != n.cwd || o.env != n.env {
+                    changes.push(format!("{name}: command changed; rolling reload"));
+                    self.reload_internal();
+                }
+            }
+            (Backends::Servers(o), Backends::Servers(n)) => {
+                if o != n {
+                    changes.push(format!("{name}: servers {n:?}"));
+                    self.rebuild_servers(n.clone());
+                }
+            }
+            _ => {
+                // Keep running what runs; the caller reports that a restart is needed.
+                self.app.backends = old.backends.clone();
+                changes.push(format!(
+                    "{name}: switching between `command` and `servers` needs a restart of herd"
+                ));
+            }
+        }
+        match (
+            &mut self.scaler,
+            self.app.scaling.clone(),
+            &self.app.backends,
+        ) {
+            (Some(s), Some(cfg), _) => {
+                if Some(&cfg) != old.scaling.as_ref() {
+                    s.engine.reconfigure(&cfg);
+                    changes.push(format!("{name}: autoscaling policy updated"));
+                }
+            }
+            (None, Some(cfg), Backends::Command(_)) => {
+                self.scaler = Some(scale::Scaler::new(
+                    &cfg,
+                    self.logs.dir.join("scaler-history.json"),
+                ));
+                changes.push(format!("{name}: autoscaling on"));
+            }
+            (Some(_), None, _) => {
+                self.scaler = None;
+                changes.push(format!("{name}: autoscaling off"));
+            }
+            _ => {}
+        }
+        if self.scaler.is_none() {
+            if let Backends::Command(c) = &self.app.backends {
+                let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+                let n = c.instances.resolve(cores);
+                if n != self.desired {
+                    changes.push(format!("{name}: instances {} → {n}", self.desired));
+                    self.apply_scale(n, &[]);
+                }
+            }
+        }
+        if old.health != self.app.health {
+            changes.push(format!(
+                "{name}: health checks apply to instances started from now on"
+            ));
+        }
+        if changes.is_empty() {
+            changes.push(format!("{name}: settings updated"));
+        }
+        changes
+    }
+
+    /// A rolling reload nobody waits for (a config change asked for it).
+    fn reload_internal(&mut self) {
+        let (tx, _rx) = tokio::sync::oneshot::channel();
+        self.request_reload(tx);
+    }
+
+    fn rebuild_servers(&mut self, addrs: Vec<std::net::SocketAddr>) {
+        let old = std::mem::take(&mut self.slots);
+        for (_, slot) in old {
+            if let Some(p) = &slot.active.proc {
+                p.stop_checks();
+            }
+        }
+        for (i, addr) in addrs.into_iter().enumerate() {
+            let index = u32::try_from(i + 1).unwrap_or(u32::MAX);
+            let id: Arc<str> = Arc::from(format!("{}-{index}", self.app.name));
+            let proc = self.launch().watch_server(&id, addr);
+            let mut inst = self.blank_inst(id);
+            inst.proc = Some(proc);
+            self.slots.insert(
+                index,
+                Slot {
+                    active: inst,
+                    next: None,
+                    no_replace_before: None,
+                },
+            );
+        }
+        self.desired = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
+    }
+}

@@ -1,0 +1,77 @@
+//! Config reload (`SIGHUP`, `POST /config/reload`): validate the file again; if it is valid,
+//! apply it to the gateway (atomically swapped tables) and then to the supervisor (apps added,
+//! removed, changed); if not, report every error and keep the running config.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use herd_admin::{ConfigReloader, ReloadFuture, ReloadReport};
+use herd_config::Config;
+use herd_fleet::Fleet;
+use herd_proxy::Gateway;
+
+pub(crate) struct FileReloader {
+    pub(crate) path: PathBuf,
+    pub(crate) gateway: Arc<Gateway>,
+    pub(crate) fleet: Arc<Fleet>,
+    /// The config in force; one reload at a time.
+    pub(crate) current: tokio::sync::Mutex<Config>,
+}
+
+fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if old.gateway.listen != new.gateway.listen {
+        out.push(format!(
+            "gateway.listen {} (still serving on {})",
+            new.gateway.listen, old.gateway.listen
+        ));
+    }
+    if old.admin.listen != new.admin.listen {
+        out.push(format!(
+            "admin.listen {} (still serving on {})",
+            new.admin.listen, old.admin.listen
+        ));
+    }
+    if old.admin.token != new.admin.token {
+        out.push("admin.token (the old token stays valid until a restart)".to_owned());
+    }
+    out
+}
+
+impl ConfigReloader for FileReloader {
+    fn reload(&self) -> ReloadFuture<'_> {
+        Box::pin(async move {
+            let mut current = self.current.lock().await;
+            let new = herd_config::load(&self.path).map_err(|errors| {
+                let lines: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+                for l in &lines {
+                    tracing::error!(error = %l, "config reload rejected");
+                }
+                lines
+            })?;
+            let restart = needs_restart(&current, &new);
+            // Gateway first: a new app must be routable before its first instance is published,
+            // and a removed app stops receiving traffic before its instances drain.
+            self.gateway.reconfigure(&new);
+            let mut changes = self
+                .fleet
+                .reconfigure(&new)
+                .await
+                .map_err(|e| vec![e.to_string()])?;
+            if current.routes != new.routes {
+                changes.push(format!("routes: {} rule(s)", new.routes.len()));
+            }
+            for line in &changes {
+                tracing::info!(change = %line, "config reloaded");
+            }
+            for line in &restart {
+                tracing::warn!(setting = %line, "config change needs a restart to apply");
+            }
+            *current = new;
+            Ok(ReloadReport {
+                changes,
+                needs_restart: restart,
+            })
+        })
+    }
+}

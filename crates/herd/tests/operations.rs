@@ -1,0 +1,175 @@
+//! Operations acceptance: Prometheus exposition parsed by the official parser, every documented
+//! admin route answers, config reload (broken and good) under load.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+
+fn fast_health() -> &'static str {
+    "[app.health]\npath = \"/health\"\ninterval = \"500ms\"\nfastinter = \"50ms\"\nrise = 1"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_with_the_official_prometheus_parser() {
+    let herd = Herd::start(&(base_config("") + &demo_app("web", 2, fast_health())));
+    herd.wait_ready("web", 2).await;
+    for _ in 0..20 {
+        assert_eq!(get(&herd.url("/")).await.unwrap().0, 200);
+    }
+    let (code, text) = get(&herd.admin_url("/metrics")).await.unwrap();
+    assert_eq!(code, 200);
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "metrics.txt", &text);
+    // prometheus_client (Python) is the reference implementation of the text format's parser.
+    let script = r#"
+import sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+text = open(sys.argv[1]).read()
+names = {f.name: f for f in text_string_to_metric_families(text)}
+need = ["herd_http_requests", "herd_http_request_duration_seconds", "herd_app_instances_desired",
+        "herd_instance_resident_memory_bytes", "herd_instance_restarts", "herd_upstream_connect_errors"]
+missing = [n for n in need if n not in names]
+assert not missing, f"missing families: {missing}; have {sorted(names)}"
+total = sum(s.value for s in names["herd_http_requests"].samples
+            if s.name == "herd_http_requests_total" and s.labels.get("status_class") == "2xx")
+assert total >= 20, f"2xx requests counted: {total}"
+assert names["herd_http_request_duration_seconds"].type == "histogram"
+print("ok", len(names))
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&file)
+        .output()
+        .expect("python3 is required (scripts/test.sh installs prometheus_client)");
+    assert!(
+        out.status.success(),
+        "parser rejected /metrics (run scripts/test.sh to install prometheus_client):\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        text
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_admin_route_exists() {
+    let herd = Herd::start(&(base_config("") + &demo_app("web", 1, fast_health())));
+    herd.wait_ready("web", 1).await;
+    let (code, body) = get(&herd.admin_url("/openapi.json")).await.unwrap();
+    assert_eq!(code, 200);
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            if path.ends_with("/stream") || path.starts_with("/logs") && method == "get" {
+                continue; // streaming bodies; covered by their own tests
+            }
+            let concrete = path
+                .replace("{app}", "web")
+                .replace("{id}", "web-1")
+                .replace("{action}", "ready")
+                .replace("{file}", "app.js");
+            let url = herd.admin_url(&concrete);
+            let (code, body) = match method.as_str() {
+                "get" => get(&url).await.unwrap(),
+                "post" => {
+                    let body = if concrete == "/scaling/manual" {
+                        "{\"app\":\"web\",\"instances\":1}"
+                    } else if concrete == "/scaling/pause" {
+                        "{\"app\":\"web\",\"paused\":false}"
+                    } else {
+                        ""
+                    };
+                    request(http::Method::POST, &url, body.into())
+                        .await
+                        .unwrap()
+                }
+                m => panic!("unexpected method {m}"),
+            };
+            assert!(
+                !body.contains("no such admin endpoint") && code != 405,
+                "{method} {concrete} is documented but answered {code}: {body}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_reload_keeps_serving_and_a_good_one_changes_routing() {
+    let apps = demo_app("web", 2, fast_health()) + &demo_app("api", 1, fast_health());
+    let herd = Herd::start(&(base_config("") + &apps));
+    herd.wait_ready("web", 2).await;
+    herd.wait_ready("api", 1).await;
+    let original = std::fs::read_to_string(&herd.config).unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = load(
+        herd.url("/"),
+        4,
+        Duration::from_millis(10),
+        Arc::clone(&stop),
+    );
+
+    // A broken file: rejected with its errors, nothing changes.
+    std::fs::write(
+        &herd.config,
+        format!("{original}\n[[route]]\napp = \"nope\"\nbogus = 1\n"),
+    )
+    .unwrap();
+    let (code, body) = request(
+        http::Method::POST,
+        &herd.admin_url("/config/reload"),
+        "".into(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body.contains("herd.toml:"),
+        "errors name the file and line: {body}"
+    );
+    assert!(herd.log().contains("config reload rejected"));
+
+    // SIGHUP with the same broken file: logged, still serving.
+    herd.signal(nix::sys::signal::Signal::SIGHUP);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // A good file: /api/ now goes to the api app, everything else stays on web.
+    std::fs::write(
+        &herd.config,
+        format!("{original}\n[[route]]\npath_prefix = \"/api/\"\napp = \"api\"\n[[route]]\napp = \"web\"\n"),
+    )
+    .unwrap();
+    let (code, body) = request(
+        http::Method::POST,
+        &herd.admin_url("/config/reload"),
+        "".into(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = get(&herd.url("/api/x")).await.unwrap();
+    assert_eq!(
+        code, 404,
+        "demo-app has no /api/x; what matters is which app answered"
+    );
+    assert!(
+        body.contains("on api-1"),
+        "/api/ goes to the api app after the reload: {body}"
+    );
+    let (_, who) = get(&herd.url("/")).await.unwrap();
+    assert!(who.starts_with("hello from web-"), "{who}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let report = load.await.unwrap();
+    assert_eq!(
+        report.failed,
+        0,
+        "{:?}",
+        &report.failures[..report.failures.len().min(5)]
+    );
+    assert!(report.ok > 100);
+    let (_, perf) = get(&herd.admin_url("/health/performance")).await.unwrap();
+    assert!(perf.contains("\"1m\""), "{perf}");
+}
