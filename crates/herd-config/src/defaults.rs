@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::model::{
-    Admin, Balance, Behavior, Gateway, Health, Instances, Logs, Metric, MetricTarget, Panic,
-    Scaling, Step, Warmup,
+    Admin, AlertMetric, AlertRule, Alerts, Balance, Behavior, Gateway, Health, Instances, Logs,
+    Metric, MetricTarget, Panic, Scaling, Step, Warmup,
 };
 
 pub(crate) const GATEWAY_LISTEN: SocketAddr =
@@ -70,6 +70,61 @@ pub(crate) const HOLD_QUEUE: u32 = 1000;
 pub(crate) const RULE_STEP: u32 = 1;
 pub(crate) const RULE_COOLDOWN: Duration = Duration::from_secs(300);
 pub(crate) const SCHEDULE_TZ: &str = "UTC";
+
+pub(crate) const ALERTS_DEFAULTS: bool = true;
+/// `[[alert]] for`: Prometheus fires at once by default, and the seed's monitor checks each
+/// sample on its own.
+pub(crate) const ALERT_FOR: Duration = Duration::ZERO;
+/// `for` of the built-in rules. The seed has no hold time; with one-second samples that would
+/// page on every instance start (CPU) or GC pause, so the built-ins wait 30 s.
+pub(crate) const BUILTIN_ALERT_FOR: Duration = Duration::from_secs(30);
+pub(crate) const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const WEBHOOK_RETRIES: u32 = 5;
+
+/// The seed's scaling monitor (`warningCpu: 60, criticalCpu: 80, warningMemory: 70,
+/// criticalMemory: 90, maxResponseTime: 3000` with severity warning), as alert rules.
+pub(crate) fn builtin_alerts() -> Vec<AlertRule> {
+    let rule = |name: &str, metric, warning, critical| AlertRule {
+        name: name.to_owned(),
+        metric,
+        app: None,
+        warning,
+        critical,
+        below: false,
+        sustain: BUILTIN_ALERT_FOR,
+        webhooks: Vec::new(),
+        builtin: true,
+    };
+    vec![
+        rule("cpu_high", AlertMetric::Cpu, Some(60.0), Some(80.0)),
+        rule("memory_high", AlertMetric::Memory, Some(70.0), Some(90.0)),
+        rule("latency_high", AlertMetric::LatencyP95, Some(3.0), None),
+    ]
+}
+
+impl Alerts {
+    /// The built-in rules `[alerts] defaults = true` turns on, from the seed's scaling monitor:
+    /// `cpu_high` (cpu: warning 60 %, critical 80 %), `memory_high` (memory: warning 70 %,
+    /// critical 90 % of `max_memory`) and `latency_high` (latency_p95: warning 3 s), each with
+    /// `for = "30s"`, on every app.
+    #[must_use]
+    pub fn builtin_rules() -> Vec<AlertRule> {
+        builtin_alerts()
+    }
+}
+
+/// What a config without `[alerts]` and `[[alert]]` means: the built-in rules, logged only.
+impl Default for Alerts {
+    fn default() -> Self {
+        Alerts {
+            defaults: ALERTS_DEFAULTS,
+            rules: builtin_alerts(),
+            webhooks: Vec::new(),
+            webhook_timeout: WEBHOOK_TIMEOUT,
+            webhook_retries: WEBHOOK_RETRIES,
+        }
+    }
+}
 
 impl Default for Gateway {
     fn default() -> Self {

@@ -193,7 +193,7 @@ fn explain_serde_message(message: &str, key: &str) -> (String, Option<String>) {
         message.truncate(at);
         message.push_str("expected a table");
     }
-    let hint = if (key == "app" || key == "route")
+    let hint = if (key == "app" || key == "route" || key == "alert")
         && (message.contains("expected an array") || message.contains("duplicate key"))
     {
         Some(format!(

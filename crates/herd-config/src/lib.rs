@@ -6,7 +6,8 @@
 //! 1. `raw`: serde structs that mirror the TOML layout exactly. Every table denies unknown
 //!    keys and every value keeps its byte span, so problems can be reported as `file:line:col`.
 //! 2. `validate` (with `validate/app.rs` for one `[[app]]`, `validate/scaling.rs` for its
-//!    `[app.scaling]` and `validate/values.rs` for single values): parses durations, sizes,
+//!    `[app.scaling]`, `validate/alerts.rs` for `[alerts]`/`[[alert]]` and `validate/values.rs`
+//!    for single values): parses durations, sizes,
 //!    counts, port ranges (`units`) and cron expressions (`cron`), fills in defaults
 //!    (`defaults`), resolves relative paths against the config file's directory and route → app
 //!    references, and collects *all* problems as [`ConfigError`]s (`error`: location, dotted key,
@@ -75,6 +76,8 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigEr
     validate::validate(&raw, &src, base_dir)
 }
 
+#[cfg(test)]
+mod alerts_tests;
 #[cfg(test)]
 mod scaling_tests;
 #[cfg(test)]

@@ -8,8 +8,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod alerts;
 mod scaling;
 
+pub use alerts::*;
 pub use scaling::*;
 
 /// The whole configuration.
@@ -25,6 +27,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Directory for per-instance log files (`[logs] dir`, default `.herd/logs`).
     pub logs: Logs,
+    /// `[alerts]` and `[[alert]]`: the alert rules in force and where notifications go.
+    pub alerts: Alerts,
 }
 
 /// `[gateway]`: the public listener and how herd talks to backends.

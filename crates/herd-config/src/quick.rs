@@ -55,7 +55,7 @@ pub fn quick(
             instances: Some(synthetic(instances)),
             ..RawApp::default()
         })],
-        route: Vec::new(),
+        ..RawConfig::default()
     };
     validate(&raw, &Source::synthetic(QUICK_FILE), base_dir).map_err(|mut errors| {
         for err in &mut errors.0 {

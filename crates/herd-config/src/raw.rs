@@ -29,6 +29,9 @@ pub(crate) struct RawConfig {
     pub(crate) app: Vec<Spanned<RawApp>>,
     #[serde(default)]
     pub(crate) route: Vec<Spanned<RawRoute>>,
+    pub(crate) alerts: Option<Spanned<RawAlerts>>,
+    #[serde(default)]
+    pub(crate) alert: Vec<Spanned<RawAlert>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -234,6 +237,31 @@ pub(crate) struct RawRoute {
     pub(crate) host: Option<Str>,
     pub(crate) path_prefix: Option<Str>,
     pub(crate) app: Option<Str>,
+}
+
+/// `[alerts]`: global alert settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAlerts {
+    pub(crate) defaults: Option<Spanned<bool>>,
+    pub(crate) webhooks: Option<Val>,
+    pub(crate) webhook_timeout: Option<Val>,
+    pub(crate) webhook_retries: Option<Int>,
+}
+
+/// One `[[alert]]`. Thresholds are parsed per metric (a duration for latencies, `"80%"`, ...).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAlert {
+    pub(crate) name: Option<Str>,
+    pub(crate) metric: Option<Str>,
+    pub(crate) app: Option<Str>,
+    pub(crate) warning: Option<Val>,
+    pub(crate) critical: Option<Val>,
+    pub(crate) below: Option<Spanned<bool>>,
+    #[serde(rename = "for")]
+    pub(crate) sustain: Option<Val>,
+    pub(crate) webhooks: Option<Val>,
 }
 
 /// Parses TOML text into the raw structs, keeping the dotted key path of any error.

@@ -3,8 +3,8 @@
 //! hint) instead of stopping at the first one.
 //!
 //! This module holds the entry point and the top-level sections (`[gateway]`, `[admin]`,
-//! `[logs]`, `[[route]]`); `app` validates one `[[app]]`, `scaling` its `[app.scaling]`, `values`
-//! single values.
+//! `[logs]`, `[[route]]`); `app` validates one `[[app]]`, `scaling` its `[app.scaling]`, `alerts`
+//! `[alerts]` and `[[alert]]`, `values` single values.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,6 +18,7 @@ use crate::error::{closest, ConfigError, ConfigErrors, Source};
 use crate::model::{Admin, Config, Gateway, Logs, Route};
 use crate::raw::{RawConfig, RawRoute};
 
+mod alerts;
 mod app;
 mod scaling;
 mod values;
@@ -61,6 +62,7 @@ pub(crate) fn validate(
         .enumerate()
         .filter_map(|(i, r)| v.route(i, r, &known))
         .collect();
+    let alerts = v.alerts(raw, &apps);
 
     if v.errors.is_empty() {
         Ok(Config {
@@ -69,6 +71,7 @@ pub(crate) fn validate(
             apps,
             routes,
             logs,
+            alerts,
         })
     } else {
         let mut errors = v.errors;

@@ -667,7 +667,7 @@ impl Validator<'_> {
 }
 
 /// An integer or float as f64.
-fn number(v: &Value) -> Option<f64> {
+pub(super) fn number(v: &Value) -> Option<f64> {
     match v {
         // Config integers are small; exactness beyond 2^53 does not matter here.
         #[allow(clippy::cast_precision_loss)]
@@ -678,7 +678,7 @@ fn number(v: &Value) -> Option<f64> {
 }
 
 /// `"70%"` or `"70"` → 70.0.
-fn percent(s: &str) -> Option<f64> {
+pub(super) fn percent(s: &str) -> Option<f64> {
     let t = s.trim();
     let t = t.strip_suffix('%').unwrap_or(t).trim();
     t.parse::<f64>().ok().filter(|n| n.is_finite())
