@@ -30,6 +30,8 @@ pub struct AdminState {
     /// The gateway's request counters (per app and route).
     pub stats: Arc<herd_core::StatsRegistry>,
     pub telemetry: Arc<telemetry::Telemetry>,
+    /// Alert rules and their state (`GET /alerts`).
+    pub alerts: Arc<std::sync::Mutex<herd_alerts::AlertEngine>>,
     /// Re-reads and applies the config file (`POST /config/reload`, SIGHUP); `None` in quick
     /// mode, where there is no file.
     pub reload: Option<Arc<dyn ConfigReloader>>,

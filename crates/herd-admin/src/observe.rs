@@ -29,6 +29,7 @@ pub(crate) fn router(state: AdminState) -> Router {
         .route("/store/status", get(store_status))
         .route("/config/reload", post(config_reload))
         .route("/openapi.json", get(openapi))
+        .route("/alerts", get(alerts))
         .with_state(state)
 }
 
@@ -147,6 +148,19 @@ pub(crate) const OPENAPI: &str = include_str!("../openapi/openapi.json");
 
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn alerts(State(s): State<AdminState>) -> Response {
+    let status = s
+        .alerts
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .status();
+    let firing = status
+        .iter()
+        .filter(|a| matches!(a.state, herd_alerts::AlertState::Firing))
+        .count();
+    Json(json!({ "firing": firing, "alerts": status })).into_response()
 }
 
 async fn store_status() -> Response {

@@ -14,6 +14,8 @@ pub(crate) struct FileReloader {
     pub(crate) path: PathBuf,
     pub(crate) gateway: Arc<Gateway>,
     pub(crate) fleet: Arc<Fleet>,
+    pub(crate) alerts: Arc<std::sync::Mutex<herd_alerts::AlertEngine>>,
+    pub(crate) notifier: herd_alerts::Notifier,
     /// The config in force; one reload at a time.
     pub(crate) current: tokio::sync::Mutex<Config>,
 }
@@ -34,6 +36,12 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     }
     if old.admin.token != new.admin.token {
         out.push("admin.token (the old token stays valid until a restart)".to_owned());
+    }
+    if old.alerts.webhooks != new.alerts.webhooks
+        || old.alerts.webhook_timeout != new.alerts.webhook_timeout
+        || old.alerts.webhook_retries != new.alerts.webhook_retries
+    {
+        out.push("[alerts] webhook delivery settings (rules reload live)".to_owned());
     }
     out
 }
@@ -58,6 +66,19 @@ impl ConfigReloader for FileReloader {
                 .reconfigure(&new)
                 .await
                 .map_err(|e| vec![e.to_string()])?;
+            if current.alerts.rules != new.alerts.rules {
+                let names: Vec<String> = new.apps.iter().map(|a| a.name.clone()).collect();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+                let resolved = self
+                    .alerts
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .reload(&new.alerts.rules, &names, now);
+                self.notifier.notify(resolved);
+                changes.push(format!("alerts: {} rule(s)", new.alerts.rules.len()));
+            }
             if current.routes != new.routes {
                 changes.push(format!("routes: {} rule(s)", new.routes.len()));
             }

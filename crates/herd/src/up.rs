@@ -235,17 +235,38 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
 
     let gateway_stop = CancellationToken::new();
     let admin_stop = CancellationToken::new();
+    let app_names: Vec<String> = config.apps.iter().map(|a| a.name.clone()).collect();
+    let alerts = Arc::new(std::sync::Mutex::new(herd_alerts::AlertEngine::new(
+        &config.alerts.rules,
+        &app_names,
+    )));
+    let (notifier, notifier_task) =
+        herd_alerts::Notifier::start(&config.alerts, admin_stop.clone());
+    let on_sample = {
+        let (alerts, notifier) = (Arc::clone(&alerts), notifier.clone());
+        Box::new(move |sample: &herd_core::telemetry::Sample| {
+            let fired = alerts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .evaluate(sample);
+            if !fired.is_empty() {
+                notifier.notify(fired);
+            }
+        })
+    };
     let (telemetry, telemetry_task) = Telemetry::start(
         Arc::clone(&fleet),
         Arc::clone(&stats),
         admin_stop.clone(),
-        Box::new(|_| {}),
+        on_sample,
     );
     let reloader: Option<Arc<dyn herd_admin::ConfigReloader>> = path.map(|path| {
         Arc::new(crate::reload::FileReloader {
             path,
             gateway: Arc::clone(&gateway),
             fleet: Arc::clone(&fleet),
+            alerts: Arc::clone(&alerts),
+            notifier: notifier.clone(),
             current: tokio::sync::Mutex::new(config.clone()),
         }) as Arc<dyn herd_admin::ConfigReloader>
     });
@@ -261,6 +282,7 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
             fleet: Arc::clone(&fleet),
             stats,
             telemetry,
+            alerts,
             reload: reloader,
             token: config.admin.token.as_deref().map(Arc::from),
             shutdown: admin_stop.clone(),
@@ -309,6 +331,8 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
     admin_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), telemetry_task).await;
+    // Alert deliveries still queued get the notifier's own bounded drain.
+    let _ = tokio::time::timeout(Duration::from_secs(10), notifier_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), sighup_task).await;
     Ok(())
 }

@@ -173,3 +173,104 @@ async fn a_broken_reload_keeps_serving_and_a_good_one_changes_routing() {
     let (_, perf) = get(&herd.admin_url("/health/performance")).await.unwrap();
     assert!(perf.contains("\"1m\""), "{perf}");
 }
+
+/// A webhook receiver on 127.0.0.1 that keeps every POSTed body.
+async fn webhook_receiver() -> (u16, Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = Arc::clone(&got);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let sink = Arc::clone(&sink);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = s.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= len {
+                            if let Ok(v) = serde_json::from_str(&body[..len]) {
+                                sink.lock().unwrap().push(v);
+                            }
+                            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (port, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_latency_alert_fires_to_a_webhook_and_resolves() {
+    let (port, got) = webhook_receiver().await;
+    let config = format!(
+        "{}{}\n[alerts]\ndefaults = false\n\n[[alert]]\nname = \"slow\"\nmetric = \"latency_p95\"\napp = \"web\"\nwarning = \"150ms\"\nfor = \"1s\"\nwebhooks = [\"http://127.0.0.1:{port}/hook\"]\n",
+        base_config(""),
+        demo_app("web", 1, fast_health())
+    );
+    let herd = Herd::start(&config);
+    herd.wait_ready("web", 1).await;
+    let wait_for_state = |state: &'static str| {
+        let got = Arc::clone(&got);
+        async move {
+            for _ in 0..200 {
+                if got.lock().unwrap().iter().any(|v| v["state"] == state) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("no {state} webhook; got {:?}", got.lock().unwrap());
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let slow = load(
+        herd.url("/sleep?ms=300"),
+        4,
+        Duration::from_millis(10),
+        Arc::clone(&stop),
+    );
+    wait_for_state("firing").await;
+    let (_, alerts) = get(&herd.admin_url("/alerts")).await.unwrap();
+    assert!(alerts.contains("\"firing\":1"), "{alerts}");
+    stop.store(true, Ordering::Relaxed);
+    slow.await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let fast = load(
+        herd.url("/"),
+        2,
+        Duration::from_millis(10),
+        Arc::clone(&stop),
+    );
+    wait_for_state("resolved").await;
+    stop.store(true, Ordering::Relaxed);
+    fast.await.unwrap();
+    let events = got.lock().unwrap().clone();
+    let firing = events.iter().find(|v| v["state"] == "firing").unwrap();
+    assert_eq!(firing["alert"], "slow");
+    assert_eq!(firing["app"], "web");
+    assert_eq!(firing["severity"], "warning");
+    assert!(herd.log().contains("slow"), "the alert is logged too");
+}
