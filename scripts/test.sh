@@ -6,7 +6,31 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 command -v cargo >/dev/null 2>&1 || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
-# Nothing external is needed yet: the suite starts its own herd, demo-app and `sh` processes.
+# The suite starts its own herd, demo-app and `sh` processes. The dashboard's browser test
+# (crates/herd/tests/dashboard.rs) also needs node (20+), Debian's chromium and playwright-core
+# (tests/browser/node_modules; it drives /usr/bin/chromium and downloads no browser).
+apt_updated=0
+apt_install() {
+  if [ "$apt_updated" = 0 ]; then
+    apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
+if [ ! -x /usr/bin/chromium ]; then
+  echo "==> installing chromium (for the dashboard's browser test)"
+  apt_install chromium
+fi
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 \
+  || { echo "node 20+ and npm are required for the dashboard's browser test" >&2; exit 1; }
+# npm ci only when node_modules is missing or was installed from another lockfile.
+lock_sum="$(sha256sum tests/browser/package-lock.json | cut -d' ' -f1)"
+lock_stamp=tests/browser/node_modules/.herd-lock-sha256
+if [ ! -d tests/browser/node_modules ] || [ "$(cat "$lock_stamp" 2>/dev/null)" != "$lock_sum" ]; then
+  echo "==> npm ci --prefix tests/browser (playwright-core)"
+  PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix tests/browser --no-audit --no-fund
+  echo "$lock_sum" >"$lock_stamp"
+fi
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

@@ -14,7 +14,13 @@
 
 (() => {
   const TOKEN_KEY = 'herd.adminToken';
-  const WINDOW_MS = 15 * 60 * 1000;
+  const WINDOW_MS = 15 * 60 * 1000; // history kept and charted by default
+  // Chart windows: span, tick spacing, tick label.
+  const RANGES = {
+    '15m': { ms: 15 * 60000, tick: 5 * 60000, label: (ago) => `-${ago / 60000}m`, name: '15 min' },
+    '5m': { ms: 5 * 60000, tick: 60000, label: (ago) => `-${ago / 60000}m`, name: '5 min' },
+    '1m': { ms: 60000, tick: 15000, label: (ago) => `-${ago / 1000}s`, name: '1 min' },
+  };
   const POLL_MS = 1000;
   const SCALING_STATUS_MS = 5000;
   const STREAM_STALL_MS = 10000;
@@ -25,6 +31,7 @@
 
   const state = {
     token: readToken(),
+    range: readRange(),
     needToken: false,
     cluster: null, // last /cluster/status (or stream `cluster`)
     scaling: new Map(), // app -> /scaling/status entry
@@ -51,6 +58,27 @@
     } catch (_) {
       return '';
     }
+  }
+
+  function readRange() {
+    try {
+      const r = localStorage.getItem('herd.chartRange');
+      return r && RANGES[r] ? r : '15m';
+    } catch (_) {
+      return '15m';
+    }
+  }
+
+  function setRange(r) {
+    if (!RANGES[r]) return;
+    state.range = r;
+    try {
+      localStorage.setItem('herd.chartRange', r);
+    } catch (_) {
+      /* not kept: fine */
+    }
+    for (const b of document.querySelectorAll('#range button')) b.setAttribute('aria-pressed', String(b.dataset.range === r));
+    scheduleRender();
   }
 
   function saveToken(t) {
@@ -762,11 +790,13 @@
       this.format = format;
       this.emptyText = emptyText;
       this.valueEl = h('span', { class: 'chart-value' }, '–');
-      this.canvas = h('canvas', { class: 'chart-canvas', role: 'img', 'aria-label': `${title} over the last 15 minutes` });
+      this.title = title;
+      this.canvas = h('canvas', { class: 'chart-canvas', role: 'img' });
+      this.rangeEl = h('small', { class: 'chart-range' });
       this.el = h(
         'figure',
         { class: 'chart' },
-        h('figcaption', {}, h('span', { class: 'chart-title' }, title, h('small', {}, ` ${unit} · 15 min`)), this.valueEl),
+        h('figcaption', {}, h('span', { class: 'chart-title' }, title, h('small', {}, ` ${unit} · `), this.rangeEl), this.valueEl),
         this.canvas,
       );
       this.points = [];
@@ -811,8 +841,12 @@
       const pw = w - pad.l - pad.r;
       const ph = hgt - pad.t - pad.b;
       const now = serverNow();
-      const t0 = now - WINDOW_MS;
-      const x = (t) => pad.l + ((t - t0) / WINDOW_MS) * pw;
+      const range = RANGES[state.range];
+      setText(this.rangeEl, range.name);
+      this.canvas.setAttribute('aria-label', `${this.title} over the last ${range.name}`);
+      const span = range.ms;
+      const t0 = now - span;
+      const x = (t) => pad.l + ((t - t0) / span) * pw;
       const pts = this.points.filter((p) => p.t >= t0 - 2000);
       const vals = pts.filter((p) => p.v !== null).map((p) => p.v);
       const { max, step } = niceScale(vals.length ? Math.max(...vals) : 0);
@@ -834,14 +868,14 @@
       }
       ctx.textAlign = 'center';
       ctx.textBaseline = 'top';
-      for (let m = 15; m >= 0; m -= 5) {
-        const xx = Math.round(x(now - m * 60000)) + 0.5;
+      for (let ago = span; ago >= 0; ago -= range.tick) {
+        const xx = Math.round(x(now - ago)) + 0.5;
         ctx.beginPath();
         ctx.moveTo(xx, pad.t);
         ctx.lineTo(xx, pad.t + ph);
         ctx.stroke();
-        ctx.textAlign = m === 15 ? 'left' : m === 0 ? 'right' : 'center';
-        ctx.fillText(m === 0 ? 'now' : `-${m}m`, m === 15 ? xx : m === 0 ? xx : xx, pad.t + ph + 5);
+        ctx.textAlign = ago === span ? 'left' : ago === 0 ? 'right' : 'center';
+        ctx.fillText(ago === 0 ? 'now' : range.label(ago), xx, pad.t + ph + 5);
       }
 
       // Scaling events: dashed verticals labelled "2→3".
@@ -924,13 +958,13 @@
 
       // Hover: the nearest point's time and value.
       if (this.hoverX !== null && this.hoverX >= pad.l && this.hoverX <= w - pad.r) {
-        const t = t0 + ((this.hoverX - pad.l) / pw) * WINDOW_MS;
+        const t = t0 + ((this.hoverX - pad.l) / pw) * span;
         let best = null;
         for (const p of pts) {
           if (p.v === null) continue;
           if (!best || Math.abs(p.t - t) < Math.abs(best.t - t)) best = p;
         }
-        if (best && Math.abs(best.t - t) < 30000) {
+        if (best && Math.abs(best.t - t) < span / 30) {
           const xx = x(best.t);
           const yy = y(best.v);
           ctx.strokeStyle = 'rgba(226, 232, 240, 0.35)';
@@ -1286,6 +1320,10 @@
     if (!apps.length) showBanner('This herd runs no apps.');
     renderSummary(apps);
     renderFooter();
+    const ready = apps.reduce((n, a) => n + (a.ready || 0), 0);
+    const desired = apps.reduce((n, a) => n + (a.desired || 0), 0);
+    const title = `${ready < desired ? '⚠ ' : ''}${ready}/${desired} ready · herd ${location.host}`;
+    if (document.title !== title) document.title = title;
   }
 
   function renderSummary(apps) {
@@ -1319,6 +1357,8 @@
   function boot() {
     $('host').textContent = location.host;
     setupLogin();
+    for (const b of document.querySelectorAll('#range button')) b.addEventListener('click', () => setRange(b.dataset.range));
+    setRange(state.range);
     window.addEventListener('resize', scheduleRender);
     setInterval(() => {
       renderFooter();
