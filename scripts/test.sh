@@ -19,7 +19,7 @@ apt_install() {
 }
 if [ ! -x /usr/bin/chromium ]; then
   echo "==> installing chromium (for the dashboard's browser test)"
-  apt_install chromium
+  apt_install chromium fonts-liberation fonts-dejavu-core   # fonts: only recommended by chromium
 fi
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 \
   || { echo "node 20+ and npm are required for the dashboard's browser test" >&2; exit 1; }

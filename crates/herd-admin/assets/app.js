@@ -574,6 +574,7 @@
       cancelBody(res);
       return { ticks: 0, error: `stream answered HTTP ${res.status}` };
     }
+    setMode('live');
     let ticks = 0;
     let lastByte = Date.now();
     const watchdog = setInterval(() => {
