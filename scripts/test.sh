@@ -32,6 +32,12 @@ if [ ! -d tests/browser/node_modules ] || [ "$(cat "$lock_stamp" 2>/dev/null)" !
   echo "$lock_sum" >"$lock_stamp"
 fi
 
+# The metrics test checks /metrics with the reference parser (Python prometheus_client).
+if ! python3 -c "import prometheus_client" 2>/dev/null; then
+  echo "==> pip install prometheus_client (the metrics test's parser)"
+  python3 -m pip install -q prometheus_client
+fi
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy -D warnings"

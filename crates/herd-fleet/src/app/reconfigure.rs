@@ -68,11 +68,9 @@ impl AppActor {
             self.app.scaling.clone(),
             &self.app.backends,
         ) {
-            (Some(s), Some(cfg), _) => {
-                if Some(&cfg) != old.scaling.as_ref() {
-                    s.engine.reconfigure(&cfg);
-                    changes.push(format!("{name}: autoscaling policy updated"));
-                }
+            (Some(s), Some(cfg), _) if Some(&cfg) != old.scaling.as_ref() => {
+                s.engine.reconfigure(&cfg);
+                changes.push(format!("{name}: autoscaling policy updated"));
             }
             (None, Some(cfg), Backends::Command(_)) => {
                 self.scaler = Some(scale::Scaler::new(
