@@ -185,23 +185,7 @@ impl AppActor {
     /// Runs until a shutdown command has stopped every instance.
     pub(crate) async fn run(mut self, mut cmds: mpsc::Receiver<Cmd>) {
         match self.app.backends.clone() {
-            Backends::Servers(addrs) => {
-                for (i, addr) in addrs.into_iter().enumerate() {
-                    let index = u32::try_from(i + 1).unwrap_or(u32::MAX);
-                    let id: Arc<str> = Arc::from(format!("{}-{index}", self.app.name));
-                    let proc = self.launch().watch_server(&id, addr);
-                    let mut inst = self.blank_inst(id);
-                    inst.proc = Some(proc);
-                    self.slots.insert(
-                        index,
-                        Slot {
-                            active: inst,
-                            next: None,
-                            no_replace_before: None,
-                        },
-                    );
-                }
-            }
+            Backends::Servers(addrs) => self.rebuild_servers(addrs),
             Backends::Command(_) => self.reconcile(),
         }
         self.publish();

@@ -112,7 +112,8 @@ impl AppActor {
         self.request_reload(tx);
     }
 
-    fn rebuild_servers(&mut self, addrs: Vec<std::net::SocketAddr>) {
+    /// (Re)creates one watched slot per fixed server.
+    pub(super) fn rebuild_servers(&mut self, addrs: Vec<std::net::SocketAddr>) {
         let old = std::mem::take(&mut self.slots);
         for (_, slot) in old {
             if let Some(p) = &slot.active.proc {

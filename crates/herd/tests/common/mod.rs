@@ -34,13 +34,22 @@ pub fn demo_bin() -> PathBuf {
         .clone()
 }
 
-/// A free loopback port (bound then released).
+/// A free loopback port (bound then released), never the same one twice in this test process:
+/// concurrent tests must not end up sharing a listener address.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A block of `n` consecutive ports that are free now, for an app's `port_range`.
@@ -48,7 +57,9 @@ pub fn free_range(n: u16) -> (u16, u16) {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     loop {
         let salt = NEXT.fetch_add(1, Ordering::Relaxed) as u16;
-        let base = 30000 + ((std::process::id() as u16 % 200) * 97 + salt * 53) % 25000;
+        // Below Linux's ephemeral range (32768+), where `free_port` and outgoing connections
+        // take their ports, so an app's instances never race a listener of another test.
+        let base = 10000 + ((std::process::id() as u16 % 200) * 97 + salt * 53) % 22000;
         let all_free =
             (base..base + n).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
         if all_free {
@@ -88,7 +99,7 @@ impl Herd {
             .stderr(Stdio::from(log))
             .spawn()
             .unwrap();
-        let herd = Herd {
+        let mut herd = Herd {
             child: Some(child),
             dir,
             gateway,
@@ -99,10 +110,18 @@ impl Herd {
         herd
     }
 
-    fn wait_admin(&self) {
+    fn wait_admin(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.admin)).is_ok() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "herd exited ({status}) before its admin API came up; log:\n{}",
+                    self.log()
+                );
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.admin)).is_ok()
+                && self.log().contains("admin API listening")
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
