@@ -19,6 +19,9 @@ pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 pub(crate) const POOL_MAX_IDLE: usize = 32;
 pub(crate) const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const MAX_CONN_PER_IP: u32 = 0;
+pub(crate) const RATE_LIMIT_BURST: u32 = 0;
+pub(crate) const RATE_LIMIT_STATUS: u16 = 429;
 
 pub(crate) const ADMIN_LISTEN: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9090));
@@ -135,6 +138,7 @@ impl Default for Gateway {
             pool_idle_timeout: POOL_IDLE_TIMEOUT,
             pool_max_idle: POOL_MAX_IDLE,
             shutdown_timeout: SHUTDOWN_TIMEOUT,
+            max_conn_per_ip: MAX_CONN_PER_IP,
         }
     }
 }

@@ -193,7 +193,7 @@ fn explain_serde_message(message: &str, key: &str) -> (String, Option<String>) {
         message.truncate(at);
         message.push_str("expected a table");
     }
-    let hint = if (key == "app" || key == "route" || key == "alert")
+    let hint = if (key == "app" || key == "route" || key == "alert" || key == "rate_limit")
         && (message.contains("expected an array") || message.contains("duplicate key"))
     {
         Some(format!(

@@ -9,9 +9,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod alerts;
+mod rate_limit;
 mod scaling;
 
 pub use alerts::*;
+pub use rate_limit::*;
 pub use scaling::*;
 
 /// The whole configuration.
@@ -29,6 +31,8 @@ pub struct Config {
     pub logs: Logs,
     /// `[alerts]` and `[[alert]]`: the alert rules in force and where notifications go.
     pub alerts: Alerts,
+    /// `[[rate_limit]]` in file order; a request must pass every one that applies to it.
+    pub rate_limits: Vec<RateLimit>,
 }
 
 /// `[gateway]`: the public listener and how herd talks to backends.
@@ -46,6 +50,9 @@ pub struct Gateway {
     pub pool_max_idle: usize,
     /// `shutdown_timeout`, default 10s: how long herd waits for in-flight client requests on shutdown.
     pub shutdown_timeout: Duration,
+    /// `max_conn_per_ip`, default 0 (unlimited): open client connections per client IP (nginx
+    /// `limit_conn`); requests on connections over the limit get 503.
+    pub max_conn_per_ip: u32,
 }
 
 /// `[admin]`: the admin API (status, scaling, reload, logs).

@@ -32,6 +32,8 @@ pub(crate) struct RawConfig {
     pub(crate) alerts: Option<Spanned<RawAlerts>>,
     #[serde(default)]
     pub(crate) alert: Vec<Spanned<RawAlert>>,
+    #[serde(default)]
+    pub(crate) rate_limit: Vec<Spanned<RawRateLimit>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -43,6 +45,7 @@ pub(crate) struct RawGateway {
     pub(crate) pool_idle_timeout: Option<Val>,
     pub(crate) pool_max_idle: Option<Int>,
     pub(crate) shutdown_timeout: Option<Val>,
+    pub(crate) max_conn_per_ip: Option<Int>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -262,6 +265,20 @@ pub(crate) struct RawAlert {
     #[serde(rename = "for")]
     pub(crate) sustain: Option<Val>,
     pub(crate) webhooks: Option<Val>,
+}
+
+/// One `[[rate_limit]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRateLimit {
+    pub(crate) name: Option<Str>,
+    pub(crate) key: Option<Str>,
+    pub(crate) rate: Option<Val>,
+    pub(crate) burst: Option<Int>,
+    pub(crate) nodelay: Option<Spanned<bool>>,
+    pub(crate) app: Option<Str>,
+    pub(crate) path_prefix: Option<Str>,
+    pub(crate) status: Option<Int>,
 }
 
 /// Parses TOML text into the raw structs, keeping the dotted key path of any error.

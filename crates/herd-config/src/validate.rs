@@ -20,6 +20,7 @@ use crate::raw::{RawConfig, RawRoute};
 
 mod alerts;
 mod app;
+mod rate_limit;
 mod scaling;
 mod values;
 
@@ -63,6 +64,7 @@ pub(crate) fn validate(
         .filter_map(|(i, r)| v.route(i, r, &known))
         .collect();
     let alerts = v.alerts(raw, &apps);
+    let rate_limits = v.rate_limits(raw, &known);
 
     if v.errors.is_empty() {
         Ok(Config {
@@ -72,6 +74,7 @@ pub(crate) fn validate(
             routes,
             logs,
             alerts,
+            rate_limits,
         })
     } else {
         let mut errors = v.errors;
@@ -133,6 +136,12 @@ impl Validator<'_> {
                 "gateway.shutdown_timeout",
                 d::SHUTDOWN_TIMEOUT,
                 false,
+            ),
+            max_conn_per_ip: self.u32(
+                g.max_conn_per_ip.as_ref(),
+                "gateway.max_conn_per_ip",
+                d::MAX_CONN_PER_IP,
+                0,
             ),
         }
     }

@@ -24,6 +24,16 @@ pub enum ProxyError {
     /// The request could not be forwarded as received.
     #[error("bad request: {reason}")]
     BadRequest { reason: &'static str },
+    /// A `[[rate_limit]]` rejected the request (answered with `Retry-After`).
+    #[error("rate limit {limit} exceeded; retry in {}s", crate::gcra::retry_after_secs(*retry_after))]
+    RateLimited {
+        limit: String,
+        retry_after: Duration,
+        status: http::StatusCode,
+    },
+    /// The client already has `[gateway] max_conn_per_ip` connections open.
+    #[error("too many connections from this address")]
+    TooManyConnections,
 }
 
 impl ProxyError {
@@ -32,9 +42,10 @@ impl ProxyError {
     pub fn status(&self) -> http::StatusCode {
         match self {
             ProxyError::NoRoute => http::StatusCode::NOT_FOUND,
-            ProxyError::NoInstance { .. } | ProxyError::Held { .. } => {
-                http::StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::NoInstance { .. }
+            | ProxyError::Held { .. }
+            | ProxyError::TooManyConnections => http::StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::RateLimited { status, .. } => *status,
             ProxyError::Upstream { .. } => http::StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => http::StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest { .. } => http::StatusCode::BAD_REQUEST,

@@ -43,6 +43,22 @@ pub(crate) fn error_response(e: &ProxyError) -> Response<ProxyBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    if let ProxyError::RateLimited { retry_after, .. } = e {
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(crate::gcra::retry_after_secs(*retry_after)),
+        );
+    }
+    resp
+}
+
+/// The answer on a connection over `[gateway] max_conn_per_ip`: 503, and close it (HTTP/1).
+pub(crate) fn too_many_connections(version: Version) -> Response<ProxyBody> {
+    let mut resp = error_response(&ProxyError::TooManyConnections);
+    if version < Version::HTTP_2 {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     resp
 }
 
@@ -71,8 +87,23 @@ async fn forward(
     };
     let app = Arc::clone(&tables.apps[matched.app]);
     let stats = Arc::clone(matched.stats);
+    // Decided while the tables are held (no await); the delay is waited after.
+    let limited = crate::ratelimit::check_all(
+        &tables.limits,
+        matched.app,
+        &stats.route,
+        path,
+        req.headers(),
+        client.ip(),
+        Instant::now(),
+    );
     drop(tables);
     *route_stats = Some(Arc::clone(&stats));
+    let delay = limited?;
+    if !delay.is_zero() {
+        // Queued at the rate (nginx `burst` without `nodelay`); at most burst / rate.
+        tokio::time::sleep(delay).await;
+    }
 
     let (mut parts, body) = req.into_parts();
     if !parts.headers.contains_key(header::HOST) {

@@ -8,16 +8,21 @@
 //! - `pool`: per-instance keep-alive pool of HTTP/1.1 upstream connections.
 //! - `forward`: hop-by-hop removal and `X-Forwarded-*` headers.
 //! - `body`: the streamed response body that ends the in-flight count and returns the connection.
+//! - `gcra` (pure) and `ratelimit`: `[[rate_limit]]`, nginx `limit_req` semantics, state in
+//!   memory; `connlimit`: `[gateway] max_conn_per_ip`.
 //!
 //! The set of instances in rotation is swapped atomically (`arc-swap`) by the supervisor through
 //! the [`herd_core::Rotation`] trait; the request path takes no lock on it.
 
 mod balance;
 mod body;
+mod connlimit;
 mod error;
 mod forward;
+mod gcra;
 mod handler;
 mod pool;
+mod ratelimit;
 mod route;
 pub mod server;
 mod upstream;

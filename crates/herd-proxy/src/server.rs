@@ -17,7 +17,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::connlimit::ConnCounts;
 use crate::handler;
+use crate::ratelimit::{self, RateLimiter};
 use crate::route::RouteTable;
 use crate::upstream::AppUpstreams;
 
@@ -29,6 +31,8 @@ pub struct GatewaySettings {
     pub pool_idle_timeout: Duration,
     pub pool_max_idle: usize,
     pub shutdown_timeout: Duration,
+    /// Open client connections per client IP; 0 = unlimited.
+    pub max_conn_per_ip: u32,
 }
 
 impl From<&herd_config::Gateway> for GatewaySettings {
@@ -39,6 +43,7 @@ impl From<&herd_config::Gateway> for GatewaySettings {
             pool_idle_timeout: g.pool_idle_timeout,
             pool_max_idle: g.pool_max_idle,
             shutdown_timeout: g.shutdown_timeout,
+            max_conn_per_ip: g.max_conn_per_ip,
         }
     }
 }
@@ -47,6 +52,8 @@ impl From<&herd_config::Gateway> for GatewaySettings {
 pub(crate) struct Tables {
     pub(crate) routes: RouteTable,
     pub(crate) apps: Vec<Arc<AppUpstreams>>,
+    /// `[[rate_limit]]` in file order; unchanged entries keep their state across reloads.
+    pub(crate) limits: Vec<Arc<RateLimiter>>,
     by_name: HashMap<String, usize>,
 }
 
@@ -73,6 +80,7 @@ impl Tables {
         Tables {
             routes: RouteTable::compile(&config.routes, &names, stats),
             apps,
+            limits: ratelimit::build(&config.rate_limits, old.map_or(&[], |t| &t.limits)),
             by_name,
         }
     }
@@ -84,6 +92,7 @@ pub struct Gateway {
     settings: ArcSwap<GatewaySettings>,
     tables: ArcSwap<Tables>,
     stats: Arc<StatsRegistry>,
+    conns: Arc<ConnCounts>,
 }
 
 impl Gateway {
@@ -95,6 +104,7 @@ impl Gateway {
             settings: ArcSwap::from_pointee(GatewaySettings::from(&config.gateway)),
             tables: ArcSwap::from_pointee(Tables::build(config, &stats, None)),
             stats,
+            conns: Arc::default(),
         })
     }
 
@@ -154,10 +164,22 @@ impl Gateway {
                 },
             };
             let _ = stream.set_nodelay(true);
+            let max_conn = self.settings().max_conn_per_ip;
+            let conn_guard = (max_conn > 0).then(|| self.conns.try_acquire(peer.ip(), max_conn));
+            let over_limit = matches!(conn_guard, Some(None));
+            if over_limit {
+                tracing::debug!(%peer, max_conn, "connection over max_conn_per_ip");
+            }
             let gw = Arc::clone(&self);
-            let service = service_fn(move |req| {
+            let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let gw = Arc::clone(&gw);
-                async move { Ok::<_, std::convert::Infallible>(handler::serve(gw, req, peer).await) }
+                async move {
+                    Ok::<_, std::convert::Infallible>(if over_limit {
+                        handler::too_many_connections(req.version())
+                    } else {
+                        handler::serve(gw, req, peer).await
+                    })
+                }
             });
             let conn = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -166,6 +188,8 @@ impl Gateway {
             let hard_stop = hard_stop.clone();
             tokio::spawn(
                 async move {
+                    // Counted until the connection ends.
+                    let _conn_guard = conn_guard;
                     tokio::select! {
                         res = conn => if let Err(e) = res {
                             tracing::debug!(error = %e, "client connection ended with an error");
@@ -219,8 +243,13 @@ async fn sweep_pools(gw: Arc<Gateway>, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {
                 let now = Instant::now();
-                for app in &gw.tables.load().apps {
+                let tables = gw.tables.load();
+                for app in &tables.apps {
                     app.sweep(now);
+                }
+                // Rate-limit keys whose time has passed hold no state: bounded memory.
+                for limit in &tables.limits {
+                    limit.sweep(now);
                 }
             }
         }

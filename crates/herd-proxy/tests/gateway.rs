@@ -274,3 +274,166 @@ async fn unrouted_requests_are_404() {
     assert_eq!(status, 404);
     assert!(String::from_utf8_lossy(&body).contains("no route matches"));
 }
+
+// ----- rate limits and connection limits ------------------------------------------------------
+
+/// Status, `Retry-After` and body of one request through a shared client.
+async fn send_with_retry_after(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    addr: SocketAddr,
+    path: &str,
+) -> (StatusCode, Option<u64>, String) {
+    let resp = client
+        .request(
+            Request::get(format!("http://{addr}{path}"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get(http::header::RETRY_AFTER)
+        .map(|v| v.to_str().unwrap().parse().unwrap());
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        retry_after,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+/// Sends `n` requests at once; returns what came back and how long it took.
+async fn burst(gw: &Running, n: usize) -> (Vec<(StatusCode, Option<u64>, String)>, Duration) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let started = std::time::Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let (client, addr) = (client.clone(), gw.addr);
+        set.spawn(async move { send_with_retry_after(&client, addr, "/").await });
+    }
+    let results = set.join_all().await;
+    (results, started.elapsed())
+}
+
+const PER_IP: &str = "[[rate_limit]]\nname = \"per-ip\"\nkey = \"ip\"\n";
+
+#[tokio::test]
+async fn a_burst_over_the_rate_gets_429_with_retry_after() {
+    let gw = gateway(&format!("{PER_IP}rate = \"5r/s\"\nburst = 0\n")).await;
+    gw.gw
+        .set_endpoints("web", vec![endpoint(1, "web-1", backend("a").await)]);
+    let (results, elapsed) = burst(&gw, 20).await;
+    let ok = results.iter().filter(|r| r.0 == StatusCode::OK).count();
+    // At 5r/s with no burst, at most one request per 200 ms (+1 for the window's edges) passes:
+    // with 20 sent, some are rejected unless sending took over 3.6 s.
+    let most = 2 + (elapsed.as_secs_f64() * 5.0).ceil() as usize;
+    assert!(ok >= 1 && ok <= most, "{ok} admitted in {elapsed:?}");
+    for (status, retry_after, body) in results.iter().filter(|r| r.0 != StatusCode::OK) {
+        assert_eq!(*status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(retry_after.is_some_and(|s| s >= 1), "{retry_after:?}");
+        assert!(body.contains("rate limit per-ip exceeded"), "{body}");
+    }
+    gw.stop.cancel();
+}
+
+#[tokio::test]
+async fn requests_paced_at_the_rate_all_pass() {
+    let gw = gateway(&format!("{PER_IP}rate = \"5r/s\"\n")).await;
+    gw.gw
+        .set_endpoints("web", vec![endpoint(1, "web-1", backend("a").await)]);
+    for _ in 0..5 {
+        // 250 ms apart is slower than 5r/s however fast the machine is.
+        let (status, _) = send(gw.addr, get("/")).await;
+        assert_eq!(status, StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    gw.stop.cancel();
+}
+
+#[tokio::test]
+async fn nodelay_admits_the_burst_at_once_then_rejects() {
+    // 1r/m: nothing refills during the test.
+    let gw = gateway(&format!(
+        "{PER_IP}rate = \"1r/m\"\nburst = 5\nnodelay = true\n"
+    ))
+    .await;
+    gw.gw
+        .set_endpoints("web", vec![endpoint(1, "web-1", backend("a").await)]);
+    let (results, _) = burst(&gw, 10).await;
+    let ok = results.iter().filter(|r| r.0 == StatusCode::OK).count();
+    assert_eq!(ok, 6, "1 + burst admitted: {results:?}");
+    for (_, retry_after, _) in results.iter().filter(|r| r.0 != StatusCode::OK) {
+        assert!(
+            retry_after.is_some_and(|s| (1..=60).contains(&s)),
+            "{retry_after:?}"
+        );
+    }
+    gw.stop.cancel();
+}
+
+#[tokio::test]
+async fn a_burst_without_nodelay_is_delayed_to_the_rate() {
+    let gw = gateway(&format!("{PER_IP}rate = \"5r/s\"\nburst = 2\n")).await;
+    gw.gw
+        .set_endpoints("web", vec![endpoint(1, "web-1", backend("a").await)]);
+    let (results, elapsed) = burst(&gw, 3).await;
+    assert!(results.iter().all(|r| r.0 == StatusCode::OK), "{results:?}");
+    // The third waits for its slot two intervals (400 ms) after the first.
+    assert!(elapsed >= Duration::from_millis(350), "{elapsed:?}");
+    gw.stop.cancel();
+}
+
+/// Sends a raw HTTP/1.1 GET on `stream` and reads until the server closes or 2 s pass.
+async fn raw_get(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while let Ok(Ok(n)) =
+        tokio::time::timeout(Duration::from_secs(2), stream.read(&mut chunk)).await
+    {
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[tokio::test]
+async fn connections_over_max_conn_per_ip_get_503_and_are_closed() {
+    let gw = gateway("max_conn_per_ip = 2").await;
+    gw.gw
+        .set_endpoints("web", vec![endpoint(1, "web-1", backend("a").await)]);
+    let held = [
+        tokio::net::TcpStream::connect(gw.addr).await.unwrap(),
+        tokio::net::TcpStream::connect(gw.addr).await.unwrap(),
+    ];
+    let mut extra = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let answer = raw_get(&mut extra).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert!(answer.contains("too many connections"), "{answer}");
+
+    // Once one closes, a new connection is served (the count drops when the server sees it).
+    drop(held);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let answer = raw_get(&mut s).await;
+        if answer.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{answer}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gw.stop.cancel();
+}

@@ -1,0 +1,301 @@
+//! `[[rate_limit]]` state: one [`RateLimiter`] per entry, holding each key's GCRA time
+//! ([`crate::gcra`] decides) in a sharded map in memory.
+//!
+//! Memory is bounded: keys whose TAT is in the past carry no state (a new key starts the same
+//! way) and are dropped by the gateway's periodic sweep; each limiter holds at most
+//! [`MAX_KEYS`]. When a shard is full, a new key first drops the shard's expired keys, then,
+//! if none, the key with the oldest TAT, which is the key closest to being forgotten anyway.
+//! New keys are never rejected for lack of room, so a flood of keys costs precision, not service.
+//!
+//! Several limits may apply to one request: each is checked in file order, the first rejection
+//! answers, and the longest delay is waited (like nginx, which applies every `limit_req`).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use herd_config::{RateKey, RateLimit};
+use http::{header, HeaderMap, StatusCode};
+
+use crate::error::ProxyError;
+use crate::gcra::{Decision, Gcra};
+
+/// Keys kept per limit at most.
+pub(crate) const MAX_KEYS: usize = 100_000;
+const SHARDS: usize = 16;
+
+type Shard = Mutex<HashMap<Box<str>, u64>>;
+
+/// One `[[rate_limit]]` and the state of its keys.
+#[derive(Debug)]
+pub(crate) struct RateLimiter {
+    pub(crate) config: RateLimit,
+    gcra: Gcra,
+    epoch: Instant,
+    hasher: RandomState,
+    shards: Box<[Shard]>,
+    shard_cap: usize,
+}
+
+impl RateLimiter {
+    pub(crate) fn new(config: &RateLimit) -> Self {
+        Self::with_capacity(config, MAX_KEYS)
+    }
+
+    fn with_capacity(config: &RateLimit, max_keys: usize) -> Self {
+        RateLimiter {
+            gcra: Gcra::new(config.rate.interval(), config.burst, config.nodelay),
+            config: config.clone(),
+            epoch: Instant::now(),
+            hasher: RandomState::new(),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            shard_cap: max_keys.div_ceil(SHARDS).max(1),
+        }
+    }
+
+    /// Whether this limit covers a request routed to `app` for `path`.
+    pub(crate) fn applies(&self, app: usize, path: &str) -> bool {
+        self.config.app.is_none_or(|a| a == app)
+            && self
+                .config
+                .path_prefix
+                .as_deref()
+                .is_none_or(|p| path.starts_with(p))
+    }
+
+    /// The request's key for this limit; `None` when it has none (no such header or cookie),
+    /// and then this limit does not count it (nginx: an empty key is not accounted).
+    pub(crate) fn key<'a>(
+        &self,
+        headers: &'a HeaderMap,
+        client: IpAddr,
+        route: &'a str,
+    ) -> Option<Cow<'a, str>> {
+        match &self.config.key {
+            RateKey::Ip => Some(Cow::Owned(client.to_string())),
+            RateKey::Route => Some(Cow::Borrowed(route)),
+            RateKey::Header(name) => headers
+                .get(name.as_str())
+                .map(|v| String::from_utf8_lossy(v.as_bytes()))
+                .filter(|v| !v.is_empty()),
+            RateKey::Cookie(name) => cookie(headers, name).map(Cow::Borrowed),
+        }
+    }
+
+    fn nanos(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn shard(&self, key: &str) -> std::sync::MutexGuard<'_, HashMap<Box<str>, u64>> {
+        let i = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
+        self.shards[i]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Decides for one request with `key` at `now`, recording it if admitted.
+    pub(crate) fn check(&self, key: &str, now: Instant) -> Decision {
+        let now = self.nanos(now);
+        let mut map = self.shard(key);
+        if let Some(tat) = map.get_mut(key) {
+            return self.gcra.check(tat, now);
+        }
+        let mut tat = 0;
+        let decision = self.gcra.check(&mut tat, now);
+        if map.len() >= self.shard_cap {
+            map.retain(|_, t| *t > now);
+        }
+        if map.len() >= self.shard_cap {
+            let oldest = map.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                map.remove(&k);
+            }
+        }
+        map.insert(key.into(), tat);
+        decision
+    }
+
+    /// Drops the keys whose TAT has passed: they hold no state a new key would not have.
+    pub(crate) fn sweep(&self, now: Instant) {
+        let now = self.nanos(now);
+        for shard in &self.shards {
+            shard
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(|_, t| *t > now);
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
+    }
+}
+
+/// A cookie's value from the `Cookie` header(s).
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty())
+}
+
+/// Checks every limit that applies to a request; `Ok` holds how long to delay it.
+///
+/// # Errors
+/// [`ProxyError::RateLimited`] for the first limit that rejects the request.
+pub(crate) fn check_all(
+    limits: &[Arc<RateLimiter>],
+    app: usize,
+    route: &str,
+    path: &str,
+    headers: &HeaderMap,
+    client: IpAddr,
+    now: Instant,
+) -> Result<Duration, ProxyError> {
+    let mut delay = Duration::ZERO;
+    for limit in limits.iter().filter(|l| l.applies(app, path)) {
+        let Some(key) = limit.key(headers, client, route) else {
+            continue;
+        };
+        match limit.check(&key, now) {
+            Decision::Allow => {}
+            Decision::Delay(d) => delay = delay.max(d),
+            Decision::Reject { retry_after } => {
+                tracing::debug!(limit = %limit.config.name, key = %key, "rate limited");
+                return Err(ProxyError::RateLimited {
+                    limit: limit.config.name.clone(),
+                    retry_after,
+                    status: StatusCode::from_u16(limit.config.status)
+                        .unwrap_or(StatusCode::TOO_MANY_REQUESTS),
+                });
+            }
+        }
+    }
+    Ok(delay)
+}
+
+/// Builds the limiters for a config, keeping the state of entries that did not change.
+pub(crate) fn build(config: &[RateLimit], old: &[Arc<RateLimiter>]) -> Vec<Arc<RateLimiter>> {
+    config
+        .iter()
+        .map(|c| {
+            old.iter()
+                .find(|o| o.config == *c)
+                .map_or_else(|| Arc::new(RateLimiter::new(c)), Arc::clone)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herd_config::Rate;
+
+    fn limit(key: RateKey, burst: u32) -> RateLimit {
+        RateLimit {
+            name: "t".into(),
+            key,
+            rate: Rate {
+                requests: 10,
+                per: Duration::from_secs(1),
+            },
+            burst,
+            nodelay: false,
+            app: None,
+            path_prefix: None,
+            status: 429,
+        }
+    }
+
+    #[test]
+    fn keys_are_separate_and_expire() {
+        let l = RateLimiter::new(&limit(RateKey::Ip, 0));
+        let t0 = Instant::now();
+        assert_eq!(l.check("a", t0), Decision::Allow);
+        assert_eq!(l.check("b", t0), Decision::Allow);
+        assert!(matches!(l.check("a", t0), Decision::Reject { .. }));
+        assert_eq!(l.len(), 2);
+        l.sweep(t0 + Duration::from_millis(50));
+        assert_eq!(l.len(), 2, "TAT still ahead");
+        l.sweep(t0 + Duration::from_millis(100));
+        assert_eq!(l.len(), 0);
+        assert_eq!(
+            l.check("a", t0 + Duration::from_millis(100)),
+            Decision::Allow
+        );
+    }
+
+    #[test]
+    fn key_count_is_capped() {
+        let l = RateLimiter::with_capacity(&limit(RateKey::Ip, 0), 64);
+        let t0 = Instant::now();
+        for i in 0..10_000 {
+            assert_eq!(l.check(&format!("k{i}"), t0), Decision::Allow);
+        }
+        assert!(l.len() <= 64, "{}", l.len());
+    }
+
+    #[test]
+    fn extracts_keys() {
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", "k1".parse().unwrap());
+        h.append(header::COOKIE, "a=1; session=s2".parse().unwrap());
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let key = |k| {
+            RateLimiter::new(&limit(k, 0))
+                .key(&h, ip, "route0")
+                .map(Cow::into_owned)
+        };
+        assert_eq!(key(RateKey::Ip).as_deref(), Some("10.0.0.1"));
+        assert_eq!(key(RateKey::Route).as_deref(), Some("route0"));
+        assert_eq!(
+            key(RateKey::Header("x-api-key".into())).as_deref(),
+            Some("k1")
+        );
+        assert_eq!(key(RateKey::Header("x-other".into())), None);
+        assert_eq!(
+            key(RateKey::Cookie("session".into())).as_deref(),
+            Some("s2")
+        );
+        assert_eq!(key(RateKey::Cookie("nope".into())), None);
+    }
+
+    #[test]
+    fn scope_by_app_and_path() {
+        let mut c = limit(RateKey::Route, 0);
+        c.app = Some(1);
+        c.path_prefix = Some("/api/".into());
+        let l = RateLimiter::new(&c);
+        assert!(l.applies(1, "/api/x"));
+        assert!(!l.applies(0, "/api/x"));
+        assert!(!l.applies(1, "/web"));
+    }
+
+    #[test]
+    fn check_all_rejects_with_the_limit_status() {
+        let mut c = limit(RateKey::Ip, 0);
+        c.status = 503;
+        let limits = vec![Arc::new(RateLimiter::new(&c))];
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let h = HeaderMap::new();
+        let now = Instant::now();
+        assert_eq!(
+            check_all(&limits, 0, "r", "/", &h, ip, now).unwrap(),
+            Duration::ZERO
+        );
+        let err = check_all(&limits, 0, "r", "/", &h, ip, now).unwrap_err();
+        assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+}
