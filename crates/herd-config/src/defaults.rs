@@ -33,6 +33,7 @@ pub(crate) const LOGS_MAX_FILES: u32 = 3;
 pub(crate) const INSTANCES: Instances = Instances::Count(1);
 pub(crate) const PORT_RANGE: (u16, u16) = (20000, 20999);
 pub(crate) const BALANCE: Balance = Balance::RoundRobin;
+pub(crate) const HASH_BALANCE_FACTOR: u32 = 125;
 pub(crate) const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(30);

@@ -102,10 +102,35 @@ impl Instances {
 /// `balance`: how requests are spread over an app's ready instances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Balance {
-    /// `"round_robin"` (default): each instance in turn.
+    /// `"round_robin"` (default): each instance in turn (nginx's smooth weighted round robin,
+    /// all weights 1 for now).
     RoundRobin,
     /// `"least_conn"`: the instance with the fewest in-flight requests.
     LeastConn,
+    /// `"random_two"`: two random instances, the one with fewer in-flight requests wins (P2C).
+    RandomTwo,
+    /// `"peak_ewma"`: P2C on latency EWMA × (in-flight + 1), decay 10 s (linkerd, Finagle).
+    PeakEwma,
+    /// `"ip_hash"`: consistent hash of the client IP, with bounded load.
+    IpHash,
+    /// `"hash"`: consistent hash of [`App::hash_key`], with bounded load.
+    Hash,
+    /// `"first"`: the first instance in order that is not skipped (HAProxy `first`).
+    First,
+}
+
+/// `hash_key`: what `balance = "hash"` hashes. Requests without it fall back to round robin
+/// (as HAProxy's `hdr()`/`url_param`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// `"header:X-User"`: the first value of that header (name stored lowercased).
+    Header(String),
+    /// `"cookie:session"`: that cookie's value.
+    Cookie(String),
+    /// `"query:user"`: that query parameter's raw (undecoded) value.
+    Query(String),
+    /// `"path"`: the request path.
+    Path,
 }
 
 /// Where an app's backends come from.
@@ -174,6 +199,11 @@ pub struct App {
     pub backends: Backends,
     /// `balance`, default round robin.
     pub balance: Balance,
+    /// `hash_key`: `Some` exactly when `balance` is [`Balance::Hash`].
+    pub hash_key: Option<HashKey>,
+    /// `hash_balance_factor`, default 125 (HAProxy `hash-balance-factor`): with `hash` and
+    /// `ip_hash`, no instance takes more than ceil(factor/100 × mean in-flight); 0 = unbounded.
+    pub hash_balance_factor: u32,
     /// `[app.health]`; defaults to a TCP connect check.
     pub health: Health,
     /// `max_fails`, default 1 (nginx): failed attempts within `fail_timeout` that take an instance out passively.

@@ -73,6 +73,8 @@ pub(crate) struct RawApp {
     pub(crate) instances: Option<Val>,
     pub(crate) port_range: Option<Val>,
     pub(crate) balance: Option<Str>,
+    pub(crate) hash_key: Option<Str>,
+    pub(crate) hash_balance_factor: Option<Int>,
     pub(crate) env: Option<Spanned<BTreeMap<String, Val>>>,
     pub(crate) max_memory: Option<Val>,
     pub(crate) kill_timeout: Option<Val>,

@@ -538,14 +538,92 @@ fn bad_balance() {
         "app[0].balance",
     );
     assert_eq!(err.message, "unknown balance \"leastconn\"");
+    const ALL: &str = "valid values: \"round_robin\", \"least_conn\", \"random_two\", \"peak_ewma\", \"ip_hash\", \"hash\", \"first\"";
     assert_eq!(
         err.hint.as_deref(),
-        Some("did you mean \"least_conn\"? valid values: \"round_robin\", \"least_conn\"")
+        Some(format!("did you mean \"least_conn\"? {ALL}").as_str())
     );
     let err = one(&format!("{APP}balance = \"random\"\n"), 4, "app[0].balance");
     assert_eq!(
         err.hint.as_deref(),
-        Some("valid values: \"round_robin\", \"least_conn\"")
+        Some(format!("did you mean \"random_two\"? {ALL}").as_str())
+    );
+    let err = one(
+        &format!("{APP}balance = \"fastest\"\n"),
+        4,
+        "app[0].balance",
+    );
+    assert_eq!(err.hint.as_deref(), Some(ALL));
+}
+
+#[test]
+fn balance_algorithms() {
+    use crate::HashKey;
+    for (name, want) in [
+        ("round_robin", Balance::RoundRobin),
+        ("least_conn", Balance::LeastConn),
+        ("random_two", Balance::RandomTwo),
+        ("peak_ewma", Balance::PeakEwma),
+        ("ip_hash", Balance::IpHash),
+        ("first", Balance::First),
+    ] {
+        let cfg = ok(&format!("{APP}balance = \"{name}\"\n"));
+        assert_eq!(cfg.apps[0].balance, want);
+        assert_eq!(cfg.apps[0].hash_key, None);
+        assert_eq!(cfg.apps[0].hash_balance_factor, 125);
+    }
+    let cfg = ok(&format!(
+        "{APP}balance = \"hash\"\nhash_key = \"header:X-User\"\nhash_balance_factor = 0\n"
+    ));
+    assert_eq!(cfg.apps[0].balance, Balance::Hash);
+    assert_eq!(cfg.apps[0].hash_key, Some(HashKey::Header("x-user".into())));
+    assert_eq!(cfg.apps[0].hash_balance_factor, 0);
+    for (key, want) in [
+        ("cookie:sid", HashKey::Cookie("sid".into())),
+        ("query:user", HashKey::Query("user".into())),
+        ("path", HashKey::Path),
+    ] {
+        let cfg = ok(&format!("{APP}balance = \"hash\"\nhash_key = \"{key}\"\n"));
+        assert_eq!(cfg.apps[0].hash_key, Some(want));
+    }
+    let cfg = ok(&format!(
+        "{APP}balance = \"ip_hash\"\nhash_balance_factor = 200\n"
+    ));
+    assert_eq!(cfg.apps[0].hash_balance_factor, 200);
+}
+
+#[test]
+fn bad_hash_keys() {
+    let err = one(&format!("{APP}balance = \"hash\"\n"), 4, "app[0].hash_key");
+    assert_eq!(err.message, "balance = \"hash\" needs hash_key");
+    let err = one(
+        &format!("{APP}balance = \"hash\"\nhash_key = \"header\"\n"),
+        5,
+        "app[0].hash_key",
+    );
+    assert_eq!(err.message, "invalid hash_key \"header\"");
+    let err = one(
+        &format!("{APP}balance = \"hash\"\nhash_key = \"body:x\"\n"),
+        5,
+        "app[0].hash_key",
+    );
+    assert_eq!(err.message, "unknown hash_key kind \"body\"");
+    let err = one(&format!("{APP}hash_key = \"path\"\n"), 4, "app[0].hash_key");
+    assert_eq!(err.message, "hash_key only applies with balance = \"hash\"");
+    one(
+        &format!("{APP}balance = \"hash\"\nhash_key = \"path\"\nhash_balance_factor = 99\n"),
+        6,
+        "app[0].hash_balance_factor",
+    );
+    one(
+        &format!("{APP}balance = \"hash\"\nhash_key = \"path\"\nhash_balance_factor = -1\n"),
+        6,
+        "app[0].hash_balance_factor",
+    );
+    one(
+        &format!("{APP}hash_balance_factor = 150\n"),
+        4,
+        "app[0].hash_balance_factor",
     );
 }
 

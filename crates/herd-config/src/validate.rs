@@ -20,6 +20,7 @@ use crate::raw::{RawConfig, RawRoute};
 
 mod alerts;
 mod app;
+mod balance;
 mod rate_limit;
 mod scaling;
 mod values;

@@ -1,128 +1,159 @@
-//! Instance selection. Pure: takes the candidates' observations and a rotation counter, does no I/O.
+//! Instance selection. Pure: takes the candidates' observations, a rotation counter, a random
+//! word and the request's hash, does no I/O and reads no clock.
+//!
+//! - round robin: one period of nginx's smooth weighted round robin ([`swrr`]), precomputed
+//!   when the set changes and indexed by the counter (all weights 1 until servers get weights).
+//! - least connections: fewest in flight, ties rotated by the counter.
+//! - `random_two`: power of two choices on in-flight; `peak_ewma`: the same on latency EWMA ×
+//!   (in-flight + 1) ([`ewma`]).
+//! - `ip_hash` / `hash`: consistent hashing with bounded loads ([`ring`], keys from [`key`]).
+//! - `first`: the first instance in order that is not skipped.
 
 use herd_config::Balance;
 
+pub(crate) mod ewma;
+pub(crate) mod key;
+pub(crate) mod ring;
+pub(crate) mod swrr;
+
+#[cfg(test)]
+mod tests;
+
 /// What the balancer needs to know about one candidate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Candidate {
     pub(crate) in_flight: usize,
     /// Passively marked down (recent failures) or already tried for this request.
     pub(crate) skip: bool,
+    /// Peak EWMA latency in microseconds (read only by `peak_ewma`).
+    pub(crate) latency_us: f64,
+}
+
+/// Per-request inputs besides the candidates.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Inputs<'a> {
+    /// A counter the caller increments per request.
+    pub(crate) rr: u64,
+    /// A random word from the caller's seeded generator.
+    pub(crate) rand: u64,
+    /// The request's hash for `ip_hash`/`hash`; `None` falls back to round robin.
+    pub(crate) key: Option<u64>,
+    /// One smooth weighted round robin period over the set.
+    pub(crate) schedule: &'a [u32],
+    /// The consistent-hash ring over the set.
+    pub(crate) ring: &'a ring::Ring,
+    /// `hash_balance_factor` (0 = unbounded).
+    pub(crate) factor: u32,
 }
 
 /// Picks an index among `n` candidates, or `None` when all are skipped.
-///
-/// `rr` is a counter the caller increments per request: round robin starts its scan there, and
-/// least connections uses it to rotate among ties so equal instances share load evenly.
 pub(crate) fn pick(
     algo: Balance,
     n: usize,
-    rr: u64,
+    input: &Inputs<'_>,
     candidate: impl Fn(usize) -> Candidate,
 ) -> Option<usize> {
     if n == 0 {
         return None;
     }
-    let start = usize::try_from(rr % n as u64).unwrap_or(0);
-    match algo {
-        Balance::RoundRobin => (0..n)
-            .map(|k| (start + k) % n)
-            .find(|&i| !candidate(i).skip),
-        Balance::LeastConn => {
-            let mut best: Option<(usize, usize)> = None;
-            for k in 0..n {
-                let i = (start + k) % n;
-                let c = candidate(i);
-                if c.skip {
-                    continue;
-                }
-                if best.is_none_or(|(_, load)| c.in_flight < load) {
-                    best = Some((i, c.in_flight));
-                }
-            }
-            best.map(|(i, _)| i)
+    match (algo, input.key) {
+        (Balance::RoundRobin, _) | (Balance::IpHash | Balance::Hash, None) => {
+            round_robin(n, input.rr, input.schedule, candidate)
         }
+        (Balance::LeastConn, _) => least_conn(n, input.rr, candidate),
+        (Balance::RandomTwo, _) => p2c(n, input.rand, candidate, |c| {
+            // Exact for any realistic count (< 2^53).
+            #[allow(clippy::cast_precision_loss)]
+            let load = c.in_flight as f64;
+            load
+        }),
+        (Balance::PeakEwma, _) => p2c(n, input.rand, candidate, peak_cost),
+        (Balance::IpHash | Balance::Hash, Some(key)) => {
+            input.ring.pick(key, n, input.factor, &candidate)
+        }
+        (Balance::First, _) => (0..n).find(|&i| !candidate(i).skip),
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
+/// linkerd's cost: latency × (in-flight + 1). The microsecond added keeps in-flight counting
+/// once an idle instance's estimate has decayed to zero.
+pub(crate) fn peak_cost(c: &Candidate) -> f64 {
+    #[allow(clippy::cast_precision_loss)]
+    let pending = c.in_flight as f64 + 1.0;
+    (c.latency_us + 1.0) * pending
+}
 
-    fn cands<'a>(loads: &'a [usize], skip: &'a [bool]) -> impl Fn(usize) -> Candidate + 'a {
-        move |i| Candidate {
-            in_flight: loads[i],
-            skip: skip[i],
+fn round_robin(
+    n: usize,
+    rr: u64,
+    schedule: &[u32],
+    candidate: impl Fn(usize) -> Candidate,
+) -> Option<usize> {
+    if schedule.is_empty() {
+        let start = usize::try_from(rr % n as u64).unwrap_or(0);
+        return (0..n)
+            .map(|k| (start + k) % n)
+            .find(|&i| !candidate(i).skip);
+    }
+    let len = schedule.len();
+    let start = usize::try_from(rr % len as u64).unwrap_or(0);
+    let found = (0..len)
+        .map(|k| schedule[(start + k) % len] as usize)
+        .find(|&i| i < n && !candidate(i).skip);
+    // A weight-0 instance appears in no period; it still serves when nothing else can.
+    found.or_else(|| (0..n).find(|&i| !candidate(i).skip))
+}
+
+fn least_conn(n: usize, rr: u64, candidate: impl Fn(usize) -> Candidate) -> Option<usize> {
+    let start = usize::try_from(rr % n as u64).unwrap_or(0);
+    let mut best: Option<(usize, usize)> = None;
+    for k in 0..n {
+        let i = (start + k) % n;
+        let c = candidate(i);
+        if c.skip {
+            continue;
+        }
+        if best.is_none_or(|(_, load)| c.in_flight < load) {
+            best = Some((i, c.in_flight));
         }
     }
+    best.map(|(i, _)| i)
+}
 
-    #[test]
-    fn round_robin_is_exact_over_a_stable_set() {
-        let loads = [0; 3];
-        let skip = [false; 3];
-        let mut hits = [0; 3];
-        for rr in 0..300 {
-            hits[pick(Balance::RoundRobin, 3, rr, cands(&loads, &skip)).unwrap()] += 1;
-        }
-        assert_eq!(hits, [100, 100, 100]);
+/// The two distinct draws (positions among `m >= 2` eligible candidates) that `rand` makes:
+/// the high half picks the first, the low half the second among the other `m - 1`.
+pub(crate) fn draws(rand: u64, m: usize) -> (usize, usize) {
+    // Lemire's multiply-shift reduction: unbiased enough for m far below 2^32, no division.
+    let reduce = |x: u64, m: usize| usize::try_from((x * m as u64) >> 32).unwrap_or(0);
+    let a = reduce(rand >> 32, m);
+    let mut b = reduce(rand & 0xffff_ffff, m - 1);
+    if b >= a {
+        b += 1;
     }
+    (a, b)
+}
 
-    #[test]
-    fn least_conn_prefers_the_idlest() {
-        let loads = [5, 1, 3];
-        let skip = [false; 3];
-        for rr in 0..10 {
-            assert_eq!(
-                pick(Balance::LeastConn, 3, rr, cands(&loads, &skip)),
-                Some(1)
-            );
-        }
-    }
-
-    #[test]
-    fn least_conn_rotates_ties() {
-        let loads = [2, 2, 2];
-        let skip = [false; 3];
-        let picked: Vec<_> = (0..3)
-            .map(|rr| pick(Balance::LeastConn, 3, rr, cands(&loads, &skip)).unwrap())
-            .collect();
-        assert_eq!(picked, vec![0, 1, 2]);
-    }
-
-    proptest! {
-        #[test]
-        fn never_picks_a_skipped_candidate(
-            loads in proptest::collection::vec(0usize..50, 1..12),
-            skip_bits in any::<u16>(),
-            rr in any::<u64>(),
-            lc in any::<bool>(),
-        ) {
-            let n = loads.len();
-            let skip: Vec<bool> = (0..n).map(|i| skip_bits & (1 << i) != 0).collect();
-            let algo = if lc { Balance::LeastConn } else { Balance::RoundRobin };
-            let got = pick(algo, n, rr, cands(&loads, &skip));
-            match got {
-                None => prop_assert!(skip.iter().all(|s| *s)),
-                Some(i) => {
-                    prop_assert!(!skip[i]);
-                    if lc {
-                        let min = (0..n).filter(|&j| !skip[j]).map(|j| loads[j]).min().unwrap();
-                        prop_assert_eq!(loads[i], min);
-                    }
-                }
+/// Power of two choices: two distinct random candidates among those not skipped; the lower
+/// cost wins, the first draw on ties.
+fn p2c(
+    n: usize,
+    rand: u64,
+    candidate: impl Fn(usize) -> Candidate,
+    cost: impl Fn(&Candidate) -> f64,
+) -> Option<usize> {
+    let m = (0..n).filter(|&i| !candidate(i).skip).count();
+    let nth = |k: usize| (0..n).filter(|&i| !candidate(i).skip).nth(k);
+    match m {
+        0 => None,
+        1 => nth(0),
+        _ => {
+            let (a, b) = draws(rand, m);
+            let (a, b) = (nth(a)?, nth(b)?);
+            if cost(&candidate(b)) < cost(&candidate(a)) {
+                Some(b)
+            } else {
+                Some(a)
             }
-        }
-
-        #[test]
-        fn round_robin_spreads_evenly(n in 1usize..10, rounds in 1u64..20) {
-            let loads = vec![0; n];
-            let skip = vec![false; n];
-            let mut hits = vec![0u64; n];
-            for rr in 0..(n as u64 * rounds) {
-                hits[pick(Balance::RoundRobin, n, rr, cands(&loads, &skip)).unwrap()] += 1;
-            }
-            prop_assert!(hits.iter().all(|h| *h == rounds));
         }
     }
 }

@@ -106,6 +106,8 @@ async fn forward(
     }
 
     let (mut parts, body) = req.into_parts();
+    // Read before the headers are rewritten; kept across retries.
+    let affinity = app.affinity(&parts.headers, &parts.uri, client.ip());
     if !parts.headers.contains_key(header::HOST) {
         if let Some(auth) = parts.uri.authority() {
             let v = HeaderValue::from_str(auth.as_str()).map_err(|_| ProxyError::BadRequest {
@@ -135,7 +137,7 @@ async fn forward(
     });
     let (body, sent) = UpBody::client(body, Arc::clone(&stats));
     let req = Request::from_parts(parts, body);
-    send_with_retries(gw, &app, req, replay, sent, &stats).await
+    send_with_retries(gw, &app, req, replay, sent, &stats, affinity).await
 }
 
 async fn send_with_retries(
@@ -145,6 +147,7 @@ async fn send_with_retries(
     replay: Option<Request<()>>,
     sent: Arc<AtomicBool>,
     stats: &Arc<RouteStats>,
+    affinity: Option<u64>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let mut set = app.current();
     if set.is_empty() {
@@ -165,7 +168,7 @@ async fn send_with_retries(
     let mut last_err: Option<ProxyError> = None;
     loop {
         let now = Instant::now();
-        let Some(up) = app.pick(&set, &tried, now) else {
+        let Some(up) = app.pick(&set, &tried, now, affinity) else {
             return Err(last_err.unwrap_or_else(|| ProxyError::NoInstance {
                 app: app.name.clone(),
             }));
@@ -274,10 +277,12 @@ async fn attempt(
             })
         }
         Ok(Ok(resp)) => {
+            let took = sent_at.elapsed();
             up.endpoint
                 .stats
                 .window
-                .record(sent_at.elapsed(), resp.status().is_server_error());
+                .record(took, resp.status().is_server_error());
+            up.ewma.record(sent_at + took, took);
             let (mut parts, body) = resp.into_parts();
             forward::remove_hop_by_hop(&mut parts.headers);
             let body = UpstreamBody::new(

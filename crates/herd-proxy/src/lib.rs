@@ -4,7 +4,8 @@
 //! - [`server`]: accept loop, hyper (HTTP/1.1 + h2c) connections, graceful shutdown.
 //! - `handler`: one request end to end: route → pick → forward → retry → response.
 //! - `route`: the routing table, compiled once from `[[route]]`.
-//! - `balance`: pure instance selection (round robin, least connections).
+//! - `balance`: pure instance selection (smooth weighted round robin, least connections, P2C,
+//!   peak EWMA, consistent hashing with bounded load, first).
 //! - `pool`: per-instance keep-alive pool of HTTP/1.1 upstream connections.
 //! - `forward`: hop-by-hop removal and `X-Forwarded-*` headers.
 //! - `body`: the streamed response body that ends the in-flight count and returns the connection.

@@ -1,15 +1,21 @@
-//! Per-app upstream state: the instances in rotation (atomically swapped) and the rotation counter.
+//! Per-app upstream state: the instances in rotation (atomically swapped, with the round robin
+//! schedule and the consistent-hash ring built for them) and the rotation counter and random
+//! generator the balancer draws from.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher as _, RandomState};
+use std::net::IpAddr;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use herd_config::{App, Balance};
+use herd_config::{App, Balance, HashKey};
 use herd_core::{Demand, Endpoint};
+use http::{HeaderMap, Uri};
 
-use crate::balance::{self, Candidate};
+use crate::balance::{self, ewma::PeakEwma, key, ring::Ring, swrr, Candidate, Inputs};
 use crate::pool::Pool;
 use crate::server::GatewaySettings;
 
@@ -18,18 +24,51 @@ use crate::server::GatewaySettings;
 pub(crate) struct Upstream {
     pub(crate) endpoint: Endpoint,
     pub(crate) pool: Arc<Pool>,
+    /// Peak EWMA of time to response head, for `peak_ewma`.
+    pub(crate) ewma: PeakEwma,
+}
+
+/// The instances in rotation with what the balancer precomputes over them when they change.
+#[derive(Debug, Default)]
+pub(crate) struct UpstreamSet {
+    upstreams: Vec<Arc<Upstream>>,
+    /// One smooth weighted round robin period (all weights 1 for now).
+    schedule: Vec<u32>,
+    ring: Ring,
+}
+
+impl UpstreamSet {
+    fn new(upstreams: Vec<Arc<Upstream>>) -> Self {
+        UpstreamSet {
+            schedule: swrr::schedule(&vec![1; upstreams.len()]),
+            ring: Ring::new(upstreams.iter().map(|u| &*u.endpoint.id)),
+            upstreams,
+        }
+    }
+}
+
+impl Deref for UpstreamSet {
+    type Target = [Arc<Upstream>];
+
+    fn deref(&self) -> &Self::Target {
+        &self.upstreams
+    }
 }
 
 #[derive(Debug)]
 pub(crate) struct AppUpstreams {
     pub(crate) name: String,
     balance: Balance,
+    hash_key: Option<HashKey>,
+    hash_balance_factor: u32,
     pub(crate) max_fails: u32,
     pub(crate) fail_timeout: Duration,
     rr: AtomicU64,
+    /// SplitMix64 state for `random_two`/`peak_ewma`, seeded per process.
+    rng: AtomicU64,
     /// Shared with the app's next incarnation after a config reload, so an update from the
     /// supervisor can never land in a table that is being replaced.
-    set: Arc<ArcSwap<Vec<Arc<Upstream>>>>,
+    set: Arc<ArcSwap<UpstreamSet>>,
     pub(crate) demand: Arc<Demand>,
     /// For apps that scale to zero: how long and how many requests to hold while the first
     /// instance starts (Knative's activator).
@@ -46,7 +85,7 @@ impl AppUpstreams {
     pub(crate) fn new(app: &App) -> Self {
         Self::with_state(
             app,
-            Arc::new(ArcSwap::from_pointee(Vec::new())),
+            Arc::new(ArcSwap::from_pointee(UpstreamSet::default())),
             Arc::new(Demand::default()),
         )
     }
@@ -56,13 +95,16 @@ impl AppUpstreams {
         Self::with_state(app, Arc::clone(&self.set), Arc::clone(&self.demand))
     }
 
-    fn with_state(app: &App, set: Arc<ArcSwap<Vec<Arc<Upstream>>>>, demand: Arc<Demand>) -> Self {
+    fn with_state(app: &App, set: Arc<ArcSwap<UpstreamSet>>, demand: Arc<Demand>) -> Self {
         AppUpstreams {
             name: app.name.clone(),
             balance: app.balance,
+            hash_key: app.hash_key.clone(),
+            hash_balance_factor: app.hash_balance_factor,
             max_fails: app.max_fails,
             fail_timeout: app.fail_timeout,
             rr: AtomicU64::new(0),
+            rng: AtomicU64::new(RandomState::new().hash_one(&app.name)),
             set,
             demand,
             hold: app.scaling.as_ref().filter(|s| s.min == 0).map(|s| Hold {
@@ -72,7 +114,7 @@ impl AppUpstreams {
         }
     }
 
-    pub(crate) fn current(&self) -> Arc<Vec<Arc<Upstream>>> {
+    pub(crate) fn current(&self) -> Arc<UpstreamSet> {
         self.set.load_full()
     }
 
@@ -86,6 +128,7 @@ impl AppUpstreams {
             .map(|ep| match by_uid.remove(&ep.uid) {
                 Some(u) => Arc::clone(u),
                 None => Arc::new(Upstream {
+                    ewma: PeakEwma::new(Instant::now()),
                     pool: Arc::new(Pool::new(
                         ep.addr,
                         ep.id.to_string(),
@@ -98,9 +141,19 @@ impl AppUpstreams {
             })
             .collect();
         let arrived = !next.is_empty();
-        self.set.store(Arc::new(next));
+        self.set.store(Arc::new(UpstreamSet::new(next)));
         if arrived {
             self.demand.instances_arrived();
+        }
+    }
+
+    /// What `ip_hash`/`hash` hash for this request, computed once before the first pick (and
+    /// kept across retries); `None` for other algorithms or when the request lacks the key.
+    pub(crate) fn affinity(&self, headers: &HeaderMap, uri: &Uri, client: IpAddr) -> Option<u64> {
+        match (self.balance, &self.hash_key) {
+            (Balance::IpHash, _) => Some(key::ip_hash(client)),
+            (Balance::Hash, Some(k)) => key::request_hash(k, headers, uri),
+            _ => None,
         }
     }
 
@@ -108,11 +161,20 @@ impl AppUpstreams {
     /// instance is marked (then the marks are ignored rather than failing the request).
     pub(crate) fn pick(
         &self,
-        set: &[Arc<Upstream>],
+        set: &UpstreamSet,
         tried: &[u64],
         now: Instant,
+        affinity: Option<u64>,
     ) -> Option<Arc<Upstream>> {
-        let rr = self.rr.fetch_add(1, Ordering::Relaxed);
+        let input = Inputs {
+            rr: self.rr.fetch_add(1, Ordering::Relaxed),
+            rand: self.next_random(),
+            key: affinity,
+            schedule: &set.schedule,
+            ring: &set.ring,
+            factor: self.hash_balance_factor,
+        };
+        let ewma = self.balance == Balance::PeakEwma;
         let candidate = |honour_down: bool| {
             move |i: usize| {
                 let u: &Upstream = &set[i];
@@ -120,12 +182,25 @@ impl AppUpstreams {
                     in_flight: u.endpoint.stats.in_flight(),
                     skip: tried.contains(&u.endpoint.uid)
                         || (honour_down && u.endpoint.stats.passively_down(now)),
+                    latency_us: if ewma { u.ewma.get(now) } else { 0.0 },
                 }
             }
         };
-        balance::pick(self.balance, set.len(), rr, candidate(true))
-            .or_else(|| balance::pick(self.balance, set.len(), rr, candidate(false)))
+        balance::pick(self.balance, set.len(), &input, candidate(true))
+            .or_else(|| balance::pick(self.balance, set.len(), &input, candidate(false)))
             .map(|i| Arc::clone(&set[i]))
+    }
+
+    /// SplitMix64 on an atomic counter: lock-free, and each call gets its own word.
+    fn next_random(&self) -> u64 {
+        const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut z = self
+            .rng
+            .fetch_add(GAMMA, Ordering::Relaxed)
+            .wrapping_add(GAMMA);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
     }
 
     pub(crate) fn sweep(&self, now: Instant) {

@@ -10,13 +10,9 @@ use toml::{Spanned, Value};
 use super::values::{fmt_duration, parse_addr, resolve};
 use super::Validator;
 use crate::defaults as d;
-use crate::error::closest;
-use crate::model::{App, Backends, Balance, Command, Health, Instances};
+use crate::model::{App, Backends, Command, Health, Instances};
 use crate::raw::{RawApp, RawHealth, Val};
 use crate::units::{instances_from_int, parse_port_range};
-
-/// Valid `balance` values, as written in the file.
-const BALANCE_VALUES: [&str; 2] = ["round_robin", "least_conn"];
 
 impl Validator<'_> {
     pub(super) fn app(
@@ -65,34 +61,7 @@ impl Validator<'_> {
             }
         };
 
-        let balance = match &a.balance {
-            None => d::BALANCE,
-            Some(b) => match b.get_ref().as_str() {
-                "round_robin" => Balance::RoundRobin,
-                "least_conn" => Balance::LeastConn,
-                other => {
-                    let mut hint = String::new();
-                    let alias = match other.to_ascii_lowercase().replace(['-', ' '], "_").as_str() {
-                        "roundrobin" | "round_robin" | "rr" => Some("round_robin"),
-                        "leastconn" | "least_conn" | "least_connections" | "least_conns" => {
-                            Some("least_conn")
-                        }
-                        _ => closest(other, &BALANCE_VALUES),
-                    };
-                    if let Some(s) = alias {
-                        hint.push_str(&format!("did you mean \"{s}\"? "));
-                    }
-                    hint.push_str("valid values: \"round_robin\", \"least_conn\"");
-                    self.err(
-                        &b.span(),
-                        &format!("{p}.balance"),
-                        format!("unknown balance \"{other}\""),
-                        Some(hint),
-                    );
-                    d::BALANCE
-                }
-            },
-        };
+        let (balance, hash_key, hash_balance_factor) = self.balancing(&p, a);
 
         let health = match &a.health {
             Some(h) => self.health(&format!("{p}.health"), h.get_ref()),
@@ -112,6 +81,8 @@ impl Validator<'_> {
             name,
             backends,
             balance,
+            hash_key,
+            hash_balance_factor,
             health,
             scaling,
             max_fails: self.u32(
