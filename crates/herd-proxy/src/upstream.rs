@@ -209,3 +209,95 @@ impl AppUpstreams {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+    use herd_core::EndpointStats;
+    use http::HeaderMap;
+
+    use super::*;
+
+    fn app(extra: &str) -> (AppUpstreams, GatewaySettings) {
+        let text = format!("[[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\n{extra}\n");
+        let cfg = herd_config::parse(&text, "t.toml", std::path::Path::new(".")).unwrap();
+        (
+            AppUpstreams::new(&cfg.apps[0]),
+            GatewaySettings::from(&cfg.gateway),
+        )
+    }
+
+    fn endpoints(ids: &[u64]) -> Vec<Endpoint> {
+        ids.iter()
+            .map(|&uid| Endpoint {
+                uid,
+                id: Arc::from(format!("web-{uid}")),
+                addr: SocketAddr::from(([127, 0, 0, 1], 1)),
+                stats: Arc::new(EndpointStats::new()),
+            })
+            .collect()
+    }
+
+    fn user(name: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("x-user", name.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn peak_ewma_steers_away_from_a_slow_instance() {
+        let (app, settings) = app("balance = \"peak_ewma\"");
+        app.replace(endpoints(&[1, 2]), &settings);
+        let set = app.current();
+        let now = Instant::now();
+        set[0].ewma.record(now, Duration::from_millis(500));
+        set[1].ewma.record(now, Duration::from_millis(5));
+        for _ in 0..50 {
+            let up = app.pick(&set, &[], now, None).unwrap();
+            assert_eq!(up.endpoint.uid, 2);
+        }
+    }
+
+    #[test]
+    fn hash_keeps_users_when_an_instance_joins_or_leaves_and_retries_move_on() {
+        let (app, settings) = app("balance = \"hash\"\nhash_key = \"header:X-User\"");
+        let uri = Uri::from_static("/");
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let now = Instant::now();
+        let place = |app: &AppUpstreams| -> Vec<u64> {
+            let set = app.current();
+            (0..100)
+                .map(|u| {
+                    let key = app.affinity(&user(&format!("u{u}")), &uri, ip);
+                    assert!(key.is_some());
+                    app.pick(&set, &[], now, key).unwrap().endpoint.uid
+                })
+                .collect()
+        };
+        app.replace(endpoints(&[1, 2, 3]), &settings);
+        let three = place(&app);
+        app.replace(endpoints(&[1, 2, 3, 4]), &settings);
+        let four = place(&app);
+        for (a, b) in three.iter().zip(&four) {
+            assert!(
+                a == b || *b == 4,
+                "a user moved from {a} to {b}, not to the new instance"
+            );
+        }
+        app.replace(endpoints(&[1, 2, 3]), &settings);
+        assert_eq!(place(&app), three);
+
+        // A retry never goes back to an instance already tried, and a request with no key is
+        // still served.
+        let set = app.current();
+        let key = app.affinity(&user("u1"), &uri, ip);
+        let first = app.pick(&set, &[], now, key).unwrap().endpoint.uid;
+        let second = app.pick(&set, &[first], now, key).unwrap().endpoint.uid;
+        assert_ne!(first, second);
+        assert!(app.pick(&set, &[1, 2, 3], now, key).is_none());
+        let no_key = app.affinity(&HeaderMap::new(), &uri, ip);
+        assert_eq!(no_key, None);
+        assert!(app.pick(&set, &[], now, no_key).is_some());
+    }
+}
