@@ -22,6 +22,10 @@ pub(crate) const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const MAX_CONN_PER_IP: u32 = 0;
 pub(crate) const RATE_LIMIT_BURST: u32 = 0;
 pub(crate) const RATE_LIMIT_STATUS: u16 = 429;
+pub(crate) const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const MAX_HEADER_SIZE: u64 = 64 * 1024;
+/// hyper's smallest read buffer: a head limit below it cannot be enforced.
+pub(crate) const MIN_HEADER_SIZE: u64 = 8 * 1024;
 
 pub(crate) const ADMIN_LISTEN: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9090));
@@ -140,6 +144,11 @@ impl Default for Gateway {
             pool_max_idle: POOL_MAX_IDLE,
             shutdown_timeout: SHUTDOWN_TIMEOUT,
             max_conn_per_ip: MAX_CONN_PER_IP,
+            client_header_timeout: CLIENT_HEADER_TIMEOUT,
+            max_connections: 0,
+            max_header_size: MAX_HEADER_SIZE,
+            max_body_size: None,
+            security_headers: false,
         }
     }
 }

@@ -53,6 +53,22 @@ pub struct Gateway {
     /// `max_conn_per_ip`, default 0 (unlimited): open client connections per client IP (nginx
     /// `limit_conn`); requests on connections over the limit get 503.
     pub max_conn_per_ip: u32,
+    /// `client_header_timeout`, default 30s (hyper's default; nginx `client_header_timeout` is
+    /// 60s): a client must send a whole HTTP/1 request head within this, or its connection is
+    /// closed (slowloris).
+    pub client_header_timeout: Duration,
+    /// `max_connections`, default 0 (unlimited): open client connections; when reached, herd
+    /// stops accepting until one closes (new clients wait in the kernel's backlog).
+    pub max_connections: usize,
+    /// `max_header_size`, default 64KiB: largest request head (HTTP/1 request line + headers;
+    /// HTTP/2 header list); over it the client gets 431.
+    pub max_header_size: u64,
+    /// `max_body_size`, default unlimited (nginx `client_max_body_size`): over it the client
+    /// gets 413.
+    pub max_body_size: Option<u64>,
+    /// `security_headers`, default false: add `X-Content-Type-Options`, `X-Frame-Options` and
+    /// `Referrer-Policy` to responses that lack them.
+    pub security_headers: bool,
 }
 
 /// `[admin]`: the admin API (status, scaling, reload, logs).

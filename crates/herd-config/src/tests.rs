@@ -760,3 +760,45 @@ fn scalar_where_table_expected() {
     );
     assert!(err.hint.unwrap().contains("[app.health]"));
 }
+
+#[test]
+fn gateway_edge_limits() {
+    let g = ok(APP).gateway;
+    assert_eq!(g.client_header_timeout, Duration::from_secs(30));
+    assert_eq!((g.max_connections, g.max_header_size), (0, 64 * 1024));
+    assert_eq!((g.max_body_size, g.security_headers), (None, false));
+    let g = ok(&format!(
+        "[gateway]\nclient_header_timeout = \"500ms\"\nmax_connections = 1000\n\
+         max_header_size = \"16KiB\"\nmax_body_size = \"10MiB\"\nsecurity_headers = true\n{APP}"
+    ))
+    .gateway;
+    assert_eq!(g.client_header_timeout, Duration::from_millis(500));
+    assert_eq!((g.max_connections, g.max_header_size), (1000, 16 * 1024));
+    assert_eq!(
+        (g.max_body_size, g.security_headers),
+        (Some(10 << 20), true)
+    );
+    assert_eq!(
+        ok(&format!("[gateway]\nmax_body_size = 0\n{APP}"))
+            .gateway
+            .max_body_size,
+        None,
+        "0 = unlimited"
+    );
+    let err = one(
+        &format!("[gateway]\nmax_header_size = \"1KiB\"\n{APP}"),
+        2,
+        "gateway.max_header_size",
+    );
+    assert!(err.message.contains("at least 8KiB"), "{err}");
+    one(
+        &format!("[gateway]\nclient_header_timeout = \"0s\"\n{APP}"),
+        2,
+        "gateway.client_header_timeout",
+    );
+    one(
+        &format!("[gateway]\nmax_connections = -1\n{APP}"),
+        2,
+        "gateway.max_connections",
+    );
+}

@@ -16,7 +16,7 @@ use toml::Spanned;
 use crate::defaults as d;
 use crate::error::{closest, ConfigError, ConfigErrors, Source};
 use crate::model::{Admin, Config, Gateway, Logs, Route};
-use crate::raw::{RawConfig, RawRoute};
+use crate::raw::{RawConfig, RawRoute, Val};
 
 mod alerts;
 mod app;
@@ -144,6 +144,37 @@ impl Validator<'_> {
                 d::MAX_CONN_PER_IP,
                 0,
             ),
+            client_header_timeout: self.duration(
+                g.client_header_timeout.as_ref(),
+                "gateway.client_header_timeout",
+                d::CLIENT_HEADER_TIMEOUT,
+                true,
+            ),
+            max_connections: self.usize(g.max_connections.as_ref(), "gateway.max_connections", 0),
+            max_header_size: self.max_header_size(g.max_header_size.as_ref()),
+            max_body_size: g
+                .max_body_size
+                .as_ref()
+                .and_then(|v| self.size(v, "gateway.max_body_size"))
+                .filter(|&n| n > 0),
+            security_headers: g.security_headers.as_ref().is_some_and(|b| *b.get_ref()),
+        }
+    }
+
+    fn max_header_size(&mut self, v: Option<&Val>) -> u64 {
+        let key = "gateway.max_header_size";
+        match v.map(|v| (v, self.size(v, key))) {
+            None | Some((_, None)) => d::MAX_HEADER_SIZE,
+            Some((v, Some(n))) if n < d::MIN_HEADER_SIZE => {
+                self.err(
+                    &v.span(),
+                    key,
+                    format!("max_header_size must be at least 8KiB, got {n} bytes"),
+                    Some("e.g. max_header_size = \"64KiB\"".into()),
+                );
+                d::MAX_HEADER_SIZE
+            }
+            Some((_, Some(n))) => n,
         }
     }
 

@@ -12,44 +12,62 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 
+use crate::edge::{BodyLimit, BodyTooLarge};
 use crate::pool::Pool;
 
 /// The request body sent upstream: the client's stream, or nothing (a rebuilt retry).
 #[derive(Debug)]
 pub(crate) enum UpBody {
     /// `done` is set once the whole body has been handed to the connection; bytes are counted
-    /// into the route's statistics.
-    Client(Incoming, Arc<AtomicBool>, Arc<RouteStats>),
+    /// into the route's statistics; past `max_body_size` the stream fails (hyper then aborts the
+    /// upstream request).
+    Client(
+        Incoming,
+        Arc<AtomicBool>,
+        Arc<RouteStats>,
+        Option<BodyLimit>,
+    ),
     Empty,
 }
 
 impl UpBody {
-    pub(crate) fn client(body: Incoming, stats: Arc<RouteStats>) -> (Self, Arc<AtomicBool>) {
+    pub(crate) fn client(
+        body: Incoming,
+        stats: Arc<RouteStats>,
+        limit: Option<BodyLimit>,
+    ) -> (Self, Arc<AtomicBool>) {
         let done = Arc::new(AtomicBool::new(body.is_end_stream()));
-        (UpBody::Client(body, Arc::clone(&done), stats), done)
+        (UpBody::Client(body, Arc::clone(&done), stats, limit), done)
     }
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 impl Body for UpBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            UpBody::Client(b, done, stats) => {
+            UpBody::Client(b, done, stats, limit) => {
                 let res = Pin::new(&mut *b).poll_frame(cx);
                 if let Poll::Ready(Some(Ok(frame))) = &res {
                     if let Some(data) = frame.data_ref() {
                         stats.add_bytes_in(data.len() as u64);
+                        if let Some(limit) = limit {
+                            if !limit.admit(data.len()) {
+                                return Poll::Ready(Some(Err(BodyTooLarge(limit.max).into())));
+                            }
+                        }
                     }
                 }
                 if matches!(res, Poll::Ready(None)) || b.is_end_stream() {
                     done.store(true, Ordering::Release);
                 }
-                res
+                res.map(|f| f.map(|r| r.map_err(BoxError::from)))
             }
             UpBody::Empty => Poll::Ready(None),
         }

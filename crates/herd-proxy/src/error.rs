@@ -24,6 +24,9 @@ pub enum ProxyError {
     /// The request could not be forwarded as received.
     #[error("bad request: {reason}")]
     BadRequest { reason: &'static str },
+    /// The request body is larger than `[gateway] max_body_size`.
+    #[error("request body larger than {limit} bytes")]
+    BodyTooLarge { limit: u64 },
     /// A `[[rate_limit]]` rejected the request (answered with `Retry-After`).
     #[error("rate limit {limit} exceeded; retry in {}s", crate::gcra::retry_after_secs(*retry_after))]
     RateLimited {
@@ -49,6 +52,7 @@ impl ProxyError {
             ProxyError::Upstream { .. } => http::StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => http::StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest { .. } => http::StatusCode::BAD_REQUEST,
+            ProxyError::BodyTooLarge { .. } => http::StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 }

@@ -10,6 +10,7 @@ use http::{header, HeaderValue, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
 use crate::body::{ProxyBody, UpBody, UpstreamBody};
+use crate::edge;
 use crate::error::ProxyError;
 use crate::forward;
 use crate::server::Gateway;
@@ -18,18 +19,46 @@ use crate::upstream::{AppUpstreams, Upstream};
 /// Serves one client request. Never fails: errors become short 4xx/5xx responses.
 pub(crate) async fn serve(
     gw: Arc<Gateway>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     client: SocketAddr,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
+    let (max_body, security) = {
+        let s = gw.settings();
+        (s.max_body_size, s.security_headers)
+    };
+    let version = req.version();
+    let id = edge::request_id(req.headers());
+    req.headers_mut()
+        .insert(edge::X_REQUEST_ID.clone(), id.clone());
+    let limit = max_body.map(edge::BodyLimit::new);
+    if let Some(limit) = &limit {
+        req.extensions_mut().insert(limit.clone());
+    }
     let mut route_stats = None;
-    let resp = match forward(&gw, req, client, &mut route_stats).await {
+    let result = match edge::check_length(req.headers(), max_body) {
+        Ok(()) => forward(&gw, req, client, &mut route_stats).await,
+        Err(e) => Err(e),
+    };
+    let mut resp = match result {
         Ok(resp) => resp,
         Err(e) => {
+            // A body cut at the limit fails the upstream request; the client learns why.
+            let e = match &limit {
+                Some(l) if l.was_exceeded() => ProxyError::BodyTooLarge { limit: l.max },
+                _ => e,
+            };
             tracing::debug!(error = %e, "request not proxied");
-            error_response(&e)
+            let mut resp = error_response(&e);
+            if matches!(e, ProxyError::BodyTooLarge { .. }) && version < Version::HTTP_2 {
+                // The rest of the body is not read: the connection cannot be reused.
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            resp
         }
     };
+    edge::finish(&mut resp, id, security);
     if let Some(stats) = route_stats {
         stats.record(resp.status().as_u16(), started.elapsed());
     }
@@ -135,7 +164,8 @@ async fn forward(
         *p.headers_mut() = parts.headers.clone();
         p
     });
-    let (body, sent) = UpBody::client(body, Arc::clone(&stats));
+    let limit = parts.extensions.remove::<edge::BodyLimit>();
+    let (body, sent) = UpBody::client(body, Arc::clone(&stats), limit);
     let req = Request::from_parts(parts, body);
     send_with_retries(gw, &app, req, replay, sent, &stats, affinity).await
 }

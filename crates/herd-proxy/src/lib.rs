@@ -8,7 +8,9 @@
 //!   peak EWMA, consistent hashing with bounded load, first).
 //! - `pool`: per-instance keep-alive pool of HTTP/1.1 upstream connections.
 //! - `forward`: hop-by-hop removal and `X-Forwarded-*` headers.
+//! - `framing`: request-smuggling guard that follows HTTP/1 framing beside hyper.
 //! - `body`: the streamed response body that ends the in-flight count and returns the connection.
+//! - `edge`: `X-Request-Id`, the request body limit, security headers.
 //! - `gcra` (pure) and `ratelimit`: `[[rate_limit]]`, nginx `limit_req` semantics, state in
 //!   memory; `connlimit`: `[gateway] max_conn_per_ip`.
 //!
@@ -18,8 +20,10 @@
 mod balance;
 mod body;
 mod connlimit;
+mod edge;
 mod error;
 mod forward;
+mod framing;
 mod gcra;
 mod handler;
 mod pool;

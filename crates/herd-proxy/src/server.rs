@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::connlimit::ConnCounts;
+use crate::framing;
 use crate::handler;
 use crate::ratelimit::{self, RateLimiter};
 use crate::route::RouteTable;
@@ -31,6 +32,16 @@ pub struct GatewaySettings {
     pub pool_idle_timeout: Duration,
     pub pool_max_idle: usize,
     pub shutdown_timeout: Duration,
+    /// HTTP/1 request heads must arrive within this (slowloris). Read when serving starts.
+    pub client_header_timeout: Duration,
+    /// Open client connections at most (0: unlimited). Read when serving starts.
+    pub max_connections: usize,
+    /// Largest request head in bytes (431 over it). Read when serving starts.
+    pub max_header_size: usize,
+    /// Largest request body in bytes (413 over it).
+    pub max_body_size: Option<u64>,
+    /// Add `X-Content-Type-Options`, `X-Frame-Options`, `Referrer-Policy` when missing.
+    pub security_headers: bool,
     /// Open client connections per client IP; 0 = unlimited.
     pub max_conn_per_ip: u32,
 }
@@ -43,6 +54,11 @@ impl From<&herd_config::Gateway> for GatewaySettings {
             pool_idle_timeout: g.pool_idle_timeout,
             pool_max_idle: g.pool_max_idle,
             shutdown_timeout: g.shutdown_timeout,
+            client_header_timeout: g.client_header_timeout,
+            max_connections: g.max_connections,
+            max_header_size: usize::try_from(g.max_header_size).unwrap_or(usize::MAX),
+            max_body_size: g.max_body_size,
+            security_headers: g.security_headers,
             max_conn_per_ip: g.max_conn_per_ip,
         }
     }
@@ -140,10 +156,23 @@ impl Gateway {
         let local = listener.local_addr()?;
         tracing::info!(%local, "gateway listening");
         let graceful = GracefulShutdown::new();
+        let settings = self.settings().as_ref().clone();
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        // With a timer, hyper closes HTTP/1 connections that do not send a full request head
-        // within 30 s (slowloris) instead of holding them for ever.
-        builder.http1().timer(TokioTimer::new());
+        // hyper closes HTTP/1 connections that do not send a whole request head within
+        // `client_header_timeout` (slowloris), and answers 431 to a head larger than its read
+        // buffer (at least 8 KiB, which validation enforces).
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(settings.client_header_timeout)
+            .max_buf_size(settings.max_header_size);
+        builder
+            .http2()
+            .max_header_list_size(u32::try_from(settings.max_header_size).unwrap_or(u32::MAX));
+        // `max_connections`: when all permits are out, stop accepting until a connection
+        // closes; new clients wait in the kernel's listen backlog meanwhile.
+        let slots = (settings.max_connections > 0)
+            .then(|| Arc::new(tokio::sync::Semaphore::new(settings.max_connections)));
         // Cancelled when `shutdown_timeout` runs out: the connections still open are dropped.
         let hard_stop = CancellationToken::new();
         let sweeper = tokio::spawn(
@@ -151,6 +180,13 @@ impl Gateway {
                 .instrument(tracing::debug_span!("pool_sweeper")),
         );
         loop {
+            let slot = match &slots {
+                Some(slots) => tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    permit = Arc::clone(slots).acquire_owned() => permit.ok(),
+                },
+                None => None,
+            };
             let (stream, peer) = tokio::select! {
                 () = shutdown.cancelled() => break,
                 accepted = listener.accept() => match accepted {
@@ -181,6 +217,9 @@ impl Gateway {
                     })
                 }
             });
+            let verdict = Arc::new(framing::Verdict::default());
+            let service = framing::Guarded::new(Arc::clone(&verdict), service);
+            let stream = framing::Scan::new(stream, settings.max_header_size, verdict);
             let conn = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .into_owned();
@@ -188,6 +227,7 @@ impl Gateway {
             let hard_stop = hard_stop.clone();
             tokio::spawn(
                 async move {
+                    let _slot = slot;
                     // Counted until the connection ends.
                     let _conn_guard = conn_guard;
                     tokio::select! {

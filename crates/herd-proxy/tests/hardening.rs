@@ -1,0 +1,399 @@
+//! The gateway as the edge, over raw sockets: request smuggling, slowloris, connection and size
+//! limits, request ids, security headers. Every smuggling attempt must get 400 from herd and
+//! never reach the (counting) backend.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use herd_core::{Endpoint, EndpointStats, Rotation};
+use herd_proxy::Gateway;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// A backend that counts the requests it sees. `/headers` answers with the request's headers
+/// (one `name: value` per line), `/echo` with the body, `/xfo` sets its own `X-Frame-Options`.
+async fn counting_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = l.accept().await.unwrap();
+            let count = Arc::clone(&count);
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        let mut resp = match req.uri().path() {
+                            "/headers" => {
+                                let text: String = req
+                                    .headers()
+                                    .iter()
+                                    .map(|(k, v)| format!("{k}: {}\n", v.to_str().unwrap_or("")))
+                                    .collect();
+                                Response::new(Full::new(Bytes::from(text)))
+                            }
+                            "/echo" => {
+                                let body = req.into_body().collect().await?.to_bytes();
+                                Response::new(Full::new(body))
+                            }
+                            _ => Response::new(Full::new(Bytes::from_static(b"ok"))),
+                        };
+                        resp.headers_mut()
+                            .insert("x-frame-options", http::HeaderValue::from_static("DENY"));
+                        Ok::<_, hyper::Error>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+struct Running {
+    addr: SocketAddr,
+    seen: Arc<AtomicUsize>,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+async fn gateway(extra: &str) -> Running {
+    let text = format!(
+        "[gateway]\nlisten = \"127.0.0.1:0\"\n{extra}\n[[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\n"
+    );
+    let config = herd_config::parse(&text, "test.toml", std::path::Path::new(".")).unwrap();
+    let gw = Gateway::new(&config, Arc::new(herd_core::StatsRegistry::default()));
+    let (backend, seen) = counting_backend().await;
+    gw.set_endpoints(
+        "web",
+        vec![Endpoint {
+            uid: 1,
+            id: Arc::from("web-1"),
+            addr: backend,
+            stats: Arc::new(EndpointStats::new()),
+        }],
+    );
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(Arc::clone(&gw).serve(l, stop.clone()));
+    Running {
+        addr,
+        seen,
+        _stop: stop.drop_guard(),
+    }
+}
+
+/// Sends `bytes`, then reads until the gateway closes the connection (at most 5 s).
+async fn exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    read_to_close(&mut s).await
+}
+
+async fn read_to_close(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "connection not closed; got {:?}",
+        String::from_utf8_lossy(&out)
+    );
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn smuggling_attempts_get_400_and_never_reach_a_backend() {
+    let gw = gateway("").await;
+    let cases: &[(&str, &str)] = &[
+        // hyper alone: accepted (Content-Length dropped, connection closed after) → herd: 400.
+        (
+            "CL then TE",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "TE then CL",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n",
+        ),
+        // hyper alone: accepted (one kept) → herd: 400.
+        (
+            "equal duplicate CL",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+        ),
+        // hyper alone: 400.
+        (
+            "differing duplicate CL",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        ),
+        ("CL list", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 3\r\n\r\nabc"),
+        ("signed CL", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\nabc"),
+        (
+            "obs-fold",
+            "GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\n\r\n",
+        ),
+        (
+            "space before colon",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length : 3\r\n\r\nabc",
+        ),
+        (
+            "TE not ending in chunked",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "TE on HTTP/1.0",
+            "POST / HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        // hyper alone: the head is forwarded, then the body fails → herd: 400 when the bad
+        // chunk arrives with the head.
+        (
+            "non-hex chunk size",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        ),
+        (
+            "overflowing chunk size",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1ffffffffffffffff\r\nx\r\n0\r\n\r\n",
+        ),
+        (
+            "chunk data longer than its size",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nxx\r\n0\r\n\r\n",
+        ),
+    ];
+    for (name, raw) in cases {
+        let answer = exchange(gw.addr, raw.as_bytes()).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 400") || answer.starts_with("HTTP/1.0 400"),
+            "{name}: {answer:?}"
+        );
+        assert_eq!(
+            gw.seen.load(Ordering::SeqCst),
+            0,
+            "{name} reached the backend"
+        );
+    }
+    // A smuggled request after a clean one on the same connection: the first is served, the
+    // second refused, and the bytes hidden in its body never become a request.
+    let answer = exchange(
+        gw.addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\
+          POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 30\r\nTransfer-Encoding: chunked\r\n\r\n\
+          0\r\n\r\nGET /admin HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1 400").count(), 1, "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1 ").count(), 2, "{answer}");
+    assert_eq!(gw.seen.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn clean_chunked_and_pipelined_requests_still_pass() {
+    let gw = gateway("").await;
+    let answer = exchange(
+        gw.addr,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5;ext=1\r\nhello\r\n0\r\nX-T: 1\r\n\r\n\
+          POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nworld\
+          GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(answer.matches("HTTP/1.1 200").count(), 3, "{answer}");
+    assert!(
+        answer.contains("hello") && answer.contains("world"),
+        "{answer}"
+    );
+    assert_eq!(gw.seen.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_slowloris_client_is_closed_after_client_header_timeout() {
+    let gw = gateway("client_header_timeout = \"500ms\"").await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let started = Instant::now();
+    s.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    // Trickle a header line every 100 ms, never finishing the head.
+    let trickle = async {
+        for i in 0.. {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if s.write_all(format!("X-{i}: y\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(3), trickle).await;
+    let answer = read_to_close(&mut s).await;
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(450) && elapsed < Duration::from_secs(3),
+        "closed after {elapsed:?}"
+    );
+    assert!(!answer.contains("200"), "{answer}");
+    assert_eq!(gw.seen.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn max_connections_holds_new_clients_until_one_closes() {
+    let gw = gateway("max_connections = 1").await;
+    let mut first = TcpStream::connect(gw.addr).await.unwrap();
+    first
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = first.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    // The second connection completes in the kernel's backlog but is not served...
+    let mut second = TcpStream::connect(gw.addr).await.unwrap();
+    second
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let waited = tokio::time::timeout(Duration::from_millis(300), second.read(&mut buf)).await;
+    assert!(waited.is_err(), "served while the limit was reached");
+    // ...until the first one closes.
+    drop(first);
+    let answer = read_to_close(&mut second).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[tokio::test]
+async fn oversized_heads_get_431() {
+    let gw = gateway("max_header_size = \"8KiB\"").await;
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(16 * 1024)
+    );
+    let answer = exchange(gw.addr, big.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    let fits = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(4 * 1024)
+    );
+    let answer = exchange(gw.addr, fits.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(gw.seen.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn bodies_over_max_body_size_get_413() {
+    let gw = gateway("max_body_size = 10").await;
+    let answer = exchange(
+        gw.addr,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert_eq!(
+        gw.seen.load(Ordering::SeqCst),
+        0,
+        "refused before forwarding"
+    );
+    // Chunked: no length up front, so the body is cut when it passes the limit.
+    let answer = exchange(
+        gw.addr,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+          6\r\nhello \r\n6\r\nworld!\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    let answer = exchange(
+        gw.addr,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 10\r\n\r\nhelloworld",
+    )
+    .await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("helloworld"),
+        "{answer}"
+    );
+}
+
+fn header<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
+    let head = answer.split("\r\n\r\n").next()?;
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+#[tokio::test]
+async fn request_ids_are_generated_or_passed_on_both_ways() {
+    let gw = gateway("").await;
+    let answer = exchange(
+        gw.addr,
+        b"GET /headers HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let id = header(&answer, "x-request-id").expect("response id");
+    assert_eq!(id.len(), 32);
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert!(
+        answer.contains(&format!("x-request-id: {id}\n")),
+        "{answer}"
+    );
+
+    let answer = exchange(
+        gw.addr,
+        b"GET /headers HTTP/1.1\r\nHost: x\r\nX-Request-Id: trace-42\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(header(&answer, "x-request-id"), Some("trace-42"));
+    assert!(answer.contains("x-request-id: trace-42\n"), "{answer}");
+
+    let long = format!(
+        "GET /headers HTTP/1.1\r\nHost: x\r\nX-Request-Id: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(129)
+    );
+    let answer = exchange(gw.addr, long.as_bytes()).await;
+    assert_eq!(header(&answer, "x-request-id").map(str::len), Some(32));
+}
+
+#[tokio::test]
+async fn security_headers_fill_in_what_the_backend_left_out() {
+    let plain = gateway("").await;
+    let answer = exchange(
+        plain.addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(header(&answer, "x-content-type-options"), None);
+
+    let gw = gateway("security_headers = true").await;
+    let answer = exchange(
+        gw.addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(header(&answer, "x-content-type-options"), Some("nosniff"));
+    assert_eq!(
+        header(&answer, "x-frame-options"),
+        Some("DENY"),
+        "the backend's wins"
+    );
+    assert_eq!(
+        header(&answer, "referrer-policy"),
+        Some("strict-origin-when-cross-origin")
+    );
+}
