@@ -105,6 +105,11 @@ impl Scanner {
         while !input.is_empty() {
             match &mut self.state {
                 State::Off => return,
+                State::Head(buf) if buf.is_empty() => {
+                    // The usual case: a whole head within one read, parsed in place.
+                    let Some(len) = self.head(input) else { return };
+                    input = &input[len..];
+                }
                 State::Head(buf) => {
                     let mut buf = std::mem::take(buf);
                     buf.extend_from_slice(input);
@@ -395,6 +400,26 @@ mod tests {
         assert_eq!(v, vec![Some("several Content-Length headers")]);
         let v = scan(&[b"POST / HTTP/1.1\r\nContent-Length: 1, 1\r\n\r\nx"]);
         assert_eq!(v, vec![Some("invalid or repeated Content-Length")]);
+    }
+
+    proptest::proptest! {
+        /// Where reads split the stream never changes the verdicts.
+        #[test]
+        fn read_boundaries_do_not_matter(mut cuts in proptest::collection::vec(0usize..400, 0..12)) {
+            let stream: &[u8] = b"POST /a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello\
+                POST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+                GET /c HTTP/1.1\r\n\r\n\
+                POST /d HTTP/1.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+            cuts.push(0);
+            cuts.push(stream.len());
+            cuts.iter_mut().for_each(|c| *c = (*c).min(stream.len()));
+            cuts.sort_unstable();
+            let pieces: Vec<&[u8]> = cuts.windows(2).map(|w| &stream[w[0]..w[1]]).collect();
+            proptest::prop_assert_eq!(
+                scan(&pieces),
+                vec![None, None, None, Some("both Content-Length and Transfer-Encoding")]
+            );
+        }
     }
 
     #[test]

@@ -255,6 +255,24 @@ async fn a_slowloris_client_is_closed_after_client_header_timeout() {
 }
 
 #[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_client_header_timeout() {
+    let gw = gateway("client_header_timeout = \"500ms\"").await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    // The timer for the next head starts as soon as the previous response is written.
+    let started = Instant::now();
+    let answer = read_to_close(&mut s).await;
+    assert!(answer.is_empty(), "{answer}");
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(3), "closed after {elapsed:?}");
+}
+
+#[tokio::test]
 async fn max_connections_holds_new_clients_until_one_closes() {
     let gw = gateway("max_connections = 1").await;
     let mut first = TcpStream::connect(gw.addr).await.unwrap();
