@@ -40,6 +40,7 @@ impl Collector for RequestCollector {
         let mut bytes_out = Vec::new();
         let mut retries = Vec::new();
         let mut connect_errors = Vec::new();
+        let mut rate_limited = Vec::new();
         for (app, route, c) in &entries {
             for (i, class) in STATUS_CLASSES.iter().enumerate() {
                 let mut l = route_l(app, route);
@@ -50,6 +51,7 @@ impl Collector for RequestCollector {
             bytes_out.push((route_l(app, route), c.bytes_out));
             retries.push((route_l(app, route), c.retries));
             connect_errors.push((route_l(app, route), c.connect_errors));
+            rate_limited.push((route_l(app, route), c.rate_limited));
         }
         counter(
             &mut encoder,
@@ -103,6 +105,12 @@ impl Collector for RequestCollector {
             "herd_upstream_connect_errors",
             "Failed connects to instances.",
             &connect_errors,
+        )?;
+        counter(
+            &mut encoder,
+            "herd_http_rate_limited",
+            "Requests rejected by a [[rate_limit]], by app and route.",
+            &rate_limited,
         )?;
         Ok(())
     }

@@ -27,6 +27,7 @@ pub struct RouteStats {
     bytes_out: AtomicU64,
     retries: AtomicU64,
     connect_errors: AtomicU64,
+    rate_limited: AtomicU64,
 }
 
 /// A consistent-enough copy of one entry's counters.
@@ -40,6 +41,8 @@ pub struct RouteCounters {
     pub bytes_out: u64,
     pub retries: u64,
     pub connect_errors: u64,
+    /// Requests rejected by a `[[rate_limit]]`.
+    pub rate_limited: u64,
 }
 
 impl RouteCounters {
@@ -63,6 +66,7 @@ impl RouteCounters {
         d.bytes_out = self.bytes_out.saturating_sub(earlier.bytes_out);
         d.retries = self.retries.saturating_sub(earlier.retries);
         d.connect_errors = self.connect_errors.saturating_sub(earlier.connect_errors);
+        d.rate_limited = self.rate_limited.saturating_sub(earlier.rate_limited);
         d
     }
 
@@ -79,6 +83,7 @@ impl RouteCounters {
         self.bytes_out += other.bytes_out;
         self.retries += other.retries;
         self.connect_errors += other.connect_errors;
+        self.rate_limited += other.rate_limited;
     }
 
     /// The `q` quantile of the latency (seconds), interpolated linearly inside the bucket as
@@ -119,6 +124,7 @@ impl RouteStats {
             bytes_out: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             connect_errors: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
         }
     }
 
@@ -154,6 +160,10 @@ impl RouteStats {
         self.connect_errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn add_rate_limited(&self) {
+        self.rate_limited.fetch_add(1, Ordering::Relaxed);
+    }
+
     #[must_use]
     pub fn counters(&self) -> RouteCounters {
         let mut c = RouteCounters::default();
@@ -168,6 +178,7 @@ impl RouteStats {
         c.bytes_out = self.bytes_out.load(Ordering::Relaxed);
         c.retries = self.retries.load(Ordering::Relaxed);
         c.connect_errors = self.connect_errors.load(Ordering::Relaxed);
+        c.rate_limited = self.rate_limited.load(Ordering::Relaxed);
         c
     }
 }

@@ -128,6 +128,9 @@ async fn forward(
     );
     drop(tables);
     *route_stats = Some(Arc::clone(&stats));
+    if limited.is_err() {
+        stats.add_rate_limited();
+    }
     let delay = limited?;
     if !delay.is_zero() {
         // Queued at the rate (nginx `burst` without `nodelay`); at most burst / rate.

@@ -76,6 +76,7 @@ struct Running {
     addr: SocketAddr,
     gw: Arc<Gateway>,
     stop: CancellationToken,
+    stats: Arc<herd_core::StatsRegistry>,
 }
 
 async fn gateway(extra: &str) -> Running {
@@ -83,12 +84,18 @@ async fn gateway(extra: &str) -> Running {
         "[gateway]\nlisten = \"127.0.0.1:0\"\n{extra}\n[[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\n"
     );
     let config = herd_config::parse(&text, "test.toml", std::path::Path::new(".")).unwrap();
-    let gw = Gateway::new(&config, Arc::new(herd_core::StatsRegistry::default()));
+    let stats = Arc::new(herd_core::StatsRegistry::default());
+    let gw = Gateway::new(&config, Arc::clone(&stats));
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let stop = CancellationToken::new();
     tokio::spawn(Arc::clone(&gw).serve(l, stop.clone()));
-    Running { addr, gw, stop }
+    Running {
+        addr,
+        gw,
+        stop,
+        stats,
+    }
 }
 
 async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> (StatusCode, Bytes) {
@@ -335,6 +342,17 @@ async fn a_burst_over_the_rate_gets_429_with_retry_after() {
         assert!(retry_after.is_some_and(|s| s >= 1), "{retry_after:?}");
         assert!(body.contains("rate limit per-ip exceeded"), "{body}");
     }
+    let counted: u64 = gw
+        .stats
+        .all()
+        .iter()
+        .map(|s| s.counters().rate_limited)
+        .sum();
+    assert_eq!(
+        counted,
+        (results.len() - ok) as u64,
+        "rejections are counted"
+    );
     gw.stop.cancel();
 }
 
