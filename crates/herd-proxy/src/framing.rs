@@ -14,10 +14,11 @@
 //! It also checks chunk-size lines. hyper rejects a bad one too, but only when the body is read,
 //! after the head has been forwarded; when the bad chunk arrives with the head (the usual attack)
 //! the request is refused here before it reaches a backend. A bad chunk that arrives later
-//! makes hyper fail the body: the upstream request is aborted and the client connection closed.
+//! makes hyper fail the body: the upstream request is aborted (the backend never sees a complete
+//! request) and the client gets 400, not held against the instance (`handler`).
 //!
-//! After a flagged request, an upgrade or anything it cannot parse (hyper rejects that itself),
-//! the scanner stops: hyper closes the connection after such a request.
+//! After a flagged request or anything it cannot parse (hyper rejects that itself), the scanner
+//! stops: the connection is closed after such a request.
 
 use std::io;
 use std::pin::Pin;
@@ -198,7 +199,7 @@ impl Scanner {
             }
         };
         self.heads += 1;
-        let (mut lengths, mut encodings, mut chunked, mut upgrade) = (0, 0, false, false);
+        let (mut lengths, mut encodings, mut chunked) = (0, 0, false);
         let mut length = None;
         for h in req.headers.iter() {
             if h.name.eq_ignore_ascii_case("content-length") {
@@ -213,8 +214,6 @@ impl Scanner {
                     .rsplit(|&b| b == b',')
                     .next()
                     .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            } else if h.name.eq_ignore_ascii_case("upgrade") {
-                upgrade = true;
             }
         }
         if encodings > 0 && lengths > 0 {
@@ -230,10 +229,10 @@ impl Scanner {
             self.flag("invalid or repeated Content-Length");
             return None;
         }
-        self.state = if upgrade || req.method == Some("CONNECT") {
-            // What follows may be another protocol's bytes.
-            State::Off
-        } else if encodings > 0 {
+        // Requests with `Upgrade` (or CONNECT) are followed like any other: herd never switches
+        // protocols (it strips `Upgrade`), so the next bytes are HTTP/1 again; stopping here would
+        // let a harmless first request open the way for a smuggled second one.
+        self.state = if encodings > 0 {
             if chunked && req.version == Some(1) {
                 State::ChunkSize(Vec::new())
             } else {
@@ -384,6 +383,18 @@ mod tests {
         assert_eq!(scan(&[stream]), vec![None, None, None]);
         let bytes: Vec<&[u8]> = stream.chunks(1).collect();
         assert_eq!(scan(&bytes), vec![None, None, None]);
+    }
+
+    #[test]
+    fn an_upgrade_request_does_not_stop_the_scan() {
+        let v = scan(&[
+            b"GET / HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ]);
+        assert_eq!(
+            v,
+            vec![None, Some("both Content-Length and Transfer-Encoding")]
+        );
     }
 
     #[test]

@@ -221,6 +221,9 @@ async fn send_with_retries(
                 request,
                 stale,
             }) => {
+                if matches!(err, ProxyError::BadRequest { .. }) {
+                    return Err(err); // not retried, not held against the instance
+                }
                 let timed_out = matches!(err, ProxyError::Timeout { .. });
                 if stale && !stale_retried {
                     // A pooled connection closed before the write: a keep-alive race, not a sign
@@ -300,6 +303,17 @@ async fn attempt(
         }),
         Ok(Err(mut e)) => {
             let request = e.take_message();
+            if e.error().is_user() {
+                // The client's body failed (malformed, or past `max_body_size`): the client's
+                // fault, not the instance's.
+                return Err(Failure {
+                    err: ProxyError::BadRequest {
+                        reason: "the request body could not be read",
+                    },
+                    request: None,
+                    stale: false,
+                });
+            }
             Err(Failure {
                 stale: request.is_some(),
                 err: ProxyError::Upstream {

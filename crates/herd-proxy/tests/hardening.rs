@@ -66,6 +66,7 @@ async fn counting_backend() -> (SocketAddr, Arc<AtomicUsize>) {
 struct Running {
     addr: SocketAddr,
     seen: Arc<AtomicUsize>,
+    instance: Arc<EndpointStats>,
     _stop: tokio_util::sync::DropGuard,
 }
 
@@ -76,13 +77,14 @@ async fn gateway(extra: &str) -> Running {
     let config = herd_config::parse(&text, "test.toml", std::path::Path::new(".")).unwrap();
     let gw = Gateway::new(&config, Arc::new(herd_core::StatsRegistry::default()));
     let (backend, seen) = counting_backend().await;
+    let instance = Arc::new(EndpointStats::new());
     gw.set_endpoints(
         "web",
         vec![Endpoint {
             uid: 1,
             id: Arc::from("web-1"),
             addr: backend,
-            stats: Arc::new(EndpointStats::new()),
+            stats: Arc::clone(&instance),
         }],
     );
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -92,6 +94,7 @@ async fn gateway(extra: &str) -> Running {
     Running {
         addr,
         seen,
+        instance,
         _stop: stop.drop_guard(),
     }
 }
@@ -204,6 +207,38 @@ async fn smuggling_attempts_get_400_and_never_reach_a_backend() {
     assert_eq!(answer.matches("HTTP/1.1 400").count(), 1, "{answer}");
     assert_eq!(answer.matches("HTTP/1.1 ").count(), 2, "{answer}");
     assert_eq!(gw.seen.load(Ordering::SeqCst), 1);
+    // Nor does an upgrade request (herd strips `Upgrade`, so the connection stays HTTP/1) open
+    // the way for a smuggled one after it.
+    let answer = exchange(
+        gw.addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n\
+          POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 30\r\nTransfer-Encoding: chunked\r\n\r\n\
+          0\r\n\r\nGET /admin HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert_eq!(answer.matches("HTTP/1.1 400").count(), 1, "{answer}");
+    assert_eq!(gw.seen.load(Ordering::SeqCst), 2, "{answer}");
+}
+
+#[tokio::test]
+async fn a_bad_chunk_after_the_head_was_forwarded_is_400_and_not_the_instances_fault() {
+    let gw = gateway("").await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    )
+    .await
+    .unwrap();
+    // Wait until the head is at the backend, then break the chunked framing.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gw.seen.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "head never forwarded");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    s.write_all(b"zz\r\n").await.unwrap();
+    let answer = read_to_close(&mut s).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(gw.instance.failures(), 0);
 }
 
 #[tokio::test]
@@ -337,6 +372,11 @@ async fn bodies_over_max_body_size_get_413() {
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert_eq!(
+        gw.instance.failures(),
+        0,
+        "the client's fault, not the instance's"
+    );
     let answer = exchange(
         gw.addr,
         b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 10\r\n\r\nhelloworld",
