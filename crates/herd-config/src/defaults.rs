@@ -23,6 +23,7 @@ pub(crate) const MAX_CONN_PER_IP: u32 = 0;
 pub(crate) const RATE_LIMIT_BURST: u32 = 0;
 pub(crate) const RATE_LIMIT_STATUS: u16 = 429;
 pub(crate) const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) const MAX_HEADER_SIZE: u64 = 64 * 1024;
 /// hyper's smallest read buffer: a head limit below it cannot be enforced.
 pub(crate) const MIN_HEADER_SIZE: u64 = 8 * 1024;
@@ -149,6 +150,7 @@ impl Default for Gateway {
             max_header_size: MAX_HEADER_SIZE,
             max_body_size: None,
             security_headers: false,
+            tunnel_idle_timeout: TUNNEL_IDLE_TIMEOUT,
         }
     }
 }

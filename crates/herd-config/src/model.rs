@@ -69,6 +69,9 @@ pub struct Gateway {
     /// `security_headers`, default false: add `X-Content-Type-Options`, `X-Frame-Options` and
     /// `Referrer-Policy` to responses that lack them.
     pub security_headers: bool,
+    /// `tunnel_idle_timeout`, default 60s (nginx `proxy_read_timeout`): an upgraded connection
+    /// (WebSocket or any `Upgrade`) that carries no byte either way for this long is closed.
+    pub tunnel_idle_timeout: Duration,
 }
 
 /// `[admin]`: the admin API (status, scaling, reload, logs).

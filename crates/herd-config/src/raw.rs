@@ -51,6 +51,7 @@ pub(crate) struct RawGateway {
     pub(crate) max_header_size: Option<Val>,
     pub(crate) max_body_size: Option<Val>,
     pub(crate) security_headers: Option<Spanned<bool>>,
+    pub(crate) tunnel_idle_timeout: Option<Val>,
 }
 
 #[derive(Debug, Default, Deserialize)]

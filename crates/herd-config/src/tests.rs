@@ -796,6 +796,14 @@ fn gateway_edge_limits() {
         2,
         "gateway.client_header_timeout",
     );
+    assert_eq!(g.tunnel_idle_timeout, Duration::from_secs(60));
+    let t = ok(&format!("[gateway]\ntunnel_idle_timeout = \"5m\"\n{APP}")).gateway;
+    assert_eq!(t.tunnel_idle_timeout, Duration::from_secs(300));
+    one(
+        &format!("[gateway]\ntunnel_idle_timeout = \"0s\"\n{APP}"),
+        2,
+        "gateway.tunnel_idle_timeout",
+    );
     one(
         &format!("[gateway]\nmax_connections = -1\n{APP}"),
         2,

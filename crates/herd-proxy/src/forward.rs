@@ -36,6 +36,24 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The protocol an HTTP/1.1 request asks to switch to: `Upgrade` present and `upgrade` among
+/// the `Connection` options (RFC 9110 §7.8). Read before the hop-by-hop headers go.
+pub(crate) fn upgrade_request(headers: &HeaderMap) -> Option<HeaderValue> {
+    let upgrade = headers.get(header::UPGRADE)?;
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("").split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        .then(|| upgrade.clone())
+}
+
+/// Puts back the two hop-by-hop headers an upgrade needs on the next hop.
+pub(crate) fn keep_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocol);
+}
+
 /// Sets `X-Forwarded-For` (appending the client to any existing chain), `X-Forwarded-Proto`
 /// (herd is the edge, so a client-sent value is replaced) and `X-Forwarded-Host`.
 pub(crate) fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static str) {
@@ -115,6 +133,30 @@ mod tests {
         assert!(!h.contains_key("x-two"));
         add_forwarded(&mut h, "127.0.0.1".parse().unwrap(), "http");
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 127.0.0.1");
+    }
+
+    #[test]
+    fn upgrade_needs_both_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert_eq!(
+            upgrade_request(&h),
+            None,
+            "Upgrade alone is not a request to switch"
+        );
+        h.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.append(header::CONNECTION, HeaderValue::from_static("x, Upgrade"));
+        assert_eq!(upgrade_request(&h).unwrap(), "websocket");
+        remove_hop_by_hop(&mut h);
+        assert!(h.is_empty());
+        keep_upgrade(&mut h, HeaderValue::from_static("websocket"));
+        assert_eq!(
+            (&h[header::CONNECTION], &h[header::UPGRADE]),
+            (
+                &HeaderValue::from_static("upgrade"),
+                &HeaderValue::from_static("websocket")
+            )
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
@@ -46,6 +46,8 @@ const MAX_LINE: usize = 64 * 1024;
 pub(crate) struct Verdict {
     flagged: OnceLock<(u64, &'static str)>,
     served: AtomicU64,
+    /// A backend answered `101`: the bytes that follow are a tunnel, not HTTP.
+    tunnel: AtomicBool,
 }
 
 impl Verdict {
@@ -57,6 +59,18 @@ impl Verdict {
             Some(&(k, why)) if k <= n => Some(why),
             _ => None,
         }
+    }
+}
+
+/// Handed to the handler in the extensions of a request that asks for an upgrade, to stop the
+/// scan once the connection becomes a tunnel.
+#[derive(Debug, Clone)]
+pub(crate) struct Upgrading(Arc<Verdict>);
+
+impl Upgrading {
+    /// The upgrade succeeded: from now on the client's bytes are not HTTP/1.
+    pub(crate) fn tunnel(&self) {
+        self.0.tunnel.store(true, Ordering::Relaxed);
     }
 }
 
@@ -103,6 +117,9 @@ impl Scanner {
 
     /// Consumes bytes as they are read from the client.
     pub(crate) fn feed(&mut self, mut input: &[u8]) {
+        if self.verdict.tunnel.load(Ordering::Relaxed) {
+            self.state = State::Off;
+        }
         while !input.is_empty() {
             match &mut self.state {
                 State::Off => return,
@@ -229,9 +246,10 @@ impl Scanner {
             self.flag("invalid or repeated Content-Length");
             return None;
         }
-        // Requests with `Upgrade` (or CONNECT) are followed like any other: herd never switches
-        // protocols (it strips `Upgrade`), so the next bytes are HTTP/1 again; stopping here would
-        // let a harmless first request open the way for a smuggled second one.
+        // Requests with `Upgrade` (or CONNECT) are followed like any other: unless the backend
+        // answers `101` (then the handler marks the connection a tunnel through [`Upgrading`] and
+        // the scan stops), the next bytes are HTTP/1 again; stopping here would let a harmless
+        // first request, refused an upgrade, open the way for a smuggled second one.
         self.state = if encodings > 0 {
             if chunked && req.version == Some(1) {
                 State::ChunkSize(Vec::new())
@@ -299,7 +317,7 @@ where
     type Error = S::Error;
     type Future = Either<Ready<Result<Response<ProxyBody>, S::Error>>, S::Future>;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         // HTTP/2 streams share the counter but are never flagged (the scanner stops at the
         // preface, which is not HTTP/1).
         match self.verdict.next_request() {
@@ -310,7 +328,13 @@ where
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
                 Either::Left(ready(Ok(resp)))
             }
-            None => Either::Right(self.inner.call(req)),
+            None => {
+                if req.headers().contains_key(header::UPGRADE) {
+                    req.extensions_mut()
+                        .insert(Upgrading(Arc::clone(&self.verdict)));
+                }
+                Either::Right(self.inner.call(req))
+            }
         }
     }
 }
@@ -394,6 +418,20 @@ mod tests {
         assert_eq!(
             v,
             vec![None, Some("both Content-Length and Transfer-Encoding")]
+        );
+    }
+
+    #[test]
+    fn a_tunnel_is_not_scanned() {
+        let verdict = Arc::new(Verdict::default());
+        let mut s = Scanner::new(64 * 1024, Arc::clone(&verdict));
+        s.feed(b"GET / HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n");
+        Upgrading(Arc::clone(&verdict)).tunnel();
+        s.feed(b"POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(s.heads, 1);
+        assert_eq!(
+            (verdict.next_request(), verdict.next_request()),
+            (None, None)
         );
     }
 

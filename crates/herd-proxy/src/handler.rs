@@ -6,13 +6,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use herd_core::{InFlightGuard, RouteStats};
-use http::{header, HeaderValue, Method, Request, Response, Uri, Version};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 
 use crate::body::{ProxyBody, UpBody, UpstreamBody};
 use crate::edge;
 use crate::error::ProxyError;
 use crate::forward;
+use crate::framing;
 use crate::server::Gateway;
 use crate::upstream::{AppUpstreams, Upstream};
 
@@ -151,7 +153,23 @@ async fn forward(
     if parts.version == Version::HTTP_2 {
         forward::join_cookies(&mut parts.headers);
     }
+    // An HTTP/1.1 upgrade keeps its two hop-by-hop headers and goes on a fresh connection.
+    // HTTP/2 extended CONNECT (RFC 8441) is not supported.
+    let upgrade = (parts.version == Version::HTTP_11)
+        .then(|| forward::upgrade_request(&parts.headers))
+        .flatten();
     forward::remove_hop_by_hop(&mut parts.headers);
+    let mut tunnel = None;
+    if let Some(protocol) = upgrade {
+        forward::keep_upgrade(&mut parts.headers, protocol);
+        tunnel = parts
+            .extensions
+            .remove::<OnUpgrade>()
+            .map(|client| ClientUpgrade {
+                client,
+                mark: parts.extensions.remove::<framing::Upgrading>(),
+            });
+    }
     forward::add_forwarded(&mut parts.headers, client.ip(), "http");
     parts.uri = parts
         .uri
@@ -170,18 +188,43 @@ async fn forward(
     let limit = parts.extensions.remove::<edge::BodyLimit>();
     let (body, sent) = UpBody::client(body, Arc::clone(&stats), limit);
     let req = Request::from_parts(parts, body);
-    send_with_retries(gw, &app, req, replay, sent, &stats, affinity).await
+    let sending = Sending {
+        replay,
+        sent,
+        stats: &stats,
+        affinity,
+    };
+    send_with_retries(gw, &app, req, sending, tunnel).await
+}
+
+/// The client side of a request that asks to switch protocols.
+struct ClientUpgrade {
+    client: OnUpgrade,
+    /// Stops the framing guard once the connection is a tunnel.
+    mark: Option<framing::Upgrading>,
+}
+
+/// What `send_with_retries` needs besides the request.
+struct Sending<'a> {
+    replay: Option<Request<()>>,
+    sent: Arc<AtomicBool>,
+    stats: &'a Arc<RouteStats>,
+    affinity: Option<u64>,
 }
 
 async fn send_with_retries(
     gw: &Gateway,
     app: &AppUpstreams,
     mut req: Request<UpBody>,
-    replay: Option<Request<()>>,
-    sent: Arc<AtomicBool>,
-    stats: &Arc<RouteStats>,
-    affinity: Option<u64>,
+    sending: Sending<'_>,
+    mut tunnel: Option<ClientUpgrade>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    let Sending {
+        replay,
+        sent,
+        stats,
+        affinity,
+    } = sending;
     let mut set = app.current();
     if set.is_empty() {
         if let Some(hold) = app.hold {
@@ -211,7 +254,7 @@ async fn send_with_retries(
         let guard = up.endpoint.stats.start_request();
         tried.push(up.endpoint.uid);
         let body_done = matches!(req.body(), UpBody::Client(..)).then(|| Arc::clone(&sent));
-        match attempt(gw, &up, req, guard, body_done, stats).await {
+        match attempt(gw, &up, req, guard, body_done, stats, &mut tunnel).await {
             Ok(resp) => {
                 up.endpoint.stats.record_success();
                 return Ok(resp);
@@ -274,9 +317,15 @@ async fn attempt(
     guard: InFlightGuard,
     body_done: Option<Arc<AtomicBool>>,
     stats: &Arc<RouteStats>,
+    tunnel: &mut Option<ClientUpgrade>,
 ) -> Result<Response<ProxyBody>, Failure> {
     let instance = || up.endpoint.id.to_string();
-    let mut conn = match up.pool.get().await {
+    let conn = if tunnel.is_some() {
+        up.pool.connect_for_upgrade().await
+    } else {
+        up.pool.get().await
+    };
+    let mut conn = match conn {
         Ok(c) => c,
         Err(e) => {
             stats.add_connect_error();
@@ -330,6 +379,12 @@ async fn attempt(
                 .window
                 .record(took, resp.status().is_server_error());
             up.ewma.record(sent_at + took, took);
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                if let Some(client) = tunnel.take() {
+                    return Ok(open_tunnel(gw, up, resp, client, guard));
+                }
+            }
+            // Any other answer to an upgrade request is an ordinary response.
             let (mut parts, body) = resp.into_parts();
             forward::remove_hop_by_hop(&mut parts.headers);
             let body = UpstreamBody::new(
@@ -343,4 +398,29 @@ async fn attempt(
             Ok(Response::from_parts(parts, ProxyBody::Upstream(body)))
         }
     }
+}
+
+/// The backend switched protocols: answer the client's `101` and splice both connections once
+/// hyper hands them over. The tunnel holds the in-flight guard for its whole life.
+fn open_tunnel(
+    gw: &Gateway,
+    up: &Upstream,
+    mut resp: Response<Incoming>,
+    client: ClientUpgrade,
+    guard: InFlightGuard,
+) -> Response<ProxyBody> {
+    let upstream = hyper::upgrade::on(&mut resp);
+    if let Some(mark) = &client.mark {
+        mark.tunnel();
+    }
+    let (mut parts, _) = resp.into_parts();
+    let protocol = parts.headers.get(header::UPGRADE).cloned();
+    forward::remove_hop_by_hop(&mut parts.headers);
+    if let Some(protocol) = protocol {
+        forward::keep_upgrade(&mut parts.headers, protocol);
+    }
+    let span = tracing::debug_span!("tunnel", instance = %up.endpoint.id);
+    let idle = gw.settings().tunnel_idle_timeout;
+    gw.tunnels.spawn(client.client, upstream, guard, idle, span);
+    Response::from_parts(parts, ProxyBody::text(""))
 }

@@ -10,6 +10,7 @@
 //! - `forward`: hop-by-hop removal and `X-Forwarded-*` headers.
 //! - `framing`: request-smuggling guard that follows HTTP/1 framing beside hyper.
 //! - `body`: the streamed response body that ends the in-flight count and returns the connection.
+//! - `tunnel`: upgraded connections (WebSocket) spliced to one instance, with an idle timeout.
 //! - `edge`: `X-Request-Id`, the request body limit, security headers.
 //! - `gcra` (pure) and `ratelimit`: `[[rate_limit]]`, nginx `limit_req` semantics, state in
 //!   memory; `connlimit`: `[gateway] max_conn_per_ip`.
@@ -30,6 +31,7 @@ mod pool;
 mod ratelimit;
 mod route;
 pub mod server;
+mod tunnel;
 mod upstream;
 
 pub use body::ProxyBody;

@@ -83,7 +83,12 @@ impl Pool {
                 return Ok(idle.conn);
             }
         }
-        self.connect().await
+        self.connect(false).await
+    }
+
+    /// A new connection, never pooled before, that can switch protocols (`101`).
+    pub(crate) async fn connect_for_upgrade(&self) -> Result<SendRequest<UpBody>, ConnectError> {
+        self.connect(true).await
     }
 
     /// Returns a connection whose exchange has completed.
@@ -108,7 +113,7 @@ impl Pool {
         idle.retain(|i| now.duration_since(i.since) <= self.idle_timeout && !i.conn.is_closed());
     }
 
-    async fn connect(&self) -> Result<SendRequest<UpBody>, ConnectError> {
+    async fn connect(&self, upgrades: bool) -> Result<SendRequest<UpBody>, ConnectError> {
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr))
             .await
             .map_err(|_| ConnectError::Timeout(self.connect_timeout))??;
@@ -122,7 +127,13 @@ impl Pool {
             tracing::debug_span!("upstream_conn", instance = %self.instance, addr = %self.addr);
         tokio::spawn(
             async move {
-                if let Err(e) = driver.await {
+                let res = if upgrades {
+                    // Ends when the connection is handed over to a tunnel (`hyper::upgrade::on`).
+                    driver.with_upgrades().await
+                } else {
+                    driver.await
+                };
+                if let Err(e) = res {
                     tracing::debug!(error = %e, "upstream connection ended with an error");
                 }
             }

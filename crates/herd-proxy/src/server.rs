@@ -22,6 +22,7 @@ use crate::framing;
 use crate::handler;
 use crate::ratelimit::{self, RateLimiter};
 use crate::route::RouteTable;
+use crate::tunnel::Tunnels;
 use crate::upstream::AppUpstreams;
 
 /// Gateway-wide timeouts and pool sizes (from `[gateway]`).
@@ -44,6 +45,8 @@ pub struct GatewaySettings {
     pub security_headers: bool,
     /// Open client connections per client IP; 0 = unlimited.
     pub max_conn_per_ip: u32,
+    /// An upgraded connection with no byte either way for this long is closed.
+    pub tunnel_idle_timeout: Duration,
 }
 
 impl From<&herd_config::Gateway> for GatewaySettings {
@@ -60,6 +63,7 @@ impl From<&herd_config::Gateway> for GatewaySettings {
             max_body_size: g.max_body_size,
             security_headers: g.security_headers,
             max_conn_per_ip: g.max_conn_per_ip,
+            tunnel_idle_timeout: g.tunnel_idle_timeout,
         }
     }
 }
@@ -109,6 +113,8 @@ pub struct Gateway {
     tables: ArcSwap<Tables>,
     stats: Arc<StatsRegistry>,
     conns: Arc<ConnCounts>,
+    /// Upgraded connections (WebSocket): they outlive the client connection's hyper task.
+    pub(crate) tunnels: Tunnels,
 }
 
 impl Gateway {
@@ -121,6 +127,7 @@ impl Gateway {
             tables: ArcSwap::from_pointee(Tables::build(config, &stats, None)),
             stats,
             conns: Arc::default(),
+            tunnels: Tunnels::default(),
         })
     }
 
@@ -243,12 +250,16 @@ impl Gateway {
         drop(listener);
         tracing::info!("gateway stopped accepting; draining client connections");
         let shutdown_timeout = self.settings().shutdown_timeout;
-        if tokio::time::timeout(shutdown_timeout, graceful.shutdown())
-            .await
-            .is_err()
-        {
+        // Upgraded connections (tunnels) left hyper's watch at the `101`; they are waited for
+        // within the same deadline.
+        let drain = async {
+            graceful.shutdown().await;
+            self.tunnels.drain().await;
+        };
+        if tokio::time::timeout(shutdown_timeout, drain).await.is_err() {
             tracing::warn!(timeout = ?shutdown_timeout, "client connections still open after shutdown_timeout; closing them");
             hard_stop.cancel();
+            self.tunnels.close_all();
         }
         let _ = sweeper.await;
         Ok(())

@@ -1,0 +1,146 @@
+//! Upgraded connections (WebSocket, or any HTTP/1.1 `Upgrade` a backend accepts with `101`):
+//! after the `101`, the client connection and a fresh connection to one instance are spliced
+//! byte for byte until either side closes, nothing passes either way for
+//! `[gateway] tunnel_idle_timeout`, or the gateway's shutdown deadline runs out.
+//!
+//! Each tunnel holds its instance's in-flight guard, so a drain waits for it (bounded by the
+//! instance's `drain_timeout`). The gateway tracks every tunnel task: shutdown waits for them
+//! within `shutdown_timeout`, then cancels the rest.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use herd_core::InFlightGuard;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+/// The gateway's open tunnels: a tracker to wait for them and a token to end them.
+#[derive(Debug, Default)]
+pub(crate) struct Tunnels {
+    tracker: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl Tunnels {
+    /// Splices `client` and `upstream` once both upgrades complete, in a task that ends on
+    /// close, idle timeout or [`Tunnels::close_all`]. `guard` is held until then.
+    pub(crate) fn spawn(
+        &self,
+        client: OnUpgrade,
+        upstream: OnUpgrade,
+        guard: InFlightGuard,
+        idle: Duration,
+        span: tracing::Span,
+    ) {
+        let stop = self.stop.clone();
+        self.tracker.spawn(
+            async move {
+                let _guard = guard;
+                tokio::select! {
+                    () = run(client, upstream, idle) => {}
+                    () = stop.cancelled() => tracing::debug!("tunnel closed by shutdown"),
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Waits until every tunnel has ended. New tunnels may still start meanwhile.
+    pub(crate) async fn drain(&self) {
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+
+    /// Ends every open tunnel now (the shutdown deadline passed).
+    pub(crate) fn close_all(&self) {
+        self.stop.cancel();
+    }
+}
+
+async fn run(client: OnUpgrade, upstream: OnUpgrade, idle: Duration) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade did not complete");
+            return;
+        }
+    };
+    let start = Instant::now();
+    let last = AtomicU64::new(0);
+    let mut client = Active::new(TokioIo::new(client), start, &last);
+    let mut upstream = Active::new(TokioIo::new(upstream), start, &last);
+    tokio::select! {
+        res = tokio::io::copy_bidirectional(&mut client, &mut upstream) => match res {
+            Ok((up, down)) => tracing::debug!(bytes_up = up, bytes_down = down, "tunnel closed"),
+            Err(e) => tracing::debug!(error = %e, "tunnel ended with an error"),
+        },
+        () = idle_for(idle, start, &last) => tracing::debug!(?idle, "tunnel closed after idle timeout"),
+    }
+}
+
+/// Resolves once nothing was read on either side for `idle`.
+async fn idle_for(idle: Duration, start: Instant, last: &AtomicU64) {
+    loop {
+        let seen = start + Duration::from_millis(last.load(Ordering::Relaxed));
+        if seen.elapsed() >= idle {
+            return;
+        }
+        tokio::time::sleep_until(seen + idle).await;
+    }
+}
+
+/// An IO that notes the time of its last read of at least one byte (every write follows one).
+struct Active<'a, T> {
+    inner: T,
+    start: Instant,
+    last: &'a AtomicU64,
+}
+
+impl<'a, T> Active<'a, T> {
+    fn new(inner: T, start: Instant, last: &'a AtomicU64) -> Self {
+        Active { inner, start, last }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Active<'_, T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            let ms = u64::try_from(this.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+            this.last.store(ms, Ordering::Relaxed);
+        }
+        res
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Active<'_, T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
