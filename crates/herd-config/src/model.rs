@@ -233,13 +233,91 @@ pub struct App {
     pub scaling: Option<Scaling>,
 }
 
-/// One `[[route]]`: requests matching `host` and `path_prefix` (both optional) go to `app`.
+/// One `[[route]]`: requests that pass every matcher set (host, path, method, header,
+/// WebSocket) go to `app`, with the route's overrides. Unset matchers match everything.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Route {
-    /// Exact host match (port ignored), case-insensitive; stored lowercased.
+    /// `name`: the route's statistics label; `None` = `route<N>` (N = position in the file).
+    pub name: Option<String>,
+    /// Host match (port ignored), case-insensitive; stored lowercased. Either exact
+    /// (`api.example.com`) or a wildcard on one leading label (`*.example.com`, which matches
+    /// `a.example.com` but neither `example.com` nor `a.b.example.com`).
     pub host: Option<String>,
     /// The request path starts with this (always begins with `/`).
     pub path_prefix: Option<String>,
+    /// The request path equals this (no query; always begins with `/`).
+    pub path: Option<String>,
+    /// A regular expression (Rust `regex` syntax) searched in the request path (not the query):
+    /// unanchored unless written with `^`/`$`, as nginx `location ~`. Validated at load.
+    pub path_regex: Option<String>,
+    /// `methods`: uppercase method names; empty = any method.
+    pub methods: Vec<String>,
+    /// `header = { name, value }`: the request carries this header (with exactly this value).
+    pub header: Option<HeaderMatch>,
+    /// `websocket = true`: only WebSocket upgrade requests (`Upgrade: websocket`); `false`
+    /// (default) matches any request.
+    pub websocket: bool,
     /// Index into `Config::apps`.
     pub app: usize,
+    /// `request_headers`: set or removed on the request sent upstream.
+    pub request_headers: HeaderRewrite,
+    /// `response_headers`: set or removed on the backend's response.
+    pub response_headers: HeaderRewrite,
+    /// `strip_prefix`: removed from the front of the path sent upstream (at a `/` boundary);
+    /// the query is kept.
+    pub strip_prefix: Option<String>,
+    /// `response_timeout`: overrides `[gateway] response_timeout` for this route.
+    pub response_timeout: Option<Duration>,
+    /// `retries`, default true; `false`: a request that reached a backend is not sent again
+    /// (connect failures still move on to another instance).
+    pub retries: bool,
+}
+
+impl Default for Route {
+    /// Matches everything, sends to app 0, changes nothing (retries on).
+    fn default() -> Self {
+        Route {
+            name: None,
+            host: None,
+            path_prefix: None,
+            path: None,
+            path_regex: None,
+            methods: Vec::new(),
+            header: None,
+            websocket: false,
+            app: 0,
+            request_headers: HeaderRewrite::default(),
+            response_headers: HeaderRewrite::default(),
+            strip_prefix: None,
+            response_timeout: None,
+            retries: true,
+        }
+    }
+}
+
+/// `header = { name = "X-Canary", value = "1" }` in a `[[route]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderMatch {
+    /// Header name, lowercased.
+    pub name: String,
+    /// Exact (case-sensitive) value of one of the header's fields; `None` = present at all.
+    pub value: Option<String>,
+}
+
+/// `request_headers` / `response_headers = { add = { "X-From" = "herd" }, remove = ["X-Debug"] }`.
+/// Removals happen first; `add` replaces any field of the same name.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HeaderRewrite {
+    /// Name (lowercased) and value pairs, sorted by name.
+    pub add: Vec<(String, String)>,
+    /// Names, lowercased.
+    pub remove: Vec<String>,
+}
+
+impl HeaderRewrite {
+    /// Whether this rewrite changes nothing.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.remove.is_empty()
+    }
 }

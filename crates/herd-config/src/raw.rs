@@ -245,9 +245,36 @@ pub(crate) struct RawSchedule {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRoute {
+    pub(crate) name: Option<Str>,
     pub(crate) host: Option<Str>,
     pub(crate) path_prefix: Option<Str>,
+    pub(crate) path: Option<Str>,
+    pub(crate) path_regex: Option<Str>,
+    pub(crate) methods: Option<Val>,
+    pub(crate) header: Option<Spanned<RawHeaderMatch>>,
+    pub(crate) websocket: Option<Spanned<bool>>,
     pub(crate) app: Option<Str>,
+    pub(crate) request_headers: Option<Spanned<RawHeaderRewrite>>,
+    pub(crate) response_headers: Option<Spanned<RawHeaderRewrite>>,
+    pub(crate) strip_prefix: Option<Str>,
+    pub(crate) response_timeout: Option<Val>,
+    pub(crate) retries: Option<Spanned<bool>>,
+}
+
+/// `header = { name = "X-Canary", value = "1" }` in a `[[route]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHeaderMatch {
+    pub(crate) name: Option<Str>,
+    pub(crate) value: Option<Str>,
+}
+
+/// `request_headers` / `response_headers` in a `[[route]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHeaderRewrite {
+    pub(crate) add: Option<BTreeMap<String, Val>>,
+    pub(crate) remove: Option<Val>,
 }
 
 /// `[alerts]`: global alert settings.

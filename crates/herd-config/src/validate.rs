@@ -22,6 +22,7 @@ mod alerts;
 mod app;
 mod balance;
 mod rate_limit;
+mod route;
 mod scaling;
 mod values;
 
@@ -64,6 +65,7 @@ pub(crate) fn validate(
         .enumerate()
         .filter_map(|(i, r)| v.route(i, r, &known))
         .collect();
+    v.route_names(raw);
     let alerts = v.alerts(raw, &apps);
     let rate_limits = v.rate_limits(raw, &known);
 
@@ -290,7 +292,7 @@ impl Validator<'_> {
                 }) {
                     Some("host must not include a port")
                 } else {
-                    None
+                    route::wildcard_problem(s)
                 };
                 if let Some(problem) = problem {
                     ok = false;
@@ -298,7 +300,7 @@ impl Validator<'_> {
                         &h.span(),
                         &format!("{p}.host"),
                         format!("invalid host {:?}: {problem}", h.get_ref()),
-                        Some("use the host name only, e.g. host = \"api.example.com\"; the request's port is ignored when matching".into()),
+                        Some("use the host name only, e.g. host = \"api.example.com\" or \"*.example.com\"; the request's port is ignored when matching".into()),
                     );
                     None
                 } else {
@@ -361,11 +363,14 @@ impl Validator<'_> {
                 }
             },
         };
-        match (ok, app) {
+        let errors = self.errors.len();
+        let rest = self.route_rest(&p, r);
+        match (ok && self.errors.len() == errors, app) {
             (true, Some(app)) => Some(Route {
                 host,
                 path_prefix,
                 app,
+                ..rest
             }),
             _ => None,
         }

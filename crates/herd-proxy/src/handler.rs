@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use herd_core::{InFlightGuard, RouteStats};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
@@ -15,6 +15,7 @@ use crate::edge;
 use crate::error::ProxyError;
 use crate::forward;
 use crate::framing;
+use crate::route::RequestView;
 use crate::server::Gateway;
 use crate::upstream::{AppUpstreams, Upstream};
 
@@ -113,11 +114,17 @@ async fn forward(
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri().authority().map(http::uri::Authority::as_str));
     let path = req.uri().path();
-    let Some(matched) = tables.routes.find(host, path) else {
+    let Some(matched) = tables.routes.find(&RequestView {
+        host,
+        method: req.method(),
+        path,
+        headers: req.headers(),
+    }) else {
         return Err(ProxyError::NoRoute);
     };
     let app = Arc::clone(&tables.apps[matched.app]);
     let stats = Arc::clone(matched.stats);
+    let policy = Arc::clone(matched.policy);
     // Decided while the tables are held (no await); the delay is waited after.
     let limited = crate::ratelimit::check_all(
         &tables.limits,
@@ -175,10 +182,15 @@ async fn forward(
         .uri
         .path_and_query()
         .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
+    if let Some(uri) = policy.upstream_uri(&parts.uri) {
+        parts.uri = uri;
+    }
+    policy.rewrite_request(&mut parts.headers);
     parts.version = Version::HTTP_11;
 
-    // Keep what is needed to rebuild a bodiless idempotent request after a broken connection.
-    let replay = replayable(&parts.method, &body).then(|| {
+    // Keep what is needed to rebuild a bodiless idempotent request after a broken connection
+    // (unless the route says `retries = false`).
+    let replay = (policy.retries && replayable(&parts.method, &body)).then(|| {
         let mut p = Request::new(());
         *p.method_mut() = parts.method.clone();
         *p.uri_mut() = parts.uri.clone();
@@ -193,8 +205,13 @@ async fn forward(
         sent,
         stats: &stats,
         affinity,
+        timeout: policy
+            .response_timeout
+            .unwrap_or_else(|| gw.settings().response_timeout),
     };
-    send_with_retries(gw, &app, req, sending, tunnel).await
+    let mut resp = send_with_retries(gw, &app, req, sending, tunnel).await?;
+    policy.rewrite_response(resp.headers_mut());
+    Ok(resp)
 }
 
 /// The client side of a request that asks to switch protocols.
@@ -210,6 +227,8 @@ struct Sending<'a> {
     sent: Arc<AtomicBool>,
     stats: &'a Arc<RouteStats>,
     affinity: Option<u64>,
+    /// The route's `response_timeout`, else the gateway's.
+    timeout: Duration,
 }
 
 async fn send_with_retries(
@@ -224,6 +243,7 @@ async fn send_with_retries(
         sent,
         stats,
         affinity,
+        timeout,
     } = sending;
     let mut set = app.current();
     if set.is_empty() {
@@ -254,7 +274,7 @@ async fn send_with_retries(
         let guard = up.endpoint.stats.start_request();
         tried.push(up.endpoint.uid);
         let body_done = matches!(req.body(), UpBody::Client(..)).then(|| Arc::clone(&sent));
-        match attempt(gw, &up, req, guard, body_done, stats, &mut tunnel).await {
+        match attempt(gw, &up, req, guard, body_done, stats, timeout, &mut tunnel).await {
             Ok(resp) => {
                 up.endpoint.stats.record_success();
                 return Ok(resp);
@@ -310,6 +330,8 @@ struct Failure {
     stale: bool,
 }
 
+// One past clippy's limit: the route's timeout joined the per-attempt inputs.
+#[allow(clippy::too_many_arguments)]
 async fn attempt(
     gw: &Gateway,
     up: &Arc<Upstream>,
@@ -317,6 +339,7 @@ async fn attempt(
     guard: InFlightGuard,
     body_done: Option<Arc<AtomicBool>>,
     stats: &Arc<RouteStats>,
+    timeout: Duration,
     tunnel: &mut Option<ClientUpgrade>,
 ) -> Result<Response<ProxyBody>, Failure> {
     let instance = || up.endpoint.id.to_string();
@@ -339,7 +362,6 @@ async fn attempt(
             });
         }
     };
-    let timeout = gw.settings().response_timeout;
     let sent_at = Instant::now();
     match tokio::time::timeout(timeout, conn.try_send_request(req)).await {
         Err(_) => Err(Failure {

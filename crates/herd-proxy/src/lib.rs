@@ -3,7 +3,8 @@
 //! Layout:
 //! - [`server`]: accept loop, hyper (HTTP/1.1 + h2c) connections, graceful shutdown.
 //! - `handler`: one request end to end: route → pick → forward → retry → response.
-//! - `route`: the routing table, compiled once from `[[route]]`.
+//! - `route`: the routing table, compiled once from `[[route]]`: matchers, header rewrites,
+//!   `strip_prefix`, per-route timeout and retries.
 //! - `balance`: pure instance selection (smooth weighted round robin, least connections, P2C,
 //!   peak EWMA, consistent hashing with bounded load, first).
 //! - `pool`: per-instance keep-alive pool of HTTP/1.1 upstream connections.

@@ -1,24 +1,36 @@
 //! The routing table: `[[route]]` rules compiled once, matched per request without allocation.
+//!
+//! `matcher` holds a rule's matchers (host, path, regex, method, header, WebSocket), `rewrite`
+//! what the rule changes on the way through (headers, path prefix, timeout, retries).
 
 use std::sync::Arc;
 
 use herd_config::Route;
 use herd_core::{RouteStats, StatsRegistry};
 
+mod matcher;
+mod rewrite;
+
+pub(crate) use matcher::RequestView;
+pub(crate) use rewrite::RoutePolicy;
+
+use matcher::Matcher;
+
 #[derive(Debug, Clone)]
 struct Rule {
-    /// Lowercase host without port.
-    host: Option<String>,
-    path_prefix: Option<String>,
+    /// `None` for the fallback (matches everything).
+    matcher: Option<Matcher>,
     app: usize,
     stats: Arc<RouteStats>,
+    policy: Arc<RoutePolicy>,
 }
 
-/// The outcome of a match: the app and the counters of the route that matched.
+/// The outcome of a match: the app, the counters and the policy of the route that matched.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Matched<'a> {
     pub(crate) app: usize,
     pub(crate) stats: &'a Arc<RouteStats>,
+    pub(crate) policy: &'a Arc<RoutePolicy>,
 }
 
 /// First match wins; with no rules every request goes to app 0 (route label `default`).
@@ -29,47 +41,55 @@ pub(crate) struct RouteTable {
 }
 
 impl RouteTable {
-    /// `app_names[i]` names app `i` (for the statistics labels).
+    /// `app_names[i]` names app `i` (for the statistics labels). A route is labelled by its
+    /// `name`, else `route<N>` (its position in the file).
     pub(crate) fn compile(routes: &[Route], app_names: &[String], stats: &StatsRegistry) -> Self {
         let name = |i: usize| app_names.get(i).map_or("", String::as_str);
         let fallback = routes.is_empty().then(|| Rule {
-            host: None,
-            path_prefix: None,
+            matcher: None,
             app: 0,
             stats: stats.entry(name(0), "default"),
+            policy: Arc::default(),
         });
-        RouteTable {
-            rules: routes
-                .iter()
-                .enumerate()
-                .map(|(i, r)| Rule {
-                    host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
-                    path_prefix: r.path_prefix.clone(),
-                    app: r.app,
-                    stats: stats.entry(name(r.app), &format!("route{i}")),
-                })
-                .collect(),
-            fallback,
-        }
+        let rules = routes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let label = r.name.clone().unwrap_or_else(|| format!("route{i}"));
+                // Validation compiled the same rules, so this only fails on a config that did
+                // not come through it; such a rule is left out rather than failing the table.
+                let compiled = Matcher::compile(r)
+                    .and_then(|m| Ok((m, RoutePolicy::compile(r)?)));
+                match compiled {
+                    Ok((matcher, policy)) => Some(Rule {
+                        matcher: Some(matcher),
+                        app: r.app,
+                        stats: stats.entry(name(r.app), &label),
+                        policy: Arc::new(policy),
+                    }),
+                    Err(e) => {
+                        tracing::error!(route = %label, error = %e, "route left out: it does not compile");
+                        None
+                    }
+                }
+            })
+            .collect();
+        RouteTable { rules, fallback }
     }
 
-    /// The app for a request, or `None` when rules exist and none matches.
-    pub(crate) fn find(&self, host: Option<&str>, path: &str) -> Option<Matched<'_>> {
+    /// The route for a request, or `None` when rules exist and none matches.
+    pub(crate) fn find(&self, req: &RequestView<'_>) -> Option<Matched<'_>> {
         let matched = match &self.fallback {
             Some(f) => f,
-            None => {
-                let host = host.map(strip_port);
-                self.rules.iter().find(|r| {
-                    r.host
-                        .as_deref()
-                        .is_none_or(|want| host.is_some_and(|h| h.eq_ignore_ascii_case(want)))
-                        && r.path_prefix.as_deref().is_none_or(|p| path.starts_with(p))
-                })?
-            }
+            None => self
+                .rules
+                .iter()
+                .find(|r| r.matcher.as_ref().is_none_or(|m| m.matches(req)))?,
         };
         Some(Matched {
             app: matched.app,
             stats: &matched.stats,
+            policy: &matched.policy,
         })
     }
 }
@@ -86,6 +106,8 @@ fn strip_port(host: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
+    use http::{HeaderMap, Method};
+
     use super::*;
 
     fn route(host: Option<&str>, prefix: Option<&str>, app: usize) -> Route {
@@ -93,6 +115,7 @@ mod tests {
             host: host.map(str::to_owned),
             path_prefix: prefix.map(str::to_owned),
             app,
+            ..Route::default()
         }
     }
 
@@ -101,15 +124,24 @@ mod tests {
         RouteTable::compile(routes, &names, &StatsRegistry::default())
     }
 
+    fn find<'a>(t: &'a RouteTable, host: Option<&str>, path: &str) -> Option<Matched<'a>> {
+        t.find(&RequestView {
+            host,
+            method: &Method::GET,
+            path,
+            headers: &HeaderMap::new(),
+        })
+    }
+
     fn app_of(t: &RouteTable, host: Option<&str>, path: &str) -> Option<usize> {
-        t.find(host, path).map(|m| m.app)
+        find(t, host, path).map(|m| m.app)
     }
 
     #[test]
     fn no_rules_routes_to_first_app() {
         let t = compile(&[]);
         assert_eq!(app_of(&t, None, "/x"), Some(0));
-        assert_eq!(t.find(None, "/").unwrap().stats.route, "default");
+        assert_eq!(find(&t, None, "/").unwrap().stats.route, "default");
     }
 
     #[test]
@@ -123,11 +155,39 @@ mod tests {
         assert_eq!(app_of(&t, Some("other"), "/api/v1"), Some(0));
         assert_eq!(app_of(&t, None, "/static/a.css"), Some(2));
         assert_eq!(app_of(&t, Some("api.example.com"), "/"), Some(0));
-        let m = t.find(None, "/static/x").unwrap();
+        let m = find(&t, None, "/static/x").unwrap();
         assert_eq!(
             (m.stats.app.as_str(), m.stats.route.as_str()),
             ("static", "route1")
         );
+    }
+
+    #[test]
+    fn named_routes_label_their_statistics() {
+        let t = compile(&[
+            Route {
+                name: Some("api-v2".into()),
+                path_prefix: Some("/v2/".into()),
+                app: 1,
+                ..Route::default()
+            },
+            route(None, None, 0),
+        ]);
+        assert_eq!(find(&t, None, "/v2/x").unwrap().stats.route, "api-v2");
+        assert_eq!(find(&t, None, "/").unwrap().stats.route, "route1");
+    }
+
+    #[test]
+    fn a_rule_that_does_not_compile_is_left_out() {
+        let t = compile(&[
+            Route {
+                path_regex: Some("(".into()),
+                app: 1,
+                ..Route::default()
+            },
+            route(None, None, 0),
+        ]);
+        assert_eq!(app_of(&t, None, "/"), Some(0));
     }
 
     #[test]

@@ -1,0 +1,177 @@
+//! End-to-end tests of `[[route]]`: every matcher and override, and each error with its line,
+//! key and hint.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::{parse, Config, ConfigError, HeaderMatch, HeaderRewrite, Route};
+
+/// Apps `web` (line 1-3) and `api` (lines 4-6); routes start on line 7.
+const APPS: &str = "[[app]]\nname = \"web\"\ncommand = [\"./app\"]\n\
+                    [[app]]\nname = \"api\"\nservers = [\"127.0.0.1:7001\"]\n";
+
+fn ok(text: &str) -> Config {
+    match parse(&format!("{APPS}{text}"), "herd.toml", Path::new("/base")) {
+        Ok(cfg) => cfg,
+        Err(errs) => panic!("expected a valid config, got:\n{errs}"),
+    }
+}
+
+/// The single error in `text`, checked for its line, key and hint.
+#[track_caller]
+fn one(text: &str, line: usize, key: &str) -> ConfigError {
+    let errs = match parse(&format!("{APPS}{text}"), "herd.toml", Path::new("/base")) {
+        Ok(cfg) => panic!("expected errors, got {cfg:#?}"),
+        Err(errs) => errs.0,
+    };
+    assert_eq!(errs.len(), 1, "expected one error, got {errs:#?}");
+    let err = errs.into_iter().next().unwrap();
+    assert_eq!((err.line, err.key.as_str()), (line, key), "{err}");
+    assert!(err.col >= 1 && err.hint.is_some(), "{err}");
+    err
+}
+
+#[test]
+fn every_key() {
+    let cfg = ok(r#"
+[[route]]
+name = "api-v2"
+host = "*.Example.com"
+path_prefix = "/api/"
+path_regex = "^/api/v[0-9]+/"
+methods = ["get", "POST"]
+header = { name = "X-Canary", value = "1" }
+websocket = true
+strip_prefix = "/api/"
+request_headers = { add = { "X-From" = "herd" }, remove = ["X-Debug"] }
+response_headers = { add = { "X-Served-By" = "herd" }, remove = ["Server"] }
+response_timeout = "5s"
+retries = false
+app = "api"
+
+[[route]]
+path = "/health"
+header = { name = "x-probe" }
+app = "web"
+"#);
+    assert_eq!(
+        cfg.routes[0],
+        Route {
+            name: Some("api-v2".into()),
+            host: Some("*.example.com".into()),
+            path_prefix: Some("/api/".into()),
+            path: None,
+            path_regex: Some("^/api/v[0-9]+/".into()),
+            methods: vec!["GET".into(), "POST".into()],
+            header: Some(HeaderMatch {
+                name: "x-canary".into(),
+                value: Some("1".into())
+            }),
+            websocket: true,
+            app: 1,
+            request_headers: HeaderRewrite {
+                add: vec![("x-from".into(), "herd".into())],
+                remove: vec!["x-debug".into()],
+            },
+            response_headers: HeaderRewrite {
+                add: vec![("x-served-by".into(), "herd".into())],
+                remove: vec!["server".into()],
+            },
+            strip_prefix: Some("/api".into()),
+            response_timeout: Some(Duration::from_secs(5)),
+            retries: false,
+        }
+    );
+    let second = &cfg.routes[1];
+    assert_eq!(second.path.as_deref(), Some("/health"));
+    assert_eq!(second.header.as_ref().unwrap().value, None);
+    assert!(second.retries && second.name.is_none() && second.response_timeout.is_none());
+}
+
+#[test]
+fn invalid_regex_names_line_column_and_the_regex_error() {
+    let err = one(
+        "[[route]]\napp = \"web\"\npath_regex = \"^/v[0-9+/\"\n",
+        9,
+        "route[0].path_regex",
+    );
+    assert_eq!(err.col, 14);
+    assert!(
+        err.message.starts_with("invalid regular expression"),
+        "{err}"
+    );
+    assert!(err.message.contains("unclosed character class"), "{err}");
+}
+
+#[test]
+fn wildcard_hosts_are_one_leading_label() {
+    for bad in ["*example.com", "a.*.com", "*.", "*.*.com", "**.a.com"] {
+        let err = one(
+            &format!("[[route]]\nhost = \"{bad}\"\napp = \"web\"\n"),
+            8,
+            "route[0].host",
+        );
+        assert!(err.message.contains("wildcard"), "{err}");
+    }
+}
+
+#[test]
+fn matcher_and_override_errors() {
+    let route = |body: &str| format!("[[route]]\napp = \"web\"\n{body}\n");
+    one(&route("path = \"health\""), 9, "route[0].path");
+    one(&route("path = \"/a?b=1\""), 9, "route[0].path");
+    one(&route("methods = \"GET\""), 9, "route[0].methods");
+    one(&route("methods = []"), 9, "route[0].methods");
+    one(&route("methods = [\"G T\"]"), 9, "route[0].methods");
+    one(
+        &route("header = { value = \"1\" }"),
+        9,
+        "route[0].header.name",
+    );
+    one(
+        &route("header = { name = \"X Y\" }"),
+        9,
+        "route[0].header.name",
+    );
+    one(
+        &route("header = { name = \"x\", value = \"a\\nb\" }"),
+        9,
+        "route[0].header.value",
+    );
+    one(
+        &route("request_headers = { add = { \"X-A\" = 1 } }"),
+        9,
+        "route[0].request_headers.add.X-A",
+    );
+    let err = one(
+        &route("response_headers = { remove = [\"Content-Length\"] }"),
+        9,
+        "route[0].response_headers.remove",
+    );
+    assert!(err.message.contains("cannot be rewritten"), "{err}");
+    one(&route("strip_prefix = \"/\""), 9, "route[0].strip_prefix");
+    one(
+        &route("response_timeout = \"0s\""),
+        9,
+        "route[0].response_timeout",
+    );
+    one(&route("name = \"Bad Name\""), 9, "route[0].name");
+    one(&route("name = \"route3\""), 9, "route[0].name");
+    let err = one(
+        "[[route]]\nname = \"x\"\napp = \"web\"\n[[route]]\nname = \"x\"\napp = \"api\"\n",
+        11,
+        "route[1].name",
+    );
+    assert!(err.hint.unwrap().contains("line 8"));
+}
+
+#[test]
+fn unknown_keys_in_route_tables_are_rejected() {
+    let errs = parse(
+        &format!("{APPS}[[route]]\napp = \"web\"\nheader = {{ name = \"x\", val = \"1\" }}\n"),
+        "herd.toml",
+        Path::new("/base"),
+    )
+    .unwrap_err();
+    assert!(errs.to_string().contains("val"), "{errs}");
+}

@@ -1,0 +1,172 @@
+//! What a route changes on the way through: request and response headers (`remove` first,
+//! then `add`, which replaces), the path prefix sent upstream, and its timeout and retry
+//! overrides. Compiled once with the route; shared with requests in flight through an `Arc`.
+
+use std::time::Duration;
+
+use herd_config::{HeaderRewrite, Route};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::Uri;
+
+#[derive(Debug, Clone, Default)]
+struct Rewrite {
+    remove: Box<[HeaderName]>,
+    add: Box<[(HeaderName, HeaderValue)]>,
+}
+
+impl Rewrite {
+    fn compile(r: &HeaderRewrite) -> Result<Self, String> {
+        let name =
+            |n: &str| HeaderName::from_bytes(n.as_bytes()).map_err(|_| format!("header {n:?}"));
+        Ok(Rewrite {
+            remove: r.remove.iter().map(|n| name(n)).collect::<Result<_, _>>()?,
+            add: r
+                .add
+                .iter()
+                .map(|(n, v)| {
+                    let v = HeaderValue::from_str(v).map_err(|_| format!("value {v:?}"))?;
+                    Ok((name(n)?, v))
+                })
+                .collect::<Result<_, String>>()?,
+        })
+    }
+
+    fn apply(&self, headers: &mut HeaderMap) {
+        for name in &self.remove {
+            headers.remove(name);
+        }
+        for (name, value) in &self.add {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+}
+
+/// A route's rewrites and overrides.
+#[derive(Debug, Clone)]
+pub(crate) struct RoutePolicy {
+    request: Rewrite,
+    response: Rewrite,
+    /// Without a trailing `/`.
+    strip_prefix: Option<Box<str>>,
+    /// Overrides `[gateway] response_timeout`.
+    pub(crate) response_timeout: Option<Duration>,
+    /// `false`: a request that reached a backend is not sent again.
+    pub(crate) retries: bool,
+}
+
+impl Default for RoutePolicy {
+    fn default() -> Self {
+        RoutePolicy {
+            request: Rewrite::default(),
+            response: Rewrite::default(),
+            strip_prefix: None,
+            response_timeout: None,
+            retries: true,
+        }
+    }
+}
+
+impl RoutePolicy {
+    pub(super) fn compile(r: &Route) -> Result<Self, String> {
+        Ok(RoutePolicy {
+            request: Rewrite::compile(&r.request_headers)?,
+            response: Rewrite::compile(&r.response_headers)?,
+            strip_prefix: r
+                .strip_prefix
+                .as_deref()
+                .map(|p| p.trim_end_matches('/').into()),
+            response_timeout: r.response_timeout,
+            retries: r.retries,
+        })
+    }
+
+    /// Applies `request_headers` to the request going upstream.
+    pub(crate) fn rewrite_request(&self, headers: &mut HeaderMap) {
+        self.request.apply(headers);
+    }
+
+    /// Applies `response_headers` to a backend's response.
+    pub(crate) fn rewrite_response(&self, headers: &mut HeaderMap) {
+        self.response.apply(headers);
+    }
+
+    /// The origin-form URI to send upstream once `strip_prefix` is removed, keeping the query;
+    /// `None` when nothing changes.
+    pub(crate) fn upstream_uri(&self, uri: &Uri) -> Option<Uri> {
+        let rest = strip(self.strip_prefix.as_deref()?, uri.path())?;
+        let rebuilt = match uri.query() {
+            Some(q) => format!("{rest}?{q}"),
+            None => rest.to_owned(),
+        };
+        Uri::try_from(rebuilt).ok()
+    }
+}
+
+/// `path` without `prefix` when the prefix ends at a segment boundary (`/api` strips `/api`
+/// and `/api/x`, never `/apix`); an emptied path becomes `/`.
+fn strip<'a>(prefix: &str, path: &'a str) -> Option<&'a str> {
+    let rest = path.strip_prefix(prefix)?;
+    if rest.is_empty() {
+        Some("/")
+    } else {
+        rest.starts_with('/').then_some(rest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(r: Route) -> RoutePolicy {
+        RoutePolicy::compile(&r).unwrap()
+    }
+
+    #[test]
+    fn strip_prefix_keeps_the_query_and_segment_boundaries() {
+        let p = policy(Route {
+            strip_prefix: Some("/api".into()),
+            ..Route::default()
+        });
+        let up = |s: &'static str| p.upstream_uri(&Uri::from_static(s)).map(|u| u.to_string());
+        assert_eq!(
+            up("/api/users?id=1&x=%20"),
+            Some("/users?id=1&x=%20".into())
+        );
+        assert_eq!(up("/api/users"), Some("/users".into()));
+        assert_eq!(up("/api"), Some("/".into()));
+        assert_eq!(up("/api?q=1"), Some("/?q=1".into()));
+        assert_eq!(up("/apix/users"), None);
+        assert_eq!(up("/other"), None);
+        assert!(policy(Route::default())
+            .upstream_uri(&Uri::from_static("/api/x"))
+            .is_none());
+    }
+
+    #[test]
+    fn headers_are_removed_then_added() {
+        let p = policy(Route {
+            request_headers: HeaderRewrite {
+                add: vec![("x-from".into(), "herd".into())],
+                remove: vec!["x-debug".into(), "x-from".into()],
+            },
+            response_headers: HeaderRewrite {
+                add: Vec::new(),
+                remove: vec!["server".into()],
+            },
+            ..Route::default()
+        });
+        let mut h = HeaderMap::new();
+        h.append("x-debug", HeaderValue::from_static("1"));
+        h.append("x-debug", HeaderValue::from_static("2"));
+        h.append("x-from", HeaderValue::from_static("client"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        h.insert("server", HeaderValue::from_static("node"));
+        p.rewrite_request(&mut h);
+        assert!(!h.contains_key("x-debug"));
+        assert_eq!(h.get_all("x-from").iter().collect::<Vec<_>>(), ["herd"]);
+        assert!(h.contains_key("server"));
+        p.rewrite_response(&mut h);
+        assert!(!h.contains_key("server"));
+        assert!(h.contains_key("x-keep"));
+    }
+}
