@@ -149,6 +149,11 @@ fn matcher_and_override_errors() {
         "route[0].response_headers.remove",
     );
     assert!(err.message.contains("cannot be rewritten"), "{err}");
+    one(
+        &route("request_headers = { remove = [\"Host\"] }"),
+        9,
+        "route[0].request_headers.remove",
+    );
     one(&route("strip_prefix = \"/\""), 9, "route[0].strip_prefix");
     one(
         &route("response_timeout = \"0s\""),

@@ -271,6 +271,12 @@ impl Validator<'_> {
                 Value::Array(items) => {
                     for item in items {
                         match item.as_str() {
+                            Some(s) if s.eq_ignore_ascii_case("host") => self.err(
+                                &v.span(),
+                                &k,
+                                "header \"host\" cannot be removed: HTTP/1.1 requires it",
+                                Some("set another value instead: add = { \"Host\" = \"backend.internal\" }".into()),
+                            ),
                             Some(s) => {
                                 if let Some(n) = self.rewritable(&k, s, &v.span()) {
                                     out.remove.push(n);

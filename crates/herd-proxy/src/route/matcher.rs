@@ -5,7 +5,8 @@
 //! - `host`: exact, or `*.example.com`: exactly one extra leading label (`a.example.com`, not
 //!   `example.com`, not `a.b.example.com`), case-insensitive, the request's port ignored.
 //! - `path_regex`: searched in the path (not the query), unanchored unless the pattern says
-//!   `^`/`$` (as nginx `location ~`).
+//!   `^`/`$` (as nginx `location ~`). `Regex::is_match` takes its scratch space from a pool
+//!   the regex keeps (one per concurrent caller, reused), so steady state allocates nothing.
 //! - `websocket`: an HTTP/1.1 `Upgrade` header that lists `websocket`.
 
 use herd_config::Route;
