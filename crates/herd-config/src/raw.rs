@@ -313,6 +313,7 @@ pub(crate) struct RawRateLimit {
     pub(crate) nodelay: Option<Spanned<bool>>,
     pub(crate) app: Option<Str>,
     pub(crate) path_prefix: Option<Str>,
+    pub(crate) route: Option<Str>,
     pub(crate) status: Option<Int>,
 }
 

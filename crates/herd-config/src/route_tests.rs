@@ -180,3 +180,17 @@ fn unknown_keys_in_route_tables_are_rejected() {
     .unwrap_err();
     assert!(errs.to_string().contains("val"), "{errs}");
 }
+
+#[test]
+fn a_rate_limit_can_name_a_route() {
+    let cfg = ok("[[route]]\nname = \"canary\"\napp = \"api\"\n\
+                  [[rate_limit]]\nname = \"c\"\nkey = \"ip\"\nrate = \"1r/s\"\nroute = \"canary\"\n");
+    assert_eq!(cfg.rate_limits[0].route.as_deref(), Some("canary"));
+    let err = one(
+        "[[route]]\nname = \"canary\"\napp = \"api\"\n\
+         [[rate_limit]]\nname = \"c\"\nkey = \"ip\"\nrate = \"1r/s\"\nroute = \"canry\"\n",
+        14,
+        "rate_limit[0].route",
+    );
+    assert!(err.hint.unwrap().contains("did you mean \"canary\""));
+}

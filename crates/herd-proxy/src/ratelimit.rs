@@ -56,9 +56,10 @@ impl RateLimiter {
         }
     }
 
-    /// Whether this limit covers a request routed to `app` for `path`.
-    pub(crate) fn applies(&self, app: usize, path: &str) -> bool {
+    /// Whether this limit covers a request routed to `app` by `route` (its label) for `path`.
+    pub(crate) fn applies(&self, app: usize, route: &str, path: &str) -> bool {
         self.config.app.is_none_or(|a| a == app)
+            && self.config.route.as_deref().is_none_or(|r| r == route)
             && self
                 .config
                 .path_prefix
@@ -165,7 +166,7 @@ pub(crate) fn check_all(
     now: Instant,
 ) -> Result<Duration, ProxyError> {
     let mut delay = Duration::ZERO;
-    for limit in limits.iter().filter(|l| l.applies(app, path)) {
+    for limit in limits.iter().filter(|l| l.applies(app, route, path)) {
         let Some(key) = limit.key(headers, client, route) else {
             continue;
         };
@@ -215,6 +216,7 @@ mod tests {
             nodelay: false,
             app: None,
             path_prefix: None,
+            route: None,
             status: 429,
         }
     }
@@ -273,14 +275,18 @@ mod tests {
     }
 
     #[test]
-    fn scope_by_app_and_path() {
+    fn scope_by_app_route_and_path() {
         let mut c = limit(RateKey::Route, 0);
         c.app = Some(1);
         c.path_prefix = Some("/api/".into());
         let l = RateLimiter::new(&c);
-        assert!(l.applies(1, "/api/x"));
-        assert!(!l.applies(0, "/api/x"));
-        assert!(!l.applies(1, "/web"));
+        assert!(l.applies(1, "route0", "/api/x"));
+        assert!(!l.applies(0, "route0", "/api/x"));
+        assert!(!l.applies(1, "route0", "/web"));
+        c.route = Some("canary".into());
+        let l = RateLimiter::new(&c);
+        assert!(l.applies(1, "canary", "/api/x"));
+        assert!(!l.applies(1, "route0", "/api/x"));
     }
 
     #[test]

@@ -329,3 +329,32 @@ app = "c"
     assert_eq!(send(gw.addr, "GET", "/fast", &[]).await.backend(), "c");
     gw.stop.cancel();
 }
+
+#[tokio::test]
+async fn a_rate_limit_scoped_to_a_named_route() {
+    let gw = gateway(
+        r#"
+[[route]]
+name = "limited"
+path_prefix = "/limited/"
+app = "b"
+
+[[route]]
+app = "a"
+
+[[rate_limit]]
+name = "one-a-minute"
+key = "ip"
+rate = "1r/m"
+route = "limited"
+"#,
+    )
+    .await;
+    assert_eq!(send(gw.addr, "GET", "/limited/x", &[]).await.status, 200);
+    let r = send(gw.addr, "GET", "/limited/x", &[]).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    for _ in 0..3 {
+        assert_eq!(send(gw.addr, "GET", "/other", &[]).await.backend(), "a");
+    }
+    gw.stop.cancel();
+}

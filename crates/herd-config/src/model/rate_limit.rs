@@ -22,6 +22,8 @@ pub struct RateLimit {
     pub app: Option<usize>,
     /// `path_prefix`: only requests whose path starts with this; `None` = every path.
     pub path_prefix: Option<String>,
+    /// `route`: only requests matched by the `[[route]]` with this `name`; `None` = every route.
+    pub route: Option<String>,
     /// `status`, default 429: the status of rejected requests (nginx `limit_req_status`).
     pub status: u16,
 }

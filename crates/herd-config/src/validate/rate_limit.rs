@@ -25,10 +25,17 @@ impl Validator<'_> {
         apps: &[(&str, usize)],
     ) -> Vec<RateLimit> {
         let mut names: HashMap<String, Range<usize>> = HashMap::new();
+        let routes: Vec<&str> = raw
+            .route
+            .iter()
+            .filter_map(|r| r.get_ref().name.as_ref().map(|n| n.get_ref().as_str()))
+            .collect();
         raw.rate_limit
             .iter()
             .enumerate()
-            .filter_map(|(i, r)| self.rate_limit(&format!("rate_limit[{i}]"), r, apps, &mut names))
+            .filter_map(|(i, r)| {
+                self.rate_limit(&format!("rate_limit[{i}]"), r, apps, &routes, &mut names)
+            })
             .collect()
     }
 
@@ -37,6 +44,7 @@ impl Validator<'_> {
         p: &str,
         raw: &Spanned<RawRateLimit>,
         apps: &[(&str, usize)],
+        routes: &[&str],
         names: &mut HashMap<String, Range<usize>>,
     ) -> Option<RateLimit> {
         let r = raw.get_ref();
@@ -168,6 +176,28 @@ impl Validator<'_> {
             }
         });
 
+        let route = r.route.as_ref().and_then(|n| {
+            if routes.contains(&n.get_ref().as_str()) {
+                return Some(n.get_ref().clone());
+            }
+            let mut hint = String::new();
+            if let Some(best) = closest(n.get_ref(), routes) {
+                hint.push_str(&format!("did you mean \"{best}\"? "));
+            }
+            if routes.is_empty() {
+                hint.push_str("no [[route]] has a name; add name = \"...\" to the route to limit");
+            } else {
+                hint.push_str(&format!("named routes: {}", routes.join(", ")));
+            }
+            self.err(
+                &n.span(),
+                &format!("{p}.route"),
+                format!("rate limit for unknown route \"{}\"", n.get_ref()),
+                Some(hint),
+            );
+            None
+        });
+
         let status = match &r.status {
             None => d::RATE_LIMIT_STATUS,
             Some(s) => match u16::try_from(*s.get_ref()) {
@@ -197,6 +227,7 @@ impl Validator<'_> {
             nodelay,
             app,
             path_prefix,
+            route,
             status,
         })
     }
