@@ -151,6 +151,8 @@ impl Default for Gateway {
             max_body_size: None,
             security_headers: false,
             tunnel_idle_timeout: TUNNEL_IDLE_TIMEOUT,
+            tls: None,
+            redirect_http: None,
         }
     }
 }

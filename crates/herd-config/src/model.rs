@@ -72,6 +72,32 @@ pub struct Gateway {
     /// `tunnel_idle_timeout`, default 60s (nginx `proxy_read_timeout`): an upgraded connection
     /// (WebSocket or any `Upgrade`) that carries no byte either way for this long is closed.
     pub tunnel_idle_timeout: Duration,
+    /// `[gateway.tls]`: when set, the gateway listener speaks TLS only (HTTP/2 by ALPN `h2`, or
+    /// HTTP/1.1).
+    pub tls: Option<Tls>,
+    /// `redirect_http`, default none: a plain-HTTP listener answering every request with 308 to
+    /// `https://<host><path>`.
+    pub redirect_http: Option<SocketAddr>,
+}
+
+/// `[gateway.tls]`. Paths are PEM files, relative to the config file's directory. The files are
+/// read when the gateway starts and again on SIGHUP or when one of them changes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tls {
+    /// `cert`: the default certificate chain, used when no `sni` entry matches.
+    pub cert: PathBuf,
+    /// `key`: its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// `[[gateway.tls.sni]]` entries: a certificate for one host name (exact match, lowercase).
+    pub sni: Vec<SniCert>,
+}
+
+/// `[[gateway.tls.sni]] host = "api.example.com", cert = "...", key = "..."`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SniCert {
+    pub host: String,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// `[admin]`: the admin API (status, scaling, reload, logs).

@@ -52,6 +52,26 @@ pub(crate) struct RawGateway {
     pub(crate) max_body_size: Option<Val>,
     pub(crate) security_headers: Option<Spanned<bool>>,
     pub(crate) tunnel_idle_timeout: Option<Val>,
+    pub(crate) tls: Option<Spanned<RawTls>>,
+    pub(crate) redirect_http: Option<Val>,
+}
+
+/// `[gateway.tls]`: the default certificate, and `[[gateway.tls.sni]]` entries chosen by SNI.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    pub(crate) cert: Option<Str>,
+    pub(crate) key: Option<Str>,
+    #[serde(default)]
+    pub(crate) sni: Vec<Spanned<RawSni>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSni {
+    pub(crate) host: Option<Str>,
+    pub(crate) cert: Option<Str>,
+    pub(crate) key: Option<Str>,
 }
 
 #[derive(Debug, Default, Deserialize)]

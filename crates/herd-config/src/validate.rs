@@ -9,14 +9,14 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
 use crate::defaults as d;
 use crate::error::{closest, ConfigError, ConfigErrors, Source};
-use crate::model::{Admin, Config, Gateway, Logs, Route};
-use crate::raw::{RawConfig, RawRoute, Val};
+use crate::model::{Admin, Config, Gateway, Logs, Route, SniCert, Tls};
+use crate::raw::{RawConfig, RawRoute, RawTls, Str, Val};
 
 mod alerts;
 mod app;
@@ -166,6 +166,78 @@ impl Validator<'_> {
                 d::TUNNEL_IDLE_TIMEOUT,
                 true,
             ),
+            tls: g.tls.as_ref().and_then(|t| self.tls(t)),
+            redirect_http: g
+                .redirect_http
+                .as_ref()
+                .map(|v| self.addr(Some(v), "gateway.redirect_http", d::GATEWAY_LISTEN)),
+        }
+    }
+
+    /// `[gateway.tls]`: checks the form only; the files are read when the gateway starts.
+    fn tls(&mut self, t: &Spanned<RawTls>) -> Option<Tls> {
+        let raw = t.get_ref();
+        let cert = self.pem_path(raw.cert.as_ref(), &t.span(), "gateway.tls.cert");
+        let key = self.pem_path(raw.key.as_ref(), &t.span(), "gateway.tls.key");
+        let mut sni = Vec::new();
+        for (i, e) in raw.sni.iter().enumerate() {
+            let r = e.get_ref();
+            let key_of = |k: &str| format!("gateway.tls.sni[{i}].{k}");
+            let host = match &r.host {
+                Some(h) if !h.get_ref().trim().is_empty() => Some(
+                    h.get_ref()
+                        .trim()
+                        .trim_end_matches('.')
+                        .to_ascii_lowercase(),
+                ),
+                Some(h) => {
+                    self.err(&h.span(), &key_of("host"), "host must not be empty", None);
+                    None
+                }
+                None => {
+                    self.err(
+                        &e.span(),
+                        &key_of("host"),
+                        "missing host",
+                        Some("e.g. host = \"api.example.com\"".into()),
+                    );
+                    None
+                }
+            };
+            let c = self.pem_path(r.cert.as_ref(), &e.span(), &key_of("cert"));
+            let k = self.pem_path(r.key.as_ref(), &e.span(), &key_of("key"));
+            if let (Some(host), Some(cert), Some(key)) = (host, c, k) {
+                sni.push(SniCert { host, cert, key });
+            }
+        }
+        Some(Tls {
+            cert: cert?,
+            key: key?,
+            sni,
+        })
+    }
+
+    fn pem_path(&mut self, v: Option<&Str>, section: &Range<usize>, key: &str) -> Option<PathBuf> {
+        match v {
+            Some(s) if !s.get_ref().trim().is_empty() => {
+                Some(resolve(self.base_dir, Path::new(s.get_ref())))
+            }
+            Some(s) => {
+                self.err(&s.span(), key, "path must not be empty", None);
+                None
+            }
+            None => {
+                self.err(
+                    section,
+                    key,
+                    format!("missing {}", key.rsplit('.').next().unwrap_or(key)),
+                    Some(
+                        "a PEM file, relative to the config file, e.g. cert = \"tls/cert.pem\""
+                            .into(),
+                    ),
+                );
+                None
+            }
         }
     }
 

@@ -177,7 +177,12 @@ async fn forward(
                 mark: parts.extensions.remove::<framing::Upgrading>(),
             });
     }
-    forward::add_forwarded(&mut parts.headers, client.ip(), "http");
+    let proto = if parts.extensions.get::<crate::tls::ClientTls>().is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    forward::add_forwarded(&mut parts.headers, client.ip(), proto);
     parts.uri = parts
         .uri
         .path_and_query()

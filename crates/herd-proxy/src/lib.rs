@@ -12,6 +12,8 @@
 //! - `framing`: request-smuggling guard that follows HTTP/1 framing beside hyper.
 //! - `body`: the streamed response body that ends the in-flight count and returns the connection.
 //! - `tunnel`: upgraded connections (WebSocket) spliced to one instance, with an idle timeout.
+//! - `tls`: `[gateway.tls]` certificates, SNI resolution, reload on SIGHUP or file change;
+//!   `redirect`: the optional http→https (308) listener.
 //! - `edge`: `X-Request-Id`, the request body limit, security headers.
 //! - `gcra` (pure) and `ratelimit`: `[[rate_limit]]`, nginx `limit_req` semantics, state in
 //!   memory; `connlimit`: `[gateway] max_conn_per_ip`.
@@ -30,11 +32,15 @@ mod gcra;
 mod handler;
 mod pool;
 mod ratelimit;
+mod redirect;
 mod route;
 pub mod server;
+pub mod tls;
 mod tunnel;
 mod upstream;
 
 pub use body::ProxyBody;
 pub use error::ProxyError;
+pub use redirect::serve_redirect;
 pub use server::{Gateway, GatewaySettings};
+pub use tls::{TlsCerts, TlsError};

@@ -1,9 +1,11 @@
 //! The gateway's listener: accepts connections, serves HTTP/1.1 and h2c (prior knowledge) with
-//! hyper, and shuts down gracefully: stop accepting, let in-flight requests finish (bounded by
+//! hyper, or with `[gateway.tls]` terminates TLS first (HTTP/2 by ALPN or HTTP/1.1; the
+//! handshake runs in the connection's task, bounded by `client_header_timeout`; the framing
+//! guard wraps the decrypted stream), and shuts down gracefully: stop accepting, let in-flight requests finish (bounded by
 //! `shutdown_timeout`), then close.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, Guard};
@@ -14,6 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -22,6 +25,7 @@ use crate::framing;
 use crate::handler;
 use crate::ratelimit::{self, RateLimiter};
 use crate::route::RouteTable;
+use crate::tls::{ClientTls, TlsCerts, TlsError};
 use crate::tunnel::Tunnels;
 use crate::upstream::AppUpstreams;
 
@@ -115,6 +119,8 @@ pub struct Gateway {
     conns: Arc<ConnCounts>,
     /// Upgraded connections (WebSocket): they outlive the client connection's hyper task.
     pub(crate) tunnels: Tunnels,
+    /// Set by [`Gateway::enable_tls`] before serving: the listener then speaks TLS only.
+    tls: OnceLock<Arc<TlsCerts>>,
 }
 
 impl Gateway {
@@ -128,7 +134,31 @@ impl Gateway {
             stats,
             conns: Arc::default(),
             tunnels: Tunnels::default(),
+            tls: OnceLock::new(),
         })
+    }
+
+    /// Loads the `[gateway.tls]` certificates; [`Gateway::serve`] then terminates TLS. Call it
+    /// once, before serving (a second call changes nothing).
+    ///
+    /// # Errors
+    /// A certificate or key that cannot be loaded; the error names the file.
+    pub fn enable_tls(&self, tls: &herd_config::Tls) -> Result<(), TlsError> {
+        let certs = TlsCerts::load(tls)?;
+        let _ = self.tls.set(certs);
+        Ok(())
+    }
+
+    /// Reads the certificate files again (SIGHUP) and swaps them in for new handshakes; open
+    /// connections are untouched. Without TLS, does nothing.
+    ///
+    /// # Errors
+    /// A file that fails to load; the certificates in force stay.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        match self.tls.get() {
+            Some(certs) => certs.reload(),
+            None => Ok(()),
+        }
     }
 
     /// Applies a new config atomically: routes, apps, balancing, timeouts. Requests in flight
@@ -164,6 +194,17 @@ impl Gateway {
         tracing::info!(%local, "gateway listening");
         let graceful = GracefulShutdown::new();
         let settings = self.settings().as_ref().clone();
+        let acceptor = match self.tls.get() {
+            Some(certs) => Some(certs.acceptor().map_err(std::io::Error::other)?),
+            None => None,
+        };
+        let cert_watcher = self.tls.get().map(|certs| {
+            tokio::spawn(
+                Arc::clone(certs)
+                    .watch(shutdown.clone())
+                    .instrument(tracing::debug_span!("tls_cert_watcher")),
+            )
+        });
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // hyper closes HTTP/1 connections that do not send a whole request head within
         // `client_header_timeout` (slowloris), and answers 431 to a head larger than its read
@@ -176,6 +217,7 @@ impl Gateway {
         builder
             .http2()
             .max_header_list_size(u32::try_from(settings.max_header_size).unwrap_or(u32::MAX));
+        let builder = Arc::new(builder);
         // `max_connections`: when all permits are out, stop accepting until a connection
         // closes; new clients wait in the kernel's listen backlog meanwhile.
         let slots = (settings.max_connections > 0)
@@ -214,8 +256,12 @@ impl Gateway {
                 tracing::debug!(%peer, max_conn, "connection over max_conn_per_ip");
             }
             let gw = Arc::clone(&self);
-            let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let https = acceptor.is_some();
+            let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                 let gw = Arc::clone(&gw);
+                if https {
+                    req.extensions_mut().insert(ClientTls);
+                }
                 async move {
                     Ok::<_, std::convert::Infallible>(if over_limit {
                         handler::too_many_connections(req.version())
@@ -226,17 +272,39 @@ impl Gateway {
             });
             let verdict = Arc::new(framing::Verdict::default());
             let service = framing::Guarded::new(Arc::clone(&verdict), service);
-            let stream = framing::Scan::new(stream, settings.max_header_size, verdict);
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            let conn = graceful.watch(conn);
+            let max_header_size = settings.max_header_size;
+            let handshake_timeout = settings.client_header_timeout;
+            let acceptor = acceptor.clone();
+            let builder = Arc::clone(&builder);
+            let watcher = graceful.watcher();
             let hard_stop = hard_stop.clone();
             tokio::spawn(
                 async move {
                     let _slot = slot;
                     // Counted until the connection ends.
                     let _conn_guard = conn_guard;
+                    let stream = match acceptor {
+                        None => Either::Left(stream),
+                        Some(acceptor) => tokio::select! {
+                            () = hard_stop.cancelled() => return,
+                            tls = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)) => match tls {
+                                Ok(Ok(tls)) => Either::Right(tls),
+                                Ok(Err(e)) => {
+                                    tracing::debug!(error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!("TLS handshake timed out");
+                                    return;
+                                }
+                            },
+                        },
+                    };
+                    let stream = framing::Scan::new(stream, max_header_size, verdict);
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    let conn = watcher.watch(conn);
                     tokio::select! {
                         res = conn => if let Err(e) = res {
                             tracing::debug!(error = %e, "client connection ended with an error");
@@ -262,6 +330,9 @@ impl Gateway {
             self.tunnels.close_all();
         }
         let _ = sweeper.await;
+        if let Some(w) = cert_watcher {
+            let _ = w.await;
+        }
         Ok(())
     }
 

@@ -28,6 +28,10 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
             new.gateway.listen, old.gateway.listen
         ));
     }
+    if old.gateway.tls != new.gateway.tls || old.gateway.redirect_http != new.gateway.redirect_http
+    {
+        out.push("[gateway.tls] files or redirect_http (certificates reload live)".to_owned());
+    }
     if old.admin.listen != new.admin.listen {
         out.push(format!(
             "admin.listen {} (still serving on {})",
@@ -66,6 +70,16 @@ impl ConfigReloader for FileReloader {
                 .reconfigure(&new)
                 .await
                 .map_err(|e| vec![e.to_string()])?;
+            // Certificates are re-read from the files in force (new paths need a restart).
+            match self.gateway.reload_tls() {
+                Ok(()) if current.gateway.tls.is_some() => {
+                    changes.push("tls: certificates re-read".to_owned());
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "failed to reload TLS certificates; keeping the old ones");
+                }
+            }
             if current.alerts.rules != new.alerts.rules {
                 let names: Vec<String> = new.apps.iter().map(|a| a.name.clone()).collect();
                 let now = std::time::SystemTime::now()

@@ -224,9 +224,22 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
     let admin_listener = TcpListener::bind(config.admin.listen)
         .await
         .with_context(|| format!("failed to listen on {} (admin.listen)", config.admin.listen))?;
+    let redirect_listener = match config.gateway.redirect_http {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("failed to listen on {addr} (gateway.redirect_http)"))?,
+        ),
+        None => None,
+    };
 
     let stats = Arc::new(StatsRegistry::default());
     let gateway = Gateway::new(&config, Arc::clone(&stats));
+    if let Some(tls) = &config.gateway.tls {
+        gateway
+            .enable_tls(tls)
+            .context("failed to load the certificates of [gateway.tls]")?;
+    }
     let shim = std::env::current_exe().ok();
     let fleet = Arc::new(
         Fleet::start(&config, gateway.clone(), FleetOptions { shim })
@@ -271,6 +284,15 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
         }) as Arc<dyn herd_admin::ConfigReloader>
     });
     let sighup_task = tokio::spawn(reload_on_sighup(reloader.clone(), admin_stop.clone()));
+    let redirect_task = redirect_listener.map(|l| {
+        let https_port = gateway_listener.local_addr().map_or(443, |a| a.port());
+        tokio::spawn(herd_proxy::serve_redirect(
+            l,
+            https_port,
+            config.gateway.shutdown_timeout,
+            gateway_stop.clone(),
+        ))
+    });
     let gateway_task = tokio::spawn(
         gateway
             .clone()
@@ -315,6 +337,9 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
             Ok(Err(e)) => tracing::error!(error = %e, "gateway failed"),
             Err(e) => tracing::error!(error = %e, "gateway task failed"),
             Ok(Ok(())) => {}
+        }
+        if let Some(task) = redirect_task {
+            let _ = task.await;
         }
         let deadline = fleet_deadline(&config);
         if tokio::time::timeout(deadline, fleet.shutdown())

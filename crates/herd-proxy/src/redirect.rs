@@ -1,0 +1,102 @@
+//! `[gateway] redirect_http`: a plain-HTTP listener that answers every request with
+//! `308 Permanent Redirect` to the same host and path over https (308 keeps the method and body,
+//! unlike 301). It never touches a backend.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::body::ProxyBody;
+
+/// Serves redirects until `shutdown`, then waits up to `drain` for open connections.
+/// `https_port` is the gateway's TLS port; it is added to the `Location` unless it is 443.
+///
+/// # Errors
+/// Only if reading the listener's local address fails; accept errors are logged and retried.
+pub async fn serve_redirect(
+    listener: TcpListener,
+    https_port: u16,
+    drain: Duration,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let local = listener.local_addr()?;
+    tracing::info!(%local, "http→https redirect listening");
+    let graceful = GracefulShutdown::new();
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "failed to accept a redirect connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let service =
+            service_fn(move |req| async move { Ok::<_, Infallible>(redirect(&req, https_port)) });
+        let conn = graceful.watch(http1.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(
+            async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "redirect connection ended with an error");
+                }
+            }
+            .instrument(tracing::debug_span!("redirect_conn", %peer)),
+        );
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
+    Ok(())
+}
+
+/// The 308 for one request: `https://<host without port>[:https_port]<path?query>`.
+fn redirect(req: &Request<Incoming>, https_port: u16) -> Response<ProxyBody> {
+    location(req, https_port).map_or_else(
+        || {
+            let mut resp = Response::new(ProxyBody::text("herd: missing or invalid Host\n"));
+            *resp.status_mut() = StatusCode::BAD_REQUEST;
+            resp
+        },
+        |loc| {
+            let mut resp = Response::new(ProxyBody::text(bytes::Bytes::new()));
+            *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+            resp.headers_mut().insert(header::LOCATION, loc);
+            resp
+        },
+    )
+}
+
+fn location(req: &Request<Incoming>, https_port: u16) -> Option<HeaderValue> {
+    let authority: http::uri::Authority = match req.uri().authority() {
+        Some(a) => a.clone(),
+        None => req
+            .headers()
+            .get(header::HOST)?
+            .to_str()
+            .ok()?
+            .parse()
+            .ok()?,
+    };
+    let host = authority.host();
+    let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let loc = if https_port == 443 {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{https_port}{path}")
+    };
+    HeaderValue::from_str(&loc).ok()
+}

@@ -1,0 +1,237 @@
+//! TLS termination (rustls with the `ring` provider): the certificates of `[gateway.tls]`, the
+//! SNI resolver that picks one per handshake, and their reload.
+//!
+//! [`TlsCerts`] holds the loaded certificates behind an `ArcSwap`: the resolver reads them without
+//! a lock on every handshake, and [`TlsCerts::reload`] swaps in a complete new set, or nothing if
+//! any file fails to load (the old set stays and the error is returned for the caller to log).
+//! Established connections keep the session they negotiated; only new handshakes see new
+//! certificates, so a reload drops no connection.
+//!
+//! Reload triggers: SIGHUP (`Gateway::reload_tls`) and a watcher that compares the files'
+//! modification times and sizes every [`WATCH_PERIOD`]. Polling a handful of files is cheap and
+//! works the same on every platform and with the symlink swaps of Kubernetes secrets, which
+//! inotify-based watchers miss; the price is up to two seconds of delay.
+//!
+//! ALPN offers `h2` then `http/1.1`; hyper-util's auto builder then reads the HTTP/2 preface or
+//! an HTTP/1 request from the decrypted stream.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use herd_config::Tls;
+use tokio_rustls::rustls::crypto::ring as provider;
+use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
+use tokio_rustls::rustls::sign::CertifiedKey;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+/// How often the watcher looks at the certificate files.
+pub const WATCH_PERIOD: Duration = Duration::from_secs(2);
+
+/// Why certificates could not be loaded. Each names the file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("failed to read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no PEM certificate in {}", path.display())]
+    NoCert { path: PathBuf },
+    #[error("no PEM private key in {}", path.display())]
+    NoKey { path: PathBuf },
+    #[error("unusable private key {} (for {}): {reason}", key.display(), cert.display())]
+    BadKey {
+        cert: PathBuf,
+        key: PathBuf,
+        reason: String,
+    },
+    #[error("failed to set up TLS: {0}")]
+    Setup(String),
+}
+
+/// Marker put in the extensions of requests that arrived over TLS (`X-Forwarded-Proto: https`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientTls;
+
+#[derive(Debug)]
+struct CertSet {
+    default: Arc<CertifiedKey>,
+    by_host: HashMap<String, Arc<CertifiedKey>>,
+}
+
+/// The certificates in force and where they come from.
+#[derive(Debug)]
+pub struct TlsCerts {
+    config: Tls,
+    current: ArcSwap<CertSet>,
+    /// Modification time and size of each file when the watcher last looked.
+    stamps: Mutex<Vec<Option<(SystemTime, u64)>>>,
+}
+
+impl TlsCerts {
+    /// Loads every certificate and key named in `config`.
+    ///
+    /// # Errors
+    /// A file that cannot be read, holds no certificate or key, or whose key does not match its
+    /// certificate; the error names the file.
+    pub fn load(config: &Tls) -> Result<Arc<Self>, TlsError> {
+        let set = load_set(config)?;
+        let certs = TlsCerts {
+            config: config.clone(),
+            current: ArcSwap::from_pointee(set),
+            stamps: Mutex::new(Vec::new()),
+        };
+        let stamps = certs.stamps();
+        *certs
+            .stamps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = stamps;
+        Ok(Arc::new(certs))
+    }
+
+    /// Reads the files again and swaps the new set in atomically. New handshakes use it;
+    /// established connections are untouched.
+    ///
+    /// # Errors
+    /// As [`TlsCerts::load`]; the certificates in force then stay.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let set = load_set(&self.config)?;
+        self.current.store(Arc::new(set));
+        Ok(())
+    }
+
+    /// A rustls acceptor offering ALPN `h2` and `http/1.1`, resolving certificates by SNI.
+    ///
+    /// # Errors
+    /// Only if the crypto provider supports no safe protocol version (not with `ring`).
+    pub fn acceptor(self: &Arc<Self>) -> Result<TlsAcceptor, TlsError> {
+        let mut config =
+            ServerConfig::builder_with_provider(Arc::new(provider::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| TlsError::Setup(e.to_string()))?
+                .with_no_client_auth()
+                .with_cert_resolver(Arc::new(Resolver(Arc::clone(self))));
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(TlsAcceptor::from(Arc::new(config)))
+    }
+
+    fn paths(&self) -> impl Iterator<Item = &Path> {
+        [self.config.cert.as_path(), self.config.key.as_path()]
+            .into_iter()
+            .chain(
+                self.config
+                    .sni
+                    .iter()
+                    .flat_map(|s| [s.cert.as_path(), s.key.as_path()]),
+            )
+    }
+
+    fn stamps(&self) -> Vec<Option<(SystemTime, u64)>> {
+        self.paths()
+            .map(|p| {
+                let m = std::fs::metadata(p).ok()?;
+                Some((m.modified().ok()?, m.len()))
+            })
+            .collect()
+    }
+
+    /// Reloads when a file's modification time or size changes, until `shutdown`. A failed
+    /// reload (say, the certificate written but not yet its key) is logged and tried again at
+    /// the next change.
+    pub(crate) async fn watch(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(WATCH_PERIOD);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let now = self.stamps();
+            {
+                let mut seen = self
+                    .stamps
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if *seen == now {
+                    continue;
+                }
+                *seen = now;
+            }
+            match self.reload() {
+                Ok(()) => tracing::info!("TLS certificates reloaded (files changed)"),
+                Err(e) => {
+                    tracing::error!(error = %e, "failed to reload TLS certificates; keeping the old ones");
+                }
+            }
+        }
+    }
+}
+
+fn load_set(config: &Tls) -> Result<CertSet, TlsError> {
+    let default = load_pair(&config.cert, &config.key)?;
+    let mut by_host = HashMap::new();
+    for s in &config.sni {
+        by_host.insert(s.host.to_ascii_lowercase(), load_pair(&s.cert, &s.key)?);
+    }
+    Ok(CertSet { default, by_host })
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn load_pair(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
+    let pem = read(cert)?;
+    let chain: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|source| TlsError::Read {
+            path: cert.to_owned(),
+            source,
+        })?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCert {
+            path: cert.to_owned(),
+        });
+    }
+    let pem = read(key)?;
+    let der = rustls_pemfile::private_key(&mut pem.as_slice())
+        .map_err(|source| TlsError::Read {
+            path: key.to_owned(),
+            source,
+        })?
+        .ok_or_else(|| TlsError::NoKey {
+            path: key.to_owned(),
+        })?;
+    let bad = |e: &dyn std::fmt::Display| TlsError::BadKey {
+        cert: cert.to_owned(),
+        key: key.to_owned(),
+        reason: e.to_string(),
+    };
+    let signing = provider::sign::any_supported_type(&der).map_err(|e| bad(&e))?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified.keys_match().map_err(|e| bad(&e))?;
+    Ok(Arc::new(certified))
+}
+
+/// Picks the certificate for the SNI name of a handshake (exact, case-insensitive), else the
+/// default one.
+#[derive(Debug)]
+struct Resolver(Arc<TlsCerts>);
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let set = self.0.current.load();
+        let by_name = hello
+            .server_name()
+            .and_then(|n| set.by_host.get(&n.to_ascii_lowercase()));
+        Some(Arc::clone(by_name.unwrap_or(&set.default)))
+    }
+}

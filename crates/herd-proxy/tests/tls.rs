@@ -1,0 +1,322 @@
+//! TLS termination with real rustls clients: HTTP/2 by ALPN and HTTP/1.1, SNI, certificate reload
+//! without dropping connections, and the http→https redirect listener. Certificates are made
+//! here with rcgen.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use herd_core::{Endpoint, EndpointStats, Rotation};
+use herd_proxy::Gateway;
+use http::{Request, Response, Version};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
+
+/// A backend answering with the `X-Forwarded-Proto` it received.
+async fn backend() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = l.accept().await.unwrap();
+            tokio::spawn(async move {
+                let svc = service_fn(|req: Request<Incoming>| async move {
+                    let proto = req
+                        .headers()
+                        .get("x-forwarded-proto")
+                        .map(|v| v.to_str().unwrap().to_owned())
+                        .unwrap_or_default();
+                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(proto))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A fresh directory under the system temp dir.
+fn temp_dir() -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "herd-tls-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Writes a self-signed certificate for `host` as `<stem>.pem` / `<stem>.key`; returns its DER.
+fn write_cert(dir: &Path, stem: &str, host: &str) -> CertificateDer<'static> {
+    let ck = rcgen::generate_simple_self_signed(vec![host.to_owned()]).unwrap();
+    std::fs::write(dir.join(format!("{stem}.pem")), ck.cert.pem()).unwrap();
+    std::fs::write(dir.join(format!("{stem}.key")), ck.key_pair.serialize_pem()).unwrap();
+    ck.cert.der().clone()
+}
+
+struct Running {
+    addr: SocketAddr,
+    gw: Arc<Gateway>,
+    dir: PathBuf,
+    stop: CancellationToken,
+    localhost: CertificateDer<'static>,
+    api: CertificateDer<'static>,
+}
+
+/// A TLS gateway: default certificate for `localhost`, an SNI one for `api.test`.
+async fn tls_gateway() -> Running {
+    let dir = temp_dir();
+    let localhost = write_cert(&dir, "default", "localhost");
+    let api = write_cert(&dir, "api", "api.test");
+    let text = "[gateway]\nlisten = \"127.0.0.1:0\"\n\
+        [gateway.tls]\ncert = \"default.pem\"\nkey = \"default.key\"\n\
+        [[gateway.tls.sni]]\nhost = \"API.test\"\ncert = \"api.pem\"\nkey = \"api.key\"\n\
+        [[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\n";
+    let config = herd_config::parse(text, "test.toml", &dir).unwrap();
+    let tls = config.gateway.tls.as_ref().unwrap();
+    assert_eq!(tls.cert, dir.join("default.pem"));
+    assert_eq!(tls.sni[0].host, "api.test");
+    let gw = Gateway::new(&config, Arc::default());
+    gw.enable_tls(tls).unwrap();
+    let ep = Endpoint {
+        uid: 1,
+        id: Arc::from("web-1"),
+        addr: backend().await,
+        stats: Arc::new(EndpointStats::new()),
+    };
+    gw.set_endpoints("web", vec![ep]);
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(Arc::clone(&gw).serve(l, stop.clone()));
+    Running {
+        addr,
+        gw,
+        dir,
+        stop,
+        localhost,
+        api,
+    }
+}
+
+/// A TLS connection that trusts `roots`, offering `alpn`, for server name `host`.
+async fn connect(
+    addr: SocketAddr,
+    host: &str,
+    roots: &[&CertificateDer<'static>],
+    alpn: &[u8],
+) -> TlsStream<TcpStream> {
+    let mut store = RootCertStore::empty();
+    for r in roots {
+        store.add((*r).clone()).unwrap();
+    }
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from(host.to_owned()).unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+fn peer_cert(tls: &TlsStream<TcpStream>) -> CertificateDer<'static> {
+    tls.get_ref().1.peer_certificates().unwrap()[0].clone()
+}
+
+type H2 = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;
+
+async fn h2(tls: TlsStream<TcpStream>) -> H2 {
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+/// GET `/` on an h2 connection: (version, body).
+async fn h2_get(send: &mut H2, host: &str) -> (Version, Bytes) {
+    let req = Request::get(format!("https://{host}/"))
+        .body(Empty::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let v = resp.version();
+    (v, resp.into_body().collect().await.unwrap().to_bytes())
+}
+
+#[tokio::test]
+async fn http2_over_tls_by_alpn() {
+    let gw = tls_gateway().await;
+    let tls = connect(gw.addr, "localhost", &[&gw.localhost], b"h2").await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let mut send = h2(tls).await;
+    let (version, proto) = h2_get(&mut send, "localhost").await;
+    assert_eq!(version, Version::HTTP_2);
+    assert_eq!(proto, "https", "X-Forwarded-Proto at the backend");
+    gw.stop.cancel();
+}
+
+#[tokio::test]
+async fn http1_over_tls() {
+    let gw = tls_gateway().await;
+    let tls = connect(gw.addr, "localhost", &[&gw.localhost], b"http/1.1").await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for _ in 0..2 {
+        let req = Request::get("/")
+            .header("host", "localhost")
+            .header("x-forwarded-proto", "http")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.version(), Version::HTTP_11);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "https");
+    }
+    gw.stop.cancel();
+}
+
+#[tokio::test]
+async fn plain_http_on_the_tls_listener_is_refused() {
+    let gw = tls_gateway().await;
+    let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut buf)).await;
+    assert!(!buf.starts_with(b"HTTP/1.1 200"));
+    gw.stop.cancel();
+}
+
+#[tokio::test]
+async fn sni_picks_the_certificate() {
+    let gw = tls_gateway().await;
+    let both = [&gw.localhost, &gw.api];
+    let api = connect(gw.addr, "api.test", &both, b"h2").await;
+    assert_eq!(peer_cert(&api), gw.api);
+    let default = connect(gw.addr, "localhost", &both, b"h2").await;
+    assert_eq!(peer_cert(&default), gw.localhost);
+    let mut h2 = h2(api).await;
+    assert_eq!(h2_get(&mut h2, "api.test").await.1, "https");
+    gw.stop.cancel();
+}
+
+#[tokio::test]
+async fn certificate_reload_drops_no_connection() {
+    let gw = tls_gateway().await;
+    let old = gw.localhost.clone();
+    let tls = connect(gw.addr, "localhost", &[&old], b"h2").await;
+    let mut send = h2(tls).await;
+    h2_get(&mut send, "localhost").await;
+
+    let new = write_cert(&gw.dir, "default", "localhost");
+    assert_ne!(new, old);
+    gw.gw.reload_tls().unwrap();
+
+    // The open connection keeps its session and goes on serving.
+    for _ in 0..3 {
+        assert_eq!(h2_get(&mut send, "localhost").await.1, "https");
+    }
+    // New handshakes get the new certificate.
+    let fresh = connect(gw.addr, "localhost", &[&old, &new], b"h2").await;
+    assert_eq!(peer_cert(&fresh), new);
+    let mut fresh = h2(fresh).await;
+    h2_get(&mut fresh, "localhost").await;
+    assert_eq!(h2_get(&mut send, "localhost").await.1, "https");
+
+    // A broken file on reload: error naming it, old certificates stay.
+    std::fs::write(gw.dir.join("api.key"), "not a key").unwrap();
+    let err = gw.gw.reload_tls().unwrap_err().to_string();
+    assert!(err.contains("api.key"), "{err}");
+    let again = connect(gw.addr, "api.test", &[&gw.api], b"h2").await;
+    assert_eq!(peer_cert(&again), gw.api);
+    gw.stop.cancel();
+}
+
+#[tokio::test]
+async fn changed_files_are_picked_up_by_the_watcher() {
+    let gw = tls_gateway().await;
+    let new = write_cert(&gw.dir, "api", "api.test");
+    // The watcher looks every 2 s; allow it plenty of rounds on a loaded machine.
+    for _ in 0..100 {
+        let tls = connect(gw.addr, "api.test", &[&gw.api, &new], b"h2").await;
+        if peer_cert(&tls) == new {
+            gw.stop.cancel();
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("the watcher never reloaded the changed certificate");
+}
+
+#[tokio::test]
+async fn missing_files_fail_with_the_file_named() {
+    let dir = temp_dir();
+    write_cert(&dir, "default", "localhost");
+    let text = "[gateway.tls]\ncert = \"default.pem\"\nkey = \"nope.key\"\n\
+        [[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\n";
+    let config = herd_config::parse(text, "test.toml", &dir).unwrap();
+    let gw = Gateway::new(&config, Arc::default());
+    let err = gw
+        .enable_tls(config.gateway.tls.as_ref().unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nope.key"), "{err}");
+
+    let text = "[gateway.tls]\ncert = \"default.pem\"\n\
+        [[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\n";
+    let errors = herd_config::parse(text, "test.toml", &dir).unwrap_err();
+    let all = errors.to_string();
+    assert!(all.contains("gateway.tls.key"), "{all}");
+}
+
+#[tokio::test]
+async fn redirect_listener_answers_308() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(herd_proxy::serve_redirect(
+        l,
+        8443,
+        Duration::from_secs(1),
+        stop.clone(),
+    ));
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"POST /a/b?c=1 HTTP/1.1\r\nHost: example.com:8081\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    tcp.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 308"), "{text}");
+    assert!(
+        text.contains("location: https://example.com:8443/a/b?c=1\r\n"),
+        "{text}"
+    );
+    stop.cancel();
+}
