@@ -1,11 +1,15 @@
 //! The gateway against in-process backends on 127.0.0.1: headers, streaming, retries, errors, h2c.
 
+mod common;
+
+use common::endpoint;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use herd_core::{Endpoint, EndpointStats, Rotation};
+use herd_core::Rotation;
 use herd_proxy::Gateway;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -63,15 +67,6 @@ fn dead_addr() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
-fn endpoint(uid: u64, id: &str, addr: SocketAddr) -> Endpoint {
-    Endpoint {
-        uid,
-        id: Arc::from(id),
-        addr,
-        stats: Arc::new(EndpointStats::new()),
-    }
-}
-
 struct Running {
     addr: SocketAddr,
     gw: Arc<Gateway>,
@@ -83,13 +78,8 @@ async fn gateway(extra: &str) -> Running {
     let text = format!(
         "[gateway]\nlisten = \"127.0.0.1:0\"\n{extra}\n[[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\n"
     );
-    let config = herd_config::parse(&text, "test.toml", std::path::Path::new(".")).unwrap();
-    let stats = Arc::new(herd_core::StatsRegistry::default());
-    let gw = Gateway::new(&config, Arc::clone(&stats));
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(Arc::clone(&gw).serve(l, stop.clone()));
+    let (gw, stats) = common::build(&text);
+    let (addr, stop, _) = common::serve(&gw).await;
     Running {
         addr,
         gw,

@@ -2,14 +2,15 @@
 //! limits, request ids, security headers. Every smuggling attempt must get 400 from herd and
 //! never reach the (counting) backend.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use herd_core::{Endpoint, EndpointStats, Rotation};
-use herd_proxy::Gateway;
+use herd_core::{EndpointStats, Rotation};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -17,7 +18,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
 
 /// A backend that counts the requests it sees. `/headers` answers with the request's headers
 /// (one `name: value` per line), `/echo` with the body, `/xfo` sets its own `X-Frame-Options`.
@@ -74,23 +74,19 @@ async fn gateway(extra: &str) -> Running {
     let text = format!(
         "[gateway]\nlisten = \"127.0.0.1:0\"\n{extra}\n[[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\n"
     );
-    let config = herd_config::parse(&text, "test.toml", std::path::Path::new(".")).unwrap();
-    let gw = Gateway::new(&config, Arc::new(herd_core::StatsRegistry::default()));
+    let (gw, _) = common::build(&text);
     let (backend, seen) = counting_backend().await;
     let instance = Arc::new(EndpointStats::new());
     gw.set_endpoints(
         "web",
-        vec![Endpoint {
-            uid: 1,
-            id: Arc::from("web-1"),
-            addr: backend,
-            stats: Arc::clone(&instance),
-        }],
+        vec![common::endpoint_with(
+            1,
+            "web-1",
+            backend,
+            Arc::clone(&instance),
+        )],
     );
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(Arc::clone(&gw).serve(l, stop.clone()));
+    let (addr, stop, _) = common::serve(&gw).await;
     Running {
         addr,
         seen,

@@ -2,14 +2,17 @@
 //! requests to different backends; a route rewrites headers both ways, strips a path prefix
 //! (keeping the query) and overrides the response timeout and retries.
 
+mod common;
+
+use common::endpoint;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use herd_core::{Endpoint, EndpointStats, Rotation};
-use herd_proxy::Gateway;
+use herd_core::Rotation;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -69,15 +72,6 @@ async fn backend(name: &'static str) -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, hits)
 }
 
-fn endpoint(uid: u64, id: &str, addr: SocketAddr) -> Endpoint {
-    Endpoint {
-        uid,
-        id: Arc::from(id),
-        addr,
-        stats: Arc::new(EndpointStats::new()),
-    }
-}
-
 struct Running {
     addr: SocketAddr,
     stop: CancellationToken,
@@ -93,9 +87,7 @@ async fn gateway(routes: &str) -> Running {
          [[app]]\nname = \"b\"\nservers = [\"127.0.0.1:1\"]\n\
          [[app]]\nname = \"c\"\nservers = [\"127.0.0.1:1\"]\n{routes}\n"
     );
-    let config = herd_config::parse(&text, "test.toml", std::path::Path::new(".")).unwrap();
-    let stats = Arc::new(herd_core::StatsRegistry::default());
-    let gw = Gateway::new(&config, Arc::clone(&stats));
+    let (gw, stats) = common::build(&text);
     let mut hits = Vec::new();
     for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
         let (one, h1) = backend(name).await;
@@ -110,10 +102,7 @@ async fn gateway(routes: &str) -> Running {
         );
         hits.extend([h1, h2]);
     }
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(Arc::clone(&gw).serve(l, stop.clone()));
+    let (addr, stop, _) = common::serve(&gw).await;
     Running {
         addr,
         stop,

@@ -2,14 +2,15 @@
 //! idle timeout, the in-flight count, a tunnel whose bytes look like smuggled HTTP, and an
 //! upgrade the backend refuses.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use herd_core::{Endpoint, EndpointStats, Rotation};
-use herd_proxy::Gateway;
+use herd_core::{EndpointStats, Rotation};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -91,22 +92,18 @@ async fn gateway(extra: &str, backend: SocketAddr) -> Running {
     let text = format!(
         "[gateway]\nlisten = \"127.0.0.1:0\"\n{extra}\n[[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\n"
     );
-    let config = herd_config::parse(&text, "test.toml", std::path::Path::new(".")).unwrap();
-    let gw = Gateway::new(&config, Arc::new(herd_core::StatsRegistry::default()));
+    let (gw, _) = common::build(&text);
     let stats = Arc::new(EndpointStats::new());
     gw.set_endpoints(
         "web",
-        vec![Endpoint {
-            uid: 1,
-            id: Arc::from("web-1"),
-            addr: backend,
-            stats: Arc::clone(&stats),
-        }],
+        vec![common::endpoint_with(
+            1,
+            "web-1",
+            backend,
+            Arc::clone(&stats),
+        )],
     );
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    let served = tokio::spawn(Arc::clone(&gw).serve(l, stop.clone()));
+    let (addr, stop, served) = common::serve(&gw).await;
     Running {
         addr,
         stop,
