@@ -103,6 +103,29 @@ impl Validator<'_> {
         self.errors.push(self.src.error(span, key, message, hint));
     }
 
+    /// Reports `name` (a `what` name at `span`) as already used at `first`.
+    fn duplicate_name(
+        &mut self,
+        span: &Range<usize>,
+        key: &str,
+        what: &str,
+        name: &str,
+        first: &Range<usize>,
+    ) {
+        let (line, _) = self.src.locate(first.start);
+        let at = if line > 0 {
+            format!(" (first defined on line {line})")
+        } else {
+            String::new()
+        };
+        self.err(
+            span,
+            key,
+            format!("duplicate {what} name \"{name}\"{at}"),
+            Some(format!("{what} names must be unique; rename one of them")),
+        );
+    }
+
     // ----- sections -------------------------------------------------------------------------
 
     fn gateway(&mut self, raw: &RawConfig) -> Gateway {

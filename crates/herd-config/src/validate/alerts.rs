@@ -212,18 +212,8 @@ impl Validator<'_> {
             return None;
         }
         if let Some(first) = names.get(name) {
-            let (line, _) = self.src.locate(first.start);
-            let at = if line > 0 {
-                format!(" (first defined on line {line})")
-            } else {
-                String::new()
-            };
-            self.err(
-                &span,
-                &key,
-                format!("duplicate alert name \"{name}\"{at}"),
-                Some("alert names must be unique; rename one of them".into()),
-            );
+            let first = first.clone();
+            self.duplicate_name(&span, &key, "alert", name, &first);
             return None;
         }
         names.insert(name.clone(), span);

@@ -134,18 +134,8 @@ impl Validator<'_> {
                 Some(hint),
             );
         } else if let Some((_, first)) = names.get(name) {
-            let (line, _) = self.src.locate(first.start);
-            let at = if line > 0 {
-                format!(" (first defined on line {line})")
-            } else {
-                String::new()
-            };
-            self.err(
-                &span,
-                &key,
-                format!("duplicate app name \"{name}\"{at}"),
-                Some("app names must be unique; rename one of them".into()),
-            );
+            let first = first.clone();
+            self.duplicate_name(&span, &key, "app", name, &first);
         } else {
             names.insert(name.clone(), (i, span));
         }
