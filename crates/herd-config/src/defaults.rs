@@ -32,6 +32,11 @@ pub(crate) const ADMIN_LISTEN: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9090));
 
 pub(crate) const LOGS_DIR: &str = ".herd/logs";
+pub(crate) const STORE_PATH: &str = ".herd/store.redb";
+pub(crate) const SERVICES_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9091));
+pub(crate) const SERVICES_MAX_BODY: u64 = 1024 * 1024;
+pub(crate) const SESSION_TTL: Duration = Duration::from_secs(86_400);
 pub(crate) const LOGS_MAX_SIZE: u64 = 10 * 1024 * 1024;
 pub(crate) const LOGS_MAX_FILES: u32 = 3;
 

@@ -11,10 +11,12 @@ use std::time::Duration;
 mod alerts;
 mod rate_limit;
 mod scaling;
+mod store;
 
 pub use alerts::*;
 pub use rate_limit::*;
 pub use scaling::*;
+pub use store::*;
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +35,10 @@ pub struct Config {
     pub alerts: Alerts,
     /// `[[rate_limit]]` in file order; a request must pass every one that applies to it.
     pub rate_limits: Vec<RateLimit>,
+    /// `[store]`: where shared state lives.
+    pub store: Store,
+    /// `[services]`: the services API for app instances.
+    pub services: Services,
 }
 
 /// `[gateway]`: the public listener and how herd talks to backends.

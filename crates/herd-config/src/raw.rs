@@ -34,6 +34,42 @@ pub(crate) struct RawConfig {
     pub(crate) alert: Vec<Spanned<RawAlert>>,
     #[serde(default)]
     pub(crate) rate_limit: Vec<Spanned<RawRateLimit>>,
+    pub(crate) store: Option<RawStore>,
+    pub(crate) services: Option<RawServices>,
+}
+
+/// `[store]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStore {
+    pub(crate) backend: Option<Str>,
+    pub(crate) path: Option<Str>,
+    pub(crate) url: Option<Str>,
+    pub(crate) cluster: Option<Val>,
+    pub(crate) timeout: Option<Val>,
+}
+
+/// `[services]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServices {
+    pub(crate) enabled: Option<Spanned<bool>>,
+    pub(crate) listen: Option<Val>,
+    pub(crate) token: Option<Str>,
+    pub(crate) max_body_size: Option<Val>,
+    pub(crate) session_ttl: Option<Val>,
+    pub(crate) rolling_sessions: Option<Spanned<bool>>,
+    pub(crate) cache: Option<BTreeMap<String, RawCacheStrategy>>,
+}
+
+/// `[services.cache.NAME]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCacheStrategy {
+    pub(crate) l1_ttl: Option<Val>,
+    pub(crate) l2_ttl: Option<Val>,
+    pub(crate) refresh_ahead: Option<Val>,
+    pub(crate) l1_max_entries: Option<Int>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -810,3 +810,48 @@ fn gateway_edge_limits() {
         "gateway.max_connections",
     );
 }
+
+#[test]
+fn store_and_services_defaults() {
+    let cfg = ok("[[app]]\nname = \"web\"\ncommand = [\"x\"]\n");
+    assert!(
+        matches!(&cfg.store, crate::Store::Embedded { path } if path.ends_with(".herd/store.redb"))
+    );
+    assert!(cfg.services.enabled);
+    assert_eq!(cfg.services.listen.to_string(), "127.0.0.1:9091");
+    assert_eq!(cfg.services.session_ttl.as_secs(), 86_400);
+}
+
+#[test]
+fn store_redis_and_cache_strategies() {
+    let cfg = ok(
+        "[[app]]\nname = \"web\"\ncommand = [\"x\"]\n[store]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\ntimeout = \"250ms\"\n[services]\nlisten = \"127.0.0.1:9555\"\ntoken = \"0123456789abcdef0\"\n[services.cache.device]\nl1_ttl = \"5m\"\nl2_ttl = \"1h\"\nrefresh_ahead = 0.8\n",
+    );
+    match &cfg.store {
+        crate::Store::Redis { url, timeout, .. } => {
+            assert_eq!(url.as_deref(), Some("redis://127.0.0.1:6379"));
+            assert_eq!(timeout.as_millis(), 250);
+        }
+        other => panic!("expected redis, got {other:?}"),
+    }
+    let device = &cfg.services.cache["device"];
+    assert_eq!(device.l2_ttl.as_secs(), 3600);
+    assert!((device.refresh_ahead - 0.8).abs() < 1e-9);
+}
+
+#[test]
+fn store_and_services_errors_point_at_keys() {
+    let errs = errs(
+        "[[app]]\nname = \"web\"\ncommand = [\"x\"]\n[store]\nbackend = \"redis\"\nurl = \"http://x\"\n[services]\nlisten = \"0.0.0.0:9091\"\n[services.cache.a]\nrefresh_ahead = 2\n",
+    );
+    let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+    assert!(keys.contains(&"store.url"), "{keys:?}");
+    assert!(keys.contains(&"services.token"), "{keys:?}");
+    assert!(keys.contains(&"services.cache.a.refresh_ahead"), "{keys:?}");
+    let url = errs.iter().find(|e| e.key == "store.url").unwrap();
+    assert_eq!(url.line, 6);
+    assert!(
+        !url.to_string().contains("http://x"),
+        "URLs may hold passwords: {url}"
+    );
+}

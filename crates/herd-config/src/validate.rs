@@ -24,6 +24,7 @@ mod balance;
 mod rate_limit;
 mod route;
 mod scaling;
+mod store;
 mod values;
 
 pub(crate) use values::resolve;
@@ -68,6 +69,9 @@ pub(crate) fn validate(
     v.route_names(raw);
     let alerts = v.alerts(raw, &apps);
     let rate_limits = v.rate_limits(raw, &known);
+    let store = v.store(raw);
+    let services = v.services(raw);
+    v.services_listen(raw, &services, &gateway, &admin);
 
     if v.errors.is_empty() {
         Ok(Config {
@@ -78,6 +82,8 @@ pub(crate) fn validate(
             logs,
             alerts,
             rate_limits,
+            store,
+            services,
         })
     } else {
         let mut errors = v.errors;

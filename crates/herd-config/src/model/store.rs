@@ -1,0 +1,75 @@
+//! `[store]` and `[services]`: where shared state lives and how app instances reach the shared
+//! services (sessions, cache, queue, locks, rate limits), as validated. `docs/config.md` has the
+//! reference.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// `[store]`: the backend of every shared service.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Store {
+    /// `backend = "embedded"` (default): a redb file at `path` (default `.herd/store.redb`,
+    /// relative to the config file). Durable, single node.
+    Embedded {
+        /// `path`, resolved against the config file's directory.
+        path: PathBuf,
+    },
+    /// `backend = "redis"`: a single Redis at `url`, or a Redis Cluster from the seed nodes in
+    /// `cluster` (then `url` is not used).
+    Redis {
+        /// `url`, e.g. `redis://127.0.0.1:6379` or `rediss://:password@host:6380/0`.
+        url: Option<String>,
+        /// `cluster`: seed node URLs of a Redis Cluster.
+        cluster: Vec<String>,
+        /// `timeout`, default 1 s: the longest a single store call may take.
+        timeout: Duration,
+    },
+}
+
+/// `[services]`: the HTTP/JSON services API for app instances.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Services {
+    /// `enabled`, default true.
+    pub enabled: bool,
+    /// `listen`, default `127.0.0.1:9091`.
+    pub listen: SocketAddr,
+    /// `token`: the Bearer token instances present (passed to them as `HERD_SERVICES_TOKEN`).
+    /// `None`: herd makes a random one at start. Required when `listen` is not loopback.
+    pub token: Option<String>,
+    /// `max_body_size`, default 1 MiB: larger request bodies get 413.
+    pub max_body_size: u64,
+    /// `session_ttl`, default 24 h (connect-redis): sessions created without a `ttl`.
+    pub session_ttl: Duration,
+    /// `rolling_sessions`, default true (express-session `rolling`): a read renews the TTL.
+    pub rolling_sessions: bool,
+    /// `[services.cache.NAME]`: per-namespace cache strategies; namespaces not named here use
+    /// `[services.cache.default]` if present, else the built-in default.
+    pub cache: BTreeMap<String, CacheStrategy>,
+}
+
+/// One cache namespace's strategy (the seed's memoryTTL / sharedTTL / refreshThreshold).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CacheStrategy {
+    /// `l1_ttl`, default 5 m: how long an entry stays in a node's memory.
+    pub l1_ttl: Duration,
+    /// `l2_ttl`, default 1 h: how long an entry lives in the store.
+    pub l2_ttl: Duration,
+    /// `refresh_ahead`, default 0.8: after this fraction of `l2_ttl` a read still answers the
+    /// cached value and refreshes it in the background (stale-while-revalidate); 1.0 = never.
+    pub refresh_ahead: f64,
+    /// `l1_max_entries`, default 10 000: the most entries a node keeps in memory per namespace.
+    pub l1_max_entries: u64,
+}
+
+impl Default for CacheStrategy {
+    fn default() -> Self {
+        CacheStrategy {
+            l1_ttl: Duration::from_secs(300),
+            l2_ttl: Duration::from_secs(3600),
+            refresh_ahead: 0.8,
+            l1_max_entries: 10_000,
+        }
+    }
+}

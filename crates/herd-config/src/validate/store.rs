@@ -1,0 +1,298 @@
+//! `[store]` and `[services]`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use toml::{Spanned, Value};
+
+use super::values::resolve;
+use super::Validator;
+use crate::defaults as d;
+use crate::model::{CacheStrategy, Services, Store};
+use crate::raw::{RawCacheStrategy, RawConfig};
+
+impl Validator<'_> {
+    pub(super) fn store(&mut self, raw: &RawConfig) -> Store {
+        let embedded = |base: &Path| Store::Embedded {
+            path: resolve(base, Path::new(d::STORE_PATH)),
+        };
+        let Some(s) = &raw.store else {
+            return embedded(self.base_dir);
+        };
+        let backend = s
+            .backend
+            .as_ref()
+            .map_or("embedded", |b| b.get_ref().as_str());
+        match backend {
+            "embedded" => {
+                for (key, span) in [
+                    ("store.url", s.url.as_ref().map(Spanned::span)),
+                    ("store.cluster", s.cluster.as_ref().map(Spanned::span)),
+                ] {
+                    if let Some(span) = span {
+                        self.err(
+                            &span,
+                            key,
+                            "only the redis backend takes this key",
+                            Some("set backend = \"redis\" or remove the key".into()),
+                        );
+                    }
+                }
+                let path = s
+                    .path
+                    .as_ref()
+                    .map_or(d::STORE_PATH, |p| p.get_ref().as_str());
+                if path.trim().is_empty() {
+                    let span = s.path.as_ref().map_or(0..0, Spanned::span);
+                    self.err(
+                        &span,
+                        "store.path",
+                        "path must not be empty",
+                        Some(format!(
+                            "remove it to use the default \"{}\"",
+                            d::STORE_PATH
+                        )),
+                    );
+                }
+                Store::Embedded {
+                    path: resolve(self.base_dir, Path::new(path)),
+                }
+            }
+            "redis" => self.redis_store(s),
+            other => {
+                let span = s.backend.as_ref().map_or(0..0, Spanned::span);
+                self.err(
+                    &span,
+                    "store.backend",
+                    format!("unknown store backend \"{other}\""),
+                    Some("use \"embedded\" (one node, the default) or \"redis\"".into()),
+                );
+                embedded(self.base_dir)
+            }
+        }
+    }
+
+    fn redis_store(&mut self, s: &crate::raw::RawStore) -> Store {
+        if let Some(p) = &s.path {
+            self.err(
+                &p.span(),
+                "store.path",
+                "only the embedded backend takes a path",
+                Some("remove path, or set backend = \"embedded\"".into()),
+            );
+        }
+        let url = s.url.as_ref().and_then(|u| {
+            let ok = self.redis_url(u.get_ref(), &u.span(), "store.url");
+            ok.then(|| u.get_ref().clone())
+        });
+        let mut cluster = Vec::new();
+        if let Some(c) = &s.cluster {
+            match c.get_ref() {
+                Value::Array(items) if !items.is_empty() => {
+                    for item in items {
+                        match item.as_str() {
+                            Some(u) if self.redis_url(u, &c.span(), "store.cluster") => {
+                                cluster.push(u.to_owned());
+                            }
+                            Some(_) => {}
+                            None => self.err(
+                                &c.span(),
+                                "store.cluster",
+                                "expected an array of redis:// URLs",
+                                Some("cluster = [\"redis://10.0.0.1:6379\", \"redis://10.0.0.2:6379\"]".into()),
+                            ),
+                        }
+                    }
+                }
+                _ => self.err(
+                    &c.span(),
+                    "store.cluster",
+                    "expected a non-empty array of redis:// URLs",
+                    Some("cluster = [\"redis://10.0.0.1:6379\", \"redis://10.0.0.2:6379\"]".into()),
+                ),
+            }
+        }
+        if s.url.is_none() && s.cluster.is_none() {
+            let span = s.backend.as_ref().map_or(0..0, Spanned::span);
+            self.err(
+                &span,
+                "store.url",
+                "the redis backend needs url (one Redis) or cluster (Redis Cluster seed nodes)",
+                Some("add url = \"redis://127.0.0.1:6379\"".into()),
+            );
+        }
+        if let (Some(u), Some(_)) = (&s.url, &s.cluster) {
+            self.err(
+                &u.span(),
+                "store.url",
+                "url and cluster are exclusive",
+                Some("keep cluster for a Redis Cluster, url for a single Redis".into()),
+            );
+        }
+        let timeout = self.duration(
+            s.timeout.as_ref(),
+            "store.timeout",
+            Duration::from_secs(1),
+            true,
+        );
+        Store::Redis {
+            url,
+            cluster,
+            timeout,
+        }
+    }
+
+    fn redis_url(&mut self, url: &str, span: &std::ops::Range<usize>, key: &str) -> bool {
+        let ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
+            .iter()
+            .any(|scheme| url.starts_with(scheme) && url.len() > scheme.len());
+        if !ok {
+            // Never echo the URL: it may carry a password.
+            self.err(
+                span,
+                key,
+                "not a Redis URL",
+                Some("use redis://HOST:PORT[/DB] or rediss:// for TLS".into()),
+            );
+        }
+        ok
+    }
+
+    pub(super) fn services(&mut self, raw: &RawConfig) -> Services {
+        let mut out = Services {
+            enabled: true,
+            listen: d::SERVICES_LISTEN,
+            token: None,
+            max_body_size: d::SERVICES_MAX_BODY,
+            session_ttl: d::SESSION_TTL,
+            rolling_sessions: true,
+            cache: BTreeMap::new(),
+        };
+        let Some(s) = &raw.services else {
+            return out;
+        };
+        out.enabled = s.enabled.as_ref().is_none_or(|e| *e.get_ref());
+        out.listen = self.addr(s.listen.as_ref(), "services.listen", d::SERVICES_LISTEN);
+        if let Some(t) = &s.token {
+            if t.get_ref().trim().len() < 16 {
+                self.err(
+                    &t.span(),
+                    "services.token",
+                    "token must be at least 16 characters",
+                    Some("use a long random string, e.g. from `openssl rand -hex 32`".into()),
+                );
+            } else {
+                out.token = Some(t.get_ref().clone());
+            }
+        }
+        if s.token.is_none() && !out.listen.ip().is_loopback() {
+            let span = s.listen.as_ref().map_or(0..0, Spanned::span);
+            self.err(
+                &span,
+                "services.token",
+                format!(
+                    "a token is required because services.listen {} is not a loopback address",
+                    out.listen
+                ),
+                Some("set token = \"<long random string>\" in [services] (every herd node sharing the store uses the same)".into()),
+            );
+        }
+        if let Some(v) = &s.max_body_size {
+            match self.size(v, "services.max_body_size") {
+                Some(0) => self.err(
+                    &v.span(),
+                    "services.max_body_size",
+                    "max_body_size must be greater than 0",
+                    Some("e.g. max_body_size = \"1MiB\"".into()),
+                ),
+                Some(n) => out.max_body_size = n,
+                None => {}
+            }
+        }
+        out.session_ttl = self.duration(
+            s.session_ttl.as_ref(),
+            "services.session_ttl",
+            d::SESSION_TTL,
+            true,
+        );
+        out.rolling_sessions = s.rolling_sessions.as_ref().is_none_or(|r| *r.get_ref());
+        if let Some(cache) = &s.cache {
+            for (name, strategy) in cache {
+                let p = format!("services.cache.{name}");
+                let st = self.cache_strategy(&p, strategy);
+                out.cache.insert(name.clone(), st);
+            }
+        }
+        out
+    }
+
+    fn cache_strategy(&mut self, p: &str, r: &RawCacheStrategy) -> CacheStrategy {
+        let def = CacheStrategy::default();
+        let l1_ttl = self.duration(r.l1_ttl.as_ref(), &format!("{p}.l1_ttl"), def.l1_ttl, true);
+        let l2_ttl = self.duration(r.l2_ttl.as_ref(), &format!("{p}.l2_ttl"), def.l2_ttl, true);
+        let mut refresh_ahead = def.refresh_ahead;
+        if let Some(v) = &r.refresh_ahead {
+            match super::scaling::number(v.get_ref()) {
+                Some(f) if f > 0.0 && f <= 1.0 => refresh_ahead = f,
+                _ => self.err(
+                    &v.span(),
+                    &format!("{p}.refresh_ahead"),
+                    "refresh_ahead must be a fraction of l2_ttl in (0, 1]",
+                    Some("e.g. refresh_ahead = 0.8 (refresh in the background after 80 % of the TTL); 1.0 turns it off".into()),
+                ),
+            }
+        }
+        let l1_max_entries = u64::from(self.u32(
+            r.l1_max_entries.as_ref(),
+            &format!("{p}.l1_max_entries"),
+            10_000,
+            1,
+        ));
+        CacheStrategy {
+            l1_ttl,
+            l2_ttl,
+            refresh_ahead,
+            l1_max_entries,
+        }
+    }
+}
+
+impl Validator<'_> {
+    /// The services API needs its own port.
+    pub(super) fn services_listen(
+        &mut self,
+        raw: &RawConfig,
+        services: &Services,
+        gateway: &crate::model::Gateway,
+        admin: &crate::model::Admin,
+    ) {
+        if !services.enabled || services.listen.port() == 0 {
+            return;
+        }
+        let span = raw
+            .services
+            .as_ref()
+            .and_then(|s| s.listen.as_ref())
+            .map_or(0..0, Spanned::span);
+        for (other, what) in [
+            (gateway.listen, "gateway.listen"),
+            (admin.listen, "admin.listen"),
+        ] {
+            if services.listen == other {
+                self.err(
+                    &span,
+                    "services.listen",
+                    format!(
+                        "services.listen {} is the same address as {what}",
+                        services.listen
+                    ),
+                    Some(
+                        "give the services API its own port, e.g. listen = \"127.0.0.1:9091\""
+                            .into(),
+                    ),
+                );
+            }
+        }
+    }
+}
