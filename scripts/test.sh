@@ -17,6 +17,14 @@ apt_install() {
   fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
 }
+# The shared-store tests (crates/herd-store, crates/herd-services, two-node tests) start their own
+# redis-server processes (single and a 3-master cluster) on 127.0.0.1 and stop them.
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+  echo "==> installing redis-server and redis-tools (for the shared-store tests)"
+  apt_install redis-server redis-tools
+  # The package starts a system Redis on 6379; the tests use their own servers.
+  systemctl disable --now redis-server >/dev/null 2>&1 || service redis-server stop >/dev/null 2>&1 || true
+fi
 if [ ! -x /usr/bin/chromium ]; then
   echo "==> installing chromium (for the dashboard's browser test)"
   apt_install chromium fonts-liberation fonts-dejavu-core   # fonts: only recommended by chromium

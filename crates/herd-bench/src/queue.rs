@@ -1,0 +1,106 @@
+//! Queue jobs end to end through the services API: producers add, workers reserve and ack.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use http::Method;
+use serde_json::json;
+
+use crate::client::Api;
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// Jobs to run through the queue.
+    #[arg(long, default_value_t = 20_000)]
+    jobs: u64,
+    /// Concurrent workers, each reserving one job at a time and acking it.
+    #[arg(long, default_value_t = 1)]
+    concurrency: u32,
+    /// Concurrent producers, each adding one job per call.
+    #[arg(long, default_value_t = 16)]
+    producers: u32,
+    /// Jobs per reserve call (BullMQ's worker takes one at a time: 1 compares like for like).
+    #[arg(long, default_value_t = 1)]
+    batch: u32,
+}
+
+pub(crate) async fn run(api: Api, args: Args) -> anyhow::Result<serde_json::Value> {
+    if args.jobs == 0 || args.concurrency == 0 || args.producers == 0 || args.batch == 0 {
+        bail!("--jobs, --concurrency, --producers and --batch must be positive");
+    }
+    let queue = format!("bench-{}-{}", std::process::id(), args.concurrency);
+    let next = Arc::new(AtomicU64::new(0));
+    let acked = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+
+    let mut producers = tokio::task::JoinSet::new();
+    for _ in 0..args.producers {
+        let (api, next, queue, jobs) = (api.clone(), next.clone(), queue.clone(), args.jobs);
+        producers.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= jobs {
+                    return anyhow::Ok(());
+                }
+                let job = json!({"name": "job", "data": {"i": i}, "remove_on_complete": true});
+                api.json(
+                    Method::POST,
+                    &format!("/v1/queues/{queue}/jobs"),
+                    Some(&job),
+                )
+                .await?;
+            }
+        });
+    }
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..args.concurrency {
+        let (api, acked, queue, jobs, batch) = (
+            api.clone(),
+            acked.clone(),
+            queue.clone(),
+            args.jobs,
+            args.batch,
+        );
+        workers.spawn(async move {
+            let reserve = json!({"max": batch, "lease": "30s", "wait": "1s"});
+            while acked.load(Ordering::Relaxed) < jobs {
+                let got = api
+                    .json(
+                        Method::POST,
+                        &format!("/v1/queues/{queue}/reserve"),
+                        Some(&reserve),
+                    )
+                    .await?;
+                let list = got["jobs"].as_array().cloned().unwrap_or_default();
+                for job in list {
+                    let id = job["id"].as_str().context("job without id")?.to_owned();
+                    let token = job["lease_token"].clone();
+                    api.json(
+                        Method::POST,
+                        &format!("/v1/queues/{queue}/jobs/{id}/ack"),
+                        Some(&json!({"lease_token": token})),
+                    )
+                    .await?;
+                    acked.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = producers.join_next().await {
+        r??;
+    }
+    let added_s = start.elapsed().as_secs_f64();
+    while let Some(r) = workers.join_next().await {
+        r??;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok(json!({
+        "system": "herd", "jobs": args.jobs, "concurrency": args.concurrency,
+        "producers": args.producers, "seconds": (secs * 1000.0).round() / 1000.0,
+        "jobs_per_s": (args.jobs as f64 / secs).round(),
+        "add_per_s": (args.jobs as f64 / added_s).round(),
+    }))
+}
