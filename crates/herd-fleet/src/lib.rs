@@ -66,11 +66,25 @@ pub enum FleetError {
 }
 
 /// Process-level options that do not come from the config file.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct FleetOptions {
     /// herd's own executable: instances are started through `herd __spawn` so that they die
     /// with herd. `None` starts them directly (used by library tests).
     pub shim: Option<PathBuf>,
+    /// Variables every instance gets on top of its app's `env` (e.g. `HERD_SERVICES_URL` and
+    /// `HERD_SERVICES_TOKEN`); herd's own names win over the app's.
+    pub env: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for FleetOptions {
+    /// Names only: `env` carries secrets (the services token).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.env.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("FleetOptions")
+            .field("shim", &self.shim)
+            .field("env", &names)
+            .finish()
+    }
 }
 
 struct AppHandle {
@@ -137,6 +151,7 @@ fn launch_app(
         app.clone(),
         desired,
         options.shim.clone(),
+        options.env.clone().into(),
         LogSettings {
             dir: log_dir.clone(),
             max_size: logs.max_size,

@@ -46,6 +46,7 @@ pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> std::io::Result<Child> {
     };
     cmd.current_dir(&spec.command.cwd)
         .envs(&spec.command.env)
+        // herd's variables after the app's: HERD_* and PORT are herd's to set.
         .envs(spec.extra_env.iter().map(|(k, v)| (k, v)))
         .env("PORT", spec.port.to_string())
         .env("HERD_APP", spec.app)

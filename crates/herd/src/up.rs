@@ -242,8 +242,15 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
     }
     let shim = std::env::current_exe().ok();
     let fleet = Arc::new(
-        Fleet::start(&config, gateway.clone(), FleetOptions { shim })
-            .context("failed to start the supervisor")?,
+        Fleet::start(
+            &config,
+            gateway.clone(),
+            FleetOptions {
+                shim,
+                ..FleetOptions::default()
+            },
+        )
+        .context("failed to start the supervisor")?,
     );
 
     let gateway_stop = CancellationToken::new();

@@ -82,6 +82,8 @@ struct Slot {
 pub(crate) struct AppActor {
     app: App,
     shim: Option<PathBuf>,
+    /// herd-provided variables for every instance (`FleetOptions::env`).
+    env: Arc<[(String, String)]>,
     logs: LogSettings,
     log_tx: broadcast::Sender<LogLine>,
     rotation: Arc<dyn Rotation>,
@@ -111,6 +113,7 @@ impl AppActor {
         app: App,
         desired: u32,
         shim: Option<PathBuf>,
+        env: Arc<[(String, String)]>,
         logs: LogSettings,
         rotation: Arc<dyn Rotation>,
         outputs: Outputs,
@@ -135,6 +138,7 @@ impl AppActor {
         AppActor {
             app,
             shim,
+            env,
             logs,
             log_tx,
             demand,
@@ -236,7 +240,7 @@ impl AppActor {
             shim: self.shim.as_deref(),
             log_tx: &self.log_tx,
             events: &self.events_tx,
-            extra_env: &[],
+            extra_env: &self.env,
         }
     }
 
