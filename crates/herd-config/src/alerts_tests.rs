@@ -165,6 +165,7 @@ fn quick_mode_keeps_the_built_ins() {
         crate::Instances::Count(1),
         8080,
         "127.0.0.1:9090".parse().unwrap(),
+        "127.0.0.1:9091".parse().unwrap(),
         "app".into(),
         Path::new("/base"),
     )

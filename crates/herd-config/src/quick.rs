@@ -29,6 +29,7 @@ pub fn quick(
     instances: Instances,
     port: u16,
     admin: SocketAddr,
+    services: SocketAddr,
     name: String,
     base_dir: &Path,
 ) -> Result<Config, ConfigErrors> {
@@ -47,6 +48,10 @@ pub fn quick(
             token: None,
         }),
         logs: None,
+        services: Some(crate::raw::RawServices {
+            listen: Some(synthetic(Value::String(services.to_string()))),
+            ..crate::raw::RawServices::default()
+        }),
         app: vec![synthetic(RawApp {
             name: Some(synthetic(name)),
             command: Some(synthetic(Value::Array(
@@ -75,6 +80,8 @@ fn cli_flag(key: &str) -> &str {
         "--port"
     } else if key.starts_with("admin.") {
         "--admin"
+    } else if key.starts_with("services.") {
+        "--services"
     } else if key == "app[0].name" {
         "--name"
     } else if key == "app[0].instances" || key == "app[0].port_range" {
@@ -96,6 +103,10 @@ mod tests {
         "127.0.0.1:9090".parse().unwrap()
     }
 
+    fn services() -> SocketAddr {
+        "127.0.0.1:9091".parse().unwrap()
+    }
+
     #[test]
     fn builds_a_default_config() {
         let cfg = quick(
@@ -103,6 +114,7 @@ mod tests {
             Instances::Count(4),
             3000,
             admin(),
+            services(),
             "web".into(),
             Path::new("/srv/app"),
         )
@@ -133,6 +145,7 @@ mod tests {
             Instances::Max,
             8080,
             admin(),
+            services(),
             "web".into(),
             Path::new("."),
         )
@@ -150,6 +163,7 @@ mod tests {
             Instances::Count(0),
             8080,
             "0.0.0.0:9090".parse().unwrap(),
+            services(),
             "My App".into(),
             Path::new("."),
         )

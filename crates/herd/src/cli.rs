@@ -74,6 +74,9 @@ pub(crate) struct UpArgs {
     /// Quick mode: admin API address.
     #[arg(long, default_value = "127.0.0.1:9090")]
     pub(crate) admin: SocketAddr,
+    /// Quick mode: services API address (sessions, cache, queue, locks for the instances).
+    #[arg(long, default_value = "127.0.0.1:9091")]
+    pub(crate) services: SocketAddr,
     /// Quick mode: app name (default: derived from the command).
     #[arg(long)]
     pub(crate) name: Option<String>,

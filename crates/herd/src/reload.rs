@@ -47,6 +47,14 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     {
         out.push("[alerts] webhook delivery settings (rules reload live)".to_owned());
     }
+    if old.store != new.store {
+        out.push("[store] (the store in use stays open until a restart)".to_owned());
+    }
+    if old.services != new.services {
+        out.push(
+            "[services] (listen, token, limits and cache strategies apply at start)".to_owned(),
+        );
+    }
     out
 }
 

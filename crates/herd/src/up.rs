@@ -118,6 +118,7 @@ fn load_config(args: &UpArgs) -> Result<Config, ExitCode> {
         instances,
         args.port,
         args.admin,
+        args.services,
         name,
         &cwd,
     )

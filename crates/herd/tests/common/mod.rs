@@ -73,6 +73,9 @@ pub struct Herd {
     pub dir: tempfile::TempDir,
     pub gateway: u16,
     pub admin: u16,
+    /// The services API's port (`{services}`; a `[services]` section with it is added when the
+    /// config has none, so parallel tests never share the default 127.0.0.1:9091).
+    pub services: u16,
     pub config: PathBuf,
 }
 
@@ -83,8 +86,14 @@ impl Herd {
         let dir = tempfile::tempdir().unwrap();
         let gateway = free_port();
         let admin = free_port();
+        let services = free_port();
+        let mut config = config.to_owned();
+        if !config.contains("[services]") {
+            config.push_str("\n[services]\nlisten = \"{services}\"\n");
+        }
         let text = config
             .replace("{gateway}", &format!("127.0.0.1:{gateway}"))
+            .replace("{services}", &format!("127.0.0.1:{services}"))
             .replace("{admin}", &format!("127.0.0.1:{admin}"))
             .replace("{demo}", &demo_bin().display().to_string())
             .replace("{logs}", &dir.path().join("logs").display().to_string());
@@ -104,6 +113,7 @@ impl Herd {
             dir,
             gateway,
             admin,
+            services,
             config: path,
         };
         herd.wait_admin();
