@@ -26,8 +26,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+mod args;
+pub mod embedded;
 mod error;
+mod hub;
+mod store;
+mod unreliable;
+
+pub use embedded::EmbeddedStore;
 pub use error::{StoreError, StoreResult};
+pub use store::{Store, StoreOptions};
+pub use unreliable::Unreliable;
 
 /// A value with the version the store gave it. Versions start at 1 and grow by one per write of
 /// the key; a deleted (or expired) key starts again at 1.

@@ -1,0 +1,182 @@
+//! Invalidation: delete keys from L2 and this node's L1, and tell every other node to drop
+//! its L1 copies over the store's pub/sub (channel `herd:cache:invalidate`).
+//!
+//! A message is `{"node": ID, "ns": NS, "op": "key"|"prefix"|"tag", "arg": ...}`; a node skips
+//! its own. Losing a message (store down) leaves a stale L1 copy for at most the namespace's
+//! `l1_ttl`, the bound the seed's design had for every write.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use herd_store::{Backend as _, Expect};
+use serde::{Deserialize, Serialize};
+use tracing::Instrument as _;
+
+use super::{index_key, l1_key, l2_key, tag_key, Inner};
+use crate::error::ServiceResult;
+
+pub(crate) const CHANNEL: &str = "herd:cache:invalidate";
+
+/// The most keys one prefix or tag invalidation removes (the index is read in one call).
+const MAX_KEYS: usize = 1_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Op {
+    Key,
+    Prefix,
+    Tag,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Message {
+    node: String,
+    ns: String,
+    op: Op,
+    arg: String,
+}
+
+/// Publishes an invalidation; failure only logs (the L1 TTL bounds the staleness).
+pub(super) async fn announce(inner: &Inner, ns: &str, op: Op, arg: &str) {
+    let msg = Message {
+        node: inner.node.clone(),
+        ns: ns.to_owned(),
+        op,
+        arg: arg.to_owned(),
+    };
+    let body = Bytes::from(serde_json::to_vec(&msg).unwrap_or_default());
+    if let Err(e) = inner.store.publish(CHANNEL, body).await {
+        tracing::warn!(ns, error = %e, "failed to publish a cache invalidation; other nodes keep their copy until its l1_ttl");
+    }
+}
+
+/// Drops L1 entries of `ns` matching `op`/`arg` on this node; returns how many.
+async fn drop_local(inner: &Inner, ns: &str, op: Op, arg: &str) -> u64 {
+    let mut doomed = Vec::new();
+    match op {
+        Op::Key => doomed.push(l1_key(ns, arg)),
+        Op::Prefix | Op::Tag => {
+            let ns_prefix = l1_key(ns, "");
+            for (k, e) in &inner.l1 {
+                let Some(key) = k.strip_prefix(&ns_prefix) else {
+                    continue;
+                };
+                let hit = match op {
+                    Op::Prefix => key.starts_with(arg),
+                    _ => e.tags.iter().any(|t| t == arg),
+                };
+                if hit {
+                    doomed.push(k.as_ref().clone());
+                }
+            }
+        }
+    }
+    let mut n = 0;
+    for k in doomed {
+        if inner.l1.remove(&k).await.is_some() {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Deletes `keys` of `ns` from L2, the index and this node's L1; returns how many L2 held.
+pub(super) async fn delete_keys(inner: &Inner, ns: &str, keys: &[String]) -> ServiceResult<u64> {
+    let mut n = 0;
+    for key in keys {
+        if inner.store.delete(&l2_key(ns, key), Expect::Any).await? {
+            n += 1;
+        }
+        inner.l1.invalidate(&l1_key(ns, key)).await;
+    }
+    if !keys.is_empty() {
+        inner.store.zrem(&index_key(ns), keys).await?;
+    }
+    inner
+        .counters
+        .invalidations
+        .fetch_add(keys.len() as u64, Ordering::Relaxed);
+    Ok(n)
+}
+
+pub(super) async fn by_prefix(inner: &Inner, ns: &str, prefix: &str) -> ServiceResult<u64> {
+    let members = inner
+        .store
+        .zrange_by_score(&index_key(ns), f64::NEG_INFINITY, f64::INFINITY, MAX_KEYS)
+        .await?;
+    let keys: Vec<String> = members
+        .into_iter()
+        .map(|(m, _)| m)
+        .filter(|m| m.starts_with(prefix))
+        .collect();
+    drop_local(inner, ns, Op::Prefix, prefix).await;
+    let n = delete_keys(inner, ns, &keys).await?;
+    announce(inner, ns, Op::Prefix, prefix).await;
+    Ok(n)
+}
+
+pub(super) async fn by_tag(inner: &Inner, ns: &str, tag: &str) -> ServiceResult<u64> {
+    let tk = tag_key(ns, tag);
+    let members = inner
+        .store
+        .zrange_by_score(&tk, f64::NEG_INFINITY, f64::INFINITY, MAX_KEYS)
+        .await?;
+    let keys: Vec<String> = members.into_iter().map(|(m, _)| m).collect();
+    drop_local(inner, ns, Op::Tag, tag).await;
+    let n = delete_keys(inner, ns, &keys).await?;
+    if !keys.is_empty() {
+        inner.store.zrem(&tk, &keys).await?;
+    }
+    announce(inner, ns, Op::Tag, tag).await;
+    Ok(n)
+}
+
+/// Applies other nodes' invalidations to this node's L1 until shutdown. A lost subscription
+/// (store restart) is re-established after a pause.
+pub(super) fn spawn_listener(inner: Arc<Inner>) {
+    let shutdown = inner.shutdown.clone();
+    let tasks = inner.tasks.clone();
+    tasks.spawn(
+        async move {
+            loop {
+                let sub = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    s = inner.store.subscribe(CHANNEL) => s,
+                };
+                match sub {
+                    Ok(mut stream) => loop {
+                        let msg = tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            m = stream.next() => m,
+                        };
+                        let Some(raw) = msg else { break };
+                        apply(&inner, &raw).await;
+                    },
+                    Err(e) => {
+                        tracing::warn!(error = %e, "failed to subscribe to cache invalidations; retrying");
+                    }
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+        .instrument(tracing::info_span!("cache_invalidation_listener")),
+    );
+}
+
+async fn apply(inner: &Inner, raw: &Bytes) {
+    let Ok(msg) = serde_json::from_slice::<Message>(raw) else {
+        tracing::debug!("ignoring a malformed cache invalidation message");
+        return;
+    };
+    if msg.node == inner.node {
+        return;
+    }
+    let n = drop_local(inner, &msg.ns, msg.op, &msg.arg).await;
+    inner.counters.invalidations.fetch_add(n, Ordering::Relaxed);
+}

@@ -1,0 +1,561 @@
+//! Two-level cache: L1 in process (moka: TinyLFU admission, per-entry expiry) in front of L2 in
+//! the shared store, with per-namespace strategies, refresh-ahead, tags, coalesced loads and
+//! cross-node L1 invalidation.
+//!
+//! - `freshness`: the pure fresh / refresh-ahead / stale / expired decision.
+//! - `entry`: the cached value with its times and tags; its L2 encoding.
+//! - `invalidate`: delete by key, prefix or tag on L2 and every node's L1 (pub/sub).
+//! - this module: get / put / delete / get-or-load and stats.
+//!
+//! Store keys (one hash tag per namespace, so a namespace lives in one Redis Cluster slot):
+//! `herd:{c:NS}:k:KEY` the value; `herd:{c:NS}:keys` an ordered set of the namespace's keys
+//! scored by expiry (for prefix invalidation: the store has no key scan); `herd:{c:NS}:tag:TAG`
+//! the keys carrying a tag. A node's L1 can hold a value another node just replaced for at most
+//! the time the invalidation message takes; if the message is lost (store down), for at most
+//! `l1_ttl`.
+
+mod entry;
+pub mod freshness;
+mod invalidate;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use herd_store::{Backend as _, Expect, Store};
+use serde::Serialize;
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
+
+use crate::clock::{millis, Clock};
+use crate::error::{ServiceError, ServiceResult};
+use entry::Entry;
+pub use freshness::Freshness;
+
+/// How one namespace caches (the seed's `memoryTTL` / `redisTTL` / `refreshThreshold`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Strategy {
+    /// How long a node keeps a value in memory.
+    pub l1_ttl: Duration,
+    /// A value's lifetime in the store (the default `ttl` of a put).
+    pub l2_ttl: Duration,
+    /// Fraction of the TTL after which a read refreshes the value in the background.
+    pub refresh_ahead: Option<f64>,
+    /// How long past its TTL a value may still be served while it is refreshed.
+    pub grace: Duration,
+}
+
+impl Default for Strategy {
+    /// The seed's `device` strategy: 300 s in memory, 3600 s shared, refresh at 80 %.
+    fn default() -> Self {
+        Strategy {
+            l1_ttl: Duration::from_secs(300),
+            l2_ttl: Duration::from_secs(3600),
+            refresh_ahead: Some(0.8),
+            grace: Duration::ZERO,
+        }
+    }
+}
+
+/// Cache settings.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Entries kept in memory per node (moka evicts by TinyLFU past this).
+    pub l1_capacity: u64,
+    /// The strategy of namespaces not named in `namespaces`.
+    pub default: Strategy,
+    pub namespaces: HashMap<String, Strategy>,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            l1_capacity: 10_000,
+            default: Strategy::default(),
+            namespaces: HashMap::new(),
+        }
+    }
+}
+
+/// Which level answered a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    L1,
+    L2,
+}
+
+/// A cache hit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub value: Bytes,
+    pub level: Level,
+    pub freshness: Freshness,
+    pub tags: Vec<String>,
+}
+
+/// Counters since start (`GET /v1/cache/stats`).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct CacheStats {
+    pub l1_hits: u64,
+    pub l1_misses: u64,
+    pub l2_hits: u64,
+    pub l2_misses: u64,
+    /// Loader calls (get-or-load misses and background refreshes).
+    pub loads: u64,
+    /// Background refreshes started (refresh-ahead and stale).
+    pub refreshes: u64,
+    /// Keys invalidated (deletes, prefix and tag invalidations, including from other nodes).
+    pub invalidations: u64,
+    /// L2 reads that failed (answered from L1 when it could).
+    pub l2_errors: u64,
+    /// Entries in this node's L1.
+    pub l1_entries: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    l1_hits: AtomicU64,
+    l1_misses: AtomicU64,
+    l2_hits: AtomicU64,
+    l2_misses: AtomicU64,
+    loads: AtomicU64,
+    refreshes: AtomicU64,
+    invalidations: AtomicU64,
+    l2_errors: AtomicU64,
+}
+
+type Loaded = Result<Bytes, String>;
+
+pub(crate) struct Inner {
+    store: Arc<Store>,
+    clock: Arc<dyn Clock>,
+    config: CacheConfig,
+    l1: moka::future::Cache<String, Arc<Entry>>,
+    counters: Counters,
+    /// One cell per key being loaded: concurrent get-or-loads of a key await the same load.
+    inflight: Mutex<HashMap<String, Arc<OnceCell<Loaded>>>>,
+    /// This node's id in invalidation messages (a node ignores its own).
+    node: String,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+/// The cache service (cheap to clone).
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+pub(crate) fn l1_key(ns: &str, key: &str) -> String {
+    format!("{ns}\u{0}{key}")
+}
+
+fn l2_key(ns: &str, key: &str) -> String {
+    format!("herd:{{c:{ns}}}:k:{key}")
+}
+
+fn index_key(ns: &str) -> String {
+    format!("herd:{{c:{ns}}}:keys")
+}
+
+fn tag_key(ns: &str, tag: &str) -> String {
+    format!("herd:{{c:{ns}}}:tag:{tag}")
+}
+
+/// Namespaces become part of a hash tag: braces would break the tag, and empty names or
+/// NULs would make keys ambiguous.
+fn check_names(ns: &str, key: &str) -> ServiceResult<()> {
+    if ns.is_empty() || ns.len() > 200 || ns.contains(['{', '}', '\0', ':']) {
+        return Err(ServiceError::invalid(
+            "cache namespace",
+            format!("{ns:?} is empty, too long or contains '{{', '}}', ':' or NUL"),
+            "use letters, digits, '-', '_' or '.' for namespaces",
+        ));
+    }
+    if key.is_empty() || key.len() > 1024 || key.contains('\0') {
+        return Err(ServiceError::invalid(
+            "cache key",
+            "empty, over 1024 bytes or containing NUL",
+            "use a shorter key",
+        ));
+    }
+    Ok(())
+}
+
+impl Cache {
+    pub(crate) fn new(
+        store: Arc<Store>,
+        clock: Arc<dyn Clock>,
+        config: CacheConfig,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let l1 = moka::future::Cache::builder()
+            .max_capacity(config.l1_capacity)
+            .expire_after(entry::L1Expiry)
+            .build();
+        Cache {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                config,
+                l1,
+                counters: Counters::default(),
+                inflight: Mutex::new(HashMap::new()),
+                node: crate::ids::random_id(),
+                tasks: TaskTracker::new(),
+                shutdown,
+            }),
+        }
+    }
+
+    /// The strategy a namespace uses.
+    #[must_use]
+    pub fn strategy(&self, ns: &str) -> &Strategy {
+        self.inner
+            .config
+            .namespaces
+            .get(ns)
+            .unwrap_or(&self.inner.config.default)
+    }
+
+    fn classify(&self, ns: &str, e: &Entry) -> Freshness {
+        let s = self.strategy(ns);
+        freshness::freshness(
+            e.stored_at_ms,
+            e.ttl_ms,
+            s.refresh_ahead,
+            millis(s.grace),
+            self.inner.clock.now_ms(),
+        )
+    }
+
+    /// How long L1 may keep `e`: the namespace's `l1_ttl`, but never past ttl + grace.
+    fn l1_for(&self, ns: &str, e: &Entry) -> Duration {
+        let s = self.strategy(ns);
+        let end = e.stored_at_ms + e.ttl_ms + millis(s.grace);
+        let left = u64::try_from(end - self.inner.clock.now_ms()).unwrap_or(0);
+        s.l1_ttl.min(Duration::from_millis(left))
+    }
+
+    /// Reads a value: L1, then L2 (which fills L1). A miss is `Ok(None)`. When L2 fails and L1
+    /// has no copy the store error comes back; an L1 copy is served even with L2 down.
+    ///
+    /// # Errors
+    /// `Invalid` names, store errors on an L1 miss.
+    pub async fn get(&self, ns: &str, key: &str) -> ServiceResult<Option<Hit>> {
+        check_names(ns, key)?;
+        let c = &self.inner.counters;
+        let k1 = l1_key(ns, key);
+        if let Some(e) = self.inner.l1.get(&k1).await {
+            let f = self.classify(ns, &e);
+            if f == Freshness::Expired {
+                self.inner.l1.invalidate(&k1).await;
+            } else {
+                c.l1_hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(Some(Hit {
+                    value: e.value.clone(),
+                    level: Level::L1,
+                    freshness: f,
+                    tags: e.tags.clone(),
+                }));
+            }
+        }
+        c.l1_misses.fetch_add(1, Ordering::Relaxed);
+        let found = match self.inner.store.get(&l2_key(ns, key)).await {
+            Ok(found) => found,
+            Err(e) => {
+                c.l2_errors.fetch_add(1, Ordering::Relaxed);
+                return Err(e.into());
+            }
+        };
+        let Some(mut e) = found.and_then(|v| Entry::decode(&v.value)) else {
+            c.l2_misses.fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        };
+        let f = self.classify(ns, &e);
+        if f == Freshness::Expired {
+            c.l2_misses.fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        }
+        c.l2_hits.fetch_add(1, Ordering::Relaxed);
+        e.l1_for = self.l1_for(ns, &e);
+        let hit = Hit {
+            value: e.value.clone(),
+            level: Level::L2,
+            freshness: f,
+            tags: e.tags.clone(),
+        };
+        self.inner.l1.insert(k1, Arc::new(e)).await;
+        Ok(Some(hit))
+    }
+
+    /// Stores a value in L2 and this node's L1, and tells other nodes to drop their L1 copy.
+    /// `ttl` defaults to the namespace's `l2_ttl`.
+    ///
+    /// # Errors
+    /// `Invalid` names or TTL, store errors.
+    pub async fn put(
+        &self,
+        ns: &str,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+        tags: Vec<String>,
+    ) -> ServiceResult<()> {
+        check_names(ns, key)?;
+        for tag in &tags {
+            if tag.is_empty() || tag.contains(['{', '}', '\0', ',']) {
+                return Err(ServiceError::invalid(
+                    "cache tag",
+                    format!("{tag:?} is empty or contains '{{', '}}', ',' or NUL"),
+                    "use tags like user:42",
+                ));
+            }
+        }
+        let s = self.strategy(ns).clone();
+        let ttl = ttl.unwrap_or(s.l2_ttl);
+        if ttl.is_zero() {
+            return Err(ServiceError::invalid(
+                "ttl",
+                "a cache TTL must be above zero",
+                "pass e.g. ?ttl=30s",
+            ));
+        }
+        let now = self.inner.clock.now_ms();
+        let mut e = Entry {
+            value,
+            stored_at_ms: now,
+            ttl_ms: millis(ttl),
+            tags,
+            l1_for: Duration::ZERO,
+        };
+        let expires = now + e.ttl_ms + millis(s.grace);
+        let store = &self.inner.store;
+        // Index first: a crash after it leaves an index entry for a missing key (harmless),
+        // never a key that prefix or tag invalidation cannot find.
+        #[allow(clippy::cast_precision_loss)]
+        let score = expires as f64;
+        store
+            .zadd(&index_key(ns), &[(key.to_owned(), score)])
+            .await?;
+        for tag in &e.tags {
+            store
+                .zadd(&tag_key(ns, tag), &[(key.to_owned(), score)])
+                .await?;
+        }
+        store
+            .put(
+                &l2_key(ns, key),
+                e.encode(),
+                Expect::Any,
+                Some(ttl + s.grace),
+            )
+            .await?;
+        self.prune_index(ns, now).await;
+        invalidate::announce(&self.inner, ns, invalidate::Op::Key, key).await;
+        e.l1_for = self.l1_for(ns, &e);
+        self.inner.l1.insert(l1_key(ns, key), Arc::new(e)).await;
+        Ok(())
+    }
+
+    /// Drops index entries of keys that expired by themselves (bounded work per put).
+    async fn prune_index(&self, ns: &str, now: i64) {
+        #[allow(clippy::cast_precision_loss)]
+        let now = now as f64;
+        let store = &self.inner.store;
+        if let Ok(gone) = store
+            .zrange_by_score(&index_key(ns), f64::NEG_INFINITY, now, 100)
+            .await
+        {
+            if !gone.is_empty() {
+                let members: Vec<String> = gone.into_iter().map(|(m, _)| m).collect();
+                let _ = store.zrem(&index_key(ns), &members).await;
+            }
+        }
+    }
+
+    /// Removes a key from L2 and every node's L1. True when L2 had it.
+    ///
+    /// # Errors
+    /// `Invalid` names, store errors.
+    pub async fn delete(&self, ns: &str, key: &str) -> ServiceResult<bool> {
+        check_names(ns, key)?;
+        let n = invalidate::delete_keys(&self.inner, ns, &[key.to_owned()]).await?;
+        invalidate::announce(&self.inner, ns, invalidate::Op::Key, key).await;
+        Ok(n > 0)
+    }
+
+    /// Removes every key of `ns` starting with `prefix`; returns how many L2 held.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn invalidate_prefix(&self, ns: &str, prefix: &str) -> ServiceResult<u64> {
+        check_names(ns, "-")?;
+        invalidate::by_prefix(&self.inner, ns, prefix).await
+    }
+
+    /// Removes every key of `ns` tagged `tag`; returns how many L2 held.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn invalidate_tag(&self, ns: &str, tag: &str) -> ServiceResult<u64> {
+        check_names(ns, "-")?;
+        invalidate::by_tag(&self.inner, ns, tag).await
+    }
+
+    /// Reads a value, loading it on a miss. Concurrent calls for one key run one loader and
+    /// share its result. A value due for refresh (refresh-ahead or stale within grace) is
+    /// served at once while one background load replaces it. When L2 is down the loaded value
+    /// is still returned (and kept in L1).
+    ///
+    /// # Errors
+    /// `Load` when the loader fails; `Invalid` names.
+    pub async fn get_or_load<F, Fut>(&self, ns: &str, key: &str, loader: F) -> ServiceResult<Bytes>
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, String>> + Send + 'static,
+    {
+        let loader = Arc::new(loader);
+        match self.get(ns, key).await {
+            Ok(Some(hit)) => {
+                if hit.freshness.wants_refresh() {
+                    self.refresh_in_background(ns, key, Arc::clone(&loader));
+                }
+                return Ok(hit.value);
+            }
+            Ok(None) => {}
+            Err(e @ ServiceError::Invalid { .. }) => return Err(e),
+            Err(e) => {
+                tracing::warn!(ns, error = %e, "cache L2 read failed; loading from the origin")
+            }
+        }
+        self.load_coalesced(ns, key, loader, true).await
+    }
+
+    fn refresh_in_background<F, Fut>(&self, ns: &str, key: &str, loader: Arc<F>)
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, String>> + Send + 'static,
+    {
+        let k1 = l1_key(ns, key);
+        if self.inner.inflight.lock().unwrap().contains_key(&k1) {
+            return; // a load for this key is already running
+        }
+        self.inner
+            .counters
+            .refreshes
+            .fetch_add(1, Ordering::Relaxed);
+        let cache = self.clone();
+        let (ns, key) = (ns.to_owned(), key.to_owned());
+        let shutdown = self.inner.shutdown.clone();
+        let span = tracing::info_span!("cache_refresh", ns = %ns);
+        self.inner.tasks.spawn(
+            async move {
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    r = cache.load_coalesced(&ns, &key, loader, false) => {
+                        if let Err(e) = r {
+                            tracing::warn!(error = %e, "background cache refresh failed; the old value stays until it expires");
+                        }
+                    }
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    async fn load_coalesced<F, Fut>(
+        &self,
+        ns: &str,
+        key: &str,
+        loader: Arc<F>,
+        recheck: bool,
+    ) -> ServiceResult<Bytes>
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, String>> + Send + 'static,
+    {
+        let k1 = l1_key(ns, key);
+        let cell = Arc::clone(
+            self.inner
+                .inflight
+                .lock()
+                .unwrap()
+                .entry(k1.clone())
+                .or_default(),
+        );
+        let result = cell
+            .get_or_init(|| async {
+                // A caller that arrives just after another load finished finds its value.
+                if recheck {
+                    if let Ok(Some(hit)) = self.get(ns, key).await {
+                        if hit.freshness == Freshness::Fresh {
+                            return Ok(hit.value);
+                        }
+                    }
+                }
+                self.inner.counters.loads.fetch_add(1, Ordering::Relaxed);
+                let value = loader().await?;
+                if let Err(e) = self.put(ns, key, value.clone(), None, Vec::new()).await {
+                    tracing::warn!(ns, error = %e, "failed to store a loaded cache value in L2");
+                    let strategy = self.strategy(ns);
+                    let e = Entry {
+                        value: value.clone(),
+                        stored_at_ms: self.inner.clock.now_ms(),
+                        ttl_ms: millis(strategy.l2_ttl),
+                        tags: Vec::new(),
+                        l1_for: strategy.l1_ttl,
+                    };
+                    self.inner.l1.insert(k1.clone(), Arc::new(e)).await;
+                }
+                Ok(value)
+            })
+            .await
+            .clone();
+        {
+            let mut inflight = self.inner.inflight.lock().unwrap();
+            if inflight.get(&k1).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                inflight.remove(&k1);
+            }
+        }
+        result.map_err(|reason| ServiceError::Load {
+            key: key.to_owned(),
+            reason,
+        })
+    }
+
+    /// Counters since start.
+    #[must_use]
+    pub fn stats(&self) -> CacheStats {
+        let c = &self.inner.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CacheStats {
+            l1_hits: get(&c.l1_hits),
+            l1_misses: get(&c.l1_misses),
+            l2_hits: get(&c.l2_hits),
+            l2_misses: get(&c.l2_misses),
+            loads: get(&c.loads),
+            refreshes: get(&c.refreshes),
+            invalidations: get(&c.invalidations),
+            l2_errors: get(&c.l2_errors),
+            l1_entries: self.inner.l1.entry_count(),
+        }
+    }
+
+    /// Starts listening for other nodes' invalidations (until shutdown).
+    pub(crate) fn start_listener(&self) {
+        invalidate::spawn_listener(Arc::clone(&self.inner));
+    }
+
+    /// Waits for background refreshes and the listener to stop (after shutdown is cancelled).
+    pub(crate) async fn closed(&self) {
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+}

@@ -1,0 +1,123 @@
+//! `/v1/cache`: raw-byte values per namespace and key (`?ttl=30s&tags=a,b` on PUT), prefix and
+//! tag invalidation, stats. A GET says where it was answered in `X-Cache` (`HIT-L1`,
+//! `HIT-L2`) and how fresh it is in `X-Cache-Freshness`; it answers from L1 while the store
+//! is down.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{body_bytes, json_body, opt_duration, ApiError, ApiResult, AppState, Table};
+use crate::cache::Level;
+use crate::ServiceError;
+
+pub(super) fn routes(t: Table) -> Table {
+    t.add("/v1/cache/stats", &["get"], get(stats))
+        .add("/v1/cache/{ns}/invalidate", &["post"], post(invalidate))
+        .add(
+            "/v1/cache/{ns}/{key}",
+            &["get", "put", "delete"],
+            get(read).put(write).delete(remove),
+        )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutQuery {
+    ttl: Option<String>,
+    tags: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InvalidateBody {
+    prefix: Option<String>,
+    tag: Option<String>,
+}
+
+async fn read(State(s): State<AppState>, Path((ns, key)): Path<(String, String)>) -> ApiResult {
+    let Some(hit) = s.services.cache.get(&ns, &key).await? else {
+        return Err(ServiceError::not_found(format!("cache key {key} in namespace {ns}")).into());
+    };
+    let level = match hit.level {
+        Level::L1 => "HIT-L1",
+        Level::L2 => "HIT-L2",
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (header::HeaderName::from_static("x-cache"), level),
+            (
+                header::HeaderName::from_static("x-cache-freshness"),
+                hit.freshness.as_str(),
+            ),
+        ],
+        hit.value,
+    )
+        .into_response())
+}
+
+async fn write(
+    State(s): State<AppState>,
+    Path((ns, key)): Path<(String, String)>,
+    query: Result<Query<PutQuery>, axum::extract::rejection::QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let Query(q) = query.map_err(|e| {
+        ApiError::bad(
+            format!("invalid query: {e}"),
+            "use ?ttl=30s and ?tags=a,b only",
+        )
+    })?;
+    let value = body_bytes(body)?;
+    let ttl = opt_duration("ttl", q.ttl.as_deref())?;
+    let tags = q
+        .tags
+        .map(|t| {
+            t.split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    s.services.cache.put(&ns, &key, value, ttl, tags).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn remove(State(s): State<AppState>, Path((ns, key)): Path<(String, String)>) -> ApiResult {
+    if s.services.cache.delete(&ns, &key).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ServiceError::not_found(format!("cache key {key} in namespace {ns}")).into())
+    }
+}
+
+async fn invalidate(
+    State(s): State<AppState>,
+    Path(ns): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body: InvalidateBody = json_body(body)?;
+    let removed = match (body.prefix, body.tag) {
+        (Some(prefix), None) => s.services.cache.invalidate_prefix(&ns, &prefix).await?,
+        (None, Some(tag)) => s.services.cache.invalidate_tag(&ns, &tag).await?,
+        _ => {
+            return Err(ApiError::bad(
+                "set exactly one of \"prefix\" and \"tag\"",
+                "e.g. {\"prefix\": \"user:42:\"} or {\"tag\": \"user:42\"}",
+            ))
+        }
+    };
+    Ok(Json(json!({ "removed": removed })).into_response())
+}
+
+async fn stats(State(s): State<AppState>) -> ApiResult {
+    Ok(Json(s.services.cache.stats()).into_response())
+}

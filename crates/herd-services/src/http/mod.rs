@@ -1,0 +1,329 @@
+//! The services' HTTP API: `/v1/sessions`, `/v1/cache`, `/v1/queues`, `/v1/locks`,
+//! `/v1/ratelimit`, plus `GET /health` and `GET /openapi.json`.
+//!
+//! - this module: the router, the Bearer-token check, body limits, JSON errors.
+//! - `sessions`, `cache`, `queues`, `locks`: the handlers, one file per service.
+//!
+//! Every path but `/health` and `/openapi.json` needs `Authorization: Bearer <token>`
+//! (compared in constant time, never logged). Errors are `{"error": what, "hint": how to fix}`:
+//! 400 bad input, 401 token, 404, 409 CAS conflict or wrong lease token, 412 If-Match
+//! mismatch, 413 body too large, 503 store unavailable (with the reason). The OpenAPI document
+//! is `openapi.json` beside this file; a test keeps it and the routes equal.
+
+mod cache;
+mod locks;
+mod queues;
+mod sessions;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, MethodRouter};
+use axum::{Json, Router};
+use herd_store::Backend as _;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::{ServiceError, Services};
+
+/// The OpenAPI 3 document of this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// HTTP settings.
+#[derive(Clone)]
+pub struct HttpConfig {
+    /// The Bearer token every call but `/health` and `/openapi.json` must present.
+    pub token: Arc<str>,
+    /// Largest request body (default 1 MiB); larger ones get 413.
+    pub max_body: usize,
+}
+
+impl HttpConfig {
+    /// Settings with the default body limit.
+    #[must_use]
+    pub fn new(token: impl Into<Arc<str>>) -> Self {
+        HttpConfig {
+            token: token.into(),
+            max_body: 1 << 20,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) services: Arc<Services>,
+    token: Arc<str>,
+}
+
+/// An error as the API answers it.
+pub(crate) enum ApiError {
+    Service(ServiceError),
+    Plain {
+        status: StatusCode,
+        error: String,
+        hint: String,
+    },
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        ApiError::Service(e)
+    }
+}
+
+impl ApiError {
+    pub(crate) fn bad(error: impl Into<String>, hint: impl Into<String>) -> Self {
+        ApiError::Plain {
+            status: StatusCode::BAD_REQUEST,
+            error: error.into(),
+            hint: hint.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, error, hint) = match self {
+            ApiError::Service(e) => {
+                let status =
+                    StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                if status.is_server_error() {
+                    tracing::warn!(error = %e, "services API call failed");
+                }
+                (status, e.to_string(), e.hint())
+            }
+            ApiError::Plain {
+                status,
+                error,
+                hint,
+            } => (status, error, hint),
+        };
+        (status, Json(json!({ "error": error, "hint": hint }))).into_response()
+    }
+}
+
+pub(crate) type ApiResult = Result<Response, ApiError>;
+
+/// Parses a JSON body, turning size and syntax problems into 413 / 400 with a hint.
+pub(crate) fn json_body<T: DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let bytes = body_bytes(body)?;
+    let bytes = if bytes.is_empty() {
+        Bytes::from_static(b"{}")
+    } else {
+        bytes
+    };
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad(
+            format!("invalid JSON body: {e}"),
+            "send a JSON object as documented in GET /openapi.json",
+        )
+    })
+}
+
+/// The raw body, with 413 for one past the limit.
+pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::Plain {
+                status,
+                error: "request body too large".into(),
+                hint: "send a smaller body (the limit is [services] max_body, 1 MiB by default)"
+                    .into(),
+            }
+        } else {
+            ApiError::Plain {
+                status,
+                error: format!("unreadable request body: {rejection}"),
+                hint: "resend the request".into(),
+            }
+        }
+    })
+}
+
+/// Parses an optional duration field such as `"30s"`.
+pub(crate) fn opt_duration(field: &str, text: Option<&str>) -> Result<Option<Duration>, ApiError> {
+    text.map(|t| crate::queue::spec::duration(field, t))
+        .transpose()
+        .map_err(ApiError::from)
+}
+
+/// Compares in time independent of where the inputs differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn is_public(path: &str) -> bool {
+    path == "/health" || path == "/openapi.json"
+}
+
+async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if is_public(req.uri().path()) {
+        return next.run(req).await;
+    }
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(p) if constant_time_eq(p.trim().as_bytes(), state.token.as_bytes()) => {
+            next.run(req).await
+        }
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer realm=\"herd-services\"")],
+            Json(json!({
+                "error": "missing or wrong services token",
+                "hint": "send `Authorization: Bearer <token>` with the token from [services] token"
+            })),
+        )
+            .into_response(),
+    }
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    let status = state.services.store().status();
+    let code = if status.state == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(json!({ "status": status.state, "store": status })),
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn no_route() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({
+            "error": "no such endpoint",
+            "hint": "see GET /openapi.json for the paths this API serves"
+        })),
+    )
+        .into_response()
+}
+
+/// Collects routes with the methods they answer, so tests can compare them to the OpenAPI
+/// document.
+#[derive(Default)]
+pub(crate) struct Table {
+    router: Router<AppState>,
+    pub(crate) routes: Vec<(&'static str, &'static str)>,
+}
+
+impl Table {
+    pub(crate) fn add(
+        mut self,
+        path: &'static str,
+        methods: &[&'static str],
+        handler: MethodRouter<AppState>,
+    ) -> Self {
+        for m in methods {
+            self.routes.push((m, path));
+        }
+        self.router = self.router.route(path, handler);
+        self
+    }
+}
+
+fn table() -> Table {
+    let t = Table::default().add("/health", &["get"], get(health)).add(
+        "/openapi.json",
+        &["get"],
+        get(openapi),
+    );
+    let t = sessions::routes(t);
+    let t = cache::routes(t);
+    let t = queues::routes(t);
+    locks::routes(t)
+}
+
+/// Every (method, path) the router serves, lowercase methods (for the OpenAPI test).
+#[must_use]
+pub fn routes() -> Vec<(&'static str, &'static str)> {
+    table().routes
+}
+
+/// The services API router. Serve it with `axum::serve`; cancel `services`' shutdown token and
+/// the server's graceful shutdown together.
+pub fn router(services: Arc<Services>, config: HttpConfig) -> Router {
+    let state = AppState {
+        services,
+        token: config.token,
+    };
+    table()
+        .router
+        .fallback(no_route)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(config.max_body))
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn compares_exactly() {
+        assert!(super::constant_time_eq(b"abc", b"abc"));
+        assert!(!super::constant_time_eq(b"abc", b"abd"));
+        assert!(!super::constant_time_eq(b"abc", b"abcd"));
+        assert!(super::is_public("/health"));
+        assert!(!super::is_public("/health/"));
+        assert!(!super::is_public("/v1/sessions"));
+    }
+
+    #[test]
+    fn openapi_documents_exactly_the_routes_that_exist() {
+        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).unwrap();
+        let documented: BTreeSet<(String, String)> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, ops)| {
+                ops.as_object()
+                    .unwrap()
+                    .keys()
+                    .filter(|k| *k != "parameters")
+                    .map(move |m| (m.clone(), path.clone()))
+            })
+            .collect();
+        let routed: BTreeSet<(String, String)> = super::routes()
+            .into_iter()
+            .map(|(m, p)| (m.to_owned(), p.to_owned()))
+            .collect();
+        assert!(routed.len() > 25, "{routed:?}");
+        let undocumented: Vec<_> = routed.difference(&documented).collect();
+        let missing: Vec<_> = documented.difference(&routed).collect();
+        assert!(
+            undocumented.is_empty(),
+            "routes missing from openapi.json: {undocumented:?}"
+        );
+        assert!(
+            missing.is_empty(),
+            "openapi.json documents routes that do not exist: {missing:?}"
+        );
+    }
+}

@@ -1,0 +1,297 @@
+//! `/v1/queues/{q}`: add (one or bulk), reserve (long-poll), ack / fail / extend with the lease
+//! token, counts, job records, dead letters, pause / resume / clean, repeatable schedules.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post, put};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{json_body, opt_duration, ApiError, ApiResult, AppState, Table};
+use crate::queue::{JobSpec, Queues};
+
+/// The longest a reserve may wait (a long-poll held longer is usually a proxy timeout).
+const MAX_WAIT: Duration = Duration::from_secs(300);
+
+pub(super) fn routes(t: Table) -> Table {
+    t.add("/v1/queues/{q}", &["get"], get(counts))
+        .add("/v1/queues/{q}/jobs", &["post"], post(add))
+        .add("/v1/queues/{q}/jobs/{id}", &["get"], get(job))
+        .add("/v1/queues/{q}/jobs/{id}/ack", &["post"], post(ack))
+        .add("/v1/queues/{q}/jobs/{id}/fail", &["post"], post(fail))
+        .add("/v1/queues/{q}/jobs/{id}/extend", &["post"], post(extend))
+        .add("/v1/queues/{q}/reserve", &["post"], post(reserve))
+        .add("/v1/queues/{q}/dead", &["get"], get(dead))
+        .add(
+            "/v1/queues/{q}/dead/{id}",
+            &["delete"],
+            axum::routing::delete(delete_dead),
+        )
+        .add(
+            "/v1/queues/{q}/dead/{id}/retry",
+            &["post"],
+            post(retry_dead),
+        )
+        .add("/v1/queues/{q}/pause", &["post"], post(pause))
+        .add("/v1/queues/{q}/resume", &["post"], post(resume))
+        .add("/v1/queues/{q}/clean", &["post"], post(clean))
+        .add(
+            "/v1/queues/{q}/schedules/{name}",
+            &["put", "delete"],
+            put(set_schedule).delete(delete_schedule),
+        )
+}
+
+async fn add(
+    State(s): State<AppState>,
+    Path(q): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body: Value = json_body(body)?;
+    let parse = |v: Value| {
+        serde_json::from_value::<JobSpec>(v).map_err(|e| {
+            ApiError::bad(
+                format!("invalid job: {e}"),
+                "a job is {\"name\", \"data\", \"attempts\", \"backoff\", \"delay\", \"priority\", \"job_id\", \"remove_on_complete\", \"remove_on_fail\"}",
+            )
+        })
+    };
+    if let Some(jobs) = body.get("jobs") {
+        let Some(list) = jobs.as_array() else {
+            return Err(ApiError::bad(
+                "\"jobs\" must be an array",
+                "send {\"jobs\": [{...}, ...]}",
+            ));
+        };
+        let mut new = Vec::with_capacity(list.len());
+        for v in list {
+            new.push(parse(v.clone())?.to_new_job()?);
+        }
+        let ids = s.services.queues.add_bulk(&q, new).await?;
+        return Ok((StatusCode::CREATED, Json(json!({ "ids": ids }))).into_response());
+    }
+    let job = parse(body)?.to_new_job()?;
+    let id = s.services.queues.add(&q, job).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReserveBody {
+    max: Option<usize>,
+    lease: Option<String>,
+    wait: Option<String>,
+}
+
+async fn reserve(
+    State(s): State<AppState>,
+    Path(q): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body: ReserveBody = json_body(body)?;
+    let lease = opt_duration("lease", body.lease.as_deref())?;
+    let wait = opt_duration("wait", body.wait.as_deref())?.unwrap_or(Duration::ZERO);
+    if wait > MAX_WAIT {
+        return Err(ApiError::bad(
+            "\"wait\" is above 5m",
+            "long-poll for at most \"5m\" and call reserve again",
+        ));
+    }
+    let jobs = s
+        .services
+        .queues
+        .reserve(&q, body.max.unwrap_or(1), lease, wait)
+        .await?;
+    Ok(Json(json!({ "jobs": jobs })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckBody {
+    lease_token: String,
+    result: Option<Value>,
+}
+
+async fn ack(
+    State(s): State<AppState>,
+    Path((q, id)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body: AckBody = json_body(body)?;
+    s.services
+        .queues
+        .ack(&q, &id, &body.lease_token, body.result)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FailBody {
+    lease_token: String,
+    error: Option<String>,
+    retry: Option<bool>,
+}
+
+async fn fail(
+    State(s): State<AppState>,
+    Path((q, id)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body: FailBody = json_body(body)?;
+    let error = body.error.unwrap_or_else(|| "failed".to_owned());
+    let state = s
+        .services
+        .queues
+        .fail(
+            &q,
+            &id,
+            &body.lease_token,
+            &error,
+            body.retry.unwrap_or(true),
+        )
+        .await?;
+    Ok(Json(json!({ "state": state.as_str() })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExtendBody {
+    lease_token: String,
+    lease: Option<String>,
+}
+
+async fn extend(
+    State(s): State<AppState>,
+    Path((q, id)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body: ExtendBody = json_body(body)?;
+    let lease = opt_duration("lease", body.lease.as_deref())?.unwrap_or(Duration::from_secs(30));
+    let until = s
+        .services
+        .queues
+        .extend(&q, &id, &body.lease_token, lease)
+        .await?;
+    Ok(Json(json!({ "lease_until_ms": until })).into_response())
+}
+
+async fn counts(State(s): State<AppState>, Path(q): Path<String>) -> ApiResult {
+    Ok(Json(s.services.queues.counts(&q).await?).into_response())
+}
+
+async fn job(State(s): State<AppState>, Path((q, id)): Path<(String, String)>) -> ApiResult {
+    let mut rec = s.services.queues.get(&q, &id).await?;
+    // The lease token proves the lease: only the reserve hands it out.
+    rec.lease_token = None;
+    Ok(Json(rec).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadQuery {
+    limit: Option<usize>,
+}
+
+async fn dead(
+    State(s): State<AppState>,
+    Path(q): Path<String>,
+    query: Result<Query<DeadQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let Query(query) =
+        query.map_err(|e| ApiError::bad(format!("invalid query: {e}"), "use ?limit=N"))?;
+    let jobs = s
+        .services
+        .queues
+        .dead_letters(&q, query.limit.unwrap_or(100).min(10_000))
+        .await?;
+    Ok(Json(json!({ "jobs": jobs })).into_response())
+}
+
+async fn retry_dead(State(s): State<AppState>, Path((q, id)): Path<(String, String)>) -> ApiResult {
+    s.services.queues.retry_dead(&q, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn delete_dead(
+    State(s): State<AppState>,
+    Path((q, id)): Path<(String, String)>,
+) -> ApiResult {
+    s.services.queues.delete_dead(&q, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn pause(State(s): State<AppState>, Path(q): Path<String>) -> ApiResult {
+    s.services.queues.pause(&q).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn resume(State(s): State<AppState>, Path(q): Path<String>) -> ApiResult {
+    s.services.queues.resume(&q).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CleanBody {
+    state: String,
+    grace: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn clean(
+    State(s): State<AppState>,
+    Path(q): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body: CleanBody = json_body(body)?;
+    let grace = opt_duration("grace", body.grace.as_deref())?.unwrap_or(Duration::ZERO);
+    let cleaned = s
+        .services
+        .queues
+        .clean(&q, &body.state, grace, body.limit.unwrap_or(1000))
+        .await?;
+    Ok(Json(cleaned).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleBody {
+    every: Option<String>,
+    cron: Option<String>,
+    tz: Option<String>,
+    job: JobSpec,
+}
+
+async fn set_schedule(
+    State(s): State<AppState>,
+    Path((q, name)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body: ScheduleBody = json_body(body)?;
+    let repeat = Queues::parse_repeat(
+        body.every.as_deref(),
+        body.cron.as_deref(),
+        body.tz.as_deref(),
+    )?;
+    let info = s
+        .services
+        .queues
+        .set_schedule(&q, &name, repeat, body.job)
+        .await?;
+    Ok(Json(info).into_response())
+}
+
+async fn delete_schedule(
+    State(s): State<AppState>,
+    Path((q, name)): Path<(String, String)>,
+) -> ApiResult {
+    s.services.queues.delete_schedule(&q, &name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

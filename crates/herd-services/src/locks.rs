@@ -1,0 +1,184 @@
+//! Distributed locks with fencing tokens.
+//!
+//! A lock is the key `herd:{l:NAME}` holding its owner's random token, with a TTL; the store's
+//! atomic `acquire` sets it only when absent and bumps the counter `herd:{l:NAME}:fence`, whose
+//! new value is the fencing token: strictly increasing per name, so a resource that remembers
+//! the highest token it saw can refuse a writer whose lock expired while it paused (the
+//! weakness of plain Redis locks and Redlock). Renew and release compare the token first and
+//! write only at the version they read (compare-and-delete), so nobody frees a lock they lost.
+//! Waiters retry with a bounded, jittered backoff and wake early on the release message
+//! (`herd:{l:NAME}:released`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use herd_store::{Backend as _, Expect, Store};
+use serde::Serialize;
+
+use crate::error::{ServiceError, ServiceResult};
+use crate::ids;
+
+/// A held lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Lease {
+    /// Proves ownership to renew and release.
+    pub token: String,
+    /// The fencing token: strictly increasing per lock name.
+    pub fence: u64,
+}
+
+/// The lock service.
+pub struct Locks {
+    store: Arc<Store>,
+}
+
+fn key(name: &str) -> String {
+    format!("herd:{{l:{name}}}")
+}
+
+fn fence_key(name: &str) -> String {
+    format!("herd:{{l:{name}}}:fence")
+}
+
+fn channel(name: &str) -> String {
+    format!("herd:{{l:{name}}}:released")
+}
+
+fn check_name(name: &str) -> ServiceResult<()> {
+    if name.is_empty() || name.len() > 200 || name.contains(['{', '}', '\0']) {
+        return Err(ServiceError::invalid(
+            "lock name",
+            format!("{name:?} is empty, too long or contains '{{', '}}' or NUL"),
+            "use a name like orders-sync",
+        ));
+    }
+    Ok(())
+}
+
+fn check_ttl(ttl: Duration) -> ServiceResult<()> {
+    if ttl < Duration::from_millis(1) {
+        return Err(ServiceError::invalid(
+            "ttl",
+            "a lock TTL must be at least 1ms",
+            "pass e.g. \"ttl\": \"30s\"",
+        ));
+    }
+    Ok(())
+}
+
+impl Locks {
+    pub(crate) fn new(store: Arc<Store>) -> Self {
+        Locks { store }
+    }
+
+    /// Takes the lock for `ttl`, waiting up to `wait` for the current holder to release it or
+    /// for its TTL to run out.
+    ///
+    /// # Errors
+    /// `LockBusy` when still held after `wait`; `Invalid` name or TTL; store errors.
+    pub async fn acquire(&self, name: &str, ttl: Duration, wait: Duration) -> ServiceResult<Lease> {
+        check_name(name)?;
+        check_ttl(ttl)?;
+        let started = tokio::time::Instant::now();
+        let deadline = started + wait;
+        // Subscribe before the first try so a release between the try and the wait is seen.
+        let mut released = if wait.is_zero() {
+            None
+        } else {
+            self.store.subscribe(&channel(name)).await.ok()
+        };
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let token = ids::random_id();
+            if let Some(fence) = self
+                .store
+                .acquire(
+                    &key(name),
+                    &fence_key(name),
+                    Bytes::from(token.clone()),
+                    ttl,
+                )
+                .await?
+            {
+                return Ok(Lease { token, fence });
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(ServiceError::LockBusy {
+                    name: name.to_owned(),
+                    waited_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                });
+            }
+            let jitter = {
+                use rand::Rng as _;
+                Duration::from_millis(rand::rng().random_range(0..=pause.as_millis() as u64 / 2))
+            };
+            let sleep_until = (now + pause + jitter).min(deadline);
+            match released.as_mut() {
+                Some(sub) => {
+                    tokio::select! {
+                        _ = sub.next() => {}
+                        () = tokio::time::sleep_until(sleep_until) => {}
+                    }
+                }
+                None => tokio::time::sleep_until(sleep_until).await,
+            }
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// The holder's version of the lock key, if `token` holds it.
+    async fn held(&self, name: &str, token: &str) -> ServiceResult<u64> {
+        check_name(name)?;
+        match self.store.get(&key(name)).await? {
+            Some(v) if v.value.as_ref() == token.as_bytes() => Ok(v.version),
+            _ => Err(ServiceError::NotHolder {
+                name: name.to_owned(),
+            }),
+        }
+    }
+
+    /// Extends a held lock to `ttl` from now.
+    ///
+    /// # Errors
+    /// `NotHolder` when the token does not hold the lock (expired, taken over); store errors.
+    pub async fn renew(&self, name: &str, token: &str, ttl: Duration) -> ServiceResult<()> {
+        check_ttl(ttl)?;
+        let version = self.held(name, token).await?;
+        if self
+            .store
+            .touch(&key(name), ttl, Expect::Version(version))
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(ServiceError::NotHolder {
+                name: name.to_owned(),
+            })
+        }
+    }
+
+    /// Releases a held lock and wakes waiters.
+    ///
+    /// # Errors
+    /// `NotHolder` when the token does not hold the lock; store errors.
+    pub async fn release(&self, name: &str, token: &str) -> ServiceResult<()> {
+        let version = self.held(name, token).await?;
+        if !self
+            .store
+            .delete(&key(name), Expect::Version(version))
+            .await?
+        {
+            return Err(ServiceError::NotHolder {
+                name: name.to_owned(),
+            });
+        }
+        if let Err(e) = self.store.publish(&channel(name), Bytes::new()).await {
+            // Waiters still retry on their own backoff.
+            tracing::debug!(lock = name, error = %e, "failed to announce a lock release");
+        }
+        Ok(())
+    }
+}

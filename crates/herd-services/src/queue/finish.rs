@@ -1,0 +1,361 @@
+//! Ending a lease (ack, fail), extending it, dead letters and cleaning finished jobs.
+//! Each write follows the order the `queue` module docs reason through: record (compare and
+//! swap, new generation), then the new member, then removing the old one.
+
+use std::time::Duration;
+
+use herd_store::{Backend as _, Expect};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::job::{after_fail, AfterFail, JobRecord, State};
+use super::{check_queue, score, Keys, Queues};
+use crate::clock::millis;
+use crate::error::{ServiceError, ServiceResult};
+
+/// How many times a lease operation retries its compare-and-swap.
+const TRIES: u32 = 32;
+
+/// What `clean` removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Cleaned {
+    pub removed: Vec<String>,
+}
+
+fn wrong_lease(rec: &JobRecord) -> ServiceError {
+    ServiceError::WrongLease {
+        job: rec.id.clone(),
+        state: rec.state.as_str(),
+    }
+}
+
+impl Queues {
+    /// Reads the job and checks the lease token; returns the record, its version and member.
+    async fn leased(
+        &self,
+        keys: &Keys,
+        queue: &str,
+        id: &str,
+        token: &str,
+    ) -> ServiceResult<(JobRecord, u64)> {
+        let (rec, version) = self
+            .read(keys, id)
+            .await?
+            .ok_or_else(|| ServiceError::not_found(format!("job {id} in queue {queue}")))?;
+        if rec.state != State::Active || rec.lease_token.as_deref() != Some(token) {
+            return Err(wrong_lease(&rec));
+        }
+        Ok((rec, version))
+    }
+
+    /// Marks a leased job completed, keeping `result`.
+    ///
+    /// # Errors
+    /// `NotFound`; `WrongLease` when the token is not the job's current lease; store errors.
+    pub async fn ack(
+        &self,
+        queue: &str,
+        id: &str,
+        token: &str,
+        result: Option<Value>,
+    ) -> ServiceResult<()> {
+        check_queue(queue)?;
+        let keys = Keys::new(queue);
+        for attempt in 0..TRIES {
+            let (mut rec, version) = self.leased(&keys, queue, id, token).await?;
+            let old = rec.member();
+            let now = self.clock.now_ms();
+            rec.state = State::Completed;
+            rec.finished_ms = Some(now);
+            rec.lease_token = None;
+            rec.result = result.clone();
+            rec.next_generation();
+            if !self.write(&keys, &rec, version).await? {
+                crate::sessions::backoff(attempt).await;
+                continue;
+            }
+            if rec.keep_completed == Some(0) {
+                self.store.delete(&keys.job(id), Expect::Any).await?;
+            } else {
+                self.store
+                    .zadd(&keys.completed(), &[(rec.member(), score(now))])
+                    .await?;
+            }
+            self.store.zrem(&keys.active(), &[old]).await?;
+            self.trim(&keys, State::Completed, rec.keep_completed)
+                .await?;
+            return Ok(());
+        }
+        Err(ServiceError::Contended {
+            what: format!("job {id}"),
+            tries: TRIES,
+        })
+    }
+
+    /// Records a failed delivery: retried after its backoff while attempts remain and `retry`
+    /// is true, otherwise dead-lettered.
+    ///
+    /// # Errors
+    /// `NotFound`; `WrongLease`; store errors.
+    pub async fn fail(
+        &self,
+        queue: &str,
+        id: &str,
+        token: &str,
+        error: &str,
+        retry: bool,
+    ) -> ServiceResult<State> {
+        check_queue(queue)?;
+        let keys = Keys::new(queue);
+        for attempt in 0..TRIES {
+            let (mut rec, version) = self.leased(&keys, queue, id, token).await?;
+            let old = rec.member();
+            let now = self.clock.now_ms();
+            let unit: f64 = rand::random();
+            rec.errors.push(error.to_owned());
+            rec.failed_reason = Some(error.to_owned());
+            rec.lease_token = None;
+            match after_fail(&rec, retry, now, unit) {
+                AfterFail::Retry { due_ms } => {
+                    rec.state = State::Waiting;
+                    rec.due_ms = due_ms;
+                }
+                AfterFail::Dead => {
+                    rec.state = State::Failed;
+                    rec.finished_ms = Some(now);
+                }
+            }
+            rec.next_generation();
+            if !self.write(&keys, &rec, version).await? {
+                crate::sessions::backoff(attempt).await;
+                continue;
+            }
+            if rec.state == State::Failed && rec.keep_failed == Some(0) {
+                self.store.delete(&keys.job(id), Expect::Any).await?;
+            } else {
+                let (set, s) = Self::place(&keys, &rec, now);
+                self.store.zadd(&set, &[(rec.member(), s)]).await?;
+            }
+            self.store.zrem(&keys.active(), &[old]).await?;
+            if rec.state == State::Failed {
+                self.trim(&keys, State::Failed, rec.keep_failed).await?;
+            } else if rec.due_ms <= now {
+                self.announce(queue, &keys).await;
+            }
+            return Ok(rec.state);
+        }
+        Err(ServiceError::Contended {
+            what: format!("job {id}"),
+            tries: TRIES,
+        })
+    }
+
+    /// Extends a lease to `lease` from now; returns the new deadline (ms).
+    ///
+    /// # Errors
+    /// `NotFound`; `WrongLease`; store errors.
+    pub async fn extend(
+        &self,
+        queue: &str,
+        id: &str,
+        token: &str,
+        lease: Duration,
+    ) -> ServiceResult<i64> {
+        check_queue(queue)?;
+        let keys = Keys::new(queue);
+        for attempt in 0..TRIES {
+            let (mut rec, version) = self.leased(&keys, queue, id, token).await?;
+            rec.lease_until_ms = self.clock.now_ms() + millis(lease);
+            if !self.write(&keys, &rec, version).await? {
+                crate::sessions::backoff(attempt).await;
+                continue;
+            }
+            self.store
+                .zadd(&keys.active(), &[(rec.member(), score(rec.lease_until_ms))])
+                .await?;
+            return Ok(rec.lease_until_ms);
+        }
+        Err(ServiceError::Contended {
+            what: format!("job {id}"),
+            tries: TRIES,
+        })
+    }
+
+    /// Drops the oldest finished jobs beyond `keep`.
+    pub(crate) async fn trim(
+        &self,
+        keys: &Keys,
+        state: State,
+        keep: Option<u64>,
+    ) -> ServiceResult<()> {
+        let Some(keep) = keep else { return Ok(()) };
+        let set = if state == State::Completed {
+            keys.completed()
+        } else {
+            keys.failed()
+        };
+        let n = self.store.zcard(&set).await?;
+        if n <= keep {
+            return Ok(());
+        }
+        let extra = usize::try_from(n - keep).unwrap_or(usize::MAX);
+        let oldest = self
+            .store
+            .zrange_by_score(&set, f64::NEG_INFINITY, f64::INFINITY, extra)
+            .await?;
+        self.remove_members(keys, &set, oldest.into_iter().map(|(m, _)| m))
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes the records of `members` (if the member is still current) and the members.
+    async fn remove_members(
+        &self,
+        keys: &Keys,
+        set: &str,
+        members: impl Iterator<Item = String>,
+    ) -> ServiceResult<Vec<String>> {
+        let mut removed = Vec::new();
+        for member in members {
+            if let Some(id) = super::job::member_id(&member) {
+                if let Some((rec, version)) = self.read(keys, id).await? {
+                    if rec.member() == member
+                        && self
+                            .store
+                            .delete(&keys.job(id), Expect::Version(version))
+                            .await?
+                    {
+                        removed.push(id.to_owned());
+                    }
+                }
+            }
+            self.store.zrem(set, &[member]).await?;
+        }
+        Ok(removed)
+    }
+
+    /// Dead-lettered jobs, oldest first.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn dead_letters(&self, queue: &str, limit: usize) -> ServiceResult<Vec<JobRecord>> {
+        check_queue(queue)?;
+        let keys = Keys::new(queue);
+        let members = self
+            .store
+            .zrange_by_score(&keys.failed(), f64::NEG_INFINITY, f64::INFINITY, limit)
+            .await?;
+        let mut out = Vec::with_capacity(members.len());
+        for (member, _) in members {
+            if let Some(id) = super::job::member_id(&member) {
+                if let Some((rec, _)) = self.read(&keys, id).await? {
+                    if rec.member() == member {
+                        out.push(rec);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn dead(&self, keys: &Keys, queue: &str, id: &str) -> ServiceResult<(JobRecord, u64)> {
+        match self.read(keys, id).await? {
+            Some((rec, v)) if rec.state == State::Failed => Ok((rec, v)),
+            _ => Err(ServiceError::not_found(format!(
+                "dead-lettered job {id} in queue {queue}"
+            ))),
+        }
+    }
+
+    /// Puts a dead-lettered job back in `waiting` with its attempts reset.
+    ///
+    /// # Errors
+    /// `NotFound` when the job is not dead-lettered; store errors.
+    pub async fn retry_dead(&self, queue: &str, id: &str) -> ServiceResult<()> {
+        check_queue(queue)?;
+        let keys = Keys::new(queue);
+        for attempt in 0..TRIES {
+            let (mut rec, version) = self.dead(&keys, queue, id).await?;
+            let old = rec.member();
+            let now = self.clock.now_ms();
+            rec.state = State::Waiting;
+            rec.due_ms = now;
+            rec.attempt = 0;
+            rec.stalled = 0;
+            rec.finished_ms = None;
+            rec.next_generation();
+            if !self.write(&keys, &rec, version).await? {
+                crate::sessions::backoff(attempt).await;
+                continue;
+            }
+            self.store
+                .zadd(&keys.waiting(), &[(rec.member(), rec.waiting_score())])
+                .await?;
+            self.store.zrem(&keys.failed(), &[old]).await?;
+            self.announce(queue, &keys).await;
+            return Ok(());
+        }
+        Err(ServiceError::Contended {
+            what: format!("job {id}"),
+            tries: TRIES,
+        })
+    }
+
+    /// Deletes a dead-lettered job.
+    ///
+    /// # Errors
+    /// `NotFound` when the job is not dead-lettered; store errors.
+    pub async fn delete_dead(&self, queue: &str, id: &str) -> ServiceResult<()> {
+        check_queue(queue)?;
+        let keys = Keys::new(queue);
+        let (rec, version) = self.dead(&keys, queue, id).await?;
+        if !self
+            .store
+            .delete(&keys.job(id), Expect::Version(version))
+            .await?
+        {
+            return Err(ServiceError::Contended {
+                what: format!("job {id}"),
+                tries: 1,
+            });
+        }
+        self.store.zrem(&keys.failed(), &[rec.member()]).await?;
+        Ok(())
+    }
+
+    /// Removes up to `limit` `completed` or `failed` jobs that finished more than `grace` ago
+    /// (BullMQ `clean`).
+    ///
+    /// # Errors
+    /// `Invalid` state; store errors.
+    pub async fn clean(
+        &self,
+        queue: &str,
+        state: &str,
+        grace: Duration,
+        limit: usize,
+    ) -> ServiceResult<Cleaned> {
+        check_queue(queue)?;
+        let keys = Keys::new(queue);
+        let set = match state {
+            "completed" => keys.completed(),
+            "failed" => keys.failed(),
+            other => {
+                return Err(ServiceError::invalid(
+                    "state",
+                    format!("cannot clean {other:?}"),
+                    "clean \"completed\" or \"failed\" jobs",
+                ))
+            }
+        };
+        let before = self.clock.now_ms() - millis(grace);
+        let old = self
+            .store
+            .zrange_by_score(&set, f64::NEG_INFINITY, score(before), limit)
+            .await?;
+        let removed = self
+            .remove_members(&keys, &set, old.into_iter().map(|(m, _)| m))
+            .await?;
+        Ok(Cleaned { removed })
+    }
+}

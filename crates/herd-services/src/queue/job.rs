@@ -1,0 +1,300 @@
+//! A job's record and the pure rules of its life: scores, backoff, what a failure leads to.
+//!
+//! The record is JSON at `herd:{q:NAME}:job:ID`. Its `member` (`ID#GEN`) is the job's name in
+//! whichever ordered set holds it; every transition that re-enters a set by `zadd` takes a new
+//! generation, so removing the old member can never remove the job's new place (see the
+//! module docs of `queue` for why that keeps jobs from being lost).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// BullMQ's backoff: `fixed` waits `delay`, `exponential` waits `2^(attempt-1) × delay`;
+/// `jitter` in [0, 1] takes up to that fraction off at random.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Backoff {
+    #[serde(rename = "type")]
+    pub kind: BackoffKind,
+    pub delay_ms: u64,
+    #[serde(default)]
+    pub jitter: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackoffKind {
+    Fixed,
+    Exponential,
+}
+
+/// Where a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// In `waiting` (due) or `delayed` (`due_ms` in the future).
+    Waiting,
+    Active,
+    Completed,
+    Failed,
+}
+
+impl State {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Waiting => "waiting",
+            State::Active => "active",
+            State::Completed => "completed",
+            State::Failed => "failed",
+        }
+    }
+}
+
+/// A new job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    pub name: String,
+    pub data: Value,
+    /// Deliveries allowed before a failing job is dead-lettered (BullMQ default 1).
+    pub attempts: u32,
+    pub backoff: Option<Backoff>,
+    pub delay: Duration,
+    /// 0 = none (after all prioritised jobs, as BullMQ), 1 = highest .. 2^21.
+    pub priority: u32,
+    /// Dedupe: adding an id that exists returns it and adds nothing.
+    pub job_id: Option<String>,
+    /// `remove_on_complete`: how many completed jobs to keep (`None`: all; `true` = 0).
+    pub keep_completed: Option<u64>,
+    /// `remove_on_fail`: how many dead-lettered jobs to keep (`None`: all).
+    pub keep_failed: Option<u64>,
+}
+
+impl NewJob {
+    /// A job with BullMQ's defaults.
+    #[must_use]
+    pub fn new(name: impl Into<String>, data: Value) -> Self {
+        NewJob {
+            name: name.into(),
+            data,
+            attempts: 1,
+            backoff: None,
+            delay: Duration::ZERO,
+            priority: 0,
+            job_id: None,
+            keep_completed: None,
+            keep_failed: None,
+        }
+    }
+}
+
+/// The highest priority value BullMQ accepts.
+pub const MAX_PRIORITY: u32 = 1 << 21;
+
+/// The stored record of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: String,
+    pub name: String,
+    pub data: Value,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<Backoff>,
+    pub priority: u32,
+    /// Order of adding among equal priorities.
+    pub seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_completed: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_failed: Option<u64>,
+    pub state: State,
+    /// Generation of `member`.
+    pub generation: u64,
+    pub added_ms: i64,
+    /// When a waiting job may be reserved.
+    pub due_ms: i64,
+    /// Deliveries so far (1 during the first).
+    pub attempt: u32,
+    /// Times its lease expired without ack or fail.
+    pub stalled: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_token: Option<String>,
+    #[serde(default)]
+    pub lease_until_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_reason: Option<String>,
+    /// One line per failed delivery, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+}
+
+impl JobRecord {
+    /// The job's name in the ordered set that holds it.
+    #[must_use]
+    pub fn member(&self) -> String {
+        member(&self.id, self.generation)
+    }
+
+    /// Moves the record to a new generation (before it enters a set by `zadd`).
+    pub fn next_generation(&mut self) {
+        self.generation += 1;
+    }
+
+    /// The score in `waiting`: priority first (0 sorts after every prioritised job), then the
+    /// order of adding. Exact in an f64: priority < 2^22, seq < 2^31.
+    #[must_use]
+    pub fn waiting_score(&self) -> f64 {
+        let p = if self.priority == 0 {
+            u64::from(MAX_PRIORITY) + 1
+        } else {
+            u64::from(self.priority)
+        };
+        #[allow(clippy::cast_precision_loss)]
+        let s = (p << 31 | (self.seq & 0x7fff_ffff)) as f64;
+        s
+    }
+}
+
+/// `ID#GEN`.
+#[must_use]
+pub fn member(id: &str, generation: u64) -> String {
+    format!("{id}#{generation}")
+}
+
+/// The job id in a set member (`None`: not one of ours).
+#[must_use]
+pub fn member_id(member: &str) -> Option<&str> {
+    member.rsplit_once('#').map(|(id, _)| id)
+}
+
+/// The wait before delivery number `attempt + 1` after delivery `attempt` failed; `unit` is a
+/// random number in [0, 1) for the jitter.
+#[must_use]
+pub fn backoff_delay(backoff: Option<&Backoff>, attempt: u32, unit: f64) -> Duration {
+    let Some(b) = backoff else {
+        return Duration::ZERO;
+    };
+    let base = match b.kind {
+        BackoffKind::Fixed => b.delay_ms,
+        BackoffKind::Exponential => b
+            .delay_ms
+            .saturating_mul(1u64 << attempt.saturating_sub(1).min(40)),
+    };
+    let jitter = b.jitter.clamp(0.0, 1.0) * unit.clamp(0.0, 1.0);
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss
+    )]
+    let ms = (base as f64 * (1.0 - jitter)) as u64;
+    Duration::from_millis(ms)
+}
+
+/// What an explicit failure leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFail {
+    /// Back to waiting, due at this time.
+    Retry { due_ms: i64 },
+    /// Dead-lettered (the `failed` set).
+    Dead,
+}
+
+/// Retry while deliveries remain and the worker allows it.
+#[must_use]
+pub fn after_fail(record: &JobRecord, retry: bool, now_ms: i64, unit: f64) -> AfterFail {
+    if retry && record.attempt < record.attempts {
+        let delay = backoff_delay(record.backoff.as_ref(), record.attempt, unit);
+        AfterFail::Retry {
+            due_ms: now_ms + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2),
+        }
+    } else {
+        AfterFail::Dead
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_like_bullmq() {
+        let exp = Backoff {
+            kind: BackoffKind::Exponential,
+            delay_ms: 1000,
+            jitter: 0.0,
+        };
+        let got: Vec<u64> = (1..=4)
+            .map(|a| backoff_delay(Some(&exp), a, 0.5).as_millis() as u64)
+            .collect();
+        assert_eq!(got, [1000, 2000, 4000, 8000]);
+        let fixed = Backoff {
+            kind: BackoffKind::Fixed,
+            delay_ms: 500,
+            jitter: 0.5,
+        };
+        assert_eq!(
+            backoff_delay(Some(&fixed), 3, 0.0),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            backoff_delay(Some(&fixed), 3, 1.0),
+            Duration::from_millis(250)
+        );
+        assert_eq!(backoff_delay(None, 3, 1.0), Duration::ZERO);
+        let huge = Backoff {
+            kind: BackoffKind::Exponential,
+            delay_ms: u64::MAX,
+            jitter: 0.0,
+        };
+        let _ = backoff_delay(Some(&huge), 100, 0.0);
+    }
+
+    #[test]
+    fn priority_orders_before_seq_and_zero_goes_last() {
+        let mut r = JobRecord {
+            id: "1".into(),
+            name: "n".into(),
+            data: Value::Null,
+            attempts: 1,
+            backoff: None,
+            priority: 0,
+            seq: 1,
+            keep_completed: None,
+            keep_failed: None,
+            state: State::Waiting,
+            generation: 0,
+            added_ms: 0,
+            due_ms: 0,
+            attempt: 0,
+            stalled: 0,
+            lease_token: None,
+            lease_until_ms: 0,
+            finished_ms: None,
+            failed_reason: None,
+            errors: vec![],
+            result: None,
+        };
+        let none_first = r.waiting_score();
+        r.priority = MAX_PRIORITY;
+        r.seq = 99;
+        let lowest = r.waiting_score();
+        r.priority = 1;
+        let highest = r.waiting_score();
+        assert!(highest < lowest && lowest < none_first);
+        r.attempt = 1;
+        r.attempts = 2;
+        assert_eq!(
+            after_fail(&r, true, 10, 0.0),
+            AfterFail::Retry { due_ms: 10 }
+        );
+        assert_eq!(after_fail(&r, false, 10, 0.0), AfterFail::Dead);
+        r.attempt = 2;
+        assert_eq!(after_fail(&r, true, 10, 0.0), AfterFail::Dead);
+        assert_eq!(member_id(&r.member()), Some("1"));
+        assert_eq!(member_id("a#b#3"), Some("a#b"));
+    }
+}

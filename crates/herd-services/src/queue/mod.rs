@@ -1,0 +1,464 @@
+//! Job queues with BullMQ's feature set over the shared store: priorities, delays, retries
+//! with backoff, dead letters, leases with stalled-job recovery, dedupe by job id, pause,
+//! clean, repeatable jobs (every / cron with time zone), a per-queue rate limit and a global
+//! concurrency cap.
+//!
+//! - `job`: the record and the pure rules (scores, backoff, what a failure leads to).
+//! - `spec`: the JSON form of a job (durations as text), shared by the HTTP API and schedules.
+//! - `reserve`: promote due delayed jobs, recover stalled ones, lease waiting ones; long-poll.
+//! - `finish`: ack, fail, extend; dead letters; clean.
+//! - `schedule`: repeatable jobs and the next cron firing in a time zone.
+//!
+//! # Layout
+//! All keys of queue `N` share the hash tag `{q:N}` (one Redis Cluster slot): the record
+//! `herd:{q:N}:job:ID` (KV, versioned) and ordered sets `waiting` (score = priority·2^31 +
+//! seq), `delayed` (due ms), `active` (lease deadline ms), `completed` and `failed` (finish
+//! ms). Set members are `ID#GEN`; the record names the current member.
+//!
+//! # At-least-once: no accepted job is lost, whatever store call the process dies after
+//! Every transition writes the record first (compare-and-swap on its version), then adds the
+//! job's *new* member to its new set, then removes the old member. So at every point the
+//! job's record or an old member still sits in some set, and whoever next reads that member
+//! (reserve, promotion, stalled recovery: all run on every reserve) finishes the move:
+//!
+//! - **add**: the record is written (`Absent`), then its member is added. Dying in between
+//!   means `add` never returned, so the job was not accepted; a retried add with the same
+//!   `job_id` finds the record and adds the missing member (repair on dedupe).
+//! - **reserve**: `zmove(waiting → active)` moves members atomically (a job is never in
+//!   neither set), then each record becomes `active` with a lease token. Dying in between
+//!   leaves a member in `active` whose record still says `waiting`: when its lease deadline
+//!   passes, stalled recovery puts it back in `waiting` (a re-delivery, never a loss).
+//! - **ack / fail / stalled recovery / retry of a dead letter**: record first (new
+//!   generation), `zadd` of the new member, `zrem` of the old. Dying after the record leaves
+//!   the old member in its set; whoever reads it sees the record names another member,
+//!   re-adds that member to the set the record's state names if it is missing there, and
+//!   removes the old one. Because the new member has a new name, removing the old one can
+//!   never remove the job from the place it has moved to, even if a reserve on another node
+//!   took it in between.
+//! - **promotion** of due delayed jobs keeps the member (`zadd waiting`, `zrem delayed`): a
+//!   job re-enters `delayed` only under a new generation, so the `zrem` is safe; a duplicate
+//!   in `waiting` is caught by the reserve's record check.
+//! - **extend**: record first, then the active score; dying in between leaves an early score,
+//!   and recovery sees the record's later deadline and restores it.
+//!
+//! Duplicated delivery is possible (a worker that outlives its lease); lost jobs are not.
+
+mod finish;
+pub mod job;
+mod reserve;
+mod schedule;
+pub mod spec;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use herd_store::{Backend as _, Expect, Store, Written};
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::{millis, Clock};
+use crate::error::{ServiceError, ServiceResult};
+pub use finish::Cleaned;
+pub use job::{Backoff, BackoffKind, JobRecord, NewJob, State};
+pub use reserve::Reserved;
+pub use schedule::{Repeat, ScheduleInfo};
+pub use spec::JobSpec;
+
+/// A per-queue rate limit: at most `max` jobs reserved per `duration` (BullMQ `limiter`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limiter {
+    pub max: u32,
+    pub duration: Duration,
+}
+
+/// Settings of one queue.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueSettings {
+    pub limiter: Option<Limiter>,
+    /// Most jobs active at once across all nodes.
+    pub concurrency: Option<u32>,
+}
+
+/// Queue settings.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// Lease when `reserve` names none (BullMQ lock 30 s, SQS visibility timeout 30 s).
+    pub default_lease: Duration,
+    /// Lease expiries a job survives before it is dead-lettered (BullMQ `maxStalledCount` 1).
+    pub max_stalled: u32,
+    /// Per-queue settings by name.
+    pub queues: HashMap<String, QueueSettings>,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            default_lease: Duration::from_secs(30),
+            max_stalled: 1,
+            queues: HashMap::new(),
+        }
+    }
+}
+
+/// Jobs per state (`GET /v1/queues/{q}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub waiting: u64,
+    pub delayed: u64,
+    pub active: u64,
+    pub completed: u64,
+    pub failed: u64,
+    /// Waiting jobs held back because the queue is paused (then `waiting` is 0).
+    pub paused: u64,
+    pub is_paused: bool,
+}
+
+/// Store keys of one queue.
+pub(crate) struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn new(queue: &str) -> Keys {
+        Keys {
+            prefix: format!("herd:{{q:{queue}}}"),
+        }
+    }
+    fn job(&self, id: &str) -> String {
+        format!("{}:job:{id}", self.prefix)
+    }
+    fn set(&self, name: &str) -> String {
+        format!("{}:{name}", self.prefix)
+    }
+    fn waiting(&self) -> String {
+        self.set("waiting")
+    }
+    fn delayed(&self) -> String {
+        self.set("delayed")
+    }
+    fn active(&self) -> String {
+        self.set("active")
+    }
+    fn completed(&self) -> String {
+        self.set("completed")
+    }
+    fn failed(&self) -> String {
+        self.set("failed")
+    }
+    fn channel(&self) -> String {
+        self.set("events")
+    }
+}
+
+/// What this node keeps per queue: a wake-up for long-polling reserves.
+#[derive(Default)]
+struct Local {
+    notify: Notify,
+    listening: std::sync::atomic::AtomicBool,
+}
+
+/// The queue service.
+pub struct Queues {
+    store: Arc<Store>,
+    clock: Arc<dyn Clock>,
+    config: QueueConfig,
+    local: Mutex<HashMap<String, Arc<Local>>>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// Queue names become part of a hash tag.
+fn check_queue(queue: &str) -> ServiceResult<()> {
+    if queue.is_empty() || queue.len() > 200 || queue.contains(['{', '}', '\0', ':', '/']) {
+        return Err(ServiceError::invalid(
+            "queue name",
+            format!("{queue:?} is empty, too long or contains '{{', '}}', ':', '/' or NUL"),
+            "use letters, digits, '-', '_' or '.'",
+        ));
+    }
+    Ok(())
+}
+
+fn check_job_id(id: &str) -> ServiceResult<()> {
+    if id.is_empty() || id.len() > 200 || id.contains(['\0', '/']) {
+        return Err(ServiceError::invalid(
+            "job_id",
+            format!("{id:?} is empty, over 200 bytes or contains '/' or NUL"),
+            "use a shorter id without '/'",
+        ));
+    }
+    Ok(())
+}
+
+fn corrupt(key: String, e: &serde_json::Error) -> ServiceError {
+    ServiceError::Corrupt {
+        key,
+        reason: e.to_string(),
+    }
+}
+
+fn encode(rec: &JobRecord) -> Bytes {
+    Bytes::from(serde_json::to_vec(rec).unwrap_or_default())
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn score(ms: i64) -> f64 {
+    ms as f64
+}
+
+impl Queues {
+    pub(crate) fn new(
+        store: Arc<Store>,
+        clock: Arc<dyn Clock>,
+        config: QueueConfig,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Queues {
+            store,
+            clock,
+            config,
+            local: Mutex::new(HashMap::new()),
+            shutdown,
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    fn settings(&self, queue: &str) -> QueueSettings {
+        self.config.queues.get(queue).cloned().unwrap_or_default()
+    }
+
+    fn local(&self, queue: &str) -> Arc<Local> {
+        Arc::clone(
+            self.local
+                .lock()
+                .unwrap()
+                .entry(queue.to_owned())
+                .or_default(),
+        )
+    }
+
+    /// Reads a job's record and its version.
+    async fn read(&self, keys: &Keys, id: &str) -> ServiceResult<Option<(JobRecord, u64)>> {
+        let key = keys.job(id);
+        match self.store.get(&key).await? {
+            None => Ok(None),
+            Some(v) => {
+                let rec = serde_json::from_slice(&v.value).map_err(|e| corrupt(key, &e))?;
+                Ok(Some((rec, v.version)))
+            }
+        }
+    }
+
+    /// Writes a record at `version`; `false` when another writer got there first.
+    async fn write(&self, keys: &Keys, rec: &JobRecord, version: u64) -> ServiceResult<bool> {
+        Ok(matches!(
+            self.store
+                .put(
+                    &keys.job(&rec.id),
+                    encode(rec),
+                    Expect::Version(version),
+                    None
+                )
+                .await?,
+            Written::Ok(_)
+        ))
+    }
+
+    /// The set (and score) the record's state says its member belongs in.
+    fn place(keys: &Keys, rec: &JobRecord, now: i64) -> (String, f64) {
+        match rec.state {
+            State::Waiting if rec.due_ms > now => (keys.delayed(), score(rec.due_ms)),
+            State::Waiting => (keys.waiting(), rec.waiting_score()),
+            State::Active => (keys.active(), score(rec.lease_until_ms)),
+            State::Completed => (keys.completed(), score(rec.finished_ms.unwrap_or(now))),
+            State::Failed => (keys.failed(), score(rec.finished_ms.unwrap_or(now))),
+        }
+    }
+
+    /// Makes sure the record's member is in the set its state names (finishing a move a
+    /// crashed or racing call left half done).
+    async fn repair(&self, keys: &Keys, rec: &JobRecord, now: i64) -> ServiceResult<()> {
+        let member = rec.member();
+        if rec.state == State::Waiting {
+            // Promotion may not have run yet: delayed or waiting both count.
+            for set in [keys.delayed(), keys.waiting()] {
+                if self.store.zscore(&set, &member).await?.is_some() {
+                    return Ok(());
+                }
+            }
+        }
+        let (set, s) = Self::place(keys, rec, now);
+        if rec.state == State::Waiting || self.store.zscore(&set, &member).await?.is_none() {
+            self.store.zadd(&set, &[(member, s)]).await?;
+        }
+        Ok(())
+    }
+
+    /// Wakes reserves waiting on this queue, here and on other nodes.
+    async fn announce(&self, queue: &str, keys: &Keys) {
+        self.local(queue).notify.notify_waiters();
+        if let Err(e) = self.store.publish(&keys.channel(), Bytes::new()).await {
+            tracing::debug!(queue, error = %e, "failed to announce new jobs; waiting reserves poll");
+        }
+    }
+
+    /// Adds a job; returns its id. With `job_id` set and a job of that id present (in any
+    /// state), returns that id and adds nothing (BullMQ dedupe).
+    ///
+    /// # Errors
+    /// `Invalid` queue, id, attempts or priority; store errors.
+    pub async fn add(&self, queue: &str, job: NewJob) -> ServiceResult<String> {
+        let id = self.add_quiet(queue, job).await?;
+        self.announce(queue, &Keys::new(queue)).await;
+        Ok(id)
+    }
+
+    /// Adds several jobs in order; returns their ids.
+    ///
+    /// # Errors
+    /// As [`Queues::add`]; jobs before the failing one stay added.
+    pub async fn add_bulk(&self, queue: &str, jobs: Vec<NewJob>) -> ServiceResult<Vec<String>> {
+        let mut ids = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            ids.push(self.add_quiet(queue, job).await?);
+        }
+        self.announce(queue, &Keys::new(queue)).await;
+        Ok(ids)
+    }
+
+    async fn add_quiet(&self, queue: &str, job: NewJob) -> ServiceResult<String> {
+        check_queue(queue)?;
+        spec::check_new_job(&job)?;
+        let keys = Keys::new(queue);
+        let now = self.clock.now_ms();
+        let id = match &job.job_id {
+            Some(id) => {
+                check_job_id(id)?;
+                id.clone()
+            }
+            None => self
+                .store
+                .incr(&keys.set("ids"), 1, None)
+                .await?
+                .to_string(),
+        };
+        let seq = u64::try_from(self.store.incr(&keys.set("seq"), 1, None).await?).unwrap_or(0);
+        let rec = JobRecord {
+            id: id.clone(),
+            name: job.name,
+            data: job.data,
+            attempts: job.attempts.max(1),
+            backoff: job.backoff,
+            priority: job.priority,
+            seq,
+            keep_completed: job.keep_completed,
+            keep_failed: job.keep_failed,
+            state: State::Waiting,
+            generation: 0,
+            added_ms: now,
+            due_ms: now + millis(job.delay),
+            attempt: 0,
+            stalled: 0,
+            lease_token: None,
+            lease_until_ms: 0,
+            finished_ms: None,
+            failed_reason: None,
+            errors: Vec::new(),
+            result: None,
+        };
+        match self
+            .store
+            .put(&keys.job(&id), encode(&rec), Expect::Absent, None)
+            .await?
+        {
+            Written::Ok(_) => {
+                let (set, s) = Self::place(&keys, &rec, now);
+                self.store.zadd(&set, &[(rec.member(), s)]).await?;
+            }
+            Written::Conflict(_) => {
+                // Dedupe; and finish an add that died between its two writes.
+                if let Some((existing, _)) = self.read(&keys, &id).await? {
+                    self.repair(&keys, &existing, now).await?;
+                }
+            }
+        }
+        Ok(id)
+    }
+
+    /// A job's record.
+    ///
+    /// # Errors
+    /// `NotFound`; store errors.
+    pub async fn get(&self, queue: &str, id: &str) -> ServiceResult<JobRecord> {
+        check_queue(queue)?;
+        self.read(&Keys::new(queue), id)
+            .await?
+            .map(|(r, _)| r)
+            .ok_or_else(|| ServiceError::not_found(format!("job {id} in queue {queue}")))
+    }
+
+    /// Jobs per state.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn counts(&self, queue: &str) -> ServiceResult<Counts> {
+        check_queue(queue)?;
+        let keys = Keys::new(queue);
+        let s = &self.store;
+        let is_paused = self.is_paused(&keys).await?;
+        let waiting = s.zcard(&keys.waiting()).await?;
+        Ok(Counts {
+            waiting: if is_paused { 0 } else { waiting },
+            paused: if is_paused { waiting } else { 0 },
+            delayed: s.zcard(&keys.delayed()).await?,
+            active: s.zcard(&keys.active()).await?,
+            completed: s.zcard(&keys.completed()).await?,
+            failed: s.zcard(&keys.failed()).await?,
+            is_paused,
+        })
+    }
+
+    async fn is_paused(&self, keys: &Keys) -> ServiceResult<bool> {
+        Ok(self.store.get(&keys.set("paused")).await?.is_some())
+    }
+
+    /// Stops reserves from handing out jobs (adds still queue up).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn pause(&self, queue: &str) -> ServiceResult<()> {
+        check_queue(queue)?;
+        let keys = Keys::new(queue);
+        self.store
+            .put(
+                &keys.set("paused"),
+                Bytes::from_static(b"1"),
+                Expect::Any,
+                None,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Lets reserves hand out jobs again.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn resume(&self, queue: &str) -> ServiceResult<()> {
+        check_queue(queue)?;
+        let keys = Keys::new(queue);
+        self.store.delete(&keys.set("paused"), Expect::Any).await?;
+        self.announce(queue, &keys).await;
+        Ok(())
+    }
+
+    /// Waits for background listeners to stop (after shutdown is cancelled).
+    pub(crate) async fn closed(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}

@@ -1,0 +1,417 @@
+//! Reserving jobs: materialise due schedules, promote due delayed jobs, recover stalled ones,
+//! then lease waiting ones with one atomic `zmove(waiting → active)`. `reserve` long-polls:
+//! it waits for an add on this node or a message from another (`herd:{q:N}:events`), never
+//! longer than `wait`, and re-checks at least once a second for jobs that became due.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use herd_store::{Backend as _, Expect, Gcra, GcraDecision};
+use serde::Serialize;
+use serde_json::Value;
+use tracing::Instrument as _;
+
+use super::job::{member_id, JobRecord, State};
+use super::{check_queue, score, Keys, Queues};
+use crate::clock::millis;
+use crate::error::{ServiceError, ServiceResult};
+use crate::ids;
+
+/// A leased job, as a worker receives it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Reserved {
+    pub id: String,
+    pub name: String,
+    pub data: Value,
+    /// Delivery number, 1 for the first.
+    pub attempt: u32,
+    /// Proves the lease to ack, fail and extend.
+    pub lease_token: String,
+    pub lease_until_ms: i64,
+}
+
+/// Work per reserve on promotion and recovery (the rest waits for the next reserve).
+const SWEEP: usize = 100;
+/// The most jobs one reserve hands out.
+pub(crate) const MAX_RESERVE: usize = 1000;
+
+impl Queues {
+    /// Leases up to `max` jobs for `lease`, waiting up to `wait` for one to arrive.
+    ///
+    /// # Errors
+    /// `Invalid` arguments; store errors.
+    pub async fn reserve(
+        &self,
+        queue: &str,
+        max: usize,
+        lease: Option<Duration>,
+        wait: Duration,
+    ) -> ServiceResult<Vec<Reserved>> {
+        check_queue(queue)?;
+        if max == 0 || max > MAX_RESERVE {
+            return Err(ServiceError::invalid(
+                "max",
+                format!("{max} is outside 1..={MAX_RESERVE}"),
+                "ask for 1 to 1000 jobs per reserve",
+            ));
+        }
+        let lease = lease.unwrap_or(self.config.default_lease);
+        if lease < Duration::from_millis(1) {
+            return Err(ServiceError::invalid(
+                "lease",
+                "a lease must be at least 1ms",
+                "pass e.g. \"lease\": \"30s\"",
+            ));
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        let local = self.local(queue);
+        if !wait.is_zero() {
+            self.listen(queue, &local);
+        }
+        loop {
+            // Registered before looking, so an add between the look and the wait is not missed.
+            let notified = local.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let jobs = self.reserve_once(queue, max, lease).await?;
+            let now = tokio::time::Instant::now();
+            if !jobs.is_empty() || now >= deadline {
+                return Ok(jobs);
+            }
+            let recheck = (now + Duration::from_secs(1)).min(deadline);
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep_until(recheck) => {}
+                () = self.shutdown.cancelled() => return Ok(Vec::new()),
+            }
+        }
+    }
+
+    /// Subscribes once per queue to other nodes' add messages.
+    fn listen(&self, queue: &str, local: &Arc<super::Local>) {
+        if local.listening.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let store = Arc::clone(&self.store);
+        let local = Arc::clone(local);
+        let channel = Keys::new(queue).channel();
+        let shutdown = self.shutdown.clone();
+        self.tasks.spawn(
+            async move {
+                loop {
+                    let sub = tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        s = store.subscribe(&channel) => s,
+                    };
+                    if let Ok(mut stream) = sub {
+                        loop {
+                            tokio::select! {
+                                () = shutdown.cancelled() => return,
+                                m = stream.next() => match m {
+                                    Some(_) => local.notify.notify_waiters(),
+                                    None => break,
+                                },
+                            }
+                        }
+                    }
+                    // Reserves still re-check every second meanwhile.
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+            .instrument(tracing::info_span!("queue_listener", queue = %queue)),
+        );
+    }
+
+    /// One non-waiting reserve.
+    async fn reserve_once(
+        &self,
+        queue: &str,
+        max: usize,
+        lease: Duration,
+    ) -> ServiceResult<Vec<Reserved>> {
+        let keys = Keys::new(queue);
+        let now = self.clock.now_ms();
+        self.run_schedules(queue, &keys, now).await?;
+        self.promote_due(&keys, now).await?;
+        self.recover_stalled(&keys, now).await?;
+        if self.is_paused(&keys).await? {
+            return Ok(Vec::new());
+        }
+        let settings = self.settings(queue);
+        let gate = match settings.concurrency {
+            Some(_) => match self.take_gate(&keys).await? {
+                Some(token) => Some(token),
+                None => return Ok(Vec::new()), // another node is reserving; the loop retries
+            },
+            None => None,
+        };
+        let result = self.lease_waiting(&keys, &settings, max, lease, now).await;
+        if let Some(token) = gate {
+            self.drop_gate(&keys, &token).await;
+        }
+        let moved = result?;
+        let deadline = now + millis(lease);
+        let mut out = Vec::with_capacity(moved.len());
+        for member in moved {
+            if let Some(job) = self.claim(&keys, &member, deadline).await? {
+                out.push(job);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Moves up to `max` waiting members to `active`, within the limiter and concurrency cap.
+    async fn lease_waiting(
+        &self,
+        keys: &Keys,
+        settings: &super::QueueSettings,
+        max: usize,
+        lease: Duration,
+        now: i64,
+    ) -> ServiceResult<Vec<String>> {
+        let mut allowed = max;
+        if let Some(cap) = settings.concurrency {
+            let active = self.store.zcard(&keys.active()).await?;
+            allowed =
+                allowed.min(usize::try_from(u64::from(cap).saturating_sub(active)).unwrap_or(0));
+        }
+        if allowed == 0 {
+            return Ok(Vec::new());
+        }
+        if let Some(limiter) = settings.limiter {
+            let waiting = usize::try_from(self.store.zcard(&keys.waiting()).await?).unwrap_or(0);
+            let interval = limiter.duration / limiter.max.max(1);
+            let params = Gcra {
+                emission_interval: interval,
+                burst_tolerance: interval * limiter.max.saturating_sub(1),
+            };
+            let mut granted = 0;
+            while granted < allowed.min(waiting) {
+                match self.store.gcra(&keys.set("limiter"), params).await? {
+                    GcraDecision::Allow { .. } => granted += 1,
+                    GcraDecision::Deny { .. } => break,
+                }
+            }
+            allowed = granted;
+        }
+        if allowed == 0 {
+            return Ok(Vec::new());
+        }
+        let moved = self
+            .store
+            .zmove(
+                &keys.waiting(),
+                &keys.active(),
+                f64::INFINITY,
+                allowed,
+                score(now + millis(lease)),
+            )
+            .await?;
+        Ok(moved.into_iter().map(|(m, _)| m).collect())
+    }
+
+    /// The concurrency cap needs the count and the move to be one step across nodes: a short
+    /// store lock around them. `None` when another node holds it.
+    async fn take_gate(&self, keys: &Keys) -> ServiceResult<Option<String>> {
+        let token = ids::random_id();
+        for attempt in 0..20u32 {
+            if self
+                .store
+                .acquire(
+                    &keys.set("reserve-gate"),
+                    &keys.set("reserve-gate-fence"),
+                    Bytes::from(token.clone()),
+                    Duration::from_secs(5),
+                )
+                .await?
+                .is_some()
+            {
+                return Ok(Some(token));
+            }
+            crate::sessions::backoff(attempt).await;
+        }
+        Ok(None)
+    }
+
+    async fn drop_gate(&self, keys: &Keys, token: &str) {
+        let key = keys.set("reserve-gate");
+        if let Ok(Some(v)) = self.store.get(&key).await {
+            if v.value.as_ref() == token.as_bytes() {
+                // If this fails the gate's 5 s TTL frees it.
+                let _ = self.store.delete(&key, Expect::Version(v.version)).await;
+            }
+        }
+    }
+
+    /// Turns a member moved into `active` into a leased job (record: active, new token).
+    async fn claim(
+        &self,
+        keys: &Keys,
+        member: &str,
+        deadline: i64,
+    ) -> ServiceResult<Option<Reserved>> {
+        for _ in 0..16 {
+            let Some(id) = member_id(member) else {
+                self.store
+                    .zrem(&keys.active(), &[member.to_owned()])
+                    .await?;
+                return Ok(None);
+            };
+            let Some((mut rec, version)) = self.read(keys, id).await? else {
+                self.store
+                    .zrem(&keys.active(), &[member.to_owned()])
+                    .await?;
+                return Ok(None);
+            };
+            if rec.member() != member {
+                self.repair(keys, &rec, self.clock.now_ms()).await?;
+                self.store
+                    .zrem(&keys.active(), &[member.to_owned()])
+                    .await?;
+                return Ok(None);
+            }
+            if rec.state == State::Active {
+                // A duplicate of a leased job's member was moved: keep its real deadline.
+                self.store
+                    .zadd(
+                        &keys.active(),
+                        &[(member.to_owned(), score(rec.lease_until_ms))],
+                    )
+                    .await?;
+                return Ok(None);
+            }
+            if rec.state != State::Waiting {
+                self.repair(keys, &rec, self.clock.now_ms()).await?;
+                self.store
+                    .zrem(&keys.active(), &[member.to_owned()])
+                    .await?;
+                return Ok(None);
+            }
+            let token = ids::random_id();
+            rec.state = State::Active;
+            rec.attempt += 1;
+            rec.lease_token = Some(token.clone());
+            rec.lease_until_ms = deadline;
+            if self.write(keys, &rec, version).await? {
+                return Ok(Some(Reserved {
+                    id: rec.id,
+                    name: rec.name,
+                    data: rec.data,
+                    attempt: rec.attempt,
+                    lease_token: token,
+                    lease_until_ms: deadline,
+                }));
+            }
+        }
+        // Still contended: stalled recovery re-delivers it after `deadline`.
+        Ok(None)
+    }
+
+    /// Moves delayed jobs whose time has come to `waiting`.
+    async fn promote_due(&self, keys: &Keys, now: i64) -> ServiceResult<()> {
+        let due = self
+            .store
+            .zrange_by_score(&keys.delayed(), f64::NEG_INFINITY, score(now), SWEEP)
+            .await?;
+        for (member, _) in due {
+            if let Some(rec) = self.current(keys, &member).await? {
+                if rec.state == State::Waiting {
+                    self.store
+                        .zadd(&keys.waiting(), &[(member.clone(), rec.waiting_score())])
+                        .await?;
+                } else {
+                    self.repair(keys, &rec, now).await?;
+                }
+            }
+            self.store.zrem(&keys.delayed(), &[member]).await?;
+        }
+        Ok(())
+    }
+
+    /// The record whose current member is `member`; repairs and returns `None` for a stale
+    /// or orphaned member (the caller removes it from its set).
+    async fn current(&self, keys: &Keys, member: &str) -> ServiceResult<Option<JobRecord>> {
+        let Some(id) = member_id(member) else {
+            return Ok(None);
+        };
+        match self.read(keys, id).await? {
+            None => Ok(None),
+            Some((rec, _)) if rec.member() != member => {
+                self.repair(keys, &rec, self.clock.now_ms()).await?;
+                Ok(None)
+            }
+            Some((rec, _)) => Ok(Some(rec)),
+        }
+    }
+
+    /// Re-delivers active jobs whose lease ran out (BullMQ stalled jobs); dead-letters those
+    /// that stalled more than `max_stalled` times.
+    async fn recover_stalled(&self, keys: &Keys, now: i64) -> ServiceResult<()> {
+        let expired = self
+            .store
+            .zrange_by_score(&keys.active(), f64::NEG_INFINITY, score(now), SWEEP)
+            .await?;
+        for (member, _) in expired {
+            let Some(id) = member_id(&member).map(str::to_owned) else {
+                self.store.zrem(&keys.active(), &[member]).await?;
+                continue;
+            };
+            let Some((mut rec, version)) = self.read(keys, &id).await? else {
+                self.store.zrem(&keys.active(), &[member]).await?;
+                continue;
+            };
+            if rec.member() != member {
+                self.repair(keys, &rec, now).await?;
+                self.store.zrem(&keys.active(), &[member]).await?;
+                continue;
+            }
+            match rec.state {
+                State::Active if rec.lease_until_ms > now => {
+                    // An extend wrote the record but not the score.
+                    self.store
+                        .zadd(&keys.active(), &[(member, score(rec.lease_until_ms))])
+                        .await?;
+                    continue;
+                }
+                State::Active => {
+                    rec.stalled += 1;
+                    rec.lease_token = None;
+                    if rec.stalled > self.config.max_stalled {
+                        rec.state = State::Failed;
+                        rec.finished_ms = Some(now);
+                        let reason = format!(
+                            "job stalled more than allowable limit ({} lease expiries)",
+                            rec.stalled
+                        );
+                        rec.errors.push(reason.clone());
+                        rec.failed_reason = Some(reason);
+                    } else {
+                        rec.state = State::Waiting;
+                        rec.due_ms = now;
+                    }
+                    tracing::info!(job = %rec.id, stalled = rec.stalled, "job lease expired; recovering");
+                }
+                // A reserve died between its move and its record write: deliver again.
+                State::Waiting => rec.due_ms = rec.due_ms.min(now),
+                State::Completed | State::Failed => {}
+            }
+            rec.next_generation();
+            if !self.write(keys, &rec, version).await? {
+                continue; // changed meanwhile (an ack, say); the next sweep looks again
+            }
+            let (set, s) = Self::place(keys, &rec, now);
+            self.store.zadd(&set, &[(rec.member(), s)]).await?;
+            self.store.zrem(&keys.active(), &[member]).await?;
+            if rec.state == State::Failed {
+                self.trim(keys, State::Failed, rec.keep_failed).await?;
+            }
+        }
+        Ok(())
+    }
+}

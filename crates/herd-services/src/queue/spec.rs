@@ -1,0 +1,180 @@
+//! The JSON form of a job, as `POST /v1/queues/{q}/jobs` and schedules take it. Durations are
+//! text (`"30s"`, `"250ms"`); `remove_on_complete` / `remove_on_fail` take `true`, `false` or
+//! a count to keep, as BullMQ does.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::job::{Backoff, BackoffKind, NewJob, MAX_PRIORITY};
+use crate::error::{ServiceError, ServiceResult};
+
+/// A job as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    pub name: String,
+    #[serde(default)]
+    pub data: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<BackoffSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remove_on_complete: Option<KeepSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remove_on_fail: Option<KeepSpec>,
+}
+
+/// `{"type": "fixed"|"exponential", "delay": "1s", "jitter": 0.5}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackoffSpec {
+    #[serde(rename = "type")]
+    pub kind: BackoffKind,
+    pub delay: String,
+    #[serde(default)]
+    pub jitter: f64,
+}
+
+/// `true` (keep none), `false` (keep all) or a count to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum KeepSpec {
+    Flag(bool),
+    Count(u64),
+}
+
+impl KeepSpec {
+    fn keep(self) -> Option<u64> {
+        match self {
+            KeepSpec::Flag(false) => None,
+            KeepSpec::Flag(true) => Some(0),
+            KeepSpec::Count(n) => Some(n),
+        }
+    }
+}
+
+/// Parses a duration such as `"30s"`, naming the field on error.
+pub(crate) fn duration(field: &str, text: &str) -> ServiceResult<std::time::Duration> {
+    herd_config::parse_duration(text).map_err(|reason| {
+        ServiceError::invalid(
+            field,
+            format!("{text:?}: {reason}"),
+            "use a number with ms, s, m, h or d, e.g. \"30s\" or \"250ms\"",
+        )
+    })
+}
+
+impl JobSpec {
+    /// The job this spec describes.
+    ///
+    /// # Errors
+    /// `Invalid` durations, attempts, priority or jitter.
+    pub fn to_new_job(&self) -> ServiceResult<NewJob> {
+        let backoff = match &self.backoff {
+            None => None,
+            Some(b) => Some(Backoff {
+                kind: b.kind,
+                delay_ms: u64::try_from(duration("backoff.delay", &b.delay)?.as_millis())
+                    .unwrap_or(u64::MAX),
+                jitter: b.jitter,
+            }),
+        };
+        let job = NewJob {
+            name: self.name.clone(),
+            data: self.data.clone(),
+            attempts: self.attempts.unwrap_or(1),
+            backoff,
+            delay: match &self.delay {
+                Some(d) => duration("delay", d)?,
+                None => std::time::Duration::ZERO,
+            },
+            priority: self.priority.unwrap_or(0),
+            job_id: self.job_id.clone(),
+            keep_completed: self.remove_on_complete.and_then(KeepSpec::keep),
+            keep_failed: self.remove_on_fail.and_then(KeepSpec::keep),
+        };
+        check_new_job(&job)?;
+        Ok(job)
+    }
+}
+
+/// Checks the values a job may take.
+pub(crate) fn check_new_job(job: &NewJob) -> ServiceResult<()> {
+    if job.name.is_empty() || job.name.len() > 200 {
+        return Err(ServiceError::invalid(
+            "name",
+            "a job name must be 1 to 200 bytes",
+            "name the kind of work, e.g. \"send-email\"",
+        ));
+    }
+    if job.attempts == 0 {
+        return Err(ServiceError::invalid(
+            "attempts",
+            "attempts must be at least 1",
+            "attempts counts deliveries including the first (BullMQ default 1)",
+        ));
+    }
+    if job.priority > MAX_PRIORITY {
+        return Err(ServiceError::invalid(
+            "priority",
+            format!("{} is above {MAX_PRIORITY}", job.priority),
+            "use 1 (highest) to 2097152, or 0 for none",
+        ));
+    }
+    if let Some(b) = &job.backoff {
+        if !(0.0..=1.0).contains(&b.jitter) {
+            return Err(ServiceError::invalid(
+                "backoff.jitter",
+                format!("{} is outside 0..1", b.jitter),
+                "jitter is the fraction of the delay taken off at random, e.g. 0.5",
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_bullmq_style_options() {
+        let spec: JobSpec = serde_json::from_value(serde_json::json!({
+            "name": "email", "data": {"to": "a@b"}, "attempts": 3,
+            "backoff": {"type": "exponential", "delay": "1s", "jitter": 0.2},
+            "delay": "250ms", "priority": 5, "job_id": "x", "remove_on_complete": true,
+            "remove_on_fail": 100
+        }))
+        .unwrap();
+        let job = spec.to_new_job().unwrap();
+        assert_eq!(job.attempts, 3);
+        assert_eq!(job.backoff.unwrap().delay_ms, 1000);
+        assert_eq!(job.delay, std::time::Duration::from_millis(250));
+        assert_eq!((job.keep_completed, job.keep_failed), (Some(0), Some(100)));
+    }
+
+    #[test]
+    fn bad_values_say_which_field() {
+        let bad = |v: serde_json::Value| {
+            serde_json::from_value::<JobSpec>(v)
+                .unwrap()
+                .to_new_job()
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(bad(serde_json::json!({"name": "a", "delay": "5"})).contains("delay"));
+        assert!(bad(serde_json::json!({"name": "a", "attempts": 0})).contains("attempts"));
+        assert!(bad(serde_json::json!({"name": "a", "priority": 3_000_000})).contains("priority"));
+        assert!(
+            serde_json::from_value::<JobSpec>(serde_json::json!({"name": "a", "atempts": 1}))
+                .is_err()
+        );
+    }
+}

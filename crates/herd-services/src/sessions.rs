@@ -1,0 +1,321 @@
+//! Sessions: JSON objects under a random id, with a TTL, versions for compare-and-swap and a
+//! per-field merge that never loses a concurrent write.
+//!
+//! A session is one KV record at `herd:{s:ID}` (one hash tag per session, so one Redis Cluster
+//! slot): `{"data": {...}, "ttl_ms": N}`. The store's version of the key is the session's
+//! version (the HTTP ETag). Whole-object saves (express-session's `save`) lose concurrent
+//! writes; [`Sessions::patch`] instead re-reads and retries its compare-and-swap until its fields
+//! are in, so twenty concurrent PATCHes of different fields all survive.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use herd_store::{Backend as _, Expect, Store, Written};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::{ServiceError, ServiceResult};
+use crate::ids;
+
+/// Session settings.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// TTL when `create` names none (connect-redis: 86400 s).
+    pub default_ttl: Duration,
+    /// Reset the TTL on every read (express-session `rolling`).
+    pub rolling: bool,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            default_ttl: Duration::from_secs(86_400),
+            rolling: false,
+        }
+    }
+}
+
+/// A session's id and version after a write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionRef {
+    pub id: String,
+    pub version: u64,
+}
+
+/// A session as read.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Session {
+    pub id: String,
+    pub version: u64,
+    pub data: Map<String, Value>,
+    /// The session's TTL in milliseconds (reset by writes and, when rolling, by reads).
+    pub ttl_ms: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    data: Map<String, Value>,
+    ttl_ms: u64,
+}
+
+/// How many times a merge retries its compare-and-swap before giving up (each retry waits a
+/// little, randomised, so contenders spread out).
+const MAX_CAS_TRIES: u32 = 64;
+
+/// The session service.
+pub struct Sessions {
+    store: Arc<Store>,
+    config: SessionConfig,
+}
+
+fn key(id: &str) -> String {
+    format!("herd:{{s:{id}}}")
+}
+
+impl Sessions {
+    pub(crate) fn new(store: Arc<Store>, config: SessionConfig) -> Self {
+        Sessions { store, config }
+    }
+
+    /// Creates a session holding `data`.
+    ///
+    /// # Errors
+    /// Store errors; `Invalid` for a zero TTL.
+    pub async fn create(
+        &self,
+        data: Map<String, Value>,
+        ttl: Option<Duration>,
+    ) -> ServiceResult<SessionRef> {
+        let ttl = ttl.unwrap_or(self.config.default_ttl);
+        if ttl.is_zero() {
+            return Err(ServiceError::invalid(
+                "ttl",
+                "a session TTL must be above zero",
+                "pass e.g. \"ttl\": \"1h\"",
+            ));
+        }
+        let record = Record {
+            data,
+            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+        };
+        // A 128-bit random id does not collide in practice; Absent makes sure it never
+        // overwrites one that does.
+        loop {
+            let id = ids::random_id();
+            match self
+                .store
+                .put(&key(&id), encode(&record), Expect::Absent, Some(ttl))
+                .await?
+            {
+                Written::Ok(version) => return Ok(SessionRef { id, version }),
+                Written::Conflict(_) => continue,
+            }
+        }
+    }
+
+    async fn read(&self, id: &str) -> ServiceResult<Option<(Record, u64)>> {
+        if !ids::looks_like_id(id) {
+            return Ok(None);
+        }
+        let Some(found) = self.store.get(&key(id)).await? else {
+            return Ok(None);
+        };
+        let record: Record =
+            serde_json::from_slice(&found.value).map_err(|e| ServiceError::Corrupt {
+                key: key(id),
+                reason: e.to_string(),
+            })?;
+        Ok(Some((record, found.version)))
+    }
+
+    /// Reads a session; with `rolling`, resets its TTL.
+    ///
+    /// # Errors
+    /// `NotFound`, store errors.
+    pub async fn get(&self, id: &str) -> ServiceResult<Session> {
+        let (record, version) = self.read(id).await?.ok_or_else(|| not_found(id))?;
+        if self.config.rolling {
+            // A write between the read and the touch already reset the TTL.
+            self.store
+                .touch(
+                    &key(id),
+                    Duration::from_millis(record.ttl_ms),
+                    Expect::Version(version),
+                )
+                .await?;
+        }
+        Ok(Session {
+            id: id.to_owned(),
+            version,
+            data: record.data,
+            ttl_ms: record.ttl_ms,
+        })
+    }
+
+    /// Replaces a session's data; with `if_match`, only if the session is at that version.
+    ///
+    /// # Errors
+    /// `NotFound`, `VersionMismatch` (412), store errors.
+    pub async fn put(
+        &self,
+        id: &str,
+        data: Map<String, Value>,
+        if_match: Option<u64>,
+    ) -> ServiceResult<SessionRef> {
+        let (old, version) = self.read(id).await?.ok_or_else(|| not_found(id))?;
+        let expect = Expect::Version(if_match.unwrap_or(version));
+        let record = Record {
+            data,
+            ttl_ms: old.ttl_ms,
+        };
+        self.write(id, &record, expect).await
+    }
+
+    async fn write(&self, id: &str, record: &Record, expect: Expect) -> ServiceResult<SessionRef> {
+        let ttl = Duration::from_millis(record.ttl_ms);
+        match self
+            .store
+            .put(&key(id), encode(record), expect, Some(ttl))
+            .await?
+        {
+            Written::Ok(version) => Ok(SessionRef {
+                id: id.to_owned(),
+                version,
+            }),
+            Written::Conflict(None) => Err(not_found(id)),
+            Written::Conflict(current) => Err(ServiceError::VersionMismatch {
+                what: format!("session {id}"),
+                expected: match expect {
+                    Expect::Version(v) => v,
+                    _ => 0,
+                },
+                current,
+            }),
+        }
+    }
+
+    /// Merges `fields` into the session: each field replaces the stored one, `null` removes it
+    /// (JSON merge patch, top level). Without `if_match` it retries its compare-and-swap until
+    /// it wins, so concurrent patches of different fields all survive.
+    ///
+    /// # Errors
+    /// `NotFound`, `VersionMismatch` (with `if_match`), `Contended`, store errors.
+    pub async fn patch(
+        &self,
+        id: &str,
+        fields: Map<String, Value>,
+        if_match: Option<u64>,
+    ) -> ServiceResult<SessionRef> {
+        for attempt in 0..MAX_CAS_TRIES {
+            let (mut record, version) = self.read(id).await?.ok_or_else(|| not_found(id))?;
+            if let Some(expected) = if_match {
+                if expected != version {
+                    return Err(ServiceError::VersionMismatch {
+                        what: format!("session {id}"),
+                        expected,
+                        current: Some(version),
+                    });
+                }
+            }
+            for (k, v) in &fields {
+                if v.is_null() {
+                    record.data.remove(k);
+                } else {
+                    record.data.insert(k.clone(), v.clone());
+                }
+            }
+            match self.write(id, &record, Expect::Version(version)).await {
+                Err(ServiceError::VersionMismatch { .. }) if if_match.is_none() => {
+                    backoff(attempt).await;
+                }
+                other => return other,
+            }
+        }
+        Err(ServiceError::Contended {
+            what: format!("session {id}"),
+            tries: MAX_CAS_TRIES,
+        })
+    }
+
+    /// Deletes a session; with `if_match`, only at that version.
+    ///
+    /// # Errors
+    /// `NotFound`, `VersionMismatch`, store errors.
+    pub async fn delete(&self, id: &str, if_match: Option<u64>) -> ServiceResult<()> {
+        if !ids::looks_like_id(id) {
+            return Err(not_found(id));
+        }
+        let expect = if_match.map_or(Expect::Any, Expect::Version);
+        if self.store.delete(&key(id), expect).await? {
+            return Ok(());
+        }
+        match (if_match, self.store.get(&key(id)).await?) {
+            (Some(expected), Some(current)) => Err(ServiceError::VersionMismatch {
+                what: format!("session {id}"),
+                expected,
+                current: Some(current.version),
+            }),
+            _ => Err(not_found(id)),
+        }
+    }
+
+    /// Resets a session's TTL without reading it (express-session's store `touch`).
+    ///
+    /// # Errors
+    /// `NotFound`, store errors.
+    pub async fn touch(&self, id: &str) -> ServiceResult<()> {
+        let (record, _) = self.read(id).await?.ok_or_else(|| not_found(id))?;
+        let ttl = Duration::from_millis(record.ttl_ms);
+        if self.store.touch(&key(id), ttl, Expect::Any).await? {
+            Ok(())
+        } else {
+            Err(not_found(id))
+        }
+    }
+
+    /// Moves a session to a fresh id (call at login: the id an attacker planted stops working).
+    /// The old id is deleted only if the session did not change meanwhile; otherwise the copy is
+    /// retried with the newer data.
+    ///
+    /// # Errors
+    /// `NotFound`, `Contended`, store errors.
+    pub async fn regenerate(&self, id: &str) -> ServiceResult<SessionRef> {
+        for attempt in 0..MAX_CAS_TRIES {
+            let (record, version) = self.read(id).await?.ok_or_else(|| not_found(id))?;
+            let created = self
+                .create(record.data, Some(Duration::from_millis(record.ttl_ms)))
+                .await?;
+            if self
+                .store
+                .delete(&key(id), Expect::Version(version))
+                .await?
+            {
+                return Ok(created);
+            }
+            // The old session changed (or vanished) under us: drop the copy and start over.
+            self.store.delete(&key(&created.id), Expect::Any).await?;
+            backoff(attempt).await;
+        }
+        Err(ServiceError::Contended {
+            what: format!("session {id}"),
+            tries: MAX_CAS_TRIES,
+        })
+    }
+}
+
+fn encode(record: &Record) -> Bytes {
+    Bytes::from(serde_json::to_vec(record).unwrap_or_default())
+}
+
+fn not_found(id: &str) -> ServiceError {
+    ServiceError::not_found(format!("session {id}"))
+}
+
+/// A short randomised pause between compare-and-swap retries (up to ~10 ms).
+pub(crate) async fn backoff(attempt: u32) {
+    use rand::Rng as _;
+    let cap = 1u64 << attempt.min(3);
+    let micros = rand::rng().random_range(0..=cap * 1_250);
+    tokio::time::sleep(Duration::from_micros(micros)).await;
+}

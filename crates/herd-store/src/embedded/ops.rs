@@ -1,0 +1,479 @@
+//! The write operations the writer thread applies, each atomic inside the batch's transaction.
+//!
+//! Every op checks everything it needs before it writes anything, so an op that fails with a
+//! logical error (`WrongType`, `Invalid`) leaves no trace even though its batch commits.
+//! A storage error (`StoreError::Backend`) aborts the whole batch instead.
+
+use bytes::Bytes;
+#[cfg(test)]
+use redb::ReadableTableMetadata;
+use redb::{ReadableTable, Table, WriteTransaction};
+
+use super::codec::{bits_score, score_bits, Entry, Kind, EXP, KV, ZO, ZS};
+use super::read::{live_entry, raw_entry, zrange};
+use super::OrBackend;
+use crate::{args, Expect, Gcra, GcraDecision, StoreError, StoreResult, Written};
+
+/// One queued write.
+#[derive(Debug)]
+pub(super) enum Op {
+    Put {
+        key: String,
+        value: Bytes,
+        expect: Expect,
+        ttl_ms: Option<u64>,
+    },
+    Delete {
+        key: String,
+        expect: Expect,
+    },
+    Touch {
+        key: String,
+        ttl_ms: u64,
+        expect: Expect,
+    },
+    Incr {
+        key: String,
+        by: i64,
+        ttl_ms: Option<u64>,
+    },
+    Acquire {
+        key: String,
+        fence_key: String,
+        value: Bytes,
+        ttl_ms: u64,
+    },
+    Zadd {
+        key: String,
+        members: Vec<(String, f64)>,
+    },
+    Zrem {
+        key: String,
+        members: Vec<String>,
+    },
+    Zmove {
+        src: String,
+        dst: String,
+        max_score: f64,
+        count: usize,
+        dst_score: f64,
+    },
+    Gcra {
+        key: String,
+        params: Gcra,
+    },
+    /// Removes up to `limit` expired keys (the background sweeper).
+    Sweep {
+        limit: usize,
+    },
+}
+
+/// What an op answers.
+#[derive(Debug)]
+pub(super) enum Reply {
+    Written(Written),
+    Bool(bool),
+    Int(i64),
+    Fence(Option<u64>),
+    Count(u64),
+    Members(Vec<(String, f64)>),
+    Gcra(GcraDecision),
+}
+
+/// The tables of one write transaction.
+pub(super) struct Tables<'t> {
+    kv: Table<'t, &'static str, &'static [u8]>,
+    exp: Table<'t, (u64, &'static str), ()>,
+    zs: Table<'t, (&'static str, &'static str), u64>,
+    zo: Table<'t, (&'static str, u64, &'static str), ()>,
+}
+
+impl<'t> Tables<'t> {
+    pub(super) fn open(txn: &'t WriteTransaction) -> StoreResult<Tables<'t>> {
+        Ok(Tables {
+            kv: txn.open_table(KV).or_backend()?,
+            exp: txn.open_table(EXP).or_backend()?,
+            zs: txn.open_table(ZS).or_backend()?,
+            zo: txn.open_table(ZO).or_backend()?,
+        })
+    }
+
+    /// Writes `entry` at `key`, keeping the expiry index in step with the `old` entry.
+    fn store(&mut self, key: &str, entry: &Entry, old: Option<&Entry>) -> StoreResult<()> {
+        if let Some(old) = old.filter(|o| o.expires_ms != 0 && o.expires_ms != entry.expires_ms) {
+            self.exp.remove((old.expires_ms, key)).or_backend()?;
+        }
+        if entry.expires_ms != 0 {
+            self.exp.insert((entry.expires_ms, key), ()).or_backend()?;
+        }
+        self.kv
+            .insert(key, entry.encode().as_slice())
+            .or_backend()?;
+        Ok(())
+    }
+
+    fn remove(&mut self, key: &str, old: &Entry) -> StoreResult<()> {
+        if old.expires_ms != 0 {
+            self.exp.remove((old.expires_ms, key)).or_backend()?;
+        }
+        self.kv.remove(key).or_backend()?;
+        Ok(())
+    }
+
+    fn zset_insert(&mut self, set: &str, member: &str, score: f64) -> StoreResult<()> {
+        let bits = score_bits(score);
+        if let Some(old) = self.zs.insert((set, member), bits).or_backend()? {
+            let old = old.value();
+            if old != bits {
+                self.zo.remove((set, old, member)).or_backend()?;
+            }
+        }
+        self.zo.insert((set, bits, member), ()).or_backend()?;
+        Ok(())
+    }
+
+    fn zset_remove(&mut self, set: &str, member: &str) -> StoreResult<bool> {
+        let old = self
+            .zs
+            .remove((set, member))
+            .or_backend()?
+            .map(|g| g.value());
+        if let Some(bits) = old {
+            self.zo.remove((set, bits, member)).or_backend()?;
+        }
+        Ok(old.is_some())
+    }
+}
+
+fn wrong_type(key: &str, expected: &'static str, found: Kind) -> StoreError {
+    StoreError::WrongType {
+        key: key.to_owned(),
+        expected,
+        found: found.name(),
+    }
+}
+
+/// The live value entry at `key`, refusing counters and rate-limit state.
+fn live_value(t: &Tables<'_>, key: &str, now: u64) -> StoreResult<(Option<Entry>, Option<Entry>)> {
+    let raw = raw_entry(&t.kv, key)?;
+    let live = raw.clone().filter(|e| !e.expired(now));
+    if let Some(e) = &live {
+        if e.kind != Kind::Value {
+            return Err(wrong_type(key, "value", e.kind));
+        }
+    }
+    Ok((raw, live))
+}
+
+fn holds(expect: Expect, live: Option<&Entry>) -> bool {
+    match expect {
+        Expect::Any => true,
+        Expect::Absent => live.is_none(),
+        Expect::Version(v) => live.is_some_and(|e| e.version == v),
+    }
+}
+
+fn expiry(now: u64, ttl_ms: Option<u64>) -> u64 {
+    ttl_ms.map_or(0, |t| now.saturating_add(t))
+}
+
+/// Applies one op at wall-clock time `now` (ms).
+pub(super) fn apply(t: &mut Tables<'_>, op: &Op, now: u64) -> StoreResult<Reply> {
+    match op {
+        Op::Put {
+            key,
+            value,
+            expect,
+            ttl_ms,
+        } => {
+            let (raw, live) = live_value(t, key, now)?;
+            if !holds(*expect, live.as_ref()) {
+                return Ok(Reply::Written(Written::Conflict(live.map(|e| e.version))));
+            }
+            let version = live.map_or(1, |e| e.version + 1);
+            let entry = Entry {
+                kind: Kind::Value,
+                version,
+                expires_ms: expiry(now, *ttl_ms),
+                payload: value.to_vec(),
+            };
+            t.store(key, &entry, raw.as_ref())?;
+            Ok(Reply::Written(Written::Ok(version)))
+        }
+        Op::Delete { key, expect } => {
+            let raw = raw_entry(&t.kv, key)?;
+            let live = raw.as_ref().filter(|e| !e.expired(now));
+            let ok = match (expect, live) {
+                (_, None) | (Expect::Absent, _) => false,
+                (Expect::Any, Some(_)) => true,
+                (Expect::Version(v), Some(e)) if e.kind == Kind::Value => e.version == *v,
+                (Expect::Version(_), Some(e)) => return Err(wrong_type(key, "value", e.kind)),
+            };
+            if let Some(raw) = &raw {
+                // An expired entry goes too: it is absent to callers anyway.
+                if ok || live.is_none() {
+                    t.remove(key, raw)?;
+                }
+            }
+            Ok(Reply::Bool(ok))
+        }
+        Op::Touch {
+            key,
+            ttl_ms,
+            expect,
+        } => {
+            let raw = raw_entry(&t.kv, key)?;
+            let Some(live) = raw.clone().filter(|e| !e.expired(now)) else {
+                return Ok(Reply::Bool(false));
+            };
+            let ok = match expect {
+                Expect::Any => true,
+                Expect::Absent => false,
+                Expect::Version(v) if live.kind == Kind::Value => live.version == *v,
+                Expect::Version(_) => return Err(wrong_type(key, "value", live.kind)),
+            };
+            if ok {
+                let entry = Entry {
+                    expires_ms: expiry(now, Some(*ttl_ms)),
+                    ..live
+                };
+                t.store(key, &entry, raw.as_ref())?;
+            }
+            Ok(Reply::Bool(ok))
+        }
+        Op::Incr { key, by, ttl_ms } => {
+            let (raw, n) = counter(t, key, now)?;
+            let next = n.checked_add(*by).ok_or_else(|| {
+                StoreError::Invalid(format!(
+                    "incr of counter {key:?} by {by} overflows (it is {n})"
+                ))
+            })?;
+            let expires_ms = match ttl_ms {
+                Some(_) => expiry(now, *ttl_ms),
+                None => raw
+                    .as_ref()
+                    .filter(|e| !e.expired(now))
+                    .map_or(0, |e| e.expires_ms),
+            };
+            let entry = Entry {
+                kind: Kind::Counter,
+                version: 0,
+                expires_ms,
+                payload: next.to_be_bytes().to_vec(),
+            };
+            t.store(key, &entry, raw.as_ref())?;
+            Ok(Reply::Int(next))
+        }
+        Op::Acquire {
+            key,
+            fence_key,
+            value,
+            ttl_ms,
+        } => {
+            let raw = raw_entry(&t.kv, key)?;
+            if raw.as_ref().is_some_and(|e| !e.expired(now)) {
+                return Ok(Reply::Fence(None));
+            }
+            let (fence_raw, n) = counter(t, fence_key, now)?;
+            let fence = n.checked_add(1).ok_or_else(|| {
+                StoreError::Invalid(format!("fence counter {fence_key:?} overflows"))
+            })?;
+            let lock = Entry {
+                kind: Kind::Value,
+                version: 1,
+                expires_ms: expiry(now, Some(*ttl_ms)),
+                payload: value.to_vec(),
+            };
+            t.store(key, &lock, raw.as_ref())?;
+            let keep = fence_raw
+                .as_ref()
+                .filter(|e| !e.expired(now))
+                .map_or(0, |e| e.expires_ms);
+            let entry = Entry {
+                kind: Kind::Counter,
+                version: 0,
+                expires_ms: keep,
+                payload: fence.to_be_bytes().to_vec(),
+            };
+            t.store(fence_key, &entry, fence_raw.as_ref())?;
+            Ok(Reply::Fence(Some(u64::try_from(fence).unwrap_or(0))))
+        }
+        Op::Zadd { key, members } => {
+            for (m, s) in members {
+                t.zset_insert(key, m, *s)?;
+            }
+            Ok(Reply::Count(members.len() as u64))
+        }
+        Op::Zrem { key, members } => {
+            let mut n = 0;
+            for m in members {
+                n += u64::from(t.zset_remove(key, m)?);
+            }
+            Ok(Reply::Count(n))
+        }
+        Op::Zmove {
+            src,
+            dst,
+            max_score,
+            count,
+            dst_score,
+        } => {
+            let picked = zrange(&t.zo, src, f64::NEG_INFINITY, *max_score, *count)?;
+            let mut moved = Vec::with_capacity(picked.len());
+            for (m, bits) in picked {
+                t.zset_remove(src, &m)?;
+                t.zset_insert(dst, &m, *dst_score)?;
+                moved.push((m, bits_score(bits)));
+            }
+            Ok(Reply::Members(moved))
+        }
+        Op::Gcra { key, params } => {
+            let (t_us, tau_us) = args::gcra_us(key, *params)?;
+            let raw = raw_entry(&t.kv, key)?;
+            let live = raw.clone().filter(|e| !e.expired(now));
+            let tat = match &live {
+                None => None,
+                Some(e) if e.kind == Kind::Gcra => Some(e.int(key)? as u64),
+                Some(e) => return Err(wrong_type(key, "rate-limit state", e.kind)),
+            };
+            let now_us = now * 1000;
+            let (decision, new_tat) = args::gcra_step(tat, now_us, t_us, tau_us);
+            if let Some(new_tat) = new_tat {
+                // The state is worthless once the key is back at the steady rate: expire it then.
+                let expires_ms = new_tat / 1000 + 1;
+                let entry = Entry {
+                    kind: Kind::Gcra,
+                    version: 0,
+                    expires_ms,
+                    payload: new_tat.to_be_bytes().to_vec(),
+                };
+                t.store(key, &entry, raw.as_ref())?;
+            }
+            Ok(Reply::Gcra(decision))
+        }
+        Op::Sweep { limit } => sweep(t, now, *limit).map(|n| Reply::Count(n as u64)),
+    }
+}
+
+/// The counter at `key` (absent or expired: 0) with its raw entry.
+fn counter(t: &Tables<'_>, key: &str, now: u64) -> StoreResult<(Option<Entry>, i64)> {
+    let raw = raw_entry(&t.kv, key)?;
+    let n = match raw.as_ref().filter(|e| !e.expired(now)) {
+        None => 0,
+        Some(e) if e.kind == Kind::Counter => e.int(key)?,
+        Some(e) => return Err(wrong_type(key, "counter", e.kind)),
+    };
+    Ok((raw, n))
+}
+
+fn sweep(t: &mut Tables<'_>, now: u64, limit: usize) -> StoreResult<usize> {
+    let mut due = Vec::new();
+    for item in t.exp.range(..(now.saturating_add(1), "")).or_backend()? {
+        let (k, _) = item.or_backend()?;
+        let (at, key) = k.value();
+        due.push((at, key.to_owned()));
+        if due.len() == limit {
+            break;
+        }
+    }
+    for (at, key) in &due {
+        t.exp.remove((*at, key.as_str())).or_backend()?;
+        // The index may be stale if the key was rewritten; only an entry still due goes.
+        if live_entry(&t.kv, key, now)?.is_none() && raw_entry(&t.kv, key)?.is_some() {
+            t.kv.remove(key.as_str()).or_backend()?;
+        }
+    }
+    Ok(due.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_tables(f: impl FnOnce(&mut Tables<'_>)) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("t.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = Tables::open(&txn).unwrap();
+            f(&mut t);
+        }
+        txn.commit().unwrap();
+        dir
+    }
+
+    fn put(key: &str, ttl_ms: Option<u64>) -> Op {
+        Op::Put {
+            key: key.into(),
+            value: Bytes::from_static(b"v"),
+            expect: Expect::Any,
+            ttl_ms,
+        }
+    }
+
+    #[test]
+    fn sweep_removes_only_entries_still_due() {
+        with_tables(|t| {
+            apply(t, &put("a", Some(10)), 1_000).unwrap();
+            apply(t, &put("b", Some(10)), 1_000).unwrap();
+            apply(t, &put("c", None), 1_000).unwrap();
+            // b is rewritten with a later expiry: its old index entry must not remove it.
+            apply(
+                t,
+                &Op::Touch {
+                    key: "b".into(),
+                    ttl_ms: 60_000,
+                    expect: Expect::Any,
+                },
+                1_005,
+            )
+            .unwrap();
+            assert!(matches!(
+                apply(t, &Op::Sweep { limit: 100 }, 1_005).unwrap(),
+                Reply::Count(0)
+            ));
+            assert!(matches!(
+                apply(t, &Op::Sweep { limit: 100 }, 2_000).unwrap(),
+                Reply::Count(1)
+            ));
+            assert!(
+                raw_entry(&t.kv, "a").unwrap().is_none(),
+                "expired a is gone from the file"
+            );
+            assert!(raw_entry(&t.kv, "b").unwrap().is_some());
+            assert!(raw_entry(&t.kv, "c").unwrap().is_some());
+            assert_eq!(t.exp.len().unwrap(), 1, "only b's new expiry is indexed");
+        });
+    }
+
+    #[test]
+    fn failed_op_writes_nothing() {
+        with_tables(|t| {
+            apply(
+                t,
+                &Op::Incr {
+                    key: "fence".into(),
+                    by: 1,
+                    ttl_ms: None,
+                },
+                1,
+            )
+            .unwrap();
+            apply(t, &put("fence-as-value", None), 1).unwrap();
+            let op = Op::Acquire {
+                key: "lock".into(),
+                fence_key: "fence-as-value".into(),
+                value: Bytes::new(),
+                ttl_ms: 100,
+            };
+            assert!(matches!(
+                apply(t, &op, 1),
+                Err(StoreError::WrongType { .. })
+            ));
+            assert!(
+                raw_entry(&t.kv, "lock").unwrap().is_none(),
+                "the lock was not taken"
+            );
+        });
+    }
+}
