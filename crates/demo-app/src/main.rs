@@ -5,6 +5,7 @@
 //! - `GET /work?ms=N` burns CPU for N ms; `GET /sleep?ms=N` waits N ms
 //! - `GET /alloc?mb=N` allocates and touches N MiB that stay allocated (grows RSS)
 //! - `POST /echo` returns the request body; `GET /ws` is a WebSocket echo
+//! - `GET /visits` counts visits in a herd session (the shared services, `visits`)
 //! - anything else: 404 `no route <path> on <instance>`
 //!
 //! Exits cleanly on SIGTERM/SIGINT after finishing in-flight requests.
@@ -18,6 +19,8 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
+
+mod visits;
 
 static HELD: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
@@ -110,6 +113,7 @@ async fn main() {
         .route("/alloc", get(alloc))
         .route("/echo", post(|body: axum::body::Bytes| async move { body }))
         .route("/ws", get(ws))
+        .route("/visits", get(visits::visits))
         .fallback(|uri: axum::http::Uri| async move {
             // Says which instance answered, so routing can be checked from outside.
             (

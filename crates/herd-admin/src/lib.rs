@@ -35,6 +35,9 @@ pub struct AdminState {
     /// Re-reads and applies the config file (`POST /config/reload`, SIGHUP); `None` in quick
     /// mode, where there is no file.
     pub reload: Option<Arc<dyn ConfigReloader>>,
+    /// The shared services and their store (`GET /store/status`, store metrics); `None` when
+    /// `[services] enabled = false`.
+    pub services: Option<Arc<herd_services::Services>>,
     pub token: Option<Arc<str>>,
     /// Cancelled at shutdown: ends followed log streams so the listener can close.
     pub shutdown: CancellationToken,

@@ -163,13 +163,23 @@ async fn alerts(State(s): State<AdminState>) -> Response {
     Json(json!({ "firing": firing, "alerts": status })).into_response()
 }
 
-async fn store_status() -> Response {
-    // The shared store (sessions, cache, queue, locks) is not part of this build yet; say so
-    // rather than pretend.
+async fn store_status(State(s): State<AdminState>) -> Response {
+    use herd_store::Backend as _;
+    let Some(services) = &s.services else {
+        return Json(json!({
+            "backend": null,
+            "state": "not_configured",
+            "detail": "the services are off ([services] enabled = false), so no store is open"
+        }))
+        .into_response();
+    };
+    let status = services.store().status();
     Json(json!({
-        "backend": null,
-        "state": "not_configured",
-        "detail": "this herd has no shared store; [store] arrives with the shared-state services"
+        "backend": status.backend,
+        "state": status.state,
+        "target": status.target,
+        "last_error": status.last_error,
+        "cache": services.cache.stats(),
     }))
     .into_response()
 }

@@ -4,6 +4,7 @@
 mod cli;
 mod client;
 mod reload;
+mod services;
 mod simulate;
 mod table;
 mod up;

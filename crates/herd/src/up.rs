@@ -234,6 +234,8 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
         None => None,
     };
 
+    let services = crate::services::start(&config).await?;
+
     let stats = Arc::new(StatsRegistry::default());
     let gateway = Gateway::new(&config, Arc::clone(&stats));
     if let Some(tls) = &config.gateway.tls {
@@ -314,6 +316,7 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
             telemetry,
             alerts,
             reload: reloader,
+            services: services.as_ref().map(|s| Arc::clone(&s.services)),
             token: config.admin.token.as_deref().map(Arc::from),
             shutdown: admin_stop.clone(),
         },
@@ -355,6 +358,10 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
             .is_err()
         {
             tracing::error!(?deadline, "instances did not stop in time");
+        }
+        // After the instances: they may call the services while they drain.
+        if let Some(s) = services {
+            s.shutdown(Duration::from_secs(5)).await;
         }
     };
     tokio::select! {

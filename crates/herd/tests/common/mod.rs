@@ -99,15 +99,8 @@ impl Herd {
             .replace("{logs}", &dir.path().join("logs").display().to_string());
         let path = dir.path().join("herd.toml");
         std::fs::write(&path, text).unwrap();
-        let log = std::fs::File::create(dir.path().join("herd.log")).unwrap();
-        let child = Command::new(herd_bin())
-            .args(["up", "-c"])
-            .arg(&path)
-            .env("HERD_LOG", "info")
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap();
+        std::fs::File::create(dir.path().join("herd.log")).unwrap();
+        let child = spawn_herd(&path, &dir.path().join("herd.log"));
         let mut herd = Herd {
             child: Some(child),
             dir,
@@ -120,7 +113,28 @@ impl Herd {
         herd
     }
 
+    /// SIGKILLs herd (its instances die with it) and starts it again on the same config file,
+    /// ports and store; waits until the admin API answers again.
+    pub fn kill9_and_restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let before = self.log().matches("admin API listening").count();
+        self.child = Some(spawn_herd(&self.config, &self.dir.path().join("herd.log")));
+        self.wait_admin_n(before + 1);
+    }
+
+    pub fn services_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.services)
+    }
+
     fn wait_admin(&mut self) {
+        self.wait_admin_n(1);
+    }
+
+    /// Waits until the admin API answers and herd has logged it is listening `n` times.
+    fn wait_admin_n(&mut self, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -130,7 +144,7 @@ impl Herd {
                 );
             }
             if std::net::TcpStream::connect(("127.0.0.1", self.admin)).is_ok()
-                && self.log().contains("admin API listening")
+                && self.log().matches("admin API listening").count() >= n
             {
                 return;
             }
@@ -235,6 +249,18 @@ impl Herd {
     }
 }
 
+fn spawn_herd(config: &Path, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new().append(true).create(true).open(log).unwrap();
+    Command::new(herd_bin())
+        .args(["up", "-c"])
+        .arg(config)
+        .env("HERD_LOG", "info")
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap()
+}
+
 impl Drop for Herd {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -302,6 +328,33 @@ pub async fn request(
         .map_err(|e| e.to_string())?
         .to_bytes();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Any request with headers; returns (status, response headers, body text).
+pub async fn call(
+    method: http::Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Result<(u16, http::HeaderMap, String), String> {
+    let mut req = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(body.into())).map_err(|e| e.to_string())?;
+    let resp = tokio::time::timeout(Duration::from_secs(30), client().request(req))
+        .await
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|e| format!("{e:?}"))?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, headers, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// Outcome counts of a load run.

@@ -1,0 +1,150 @@
+//! The shared store and the services API for app instances: opened before the supervisor
+//! starts (so instances get `HERD_SERVICES_URL` and `HERD_SERVICES_TOKEN`), closed after the
+//! instances have drained (they may use the services while they finish).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use herd_config::{Config, Store as StoreConfig};
+use herd_services::{http::HttpConfig, Services, ServicesConfig, SystemClock};
+use herd_store::{Backend as _, Store, StoreOptions};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The running store and services API.
+pub(crate) struct Running {
+    pub(crate) services: Arc<Services>,
+    store: Arc<Store>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+    /// Variables every instance gets.
+    pub(crate) env: Vec<(String, String)>,
+}
+
+fn store_options(config: &StoreConfig) -> StoreOptions {
+    match config {
+        StoreConfig::Embedded { path } => StoreOptions::Embedded { path: path.clone() },
+        StoreConfig::Redis {
+            url,
+            cluster,
+            timeout,
+        } => StoreOptions::Redis {
+            urls: if cluster.is_empty() {
+                url.iter().cloned().collect()
+            } else {
+                cluster.clone()
+            },
+            cluster: !cluster.is_empty(),
+            timeout: *timeout,
+        },
+    }
+}
+
+fn services_config(config: &Config) -> ServicesConfig {
+    let s = &config.services;
+    let mut out = ServicesConfig::default();
+    out.sessions.default_ttl = s.session_ttl;
+    out.sessions.rolling = s.rolling_sessions;
+    let strategy = |c: &herd_config::CacheStrategy| herd_services::cache::Strategy {
+        l1_ttl: c.l1_ttl,
+        l2_ttl: c.l2_ttl,
+        refresh_ahead: (c.refresh_ahead < 1.0).then_some(c.refresh_ahead),
+        ..herd_services::cache::Strategy::default()
+    };
+    if let Some(d) = s.cache.get("default") {
+        out.cache.default = strategy(d);
+    }
+    out.cache.l1_capacity = s.cache.values().map(|c| c.l1_max_entries).max().unwrap_or(10_000);
+    out.cache.namespaces = s
+        .cache
+        .iter()
+        .filter(|(name, _)| name.as_str() != "default")
+        .map(|(name, c)| (name.clone(), strategy(c)))
+        .collect::<HashMap<_, _>>();
+    out
+}
+
+/// A random token for a herd started without `[services] token`.
+fn random_token() -> String {
+    use rand::Rng as _;
+    let bytes: [u8; 24] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Opens the store and starts serving the services API; `None` when `[services] enabled = false`.
+///
+/// # Errors
+/// The listen address is taken, or the store cannot be opened (a locked or corrupt embedded
+/// file, a Redis that cannot be reached at start). Once running, a Redis outage is not fatal:
+/// the services answer 503 with the reason and the store reconnects by itself.
+pub(crate) async fn start(config: &Config) -> anyhow::Result<Option<Running>> {
+    let s = &config.services;
+    if !s.enabled {
+        return Ok(None);
+    }
+    let listener = TcpListener::bind(s.listen)
+        .await
+        .with_context(|| format!("failed to listen on {} (services.listen)", s.listen))?;
+    let addr = listener.local_addr().context("services listener address")?;
+    if let StoreConfig::Embedded { path } = &config.store {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| {
+                format!("failed to create {} for the embedded store", dir.display())
+            })?;
+        }
+    }
+    let store = Arc::new(
+        Store::open(&store_options(&config.store))
+            .await
+            .context("failed to open the store ([store])")?,
+    );
+    let status = store.status();
+    tracing::info!(backend = status.backend, target = %status.target, state = status.state, "store open");
+    let stop = CancellationToken::new();
+    let services = Services::start(
+        Arc::clone(&store),
+        services_config(config),
+        Arc::new(SystemClock),
+        stop.child_token(),
+    );
+    let token = s.token.clone().unwrap_or_else(random_token);
+    let mut http = HttpConfig::new(token.as_str());
+    http.max_body = usize::try_from(s.max_body_size).unwrap_or(usize::MAX);
+    let router = herd_services::http::router(Arc::clone(&services), http);
+    let task = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let serve = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned());
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "services API failed");
+            }
+        }
+    });
+    tracing::info!(%addr, "services API listening");
+    Ok(Some(Running {
+        env: vec![
+            ("HERD_SERVICES_URL".to_owned(), format!("http://{addr}")),
+            ("HERD_SERVICES_TOKEN".to_owned(), token),
+        ],
+        services,
+        store,
+        stop,
+        task,
+    }))
+}
+
+impl Running {
+    /// Stops the API (in-flight calls finish, bounded), the services' background tasks, then
+    /// the store.
+    pub(crate) async fn shutdown(self, deadline: Duration) {
+        self.stop.cancel();
+        if tokio::time::timeout(deadline, self.task).await.is_err() {
+            tracing::warn!(?deadline, "services API calls still running at shutdown");
+        }
+        let _ = tokio::time::timeout(deadline, self.services.closed()).await;
+        self.store.shutdown().await;
+    }
+}
