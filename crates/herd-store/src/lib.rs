@@ -30,11 +30,13 @@ mod args;
 pub mod embedded;
 mod error;
 mod hub;
+pub mod redis;
 mod store;
 mod unreliable;
 
 pub use embedded::EmbeddedStore;
 pub use error::{StoreError, StoreResult};
+pub use redis::RedisStore;
 pub use store::{Store, StoreOptions};
 pub use unreliable::Unreliable;
 
