@@ -27,10 +27,10 @@ use std::time::Duration;
 use bytes::Bytes;
 
 mod args;
-pub mod embedded;
+mod embedded;
 mod error;
 mod hub;
-pub mod redis;
+mod redis;
 mod store;
 mod unreliable;
 

@@ -3,6 +3,8 @@
 //! Values are stored as `"\0"` + 8-byte big-endian version + payload, so one GET returns both and
 //! a counter (a plain integer string, never starting with a NUL byte) is told apart from a value.
 //! Multi-key scripts receive keys that share one slot (the caller checks on a cluster).
+//! Redis does not undo a script's writes when it fails half-way, so every script makes all the
+//! checks that can fail (types, expectations) before its first write.
 
 use std::sync::LazyLock;
 
@@ -112,6 +114,12 @@ return redis.call('INCR', KEYS[2])
 pub(super) static ZMOVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
+-- Redis does not roll a script back: check dst's type before the first ZREM, or a member
+-- could leave src and never reach dst.
+local dt = redis.call('TYPE', KEYS[2]).ok
+if dt ~= 'zset' and dt ~= 'none' then
+  return redis.error_reply('WRONGTYPE Operation against a key holding the wrong kind of value')
+end
 local m = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[2])
 for i = 1, #m, 2 do
   redis.call('ZREM', KEYS[1], m[i])
