@@ -179,6 +179,7 @@ async fn redis_conformance() {
     let status = store.status();
     assert_eq!((status.backend, status.state), ("redis", "ok"));
     store.shutdown().await;
+    assert!(store.get("k").await.is_err(), "calls after shutdown fail");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

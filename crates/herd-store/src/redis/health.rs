@@ -46,10 +46,14 @@ impl Health {
 
     /// `(state, last_error)` for `status()`.
     pub(super) fn state(&self, timeout: Duration) -> (&'static str, Option<String>) {
+        self.state_at(Instant::now(), timeout)
+    }
+
+    fn state_at(&self, now: Instant, timeout: Duration) -> (&'static str, Option<String>) {
         let s = self.inner.lock().unwrap();
         match s.failing_since {
             None => ("ok", None),
-            Some(since) if since.elapsed() > DOWN_AFTER.max(timeout * 2) => {
+            Some(since) if now.saturating_duration_since(since) > DOWN_AFTER.max(timeout * 2) => {
                 ("down", s.last_error.clone())
             }
             Some(_) => ("reconnecting", s.last_error.clone()),
@@ -79,6 +83,17 @@ mod tests {
         assert_eq!(state, "reconnecting");
         assert!(err.unwrap().contains("timed out"));
         assert_eq!(h.state(Duration::ZERO).0, "reconnecting");
+        let later = Instant::now() + Duration::from_secs(4);
+        assert_eq!(
+            h.state_at(later, Duration::from_secs(1)).0,
+            "down",
+            "failing for 4 s is down"
+        );
+        assert_eq!(
+            h.state_at(later, Duration::from_secs(3)).0,
+            "reconnecting",
+            "down waits 2 timeouts"
+        );
         h.record(&Ok(()));
         assert_eq!(h.state(Duration::from_secs(1)), ("ok", None));
     }

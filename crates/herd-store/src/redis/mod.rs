@@ -120,8 +120,8 @@ impl RedisStore {
         })
     }
 
-    /// Stops the subscriber and ping tasks and ends subscriptions. Calls still work until the
-    /// last handle is dropped (the connection closes with it).
+    /// Stops the subscriber and ping tasks and ends subscriptions; later calls fail with
+    /// `Unavailable`. The connection closes when the last handle is dropped.
     pub async fn shutdown(&self) {
         self.inner.cancel.cancel();
         self.inner.hub.close();
@@ -138,6 +138,10 @@ impl RedisStore {
         call: impl Future<Output = RedisResult<T>>,
     ) -> StoreResult<T> {
         let backend = self.inner.backend;
+        if self.inner.cancel.is_cancelled() {
+            let reason = "the store is shut down".into();
+            return Err(StoreError::Unavailable { backend, reason });
+        }
         let result = match tokio::time::timeout(self.inner.timeout, call).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(map_err(backend, key, &e)),
