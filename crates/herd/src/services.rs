@@ -57,7 +57,12 @@ fn services_config(config: &Config) -> ServicesConfig {
     if let Some(d) = s.cache.get("default") {
         out.cache.default = strategy(d);
     }
-    out.cache.l1_capacity = s.cache.values().map(|c| c.l1_max_entries).max().unwrap_or(10_000);
+    out.cache.l1_capacity = s
+        .cache
+        .values()
+        .map(|c| c.l1_max_entries)
+        .max()
+        .unwrap_or(10_000);
     out.cache.namespaces = s
         .cache
         .iter()
@@ -117,7 +122,8 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Option<Running>> {
     let task = tokio::spawn({
         let stop = stop.clone();
         async move {
-            let serve = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned());
+            let serve =
+                axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned());
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "services API failed");
             }

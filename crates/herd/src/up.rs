@@ -250,7 +250,7 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
             gateway.clone(),
             FleetOptions {
                 shim,
-                ..FleetOptions::default()
+                env: services.as_ref().map(|s| s.env.clone()).unwrap_or_default(),
             },
         )
         .context("failed to start the supervisor")?,

@@ -24,11 +24,18 @@ fn config(instances: u32) -> String {
 
 async fn api(herd: &Herd, method: Method, path: &str, body: Value) -> (u16, Value) {
     let auth = format!("Bearer {TOKEN}");
-    let body = if body.is_null() { String::new() } else { body.to_string() };
+    let body = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
     let (code, _, text) = call(
         method,
         &herd.services_url(path),
-        &[("authorization", &auth), ("content-type", "application/json")],
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
         body,
     )
     .await
@@ -46,15 +53,25 @@ async fn instances_share_sessions_through_the_services() {
     let mut cookie = String::new();
     let mut served_by = std::collections::BTreeSet::new();
     for n in 1..=8 {
-        let headers: Vec<(&str, &str)> = if cookie.is_empty() { vec![] } else { vec![("cookie", cookie.as_str())] };
-        let (code, h, body) = call(Method::GET, &herd.url("/visits"), &headers, "").await.unwrap();
+        let headers: Vec<(&str, &str)> = if cookie.is_empty() {
+            vec![]
+        } else {
+            vec![("cookie", cookie.as_str())]
+        };
+        let (code, h, body) = call(Method::GET, &herd.url("/visits"), &headers, "")
+            .await
+            .unwrap();
         assert_eq!(code, 200, "{body}\n{}", herd.log());
         assert!(body.starts_with(&format!("visit {n} on web-")), "{body}");
         served_by.insert(body.trim().rsplit(' ').next().unwrap().to_owned());
         let set = h["set-cookie"].to_str().unwrap();
         cookie = set.split(';').next().unwrap().to_owned();
     }
-    assert_eq!(served_by.len(), 2, "round robin spreads the visits: {served_by:?}");
+    assert_eq!(
+        served_by.len(),
+        2,
+        "round robin spreads the visits: {served_by:?}"
+    );
 
     // The admin API names the store in use.
     let (code, body) = get(&herd.admin_url("/store/status")).await.unwrap();
@@ -64,7 +81,9 @@ async fn instances_share_sessions_through_the_services() {
     assert_eq!(status["state"], "ok", "{status}");
 
     // No token, wrong token: 401, and the token is not in herd's log.
-    let (code, _, _) = call(Method::GET, &herd.services_url("/v1/cache/stats"), &[], "").await.unwrap();
+    let (code, _, _) = call(Method::GET, &herd.services_url("/v1/cache/stats"), &[], "")
+        .await
+        .unwrap();
     assert_eq!(code, 401);
     let (code, _, _) = call(
         Method::GET,
@@ -75,7 +94,10 @@ async fn instances_share_sessions_through_the_services() {
     .await
     .unwrap();
     assert_eq!(code, 401);
-    assert!(!herd.log().contains(TOKEN), "the services token must never be logged");
+    assert!(
+        !herd.log().contains(TOKEN),
+        "the services token must never be logged"
+    );
 }
 
 /// 10 000 jobs, four workers, herd killed with SIGKILL three times while they work: every job
@@ -90,7 +112,13 @@ async fn queue_survives_kill_9_of_herd() {
         let jobs: Vec<Value> = (0..100)
             .map(|k| json!({"name": "crash", "data": {"i": chunk * 100 + k}, "attempts": 50}))
             .collect();
-        let (code, body) = api(herd_ref, Method::POST, "/v1/queues/crash/jobs", json!({"jobs": jobs})).await;
+        let (code, body) = api(
+            herd_ref,
+            Method::POST,
+            "/v1/queues/crash/jobs",
+            json!({"jobs": jobs}),
+        )
+        .await;
         assert_eq!(code, 201, "{body}");
     }
     let (_, counts) = api(herd_ref, Method::GET, "/v1/queues/crash", Value::Null).await;
@@ -103,12 +131,24 @@ async fn queue_survives_kill_9_of_herd() {
         let (seen, stop, base) = (Arc::clone(&seen), stop.clone(), base.clone());
         workers.push(tokio::spawn(async move {
             let auth = format!("Bearer {TOKEN}");
-            let headers = [("authorization", auth.as_str()), ("content-type", "application/json")];
+            let headers = [
+                ("authorization", auth.as_str()),
+                ("content-type", "application/json"),
+            ];
             while !stop.is_cancelled() {
                 let reserve = json!({"max": 20, "lease": "3s", "wait": "1s"}).to_string();
-                let got = call(Method::POST, &format!("{base}/v1/queues/crash/reserve"), &headers, reserve).await;
+                let got = call(
+                    Method::POST,
+                    &format!("{base}/v1/queues/crash/reserve"),
+                    &headers,
+                    reserve,
+                )
+                .await;
                 let jobs = match got {
-                    Ok((200, _, text)) => serde_json::from_str::<Value>(&text).unwrap()["jobs"].as_array().cloned().unwrap_or_default(),
+                    Ok((200, _, text)) => serde_json::from_str::<Value>(&text).unwrap()["jobs"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default(),
                     _ => {
                         // herd is down (killed): try again shortly.
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -121,7 +161,13 @@ async fn queue_survives_kill_9_of_herd() {
                     let id = job["id"].as_str().unwrap();
                     let ack = json!({"lease_token": job["lease_token"]}).to_string();
                     // An ack lost with herd makes the job come back: at least once.
-                    let _ = call(Method::POST, &format!("{base}/v1/queues/crash/jobs/{id}/ack"), &headers, ack).await;
+                    let _ = call(
+                        Method::POST,
+                        &format!("{base}/v1/queues/crash/jobs/{id}/ack"),
+                        &headers,
+                        ack,
+                    )
+                    .await;
                 }
             }
         }));
@@ -132,7 +178,12 @@ async fn queue_survives_kill_9_of_herd() {
     let mut kills = 0;
     for threshold in [JOBS / 6, JOBS / 3, JOBS / 2] {
         while processed(&seen) < threshold {
-            assert!(Instant::now() < deadline, "stuck at {} processed\n{}", processed(&seen), herd.log());
+            assert!(
+                Instant::now() < deadline,
+                "stuck at {} processed\n{}",
+                processed(&seen),
+                herd.log()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         tokio::task::block_in_place(|| herd.kill9_and_restart());
@@ -155,6 +206,10 @@ async fn queue_survives_kill_9_of_herd() {
     let deliveries: u64 = seen.values().map(|&n| u64::from(n)).sum();
     let duplicates = deliveries - JOBS;
     eprintln!("queue crash test: {JOBS} jobs, {kills} kill -9 of herd, {deliveries} deliveries, {duplicates} duplicates");
-    assert_eq!(seen.len() as u64, JOBS, "every accepted job is processed at least once");
+    assert_eq!(
+        seen.len() as u64,
+        JOBS,
+        "every accepted job is processed at least once"
+    );
     assert!((0..JOBS).all(|i| seen.contains_key(&i)));
 }

@@ -250,7 +250,11 @@ impl Herd {
 }
 
 fn spawn_herd(config: &Path, log: &Path) -> Child {
-    let log = std::fs::OpenOptions::new().append(true).create(true).open(log).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(log)
+        .unwrap();
     Command::new(herd_bin())
         .args(["up", "-c"])
         .arg(config)
@@ -341,7 +345,9 @@ pub async fn call(
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let req = req.body(Full::new(body.into())).map_err(|e| e.to_string())?;
+    let req = req
+        .body(Full::new(body.into()))
+        .map_err(|e| e.to_string())?;
     let resp = tokio::time::timeout(Duration::from_secs(30), client().request(req))
         .await
         .map_err(|_| "timed out".to_owned())?
