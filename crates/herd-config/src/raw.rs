@@ -371,6 +371,7 @@ pub(crate) struct RawRateLimit {
     pub(crate) path_prefix: Option<Str>,
     pub(crate) route: Option<Str>,
     pub(crate) status: Option<Int>,
+    pub(crate) shared: Option<Spanned<bool>>,
 }
 
 /// Parses TOML text into the raw structs, keeping the dotted key path of any error.

@@ -71,6 +71,7 @@ pub(crate) fn validate(
     let rate_limits = v.rate_limits(raw, &known);
     let store = v.store(raw);
     let services = v.services(raw);
+    v.shared_limits_need_the_store(raw, &services);
     v.services_listen(raw, &services, &gateway, &admin);
 
     if v.errors.is_empty() {

@@ -137,6 +137,13 @@ async fn forward(
     );
     drop(tables);
     *route_stats = Some(Arc::clone(&stats));
+    let limited = match limited {
+        Ok((delay, pending)) if pending.is_empty() => Ok(delay),
+        Ok((delay, pending)) => crate::ratelimit::check_shared(gw.shared_store(), pending)
+            .await
+            .map(|d| d.max(delay)),
+        Err(e) => Err(e),
+    };
     if limited.is_err() {
         stats.add_rate_limited();
     }

@@ -152,7 +152,21 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
-/// Checks every limit that applies to a request; `Ok` holds how long to delay it.
+/// Shared limits (`shared = true`) that apply to a request, with its key for each: checked in
+/// the store by [`check_shared`] once the routing tables are released.
+pub(crate) type Pending = Vec<(Arc<RateLimiter>, String)>;
+
+fn rejected(limit: &RateLimiter, key: &str, retry_after: Duration) -> ProxyError {
+    tracing::debug!(limit = %limit.config.name, key = %key, "rate limited");
+    ProxyError::RateLimited {
+        limit: limit.config.name.clone(),
+        retry_after,
+        status: StatusCode::from_u16(limit.config.status).unwrap_or(StatusCode::TOO_MANY_REQUESTS),
+    }
+}
+
+/// Checks every node-local limit that applies to a request; `Ok` holds how long to delay it
+/// and the shared limits still to check.
 ///
 /// # Errors
 /// [`ProxyError::RateLimited`] for the first limit that rejects the request.
@@ -164,24 +178,67 @@ pub(crate) fn check_all(
     headers: &HeaderMap,
     client: IpAddr,
     now: Instant,
-) -> Result<Duration, ProxyError> {
+) -> Result<(Duration, Pending), ProxyError> {
     let mut delay = Duration::ZERO;
+    let mut pending = Vec::new();
     for limit in limits.iter().filter(|l| l.applies(app, route, path)) {
         let Some(key) = limit.key(headers, client, route) else {
             continue;
         };
+        if limit.config.shared {
+            pending.push((Arc::clone(limit), key.into_owned()));
+            continue;
+        }
         match limit.check(&key, now) {
             Decision::Allow => {}
             Decision::Delay(d) => delay = delay.max(d),
-            Decision::Reject { retry_after } => {
-                tracing::debug!(limit = %limit.config.name, key = %key, "rate limited");
-                return Err(ProxyError::RateLimited {
-                    limit: limit.config.name.clone(),
-                    retry_after,
-                    status: StatusCode::from_u16(limit.config.status)
-                        .unwrap_or(StatusCode::TOO_MANY_REQUESTS),
-                });
+            Decision::Reject { retry_after } => return Err(rejected(limit, &key, retry_after)),
+        }
+    }
+    Ok((delay, pending))
+}
+
+/// Checks shared limits in the store (one atomic GCRA step per limit, at the store's clock, so
+/// every herd node on the same Redis counts together). When the store cannot answer (or there
+/// is none) the limit falls back to this node's own count: serving goes on, less precisely.
+///
+/// # Errors
+/// [`ProxyError::RateLimited`] for the first limit that rejects the request.
+pub(crate) async fn check_shared(
+    store: Option<&herd_store::Store>,
+    pending: Pending,
+) -> Result<Duration, ProxyError> {
+    use herd_store::Backend as _;
+    let mut delay = Duration::ZERO;
+    for (limit, key) in pending {
+        let params = herd_store::Gcra {
+            emission_interval: limit.config.rate.interval(),
+            burst_tolerance: limit.config.rate.interval() * limit.config.burst,
+        };
+        let store_key = format!("herd:{{rl:zone:{}:{key}}}", limit.config.name);
+        let decided = match store {
+            Some(store) => store.gcra(&store_key, params).await,
+            None => Err(herd_store::StoreError::Invalid("no store".into())),
+        };
+        let decision = match decided {
+            Ok(herd_store::GcraDecision::Allow { delay })
+                if delay.is_zero() || limit.config.nodelay =>
+            {
+                Decision::Allow
             }
+            Ok(herd_store::GcraDecision::Allow { delay }) => Decision::Delay(delay),
+            Ok(herd_store::GcraDecision::Deny { retry_after }) => Decision::Reject { retry_after },
+            Err(e) => {
+                if store.is_some() {
+                    tracing::debug!(limit = %limit.config.name, error = %e, "shared rate limit: store unavailable, counting on this node");
+                }
+                limit.check(&key, Instant::now())
+            }
+        };
+        match decision {
+            Decision::Allow => {}
+            Decision::Delay(d) => delay = delay.max(d),
+            Decision::Reject { retry_after } => return Err(rejected(&limit, &key, retry_after)),
         }
     }
     Ok(delay)
@@ -218,6 +275,7 @@ mod tests {
             path_prefix: None,
             route: None,
             status: 429,
+            shared: false,
         }
     }
 
@@ -298,7 +356,7 @@ mod tests {
         let h = HeaderMap::new();
         let now = Instant::now();
         assert_eq!(
-            check_all(&limits, 0, "r", "/", &h, ip, now).unwrap(),
+            check_all(&limits, 0, "r", "/", &h, ip, now).unwrap().0,
             Duration::ZERO
         );
         let err = check_all(&limits, 0, "r", "/", &h, ip, now).unwrap_err();

@@ -121,6 +121,8 @@ pub struct Gateway {
     pub(crate) tunnels: Tunnels,
     /// Set by [`Gateway::enable_tls`] before serving: the listener then speaks TLS only.
     tls: OnceLock<Arc<TlsCerts>>,
+    /// The shared store for `shared = true` rate limits (set once at start).
+    shared_store: OnceLock<Arc<herd_store::Store>>,
 }
 
 impl Gateway {
@@ -135,7 +137,18 @@ impl Gateway {
             conns: Arc::default(),
             tunnels: Tunnels::default(),
             tls: OnceLock::new(),
+            shared_store: OnceLock::new(),
         })
+    }
+
+    /// Gives `shared = true` rate limits the store they count in (Redis across herd nodes).
+    /// Without one they count on this node only.
+    pub fn set_shared_store(&self, store: Arc<herd_store::Store>) {
+        let _ = self.shared_store.set(store);
+    }
+
+    pub(crate) fn shared_store(&self) -> Option<&herd_store::Store> {
+        self.shared_store.get().map(AsRef::as_ref)
     }
 
     /// Loads the `[gateway.tls]` certificates; [`Gateway::serve`] then terminates TLS. Call it

@@ -181,3 +181,14 @@ impl Backend for Store {
         }
     }
 }
+
+impl std::fmt::Debug for Store {
+    /// The backend and where it is (never a password).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = self.status();
+        f.debug_struct("Store")
+            .field("backend", &status.backend)
+            .field("target", &status.target)
+            .finish()
+    }
+}

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 /// The running store and services API.
 pub(crate) struct Running {
     pub(crate) services: Arc<Services>,
-    store: Arc<Store>,
+    pub(crate) store: Arc<Store>,
     stop: CancellationToken,
     task: JoinHandle<()>,
     /// Variables every instance gets.

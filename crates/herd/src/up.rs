@@ -238,6 +238,9 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
 
     let stats = Arc::new(StatsRegistry::default());
     let gateway = Gateway::new(&config, Arc::clone(&stats));
+    if let Some(s) = &services {
+        gateway.set_shared_store(Arc::clone(&s.store));
+    }
     if let Some(tls) = &config.gateway.tls {
         gateway
             .enable_tls(tls)

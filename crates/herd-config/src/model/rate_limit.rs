@@ -26,6 +26,10 @@ pub struct RateLimit {
     pub route: Option<String>,
     /// `status`, default 429: the status of rejected requests (nginx `limit_req_status`).
     pub status: u16,
+    /// `shared`, default false: the key's state lives in the shared store (`[store]`), so the
+    /// limit holds across every herd node using the same Redis. A store that cannot answer
+    /// falls back to this node's own count (the gateway keeps serving).
+    pub shared: bool,
 }
 
 /// `key`: what a rate limit counts requests by.

@@ -229,6 +229,7 @@ impl Validator<'_> {
             path_prefix,
             route,
             status,
+            shared: r.shared.as_ref().is_some_and(|b| *b.get_ref()),
         })
     }
 

@@ -296,3 +296,22 @@ impl Validator<'_> {
         }
     }
 }
+
+impl Validator<'_> {
+    /// `shared = true` rate limits count in the store, which herd opens with the services.
+    pub(super) fn shared_limits_need_the_store(&mut self, raw: &RawConfig, services: &Services) {
+        if services.enabled {
+            return;
+        }
+        for (i, r) in raw.rate_limit.iter().enumerate() {
+            if let Some(shared) = r.get_ref().shared.as_ref().filter(|s| *s.get_ref()) {
+                self.err(
+                    &shared.span(),
+                    &format!("rate_limit[{i}].shared"),
+                    "shared rate limits count in the store, but [services] enabled = false opens none",
+                    Some("remove enabled = false from [services], or shared = true from this limit".into()),
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Several herd nodes on one Redis: they see each other's sessions, locks and rate limits; and
+//! what happens while Redis is down (services 503 with the reason, the gateway keeps proxying,
+//! L1 keeps serving, automatic reconnection, `/store/status`).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use http::Method;
+use serde_json::{json, Value};
+
+const TOKEN: &str = "redis-test-token-0123456789abcdef";
+
+fn config(redis: &Redis, extra: &str) -> String {
+    format!(
+        "{}{}\n{extra}\n[store]\nbackend = \"redis\"\nurl = \"{}\"\ntimeout = \"500ms\"\n[services]\nlisten = \"{{services}}\"\ntoken = \"{TOKEN}\"\n",
+        base_config(""),
+        demo_app("web", 1, ""),
+        redis.url()
+    )
+}
+
+async fn api(herd: &Herd, method: Method, path: &str, body: Value) -> (u16, Value) {
+    let auth = format!("Bearer {TOKEN}");
+    let body = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    match call(
+        method,
+        &herd.services_url(path),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        body,
+    )
+    .await
+    {
+        Ok((code, _, text)) => (
+            code,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ),
+        Err(e) => (0, Value::String(e)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_herds_share_sessions_locks_and_rate_limits() {
+    let redis = Redis::start();
+    // 1 request a minute with a burst of 2: three requests in all, across both nodes.
+    let limit = "[[rate_limit]]\nname = \"everyone\"\nkey = \"route\"\nrate = \"1r/m\"\nburst = 2\nnodelay = true\nshared = true\n";
+    let a = Herd::start(&config(&redis, limit));
+    let b = Herd::start(&config(&redis, limit));
+    a.wait_ready("web", 1).await;
+    b.wait_ready("web", 1).await;
+
+    // Sessions: written on A, read and merged on B, read back on A.
+    let (code, created) = api(
+        &a,
+        Method::POST,
+        "/v1/sessions",
+        json!({"data": {"user": "ada"}, "ttl": "1h"}),
+    )
+    .await;
+    assert_eq!(code, 201, "{created}");
+    let id = created["id"].as_str().unwrap();
+    let (code, seen) = api(&b, Method::GET, &format!("/v1/sessions/{id}"), Value::Null).await;
+    assert_eq!(
+        (code, &seen["data"]["user"]),
+        (200, &json!("ada")),
+        "{seen}"
+    );
+    let (code, _) = api(
+        &b,
+        Method::PATCH,
+        &format!("/v1/sessions/{id}"),
+        json!({"data": {"cart": 3}}),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let (_, back) = api(&a, Method::GET, &format!("/v1/sessions/{id}"), Value::Null).await;
+    assert_eq!(back["data"], json!({"user": "ada", "cart": 3}), "{back}");
+
+    // Locks: held on A, refused on B, then B gets it with a larger fence.
+    let (code, la) = api(&a, Method::POST, "/v1/locks/report", json!({"ttl": "10s"})).await;
+    assert_eq!(code, 200, "{la}");
+    let (code, busy) = api(&b, Method::POST, "/v1/locks/report", json!({"ttl": "10s"})).await;
+    assert!(
+        code == 409 || code == 423,
+        "B must not get a held lock: {code} {busy}"
+    );
+    let (code, _) = api(
+        &a,
+        Method::DELETE,
+        "/v1/locks/report",
+        json!({"token": la["token"]}),
+    )
+    .await;
+    assert!((200..300).contains(&code), "release: {code}");
+    let (code, lb) = api(&b, Method::POST, "/v1/locks/report", json!({"ttl": "10s"})).await;
+    assert_eq!(code, 200, "{lb}");
+    assert!(
+        lb["fence"].as_u64().unwrap() > la["fence"].as_u64().unwrap(),
+        "{la} {lb}"
+    );
+
+    // The gateway's shared rate limit counts requests to both nodes together.
+    let mut allowed = 0;
+    let mut limited = 0;
+    for i in 0..6 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let (code, headers, _) = call(Method::GET, &node.url("/"), &[], "").await.unwrap();
+        match code {
+            200 => allowed += 1,
+            429 => {
+                assert!(headers.contains_key("retry-after"));
+                limited += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!((allowed, limited), (3, 3), "1 + burst 2 across both nodes");
+
+    // The services' own rate-limit counters are shared too.
+    let mut verdicts = Vec::new();
+    for i in 0..4 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let (code, v) = api(
+            node,
+            Method::POST,
+            "/v1/ratelimit/tenant-7",
+            json!({"rate": "1r/m", "burst": 1}),
+        )
+        .await;
+        assert_eq!(code, 200, "{v}");
+        verdicts.push(v["allowed"].as_bool().unwrap());
+    }
+    assert_eq!(verdicts, [true, true, false, false]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_degrades_and_recovers() {
+    let mut redis = Redis::start();
+    let herd = Herd::start(&config(&redis, ""));
+    herd.wait_ready("web", 1).await;
+    let (code, _) = api(
+        &herd,
+        Method::PUT,
+        "/v1/cache/pages/home?ttl=1h",
+        json!({"html": "<h1>hi</h1>"}),
+    )
+    .await;
+    assert!((200..300).contains(&code), "cache put: {code}");
+    let (code, _) = api(&herd, Method::GET, "/v1/cache/pages/home", Value::Null).await;
+    assert_eq!(code, 200, "fills L1");
+
+    redis.kill();
+    // Services that need the store: 503 with the reason.
+    let (code, body) = api(&herd, Method::POST, "/v1/sessions", json!({"data": {}})).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "a reason: {body}"
+    );
+    // L1 keeps serving what it holds; the gateway keeps proxying.
+    let (code, cached) = api(&herd, Method::GET, "/v1/cache/pages/home", Value::Null).await;
+    assert_eq!(code, 200, "{cached}");
+    let (code, _, body) = call(Method::GET, &herd.url("/"), &[], "").await.unwrap();
+    assert_eq!(code, 200, "{body}");
+    let (_, status) = get(&herd.admin_url("/store/status")).await.unwrap();
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["backend"], "redis");
+    assert_ne!(status["state"], "ok", "{status}");
+    assert!(!status.to_string().contains(TOKEN));
+
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, body) = api(
+            &herd,
+            Method::POST,
+            "/v1/sessions",
+            json!({"data": {"back": true}}),
+        )
+        .await;
+        if code == 201 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no recovery after Redis came back: {code} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, status) = get(&herd.admin_url("/store/status")).await.unwrap();
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["state"], "ok", "{status}");
+}
