@@ -68,6 +68,7 @@ pub fn router(state: AdminState) -> axum::Router {
     let registry = Arc::new(metrics::registry(
         Arc::clone(&state.fleet),
         Arc::clone(&state.stats),
+        state.services.clone(),
     ));
     let scrape = axum::routing::get(move || {
         let registry = Arc::clone(&registry);

@@ -291,10 +291,79 @@ impl Collector for FleetCollector {
     }
 }
 
+/// The shared store's state and the cache's counters.
+struct ServicesCollector {
+    services: Arc<herd_services::Services>,
+}
+
+impl std::fmt::Debug for ServicesCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServicesCollector")
+    }
+}
+
+impl Collector for ServicesCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use herd_store::Backend as _;
+        let status = self.services.store().status();
+        gauge(
+            &mut encoder,
+            "herd_store_up",
+            "1 when the shared store answers, 0 while it is down or reconnecting.",
+            None,
+            &[(
+                vec![("backend", status.backend.to_owned())],
+                i64::from(status.state == "ok"),
+            )],
+        )?;
+        let c = self.services.cache.stats();
+        let l = |level: &str, result: &str| {
+            vec![("level", level.to_owned()), ("result", result.to_owned())]
+        };
+        counter(
+            &mut encoder,
+            "herd_cache_lookups",
+            "Cache reads by level (l1: this node's memory, l2: the store) and result.",
+            &[
+                (l("l1", "hit"), c.l1_hits),
+                (l("l1", "miss"), c.l1_misses),
+                (l("l2", "hit"), c.l2_hits),
+                (l("l2", "miss"), c.l2_misses),
+            ],
+        )?;
+        counter(
+            &mut encoder,
+            "herd_cache_loads",
+            "Get-or-load loader calls (misses and background refreshes).",
+            &[(vec![], c.loads)],
+        )?;
+        counter(
+            &mut encoder,
+            "herd_cache_refreshes",
+            "Background refreshes (refresh-ahead, stale-while-revalidate).",
+            &[(vec![], c.refreshes)],
+        )?;
+        counter(
+            &mut encoder,
+            "herd_cache_invalidations",
+            "Invalidations (delete, prefix, tag), local or from another node.",
+            &[(vec![], c.invalidations)],
+        )?;
+        Ok(())
+    }
+}
+
 /// The registry behind `GET /metrics`.
-pub(crate) fn registry(fleet: Arc<Fleet>, stats: Arc<StatsRegistry>) -> Registry {
+pub(crate) fn registry(
+    fleet: Arc<Fleet>,
+    stats: Arc<StatsRegistry>,
+    services: Option<Arc<herd_services::Services>>,
+) -> Registry {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(FleetCollector { fleet }));
     registry.register_collector(Box::new(RequestCollector { stats }));
+    if let Some(services) = services {
+        registry.register_collector(Box::new(ServicesCollector { services }));
+    }
     registry
 }
