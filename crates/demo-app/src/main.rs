@@ -5,6 +5,8 @@
 //! - `GET /work?ms=N` burns CPU for N ms; `GET /sleep?ms=N` waits N ms
 //! - `GET /alloc?mb=N` allocates and touches N MiB that stay allocated (grows RSS)
 //! - `POST /echo` returns the request body; `GET /ws` is a WebSocket echo
+//! - `GET /version` → the HTTP version the request came in (`HTTP/1.1`, or `HTTP/2.0` over h2c:
+//!   the listener also speaks HTTP/2 with prior knowledge)
 //! - anything else: 404 `no route <path> on <instance>`
 //!
 //! Exits cleanly on SIGTERM/SIGINT after finishing in-flight requests.
@@ -110,6 +112,10 @@ async fn main() {
         .route("/alloc", get(alloc))
         .route("/echo", post(|body: axum::body::Bytes| async move { body }))
         .route("/ws", get(ws))
+        .route(
+            "/version",
+            get(|v: axum::http::Version| async move { format!("{v:?}") }),
+        )
         .fallback(|uri: axum::http::Uri| async move {
             // Says which instance answered, so routing can be checked from outside.
             (
