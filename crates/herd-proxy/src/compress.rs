@@ -40,7 +40,7 @@ pub(crate) fn negotiate<'a>(accept: impl Iterator<Item = &'a str>) -> Option<Cod
     let (mut br, mut gzip, mut star): (Option<f32>, Option<f32>, Option<f32>) = (None, None, None);
     for item in accept.flat_map(|v| v.split(',')) {
         let mut parts = item.split(';');
-        let coding = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let coding = parts.next().unwrap_or("").trim();
         let mut q = 1.0f32;
         for p in parts {
             if let Some((k, v)) = p.split_once('=') {
@@ -54,11 +54,13 @@ pub(crate) fn negotiate<'a>(accept: impl Iterator<Item = &'a str>) -> Option<Cod
                 }
             }
         }
-        match coding.as_str() {
-            "br" => br = Some(br.map_or(q, |b| b.max(q))),
-            "gzip" | "x-gzip" => gzip = Some(gzip.map_or(q, |g| g.max(q))),
-            "*" => star = Some(q),
-            _ => {}
+        let is = |name: &str| coding.eq_ignore_ascii_case(name);
+        if is("br") {
+            br = Some(br.map_or(q, |b| b.max(q)));
+        } else if is("gzip") || is("x-gzip") {
+            gzip = Some(gzip.map_or(q, |g| g.max(q)));
+        } else if coding == "*" {
+            star = Some(q);
         }
     }
     let br = br.or(star).unwrap_or(0.0);

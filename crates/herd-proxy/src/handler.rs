@@ -30,7 +30,7 @@ pub(crate) async fn serve(
     let started = Instant::now();
     let (max_body, security, compress_cfg) = {
         let s = gw.settings();
-        (s.max_body_size, s.security_headers, s.compress.clone())
+        (s.max_body_size, s.security_headers, Arc::clone(&s.compress))
     };
     let version = req.version();
     let id = edge::request_id(req.headers());
@@ -162,7 +162,9 @@ async fn forward(
         };
         (retry, policy.total_timeout.or(s.total_timeout))
     };
-    ex.route = Some(Arc::from(stats.route.as_str()));
+    if gw.access_log.is_some() {
+        ex.route = Some(Arc::from(stats.route.as_str()));
+    }
     ex.compress = policy.compress;
     ex.error_page.clone_from(&app.plane.error_page);
     ex.total_timeout = total_timeout;

@@ -36,6 +36,8 @@ mod edge;
 mod error;
 mod forward;
 mod framing;
+#[doc(hidden)]
+pub mod fuzz;
 mod gcra;
 mod handler;
 mod idle;

@@ -63,7 +63,7 @@ pub struct GatewaySettings {
     pub retries: u32,
     pub retry_on: herd_config::RetryOn,
     /// `compress`, `compress_types`, `compress_min_size`.
-    pub compress: herd_config::Compress,
+    pub compress: Arc<herd_config::Compress>,
 }
 
 impl From<&herd_config::Gateway> for GatewaySettings {
@@ -85,7 +85,7 @@ impl From<&herd_config::Gateway> for GatewaySettings {
             total_timeout: g.data_plane.total_timeout,
             retries: g.data_plane.retries,
             retry_on: g.data_plane.retry_on,
-            compress: g.data_plane.compress.clone(),
+            compress: Arc::new(g.data_plane.compress.clone()),
         }
     }
 }
