@@ -496,6 +496,9 @@ async fn attempt(
             stale: false,
         }),
         Ok(Err(mut e)) => {
+            if conn.is_h2() {
+                up.pool.forget_h2().await;
+            }
             let request = e.take_message();
             if e.error().is_user() {
                 // The client's body failed (malformed, or past `max_body_size`): the client's

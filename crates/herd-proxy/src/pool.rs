@@ -137,6 +137,14 @@ impl Pool {
         Ok(conn)
     }
 
+    /// Drops the shared HTTP/2 connection after a failure on it, so the next request dials
+    /// anew instead of finding a connection that is closing but not yet seen closed.
+    pub(crate) async fn forget_h2(&self) {
+        if let Some(h2) = &self.h2 {
+            *h2.lock().await = None;
+        }
+    }
+
     async fn get_h1(&self) -> Result<SendRequest<UpBody>, ConnectError> {
         loop {
             let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();

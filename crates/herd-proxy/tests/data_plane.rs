@@ -437,3 +437,71 @@ async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
     );
     stop.cancel();
 }
+
+/// An HTTP/2-only backend on `l` whose connections all drop when `stop` is cancelled.
+async fn h2_backend_on(
+    l: TcpListener,
+    stop: tokio_util::sync::CancellationToken,
+    conns: Arc<AtomicUsize>,
+) {
+    loop {
+        let (s, _) = tokio::select! {
+            a = l.accept() => a.unwrap(),
+            () = stop.cancelled() => return,
+        };
+        conns.fetch_add(1, Ordering::SeqCst);
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(|req: Request<Incoming>| async move {
+                Ok::<_, std::convert::Infallible>(Response::new(full(format!(
+                    "{:?}",
+                    req.version()
+                ))))
+            });
+            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(s), svc);
+            tokio::select! {
+                _ = conn => {}
+                () = stop.cancelled() => {}
+            }
+        });
+    }
+}
+
+#[tokio::test]
+async fn an_h2c_connection_that_breaks_is_dialled_again() {
+    let (gw, addr, stop, _) = gateway("", "protocol = \"h2c\"").await;
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = l.local_addr().unwrap();
+    let first = tokio_util::sync::CancellationToken::new();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let serving = tokio::spawn(h2_backend_on(l, first.clone(), Arc::clone(&conns)));
+    gw.set_endpoints("web", vec![endpoint(1, "web-1", backend)]);
+    assert_eq!(&send(addr, "GET", "/", &[]).await.body[..], b"HTTP/2.0");
+    assert_eq!(conns.load(Ordering::SeqCst), 1);
+    // The backend goes away with its connection and comes back on the same port.
+    first.cancel();
+    serving.await.unwrap();
+    let l = TcpListener::bind(backend).await.unwrap();
+    let second = tokio_util::sync::CancellationToken::new();
+    let conns2 = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(h2_backend_on(l, second.clone(), Arc::clone(&conns2)));
+    // A request racing the close may fail (502); herd then dials anew. Bounded attempts.
+    let mut ok = false;
+    for _ in 0..20 {
+        let r = send(addr, "GET", "/", &[]).await;
+        if r.status == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "no request succeeded after the backend came back");
+    assert_eq!(conns2.load(Ordering::SeqCst), 1, "one new connection");
+    for _ in 0..5 {
+        assert_eq!(send(addr, "GET", "/", &[]).await.status, 200);
+    }
+    assert_eq!(conns2.load(Ordering::SeqCst), 1, "and it is reused");
+    second.cancel();
+    stop.cancel();
+}
