@@ -199,3 +199,20 @@ pub(crate) struct Exchange {
     /// The app's 503 page when no instance could serve.
     pub(crate) error_page: Option<crate::resilience::ErrorPage>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        let log = AccessLogger::new(&AccessLog {
+            target: AccessLogTarget::Stdout,
+        });
+        // No writer runs: the queue fills, then every line is dropped and counted.
+        for _ in 0..CAPACITY + 5 {
+            log.send("{}\n".to_owned());
+        }
+        assert_eq!(log.dropped(), 5);
+    }
+}

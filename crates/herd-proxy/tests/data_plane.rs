@@ -208,6 +208,27 @@ async fn a_503_is_retried_on_another_instance_only_for_idempotent_requests() {
 }
 
 #[tokio::test]
+async fn a_response_timeout_is_retried_only_when_retry_on_has_timeout() {
+    let (gw, addr, stop, _) = gateway(
+        "response_timeout = \"200ms\"",
+        "[[route]]\npath_prefix = \"/retry/\"\nstrip_prefix = \"/retry\"\nretry_on = [\"timeout\"]\napp = \"web\"\n[[route]]\napp = \"web\"",
+    )
+    .await;
+    let (a, sa) = backend("a", false, false).await;
+    let (b, sb) = backend("b", false, false).await;
+    gw.set_endpoints(
+        "web",
+        vec![endpoint(1, "web-1", a), endpoint(2, "web-2", b)],
+    );
+    let total = || sa.requests.load(Ordering::SeqCst) + sb.requests.load(Ordering::SeqCst);
+    assert_eq!(send(addr, "GET", "/slowhead", &[]).await.status, 504);
+    assert_eq!(total(), 1, "not in the default retry_on");
+    assert_eq!(send(addr, "GET", "/retry/slowhead", &[]).await.status, 504);
+    assert_eq!(total(), 3, "tried on the other instance too");
+    stop.cancel();
+}
+
+#[tokio::test]
 async fn the_circuit_opens_on_a_failing_instance_and_the_503_page_is_served() {
     let dir = std::env::temp_dir().join(format!("herd-cb-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
