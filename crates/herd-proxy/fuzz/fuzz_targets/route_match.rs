@@ -34,7 +34,9 @@ fn q(s: &str) -> String {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                out.push_str(&format!("\\u{:04X}", c as u32))
+            }
             c => out.push(c),
         }
     }
@@ -68,14 +70,22 @@ fuzz_target!(|input: Input| {
         }
         if let Some((name, value)) = &r.header {
             match value {
-                Some(v) => text.push_str(&format!("header = {{ name = {}, value = {} }}\n", q(name), q(v))),
+                Some(v) => text.push_str(&format!(
+                    "header = {{ name = {}, value = {} }}\n",
+                    q(name),
+                    q(v)
+                )),
                 None => text.push_str(&format!("header = {{ name = {} }}\n", q(name))),
             }
         }
         if let Some(w) = r.websocket {
             text.push_str(&format!("websocket = {w}\n"));
         }
-        text.push_str(if r.app_b { "app = \"b\"\n" } else { "app = \"a\"\n" });
+        text.push_str(if r.app_b {
+            "app = \"b\"\n"
+        } else {
+            "app = \"a\"\n"
+        });
     }
     let Ok(config) = herd_config::parse(&text, "fuzz.toml", std::path::Path::new(".")) else {
         return;
