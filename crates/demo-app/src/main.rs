@@ -6,6 +6,8 @@
 //! - `GET /alloc?mb=N` allocates and touches N MiB that stay allocated (grows RSS)
 //! - `POST /echo` returns the request body; `GET /ws` is a WebSocket echo
 //! - `GET /visits` counts visits in a herd session (the shared services, `visits`)
+//! - `GET /version` → the HTTP version the request came in (`HTTP/1.1`, or `HTTP/2.0` over h2c:
+//!   the listener also speaks HTTP/2 with prior knowledge)
 //! - anything else: 404 `no route <path> on <instance>`
 //!
 //! Exits cleanly on SIGTERM/SIGINT after finishing in-flight requests.
@@ -114,6 +116,10 @@ async fn main() {
         .route("/echo", post(|body: axum::body::Bytes| async move { body }))
         .route("/ws", get(ws))
         .route("/visits", get(visits::visits))
+        .route(
+            "/version",
+            get(|v: axum::http::Version| async move { format!("{v:?}") }),
+        )
         .fallback(|uri: axum::http::Uri| async move {
             // Says which instance answered, so routing can be checked from outside.
             (

@@ -158,6 +158,7 @@ impl Default for Gateway {
             tunnel_idle_timeout: TUNNEL_IDLE_TIMEOUT,
             tls: None,
             redirect_http: None,
+            data_plane: crate::model::DataPlane::default(),
         }
     }
 }

@@ -9,11 +9,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod alerts;
+pub(crate) mod data_plane;
 mod rate_limit;
 mod scaling;
 mod store;
 
 pub use alerts::*;
+pub use data_plane::*;
 pub use rate_limit::*;
 pub use scaling::*;
 pub use store::*;
@@ -84,6 +86,8 @@ pub struct Gateway {
     /// `redirect_http`, default none: a plain-HTTP listener answering every request with 308 to
     /// `https://<host><path>`.
     pub redirect_http: Option<SocketAddr>,
+    /// Timeouts, retries, circuit breaker, error page, compression, access log, threads.
+    pub data_plane: DataPlane,
 }
 
 /// `[gateway.tls]`. Paths are PEM files, relative to the config file's directory. The files are
@@ -263,6 +267,10 @@ pub struct App {
     pub fail_timeout: Duration,
     /// `[app.scaling]`; `None` (the default) means a fixed instance count.
     pub scaling: Option<Scaling>,
+    /// `protocol`, default `"http1"`.
+    pub protocol: Protocol,
+    /// `error_page_503`: overrides `[gateway] error_page_503` for this app.
+    pub error_page_503: Option<ErrorPage>,
 }
 
 /// One `[[route]]`: requests that pass every matcher set (host, path, method, header,
@@ -300,13 +308,15 @@ pub struct Route {
     pub strip_prefix: Option<String>,
     /// `response_timeout`: overrides `[gateway] response_timeout` for this route.
     pub response_timeout: Option<Duration>,
-    /// `retries`, default true; `false`: a request that reached a backend is not sent again
-    /// (connect failures still move on to another instance).
-    pub retries: bool,
+    /// `retries`: a count, or `true` (the gateway's count, the default) / `false` (0). With 0 a
+    /// request that reached a backend is not sent again (connect failures still move on).
+    pub retries: Option<u32>,
+    /// `retry_on`, `total_timeout`, `compress` overrides.
+    pub data_plane: RouteDataPlane,
 }
 
 impl Default for Route {
-    /// Matches everything, sends to app 0, changes nothing (retries on).
+    /// Matches everything, sends to app 0, changes nothing (the gateway's retries).
     fn default() -> Self {
         Route {
             name: None,
@@ -322,7 +332,8 @@ impl Default for Route {
             response_headers: HeaderRewrite::default(),
             strip_prefix: None,
             response_timeout: None,
-            retries: true,
+            retries: None,
+            data_plane: RouteDataPlane::default(),
         }
     }
 }

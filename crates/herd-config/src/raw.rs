@@ -90,6 +90,25 @@ pub(crate) struct RawGateway {
     pub(crate) tunnel_idle_timeout: Option<Val>,
     pub(crate) tls: Option<Spanned<RawTls>>,
     pub(crate) redirect_http: Option<Val>,
+    // Data plane (validate/data_plane.rs).
+    pub(crate) idle_timeout: Option<Val>,
+    pub(crate) total_timeout: Option<Val>,
+    pub(crate) retries: Option<Int>,
+    pub(crate) retry_on: Option<Val>,
+    pub(crate) retry_budget: Option<Val>,
+    pub(crate) circuit_consecutive: Option<Int>,
+    pub(crate) circuit_error_rate: Option<Val>,
+    pub(crate) circuit_min_requests: Option<Int>,
+    pub(crate) circuit_window: Option<Val>,
+    pub(crate) circuit_open: Option<Val>,
+    pub(crate) circuit_half_open: Option<Int>,
+    pub(crate) error_page_503: Option<Str>,
+    pub(crate) compress: Option<Spanned<bool>>,
+    pub(crate) compress_types: Option<Val>,
+    pub(crate) compress_min_size: Option<Val>,
+    pub(crate) access_log: Option<Str>,
+    pub(crate) access_log_format: Option<Str>,
+    pub(crate) threads: Option<Int>,
 }
 
 /// `[gateway.tls]`: the default certificate, and `[[gateway.tls.sni]]` entries chosen by SNI.
@@ -150,6 +169,8 @@ pub(crate) struct RawApp {
     pub(crate) fail_timeout: Option<Val>,
     pub(crate) health: Option<Spanned<RawHealth>>,
     pub(crate) scaling: Option<Spanned<RawScaling>>,
+    pub(crate) protocol: Option<Str>,
+    pub(crate) error_page_503: Option<Str>,
 }
 
 impl RawApp {
@@ -314,7 +335,11 @@ pub(crate) struct RawRoute {
     pub(crate) response_headers: Option<Spanned<RawHeaderRewrite>>,
     pub(crate) strip_prefix: Option<Str>,
     pub(crate) response_timeout: Option<Val>,
-    pub(crate) retries: Option<Spanned<bool>>,
+    /// `true`, `false` or a count.
+    pub(crate) retries: Option<Val>,
+    pub(crate) retry_on: Option<Val>,
+    pub(crate) total_timeout: Option<Val>,
+    pub(crate) compress: Option<Spanned<bool>>,
 }
 
 /// `header = { name = "X-Canary", value = "1" }` in a `[[route]]`.

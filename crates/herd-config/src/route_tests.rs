@@ -79,13 +79,14 @@ app = "web"
             },
             strip_prefix: Some("/api".into()),
             response_timeout: Some(Duration::from_secs(5)),
-            retries: false,
+            retries: Some(0),
+            data_plane: crate::model::RouteDataPlane::default(),
         }
     );
     let second = &cfg.routes[1];
     assert_eq!(second.path.as_deref(), Some("/health"));
     assert_eq!(second.header.as_ref().unwrap().value, None);
-    assert!(second.retries && second.name.is_none() && second.response_timeout.is_none());
+    assert!(second.retries.is_none() && second.name.is_none() && second.response_timeout.is_none());
 }
 
 #[test]

@@ -21,6 +21,7 @@ use crate::raw::{RawConfig, RawRoute, RawTls, Str, Val};
 mod alerts;
 mod app;
 mod balance;
+mod data_plane;
 mod rate_limit;
 mod route;
 mod scaling;
@@ -201,6 +202,7 @@ impl Validator<'_> {
                 .redirect_http
                 .as_ref()
                 .map(|v| self.addr(Some(v), "gateway.redirect_http", d::GATEWAY_LISTEN)),
+            data_plane: self.data_plane(g),
         }
     }
 

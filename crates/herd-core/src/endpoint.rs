@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use crate::circuit::{Circuit, CircuitSettings, CircuitState};
+
 /// One routable instance of an app.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
@@ -32,6 +34,10 @@ pub struct EndpointStats {
     idle: Notify,
     /// Latency and errors since the supervisor's last sample.
     pub window: crate::Window,
+    /// The circuit breaker (see `circuit`); locked only briefly, and only when the breaker is
+    /// enabled: `circuit_closed` lets the common case skip the lock when reading.
+    circuit: std::sync::Mutex<Circuit>,
+    circuit_closed: std::sync::atomic::AtomicBool,
 }
 
 impl Default for EndpointStats {
@@ -43,14 +49,17 @@ impl Default for EndpointStats {
 impl EndpointStats {
     #[must_use]
     pub fn new() -> Self {
+        let epoch = Instant::now();
         EndpointStats {
+            circuit: std::sync::Mutex::new(Circuit::new(epoch)),
+            circuit_closed: std::sync::atomic::AtomicBool::new(true),
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             window_fails: AtomicU64::new(0),
             window_start_ms: AtomicU64::new(0),
             down_until_ms: AtomicU64::new(0),
-            epoch: Instant::now(),
+            epoch,
             idle: Notify::new(),
             window: crate::Window::default(),
         }
@@ -128,6 +137,57 @@ impl EndpointStats {
     /// Clears the passive mark (an active check passed).
     pub fn clear_down(&self) {
         self.down_until_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// The circuit breaker's state: `"closed"`, `"open"` or `"half_open"` (for the admin API).
+    #[must_use]
+    pub fn circuit(&self) -> &'static str {
+        self.circuit_state(Instant::now()).as_str()
+    }
+
+    /// The circuit breaker's state at `now`.
+    #[must_use]
+    pub fn circuit_state(&self, now: Instant) -> CircuitState {
+        if self.circuit_closed.load(Ordering::Acquire) {
+            return CircuitState::Closed;
+        }
+        self.lock_circuit().state(now)
+    }
+
+    /// Whether the breaker would admit a request now (no probe slot taken): for the pick.
+    #[must_use]
+    pub fn circuit_would_admit(&self, now: Instant, s: &CircuitSettings) -> bool {
+        self.circuit_closed.load(Ordering::Acquire) || self.lock_circuit().would_admit(now, s)
+    }
+
+    /// Lets a request through the breaker (taking a probe slot while half-open) or not.
+    pub fn circuit_admit(&self, now: Instant, s: &CircuitSettings) -> bool {
+        self.circuit_closed.load(Ordering::Acquire) || self.lock_circuit().admit(now, s)
+    }
+
+    /// Feeds an exchange's outcome to the breaker; returns the new state when it changed.
+    pub fn circuit_record(
+        &self,
+        now: Instant,
+        ok: bool,
+        s: &CircuitSettings,
+    ) -> Option<CircuitState> {
+        if !s.enabled() {
+            return None;
+        }
+        let mut c = self.lock_circuit();
+        let change = c.record(now, ok, s);
+        if change.is_some() {
+            self.circuit_closed
+                .store(change == Some(CircuitState::Closed), Ordering::Release);
+        }
+        change
+    }
+
+    fn lock_circuit(&self) -> std::sync::MutexGuard<'_, Circuit> {
+        self.circuit
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Resolves once no request is in flight. Event-driven: woken by the last guard's drop.

@@ -6,11 +6,13 @@
 //!   shared by both sides so the gateway's in-flight count is exactly what the supervisor drains on.
 //! - [`Rotation`]: the gateway-side sink the supervisor publishes each app's ready set into.
 //! - [`Demand`]: requests held while an app scaled to zero gets its first instance.
+//! - [`Circuit`]: the per-instance circuit breaker (pure), its state kept in [`EndpointStats`].
 //! - [`Window`]: latency and error observations per sampling window, for the autoscaler.
 //! - [`StatsRegistry`]: cumulative request counters and latency histograms per (app, route).
 //! - [`telemetry`]: the per-second, per-app sample the dashboard and alerts read.
 //! - [`InstanceState`]: the lifecycle states shown to users (see `crates/herd-fleet/LIFECYCLE.md`).
 
+mod circuit;
 mod demand;
 mod endpoint;
 mod state;
@@ -18,6 +20,7 @@ mod stats;
 pub mod telemetry;
 mod window;
 
+pub use circuit::{Circuit, CircuitSettings, CircuitState};
 pub use demand::{Demand, HoldError};
 pub use endpoint::{Endpoint, EndpointStats, InFlightGuard, Rotation};
 pub use state::InstanceState;

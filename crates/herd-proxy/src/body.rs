@@ -8,12 +8,12 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use herd_core::{InFlightGuard, RouteStats};
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 
 use crate::edge::{BodyLimit, BodyTooLarge};
-use crate::pool::Pool;
+use crate::pool::{Conn, Pool};
 
 /// The request body sent upstream: the client's stream, or nothing (a rebuilt retry).
 #[derive(Debug)]
@@ -41,7 +41,8 @@ impl UpBody {
     }
 }
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The error type of the bodies the gateway streams.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl Body for UpBody {
     type Data = Bytes;
@@ -95,6 +96,8 @@ pub enum ProxyBody {
     Local(Full<Bytes>),
     /// A backend's response, streamed.
     Upstream(UpstreamBody),
+    /// A body wrapped on the way out (compression, `total_timeout`, access log).
+    Wrapped(UnsyncBoxBody<Bytes, BoxError>),
 }
 
 impl ProxyBody {
@@ -102,6 +105,16 @@ impl ProxyBody {
     #[must_use]
     pub fn text(s: impl Into<Bytes>) -> Self {
         ProxyBody::Local(Full::new(s.into()))
+    }
+
+    /// Wraps any body (boxed; used for the transforms on the way out).
+    pub(crate) fn wrap<B>(body: B) -> Self
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        use http_body_util::BodyExt as _;
+        ProxyBody::Wrapped(body.map_err(Into::into).boxed_unsync())
     }
 }
 
@@ -112,7 +125,7 @@ impl ProxyBody {
 pub struct UpstreamBody {
     inner: Incoming,
     guard: Option<InFlightGuard>,
-    conn: Option<(SendRequest<UpBody>, Arc<Pool>)>,
+    conn: Option<(Conn, Arc<Pool>)>,
     request_done: Option<Arc<AtomicBool>>,
     stats: Arc<RouteStats>,
 }
@@ -121,7 +134,7 @@ impl UpstreamBody {
     pub(crate) fn new(
         inner: Incoming,
         guard: InFlightGuard,
-        conn: SendRequest<UpBody>,
+        conn: Conn,
         pool: Arc<Pool>,
         request_done: Option<Arc<AtomicBool>>,
         stats: Arc<RouteStats>,
@@ -155,14 +168,15 @@ impl UpstreamBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ProxyBody::Local(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
+            ProxyBody::Wrapped(b) => Pin::new(b).poll_frame(cx),
             ProxyBody::Upstream(up) => {
                 let res = Pin::new(&mut up.inner).poll_frame(cx);
                 if let Poll::Ready(Some(Ok(frame))) = &res {
@@ -179,7 +193,7 @@ impl Body for ProxyBody {
                     }
                     _ => {}
                 }
-                res
+                res.map(|f| f.map(|r| r.map_err(BoxError::from)))
             }
         }
     }
@@ -188,6 +202,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Local(b) => b.is_end_stream(),
             ProxyBody::Upstream(up) => up.inner.is_end_stream(),
+            ProxyBody::Wrapped(b) => b.is_end_stream(),
         }
     }
 
@@ -195,6 +210,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Local(b) => b.size_hint(),
             ProxyBody::Upstream(up) => up.inner.size_hint(),
+            ProxyBody::Wrapped(b) => b.size_hint(),
         }
     }
 }

@@ -21,6 +21,9 @@ pub enum ProxyError {
     /// The backend took longer than `response_timeout` to answer.
     #[error("instance {instance} did not answer within {timeout:?}")]
     Timeout { instance: String, timeout: Duration },
+    /// The exchange ran past `total_timeout` before a response head.
+    #[error("request did not complete within total_timeout {timeout:?}")]
+    TotalTimeout { timeout: Duration },
     /// The request could not be forwarded as received.
     #[error("bad request: {reason}")]
     BadRequest { reason: &'static str },
@@ -50,7 +53,9 @@ impl ProxyError {
             | ProxyError::TooManyConnections => http::StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::RateLimited { status, .. } => *status,
             ProxyError::Upstream { .. } => http::StatusCode::BAD_GATEWAY,
-            ProxyError::Timeout { .. } => http::StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Timeout { .. } | ProxyError::TotalTimeout { .. } => {
+                http::StatusCode::GATEWAY_TIMEOUT
+            }
             ProxyError::BadRequest { .. } => http::StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => http::StatusCode::PAYLOAD_TOO_LARGE,
         }

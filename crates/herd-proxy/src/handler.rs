@@ -10,7 +10,9 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Vers
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
+use crate::access_log::{Exchange, Record};
 use crate::body::{ProxyBody, UpBody, UpstreamBody};
+use crate::compress;
 use crate::edge;
 use crate::error::ProxyError;
 use crate::forward;
@@ -26,21 +28,27 @@ pub(crate) async fn serve(
     client: SocketAddr,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
-    let (max_body, security) = {
+    let (max_body, security, compress_cfg) = {
         let s = gw.settings();
-        (s.max_body_size, s.security_headers)
+        (s.max_body_size, s.security_headers, Arc::clone(&s.compress))
     };
     let version = req.version();
     let id = edge::request_id(req.headers());
     req.headers_mut()
         .insert(edge::X_REQUEST_ID.clone(), id.clone());
+    let wants = compress::Wants::of(req.method(), req.headers());
+    let record = gw
+        .access_log
+        .as_ref()
+        .map(|log| Record::start(log, &req, client, &id, started));
+    let mut ex = Exchange::default();
     let limit = max_body.map(edge::BodyLimit::new);
     if let Some(limit) = &limit {
         req.extensions_mut().insert(limit.clone());
     }
     let mut route_stats = None;
     let result = match edge::check_length(req.headers(), max_body) {
-        Ok(()) => forward(&gw, req, client, &mut route_stats).await,
+        Ok(()) => forward(&gw, req, client, &mut route_stats, &mut ex).await,
         Err(e) => Err(e),
     };
     let mut resp = match result {
@@ -52,7 +60,11 @@ pub(crate) async fn serve(
                 _ => e,
             };
             tracing::debug!(error = %e, "request not proxied");
-            let mut resp = error_response(&e);
+            let page = ex
+                .error_page
+                .as_ref()
+                .filter(|_| matches!(e, ProxyError::NoInstance { .. } | ProxyError::Held { .. }));
+            let mut resp = page.map_or_else(|| error_response(&e), |p| p.response());
             if matches!(e, ProxyError::BodyTooLarge { .. }) && version < Version::HTTP_2 {
                 // The rest of the body is not read: the connection cannot be reused.
                 resp.headers_mut()
@@ -65,7 +77,10 @@ pub(crate) async fn serve(
     if let Some(stats) = route_stats {
         stats.record(resp.status().as_u16(), started.elapsed());
     }
-    resp
+    if ex.compress.unwrap_or(compress_cfg.enabled) {
+        resp = compress::apply(&wants, resp, &compress_cfg);
+    }
+    crate::tail::wrap(resp, ex, record)
 }
 
 pub(crate) fn error_response(e: &ProxyError) -> Response<ProxyBody> {
@@ -94,11 +109,11 @@ pub(crate) fn too_many_connections(version: Version) -> Response<ProxyBody> {
     resp
 }
 
-/// Requests that may be sent again after they reached a backend whose connection then broke
-/// without a response: idempotent, safe methods without a body (RFC 9110 §9.2).
+/// Requests that may be sent again after they reached a backend: idempotent methods without a
+/// body (RFC 9110 §9.2.2), which herd can rebuild.
 fn replayable(method: &Method, body: &Incoming) -> bool {
     use http_body::Body as _;
-    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) && body.is_end_stream()
+    crate::retry::idempotent(method) && body.is_end_stream()
 }
 
 async fn forward(
@@ -106,7 +121,9 @@ async fn forward(
     req: Request<Incoming>,
     client: SocketAddr,
     route_stats: &mut Option<Arc<RouteStats>>,
+    ex: &mut Exchange,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    let started = Instant::now();
     let tables = gw.tables();
     let host = req
         .headers()
@@ -144,6 +161,21 @@ async fn forward(
             .map(|d| d.max(delay)),
         Err(e) => Err(e),
     };
+    let (retry, total_timeout) = {
+        let s = gw.settings();
+        let retry = crate::retry::Policy {
+            left: policy.retries.unwrap_or(s.retries),
+            on: policy.retry_on.unwrap_or(s.retry_on),
+        };
+        (retry, policy.total_timeout.or(s.total_timeout))
+    };
+    if gw.access_log.is_some() {
+        ex.route = Some(Arc::from(stats.route.as_str()));
+    }
+    ex.compress = policy.compress;
+    ex.error_page.clone_from(&app.plane.error_page);
+    ex.total_timeout = total_timeout;
+    ex.deadline = total_timeout.map(|t| started + t);
     if limited.is_err() {
         stats.add_rate_limited();
     }
@@ -200,9 +232,9 @@ async fn forward(
     policy.rewrite_request(&mut parts.headers);
     parts.version = Version::HTTP_11;
 
-    // Keep what is needed to rebuild a bodiless idempotent request after a broken connection
-    // (unless the route says `retries = false`).
-    let replay = (policy.retries && replayable(&parts.method, &body)).then(|| {
+    // Keep what is needed to rebuild a bodiless idempotent request for a retry (unless the
+    // route allows none).
+    let replay = (retry.left > 0 && replayable(&parts.method, &body)).then(|| {
         let mut p = Request::new(());
         *p.method_mut() = parts.method.clone();
         *p.uri_mut() = parts.uri.clone();
@@ -220,8 +252,18 @@ async fn forward(
         timeout: policy
             .response_timeout
             .unwrap_or_else(|| gw.settings().response_timeout),
+        retry,
     };
-    let mut resp = send_with_retries(gw, &app, req, sending, tunnel).await?;
+    let deadline = ex.deadline;
+    let sent = send_with_retries(gw, &app, req, sending, tunnel, ex);
+    let mut resp = match deadline {
+        Some(at) => tokio::time::timeout_at(at.into(), sent)
+            .await
+            .map_err(|_| ProxyError::TotalTimeout {
+                timeout: total_timeout.unwrap_or_default(),
+            })??,
+        None => sent.await?,
+    };
     policy.rewrite_response(resp.headers_mut());
     Ok(resp)
 }
@@ -241,6 +283,7 @@ struct Sending<'a> {
     affinity: Option<u64>,
     /// The route's `response_timeout`, else the gateway's.
     timeout: Duration,
+    retry: crate::retry::Policy,
 }
 
 async fn send_with_retries(
@@ -249,6 +292,7 @@ async fn send_with_retries(
     mut req: Request<UpBody>,
     sending: Sending<'_>,
     mut tunnel: Option<ClientUpgrade>,
+    ex: &mut Exchange,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let Sending {
         replay,
@@ -256,6 +300,7 @@ async fn send_with_retries(
         stats,
         affinity,
         timeout,
+        mut retry,
     } = sending;
     let mut set = app.current();
     if set.is_empty() {
@@ -271,24 +316,60 @@ async fn send_with_retries(
             set = app.current();
         }
     }
+    app.plane.deposit(Instant::now());
+    let circuit = &app.plane.circuit;
     let mut tried: Vec<u64> = Vec::new();
     let mut stale_retried = false;
     let mut last_err: Option<ProxyError> = None;
+    // An instance already chosen for a retry on a status (picked before the answer was dropped).
+    let mut next: Option<Arc<Upstream>> = None;
     loop {
         let now = Instant::now();
-        let Some(up) = app.pick(&set, &tried, now, affinity) else {
-            return Err(last_err.unwrap_or_else(|| ProxyError::NoInstance {
-                app: app.name.clone(),
-            }));
+        let up = match next.take() {
+            Some(up) => up,
+            None => match app.pick(&set, &tried, now, affinity) {
+                Some(up) => up,
+                None => {
+                    return Err(last_err.unwrap_or_else(|| ProxyError::NoInstance {
+                        app: app.name.clone(),
+                    }))
+                }
+            },
         };
+        tried.push(up.endpoint.uid);
+        if !up.endpoint.stats.circuit_admit(now, circuit) {
+            // Another request took the half-open probe slot since the pick: not an attempt.
+            continue;
+        }
         // Counted in flight from the pick, so a drain never sees zero while a request is
         // on its way to this instance.
         let guard = up.endpoint.stats.start_request();
-        tried.push(up.endpoint.uid);
         let body_done = matches!(req.body(), UpBody::Client(..)).then(|| Arc::clone(&sent));
+        let sent_at = Instant::now();
         match attempt(gw, &up, req, guard, body_done, stats, timeout, &mut tunnel).await {
             Ok(resp) => {
+                let done = Instant::now();
+                ex.instance = Some((Arc::clone(&up.endpoint.id), up.endpoint.addr));
+                ex.upstream_time = Some(done.saturating_duration_since(sent_at));
+                let status = resp.status().as_u16();
+                note_circuit(app, &up, done, status < 500);
                 up.endpoint.stats.record_success();
+                if retry.on.status(status) && retry.left > 0 {
+                    if let Some(orig) = &replay {
+                        let other = app.pick(&set, &tried, done, affinity);
+                        if let Some(other) = other.filter(|_| app.plane.withdraw(done)) {
+                            tracing::debug!(app = %app.name, instance = %up.endpoint.id, status,
+                                "retrying on another instance");
+                            drop(resp);
+                            retry.left -= 1;
+                            ex.retries += 1;
+                            stats.add_retry();
+                            req = rebuild(orig);
+                            next = Some(other);
+                            continue;
+                        }
+                    }
+                }
                 return Ok(resp);
             }
             Err(Failure {
@@ -305,24 +386,57 @@ async fn send_with_retries(
                     // the instance is unhealthy. Try it once more, on a fresh connection if need be.
                     stale_retried = true;
                     tried.pop();
-                } else if up
-                    .endpoint
-                    .stats
-                    .record_failure(now, app.max_fails, app.fail_timeout)
-                {
-                    tracing::warn!(app = %app.name, instance = %up.endpoint.id, error = %err,
-                        "instance marked down by passive health");
+                } else {
+                    note_circuit(app, &up, now, false);
+                    if up
+                        .endpoint
+                        .stats
+                        .record_failure(now, app.max_fails, app.fail_timeout)
+                    {
+                        tracing::warn!(app = %app.name, instance = %up.endpoint.id, error = %err,
+                            "instance marked down by passive health");
+                    }
                 }
-                req = match (request, &replay) {
-                    (Some(r), _) => r,
-                    (None, Some(orig)) if !timed_out => rebuild(orig),
-                    _ => return Err(err),
+                req = match request {
+                    // Never sent: always moves on (it cost the backend nothing).
+                    Some(r) => r,
+                    None => {
+                        let wanted = if timed_out {
+                            retry.on.timeout
+                        } else {
+                            retry.on.reset
+                        };
+                        match &replay {
+                            Some(orig)
+                                if wanted
+                                    && retry.left > 0
+                                    && app.plane.withdraw(Instant::now()) =>
+                            {
+                                retry.left -= 1;
+                                rebuild(orig)
+                            }
+                            _ => return Err(err),
+                        }
+                    }
                 };
+                ex.retries += 1;
                 stats.add_retry();
                 tracing::debug!(app = %app.name, instance = %up.endpoint.id, error = %err, "retrying");
                 last_err = Some(err);
             }
         }
+    }
+}
+
+/// Feeds an outcome to the instance's circuit breaker and logs its transitions.
+fn note_circuit(app: &AppUpstreams, up: &Upstream, now: Instant, ok: bool) {
+    if let Some(state) = up
+        .endpoint
+        .stats
+        .circuit_record(now, ok, &app.plane.circuit)
+    {
+        tracing::warn!(app = %app.name, instance = %up.endpoint.id, circuit = state.as_str(),
+            "circuit breaker changed state");
     }
 }
 
@@ -360,6 +474,7 @@ async fn attempt(
     } else {
         up.pool.get().await
     };
+    let mut req = req;
     let mut conn = match conn {
         Ok(c) => c,
         Err(e) => {
@@ -374,6 +489,9 @@ async fn attempt(
             });
         }
     };
+    if conn.is_h2() {
+        to_h2(&mut req, up.endpoint.addr);
+    }
     let sent_at = Instant::now();
     match tokio::time::timeout(timeout, conn.try_send_request(req)).await {
         Err(_) => Err(Failure {
@@ -385,6 +503,9 @@ async fn attempt(
             stale: false,
         }),
         Ok(Err(mut e)) => {
+            if conn.is_h2() {
+                up.pool.forget_h2().await;
+            }
             let request = e.take_message();
             if e.error().is_user() {
                 // The client's body failed (malformed, or past `max_body_size`): the client's
@@ -432,6 +553,29 @@ async fn attempt(
             Ok(Response::from_parts(parts, ProxyBody::Upstream(body)))
         }
     }
+}
+
+/// An HTTP/2 request needs `:scheme` and `:authority`: the absolute URI carries them (the
+/// client's `Host`, else the instance's address), and the `Host` field goes (RFC 9113 §8.3.1).
+fn to_h2(req: &mut Request<UpBody>, addr: std::net::SocketAddr) {
+    let authority = req
+        .headers_mut()
+        .remove(header::HOST)
+        .and_then(|h| h.to_str().ok().map(str::to_owned))
+        .unwrap_or_else(|| addr.to_string());
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map_or("/", http::uri::PathAndQuery::as_str);
+    if let Ok(uri) = Uri::builder()
+        .scheme("http")
+        .authority(authority.as_str())
+        .path_and_query(pq)
+        .build()
+    {
+        *req.uri_mut() = uri;
+    }
+    *req.version_mut() = Version::HTTP_2;
 }
 
 /// The backend switched protocols: answer the client's `101` and splice both connections once

@@ -7,13 +7,19 @@
 //!   `strip_prefix`, per-route timeout and retries.
 //! - `balance`: pure instance selection (smooth weighted round robin, least connections, P2C,
 //!   peak EWMA, consistent hashing with bounded load, first).
-//! - `pool`: per-instance keep-alive pool of HTTP/1.1 upstream connections.
+//! - `pool`: per-instance keep-alive pool of HTTP/1.1 upstream connections, or one shared
+//!   HTTP/2 connection for `protocol = "h2c"` apps.
 //! - `forward`: hop-by-hop removal and `X-Forwarded-*` headers.
 //! - `framing`: request-smuggling guard that follows HTTP/1 framing beside hyper.
 //! - `body`: the streamed response body that ends the in-flight count and returns the connection.
 //! - `tunnel`: upgraded connections (WebSocket) spliced to one instance, with an idle timeout.
 //! - `tls`: `[gateway.tls]` certificates, SNI resolution, reload on SIGHUP or file change;
 //!   `redirect`: the optional http→https (308) listener.
+//! - `retry` (pure budget) and `resilience`: when a request is sent again, the retry budget,
+//!   the circuit breaker settings (breakers live in `herd_core::EndpointStats`), the 503 page.
+//! - `compress`: gzip/brotli by `Accept-Encoding`; `tail`: `total_timeout` on the response
+//!   body and the `access_log` line (`access_log`: the non-blocking JSON writer).
+//! - `idle`: `idle_timeout` on client connections (last byte either way, requests in flight).
 //! - `edge`: `X-Request-Id`, the request body limit, security headers.
 //! - `gcra` (pure) and `ratelimit`: `[[rate_limit]]`, nginx `limit_req` semantics, state in
 //!   memory; `connlimit`: `[gateway] max_conn_per_ip`.
@@ -21,25 +27,33 @@
 //! The set of instances in rotation is swapped atomically (`arc-swap`) by the supervisor through
 //! the [`herd_core::Rotation`] trait; the request path takes no lock on it.
 
+mod access_log;
 mod balance;
 mod body;
+mod compress;
 mod connlimit;
 mod edge;
 mod error;
 mod forward;
 mod framing;
+#[doc(hidden)]
+pub mod fuzz;
 mod gcra;
 mod handler;
+mod idle;
 mod pool;
 mod ratelimit;
 mod redirect;
+mod resilience;
+mod retry;
 mod route;
 pub mod server;
+mod tail;
 pub mod tls;
 mod tunnel;
 mod upstream;
 
-pub use body::ProxyBody;
+pub use body::{BoxError, ProxyBody};
 pub use error::ProxyError;
 pub use redirect::serve_redirect;
 pub use server::{Gateway, GatewaySettings};

@@ -20,10 +20,13 @@ use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::access_log::AccessLogger;
 use crate::connlimit::ConnCounts;
 use crate::framing;
 use crate::handler;
+use crate::idle;
 use crate::ratelimit::{self, RateLimiter};
+use crate::resilience::AppPlane;
 use crate::route::RouteTable;
 use crate::tls::{ClientTls, TlsCerts, TlsError};
 use crate::tunnel::Tunnels;
@@ -51,6 +54,16 @@ pub struct GatewaySettings {
     pub max_conn_per_ip: u32,
     /// An upgraded connection with no byte either way for this long is closed.
     pub tunnel_idle_timeout: Duration,
+    /// A client connection with no request in flight and no byte read for this long is closed.
+    /// Read when serving starts.
+    pub idle_timeout: Duration,
+    /// The whole exchange, response body included (routes may override).
+    pub total_timeout: Option<Duration>,
+    /// Retries for a request that reached a backend (routes may override).
+    pub retries: u32,
+    pub retry_on: herd_config::RetryOn,
+    /// `compress`, `compress_types`, `compress_min_size`.
+    pub compress: Arc<herd_config::Compress>,
 }
 
 impl From<&herd_config::Gateway> for GatewaySettings {
@@ -68,6 +81,11 @@ impl From<&herd_config::Gateway> for GatewaySettings {
             security_headers: g.security_headers,
             max_conn_per_ip: g.max_conn_per_ip,
             tunnel_idle_timeout: g.tunnel_idle_timeout,
+            idle_timeout: g.data_plane.idle_timeout,
+            total_timeout: g.data_plane.total_timeout,
+            retries: g.data_plane.retries,
+            retry_on: g.data_plane.retry_on,
+            compress: Arc::new(g.data_plane.compress.clone()),
         }
     }
 }
@@ -89,10 +107,12 @@ impl Tables {
             .iter()
             .map(|a| {
                 let previous = old.and_then(|t| t.by_name.get(&a.name).map(|&i| &t.apps[i]));
-                Arc::new(match previous {
+                let mut up = match previous {
                     Some(p) => p.reconfigured(a),
                     None => AppUpstreams::new(a),
-                })
+                };
+                up.plane = AppPlane::new(a, &config.gateway.data_plane);
+                Arc::new(up)
             })
             .collect();
         let names: Vec<String> = config.apps.iter().map(|a| a.name.clone()).collect();
@@ -123,6 +143,8 @@ pub struct Gateway {
     tls: OnceLock<Arc<TlsCerts>>,
     /// The shared store for `shared = true` rate limits (set once at start).
     shared_store: OnceLock<Arc<herd_store::Store>>,
+    /// `[gateway] access_log`, fixed at start (its writer runs while the gateway serves).
+    pub(crate) access_log: Option<Arc<AccessLogger>>,
 }
 
 impl Gateway {
@@ -138,7 +160,19 @@ impl Gateway {
             tunnels: Tunnels::default(),
             tls: OnceLock::new(),
             shared_store: OnceLock::new(),
+            access_log: config
+                .gateway
+                .data_plane
+                .access_log
+                .as_ref()
+                .map(AccessLogger::new),
         })
+    }
+
+    /// Access log lines dropped so far because the writer was behind (0 without a log).
+    #[must_use]
+    pub fn access_log_dropped(&self) -> u64 {
+        self.access_log.as_ref().map_or(0, |l| l.dropped())
     }
 
     /// Gives `shared = true` rate limits the store they count in (Redis across herd nodes).
@@ -241,6 +275,15 @@ impl Gateway {
             sweep_pools(Arc::clone(&self), shutdown.clone())
                 .instrument(tracing::debug_span!("pool_sweeper")),
         );
+        // Stopped after the connections drained, so their last lines are written.
+        let log_stop = CancellationToken::new();
+        let log_writer = self.access_log.as_ref().map(|log| {
+            tokio::spawn(
+                Arc::clone(log)
+                    .run(log_stop.clone())
+                    .instrument(tracing::debug_span!("access_log")),
+            )
+        });
         loop {
             let slot = match &slots {
                 Some(slots) => tokio::select! {
@@ -270,12 +313,16 @@ impl Gateway {
             }
             let gw = Arc::clone(&self);
             let https = acceptor.is_some();
+            let activity = idle::Activity::new();
+            let in_service = Arc::clone(&activity);
             let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                 let gw = Arc::clone(&gw);
                 if https {
                     req.extensions_mut().insert(ClientTls);
                 }
+                let busy = in_service.begin();
                 async move {
+                    let _busy = busy;
                     Ok::<_, std::convert::Infallible>(if over_limit {
                         handler::too_many_connections(req.version())
                     } else {
@@ -287,6 +334,7 @@ impl Gateway {
             let service = framing::Guarded::new(Arc::clone(&verdict), service);
             let max_header_size = settings.max_header_size;
             let handshake_timeout = settings.client_header_timeout;
+            let idle_timeout = settings.idle_timeout;
             let acceptor = acceptor.clone();
             let builder = Arc::clone(&builder);
             let watcher = graceful.watcher();
@@ -313,6 +361,7 @@ impl Gateway {
                             },
                         },
                     };
+                    let stream = idle::Watched::new(stream, Arc::clone(&activity));
                     let stream = framing::Scan::new(stream, max_header_size, verdict);
                     let conn = builder
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -323,6 +372,9 @@ impl Gateway {
                             tracing::debug!(error = %e, "client connection ended with an error");
                         },
                         () = hard_stop.cancelled() => {}
+                        () = activity.idle(idle_timeout) => {
+                            tracing::debug!(?idle_timeout, "closing an idle client connection");
+                        }
                     }
                 }
                 .instrument(tracing::debug_span!("client_conn", %peer)),
@@ -343,6 +395,10 @@ impl Gateway {
             self.tunnels.close_all();
         }
         let _ = sweeper.await;
+        log_stop.cancel();
+        if let Some(w) = log_writer {
+            let _ = w.await;
+        }
         if let Some(w) = cert_watcher {
             let _ = w.await;
         }

@@ -17,6 +17,7 @@ use http::{HeaderMap, Uri};
 
 use crate::balance::{self, ewma::PeakEwma, key, ring::Ring, swrr, Candidate, Inputs};
 use crate::pool::Pool;
+use crate::resilience::AppPlane;
 use crate::server::GatewaySettings;
 
 /// One instance in rotation with its connection pool.
@@ -73,6 +74,8 @@ pub(crate) struct AppUpstreams {
     /// For apps that scale to zero: how long and how many requests to hold while the first
     /// instance starts (Knative's activator).
     pub(crate) hold: Option<Hold>,
+    /// Protocol, circuit breaker settings, retry budget, 503 page (see `resilience`).
+    pub(crate) plane: AppPlane,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -111,6 +114,7 @@ impl AppUpstreams {
                 timeout: s.hold_timeout,
                 queue: s.hold_queue,
             }),
+            plane: AppPlane::new(app, &herd_config::DataPlane::default()),
         }
     }
 
@@ -135,6 +139,7 @@ impl AppUpstreams {
                         settings.pool_max_idle,
                         settings.pool_idle_timeout,
                         settings.connect_timeout,
+                        self.plane.protocol,
                     )),
                     endpoint: ep,
                 }),
@@ -158,7 +163,8 @@ impl AppUpstreams {
     }
 
     /// Picks an instance not in `tried`, honouring passive down marks unless every untried
-    /// instance is marked (then the marks are ignored rather than failing the request).
+    /// instance is marked (then the marks are ignored rather than failing the request). An open
+    /// circuit is always honoured: failing fast is its point.
     pub(crate) fn pick(
         &self,
         set: &UpstreamSet,
@@ -181,6 +187,10 @@ impl AppUpstreams {
                 Candidate {
                     in_flight: u.endpoint.stats.in_flight(),
                     skip: tried.contains(&u.endpoint.uid)
+                        || !u
+                            .endpoint
+                            .stats
+                            .circuit_would_admit(now, &self.plane.circuit)
                         || (honour_down && u.endpoint.stats.passively_down(now)),
                     latency_us: if ewma { u.ewma.get(now) } else { 0.0 },
                 }

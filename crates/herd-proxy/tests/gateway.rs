@@ -198,7 +198,7 @@ async fn a_slow_backend_is_504_after_response_timeout() {
 
 #[tokio::test]
 async fn a_post_whose_connection_breaks_after_sending_is_not_replayed() {
-    let gw = gateway("").await;
+    let gw = gateway("retry_on = [\"connect-failure\", \"reset\"]").await;
     let a = endpoint(1, "web-1", backend("a").await);
     let b = endpoint(2, "web-2", backend("b").await);
     let (sa, sb) = (Arc::clone(&a.stats), Arc::clone(&b.stats));
@@ -213,10 +213,27 @@ async fn a_post_whose_connection_breaks_after_sending_is_not_replayed() {
         1,
         "a POST that reached a backend is sent once"
     );
-    // A GET breaking the same way is safe to replay, on the other instance.
+    // A GET breaking the same way is safe to replay (`retry_on` has "reset"), on the other
+    // instance.
     let (status, _) = send(gw.addr, get("/close")).await;
     assert_eq!(status, 502);
     assert_eq!(sa.requests() + sb.requests(), 3);
+}
+
+#[tokio::test]
+async fn by_default_only_connect_failures_are_retried() {
+    let gw = gateway("").await;
+    let a = endpoint(1, "web-1", backend("a").await);
+    let b = endpoint(2, "web-2", backend("b").await);
+    let (sa, sb) = (Arc::clone(&a.stats), Arc::clone(&b.stats));
+    gw.gw.set_endpoints("web", vec![a, b]);
+    let (status, _) = send(gw.addr, get("/close")).await;
+    assert_eq!(status, 502);
+    assert_eq!(
+        sa.requests() + sb.requests(),
+        1,
+        "retry_on defaults to connect-failure"
+    );
 }
 
 #[tokio::test]

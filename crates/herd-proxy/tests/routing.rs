@@ -293,10 +293,12 @@ app = "a"
 [[route]]
 path = "/close"
 retries = false
+retry_on = ["reset"]
 app = "b"
 
 [[route]]
 app = "c"
+retry_on = ["reset"]
 "#,
     )
     .await;
@@ -310,7 +312,8 @@ app = "c"
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
     let count = |i: usize| gw.hits[i].load(Ordering::SeqCst);
     assert_eq!(count(2) + count(3), 1);
-    // The default: a bodiless GET whose connection broke is tried on the other instance.
+    // `retry_on = ["reset"]` and the default count: a bodiless GET whose connection broke is
+    // tried on the other instance.
     let r = send(gw.addr, "GET", "/retry/close", &[]).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
     assert_eq!(count(4) + count(5), 2);

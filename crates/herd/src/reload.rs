@@ -32,6 +32,13 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     {
         out.push("[gateway.tls] files or redirect_http (certificates reload live)".to_owned());
     }
+    let (od, nd) = (&old.gateway.data_plane, &new.gateway.data_plane);
+    if od.threads != nd.threads
+        || od.access_log != nd.access_log
+        || od.idle_timeout != nd.idle_timeout
+    {
+        out.push("gateway.threads, access_log or idle_timeout (read at start)".to_owned());
+    }
     if old.admin.listen != new.admin.listen {
         out.push(format!(
             "admin.listen {} (still serving on {})",

@@ -149,10 +149,13 @@ pub(crate) fn up(args: UpArgs) -> ExitCode {
         Err(code) => return code,
     };
     init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // `[gateway] threads`: the runtime's worker threads (tokio's default: one per core).
+    if let Some(n) = config.gateway.data_plane.threads {
+        builder.worker_threads(n);
+        tracing::info!(threads = n, "runtime worker threads from [gateway] threads");
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("herd: failed to start the runtime: {e}");

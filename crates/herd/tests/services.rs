@@ -83,8 +83,14 @@ async fn instances_share_sessions_through_the_services() {
     // Store and cache series on /metrics.
     let (code, metrics) = get(&herd.admin_url("/metrics")).await.unwrap();
     assert_eq!(code, 200);
-    assert!(metrics.contains("herd_store_up{backend=\"embedded\"} 1"), "{metrics}");
-    assert!(metrics.contains("herd_cache_lookups_total{level=\"l1\",result=\"miss\"}"), "{metrics}");
+    assert!(
+        metrics.contains("herd_store_up{backend=\"embedded\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("herd_cache_lookups_total{level=\"l1\",result=\"miss\"}"),
+        "{metrics}"
+    );
 
     // No token, wrong token: 401, and the token is not in herd's log.
     let (code, _, _) = call(Method::GET, &herd.services_url("/v1/cache/stats"), &[], "")

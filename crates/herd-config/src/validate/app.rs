@@ -62,6 +62,7 @@ impl Validator<'_> {
         };
 
         let (balance, hash_key, hash_balance_factor) = self.balancing(&p, a);
+        let (protocol, error_page_503) = self.app_data_plane(&p, a);
 
         let health = match &a.health {
             Some(h) => self.health(&format!("{p}.health"), h.get_ref()),
@@ -85,6 +86,8 @@ impl Validator<'_> {
             hash_balance_factor,
             health,
             scaling,
+            protocol,
+            error_page_503,
             max_fails: self.u32(
                 a.max_fails.as_ref(),
                 &format!("{p}.max_fails"),

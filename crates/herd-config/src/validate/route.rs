@@ -95,6 +95,7 @@ impl Validator<'_> {
                 true,
             )
         });
+        let (retries, data_plane) = self.route_data_plane(p, r);
         Route {
             name,
             path,
@@ -106,7 +107,8 @@ impl Validator<'_> {
             response_headers,
             strip_prefix,
             response_timeout,
-            retries: r.retries.as_ref().is_none_or(|b| *b.get_ref()),
+            retries,
+            data_plane,
             ..Route::default()
         }
     }

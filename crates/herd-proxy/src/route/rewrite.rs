@@ -42,7 +42,7 @@ impl Rewrite {
 }
 
 /// A route's rewrites and overrides.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct RoutePolicy {
     request: Rewrite,
     response: Rewrite,
@@ -50,20 +50,12 @@ pub(crate) struct RoutePolicy {
     strip_prefix: Option<Box<str>>,
     /// Overrides `[gateway] response_timeout`.
     pub(crate) response_timeout: Option<Duration>,
-    /// `false`: a request that reached a backend is not sent again.
-    pub(crate) retries: bool,
-}
-
-impl Default for RoutePolicy {
-    fn default() -> Self {
-        RoutePolicy {
-            request: Rewrite::default(),
-            response: Rewrite::default(),
-            strip_prefix: None,
-            response_timeout: None,
-            retries: true,
-        }
-    }
+    /// Overrides `[gateway] retries` (`Some(0)`: a request that reached a backend is not sent
+    /// again).
+    pub(crate) retries: Option<u32>,
+    pub(crate) retry_on: Option<herd_config::RetryOn>,
+    pub(crate) total_timeout: Option<Duration>,
+    pub(crate) compress: Option<bool>,
 }
 
 impl RoutePolicy {
@@ -77,6 +69,9 @@ impl RoutePolicy {
                 .map(|p| p.trim_end_matches('/').into()),
             response_timeout: r.response_timeout,
             retries: r.retries,
+            retry_on: r.data_plane.retry_on,
+            total_timeout: r.data_plane.total_timeout,
+            compress: r.data_plane.compress,
         })
     }
 

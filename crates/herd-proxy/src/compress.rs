@@ -1,0 +1,233 @@
+//! Response compression (`compress = true`): gzip or brotli, chosen by the client's
+//! `Accept-Encoding` q-values (brotli when equal), streamed through `async-compression`.
+//!
+//! Skipped for HEAD requests, 1xx/204/206/304 responses, anything with `Content-Range` or a
+//! `Content-Encoding` already, `Cache-Control: no-transform`, `text/event-stream` (the encoder
+//! holds bytes back until its buffer fills, which would stall an event stream), types outside
+//! `compress_types`, and bodies whose `Content-Length` is under `compress_min_size`.
+//! A compressed response loses `Content-Length`, gains `Vary: Accept-Encoding`, and a strong
+//! `ETag` becomes weak (the bytes differ from the uncompressed representation).
+
+use async_compression::tokio::bufread::{BrotliEncoder, GzipEncoder};
+use futures_util::{StreamExt as _, TryStreamExt as _};
+use herd_config::Compress;
+use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::{BodyDataStream, StreamBody};
+use tokio_util::io::{ReaderStream, StreamReader};
+
+use crate::body::ProxyBody;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Coding {
+    Brotli,
+    Gzip,
+}
+
+impl Coding {
+    fn token(self) -> &'static str {
+        match self {
+            Coding::Brotli => "br",
+            Coding::Gzip => "gzip",
+        }
+    }
+}
+
+/// The coding to use for a client's `Accept-Encoding` values, if any (RFC 9110 §12.5.3):
+/// the highest non-zero q-value among `br` and `gzip` (a `*` covers the ones not named),
+/// brotli on a tie.
+pub(crate) fn negotiate<'a>(accept: impl Iterator<Item = &'a str>) -> Option<Coding> {
+    let (mut br, mut gzip, mut star): (Option<f32>, Option<f32>, Option<f32>) = (None, None, None);
+    for item in accept.flat_map(|v| v.split(',')) {
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or("").trim();
+        let mut q = 1.0f32;
+        for p in parts {
+            if let Some((k, v)) = p.split_once('=') {
+                if k.trim().eq_ignore_ascii_case("q") {
+                    q = v
+                        .trim()
+                        .parse::<f32>()
+                        .ok()
+                        .filter(|q| (0.0..=1.0).contains(q))
+                        .unwrap_or(0.0);
+                }
+            }
+        }
+        let is = |name: &str| coding.eq_ignore_ascii_case(name);
+        if is("br") {
+            br = Some(br.map_or(q, |b| b.max(q)));
+        } else if is("gzip") || is("x-gzip") {
+            gzip = Some(gzip.map_or(q, |g| g.max(q)));
+        } else if coding == "*" {
+            star = Some(q);
+        }
+    }
+    let br = br.or(star).unwrap_or(0.0);
+    let gzip = gzip.or(star).unwrap_or(0.0);
+    if br <= 0.0 && gzip <= 0.0 {
+        None
+    } else if br >= gzip {
+        Some(Coding::Brotli)
+    } else {
+        Some(Coding::Gzip)
+    }
+}
+
+/// Whether `content_type` (parameters ignored) is in `types` (`text/*` covers `text/html`).
+fn compressible(content_type: &str, types: &[String]) -> bool {
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if media == "text/event-stream" {
+        return false;
+    }
+    let Some((top, _)) = media.split_once('/') else {
+        return false;
+    };
+    types
+        .iter()
+        .any(|t| *t == media || t.strip_suffix("/*").is_some_and(|wild| wild == top))
+}
+
+/// What the request said that compression needs, read before the request is forwarded.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Wants {
+    coding: Option<Coding>,
+    head: bool,
+}
+
+impl Wants {
+    pub(crate) fn of(method: &Method, headers: &HeaderMap) -> Self {
+        Wants {
+            coding: negotiate(
+                headers
+                    .get_all(header::ACCEPT_ENCODING)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok()),
+            ),
+            head: method == Method::HEAD,
+        }
+    }
+}
+
+/// The coding to apply to this response, or `None` to leave it as is.
+fn choose(wants: &Wants, resp: &Response<ProxyBody>, cfg: &Compress) -> Option<Coding> {
+    let coding = wants.coding?;
+    let h = resp.headers();
+    let status = resp.status();
+    if wants.head
+        || status.is_informational()
+        || matches!(
+            status,
+            StatusCode::NO_CONTENT | StatusCode::PARTIAL_CONTENT | StatusCode::NOT_MODIFIED
+        )
+        || h.contains_key(header::CONTENT_ENCODING)
+        || h.contains_key(header::CONTENT_RANGE)
+    {
+        return None;
+    }
+    let no_transform = h
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("no-transform"));
+    let typed = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| compressible(t, &cfg.types));
+    let small = h
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_some_and(|n| n < cfg.min_size);
+    (!no_transform && typed && !small).then_some(coding)
+}
+
+/// Compresses `resp` when the request and the response allow it.
+pub(crate) fn apply(
+    wants: &Wants,
+    resp: Response<ProxyBody>,
+    cfg: &Compress,
+) -> Response<ProxyBody> {
+    let Some(coding) = choose(wants, &resp, cfg) else {
+        return resp;
+    };
+    let (mut parts, body) = resp.into_parts();
+    let h = &mut parts.headers;
+    h.remove(header::CONTENT_LENGTH);
+    h.insert(
+        header::CONTENT_ENCODING,
+        HeaderValue::from_static(coding.token()),
+    );
+    let varies = h
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| v.trim().eq_ignore_ascii_case("accept-encoding") || v.trim() == "*");
+    if !varies {
+        h.append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    }
+    if let Some(etag) = h
+        .get(header::ETAG)
+        .filter(|e| e.as_bytes().starts_with(b"\""))
+    {
+        let mut weak = b"W/".to_vec();
+        weak.extend_from_slice(etag.as_bytes());
+        if let Ok(v) = HeaderValue::from_bytes(&weak) {
+            h.insert(header::ETAG, v);
+        }
+    }
+    let reader = StreamReader::new(BodyDataStream::new(body).map_err(std::io::Error::other));
+    let body = match coding {
+        Coding::Brotli => encoded(BrotliEncoder::new(reader)),
+        Coding::Gzip => encoded(GzipEncoder::new(reader)),
+    };
+    Response::from_parts(parts, body)
+}
+
+fn encoded<R>(encoder: R) -> ProxyBody
+where
+    R: tokio::io::AsyncRead + Send + 'static,
+{
+    let frames = ReaderStream::new(encoder).map(|chunk| chunk.map(Frame::data));
+    ProxyBody::wrap(StreamBody::new(frames))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pick(v: &str) -> Option<Coding> {
+        negotiate(std::iter::once(v))
+    }
+
+    #[test]
+    fn q_values_decide_and_brotli_wins_ties() {
+        assert_eq!(pick("gzip, br"), Some(Coding::Brotli));
+        assert_eq!(pick("gzip;q=1.0, br;q=0.8"), Some(Coding::Gzip));
+        assert_eq!(pick("br;q=0, gzip"), Some(Coding::Gzip));
+        assert_eq!(pick("identity"), None);
+        assert_eq!(pick("*"), Some(Coding::Brotli));
+        assert_eq!(pick("*;q=0.5, br;q=0.1"), Some(Coding::Gzip));
+        assert_eq!(pick("gzip;q=0, br;q=0"), None);
+        assert_eq!(pick("GZIP;Q=0.5"), Some(Coding::Gzip));
+        assert_eq!(pick("deflate"), None);
+        assert_eq!(pick(""), None);
+    }
+
+    #[test]
+    fn types_match_exactly_or_by_wildcard() {
+        let types: Vec<String> = ["text/*", "application/json"].map(String::from).to_vec();
+        assert!(compressible("text/html; charset=utf-8", &types));
+        assert!(compressible("Application/JSON", &types));
+        assert!(!compressible("application/json-patch", &types));
+        assert!(!compressible("image/png", &types));
+        assert!(!compressible("text/event-stream", &types));
+        assert!(!compressible("garbage", &types));
+    }
+}
