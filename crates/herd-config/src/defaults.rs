@@ -153,6 +153,7 @@ impl Default for Gateway {
             tunnel_idle_timeout: TUNNEL_IDLE_TIMEOUT,
             tls: None,
             redirect_http: None,
+            sticky_secret: None,
         }
     }
 }
@@ -188,6 +189,8 @@ impl Default for Health {
             timeout: HEALTH_TIMEOUT,
             rise: HEALTH_RISE,
             fall: HEALTH_FALL,
+            downinter: None,
+            expect_status: vec![(200, 399)],
         }
     }
 }

@@ -9,10 +9,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod alerts;
+mod lb;
 mod rate_limit;
 mod scaling;
 
 pub use alerts::*;
+pub use lb::*;
 pub use rate_limit::*;
 pub use scaling::*;
 
@@ -78,6 +80,9 @@ pub struct Gateway {
     /// `redirect_http`, default none: a plain-HTTP listener answering every request with 308 to
     /// `https://<host><path>`.
     pub redirect_http: Option<SocketAddr>,
+    /// `sticky_secret`: HMAC key of sticky-session cookies; `None` = random per herd process
+    /// (several herd nodes behind one address need the same secret).
+    pub sticky_secret: Option<String>,
 }
 
 /// `[gateway.tls]`. Paths are PEM files, relative to the config file's directory. The files are
@@ -233,6 +238,10 @@ pub struct Health {
     pub rise: u32,
     /// `fall`, default 3.
     pub fall: u32,
+    /// `downinter` (HAProxy): interval while an instance that was up is down; `None` = `fastinter`.
+    pub downinter: Option<Duration>,
+    /// `expect_status`, default `200-399`: inclusive status ranges an HTTP check accepts.
+    pub expect_status: Vec<(u16, u16)>,
 }
 
 /// One `[[app]]`: a named group of backends behind the gateway.
@@ -257,6 +266,8 @@ pub struct App {
     pub fail_timeout: Duration,
     /// `[app.scaling]`; `None` (the default) means a fixed instance count.
     pub scaling: Option<Scaling>,
+    /// Sticky sessions, weights, backups, `max_conn` and its queue, slow start, `observe`.
+    pub lb: LoadBalancing,
 }
 
 /// One `[[route]]`: requests that pass every matcher set (host, path, method, header,
@@ -297,6 +308,8 @@ pub struct Route {
     /// `retries`, default true; `false`: a request that reached a backend is not sent again
     /// (connect failures still move on to another instance).
     pub retries: bool,
+    /// `balance`/`hash_key`/`sticky` overriding the app's for this route.
+    pub overrides: RouteBalance,
 }
 
 impl Default for Route {
@@ -317,6 +330,7 @@ impl Default for Route {
             strip_prefix: None,
             response_timeout: None,
             retries: true,
+            overrides: RouteBalance::default(),
         }
     }
 }

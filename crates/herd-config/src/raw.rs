@@ -54,6 +54,7 @@ pub(crate) struct RawGateway {
     pub(crate) tunnel_idle_timeout: Option<Val>,
     pub(crate) tls: Option<Spanned<RawTls>>,
     pub(crate) redirect_http: Option<Val>,
+    pub(crate) sticky_secret: Option<Str>,
 }
 
 /// `[gateway.tls]`: the default certificate, and `[[gateway.tls.sni]]` entries chosen by SNI.
@@ -114,6 +115,14 @@ pub(crate) struct RawApp {
     pub(crate) fail_timeout: Option<Val>,
     pub(crate) health: Option<Spanned<RawHealth>>,
     pub(crate) scaling: Option<Spanned<RawScaling>>,
+    // Load balancing beyond `balance` (validate/lb.rs).
+    pub(crate) sticky: Option<Val>,
+    pub(crate) weight: Option<Int>,
+    pub(crate) max_conn: Option<Int>,
+    pub(crate) queue: Option<Int>,
+    pub(crate) queue_timeout: Option<Val>,
+    pub(crate) slow_start: Option<Val>,
+    pub(crate) observe: Option<Str>,
 }
 
 impl RawApp {
@@ -169,6 +178,8 @@ pub(crate) struct RawHealth {
     pub(crate) timeout: Option<Val>,
     pub(crate) rise: Option<Int>,
     pub(crate) fall: Option<Int>,
+    pub(crate) downinter: Option<Val>,
+    pub(crate) expect_status: Option<Val>,
 }
 
 /// `[app.scaling]`. `panic` is a table or `false`, so it is parsed by hand.
@@ -279,6 +290,9 @@ pub(crate) struct RawRoute {
     pub(crate) strip_prefix: Option<Str>,
     pub(crate) response_timeout: Option<Val>,
     pub(crate) retries: Option<Spanned<bool>>,
+    pub(crate) balance: Option<Str>,
+    pub(crate) hash_key: Option<Str>,
+    pub(crate) sticky: Option<Val>,
 }
 
 /// `header = { name = "X-Canary", value = "1" }` in a `[[route]]`.

@@ -80,6 +80,7 @@ app = "web"
             strip_prefix: Some("/api".into()),
             response_timeout: Some(Duration::from_secs(5)),
             retries: false,
+            overrides: crate::RouteBalance::default(),
         }
     );
     let second = &cfg.routes[1];

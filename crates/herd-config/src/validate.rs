@@ -21,6 +21,7 @@ use crate::raw::{RawConfig, RawRoute, RawTls, Str, Val};
 mod alerts;
 mod app;
 mod balance;
+mod lb;
 mod rate_limit;
 mod route;
 mod scaling;
@@ -194,6 +195,7 @@ impl Validator<'_> {
                 .redirect_http
                 .as_ref()
                 .map(|v| self.addr(Some(v), "gateway.redirect_http", d::GATEWAY_LISTEN)),
+            sticky_secret: g.sticky_secret.as_ref().and_then(|s| self.sticky_secret(s)),
         }
     }
 

@@ -11,6 +11,7 @@
 //! - [`telemetry`]: the per-second, per-app sample the dashboard and alerts read.
 //! - [`InstanceState`]: the lifecycle states shown to users (see `crates/herd-fleet/LIFECYCLE.md`).
 
+mod check;
 mod demand;
 mod endpoint;
 mod state;
@@ -18,6 +19,7 @@ mod stats;
 pub mod telemetry;
 mod window;
 
+pub use check::{LastCheck, Release};
 pub use demand::{Demand, HoldError};
 pub use endpoint::{Endpoint, EndpointStats, InFlightGuard, Rotation};
 pub use state::InstanceState;

@@ -125,6 +125,7 @@ async fn forward(
     let app = Arc::clone(&tables.apps[matched.app]);
     let stats = Arc::clone(matched.stats);
     let policy = Arc::clone(matched.policy);
+    let sticky_key = Arc::clone(&tables.sticky_key);
     // Decided while the tables are held (no await); the delay is waited after.
     let limited = crate::ratelimit::check_all(
         &tables.limits,
@@ -148,7 +149,14 @@ async fn forward(
 
     let (mut parts, body) = req.into_parts();
     // Read before the headers are rewritten; kept across retries.
-    let affinity = app.affinity(&parts.headers, &parts.uri, client.ip());
+    let lb = crate::lb::Choice::new(&app, &policy.overrides, &sticky_key, &parts.headers);
+    let affinity = AppUpstreams::affinity(
+        lb.balance,
+        lb.hash_key,
+        &parts.headers,
+        &parts.uri,
+        client.ip(),
+    );
     if !parts.headers.contains_key(header::HOST) {
         if let Some(auth) = parts.uri.authority() {
             let v = HeaderValue::from_str(auth.as_str()).map_err(|_| ProxyError::BadRequest {
@@ -210,6 +218,7 @@ async fn forward(
         sent,
         stats: &stats,
         affinity,
+        lb,
         timeout: policy
             .response_timeout
             .unwrap_or_else(|| gw.settings().response_timeout),
@@ -232,6 +241,8 @@ struct Sending<'a> {
     sent: Arc<AtomicBool>,
     stats: &'a Arc<RouteStats>,
     affinity: Option<u64>,
+    /// The algorithm and sticky pin in force for this request.
+    lb: crate::lb::Choice<'a>,
     /// The route's `response_timeout`, else the gateway's.
     timeout: Duration,
 }
@@ -248,6 +259,7 @@ async fn send_with_retries(
         sent,
         stats,
         affinity,
+        lb,
         timeout,
     } = sending;
     let mut set = app.current();
@@ -269,19 +281,19 @@ async fn send_with_retries(
     let mut last_err: Option<ProxyError> = None;
     loop {
         let now = Instant::now();
-        let Some(up) = app.pick(&set, &tried, now, affinity) else {
+        // Counted in flight from the pick, so a drain never sees zero while a request is
+        // on its way to this instance.
+        let Some((up, guard)) = crate::lb::acquire(app, &set, &tried, &lb, affinity).await? else {
             return Err(last_err.unwrap_or_else(|| ProxyError::NoInstance {
                 app: app.name.clone(),
             }));
         };
-        // Counted in flight from the pick, so a drain never sees zero while a request is
-        // on its way to this instance.
-        let guard = up.endpoint.stats.start_request();
         tried.push(up.endpoint.uid);
         let body_done = matches!(req.body(), UpBody::Client(..)).then(|| Arc::clone(&sent));
         match attempt(gw, &up, req, guard, body_done, stats, timeout, &mut tunnel).await {
-            Ok(resp) => {
-                up.endpoint.stats.record_success();
+            Ok(mut resp) => {
+                crate::lb::observe(app, &up, resp.status(), now);
+                lb.stick(&mut resp, &up.endpoint.id);
                 return Ok(resp);
             }
             Err(Failure {

@@ -7,6 +7,8 @@
 //!   `strip_prefix`, per-route timeout and retries.
 //! - `balance`: pure instance selection (smooth weighted round robin, least connections, P2C,
 //!   peak EWMA, consistent hashing with bounded load, first).
+//! - `lb`: the route's or app's balancing for a request, sticky pins and cookies (`sticky`,
+//!   HMAC-SHA256), the `max_conn` wait (`queue`), passive layer-7 observation.
 //! - `pool`: per-instance keep-alive pool of HTTP/1.1 upstream connections.
 //! - `forward`: hop-by-hop removal and `X-Forwarded-*` headers.
 //! - `framing`: request-smuggling guard that follows HTTP/1 framing beside hyper.
@@ -30,11 +32,14 @@ mod forward;
 mod framing;
 mod gcra;
 mod handler;
+mod lb;
 mod pool;
+mod queue;
 mod ratelimit;
 mod redirect;
 mod route;
 pub mod server;
+mod sticky;
 pub mod tls;
 mod tunnel;
 mod upstream;

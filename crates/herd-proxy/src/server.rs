@@ -79,6 +79,9 @@ pub(crate) struct Tables {
     /// `[[rate_limit]]` in file order; unchanged entries keep their state across reloads.
     pub(crate) limits: Vec<Arc<RateLimiter>>,
     by_name: HashMap<String, usize>,
+    /// Signs sticky-session cookies; kept across reloads unless `sticky_secret` changes.
+    pub(crate) sticky_key: Arc<crate::sticky::StickyKey>,
+    sticky_secret: Option<String>,
 }
 
 impl Tables {
@@ -106,6 +109,15 @@ impl Tables {
             apps,
             limits: ratelimit::build(&config.rate_limits, old.map_or(&[], |t| &t.limits)),
             by_name,
+            sticky_key: match old {
+                Some(t) if t.sticky_secret == config.gateway.sticky_secret => {
+                    Arc::clone(&t.sticky_key)
+                }
+                _ => Arc::new(crate::sticky::StickyKey::new(
+                    config.gateway.sticky_secret.as_deref(),
+                )),
+            },
+            sticky_secret: config.gateway.sticky_secret.clone(),
         }
     }
 }

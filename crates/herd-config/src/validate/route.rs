@@ -107,6 +107,7 @@ impl Validator<'_> {
             strip_prefix,
             response_timeout,
             retries: r.retries.as_ref().is_none_or(|b| *b.get_ref()),
+            overrides: self.route_overrides(p, r),
             ..Route::default()
         }
     }

@@ -52,6 +52,8 @@ pub(crate) struct RoutePolicy {
     pub(crate) response_timeout: Option<Duration>,
     /// `false`: a request that reached a backend is not sent again.
     pub(crate) retries: bool,
+    /// `balance`/`hash_key`/`sticky` overriding the app's.
+    pub(crate) overrides: herd_config::RouteBalance,
 }
 
 impl Default for RoutePolicy {
@@ -62,6 +64,7 @@ impl Default for RoutePolicy {
             strip_prefix: None,
             response_timeout: None,
             retries: true,
+            overrides: herd_config::RouteBalance::default(),
         }
     }
 }
@@ -77,6 +80,7 @@ impl RoutePolicy {
                 .map(|p| p.trim_end_matches('/').into()),
             response_timeout: r.response_timeout,
             retries: r.retries,
+            overrides: r.overrides.clone(),
         })
     }
 
