@@ -33,3 +33,25 @@ pub trait Release: Send + Sync + std::fmt::Debug {
     /// Called once per request, after the in-flight count went down.
     fn released(&self);
 }
+
+/// One instance in the gateway's rotation as the load balancer weighs it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LbWeight {
+    /// The instance id (`web-3`).
+    pub instance: String,
+    /// Configured `weight`.
+    pub weight: u32,
+    /// The weight in force now: lower than `weight` during slow start.
+    pub effective_weight: f64,
+    pub backup: bool,
+    /// `max_conn` (0 = unlimited).
+    pub max_conn: u32,
+}
+
+/// The gateway's view of its rotation, for `GET /loadbalancer/status`.
+pub trait LbView: Send + Sync + 'static {
+    /// The instances of `app` in rotation with their weights (empty for an unknown app).
+    fn lb_weights(&self, app: &str) -> Vec<LbWeight>;
+    /// Requests of `app` waiting for a server under its `max_conn`.
+    fn queued(&self, app: &str) -> usize;
+}

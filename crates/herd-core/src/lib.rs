@@ -19,7 +19,7 @@ mod stats;
 pub mod telemetry;
 mod window;
 
-pub use check::{LastCheck, Release};
+pub use check::{LastCheck, LbView, LbWeight, Release};
 pub use demand::{Demand, HoldError};
 pub use endpoint::{Endpoint, EndpointStats, InFlightGuard, Rotation};
 pub use state::InstanceState;

@@ -307,6 +307,7 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
             alerts,
             reload: reloader,
             token: config.admin.token.as_deref().map(Arc::from),
+            lb: Some(gateway.clone() as Arc<dyn herd_core::LbView>),
             shutdown: admin_stop.clone(),
         },
     ));
