@@ -79,6 +79,8 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigEr
 #[cfg(test)]
 mod alerts_tests;
 #[cfg(test)]
+mod lb_tests;
+#[cfg(test)]
 mod route_tests;
 #[cfg(test)]
 mod scaling_tests;

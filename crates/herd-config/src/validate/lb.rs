@@ -222,19 +222,9 @@ impl Validator<'_> {
 
     /// A route's `balance`/`hash_key`/`sticky`.
     pub(super) fn route_overrides(&mut self, p: &str, r: &RawRoute) -> RouteBalance {
-        let balance = (r.balance.is_some() || r.hash_key.is_some()).then(|| {
-            if r.balance.is_none() {
-                if let Some(k) = &r.hash_key {
-                    self.err(
-                        &k.span(),
-                        &format!("{p}.hash_key"),
-                        "a route's hash_key needs the route's own balance = \"hash\"",
-                        Some("add balance = \"hash\" to this route, or remove hash_key".into()),
-                    );
-                }
-            }
-            self.balance_with_key(p, r.balance.as_ref(), r.hash_key.as_ref())
-        });
+        // A `hash_key` alone is reported by `balance_with_key` (it needs `balance = "hash"`).
+        let balance = (r.balance.is_some() || r.hash_key.is_some())
+            .then(|| self.balance_with_key(p, r.balance.as_ref(), r.hash_key.as_ref()));
         RouteBalance {
             balance,
             sticky: r.sticky.as_ref().map(|s| self.sticky(p, s)),
