@@ -390,6 +390,36 @@ async fn sweep_pools(gw: Arc<Gateway>, shutdown: CancellationToken) {
     }
 }
 
+impl herd_core::LbView for Gateway {
+    fn lb_weights(&self, app: &str) -> Vec<herd_core::LbWeight> {
+        let tables = self.tables.load();
+        let Some(&i) = tables.by_name.get(app) else {
+            return Vec::new();
+        };
+        let app = &tables.apps[i];
+        let now = Instant::now();
+        app.current()
+            .iter()
+            .map(|u| herd_core::LbWeight {
+                instance: u.endpoint.id.to_string(),
+                weight: u.params.weight,
+                effective_weight: f64::from(u.weight(now, app.lb.slow_start))
+                    / f64::from(crate::balance::slowstart::SCALE),
+                backup: u.params.backup,
+                max_conn: u.params.max_conn,
+            })
+            .collect()
+    }
+
+    fn queued(&self, app: &str) -> usize {
+        let tables = self.tables.load();
+        tables
+            .by_name
+            .get(app)
+            .map_or(0, |&i| tables.apps[i].queue.len())
+    }
+}
+
 impl Rotation for Gateway {
     fn set_endpoints(&self, app: &str, endpoints: Vec<Endpoint>) {
         let tables = self.tables.load();

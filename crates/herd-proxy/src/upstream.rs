@@ -57,13 +57,25 @@ pub(crate) struct UpstreamSet {
     schedule: Vec<u32>,
     ring: Ring,
     any_backup: bool,
+    /// Configured weights in `1/SCALE` units; empty when all are equal (the common case, which
+    /// then costs the balancer nothing).
+    weights: Vec<u32>,
 }
 
 impl UpstreamSet {
     fn new(upstreams: Vec<Arc<Upstream>>) -> Self {
         let weights: Vec<u32> = upstreams.iter().map(|u| u.params.weight).collect();
+        let uniform = weights.windows(2).all(|w| w[0] == w[1]);
         UpstreamSet {
             schedule: swrr::schedule(&weights),
+            weights: if uniform {
+                Vec::new()
+            } else {
+                weights
+                    .iter()
+                    .map(|w| w.saturating_mul(slowstart::SCALE))
+                    .collect()
+            },
             ring: Ring::new(upstreams.iter().map(|u| &*u.endpoint.id)),
             any_backup: upstreams.iter().any(|u| u.params.backup),
             upstreams,
@@ -291,11 +303,17 @@ impl AppUpstreams {
         affinity: Option<u64>,
     ) -> Acquired {
         let slow = self.lb.slow_start;
-        let weights: Vec<u32> = set.iter().map(|u| u.weight(now, slow)).collect();
+        // Weights move only during slow start; otherwise the set's precomputed ones hold.
+        let ramped: Vec<u32> = if slow.is_zero() {
+            Vec::new()
+        } else {
+            set.iter().map(|u| u.weight(now, slow)).collect()
+        };
         let ramping = set
             .iter()
-            .zip(&weights)
+            .zip(&ramped)
             .any(|(u, &w)| w != u.params.weight.saturating_mul(slowstart::SCALE));
+        let weights = if ramping { &ramped } else { &set.weights };
         let input = Inputs {
             rr: self.rr.fetch_add(1, Ordering::Relaxed),
             rand: self.next_random(),
@@ -303,7 +321,7 @@ impl AppUpstreams {
             schedule: &set.schedule,
             ring: &set.ring,
             factor: self.hash_balance_factor,
-            weights: &weights,
+            weights,
             ramping,
         };
         let ewma = algo == Balance::PeakEwma;
@@ -474,5 +492,37 @@ mod tests {
         let no_key = affinity(&app, &HeaderMap::new(), &uri, ip);
         assert_eq!(no_key, None);
         assert!(pick(&app, &set, &[], now, no_key).is_some());
+    }
+
+    #[test]
+    fn slow_start_ramps_a_new_instance_share() {
+        let (app, settings) = app("slow_start = \"30s\"");
+        app.replace(endpoints(&[1, 2]), &settings);
+        let now = Instant::now();
+        let Some(long_ago) = now.checked_sub(Duration::from_secs(60)) else {
+            return; // a machine up for less than a minute: nothing to ramp from
+        };
+        // Instance 1 has served for a minute (full weight); instance 2 has just arrived.
+        let old = &app.current()[0];
+        let aged = Arc::new(Upstream {
+            endpoint: old.endpoint.clone(),
+            pool: Arc::clone(&old.pool),
+            ewma: PeakEwma::new(now),
+            params: old.params,
+            since: long_ago,
+        });
+        let set = UpstreamSet::new(vec![aged, Arc::clone(&app.current()[1])]);
+        let share_of_2 = |at: Instant| {
+            (0..1700)
+                .filter(|_| pick(&app, &set, &[], at, None).unwrap().endpoint.uid == 2)
+                .count()
+        };
+        // Weight 1/16 against 16/16: about 100 of 1700; half-way through, 8/16: about 567.
+        let start = share_of_2(set[1].since);
+        assert!((30..=200).contains(&start), "{start}");
+        let half = share_of_2(set[1].since + Duration::from_secs(15));
+        assert!((420..=720).contains(&half), "{half}");
+        let done = share_of_2(set[1].since + Duration::from_secs(30));
+        assert_eq!(done, 850, "plain round robin once ramped");
     }
 }
