@@ -525,4 +525,67 @@ mod tests {
         let done = share_of_2(set[1].since + Duration::from_secs(30));
         assert_eq!(done, 850, "plain round robin once ramped");
     }
+
+    proptest::proptest! {
+        /// Against a model of HAProxy's rule: a backup is picked only when no primary is left
+        /// (in rotation, not passively down, not tried); marks are ignored only when every
+        /// untried server is marked; nothing is picked twice for a request.
+        #[test]
+        fn backups_only_when_no_primary_is_left(
+            servers in proptest::collection::vec((proptest::bool::ANY, proptest::bool::ANY, proptest::bool::ANY), 1..7),
+            algo in proptest::sample::select(vec!["round_robin", "least_conn", "random_two", "first"]),
+        ) {
+            let list: Vec<String> = servers
+                .iter()
+                .enumerate()
+                .map(|(i, (backup, _, _))| format!("{{ addr = \"127.0.0.1:{}\", backup = {backup} }}", i + 1))
+                .collect();
+            let text = format!("[[app]]\nname = \"web\"\nservers = [{}]\nbalance = \"{algo}\"\n", list.join(", "));
+            let cfg = herd_config::parse(&text, "t.toml", std::path::Path::new(".")).unwrap();
+            let app = AppUpstreams::new(&cfg.apps[0]);
+            let now = Instant::now();
+            let eps: Vec<Endpoint> = servers
+                .iter()
+                .enumerate()
+                .map(|(i, &(_, down, _))| {
+                    let stats = Arc::new(EndpointStats::new());
+                    if down {
+                        stats.record_failure(now, 1, Duration::from_secs(60));
+                    }
+                    Endpoint {
+                        uid: i as u64 + 1,
+                        id: Arc::from(format!("web-{}", i + 1)),
+                        addr: SocketAddr::from(([127, 0, 0, 1], u16::try_from(i + 1).unwrap())),
+                        stats,
+                    }
+                })
+                .collect();
+            app.replace(eps, &GatewaySettings::from(&cfg.gateway));
+            let tried: Vec<u64> = servers
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.2)
+                .map(|(i, _)| i as u64 + 1)
+                .collect();
+            let set = app.current();
+            let got = pick(&app, &set, &tried, now, None);
+            // The model: the first group with an open server, in HAProxy's order.
+            let open = |backup: bool, honour_down: bool| {
+                servers.iter().any(|&(b, down, t)| b == backup && !t && !(honour_down && down))
+            };
+            let want = [(false, true), (true, true), (false, false), (true, false)]
+                .into_iter()
+                .find(|&(b, h)| open(b, h) && (h || !open(!b, true)));
+            match (got, want) {
+                (None, None) => {}
+                (Some(up), Some((backup, honour_down))) => {
+                    let (b, down, t) = servers[usize::try_from(up.endpoint.uid).unwrap() - 1];
+                    proptest::prop_assert!(!t, "picked a tried server");
+                    proptest::prop_assert_eq!(b, backup);
+                    proptest::prop_assert!(!(honour_down && down));
+                }
+                (got, want) => proptest::prop_assert!(false, "got {:?}, model {:?}", got.map(|u| u.endpoint.uid), want),
+            }
+        }
+    }
 }
