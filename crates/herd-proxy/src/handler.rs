@@ -149,7 +149,8 @@ async fn forward(
 
     let (mut parts, body) = req.into_parts();
     // Read before the headers are rewritten; kept across retries.
-    let lb = crate::lb::Choice::new(&app, &policy.overrides, &sticky_key, &parts.headers);
+    let tls = parts.extensions.get::<crate::tls::ClientTls>().is_some();
+    let lb = crate::lb::Choice::new(&app, &policy.overrides, &sticky_key, &parts.headers, tls);
     let affinity = AppUpstreams::affinity(
         lb.balance,
         lb.hash_key,

@@ -25,6 +25,8 @@ struct Sticking<'a> {
     pinned: Option<Pinned>,
     /// Unix seconds when the request arrived.
     now: u64,
+    /// The client came over TLS: the cookie gets `Secure`.
+    secure: bool,
 }
 
 /// The balancing in force for one request.
@@ -42,6 +44,7 @@ impl<'a> Choice<'a> {
         overrides: &'a RouteBalance,
         key: &'a StickyKey,
         headers: &HeaderMap,
+        secure: bool,
     ) -> Self {
         let (balance, hash_key) = match &overrides.balance {
             Some((b, k)) => (*b, k.as_ref()),
@@ -58,6 +61,7 @@ impl<'a> Choice<'a> {
                 key,
                 pinned: sticky::cookie(headers, &cfg.cookie).and_then(|v| key.verify(v, now)),
                 now,
+                secure,
             }
         });
         Choice {
@@ -81,7 +85,7 @@ impl<'a> Choice<'a> {
         }
         let expires = s.now.saturating_add(s.cfg.ttl.as_secs().max(1));
         let value = s.key.sign(served, expires);
-        if let Some(v) = sticky::set_cookie(&s.cfg.cookie, &value, s.cfg.ttl) {
+        if let Some(v) = sticky::set_cookie(&s.cfg.cookie, &value, s.cfg.ttl, s.secure) {
             resp.headers_mut().append(header::SET_COOKIE, v);
         }
     }

@@ -105,10 +105,17 @@ pub(crate) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> 
         .map(|(_, v)| v.trim_matches('"'))
 }
 
-/// `Set-Cookie` pinning the client for `ttl`: `Path=/; HttpOnly; SameSite=Lax; Max-Age=ttl`.
-pub(crate) fn set_cookie(name: &str, value: &str, ttl: Duration) -> Option<HeaderValue> {
+/// `Set-Cookie` pinning the client for `ttl`: `Path=/; HttpOnly; SameSite=Lax; Max-Age=ttl`,
+/// plus `Secure` when the client came over TLS (HAProxy `cookie ... secure`).
+pub(crate) fn set_cookie(
+    name: &str,
+    value: &str,
+    ttl: Duration,
+    secure: bool,
+) -> Option<HeaderValue> {
+    let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}",
+        "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
         ttl.as_secs().max(1)
     ))
     .ok()
@@ -185,8 +192,13 @@ mod tests {
         assert!(needs_cookie(Some(&p), "web-1", 160, ttl));
         assert!(needs_cookie(Some(&p), "web-2", 110, ttl));
         assert!(needs_cookie(None, "web-1", 110, ttl));
-        let c = set_cookie("HERD_SRV", "v", ttl).unwrap();
+        let c = set_cookie("HERD_SRV", "v", ttl, false).unwrap();
         assert_eq!(c, "HERD_SRV=v; Path=/; HttpOnly; SameSite=Lax; Max-Age=100");
+        let c = set_cookie("HERD_SRV", "v", ttl, true).unwrap();
+        assert_eq!(
+            c,
+            "HERD_SRV=v; Path=/; HttpOnly; SameSite=Lax; Max-Age=100; Secure"
+        );
     }
 
     proptest! {
