@@ -9,10 +9,10 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use herd_core::Release;
+use herd_core::{Demand, Release};
 use tokio::sync::Notify;
 
 /// The order of waiting requests by ticket number.
@@ -64,16 +64,19 @@ pub(crate) struct Queue {
     tickets: Mutex<Tickets>,
     waiting: AtomicUsize,
     wake: Notify,
+    /// The app's demand: the queue's length feeds the autoscaler's `queue_depth`.
+    demand: Arc<Demand>,
 }
 
 impl Queue {
-    pub(crate) fn new(max: usize, timeout: Duration) -> Self {
+    pub(crate) fn new(max: usize, timeout: Duration, demand: Arc<Demand>) -> Self {
         Queue {
             max,
             timeout,
             tickets: Mutex::new(Tickets::default()),
             waiting: AtomicUsize::new(0),
             wake: Notify::new(),
+            demand,
         }
     }
 
@@ -96,7 +99,10 @@ impl Queue {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let r = f(&mut t);
-        self.waiting.store(t.len(), Ordering::Release);
+        let len = t.len();
+        if self.waiting.swap(len, Ordering::AcqRel) != len {
+            self.demand.set_queued(len);
+        }
         r
     }
 
@@ -153,7 +159,6 @@ impl Release for Queue {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicBool;
-    use std::sync::Arc;
 
     use super::*;
     use proptest::prelude::*;
@@ -207,7 +212,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn waiters_are_served_in_order_and_time_out() {
-        let q = Arc::new(Queue::new(2, Duration::from_secs(5)));
+        let demand = Arc::new(Demand::default());
+        let q = Arc::new(Queue::new(2, Duration::from_secs(5), Arc::clone(&demand)));
         let slot = Arc::new(AtomicBool::new(false));
         let served = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
@@ -223,6 +229,7 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert_eq!(q.len(), 2);
+        assert_eq!(demand.queued(), 2, "the autoscaler sees the queue");
         // The bound: a third request is refused at once.
         assert_eq!(q.wait(|| Some(())).await, Err(QueueError::Full));
         for _ in 0..2 {

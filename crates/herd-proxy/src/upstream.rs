@@ -174,8 +174,13 @@ impl AppUpstreams {
                 Backends::Servers(s) => s.clone(),
                 Backends::Command(_) => Vec::new(),
             },
-            queue: queue
-                .unwrap_or_else(|| Arc::new(Queue::new(app.lb.queue, app.lb.queue_timeout))),
+            queue: queue.unwrap_or_else(|| {
+                Arc::new(Queue::new(
+                    app.lb.queue,
+                    app.lb.queue_timeout,
+                    Arc::clone(&demand),
+                ))
+            }),
             lb: app.lb.clone(),
             rr: AtomicU64::new(0),
             rng: AtomicU64::new(RandomState::new().hash_one(&app.name)),
