@@ -145,10 +145,27 @@ async fn a_client_stays_on_its_instance_and_moves_with_a_new_cookie_when_it_dies
         code, 503,
         "drained + maint + killed (restart in 30s) leave nothing: {body}"
     );
+    // Checks are paused: the last check stays as it was (three intervals later).
+    let before = m["last_check"]["at_ms"].clone();
+    assert!(before.is_u64(), "{m}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        lb_instance(&herd, &third).await["last_check"]["at_ms"],
+        before
+    );
     let (code, _) = post(&herd, &format!("/loadbalancer/instances/{third}/ready")).await;
     assert_eq!(code, 200);
     let (code, body, _) = hit(&herd, None).await;
     assert_eq!((code, served_by(&body)), (200, third.clone()));
+    // ... and run again once it is back.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while lb_instance(&herd, &third).await["last_check"]["at_ms"] == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "checks did not resume after ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let (code, body) = post(&herd, "/loadbalancer/instances/web-1/bogus").await;
     assert_eq!(code, 404, "{body}");
 }
