@@ -393,6 +393,9 @@ impl AppActor {
                 let res = match found {
                     Some(()) => {
                         tracing::info!(app = %self.app.name, instance = %id, drained, maint, "operator drain switch");
+                        // In force when the caller hears back: the gateway and the status
+                        // already show it.
+                        self.publish();
                         Ok(())
                     }
                     None => Err(FleetError::UnknownInstance { id }),
