@@ -24,10 +24,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// A backend answering its name; `/slow` takes 300 ms, `/long` 3 s, `/fail` is a 500.
-/// Counts the most requests it ever had at once.
+/// A backend answering its name; `/slow` takes 300 ms, `/long` 30 s, `/fail` is a 500.
+/// Counts the requests it has now and the most it ever had at once.
 struct Backend {
     addr: SocketAddr,
+    now: Arc<AtomicUsize>,
     peak: Arc<AtomicUsize>,
 }
 
@@ -50,7 +51,7 @@ async fn backend(name: &'static str) -> Backend {
                         let mut resp = Response::new(Full::new(Bytes::from(name)));
                         match req.uri().path() {
                             "/slow" => tokio::time::sleep(Duration::from_millis(300)).await,
-                            "/long" => tokio::time::sleep(Duration::from_secs(3)).await,
+                            "/long" => tokio::time::sleep(Duration::from_secs(30)).await,
                             "/fail" => *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR,
                             _ => {}
                         }
@@ -64,7 +65,7 @@ async fn backend(name: &'static str) -> Backend {
             });
         }
     });
-    Backend { addr, peak }
+    Backend { addr, now, peak }
 }
 
 struct Running {
@@ -200,30 +201,48 @@ async fn max_conn_serializes_requests_through_the_queue() {
     );
 }
 
+/// Waits (bounded) until `cond` holds; the test's ordering comes from this, not from sleeps.
+async fn until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn queue_timeout_and_a_full_queue_are_503() {
+    use herd_core::LbView as _;
     let a = backend("a").await;
     let gw = gateway(&format!(
-        "[[app]]\nname = \"web\"\nservers = [{{ addr = \"{}\", max_conn = 1 }}]\nqueue = 1\nqueue_timeout = \"300ms\"\n",
+        "[[app]]\nname = \"web\"\nservers = [{{ addr = \"{}\", max_conn = 1 }}]\nqueue = 1\nqueue_timeout = \"1s\"\n",
         a.addr
     ))
     .await;
     gw.gw
         .set_endpoints("web", vec![endpoint(1, "web-1", a.addr)]);
     let addr = gw.addr;
+    // Holds the only slot for 30 s (longer than the test).
     let long = tokio::spawn(async move { send(addr, "/long", &[]).await.0 });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    // Waits in the queue (the one place), then gives up after queue_timeout.
+    until("the long request at the backend", || {
+        a.now.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // Waits in the queue (its one place), then gives up after queue_timeout.
     let queued = tokio::spawn(async move { send(addr, "/", &[]).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    // The queue is full: refused at once, well before the long request ends.
+    until("a request in the queue", || gw.gw.queued("web") == 1).await;
+    // The queue is full: refused at once.
     let (status, body, _) = send(addr, "/", &[]).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(body.contains("queue is full"), "{body}");
     let (status, body, _) = queued.await.unwrap();
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(body.contains("queue_timeout"), "{body}");
-    assert_eq!(long.await.unwrap(), StatusCode::OK);
+    assert_eq!(gw.gw.queued("web"), 0);
+    long.abort();
 }
 
 fn cookie_value(set_cookie: &str) -> &str {
