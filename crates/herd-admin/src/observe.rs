@@ -123,7 +123,8 @@ async fn lb_status(State(s): State<AdminState>) -> Response {
                         // No circuit breaker yet: always closed.
                         "circuit": "closed",
                         "last_check": i.last_check.as_ref().map(|c| json!({
-                            "at_ms": c.at_ms, "ok": c.ok, "detail": c.detail,
+                            "at": c.at_rfc3339(), "at_unix_ms": c.at_unix_ms,
+                            "ok": c.ok, "detail": c.detail,
                         })),
                     })
                 })

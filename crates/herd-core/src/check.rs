@@ -11,7 +11,7 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LastCheck {
     /// Unix milliseconds when the probe finished.
-    pub at_ms: u64,
+    pub at_unix_ms: u64,
     pub ok: bool,
     /// What the probe saw: `"HTTP 200"`, `"connect: Connection refused"`, `"timeout after 1s"`.
     pub detail: String,
@@ -21,10 +21,57 @@ impl LastCheck {
     /// A check finished now.
     #[must_use]
     pub fn now(ok: bool, detail: String) -> Self {
-        let at_ms = SystemTime::now()
+        let at_unix_ms = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        LastCheck { at_ms, ok, detail }
+        LastCheck {
+            at_unix_ms,
+            ok,
+            detail,
+        }
+    }
+
+    /// When the probe finished, as RFC 3339 UTC with milliseconds (`2026-11-22T20:31:05.123Z`).
+    #[must_use]
+    pub fn at_rfc3339(&self) -> String {
+        rfc3339(self.at_unix_ms)
+    }
+}
+
+/// Unix milliseconds as RFC 3339 UTC (civil date from days since the epoch, H. Hinnant's
+/// algorithm; exact for the proleptic Gregorian calendar).
+fn rfc3339(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        unix_ms % 1000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339;
+
+    #[test]
+    fn formats_unix_milliseconds_as_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339(1_795_379_152_521), "2026-11-22T20:25:52.521Z");
+        assert_eq!(rfc3339(4_102_444_799_999), "2099-12-31T23:59:59.999Z");
     }
 }
 

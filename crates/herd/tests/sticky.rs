@@ -122,6 +122,8 @@ async fn a_client_stays_on_its_instance_and_moves_with_a_new_cookie_when_it_dies
     assert_eq!(s["circuit"], "closed", "{s}");
     assert_eq!(s["last_check"]["ok"], true, "{s}");
     assert_eq!(s["last_check"]["detail"], "HTTP 200", "{s}");
+    let at = s["last_check"]["at"].as_str().unwrap();
+    assert!(at.len() == 24 && at.ends_with('Z'), "{at}");
     assert!(s["requests"].as_u64().unwrap() >= 11, "{s}");
 
     // Draining the pinned instance moves the client again.
@@ -146,11 +148,11 @@ async fn a_client_stays_on_its_instance_and_moves_with_a_new_cookie_when_it_dies
         "drained + maint + killed (restart in 30s) leave nothing: {body}"
     );
     // Checks are paused: the last check stays as it was (three intervals later).
-    let before = m["last_check"]["at_ms"].clone();
+    let before = m["last_check"]["at_unix_ms"].clone();
     assert!(before.is_u64(), "{m}");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
-        lb_instance(&herd, &third).await["last_check"]["at_ms"],
+        lb_instance(&herd, &third).await["last_check"]["at_unix_ms"],
         before
     );
     let (code, _) = post(&herd, &format!("/loadbalancer/instances/{third}/ready")).await;
@@ -159,7 +161,7 @@ async fn a_client_stays_on_its_instance_and_moves_with_a_new_cookie_when_it_dies
     assert_eq!((code, served_by(&body)), (200, third.clone()));
     // ... and run again once it is back.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while lb_instance(&herd, &third).await["last_check"]["at_ms"] == before {
+    while lb_instance(&herd, &third).await["last_check"]["at_unix_ms"] == before {
         assert!(
             std::time::Instant::now() < deadline,
             "checks did not resume after ready"
