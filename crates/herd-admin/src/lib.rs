@@ -39,6 +39,9 @@ pub struct AdminState {
     /// `[services] enabled = false`.
     pub services: Option<Arc<herd_services::Services>>,
     pub token: Option<Arc<str>>,
+    /// The gateway's weights and queues for `GET /loadbalancer/status`; `None` shows the
+    /// configured-less view (weight 1).
+    pub lb: Option<Arc<dyn herd_core::LbView>>,
     /// Cancelled at shutdown: ends followed log streams so the listener can close.
     pub shutdown: CancellationToken,
 }

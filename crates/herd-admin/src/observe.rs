@@ -88,52 +88,80 @@ async fn performance(State(s): State<AdminState>) -> Response {
     Json(json!({ "apps": apps })).into_response()
 }
 
+/// Per instance: state, whether it takes new requests, its weight in force (slow start
+/// included), in-flight, requests, failures, circuit, and the last active check.
 async fn lb_status(State(s): State<AdminState>) -> Response {
     let apps: Vec<_> = s
         .fleet
         .status()
         .into_iter()
         .map(|a| {
+            let weights = s.lb.as_ref().map(|lb| lb.lb_weights(&a.name)).unwrap_or_default();
             let instances: Vec<_> = a
                 .instances
                 .iter()
                 .map(|i| {
+                    let w = weights.iter().find(|w| w.instance == i.id);
+                    let in_rotation = match &s.lb {
+                        Some(_) => w.is_some() && !i.passively_down,
+                        None => i.state == herd_core::InstanceState::Ready && !i.passively_down,
+                    };
                     json!({
                         "id": i.id,
                         "addr": i.addr.clone().or_else(|| i.port.map(|p| format!("127.0.0.1:{p}"))),
                         "state": i.state,
-                        "in_rotation": i.state == herd_core::InstanceState::Ready && !i.passively_down,
+                        "in_rotation": in_rotation,
                         "passively_down": i.passively_down,
-                        "weight": 1,
+                        // Out of rotation an instance gets no traffic: its weight in force is 0.
+                        "weight": w.map_or(if s.lb.is_some() { 0.0 } else { 1.0 }, |w| w.effective_weight),
+                        "configured_weight": w.map(|w| w.weight),
+                        "backup": w.is_some_and(|w| w.backup),
+                        "max_conn": w.map(|w| w.max_conn),
                         "in_flight": i.in_flight,
                         "requests": i.requests_total,
                         "failures": i.failures,
+                        // No circuit breaker yet: always closed.
+                        "circuit": "closed",
+                        "last_check": i.last_check.as_ref().map(|c| json!({
+                            "at": c.at_rfc3339(), "at_unix_ms": c.at_unix_ms,
+                            "ok": c.ok, "detail": c.detail,
+                        })),
                     })
                 })
                 .collect();
-            json!({"app": a.name, "ready": a.ready, "instances": instances})
+            let queued = s.lb.as_ref().map_or(0, |lb| lb.queued(&a.name));
+            json!({"app": a.name, "ready": a.ready, "queued": queued, "instances": instances})
         })
         .collect();
     Json(json!({ "apps": apps })).into_response()
 }
 
+/// `drain`: no new requests, in-flight ones finish; `maint`: the same with active checks
+/// paused (HAProxy MAINT); `ready`: back into rotation.
 async fn lb_action(
     State(s): State<AdminState>,
     Path((id, action)): Path<(String, String)>,
 ) -> Response {
-    let drain = match action.as_str() {
-        "drain" => true,
-        "ready" => false,
+    let result = match action.as_str() {
+        "drain" => s.fleet.set_drained(&id, true).await,
+        "ready" => s.fleet.set_drained(&id, false).await,
+        "maint" => s.fleet.set_maint(&id, true).await,
         other => return (
             StatusCode::NOT_FOUND,
             Json(
-                json!({"error": format!("unknown action {other:?}"), "hint": "use drain or ready"}),
+                json!({"error": format!("unknown action {other:?}"), "hint": "use drain, maint or ready"}),
             ),
         )
             .into_response(),
     };
-    match s.fleet.set_drained(&id, drain).await {
-        Ok(()) => Json(json!({"instance": id, "drained": drain})).into_response(),
+    match result {
+        Ok(()) => Json(json!({
+            "instance": id,
+            "action": action,
+            "drained": action != "ready",
+            "maint": action == "maint",
+        }))
+        .into_response(),
         Err(e) => (
             StatusCode::NOT_FOUND,
             Json(json!({"error": e.to_string(), "hint": "instance ids are listed by GET /cluster/status"})),
@@ -272,5 +300,34 @@ mod tests {
             missing.is_empty(),
             "openapi.json documents routes that do not exist: {missing:?}"
         );
+    }
+
+    /// The actions `POST /loadbalancer/instances/{id}/{action}` takes are the ones documented.
+    #[test]
+    fn openapi_lists_exactly_the_instance_actions() {
+        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).unwrap();
+        let params = doc["paths"]["/loadbalancer/instances/{id}/{action}"]["post"]["parameters"]
+            .as_array()
+            .unwrap();
+        let action = params.iter().find(|p| p["name"] == "action").unwrap();
+        let mut documented: Vec<&str> = action["schema"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        documented.sort_unstable();
+        let src = include_str!("observe.rs");
+        let handler = src.split("async fn lb_action(").nth(1).unwrap();
+        let handler = handler.split("\n}\n").next().unwrap();
+        let mut in_code: Vec<&str> = handler
+            .split('"')
+            .collect::<Vec<_>>()
+            .windows(3)
+            .filter(|w| w[2].trim_start().starts_with("=>") && !w[1].is_empty())
+            .map(|w| w[1])
+            .collect();
+        in_code.sort_unstable();
+        assert_eq!(documented, in_code);
     }
 }

@@ -159,6 +159,7 @@ impl Default for Gateway {
             tls: None,
             redirect_http: None,
             data_plane: crate::model::DataPlane::default(),
+            sticky_secret: None,
         }
     }
 }
@@ -194,6 +195,8 @@ impl Default for Health {
             timeout: HEALTH_TIMEOUT,
             rise: HEALTH_RISE,
             fall: HEALTH_FALL,
+            downinter: None,
+            expect_status: vec![(200, 399)],
         }
     }
 }

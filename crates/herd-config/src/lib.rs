@@ -81,6 +81,8 @@ mod alerts_tests;
 #[cfg(test)]
 mod data_plane_tests;
 #[cfg(test)]
+mod lb_tests;
+#[cfg(test)]
 mod route_tests;
 #[cfg(test)]
 mod scaling_tests;

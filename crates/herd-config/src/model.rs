@@ -10,12 +10,14 @@ use std::time::Duration;
 
 mod alerts;
 pub(crate) mod data_plane;
+mod lb;
 mod rate_limit;
 mod scaling;
 mod store;
 
 pub use alerts::*;
 pub use data_plane::*;
+pub use lb::*;
 pub use rate_limit::*;
 pub use scaling::*;
 pub use store::*;
@@ -88,6 +90,9 @@ pub struct Gateway {
     pub redirect_http: Option<SocketAddr>,
     /// Timeouts, retries, circuit breaker, error page, compression, access log, threads.
     pub data_plane: DataPlane,
+    /// `sticky_secret`: HMAC key of sticky-session cookies; `None` = random per herd process
+    /// (several herd nodes behind one address need the same secret).
+    pub sticky_secret: Option<String>,
 }
 
 /// `[gateway.tls]`. Paths are PEM files, relative to the config file's directory. The files are
@@ -243,6 +248,10 @@ pub struct Health {
     pub rise: u32,
     /// `fall`, default 3.
     pub fall: u32,
+    /// `downinter` (HAProxy): interval while an instance that was up is down; `None` = `fastinter`.
+    pub downinter: Option<Duration>,
+    /// `expect_status`, default `200-399`: inclusive status ranges an HTTP check accepts.
+    pub expect_status: Vec<(u16, u16)>,
 }
 
 /// One `[[app]]`: a named group of backends behind the gateway.
@@ -271,6 +280,8 @@ pub struct App {
     pub protocol: Protocol,
     /// `error_page_503`: overrides `[gateway] error_page_503` for this app.
     pub error_page_503: Option<ErrorPage>,
+    /// Sticky sessions, weights, backups, `max_conn` and its queue, slow start, `observe`.
+    pub lb: LoadBalancing,
 }
 
 /// One `[[route]]`: requests that pass every matcher set (host, path, method, header,
@@ -313,6 +324,8 @@ pub struct Route {
     pub retries: Option<u32>,
     /// `retry_on`, `total_timeout`, `compress` overrides.
     pub data_plane: RouteDataPlane,
+    /// `balance`/`hash_key`/`sticky` overriding the app's for this route.
+    pub overrides: RouteBalance,
 }
 
 impl Default for Route {
@@ -334,6 +347,7 @@ impl Default for Route {
             response_timeout: None,
             retries: None,
             data_plane: RouteDataPlane::default(),
+            overrides: RouteBalance::default(),
         }
     }
 }

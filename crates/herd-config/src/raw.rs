@@ -109,6 +109,7 @@ pub(crate) struct RawGateway {
     pub(crate) access_log: Option<Str>,
     pub(crate) access_log_format: Option<Str>,
     pub(crate) threads: Option<Int>,
+    pub(crate) sticky_secret: Option<Str>,
 }
 
 /// `[gateway.tls]`: the default certificate, and `[[gateway.tls.sni]]` entries chosen by SNI.
@@ -171,6 +172,14 @@ pub(crate) struct RawApp {
     pub(crate) scaling: Option<Spanned<RawScaling>>,
     pub(crate) protocol: Option<Str>,
     pub(crate) error_page_503: Option<Str>,
+    // Load balancing beyond `balance` (validate/lb.rs).
+    pub(crate) sticky: Option<Val>,
+    pub(crate) weight: Option<Int>,
+    pub(crate) max_conn: Option<Int>,
+    pub(crate) queue: Option<Int>,
+    pub(crate) queue_timeout: Option<Val>,
+    pub(crate) slow_start: Option<Val>,
+    pub(crate) observe: Option<Str>,
 }
 
 impl RawApp {
@@ -226,6 +235,8 @@ pub(crate) struct RawHealth {
     pub(crate) timeout: Option<Val>,
     pub(crate) rise: Option<Int>,
     pub(crate) fall: Option<Int>,
+    pub(crate) downinter: Option<Val>,
+    pub(crate) expect_status: Option<Val>,
 }
 
 /// `[app.scaling]`. `panic` is a table or `false`, so it is parsed by hand.
@@ -340,6 +351,9 @@ pub(crate) struct RawRoute {
     pub(crate) retry_on: Option<Val>,
     pub(crate) total_timeout: Option<Val>,
     pub(crate) compress: Option<Spanned<bool>>,
+    pub(crate) balance: Option<Str>,
+    pub(crate) hash_key: Option<Str>,
+    pub(crate) sticky: Option<Val>,
 }
 
 /// `header = { name = "X-Canary", value = "1" }` in a `[[route]]`.

@@ -81,6 +81,7 @@ app = "web"
             response_timeout: Some(Duration::from_secs(5)),
             retries: Some(0),
             data_plane: crate::model::RouteDataPlane::default(),
+            overrides: crate::RouteBalance::default(),
         }
     );
     let second = &cfg.routes[1];

@@ -22,6 +22,7 @@ mod alerts;
 mod app;
 mod balance;
 mod data_plane;
+mod lb;
 mod rate_limit;
 mod route;
 mod scaling;
@@ -203,6 +204,7 @@ impl Validator<'_> {
                 .as_ref()
                 .map(|v| self.addr(Some(v), "gateway.redirect_http", d::GATEWAY_LISTEN)),
             data_plane: self.data_plane(g),
+            sticky_secret: g.sticky_secret.as_ref().and_then(|s| self.sticky_secret(s)),
         }
     }
 

@@ -10,6 +10,8 @@ use tokio::sync::Notify;
 #[derive(Debug, Default)]
 pub struct Demand {
     held: AtomicUsize,
+    /// Requests waiting for a server under its `max_conn` (the gateway's queue keeps it).
+    queued: AtomicUsize,
     wake: Notify,
     arrived: Notify,
 }
@@ -28,6 +30,17 @@ impl Demand {
     #[must_use]
     pub fn held(&self) -> usize {
         self.held.load(Ordering::Acquire)
+    }
+
+    /// Requests waiting in the gateway's `max_conn` queue: demand the instances cannot take.
+    #[must_use]
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// Set by the gateway's `max_conn` queue whenever its length changes.
+    pub fn set_queued(&self, n: usize) {
+        self.queued.store(n, Ordering::Release);
     }
 
     /// Resolves when a request starts waiting (the supervisor reacts at once instead of at its

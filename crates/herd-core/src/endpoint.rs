@@ -1,6 +1,6 @@
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -32,6 +32,10 @@ pub struct EndpointStats {
     down_until_ms: AtomicU64,
     epoch: Instant,
     idle: Notify,
+    /// The last active health check, for the admin API.
+    last_check: Mutex<Option<crate::LastCheck>>,
+    /// Operator maintenance (HAProxy MAINT): out of rotation, active checks paused.
+    maint: AtomicBool,
     /// Latency and errors since the supervisor's last sample.
     pub window: crate::Window,
     /// The circuit breaker (see `circuit`); locked only briefly, and only when the breaker is
@@ -61,6 +65,8 @@ impl EndpointStats {
             down_until_ms: AtomicU64::new(0),
             epoch,
             idle: Notify::new(),
+            last_check: Mutex::new(None),
+            maint: AtomicBool::new(false),
             window: crate::Window::default(),
         }
     }
@@ -73,7 +79,56 @@ impl EndpointStats {
         self.requests.fetch_add(1, Ordering::Relaxed);
         InFlightGuard {
             stats: Arc::clone(self),
+            release: None,
         }
+    }
+
+    /// Records an active health check's result.
+    pub fn set_last_check(&self, check: crate::LastCheck) {
+        if let Ok(mut c) = self.last_check.lock() {
+            *c = Some(check);
+        }
+    }
+
+    /// The last active health check's result, if one ran.
+    #[must_use]
+    pub fn last_check(&self) -> Option<crate::LastCheck> {
+        self.last_check.lock().ok().and_then(|c| c.clone())
+    }
+
+    /// Sets or clears operator maintenance (checks pause while set).
+    pub fn set_maint(&self, on: bool) {
+        self.maint.store(on, Ordering::Relaxed);
+    }
+
+    #[must_use]
+    pub fn in_maint(&self) -> bool {
+        self.maint.load(Ordering::Relaxed)
+    }
+
+    /// When the current passive mark ends (or ended): slow start counts from there.
+    #[must_use]
+    pub fn down_until(&self) -> Option<Instant> {
+        match self.down_until_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(self.epoch + Duration::from_millis(ms)),
+        }
+    }
+
+    /// Like [`EndpointStats::start_request`], but only while fewer than `max` are in flight
+    /// (`max_conn`); atomic, so concurrent requests never exceed it.
+    #[must_use]
+    pub fn try_start_request(self: &Arc<Self>, max: usize) -> Option<InFlightGuard> {
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        Some(InFlightGuard {
+            stats: Arc::clone(self),
+            release: None,
+        })
     }
 
     #[must_use]
@@ -208,12 +263,25 @@ impl EndpointStats {
 #[derive(Debug)]
 pub struct InFlightGuard {
     stats: Arc<EndpointStats>,
+    release: Option<Arc<dyn crate::Release>>,
+}
+
+impl InFlightGuard {
+    /// Also tells `release` when the request ends (requests queued under `max_conn` wait on it).
+    #[must_use]
+    pub fn on_release(mut self, release: Arc<dyn crate::Release>) -> Self {
+        self.release = Some(release);
+        self
+    }
 }
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
         if self.stats.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.stats.idle.notify_waiters();
+        }
+        if let Some(r) = &self.release {
+            r.released();
         }
     }
 }

@@ -12,6 +12,7 @@
 //! - [`telemetry`]: the per-second, per-app sample the dashboard and alerts read.
 //! - [`InstanceState`]: the lifecycle states shown to users (see `crates/herd-fleet/LIFECYCLE.md`).
 
+mod check;
 mod circuit;
 mod demand;
 mod endpoint;
@@ -20,6 +21,7 @@ mod stats;
 pub mod telemetry;
 mod window;
 
+pub use check::{LastCheck, LbView, LbWeight, Release};
 pub use circuit::{Circuit, CircuitSettings, CircuitState};
 pub use demand::{Demand, HoldError};
 pub use endpoint::{Endpoint, EndpointStats, InFlightGuard, Rotation};

@@ -10,6 +10,9 @@ pub enum InstanceState {
     Ready,
     /// Out of rotation; in-flight requests finish, then it is stopped.
     Draining,
+    /// Put in maintenance by an operator (HAProxy MAINT): out of rotation, checks paused,
+    /// in-flight requests finish; the process keeps running.
+    Maint,
     /// Stopped on purpose (scale-in, replacement, shutdown).
     Stopped,
     /// Exited unexpectedly; waiting out the restart backoff.
@@ -26,6 +29,7 @@ impl InstanceState {
             InstanceState::Starting => "starting",
             InstanceState::Ready => "ready",
             InstanceState::Draining => "draining",
+            InstanceState::Maint => "maint",
             InstanceState::Stopped => "stopped",
             InstanceState::Restarting => "restarting",
             InstanceState::Errored => "errored",

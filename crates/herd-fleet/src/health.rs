@@ -1,4 +1,6 @@
-//! Active health checks: the rise/fall state machine (pure) and the probes (TCP or HTTP GET).
+//! Active health checks: the rise/fall state machine (pure), the interval it asks for
+//! (`inter`, `fastinter`, `downinter` as HAProxy), and the probes (TCP or HTTP GET with
+//! `expect_status`), which say what they saw for `GET /loadbalancer/status`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -16,6 +18,8 @@ pub struct HealthState {
     up: bool,
     ok_streak: u32,
     fail_streak: u32,
+    /// Has been up at least once: a down instance is then checked at `downinter`.
+    was_up: bool,
 }
 
 impl HealthState {
@@ -27,6 +31,23 @@ impl HealthState {
             up: false,
             ok_streak: 0,
             fail_streak: 0,
+            was_up: false,
+        }
+    }
+
+    /// The wait before the next probe: `fastinter` while starting or changing state,
+    /// `downinter` (when set) while an instance that was up is fully down, else `inter`.
+    #[must_use]
+    pub fn next_interval(
+        &self,
+        inter: Duration,
+        fastinter: Duration,
+        downinter: Option<Duration>,
+    ) -> Duration {
+        match downinter {
+            Some(d) if !self.up && self.was_up && self.ok_streak == 0 => d,
+            _ if self.transitioning() => fastinter,
+            _ => inter,
         }
     }
 
@@ -48,6 +69,7 @@ impl HealthState {
             self.ok_streak = self.ok_streak.saturating_add(1);
             if !self.up && self.ok_streak >= self.rise {
                 self.up = true;
+                self.was_up = true;
                 return Some(true);
             }
         } else {
@@ -62,30 +84,47 @@ impl HealthState {
     }
 }
 
-/// One probe: a TCP connect, or an HTTP/1.1 GET of `path` expecting 2xx/3xx, within `timeout`.
+/// One probe: a TCP connect, or an HTTP/1.1 GET of `path` whose status must fall in
+/// `expect` (inclusive ranges; HAProxy `http-check expect status`), within `timeout`.
 pub async fn probe(addr: SocketAddr, path: Option<&str>, timeout: Duration) -> bool {
-    tokio::time::timeout(timeout, probe_inner(addr, path))
-        .await
-        .unwrap_or(false)
+    probe_detailed(addr, path, &[(200, 399)], timeout).await.0
 }
 
-async fn probe_inner(addr: SocketAddr, path: Option<&str>) -> bool {
-    let Ok(stream) = TcpStream::connect(addr).await else {
-        return false;
-    };
-    let Some(path) = path else { return true };
-    let Ok((mut send, conn)) =
-        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await
-    else {
-        return false;
-    };
+/// Like [`probe`], with what the probe saw: `"HTTP 200"`, `"connect: ..."`, `"timeout after 1s"`.
+pub async fn probe_detailed(
+    addr: SocketAddr,
+    path: Option<&str>,
+    expect: &[(u16, u16)],
+    timeout: Duration,
+) -> (bool, String) {
+    match tokio::time::timeout(timeout, probe_inner(addr, path)).await {
+        Err(_) => (false, format!("timeout after {timeout:?}")),
+        Ok(Err(detail)) => (false, detail),
+        Ok(Ok(None)) => (true, "TCP connect".to_owned()),
+        Ok(Ok(Some(status))) => {
+            let ok = expect.iter().any(|&(lo, hi)| (lo..=hi).contains(&status));
+            (ok, format!("HTTP {status}"))
+        }
+    }
+}
+
+/// `Ok(None)`: TCP connect succeeded (no path); `Ok(Some(status))`: the HTTP answer.
+async fn probe_inner(addr: SocketAddr, path: Option<&str>) -> Result<Option<u16>, String> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let Some(path) = path else { return Ok(None) };
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
     // The connection future is driven inline with the request: no task outlives the probe.
     let req = http::Request::get(path)
         .header(http::header::HOST, addr.to_string())
         .header(http::header::CONNECTION, "close")
         .header(http::header::USER_AGENT, "herd-health-check")
         .body(Empty::new());
-    let Ok(req) = req else { return false };
+    let req = req.map_err(|e| format!("request: {e}"))?;
     let exchange = async {
         let resp = send.send_request(req).await.ok()?;
         Some(resp.status())
@@ -99,7 +138,9 @@ async fn probe_inner(addr: SocketAddr, path: Option<&str>) -> bool {
         status = &mut exchange => status,
         _ = &mut conn => exchange.await,
     };
-    status.is_some_and(|s| s.is_success() || s.is_redirection())
+    status
+        .map(|s| Some(s.as_u16()))
+        .ok_or_else(|| "no HTTP response".to_owned())
 }
 
 #[cfg(test)]
@@ -142,6 +183,25 @@ mod tests {
         }
     }
 
+    #[test]
+    fn downinter_applies_once_an_instance_that_was_up_is_down() {
+        let (inter, fast, down) = (
+            Duration::from_secs(2),
+            Duration::from_millis(250),
+            Some(Duration::from_secs(10)),
+        );
+        let mut h = HealthState::new(1, 1);
+        // Starting: fastinter, never downinter.
+        assert_eq!(h.next_interval(inter, fast, down), fast);
+        h.observe(false);
+        assert_eq!(h.next_interval(inter, fast, down), fast);
+        h.observe(true);
+        assert_eq!(h.next_interval(inter, fast, down), inter);
+        h.observe(false);
+        assert_eq!(h.next_interval(inter, fast, down), down.unwrap());
+        assert_eq!(h.next_interval(inter, fast, None), fast);
+    }
+
     #[tokio::test]
     async fn tcp_probe_sees_listener_and_absence() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -172,5 +232,9 @@ mod http_probe_tests {
             }
         });
         assert!(probe(addr, Some("/health"), Duration::from_secs(1)).await);
+        let (ok, detail) =
+            probe_detailed(addr, Some("/health"), &[(204, 204)], Duration::from_secs(1)).await;
+        assert!(!ok, "200 is not in expect_status 204");
+        assert_eq!(detail, "HTTP 200");
     }
 }

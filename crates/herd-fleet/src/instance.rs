@@ -14,7 +14,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::health::{probe, HealthState};
+use crate::health::{probe_detailed, HealthState};
 use crate::logs::{self, LogFile, LogLine, Stream};
 use crate::restart::RestartTracker;
 use crate::spawn::{self, SpawnSpec};
@@ -64,6 +64,8 @@ pub(crate) struct Inst {
     /// Taken out of rotation by an operator (`POST /loadbalancer/instances/{id}/drain`) until
     /// put back (`.../ready`); shown as `draining` meanwhile.
     pub(crate) drained: bool,
+    /// In maintenance (`.../maint`): drained, and active checks paused; shown as `maint`.
+    pub(crate) maint: bool,
 }
 
 impl Inst {
@@ -76,7 +78,9 @@ impl Inst {
             addr: p
                 .filter(|p| p.pid.is_none())
                 .map(|p| p.endpoint.addr.to_string()),
-            state: if self.drained && self.state == InstanceState::Ready {
+            state: if self.maint && self.state == InstanceState::Ready {
+                InstanceState::Maint
+            } else if self.drained && self.state == InstanceState::Ready {
                 InstanceState::Draining
             } else {
                 self.state
@@ -169,6 +173,7 @@ impl Launch<'_> {
         span: tracing::Span,
     ) -> Proc {
         let checks = CancellationToken::new();
+        let stats = Arc::new(EndpointStats::new());
         tokio::spawn(
             check_loop(
                 uid,
@@ -176,6 +181,7 @@ impl Launch<'_> {
                 self.health.clone(),
                 self.events.clone(),
                 checks.clone(),
+                Arc::clone(&stats),
             )
             .instrument(span),
         );
@@ -188,7 +194,7 @@ impl Launch<'_> {
                 uid,
                 id: Arc::clone(id),
                 addr,
-                stats: Arc::new(EndpointStats::new()),
+                stats,
             },
             started: now,
             checks,
@@ -273,25 +279,32 @@ async fn check_loop(
     health: Health,
     events: mpsc::UnboundedSender<Event>,
     cancel: CancellationToken,
+    stats: Arc<EndpointStats>,
 ) {
     let mut state = HealthState::new(health.rise, health.fall);
     let mut first = true;
     loop {
         let wait = if first {
             Duration::from_millis(50)
-        } else if state.transitioning() {
-            health.fastinter
         } else {
-            health.interval
+            state.next_interval(health.interval, health.fastinter, health.downinter)
         };
         first = false;
-        let ok = tokio::select! {
+        let (ok, detail) = tokio::select! {
             () = cancel.cancelled() => return,
-            ok = async {
+            seen = async {
                 tokio::time::sleep(wait).await;
-                probe(addr, health.path.as_deref(), health.timeout).await
-            } => ok,
+                // Maintenance (HAProxy MAINT) pauses checks: nothing is probed or counted.
+                if stats.in_maint() {
+                    return None;
+                }
+                Some(probe_detailed(addr, health.path.as_deref(), &health.expect_status, health.timeout).await)
+            } => match seen {
+                Some(seen) => seen,
+                None => continue,
+            },
         };
+        stats.set_last_check(herd_core::LastCheck::now(ok, detail));
         if let Some(up) = state.observe(ok) {
             if events.send(Event::Health { uid, up }).is_err() {
                 return;

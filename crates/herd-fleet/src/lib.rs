@@ -30,7 +30,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 pub use app::ScalingEvent;
-pub use health::{probe, HealthState};
+pub use health::{probe, probe_detailed, HealthState};
 pub use logs::{tail_lines, LogLine, Stream};
 pub use restart::{RestartPolicy, RestartTracker, Verdict};
 pub use spawn::{exec_shim, SHIM_ARG};
@@ -275,6 +275,29 @@ impl Fleet {
         self.ask(handle, |reply| Cmd::Drain {
             id: id.to_owned(),
             drained,
+            maint: false,
+            reply,
+        })
+        .await
+    }
+
+    /// Puts instance `id` in maintenance (HAProxy MAINT: out of rotation, active checks
+    /// paused) or, with `false`, takes it out again and back into rotation.
+    ///
+    /// # Errors
+    /// [`FleetError::UnknownInstance`].
+    pub async fn set_maint(&self, id: &str, maint: bool) -> Result<(), FleetError> {
+        let unknown = || FleetError::UnknownInstance { id: id.to_owned() };
+        let apps = self.apps.load_full();
+        let handle = apps
+            .iter()
+            .filter(|h| id.starts_with(&format!("{}-", h.name)))
+            .max_by_key(|h| h.name.len())
+            .ok_or_else(unknown)?;
+        self.ask(handle, |reply| Cmd::Drain {
+            id: id.to_owned(),
+            drained: maint,
+            maint,
             reply,
         })
         .await

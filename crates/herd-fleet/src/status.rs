@@ -32,6 +32,9 @@ pub struct InstanceStatus {
     pub next_restart_in_ms: Option<u64>,
     /// The backoff the next unexpected exit would wait.
     pub restart_delay_ms: u64,
+    /// The last active health check (none yet, or paused in maintenance).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<herd_core::LastCheck>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -130,6 +133,7 @@ impl AppView {
                     u64::try_from(t.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX)
                 }),
                 restart_delay_ms: i.restart_delay_ms,
+                last_check: i.stats.as_ref().and_then(|s| s.last_check()),
             })
             .collect();
         AppStatus {

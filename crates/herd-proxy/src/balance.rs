@@ -8,12 +8,18 @@
 //!   (in-flight + 1) ([`ewma`]).
 //! - `ip_hash` / `hash`: consistent hashing with bounded loads ([`ring`], keys from [`key`]).
 //! - `first`: the first instance in order that is not skipped.
+//!
+//! Server weights (scaled by [`slowstart::SCALE`], ramped by slow start) weigh every algorithm
+//! but the hashing ones and `first`: round robin through the precomputed schedule (a weighted
+//! random draw while some instance ramps up), least connections on (in-flight + 1) / weight,
+//! P2C on cost / weight. Backups and `max_conn` are decided by the caller through `skip`.
 
 use herd_config::Balance;
 
 pub(crate) mod ewma;
 pub(crate) mod key;
 pub(crate) mod ring;
+pub(crate) mod slowstart;
 pub(crate) mod swrr;
 
 #[cfg(test)]
@@ -44,6 +50,16 @@ pub(crate) struct Inputs<'a> {
     pub(crate) ring: &'a ring::Ring,
     /// `hash_balance_factor` (0 = unbounded).
     pub(crate) factor: u32,
+    /// Effective weight per candidate in `1/SCALE` units; empty = all equal.
+    pub(crate) weights: &'a [u32],
+    /// Some instance is in slow start: the schedule's static weights do not hold.
+    pub(crate) ramping: bool,
+}
+
+impl Inputs<'_> {
+    fn weight(&self, i: usize) -> u64 {
+        self.weights.get(i).map_or(1, |&w| u64::from(w))
+    }
 }
 
 /// Picks an index among `n` candidates, or `None` when all are skipped.
@@ -58,16 +74,20 @@ pub(crate) fn pick(
     }
     match (algo, input.key) {
         (Balance::RoundRobin, _) | (Balance::IpHash | Balance::Hash, None) => {
-            round_robin(n, input.rr, input.schedule, candidate)
+            if input.ramping {
+                weighted_random(n, input, candidate)
+            } else {
+                round_robin(n, input.rr, input.schedule, candidate)
+            }
         }
-        (Balance::LeastConn, _) => least_conn(n, input.rr, candidate),
-        (Balance::RandomTwo, _) => p2c(n, input.rand, candidate, |c| {
+        (Balance::LeastConn, _) => least_conn(n, input, candidate),
+        (Balance::RandomTwo, _) => p2c(n, input, candidate, |c| {
             // Exact for any realistic count (< 2^53).
             #[allow(clippy::cast_precision_loss)]
             let load = c.in_flight as f64;
             load
         }),
-        (Balance::PeakEwma, _) => p2c(n, input.rand, candidate, peak_cost),
+        (Balance::PeakEwma, _) => p2c(n, input, candidate, peak_cost),
         (Balance::IpHash | Balance::Hash, Some(key)) => {
             input.ring.pick(key, n, input.factor, &candidate)
         }
@@ -104,20 +124,56 @@ fn round_robin(
     found.or_else(|| (0..n).find(|&i| !candidate(i).skip))
 }
 
-fn least_conn(n: usize, rr: u64, candidate: impl Fn(usize) -> Candidate) -> Option<usize> {
-    let start = usize::try_from(rr % n as u64).unwrap_or(0);
-    let mut best: Option<(usize, usize)> = None;
+/// A draw proportional to the effective weights of the candidates not skipped (weight 0 only
+/// when nothing else is left).
+fn weighted_random(
+    n: usize,
+    input: &Inputs<'_>,
+    candidate: impl Fn(usize) -> Candidate,
+) -> Option<usize> {
+    let open: Vec<usize> = (0..n).filter(|&i| !candidate(i).skip).collect();
+    let total: u64 = open.iter().map(|&i| input.weight(i)).sum();
+    if total == 0 {
+        return open.first().copied();
+    }
+    let mut x = input.rand % total;
+    for &i in &open {
+        let w = input.weight(i);
+        if x < w {
+            return Some(i);
+        }
+        x -= w;
+    }
+    open.last().copied()
+}
+
+/// Fewest in flight relative to weight: (in-flight + 1) / weight, compared by cross
+/// multiplication; ties rotate with the counter. Weight 0 serves only when nothing else can.
+fn least_conn(
+    n: usize,
+    input: &Inputs<'_>,
+    candidate: impl Fn(usize) -> Candidate,
+) -> Option<usize> {
+    let start = usize::try_from(input.rr % n as u64).unwrap_or(0);
+    let mut best: Option<(usize, u64, u64)> = None;
     for k in 0..n {
         let i = (start + k) % n;
         let c = candidate(i);
         if c.skip {
             continue;
         }
-        if best.is_none_or(|(_, load)| c.in_flight < load) {
-            best = Some((i, c.in_flight));
+        let load = c.in_flight as u64 + 1;
+        let w = input.weight(i);
+        let better = |(_, bl, bw): (usize, u64, u64)| match (w, bw) {
+            (0, _) => false,
+            (_, 0) => true,
+            _ => u128::from(load) * u128::from(bw) < u128::from(bl) * u128::from(w),
+        };
+        if best.is_none_or(better) {
+            best = Some((i, load, w));
         }
     }
-    best.map(|(i, _)| i)
+    best.map(|(i, _, _)| i)
 }
 
 /// The two distinct draws (positions among `m >= 2` eligible candidates) that `rand` makes:
@@ -137,10 +193,13 @@ pub(crate) fn draws(rand: u64, m: usize) -> (usize, usize) {
 /// cost wins, the first draw on ties.
 fn p2c(
     n: usize,
-    rand: u64,
+    input: &Inputs<'_>,
     candidate: impl Fn(usize) -> Candidate,
     cost: impl Fn(&Candidate) -> f64,
 ) -> Option<usize> {
+    #[allow(clippy::cast_precision_loss)]
+    let cost = |i: usize| cost(&candidate(i)) / (input.weight(i).max(1) as f64);
+    let rand = input.rand;
     let m = (0..n).filter(|&i| !candidate(i).skip).count();
     let nth = |k: usize| (0..n).filter(|&i| !candidate(i).skip).nth(k);
     match m {
@@ -149,7 +208,7 @@ fn p2c(
         _ => {
             let (a, b) = draws(rand, m);
             let (a, b) = (nth(a)?, nth(b)?);
-            if cost(&candidate(b)) < cost(&candidate(a)) {
+            if cost(b) < cost(a) {
                 Some(b)
             } else {
                 Some(a)

@@ -37,6 +37,12 @@ pub enum ProxyError {
         retry_after: Duration,
         status: http::StatusCode,
     },
+    /// Every eligible server is at its `max_conn` and the app's `queue` is full.
+    #[error("every server of app {app} is at max_conn and its queue is full")]
+    QueueFull { app: String },
+    /// The request waited `queue_timeout` for a server under its `max_conn` (HAProxy `timeout queue`).
+    #[error("no server of app {app} had a free slot within queue_timeout ({timeout:?})")]
+    QueueTimeout { app: String, timeout: Duration },
     /// The client already has `[gateway] max_conn_per_ip` connections open.
     #[error("too many connections from this address")]
     TooManyConnections,
@@ -50,6 +56,8 @@ impl ProxyError {
             ProxyError::NoRoute => http::StatusCode::NOT_FOUND,
             ProxyError::NoInstance { .. }
             | ProxyError::Held { .. }
+            | ProxyError::QueueFull { .. }
+            | ProxyError::QueueTimeout { .. }
             | ProxyError::TooManyConnections => http::StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::RateLimited { status, .. } => *status,
             ProxyError::Upstream { .. } => http::StatusCode::BAD_GATEWAY,

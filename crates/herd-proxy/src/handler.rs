@@ -142,6 +142,7 @@ async fn forward(
     let app = Arc::clone(&tables.apps[matched.app]);
     let stats = Arc::clone(matched.stats);
     let policy = Arc::clone(matched.policy);
+    let sticky_key = Arc::clone(&tables.sticky_key);
     // Decided while the tables are held (no await); the delay is waited after.
     let limited = crate::ratelimit::check_all(
         &tables.limits,
@@ -187,7 +188,15 @@ async fn forward(
 
     let (mut parts, body) = req.into_parts();
     // Read before the headers are rewritten; kept across retries.
-    let affinity = app.affinity(&parts.headers, &parts.uri, client.ip());
+    let tls = parts.extensions.get::<crate::tls::ClientTls>().is_some();
+    let lb = crate::lb::Choice::new(&app, &policy.overrides, &sticky_key, &parts.headers, tls);
+    let affinity = AppUpstreams::affinity(
+        lb.balance,
+        lb.hash_key,
+        &parts.headers,
+        &parts.uri,
+        client.ip(),
+    );
     if !parts.headers.contains_key(header::HOST) {
         if let Some(auth) = parts.uri.authority() {
             let v = HeaderValue::from_str(auth.as_str()).map_err(|_| ProxyError::BadRequest {
@@ -249,6 +258,7 @@ async fn forward(
         sent,
         stats: &stats,
         affinity,
+        lb,
         timeout: policy
             .response_timeout
             .unwrap_or_else(|| gw.settings().response_timeout),
@@ -281,6 +291,8 @@ struct Sending<'a> {
     sent: Arc<AtomicBool>,
     stats: &'a Arc<RouteStats>,
     affinity: Option<u64>,
+    /// The algorithm and sticky pin in force for this request.
+    lb: crate::lb::Choice<'a>,
     /// The route's `response_timeout`, else the gateway's.
     timeout: Duration,
     retry: crate::retry::Policy,
@@ -299,6 +311,7 @@ async fn send_with_retries(
         sent,
         stats,
         affinity,
+        lb,
         timeout,
         mut retry,
     } = sending;
@@ -321,43 +334,34 @@ async fn send_with_retries(
     let mut tried: Vec<u64> = Vec::new();
     let mut stale_retried = false;
     let mut last_err: Option<ProxyError> = None;
-    // An instance already chosen for a retry on a status (picked before the answer was dropped).
-    let mut next: Option<Arc<Upstream>> = None;
     loop {
         let now = Instant::now();
-        let up = match next.take() {
-            Some(up) => up,
-            None => match app.pick(&set, &tried, now, affinity) {
-                Some(up) => up,
-                None => {
-                    return Err(last_err.unwrap_or_else(|| ProxyError::NoInstance {
-                        app: app.name.clone(),
-                    }))
-                }
-            },
+        // Counted in flight from the pick, so a drain never sees zero while a request is
+        // on its way to this instance.
+        let Some((up, guard)) = crate::lb::acquire(app, &set, &tried, &lb, affinity).await? else {
+            return Err(last_err.unwrap_or_else(|| ProxyError::NoInstance {
+                app: app.name.clone(),
+            }));
         };
         tried.push(up.endpoint.uid);
         if !up.endpoint.stats.circuit_admit(now, circuit) {
             // Another request took the half-open probe slot since the pick: not an attempt.
+            drop(guard);
             continue;
         }
-        // Counted in flight from the pick, so a drain never sees zero while a request is
-        // on its way to this instance.
-        let guard = up.endpoint.stats.start_request();
         let body_done = matches!(req.body(), UpBody::Client(..)).then(|| Arc::clone(&sent));
         let sent_at = Instant::now();
         match attempt(gw, &up, req, guard, body_done, stats, timeout, &mut tunnel).await {
-            Ok(resp) => {
+            Ok(mut resp) => {
                 let done = Instant::now();
                 ex.instance = Some((Arc::clone(&up.endpoint.id), up.endpoint.addr));
                 ex.upstream_time = Some(done.saturating_duration_since(sent_at));
                 let status = resp.status().as_u16();
                 note_circuit(app, &up, done, status < 500);
-                up.endpoint.stats.record_success();
+                crate::lb::observe(app, &up, resp.status(), done);
                 if retry.on.status(status) && retry.left > 0 {
                     if let Some(orig) = &replay {
-                        let other = app.pick(&set, &tried, done, affinity);
-                        if let Some(other) = other.filter(|_| app.plane.withdraw(done)) {
+                        if app.has_other(&set, &tried, done) && app.plane.withdraw(done) {
                             tracing::debug!(app = %app.name, instance = %up.endpoint.id, status,
                                 "retrying on another instance");
                             drop(resp);
@@ -365,11 +369,11 @@ async fn send_with_retries(
                             ex.retries += 1;
                             stats.add_retry();
                             req = rebuild(orig);
-                            next = Some(other);
                             continue;
                         }
                     }
                 }
+                lb.stick(&mut resp, &up.endpoint.id);
                 return Ok(resp);
             }
             Err(Failure {

@@ -7,6 +7,8 @@
 //!   `strip_prefix`, per-route timeout and retries.
 //! - `balance`: pure instance selection (smooth weighted round robin, least connections, P2C,
 //!   peak EWMA, consistent hashing with bounded load, first).
+//! - `lb`: the route's or app's balancing for a request, sticky pins and cookies (`sticky`,
+//!   HMAC-SHA256), the `max_conn` wait (`queue`), passive layer-7 observation.
 //! - `pool`: per-instance keep-alive pool of HTTP/1.1 upstream connections, or one shared
 //!   HTTP/2 connection for `protocol = "h2c"` apps.
 //! - `forward`: hop-by-hop removal and `X-Forwarded-*` headers.
@@ -41,13 +43,16 @@ pub mod fuzz;
 mod gcra;
 mod handler;
 mod idle;
+mod lb;
 mod pool;
+mod queue;
 mod ratelimit;
 mod redirect;
 mod resilience;
 mod retry;
 mod route;
 pub mod server;
+mod sticky;
 mod tail;
 pub mod tls;
 mod tunnel;

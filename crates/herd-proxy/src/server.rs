@@ -97,6 +97,9 @@ pub(crate) struct Tables {
     /// `[[rate_limit]]` in file order; unchanged entries keep their state across reloads.
     pub(crate) limits: Vec<Arc<RateLimiter>>,
     by_name: HashMap<String, usize>,
+    /// Signs sticky-session cookies; kept across reloads unless `sticky_secret` changes.
+    pub(crate) sticky_key: Arc<crate::sticky::StickyKey>,
+    sticky_secret: Option<String>,
 }
 
 impl Tables {
@@ -126,6 +129,15 @@ impl Tables {
             apps,
             limits: ratelimit::build(&config.rate_limits, old.map_or(&[], |t| &t.limits)),
             by_name,
+            sticky_key: match old {
+                Some(t) if t.sticky_secret == config.gateway.sticky_secret => {
+                    Arc::clone(&t.sticky_key)
+                }
+                _ => Arc::new(crate::sticky::StickyKey::new(
+                    config.gateway.sticky_secret.as_deref(),
+                )),
+            },
+            sticky_secret: config.gateway.sticky_secret.clone(),
         }
     }
 }
@@ -444,6 +456,36 @@ async fn sweep_pools(gw: Arc<Gateway>, shutdown: CancellationToken) {
                 }
             }
         }
+    }
+}
+
+impl herd_core::LbView for Gateway {
+    fn lb_weights(&self, app: &str) -> Vec<herd_core::LbWeight> {
+        let tables = self.tables.load();
+        let Some(&i) = tables.by_name.get(app) else {
+            return Vec::new();
+        };
+        let app = &tables.apps[i];
+        let now = Instant::now();
+        app.current()
+            .iter()
+            .map(|u| herd_core::LbWeight {
+                instance: u.endpoint.id.to_string(),
+                weight: u.params.weight,
+                effective_weight: f64::from(u.weight(now, app.lb.slow_start))
+                    / f64::from(crate::balance::slowstart::SCALE),
+                backup: u.params.backup,
+                max_conn: u.params.max_conn,
+            })
+            .collect()
+    }
+
+    fn queued(&self, app: &str) -> usize {
+        let tables = self.tables.load();
+        tables
+            .by_name
+            .get(app)
+            .map_or(0, |&i| tables.apps[i].queue.len())
     }
 }
 

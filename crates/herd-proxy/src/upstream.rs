@@ -1,22 +1,24 @@
 //! Per-app upstream state: the instances in rotation (atomically swapped, with the round robin
-//! schedule and the consistent-hash ring built for them) and the rotation counter and random
-//! generator the balancer draws from.
+//! schedule and the consistent-hash ring built for them), the rotation counter and random
+//! generator the balancer draws from, and what decides who may be picked at all: backups only
+//! when no primary is up, `max_conn` (with the app's [`Queue`] behind it), slow start, sticky pins.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher as _, RandomState};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use herd_config::{App, Balance, HashKey};
-use herd_core::{Demand, Endpoint};
+use herd_config::{App, Backends, Balance, HashKey, LoadBalancing, ServerParams};
+use herd_core::{Demand, Endpoint, InFlightGuard};
 use http::{HeaderMap, Uri};
 
-use crate::balance::{self, ewma::PeakEwma, key, ring::Ring, swrr, Candidate, Inputs};
+use crate::balance::{self, ewma::PeakEwma, key, ring::Ring, slowstart, swrr, Candidate, Inputs};
 use crate::pool::Pool;
+use crate::queue::Queue;
 use crate::resilience::AppPlane;
 use crate::server::GatewaySettings;
 
@@ -27,22 +29,56 @@ pub(crate) struct Upstream {
     pub(crate) pool: Arc<Pool>,
     /// Peak EWMA of time to response head, for `peak_ewma`.
     pub(crate) ewma: PeakEwma,
+    /// `weight`, `backup`, `max_conn` (per server, or the app's).
+    pub(crate) params: ServerParams,
+    /// When it entered rotation: slow start counts from here (or from a passive mark's end).
+    pub(crate) since: Instant,
+}
+
+impl Upstream {
+    /// Effective weight in `1/SCALE` units at `now` (slow start included).
+    pub(crate) fn weight(&self, now: Instant, slow_start: Duration) -> u32 {
+        let since = match self.endpoint.stats.down_until() {
+            Some(t) if t > self.since && t <= now => t,
+            _ => self.since,
+        };
+        slowstart::effective(self.params.weight, since, now, slow_start)
+    }
+
+    fn full(&self) -> bool {
+        self.params.max_conn > 0 && self.endpoint.stats.in_flight() >= self.params.max_conn as usize
+    }
 }
 
 /// The instances in rotation with what the balancer precomputes over them when they change.
 #[derive(Debug, Default)]
 pub(crate) struct UpstreamSet {
     upstreams: Vec<Arc<Upstream>>,
-    /// One smooth weighted round robin period (all weights 1 for now).
+    /// One smooth weighted round robin period over the configured weights.
     schedule: Vec<u32>,
     ring: Ring,
+    any_backup: bool,
+    /// Configured weights in `1/SCALE` units; empty when all are equal (the common case, which
+    /// then costs the balancer nothing).
+    weights: Vec<u32>,
 }
 
 impl UpstreamSet {
     fn new(upstreams: Vec<Arc<Upstream>>) -> Self {
+        let weights: Vec<u32> = upstreams.iter().map(|u| u.params.weight).collect();
+        let uniform = weights.windows(2).all(|w| w[0] == w[1]);
         UpstreamSet {
-            schedule: swrr::schedule(&vec![1; upstreams.len()]),
+            schedule: swrr::schedule(&weights),
+            weights: if uniform {
+                Vec::new()
+            } else {
+                weights
+                    .iter()
+                    .map(|w| w.saturating_mul(slowstart::SCALE))
+                    .collect()
+            },
             ring: Ring::new(upstreams.iter().map(|u| &*u.endpoint.id)),
+            any_backup: upstreams.iter().any(|u| u.params.backup),
             upstreams,
         }
     }
@@ -56,14 +92,31 @@ impl Deref for UpstreamSet {
     }
 }
 
+/// What [`AppUpstreams::acquire`] found.
+#[derive(Debug)]
+pub(crate) enum Acquired {
+    /// An instance, counted in flight from now.
+    Up(Arc<Upstream>, InFlightGuard),
+    /// Every eligible instance is at its `max_conn`: wait in the queue.
+    Full,
+    /// Nothing left to try.
+    Empty,
+}
+
 #[derive(Debug)]
 pub(crate) struct AppUpstreams {
     pub(crate) name: String,
-    balance: Balance,
-    hash_key: Option<HashKey>,
+    pub(crate) balance: Balance,
+    pub(crate) hash_key: Option<HashKey>,
     hash_balance_factor: u32,
     pub(crate) max_fails: u32,
     pub(crate) fail_timeout: Duration,
+    /// Sticky, weights, backup, `max_conn`, queue, slow start, `observe`.
+    pub(crate) lb: LoadBalancing,
+    /// `servers = [...]` addresses, to find each one's parameters.
+    servers: Vec<SocketAddr>,
+    /// Requests waiting for a server under its `max_conn`.
+    pub(crate) queue: Arc<Queue>,
     rr: AtomicU64,
     /// SplitMix64 state for `random_two`/`peak_ewma`, seeded per process.
     rng: AtomicU64,
@@ -90,15 +143,29 @@ impl AppUpstreams {
             app,
             Arc::new(ArcSwap::from_pointee(UpstreamSet::default())),
             Arc::new(Demand::default()),
+            None,
         )
     }
 
-    /// The same app under a new config: the instances in rotation and held requests carry over.
+    /// The same app under a new config: the instances in rotation, held and queued requests
+    /// carry over.
     pub(crate) fn reconfigured(&self, app: &App) -> Self {
-        Self::with_state(app, Arc::clone(&self.set), Arc::clone(&self.demand))
+        let queue = (self.queue.max == app.lb.queue && self.queue.timeout == app.lb.queue_timeout)
+            .then(|| Arc::clone(&self.queue));
+        let next = Self::with_state(app, Arc::clone(&self.set), Arc::clone(&self.demand), queue);
+        // New parameters (weights, backup, max_conn) apply to the instances already in rotation.
+        let endpoints = self.current().iter().map(|u| u.endpoint.clone()).collect();
+        next.rebuild(endpoints, None);
+        self.queue.wake();
+        next
     }
 
-    fn with_state(app: &App, set: Arc<ArcSwap<UpstreamSet>>, demand: Arc<Demand>) -> Self {
+    fn with_state(
+        app: &App,
+        set: Arc<ArcSwap<UpstreamSet>>,
+        demand: Arc<Demand>,
+        queue: Option<Arc<Queue>>,
+    ) -> Self {
         AppUpstreams {
             name: app.name.clone(),
             balance: app.balance,
@@ -106,6 +173,18 @@ impl AppUpstreams {
             hash_balance_factor: app.hash_balance_factor,
             max_fails: app.max_fails,
             fail_timeout: app.fail_timeout,
+            servers: match &app.backends {
+                Backends::Servers(s) => s.clone(),
+                Backends::Command(_) => Vec::new(),
+            },
+            queue: queue.unwrap_or_else(|| {
+                Arc::new(Queue::new(
+                    app.lb.queue,
+                    app.lb.queue_timeout,
+                    Arc::clone(&demand),
+                ))
+            }),
+            lb: app.lb.clone(),
             rr: AtomicU64::new(0),
             rng: AtomicU64::new(RandomState::new().hash_one(&app.name)),
             set,
@@ -122,56 +201,148 @@ impl AppUpstreams {
         self.set.load_full()
     }
 
+    fn params(&self, ep: &Endpoint) -> ServerParams {
+        self.lb
+            .server(self.servers.iter().position(|a| *a == ep.addr))
+    }
+
     /// Replaces the set, keeping the pools of instances that stay.
     pub(crate) fn replace(&self, endpoints: Vec<Endpoint>, settings: &GatewaySettings) {
+        let arrived = !endpoints.is_empty();
+        self.rebuild(endpoints, Some(settings));
+        if arrived {
+            self.demand.instances_arrived();
+        }
+        // A new instance is a free slot for queued requests.
+        self.queue.wake();
+    }
+
+    /// `settings` is `None` when only parameters change (every endpoint is already there).
+    fn rebuild(&self, endpoints: Vec<Endpoint>, settings: Option<&GatewaySettings>) {
         let old = self.set.load();
         let mut by_uid: HashMap<u64, &Arc<Upstream>> =
             old.iter().map(|u| (u.endpoint.uid, u)).collect();
         let next: Vec<Arc<Upstream>> = endpoints
             .into_iter()
-            .map(|ep| match by_uid.remove(&ep.uid) {
-                Some(u) => Arc::clone(u),
-                None => Arc::new(Upstream {
-                    ewma: PeakEwma::new(Instant::now()),
-                    pool: Arc::new(Pool::new(
-                        ep.addr,
-                        ep.id.to_string(),
-                        settings.pool_max_idle,
-                        settings.pool_idle_timeout,
-                        settings.connect_timeout,
-                        self.plane.protocol,
-                    )),
-                    endpoint: ep,
-                }),
+            .filter_map(|ep| {
+                let params = self.params(&ep);
+                match (by_uid.remove(&ep.uid), settings) {
+                    (Some(u), _) if u.params == params => Some(Arc::clone(u)),
+                    (Some(u), _) => Some(Arc::new(Upstream {
+                        endpoint: ep,
+                        pool: Arc::clone(&u.pool),
+                        ewma: PeakEwma::new(Instant::now()),
+                        params,
+                        since: u.since,
+                    })),
+                    (None, Some(settings)) => Some(Arc::new(Upstream {
+                        ewma: PeakEwma::new(Instant::now()),
+                        pool: Arc::new(Pool::new(
+                            ep.addr,
+                            ep.id.to_string(),
+                            settings.pool_max_idle,
+                            settings.pool_idle_timeout,
+                            settings.connect_timeout,
+                            self.plane.protocol,
+                        )),
+                        endpoint: ep,
+                        params,
+                        since: Instant::now(),
+                    })),
+                    (None, None) => None,
+                }
             })
             .collect();
-        let arrived = !next.is_empty();
         self.set.store(Arc::new(UpstreamSet::new(next)));
-        if arrived {
-            self.demand.instances_arrived();
-        }
     }
 
     /// What `ip_hash`/`hash` hash for this request, computed once before the first pick (and
     /// kept across retries); `None` for other algorithms or when the request lacks the key.
-    pub(crate) fn affinity(&self, headers: &HeaderMap, uri: &Uri, client: IpAddr) -> Option<u64> {
-        match (self.balance, &self.hash_key) {
+    pub(crate) fn affinity(
+        balance: Balance,
+        hash_key: Option<&HashKey>,
+        headers: &HeaderMap,
+        uri: &Uri,
+        client: IpAddr,
+    ) -> Option<u64> {
+        match (balance, hash_key) {
             (Balance::IpHash, _) => Some(key::ip_hash(client)),
             (Balance::Hash, Some(k)) => key::request_hash(k, headers, uri),
             _ => None,
         }
     }
 
-    /// Picks an instance not in `tried`, honouring passive down marks unless every untried
-    /// instance is marked (then the marks are ignored rather than failing the request). An open
-    /// circuit is always honoured: failing fast is its point.
-    pub(crate) fn pick(
+    /// The instance a sticky cookie names, when it is in rotation, not passively down, not
+    /// tried yet for this request and under its `max_conn`; counted in flight.
+    pub(crate) fn acquire_pinned(
+        &self,
+        set: &UpstreamSet,
+        id: &str,
+        tried: &[u64],
+        now: Instant,
+    ) -> Option<(Arc<Upstream>, InFlightGuard)> {
+        let up = set.iter().find(|u| &*u.endpoint.id == id)?;
+        if tried.contains(&up.endpoint.uid)
+            || up.endpoint.stats.passively_down(now)
+            || !up
+                .endpoint
+                .stats
+                .circuit_would_admit(now, &self.plane.circuit)
+        {
+            return None;
+        }
+        let guard = self.start(up)?;
+        Some((Arc::clone(up), guard))
+    }
+
+    /// Counts a request in flight on `up`, unless it is at its `max_conn`.
+    fn start(&self, up: &Upstream) -> Option<InFlightGuard> {
+        let stats = &up.endpoint.stats;
+        if up.params.max_conn == 0 {
+            return Some(stats.start_request());
+        }
+        let guard = stats.try_start_request(up.params.max_conn as usize)?;
+        let queue: Arc<dyn herd_core::Release> = self.queue.clone();
+        Some(guard.on_release(queue))
+    }
+
+    /// Whether an instance other than those `tried` could take a retry now (not passively down,
+    /// circuit admitting), without counting anything.
+    pub(crate) fn has_other(&self, set: &UpstreamSet, tried: &[u64], now: Instant) -> bool {
+        set.iter().any(|u| {
+            !tried.contains(&u.endpoint.uid)
+                && !u.endpoint.stats.passively_down(now)
+                && u.endpoint
+                    .stats
+                    .circuit_would_admit(now, &self.plane.circuit)
+        })
+    }
+
+    /// Picks an instance not in `tried` and counts it in flight. Primaries first; backups only
+    /// when no primary is left (passively down or tried). Passive marks are honoured unless
+    /// every untried instance is marked (then they are ignored rather than failing the request).
+    /// An open circuit is always honoured: failing fast is its point.
+    /// `Full` when every instance of the group that may serve is at its `max_conn`.
+    pub(crate) fn acquire(
         &self,
         set: &UpstreamSet,
         tried: &[u64],
         now: Instant,
+        algo: Balance,
         affinity: Option<u64>,
-    ) -> Option<Arc<Upstream>> {
+    ) -> Acquired {
+        let slow = self.lb.slow_start;
+        // Weights move only during slow start; otherwise the set's precomputed ones hold.
+        let ramped: Vec<u32> = if slow.is_zero() {
+            Vec::new()
+        } else {
+            set.iter().map(|u| u.weight(now, slow)).collect()
+        };
+        let ramping = set
+            .iter()
+            .zip(&ramped)
+            .any(|(u, &w)| w != u.params.weight.saturating_mul(slowstart::SCALE));
+        let weights = if ramping { &ramped } else { &set.weights };
         let input = Inputs {
             rr: self.rr.fetch_add(1, Ordering::Relaxed),
             rand: self.next_random(),
@@ -179,26 +350,53 @@ impl AppUpstreams {
             schedule: &set.schedule,
             ring: &set.ring,
             factor: self.hash_balance_factor,
+            weights,
+            ramping,
         };
-        let ewma = self.balance == Balance::PeakEwma;
-        let candidate = |honour_down: bool| {
-            move |i: usize| {
-                let u: &Upstream = &set[i];
-                Candidate {
-                    in_flight: u.endpoint.stats.in_flight(),
-                    skip: tried.contains(&u.endpoint.uid)
-                        || !u
-                            .endpoint
-                            .stats
-                            .circuit_would_admit(now, &self.plane.circuit)
-                        || (honour_down && u.endpoint.stats.passively_down(now)),
-                    latency_us: if ewma { u.ewma.get(now) } else { 0.0 },
+        let ewma = algo == Balance::PeakEwma;
+        let open = |u: &Upstream, honour_down: bool| {
+            let down = honour_down && u.endpoint.stats.passively_down(now);
+            !down
+                && !tried.contains(&u.endpoint.uid)
+                && u.endpoint
+                    .stats
+                    .circuit_would_admit(now, &self.plane.circuit)
+        };
+        for honour_down in [true, false] {
+            let primaries = set.iter().any(|u| !u.params.backup && open(u, honour_down));
+            let backup = set.any_backup && !primaries;
+            if !set
+                .iter()
+                .any(|u| u.params.backup == backup && open(u, honour_down))
+            {
+                continue;
+            }
+            // A candidate that wins the pick but fills up before it is counted is skipped on
+            // the next round; at most one round per instance.
+            let mut lost: Vec<u64> = Vec::new();
+            for _ in 0..=set.len() {
+                let candidate = |i: usize| {
+                    let u: &Upstream = &set[i];
+                    Candidate {
+                        in_flight: u.endpoint.stats.in_flight(),
+                        skip: !open(u, honour_down)
+                            || u.params.backup != backup
+                            || u.full()
+                            || lost.contains(&u.endpoint.uid),
+                        latency_us: if ewma { u.ewma.get(now) } else { 0.0 },
+                    }
+                };
+                let Some(i) = balance::pick(algo, set.len(), &input, candidate) else {
+                    return Acquired::Full;
+                };
+                match self.start(&set[i]) {
+                    Some(guard) => return Acquired::Up(Arc::clone(&set[i]), guard),
+                    None => lost.push(set[i].endpoint.uid),
                 }
             }
-        };
-        balance::pick(self.balance, set.len(), &input, candidate(true))
-            .or_else(|| balance::pick(self.balance, set.len(), &input, candidate(false)))
-            .map(|i| Arc::clone(&set[i]))
+            return Acquired::Full;
+        }
+        Acquired::Empty
     }
 
     /// SplitMix64 on an atomic counter: lock-free, and each call gets its own word.
@@ -249,6 +447,24 @@ mod tests {
             .collect()
     }
 
+    /// The pick alone (the in-flight count it takes is given back at once).
+    fn pick(
+        app: &AppUpstreams,
+        set: &UpstreamSet,
+        tried: &[u64],
+        now: Instant,
+        key: Option<u64>,
+    ) -> Option<Arc<Upstream>> {
+        match app.acquire(set, tried, now, app.balance, key) {
+            Acquired::Up(up, _guard) => Some(up),
+            Acquired::Full | Acquired::Empty => None,
+        }
+    }
+
+    fn affinity(app: &AppUpstreams, h: &HeaderMap, uri: &Uri, ip: IpAddr) -> Option<u64> {
+        AppUpstreams::affinity(app.balance, app.hash_key.as_ref(), h, uri, ip)
+    }
+
     fn user(name: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert("x-user", name.parse().unwrap());
@@ -264,7 +480,7 @@ mod tests {
         set[0].ewma.record(now, Duration::from_millis(500));
         set[1].ewma.record(now, Duration::from_millis(5));
         for _ in 0..50 {
-            let up = app.pick(&set, &[], now, None).unwrap();
+            let up = pick(&app, &set, &[], now, None).unwrap();
             assert_eq!(up.endpoint.uid, 2);
         }
     }
@@ -279,9 +495,9 @@ mod tests {
             let set = app.current();
             (0..100)
                 .map(|u| {
-                    let key = app.affinity(&user(&format!("u{u}")), &uri, ip);
+                    let key = affinity(app, &user(&format!("u{u}")), &uri, ip);
                     assert!(key.is_some());
-                    app.pick(&set, &[], now, key).unwrap().endpoint.uid
+                    pick(app, &set, &[], now, key).unwrap().endpoint.uid
                 })
                 .collect()
         };
@@ -301,13 +517,108 @@ mod tests {
         // A retry never goes back to an instance already tried, and a request with no key is
         // still served.
         let set = app.current();
-        let key = app.affinity(&user("u1"), &uri, ip);
-        let first = app.pick(&set, &[], now, key).unwrap().endpoint.uid;
-        let second = app.pick(&set, &[first], now, key).unwrap().endpoint.uid;
+        let key = affinity(&app, &user("u1"), &uri, ip);
+        let first = pick(&app, &set, &[], now, key).unwrap().endpoint.uid;
+        let second = pick(&app, &set, &[first], now, key).unwrap().endpoint.uid;
         assert_ne!(first, second);
-        assert!(app.pick(&set, &[1, 2, 3], now, key).is_none());
-        let no_key = app.affinity(&HeaderMap::new(), &uri, ip);
+        assert!(pick(&app, &set, &[1, 2, 3], now, key).is_none());
+        let no_key = affinity(&app, &HeaderMap::new(), &uri, ip);
         assert_eq!(no_key, None);
-        assert!(app.pick(&set, &[], now, no_key).is_some());
+        assert!(pick(&app, &set, &[], now, no_key).is_some());
+    }
+
+    #[test]
+    fn slow_start_ramps_a_new_instance_share() {
+        let (app, settings) = app("slow_start = \"30s\"");
+        app.replace(endpoints(&[1, 2]), &settings);
+        let now = Instant::now();
+        let Some(long_ago) = now.checked_sub(Duration::from_secs(60)) else {
+            return; // a machine up for less than a minute: nothing to ramp from
+        };
+        // Instance 1 has served for a minute (full weight); instance 2 has just arrived.
+        let old = &app.current()[0];
+        let aged = Arc::new(Upstream {
+            endpoint: old.endpoint.clone(),
+            pool: Arc::clone(&old.pool),
+            ewma: PeakEwma::new(now),
+            params: old.params,
+            since: long_ago,
+        });
+        let set = UpstreamSet::new(vec![aged, Arc::clone(&app.current()[1])]);
+        let share_of_2 = |at: Instant| {
+            (0..1700)
+                .filter(|_| pick(&app, &set, &[], at, None).unwrap().endpoint.uid == 2)
+                .count()
+        };
+        // Weight 1/16 against 16/16: about 100 of 1700; half-way through, 8/16: about 567.
+        let start = share_of_2(set[1].since);
+        assert!((30..=200).contains(&start), "{start}");
+        let half = share_of_2(set[1].since + Duration::from_secs(15));
+        assert!((420..=720).contains(&half), "{half}");
+        let done = share_of_2(set[1].since + Duration::from_secs(30));
+        assert_eq!(done, 850, "plain round robin once ramped");
+    }
+
+    proptest::proptest! {
+        /// Against a model of HAProxy's rule: a backup is picked only when no primary is left
+        /// (in rotation, not passively down, not tried); marks are ignored only when every
+        /// untried server is marked; nothing is picked twice for a request.
+        #[test]
+        fn backups_only_when_no_primary_is_left(
+            servers in proptest::collection::vec((proptest::bool::ANY, proptest::bool::ANY, proptest::bool::ANY), 1..7),
+            algo in proptest::sample::select(vec!["round_robin", "least_conn", "random_two", "first"]),
+        ) {
+            let list: Vec<String> = servers
+                .iter()
+                .enumerate()
+                .map(|(i, (backup, _, _))| format!("{{ addr = \"127.0.0.1:{}\", backup = {backup} }}", i + 1))
+                .collect();
+            let text = format!("[[app]]\nname = \"web\"\nservers = [{}]\nbalance = \"{algo}\"\n", list.join(", "));
+            let cfg = herd_config::parse(&text, "t.toml", std::path::Path::new(".")).unwrap();
+            let app = AppUpstreams::new(&cfg.apps[0]);
+            let now = Instant::now();
+            let eps: Vec<Endpoint> = servers
+                .iter()
+                .enumerate()
+                .map(|(i, &(_, down, _))| {
+                    let stats = Arc::new(EndpointStats::new());
+                    if down {
+                        stats.record_failure(now, 1, Duration::from_secs(60));
+                    }
+                    Endpoint {
+                        uid: i as u64 + 1,
+                        id: Arc::from(format!("web-{}", i + 1)),
+                        addr: SocketAddr::from(([127, 0, 0, 1], u16::try_from(i + 1).unwrap())),
+                        stats,
+                    }
+                })
+                .collect();
+            app.replace(eps, &GatewaySettings::from(&cfg.gateway));
+            let tried: Vec<u64> = servers
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.2)
+                .map(|(i, _)| i as u64 + 1)
+                .collect();
+            let set = app.current();
+            let got = pick(&app, &set, &tried, now, None);
+            // The model: the first group with an open server, in HAProxy's order.
+            let open = |backup: bool, honour_down: bool| {
+                servers.iter().any(|&(b, down, t)| b == backup && !t && !(honour_down && down))
+            };
+            let want = [(false, true), (true, true), (false, false), (true, false)]
+                .into_iter()
+                .find(|&(b, h)| open(b, h) && (h || !open(!b, true)));
+            match (got, want) {
+                (None, None) => {}
+                (Some(up), Some((backup, honour_down))) => {
+                    let (b, down, t) = servers[usize::try_from(up.endpoint.uid).unwrap() - 1];
+                    proptest::prop_assert!(!t, "picked a tried server");
+                    proptest::prop_assert_eq!(b, backup);
+                    proptest::prop_assert!(!(honour_down && down));
+                }
+                (got, want) => proptest::prop_assert!(false, "got {:?}, model {:?}", got.map(|u| u.endpoint.uid), want),
+            }
+        }
     }
 }

@@ -86,7 +86,7 @@ async fn tls_gateway() -> Running {
     let text = "[gateway]\nlisten = \"127.0.0.1:0\"\n\
         [gateway.tls]\ncert = \"default.pem\"\nkey = \"default.key\"\n\
         [[gateway.tls.sni]]\nhost = \"API.test\"\ncert = \"api.pem\"\nkey = \"api.key\"\n\
-        [[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\n";
+        [[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\nsticky = true\n";
     let config = herd_config::parse(text, "test.toml", &dir).unwrap();
     let tls = config.gateway.tls.as_ref().unwrap();
     assert_eq!(tls.cert, dir.join("default.pem"));
@@ -174,6 +174,38 @@ async fn http2_over_tls_by_alpn() {
     let (version, proto) = h2_get(&mut send, "localhost").await;
     assert_eq!(version, Version::HTTP_2);
     assert_eq!(proto, "https", "X-Forwarded-Proto at the backend");
+    gw.stop.cancel();
+}
+
+#[tokio::test]
+async fn a_sticky_cookie_over_tls_is_secure_and_followed_over_h2() {
+    let gw = tls_gateway().await;
+    let tls = connect(gw.addr, "localhost", &[&gw.localhost], b"h2").await;
+    let mut send = h2(tls).await;
+    let get = |cookie: Option<String>| {
+        let mut req = Request::get("https://localhost/");
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        req.body(Empty::new()).unwrap()
+    };
+    let resp = send.send_request(get(None)).await.unwrap();
+    let set = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        set.starts_with("HERD_SRV=web-1.") && set.ends_with("; Secure"),
+        "{set}"
+    );
+    let pair = set.split(';').next().unwrap().to_owned();
+    // HTTP/2 may split cookies over several fields; the pin is still read.
+    let resp = send
+        .send_request(get(Some(format!("a=1; {pair}"))))
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    assert!(
+        resp.headers().get("set-cookie").is_none(),
+        "a valid pin is not re-set"
+    );
     gw.stop.cancel();
 }
 

@@ -310,7 +310,7 @@ async fn redis_open_errors_are_clear() {
         cluster: false,
         timeout: REDIS_TIMEOUT,
     };
-    let err = Store::open(&opts).await.err().expect("no server, no store");
+    let err = Store::open(&opts).await.expect_err("no server, no store");
     assert!(
         matches!(err, herd_store::StoreError::Unavailable { .. })
             && err.to_string().contains(&port.to_string()),
@@ -331,8 +331,7 @@ async fn redis_open_errors_are_clear() {
     };
     let err = Store::open(&opts)
         .await
-        .err()
-        .expect("wrong password, no store");
+        .expect_err("wrong password, no store");
     assert!(
         matches!(&err, herd_store::StoreError::Invalid(m) if m.contains("password") && !m.contains("wrong@")),
         "{err}"

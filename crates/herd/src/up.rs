@@ -324,6 +324,7 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
             reload: reloader,
             services: services.as_ref().map(|s| Arc::clone(&s.services)),
             token: config.admin.token.as_deref().map(Arc::from),
+            lb: Some(gateway.clone() as Arc<dyn herd_core::LbView>),
             shutdown: admin_stop.clone(),
         },
     ));

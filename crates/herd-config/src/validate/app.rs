@@ -10,7 +10,7 @@ use toml::{Spanned, Value};
 use super::values::{fmt_duration, parse_addr, resolve};
 use super::Validator;
 use crate::defaults as d;
-use crate::model::{App, Backends, Command, Health, Instances};
+use crate::model::{App, Backends, Command, Health, Instances, ServerParams};
 use crate::raw::{RawApp, RawHealth, Val};
 use crate::units::{instances_from_int, parse_port_range};
 
@@ -26,6 +26,8 @@ impl Validator<'_> {
         let a = app.get_ref();
         let name = self.app_name(i, &p, &span, a, names);
 
+        let mut server_params = Vec::new();
+        let server_defaults = self.server_defaults(&p, a);
         let backends = match (&a.command, &a.servers) {
             (Some(command), Some(servers)) => {
                 self.err(
@@ -48,7 +50,9 @@ impl Validator<'_> {
                         )),
                     );
                 }
-                self.servers(&p, servers)
+                let (backends, params) = self.servers(&p, servers, server_defaults);
+                server_params = params;
+                backends
             }
             (None, None) => {
                 self.err(
@@ -88,6 +92,7 @@ impl Validator<'_> {
             scaling,
             protocol,
             error_page_503,
+            lb: self.load_balancing(&p, a, server_defaults, server_params),
             max_fails: self.u32(
                 a.max_fails.as_ref(),
                 &format!("{p}.max_fails"),
@@ -335,7 +340,13 @@ impl Validator<'_> {
         })
     }
 
-    pub(super) fn servers(&mut self, p: &str, servers: &Val) -> Backends {
+    /// The addresses, and each one's `weight`/`backup`/`max_conn` (parallel to them).
+    pub(super) fn servers(
+        &mut self,
+        p: &str,
+        servers: &Val,
+        defaults: ServerParams,
+    ) -> (Backends, Vec<ServerParams>) {
         let key = format!("{p}.servers");
         let span = servers.span();
         let items: Vec<&Value> = match servers.get_ref() {
@@ -347,7 +358,7 @@ impl Validator<'_> {
                     "servers must be an array",
                     Some("e.g. servers = [\"10.0.0.5:80\", \"10.0.0.6:80\"]".into()),
                 );
-                return Backends::Servers(Vec::new());
+                return (Backends::Servers(Vec::new()), Vec::new());
             }
             other => {
                 self.err(
@@ -356,7 +367,7 @@ impl Validator<'_> {
                     format!("expected an array of addresses, found {}", other.type_str()),
                     Some("e.g. servers = [\"10.0.0.5:80\", \"10.0.0.6:80\"]".into()),
                 );
-                return Backends::Servers(Vec::new());
+                return (Backends::Servers(Vec::new()), Vec::new());
             }
         };
         if items.is_empty() {
@@ -368,9 +379,18 @@ impl Validator<'_> {
             );
         }
         let mut addrs = Vec::with_capacity(items.len());
+        let mut params = Vec::with_capacity(items.len());
         for (j, item) in items.into_iter().enumerate() {
             let key = format!("{key}[{j}]");
-            match item {
+            // `{ addr = "...", weight = 3, backup = true, max_conn = 100 }` (validate/lb.rs).
+            let (addr, param) = match item {
+                Value::Table(t) => match self.server_table(&span, &key, t, defaults) {
+                    Some((addr, param)) => (addr, param),
+                    None => continue,
+                },
+                other => (other, defaults),
+            };
+            match addr {
                 Value::String(s) => match parse_addr(s) {
                     Ok(addr) if addrs.contains(&addr) => self.err(
                         &span,
@@ -378,18 +398,24 @@ impl Validator<'_> {
                         format!("duplicate server {addr}"),
                         Some("list each server once".into()),
                     ),
-                    Ok(addr) => addrs.push(addr),
+                    Ok(addr) => {
+                        addrs.push(addr);
+                        params.push(param);
+                    }
                     Err((message, hint)) => self.err(&span, &key, message, Some(hint)),
                 },
                 other => self.err(
                     &span,
                     &key,
                     format!("expected an address string, found {}", other.type_str()),
-                    Some("e.g. servers = [\"10.0.0.5:80\"]".into()),
+                    Some(
+                        "e.g. servers = [\"10.0.0.5:80\", { addr = \"10.0.0.6:80\", weight = 3 }]"
+                            .into(),
+                    ),
                 ),
             }
         }
-        Backends::Servers(addrs)
+        (Backends::Servers(addrs), params)
     }
 
     pub(super) fn env(&mut self, p: &str, a: &RawApp) -> BTreeMap<String, String> {
@@ -537,6 +563,10 @@ impl Validator<'_> {
             ),
             rise: self.u32(h.rise.as_ref(), &format!("{p}.rise"), d::HEALTH_RISE, 1),
             fall: self.u32(h.fall.as_ref(), &format!("{p}.fall"), d::HEALTH_FALL, 1),
+            downinter: h.downinter.as_ref().map(|v| {
+                self.duration(Some(v), &format!("{p}.downinter"), d::HEALTH_INTERVAL, true)
+            }),
+            expect_status: self.expect_status(p, h.expect_status.as_ref()),
         }
     }
 }

@@ -26,44 +26,7 @@ impl Validator<'_> {
     /// `balance`, then `hash_key` (required exactly when `balance = "hash"`) and
     /// `hash_balance_factor`.
     pub(super) fn balancing(&mut self, p: &str, a: &RawApp) -> (Balance, Option<HashKey>, u32) {
-        let balance = match &a.balance {
-            None => d::BALANCE,
-            Some(b) => self.balance_name(p, b),
-        };
-        let hash_key = match (&a.hash_key, balance) {
-            (Some(k), Balance::Hash) => match parse_hash_key(k.get_ref()) {
-                Ok(key) => Some(key),
-                Err(message) => {
-                    self.err(
-                        &k.span(),
-                        &format!("{p}.hash_key"),
-                        message,
-                        Some(HASH_KEY_HINT.into()),
-                    );
-                    Some(HashKey::Path)
-                }
-            },
-            (None, Balance::Hash) => {
-                let span = a.balance.as_ref().map_or(0..0, Spanned::span);
-                self.err(
-                    &span,
-                    &format!("{p}.hash_key"),
-                    "balance = \"hash\" needs hash_key",
-                    Some(format!("add hash_key; {HASH_KEY_HINT}")),
-                );
-                Some(HashKey::Path)
-            }
-            (Some(k), _) => {
-                self.err(
-                    &k.span(),
-                    &format!("{p}.hash_key"),
-                    "hash_key only applies with balance = \"hash\"",
-                    Some("set balance = \"hash\", or remove hash_key".into()),
-                );
-                None
-            }
-            (None, _) => None,
-        };
+        let (balance, hash_key) = self.balance_with_key(p, a.balance.as_ref(), a.hash_key.as_ref());
         let key = format!("{p}.hash_balance_factor");
         let factor = match &a.hash_balance_factor {
             None => d::HASH_BALANCE_FACTOR,
@@ -95,6 +58,54 @@ impl Validator<'_> {
             );
         }
         (balance, hash_key, factor)
+    }
+
+    /// `balance` and `hash_key` (for an app, or a route's override).
+    pub(super) fn balance_with_key(
+        &mut self,
+        p: &str,
+        balance: Option<&Spanned<String>>,
+        hash_key: Option<&Spanned<String>>,
+    ) -> (Balance, Option<HashKey>) {
+        let balance_span = balance.map_or(0..0, Spanned::span);
+        let balance = match balance {
+            None => d::BALANCE,
+            Some(b) => self.balance_name(p, b),
+        };
+        let hash_key = match (hash_key, balance) {
+            (Some(k), Balance::Hash) => match parse_hash_key(k.get_ref()) {
+                Ok(key) => Some(key),
+                Err(message) => {
+                    self.err(
+                        &k.span(),
+                        &format!("{p}.hash_key"),
+                        message,
+                        Some(HASH_KEY_HINT.into()),
+                    );
+                    Some(HashKey::Path)
+                }
+            },
+            (None, Balance::Hash) => {
+                self.err(
+                    &balance_span,
+                    &format!("{p}.hash_key"),
+                    "balance = \"hash\" needs hash_key",
+                    Some(format!("add hash_key; {HASH_KEY_HINT}")),
+                );
+                Some(HashKey::Path)
+            }
+            (Some(k), _) => {
+                self.err(
+                    &k.span(),
+                    &format!("{p}.hash_key"),
+                    "hash_key only applies with balance = \"hash\"",
+                    Some("set balance = \"hash\", or remove hash_key".into()),
+                );
+                None
+            }
+            (None, _) => None,
+        };
+        (balance, hash_key)
     }
 
     fn balance_name(&mut self, p: &str, b: &Spanned<String>) -> Balance {

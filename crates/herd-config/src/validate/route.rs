@@ -109,6 +109,7 @@ impl Validator<'_> {
             response_timeout,
             retries,
             data_plane,
+            overrides: self.route_overrides(p, r),
             ..Route::default()
         }
     }

@@ -45,6 +45,8 @@ pub(crate) enum Cmd {
     Drain {
         id: String,
         drained: bool,
+        /// Also pause active checks (HAProxy MAINT).
+        maint: bool,
         reply: Reply,
     },
     /// Applies a new config for this app.
@@ -254,6 +256,7 @@ impl AppActor {
             ready_deadline: None,
             failed_readiness: false,
             drained: false,
+            maint: false,
         }
     }
 
@@ -287,6 +290,8 @@ impl AppActor {
                 tracing::info!(app = %self.app.name, instance = %inst.id, pid = proc.pid.unwrap_or(0), port, "instance started");
                 inst.state = InstanceState::Starting;
                 inst.ready_deadline = Some(Instant::now() + command.ready_timeout);
+                // A restart in maintenance stays there: its checks stay paused.
+                proc.endpoint.stats.set_maint(inst.maint);
                 inst.proc = Some(proc);
             }
             Err(e) => {
@@ -372,15 +377,29 @@ impl AppActor {
                 }
                 self.request_reload(reply);
             }
-            Cmd::Drain { id, drained, reply } => {
+            Cmd::Drain {
+                id,
+                drained,
+                maint,
+                reply,
+            } => {
                 let found = self
                     .slots
                     .values_mut()
                     .find(|s| &*s.active.id == id.as_str())
-                    .map(|s| s.active.drained = drained);
+                    .map(|s| {
+                        s.active.drained = drained;
+                        s.active.maint = maint;
+                        if let Some(p) = &s.active.proc {
+                            p.endpoint.stats.set_maint(maint);
+                        }
+                    });
                 let res = match found {
                     Some(()) => {
-                        tracing::info!(app = %self.app.name, instance = %id, drained, "operator drain switch");
+                        tracing::info!(app = %self.app.name, instance = %id, drained, maint, "operator drain switch");
+                        // In force when the caller hears back: the gateway and the status
+                        // already show it.
+                        self.publish();
                         Ok(())
                     }
                     None => Err(FleetError::UnknownInstance { id }),
@@ -744,6 +763,7 @@ fn placeholder() -> Inst {
         ready_deadline: None,
         failed_readiness: false,
         drained: false,
+        maint: false,
     }
 }
 

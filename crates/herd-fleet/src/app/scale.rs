@@ -164,7 +164,8 @@ impl AppActor {
     /// One autoscaler tick.
     pub(super) fn scale_tick(&mut self, now: Instant) {
         let memory_limit = self.command().and_then(|c| c.max_memory);
-        let queue_depth = self.demand.as_ref().map_or(0, |d| d.held()) as f64;
+        // Held while scaled to zero, or queued behind `max_conn`: both wait for capacity.
+        let queue_depth = self.demand.as_ref().map_or(0, |d| d.held() + d.queued()) as f64;
         let instances: Vec<InstanceSample> = self
             .slots
             .values()

@@ -79,6 +79,8 @@ impl World {
             schedule: &self.schedule,
             ring: &self.ring,
             factor,
+            weights: &[],
+            ramping: false,
         };
         pick(algo, self.loads.len(), &input, self.cand())
     }

@@ -56,6 +56,8 @@ pub(crate) struct RoutePolicy {
     pub(crate) retry_on: Option<herd_config::RetryOn>,
     pub(crate) total_timeout: Option<Duration>,
     pub(crate) compress: Option<bool>,
+    /// `balance`/`hash_key`/`sticky` overriding the app's.
+    pub(crate) overrides: herd_config::RouteBalance,
 }
 
 impl RoutePolicy {
@@ -72,6 +74,7 @@ impl RoutePolicy {
             retry_on: r.data_plane.retry_on,
             total_timeout: r.data_plane.total_timeout,
             compress: r.data_plane.compress,
+            overrides: r.overrides.clone(),
         })
     }
 

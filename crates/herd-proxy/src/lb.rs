@@ -1,0 +1,169 @@
+//! The request path's side of load balancing beyond the pick itself: which algorithm and sticky
+//! policy apply (the route's override, else the app's), the sticky pin a request carries and
+//! the cookie its response gets, waiting in the `max_conn` queue, and passive layer-7
+//! observation of responses.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use herd_config::{Balance, HashKey, RouteBalance, Sticky};
+use herd_core::InFlightGuard;
+use http::{header, HeaderMap, Response, StatusCode};
+
+use crate::body::ProxyBody;
+use crate::error::ProxyError;
+use crate::queue::QueueError;
+use crate::sticky::{self, Pinned, StickyKey};
+use crate::upstream::{Acquired, AppUpstreams, Upstream, UpstreamSet};
+
+/// Sticky sessions for one request.
+#[derive(Debug)]
+struct Sticking<'a> {
+    cfg: &'a Sticky,
+    key: &'a StickyKey,
+    /// What a valid cookie pins, if the request has one.
+    pinned: Option<Pinned>,
+    /// Unix seconds when the request arrived.
+    now: u64,
+    /// The client came over TLS: the cookie gets `Secure`.
+    secure: bool,
+}
+
+/// The balancing in force for one request.
+#[derive(Debug)]
+pub(crate) struct Choice<'a> {
+    pub(crate) balance: Balance,
+    pub(crate) hash_key: Option<&'a HashKey>,
+    sticky: Option<Sticking<'a>>,
+}
+
+impl<'a> Choice<'a> {
+    /// The route's overrides over the app's settings; reads the sticky cookie from `headers`.
+    pub(crate) fn new(
+        app: &'a AppUpstreams,
+        overrides: &'a RouteBalance,
+        key: &'a StickyKey,
+        headers: &HeaderMap,
+        secure: bool,
+    ) -> Self {
+        let (balance, hash_key) = match &overrides.balance {
+            Some((b, k)) => (*b, k.as_ref()),
+            None => (app.balance, app.hash_key.as_ref()),
+        };
+        let cfg = match &overrides.sticky {
+            Some(s) => s.as_ref(),
+            None => app.lb.sticky.as_ref(),
+        };
+        let sticky = cfg.map(|cfg| {
+            let now = unix_now();
+            Sticking {
+                cfg,
+                key,
+                pinned: sticky::cookie(headers, &cfg.cookie).and_then(|v| key.verify(v, now)),
+                now,
+                secure,
+            }
+        });
+        Choice {
+            balance,
+            hash_key,
+            sticky,
+        }
+    }
+
+    fn pinned(&self) -> Option<&str> {
+        self.sticky.as_ref()?.pinned.as_ref().map(|p| p.id.as_str())
+    }
+
+    /// Adds `Set-Cookie` pinning the client to `served` when it is not pinned there yet (no
+    /// cookie, a forged or expired one, or one naming an instance that could not serve), or
+    /// when its cookie is past half its life.
+    pub(crate) fn stick(&self, resp: &mut Response<ProxyBody>, served: &str) {
+        let Some(s) = &self.sticky else { return };
+        if !sticky::needs_cookie(s.pinned.as_ref(), served, s.now, s.cfg.ttl) {
+            return;
+        }
+        let expires = s.now.saturating_add(s.cfg.ttl.as_secs().max(1));
+        let value = s.key.sign(served, expires);
+        if let Some(v) = sticky::set_cookie(&s.cfg.cookie, &value, s.cfg.ttl, s.secure) {
+            resp.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// An instance for the next attempt, counted in flight: the sticky pin if it can serve, else
+/// the balancer's pick; when every eligible instance is at its `max_conn`, waits in the app's
+/// queue. `Ok(None)` when nothing is left to try.
+///
+/// # Errors
+/// [`ProxyError::QueueFull`] and [`ProxyError::QueueTimeout`] (both 503).
+pub(crate) async fn acquire(
+    app: &AppUpstreams,
+    set: &UpstreamSet,
+    tried: &[u64],
+    choice: &Choice<'_>,
+    affinity: Option<u64>,
+) -> Result<Option<(Arc<Upstream>, InFlightGuard)>, ProxyError> {
+    let now = Instant::now();
+    if let Some(id) = choice.pinned() {
+        if let Some(found) = app.acquire_pinned(set, id, tried, now) {
+            return Ok(Some(found));
+        }
+        // Gone, down, tried or full: redispatch (HAProxy `option redispatch`); the response
+        // carries a new cookie.
+    }
+    // Requests already waiting go first (FIFO), so a newcomer never takes their slot.
+    let queued = app.queue.len() > 0;
+    if !queued {
+        match app.acquire(set, tried, now, choice.balance, affinity) {
+            Acquired::Up(up, guard) => return Ok(Some((up, guard))),
+            Acquired::Empty => return Ok(None),
+            Acquired::Full => {}
+        }
+    }
+    let waited = app
+        .queue
+        .wait(|| {
+            match app.acquire(
+                &app.current(),
+                tried,
+                Instant::now(),
+                choice.balance,
+                affinity,
+            ) {
+                Acquired::Up(up, guard) => Some((up, guard)),
+                Acquired::Full | Acquired::Empty => None,
+            }
+        })
+        .await;
+    match waited {
+        Ok(found) => Ok(Some(found)),
+        Err(QueueError::Full) => Err(ProxyError::QueueFull {
+            app: app.name.clone(),
+        }),
+        Err(QueueError::Timeout) => Err(ProxyError::QueueTimeout {
+            app: app.name.clone(),
+            timeout: app.queue.timeout,
+        }),
+    }
+}
+
+/// Passive health from a response: with `observe = "layer7"` a 5xx counts toward `max_fails`
+/// like a connect error; anything else clears the failure streak.
+pub(crate) fn observe(app: &AppUpstreams, up: &Upstream, status: StatusCode, now: Instant) {
+    let stats = &up.endpoint.stats;
+    if app.lb.observe_layer7 && status.is_server_error() {
+        if stats.record_failure(now, app.max_fails, app.fail_timeout) {
+            tracing::warn!(app = %app.name, instance = %up.endpoint.id, status = status.as_u16(),
+                "instance marked down by passive health (layer 7)");
+        }
+    } else {
+        stats.record_success();
+    }
+}
