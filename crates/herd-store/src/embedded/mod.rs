@@ -12,6 +12,9 @@ mod read;
 mod sweep;
 mod writer;
 
+#[cfg(test)]
+mod model_tests;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
