@@ -56,6 +56,16 @@ impl Hub {
         delivered
     }
 
+    /// The channels that still have subscribers (to resubscribe after a reconnect).
+    pub(crate) fn channels(&self) -> Vec<String> {
+        let mut map = self.channels.lock().unwrap();
+        map.retain(|_, subs| {
+            subs.retain(|s| !s.is_closed());
+            !subs.is_empty()
+        });
+        map.keys().cloned().collect()
+    }
+
     /// Ends every subscription (store shutdown).
     pub(crate) fn close(&self) {
         self.channels.lock().unwrap().clear();

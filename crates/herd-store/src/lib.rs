@@ -27,14 +27,16 @@ use std::time::Duration;
 use bytes::Bytes;
 
 mod args;
-pub mod embedded;
+mod embedded;
 mod error;
 mod hub;
+mod redis;
 mod store;
 mod unreliable;
 
 pub use embedded::EmbeddedStore;
 pub use error::{StoreError, StoreResult};
+pub use redis::RedisStore;
 pub use store::{Store, StoreOptions};
 pub use unreliable::Unreliable;
 

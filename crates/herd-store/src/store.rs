@@ -6,6 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::embedded::EmbeddedStore;
+use crate::redis::RedisStore;
 use crate::unreliable::Unreliable;
 use crate::{
     Backend, Expect, Gcra, GcraDecision, StoreResult, StoreStatus, Subscription, Versioned, Written,
@@ -16,12 +17,20 @@ use crate::{
 pub enum StoreOptions {
     /// A redb file on this node.
     Embedded { path: PathBuf },
+    /// One Redis (`cluster: false`, exactly one URL) or a Redis Cluster (`cluster: true`, seed
+    /// URLs); every call is bounded by `timeout`.
+    Redis {
+        urls: Vec<String>,
+        cluster: bool,
+        timeout: Duration,
+    },
 }
 
 /// A store backend. Cheap to clone: every variant is a handle to shared state.
 #[derive(Clone)]
 pub enum Store {
     Embedded(EmbeddedStore),
+    Redis(RedisStore),
     /// A wrapper that injects failures (fault tests).
     Unreliable(Box<Unreliable>),
 }
@@ -30,12 +39,20 @@ impl Store {
     /// Opens the store `opts` names.
     ///
     /// # Errors
-    /// `StoreError::Backend` when an embedded file cannot be opened.
+    /// `StoreError::Backend` when an embedded file cannot be opened; `Invalid` for bad Redis
+    /// options; `Unavailable` when Redis cannot be reached.
     pub async fn open(opts: &StoreOptions) -> StoreResult<Store> {
         match opts {
             StoreOptions::Embedded { path } => {
                 Ok(Store::Embedded(EmbeddedStore::open(path).await?))
             }
+            StoreOptions::Redis {
+                urls,
+                cluster,
+                timeout,
+            } => Ok(Store::Redis(
+                RedisStore::open(urls, *cluster, *timeout).await?,
+            )),
         }
     }
 
@@ -43,8 +60,10 @@ impl Store {
     pub async fn shutdown(&self) {
         match self {
             Store::Embedded(s) => s.shutdown().await,
+            Store::Redis(s) => s.shutdown().await,
             Store::Unreliable(u) => match u.inner() {
                 Store::Embedded(s) => s.shutdown().await,
+                Store::Redis(s) => s.shutdown().await,
                 Store::Unreliable(_) => unreachable!("Unreliable::new flattens nested wrappers"),
             },
         }
@@ -65,10 +84,12 @@ macro_rules! dispatch {
     ($self:ident, $s:ident => $call:expr) => {
         match $self {
             Store::Embedded($s) => $call.await,
+            Store::Redis($s) => $call.await,
             Store::Unreliable(u) => {
                 u.before_call().await?;
                 match u.inner() {
                     Store::Embedded($s) => $call.await,
+                    Store::Redis($s) => $call.await,
                     Store::Unreliable(_) => {
                         unreachable!("Unreliable::new flattens nested wrappers")
                     }
@@ -155,6 +176,7 @@ impl Backend for Store {
     fn status(&self) -> StoreStatus {
         match self {
             Store::Embedded(s) => s.status(),
+            Store::Redis(s) => s.status(),
             Store::Unreliable(u) => u.status(),
         }
     }

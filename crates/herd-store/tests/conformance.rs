@@ -155,3 +155,204 @@ async fn embedded_expired_keys_stay_absent_while_swept() {
     );
     store.shutdown().await;
 }
+
+/// The call timeout the Redis tests use: short enough that a dead server is noticed quickly,
+/// long enough for a loaded CI machine.
+const REDIS_TIMEOUT: Duration = Duration::from_millis(1000);
+
+async fn redis(urls: Vec<String>, cluster: bool) -> Store {
+    Store::open(&StoreOptions::Redis {
+        urls,
+        cluster,
+        timeout: REDIS_TIMEOUT,
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_conformance() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = support::RedisServer::start(dir.path(), support::free_port(), false);
+    let store = redis(vec![server.url()], false).await;
+    support::cases::run_all(&store, "single").await;
+    let status = store.status();
+    assert_eq!((status.backend, status.state), ("redis", "ok"));
+    store.shutdown().await;
+    assert!(store.get("k").await.is_err(), "calls after shutdown fail");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_cluster_conformance() {
+    let cluster = support::RedisCluster::start();
+    let store = redis(cluster.urls(), true).await;
+    support::cases::run_all(&store, "cluster").await;
+    // Keys of one call in different slots are refused with a hint, before reaching Redis.
+    let err = store
+        .zmove("herd:{a}:wait", "herd:{b}:active", 1.0, 1, 1.0)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, herd_store::StoreError::Invalid(m) if m.contains("hash tag")),
+        "{err}"
+    );
+    let err = store
+        .get_many(&["herd:{a}:x".into(), "herd:{b}:y".into()])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, herd_store::StoreError::Invalid(_)));
+    let err = store
+        .acquire(
+            "herd:{a}:lock",
+            "herd:{b}:fence",
+            Bytes::new(),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, herd_store::StoreError::Invalid(_)));
+    assert_eq!(store.status().backend, "redis-cluster");
+    store.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_kill_and_restart() {
+    use futures_util::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = support::RedisServer::start_with(
+        dir.path(),
+        support::free_port(),
+        false,
+        &["--requirepass", "not-shown"],
+    );
+    let store = redis(
+        vec![format!("redis://:not-shown@127.0.0.1:{}", server.port)],
+        false,
+    )
+    .await;
+    assert!(
+        !store.status().target.contains("not-shown"),
+        "no password in status"
+    );
+    store
+        .put("herd:k", Bytes::from_static(b"v"), Expect::Any, None)
+        .await
+        .unwrap();
+    let mut sub = store.subscribe("herd:ch").await.unwrap();
+
+    server.kill();
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        let err = store.get("herd:k").await.unwrap_err();
+        assert!(err.is_retryable(), "{err:?}");
+        assert!(
+            started.elapsed() < REDIS_TIMEOUT * 2 + Duration::from_millis(500),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+    assert_ne!(store.status().state, "ok");
+    assert!(store.status().last_error.is_some());
+
+    server.restart();
+    // Reconnection happens in the background: poll with a generous deadline.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while store
+        .put("herd:k2", Bytes::from_static(b"v"), Expect::Any, None)
+        .await
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "store did not recover within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        store.get("herd:k").await.unwrap(),
+        None,
+        "the restarted server kept nothing (no persistence)"
+    );
+    // A background ping that failed just before the restart may land after the put: poll.
+    while store.status().state != "ok" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "status did not return to ok: {:?}",
+            store.status()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The subscriber reconnects and subscribes again: keep publishing until a message arrives.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        store
+            .publish("herd:ch", Bytes::from_static(b"after"))
+            .await
+            .unwrap();
+        if let Ok(got) = tokio::time::timeout(Duration::from_millis(200), sub.next()).await {
+            assert_eq!(got, Some(Bytes::from_static(b"after")));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "subscription did not come back within 20 s"
+        );
+    }
+    store.shutdown().await;
+    assert_eq!(sub.next().await, None, "shutdown ends subscriptions");
+}
+
+#[tokio::test]
+async fn redis_open_errors_are_clear() {
+    let port = support::free_port(); // nothing listens there
+    let opts = StoreOptions::Redis {
+        urls: vec![format!("redis://127.0.0.1:{port}")],
+        cluster: false,
+        timeout: REDIS_TIMEOUT,
+    };
+    let err = Store::open(&opts).await.err().expect("no server, no store");
+    assert!(
+        matches!(err, herd_store::StoreError::Unavailable { .. })
+            && err.to_string().contains(&port.to_string()),
+        "{err}"
+    );
+    // A wrong password is a configuration error, not an outage.
+    let dir = tempfile::tempdir().unwrap();
+    let server = support::RedisServer::start_with(
+        dir.path(),
+        support::free_port(),
+        false,
+        &["--requirepass", "right"],
+    );
+    let opts = StoreOptions::Redis {
+        urls: vec![format!("redis://:wrong@127.0.0.1:{}", server.port)],
+        cluster: false,
+        timeout: REDIS_TIMEOUT,
+    };
+    let err = Store::open(&opts)
+        .await
+        .err()
+        .expect("wrong password, no store");
+    assert!(
+        matches!(&err, herd_store::StoreError::Invalid(m) if m.contains("password") && !m.contains("wrong@")),
+        "{err}"
+    );
+    let opts = StoreOptions::Redis {
+        urls: vec!["http://x".into()],
+        cluster: false,
+        timeout: REDIS_TIMEOUT,
+    };
+    assert!(matches!(
+        Store::open(&opts).await.err().unwrap(),
+        herd_store::StoreError::Invalid(_)
+    ));
+    let opts = StoreOptions::Redis {
+        urls: vec![],
+        cluster: false,
+        timeout: REDIS_TIMEOUT,
+    };
+    assert!(matches!(
+        Store::open(&opts).await.err().unwrap(),
+        herd_store::StoreError::Invalid(_)
+    ));
+}

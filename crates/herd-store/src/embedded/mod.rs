@@ -12,6 +12,9 @@ mod read;
 mod sweep;
 mod writer;
 
+#[cfg(test)]
+mod model_tests;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -210,6 +213,31 @@ fn internal(reply: &Reply) -> StoreError {
     }
 }
 
+/// A value read; a key holding an ordered set is `WrongType`, as on Redis.
+fn read_value(txn: &redb::ReadTransaction, key: &str, now: u64) -> StoreResult<Option<Versioned>> {
+    let entry = read::live_entry(&txn.open_table(KV).or_backend()?, key, now)?;
+    if entry.is_none() && read::zset_exists(&txn.open_table(ZS).or_backend()?, key)? {
+        return Err(StoreError::WrongType {
+            key: key.to_owned(),
+            expected: "value",
+            found: "ordered set",
+        });
+    }
+    value_of(key, entry)
+}
+
+/// An ordered-set read that found nothing: `WrongType` if the key holds something else.
+fn no_plain(txn: &redb::ReadTransaction, key: &str) -> StoreResult<()> {
+    match read::live_entry(&txn.open_table(KV).or_backend()?, key, args::now_ms())? {
+        Some(e) => Err(StoreError::WrongType {
+            key: key.to_owned(),
+            expected: "ordered set",
+            found: e.kind.name(),
+        }),
+        None => Ok(()),
+    }
+}
+
 fn value_of(key: &str, e: Option<codec::Entry>) -> StoreResult<Option<Versioned>> {
     match e {
         None => Ok(None),
@@ -228,21 +256,15 @@ fn value_of(key: &str, e: Option<codec::Entry>) -> StoreResult<Option<Versioned>
 impl Backend for EmbeddedStore {
     async fn get(&self, key: &str) -> StoreResult<Option<Versioned>> {
         let key = key.to_owned();
-        self.read(move |txn| {
-            let kv = txn.open_table(KV).or_backend()?;
-            value_of(&key, read::live_entry(&kv, &key, args::now_ms())?)
-        })
-        .await
+        self.read(move |txn| read_value(txn, &key, args::now_ms()))
+            .await
     }
 
     async fn get_many(&self, keys: &[String]) -> StoreResult<Vec<Option<Versioned>>> {
         let keys = keys.to_vec();
         self.read(move |txn| {
-            let kv = txn.open_table(KV).or_backend()?;
             let now = args::now_ms();
-            keys.iter()
-                .map(|k| value_of(k, read::live_entry(&kv, k, now)?))
-                .collect()
+            keys.iter().map(|k| read_value(txn, k, now)).collect()
         })
         .await
     }
@@ -373,6 +395,9 @@ impl Backend for EmbeddedStore {
         self.read(move |txn| {
             let zo = txn.open_table(ZO).or_backend()?;
             let found = read::zrange(&zo, &key, min, max, limit)?;
+            if found.is_empty() {
+                no_plain(txn, &key)?;
+            }
             Ok(found
                 .into_iter()
                 .map(|(m, bits)| (m, bits_score(bits)))
@@ -383,14 +408,26 @@ impl Backend for EmbeddedStore {
 
     async fn zscore(&self, key: &str, member: &str) -> StoreResult<Option<f64>> {
         let (key, member) = (key.to_owned(), member.to_owned());
-        self.read(move |txn| read::zscore(&txn.open_table(ZS).or_backend()?, &key, &member))
-            .await
+        self.read(move |txn| {
+            let score = read::zscore(&txn.open_table(ZS).or_backend()?, &key, &member)?;
+            if score.is_none() {
+                no_plain(txn, &key)?;
+            }
+            Ok(score)
+        })
+        .await
     }
 
     async fn zcard(&self, key: &str) -> StoreResult<u64> {
         let key = key.to_owned();
-        self.read(move |txn| read::zcard(&txn.open_table(ZS).or_backend()?, &key))
-            .await
+        self.read(move |txn| {
+            let n = read::zcard(&txn.open_table(ZS).or_backend()?, &key)?;
+            if n == 0 {
+                no_plain(txn, &key)?;
+            }
+            Ok(n)
+        })
+        .await
     }
 
     async fn zmove(
@@ -445,7 +482,14 @@ impl Backend for EmbeddedStore {
     }
 
     fn status(&self) -> StoreStatus {
-        let open = self.inner.tx.lock().unwrap().is_some();
+        // A writer that died (it never should) closes the channel: report that as down.
+        let open = self
+            .inner
+            .tx
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|tx| !tx.is_closed());
         StoreStatus {
             backend: "embedded",
             state: if open { "ok" } else { "down" },

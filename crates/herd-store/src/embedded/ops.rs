@@ -10,12 +10,12 @@ use redb::ReadableTableMetadata;
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::codec::{bits_score, score_bits, Entry, Kind, EXP, KV, ZO, ZS};
-use super::read::{live_entry, raw_entry, zrange};
+use super::read::{live_entry, raw_entry, zrange, zset_exists};
 use super::OrBackend;
 use crate::{args, Expect, Gcra, GcraDecision, StoreError, StoreResult, Written};
 
 /// One queued write.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) enum Op {
     Put {
         key: String,
@@ -132,6 +132,24 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
+    /// Removes every member of `set`; true when there were any.
+    fn zset_clear(&mut self, set: &str) -> StoreResult<bool> {
+        let mut members = Vec::new();
+        for item in self.zs.range((set, "")..).or_backend()? {
+            let (k, v) = item.or_backend()?;
+            let (s, m) = k.value();
+            if s != set {
+                break;
+            }
+            members.push((m.to_owned(), v.value()));
+        }
+        for (m, bits) in &members {
+            self.zs.remove((set, m.as_str())).or_backend()?;
+            self.zo.remove((set, *bits, m.as_str())).or_backend()?;
+        }
+        Ok(!members.is_empty())
+    }
+
     fn zset_remove(&mut self, set: &str, member: &str) -> StoreResult<bool> {
         let old = self
             .zs
@@ -165,6 +183,26 @@ fn live_value(t: &Tables<'_>, key: &str, now: u64) -> StoreResult<(Option<Entry>
     Ok((raw, live))
 }
 
+/// Refuses a value/counter op on a key that holds an ordered set (Redis says WRONGTYPE).
+fn no_zset(t: &Tables<'_>, key: &str, expected: &'static str) -> StoreResult<()> {
+    if zset_exists(&t.zs, key)? {
+        return Err(StoreError::WrongType {
+            key: key.to_owned(),
+            expected,
+            found: "ordered set",
+        });
+    }
+    Ok(())
+}
+
+/// Refuses an ordered-set op on a key that holds a value, counter or rate-limit state.
+fn no_plain(t: &Tables<'_>, key: &str, now: u64) -> StoreResult<()> {
+    match live_entry(&t.kv, key, now)? {
+        Some(e) => Err(wrong_type(key, "ordered set", e.kind)),
+        None => Ok(()),
+    }
+}
+
 fn holds(expect: Expect, live: Option<&Entry>) -> bool {
     match expect {
         Expect::Any => true,
@@ -186,6 +224,7 @@ pub(super) fn apply(t: &mut Tables<'_>, op: &Op, now: u64) -> StoreResult<Reply>
             expect,
             ttl_ms,
         } => {
+            no_zset(t, key, "value")?;
             let (raw, live) = live_value(t, key, now)?;
             if !holds(*expect, live.as_ref()) {
                 return Ok(Reply::Written(Written::Conflict(live.map(|e| e.version))));
@@ -215,7 +254,9 @@ pub(super) fn apply(t: &mut Tables<'_>, op: &Op, now: u64) -> StoreResult<Reply>
                     t.remove(key, raw)?;
                 }
             }
-            Ok(Reply::Bool(ok))
+            // delete(Any) removes whatever the key holds, an ordered set included (as DEL does).
+            let cleared = *expect == Expect::Any && live.is_none() && t.zset_clear(key)?;
+            Ok(Reply::Bool(ok || cleared))
         }
         Op::Touch {
             key,
@@ -271,7 +312,7 @@ pub(super) fn apply(t: &mut Tables<'_>, op: &Op, now: u64) -> StoreResult<Reply>
             ttl_ms,
         } => {
             let raw = raw_entry(&t.kv, key)?;
-            if raw.as_ref().is_some_and(|e| !e.expired(now)) {
+            if raw.as_ref().is_some_and(|e| !e.expired(now)) || zset_exists(&t.zs, key)? {
                 return Ok(Reply::Fence(None));
             }
             let (fence_raw, n) = counter(t, fence_key, now)?;
@@ -299,12 +340,14 @@ pub(super) fn apply(t: &mut Tables<'_>, op: &Op, now: u64) -> StoreResult<Reply>
             Ok(Reply::Fence(Some(u64::try_from(fence).unwrap_or(0))))
         }
         Op::Zadd { key, members } => {
+            no_plain(t, key, now)?;
             for (m, s) in members {
                 t.zset_insert(key, m, *s)?;
             }
             Ok(Reply::Count(members.len() as u64))
         }
         Op::Zrem { key, members } => {
+            no_plain(t, key, now)?;
             let mut n = 0;
             for m in members {
                 n += u64::from(t.zset_remove(key, m)?);
@@ -318,6 +361,8 @@ pub(super) fn apply(t: &mut Tables<'_>, op: &Op, now: u64) -> StoreResult<Reply>
             count,
             dst_score,
         } => {
+            no_plain(t, src, now)?;
+            no_plain(t, dst, now)?;
             let picked = zrange(&t.zo, src, f64::NEG_INFINITY, *max_score, *count)?;
             let mut moved = Vec::with_capacity(picked.len());
             for (m, bits) in picked {
@@ -329,6 +374,7 @@ pub(super) fn apply(t: &mut Tables<'_>, op: &Op, now: u64) -> StoreResult<Reply>
         }
         Op::Gcra { key, params } => {
             let (t_us, tau_us) = args::gcra_us(key, *params)?;
+            no_zset(t, key, "rate-limit state")?;
             let raw = raw_entry(&t.kv, key)?;
             let live = raw.clone().filter(|e| !e.expired(now));
             let tat = match &live {
@@ -357,6 +403,7 @@ pub(super) fn apply(t: &mut Tables<'_>, op: &Op, now: u64) -> StoreResult<Reply>
 
 /// The counter at `key` (absent or expired: 0) with its raw entry.
 fn counter(t: &Tables<'_>, key: &str, now: u64) -> StoreResult<(Option<Entry>, i64)> {
+    no_zset(t, key, "counter")?;
     let raw = raw_entry(&t.kv, key)?;
     let n = match raw.as_ref().filter(|e| !e.expired(now)) {
         None => 0,

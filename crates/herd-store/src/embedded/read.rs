@@ -81,3 +81,14 @@ where
     }
     Ok(n)
 }
+
+/// Whether `set` has any member (an ordered set exists at that key).
+pub(super) fn zset_exists<T>(zs: &T, set: &str) -> StoreResult<bool>
+where
+    T: ReadableTable<(&'static str, &'static str), u64>,
+{
+    match zs.range((set, "")..).or_backend()?.next() {
+        Some(item) => Ok(item.or_backend()?.0.value().0 == set),
+        None => Ok(false),
+    }
+}

@@ -39,6 +39,7 @@ pub async fn run_all(store: &Store, p: &str) {
     case!(zmove_exactly_once);
     case!(gcra_allow_deny_retry);
     case!(pubsub_delivery);
+    case!(wrong_types);
     case!(bad_arguments);
     case!(unreliable_knobs);
 }
@@ -436,6 +437,44 @@ async fn pubsub_delivery(s: &Store, p: &str) {
             .await
             .is_err(),
         "other channel got nothing"
+    );
+}
+
+async fn wrong_types(s: &Store, p: &str) {
+    let wrong = |r: Result<(), StoreError>| {
+        assert!(matches!(r, Err(StoreError::WrongType { .. })), "{r:?}")
+    };
+    let value = k(p, "types", "value");
+    let set = k(p, "types", "set");
+    s.put(&value, b("v"), Expect::Any, None).await.unwrap();
+    s.zadd(&set, &[("m".into(), 1.0)]).await.unwrap();
+    wrong(s.zadd(&value, &[("m".into(), 1.0)]).await);
+    wrong(s.zcard(&value).await.map(drop));
+    wrong(s.zrange_by_score(&value, 0.0, 1.0, 10).await.map(drop));
+    wrong(s.zmove(&set, &value, 10.0, 1, 1.0).await.map(drop));
+    assert_eq!(
+        s.zcard(&set).await.unwrap(),
+        1,
+        "a refused zmove moved nothing"
+    );
+    wrong(s.put(&set, b("v"), Expect::Any, None).await.map(drop));
+    wrong(s.get(&set).await.map(drop));
+    wrong(s.incr(&set, 1, None).await.map(drop));
+    assert_eq!(
+        s.acquire(&set, &k(p, "types", "fence"), b("x"), TTL)
+            .await
+            .unwrap(),
+        None,
+        "a key holding anything is held"
+    );
+    // delete(Any) removes whatever the key holds.
+    assert!(s.delete(&set, Expect::Any).await.unwrap());
+    assert_eq!(s.zcard(&set).await.unwrap(), 0);
+    assert_eq!(
+        s.put(&set, b("now a value"), Expect::Absent, None)
+            .await
+            .unwrap(),
+        Written::Ok(1)
     );
 }
 

@@ -48,16 +48,24 @@ pub struct RedisServer {
     pub port: u16,
     dir: PathBuf,
     cluster: bool,
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
 impl RedisServer {
     /// Starts a server on `port` with its files under `dir` and waits until it answers PING.
     pub fn start(dir: &Path, port: u16, cluster: bool) -> RedisServer {
+        RedisServer::start_with(dir, port, cluster, &[])
+    }
+
+    /// As [`RedisServer::start`], with extra server arguments (e.g. `--requirepass`).
+    pub fn start_with(dir: &Path, port: u16, cluster: bool, extra: &[&str]) -> RedisServer {
+        let extra = extra.iter().map(|a| (*a).to_owned()).collect();
         let mut s = RedisServer {
             port,
             dir: dir.to_path_buf(),
             cluster,
+            extra,
             child: None,
         };
         s.spawn();
@@ -91,10 +99,15 @@ impl RedisServer {
             ])
             .arg(conf);
         }
+        cmd.args(&self.extra);
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
         self.child = Some(cmd.spawn().expect("failed to spawn redis-server"));
         let deadline = Instant::now() + READY;
-        while cli(self.port, &["ping"]).trim() != "PONG" {
+        let auth: Vec<&str> = match self.extra.iter().position(|a| a == "--requirepass") {
+            Some(i) => vec!["--no-auth-warning", "-a", &self.extra[i + 1], "ping"],
+            None => vec!["ping"],
+        };
+        while cli(self.port, &auth).trim() != "PONG" {
             assert!(
                 Instant::now() < deadline,
                 "redis-server on port {} did not answer PING within {READY:?}",

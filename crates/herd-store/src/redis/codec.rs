@@ -1,0 +1,196 @@
+//! Encoding for the Redis backend: versioned values, scores, slots, error mapping, redaction.
+
+use bytes::Bytes;
+use redis::RedisError;
+
+use crate::{StoreError, Versioned};
+
+/// Decodes a GET reply: `"\0"` + version + payload; anything else is a counter or rate state.
+pub(super) fn decode(key: &str, raw: Option<Vec<u8>>) -> Result<Option<Versioned>, StoreError> {
+    match raw {
+        None => Ok(None),
+        Some(raw) if raw.len() >= 9 && raw[0] == 0 => {
+            let version = u64::from_be_bytes(raw[1..9].try_into().unwrap());
+            Ok(Some(Versioned {
+                value: Bytes::copy_from_slice(&raw[9..]),
+                version,
+            }))
+        }
+        Some(_) => Err(StoreError::WrongType {
+            key: key.to_owned(),
+            expected: "value",
+            found: "counter",
+        }),
+    }
+}
+
+/// A score as Redis reads it.
+pub(super) fn score_arg(s: f64) -> String {
+    if s == f64::INFINITY {
+        "+inf".into()
+    } else if s == f64::NEG_INFINITY {
+        "-inf".into()
+    } else {
+        format!("{s}")
+    }
+}
+
+/// A score as Redis writes it (`inf`, `-inf` or a decimal).
+pub(super) fn parse_score(raw: &str) -> Result<f64, StoreError> {
+    raw.parse().map_err(|_| StoreError::Backend {
+        backend: "redis",
+        reason: format!("unreadable score {raw:?}"),
+    })
+}
+
+/// The Redis Cluster slot of `key` (CRC16/XMODEM of its hash tag, mod 16384).
+pub(super) fn slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = bytes.iter().position(|&c| c == b'{').and_then(|open| {
+        let rest = &bytes[open + 1..];
+        rest.iter()
+            .position(|&c| c == b'}')
+            .filter(|&close| close > 0)
+            .map(|close| &rest[..close])
+    });
+    crc16(tagged.unwrap_or(bytes)) % 16384
+}
+
+fn crc16(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in data {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// Refuses keys of one call that live in different slots (they would fail with CROSSSLOT).
+pub(super) fn same_slot(call: &str, keys: &[&str]) -> Result<(), StoreError> {
+    let Some(first) = keys.first() else {
+        return Ok(());
+    };
+    if let Some(other) = keys.iter().find(|k| slot(k) != slot(first)) {
+        return Err(StoreError::Invalid(format!(
+            "{call} on a Redis Cluster needs all keys in one slot, but {first:?} and {other:?} differ; \
+             give them the same hash tag, e.g. herd:{{queue:NAME}}:wait and herd:{{queue:NAME}}:active"
+        )));
+    }
+    Ok(())
+}
+
+/// Maps a Redis error to the store's error for a call on `key`.
+pub(super) fn map_err(backend: &'static str, key: &str, e: &RedisError) -> StoreError {
+    let text = e.to_string();
+    if e.is_io_error()
+        || e.is_connection_refusal()
+        || e.is_connection_dropped()
+        || e.is_unrecoverable_error()
+    {
+        return StoreError::Unavailable {
+            backend,
+            reason: text,
+        };
+    }
+    if e.is_timeout() {
+        return StoreError::Unavailable {
+            backend,
+            reason: format!("timed out: {text}"),
+        };
+    }
+    if text.contains("WRONGTYPE") {
+        return StoreError::WrongType {
+            key: key.to_owned(),
+            expected: "value",
+            found: "another kind of value",
+        };
+    }
+    if text.contains("not an integer") {
+        return StoreError::WrongType {
+            key: key.to_owned(),
+            expected: "counter",
+            found: "value",
+        };
+    }
+    if text.contains("overflow") {
+        return StoreError::Invalid(format!("incr of counter {key:?} overflows"));
+    }
+    if text.contains("CROSSSLOT") {
+        return StoreError::Invalid(format!(
+            "keys of one call are in different cluster slots: {text}"
+        ));
+    }
+    if e.is_cluster_error() {
+        return StoreError::Unavailable {
+            backend,
+            reason: text,
+        };
+    }
+    StoreError::Backend {
+        backend,
+        reason: text,
+    }
+}
+
+/// A URL without its password (status pages and logs show the target).
+pub(super) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_follow_hash_tags() {
+        // Reference values from the Redis Cluster spec / CLUSTER KEYSLOT.
+        assert_eq!(slot("foo"), 12182);
+        assert_eq!(slot("123456789"), 12739);
+        assert_eq!(slot("{user1000}.following"), slot("{user1000}.followers"));
+        assert_eq!(slot("foo{}{bar}"), slot("foo{}{bar}"));
+        assert_eq!(slot("herd:{q}:wait"), slot("q"));
+        assert!(same_slot("zmove", &["herd:{q}:a", "herd:{q}:b"]).is_ok());
+        assert!(matches!(
+            same_slot("zmove", &["herd:{a}:x", "herd:{b}:x"]),
+            Err(StoreError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn redact_drops_the_password() {
+        assert_eq!(
+            redact("redis://:secret@10.0.0.1:6379/0"),
+            "redis://10.0.0.1:6379/0"
+        );
+        assert_eq!(redact("redis://user:pw@h:1"), "redis://h:1");
+        assert_eq!(redact("redis://h:1"), "redis://h:1");
+    }
+
+    #[test]
+    fn scores_round_trip() {
+        for s in [
+            f64::NEG_INFINITY,
+            -1.5,
+            0.0,
+            1e-300,
+            2.5,
+            1e300,
+            f64::INFINITY,
+        ] {
+            let arg = score_arg(s);
+            let back = if arg == "+inf" { "inf".to_owned() } else { arg };
+            assert_eq!(parse_score(&back).unwrap(), s);
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! Opening the Redis connection (single server or cluster) and running one command on it.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, FromRedisValue, RedisResult, ScriptInvocation};
+
+use super::codec::redact;
+use crate::{StoreError, StoreResult};
+
+/// The multiplexed connection; both kinds reconnect by themselves and are cheap to clone.
+#[derive(Clone)]
+pub(super) enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    /// Connects; fails within about `timeout` when the server cannot be reached.
+    pub(super) async fn open(
+        urls: &[String],
+        cluster: bool,
+        timeout: Duration,
+    ) -> StoreResult<Conn> {
+        let backend = if cluster { "redis-cluster" } else { "redis" };
+        let targets = urls
+            .iter()
+            .map(|u| redact(u))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let unreachable = |e: String| StoreError::Unavailable {
+            backend,
+            reason: format!("failed to connect to {targets}: {e} (is Redis running there?)"),
+        };
+        let refused = |e: redis::RedisError| {
+            if e.kind() == redis::ErrorKind::AuthenticationFailed {
+                StoreError::Invalid(format!("Redis at {targets} refused the credentials: {e}; check the password in the URL"))
+            } else {
+                unreachable(e.to_string())
+            }
+        };
+        let connecting = async {
+            if cluster {
+                let client = ClusterClientBuilder::new(urls.to_vec())
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout)
+                    // Few, short retries: a call must come back within its timeout, and the
+                    // caller (or the next call) tries again anyway.
+                    .retries(2)
+                    .min_retry_wait(20)
+                    .max_retry_wait(200)
+                    .build()
+                    .map_err(|e| bad_url(&targets, &e))?;
+                client
+                    .get_async_connection()
+                    .await
+                    .map(Conn::Cluster)
+                    .map_err(refused)
+            } else {
+                let [url] = urls else {
+                    return Err(StoreError::Invalid(format!(
+                        "a single Redis takes one URL, got {} ({targets}); for a Redis Cluster set cluster = true",
+                        urls.len()
+                    )));
+                };
+                let client =
+                    redis::Client::open(url.as_str()).map_err(|e| bad_url(&targets, &e))?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout))
+                    // One quick retry per reconnect: while Redis is down every call fails fast
+                    // (and triggers the next reconnect) instead of queueing behind a long backoff.
+                    .set_number_of_retries(1)
+                    .set_min_delay(Duration::from_millis(20))
+                    .set_max_delay(Duration::from_millis(200));
+                ConnectionManager::new_with_config(client, config)
+                    .await
+                    .map(Conn::Single)
+                    .map_err(refused)
+            }
+        };
+        tokio::time::timeout(timeout * 2, connecting)
+            .await
+            .map_err(|_| unreachable("timed out".into()))?
+    }
+
+    pub(super) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
+        match self {
+            Conn::Single(c) => cmd.query_async(&mut c.clone()).await,
+            Conn::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+        }
+    }
+
+    pub(super) async fn eval<T: FromRedisValue>(
+        &self,
+        inv: &ScriptInvocation<'_>,
+    ) -> RedisResult<T> {
+        match self {
+            Conn::Single(c) => inv.invoke_async(&mut c.clone()).await,
+            Conn::Cluster(c) => inv.invoke_async(&mut c.clone()).await,
+        }
+    }
+}
+
+fn bad_url(targets: &str, e: &redis::RedisError) -> StoreError {
+    StoreError::Invalid(format!(
+        "bad Redis URL in {targets}: {e}; expected redis://[:password@]host:port[/db]"
+    ))
+}

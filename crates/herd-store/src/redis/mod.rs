@@ -1,0 +1,465 @@
+//! The Redis backend: a single Redis (via `ConnectionManager`, which reconnects by itself) or a
+//! Redis Cluster (the async cluster client, seeded with several URLs).
+//!
+//! Layout: [`conn`] (opening and running commands), [`scripts`] (the Lua scripts for conditional
+//! and multi-key calls), [`codec`] (value encoding, slots, error mapping), [`health`] (status),
+//! [`pubsub`] (the subscriber task). Every call is bounded by the configured timeout
+//! (`StoreError::Timeout`); a refused or lost connection is `StoreError::Unavailable` at once.
+
+mod codec;
+mod conn;
+mod health;
+mod pubsub;
+mod scripts;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::RedisResult;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use self::codec::{decode, map_err, parse_score, redact, same_slot, score_arg};
+use self::conn::Conn;
+use self::health::Health;
+use crate::hub::Hub;
+use crate::{
+    args, Backend, Expect, Gcra, GcraDecision, StoreError, StoreResult, StoreStatus, Subscription,
+    Versioned, Written,
+};
+
+/// How often the background ping refreshes `status()` while nothing else talks to Redis.
+const PING_EVERY: Duration = Duration::from_secs(1);
+
+/// The Redis backend; cheap to clone (one shared handle).
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: Conn,
+    backend: &'static str,
+    cluster: bool,
+    target: String,
+    timeout: Duration,
+    health: Arc<Health>,
+    hub: Arc<Hub>,
+    subscribe: mpsc::UnboundedSender<pubsub::Request>,
+    cancel: CancellationToken,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl RedisStore {
+    /// Connects to one Redis (`cluster: false`, one URL) or a Redis Cluster (seed URLs).
+    ///
+    /// # Errors
+    /// `Invalid` for a bad URL, no URL, several URLs without `cluster` or a zero timeout;
+    /// `Unavailable` when no server answers within about twice `timeout`.
+    pub async fn open(
+        urls: &[String],
+        cluster: bool,
+        timeout: Duration,
+    ) -> StoreResult<RedisStore> {
+        if urls.is_empty() {
+            return Err(StoreError::Invalid(
+                "no Redis URL given; set [store] url (or cluster_urls)".into(),
+            ));
+        }
+        if timeout.is_zero() {
+            return Err(StoreError::Invalid(
+                "the Redis call timeout must be above zero".into(),
+            ));
+        }
+        let backend = if cluster { "redis-cluster" } else { "redis" };
+        let conn = Conn::open(urls, cluster, timeout).await?;
+        let target = urls.iter().map(|u| redact(u)).collect::<Vec<_>>().join(",");
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (hub, health, cancel) = (
+            Arc::new(Hub::default()),
+            Arc::new(Health::default()),
+            CancellationToken::new(),
+        );
+        pubsub::spawn(
+            urls.to_vec(),
+            backend,
+            timeout,
+            hub.clone(),
+            rx,
+            cancel.clone(),
+        );
+        spawn_pinger(
+            conn.clone(),
+            backend,
+            timeout,
+            health.clone(),
+            cancel.clone(),
+        );
+        tracing::info!(backend, target = %target, "redis store connected");
+        let inner = Inner {
+            conn,
+            backend,
+            cluster,
+            target,
+            timeout,
+            health,
+            hub,
+            subscribe: tx,
+            cancel,
+        };
+        Ok(RedisStore {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Stops the subscriber and ping tasks and ends subscriptions; later calls fail with
+    /// `Unavailable`. The connection closes when the last handle is dropped.
+    pub async fn shutdown(&self) {
+        self.inner.cancel.cancel();
+        self.inner.hub.close();
+    }
+
+    fn millis(&self) -> u64 {
+        u64::try_from(self.inner.timeout.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Runs one Redis call under the timeout, maps its error and records the connection health.
+    async fn run<T>(
+        &self,
+        key: &str,
+        call: impl Future<Output = RedisResult<T>>,
+    ) -> StoreResult<T> {
+        let backend = self.inner.backend;
+        if self.inner.cancel.is_cancelled() {
+            let reason = "the store is shut down".into();
+            return Err(StoreError::Unavailable { backend, reason });
+        }
+        let result = match tokio::time::timeout(self.inner.timeout, call).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(map_err(backend, key, &e)),
+            Err(_) => Err(StoreError::Timeout {
+                backend,
+                millis: self.millis(),
+            }),
+        };
+        self.inner.health.record(&result);
+        result
+    }
+
+    fn check_slots(&self, call: &str, keys: &[&str]) -> StoreResult<()> {
+        if self.inner.cluster {
+            same_slot(call, keys)?;
+        }
+        Ok(())
+    }
+}
+
+fn spawn_pinger(
+    conn: Conn,
+    backend: &'static str,
+    timeout: Duration,
+    health: Arc<Health>,
+    cancel: CancellationToken,
+) {
+    let task = async move {
+        let mut tick = tokio::time::interval(PING_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let ping = redis::cmd("PING");
+            let result = match tokio::time::timeout(timeout, conn.query::<String>(&ping)).await {
+                Ok(r) => r.map_err(|e| map_err(backend, "", &e)),
+                Err(_) => Err(StoreError::Timeout {
+                    backend,
+                    millis: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                }),
+            };
+            health.record(&result);
+        }
+    };
+    tokio::spawn(task.instrument(tracing::info_span!("store_pinger", backend)));
+}
+
+fn mode(expect: Expect) -> (&'static str, u64) {
+    match expect {
+        Expect::Any => ("any", 0),
+        Expect::Absent => ("absent", 0),
+        Expect::Version(v) => ("version", v),
+    }
+}
+
+fn pairs(flat: Vec<String>) -> StoreResult<Vec<(String, f64)>> {
+    let mut out = Vec::with_capacity(flat.len() / 2);
+    let mut it = flat.into_iter();
+    while let (Some(m), Some(s)) = (it.next(), it.next()) {
+        out.push((m, parse_score(&s)?));
+    }
+    Ok(out)
+}
+
+fn micros(us: i64) -> Duration {
+    Duration::from_micros(u64::try_from(us).unwrap_or(0))
+}
+
+impl Backend for RedisStore {
+    async fn get(&self, key: &str) -> StoreResult<Option<Versioned>> {
+        let raw: Option<Vec<u8>> = self
+            .run(key, self.inner.conn.query(redis::cmd("GET").arg(key)))
+            .await?;
+        decode(key, raw)
+    }
+
+    async fn get_many(&self, keys: &[String]) -> StoreResult<Vec<Option<Versioned>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.check_slots(
+            "get_many",
+            &keys.iter().map(String::as_str).collect::<Vec<_>>(),
+        )?;
+        let raw: Vec<Option<Vec<u8>>> = self
+            .run(
+                &keys[0],
+                self.inner.conn.query(redis::cmd("MGET").arg(keys)),
+            )
+            .await?;
+        keys.iter().zip(raw).map(|(k, r)| decode(k, r)).collect()
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        value: Bytes,
+        expect: Expect,
+        ttl: Option<Duration>,
+    ) -> StoreResult<Written> {
+        let ttl_ms = ttl.map(|t| args::ttl_ms(key, t)).transpose()?.unwrap_or(0);
+        let (m, v) = mode(expect);
+        let mut inv = scripts::PUT.prepare_invoke();
+        inv.key(key).arg(m).arg(v).arg(value.as_ref()).arg(ttl_ms);
+        let (ok, ver): (i64, i64) = self.run(key, self.inner.conn.eval(&inv)).await?;
+        Ok(match (ok, u64::try_from(ver).ok()) {
+            (1, Some(v)) => Written::Ok(v),
+            (_, current) => Written::Conflict(current),
+        })
+    }
+
+    async fn delete(&self, key: &str, expect: Expect) -> StoreResult<bool> {
+        let n: i64 = match expect {
+            Expect::Absent => return Ok(false),
+            Expect::Any => {
+                self.run(key, self.inner.conn.query(redis::cmd("DEL").arg(key)))
+                    .await?
+            }
+            Expect::Version(v) => {
+                let mut inv = scripts::DELETE_VERSION.prepare_invoke();
+                inv.key(key).arg(v);
+                self.run(key, self.inner.conn.eval(&inv)).await?
+            }
+        };
+        Ok(n > 0)
+    }
+
+    async fn touch(&self, key: &str, ttl: Duration, expect: Expect) -> StoreResult<bool> {
+        let ttl_ms = args::ttl_ms(key, ttl)?;
+        let n: i64 = match expect {
+            Expect::Absent => return Ok(false),
+            Expect::Any => {
+                self.run(
+                    key,
+                    self.inner
+                        .conn
+                        .query(redis::cmd("PEXPIRE").arg(key).arg(ttl_ms)),
+                )
+                .await?
+            }
+            Expect::Version(v) => {
+                let mut inv = scripts::TOUCH_VERSION.prepare_invoke();
+                inv.key(key).arg(v).arg(ttl_ms);
+                self.run(key, self.inner.conn.eval(&inv)).await?
+            }
+        };
+        Ok(n == 1)
+    }
+
+    async fn incr(&self, key: &str, by: i64, ttl: Option<Duration>) -> StoreResult<i64> {
+        let ttl_ms = ttl.map(|t| args::ttl_ms(key, t)).transpose()?.unwrap_or(0);
+        let mut inv = scripts::INCR.prepare_invoke();
+        inv.key(key).arg(by).arg(ttl_ms);
+        self.run(key, self.inner.conn.eval(&inv)).await
+    }
+
+    async fn acquire(
+        &self,
+        key: &str,
+        fence_key: &str,
+        value: Bytes,
+        ttl: Duration,
+    ) -> StoreResult<Option<u64>> {
+        let ttl_ms = args::ttl_ms(key, ttl)?;
+        self.check_slots("acquire", &[key, fence_key])?;
+        let mut inv = scripts::ACQUIRE.prepare_invoke();
+        inv.key(key).key(fence_key).arg(value.as_ref()).arg(ttl_ms);
+        let fence: Option<i64> = self.run(key, self.inner.conn.eval(&inv)).await?;
+        Ok(fence.map(|f| u64::try_from(f).unwrap_or(0)))
+    }
+
+    async fn zadd(&self, key: &str, members: &[(String, f64)]) -> StoreResult<()> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(key);
+        for (m, s) in members {
+            cmd.arg(score_arg(args::score(key, *s)?)).arg(m);
+        }
+        let _: i64 = self.run(key, self.inner.conn.query(&cmd)).await?;
+        Ok(())
+    }
+
+    async fn zrem(&self, key: &str, members: &[String]) -> StoreResult<u64> {
+        if members.is_empty() {
+            return Ok(0);
+        }
+        self.run(
+            key,
+            self.inner
+                .conn
+                .query(redis::cmd("ZREM").arg(key).arg(members)),
+        )
+        .await
+    }
+
+    async fn zrange_by_score(
+        &self,
+        key: &str,
+        min: f64,
+        max: f64,
+        limit: usize,
+    ) -> StoreResult<Vec<(String, f64)>> {
+        let (min, max) = (args::score(key, min)?, args::score(key, max)?);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("ZRANGEBYSCORE");
+        cmd.arg(key)
+            .arg(score_arg(min))
+            .arg(score_arg(max))
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit);
+        pairs(self.run(key, self.inner.conn.query(&cmd)).await?)
+    }
+
+    async fn zscore(&self, key: &str, member: &str) -> StoreResult<Option<f64>> {
+        let raw: Option<String> = self
+            .run(
+                key,
+                self.inner
+                    .conn
+                    .query(redis::cmd("ZSCORE").arg(key).arg(member)),
+            )
+            .await?;
+        raw.map(|s| parse_score(&s)).transpose()
+    }
+
+    async fn zcard(&self, key: &str) -> StoreResult<u64> {
+        self.run(key, self.inner.conn.query(redis::cmd("ZCARD").arg(key)))
+            .await
+    }
+
+    async fn zmove(
+        &self,
+        src: &str,
+        dst: &str,
+        max_score: f64,
+        count: usize,
+        dst_score: f64,
+    ) -> StoreResult<Vec<(String, f64)>> {
+        let (max_score, dst_score) = (args::score(src, max_score)?, args::score(dst, dst_score)?);
+        self.check_slots("zmove", &[src, dst])?;
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let mut inv = scripts::ZMOVE.prepare_invoke();
+        inv.key(src)
+            .key(dst)
+            .arg(score_arg(max_score))
+            .arg(count)
+            .arg(score_arg(dst_score));
+        pairs(self.run(src, self.inner.conn.eval(&inv)).await?)
+    }
+
+    async fn gcra(&self, key: &str, params: Gcra) -> StoreResult<GcraDecision> {
+        let (t, tau) = args::gcra_us(key, params)?;
+        let mut inv = scripts::GCRA.prepare_invoke();
+        inv.key(key).arg(t).arg(tau);
+        let (allowed, us): (i64, i64) = self.run(key, self.inner.conn.eval(&inv)).await?;
+        Ok(if allowed == 1 {
+            GcraDecision::Allow { delay: micros(us) }
+        } else {
+            GcraDecision::Deny {
+                retry_after: micros(us),
+            }
+        })
+    }
+
+    async fn publish(&self, channel: &str, message: Bytes) -> StoreResult<()> {
+        let cmd = redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(message.as_ref())
+            .to_owned();
+        let _: i64 = self.run(channel, self.inner.conn.query(&cmd)).await?;
+        Ok(())
+    }
+
+    async fn subscribe(&self, channel: &str) -> StoreResult<Subscription> {
+        let backend = self.inner.backend;
+        let gone = || StoreError::Unavailable {
+            backend,
+            reason: "the store is shut down".into(),
+        };
+        if self.inner.cancel.is_cancelled() {
+            return Err(gone());
+        }
+        let (sub, _) = self.inner.hub.subscribe(channel);
+        // Always ask the subscriber task: SUBSCRIBE is idempotent, and waiting for the server's
+        // confirmation is what makes "published after subscribe returned" arrive.
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .subscribe
+            .send((channel.to_owned(), tx))
+            .map_err(|_| gone())?;
+        match tokio::time::timeout(self.inner.timeout * 2, rx).await {
+            Ok(Ok(Ok(()))) => Ok(sub),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err(gone()),
+            Err(_) => Err(StoreError::Timeout {
+                backend,
+                millis: self.millis(),
+            }),
+        }
+    }
+
+    fn status(&self) -> StoreStatus {
+        let (state, last_error) = self.inner.health.state(self.inner.timeout);
+        StoreStatus {
+            backend: self.inner.backend,
+            state,
+            target: self.inner.target.clone(),
+            last_error,
+        }
+    }
+}

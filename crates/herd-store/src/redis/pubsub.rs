@@ -1,0 +1,133 @@
+//! The Redis subscriber task: one dedicated pub/sub connection feeding the in-process [`Hub`].
+//!
+//! It connects to the first reachable URL (on a cluster any node will do: PUBLISH reaches every
+//! node), subscribes to every channel the hub has subscribers for, and after a lost connection
+//! reconnects and subscribes again. Channels stay subscribed on the server after their last local
+//! subscriber leaves; the hub drops their messages (cheap, and saves a race with a new subscriber).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::hub::Hub;
+use crate::{StoreError, StoreResult};
+
+/// A request to SUBSCRIBE on the live connection, answered once the server confirmed.
+pub(super) type Request = (String, oneshot::Sender<StoreResult<()>>);
+
+/// Spawns the subscriber task; it stops when `cancel` fires.
+pub(super) fn spawn(
+    urls: Vec<String>,
+    backend: &'static str,
+    timeout: Duration,
+    hub: Arc<Hub>,
+    requests: mpsc::UnboundedReceiver<Request>,
+    cancel: CancellationToken,
+) {
+    let task = run(urls, backend, timeout, hub, requests, cancel);
+    tokio::spawn(task.instrument(tracing::info_span!("store_subscriber", backend)));
+}
+
+async fn run(
+    urls: Vec<String>,
+    backend: &'static str,
+    timeout: Duration,
+    hub: Arc<Hub>,
+    mut requests: mpsc::UnboundedReceiver<Request>,
+    cancel: CancellationToken,
+) {
+    let unavailable = |reason: String| StoreError::Unavailable { backend, reason };
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let connected = tokio::select! {
+            () = cancel.cancelled() => return,
+            c = connect(&urls, timeout, &hub) => c,
+        };
+        let (mut sink, mut stream) = match connected {
+            Ok(c) => {
+                backoff = Duration::from_millis(100);
+                c
+            }
+            Err(reason) => {
+                tracing::debug!(%reason, "failed to connect the subscriber; retrying");
+                // While disconnected, new subscriptions are refused rather than silently deaf.
+                let deadline = tokio::time::sleep(backoff);
+                tokio::pin!(deadline);
+                loop {
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        () = &mut deadline => break,
+                        req = requests.recv() => match req {
+                            Some((_, reply)) => { let _ = reply.send(Err(unavailable(reason.clone()))); }
+                            None => return,
+                        },
+                    }
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                msg = stream.next() => match msg {
+                    Some(m) => { hub.deliver(m.get_channel_name(), &Bytes::copy_from_slice(m.get_payload_bytes())); }
+                    None => {
+                        tracing::warn!("subscriber connection lost; reconnecting");
+                        break;
+                    }
+                },
+                req = requests.recv() => {
+                    let Some((channel, reply)) = req else { return };
+                    let res = tokio::time::timeout(timeout, sink.subscribe(&channel)).await;
+                    match res {
+                        Ok(Ok(())) => { let _ = reply.send(Ok(())); }
+                        Ok(Err(e)) => {
+                            let _ = reply.send(Err(unavailable(e.to_string())));
+                            break;
+                        }
+                        Err(_) => {
+                            let _ = reply.send(Err(StoreError::Timeout { backend, millis: millis(timeout) }));
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Connects to the first URL that answers and subscribes to the hub's channels.
+async fn connect(
+    urls: &[String],
+    timeout: Duration,
+    hub: &Hub,
+) -> Result<(redis::aio::PubSubSink, redis::aio::PubSubStream), String> {
+    let mut last = String::from("no URL given");
+    for url in urls {
+        let attempt = async {
+            let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
+            let pubsub = client.get_async_pubsub().await.map_err(|e| e.to_string())?;
+            let (mut sink, stream) = pubsub.split();
+            for channel in hub.channels() {
+                sink.subscribe(&channel).await.map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>((sink, stream))
+        };
+        match tokio::time::timeout(timeout, attempt).await {
+            Ok(Ok(c)) => return Ok(c),
+            Ok(Err(e)) => last = format!("{}: {e}", super::codec::redact(url)),
+            Err(_) => last = format!("{}: connect timed out", super::codec::redact(url)),
+        }
+    }
+    Err(last)
+}

@@ -1,0 +1,157 @@
+//! The Lua scripts behind Redis's conditional and multi-key calls (each runs atomically).
+//!
+//! Values are stored as `"\0"` + 8-byte big-endian version + payload, so one GET returns both and
+//! a counter (a plain integer string, never starting with a NUL byte) is told apart from a value.
+//! Multi-key scripts receive keys that share one slot (the caller checks on a cluster).
+//! Redis does not undo a script's writes when it fails half-way, so every script makes all the
+//! checks that can fail (types, expectations) before its first write.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Helpers prepended to scripts that read or write versioned values.
+const PRELUDE: &str = r"
+local function ver(s)
+  if string.byte(s, 1) ~= 0 or #s < 9 then return nil end
+  local v = 0
+  for i = 2, 9 do v = v * 256 + string.byte(s, i) end
+  return v
+end
+local function enc(v, payload)
+  local b = {}
+  for i = 8, 1, -1 do b[i] = string.char(v % 256); v = math.floor(v / 256) end
+  return '\0' .. table.concat(b) .. payload
+end
+local function wrongtype()
+  return redis.error_reply('WRONGTYPE Operation against a key holding the wrong kind of value')
+end
+";
+
+fn with_prelude(body: &str) -> Script {
+    Script::new(&format!("{PRELUDE}{body}"))
+}
+
+/// KEYS[1]; ARGV mode (any|absent|version), expected version, payload, ttl ms (0: none).
+/// Returns {1, new version} or {0, current version or -1}.
+pub(super) static PUT: LazyLock<Script> = LazyLock::new(|| {
+    with_prelude(
+        r"
+local cur = redis.call('GET', KEYS[1])
+local v = nil
+if cur then
+  v = ver(cur)
+  if not v then return wrongtype() end
+end
+local mode = ARGV[1]
+if (mode == 'absent' and v) or (mode == 'version' and v ~= tonumber(ARGV[2])) then
+  return {0, v or -1}
+end
+local nv = (v or 0) + 1
+if ARGV[4] ~= '0' then
+  redis.call('SET', KEYS[1], enc(nv, ARGV[3]), 'PX', ARGV[4])
+else
+  redis.call('SET', KEYS[1], enc(nv, ARGV[3]))
+end
+return {1, nv}
+",
+    )
+});
+
+/// KEYS[1]; ARGV expected version. Deletes only that version; 1 when deleted.
+pub(super) static DELETE_VERSION: LazyLock<Script> = LazyLock::new(|| {
+    with_prelude(
+        r"
+local cur = redis.call('GET', KEYS[1])
+if not cur then return 0 end
+local v = ver(cur)
+if not v then return wrongtype() end
+if v ~= tonumber(ARGV[1]) then return 0 end
+return redis.call('DEL', KEYS[1])
+",
+    )
+});
+
+/// KEYS[1]; ARGV expected version, ttl ms. Sets the TTL only on that version; 1 when set.
+pub(super) static TOUCH_VERSION: LazyLock<Script> = LazyLock::new(|| {
+    with_prelude(
+        r"
+local cur = redis.call('GET', KEYS[1])
+if not cur then return 0 end
+local v = ver(cur)
+if not v then return wrongtype() end
+if v ~= tonumber(ARGV[1]) then return 0 end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+",
+    )
+});
+
+/// KEYS[1]; ARGV by, ttl ms (0: keep the current TTL). The new value.
+pub(super) static INCR: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local n = redis.call('INCRBY', KEYS[1], ARGV[1])
+if ARGV[2] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return n
+",
+    )
+});
+
+/// KEYS lock, fence; ARGV payload, ttl ms. The fence, or nil when the lock is held.
+pub(super) static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+    with_prelude(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local f = redis.call('GET', KEYS[2])
+if f and not tonumber(f) then return wrongtype() end
+redis.call('SET', KEYS[1], enc(1, ARGV[1]), 'PX', ARGV[2])
+return redis.call('INCR', KEYS[2])
+",
+    )
+});
+
+/// KEYS src, dst; ARGV max score, count, dst score. Flat [member, old score, ...].
+pub(super) static ZMOVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+-- Redis does not roll a script back: check dst's type before the first ZREM, or a member
+-- could leave src and never reach dst.
+local dt = redis.call('TYPE', KEYS[2]).ok
+if dt ~= 'zset' and dt ~= 'none' then
+  return redis.error_reply('WRONGTYPE Operation against a key holding the wrong kind of value')
+end
+local m = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[2])
+for i = 1, #m, 2 do
+  redis.call('ZREM', KEYS[1], m[i])
+  redis.call('ZADD', KEYS[2], ARGV[3], m[i])
+end
+return m
+",
+    )
+});
+
+/// KEYS[1]; ARGV emission interval µs, burst tolerance µs. {1, delay µs} or {0, retry after µs}.
+/// The same step as `args::gcra_step`, at the server's clock, the TAT kept as an integer string.
+pub(super) static GCRA: LazyLock<Script> = LazyLock::new(|| {
+    with_prelude(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tau = tonumber(ARGV[2])
+local tat = redis.call('GET', KEYS[1])
+if tat then
+  tat = tonumber(tat)
+  if not tat then return wrongtype() end
+else
+  tat = now
+end
+if tat < now then tat = now end
+local ahead = tat - now
+if ahead > tau then return {0, ahead - tau} end
+local new = tat + interval
+redis.call('SET', KEYS[1], string.format('%d', new), 'PX', math.floor((new - now) / 1000) + 1)
+return {1, ahead}
+",
+    )
+});
