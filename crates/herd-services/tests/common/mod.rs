@@ -3,6 +3,9 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod model;
+pub mod redis;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,6 +91,16 @@ impl Api {
     pub async fn start_with(unreliable: bool, config: ServicesConfig, max_body: usize) -> Api {
         let dir = TempDir::new("api");
         let store = open_store(&dir, unreliable).await;
+        Api::serve(store, config, max_body, dir).await
+    }
+
+    /// Serves the API over an already open store (`dir` is kept until the Api drops).
+    pub async fn serve(
+        store: Arc<Store>,
+        config: ServicesConfig,
+        max_body: usize,
+        dir: TempDir,
+    ) -> Api {
         let node = Node::start(&store, config);
         let mut http = HttpConfig::new(TOKEN);
         http.max_body = max_body;
