@@ -378,3 +378,53 @@ async fn long_poll_wakes_on_an_add_from_another_node() {
         .unwrap()
         .is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cron_schedule_fires_in_its_zone() {
+    let (_d, node, clock) = setup(QueueConfig::default()).await;
+    let q = &node.services.queues;
+    let repeat =
+        herd_services::queue::Queues::parse_repeat(None, Some("*/5 * * * *"), Some("Asia/Kolkata"))
+            .unwrap();
+    let spec = serde_json::from_value(json!({"name": "poll", "priority": 1})).unwrap();
+    let info = q
+        .set_schedule("cron", "poller", repeat, spec)
+        .await
+        .unwrap();
+    // T0 is a whole minute; the next five-minute mark (Kolkata is UTC+5:30) is at most 5 min on.
+    assert!(
+        info.next_ms > T0 && info.next_ms <= T0 + 300_000,
+        "{info:?}"
+    );
+    clock.advance(Duration::from_millis(
+        u64::try_from(info.next_ms - T0).unwrap(),
+    ));
+    let got = q.reserve("cron", 5, None, Duration::ZERO).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].name, "poll");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_long_polls_and_background_tasks() {
+    let (_d, node, _clock) = setup(QueueConfig::default()).await;
+    let waiter = {
+        let services = Arc::clone(&node.services);
+        tokio::spawn(async move {
+            services
+                .queues
+                .reserve("idle", 1, None, Duration::from_secs(120))
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    node.shutdown.cancel();
+    let got = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("a long-poll ends at shutdown")
+        .unwrap();
+    assert!(got.is_empty());
+    tokio::time::timeout(Duration::from_secs(10), node.services.closed())
+        .await
+        .expect("background tasks stop at shutdown");
+}

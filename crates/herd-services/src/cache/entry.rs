@@ -95,4 +95,12 @@ mod tests {
         assert_eq!(Entry::decode(&e.encode()), Some(e));
         assert_eq!(Entry::decode(&Bytes::from_static(b"plain")), None);
     }
+
+    proptest::proptest! {
+        /// L2 bytes may come from anything that wrote the key: decoding never panics.
+        #[test]
+        fn decode_takes_any_bytes(raw in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let _ = Entry::decode(&Bytes::from(raw));
+        }
+    }
 }
