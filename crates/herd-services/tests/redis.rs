@@ -118,15 +118,17 @@ async fn two_nodes(a_store: Arc<herd_store::Store>, b_store: Arc<herd_store::Sto
             .level,
         Level::L2
     );
-    assert_eq!(
-        b.services
-            .cache
-            .get("cfg", "flags")
-            .await
-            .unwrap()
-            .unwrap()
-            .level,
-        Level::L1
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            b.services
+                .cache
+                .get("cfg", "flags")
+                .await
+                .unwrap()
+                .is_some_and(|h| h.level == Level::L1)
+        })
+        .await,
+        "b fills its memory once no invalidation races its read"
     );
     a.services
         .cache

@@ -142,6 +142,11 @@ pub(crate) struct Inner {
     inflight: Mutex<HashMap<String, Arc<OnceCell<Loaded>>>>,
     /// This node's id in invalidation messages (a node ignores its own).
     node: String,
+    /// Bumped by every write and invalidation this node sees, per bucket of keys (prefix and
+    /// tag invalidations bump all). A read from L2 fills L1 only if its key's bucket did not
+    /// move during the read: otherwise the value read may be one a concurrent write just
+    /// replaced, and caching it would undo that write's invalidation for `l1_ttl`.
+    epochs: Epochs,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -150,6 +155,35 @@ pub(crate) struct Inner {
 #[derive(Clone)]
 pub struct Cache {
     inner: Arc<Inner>,
+}
+
+/// Write counters per bucket of keys (see `Inner::epochs`).
+pub(crate) struct Epochs([AtomicU64; 64]);
+
+impl Default for Epochs {
+    fn default() -> Self {
+        Epochs(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl Epochs {
+    fn bucket(&self, k1: &str) -> &AtomicU64 {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        k1.hash(&mut h);
+        &self.0[(h.finish() % 64) as usize]
+    }
+    fn read(&self, k1: &str) -> u64 {
+        self.bucket(k1).load(Ordering::SeqCst)
+    }
+    pub(crate) fn bump(&self, k1: &str) {
+        self.bucket(k1).fetch_add(1, Ordering::SeqCst);
+    }
+    pub(crate) fn bump_all(&self) {
+        for e in &self.0 {
+            e.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }
 
 pub(crate) fn l1_key(ns: &str, key: &str) -> String {
@@ -208,6 +242,7 @@ impl Cache {
                 counters: Counters::default(),
                 inflight: Mutex::new(HashMap::new()),
                 node: crate::ids::random_id(),
+                epochs: Epochs::default(),
                 tasks: TaskTracker::new(),
                 shutdown,
             }),
@@ -267,6 +302,7 @@ impl Cache {
             }
         }
         c.l1_misses.fetch_add(1, Ordering::Relaxed);
+        let epoch = self.inner.epochs.read(&k1);
         let found = match self.inner.store.get(&l2_key(ns, key)).await {
             Ok(found) => found,
             Err(e) => {
@@ -291,7 +327,9 @@ impl Cache {
             freshness: f,
             tags: e.tags.clone(),
         };
-        self.inner.l1.insert(k1, Arc::new(e)).await;
+        if self.inner.epochs.read(&k1) == epoch {
+            self.inner.l1.insert(k1, Arc::new(e)).await;
+        }
         Ok(Some(hit))
     }
 
@@ -357,6 +395,7 @@ impl Cache {
                 Some(ttl + s.grace),
             )
             .await?;
+        self.inner.epochs.bump(&l1_key(ns, key));
         self.prune_index(ns, now).await;
         invalidate::announce(&self.inner, ns, invalidate::Op::Key, key).await;
         e.l1_for = self.l1_for(ns, &e);
