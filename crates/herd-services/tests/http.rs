@@ -618,3 +618,41 @@ async fn bodies_over_the_limit_are_413() {
     let r = api.call("PUT", "/v1/cache/ns/small", &big[..100]).await;
     assert_eq!(r.status, 204);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fences_strictly_increase_under_contention_over_http() {
+    let api = std::sync::Arc::new(Api::start(false).await);
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let api = std::sync::Arc::clone(&api);
+        tasks.push(tokio::spawn(async move {
+            let mut fences = Vec::new();
+            for _ in 0..4 {
+                let r = api
+                    .json(
+                        "POST",
+                        "/v1/locks/shared",
+                        json!({"ttl": "30s", "wait": "60s"}),
+                    )
+                    .await;
+                assert_eq!(r.status, 200, "{}", r.text());
+                fences.push(r.json()["fence"].as_u64().unwrap());
+                let token = r.json()["token"].clone();
+                let r = api
+                    .json("DELETE", "/v1/locks/shared", json!({"token": token}))
+                    .await;
+                assert_eq!(r.status, 204, "{}", r.text());
+            }
+            fences
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        let fences = t.await.unwrap();
+        assert!(fences.windows(2).all(|w| w[0] < w[1]), "{fences:?}");
+        all.extend(fences);
+    }
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 24, "every acquisition has its own fence");
+}
