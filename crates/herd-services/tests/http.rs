@@ -258,6 +258,24 @@ async fn cache_put_get_invalidate_and_stats() {
     let r = api.call("PUT", "/v1/cache/users/k?colour=red", b"x").await;
     assert_eq!(r.status, 400);
 
+    // The Content-Type given on PUT comes back on GET.
+    let auth = format!("Bearer {TOKEN}");
+    let r = api
+        .raw(
+            "PUT",
+            "/v1/cache/users/doc",
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            b"{\"a\":1}",
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    let r = api.call("GET", "/v1/cache/users/doc", b"").await;
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.json()["a"], 1);
+
     let r = api.call("GET", "/v1/cache/stats", b"").await;
     let s = r.json();
     assert!(s["l1_hits"].as_u64().unwrap() >= 2, "{s}");

@@ -97,6 +97,19 @@ pub struct Hit {
     pub level: Level,
     pub freshness: Freshness,
     pub tags: Vec<String>,
+    /// The Content-Type given when the value was stored.
+    pub content_type: Option<String>,
+}
+
+/// Options of [`Cache::put_with`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PutOptions {
+    /// Lifetime in L2 (default: the namespace's `l2_ttl`).
+    pub ttl: Option<Duration>,
+    /// Tags for [`Cache::invalidate_tag`].
+    pub tags: Vec<String>,
+    /// Returned with the value (the HTTP API answers it as Content-Type).
+    pub content_type: Option<String>,
 }
 
 /// Counters since start (`GET /v1/cache/stats`).
@@ -298,6 +311,7 @@ impl Cache {
                     level: Level::L1,
                     freshness: f,
                     tags: e.tags.clone(),
+                    content_type: e.content_type.clone(),
                 }));
             }
         }
@@ -326,6 +340,7 @@ impl Cache {
             level: Level::L2,
             freshness: f,
             tags: e.tags.clone(),
+            content_type: e.content_type.clone(),
         };
         if self.inner.epochs.read(&k1) == epoch {
             self.inner.l1.insert(k1, Arc::new(e)).await;
@@ -346,6 +361,30 @@ impl Cache {
         ttl: Option<Duration>,
         tags: Vec<String>,
     ) -> ServiceResult<()> {
+        let opts = PutOptions {
+            ttl,
+            tags,
+            content_type: None,
+        };
+        self.put_with(ns, key, value, opts).await
+    }
+
+    /// [`Cache::put`] with every option, including the value's Content-Type.
+    ///
+    /// # Errors
+    /// `Invalid` names, TTL or tags; store errors.
+    pub async fn put_with(
+        &self,
+        ns: &str,
+        key: &str,
+        value: Bytes,
+        opts: PutOptions,
+    ) -> ServiceResult<()> {
+        let PutOptions {
+            ttl,
+            tags,
+            content_type,
+        } = opts;
         check_names(ns, key)?;
         for tag in &tags {
             if tag.is_empty() || tag.contains(['{', '}', '\0', ',']) {
@@ -371,6 +410,7 @@ impl Cache {
             stored_at_ms: now,
             ttl_ms: millis(ttl),
             tags,
+            content_type,
             l1_for: Duration::ZERO,
         };
         let expires = now + e.ttl_ms + millis(s.grace);
@@ -549,6 +589,7 @@ impl Cache {
                         stored_at_ms: self.inner.clock.now_ms(),
                         ttl_ms: millis(strategy.l2_ttl),
                         tags: Vec::new(),
+                        content_type: None,
                         l1_for: strategy.l1_ttl,
                     };
                     self.inner.l1.insert(k1.clone(), Arc::new(e)).await;
