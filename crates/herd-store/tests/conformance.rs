@@ -356,3 +356,56 @@ async fn redis_open_errors_are_clear() {
         herd_store::StoreError::Invalid(_)
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_cluster_node_kill_and_restart() {
+    let mut cluster = support::RedisCluster::start();
+    let store = redis(cluster.urls(), true).await;
+    // Twenty hash tags spread over the three masters' slots.
+    let keys: Vec<String> = (0..20).map(|i| format!("herd:{{t{i}}}:k")).collect();
+    for k in &keys {
+        store
+            .put(k, Bytes::from_static(b"v"), Expect::Any, None)
+            .await
+            .unwrap();
+    }
+
+    cluster.nodes[0].kill();
+    let mut failed = 0;
+    for k in &keys {
+        let started = std::time::Instant::now();
+        match store
+            .put(k, Bytes::from_static(b"v"), Expect::Any, None)
+            .await
+        {
+            Ok(_) => {}
+            Err(e) => {
+                assert!(e.is_retryable(), "{e:?}");
+                failed += 1;
+            }
+        }
+        assert!(
+            started.elapsed() < REDIS_TIMEOUT * 2 + Duration::from_millis(500),
+            "a call took {:?}",
+            started.elapsed()
+        );
+    }
+    assert!(failed > 0, "keys on the dead master must fail");
+
+    cluster.nodes[0].restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    for k in &keys {
+        while store
+            .put(k, Bytes::from_static(b"v"), Expect::Any, None)
+            .await
+            .is_err()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "cluster did not recover within 40 s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    store.shutdown().await;
+}
