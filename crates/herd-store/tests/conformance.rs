@@ -245,6 +245,7 @@ async fn redis_kill_and_restart() {
     for _ in 0..5 {
         let started = std::time::Instant::now();
         let err = store.get("herd:k").await.unwrap_err();
+        eprintln!("while down: {err} after {:?}", started.elapsed());
         assert!(err.is_retryable(), "{err:?}");
         assert!(
             started.elapsed() < REDIS_TIMEOUT * 2 + Duration::from_millis(500),
@@ -407,6 +408,43 @@ async fn redis_cluster_node_kill_and_restart() {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+    store.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_frozen_server_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = support::RedisServer::start(dir.path(), support::free_port(), false);
+    let store = redis(vec![server.url()], false).await;
+    store
+        .put("herd:k", Bytes::from_static(b"v"), Expect::Any, None)
+        .await
+        .unwrap();
+    server.freeze(true);
+    let started = std::time::Instant::now();
+    let err = store.get("herd:k").await.unwrap_err();
+    let took = started.elapsed();
+    server.freeze(false);
+    assert!(
+        matches!(
+            err,
+            herd_store::StoreError::Timeout { .. } | herd_store::StoreError::Unavailable { .. }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        took < REDIS_TIMEOUT * 2 + Duration::from_millis(500),
+        "took {took:?}"
+    );
+    // Thawed, the same store works again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while store.get("herd:k").await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "store did not recover within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     store.shutdown().await;
 }
