@@ -44,7 +44,7 @@ mod redis;
 mod store;
 mod unreliable;
 
-pub use embedded::EmbeddedStore;
+pub use embedded::{EmbeddedStats, EmbeddedStore};
 pub use error::{StoreError, StoreResult};
 pub use redis::RedisStore;
 pub use store::{Store, StoreOptions};

@@ -22,6 +22,11 @@ async fn embedded_conformance() {
     let store = embedded(dir.path()).await;
     support::cases::run_all(&store, "emb").await;
     assert_eq!(store.status().state, "ok");
+    let Store::Embedded(e) = &store else {
+        unreachable!()
+    };
+    let stats = e.stats();
+    assert!(stats.ops > 500 && stats.batches <= stats.ops, "{stats:?}");
     store.shutdown().await;
     assert!(store.get("k").await.is_err(), "calls after shutdown fail");
 }
