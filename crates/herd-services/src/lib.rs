@@ -53,7 +53,8 @@ pub struct Services {
 
 impl Services {
     /// Builds the services and starts their background listeners (cache invalidation), which
-    /// stop when `shutdown` is cancelled; [`Services::closed`] waits for them.
+    /// stop when `shutdown` is cancelled; [`Services::closed`] waits for them. Call it inside a
+    /// Tokio runtime.
     #[must_use]
     pub fn start(
         store: Arc<Store>,

@@ -135,4 +135,14 @@ mod tests {
             assert!(e.hint().contains("r/s"), "{bad}: {e}");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics_and_round_trips(s in "\\PC{0,16}", n in 1u32..100_000) {
+            let _ = Rate::parse(&s);
+            let r = Rate::parse(&format!("{n}r/s")).unwrap();
+            proptest::prop_assert_eq!(r.requests, n);
+            proptest::prop_assert!(r.interval() > Duration::ZERO);
+        }
+    }
 }

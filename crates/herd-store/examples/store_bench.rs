@@ -82,5 +82,13 @@ async fn main() {
         n / el,
         6.0 * n / el
     );
+    if let Store::Embedded(e) = &store {
+        let st = e.stats();
+        println!(
+            "group commit: {} batches, {:.1} writes per batch",
+            st.batches,
+            st.ops as f64 / st.batches.max(1) as f64
+        );
+    }
     store.shutdown().await;
 }

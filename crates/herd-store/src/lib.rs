@@ -19,6 +19,16 @@
 //! to share one hash tag; the services name their keys `herd:{queue:NAME}:...` so a queue or a
 //! session lives in one slot.
 //!
+//! **Opening.** [`Store::open`] takes [`StoreOptions`]; [`Store`] is cheap to clone (every variant
+//! is a shared handle) and [`Store::shutdown`] stops its background tasks and ends subscriptions.
+//! Layout: `store` (the enum and its dispatch), `embedded/` and `redis/` (one module tree per
+//! backend), `unreliable` (fault injection), `hub` (in-process pub/sub fan-out), `args` (argument
+//! checks and the GCRA step every backend shares).
+//!
+//! **Kinds of value.** A key holds a value, a counter, rate-limit state or an ordered set; a call
+//! for another kind fails with [`StoreError::WrongType`] on every backend, and `delete(Any)`
+//! removes whatever is there.
+//!
 //! **Cancellation.** Every call is a future; dropping it cancels the call. A write that was already
 //! handed to the store may still commit (the store stays consistent either way: each call is atomic).
 
@@ -34,7 +44,7 @@ mod redis;
 mod store;
 mod unreliable;
 
-pub use embedded::EmbeddedStore;
+pub use embedded::{EmbeddedStats, EmbeddedStore};
 pub use error::{StoreError, StoreResult};
 pub use redis::RedisStore;
 pub use store::{Store, StoreOptions};

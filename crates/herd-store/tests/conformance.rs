@@ -22,6 +22,11 @@ async fn embedded_conformance() {
     let store = embedded(dir.path()).await;
     support::cases::run_all(&store, "emb").await;
     assert_eq!(store.status().state, "ok");
+    let Store::Embedded(e) = &store else {
+        unreachable!()
+    };
+    let stats = e.stats();
+    assert!(stats.ops > 500 && stats.batches <= stats.ops, "{stats:?}");
     store.shutdown().await;
     assert!(store.get("k").await.is_err(), "calls after shutdown fail");
 }
@@ -64,10 +69,10 @@ async fn embedded_reopen_keeps_data() {
 /// The child side of `embedded_survives_kill9`: writes keys one by one, printing each key
 /// after its write returned, until killed.
 #[tokio::test]
+#[ignore = "the child process of embedded_survives_kill9, which runs it with --ignored"]
 async fn embedded_kill9_child() {
-    let Ok(path) = std::env::var("HERD_STORE_KILL9_PATH") else {
-        return; // only meaningful when started by embedded_survives_kill9
-    };
+    let path = std::env::var("HERD_STORE_KILL9_PATH")
+        .expect("run by embedded_survives_kill9, which sets HERD_STORE_KILL9_PATH");
     let store = Store::open(&StoreOptions::Embedded { path: path.into() })
         .await
         .unwrap();
@@ -94,6 +99,7 @@ async fn embedded_survives_kill9() {
         .args([
             "--exact",
             "embedded_kill9_child",
+            "--ignored",
             "--nocapture",
             "--test-threads",
             "1",
@@ -244,6 +250,7 @@ async fn redis_kill_and_restart() {
     for _ in 0..5 {
         let started = std::time::Instant::now();
         let err = store.get("herd:k").await.unwrap_err();
+        eprintln!("while down: {err} after {:?}", started.elapsed());
         assert!(err.is_retryable(), "{err:?}");
         assert!(
             started.elapsed() < REDIS_TIMEOUT * 2 + Duration::from_millis(500),
@@ -354,4 +361,94 @@ async fn redis_open_errors_are_clear() {
         Store::open(&opts).await.err().unwrap(),
         herd_store::StoreError::Invalid(_)
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_cluster_node_kill_and_restart() {
+    let mut cluster = support::RedisCluster::start();
+    let store = redis(cluster.urls(), true).await;
+    // Twenty hash tags spread over the three masters' slots.
+    let keys: Vec<String> = (0..20).map(|i| format!("herd:{{t{i}}}:k")).collect();
+    for k in &keys {
+        store
+            .put(k, Bytes::from_static(b"v"), Expect::Any, None)
+            .await
+            .unwrap();
+    }
+
+    cluster.nodes[0].kill();
+    let mut failed = 0;
+    for k in &keys {
+        let started = std::time::Instant::now();
+        match store
+            .put(k, Bytes::from_static(b"v"), Expect::Any, None)
+            .await
+        {
+            Ok(_) => {}
+            Err(e) => {
+                assert!(e.is_retryable(), "{e:?}");
+                failed += 1;
+            }
+        }
+        assert!(
+            started.elapsed() < REDIS_TIMEOUT * 2 + Duration::from_millis(500),
+            "a call took {:?}",
+            started.elapsed()
+        );
+    }
+    assert!(failed > 0, "keys on the dead master must fail");
+
+    cluster.nodes[0].restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    for k in &keys {
+        while store
+            .put(k, Bytes::from_static(b"v"), Expect::Any, None)
+            .await
+            .is_err()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "cluster did not recover within 40 s"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    store.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_frozen_server_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = support::RedisServer::start(dir.path(), support::free_port(), false);
+    let store = redis(vec![server.url()], false).await;
+    store
+        .put("herd:k", Bytes::from_static(b"v"), Expect::Any, None)
+        .await
+        .unwrap();
+    server.freeze(true);
+    let started = std::time::Instant::now();
+    let err = store.get("herd:k").await.unwrap_err();
+    let took = started.elapsed();
+    server.freeze(false);
+    assert!(
+        matches!(
+            err,
+            herd_store::StoreError::Timeout { .. } | herd_store::StoreError::Unavailable { .. }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        took < REDIS_TIMEOUT * 2 + Duration::from_millis(500),
+        "took {took:?}"
+    );
+    // Thawed, the same store works again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while store.get("herd:k").await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "store did not recover within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    store.shutdown().await;
 }

@@ -16,6 +16,8 @@ pub(crate) struct Entry {
     pub(crate) stored_at_ms: i64,
     pub(crate) ttl_ms: i64,
     pub(crate) tags: Vec<String>,
+    /// The Content-Type the value was stored with (HTTP API), if any.
+    pub(crate) content_type: Option<String>,
     /// How long L1 keeps it (the namespace's `l1_ttl`, capped by what is left of ttl + grace).
     pub(crate) l1_for: Duration,
 }
@@ -26,6 +28,8 @@ struct Meta {
     ttl: i64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ct: Option<String>,
 }
 
 impl Entry {
@@ -34,6 +38,7 @@ impl Entry {
             at: self.stored_at_ms,
             ttl: self.ttl_ms,
             tags: self.tags.clone(),
+            ct: self.content_type.clone(),
         };
         let mut out = serde_json::to_vec(&meta).unwrap_or_default();
         out.push(b'\n');
@@ -50,6 +55,7 @@ impl Entry {
             stored_at_ms: meta.at,
             ttl_ms: meta.ttl,
             tags: meta.tags,
+            content_type: meta.ct,
             l1_for: Duration::ZERO,
         })
     }
@@ -90,9 +96,18 @@ mod tests {
             stored_at_ms: 42,
             ttl_ms: 1000,
             tags: vec!["user:1".into()],
+            content_type: Some("application/json".into()),
             l1_for: Duration::ZERO,
         };
         assert_eq!(Entry::decode(&e.encode()), Some(e));
         assert_eq!(Entry::decode(&Bytes::from_static(b"plain")), None);
+    }
+
+    proptest::proptest! {
+        /// L2 bytes may come from anything that wrote the key: decoding never panics.
+        #[test]
+        fn decode_takes_any_bytes(raw in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let _ = Entry::decode(&Bytes::from(raw));
+        }
     }
 }

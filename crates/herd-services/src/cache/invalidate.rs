@@ -55,6 +55,10 @@ pub(super) async fn announce(inner: &Inner, ns: &str, op: Op, arg: &str) {
 
 /// Drops L1 entries of `ns` matching `op`/`arg` on this node; returns how many.
 async fn drop_local(inner: &Inner, ns: &str, op: Op, arg: &str) -> u64 {
+    match op {
+        Op::Key => inner.epochs.bump(&l1_key(ns, arg)),
+        Op::Prefix | Op::Tag => inner.epochs.bump_all(),
+    }
     let mut doomed = Vec::new();
     match op {
         Op::Key => doomed.push(l1_key(ns, arg)),
@@ -90,6 +94,7 @@ pub(super) async fn delete_keys(inner: &Inner, ns: &str, keys: &[String]) -> Ser
         if inner.store.delete(&l2_key(ns, key), Expect::Any).await? {
             n += 1;
         }
+        inner.epochs.bump(&l1_key(ns, key));
         inner.l1.invalidate(&l1_key(ns, key)).await;
     }
     if !keys.is_empty() {

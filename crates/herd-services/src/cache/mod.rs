@@ -97,6 +97,19 @@ pub struct Hit {
     pub level: Level,
     pub freshness: Freshness,
     pub tags: Vec<String>,
+    /// The Content-Type given when the value was stored.
+    pub content_type: Option<String>,
+}
+
+/// Options of [`Cache::put_with`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PutOptions {
+    /// Lifetime in L2 (default: the namespace's `l2_ttl`).
+    pub ttl: Option<Duration>,
+    /// Tags for [`Cache::invalidate_tag`].
+    pub tags: Vec<String>,
+    /// Returned with the value (the HTTP API answers it as Content-Type).
+    pub content_type: Option<String>,
 }
 
 /// Counters since start (`GET /v1/cache/stats`).
@@ -142,6 +155,11 @@ pub(crate) struct Inner {
     inflight: Mutex<HashMap<String, Arc<OnceCell<Loaded>>>>,
     /// This node's id in invalidation messages (a node ignores its own).
     node: String,
+    /// Bumped by every write and invalidation this node sees, per bucket of keys (prefix and
+    /// tag invalidations bump all). A read from L2 fills L1 only if its key's bucket did not
+    /// move during the read: otherwise the value read may be one a concurrent write just
+    /// replaced, and caching it would undo that write's invalidation for `l1_ttl`.
+    epochs: Epochs,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -150,6 +168,35 @@ pub(crate) struct Inner {
 #[derive(Clone)]
 pub struct Cache {
     inner: Arc<Inner>,
+}
+
+/// Write counters per bucket of keys (see `Inner::epochs`).
+pub(crate) struct Epochs([AtomicU64; 64]);
+
+impl Default for Epochs {
+    fn default() -> Self {
+        Epochs(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl Epochs {
+    fn bucket(&self, k1: &str) -> &AtomicU64 {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        k1.hash(&mut h);
+        &self.0[(h.finish() % 64) as usize]
+    }
+    fn read(&self, k1: &str) -> u64 {
+        self.bucket(k1).load(Ordering::SeqCst)
+    }
+    pub(crate) fn bump(&self, k1: &str) {
+        self.bucket(k1).fetch_add(1, Ordering::SeqCst);
+    }
+    pub(crate) fn bump_all(&self) {
+        for e in &self.0 {
+            e.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }
 
 pub(crate) fn l1_key(ns: &str, key: &str) -> String {
@@ -208,6 +255,7 @@ impl Cache {
                 counters: Counters::default(),
                 inflight: Mutex::new(HashMap::new()),
                 node: crate::ids::random_id(),
+                epochs: Epochs::default(),
                 tasks: TaskTracker::new(),
                 shutdown,
             }),
@@ -263,10 +311,12 @@ impl Cache {
                     level: Level::L1,
                     freshness: f,
                     tags: e.tags.clone(),
+                    content_type: e.content_type.clone(),
                 }));
             }
         }
         c.l1_misses.fetch_add(1, Ordering::Relaxed);
+        let epoch = self.inner.epochs.read(&k1);
         let found = match self.inner.store.get(&l2_key(ns, key)).await {
             Ok(found) => found,
             Err(e) => {
@@ -290,8 +340,11 @@ impl Cache {
             level: Level::L2,
             freshness: f,
             tags: e.tags.clone(),
+            content_type: e.content_type.clone(),
         };
-        self.inner.l1.insert(k1, Arc::new(e)).await;
+        if self.inner.epochs.read(&k1) == epoch {
+            self.inner.l1.insert(k1, Arc::new(e)).await;
+        }
         Ok(Some(hit))
     }
 
@@ -308,6 +361,30 @@ impl Cache {
         ttl: Option<Duration>,
         tags: Vec<String>,
     ) -> ServiceResult<()> {
+        let opts = PutOptions {
+            ttl,
+            tags,
+            content_type: None,
+        };
+        self.put_with(ns, key, value, opts).await
+    }
+
+    /// [`Cache::put`] with every option, including the value's Content-Type.
+    ///
+    /// # Errors
+    /// `Invalid` names, TTL or tags; store errors.
+    pub async fn put_with(
+        &self,
+        ns: &str,
+        key: &str,
+        value: Bytes,
+        opts: PutOptions,
+    ) -> ServiceResult<()> {
+        let PutOptions {
+            ttl,
+            tags,
+            content_type,
+        } = opts;
         check_names(ns, key)?;
         for tag in &tags {
             if tag.is_empty() || tag.contains(['{', '}', '\0', ',']) {
@@ -333,6 +410,7 @@ impl Cache {
             stored_at_ms: now,
             ttl_ms: millis(ttl),
             tags,
+            content_type,
             l1_for: Duration::ZERO,
         };
         let expires = now + e.ttl_ms + millis(s.grace);
@@ -357,6 +435,7 @@ impl Cache {
                 Some(ttl + s.grace),
             )
             .await?;
+        self.inner.epochs.bump(&l1_key(ns, key));
         self.prune_index(ns, now).await;
         invalidate::announce(&self.inner, ns, invalidate::Op::Key, key).await;
         e.l1_for = self.l1_for(ns, &e);
@@ -510,6 +589,7 @@ impl Cache {
                         stored_at_ms: self.inner.clock.now_ms(),
                         ttl_ms: millis(strategy.l2_ttl),
                         tags: Vec::new(),
+                        content_type: None,
                         l1_for: strategy.l1_ttl,
                     };
                     self.inner.l1.insert(k1.clone(), Arc::new(e)).await;

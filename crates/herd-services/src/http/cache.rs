@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{body_bytes, json_body, opt_duration, ApiError, ApiResult, AppState, Table};
-use crate::cache::Level;
+use crate::cache::{Level, PutOptions};
 use crate::ServiceError;
 
 pub(super) fn routes(t: Table) -> Table {
@@ -49,9 +49,14 @@ async fn read(State(s): State<AppState>, Path((ns, key)): Path<(String, String)>
         Level::L1 => "HIT-L1",
         Level::L2 => "HIT-L2",
     };
+    let content_type = hit
+        .content_type
+        .as_deref()
+        .and_then(|ct| header::HeaderValue::from_str(ct).ok())
+        .unwrap_or(header::HeaderValue::from_static("application/octet-stream"));
     Ok((
+        [(header::CONTENT_TYPE, content_type)],
         [
-            (header::CONTENT_TYPE, "application/octet-stream"),
             (header::HeaderName::from_static("x-cache"), level),
             (
                 header::HeaderName::from_static("x-cache-freshness"),
@@ -67,6 +72,7 @@ async fn write(
     State(s): State<AppState>,
     Path((ns, key)): Path<(String, String)>,
     query: Result<Query<PutQuery>, axum::extract::rejection::QueryRejection>,
+    headers: header::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let Query(q) = query.map_err(|e| {
@@ -87,7 +93,17 @@ async fn write(
                 .collect()
         })
         .unwrap_or_default();
-    s.services.cache.put(&ns, &key, value, ttl, tags).await?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|ct| ct.len() <= 200)
+        .map(str::to_owned);
+    let opts = PutOptions {
+        ttl,
+        tags,
+        content_type,
+    };
+    s.services.cache.put_with(&ns, &key, value, opts).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -141,4 +141,15 @@ mod tests {
         h.insert(header::IF_MATCH, "\"x\"".parse().unwrap());
         assert!(if_match(&h).is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn if_match_never_panics(s in "[ -~]{0,24}") {
+            let mut h = HeaderMap::new();
+            if let Ok(v) = s.parse() {
+                h.insert(header::IF_MATCH, v);
+                let _ = if_match(&h);
+            }
+        }
+    }
 }

@@ -68,7 +68,10 @@ pub use reserve::Reserved;
 pub use schedule::{Repeat, ScheduleInfo};
 pub use spec::JobSpec;
 
-/// A per-queue rate limit: at most `max` jobs reserved per `duration` (BullMQ `limiter`).
+/// A per-queue rate limit: at most `max` jobs reserved per `duration` (BullMQ `limiter`),
+/// counted by the store's GCRA at the store's own clock (not the injected [`Clock`]), so all
+/// nodes share one budget. A reserve takes its tokens before it moves jobs; losing a race for
+/// the last waiting jobs to another node wastes those tokens (the limit errs on the safe side).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limiter {
     pub max: u32,

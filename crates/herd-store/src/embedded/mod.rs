@@ -12,6 +12,9 @@ mod read;
 mod sweep;
 mod writer;
 
+#[cfg(test)]
+mod model_tests;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -60,6 +63,16 @@ struct Inner {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     hub: Hub,
     cancel: CancellationToken,
+    counters: Arc<writer::Counters>,
+}
+
+/// Group-commit figures since the store was opened (export them as metrics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EmbeddedStats {
+    /// Write transactions committed (one fsync each).
+    pub batches: u64,
+    /// Write calls applied in them; `ops / batches` is the average batch size.
+    pub ops: u64,
 }
 
 impl Drop for Inner {
@@ -92,9 +105,13 @@ impl EmbeddedStore {
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel(QUEUE);
         let wdb = db.clone();
+        let counters = Arc::new(writer::Counters::default());
         let writer = std::thread::Builder::new()
             .name("herd-store-writer".into())
-            .spawn(move || writer::run(wdb, rx))
+            .spawn({
+                let counters = counters.clone();
+                move || writer::run(wdb, rx, counters)
+            })
             .map_err(|e| StoreError::Backend {
                 backend: "embedded",
                 reason: format!("failed to start the writer thread: {e}"),
@@ -108,6 +125,7 @@ impl EmbeddedStore {
                 writer: Mutex::new(Some(writer)),
                 hub: Hub::default(),
                 cancel: cancel.clone(),
+                counters,
             }),
         };
         sweep::spawn(tx, cancel);
@@ -127,6 +145,17 @@ impl EmbeddedStore {
             // The writer ends once every sender is gone: ours now, the sweeper's as it sees the
             // cancellation, in-flight callers' as they get their answers.
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+    }
+
+    /// How much group commit is batching (batches committed, write calls in them).
+    #[must_use]
+    pub fn stats(&self) -> EmbeddedStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &self.inner.counters;
+        EmbeddedStats {
+            batches: c.batches.load(Relaxed),
+            ops: c.ops.load(Relaxed),
         }
     }
 

@@ -15,7 +15,7 @@ use super::OrBackend;
 use crate::{args, Expect, Gcra, GcraDecision, StoreError, StoreResult, Written};
 
 /// One queued write.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) enum Op {
     Put {
         key: String,

@@ -5,6 +5,7 @@
 //! batch) and only then answers each op. Under load batches grow by themselves, which is what
 //! makes durable writes fast; idle, a lone op commits at once.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use redb::Database;
@@ -23,8 +24,15 @@ pub(super) struct Job {
     pub(super) reply: oneshot::Sender<StoreResult<Reply>>,
 }
 
+/// How much batching the writer achieved (for metrics, and for the test that batching happens).
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub(super) batches: AtomicU64,
+    pub(super) ops: AtomicU64,
+}
+
 /// Runs until every sender is gone; then the thread returns and drops its handle on the file.
-pub(super) fn run(db: Arc<Database>, mut rx: mpsc::Receiver<Job>) {
+pub(super) fn run(db: Arc<Database>, mut rx: mpsc::Receiver<Job>, counters: Arc<Counters>) {
     let _span = tracing::info_span!("store_writer", backend = "embedded").entered();
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
@@ -37,6 +45,8 @@ pub(super) fn run(db: Arc<Database>, mut rx: mpsc::Receiver<Job>) {
         }
         let (started, ops) = (std::time::Instant::now(), batch.len());
         commit(&db, &mut batch);
+        counters.batches.fetch_add(1, Ordering::Relaxed);
+        counters.ops.fetch_add(ops as u64, Ordering::Relaxed);
         tracing::trace!(
             ops,
             micros = started.elapsed().as_micros() as u64,
@@ -83,4 +93,44 @@ fn apply_all(db: &Database, batch: &[Job]) -> StoreResult<Vec<StoreResult<Reply>
     }
     txn.commit().or_backend()?;
     Ok(replies)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Expect;
+
+    #[test]
+    fn queued_ops_commit_in_one_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(super::super::open_db(&dir.path().join("w.redb")).unwrap());
+        let (tx, rx) = mpsc::channel(1000);
+        let mut answers = Vec::new();
+        for i in 0..100 {
+            let (reply, answer) = oneshot::channel();
+            let op = Op::Put {
+                key: format!("k{i}"),
+                value: bytes::Bytes::new(),
+                expect: Expect::Absent,
+                ttl_ms: None,
+            };
+            tx.try_send(Job { op, reply }).unwrap();
+            answers.push(answer);
+        }
+        drop(tx);
+        let counters = Arc::new(Counters::default());
+        run(db, rx, counters.clone());
+        assert_eq!(counters.ops.load(Ordering::Relaxed), 100);
+        assert_eq!(
+            counters.batches.load(Ordering::Relaxed),
+            1,
+            "everything queued goes in one transaction"
+        );
+        for mut a in answers {
+            assert!(matches!(
+                a.try_recv(),
+                Ok(Ok(Reply::Written(crate::Written::Ok(1))))
+            ));
+        }
+    }
 }

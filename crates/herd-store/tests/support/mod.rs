@@ -129,6 +129,25 @@ impl RedisServer {
         }
     }
 
+    /// SIGSTOP (`true`) or SIGCONT (`false`): a frozen server accepts connections and never answers.
+    pub fn freeze(&self, frozen: bool) {
+        let pid = self
+            .child
+            .as_ref()
+            .expect("server running")
+            .id()
+            .to_string();
+        let sig = if frozen { "-STOP" } else { "-CONT" };
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .map(|s| s.success());
+        assert!(
+            matches!(ok, Ok(true)),
+            "failed to send {sig} to redis-server {pid}"
+        );
+    }
+
     /// Starts again on the same port (empty: nothing was saved).
     pub fn restart(&mut self) {
         self.kill();

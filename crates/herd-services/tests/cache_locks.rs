@@ -1,0 +1,268 @@
+//! Cache and locks against the embedded store: coalesced loads, refresh-ahead, invalidation
+//! across two nodes over pub/sub, L2 fallback, fences under contention.
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use herd_services::cache::{CacheConfig, Level, Strategy};
+use herd_services::{ManualClock, ServiceError, ServicesConfig};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_get_or_load_runs_one_loader() {
+    let dir = TempDir::new("coalesce");
+    let store = open_store(&dir, false).await;
+    let node = Node::start(&store, ServicesConfig::default());
+    let loads = Arc::new(AtomicU32::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let services = Arc::clone(&node.services);
+        let loads = Arc::clone(&loads);
+        tasks.push(tokio::spawn(async move {
+            services
+                .cache
+                .get_or_load("users", "u1", move || {
+                    let loads = Arc::clone(&loads);
+                    async move {
+                        loads.fetch_add(1, Ordering::SeqCst);
+                        // Long enough that every caller arrives while it runs.
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        Ok(Bytes::from_static(b"ada"))
+                    }
+                })
+                .await
+                .unwrap()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), Bytes::from_static(b"ada"));
+    }
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    assert_eq!(node.services.cache.stats().loads, 1);
+    // A failing loader is an error, and the next call tries again.
+    let err = node
+        .services
+        .cache
+        .get_or_load("users", "u2", || async { Err("origin down".to_owned()) })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ServiceError::Load { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_ahead_serves_the_old_value_and_reloads_in_the_background() {
+    let dir = TempDir::new("refresh");
+    let store = open_store(&dir, false).await;
+    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let mut cache = CacheConfig::default();
+    cache.namespaces.insert(
+        "dev".into(),
+        Strategy {
+            l1_ttl: Duration::from_secs(300),
+            l2_ttl: Duration::from_secs(100),
+            refresh_ahead: Some(0.8),
+            grace: Duration::ZERO,
+        },
+    );
+    let node = Node::with_clock(
+        &store,
+        ServicesConfig {
+            cache,
+            ..ServicesConfig::default()
+        },
+        clock.clone(),
+    );
+    let version = Arc::new(AtomicU32::new(0));
+    let loader = {
+        let version = Arc::clone(&version);
+        move || {
+            let v = version.fetch_add(1, Ordering::SeqCst);
+            async move { Ok(Bytes::from(format!("v{v}"))) }
+        }
+    };
+    let c = &node.services.cache;
+    assert_eq!(
+        c.get_or_load("dev", "d1", loader.clone()).await.unwrap(),
+        "v0"
+    );
+    clock.advance(Duration::from_secs(50));
+    assert_eq!(
+        c.get_or_load("dev", "d1", loader.clone()).await.unwrap(),
+        "v0"
+    );
+    assert_eq!(version.load(Ordering::SeqCst), 1, "fresh: no reload");
+    clock.advance(Duration::from_secs(31)); // 81 % of the TTL
+    assert_eq!(
+        c.get_or_load("dev", "d1", loader.clone()).await.unwrap(),
+        "v0",
+        "served at once"
+    );
+    let refreshed = eventually(Duration::from_secs(10), || async {
+        c.get("dev", "d1")
+            .await
+            .unwrap()
+            .is_some_and(|h| h.value == "v1")
+    })
+    .await;
+    assert!(refreshed, "background refresh replaced the value");
+    assert_eq!(c.stats().refreshes, 1);
+    clock.advance(Duration::from_secs(101));
+    assert!(c.get("dev", "d1").await.unwrap().is_none(), "expired");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidation_reaches_the_other_node_l1() {
+    let dir = TempDir::new("twonodes");
+    let store = open_store(&dir, false).await;
+    let a = Node::start(&store, ServicesConfig::default());
+    let b = Node::start(&store, ServicesConfig::default());
+    // Let both listeners subscribe.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    a.services
+        .cache
+        .put(
+            "cfg",
+            "flags",
+            Bytes::from_static(b"old"),
+            None,
+            vec!["t".into()],
+        )
+        .await
+        .unwrap();
+    let hit = b.services.cache.get("cfg", "flags").await.unwrap().unwrap();
+    assert_eq!((hit.value.as_ref(), hit.level), (&b"old"[..], Level::L2));
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            b.services
+                .cache
+                .get("cfg", "flags")
+                .await
+                .unwrap()
+                .is_some_and(|h| h.level == Level::L1)
+        })
+        .await,
+        "b fills its memory once no invalidation races its read"
+    );
+
+    a.services
+        .cache
+        .put(
+            "cfg",
+            "flags",
+            Bytes::from_static(b"new"),
+            None,
+            vec!["t".into()],
+        )
+        .await
+        .unwrap();
+    let seen = eventually(Duration::from_secs(10), || async {
+        b.services
+            .cache
+            .get("cfg", "flags")
+            .await
+            .unwrap()
+            .is_some_and(|h| h.value == "new")
+    })
+    .await;
+    assert!(seen, "b's L1 copy was dropped by a's invalidation");
+
+    // Tag invalidation on a empties b's memory too.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            b.services
+                .cache
+                .get("cfg", "flags")
+                .await
+                .unwrap()
+                .is_some_and(|h| h.level == Level::L1)
+        })
+        .await,
+        "b fills its memory once no invalidation races its read"
+    );
+    assert_eq!(
+        a.services.cache.invalidate_tag("cfg", "t").await.unwrap(),
+        1
+    );
+    let gone = eventually(Duration::from_secs(10), || async {
+        b.services
+            .cache
+            .get("cfg", "flags")
+            .await
+            .unwrap()
+            .is_none()
+    })
+    .await;
+    assert!(gone);
+    assert!(b.services.cache.stats().invalidations >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_or_load_still_answers_when_the_store_is_down() {
+    let dir = TempDir::new("down");
+    let store = open_store(&dir, true).await;
+    let node = Node::start(&store, ServicesConfig::default());
+    store.unreliable().unwrap().set_down(true);
+    let v = node
+        .services
+        .cache
+        .get_or_load("ns", "k", || async { Ok(Bytes::from_static(b"origin")) })
+        .await
+        .unwrap();
+    assert_eq!(v, "origin");
+    let hit = node.services.cache.get("ns", "k").await.unwrap().unwrap();
+    assert_eq!(hit.level, Level::L1);
+    assert!(node.services.cache.stats().l2_errors >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fences_strictly_increase_under_contention() {
+    let dir = TempDir::new("locks");
+    let store = open_store(&dir, false).await;
+    let node = Node::start(&store, ServicesConfig::default());
+    let holders = Arc::new(AtomicU32::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let services = Arc::clone(&node.services);
+        let holders = Arc::clone(&holders);
+        tasks.push(tokio::spawn(async move {
+            let mut fences = Vec::new();
+            for _ in 0..5 {
+                let lease = services
+                    .locks
+                    .acquire("hot", Duration::from_secs(30), Duration::from_secs(60))
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    holders.fetch_add(1, Ordering::SeqCst),
+                    0,
+                    "two holders at once"
+                );
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                holders.fetch_sub(1, Ordering::SeqCst);
+                services.locks.release("hot", &lease.token).await.unwrap();
+                fences.push(lease.fence);
+            }
+            fences
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        let fences = t.await.unwrap();
+        assert!(fences.windows(2).all(|w| w[0] < w[1]), "{fences:?}");
+        all.extend(fences);
+    }
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 40, "every acquisition got its own fence");
+    let err = node
+        .services
+        .locks
+        .release("hot", "not-mine")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ServiceError::NotHolder { .. }));
+}

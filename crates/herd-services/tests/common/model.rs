@@ -1,0 +1,289 @@
+//! The queue's model-based property test, shared by the embedded and Redis runs: random
+//! sequences of add / reserve / ack / fail / extend / advance-time against the real queue (manual
+//! clock) and a plain in-memory model of BullMQ's rules; every result and every count must agree.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herd_services::queue::{Backoff, BackoffKind, NewJob, State};
+use herd_services::{ManualClock, ServiceError, ServicesConfig};
+use proptest::prelude::*;
+
+use super::Node;
+
+const LEASE_MS: i64 = 1000;
+const MAX_STALLED: u32 = 1;
+const NO_PRIORITY: u64 = (1 << 21) + 1;
+
+#[derive(Debug, Clone)]
+pub enum Op {
+    Add {
+        priority: u32,
+        delay_ms: u64,
+        attempts: u32,
+        backoff_ms: u64,
+    },
+    Reserve {
+        max: usize,
+    },
+    Ack {
+        pick: usize,
+    },
+    Fail {
+        pick: usize,
+        retry: bool,
+    },
+    Extend {
+        pick: usize,
+        lease_ms: u64,
+    },
+    Advance {
+        ms: u64,
+    },
+}
+
+pub fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (0u32..4, prop_oneof![Just(0u64), 1u64..3000], 1u32..4, prop_oneof![Just(0u64), 1u64..2000])
+            .prop_map(|(priority, delay_ms, attempts, backoff_ms)| Op::Add { priority, delay_ms, attempts, backoff_ms }),
+        3 => (1usize..4).prop_map(|max| Op::Reserve { max }),
+        2 => any::<usize>().prop_map(|pick| Op::Ack { pick }),
+        2 => (any::<usize>(), any::<bool>()).prop_map(|(pick, retry)| Op::Fail { pick, retry }),
+        1 => (any::<usize>(), 1u64..3000).prop_map(|(pick, lease_ms)| Op::Extend { pick, lease_ms }),
+        2 => (0u64..2500).prop_map(|ms| Op::Advance { ms }),
+    ]
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct MJob {
+    id: String,
+    priority: u32,
+    seq: u64,
+    attempts: u32,
+    backoff_ms: u64,
+    attempt: u32,
+    stalled: u32,
+    state: State,
+    due: i64,
+    until: i64,
+    token: Option<String>,
+}
+
+#[derive(Default)]
+struct Model {
+    jobs: Vec<MJob>,
+    seq: u64,
+}
+
+impl Model {
+    fn valid(&mut self, id: &str, token: &str) -> Option<&mut MJob> {
+        self.jobs
+            .iter_mut()
+            .find(|j| j.id == id && j.state == State::Active && j.token.as_deref() == Some(token))
+    }
+
+    /// What `reserve` does before it leases: stalled recovery. Returns the ids it will lease.
+    fn eligible(&mut self, now: i64, max: usize) -> Vec<String> {
+        for j in &mut self.jobs {
+            if j.state == State::Active && j.until <= now {
+                j.stalled += 1;
+                j.token = None;
+                if j.stalled > MAX_STALLED {
+                    j.state = State::Failed;
+                } else {
+                    j.state = State::Waiting;
+                    j.due = now;
+                }
+            }
+        }
+        let mut ready: Vec<&MJob> = self
+            .jobs
+            .iter()
+            .filter(|j| j.state == State::Waiting && j.due <= now)
+            .collect();
+        ready.sort_by_key(|j| {
+            let p = if j.priority == 0 {
+                NO_PRIORITY
+            } else {
+                u64::from(j.priority)
+            };
+            (p, j.seq)
+        });
+        ready.into_iter().take(max).map(|j| j.id.clone()).collect()
+    }
+
+    fn count(&self, state: State) -> u64 {
+        self.jobs.iter().filter(|j| j.state == state).count() as u64
+    }
+}
+
+pub async fn run_case(
+    store: &Arc<herd_store::Store>,
+    queue: &str,
+    ops: Vec<Op>,
+) -> Result<(), TestCaseError> {
+    let t0 = 1_800_000_000_000;
+    let clock = Arc::new(ManualClock::new(t0));
+    let node = Node::with_clock(store, ServicesConfig::default(), clock.clone());
+    let q = &node.services.queues;
+    let mut model = Model::default();
+    let mut leases: Vec<(String, String)> = Vec::new();
+    let mut now = t0;
+    for (step, op) in ops.into_iter().enumerate() {
+        match op {
+            Op::Add {
+                priority,
+                delay_ms,
+                attempts,
+                backoff_ms,
+            } => {
+                let mut job = NewJob::new("j", serde_json::json!(step));
+                job.priority = priority;
+                job.delay = Duration::from_millis(delay_ms);
+                job.attempts = attempts;
+                job.backoff = (backoff_ms > 0).then_some(Backoff {
+                    kind: BackoffKind::Fixed,
+                    delay_ms: backoff_ms,
+                    jitter: 0.0,
+                });
+                let id = q.add(queue, job).await.unwrap();
+                model.seq += 1;
+                model.jobs.push(MJob {
+                    id,
+                    priority,
+                    seq: model.seq,
+                    attempts,
+                    backoff_ms,
+                    attempt: 0,
+                    stalled: 0,
+                    state: State::Waiting,
+                    due: now + delay_ms as i64,
+                    until: 0,
+                    token: None,
+                });
+            }
+            Op::Reserve { max } => {
+                let want = model.eligible(now, max);
+                let got = q
+                    .reserve(
+                        queue,
+                        max,
+                        Some(Duration::from_millis(LEASE_MS as u64)),
+                        Duration::ZERO,
+                    )
+                    .await
+                    .unwrap();
+                let got_ids: Vec<String> = got.iter().map(|j| j.id.clone()).collect();
+                prop_assert_eq!(&got_ids, &want, "step {}: reserve order", step);
+                for r in got {
+                    let j = model.jobs.iter_mut().find(|j| j.id == r.id).unwrap();
+                    j.state = State::Active;
+                    j.attempt += 1;
+                    j.until = now + LEASE_MS;
+                    j.token = Some(r.lease_token.clone());
+                    prop_assert_eq!(r.attempt, j.attempt, "step {}: attempt of {}", step, &r.id);
+                    leases.push((r.id, r.lease_token));
+                }
+            }
+            Op::Ack { pick } | Op::Fail { pick, .. } | Op::Extend { pick, .. }
+                if leases.is_empty() =>
+            {
+                let _ = pick;
+            }
+            Op::Ack { pick } => {
+                let (id, token) = leases[pick % leases.len()].clone();
+                let got = q.ack(queue, &id, &token, None).await;
+                match model.valid(&id, &token) {
+                    Some(j) => {
+                        prop_assert!(got.is_ok(), "step {}: ack {} failed: {:?}", step, id, got);
+                        j.state = State::Completed;
+                        j.token = None;
+                    }
+                    None => prop_assert!(
+                        matches!(got, Err(ServiceError::WrongLease { .. })),
+                        "step {}: stale ack {} gave {:?}",
+                        step,
+                        id,
+                        got
+                    ),
+                }
+            }
+            Op::Fail { pick, retry } => {
+                let (id, token) = leases[pick % leases.len()].clone();
+                let got = q.fail(queue, &id, &token, "e", retry).await;
+                match model.valid(&id, &token) {
+                    Some(j) => {
+                        j.token = None;
+                        if retry && j.attempt < j.attempts {
+                            j.state = State::Waiting;
+                            j.due = now + j.backoff_ms as i64;
+                        } else {
+                            j.state = State::Failed;
+                        }
+                        prop_assert_eq!(got.ok(), Some(j.state), "step {}: fail {}", step, id);
+                    }
+                    None => prop_assert!(
+                        matches!(got, Err(ServiceError::WrongLease { .. })),
+                        "step {}: stale fail {} gave {:?}",
+                        step,
+                        id,
+                        got
+                    ),
+                }
+            }
+            Op::Extend { pick, lease_ms } => {
+                let (id, token) = leases[pick % leases.len()].clone();
+                let got = q
+                    .extend(queue, &id, &token, Duration::from_millis(lease_ms))
+                    .await;
+                match model.valid(&id, &token) {
+                    Some(j) => {
+                        j.until = now + lease_ms as i64;
+                        prop_assert_eq!(got.ok(), Some(j.until), "step {}: extend {}", step, id);
+                    }
+                    None => prop_assert!(
+                        matches!(got, Err(ServiceError::WrongLease { .. })),
+                        "step {}: stale extend gave {:?}",
+                        step,
+                        got
+                    ),
+                }
+            }
+            Op::Advance { ms } => {
+                clock.advance(Duration::from_millis(ms));
+                now += ms as i64;
+            }
+        }
+        let c = q.counts(queue).await.unwrap();
+        prop_assert_eq!(
+            c.active,
+            model.count(State::Active),
+            "step {}: active",
+            step
+        );
+        prop_assert_eq!(
+            c.completed,
+            model.count(State::Completed),
+            "step {}: completed",
+            step
+        );
+        prop_assert_eq!(
+            c.failed,
+            model.count(State::Failed),
+            "step {}: failed",
+            step
+        );
+        prop_assert_eq!(
+            c.waiting + c.delayed,
+            model.count(State::Waiting),
+            "step {}: waiting+delayed",
+            step
+        );
+        // No job is ever in two places or lost: the sets hold exactly the model's jobs.
+        prop_assert_eq!(
+            c.waiting + c.delayed + c.active + c.completed + c.failed,
+            model.jobs.len() as u64
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,676 @@
+//! The HTTP API over real TCP against the embedded store: every endpoint, auth, errors.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_is_required_except_on_health_and_openapi() {
+    let api = Api::start(false).await;
+    let r = api.raw("GET", "/health", &[], b"").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["store"]["backend"], "embedded");
+    let r = api.raw("GET", "/openapi.json", &[], b"").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["openapi"], "3.0.3");
+    for (method, path) in [
+        ("GET", "/v1/cache/stats"),
+        ("POST", "/v1/sessions"),
+        ("GET", "/nope"),
+    ] {
+        let r = api.raw(method, path, &[], b"").await;
+        assert_eq!(r.status, 401, "{method} {path}");
+        assert!(r.json()["hint"].as_str().unwrap().contains("Bearer"));
+        let r = api
+            .raw(
+                method,
+                path,
+                &[("authorization", "Bearer wrong-token-0123456789")],
+                b"",
+            )
+            .await;
+        assert_eq!(r.status, 401, "{method} {path}");
+    }
+    let r = api.call("GET", "/nope", b"").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"], "no such endpoint");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_route_is_served() {
+    let api = Api::start(false).await;
+    let doc: serde_json::Value = serde_json::from_str(herd_services::http::OPENAPI).unwrap();
+    let mut seen = BTreeSet::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        let concrete = path
+            .replace("{id}", "x1")
+            .replace("{ns}", "ns1")
+            .replace("{key}", "k1")
+            .replace("{q}", "q1")
+            .replace("{name}", "n1");
+        for method in ops.as_object().unwrap().keys() {
+            let r = api
+                .call(&method.to_ascii_uppercase(), &concrete, b"{}")
+                .await;
+            assert_ne!(r.status, 405, "{method} {path}: {}", r.text());
+            if r.status == 404 {
+                assert_ne!(r.json()["error"], "no such endpoint", "{method} {path}");
+            }
+            seen.insert((method.clone(), path.clone()));
+        }
+    }
+    assert!(seen.len() > 25);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_crud_with_versions() {
+    let api = Api::start(false).await;
+    let r = api
+        .json(
+            "POST",
+            "/v1/sessions",
+            json!({"data": {"user": "ada"}, "ttl": "1h"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 22);
+    assert_eq!(r.header("etag"), Some("\"1\""));
+    let path = format!("/v1/sessions/{id}");
+
+    let r = api.call("GET", &path, b"").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["data"]["user"], "ada");
+    assert_eq!(r.json()["ttl_ms"], 3_600_000);
+
+    // Replace at the right version, then a stale If-Match is 412.
+    let body = json!({"data": {"user": "bob"}}).to_string();
+    let auth = format!("Bearer {TOKEN}");
+    let r = api
+        .raw(
+            "PUT",
+            &path,
+            &[("authorization", &auth), ("if-match", "\"1\"")],
+            body.as_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["version"], 2);
+    let r = api
+        .raw(
+            "PUT",
+            &path,
+            &[("authorization", &auth), ("if-match", "\"1\"")],
+            body.as_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 412, "{}", r.text());
+    assert!(r.json()["hint"].as_str().unwrap().contains("If-Match"));
+
+    // Merge: a field added, one removed.
+    let r = api
+        .json(
+            "PATCH",
+            &path,
+            json!({"data": {"cart": [1, 2], "user": null}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = api.call("GET", &path, b"").await;
+    assert_eq!(r.json()["data"], json!({"cart": [1, 2]}));
+
+    assert_eq!(
+        api.call("POST", &format!("{path}/touch"), b"").await.status,
+        204
+    );
+
+    // Regenerate: same data under a new id, the old id gone.
+    let r = api.call("POST", &format!("{path}/regenerate"), b"").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let new_id = r.json()["id"].as_str().unwrap().to_owned();
+    assert_ne!(new_id, id);
+    assert_eq!(api.call("GET", &path, b"").await.status, 404);
+    let r = api
+        .call("GET", &format!("/v1/sessions/{new_id}"), b"")
+        .await;
+    assert_eq!(r.json()["data"], json!({"cart": [1, 2]}));
+
+    let new_path = format!("/v1/sessions/{new_id}");
+    assert_eq!(api.call("DELETE", &new_path, b"").await.status, 204);
+    assert_eq!(api.call("DELETE", &new_path, b"").await.status, 404);
+
+    // Bad input: 400 with a hint.
+    let r = api
+        .json("POST", "/v1/sessions", json!({"data": {}, "ttl": "soon"}))
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json()["hint"].as_str().unwrap().contains("30s"),
+        "{}",
+        r.text()
+    );
+    let r = api.call("POST", "/v1/sessions", b"{not json").await;
+    assert_eq!(r.status, 400);
+    let r = api
+        .json("POST", "/v1/sessions", json!({"data": {}, "tll": "1h"}))
+        .await;
+    assert_eq!(r.status, 400, "unknown fields are refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_patches_of_different_fields_all_survive() {
+    let api = std::sync::Arc::new(Api::start(false).await);
+    let r = api.json("POST", "/v1/sessions", json!({"data": {}})).await;
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let api = std::sync::Arc::clone(&api);
+        let path = format!("/v1/sessions/{id}");
+        tasks.push(tokio::spawn(async move {
+            let r = api
+                .json("PATCH", &path, json!({"data": {format!("f{i}"): i}}))
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text());
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let r = api.call("GET", &format!("/v1/sessions/{id}"), b"").await;
+    let data = r.json()["data"].clone();
+    for i in 0..20 {
+        assert_eq!(data[format!("f{i}")], i, "field f{i} lost: {data}");
+    }
+    assert_eq!(r.json()["version"], 21);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_put_get_invalidate_and_stats() {
+    let api = Api::start(false).await;
+    let r = api
+        .call(
+            "PUT",
+            "/v1/cache/users/u%3A1?ttl=1h&tags=team:a,vip",
+            b"\x00raw\xffbytes",
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    api.call("PUT", "/v1/cache/users/u%3A2?tags=team:a", b"{\"n\":2}")
+        .await;
+    api.call("PUT", "/v1/cache/users/other", b"3").await;
+
+    let r = api.call("GET", "/v1/cache/users/u%3A1", b"").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"\x00raw\xffbytes");
+    assert_eq!(r.header("x-cache"), Some("HIT-L1"));
+    assert_eq!(r.header("x-cache-freshness"), Some("fresh"));
+
+    let r = api
+        .json(
+            "POST",
+            "/v1/cache/users/invalidate",
+            json!({"tag": "team:a"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["removed"], 2);
+    assert_eq!(
+        api.call("GET", "/v1/cache/users/u%3A1", b"").await.status,
+        404
+    );
+    assert_eq!(
+        api.call("GET", "/v1/cache/users/other", b"").await.status,
+        200
+    );
+
+    let r = api
+        .json(
+            "POST",
+            "/v1/cache/users/invalidate",
+            json!({"prefix": "oth"}),
+        )
+        .await;
+    assert_eq!(r.json()["removed"], 1);
+    assert_eq!(
+        api.call("GET", "/v1/cache/users/other", b"").await.status,
+        404
+    );
+
+    api.call("PUT", "/v1/cache/users/del", b"x").await;
+    assert_eq!(
+        api.call("DELETE", "/v1/cache/users/del", b"").await.status,
+        204
+    );
+    assert_eq!(
+        api.call("DELETE", "/v1/cache/users/del", b"").await.status,
+        404
+    );
+
+    let r = api
+        .json("POST", "/v1/cache/users/invalidate", json!({}))
+        .await;
+    assert_eq!(r.status, 400);
+    let r = api.call("PUT", "/v1/cache/users/k?ttl=0s", b"x").await;
+    assert_eq!(r.status, 400);
+    let r = api.call("PUT", "/v1/cache/users/k?colour=red", b"x").await;
+    assert_eq!(r.status, 400);
+
+    // The Content-Type given on PUT comes back on GET.
+    let auth = format!("Bearer {TOKEN}");
+    let r = api
+        .raw(
+            "PUT",
+            "/v1/cache/users/doc",
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            b"{\"a\":1}",
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    let r = api.call("GET", "/v1/cache/users/doc", b"").await;
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.json()["a"], 1);
+
+    let r = api.call("GET", "/v1/cache/stats", b"").await;
+    let s = r.json();
+    assert!(s["l1_hits"].as_u64().unwrap() >= 2, "{s}");
+    assert!(s["l1_misses"].as_u64().unwrap() >= 2, "{s}");
+    assert!(s["invalidations"].as_u64().unwrap() >= 4, "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_endpoints() {
+    let api = Api::start(false).await;
+    let r = api
+        .json(
+            "POST",
+            "/v1/queues/mail/jobs",
+            json!({"name": "send", "data": {"to": "a"}, "attempts": 2}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let r = api
+        .json(
+            "POST",
+            "/v1/queues/mail/jobs",
+            json!({"jobs": [{"name": "b1"}, {"name": "b2", "job_id": "fixed"}]}),
+        )
+        .await;
+    assert_eq!(r.json()["ids"].as_array().unwrap().len(), 2);
+    // Dedupe: the same job_id returns the existing id.
+    let r = api
+        .json(
+            "POST",
+            "/v1/queues/mail/jobs",
+            json!({"name": "again", "job_id": "fixed"}),
+        )
+        .await;
+    assert_eq!(r.json()["id"], "fixed");
+    let r = api.call("GET", "/v1/queues/mail", b"").await;
+    assert_eq!(r.json()["waiting"], 3, "{}", r.text());
+
+    let r = api
+        .json(
+            "POST",
+            "/v1/queues/mail/reserve",
+            json!({"max": 1, "lease": "30s"}),
+        )
+        .await;
+    let job = r.json()["jobs"][0].clone();
+    assert_eq!(job["id"], id.as_str());
+    assert_eq!(job["attempt"], 1);
+    let token = job["lease_token"].as_str().unwrap().to_owned();
+
+    let base = format!("/v1/queues/mail/jobs/{id}");
+    let r = api
+        .json(
+            "POST",
+            &format!("{base}/ack"),
+            json!({"lease_token": "nope"}),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    let r = api
+        .json(
+            "POST",
+            &format!("{base}/extend"),
+            json!({"lease_token": token, "lease": "1m"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = api
+        .json(
+            "POST",
+            &format!("{base}/fail"),
+            json!({"lease_token": token, "error": "smtp down"}),
+        )
+        .await;
+    assert_eq!(r.json()["state"], "waiting", "attempt 1 of 2 retries");
+    let r = api
+        .json("POST", "/v1/queues/mail/reserve", json!({"max": 1}))
+        .await;
+    let job = r.json()["jobs"][0].clone();
+    assert_eq!(
+        (job["id"].as_str(), job["attempt"].as_u64()),
+        (Some(id.as_str()), Some(2))
+    );
+    let token = job["lease_token"].as_str().unwrap().to_owned();
+    let r = api
+        .json(
+            "POST",
+            &format!("{base}/fail"),
+            json!({"lease_token": token, "error": "smtp down"}),
+        )
+        .await;
+    assert_eq!(r.json()["state"], "failed");
+
+    let r = api.call("GET", &base, b"").await;
+    assert_eq!(r.json()["state"], "failed");
+    assert_eq!(r.json()["errors"].as_array().unwrap().len(), 2);
+    assert!(r.json().get("lease_token").is_none());
+
+    let r = api.call("GET", "/v1/queues/mail/dead", b"").await;
+    assert_eq!(r.json()["jobs"][0]["id"], id.as_str());
+    assert_eq!(
+        api.call("POST", &format!("/v1/queues/mail/dead/{id}/retry"), b"")
+            .await
+            .status,
+        204
+    );
+    let r = api.call("GET", "/v1/queues/mail", b"").await;
+    assert_eq!(
+        (r.json()["waiting"].as_u64(), r.json()["failed"].as_u64()),
+        (Some(3), Some(0))
+    );
+
+    // Pause holds jobs back; resume releases them.
+    assert_eq!(
+        api.call("POST", "/v1/queues/mail/pause", b"").await.status,
+        204
+    );
+    let r = api
+        .json("POST", "/v1/queues/mail/reserve", json!({"max": 5}))
+        .await;
+    assert_eq!(r.json()["jobs"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        api.call("GET", "/v1/queues/mail", b"").await.json()["paused"],
+        3
+    );
+    assert_eq!(
+        api.call("POST", "/v1/queues/mail/resume", b"").await.status,
+        204
+    );
+    let r = api
+        .json("POST", "/v1/queues/mail/reserve", json!({"max": 5}))
+        .await;
+    let jobs = r.json()["jobs"].as_array().unwrap().clone();
+    assert_eq!(jobs.len(), 3);
+    for j in &jobs {
+        let r = api
+            .json(
+                "POST",
+                &format!("/v1/queues/mail/jobs/{}/ack", j["id"].as_str().unwrap()),
+                json!({"lease_token": j["lease_token"], "result": 1}),
+            )
+            .await;
+        assert_eq!(r.status, 204, "{}", r.text());
+    }
+    let r = api
+        .json(
+            "POST",
+            "/v1/queues/mail/clean",
+            json!({"state": "completed", "grace": "0s"}),
+        )
+        .await;
+    assert_eq!(
+        r.json()["removed"].as_array().unwrap().len(),
+        3,
+        "{}",
+        r.text()
+    );
+    let r = api
+        .json("POST", "/v1/queues/mail/clean", json!({"state": "waiting"}))
+        .await;
+    assert_eq!(r.status, 400);
+
+    // Dead-letter delete.
+    let r = api
+        .json("POST", "/v1/queues/mail/jobs", json!({"name": "doomed"}))
+        .await;
+    let doomed = r.json()["id"].as_str().unwrap().to_owned();
+    let r = api.json("POST", "/v1/queues/mail/reserve", json!({})).await;
+    let t = r.json()["jobs"][0]["lease_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    api.json(
+        "POST",
+        &format!("/v1/queues/mail/jobs/{doomed}/fail"),
+        json!({"lease_token": t, "retry": false}),
+    )
+    .await;
+    assert_eq!(
+        api.call("DELETE", &format!("/v1/queues/mail/dead/{doomed}"), b"")
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        api.call("GET", &format!("/v1/queues/mail/jobs/{doomed}"), b"")
+            .await
+            .status,
+        404
+    );
+
+    // Schedules.
+    let r = api
+        .json(
+            "PUT",
+            "/v1/queues/mail/schedules/digest",
+            json!({"cron": "0 8 * * 1-5", "tz": "Europe/Paris", "job": {"name": "digest"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["next_ms"].as_i64().unwrap() > 0);
+    let r = api
+        .json(
+            "PUT",
+            "/v1/queues/mail/schedules/bad",
+            json!({"cron": "0 8 * *", "job": {"name": "x"}}),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(r.json()["hint"].as_str().unwrap().contains("five fields"));
+    assert_eq!(
+        api.call("DELETE", "/v1/queues/mail/schedules/digest", b"")
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        api.call("DELETE", "/v1/queues/mail/schedules/digest", b"")
+            .await
+            .status,
+        404
+    );
+
+    let r = api
+        .json(
+            "POST",
+            "/v1/queues/mail/jobs",
+            json!({"name": "x", "priority": 99999999}),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let r = api
+        .json("POST", "/v1/queues/mail/reserve", json!({"wait": "1h"}))
+        .await;
+    assert_eq!(r.status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_and_rate_limits() {
+    let api = Api::start(false).await;
+    let r = api
+        .json("POST", "/v1/locks/sync", json!({"ttl": "30s"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let token = r.json()["token"].as_str().unwrap().to_owned();
+    let fence = r.json()["fence"].as_u64().unwrap();
+    let r = api
+        .json(
+            "POST",
+            "/v1/locks/sync",
+            json!({"ttl": "30s", "wait": "100ms"}),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    let r = api
+        .json("POST", "/v1/locks/sync/renew", json!({"token": "wrong"}))
+        .await;
+    assert_eq!(r.status, 409);
+    let r = api
+        .json(
+            "POST",
+            "/v1/locks/sync/renew",
+            json!({"token": token, "ttl": "1m"}),
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    let r = api
+        .json("DELETE", "/v1/locks/sync", json!({"token": "wrong"}))
+        .await;
+    assert_eq!(r.status, 409);
+    let r = api
+        .json("DELETE", "/v1/locks/sync", json!({"token": token}))
+        .await;
+    assert_eq!(r.status, 204);
+    let r = api.json("POST", "/v1/locks/sync", json!({})).await;
+    assert!(r.json()["fence"].as_u64().unwrap() > fence);
+
+    // 1 r/m with burst 2: three pass, the fourth is refused with Retry-After.
+    for i in 0..3 {
+        let r = api
+            .json(
+                "POST",
+                "/v1/ratelimit/ip:1",
+                json!({"rate": "1r/m", "burst": 2}),
+            )
+            .await;
+        assert_eq!(r.json()["allowed"], true, "request {i}: {}", r.text());
+    }
+    let r = api
+        .json(
+            "POST",
+            "/v1/ratelimit/ip:1",
+            json!({"rate": "1r/m", "burst": 2}),
+        )
+        .await;
+    assert_eq!(r.json()["allowed"], false);
+    let after: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&after), "{after}");
+    let r = api
+        .json(
+            "POST",
+            "/v1/ratelimit/ip:1",
+            json!({"rate": "10 per second"}),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(r.json()["hint"].as_str().unwrap().contains("r/s"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_down_is_503_with_the_reason_and_cache_answers_from_l1() {
+    let api = Api::start(true).await;
+    let r = api
+        .json("POST", "/v1/sessions", json!({"data": {"a": 1}}))
+        .await;
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    api.call("PUT", "/v1/cache/ns/hot", b"warm").await;
+
+    api.store().unreliable().unwrap().set_down(true);
+    let r = api.call("GET", &format!("/v1/sessions/{id}"), b"").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("unavailable"),
+        "{}",
+        r.text()
+    );
+    assert!(r.json()["hint"].as_str().unwrap().contains("retry"));
+    let r = api.call("GET", "/v1/cache/ns/hot", b"").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body, b"warm");
+    assert_eq!(r.header("x-cache"), Some("HIT-L1"));
+    assert_eq!(api.call("GET", "/v1/cache/ns/cold", b"").await.status, 503);
+    assert_eq!(
+        api.json("POST", "/v1/queues/q/jobs", json!({"name": "x"}))
+            .await
+            .status,
+        503
+    );
+    assert_eq!(api.raw("GET", "/health", &[], b"").await.status, 503);
+
+    api.store().unreliable().unwrap().set_down(false);
+    assert_eq!(
+        api.call("GET", &format!("/v1/sessions/{id}"), b"")
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_over_the_limit_are_413() {
+    let api = Api::start_with(false, herd_services::ServicesConfig::default(), 1024).await;
+    let big = vec![b'x'; 4096];
+    let r = api.call("PUT", "/v1/cache/ns/big", &big).await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(r.json()["hint"].as_str().unwrap().contains("smaller"));
+    let r = api.call("PUT", "/v1/cache/ns/small", &big[..100]).await;
+    assert_eq!(r.status, 204);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fences_strictly_increase_under_contention_over_http() {
+    let api = std::sync::Arc::new(Api::start(false).await);
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let api = std::sync::Arc::clone(&api);
+        tasks.push(tokio::spawn(async move {
+            let mut fences = Vec::new();
+            for _ in 0..4 {
+                let r = api
+                    .json(
+                        "POST",
+                        "/v1/locks/shared",
+                        json!({"ttl": "30s", "wait": "60s"}),
+                    )
+                    .await;
+                assert_eq!(r.status, 200, "{}", r.text());
+                fences.push(r.json()["fence"].as_u64().unwrap());
+                let token = r.json()["token"].clone();
+                let r = api
+                    .json("DELETE", "/v1/locks/shared", json!({"token": token}))
+                    .await;
+                assert_eq!(r.status, 204, "{}", r.text());
+            }
+            fences
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        let fences = t.await.unwrap();
+        assert!(fences.windows(2).all(|w| w[0] < w[1]), "{fences:?}");
+        all.extend(fences);
+    }
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 24, "every acquisition has its own fence");
+}

@@ -1,0 +1,430 @@
+//! Queue behaviour against the embedded store with a manual clock: priority, delay, dedupe,
+//! retry with backoff, dead letters, stalled re-delivery, pause, rate limit, concurrency cap,
+//! repeatable jobs, long-poll wake-up, and a restart that loses no job.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use herd_services::queue::{
+    Backoff, BackoffKind, Limiter, NewJob, QueueConfig, QueueSettings, Repeat, State,
+};
+use herd_services::{ManualClock, ServiceError, ServicesConfig};
+use serde_json::json;
+
+const T0: i64 = 1_800_000_000_000;
+
+async fn setup(config: QueueConfig) -> (TempDir, Node, Arc<ManualClock>) {
+    let dir = TempDir::new("queue");
+    let store = open_store(&dir, false).await;
+    let clock = Arc::new(ManualClock::new(T0));
+    let node = Node::with_clock(
+        &store,
+        ServicesConfig {
+            queues: config,
+            ..ServicesConfig::default()
+        },
+        clock.clone(),
+    );
+    (dir, node, clock)
+}
+
+fn job(name: &str) -> NewJob {
+    NewJob::new(name, json!({}))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priority_then_order_of_adding_and_delay() {
+    let (_d, node, clock) = setup(QueueConfig::default()).await;
+    let q = &node.services.queues;
+    let mut later = job("delayed");
+    later.delay = Duration::from_secs(10);
+    q.add("p", later).await.unwrap();
+    q.add("p", job("none-1")).await.unwrap();
+    let mut low = job("prio-5");
+    low.priority = 5;
+    q.add("p", low).await.unwrap();
+    let mut high = job("prio-1");
+    high.priority = 1;
+    q.add("p", high).await.unwrap();
+    q.add("p", job("none-2")).await.unwrap();
+    let got = q.reserve("p", 10, None, Duration::ZERO).await.unwrap();
+    let names: Vec<&str> = got.iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(names, ["prio-1", "prio-5", "none-1", "none-2"]);
+    assert_eq!(q.counts("p").await.unwrap().delayed, 1);
+    clock.advance(Duration::from_secs(10));
+    let got = q.reserve("p", 10, None, Duration::ZERO).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].name, "delayed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedupe_by_job_id() {
+    let (_d, node, _clock) = setup(QueueConfig::default()).await;
+    let q = &node.services.queues;
+    let mut a = job("a");
+    a.job_id = Some("order-7".into());
+    assert_eq!(q.add("d", a.clone()).await.unwrap(), "order-7");
+    assert_eq!(q.add("d", a.clone()).await.unwrap(), "order-7");
+    assert_eq!(q.counts("d").await.unwrap().waiting, 1);
+    let got = q.reserve("d", 5, None, Duration::ZERO).await.unwrap();
+    q.ack("d", "order-7", &got[0].lease_token, None)
+        .await
+        .unwrap();
+    // Still deduped while the completed record is kept.
+    assert_eq!(q.add("d", a).await.unwrap(), "order-7");
+    assert_eq!(q.counts("d").await.unwrap().waiting, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_with_exponential_backoff_then_dead_letter() {
+    let (_d, node, clock) = setup(QueueConfig::default()).await;
+    let q = &node.services.queues;
+    let mut j = job("flaky");
+    j.attempts = 3;
+    j.backoff = Some(Backoff {
+        kind: BackoffKind::Exponential,
+        delay_ms: 1000,
+        jitter: 0.0,
+    });
+    let id = q.add("r", j).await.unwrap();
+    for (attempt, wait_ms) in [(1u32, 1000u64), (2, 2000)] {
+        let got = q.reserve("r", 1, None, Duration::ZERO).await.unwrap();
+        assert_eq!(got[0].attempt, attempt);
+        let state = q
+            .fail("r", &id, &got[0].lease_token, "boom", true)
+            .await
+            .unwrap();
+        assert_eq!(state, State::Waiting);
+        clock.advance(Duration::from_millis(wait_ms - 1));
+        assert!(
+            q.reserve("r", 1, None, Duration::ZERO)
+                .await
+                .unwrap()
+                .is_empty(),
+            "backoff {wait_ms} ms not over"
+        );
+        clock.advance(Duration::from_millis(1));
+    }
+    let got = q.reserve("r", 1, None, Duration::ZERO).await.unwrap();
+    assert_eq!(got[0].attempt, 3);
+    // The old token no longer works.
+    let err = q.ack("r", &id, "stale", None).await.unwrap_err();
+    assert!(matches!(err, ServiceError::WrongLease { .. }), "{err}");
+    assert_eq!(
+        q.fail("r", &id, &got[0].lease_token, "boom", true)
+            .await
+            .unwrap(),
+        State::Failed
+    );
+    let dead = q.dead_letters("r", 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].errors.len(), 3);
+    q.retry_dead("r", &id).await.unwrap();
+    let got = q.reserve("r", 1, None, Duration::ZERO).await.unwrap();
+    assert_eq!(
+        got[0].attempt, 1,
+        "retry from the dead-letter set resets attempts"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_leases_are_redelivered_then_dead_lettered() {
+    let (_d, node, clock) = setup(QueueConfig::default()).await;
+    let q = &node.services.queues;
+    let id = q.add("s", job("slow")).await.unwrap();
+    let first = q
+        .reserve("s", 1, Some(Duration::from_secs(5)), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    // Extending keeps it leased past the first deadline.
+    q.extend("s", &id, &first[0].lease_token, Duration::from_secs(10))
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(6));
+    assert!(q
+        .reserve("s", 1, None, Duration::ZERO)
+        .await
+        .unwrap()
+        .is_empty());
+    clock.advance(Duration::from_secs(5));
+    let second = q
+        .reserve("s", 1, Some(Duration::from_secs(5)), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(second.len(), 1, "stalled job re-delivered");
+    assert_eq!(second[0].attempt, 2);
+    let err = q
+        .ack("s", &id, &first[0].lease_token, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ServiceError::WrongLease { .. }));
+    // A second stall exceeds max_stalled (1): dead-lettered.
+    clock.advance(Duration::from_secs(6));
+    assert!(q
+        .reserve("s", 1, None, Duration::ZERO)
+        .await
+        .unwrap()
+        .is_empty());
+    let rec = q.get("s", &id).await.unwrap();
+    assert_eq!(rec.state, State::Failed);
+    assert!(rec.failed_reason.unwrap().contains("stalled"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reserve_that_died_before_writing_its_records_loses_nothing() {
+    let dir = TempDir::new("restart");
+    let store = open_store(&dir, false).await;
+    let clock = Arc::new(ManualClock::new(T0));
+    let node = Node::with_clock(&store, ServicesConfig::default(), clock.clone());
+    let q = &node.services.queues;
+    q.add("c", job("precious")).await.unwrap();
+    // The crash window: a reserve moved the member to `active` (one atomic call) and died
+    // before writing the record. Do exactly that call by hand.
+    let moved = herd_store::Backend::zmove(
+        store.as_ref(),
+        "herd:{q:c}:waiting",
+        "herd:{q:c}:active",
+        f64::INFINITY,
+        1,
+        (T0 + 30_000) as f64,
+    )
+    .await
+    .unwrap();
+    assert_eq!(moved.len(), 1);
+    assert!(q
+        .reserve("c", 1, None, Duration::ZERO)
+        .await
+        .unwrap()
+        .is_empty());
+    clock.advance(Duration::from_secs(31));
+    let got = q.reserve("c", 1, None, Duration::ZERO).await.unwrap();
+    assert_eq!(
+        got.len(),
+        1,
+        "the job comes back after the dead reserve's lease"
+    );
+    assert_eq!(got[0].name, "precious");
+    assert_eq!(got[0].attempt, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_holds_jobs_and_resume_releases_them() {
+    let (_d, node, _clock) = setup(QueueConfig::default()).await;
+    let q = &node.services.queues;
+    q.pause("z").await.unwrap();
+    q.add("z", job("a")).await.unwrap();
+    let c = q.counts("z").await.unwrap();
+    assert_eq!((c.waiting, c.paused, c.is_paused), (0, 1, true));
+    assert!(q
+        .reserve("z", 1, None, Duration::ZERO)
+        .await
+        .unwrap()
+        .is_empty());
+    q.resume("z").await.unwrap();
+    assert_eq!(
+        q.reserve("z", 1, None, Duration::ZERO).await.unwrap().len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_and_concurrency_cap() {
+    let mut config = QueueConfig::default();
+    config.queues.insert(
+        "limited".into(),
+        QueueSettings {
+            limiter: Some(Limiter {
+                max: 3,
+                duration: Duration::from_secs(60),
+            }),
+            concurrency: None,
+        },
+    );
+    config.queues.insert(
+        "capped".into(),
+        QueueSettings {
+            limiter: None,
+            concurrency: Some(2),
+        },
+    );
+    let (_d, node, _clock) = setup(config).await;
+    let q = &node.services.queues;
+    for name in ["limited", "capped"] {
+        q.add_bulk(name, (0..5).map(|i| job(&format!("j{i}"))).collect())
+            .await
+            .unwrap();
+    }
+    let got = q.reserve("limited", 5, None, Duration::ZERO).await.unwrap();
+    assert_eq!(got.len(), 3, "3 per minute");
+    assert!(q
+        .reserve("limited", 5, None, Duration::ZERO)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let got = q.reserve("capped", 5, None, Duration::ZERO).await.unwrap();
+    assert_eq!(got.len(), 2, "2 active at most");
+    assert!(q
+        .reserve("capped", 5, None, Duration::ZERO)
+        .await
+        .unwrap()
+        .is_empty());
+    q.ack("capped", &got[0].id, &got[0].lease_token, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        q.reserve("capped", 5, None, Duration::ZERO)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_on_complete_keeps_the_last_n() {
+    let (_d, node, _clock) = setup(QueueConfig::default()).await;
+    let q = &node.services.queues;
+    for i in 0..4 {
+        let mut j = job(&format!("j{i}"));
+        j.keep_completed = Some(2);
+        q.add("k", j).await.unwrap();
+    }
+    for j in q.reserve("k", 4, None, Duration::ZERO).await.unwrap() {
+        q.ack("k", &j.id, &j.lease_token, Some(json!(1)))
+            .await
+            .unwrap();
+    }
+    assert_eq!(q.counts("k").await.unwrap().completed, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeatable_every_adds_one_job_per_firing() {
+    let (_d, node, clock) = setup(QueueConfig::default()).await;
+    let q = &node.services.queues;
+    let spec = serde_json::from_value(json!({"name": "tick"})).unwrap();
+    let info = q
+        .set_schedule(
+            "rep",
+            "ticker",
+            Repeat::Every(Duration::from_secs(60)),
+            spec,
+        )
+        .await
+        .unwrap();
+    assert_eq!(info.next_ms, T0 + 60_000);
+    assert!(q
+        .reserve("rep", 5, None, Duration::ZERO)
+        .await
+        .unwrap()
+        .is_empty());
+    clock.advance(Duration::from_secs(60));
+    let got = q.reserve("rep", 5, None, Duration::ZERO).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].id, format!("repeat:ticker:{}", T0 + 60_000));
+    q.ack("rep", &got[0].id, &got[0].lease_token, None)
+        .await
+        .unwrap();
+    // Ten missed firings add one job, not ten.
+    clock.advance(Duration::from_secs(600));
+    let got = q.reserve("rep", 20, None, Duration::ZERO).await.unwrap();
+    assert_eq!(got.len(), 1);
+    q.ack("rep", &got[0].id, &got[0].lease_token, None)
+        .await
+        .unwrap();
+    q.delete_schedule("rep", "ticker").await.unwrap();
+    clock.advance(Duration::from_secs(600));
+    assert!(q
+        .reserve("rep", 20, None, Duration::ZERO)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_wakes_on_an_add_from_another_node() {
+    let dir = TempDir::new("poll");
+    let store = open_store(&dir, false).await;
+    let a = Node::start(&store, ServicesConfig::default());
+    let b = Node::start(&store, ServicesConfig::default());
+    let waiter = {
+        let services = Arc::clone(&a.services);
+        tokio::spawn(async move {
+            services
+                .queues
+                .reserve("lp", 1, None, Duration::from_secs(20))
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    b.services.queues.add("lp", job("wake")).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(15), waiter)
+        .await
+        .expect("reserve should return once the job is added")
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].name, "wake");
+    // With nothing to get, a short wait returns empty.
+    assert!(a
+        .services
+        .queues
+        .reserve("lp", 1, None, Duration::from_millis(100))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cron_schedule_fires_in_its_zone() {
+    let (_d, node, clock) = setup(QueueConfig::default()).await;
+    let q = &node.services.queues;
+    let repeat =
+        herd_services::queue::Queues::parse_repeat(None, Some("*/5 * * * *"), Some("Asia/Kolkata"))
+            .unwrap();
+    let spec = serde_json::from_value(json!({"name": "poll", "priority": 1})).unwrap();
+    let info = q
+        .set_schedule("cron", "poller", repeat, spec)
+        .await
+        .unwrap();
+    // T0 is a whole minute; the next five-minute mark (Kolkata is UTC+5:30) is at most 5 min on.
+    assert!(
+        info.next_ms > T0 && info.next_ms <= T0 + 300_000,
+        "{info:?}"
+    );
+    clock.advance(Duration::from_millis(
+        u64::try_from(info.next_ms - T0).unwrap(),
+    ));
+    let got = q.reserve("cron", 5, None, Duration::ZERO).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].name, "poll");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_long_polls_and_background_tasks() {
+    let (_d, node, _clock) = setup(QueueConfig::default()).await;
+    let waiter = {
+        let services = Arc::clone(&node.services);
+        tokio::spawn(async move {
+            services
+                .queues
+                .reserve("idle", 1, None, Duration::from_secs(120))
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    node.shutdown.cancel();
+    let got = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("a long-poll ends at shutdown")
+        .unwrap();
+    assert!(got.is_empty());
+    tokio::time::timeout(Duration::from_secs(10), node.services.closed())
+        .await
+        .expect("background tasks stop at shutdown");
+}

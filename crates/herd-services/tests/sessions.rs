@@ -1,0 +1,86 @@
+//! Session TTLs against the embedded store's own clock: rolling sessions stay alive while
+//! read, others expire. Sleeps are far from the TTL boundaries so machine speed never decides.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use herd_services::sessions::SessionConfig;
+use herd_services::{ServiceError, ServicesConfig};
+use serde_json::{json, Map};
+
+fn data() -> Map<String, serde_json::Value> {
+    json!({"user": "ada"}).as_object().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_sessions_live_while_read_and_others_expire() {
+    let dir = TempDir::new("sessions");
+    let store = open_store(&dir, false).await;
+    let rolling = Node::start(
+        &store,
+        ServicesConfig {
+            sessions: SessionConfig {
+                default_ttl: Duration::from_secs(2),
+                rolling: true,
+            },
+            ..ServicesConfig::default()
+        },
+    );
+    let fixed = Node::start(&store, ServicesConfig::default());
+    let kept = rolling
+        .services
+        .sessions
+        .create(data(), None)
+        .await
+        .unwrap();
+    let short = fixed
+        .services
+        .sessions
+        .create(data(), Some(Duration::from_millis(300)))
+        .await
+        .unwrap();
+    // 3.2 s in all, a read every 400 ms: well past the 2 s TTL, never near it between reads.
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        rolling.services.sessions.get(&kept.id).await.unwrap();
+    }
+    let err = fixed.services.sessions.get(&short.id).await.unwrap_err();
+    assert!(matches!(err, ServiceError::NotFound { .. }), "{err}");
+    // Garbage ids are a plain 404, without touching the store's key space.
+    let err = fixed.services.sessions.get("../../etc").await.unwrap_err();
+    assert!(matches!(err, ServiceError::NotFound { .. }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn if_match_guards_every_write() {
+    let dir = TempDir::new("cas");
+    let store = open_store(&dir, false).await;
+    let node = Node::start(&store, ServicesConfig::default());
+    let s = &node.services.sessions;
+    let r = s.create(data(), None).await.unwrap();
+    let v2 = s.put(&r.id, data(), Some(r.version)).await.unwrap();
+    assert_eq!(v2.version, 2);
+    for err in [
+        s.put(&r.id, data(), Some(1)).await.unwrap_err(),
+        s.patch(&r.id, data(), Some(1)).await.unwrap_err(),
+        s.delete(&r.id, Some(1)).await.unwrap_err(),
+    ] {
+        assert!(
+            matches!(
+                err,
+                ServiceError::VersionMismatch {
+                    current: Some(2),
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+    s.delete(&r.id, Some(2)).await.unwrap();
+    assert!(matches!(
+        s.regenerate(&r.id).await.unwrap_err(),
+        ServiceError::NotFound { .. }
+    ));
+}
