@@ -60,6 +60,17 @@ pub(crate) struct RawServices {
     pub(crate) session_ttl: Option<Val>,
     pub(crate) rolling_sessions: Option<Spanned<bool>>,
     pub(crate) cache: Option<BTreeMap<String, RawCacheStrategy>>,
+    pub(crate) job_lease: Option<Val>,
+    pub(crate) max_stalled: Option<Int>,
+    pub(crate) queue: Option<BTreeMap<String, RawQueue>>,
+}
+
+/// `[services.queue.NAME]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawQueue {
+    pub(crate) rate: Option<Str>,
+    pub(crate) concurrency: Option<Int>,
 }
 
 /// `[services.cache.NAME]`.

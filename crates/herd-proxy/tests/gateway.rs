@@ -221,8 +221,8 @@ async fn a_post_whose_connection_breaks_after_sending_is_not_replayed() {
 }
 
 #[tokio::test]
-async fn by_default_only_connect_failures_are_retried() {
-    let gw = gateway("").await;
+async fn with_retry_on_connect_failure_alone_a_broken_get_is_not_resent() {
+    let gw = gateway("retry_on = [\"connect-failure\"]").await;
     let a = endpoint(1, "web-1", backend("a").await);
     let b = endpoint(2, "web-2", backend("b").await);
     let (sa, sb) = (Arc::clone(&a.stats), Arc::clone(&b.stats));
@@ -232,7 +232,23 @@ async fn by_default_only_connect_failures_are_retried() {
     assert_eq!(
         sa.requests() + sb.requests(),
         1,
-        "retry_on defaults to connect-failure"
+        "only connect failures are retried"
+    );
+}
+
+#[tokio::test]
+async fn by_default_a_get_whose_backend_broke_goes_to_another_instance() {
+    let gw = gateway("").await;
+    let a = endpoint(1, "web-1", backend("a").await);
+    let b = endpoint(2, "web-2", backend("b").await);
+    let (sa, sb) = (Arc::clone(&a.stats), Arc::clone(&b.stats));
+    gw.gw.set_endpoints("web", vec![a, b]);
+    let (status, _) = send(gw.addr, get("/close")).await;
+    assert_eq!(status, 502, "both instances break the connection");
+    assert_eq!(
+        sa.requests() + sb.requests(),
+        2,
+        "retry_on defaults to connect-failure and reset (nginx proxy_next_upstream error)"
     );
 }
 

@@ -57,6 +57,22 @@ fn services_config(config: &Config) -> ServicesConfig {
     if let Some(d) = s.cache.get("default") {
         out.cache.default = strategy(d);
     }
+    out.queues.default_lease = s.job_lease;
+    out.queues.max_stalled = s.max_stalled;
+    out.queues.queues = s
+        .queues
+        .iter()
+        .map(|(name, q)| {
+            let settings = herd_services::queue::QueueSettings {
+                limiter: q.rate.map(|r| herd_services::queue::Limiter {
+                    max: r.requests,
+                    duration: r.per,
+                }),
+                concurrency: q.concurrency,
+            };
+            (name.clone(), settings)
+        })
+        .collect();
     out.cache.l1_capacity = s
         .cache
         .values()

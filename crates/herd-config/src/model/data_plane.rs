@@ -17,7 +17,9 @@ pub struct DataPlane {
     /// `retries`, default 3 (HAProxy `retries`): attempts after the first for a request that
     /// reached a backend. Connect failures move on regardless (the request was never sent).
     pub retries: u32,
-    /// `retry_on`, default `["connect-failure"]` (HAProxy `retry-on`).
+    /// `retry_on`, default `["connect-failure", "reset"]` (HAProxy `retry-on` names; the default
+    /// is nginx's `proxy_next_upstream error`: an idempotent request whose connection broke is
+    /// sent to another instance, so an instance that dies mid-request costs the client nothing).
     pub retry_on: RetryOn,
     /// `retry_budget`, default 0.2: retries may add at most this fraction of the app's requests
     /// over a 10 s window, with a floor of 10 retries per second (Finagle's `RetryBudget`).
@@ -36,7 +38,7 @@ pub struct DataPlane {
 
 /// `retry_on`: which outcomes of a request that reached a backend are retried (idempotent,
 /// bodiless requests only). A connect failure is always retried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryOn {
     /// `"502"`, `"503"`, `"504"`: the backend answered with this status.
     pub status_502: bool,
@@ -48,7 +50,29 @@ pub struct RetryOn {
     pub timeout: bool,
 }
 
+impl Default for RetryOn {
+    /// `["connect-failure", "reset"]`.
+    fn default() -> Self {
+        RetryOn {
+            reset: true,
+            ..RetryOn::none()
+        }
+    }
+}
+
 impl RetryOn {
+    /// `["connect-failure"]` alone: nothing that reached a backend is retried.
+    #[must_use]
+    pub fn none() -> Self {
+        RetryOn {
+            status_502: false,
+            status_503: false,
+            status_504: false,
+            reset: false,
+            timeout: false,
+        }
+    }
+
     /// Whether a backend answer with `status` is retried.
     #[must_use]
     pub fn status(&self, status: u16) -> bool {

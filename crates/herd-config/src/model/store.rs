@@ -47,6 +47,23 @@ pub struct Services {
     /// `[services.cache.NAME]`: per-namespace cache strategies; namespaces not named here use
     /// `[services.cache.default]` if present, else the built-in default.
     pub cache: BTreeMap<String, CacheStrategy>,
+    /// `job_lease`, default 30 s (BullMQ's lock, SQS's visibility timeout): a reserved job's
+    /// lease when `reserve` names none.
+    pub job_lease: Duration,
+    /// `max_stalled`, default 1 (BullMQ `maxStalledCount`): lease expiries a job survives
+    /// before it is dead-lettered.
+    pub max_stalled: u32,
+    /// `[services.queue.NAME]`: per-queue limits.
+    pub queues: BTreeMap<String, QueueLimits>,
+}
+
+/// `[services.queue.NAME]`: BullMQ's `limiter` and a cluster-wide concurrency cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueLimits {
+    /// `rate = "100r/s"`: jobs reserved per second or minute at most, across every node.
+    pub rate: Option<crate::Rate>,
+    /// `concurrency`: jobs active (reserved, not yet acked or failed) at most, across every node.
+    pub concurrency: Option<u32>,
 }
 
 /// One cache namespace's strategy (the seed's memoryTTL / sharedTTL / refreshThreshold).

@@ -217,7 +217,7 @@ impl Validator<'_> {
 
     fn retry_on(&mut self, v: &Val, key: &str) -> RetryOn {
         let example = "retry_on = [\"connect-failure\", \"503\", \"reset\"]";
-        let mut on = RetryOn::default();
+        let mut on = RetryOn::none();
         for (s, span) in self.strings(v, key, example) {
             match s {
                 "connect-failure" => {}

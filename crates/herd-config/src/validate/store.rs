@@ -168,6 +168,9 @@ impl Validator<'_> {
             session_ttl: d::SESSION_TTL,
             rolling_sessions: true,
             cache: BTreeMap::new(),
+            job_lease: Duration::from_secs(30),
+            max_stalled: 1,
+            queues: BTreeMap::new(),
         };
         let Some(s) = &raw.services else {
             return out;
@@ -217,6 +220,33 @@ impl Validator<'_> {
             true,
         );
         out.rolling_sessions = s.rolling_sessions.as_ref().is_none_or(|r| *r.get_ref());
+        out.job_lease = self.duration(
+            s.job_lease.as_ref(),
+            "services.job_lease",
+            Duration::from_secs(30),
+            true,
+        );
+        out.max_stalled = self.u32(s.max_stalled.as_ref(), "services.max_stalled", 1, 0);
+        for (name, q) in s.queue.iter().flatten() {
+            let p = format!("services.queue.{name}");
+            let mut limits = crate::model::QueueLimits::default();
+            if let Some(r) = &q.rate {
+                match super::rate_limit::parse_rate(r.get_ref()) {
+                    Ok(rate) => limits.rate = Some(rate),
+                    Err(e) => self.err(
+                        &r.span(),
+                        &format!("{p}.rate"),
+                        e,
+                        Some("e.g. rate = \"100r/s\" or \"600r/m\" (jobs reserved, across every node)".into()),
+                    ),
+                }
+            }
+            if q.concurrency.is_some() {
+                limits.concurrency =
+                    Some(self.u32(q.concurrency.as_ref(), &format!("{p}.concurrency"), 1, 1));
+            }
+            out.queues.insert(name.clone(), limits);
+        }
         if let Some(cache) = &s.cache {
             for (name, strategy) in cache {
                 let p = format!("services.cache.{name}");
