@@ -84,3 +84,44 @@ async fn if_match_guards_every_write() {
         ServiceError::NotFound { .. }
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_puts_without_if_match_all_succeed_last_write_wins() {
+    let dir = TempDir::new("sessions-put");
+    let store = open_store(&dir, false).await;
+    let node = Node::start(&store, ServicesConfig::default());
+    let s = node.services.sessions.create(data(), None).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let services = std::sync::Arc::clone(&node.services);
+        let id = s.id.clone();
+        tasks.push(tokio::spawn(async move {
+            let d = json!({"n": i}).as_object().unwrap().clone();
+            services.sessions.put(&id, d, None).await
+        }));
+    }
+    let mut versions = Vec::new();
+    for t in tasks {
+        versions.push(
+            t.await
+                .unwrap()
+                .expect("an unconditional PUT never conflicts")
+                .version,
+        );
+    }
+    versions.sort_unstable();
+    versions.dedup();
+    assert_eq!(versions.len(), 20, "each PUT wrote its own version");
+    let now = node.services.sessions.get(&s.id).await.unwrap();
+    assert_eq!(now.version, *versions.last().unwrap());
+    // With If-Match, a stale version is refused.
+    let stale = node
+        .services
+        .sessions
+        .put(&s.id, data(), Some(s.version))
+        .await;
+    assert!(
+        matches!(stale, Err(ServiceError::VersionMismatch { .. })),
+        "{stale:?}"
+    );
+}

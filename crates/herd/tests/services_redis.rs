@@ -199,3 +199,12 @@ async fn redis_outage_degrades_and_recovers() {
     let status: Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["state"], "ok", "{status}");
 }
+
+/// The queue's crash test on Redis: herd (a node) SIGKILLed three times; the jobs live in Redis,
+/// leases run out and re-deliver what the killed node had handed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queue_survives_kill_9_of_a_herd_node() {
+    let redis = Redis::start();
+    let mut herd = Herd::start(&config(&redis, ""));
+    crash::run(&mut herd, TOKEN, "redis").await;
+}

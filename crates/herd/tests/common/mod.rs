@@ -1,6 +1,8 @@
 //! Test harness: real `herd` processes on loopback, real demo-app instances, a small HTTP client.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod crash;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
