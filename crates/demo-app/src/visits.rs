@@ -75,6 +75,15 @@ fn session_cookie(headers: &HeaderMap) -> Option<String> {
         })
 }
 
+/// A services answer other than the expected one, as the demo's own 502.
+fn upstream(outcome: Result<(u16, Value), String>) -> Response {
+    let text = match outcome {
+        Ok((code, v)) => format!("services answered {code}: {v}\n"),
+        Err(e) => format!("services unreachable: {e}\n"),
+    };
+    (StatusCode::BAD_GATEWAY, text).into_response()
+}
+
 pub(crate) async fn visits(headers: HeaderMap) -> Response {
     let Some(s) = services() else {
         return (
@@ -88,20 +97,7 @@ pub(crate) async fn visits(headers: HeaderMap) -> Response {
         Some(id) => match call(s, "GET", &format!("/v1/sessions/{id}"), None).await {
             Ok((200, v)) => Some((id, v["data"]["visits"].as_u64().unwrap_or(0))),
             Ok((404, _)) => None,
-            Ok((code, v)) => {
-                return (
-                    StatusCode::BAD_GATEWAY,
-                    format!("services answered {code}: {v}\n"),
-                )
-                    .into_response()
-            }
-            Err(e) => {
-                return (
-                    StatusCode::BAD_GATEWAY,
-                    format!("services unreachable: {e}\n"),
-                )
-                    .into_response()
-            }
+            other => return upstream(other),
         },
         None => None,
     };
@@ -110,40 +106,14 @@ pub(crate) async fn visits(headers: HeaderMap) -> Response {
             let patch = json!({"data": {"visits": n + 1, "last_instance": instance}});
             match call(s, "PATCH", &format!("/v1/sessions/{id}"), Some(patch)).await {
                 Ok((200, _)) => (id, n + 1),
-                Ok((code, v)) => {
-                    return (
-                        StatusCode::BAD_GATEWAY,
-                        format!("services answered {code}: {v}\n"),
-                    )
-                        .into_response()
-                }
-                Err(e) => {
-                    return (
-                        StatusCode::BAD_GATEWAY,
-                        format!("services unreachable: {e}\n"),
-                    )
-                        .into_response()
-                }
+                other => return upstream(other),
             }
         }
         None => {
             let body = json!({"data": {"visits": 1, "last_instance": instance}});
             match call(s, "POST", "/v1/sessions", Some(body)).await {
                 Ok((201, v)) => (v["id"].as_str().unwrap_or_default().to_owned(), 1),
-                Ok((code, v)) => {
-                    return (
-                        StatusCode::BAD_GATEWAY,
-                        format!("services answered {code}: {v}\n"),
-                    )
-                        .into_response()
-                }
-                Err(e) => {
-                    return (
-                        StatusCode::BAD_GATEWAY,
-                        format!("services unreachable: {e}\n"),
-                    )
-                        .into_response()
-                }
+                other => return upstream(other),
             }
         }
     };
