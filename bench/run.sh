@@ -246,6 +246,7 @@ for p in "${BACKEND_PORTS[@]}" "$BASELINE_PORT" "$HERD_PORT" "$NGINX_PORT" "$HAP
     port_free "$p" || die "port 127.0.0.1:$p is already in use"
 done
 
+: >"$RESULTS_DIR/summary.md"
 log "results, configs and logs: $RESULTS_DIR"
 log "workloads: $WORKLOADS; threads=$THREADS duration=${DURATION}s connections=$CONNECTIONS wrk_threads=$WRK_THREADS pin: $PIN_DESC"
 
@@ -271,6 +272,15 @@ done
 for p in "${BACKEND_PORTS[@]}"; do
     wait_http "http://127.0.0.1:$p/" 30 || die "backend on port $p did not come up (see $RESULTS_DIR/backend-$p.log)"
 done
+
+# check_backends: all three backends still run (a figure measured without them means nothing).
+check_backends() {
+    local i
+    for i in "${!BACKEND_PIDS[@]}"; do
+        kill -0 "${BACKEND_PIDS[$i]}" 2>/dev/null ||
+            die "backend ${UPSTREAMS[$i]} (pid ${BACKEND_PIDS[$i]}) has exited (see $RESULTS_DIR/backend-${BACKEND_PORTS[$i]}.log)"
+    done
+}
 
 # ---------------------------------------------------------------- workloads
 declare -A RPS P50 P99 PCPU CPUS OTHER ERRS XFER TLSINFO OPENED ALIVE RSS0 RSS1 RSSPC PSSPC
@@ -473,12 +483,14 @@ measure_idle() {
 
 # measure_target NAME PORT PID: the current workload's measurement of one started target.
 measure_target() {
+    check_backends
     if [[ $TOOL == idle ]]; then
         measure_idle "$@"
     else
         ((BODY == 0)) || check_body "$1" "$2"
         measure "$@"
     fi
+    check_backends
 }
 
 # ---------------------------------------------------------------- targets
