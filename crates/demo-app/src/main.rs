@@ -4,6 +4,7 @@
 //! - `GET /` → `hello from <instance>`; `GET /health` → `ok`
 //! - `GET /work?ms=N` burns CPU for N ms; `GET /sleep?ms=N` waits N ms
 //! - `GET /alloc?mb=N` allocates and touches N MiB that stay allocated (grows RSS)
+//! - `GET /bytes/{n}` → n bytes (at most 16 MiB) from a static buffer, for large-body benchmarks
 //! - `POST /echo` returns the request body; `GET /ws` is a WebSocket echo
 //! - `GET /visits` counts visits in a herd session (the shared services, `visits`)
 //! - `GET /version` → the HTTP version the request came in (`HTTP/1.1`, or `HTTP/2.0` over h2c:
@@ -16,8 +17,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{WebSocket, WebSocketUpgrade};
-use axum::extract::Query;
-use axum::response::Response;
+use axum::extract::{Path, Query};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
@@ -25,6 +26,12 @@ use serde::Deserialize;
 mod visits;
 
 static HELD: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+/// Largest body `GET /bytes/{n}` serves.
+const MAX_BYTES: usize = 16 * 1024 * 1024;
+/// Zeroes in .bss: `/bytes/{n}` answers a slice of it without allocating or copying, so the
+/// backend costs next to nothing per byte and a benchmark measures the proxy in front of it.
+static ZEROES: [u8; MAX_BYTES] = [0; MAX_BYTES];
 
 #[derive(Deserialize)]
 struct Ms {
@@ -73,6 +80,18 @@ async fn alloc(Query(q): Query<Mb>) -> String {
     format!("holding {} MiB on {}\n", total / (1024 * 1024), instance())
 }
 
+async fn bytes(Path(n): Path<usize>) -> Response {
+    if n > MAX_BYTES {
+        let msg = format!("n must be at most {MAX_BYTES} (got {n})\n");
+        return (axum::http::StatusCode::BAD_REQUEST, msg).into_response();
+    }
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        axum::body::Bytes::from_static(&ZEROES[..n]),
+    )
+        .into_response()
+}
+
 async fn ws(up: WebSocketUpgrade) -> Response {
     up.on_upgrade(echo)
 }
@@ -113,6 +132,7 @@ async fn main() {
         .route("/work", get(work))
         .route("/sleep", get(sleep))
         .route("/alloc", get(alloc))
+        .route("/bytes/{n}", get(bytes))
         .route("/echo", post(|body: axum::body::Bytes| async move { body }))
         .route("/ws", get(ws))
         .route("/visits", get(visits::visits))
