@@ -48,7 +48,10 @@ impl Queues {
         Ok((rec, version))
     }
 
-    /// Marks a leased job completed, keeping `result`.
+    /// Marks a leased job completed, keeping `result`. With `remove_on_complete` (keep 0)
+    /// the record is deleted instead (compare-and-swap on its version: the ack's commit
+    /// point), then its member leaves `active`; dying in between leaves a member whose record
+    /// is gone, which stalled recovery or a reserve's claim drops.
     ///
     /// # Errors
     /// `NotFound`; `WrongLease` when the token is not the job's current lease; store errors.
@@ -65,18 +68,25 @@ impl Queues {
             let (mut rec, version) = self.leased(&keys, queue, id, token).await?;
             let old = rec.member();
             let now = self.clock.now_ms();
-            rec.state = State::Completed;
-            rec.finished_ms = Some(now);
-            rec.lease_token = None;
-            rec.result = result.clone();
-            rec.next_generation();
-            if !self.write(&keys, &rec, version).await? {
-                crate::sessions::backoff(attempt).await;
-                continue;
-            }
             if rec.keep_completed == Some(0) {
-                self.store.delete(&keys.job(id), Expect::Any).await?;
+                if !self
+                    .store
+                    .delete(&keys.job(id), Expect::Version(version))
+                    .await?
+                {
+                    crate::sessions::backoff(attempt).await;
+                    continue;
+                }
             } else {
+                rec.state = State::Completed;
+                rec.finished_ms = Some(now);
+                rec.lease_token = None;
+                rec.result = result.clone();
+                rec.next_generation();
+                if !self.write(&keys, &rec, version).await? {
+                    crate::sessions::backoff(attempt).await;
+                    continue;
+                }
                 self.store
                     .zadd(&keys.completed(), &[(rec.member(), score(now))])
                     .await?;
@@ -90,6 +100,26 @@ impl Queues {
             what: format!("job {id}"),
             tries: TRIES,
         })
+    }
+
+    /// Acks a leased job, then leases up to `max` more without waiting (BullMQ's
+    /// `moveToFinished` fetching the next job): a worker's steady state is one call per job.
+    ///
+    /// # Errors
+    /// As [`Queues::ack`] (nothing is reserved then) and [`Queues::reserve`].
+    pub async fn ack_and_reserve(
+        &self,
+        queue: &str,
+        id: &str,
+        token: &str,
+        result: Option<Value>,
+        max: usize,
+        lease: Option<Duration>,
+    ) -> ServiceResult<Vec<super::Reserved>> {
+        // Bad reserve arguments are refused before the ack, so a refused call changed nothing.
+        super::reserve::check_reserve(max, lease)?;
+        self.ack(queue, id, token, result).await?;
+        self.reserve(queue, max, lease, Duration::ZERO).await
     }
 
     /// Records a failed delivery: retried after its backoff while attempts remain and `retry`
