@@ -22,6 +22,14 @@ pub struct Cleaned {
     pub removed: Vec<String>,
 }
 
+/// A committed ack: its old member, its new `completed` member and finish time (none when
+/// the record was deleted), and how many completed jobs to keep.
+struct Acked {
+    old: String,
+    completed: Option<(String, i64)>,
+    keep: Option<u64>,
+}
+
 fn wrong_lease(rec: &JobRecord) -> ServiceError {
     ServiceError::WrongLease {
         job: rec.id.clone(),
@@ -64,46 +72,15 @@ impl Queues {
     ) -> ServiceResult<()> {
         check_queue(queue)?;
         let keys = Keys::new(queue);
-        for attempt in 0..TRIES {
-            let (mut rec, version) = self.leased(&keys, queue, id, token).await?;
-            let old = rec.member();
-            let now = self.clock.now_ms();
-            if rec.keep_completed == Some(0) {
-                if !self
-                    .store
-                    .delete(&keys.job(id), Expect::Version(version))
-                    .await?
-                {
-                    crate::sessions::backoff(attempt).await;
-                    continue;
-                }
-            } else {
-                rec.state = State::Completed;
-                rec.finished_ms = Some(now);
-                rec.lease_token = None;
-                rec.result = result.clone();
-                rec.next_generation();
-                if !self.write(&keys, &rec, version).await? {
-                    crate::sessions::backoff(attempt).await;
-                    continue;
-                }
-                self.store
-                    .zadd(&keys.completed(), &[(rec.member(), score(now))])
-                    .await?;
-            }
-            self.store.zrem(&keys.active(), &[old]).await?;
-            self.trim(&keys, State::Completed, rec.keep_completed)
-                .await?;
-            return Ok(());
-        }
-        Err(ServiceError::Contended {
-            what: format!("job {id}"),
-            tries: TRIES,
-        })
+        let acked = self.ack_commit(&keys, queue, id, token, result).await?;
+        self.ack_finish(&keys, acked).await
     }
 
     /// Acks a leased job, then leases up to `max` more without waiting (BullMQ's
     /// `moveToFinished` fetching the next job): a worker's steady state is one call per job.
+    /// After the ack's commit point its clean-up (the old member leaving `active`) and the
+    /// reserve are independent, so they run side by side: on the embedded store their writes
+    /// share a commit, on Redis their round trips overlap.
     ///
     /// # Errors
     /// As [`Queues::ack`] (nothing is reserved then) and [`Queues::reserve`].
@@ -118,8 +95,78 @@ impl Queues {
     ) -> ServiceResult<Vec<super::Reserved>> {
         // Bad reserve arguments are refused before the ack, so a refused call changed nothing.
         super::reserve::check_reserve(max, lease)?;
-        self.ack(queue, id, token, result).await?;
-        self.reserve(queue, max, lease, Duration::ZERO).await
+        check_queue(queue)?;
+        let keys = Keys::new(queue);
+        let acked = self.ack_commit(&keys, queue, id, token, result).await?;
+        let (finished, jobs) = tokio::join!(
+            self.ack_finish(&keys, acked),
+            self.reserve(queue, max, lease, Duration::ZERO)
+        );
+        if let Err(e) = finished {
+            // The ack is committed; what is left over is what a crash there leaves, and
+            // recovery cleans it up. Failing now would strand the jobs just leased.
+            tracing::warn!(queue, job = id, error = %e, "ack committed but its clean-up failed; stalled recovery finishes it");
+        }
+        jobs
+    }
+
+    /// The ack's commit point: the record is deleted (`remove_on_complete`) or written
+    /// completed under a new generation. Returns what `ack_finish` needs.
+    async fn ack_commit(
+        &self,
+        keys: &Keys,
+        queue: &str,
+        id: &str,
+        token: &str,
+        result: Option<Value>,
+    ) -> ServiceResult<Acked> {
+        for attempt in 0..TRIES {
+            let (mut rec, version) = self.leased(keys, queue, id, token).await?;
+            let old = rec.member();
+            if rec.keep_completed == Some(0) {
+                if self
+                    .store
+                    .delete(&keys.job(id), Expect::Version(version))
+                    .await?
+                {
+                    return Ok(Acked {
+                        old,
+                        completed: None,
+                        keep: rec.keep_completed,
+                    });
+                }
+            } else {
+                let now = self.clock.now_ms();
+                rec.state = State::Completed;
+                rec.finished_ms = Some(now);
+                rec.lease_token = None;
+                rec.result = result.clone();
+                rec.next_generation();
+                if self.write(keys, &rec, version).await? {
+                    return Ok(Acked {
+                        old,
+                        completed: Some((rec.member(), now)),
+                        keep: rec.keep_completed,
+                    });
+                }
+            }
+            crate::sessions::backoff(attempt).await;
+        }
+        Err(ServiceError::Contended {
+            what: format!("job {id}"),
+            tries: TRIES,
+        })
+    }
+
+    /// After the commit: the new member into `completed`, the old one out of `active`, trim.
+    async fn ack_finish(&self, keys: &Keys, acked: Acked) -> ServiceResult<()> {
+        if let Some((member, now)) = acked.completed {
+            self.store
+                .zadd(&keys.completed(), &[(member, score(now))])
+                .await?;
+        }
+        self.store.zrem(&keys.active(), &[acked.old]).await?;
+        self.trim(keys, State::Completed, acked.keep).await
     }
 
     /// Records a failed delivery: retried after its backoff while attempts remain and `retry`
