@@ -1,7 +1,8 @@
 //! Reserving jobs: materialise due schedules, promote due delayed jobs, recover stalled ones
-//! (each at most once per interval per node, see `housekeep`), then lease waiting ones with one atomic `zmove(waiting → active)`. `reserve` long-polls:
-//! it waits for an add on this node or a message from another (`herd:{q:N}:events`), never
-//! longer than `wait`, and re-checks at least once a second for jobs that became due.
+//! (each at most once per interval per node, see `housekeep`), then lease waiting ones with
+//! one atomic `zmove(waiting → active)`. `reserve` long-polls: it waits for an add on this
+//! node or a message from another (`herd:{q:N}:events`), never longer than `wait`, and
+//! re-checks at least once a second for jobs that became due.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
