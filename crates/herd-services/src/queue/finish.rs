@@ -78,9 +78,10 @@ impl Queues {
 
     /// Acks a leased job, then leases up to `max` more without waiting (BullMQ's
     /// `moveToFinished` fetching the next job): a worker's steady state is one call per job.
-    /// After the ack's commit point its clean-up (the old member leaving `active`) and the
-    /// reserve are independent, so they run side by side: on the embedded store their writes
-    /// share a commit, on Redis their round trips overlap.
+    /// The reserve's reads (pause check, due housekeeping) run beside the ack's; after the
+    /// ack's commit point its clean-up (the old member leaving `active`) and the lease run
+    /// side by side: on the embedded store their writes can share a commit, on Redis their
+    /// round trips overlap.
     ///
     /// # Errors
     /// As [`Queues::ack`] (nothing is reserved then) and [`Queues::reserve`].
@@ -96,12 +97,21 @@ impl Queues {
         // Bad reserve arguments are refused before the ack, so a refused call changed nothing.
         super::reserve::check_reserve(max, lease)?;
         check_queue(queue)?;
+        let lease = lease.unwrap_or(self.config.default_lease);
         let keys = Keys::new(queue);
-        let acked = self.ack_commit(&keys, queue, id, token, result).await?;
-        let (finished, jobs) = tokio::join!(
-            self.ack_finish(&keys, acked),
-            self.reserve(queue, max, lease, Duration::ZERO)
+        let now = self.clock.now_ms();
+        let (acked, prepared) = tokio::join!(
+            self.ack_commit(&keys, queue, id, token, result),
+            self.reserve_prepare(queue, &keys, now)
         );
+        let acked = acked?;
+        let lease_next = async {
+            match prepared? {
+                Some(ran) => self.reserve_lease(queue, &keys, max, lease, now, ran).await,
+                None => Ok(Vec::new()),
+            }
+        };
+        let (finished, jobs) = tokio::join!(self.ack_finish(&keys, acked), lease_next);
         if let Err(e) = finished {
             // The ack is committed; what is left over is what a crash there leaves, and
             // recovery cleans it up. Failing now would strand the jobs just leased.

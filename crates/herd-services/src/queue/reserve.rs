@@ -148,26 +148,59 @@ impl Queues {
     ) -> ServiceResult<Vec<Reserved>> {
         let keys = Keys::new(queue);
         let now = self.clock.now_ms();
-        let local = self.local(queue);
-        let ran = local
+        match self.reserve_prepare(queue, &keys, now).await? {
+            Some(ran) => self.reserve_lease(queue, &keys, max, lease, now, ran).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// A reserve's first half, reads only unless housekeeping finds work: the chores that
+    /// are due, and the pause check beside them. `None` when the queue is paused, else the
+    /// chores it ran.
+    pub(super) async fn reserve_prepare(
+        &self,
+        queue: &str,
+        keys: &Keys,
+        now: i64,
+    ) -> ServiceResult<Option<Chores>> {
+        let ran = self
+            .local(queue)
             .housekeeping
             .lock()
             .unwrap()
             .take(now, Chores::default());
-        self.housekeep(queue, &keys, now, ran).await?;
-        if self.is_paused(&keys).await? {
-            return Ok(Vec::new());
-        }
-        let jobs = self.lease_and_claim(queue, &keys, max, lease, now).await?;
+        let (done, paused) =
+            tokio::join!(self.housekeep(queue, keys, now, ran), self.is_paused(keys));
+        done?;
+        Ok((!paused?).then_some(ran))
+    }
+
+    /// A reserve's second half: lease what is waiting; if nothing is, run the chores the
+    /// first half skipped and, if they moved anything, look once more.
+    pub(super) async fn reserve_lease(
+        &self,
+        queue: &str,
+        keys: &Keys,
+        max: usize,
+        lease: Duration,
+        now: i64,
+        ran: Chores,
+    ) -> ServiceResult<Vec<Reserved>> {
+        let jobs = self.lease_and_claim(queue, keys, max, lease, now).await?;
         if !jobs.is_empty() {
             return Ok(jobs);
         }
         let skipped = Chores::all_but(ran);
-        let forced = local.housekeeping.lock().unwrap().take(now, skipped);
-        if self.housekeep(queue, &keys, now, forced).await? == 0 {
+        let forced = self
+            .local(queue)
+            .housekeeping
+            .lock()
+            .unwrap()
+            .take(now, skipped);
+        if self.housekeep(queue, keys, now, forced).await? == 0 {
             return Ok(jobs);
         }
-        self.lease_and_claim(queue, &keys, max, lease, now).await
+        self.lease_and_claim(queue, keys, max, lease, now).await
     }
 
     /// Runs `chores`; returns how many members or schedules they handled.
