@@ -8,6 +8,8 @@
 #   RATE=5000        ops/s of the open-loop latency runs
 #   SECONDS_RUN=10   seconds of each latency run
 #   BUILD=1          0 skips `cargo build --release`
+#   NEXT=1           herd workers ack with "next" (the ack leases the next job: one call per job,
+#                    as BullMQ's moveToFinished); 0 reserves and acks in two calls
 #   REDIS_PORT=16390 SERVICES_PORT=19391 (herd embedded) SERVICES_REDIS_PORT=19392 (herd on Redis)
 set -euo pipefail
 
@@ -15,6 +17,9 @@ JOBS=${JOBS:-20000}
 RATE=${RATE:-5000}
 SECONDS_RUN=${SECONDS_RUN:-10}
 BUILD=${BUILD:-1}
+NEXT=${NEXT:-1}
+QUEUE_ARGS=()
+[ "$NEXT" = 0 ] && QUEUE_ARGS+=(--no-next)
 REDIS_PORT=${REDIS_PORT:-16390}
 SERVICES_PORT=${SERVICES_PORT:-19391}
 SERVICES_REDIS_PORT=${SERVICES_REDIS_PORT:-19392}
@@ -104,7 +109,7 @@ for c in 1 16; do
         [ "$store" = redis ] && port=$SERVICES_REDIS_PORT
         echo "## herd queue, concurrency $c (store: $store)"
         "$LOAD" --url "http://127.0.0.1:$port" --token "$TOKEN" queue --jobs "$JOBS" \
-            --concurrency "$c" | sed "s/^{/{\"store\":\"$store\",/"
+            --concurrency "$c" "${QUEUE_ARGS[@]}" | sed "s/^{/{\"store\":\"$store\",/"
     done
     echo "## BullMQ, concurrency $c (same Redis)"
     (cd "$ROOT/bench/bullmq" && REDIS_PORT=$REDIS_PORT JOBS=$JOBS CONCURRENCY=$c node bench.mjs)

@@ -24,6 +24,10 @@ pub(crate) struct Args {
     /// Jobs per reserve call (BullMQ's worker takes one at a time: 1 compares like for like).
     #[arg(long, default_value_t = 1)]
     batch: u32,
+    /// Ack without asking for the next job (one reserve and one ack call per job) instead of
+    /// acking with `next` (one call per job while jobs keep coming).
+    #[arg(long)]
+    no_next: bool,
 }
 
 pub(crate) async fn run(api: Api, args: Args) -> anyhow::Result<serde_json::Value> {
@@ -63,27 +67,43 @@ pub(crate) async fn run(api: Api, args: Args) -> anyhow::Result<serde_json::Valu
             args.jobs,
             args.batch,
         );
+        let with_next = !args.no_next;
         workers.spawn(async move {
             let reserve = json!({"max": batch, "lease": "30s", "wait": "1s"});
+            let next = json!({"max": batch, "lease": "30s"});
+            let mut held: Vec<serde_json::Value> = Vec::new();
             while acked.load(Ordering::Relaxed) < jobs {
+                if held.is_empty() {
+                    let got = api
+                        .json(
+                            Method::POST,
+                            &format!("/v1/queues/{queue}/reserve"),
+                            Some(&reserve),
+                        )
+                        .await?;
+                    held = got["jobs"].as_array().cloned().unwrap_or_default();
+                    held.reverse(); // pop() takes them in the order given
+                    continue;
+                }
+                let job = held.pop().context("no job held")?;
+                let id = job["id"].as_str().context("job without id")?.to_owned();
+                let mut body = json!({"lease_token": job["lease_token"]});
+                // The last job held asks for the next ones in its ack.
+                let ask = with_next && held.is_empty();
+                if ask {
+                    body["next"] = next.clone();
+                }
                 let got = api
                     .json(
                         Method::POST,
-                        &format!("/v1/queues/{queue}/reserve"),
-                        Some(&reserve),
-                    )
-                    .await?;
-                let list = got["jobs"].as_array().cloned().unwrap_or_default();
-                for job in list {
-                    let id = job["id"].as_str().context("job without id")?.to_owned();
-                    let token = job["lease_token"].clone();
-                    api.json(
-                        Method::POST,
                         &format!("/v1/queues/{queue}/jobs/{id}/ack"),
-                        Some(&json!({"lease_token": token})),
+                        Some(&body),
                     )
                     .await?;
-                    acked.fetch_add(1, Ordering::Relaxed);
+                acked.fetch_add(1, Ordering::Relaxed);
+                if ask {
+                    held = got["jobs"].as_array().cloned().unwrap_or_default();
+                    held.reverse();
                 }
             }
             anyhow::Ok(())
@@ -99,7 +119,7 @@ pub(crate) async fn run(api: Api, args: Args) -> anyhow::Result<serde_json::Valu
     let secs = start.elapsed().as_secs_f64();
     Ok(json!({
         "system": "herd", "jobs": args.jobs, "concurrency": args.concurrency,
-        "producers": args.producers, "seconds": (secs * 1000.0).round() / 1000.0,
+        "producers": args.producers, "next": !args.no_next, "seconds": (secs * 1000.0).round() / 1000.0,
         "jobs_per_s": (args.jobs as f64 / secs).round(),
         "add_per_s": (args.jobs as f64 / added_s).round(),
     }))

@@ -284,6 +284,95 @@ async fn cache_put_get_invalidate_and_stats() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ack_with_next_leases_the_following_job_in_the_same_call() {
+    let api = Api::start(false).await;
+    for name in ["a", "b"] {
+        let r = api
+            .json(
+                "POST",
+                "/v1/queues/chain/jobs",
+                json!({"name": name, "remove_on_complete": true}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let r = api
+        .json("POST", "/v1/queues/chain/reserve", json!({"max": 1}))
+        .await;
+    let first = r.json()["jobs"][0].clone();
+    assert_eq!(first["name"], "a");
+    let ack =
+        |j: &serde_json::Value| format!("/v1/queues/chain/jobs/{}/ack", j["id"].as_str().unwrap());
+    // Bad `next` is refused before the ack: the job stays leased.
+    let r = api
+        .json(
+            "POST",
+            &ack(&first),
+            json!({"lease_token": first["lease_token"], "next": {"max": 0}}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = api
+        .json(
+            "POST",
+            &ack(&first),
+            json!({"lease_token": first["lease_token"], "next": {"lease": "soon"}}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = api.call("GET", "/v1/queues/chain", b"").await;
+    assert_eq!(r.json()["active"], 1, "{}", r.text());
+
+    let r = api
+        .json(
+            "POST",
+            &ack(&first),
+            json!({"lease_token": first["lease_token"], "next": {"max": 5, "lease": "1m"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let jobs = r.json()["jobs"].as_array().unwrap().clone();
+    assert_eq!(jobs.len(), 1, "{}", r.text());
+    assert_eq!(jobs[0]["name"], "b");
+    assert_eq!(jobs[0]["attempt"], 1);
+    // The first job is gone (remove_on_complete), the second is leased.
+    let r = api
+        .call(
+            "GET",
+            &format!("/v1/queues/chain/jobs/{}", first["id"].as_str().unwrap()),
+            b"",
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    // Acking again with the spent token is a lease conflict, and reserves nothing.
+    let r = api
+        .json(
+            "POST",
+            &ack(&first),
+            json!({"lease_token": first["lease_token"], "next": {}}),
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    // Nothing left: 200 with an empty list; without `next`, 204 as before.
+    let r = api
+        .json(
+            "POST",
+            &ack(&jobs[0]),
+            json!({"lease_token": jobs[0]["lease_token"], "next": {}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["jobs"], json!([]));
+    let r = api.call("GET", "/v1/queues/chain", b"").await;
+    assert_eq!(
+        (r.json()["active"].as_u64(), r.json()["completed"].as_u64()),
+        (Some(0), Some(0)),
+        "{}",
+        r.text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_endpoints() {
     let api = Api::start(false).await;
     let r = api

@@ -286,6 +286,110 @@ async fn rate_limit_and_concurrency_cap() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ack_and_reserve_hands_out_the_next_job_and_deletes_with_remove_on_complete() {
+    let (_d, node, _clock) = setup(QueueConfig::default()).await;
+    let q = &node.services.queues;
+    for name in ["a", "b", "c"] {
+        let mut j = job(name);
+        j.keep_completed = Some(0);
+        q.add("n", j).await.unwrap();
+    }
+    let mut got = q.reserve("n", 1, None, Duration::ZERO).await.unwrap();
+    let mut names = Vec::new();
+    while let Some(j) = got.pop() {
+        names.push(j.name.clone());
+        got = q
+            .ack_and_reserve("n", &j.id, &j.lease_token, None, 1, None)
+            .await
+            .unwrap();
+        assert!(matches!(
+            q.get("n", &j.id).await,
+            Err(ServiceError::NotFound { .. })
+        ));
+    }
+    assert_eq!(names, ["a", "b", "c"]);
+    let c = q.counts("n").await.unwrap();
+    assert_eq!((c.waiting, c.active, c.completed), (0, 0, 0), "{c:?}");
+    // Invalid reserve arguments are refused before the ack.
+    q.add("n", job("d")).await.unwrap();
+    let d = q
+        .reserve("n", 1, None, Duration::ZERO)
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(matches!(
+        q.ack_and_reserve("n", &d.id, &d.lease_token, None, 0, None)
+            .await,
+        Err(ServiceError::Invalid { .. })
+    ));
+    assert_eq!(q.get("n", &d.id).await.unwrap().state, State::Active);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_that_died_after_deleting_the_record_leaves_nothing_behind() {
+    let dir = TempDir::new("ack-crash");
+    let store = open_store(&dir, false).await;
+    let clock = Arc::new(ManualClock::new(T0));
+    let node = Node::with_clock(&store, ServicesConfig::default(), clock.clone());
+    let q = &node.services.queues;
+    let mut j = job("once");
+    j.keep_completed = Some(0);
+    j.job_id = Some("once".into());
+    q.add("r", j.clone()).await.unwrap();
+    let got = q.reserve("r", 1, None, Duration::ZERO).await.unwrap();
+    assert_eq!(got.len(), 1);
+    // The crash window: the ack deleted the record (its commit point) and died before
+    // removing the member from `active`. Do exactly that call by hand.
+    assert!(herd_store::Backend::delete(
+        store.as_ref(),
+        "herd:{q:r}:job:once",
+        herd_store::Expect::Any
+    )
+    .await
+    .unwrap());
+    assert_eq!(q.counts("r").await.unwrap().active, 1);
+    clock.advance(Duration::from_secs(31));
+    assert!(q
+        .reserve("r", 1, None, Duration::ZERO)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        q.counts("r").await.unwrap().active,
+        0,
+        "stalled recovery drops the orphaned member"
+    );
+    // Again, but the same job_id is added before recovery drops the orphan (which has the
+    // new record's member name): the new job is delivered exactly once.
+    q.add("r", j.clone()).await.unwrap();
+    let got = q.reserve("r", 1, None, Duration::ZERO).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert!(herd_store::Backend::delete(
+        store.as_ref(),
+        "herd:{q:r}:job:once",
+        herd_store::Expect::Any
+    )
+    .await
+    .unwrap());
+    q.add("r", j).await.unwrap();
+    clock.advance(Duration::from_secs(31));
+    let again = q.reserve("r", 5, None, Duration::ZERO).await.unwrap();
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0].attempt, 1);
+    q.ack("r", &again[0].id, &again[0].lease_token, None)
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(31));
+    assert!(q
+        .reserve("r", 5, None, Duration::ZERO)
+        .await
+        .unwrap()
+        .is_empty());
+    let c = q.counts("r").await.unwrap();
+    assert_eq!((c.waiting, c.active, c.completed), (0, 0, 0), "{c:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remove_on_complete_keeps_the_last_n() {
     let (_d, node, _clock) = setup(QueueConfig::default()).await;
     let q = &node.services.queues;

@@ -116,6 +116,15 @@ async fn reserve(
 struct AckBody {
     lease_token: String,
     result: Option<Value>,
+    /// Lease the next jobs in the same call (a non-waiting reserve after the ack).
+    next: Option<NextBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NextBody {
+    max: Option<usize>,
+    lease: Option<String>,
 }
 
 async fn ack(
@@ -124,11 +133,23 @@ async fn ack(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let body: AckBody = json_body(body)?;
-    s.services
-        .queues
-        .ack(&q, &id, &body.lease_token, body.result)
+    let queues = &s.services.queues;
+    let Some(next) = body.next else {
+        queues.ack(&q, &id, &body.lease_token, body.result).await?;
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    };
+    let lease = opt_duration("next.lease", next.lease.as_deref())?;
+    let jobs = queues
+        .ack_and_reserve(
+            &q,
+            &id,
+            &body.lease_token,
+            body.result,
+            next.max.unwrap_or(1),
+            lease,
+        )
         .await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(Json(json!({ "jobs": jobs })).into_response())
 }
 
 #[derive(Deserialize)]

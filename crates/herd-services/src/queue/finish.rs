@@ -22,6 +22,14 @@ pub struct Cleaned {
     pub removed: Vec<String>,
 }
 
+/// A committed ack: its old member, its new `completed` member and finish time (none when
+/// the record was deleted), and how many completed jobs to keep.
+struct Acked {
+    old: String,
+    completed: Option<(String, i64)>,
+    keep: Option<u64>,
+}
+
 fn wrong_lease(rec: &JobRecord) -> ServiceError {
     ServiceError::WrongLease {
         job: rec.id.clone(),
@@ -48,7 +56,10 @@ impl Queues {
         Ok((rec, version))
     }
 
-    /// Marks a leased job completed, keeping `result`.
+    /// Marks a leased job completed, keeping `result`. With `remove_on_complete` (keep 0)
+    /// the record is deleted instead (compare-and-swap on its version: the ack's commit
+    /// point), then its member leaves `active`; dying in between leaves a member whose record
+    /// is gone, which stalled recovery or a reserve's claim drops.
     ///
     /// # Errors
     /// `NotFound`; `WrongLease` when the token is not the job's current lease; store errors.
@@ -61,35 +72,111 @@ impl Queues {
     ) -> ServiceResult<()> {
         check_queue(queue)?;
         let keys = Keys::new(queue);
+        let acked = self.ack_commit(&keys, queue, id, token, result).await?;
+        self.ack_finish(&keys, acked).await
+    }
+
+    /// Acks a leased job, then leases up to `max` more without waiting (BullMQ's
+    /// `moveToFinished` fetching the next job): a worker's steady state is one call per job.
+    /// The reserve's reads (pause check, due housekeeping) run beside the ack's; after the
+    /// ack's commit point its clean-up (the old member leaving `active`) and the lease run
+    /// side by side: on the embedded store their writes can share a commit, on Redis their
+    /// round trips overlap.
+    ///
+    /// # Errors
+    /// As [`Queues::ack`] (nothing is reserved then) and [`Queues::reserve`].
+    pub async fn ack_and_reserve(
+        &self,
+        queue: &str,
+        id: &str,
+        token: &str,
+        result: Option<Value>,
+        max: usize,
+        lease: Option<Duration>,
+    ) -> ServiceResult<Vec<super::Reserved>> {
+        // Bad reserve arguments are refused before the ack, so a refused call changed nothing.
+        super::reserve::check_reserve(max, lease)?;
+        check_queue(queue)?;
+        let lease = lease.unwrap_or(self.config.default_lease);
+        let keys = Keys::new(queue);
+        let now = self.clock.now_ms();
+        let (acked, prepared) = tokio::join!(
+            self.ack_commit(&keys, queue, id, token, result),
+            self.reserve_prepare(queue, &keys, now)
+        );
+        let acked = acked?;
+        let lease_next = async {
+            match prepared? {
+                Some(ran) => self.reserve_lease(queue, &keys, max, lease, now, ran).await,
+                None => Ok(Vec::new()),
+            }
+        };
+        let (finished, jobs) = tokio::join!(self.ack_finish(&keys, acked), lease_next);
+        if let Err(e) = finished {
+            // The ack is committed; what is left over is what a crash there leaves, and
+            // recovery cleans it up. Failing now would strand the jobs just leased.
+            tracing::warn!(queue, job = id, error = %e, "ack committed but its clean-up failed; stalled recovery finishes it");
+        }
+        jobs
+    }
+
+    /// The ack's commit point: the record is deleted (`remove_on_complete`) or written
+    /// completed under a new generation. Returns what `ack_finish` needs.
+    async fn ack_commit(
+        &self,
+        keys: &Keys,
+        queue: &str,
+        id: &str,
+        token: &str,
+        result: Option<Value>,
+    ) -> ServiceResult<Acked> {
         for attempt in 0..TRIES {
-            let (mut rec, version) = self.leased(&keys, queue, id, token).await?;
+            let (mut rec, version) = self.leased(keys, queue, id, token).await?;
             let old = rec.member();
-            let now = self.clock.now_ms();
-            rec.state = State::Completed;
-            rec.finished_ms = Some(now);
-            rec.lease_token = None;
-            rec.result = result.clone();
-            rec.next_generation();
-            if !self.write(&keys, &rec, version).await? {
-                crate::sessions::backoff(attempt).await;
-                continue;
-            }
             if rec.keep_completed == Some(0) {
-                self.store.delete(&keys.job(id), Expect::Any).await?;
+                if self
+                    .store
+                    .delete(&keys.job(id), Expect::Version(version))
+                    .await?
+                {
+                    return Ok(Acked {
+                        old,
+                        completed: None,
+                        keep: rec.keep_completed,
+                    });
+                }
             } else {
-                self.store
-                    .zadd(&keys.completed(), &[(rec.member(), score(now))])
-                    .await?;
+                let now = self.clock.now_ms();
+                rec.state = State::Completed;
+                rec.finished_ms = Some(now);
+                rec.lease_token = None;
+                rec.result = result.clone();
+                rec.next_generation();
+                if self.write(keys, &rec, version).await? {
+                    return Ok(Acked {
+                        old,
+                        completed: Some((rec.member(), now)),
+                        keep: rec.keep_completed,
+                    });
+                }
             }
-            self.store.zrem(&keys.active(), &[old]).await?;
-            self.trim(&keys, State::Completed, rec.keep_completed)
-                .await?;
-            return Ok(());
+            crate::sessions::backoff(attempt).await;
         }
         Err(ServiceError::Contended {
             what: format!("job {id}"),
             tries: TRIES,
         })
+    }
+
+    /// After the commit: the new member into `completed`, the old one out of `active`, trim.
+    async fn ack_finish(&self, keys: &Keys, acked: Acked) -> ServiceResult<()> {
+        if let Some((member, now)) = acked.completed {
+            self.store
+                .zadd(&keys.completed(), &[(member, score(now))])
+                .await?;
+        }
+        self.store.zrem(&keys.active(), &[acked.old]).await?;
+        self.trim(keys, State::Completed, acked.keep).await
     }
 
     /// Records a failed delivery: retried after its backoff while attempts remain and `retry`

@@ -6,7 +6,8 @@
 //! - `job`: the record and the pure rules (scores, backoff, what a failure leads to).
 //! - `spec`: the JSON form of a job (durations as text), shared by the HTTP API and schedules.
 //! - `reserve`: promote due delayed jobs, recover stalled ones, lease waiting ones; long-poll.
-//! - `finish`: ack, fail, extend; dead letters; clean.
+//! - `housekeep`: how often a node promotes, recovers and fires schedules per queue.
+//! - `finish`: ack (and ack-then-reserve), fail, extend; dead letters; clean.
 //! - `schedule`: repeatable jobs and the next cron firing in a time zone.
 //!
 //! # Layout
@@ -19,7 +20,10 @@
 //! Every transition writes the record first (compare-and-swap on its version), then adds the
 //! job's *new* member to its new set, then removes the old member. So at every point the
 //! job's record or an old member still sits in some set, and whoever next reads that member
-//! (reserve, promotion, stalled recovery: all run on every reserve) finishes the move:
+//! (reserve, promotion, stalled recovery) finishes the move. Promotion and recovery run on a
+//! reserve at most every 20 ms / 1 s per node, and always when a reserve finds nothing
+//! waiting (`housekeep`): that delays the repair of a half-done move, never skips it, since
+//! they scan the sets rather than remember what to repair.
 //!
 //! - **add**: the record is written (`Absent`), then its member is added. Dying in between
 //!   means `add` never returned, so the job was not accepted; a retried add with the same
@@ -28,6 +32,13 @@
 //!   neither set), then each record becomes `active` with a lease token. Dying in between
 //!   leaves a member in `active` whose record still says `waiting`: when its lease deadline
 //!   passes, stalled recovery puts it back in `waiting` (a re-delivery, never a loss).
+//! - **ack with `remove_on_complete`** deletes the record (compare-and-swap on its version:
+//!   the commit point), then `zrem`s its member from `active`. Dying in between leaves a
+//!   member whose record is gone: claim and stalled recovery drop such members. Nothing is
+//!   lost (the job was done and acked), and nothing is re-delivered. A later add with the
+//!   same `job_id` writes a new record of generation 0, which may share the stale member's
+//!   name: recovery then finds a `waiting` record behind an `active` member and re-queues it
+//!   under a new generation, so the new job is delivered, once.
 //! - **ack / fail / stalled recovery / retry of a dead letter**: record first (new
 //!   generation), `zadd` of the new member, `zrem` of the old. Dying after the record leaves
 //!   the old member in its set; whoever reads it sees the record names another member,
@@ -44,6 +55,7 @@
 //! Duplicated delivery is possible (a worker that outlives its lease); lost jobs are not.
 
 mod finish;
+mod housekeep;
 pub mod job;
 mod reserve;
 mod schedule;
@@ -157,11 +169,13 @@ impl Keys {
     }
 }
 
-/// What this node keeps per queue: a wake-up for long-polling reserves.
+/// What this node keeps per queue: a wake-up for long-polling reserves and when it last did
+/// the queue's housekeeping.
 #[derive(Default)]
 struct Local {
     notify: Notify,
     listening: std::sync::atomic::AtomicBool,
+    housekeeping: Mutex<housekeep::Housekeeping>,
 }
 
 /// The queue service.

@@ -1,7 +1,8 @@
-//! Reserving jobs: materialise due schedules, promote due delayed jobs, recover stalled ones,
-//! then lease waiting ones with one atomic `zmove(waiting → active)`. `reserve` long-polls:
-//! it waits for an add on this node or a message from another (`herd:{q:N}:events`), never
-//! longer than `wait`, and re-checks at least once a second for jobs that became due.
+//! Reserving jobs: materialise due schedules, promote due delayed jobs, recover stalled ones
+//! (each at most once per interval per node, see `housekeep`), then lease waiting ones with
+//! one atomic `zmove(waiting → active)`. `reserve` long-polls: it waits for an add on this
+//! node or a message from another (`herd:{q:N}:events`), never longer than `wait`, and
+//! re-checks at least once a second for jobs that became due.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tracing::Instrument as _;
 
+use super::housekeep::Chores;
 use super::job::{member_id, JobRecord, State};
 use super::{check_queue, score, Keys, Queues};
 use crate::clock::millis;
@@ -38,6 +40,25 @@ const SWEEP: usize = 100;
 /// The most jobs one reserve hands out.
 pub(crate) const MAX_RESERVE: usize = 1000;
 
+/// Checks a reserve's `max` and `lease`.
+pub(crate) fn check_reserve(max: usize, lease: Option<Duration>) -> ServiceResult<()> {
+    if max == 0 || max > MAX_RESERVE {
+        return Err(ServiceError::invalid(
+            "max",
+            format!("{max} is outside 1..={MAX_RESERVE}"),
+            "ask for 1 to 1000 jobs per reserve",
+        ));
+    }
+    if lease.is_some_and(|l| l < Duration::from_millis(1)) {
+        return Err(ServiceError::invalid(
+            "lease",
+            "a lease must be at least 1ms",
+            "pass e.g. \"lease\": \"30s\"",
+        ));
+    }
+    Ok(())
+}
+
 impl Queues {
     /// Leases up to `max` jobs for `lease`, waiting up to `wait` for one to arrive.
     ///
@@ -51,21 +72,8 @@ impl Queues {
         wait: Duration,
     ) -> ServiceResult<Vec<Reserved>> {
         check_queue(queue)?;
-        if max == 0 || max > MAX_RESERVE {
-            return Err(ServiceError::invalid(
-                "max",
-                format!("{max} is outside 1..={MAX_RESERVE}"),
-                "ask for 1 to 1000 jobs per reserve",
-            ));
-        }
+        check_reserve(max, lease)?;
         let lease = lease.unwrap_or(self.config.default_lease);
-        if lease < Duration::from_millis(1) {
-            return Err(ServiceError::invalid(
-                "lease",
-                "a lease must be at least 1ms",
-                "pass e.g. \"lease\": \"30s\"",
-            ));
-        }
         let deadline = tokio::time::Instant::now() + wait;
         let local = self.local(queue);
         if !wait.is_zero() {
@@ -128,7 +136,10 @@ impl Queues {
         );
     }
 
-    /// One non-waiting reserve.
+    /// One non-waiting reserve. Housekeeping runs when its interval has passed (see
+    /// `housekeep`); when nothing was waiting, the chores this call skipped run at once and,
+    /// if they moved anything, the reserve looks again, so a job that just came due (or
+    /// stalled) is handed out now rather than one interval later.
     async fn reserve_once(
         &self,
         queue: &str,
@@ -137,29 +148,109 @@ impl Queues {
     ) -> ServiceResult<Vec<Reserved>> {
         let keys = Keys::new(queue);
         let now = self.clock.now_ms();
-        self.run_schedules(queue, &keys, now).await?;
-        self.promote_due(&keys, now).await?;
-        self.recover_stalled(&keys, now).await?;
-        if self.is_paused(&keys).await? {
-            return Ok(Vec::new());
+        match self.reserve_prepare(queue, &keys, now).await? {
+            Some(ran) => self.reserve_lease(queue, &keys, max, lease, now, ran).await,
+            None => Ok(Vec::new()),
         }
+    }
+
+    /// A reserve's first half, reads only unless housekeeping finds work: the chores that
+    /// are due, and the pause check beside them. `None` when the queue is paused, else the
+    /// chores it ran.
+    pub(super) async fn reserve_prepare(
+        &self,
+        queue: &str,
+        keys: &Keys,
+        now: i64,
+    ) -> ServiceResult<Option<Chores>> {
+        let ran = self
+            .local(queue)
+            .housekeeping
+            .lock()
+            .unwrap()
+            .take(now, Chores::default());
+        let (done, paused) =
+            tokio::join!(self.housekeep(queue, keys, now, ran), self.is_paused(keys));
+        done?;
+        Ok((!paused?).then_some(ran))
+    }
+
+    /// A reserve's second half: lease what is waiting; if nothing is, run the chores the
+    /// first half skipped and, if they moved anything, look once more.
+    pub(super) async fn reserve_lease(
+        &self,
+        queue: &str,
+        keys: &Keys,
+        max: usize,
+        lease: Duration,
+        now: i64,
+        ran: Chores,
+    ) -> ServiceResult<Vec<Reserved>> {
+        let jobs = self.lease_and_claim(queue, keys, max, lease, now).await?;
+        if !jobs.is_empty() {
+            return Ok(jobs);
+        }
+        let skipped = Chores::all_but(ran);
+        let forced = self
+            .local(queue)
+            .housekeeping
+            .lock()
+            .unwrap()
+            .take(now, skipped);
+        if self.housekeep(queue, keys, now, forced).await? == 0 {
+            return Ok(jobs);
+        }
+        self.lease_and_claim(queue, keys, max, lease, now).await
+    }
+
+    /// Runs `chores`; returns how many members or schedules they handled.
+    async fn housekeep(
+        &self,
+        queue: &str,
+        keys: &Keys,
+        now: i64,
+        chores: Chores,
+    ) -> ServiceResult<usize> {
+        let mut handled = 0;
+        if chores.schedules {
+            handled += self.run_schedules(queue, keys, now).await?;
+        }
+        if chores.promote {
+            handled += self.promote_due(keys, now).await?;
+        }
+        if chores.stalled {
+            handled += self.recover_stalled(keys, now).await?;
+        }
+        Ok(handled)
+    }
+
+    /// Moves waiting members to `active` (under the concurrency gate if the queue has a cap)
+    /// and turns them into leased jobs.
+    async fn lease_and_claim(
+        &self,
+        queue: &str,
+        keys: &Keys,
+        max: usize,
+        lease: Duration,
+        now: i64,
+    ) -> ServiceResult<Vec<Reserved>> {
         let settings = self.settings(queue);
         let gate = match settings.concurrency {
-            Some(_) => match self.take_gate(&keys).await? {
+            Some(_) => match self.take_gate(keys).await? {
                 Some(token) => Some(token),
                 None => return Ok(Vec::new()), // another node is reserving; the loop retries
             },
             None => None,
         };
-        let result = self.lease_waiting(&keys, &settings, max, lease, now).await;
+        let result = self.lease_waiting(keys, &settings, max, lease, now).await;
         if let Some(token) = gate {
-            self.drop_gate(&keys, &token).await;
+            self.drop_gate(keys, &token).await;
         }
         let moved = result?;
         let deadline = now + millis(lease);
         let mut out = Vec::with_capacity(moved.len());
         for member in moved {
-            if let Some(job) = self.claim(&keys, &member, deadline).await? {
+            if let Some(job) = self.claim(keys, &member, deadline).await? {
                 out.push(job);
             }
         }
@@ -313,12 +404,13 @@ impl Queues {
         Ok(None)
     }
 
-    /// Moves delayed jobs whose time has come to `waiting`.
-    async fn promote_due(&self, keys: &Keys, now: i64) -> ServiceResult<()> {
+    /// Moves delayed jobs whose time has come to `waiting`; returns how many it looked at.
+    async fn promote_due(&self, keys: &Keys, now: i64) -> ServiceResult<usize> {
         let due = self
             .store
             .zrange_by_score(&keys.delayed(), f64::NEG_INFINITY, score(now), SWEEP)
             .await?;
+        let handled = due.len();
         for (member, _) in due {
             if let Some(rec) = self.current(keys, &member).await? {
                 if rec.state == State::Waiting {
@@ -331,7 +423,7 @@ impl Queues {
             }
             self.store.zrem(&keys.delayed(), &[member]).await?;
         }
-        Ok(())
+        Ok(handled)
     }
 
     /// The record whose current member is `member`; repairs and returns `None` for a stale
@@ -351,12 +443,15 @@ impl Queues {
     }
 
     /// Re-delivers active jobs whose lease ran out (BullMQ stalled jobs); dead-letters those
-    /// that stalled more than `max_stalled` times.
-    async fn recover_stalled(&self, keys: &Keys, now: i64) -> ServiceResult<()> {
+    /// that stalled more than `max_stalled` times. Returns how many members it looked at.
+    /// A member whose record is gone (an ack with `remove_on_complete` that died before its
+    /// `zrem`) is dropped.
+    async fn recover_stalled(&self, keys: &Keys, now: i64) -> ServiceResult<usize> {
         let expired = self
             .store
             .zrange_by_score(&keys.active(), f64::NEG_INFINITY, score(now), SWEEP)
             .await?;
+        let handled = expired.len();
         for (member, _) in expired {
             let Some(id) = member_id(&member).map(str::to_owned) else {
                 self.store.zrem(&keys.active(), &[member]).await?;
@@ -412,6 +507,6 @@ impl Queues {
                 self.trim(keys, State::Failed, rec.keep_failed).await?;
             }
         }
-        Ok(())
+        Ok(handled)
     }
 }

@@ -240,17 +240,18 @@ impl Queues {
         }
     }
 
-    /// Adds the jobs of schedules that came due.
+    /// Adds the jobs of schedules that came due; returns how many schedules fired.
     pub(crate) async fn run_schedules(
         &self,
         queue: &str,
         keys: &Keys,
         now: i64,
-    ) -> ServiceResult<()> {
+    ) -> ServiceResult<usize> {
         let due = self
             .store
             .zrange_by_score(&keys.set("schedules"), f64::NEG_INFINITY, score(now), 50)
             .await?;
+        let fired = due.len();
         for (name, _) in due {
             let Some(raw) = self.store.get(&keys.set(&format!("sched:{name}"))).await? else {
                 self.store.zrem(&keys.set("schedules"), &[name]).await?;
@@ -286,7 +287,7 @@ impl Queues {
                 .zadd(&keys.set("schedules"), &[(name, score(next))])
                 .await?;
         }
-        Ok(())
+        Ok(fired)
     }
 }
 

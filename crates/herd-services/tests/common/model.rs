@@ -1,6 +1,8 @@
 //! The queue's model-based property test, shared by the embedded and Redis runs: random
 //! sequences of add / reserve / ack / fail / extend / advance-time against the real queue (manual
 //! clock) and a plain in-memory model of BullMQ's rules; every result and every count must agree.
+//! The model does housekeeping on the node's schedule (promotion every 20 ms, stalled recovery
+//! every 1 s, both when a reserve finds nothing waiting), so it checks that rule exactly.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,14 +67,31 @@ struct MJob {
     stalled: u32,
     state: State,
     due: i64,
+    /// In `waiting` rather than `delayed` (placed there when due, or promoted).
+    promoted: bool,
     until: i64,
     token: Option<String>,
 }
+
+/// Housekeeping intervals of a node (`queue::housekeep`).
+const PROMOTE_EVERY_MS: i64 = 20;
+const STALLED_EVERY_MS: i64 = 1000;
 
 #[derive(Default)]
 struct Model {
     jobs: Vec<MJob>,
     seq: u64,
+    /// When the node last promoted due delayed jobs and recovered stalled ones.
+    last_promote: Option<i64>,
+    last_stalled: Option<i64>,
+}
+
+fn chore_due(last: &mut Option<i64>, now: i64, every: i64, force: bool) -> bool {
+    let run = force || last.is_none_or(|t| now - t >= every || now < t);
+    if run {
+        *last = Some(now);
+    }
+    run
 }
 
 impl Model {
@@ -82,10 +101,29 @@ impl Model {
             .find(|j| j.id == id && j.state == State::Active && j.token.as_deref() == Some(token))
     }
 
-    /// What `reserve` does before it leases: stalled recovery. Returns the ids it will lease.
+    /// What `reserve` does before it leases: promotion and stalled recovery when their
+    /// interval has passed, and both at once if nothing was waiting. Returns the ids it will
+    /// lease.
     fn eligible(&mut self, now: i64, max: usize) -> Vec<String> {
+        let promote = chore_due(&mut self.last_promote, now, PROMOTE_EVERY_MS, false);
+        let stalled = chore_due(&mut self.last_stalled, now, STALLED_EVERY_MS, false);
+        self.housekeep(now, promote, stalled);
+        let ready = self.ready(max);
+        if !ready.is_empty() {
+            return ready;
+        }
+        let promote = !promote && chore_due(&mut self.last_promote, now, 0, true);
+        let stalled = !stalled && chore_due(&mut self.last_stalled, now, 0, true);
+        self.housekeep(now, promote, stalled);
+        self.ready(max)
+    }
+
+    fn housekeep(&mut self, now: i64, promote: bool, stalled: bool) {
         for j in &mut self.jobs {
-            if j.state == State::Active && j.until <= now {
+            if promote && j.state == State::Waiting && j.due <= now {
+                j.promoted = true;
+            }
+            if stalled && j.state == State::Active && j.until <= now {
                 j.stalled += 1;
                 j.token = None;
                 if j.stalled > MAX_STALLED {
@@ -93,13 +131,17 @@ impl Model {
                 } else {
                     j.state = State::Waiting;
                     j.due = now;
+                    j.promoted = true;
                 }
             }
         }
+    }
+
+    fn ready(&self, max: usize) -> Vec<String> {
         let mut ready: Vec<&MJob> = self
             .jobs
             .iter()
-            .filter(|j| j.state == State::Waiting && j.due <= now)
+            .filter(|j| j.state == State::Waiting && j.promoted)
             .collect();
         ready.sort_by_key(|j| {
             let p = if j.priority == 0 {
@@ -158,6 +200,7 @@ pub async fn run_case(
                     stalled: 0,
                     state: State::Waiting,
                     due: now + delay_ms as i64,
+                    promoted: delay_ms == 0,
                     until: 0,
                     token: None,
                 });
@@ -217,6 +260,7 @@ pub async fn run_case(
                         if retry && j.attempt < j.attempts {
                             j.state = State::Waiting;
                             j.due = now + j.backoff_ms as i64;
+                            j.promoted = j.backoff_ms == 0;
                         } else {
                             j.state = State::Failed;
                         }
