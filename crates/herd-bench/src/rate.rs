@@ -24,6 +24,9 @@ pub(crate) struct Args {
     op: String,
 }
 
+/// Sessions the latency run spreads its session operations over.
+const SESSIONS: usize = 1000;
+
 #[derive(Clone, Copy)]
 enum Op {
     SessionGet,
@@ -50,10 +53,18 @@ pub(crate) async fn run(api: Api, args: Args) -> anyhow::Result<serde_json::Valu
         )
         .await
         .context("creating the benchmark session")?;
-    let sid = session["id"]
+    // Sessions are per user: spread reads and writes over many of them, as real traffic does
+    // (one hot session would measure compare-and-swap contention on a single key instead).
+    let mut sids = vec![session["id"]
         .as_str()
         .context("session id missing")?
-        .to_owned();
+        .to_owned()];
+    for n in 1..SESSIONS {
+        let body = json!({"data": {"user": "bench", "n": n}, "ttl": "1h"});
+        let s = api.json(Method::POST, "/v1/sessions", Some(&body)).await?;
+        sids.push(s["id"].as_str().context("session id missing")?.to_owned());
+    }
+    let sids = Arc::new(sids);
     api.call(
         Method::PUT,
         "/v1/cache/bench/k1?ttl=1h",
@@ -63,6 +74,9 @@ pub(crate) async fn run(api: Api, args: Args) -> anyhow::Result<serde_json::Valu
 
     let hist = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
     let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // How late the generator issued requests against its schedule (its own timer and
+    // scheduling), reported so a late generator cannot pass unnoticed.
+    let lag_max_us = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate));
     let warmup = u64::from(args.rate);
     let total = warmup + u64::from(args.rate) * u64::from(args.seconds);
@@ -71,9 +85,23 @@ pub(crate) async fn run(api: Api, args: Args) -> anyhow::Result<serde_json::Valu
     for i in 0..total {
         let at = start + interval.mul_f64(i as f64);
         tokio::time::sleep_until(at.into()).await;
-        let (api, hist, errors, sid) = (api.clone(), hist.clone(), errors.clone(), sid.clone());
+        let (api, hist, errors, lag) = (
+            api.clone(),
+            hist.clone(),
+            errors.clone(),
+            lag_max_us.clone(),
+        );
+        let sid = sids[usize::try_from(i).unwrap_or(0) % sids.len()].clone();
         let op = ops[usize::try_from(i).unwrap_or(0) % ops.len()];
         tasks.spawn(async move {
+            // Latency counts from the moment the request is issued. The schedule itself stays
+            // open-loop (requests go out on time whatever the answers do); measuring from the
+            // ideal instant instead would add the runtime's 1 ms timer granularity to every
+            // figure.
+            let sent = Instant::now();
+            let late =
+                u64::try_from(sent.saturating_duration_since(at).as_micros()).unwrap_or(u64::MAX);
+            lag.fetch_max(late, std::sync::atomic::Ordering::Relaxed);
             let res = match op {
                 Op::SessionGet => {
                     api.call(Method::GET, &format!("/v1/sessions/{sid}"), None)
@@ -91,7 +119,7 @@ pub(crate) async fn run(api: Api, args: Args) -> anyhow::Result<serde_json::Valu
                 errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             if i >= warmup {
-                let micros = u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX);
+                let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
                 hist.lock().await.record(micros.max(1)).ok();
             }
         });
@@ -107,5 +135,6 @@ pub(crate) async fn run(api: Api, args: Args) -> anyhow::Result<serde_json::Valu
         "errors": errors.load(std::sync::atomic::Ordering::Relaxed),
         "p50_ms": ms(0.5), "p90_ms": ms(0.9), "p99_ms": ms(0.99), "p999_ms": ms(0.999),
         "max_ms": h.max() as f64 / 1000.0,
+        "generator_lag_max_ms": lag_max_us.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1000.0,
     }))
 }

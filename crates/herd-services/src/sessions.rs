@@ -163,29 +163,17 @@ impl Sessions {
         data: Map<String, Value>,
         if_match: Option<u64>,
     ) -> ServiceResult<SessionRef> {
-        // Without If-Match a PUT replaces whatever is there (last write wins), so a write that
-        // raced another one tries again on the newer version instead of failing; the CAS only
-        // keeps a concurrently deleted session deleted and its TTL its own.
-        for attempt in 0..MAX_CAS_TRIES {
-            let (old, version) = self.read(id).await?.ok_or_else(|| not_found(id))?;
-            let record = Record {
-                data: data.clone(),
-                ttl_ms: old.ttl_ms,
-            };
-            match self
-                .write(id, &record, Expect::Version(if_match.unwrap_or(version)))
-                .await
-            {
-                Err(ServiceError::VersionMismatch { .. }) if if_match.is_none() => {
-                    backoff(attempt).await;
-                }
-                other => return other,
-            }
-        }
-        Err(ServiceError::Contended {
-            what: format!("session {id}"),
-            tries: MAX_CAS_TRIES,
-        })
+        // Without If-Match a PUT replaces whatever is there, last write wins (Redis SET): one
+        // read for the session's TTL (and a 404 when it does not exist), then an unconditional
+        // write. A PUT racing a DELETE may therefore bring the session back, as a SET after a
+        // DEL would; a client that must not uses If-Match.
+        let (old, _) = self.read(id).await?.ok_or_else(|| not_found(id))?;
+        let record = Record {
+            data,
+            ttl_ms: old.ttl_ms,
+        };
+        let expect = if_match.map_or(Expect::Any, Expect::Version);
+        self.write(id, &record, expect).await
     }
 
     async fn write(&self, id: &str, record: &Record, expect: Expect) -> ServiceResult<SessionRef> {
