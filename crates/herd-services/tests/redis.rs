@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::model::{op, run_case};
-use common::redis::{RedisCluster, RedisServer};
+use common::redis::{cluster_store, server, store, RedisCluster};
 use common::*;
 use herd_services::cache::Level;
 use herd_services::queue::NewJob;
@@ -48,12 +48,11 @@ fn runtime() -> tokio::runtime::Runtime {
 fn queue_agrees_with_the_model_on_redis_and_on_a_cluster() {
     let rt = runtime();
     let dir = TempDir::new("redis-model");
-    let server = RedisServer::start(&dir, false);
-    let store = rt.block_on(server.store());
+    let server = server(&dir);
+    let store = rt.block_on(store(&server));
     model_on(&store, &rt, 24, "single");
-    let cdir = TempDir::new("cluster-model");
-    let cluster = RedisCluster::start(&cdir);
-    let store = rt.block_on(cluster.store());
+    let cluster = RedisCluster::start();
+    let store = rt.block_on(cluster_store(&cluster));
     model_on(&store, &rt, 8, "cluster");
 }
 
@@ -289,22 +288,21 @@ async fn two_nodes(a_store: Arc<herd_store::Store>, b_store: Arc<herd_store::Sto
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_share_one_redis() {
     let dir = TempDir::new("redis-two");
-    let server = RedisServer::start(&dir, false);
-    two_nodes(server.store().await, server.store().await).await;
+    let server = server(&dir);
+    two_nodes(store(&server).await, store(&server).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_share_a_redis_cluster() {
-    let dir = TempDir::new("cluster-two");
-    let cluster = RedisCluster::start(&dir);
-    two_nodes(cluster.store().await, cluster.store().await).await;
+    let cluster = RedisCluster::start();
+    two_nodes(cluster_store(&cluster).await, cluster_store(&cluster).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_is_503_and_the_cache_answers_from_memory() {
     let dir = TempDir::new("redis-down");
-    let mut server = RedisServer::start(&dir, false);
-    let store = server.store().await;
+    let mut server = server(&dir);
+    let store = store(&server).await;
     let api = Api::serve(
         store,
         ServicesConfig::default(),

@@ -42,6 +42,8 @@ mod error;
 mod hub;
 mod redis;
 mod store;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 mod unreliable;
 
 pub use embedded::{EmbeddedStats, EmbeddedStore};

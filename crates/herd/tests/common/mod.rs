@@ -437,76 +437,35 @@ pub fn demo_app(name: &str, instances: u32, extra: &str) -> String {
     )
 }
 
-/// A real `redis-server` on a free loopback port, without persistence; killed on drop.
+/// A real `redis-server` on a free loopback port, without persistence, with its files in a
+/// temp dir; killed on drop (herd-store's testkit).
 pub struct Redis {
-    pub port: u16,
-    child: Option<Child>,
-    dir: tempfile::TempDir,
+    server: herd_store::testkit::RedisServer,
+    _dir: tempfile::TempDir,
 }
 
 impl Redis {
     pub fn start() -> Redis {
         let dir = tempfile::tempdir().unwrap();
-        let mut r = Redis {
-            port: free_port(),
-            child: None,
-            dir,
-        };
-        r.restart();
-        r
+        let server = herd_store::testkit::RedisServer::start(
+            dir.path(),
+            herd_store::testkit::free_port(),
+            false,
+        );
+        Redis { server, _dir: dir }
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        self.server.url()
     }
 
-    /// Starts the server (again, on the same port) and waits until it answers PING.
+    /// Starts the server again on the same port (empty: nothing was saved).
     pub fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run redis-server ({e}): install redis-server (scripts/test.sh does)")
-            });
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
-                use std::io::{Read, Write};
-                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-                let mut buf = [0u8; 16];
-                if s.write_all(b"PING\r\n").is_ok()
-                    && s.read(&mut buf)
-                        .is_ok_and(|n| buf[..n].starts_with(b"+PONG"))
-                {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not start on port {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.server.restart();
     }
 
     /// SIGKILLs the server.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
+        self.server.kill();
     }
 }
