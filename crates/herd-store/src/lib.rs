@@ -7,6 +7,8 @@
 //! - atomic counters ([`Backend::incr`]) and a fenced set-if-absent for locks ([`Backend::acquire`]);
 //! - ordered sets for delayed, prioritised and leased jobs ([`Backend::zadd`] and friends), with one
 //!   atomic move between sets ([`Backend::zmove`]) so a job is always in exactly one set;
+//! - transactions ([`Backend::txn`]): version checks, then several writes applied together or
+//!   not at all (one round trip, one commit);
 //! - a GCRA rate-limit step done atomically by the store ([`Backend::gcra`]);
 //! - pub/sub for cross-node invalidation ([`Backend::publish`], [`Backend::subscribe`]).
 //!
@@ -15,8 +17,8 @@
 //! Every backend passes the one conformance suite in `tests/conformance.rs`.
 //!
 //! **Keys and Redis Cluster.** A key's `{hash tag}` decides its slot. Operations that touch several
-//! keys at once ([`Backend::zmove`], [`Backend::acquire`], [`Backend::get_many`]) require all keys
-//! to share one hash tag; the services name their keys `herd:{queue:NAME}:...` so a queue or a
+//! keys at once ([`Backend::zmove`], [`Backend::acquire`], [`Backend::get_many`],
+//! [`Backend::txn`]) require all keys to share one hash tag; the services name their keys `herd:{queue:NAME}:...` so a queue or a
 //! session lives in one slot.
 //!
 //! **Opening.** [`Store::open`] takes [`StoreOptions`]; [`Store`] is cheap to clone (every variant
@@ -44,12 +46,14 @@ mod redis;
 mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+mod txn;
 mod unreliable;
 
 pub use embedded::{EmbeddedStats, EmbeddedStore};
 pub use error::{StoreError, StoreResult};
 pub use redis::RedisStore;
 pub use store::{Store, StoreOptions};
+pub use txn::{Txn, TxnOp, TxnOutcome};
 pub use unreliable::Unreliable;
 
 /// A value with the version the store gave it. Versions start at 1 and grow by one per write of
@@ -178,6 +182,9 @@ pub trait Backend: Send + Sync {
         count: usize,
         dst_score: f64,
     ) -> StoreResult<Vec<(String, f64)>>;
+
+    /// Applies `txn`: if every check holds, every op, atomically; otherwise nothing.
+    async fn txn(&self, txn: &Txn) -> StoreResult<TxnOutcome>;
 
     /// One GCRA step for `key` at the store's own clock; the state expires by itself.
     async fn gcra(&self, key: &str, params: Gcra) -> StoreResult<GcraDecision>;

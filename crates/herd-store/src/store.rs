@@ -9,7 +9,8 @@ use crate::embedded::EmbeddedStore;
 use crate::redis::RedisStore;
 use crate::unreliable::Unreliable;
 use crate::{
-    Backend, Expect, Gcra, GcraDecision, StoreResult, StoreStatus, Subscription, Versioned, Written,
+    Backend, Expect, Gcra, GcraDecision, StoreResult, StoreStatus, Subscription, Txn, TxnOutcome,
+    Versioned, Written,
 };
 
 /// How to open a store (herd-config maps `[store]` onto this).
@@ -163,6 +164,9 @@ impl Backend for Store {
         dst_score: f64,
     ) -> StoreResult<Vec<(String, f64)>> {
         dispatch!(self, s => s.zmove(src, dst, max_score, count, dst_score))
+    }
+    async fn txn(&self, txn: &Txn) -> StoreResult<TxnOutcome> {
+        dispatch!(self, s => s.txn(txn))
     }
     async fn gcra(&self, key: &str, params: Gcra) -> StoreResult<GcraDecision> {
         dispatch!(self, s => s.gcra(key, params))

@@ -29,7 +29,7 @@ use self::ops::{Op, Reply};
 use crate::hub::Hub;
 use crate::{
     args, Backend, Expect, Gcra, GcraDecision, StoreError, StoreResult, StoreStatus, Subscription,
-    Versioned, Written,
+    Txn, TxnOutcome, Versioned, Written,
 };
 
 /// How many writes may wait for the writer before callers wait to queue (backpressure).
@@ -471,6 +471,14 @@ impl Backend for EmbeddedStore {
         };
         match self.write(op).await? {
             Reply::Members(m) => Ok(m),
+            other => Err(internal(&other)),
+        }
+    }
+
+    async fn txn(&self, txn: &Txn) -> StoreResult<TxnOutcome> {
+        txn.validate()?;
+        match self.write(Op::Txn(Box::new(txn.clone()))).await? {
+            Reply::Txn(outcome) => Ok(outcome),
             other => Err(internal(&other)),
         }
     }

@@ -12,7 +12,9 @@ use redb::{ReadableTable, Table, WriteTransaction};
 use super::codec::{bits_score, score_bits, Entry, Kind, EXP, KV, ZO, ZS};
 use super::read::{live_entry, raw_entry, zrange, zset_exists};
 use super::OrBackend;
-use crate::{args, Expect, Gcra, GcraDecision, StoreError, StoreResult, Written};
+use crate::{
+    args, Expect, Gcra, GcraDecision, StoreError, StoreResult, Txn, TxnOp, TxnOutcome, Written,
+};
 
 /// One queued write.
 #[derive(Clone, Debug)]
@@ -62,6 +64,8 @@ pub(super) enum Op {
         key: String,
         params: Gcra,
     },
+    /// Checks, then several writes, all or nothing.
+    Txn(Box<Txn>),
     /// Removes up to `limit` expired keys (the background sweeper).
     Sweep {
         limit: usize,
@@ -78,6 +82,7 @@ pub(super) enum Reply {
     Count(u64),
     Members(Vec<(String, f64)>),
     Gcra(GcraDecision),
+    Txn(TxnOutcome),
 }
 
 /// The tables of one write transaction.
@@ -398,7 +403,65 @@ pub(super) fn apply(t: &mut Tables<'_>, op: &Op, now: u64) -> StoreResult<Reply>
             Ok(Reply::Gcra(decision))
         }
         Op::Sweep { limit } => sweep(t, now, *limit).map(|n| Reply::Count(n as u64)),
+        Op::Txn(txn) => apply_txn(t, txn, now),
     }
+}
+
+/// A transaction: every check and every type before the first write, so a refused
+/// transaction leaves no trace; then each op as its own call would apply it.
+fn apply_txn(t: &mut Tables<'_>, txn: &Txn, now: u64) -> StoreResult<Reply> {
+    for (check, (key, expect)) in txn.checks.iter().enumerate() {
+        no_zset(t, key, "value")?;
+        let (_, live) = live_value(t, key, now)?;
+        if !holds(*expect, live.as_ref()) {
+            let current = live.map(|e| e.version);
+            return Ok(Reply::Txn(TxnOutcome::Conflict { check, current }));
+        }
+    }
+    let mut ops = Vec::with_capacity(txn.ops.len());
+    for op in &txn.ops {
+        ops.push(match op {
+            TxnOp::Put { key, value, ttl } => {
+                no_zset(t, key, "value")?;
+                live_value(t, key, now)?;
+                Op::Put {
+                    key: key.clone(),
+                    value: value.clone(),
+                    expect: Expect::Any,
+                    ttl_ms: ttl.map(|d| args::ttl_ms(key, d)).transpose()?,
+                }
+            }
+            TxnOp::Delete { key } => Op::Delete {
+                key: key.clone(),
+                expect: Expect::Any,
+            },
+            TxnOp::Zadd { key, members } => {
+                no_plain(t, key, now)?;
+                Op::Zadd {
+                    key: key.clone(),
+                    members: members.clone(),
+                }
+            }
+            TxnOp::Zrem { key, members } => {
+                no_plain(t, key, now)?;
+                Op::Zrem {
+                    key: key.clone(),
+                    members: members.clone(),
+                }
+            }
+        });
+    }
+    for op in &ops {
+        if let Err(e) = apply(t, op, now) {
+            // Cannot happen after the checks above; if it did, abort the whole batch rather
+            // than commit half a transaction.
+            return Err(StoreError::Backend {
+                backend: "embedded",
+                reason: format!("transaction failed half-way, nothing committed: {e}"),
+            });
+        }
+    }
+    Ok(Reply::Txn(TxnOutcome::Committed))
 }
 
 /// The counter at `key` (absent or expired: 0) with its raw entry.

@@ -28,7 +28,7 @@ use self::health::Health;
 use crate::hub::Hub;
 use crate::{
     args, Backend, Expect, Gcra, GcraDecision, StoreError, StoreResult, StoreStatus, Subscription,
-    Versioned, Written,
+    Txn, TxnOp, TxnOutcome, Versioned, Written,
 };
 
 /// How often the background ping refreshes `status()` while nothing else talks to Redis.
@@ -400,6 +400,53 @@ impl Backend for RedisStore {
             .arg(count)
             .arg(score_arg(dst_score));
         pairs(self.run(src, self.inner.conn.eval(&inv)).await?)
+    }
+
+    async fn txn(&self, txn: &Txn) -> StoreResult<TxnOutcome> {
+        txn.validate()?;
+        let keys: Vec<&str> = txn.keys().collect();
+        let Some(first) = keys.first().copied() else {
+            return Ok(TxnOutcome::Committed);
+        };
+        self.check_slots("txn", &keys)?;
+        let mut inv = scripts::TXN.prepare_invoke();
+        for key in &keys {
+            inv.key(*key);
+        }
+        inv.arg(txn.checks.len());
+        for (_, expect) in &txn.checks {
+            let (m, v) = mode(*expect);
+            inv.arg(m).arg(v);
+        }
+        for op in &txn.ops {
+            match op {
+                TxnOp::Put { key, value, ttl } => {
+                    let ttl_ms = ttl.map(|t| args::ttl_ms(key, t)).transpose()?.unwrap_or(0);
+                    inv.arg("put").arg(ttl_ms).arg(value.as_ref());
+                }
+                TxnOp::Delete { .. } => {
+                    inv.arg("del");
+                }
+                TxnOp::Zadd { members, .. } => {
+                    inv.arg("zadd").arg(members.len());
+                    for (m, s) in members {
+                        inv.arg(score_arg(*s)).arg(m);
+                    }
+                }
+                TxnOp::Zrem { members, .. } => {
+                    inv.arg("zrem").arg(members.len()).arg(members);
+                }
+            }
+        }
+        let (ok, check, ver): (i64, i64, i64) = self.run(first, self.inner.conn.eval(&inv)).await?;
+        Ok(if ok == 1 {
+            TxnOutcome::Committed
+        } else {
+            TxnOutcome::Conflict {
+                check: usize::try_from(check - 1).unwrap_or(0),
+                current: u64::try_from(ver).ok(),
+            }
+        })
     }
 
     async fn gcra(&self, key: &str, params: Gcra) -> StoreResult<GcraDecision> {

@@ -155,3 +155,85 @@ return {1, ahead}
 ",
     )
 });
+
+/// A transaction. KEYS: every key it names, its checks' first, then its ops', in order.
+/// ARGV: the number of checks; per check its mode (any|absent|version) and version; then per
+/// op its kind and arguments: `put` ttl ms (0: none) and payload, `del`, `zadd` n and n
+/// score/member pairs, `zrem` n and n members. Every check and every key's type is looked at
+/// before the first write (Redis keeps a failed script's writes). Returns {1, 0, 0} when
+/// applied, {0, check (1-based), current version or -1} on a failed check.
+pub(super) static TXN: LazyLock<Script> = LazyLock::new(|| {
+    with_prelude(
+        r"
+local ki, ai = 1, 2
+for c = 1, tonumber(ARGV[1]) do
+  local cur = redis.call('GET', KEYS[ki])
+  local v = nil
+  if cur then
+    v = ver(cur)
+    if not v then return wrongtype() end
+  end
+  local mode = ARGV[ai]
+  if (mode == 'absent' and v) or (mode == 'version' and v ~= tonumber(ARGV[ai + 1])) then
+    return {0, c, v or -1}
+  end
+  ki, ai = ki + 1, ai + 2
+end
+local k0, a0 = ki, ai
+while ai <= #ARGV do
+  local kind = ARGV[ai]
+  if kind == 'put' then
+    local cur = redis.call('GET', KEYS[ki])
+    if cur and not ver(cur) then return wrongtype() end
+    ai = ai + 3
+  elseif kind == 'del' then
+    ai = ai + 1
+  else
+    local t = redis.call('TYPE', KEYS[ki]).ok
+    if t ~= 'zset' and t ~= 'none' then return wrongtype() end
+    local n = tonumber(ARGV[ai + 1])
+    if kind == 'zadd' then ai = ai + 2 + 2 * n else ai = ai + 2 + n end
+  end
+  ki = ki + 1
+end
+ki, ai = k0, a0
+while ai <= #ARGV do
+  local kind, key = ARGV[ai], KEYS[ki]
+  if kind == 'put' then
+    local cur = redis.call('GET', key)
+    local nv = 1
+    if cur then nv = ver(cur) + 1 end
+    if ARGV[ai + 1] ~= '0' then
+      redis.call('SET', key, enc(nv, ARGV[ai + 2]), 'PX', ARGV[ai + 1])
+    else
+      redis.call('SET', key, enc(nv, ARGV[ai + 2]))
+    end
+    ai = ai + 3
+  elseif kind == 'del' then
+    redis.call('DEL', key)
+    ai = ai + 1
+  elseif kind == 'zadd' then
+    local n = tonumber(ARGV[ai + 1])
+    local i = ai + 2
+    while i < ai + 2 + 2 * n do
+      local last = math.min(i + 199, ai + 1 + 2 * n)
+      redis.call('ZADD', key, unpack(ARGV, i, last))
+      i = last + 1
+    end
+    ai = ai + 2 + 2 * n
+  else
+    local n = tonumber(ARGV[ai + 1])
+    local i = ai + 2
+    while i < ai + 2 + n do
+      local last = math.min(i + 199, ai + 1 + n)
+      redis.call('ZREM', key, unpack(ARGV, i, last))
+      i = last + 1
+    end
+    ai = ai + 2 + n
+  end
+  ki = ki + 1
+end
+return {1, 0, 0}
+",
+    )
+});

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use herd_store::{Backend, Expect, Gcra, GcraDecision, Store, StoreError, Unreliable, Written};
+use herd_store::{
+    Backend, Expect, Gcra, GcraDecision, Store, StoreError, Txn, TxnOutcome, Unreliable, Written,
+};
 
 /// Sleeps used to let TTLs run out: far past the TTLs below, so machine speed never decides.
 const TTL: Duration = Duration::from_millis(300);
@@ -37,6 +39,8 @@ pub async fn run_all(store: &Store, p: &str) {
     case!(acquire_exclusive_and_fenced);
     case!(zsets_order_and_ties);
     case!(zmove_exactly_once);
+    case!(txn_all_or_nothing);
+    case!(txn_concurrent_cas);
     case!(gcra_allow_deny_retry);
     case!(pubsub_delivery);
     case!(wrong_types);
@@ -374,6 +378,145 @@ async fn zmove_exactly_once(s: &Store, p: &str) {
     assert_eq!(s.zcard(&src).await.unwrap(), 0);
     assert_eq!(s.zcard(&dst).await.unwrap(), 200);
     assert_eq!(s.zscore(&dst, "job-150").await.unwrap(), Some(1000.0));
+}
+
+async fn txn_all_or_nothing(s: &Store, p: &str) {
+    let rec = k(p, "txn", "rec");
+    let (from, to) = (k(p, "txn", "from"), k(p, "txn", "to"));
+    s.put(&rec, b("v1"), Expect::Any, None).await.unwrap();
+    s.zadd(&from, &[("m#0".into(), 1.0)]).await.unwrap();
+    // Checks hold: the record is rewritten and the member moves, together.
+    let step = Txn::new()
+        .check(&rec, Expect::Version(1))
+        .put(&rec, b("v2"), None)
+        .zadd(&to, vec![("m#1".into(), 5.0)])
+        .zrem(&from, vec!["m#0".into()]);
+    assert_eq!(s.txn(&step).await.unwrap(), TxnOutcome::Committed);
+    let got = s.get(&rec).await.unwrap().unwrap();
+    assert_eq!((got.value, got.version), (b("v2"), 2));
+    assert_eq!(s.zscore(&to, "m#1").await.unwrap(), Some(5.0));
+    assert_eq!(s.zcard(&from).await.unwrap(), 0);
+    // The same step again: its check fails and nothing is written.
+    let stale = Txn::new()
+        .check(&rec, Expect::Version(1))
+        .put(&rec, b("v3"), None)
+        .zadd(&from, vec![("late".into(), 1.0)]);
+    assert_eq!(
+        s.txn(&stale).await.unwrap(),
+        TxnOutcome::Conflict {
+            check: 0,
+            current: Some(2)
+        }
+    );
+    assert_eq!(s.get(&rec).await.unwrap().unwrap().value, b("v2"));
+    assert_eq!(
+        s.zcard(&from).await.unwrap(),
+        0,
+        "a refused txn wrote nothing"
+    );
+    // Absent checks; the second check of two fails.
+    let fresh = k(p, "txn", "fresh");
+    let create = Txn::new()
+        .check(&fresh, Expect::Absent)
+        .put(&fresh, b("new"), None);
+    assert_eq!(s.txn(&create).await.unwrap(), TxnOutcome::Committed);
+    let twice = Txn::new()
+        .check(&rec, Expect::Any)
+        .check(&fresh, Expect::Absent)
+        .delete(&rec);
+    assert_eq!(
+        s.txn(&twice).await.unwrap(),
+        TxnOutcome::Conflict {
+            check: 1,
+            current: Some(1)
+        }
+    );
+    assert!(s.get(&rec).await.unwrap().is_some());
+    // Delete, then a put of the same key starts again at version 1.
+    let redo = Txn::new()
+        .delete(&fresh)
+        .put(&fresh, b("again"), Some(Duration::from_secs(60)));
+    assert_eq!(s.txn(&redo).await.unwrap(), TxnOutcome::Committed);
+    assert_eq!(s.get(&fresh).await.unwrap().unwrap().version, 1);
+    // Wrong types fail before any write: a zadd listed first is not applied.
+    let counter = k(p, "txn", "counter");
+    s.incr(&counter, 1, None).await.unwrap();
+    let bad = Txn::new()
+        .zadd(&from, vec![("never".into(), 1.0)])
+        .put(&counter, b("x"), None);
+    assert!(matches!(
+        s.txn(&bad).await,
+        Err(StoreError::WrongType { .. })
+    ));
+    let bad = Txn::new()
+        .check(&to, Expect::Any)
+        .zadd(&from, vec![("never".into(), 1.0)]);
+    assert!(matches!(
+        s.txn(&bad).await,
+        Err(StoreError::WrongType { .. })
+    ));
+    let bad = Txn::new()
+        .zadd(&from, vec![("never".into(), 1.0)])
+        .zrem(&rec, vec!["m".into()]);
+    assert!(matches!(
+        s.txn(&bad).await,
+        Err(StoreError::WrongType { .. })
+    ));
+    assert_eq!(
+        s.zcard(&from).await.unwrap(),
+        0,
+        "refused txns wrote nothing"
+    );
+    assert_eq!(s.incr(&counter, 0, None).await.unwrap(), 1);
+    // Refused up front: one key as value and set; a bad score.
+    let clash = Txn::new()
+        .put(&fresh, b("x"), None)
+        .zadd(&fresh, vec![("m".into(), 1.0)]);
+    assert!(matches!(s.txn(&clash).await, Err(StoreError::Invalid(_))));
+    let nan = Txn::new().zadd(&from, vec![("m".into(), f64::NAN)]);
+    assert!(matches!(s.txn(&nan).await, Err(StoreError::Invalid(_))));
+    // Large member lists in one step.
+    let many: Vec<(String, f64)> = (0..1000)
+        .map(|i| (format!("m{i:04}"), f64::from(i)))
+        .collect();
+    let names: Vec<String> = many.iter().take(600).map(|(m, _)| m.clone()).collect();
+    let big = Txn::new().zadd(&from, many).zrem(&from, names);
+    assert_eq!(s.txn(&big).await.unwrap(), TxnOutcome::Committed);
+    assert_eq!(s.zcard(&from).await.unwrap(), 400);
+    assert_eq!(s.txn(&Txn::new()).await.unwrap(), TxnOutcome::Committed);
+}
+
+/// Read, then write under a version check, from many tasks: no increment is lost and every
+/// committed step's member lands.
+async fn txn_concurrent_cas(s: &Store, p: &str) {
+    let rec = k(p, "txncas", "n");
+    let set = k(p, "txncas", "done");
+    s.put(&rec, b("0"), Expect::Any, None).await.unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..10 {
+        let (s, rec, set) = (s.clone(), rec.clone(), set.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..20 {
+                loop {
+                    let cur = s.get(&rec).await.unwrap().unwrap();
+                    let n: u64 = std::str::from_utf8(&cur.value).unwrap().parse().unwrap();
+                    let step = Txn::new()
+                        .check(&rec, Expect::Version(cur.version))
+                        .put(&rec, b(&(n + 1).to_string()), None)
+                        .zadd(&set, vec![(format!("{t}-{i}"), 0.0)]);
+                    if s.txn(&step).await.unwrap() == TxnOutcome::Committed {
+                        break;
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let got = s.get(&rec).await.unwrap().unwrap();
+    assert_eq!((got.value, got.version), (b("200"), 201));
+    assert_eq!(s.zcard(&set).await.unwrap(), 200);
 }
 
 async fn gcra_allow_deny_retry(s: &Store, p: &str) {
