@@ -1,15 +1,15 @@
 //! Ending a lease (ack, fail), extending it, dead letters and cleaning finished jobs.
-//! Each write follows the order the `queue` module docs reason through: record (compare and
-//! swap, new generation), then the new member, then removing the old one.
+//! Each transition is one store transaction: the record's compare-and-swap (a new
+//! generation), its new member and the removal of its old one, together.
 
 use std::time::Duration;
 
-use herd_store::{Backend as _, Expect};
+use herd_store::{Backend as _, Expect, Txn};
 use serde::Serialize;
 use serde_json::Value;
 
 use super::job::{after_fail, AfterFail, JobRecord, State};
-use super::{check_queue, score, Keys, Queues};
+use super::{check_queue, encode, score, Keys, Queues};
 use crate::clock::millis;
 use crate::error::{ServiceError, ServiceResult};
 
@@ -22,11 +22,10 @@ pub struct Cleaned {
     pub removed: Vec<String>,
 }
 
-/// A committed ack: its old member, its new `completed` member and finish time (none when
-/// the record was deleted), and how many completed jobs to keep.
+/// A committed ack: whether it left a record in `completed` (not when it was deleted), and
+/// how many completed jobs to keep.
 struct Acked {
-    old: String,
-    completed: Option<(String, i64)>,
+    completed: bool,
     keep: Option<u64>,
 }
 
@@ -56,10 +55,9 @@ impl Queues {
         Ok((rec, version))
     }
 
-    /// Marks a leased job completed, keeping `result`. With `remove_on_complete` (keep 0)
-    /// the record is deleted instead (compare-and-swap on its version: the ack's commit
-    /// point), then its member leaves `active`; dying in between leaves a member whose record
-    /// is gone, which stalled recovery or a reserve's claim drops.
+    /// Marks a leased job completed, keeping `result`; with `remove_on_complete` (keep 0)
+    /// the record is deleted instead. One transaction: the record (compare-and-swap on its
+    /// version) and the member's move out of `active`.
     ///
     /// # Errors
     /// `NotFound`; `WrongLease` when the token is not the job's current lease; store errors.
@@ -121,7 +119,7 @@ impl Queues {
     }
 
     /// The ack's commit point: the record is deleted (`remove_on_complete`) or written
-    /// completed under a new generation. Returns what `ack_finish` needs.
+    /// completed under a new generation, and its member leaves `active`, in one transaction.
     async fn ack_commit(
         &self,
         keys: &Keys,
@@ -133,32 +131,26 @@ impl Queues {
         for attempt in 0..TRIES {
             let (mut rec, version) = self.leased(keys, queue, id, token).await?;
             let old = rec.member();
-            if rec.keep_completed == Some(0) {
-                if self
-                    .store
-                    .delete(&keys.job(id), Expect::Version(version))
-                    .await?
-                {
-                    return Ok(Acked {
-                        old,
-                        completed: None,
-                        keep: rec.keep_completed,
-                    });
-                }
-            } else {
+            let key = keys.job(id);
+            let step = Txn::new().check(&key, Expect::Version(version));
+            let completed = rec.keep_completed != Some(0);
+            let step = if completed {
                 let now = self.clock.now_ms();
                 rec.state = State::Completed;
                 rec.finished_ms = Some(now);
                 rec.lease_token = None;
                 rec.result = result.clone();
                 rec.next_generation();
-                if self.write(keys, &rec, version).await? {
-                    return Ok(Acked {
-                        old,
-                        completed: Some((rec.member(), now)),
-                        keep: rec.keep_completed,
-                    });
-                }
+                step.put(&key, encode(&rec), None)
+                    .zadd(keys.completed(), vec![(rec.member(), score(now))])
+            } else {
+                step.delete(&key)
+            };
+            if self.commit(&step.zrem(keys.active(), vec![old])).await? {
+                return Ok(Acked {
+                    completed,
+                    keep: rec.keep_completed,
+                });
             }
             crate::sessions::backoff(attempt).await;
         }
@@ -168,14 +160,11 @@ impl Queues {
         })
     }
 
-    /// After the commit: the new member into `completed`, the old one out of `active`, trim.
+    /// After the commit: trim `completed` to what the job's `remove_on_complete` keeps.
     async fn ack_finish(&self, keys: &Keys, acked: Acked) -> ServiceResult<()> {
-        if let Some((member, now)) = acked.completed {
-            self.store
-                .zadd(&keys.completed(), &[(member, score(now))])
-                .await?;
+        if !acked.completed {
+            return Ok(());
         }
-        self.store.zrem(&keys.active(), &[acked.old]).await?;
         self.trim(keys, State::Completed, acked.keep).await
     }
 
@@ -213,17 +202,19 @@ impl Queues {
                 }
             }
             rec.next_generation();
-            if !self.write(&keys, &rec, version).await? {
+            let key = keys.job(id);
+            let step = Txn::new().check(&key, Expect::Version(version));
+            let step = if rec.state == State::Failed && rec.keep_failed == Some(0) {
+                step.delete(&key)
+            } else {
+                let (set, s) = Self::place(&keys, &rec, now);
+                step.put(&key, encode(&rec), None)
+                    .zadd(set, vec![(rec.member(), s)])
+            };
+            if !self.commit(&step.zrem(keys.active(), vec![old])).await? {
                 crate::sessions::backoff(attempt).await;
                 continue;
             }
-            if rec.state == State::Failed && rec.keep_failed == Some(0) {
-                self.store.delete(&keys.job(id), Expect::Any).await?;
-            } else {
-                let (set, s) = Self::place(&keys, &rec, now);
-                self.store.zadd(&set, &[(rec.member(), s)]).await?;
-            }
-            self.store.zrem(&keys.active(), &[old]).await?;
             if rec.state == State::Failed {
                 self.trim(&keys, State::Failed, rec.keep_failed).await?;
             } else if rec.due_ms <= now {
@@ -253,13 +244,18 @@ impl Queues {
         for attempt in 0..TRIES {
             let (mut rec, version) = self.leased(&keys, queue, id, token).await?;
             rec.lease_until_ms = self.clock.now_ms() + millis(lease);
-            if !self.write(&keys, &rec, version).await? {
+            let key = keys.job(id);
+            let step = Txn::new()
+                .check(&key, Expect::Version(version))
+                .put(&key, encode(&rec), None)
+                .zadd(
+                    keys.active(),
+                    vec![(rec.member(), score(rec.lease_until_ms))],
+                );
+            if !self.commit(&step).await? {
                 crate::sessions::backoff(attempt).await;
                 continue;
             }
-            self.store
-                .zadd(&keys.active(), &[(rec.member(), score(rec.lease_until_ms))])
-                .await?;
             return Ok(rec.lease_until_ms);
         }
         Err(ServiceError::Contended {
@@ -371,14 +367,16 @@ impl Queues {
             rec.stalled = 0;
             rec.finished_ms = None;
             rec.next_generation();
-            if !self.write(&keys, &rec, version).await? {
+            let key = keys.job(id);
+            let step = Txn::new()
+                .check(&key, Expect::Version(version))
+                .put(&key, encode(&rec), None)
+                .zadd(keys.waiting(), vec![(rec.member(), rec.waiting_score())])
+                .zrem(keys.failed(), vec![old]);
+            if !self.commit(&step).await? {
                 crate::sessions::backoff(attempt).await;
                 continue;
             }
-            self.store
-                .zadd(&keys.waiting(), &[(rec.member(), rec.waiting_score())])
-                .await?;
-            self.store.zrem(&keys.failed(), &[old]).await?;
             self.announce(queue, &keys).await;
             return Ok(());
         }
@@ -396,17 +394,17 @@ impl Queues {
         check_queue(queue)?;
         let keys = Keys::new(queue);
         let (rec, version) = self.dead(&keys, queue, id).await?;
-        if !self
-            .store
-            .delete(&keys.job(id), Expect::Version(version))
-            .await?
-        {
+        let key = keys.job(id);
+        let step = Txn::new()
+            .check(&key, Expect::Version(version))
+            .delete(&key)
+            .zrem(keys.failed(), vec![rec.member()]);
+        if !self.commit(&step).await? {
             return Err(ServiceError::Contended {
                 what: format!("job {id}"),
                 tries: 1,
             });
         }
-        self.store.zrem(&keys.failed(), &[rec.member()]).await?;
         Ok(())
     }
 

@@ -17,40 +17,32 @@
 //! ms). Set members are `ID#GEN`; the record names the current member.
 //!
 //! # At-least-once: no accepted job is lost, whatever store call the process dies after
-//! Every transition writes the record first (compare-and-swap on its version), then adds the
-//! job's *new* member to its new set, then removes the old member. So at every point the
-//! job's record or an old member still sits in some set, and whoever next reads that member
-//! (reserve, promotion, stalled recovery) finishes the move. Promotion and recovery run on a
-//! reserve at most every 20 ms / 1 s per node, and always when a reserve finds nothing
-//! waiting (`housekeep`): that delays the repair of a half-done move, never skips it, since
-//! they scan the sets rather than remember what to repair.
+//! Every transition of a job is one store transaction ([`herd_store::Txn`]): the record's
+//! compare-and-swap on its version, its new member's `zadd` and its old member's `zrem`
+//! commit together or not at all, so a crash leaves the job either where it was or where it
+//! went. The one step that takes two calls is the reserve:
 //!
-//! - **add**: the record is written (`Absent`), then its member is added. Dying in between
-//!   means `add` never returned, so the job was not accepted; a retried add with the same
-//!   `job_id` finds the record and adds the missing member (repair on dedupe).
+//! - **add**: one counter `incr` (the order of adding, and the id unless `job_id` names one),
+//!   then one transaction: record (`Absent`) and member. A retried add with the same
+//!   `job_id` finds the record and returns its id (dedupe).
 //! - **reserve**: `zmove(waiting → active)` moves members atomically (a job is never in
 //!   neither set), then each record becomes `active` with a lease token. Dying in between
 //!   leaves a member in `active` whose record still says `waiting`: when its lease deadline
 //!   passes, stalled recovery puts it back in `waiting` (a re-delivery, never a loss).
-//! - **ack with `remove_on_complete`** deletes the record (compare-and-swap on its version:
-//!   the commit point), then `zrem`s its member from `active`. Dying in between leaves a
-//!   member whose record is gone: claim and stalled recovery drop such members. Nothing is
-//!   lost (the job was done and acked), and nothing is re-delivered. A later add with the
-//!   same `job_id` writes a new record of generation 0, which may share the stale member's
-//!   name: recovery then finds a `waiting` record behind an `active` member and re-queues it
-//!   under a new generation, so the new job is delivered, once.
-//! - **ack / fail / stalled recovery / retry of a dead letter**: record first (new
-//!   generation), `zadd` of the new member, `zrem` of the old. Dying after the record leaves
-//!   the old member in its set; whoever reads it sees the record names another member,
-//!   re-adds that member to the set the record's state names if it is missing there, and
-//!   removes the old one. Because the new member has a new name, removing the old one can
-//!   never remove the job from the place it has moved to, even if a reserve on another node
-//!   took it in between.
+//! - **ack / fail / extend / retry of a dead letter**: one transaction each, and only while
+//!   the record is at the version the caller read (a lost race retries from the read). A
+//!   transition that re-enters a set takes a new generation (a new member name), so a member
+//!   left behind by an older herd (whose transitions were separate calls) can be told from the
+//!   job's current place: whoever reads a member its record no longer names (reserve,
+//!   promotion, stalled recovery) re-adds the record's member where its state says and drops
+//!   the stale one.
+//! - **ack with `remove_on_complete`** deletes the record and its member together.
 //! - **promotion** of due delayed jobs keeps the member (`zadd waiting`, `zrem delayed`): a
 //!   job re-enters `delayed` only under a new generation, so the `zrem` is safe; a duplicate
 //!   in `waiting` is caught by the reserve's record check.
-//! - **extend**: record first, then the active score; dying in between leaves an early score,
-//!   and recovery sees the record's later deadline and restores it.
+//!
+//! Promotion and recovery run on a reserve at most every 20 ms / 1 s per node, and always
+//! when a reserve finds nothing waiting (`housekeep`).
 //!
 //! Duplicated delivery is possible (a worker that outlives its lease); lost jobs are not.
 
@@ -62,11 +54,12 @@ mod schedule;
 pub mod spec;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use herd_store::{Backend as _, Expect, Store, Written};
+use herd_store::{Backend as _, Expect, Store, Txn, TxnOutcome, Written};
 use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -174,7 +167,10 @@ impl Keys {
 #[derive(Default)]
 struct Local {
     notify: Notify,
-    listening: std::sync::atomic::AtomicBool,
+    listening: AtomicBool,
+    /// The publisher task runs (see `announce`), and what wakes it.
+    publishing: AtomicBool,
+    publish: Notify,
     housekeeping: Mutex<housekeep::Housekeeping>,
 }
 
@@ -315,12 +311,39 @@ impl Queues {
         Ok(())
     }
 
-    /// Wakes reserves waiting on this queue, here and on other nodes.
-    async fn announce(&self, queue: &str, keys: &Keys) {
-        self.local(queue).notify.notify_waiters();
-        if let Err(e) = self.store.publish(&keys.channel(), Bytes::new()).await {
-            tracing::debug!(queue, error = %e, "failed to announce new jobs; waiting reserves poll");
+    /// Applies a transaction; `false` when one of its checks failed (nothing was written).
+    async fn commit(&self, txn: &Txn) -> ServiceResult<bool> {
+        Ok(self.store.txn(txn).await? == TxnOutcome::Committed)
+    }
+
+    /// Wakes reserves waiting on this queue: here at once, on other nodes through a message
+    /// the queue's publisher task sends. Announcements made while one is being published
+    /// coalesce into one more message, so a burst of adds costs a few publishes, not one each.
+    async fn announce(&self, queue: &str, _keys: &Keys) {
+        let local = self.local(queue);
+        local.notify.notify_waiters();
+        if !local.publishing.swap(true, Ordering::SeqCst) {
+            self.spawn_publisher(queue, &local);
         }
+        local.publish.notify_one();
+    }
+
+    /// The per-queue task that publishes announcements (one in flight at a time).
+    fn spawn_publisher(&self, queue: &str, local: &Arc<Local>) {
+        let (store, local) = (Arc::clone(&self.store), Arc::clone(local));
+        let (channel, shutdown) = (Keys::new(queue).channel(), self.shutdown.clone());
+        let queue = queue.to_owned();
+        self.tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = local.publish.notified() => {}
+                }
+                if let Err(e) = store.publish(&channel, Bytes::new()).await {
+                    tracing::debug!(queue, error = %e, "failed to announce new jobs; waiting reserves poll");
+                }
+            }
+        });
     }
 
     /// Adds a job; returns its id. With `job_id` set and a job of that id present (in any
@@ -352,18 +375,16 @@ impl Queues {
         spec::check_new_job(&job)?;
         let keys = Keys::new(queue);
         let now = self.clock.now_ms();
+        // One counter gives both the order of adding and, unless the caller names one, the id.
+        let seq = self.store.incr(&keys.set("seq"), 1, None).await?;
         let id = match &job.job_id {
             Some(id) => {
                 check_job_id(id)?;
                 id.clone()
             }
-            None => self
-                .store
-                .incr(&keys.set("ids"), 1, None)
-                .await?
-                .to_string(),
+            None => seq.to_string(),
         };
-        let seq = u64::try_from(self.store.incr(&keys.set("seq"), 1, None).await?).unwrap_or(0);
+        let seq = u64::try_from(seq).unwrap_or(0);
         let rec = JobRecord {
             id: id.clone(),
             name: job.name,
@@ -387,20 +408,16 @@ impl Queues {
             errors: Vec::new(),
             result: None,
         };
-        match self
-            .store
-            .put(&keys.job(&id), encode(&rec), Expect::Absent, None)
-            .await?
-        {
-            Written::Ok(_) => {
-                let (set, s) = Self::place(&keys, &rec, now);
-                self.store.zadd(&set, &[(rec.member(), s)]).await?;
-            }
-            Written::Conflict(_) => {
-                // Dedupe; and finish an add that died between its two writes.
-                if let Some((existing, _)) = self.read(&keys, &id).await? {
-                    self.repair(&keys, &existing, now).await?;
-                }
+        let (set, s) = Self::place(&keys, &rec, now);
+        let added = Txn::new()
+            .check(keys.job(&id), Expect::Absent)
+            .put(keys.job(&id), encode(&rec), None)
+            .zadd(set, vec![(rec.member(), s)]);
+        if !self.commit(&added).await? {
+            // Dedupe (and repair of a record whose member is missing, which only a crashed
+            // older version could leave behind).
+            if let Some((existing, _)) = self.read(&keys, &id).await? {
+                self.repair(&keys, &existing, now).await?;
             }
         }
         Ok(id)

@@ -247,14 +247,74 @@ impl Queues {
             self.drop_gate(keys, &token).await;
         }
         let moved = result?;
-        let deadline = now + millis(lease);
-        let mut out = Vec::with_capacity(moved.len());
-        for member in moved {
-            if let Some(job) = self.claim(keys, &member, deadline).await? {
-                out.push(job);
+        self.claim_many(keys, moved, now + millis(lease)).await
+    }
+
+    /// Claims moved members: their records are read in one call and the usual case (a
+    /// waiting record that names the member) is leased by a compare-and-swap, all at once;
+    /// anything else, or a lost race, goes through `claim` one by one.
+    async fn claim_many(
+        &self,
+        keys: &Keys,
+        moved: Vec<String>,
+        deadline: i64,
+    ) -> ServiceResult<Vec<Reserved>> {
+        if moved.is_empty() {
+            return Ok(Vec::new());
+        }
+        let record_keys: Vec<String> = moved
+            .iter()
+            .map(|m| keys.job(member_id(m).unwrap_or_default()))
+            .collect();
+        let records = self.store.get_many(&record_keys).await?;
+        let attempts = moved.iter().zip(records).map(|(member, found)| async move {
+            let leased = match found {
+                Some(v) if member_id(member).is_some() => {
+                    match serde_json::from_slice::<JobRecord>(&v.value) {
+                        Ok(rec) if rec.state == State::Waiting && rec.member() == *member => {
+                            self.lease_record(keys, rec, v.version, deadline).await?
+                        }
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            match leased {
+                Some(job) => Ok(Some(job)),
+                None => self.claim(keys, member, deadline).await,
             }
+        });
+        let mut out = Vec::with_capacity(moved.len());
+        for job in futures_util::future::join_all(attempts).await {
+            out.extend(job?);
         }
         Ok(out)
+    }
+
+    /// Leases a waiting record at `version`; `None` when another writer got there first.
+    async fn lease_record(
+        &self,
+        keys: &Keys,
+        mut rec: JobRecord,
+        version: u64,
+        deadline: i64,
+    ) -> ServiceResult<Option<Reserved>> {
+        let token = ids::random_id();
+        rec.state = State::Active;
+        rec.attempt += 1;
+        rec.lease_token = Some(token.clone());
+        rec.lease_until_ms = deadline;
+        if !self.write(keys, &rec, version).await? {
+            return Ok(None);
+        }
+        Ok(Some(Reserved {
+            id: rec.id,
+            name: rec.name,
+            data: rec.data,
+            attempt: rec.attempt,
+            lease_token: token,
+            lease_until_ms: deadline,
+        }))
     }
 
     /// Moves up to `max` waiting members to `active`, within the limiter and concurrency cap.
@@ -354,7 +414,7 @@ impl Queues {
                     .await?;
                 return Ok(None);
             };
-            let Some((mut rec, version)) = self.read(keys, id).await? else {
+            let Some((rec, version)) = self.read(keys, id).await? else {
                 self.store
                     .zrem(&keys.active(), &[member.to_owned()])
                     .await?;
@@ -384,20 +444,8 @@ impl Queues {
                     .await?;
                 return Ok(None);
             }
-            let token = ids::random_id();
-            rec.state = State::Active;
-            rec.attempt += 1;
-            rec.lease_token = Some(token.clone());
-            rec.lease_until_ms = deadline;
-            if self.write(keys, &rec, version).await? {
-                return Ok(Some(Reserved {
-                    id: rec.id,
-                    name: rec.name,
-                    data: rec.data,
-                    attempt: rec.attempt,
-                    lease_token: token,
-                    lease_until_ms: deadline,
-                }));
+            if let Some(job) = self.lease_record(keys, rec, version, deadline).await? {
+                return Ok(Some(job));
             }
         }
         // Still contended: stalled recovery re-delivers it after `deadline`.
