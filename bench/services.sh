@@ -8,6 +8,7 @@
 #   RATE=5000        ops/s of the open-loop latency runs
 #   SECONDS_RUN=10   seconds of each latency run
 #   BUILD=1          0 skips `cargo build --release`
+#   ONLY=          "latency" or "queue" runs only that half (default: both)
 #   NEXT=1           herd workers ack with "next" (the ack leases the next job: one call per job,
 #                    as BullMQ's moveToFinished); 0 reserves and acks in two calls
 #   REDIS_PORT=16390 SERVICES_PORT=19391 (herd embedded) SERVICES_REDIS_PORT=19392 (herd on Redis)
@@ -18,6 +19,7 @@ RATE=${RATE:-5000}
 SECONDS_RUN=${SECONDS_RUN:-10}
 BUILD=${BUILD:-1}
 NEXT=${NEXT:-1}
+ONLY=${ONLY:-}
 QUEUE_ARGS=()
 [ "$NEXT" = 0 ] && QUEUE_ARGS+=(--no-next)
 REDIS_PORT=${REDIS_PORT:-16390}
@@ -83,8 +85,10 @@ CONF
     exit 1
 }
 
-echo "## redis-benchmark (50 clients, 200k requests, no pipelining)"
-redis-benchmark -p "$REDIS_PORT" -t get,set -n 200000 -c 50 -q --csv | tee "$WORK/redis-benchmark.csv"
+if [ "$ONLY" != queue ]; then
+    echo "## redis-benchmark (50 clients, 200k requests, no pipelining)"
+    redis-benchmark -p "$REDIS_PORT" -t get,set -n 200000 -c 50 -q --csv | tee "$WORK/redis-benchmark.csv"
+fi
 
 start_herd embedded "$SERVICES_PORT" "[store]
 backend = \"embedded\"
@@ -94,6 +98,7 @@ backend = \"redis\"
 url = \"redis://127.0.0.1:$REDIS_PORT\""
 
 for store in embedded redis; do
+    [ "$ONLY" = queue ] && break
     port=$SERVICES_PORT
     [ "$store" = redis ] && port=$SERVICES_REDIS_PORT
     for op in session-get session-set cache-get; do
@@ -104,6 +109,7 @@ for store in embedded redis; do
 done
 
 for c in 1 16; do
+    [ "$ONLY" = latency ] && break
     for store in embedded redis; do
         port=$SERVICES_PORT
         [ "$store" = redis ] && port=$SERVICES_REDIS_PORT

@@ -373,6 +373,116 @@ async fn ack_with_next_leases_the_following_job_in_the_same_call() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_add_reserve_and_ack() {
+    let api = Api::start(false).await;
+    let jobs: Vec<_> = (0..10)
+        .map(|i| json!({"name": format!("j{i}"), "remove_on_complete": i % 2 == 0}))
+        .collect();
+    let r = api
+        .json("POST", "/v1/queues/batch/jobs", json!({ "jobs": jobs }))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let ids = r.json()["ids"].as_array().unwrap().clone();
+    assert_eq!(ids.len(), 10);
+    // One bad job refuses the whole batch before anything is written.
+    let r = api
+        .json(
+            "POST",
+            "/v1/queues/batch/jobs",
+            json!({"jobs": [{"name": "ok"}, {"name": "bad", "priority": 1_u64 << 40}]}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = api.call("GET", "/v1/queues/batch", b"").await;
+    assert_eq!(r.json()["waiting"], 10, "{}", r.text());
+
+    let r = api
+        .json("POST", "/v1/queues/batch/reserve", json!({"max": 4}))
+        .await;
+    let held = r.json()["jobs"].as_array().unwrap().clone();
+    let names: Vec<_> = held.iter().map(|j| j["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["j0", "j1", "j2", "j3"], "added order is kept");
+    // Three good acks, one stale token, one unknown job: each answered on its own, and the
+    // next batch is leased all the same.
+    let mut acks: Vec<_> = held[..3]
+        .iter()
+        .map(|j| json!({"id": j["id"], "lease_token": j["lease_token"], "result": {"ok": 1}}))
+        .collect();
+    acks.push(json!({"id": held[3]["id"], "lease_token": "stale"}));
+    acks.push(json!({"id": "nope", "lease_token": "x"}));
+    let r = api
+        .json(
+            "POST",
+            "/v1/queues/batch/ack",
+            json!({"acks": acks, "next": {"max": 3, "lease": "1m"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json();
+    assert_eq!(
+        body["acked"],
+        json!([held[0]["id"], held[1]["id"], held[2]["id"]])
+    );
+    let errors = body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{body}");
+    assert_eq!(errors[0]["id"], held[3]["id"]);
+    assert_eq!(errors[0]["status"], 409, "{body}");
+    assert_eq!(errors[1]["status"], 404, "{body}");
+    let next: Vec<_> = body["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(next, ["j4", "j5", "j6"]);
+    // j1 is kept completed with its result; j0 and j2 were removed on completion.
+    let r = api
+        .call(
+            "GET",
+            &format!("/v1/queues/batch/jobs/{}", held[1]["id"].as_str().unwrap()),
+            b"",
+        )
+        .await;
+    assert_eq!(r.json()["state"], "completed", "{}", r.text());
+    assert_eq!(r.json()["result"], json!({"ok": 1}));
+    let r = api.call("GET", "/v1/queues/batch", b"").await;
+    let c = r.json();
+    assert_eq!(
+        (
+            c["waiting"].as_u64(),
+            c["active"].as_u64(),
+            c["completed"].as_u64()
+        ),
+        (Some(3), Some(4), Some(1)),
+        "{c}"
+    );
+    // Refused up front: more than 1000 acks, unknown fields, a bad `next`.
+    let many: Vec<_> = (0..1001)
+        .map(|i| json!({"id": format!("{i}"), "lease_token": "t"}))
+        .collect();
+    let r = api
+        .json("POST", "/v1/queues/batch/ack", json!({ "acks": many }))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = api
+        .json(
+            "POST",
+            "/v1/queues/batch/ack",
+            json!({"acks": [], "nxt": {}}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = api
+        .json(
+            "POST",
+            "/v1/queues/batch/ack",
+            json!({"acks": [], "next": {"max": 0}}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_endpoints() {
     let api = Api::start(false).await;
     let r = api

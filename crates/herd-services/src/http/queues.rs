@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{json_body, opt_duration, ApiError, ApiResult, AppState, Table};
-use crate::queue::{JobSpec, Queues};
+use crate::queue::{AckRequest, JobSpec, Queues};
 
 /// The longest a reserve may wait (a long-poll held longer is usually a proxy timeout).
 const MAX_WAIT: Duration = Duration::from_secs(300);
@@ -27,6 +27,7 @@ pub(super) fn routes(t: Table) -> Table {
         .add("/v1/queues/{q}/jobs/{id}/fail", &["post"], post(fail))
         .add("/v1/queues/{q}/jobs/{id}/extend", &["post"], post(extend))
         .add("/v1/queues/{q}/reserve", &["post"], post(reserve))
+        .add("/v1/queues/{q}/ack", &["post"], post(ack_many))
         .add("/v1/queues/{q}/dead", &["get"], get(dead))
         .add(
             "/v1/queues/{q}/dead/{id}",
@@ -150,6 +151,62 @@ async fn ack(
         )
         .await?;
     Ok(Json(json!({ "jobs": jobs })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckManyBody {
+    acks: Vec<AckItem>,
+    next: Option<NextBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckItem {
+    id: String,
+    lease_token: String,
+    result: Option<Value>,
+}
+
+/// Several acks in one call, each with its own outcome; with `next`, a non-waiting reserve
+/// after them.
+async fn ack_many(
+    State(s): State<AppState>,
+    Path(q): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body: AckManyBody = json_body(body)?;
+    let ids: Vec<String> = body.acks.iter().map(|a| a.id.clone()).collect();
+    let acks = body
+        .acks
+        .into_iter()
+        .map(|a| AckRequest {
+            id: a.id,
+            lease_token: a.lease_token,
+            result: a.result,
+        })
+        .collect();
+    let queues = &s.services.queues;
+    let (outcomes, jobs) = match body.next {
+        None => (queues.ack_many(&q, acks).await?, Vec::new()),
+        Some(next) => {
+            let lease = opt_duration("next.lease", next.lease.as_deref())?;
+            queues
+                .ack_many_and_reserve(&q, acks, next.max.unwrap_or(1), lease)
+                .await?
+        }
+    };
+    let mut acked = Vec::new();
+    let mut errors = Vec::new();
+    for (id, outcome) in ids.into_iter().zip(outcomes) {
+        match outcome {
+            Ok(()) => acked.push(id),
+            Err(e) => errors.push(json!({
+                "id": id, "status": e.status(), "error": e.to_string(), "hint": e.hint(),
+            })),
+        }
+    }
+    Ok(Json(json!({ "acked": acked, "errors": errors, "jobs": jobs })).into_response())
 }
 
 #[derive(Deserialize)]

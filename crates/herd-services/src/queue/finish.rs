@@ -36,6 +36,24 @@ fn wrong_lease(rec: &JobRecord) -> ServiceError {
     }
 }
 
+fn check_lease(rec: &JobRecord, token: &str) -> ServiceResult<()> {
+    if rec.state != State::Active || rec.lease_token.as_deref() != Some(token) {
+        return Err(wrong_lease(rec));
+    }
+    Ok(())
+}
+
+/// One ack of a batch ([`Queues::ack_many`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AckRequest {
+    pub id: String,
+    pub lease_token: String,
+    pub result: Option<Value>,
+}
+
+/// The most acks one batch takes.
+pub(crate) const MAX_ACKS: usize = 1000;
+
 impl Queues {
     /// Reads the job and checks the lease token; returns the record, its version and member.
     async fn leased(
@@ -49,9 +67,7 @@ impl Queues {
             .read(keys, id)
             .await?
             .ok_or_else(|| ServiceError::not_found(format!("job {id} in queue {queue}")))?;
-        if rec.state != State::Active || rec.lease_token.as_deref() != Some(token) {
-            return Err(wrong_lease(&rec));
-        }
+        check_lease(&rec, token)?;
         Ok((rec, version))
     }
 
@@ -118,6 +134,103 @@ impl Queues {
         jobs
     }
 
+    /// Acks several leased jobs (SQS's DeleteMessageBatch): their records are read in one
+    /// call and each ack commits on its own, so one stale lease fails only its own ack.
+    /// Returns each ack's outcome, in order.
+    ///
+    /// # Errors
+    /// `Invalid` queue or more than 1000 acks; store errors reading the records. Each ack's
+    /// own failure (`NotFound`, `WrongLease`, store errors) is in its slot of the answer.
+    pub async fn ack_many(
+        &self,
+        queue: &str,
+        acks: Vec<AckRequest>,
+    ) -> ServiceResult<Vec<ServiceResult<()>>> {
+        check_queue(queue)?;
+        if acks.len() > MAX_ACKS {
+            return Err(ServiceError::invalid(
+                "acks",
+                format!("{} acks in one call", acks.len()),
+                "send at most 1000 acks per call",
+            ));
+        }
+        let keys = Keys::new(queue);
+        let record_keys: Vec<String> = acks.iter().map(|a| keys.job(&a.id)).collect();
+        let records = self.store.get_many(&record_keys).await?;
+        let commits = acks.into_iter().zip(records).map(|(ack, found)| {
+            let keys = &keys;
+            async move {
+                let first = match found {
+                    None => {
+                        return Err(ServiceError::not_found(format!(
+                            "job {} in queue {queue}",
+                            ack.id
+                        )))
+                    }
+                    Some(v) => {
+                        let rec = serde_json::from_slice::<JobRecord>(&v.value)
+                            .map_err(|e| super::corrupt(keys.job(&ack.id), &e))?;
+                        (rec, v.version)
+                    }
+                };
+                self.ack_commit_from(
+                    keys,
+                    queue,
+                    &ack.id,
+                    &ack.lease_token,
+                    ack.result,
+                    Some(first),
+                )
+                .await
+            }
+        });
+        let committed = futures_util::future::join_all(commits).await;
+        // Trim once per distinct `remove_on_complete` among the completed records kept.
+        let mut keeps: Vec<Option<u64>> = committed
+            .iter()
+            .filter_map(|r| r.as_ref().ok().filter(|a| a.completed).map(|a| a.keep))
+            .collect();
+        keeps.sort_unstable();
+        keeps.dedup();
+        for keep in keeps {
+            if let Err(e) = self.trim(&keys, State::Completed, keep).await {
+                tracing::warn!(queue, error = %e, "failed to trim completed jobs after a batch ack; the next ack trims");
+            }
+        }
+        Ok(committed.into_iter().map(|r| r.map(drop)).collect())
+    }
+
+    /// [`Queues::ack_many`], then a non-waiting reserve of up to `max` jobs (whatever the
+    /// acks' outcomes): a batch worker's steady state is one call per batch.
+    ///
+    /// # Errors
+    /// As [`Queues::ack_many`] and [`Queues::reserve`].
+    pub async fn ack_many_and_reserve(
+        &self,
+        queue: &str,
+        acks: Vec<AckRequest>,
+        max: usize,
+        lease: Option<Duration>,
+    ) -> ServiceResult<(Vec<ServiceResult<()>>, Vec<super::Reserved>)> {
+        super::reserve::check_reserve(max, lease)?;
+        let lease = lease.unwrap_or(self.config.default_lease);
+        let keys = Keys::new(queue);
+        let now = self.clock.now_ms();
+        let (acked, prepared) = tokio::join!(
+            self.ack_many(queue, acks),
+            self.reserve_prepare(queue, &keys, now)
+        );
+        let acked = acked?;
+        let jobs = match prepared? {
+            Some(ran) => {
+                self.reserve_lease(queue, &keys, max, lease, now, ran)
+                    .await?
+            }
+            None => Vec::new(),
+        };
+        Ok((acked, jobs))
+    }
+
     /// The ack's commit point: the record is deleted (`remove_on_complete`) or written
     /// completed under a new generation, and its member leaves `active`, in one transaction.
     async fn ack_commit(
@@ -128,8 +241,29 @@ impl Queues {
         token: &str,
         result: Option<Value>,
     ) -> ServiceResult<Acked> {
+        self.ack_commit_from(keys, queue, id, token, result, None)
+            .await
+    }
+
+    /// `ack_commit`, starting from a record the caller already read (a batch reads all of
+    /// its records in one call); later tries read again.
+    async fn ack_commit_from(
+        &self,
+        keys: &Keys,
+        queue: &str,
+        id: &str,
+        token: &str,
+        result: Option<Value>,
+        mut first: Option<(JobRecord, u64)>,
+    ) -> ServiceResult<Acked> {
         for attempt in 0..TRIES {
-            let (mut rec, version) = self.leased(keys, queue, id, token).await?;
+            let (mut rec, version) = match first.take() {
+                Some((rec, version)) => {
+                    check_lease(&rec, token)?;
+                    (rec, version)
+                }
+                None => self.leased(keys, queue, id, token).await?,
+            };
             let old = rec.member();
             let key = keys.job(id);
             let step = Txn::new().check(&key, Expect::Version(version));

@@ -64,10 +64,11 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use crate::clock::{millis, Clock};
 use crate::error::{ServiceError, ServiceResult};
-pub use finish::Cleaned;
+pub use finish::{AckRequest, Cleaned};
 pub use job::{Backoff, BackoffKind, JobRecord, NewJob, State};
 pub use reserve::Reserved;
 pub use schedule::{Repeat, ScheduleInfo};
@@ -332,7 +333,6 @@ impl Queues {
     fn spawn_publisher(&self, queue: &str, local: &Arc<Local>) {
         let (store, local) = (Arc::clone(&self.store), Arc::clone(local));
         let (channel, shutdown) = (Keys::new(queue).channel(), self.shutdown.clone());
-        let queue = queue.to_owned();
         self.tasks.spawn(async move {
             loop {
                 tokio::select! {
@@ -340,10 +340,10 @@ impl Queues {
                     () = local.publish.notified() => {}
                 }
                 if let Err(e) = store.publish(&channel, Bytes::new()).await {
-                    tracing::debug!(queue, error = %e, "failed to announce new jobs; waiting reserves poll");
+                    tracing::debug!(error = %e, "failed to announce new jobs; waiting reserves poll");
                 }
             }
-        });
+        }.instrument(tracing::info_span!("queue_publisher", queue = %queue)));
     }
 
     /// Adds a job; returns its id. With `job_id` set and a job of that id present (in any
@@ -357,33 +357,52 @@ impl Queues {
         Ok(id)
     }
 
-    /// Adds several jobs in order; returns their ids.
+    /// Adds several jobs; returns their ids, in order. Every job is checked before any is
+    /// written; the order of adding is taken for all of them at once (one counter step) and
+    /// their writes go to the store together.
     ///
     /// # Errors
-    /// As [`Queues::add`]; jobs before the failing one stay added.
+    /// As [`Queues::add`]. When the store fails part-way, some of the jobs may be added:
+    /// resending them with `job_id`s set adds each once.
     pub async fn add_bulk(&self, queue: &str, jobs: Vec<NewJob>) -> ServiceResult<Vec<String>> {
-        let mut ids = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            ids.push(self.add_quiet(queue, job).await?);
+        check_queue(queue)?;
+        for job in &jobs {
+            spec::check_new_job(job)?;
+            if let Some(id) = &job.job_id {
+                check_job_id(id)?;
+            }
         }
-        self.announce(queue, &Keys::new(queue)).await;
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = Keys::new(queue);
+        let n = i64::try_from(jobs.len()).unwrap_or(i64::MAX);
+        let last = self.store.incr(&keys.set("seq"), n, None).await?;
+        let adds = jobs.into_iter().enumerate().map(|(i, job)| {
+            let seq = last - n + 1 + i64::try_from(i).unwrap_or(0);
+            self.add_at(&keys, job, seq)
+        });
+        let ids = futures_util::future::try_join_all(adds).await?;
+        self.announce(queue, &keys).await;
         Ok(ids)
     }
 
     async fn add_quiet(&self, queue: &str, job: NewJob) -> ServiceResult<String> {
         check_queue(queue)?;
         spec::check_new_job(&job)?;
+        if let Some(id) = &job.job_id {
+            check_job_id(id)?;
+        }
         let keys = Keys::new(queue);
-        let now = self.clock.now_ms();
         // One counter gives both the order of adding and, unless the caller names one, the id.
         let seq = self.store.incr(&keys.set("seq"), 1, None).await?;
-        let id = match &job.job_id {
-            Some(id) => {
-                check_job_id(id)?;
-                id.clone()
-            }
-            None => seq.to_string(),
-        };
+        self.add_at(&keys, job, seq).await
+    }
+
+    /// Writes a checked job as number `seq` of its queue.
+    async fn add_at(&self, keys: &Keys, job: NewJob, seq: i64) -> ServiceResult<String> {
+        let now = self.clock.now_ms();
+        let id = job.job_id.clone().unwrap_or_else(|| seq.to_string());
         let seq = u64::try_from(seq).unwrap_or(0);
         let rec = JobRecord {
             id: id.clone(),
@@ -408,7 +427,7 @@ impl Queues {
             errors: Vec::new(),
             result: None,
         };
-        let (set, s) = Self::place(&keys, &rec, now);
+        let (set, s) = Self::place(keys, &rec, now);
         let added = Txn::new()
             .check(keys.job(&id), Expect::Absent)
             .put(keys.job(&id), encode(&rec), None)
@@ -416,8 +435,8 @@ impl Queues {
         if !self.commit(&added).await? {
             // Dedupe (and repair of a record whose member is missing, which only a crashed
             // older version could leave behind).
-            if let Some((existing, _)) = self.read(&keys, &id).await? {
-                self.repair(&keys, &existing, now).await?;
+            if let Some((existing, _)) = self.read(keys, &id).await? {
+                self.repair(keys, &existing, now).await?;
             }
         }
         Ok(id)

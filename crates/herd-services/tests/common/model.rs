@@ -31,6 +31,14 @@ pub enum Op {
     Ack {
         pick: usize,
     },
+    /// A batch ack of distinct leases (`ack_many`).
+    AckMany {
+        picks: Vec<usize>,
+    },
+    /// `add_bulk` of `n` plain jobs.
+    AddBulk {
+        n: usize,
+    },
     Fail {
         pick: usize,
         retry: bool,
@@ -50,6 +58,8 @@ pub fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(priority, delay_ms, attempts, backoff_ms)| Op::Add { priority, delay_ms, attempts, backoff_ms }),
         3 => (1usize..4).prop_map(|max| Op::Reserve { max }),
         2 => any::<usize>().prop_map(|pick| Op::Ack { pick }),
+        1 => proptest::collection::vec(any::<usize>(), 1..5).prop_map(|picks| Op::AckMany { picks }),
+        1 => (1usize..5).prop_map(|n| Op::AddBulk { n }),
         2 => (any::<usize>(), any::<bool>()).prop_map(|(pick, retry)| Op::Fail { pick, retry }),
         1 => (any::<usize>(), 1u64..3000).prop_map(|(pick, lease_ms)| Op::Extend { pick, lease_ms }),
         2 => (0u64..2500).prop_map(|ms| Op::Advance { ms }),
@@ -228,10 +238,70 @@ pub async fn run_case(
                     leases.push((r.id, r.lease_token));
                 }
             }
-            Op::Ack { pick } | Op::Fail { pick, .. } | Op::Extend { pick, .. }
-                if leases.is_empty() =>
-            {
-                let _ = pick;
+            Op::AddBulk { n } => {
+                let jobs = (0..n)
+                    .map(|i| NewJob::new("b", serde_json::json!([step, i])))
+                    .collect();
+                let ids = q.add_bulk(queue, jobs).await.unwrap();
+                prop_assert_eq!(ids.len(), n);
+                for id in ids {
+                    model.seq += 1;
+                    model.jobs.push(MJob {
+                        id,
+                        priority: 0,
+                        seq: model.seq,
+                        attempts: 1,
+                        backoff_ms: 0,
+                        attempt: 0,
+                        stalled: 0,
+                        state: State::Waiting,
+                        due: now,
+                        promoted: true,
+                        until: 0,
+                        token: None,
+                    });
+                }
+            }
+            Op::Ack { .. } | Op::AckMany { .. } | Op::Fail { .. } | Op::Extend { .. }
+                if leases.is_empty() => {}
+            Op::AckMany { picks } => {
+                let mut chosen: Vec<usize> = picks.iter().map(|p| p % leases.len()).collect();
+                chosen.sort_unstable();
+                chosen.dedup();
+                let batch: Vec<(String, String)> =
+                    chosen.iter().map(|&i| leases[i].clone()).collect();
+                let acks = batch
+                    .iter()
+                    .map(|(id, token)| herd_services::queue::AckRequest {
+                        id: id.clone(),
+                        lease_token: token.clone(),
+                        result: None,
+                    })
+                    .collect();
+                let got = q.ack_many(queue, acks).await.unwrap();
+                prop_assert_eq!(got.len(), batch.len());
+                for ((id, token), got) in batch.iter().zip(got) {
+                    match model.valid(id, token) {
+                        Some(j) => {
+                            prop_assert!(
+                                got.is_ok(),
+                                "step {}: batch ack {} failed: {:?}",
+                                step,
+                                id,
+                                got
+                            );
+                            j.state = State::Completed;
+                            j.token = None;
+                        }
+                        None => prop_assert!(
+                            matches!(got, Err(ServiceError::WrongLease { .. })),
+                            "step {}: stale batch ack {} gave {:?}",
+                            step,
+                            id,
+                            got
+                        ),
+                    }
+                }
             }
             Op::Ack { pick } => {
                 let (id, token) = leases[pick % leases.len()].clone();
