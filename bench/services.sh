@@ -9,6 +9,10 @@
 #   SECONDS_RUN=10   seconds of each latency run
 #   BUILD=1          0 skips `cargo build --release`
 #   ONLY=          "latency" or "queue" runs only that half (default: both)
+#   BATCH=50         jobs per batch in the batched queue runs (herd: bulk add, reserve and ack
+#                    BATCH jobs per call; BullMQ: addBulk of BATCH jobs, its worker takes one at a
+#                    time); 0 skips the batched runs
+#   BATCH_JOBS=100000 jobs per batched queue run (batches run short: more jobs, steadier figure)
 #   NEXT=1           herd workers ack with "next" (the ack leases the next job: one call per job,
 #                    as BullMQ's moveToFinished); 0 reserves and acks in two calls
 #   REDIS_PORT=16390 SERVICES_PORT=19391 (herd embedded) SERVICES_REDIS_PORT=19392 (herd on Redis)
@@ -20,6 +24,8 @@ SECONDS_RUN=${SECONDS_RUN:-10}
 BUILD=${BUILD:-1}
 NEXT=${NEXT:-1}
 ONLY=${ONLY:-}
+BATCH=${BATCH:-50}
+BATCH_JOBS=${BATCH_JOBS:-100000}
 QUEUE_ARGS=()
 [ "$NEXT" = 0 ] && QUEUE_ARGS+=(--no-next)
 REDIS_PORT=${REDIS_PORT:-16390}
@@ -108,15 +114,23 @@ for store in embedded redis; do
     done
 done
 
-for c in 1 16; do
-    [ "$ONLY" = latency ] && break
-    for store in embedded redis; do
-        port=$SERVICES_PORT
-        [ "$store" = redis ] && port=$SERVICES_REDIS_PORT
-        echo "## herd queue, concurrency $c (store: $store)"
-        "$LOAD" --url "http://127.0.0.1:$port" --token "$TOKEN" queue --jobs "$JOBS" \
-            --concurrency "$c" "${QUEUE_ARGS[@]}" | sed "s/^{/{\"store\":\"$store\",/"
+queue_runs() { # $1 batch (1: one job per call)
+    local b=$1 extra=() mode="one job per call" jobs=$JOBS
+    [ "$b" -gt 1 ] && extra=(--bulk "$b" --batch "$b") && mode="batches of $b" && jobs=$BATCH_JOBS
+    for c in 1 16; do
+        for store in embedded redis; do
+            port=$SERVICES_PORT
+            [ "$store" = redis ] && port=$SERVICES_REDIS_PORT
+            echo "## herd queue, $mode, concurrency $c (store: $store)"
+            "$LOAD" --url "http://127.0.0.1:$port" --token "$TOKEN" queue --jobs "$jobs" \
+                --concurrency "$c" "${QUEUE_ARGS[@]}" "${extra[@]}" | sed "s/^{/{\"store\":\"$store\",/"
+        done
+        echo "## BullMQ, $mode (addBulk when batched), concurrency $c (same Redis)"
+        (cd "$ROOT/bench/bullmq" && REDIS_PORT=$REDIS_PORT JOBS=$jobs CONCURRENCY=$c BULK=$b node bench.mjs)
     done
-    echo "## BullMQ, concurrency $c (same Redis)"
-    (cd "$ROOT/bench/bullmq" && REDIS_PORT=$REDIS_PORT JOBS=$JOBS CONCURRENCY=$c node bench.mjs)
-done
+}
+
+if [ "$ONLY" != latency ]; then
+    queue_runs 1
+    [ "$BATCH" -gt 1 ] && queue_runs "$BATCH"
+fi
