@@ -480,6 +480,27 @@ async fn batch_add_reserve_and_ack() {
         )
         .await;
     assert_eq!(r.status, 400, "{}", r.text());
+    // Dedupe inside a batch and against what is there: each id is added once.
+    let r = api
+        .json(
+            "POST",
+            "/v1/queues/dedupe/jobs",
+            json!({"jobs": [{"name": "a", "job_id": "dup"}, {"name": "b", "job_id": "dup"}]}),
+        )
+        .await;
+    assert_eq!(r.json()["ids"], json!(["dup", "dup"]), "{}", r.text());
+    let r = api
+        .json(
+            "POST",
+            "/v1/queues/dedupe/jobs",
+            json!({"jobs": [{"name": "c"}, {"name": "d", "job_id": "dup"}]}),
+        )
+        .await;
+    assert_eq!(r.json()["ids"][1], "dup", "{}", r.text());
+    let r = api.call("GET", "/v1/queues/dedupe", b"").await;
+    assert_eq!(r.json()["waiting"], 2, "{}", r.text());
+    let r = api.call("GET", "/v1/queues/dedupe/jobs/dup", b"").await;
+    assert_eq!(r.json()["name"], "a", "the first add of an id wins");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

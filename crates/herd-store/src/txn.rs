@@ -115,6 +115,15 @@ impl Txn {
         self
     }
 
+    /// This transaction's checks and ops followed by `other`'s: several steps committed as
+    /// one (a conflict names the check's position in the joined list).
+    #[must_use]
+    pub fn and(mut self, other: Txn) -> Txn {
+        self.checks.extend(other.checks);
+        self.ops.extend(other.ops);
+        self
+    }
+
     /// Every key, checks first, then ops, in order (the Redis script's KEYS).
     pub(crate) fn keys(&self) -> impl Iterator<Item = &str> {
         self.checks

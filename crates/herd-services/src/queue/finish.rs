@@ -157,34 +157,22 @@ impl Queues {
         let keys = Keys::new(queue);
         let record_keys: Vec<String> = acks.iter().map(|a| keys.job(&a.id)).collect();
         let records = self.store.get_many(&record_keys).await?;
-        let commits = acks.into_iter().zip(records).map(|(ack, found)| {
-            let keys = &keys;
-            async move {
-                let first = match found {
-                    None => {
-                        return Err(ServiceError::not_found(format!(
-                            "job {} in queue {queue}",
-                            ack.id
-                        )))
-                    }
-                    Some(v) => {
-                        let rec = serde_json::from_slice::<JobRecord>(&v.value)
-                            .map_err(|e| super::corrupt(keys.job(&ack.id), &e))?;
-                        (rec, v.version)
-                    }
-                };
-                self.ack_commit_from(
-                    keys,
-                    queue,
-                    &ack.id,
-                    &ack.lease_token,
-                    ack.result,
-                    Some(first),
-                )
-                .await
-            }
-        });
-        let committed = futures_util::future::join_all(commits).await;
+        let mut firsts = Vec::with_capacity(acks.len());
+        for (ack, found) in acks.iter().zip(records) {
+            firsts.push(match found {
+                None => Err(ServiceError::not_found(format!(
+                    "job {} in queue {queue}",
+                    ack.id
+                ))),
+                Some(v) => serde_json::from_slice::<JobRecord>(&v.value)
+                    .map_err(|e| super::corrupt(keys.job(&ack.id), &e))
+                    .and_then(|rec| check_lease(&rec, &ack.lease_token).map(|()| (rec, v.version))),
+            });
+        }
+        let committed = match self.ack_together(&keys, &acks, &firsts).await? {
+            Some(committed) => committed,
+            None => self.ack_each(&keys, queue, acks, firsts).await,
+        };
         // Trim once per distinct `remove_on_complete` among the completed records kept.
         let mut keeps: Vec<Option<u64>> = committed
             .iter()
@@ -198,6 +186,54 @@ impl Queues {
             }
         }
         Ok(committed.into_iter().map(|r| r.map(drop)).collect())
+    }
+
+    /// The usual batch (every lease current, each job once) in one transaction; `None` when
+    /// the batch is not like that or a check failed (then each ack goes on its own).
+    async fn ack_together(
+        &self,
+        keys: &Keys,
+        acks: &[AckRequest],
+        firsts: &[ServiceResult<(JobRecord, u64)>],
+    ) -> ServiceResult<Option<Vec<ServiceResult<Acked>>>> {
+        let mut ids = std::collections::HashSet::new();
+        if acks.len() < 2 || !acks.iter().all(|a| ids.insert(a.id.as_str())) {
+            return Ok(None);
+        }
+        let mut joined = Txn::new();
+        let mut out = Vec::with_capacity(acks.len());
+        for (ack, first) in acks.iter().zip(firsts) {
+            let Ok((rec, version)) = first else {
+                return Ok(None);
+            };
+            let (step, acked) = self.ack_step(keys, &mut rec.clone(), *version, ack.result.clone());
+            joined = joined.and(step);
+            out.push(Ok(acked));
+        }
+        Ok(self.commit(&joined).await?.then_some(out))
+    }
+
+    /// Each ack of a batch on its own (all at once), starting from the records read.
+    async fn ack_each(
+        &self,
+        keys: &Keys,
+        queue: &str,
+        acks: Vec<AckRequest>,
+        firsts: Vec<ServiceResult<(JobRecord, u64)>>,
+    ) -> Vec<ServiceResult<Acked>> {
+        let commits = acks.into_iter().zip(firsts).map(|(ack, first)| async move {
+            let first = first?;
+            self.ack_commit_from(
+                keys,
+                queue,
+                &ack.id,
+                &ack.lease_token,
+                ack.result,
+                Some(first),
+            )
+            .await
+        });
+        futures_util::future::join_all(commits).await
     }
 
     /// [`Queues::ack_many`], then a non-waiting reserve of up to `max` jobs (whatever the
@@ -264,27 +300,9 @@ impl Queues {
                 }
                 None => self.leased(keys, queue, id, token).await?,
             };
-            let old = rec.member();
-            let key = keys.job(id);
-            let step = Txn::new().check(&key, Expect::Version(version));
-            let completed = rec.keep_completed != Some(0);
-            let step = if completed {
-                let now = self.clock.now_ms();
-                rec.state = State::Completed;
-                rec.finished_ms = Some(now);
-                rec.lease_token = None;
-                rec.result = result.clone();
-                rec.next_generation();
-                step.put(&key, encode(&rec), None)
-                    .zadd(keys.completed(), vec![(rec.member(), score(now))])
-            } else {
-                step.delete(&key)
-            };
-            if self.commit(&step.zrem(keys.active(), vec![old])).await? {
-                return Ok(Acked {
-                    completed,
-                    keep: rec.keep_completed,
-                });
+            let (step, acked) = self.ack_step(keys, &mut rec, version, result.clone());
+            if self.commit(&step).await? {
+                return Ok(acked);
             }
             crate::sessions::backoff(attempt).await;
         }
@@ -292,6 +310,39 @@ impl Queues {
             what: format!("job {id}"),
             tries: TRIES,
         })
+    }
+
+    /// The transaction that acks a leased record read at `version`: the record deleted
+    /// (`remove_on_complete`) or written completed under a new generation, and its member out
+    /// of `active`.
+    fn ack_step(
+        &self,
+        keys: &Keys,
+        rec: &mut JobRecord,
+        version: u64,
+        result: Option<Value>,
+    ) -> (Txn, Acked) {
+        let old = rec.member();
+        let key = keys.job(&rec.id);
+        let step = Txn::new().check(&key, Expect::Version(version));
+        let completed = rec.keep_completed != Some(0);
+        let step = if completed {
+            let now = self.clock.now_ms();
+            rec.state = State::Completed;
+            rec.finished_ms = Some(now);
+            rec.lease_token = None;
+            rec.result = result;
+            rec.next_generation();
+            step.put(&key, encode(rec), None)
+                .zadd(keys.completed(), vec![(rec.member(), score(now))])
+        } else {
+            step.delete(&key)
+        };
+        let acked = Acked {
+            completed,
+            keep: rec.keep_completed,
+        };
+        (step.zrem(keys.active(), vec![old]), acked)
     }
 
     /// After the commit: trim `completed` to what the job's `remove_on_complete` keeps.

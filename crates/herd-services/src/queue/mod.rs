@@ -378,11 +378,33 @@ impl Queues {
         let keys = Keys::new(queue);
         let n = i64::try_from(jobs.len()).unwrap_or(i64::MAX);
         let last = self.store.incr(&keys.set("seq"), n, None).await?;
-        let adds = jobs.into_iter().enumerate().map(|(i, job)| {
-            let seq = last - n + 1 + i64::try_from(i).unwrap_or(0);
-            self.add_at(&keys, job, seq)
-        });
-        let ids = futures_util::future::try_join_all(adds).await?;
+        let first = last - n + 1;
+        let now = self.clock.now_ms();
+        let records: Vec<JobRecord> = jobs
+            .into_iter()
+            .zip(first..)
+            .map(|(job, seq)| Self::new_record(job, seq, now))
+            .collect();
+        let mut unique = std::collections::HashSet::new();
+        let all_new = records.iter().all(|r| unique.insert(r.id.as_str()));
+        // The usual batch (distinct ids, none there yet) in one transaction; otherwise, or if
+        // an id exists (dedupe), each job on its own.
+        let joined = all_new
+            && self
+                .commit(
+                    &records
+                        .iter()
+                        .fold(Txn::new(), |t, rec| t.and(Self::add_step(&keys, rec, now))),
+                )
+                .await?;
+        let ids = if joined {
+            records.into_iter().map(|r| r.id).collect()
+        } else {
+            let adds = records
+                .into_iter()
+                .map(|rec| self.add_record(&keys, rec, now));
+            futures_util::future::try_join_all(adds).await?
+        };
         self.announce(queue, &keys).await;
         Ok(ids)
     }
@@ -402,16 +424,20 @@ impl Queues {
     /// Writes a checked job as number `seq` of its queue.
     async fn add_at(&self, keys: &Keys, job: NewJob, seq: i64) -> ServiceResult<String> {
         let now = self.clock.now_ms();
-        let id = job.job_id.clone().unwrap_or_else(|| seq.to_string());
-        let seq = u64::try_from(seq).unwrap_or(0);
-        let rec = JobRecord {
-            id: id.clone(),
+        self.add_record(keys, Self::new_record(job, seq, now), now)
+            .await
+    }
+
+    /// The record of a new job, number `seq` of its queue.
+    fn new_record(job: NewJob, seq: i64, now: i64) -> JobRecord {
+        JobRecord {
+            id: job.job_id.unwrap_or_else(|| seq.to_string()),
             name: job.name,
             data: job.data,
             attempts: job.attempts.max(1),
             backoff: job.backoff,
             priority: job.priority,
-            seq,
+            seq: u64::try_from(seq).unwrap_or(0),
             keep_completed: job.keep_completed,
             keep_failed: job.keep_failed,
             state: State::Waiting,
@@ -426,20 +452,28 @@ impl Queues {
             failed_reason: None,
             errors: Vec::new(),
             result: None,
-        };
-        let (set, s) = Self::place(keys, &rec, now);
-        let added = Txn::new()
-            .check(keys.job(&id), Expect::Absent)
-            .put(keys.job(&id), encode(&rec), None)
-            .zadd(set, vec![(rec.member(), s)]);
-        if !self.commit(&added).await? {
+        }
+    }
+
+    /// The transaction that adds a new record: only if its id is free, with its member.
+    fn add_step(keys: &Keys, rec: &JobRecord, now: i64) -> Txn {
+        let (set, s) = Self::place(keys, rec, now);
+        Txn::new()
+            .check(keys.job(&rec.id), Expect::Absent)
+            .put(keys.job(&rec.id), encode(rec), None)
+            .zadd(set, vec![(rec.member(), s)])
+    }
+
+    /// Adds a new record; an existing id is returned as it is (dedupe).
+    async fn add_record(&self, keys: &Keys, rec: JobRecord, now: i64) -> ServiceResult<String> {
+        if !self.commit(&Self::add_step(keys, &rec, now)).await? {
             // Dedupe (and repair of a record whose member is missing, which only a crashed
             // older version could leave behind).
-            if let Some((existing, _)) = self.read(keys, &id).await? {
+            if let Some((existing, _)) = self.read(keys, &rec.id).await? {
                 self.repair(keys, &existing, now).await?;
             }
         }
-        Ok(id)
+        Ok(rec.id)
     }
 
     /// A job's record.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use herd_store::{Backend as _, Expect, Gcra, GcraDecision};
+use herd_store::{Backend as _, Expect, Gcra, GcraDecision, Txn};
 use serde::Serialize;
 use serde_json::Value;
 use tracing::Instrument as _;
@@ -267,17 +267,34 @@ impl Queues {
             .map(|m| keys.job(member_id(m).unwrap_or_default()))
             .collect();
         let records = self.store.get_many(&record_keys).await?;
-        let attempts = moved.iter().zip(records).map(|(member, found)| async move {
-            let leased = match found {
-                Some(v) if member_id(member).is_some() => {
-                    match serde_json::from_slice::<JobRecord>(&v.value) {
-                        Ok(rec) if rec.state == State::Waiting && rec.member() == *member => {
-                            self.lease_record(keys, rec, v.version, deadline).await?
-                        }
-                        _ => None,
-                    }
-                }
-                _ => None,
+        // The usual case: each member's record is waiting and names it.
+        let usual: Vec<Option<(JobRecord, u64)>> = moved
+            .iter()
+            .zip(records)
+            .map(|(member, found)| {
+                let v = found?;
+                member_id(member)?;
+                let rec = serde_json::from_slice::<JobRecord>(&v.value).ok()?;
+                (rec.state == State::Waiting && rec.member() == *member).then_some((rec, v.version))
+            })
+            .collect();
+        if usual.len() > 1 && usual.iter().all(Option::is_some) {
+            // All of them in one transaction; a lost race sends each through on its own.
+            let mut joined = Txn::new();
+            let mut out = Vec::with_capacity(usual.len());
+            for (rec, version) in usual.iter().flatten() {
+                let (step, job) = Self::lease_step(keys, rec.clone(), *version, deadline);
+                joined = joined.and(step);
+                out.push(job);
+            }
+            if self.commit(&joined).await? {
+                return Ok(out);
+            }
+        }
+        let attempts = moved.iter().zip(usual).map(|(member, usual)| async move {
+            let leased = match usual {
+                Some((rec, version)) => self.lease_record(keys, rec, version, deadline).await?,
+                None => None,
             };
             match leased {
                 Some(job) => Ok(Some(job)),
@@ -291,30 +308,40 @@ impl Queues {
         Ok(out)
     }
 
-    /// Leases a waiting record at `version`; `None` when another writer got there first.
-    async fn lease_record(
-        &self,
-        keys: &Keys,
-        mut rec: JobRecord,
-        version: u64,
-        deadline: i64,
-    ) -> ServiceResult<Option<Reserved>> {
+    /// The transaction that leases a waiting record read at `version`, and the job it hands
+    /// out once committed.
+    fn lease_step(keys: &Keys, mut rec: JobRecord, version: u64, deadline: i64) -> (Txn, Reserved) {
         let token = ids::random_id();
         rec.state = State::Active;
         rec.attempt += 1;
         rec.lease_token = Some(token.clone());
         rec.lease_until_ms = deadline;
-        if !self.write(keys, &rec, version).await? {
-            return Ok(None);
-        }
-        Ok(Some(Reserved {
+        let key = keys.job(&rec.id);
+        let step =
+            Txn::new()
+                .check(&key, Expect::Version(version))
+                .put(&key, super::encode(&rec), None);
+        let job = Reserved {
             id: rec.id,
             name: rec.name,
             data: rec.data,
             attempt: rec.attempt,
             lease_token: token,
             lease_until_ms: deadline,
-        }))
+        };
+        (step, job)
+    }
+
+    /// Leases a waiting record at `version`; `None` when another writer got there first.
+    async fn lease_record(
+        &self,
+        keys: &Keys,
+        rec: JobRecord,
+        version: u64,
+        deadline: i64,
+    ) -> ServiceResult<Option<Reserved>> {
+        let (step, job) = Self::lease_step(keys, rec, version, deadline);
+        Ok(self.commit(&step).await?.then_some(job))
     }
 
     /// Moves up to `max` waiting members to `active`, within the limiter and concurrency cap.
