@@ -236,8 +236,12 @@ impl Queues {
         futures_util::future::join_all(commits).await
     }
 
-    /// [`Queues::ack_many`], then a non-waiting reserve of up to `max` jobs (whatever the
-    /// acks' outcomes): a batch worker's steady state is one call per batch.
+    /// [`Queues::ack_many`] and a non-waiting reserve of up to `max` jobs (whatever the
+    /// acks' outcomes): a batch worker's steady state is one call per batch. Without a
+    /// concurrency cap the acks and the reserve run side by side (on the embedded store their
+    /// writes share commits); with one, the acks go first to free their slots. If the acks
+    /// fail as a whole (the store), the call fails and jobs it leased meanwhile are
+    /// re-delivered when their lease runs out.
     ///
     /// # Errors
     /// As [`Queues::ack_many`] and [`Queues::reserve`].
@@ -249,22 +253,22 @@ impl Queues {
         lease: Option<Duration>,
     ) -> ServiceResult<(Vec<ServiceResult<()>>, Vec<super::Reserved>)> {
         super::reserve::check_reserve(max, lease)?;
+        check_queue(queue)?;
         let lease = lease.unwrap_or(self.config.default_lease);
         let keys = Keys::new(queue);
         let now = self.clock.now_ms();
-        let (acked, prepared) = tokio::join!(
-            self.ack_many(queue, acks),
-            self.reserve_prepare(queue, &keys, now)
-        );
-        let acked = acked?;
-        let jobs = match prepared? {
-            Some(ran) => {
-                self.reserve_lease(queue, &keys, max, lease, now, ran)
-                    .await?
+        let lease_next = async {
+            match self.reserve_prepare(queue, &keys, now).await? {
+                Some(ran) => self.reserve_lease(queue, &keys, max, lease, now, ran).await,
+                None => Ok(Vec::new()),
             }
-            None => Vec::new(),
         };
-        Ok((acked, jobs))
+        if self.settings(queue).concurrency.is_some() {
+            let acked = self.ack_many(queue, acks).await?;
+            return Ok((acked, lease_next.await?));
+        }
+        let (acked, jobs) = tokio::join!(self.ack_many(queue, acks), lease_next);
+        Ok((acked?, jobs?))
     }
 
     /// The ack's commit point: the record is deleted (`remove_on_complete`) or written
