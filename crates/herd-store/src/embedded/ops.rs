@@ -188,6 +188,38 @@ fn live_value(t: &Tables<'_>, key: &str, now: u64) -> StoreResult<(Option<Entry>
     Ok((raw, live))
 }
 
+/// The entry at `key` (raw, and live) for a value op, refusing any other kind. A live entry
+/// means no ordered set shares the key (every write keeps that so), so the ordered-set probe
+/// runs only when there is none.
+fn value_slot(t: &Tables<'_>, key: &str, now: u64) -> StoreResult<(Option<Entry>, Option<Entry>)> {
+    let (raw, live) = live_value(t, key, now)?;
+    if live.is_none() {
+        no_zset(t, key, "value")?;
+    }
+    Ok((raw, live))
+}
+
+/// Writes a value over `live` (version + 1, or 1); returns the new version.
+fn write_value(
+    t: &mut Tables<'_>,
+    key: &str,
+    value: &Bytes,
+    ttl_ms: Option<u64>,
+    raw: Option<Entry>,
+    live: Option<&Entry>,
+    now: u64,
+) -> StoreResult<u64> {
+    let version = live.map_or(1, |e| e.version + 1);
+    let entry = Entry {
+        kind: Kind::Value,
+        version,
+        expires_ms: expiry(now, ttl_ms),
+        payload: value.to_vec(),
+    };
+    t.store(key, &entry, raw.as_ref())?;
+    Ok(version)
+}
+
 /// Refuses a value/counter op on a key that holds an ordered set (Redis says WRONGTYPE).
 fn no_zset(t: &Tables<'_>, key: &str, expected: &'static str) -> StoreResult<()> {
     if zset_exists(&t.zs, key)? {
@@ -229,19 +261,11 @@ pub(super) fn apply(t: &mut Tables<'_>, op: &Op, now: u64) -> StoreResult<Reply>
             expect,
             ttl_ms,
         } => {
-            no_zset(t, key, "value")?;
-            let (raw, live) = live_value(t, key, now)?;
+            let (raw, live) = value_slot(t, key, now)?;
             if !holds(*expect, live.as_ref()) {
                 return Ok(Reply::Written(Written::Conflict(live.map(|e| e.version))));
             }
-            let version = live.map_or(1, |e| e.version + 1);
-            let entry = Entry {
-                kind: Kind::Value,
-                version,
-                expires_ms: expiry(now, *ttl_ms),
-                payload: value.to_vec(),
-            };
-            t.store(key, &entry, raw.as_ref())?;
+            let version = write_value(t, key, value, *ttl_ms, raw, live.as_ref(), now)?;
             Ok(Reply::Written(Written::Ok(version)))
         }
         Op::Delete { key, expect } => {
@@ -411,57 +435,65 @@ pub(super) fn apply(t: &mut Tables<'_>, op: &Op, now: u64) -> StoreResult<Reply>
 /// transaction leaves no trace; then each op as its own call would apply it.
 fn apply_txn(t: &mut Tables<'_>, txn: &Txn, now: u64) -> StoreResult<Reply> {
     for (check, (key, expect)) in txn.checks.iter().enumerate() {
-        no_zset(t, key, "value")?;
-        let (_, live) = live_value(t, key, now)?;
+        let (_, live) = value_slot(t, key, now)?;
         if !holds(*expect, live.as_ref()) {
             let current = live.map(|e| e.version);
             return Ok(Reply::Txn(TxnOutcome::Conflict { check, current }));
         }
     }
-    let mut ops = Vec::with_capacity(txn.ops.len());
     for op in &txn.ops {
-        ops.push(match op {
-            TxnOp::Put { key, value, ttl } => {
-                no_zset(t, key, "value")?;
-                live_value(t, key, now)?;
-                Op::Put {
-                    key: key.clone(),
-                    value: value.clone(),
-                    expect: Expect::Any,
-                    ttl_ms: ttl.map(|d| args::ttl_ms(key, d)).transpose()?,
+        match op {
+            TxnOp::Put { key, ttl, .. } => {
+                value_slot(t, key, now)?;
+                if let Some(d) = ttl {
+                    args::ttl_ms(key, *d)?;
                 }
             }
-            TxnOp::Delete { key } => Op::Delete {
-                key: key.clone(),
-                expect: Expect::Any,
-            },
-            TxnOp::Zadd { key, members } => {
-                no_plain(t, key, now)?;
-                Op::Zadd {
+            TxnOp::Delete { .. } => {}
+            TxnOp::Zadd { key, .. } | TxnOp::Zrem { key, .. } => no_plain(t, key, now)?,
+        }
+    }
+    // Past the checks nothing can be refused (`Txn::validate` keeps values and sets apart),
+    // so the writes skip them. Any error now aborts the whole batch rather than commit half a
+    // transaction.
+    txn_writes(t, txn, now).map_err(|e| match e {
+        e @ StoreError::Backend { .. } => e,
+        other => StoreError::Backend {
+            backend: "embedded",
+            reason: format!("transaction failed half-way, nothing committed: {other}"),
+        },
+    })?;
+    Ok(Reply::Txn(TxnOutcome::Committed))
+}
+
+fn txn_writes(t: &mut Tables<'_>, txn: &Txn, now: u64) -> StoreResult<()> {
+    for op in &txn.ops {
+        match op {
+            TxnOp::Put { key, value, ttl } => {
+                let (raw, live) = live_value(t, key, now)?;
+                let ttl_ms = ttl.map(|d| args::ttl_ms(key, d)).transpose()?;
+                write_value(t, key, value, ttl_ms, raw, live.as_ref(), now)?;
+            }
+            TxnOp::Delete { key } => {
+                let delete = Op::Delete {
                     key: key.clone(),
-                    members: members.clone(),
+                    expect: Expect::Any,
+                };
+                apply(t, &delete, now)?;
+            }
+            TxnOp::Zadd { key, members } => {
+                for (m, s) in members {
+                    t.zset_insert(key, m, *s)?;
                 }
             }
             TxnOp::Zrem { key, members } => {
-                no_plain(t, key, now)?;
-                Op::Zrem {
-                    key: key.clone(),
-                    members: members.clone(),
+                for m in members {
+                    t.zset_remove(key, m)?;
                 }
             }
-        });
-    }
-    for op in &ops {
-        if let Err(e) = apply(t, op, now) {
-            // Cannot happen after the checks above; if it did, abort the whole batch rather
-            // than commit half a transaction.
-            return Err(StoreError::Backend {
-                backend: "embedded",
-                reason: format!("transaction failed half-way, nothing committed: {e}"),
-            });
         }
     }
-    Ok(Reply::Txn(TxnOutcome::Committed))
+    Ok(())
 }
 
 /// The counter at `key` (absent or expired: 0) with its raw entry.
