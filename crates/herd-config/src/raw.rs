@@ -103,6 +103,7 @@ pub(crate) struct RawGateway {
     pub(crate) redirect_http: Option<Val>,
     // Data plane (validate/data_plane.rs).
     pub(crate) idle_timeout: Option<Val>,
+    pub(crate) idle_release: Option<Val>,
     pub(crate) total_timeout: Option<Val>,
     pub(crate) retries: Option<Int>,
     pub(crate) retry_on: Option<Val>,

@@ -48,9 +48,18 @@ pub(crate) struct Verdict {
     served: AtomicU64,
     /// A backend answered `101`: the bytes that follow are a tunnel, not HTTP.
     tunnel: AtomicBool,
+    /// The scanner holds part of a request (a head or a body not yet complete), or has
+    /// stopped: the connection is not between two requests.
+    partial: AtomicBool,
 }
 
 impl Verdict {
+    /// Every byte read so far belongs to complete requests (what `idle_release` needs: hyper
+    /// then holds no unparsed input).
+    pub(crate) fn between_requests(&self) -> bool {
+        !self.partial.load(Ordering::Relaxed) && !self.tunnel.load(Ordering::Relaxed)
+    }
+
     /// Called once per request the service receives, in order: why this request must be
     /// refused, if it must.
     pub(crate) fn next_request(&self) -> Option<&'static str> {
@@ -116,7 +125,13 @@ impl Scanner {
     }
 
     /// Consumes bytes as they are read from the client.
-    pub(crate) fn feed(&mut self, mut input: &[u8]) {
+    pub(crate) fn feed(&mut self, input: &[u8]) {
+        self.follow(input);
+        let between = matches!(&self.state, State::Head(b) if b.is_empty());
+        self.verdict.partial.store(!between, Ordering::Relaxed);
+    }
+
+    fn follow(&mut self, mut input: &[u8]) {
         if self.verdict.tunnel.load(Ordering::Relaxed) {
             self.state = State::Off;
         }
@@ -292,6 +307,10 @@ impl<T> Scan<T> {
             inner,
             scanner: Scanner::new(max_head, verdict),
         }
+    }
+
+    pub(crate) fn get_ref(&self) -> &T {
+        &self.inner
     }
 }
 

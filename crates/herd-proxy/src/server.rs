@@ -14,13 +14,14 @@ use herd_core::{Endpoint, Rotation, StatsRegistry};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::access_log::AccessLogger;
+use crate::body::ProxyBody;
 use crate::connlimit::ConnCounts;
 use crate::framing;
 use crate::handler;
@@ -57,6 +58,9 @@ pub struct GatewaySettings {
     /// A client connection with no request in flight and no byte read for this long is closed.
     /// Read when serving starts.
     pub idle_timeout: Duration,
+    /// An HTTP/1 keep-alive connection (plain TCP) quiet this long between requests gives back
+    /// hyper's state and waits on the bare socket (`None`: never).
+    pub idle_release: Option<Duration>,
     /// The whole exchange, response body included (routes may override).
     pub total_timeout: Option<Duration>,
     /// Retries for a request that reached a backend (routes may override).
@@ -82,6 +86,7 @@ impl From<&herd_config::Gateway> for GatewaySettings {
             max_conn_per_ip: g.max_conn_per_ip,
             tunnel_idle_timeout: g.tunnel_idle_timeout,
             idle_timeout: g.data_plane.idle_timeout,
+            idle_release: g.data_plane.idle_release,
             total_timeout: g.data_plane.total_timeout,
             retries: g.data_plane.retries,
             retry_on: g.data_plane.retry_on,
@@ -251,7 +256,9 @@ impl Gateway {
     ) -> std::io::Result<()> {
         let local = listener.local_addr()?;
         tracing::info!(%local, "gateway listening");
-        let graceful = GracefulShutdown::new();
+        // Every client connection's task; shutdown waits for them (bounded by
+        // `shutdown_timeout`).
+        let conns = TaskTracker::new();
         let settings = self.settings().as_ref().clone();
         let acceptor = match self.tls.get() {
             Some(certs) => Some(certs.acceptor().map_err(std::io::Error::other)?),
@@ -327,18 +334,30 @@ impl Gateway {
             let https = acceptor.is_some();
             let activity = idle::Activity::new();
             let in_service = Arc::clone(&activity);
+            // Connections that may be released track their response bodies.
+            let releasing = settings.idle_release.is_some() && !https;
             let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                 let gw = Arc::clone(&gw);
                 if https {
                     req.extensions_mut().insert(ClientTls);
                 }
+                if req.version() == http::Version::HTTP_2 {
+                    in_service.saw_h2();
+                }
                 let busy = in_service.begin();
+                let activity = Arc::clone(&in_service);
+                let track = releasing && req.version() < http::Version::HTTP_2;
                 async move {
                     let _busy = busy;
-                    Ok::<_, std::convert::Infallible>(if over_limit {
+                    let resp = if over_limit {
                         handler::too_many_connections(req.version())
                     } else {
                         handler::serve(gw, req, peer).await
+                    };
+                    Ok::<_, std::convert::Infallible>(if track {
+                        resp.map(|body| ProxyBody::wrap(activity.answering(body)))
+                    } else {
+                        resp
                     })
                 }
             });
@@ -347,11 +366,12 @@ impl Gateway {
             let max_header_size = settings.max_header_size;
             let handshake_timeout = settings.client_header_timeout;
             let idle_timeout = settings.idle_timeout;
+            let idle_release = settings.idle_release;
             let acceptor = acceptor.clone();
             let builder = Arc::clone(&builder);
-            let watcher = graceful.watcher();
+            let shutdown = shutdown.clone();
             let hard_stop = hard_stop.clone();
-            tokio::spawn(
+            conns.spawn(
                 async move {
                     let _slot = slot;
                     // Counted until the connection ends.
@@ -361,7 +381,8 @@ impl Gateway {
                         Some(acceptor) => tokio::select! {
                             () = hard_stop.cancelled() => return,
                             tls = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)) => match tls {
-                                Ok(Ok(tls)) => Either::Right(tls),
+                                // Boxed: a plain connection should not carry TLS state's size.
+                                Ok(Ok(tls)) => Either::Right(Box::new(tls)),
                                 Ok(Err(e)) => {
                                     tracing::debug!(error = %e, "TLS handshake failed");
                                     return;
@@ -373,19 +394,94 @@ impl Gateway {
                             },
                         },
                     };
+                    // Only plain HTTP/1 is released (TLS keeps its session state anyway).
+                    let release = idle_release.filter(|_| matches!(stream, Either::Left(_)));
+                    let home = Arc::new(idle::Home::default());
                     let stream = idle::Watched::new(stream, Arc::clone(&activity));
-                    let stream = framing::Scan::new(stream, max_header_size, verdict);
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .into_owned();
-                    let conn = watcher.watch(conn);
-                    tokio::select! {
-                        res = conn => if let Err(e) = res {
-                            tracing::debug!(error = %e, "client connection ended with an error");
-                        },
-                        () = hard_stop.cancelled() => {}
-                        () = activity.idle(idle_timeout) => {
-                            tracing::debug!(?idle_timeout, "closing an idle client connection");
+                    let mut io = framing::Scan::new(stream, max_header_size, Arc::clone(&verdict));
+                    loop {
+                        home.disarm();
+                        let conn = builder
+                            .serve_connection_with_upgrades(
+                                TokioIo::new(idle::Reclaim::new(io, Arc::clone(&home))),
+                                service.clone(),
+                            )
+                            .into_owned();
+                        // Boxed so that a released connection's task does not keep room for it.
+                        let mut conn = Box::pin(conn);
+                        let cycle_start = activity.marks();
+                        let release_point = async {
+                            match release {
+                                Some(after) => {
+                                    activity
+                                        .release_point(after, || verdict.between_requests())
+                                        .await;
+                                }
+                                None => std::future::pending().await,
+                            }
+                        };
+                        let released = tokio::select! {
+                            res = conn.as_mut() => {
+                                if let Err(e) = res {
+                                    tracing::debug!(error = %e, "client connection ended with an error");
+                                }
+                                None
+                            }
+                            () = hard_stop.cancelled() => None,
+                            () = activity.idle(idle_timeout) => {
+                                tracing::debug!(?idle_timeout, "closing an idle client connection");
+                                None
+                            }
+                            () = shutdown.cancelled() => {
+                                // Stop after the requests in flight (HTTP/2: GOAWAY).
+                                conn.as_mut().graceful_shutdown();
+                                tokio::select! {
+                                    _ = conn.as_mut() => {}
+                                    () = hard_stop.cancelled() => {}
+                                }
+                                None
+                            }
+                            () = release_point => {
+                                let marks = activity.marks();
+                                home.arm();
+                                conn.as_mut().graceful_shutdown();
+                                tokio::select! {
+                                    // An error (a body cut short) closes the connection,
+                                    // unless this cycle read nothing at all (hyper was still
+                                    // waiting for the first bytes, and says it was cancelled).
+                                    res = conn.as_mut() => {
+                                        (res.is_ok() || activity.marks() == cycle_start).then_some(marks)
+                                    }
+                                    () = hard_stop.cancelled() => None,
+                                    () = shutdown.cancelled() => None,
+                                }
+                            }
+                        };
+                        drop(conn);
+                        // Taken back only if hyper let go while nothing came in: a request or
+                        // bytes read meanwhile may have been answered with `Connection: close`
+                        // or left in hyper's buffer, so such a connection is closed.
+                        let Some(marks) = released else { return };
+                        let Some(back) = home.take() else { return };
+                        if activity.marks() != marks {
+                            return;
+                        }
+                        io = back;
+                        let Either::Left(tcp) = io.get_ref().get_ref() else { return };
+                        tokio::select! {
+                            ready = tcp.readable() => {
+                                if ready.is_err() {
+                                    return;
+                                }
+                                // The next request is here: not quiet, whatever came before.
+                                activity.touch();
+                            }
+                            () = activity.idle(idle_timeout) => {
+                                tracing::debug!(?idle_timeout, "closing an idle client connection");
+                                return;
+                            }
+                            () = shutdown.cancelled() => return,
+                            () = hard_stop.cancelled() => return,
                         }
                     }
                 }
@@ -397,8 +493,9 @@ impl Gateway {
         let shutdown_timeout = self.settings().shutdown_timeout;
         // Upgraded connections (tunnels) left hyper's watch at the `101`; they are waited for
         // within the same deadline.
+        conns.close();
         let drain = async {
-            graceful.shutdown().await;
+            conns.wait().await;
             self.tunnels.drain().await;
         };
         if tokio::time::timeout(shutdown_timeout, drain).await.is_err() {

@@ -287,7 +287,8 @@ async fn a_slowloris_client_is_closed_after_client_header_timeout() {
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_client_header_timeout() {
-    let gw = gateway("client_header_timeout = \"500ms\"").await;
+    // With `idle_release` off, hyper keeps the connection and its head-read timer runs.
+    let gw = gateway("client_header_timeout = \"500ms\"\nidle_release = \"off\"").await;
     let mut s = TcpStream::connect(gw.addr).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
@@ -301,6 +302,114 @@ async fn an_idle_keep_alive_connection_is_closed_after_client_header_timeout() {
     assert!(answer.is_empty(), "{answer}");
     let elapsed = started.elapsed();
     assert!(elapsed < Duration::from_secs(3), "closed after {elapsed:?}");
+}
+
+/// Reads one response with a `Content-Length` body; returns its head and body.
+async fn read_response(s: &mut TcpStream) -> (String, String) {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("a response within 5 s")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed mid-response: {:?}",
+            String::from_utf8_lossy(&data)
+        );
+        data.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&data).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let head = text[..end].to_owned();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if data.len() >= end + 4 + len {
+                return (head, text[end + 4..end + 4 + len].to_owned());
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_released_keep_alive_connection_serves_its_next_requests() {
+    // `idle_release` (default 50 ms) hands a quiet connection to the bare socket; the client
+    // cannot tell: the next requests on the same socket are served as before.
+    let gw = gateway("idle_timeout = \"2s\"").await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    for round in 0..3 {
+        s.write_all(b"GET /r HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let (head, _) = read_response(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "round {round}: {head}");
+        assert!(
+            !head.to_ascii_lowercase().contains("connection: close"),
+            "{head}"
+        );
+        // Well past the release.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // A request arriving in pieces across the release, and two pipelined ones.
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Le")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.write_all(b"ngth: 4\r\n\r\nbo").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.write_all(b"dy").await.unwrap();
+    let (head, body) = read_response(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, "body");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let (head, _) = read_response(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    }
+    // Released or not, `idle_timeout` closes a connection that stays quiet.
+    let started = Instant::now();
+    let answer = read_to_close(&mut s).await;
+    assert!(answer.is_empty(), "{answer}");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(1500),
+        "closed after {elapsed:?}"
+    );
+    assert!(gw.seen.load(std::sync::atomic::Ordering::SeqCst) >= 6);
+}
+
+#[tokio::test]
+async fn smuggling_after_a_release_is_still_refused() {
+    let gw = gateway("").await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET /r HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = read_response(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = gw.seen.load(std::sync::atomic::Ordering::SeqCst);
+    s.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let answer = read_to_close(&mut s).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(
+        gw.seen.load(std::sync::atomic::Ordering::SeqCst),
+        seen,
+        "nothing reached the backend"
+    );
 }
 
 #[tokio::test]

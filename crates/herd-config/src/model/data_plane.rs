@@ -11,6 +11,10 @@ pub struct DataPlane {
     /// `idle_timeout`, default 75s (nginx `keepalive_timeout`): a client connection with no
     /// request in flight and no byte received for this long is closed.
     pub idle_timeout: Duration,
+    /// `idle_release`, default 50ms, `"off"` to keep them: an HTTP/1 keep-alive connection (plain
+    /// TCP) that has waited this long for its next request gives back its per-connection HTTP
+    /// buffers and state and waits on the bare socket, as nginx does on a keep-alive connection.
+    pub idle_release: Option<Duration>,
     /// `total_timeout`, default off: the whole exchange, response body included, must finish
     /// within this; before the response head the client gets 504, after it the stream is cut.
     pub total_timeout: Option<Duration>,
@@ -160,6 +164,7 @@ pub struct RouteDataPlane {
 }
 
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
+pub(crate) const IDLE_RELEASE: Duration = Duration::from_millis(50);
 pub(crate) const RETRIES: u32 = 3;
 pub(crate) const RETRY_BUDGET: f64 = 0.2;
 pub(crate) const COMPRESS_MIN_SIZE: u64 = 1024;
@@ -198,6 +203,7 @@ impl Default for DataPlane {
     fn default() -> Self {
         DataPlane {
             idle_timeout: IDLE_TIMEOUT,
+            idle_release: Some(IDLE_RELEASE),
             total_timeout: None,
             retries: RETRIES,
             retry_on: RetryOn::default(),

@@ -76,6 +76,10 @@ impl Validator<'_> {
                 d.idle_timeout,
                 true,
             ),
+            idle_release: match g.idle_release.as_ref() {
+                None => d.idle_release,
+                v => self.optional_timeout(v, &k("idle_release")),
+            },
             total_timeout: self.optional_timeout(g.total_timeout.as_ref(), &k("total_timeout")),
             retries: self.u32(g.retries.as_ref(), &k("retries"), dp::RETRIES, 0),
             retry_on: g
