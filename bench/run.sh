@@ -31,6 +31,7 @@
 #   BUILD=1          0 skips `cargo build --release`
 #   INSTALL=1        0 never calls apt-get (fails if nginx/haproxy/wrk/h2load are missing)
 #   ONLY="baseline herd nginx haproxy"   subset/order of targets to run
+#   HERD_GATEWAY=    extra lines for herd's [gateway] table (e.g. 'idle_release = "off"')
 #   RESULTS_DIR      where configs, logs and raw wrk output go (default /tmp/herd-bench.XXXXXX)
 #   BACKEND_PORTS="21001 21002 21003"  BASELINE_PORT=21000
 #   HERD_PORT=18081 NGINX_PORT=18082 HAPROXY_PORT=18083 HERD_ADMIN_PORT=19091
@@ -524,6 +525,8 @@ listen = "127.0.0.1:$HERD_PORT"
 shutdown_timeout = "1s"
 threads = $THREADS
 EOF
+        # Extra [gateway] keys for experiments (e.g. HERD_GATEWAY='idle_release = "off"').
+        [[ -n ${HERD_GATEWAY:-} ]] && printf '%s\n' "$HERD_GATEWAY"
         # max_connections is unlimited by default (0): nothing to raise for the idle workload.
         [[ $WL == idle ]] && printf 'client_header_timeout = "%ss"\nidle_timeout = "%ss"\n' "$IDLE_KEEP" "$IDLE_KEEP"
         [[ $WL == h2tls ]] && printf '\n[gateway.tls]\ncert = "%s"\nkey = "%s"\n' "$TLS_DIR/cert.pem" "$TLS_DIR/key.pem"

@@ -380,7 +380,9 @@ impl Gateway {
                         None => Either::Left(stream),
                         Some(acceptor) => tokio::select! {
                             () = hard_stop.cancelled() => return,
-                            tls = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)) => match tls {
+                            // Boxed: the handshake's state would otherwise size every
+                            // connection's task, plain ones included.
+                            tls = Box::pin(tokio::time::timeout(handshake_timeout, acceptor.accept(stream))) => match tls {
                                 // Boxed: a plain connection should not carry TLS state's size.
                                 Ok(Ok(tls)) => Either::Right(Box::new(tls)),
                                 Ok(Err(e)) => {
@@ -407,8 +409,10 @@ impl Gateway {
                                 service.clone(),
                             )
                             .into_owned();
-                        // Boxed so that a released connection's task does not keep room for it.
-                        let mut conn = Box::pin(conn);
+                        // One cycle of hyper serving the socket, boxed (with the connection)
+                        // so that a released connection's task does not keep room for it.
+                        let released = Box::pin(async {
+                        let mut conn = std::pin::pin!(conn);
                         let cycle_start = activity.marks();
                         let release_point = async {
                             match release {
@@ -420,7 +424,7 @@ impl Gateway {
                                 None => std::future::pending().await,
                             }
                         };
-                        let released = tokio::select! {
+                        tokio::select! {
                             res = conn.as_mut() => {
                                 if let Err(e) = res {
                                     tracing::debug!(error = %e, "client connection ended with an error");
@@ -456,8 +460,9 @@ impl Gateway {
                                     () = shutdown.cancelled() => None,
                                 }
                             }
-                        };
-                        drop(conn);
+                        }
+                        })
+                        .await;
                         // Taken back only if hyper let go while nothing came in: a request or
                         // bytes read meanwhile may have been answered with `Connection: close`
                         // or left in hyper's buffer, so such a connection is closed.
@@ -480,8 +485,8 @@ impl Gateway {
                                 tracing::debug!(?idle_timeout, "closing an idle client connection");
                                 return;
                             }
+                            // `hard_stop` comes after `shutdown`: this one covers both.
                             () = shutdown.cancelled() => return,
-                            () = hard_stop.cancelled() => return,
                         }
                     }
                 }
