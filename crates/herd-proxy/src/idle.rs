@@ -56,7 +56,7 @@ impl Activity {
         self.last_ms.store(ms, Ordering::Relaxed);
     }
 
-    fn last(&self) -> Instant {
+    pub(crate) fn last(&self) -> Instant {
         self.epoch + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
     }
 
@@ -204,6 +204,153 @@ impl<B: http_body::Body + Unpin> http_body::Body for Answering<B> {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// Released connections waiting on their bare socket, so that a per-gateway sweeper enforces
+/// `idle_timeout` and shutdown on them instead of a timer and a shutdown listener in each
+/// (which would weigh more than the rest of an idle connection together). Every connection
+/// task is registered with its abort handle; a parked one has a deadline. The sweeper runs
+/// once a second: a parked connection is closed at most a second after its `idle_timeout`.
+#[derive(Debug)]
+pub(crate) struct Parking {
+    epoch: Instant,
+    tasks: Mutex<ParkingLot>,
+}
+
+#[derive(Debug, Default)]
+struct ParkingLot {
+    /// Abort handle and deadline (ms since `epoch`; 0: not parked) per connection task.
+    tasks: std::collections::HashMap<tokio::task::Id, (tokio::task::AbortHandle, u64)>,
+    closed: bool,
+}
+
+impl Parking {
+    pub(crate) fn new() -> Arc<Parking> {
+        Arc::new(Parking {
+            epoch: Instant::now(),
+            tasks: Mutex::new(ParkingLot::default()),
+        })
+    }
+
+    fn lot(&self) -> std::sync::MutexGuard<'_, ParkingLot> {
+        self.tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Registers a connection task (by the acceptor, right after spawning it); the task
+    /// removes itself when it ends (`Registered`).
+    pub(crate) fn register(self: &Arc<Self>, abort: tokio::task::AbortHandle) {
+        let mut lot = self.lot();
+        if lot.closed {
+            abort.abort();
+            return;
+        }
+        lot.tasks.insert(abort.id(), (abort, 0));
+    }
+
+    /// The task (calling from inside it) will wait on its bare socket until `deadline`.
+    /// `false` when the gateway is shutting down: close instead.
+    pub(crate) fn park(&self, deadline: Instant) -> bool {
+        let ms = u64::try_from(deadline.saturating_duration_since(self.epoch).as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let mut lot = self.lot();
+        if lot.closed {
+            return false;
+        }
+        // Not registered (cannot happen once a request was served): close rather than wait
+        // with nothing to enforce `idle_timeout`.
+        match tokio::task::try_id().and_then(|id| lot.tasks.get_mut(&id)) {
+            Some(entry) => {
+                entry.1 = ms;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The parked task has work again.
+    pub(crate) fn unpark(&self) {
+        let Some(id) = tokio::task::try_id() else {
+            return;
+        };
+        if let Some(entry) = self.lot().tasks.get_mut(&id) {
+            entry.1 = 0;
+        }
+    }
+
+    /// Closes the parked connections whose deadline has passed; returns how many.
+    fn sweep(&self, now: Instant) -> usize {
+        let now_ms = u64::try_from(now.saturating_duration_since(self.epoch).as_millis())
+            .unwrap_or(u64::MAX);
+        let mut lot = self.lot();
+        // A task that ended before it was registered left its entry behind.
+        lot.tasks.retain(|_, (abort, _)| !abort.is_finished());
+        let mut closed = 0;
+        for (abort, deadline) in lot.tasks.values() {
+            if *deadline != 0 && *deadline <= now_ms {
+                abort.abort();
+                closed += 1;
+            }
+        }
+        closed
+    }
+
+    /// Shutdown: closes every parked connection now and any that parks later.
+    fn close(&self) {
+        let mut lot = self.lot();
+        lot.closed = true;
+        for (abort, deadline) in lot.tasks.values() {
+            if *deadline != 0 {
+                abort.abort();
+            }
+        }
+    }
+
+    /// The sweeper: once a second until `shutdown`, then closes every parked connection.
+    pub(crate) async fn run(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    self.close();
+                    return;
+                }
+                _ = tick.tick() => {
+                    let closed = self.sweep(Instant::now());
+                    if closed > 0 {
+                        tracing::debug!(closed, "closed idle released client connections");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A connection task's place in [`Parking`], given up when the task ends (aborted too).
+pub(crate) struct Registered {
+    parking: Arc<Parking>,
+    id: Option<tokio::task::Id>,
+}
+
+impl Registered {
+    /// Called first thing inside the task.
+    pub(crate) fn here(parking: Arc<Parking>) -> Registered {
+        Registered {
+            parking,
+            id: tokio::task::try_id(),
+        }
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            self.parking.lot().tasks.remove(&id);
+        }
     }
 }
 

@@ -259,6 +259,13 @@ impl Gateway {
         // Every client connection's task; shutdown waits for them (bounded by
         // `shutdown_timeout`).
         let conns = TaskTracker::new();
+        // Released connections, closed by one sweeper (idle_timeout, shutdown).
+        let parking = idle::Parking::new();
+        let parking_sweeper = tokio::spawn(
+            Arc::clone(&parking)
+                .run(shutdown.clone())
+                .instrument(tracing::debug_span!("parked_conns")),
+        );
         let settings = self.settings().as_ref().clone();
         let acceptor = match self.tls.get() {
             Some(certs) => Some(certs.acceptor().map_err(std::io::Error::other)?),
@@ -371,8 +378,12 @@ impl Gateway {
             let builder = Arc::clone(&builder);
             let shutdown = shutdown.clone();
             let hard_stop = hard_stop.clone();
-            conns.spawn(
+            let parked = Arc::clone(&parking);
+            let task = conns.spawn(
                 async move {
+                    // Leaves the parking registry however the task ends (even aborted).
+                    let _registered = idle::Registered::here(Arc::clone(&parked));
+                    let parking = parked;
                     let _slot = slot;
                     // Counted until the connection ends.
                     let _conn_guard = conn_guard;
@@ -473,25 +484,23 @@ impl Gateway {
                         }
                         io = back;
                         let Either::Left(tcp) = io.get_ref().get_ref() else { return };
-                        tokio::select! {
-                            ready = tcp.readable() => {
-                                if ready.is_err() {
-                                    return;
-                                }
-                                // The next request is here: not quiet, whatever came before.
-                                activity.touch();
-                            }
-                            () = activity.idle(idle_timeout) => {
-                                tracing::debug!(?idle_timeout, "closing an idle client connection");
-                                return;
-                            }
-                            // `hard_stop` comes after `shutdown`: this one covers both.
-                            () = shutdown.cancelled() => return,
+                        // Parked: the sweeper closes it at its idle deadline or at shutdown
+                        // (by aborting this task), so the wait holds nothing but the socket's.
+                        if !parking.park(activity.last() + idle_timeout) {
+                            return;
                         }
+                        let ready = tcp.readable().await;
+                        parking.unpark();
+                        if ready.is_err() {
+                            return;
+                        }
+                        // The next request is here: not quiet, whatever came before.
+                        activity.touch();
                     }
                 }
                 .instrument(tracing::debug_span!("client_conn", %peer)),
             );
+            parking.register(task.abort_handle());
         }
         drop(listener);
         tracing::info!("gateway stopped accepting; draining client connections");
@@ -509,6 +518,7 @@ impl Gateway {
             self.tunnels.close_all();
         }
         let _ = sweeper.await;
+        let _ = parking_sweeper.await;
         log_stop.cancel();
         if let Some(w) = log_writer {
             let _ = w.await;

@@ -388,6 +388,40 @@ async fn a_released_keep_alive_connection_serves_its_next_requests() {
 }
 
 #[tokio::test]
+async fn shutdown_closes_released_connections_at_once() {
+    let text = "[gateway]\nlisten = \"127.0.0.1:0\"\nshutdown_timeout = \"10s\"\n[[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\n";
+    let (gw, _) = common::build(text);
+    let (backend, _) = counting_backend().await;
+    gw.set_endpoints(
+        "web",
+        vec![common::endpoint_with(
+            1,
+            "web-1",
+            backend,
+            Arc::new(EndpointStats::new()),
+        )],
+    );
+    let (addr, stop, served) = common::serve(&gw).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /r HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = read_response(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    tokio::time::sleep(Duration::from_millis(300)).await; // released, parked
+    let started = Instant::now();
+    stop.cancel();
+    let answer = read_to_close(&mut s).await;
+    assert!(answer.is_empty(), "{answer}");
+    tokio::time::timeout(Duration::from_secs(5), served)
+        .await
+        .expect("serve returns without waiting for shutdown_timeout")
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
 async fn smuggling_after_a_release_is_still_refused() {
     let gw = gateway("").await;
     let mut s = TcpStream::connect(gw.addr).await.unwrap();
