@@ -17,6 +17,7 @@ fn defaults_match_the_docs() {
     let cfg = parse_in(Path::new("/base"), APP).unwrap();
     let d = &cfg.gateway.data_plane;
     assert_eq!(d.idle_timeout, Duration::from_secs(75));
+    assert_eq!(d.idle_release, Some(Duration::from_millis(50)));
     assert_eq!(d.total_timeout, None);
     assert_eq!(d.retries, 3);
     assert_eq!(d.retry_on, RetryOn::default());
@@ -38,6 +39,16 @@ fn defaults_match_the_docs() {
 }
 
 #[test]
+fn idle_release_can_be_off() {
+    let cfg = parse_in(
+        Path::new("/base"),
+        &format!("[gateway]\nidle_release = \"off\"\n{APP}"),
+    )
+    .unwrap();
+    assert_eq!(cfg.gateway.data_plane.idle_release, None);
+}
+
+#[test]
 fn every_key_is_read() {
     let dir = std::env::temp_dir().join(format!("herd-dp-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -47,6 +58,7 @@ fn every_key_is_read() {
         &dir,
         r#"[gateway]
 idle_timeout = "5s"
+idle_release = "200ms"
 total_timeout = "30s"
 retries = 2
 retry_on = ["connect-failure", "503", "reset", "timeout"]
@@ -83,6 +95,7 @@ retries = true
     .unwrap();
     let d = &cfg.gateway.data_plane;
     assert_eq!(d.idle_timeout, Duration::from_secs(5));
+    assert_eq!(d.idle_release, Some(Duration::from_millis(200)));
     assert_eq!(d.total_timeout, Some(Duration::from_secs(30)));
     assert_eq!(d.retries, 2);
     assert!(d.retry_on.status_503 && d.retry_on.reset && d.retry_on.timeout);
@@ -120,6 +133,11 @@ fn bad_values_are_located_errors() {
         ("[gateway]\nretry_on = [\"500\"]\n", 2, "gateway.retry_on"),
         ("[gateway]\nretry_budget = 1.5\n", 2, "gateway.retry_budget"),
         ("[gateway]\nthreads = 0\n", 2, "gateway.threads"),
+        (
+            "[gateway]\nidle_release = \"soon\"\n",
+            2,
+            "gateway.idle_release",
+        ),
         (
             "[gateway]\nidle_timeout = \"0s\"\n",
             2,
