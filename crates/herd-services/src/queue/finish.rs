@@ -92,10 +92,8 @@ impl Queues {
 
     /// Acks a leased job, then leases up to `max` more without waiting (BullMQ's
     /// `moveToFinished` fetching the next job): a worker's steady state is one call per job.
-    /// The reserve's reads (pause check, due housekeeping) run beside the ack's; after the
-    /// ack's commit point its clean-up (the old member leaving `active`) and the lease run
-    /// side by side: on the embedded store their writes can share a commit, on Redis their
-    /// round trips overlap.
+    /// The reserve's pause check runs beside the ack's lease check; the reserve's
+    /// housekeeping and lease follow the ack's commit (its clean-up runs beside them).
     ///
     /// # Errors
     /// As [`Queues::ack`] (nothing is reserved then) and [`Queues::reserve`].
@@ -114,16 +112,23 @@ impl Queues {
         let lease = lease.unwrap_or(self.config.default_lease);
         let keys = Keys::new(queue);
         let now = self.clock.now_ms();
-        let (acked, prepared) = tokio::join!(
-            self.ack_commit(&keys, queue, id, token, result),
-            self.reserve_prepare(queue, &keys, now)
-        );
-        let acked = acked?;
+        // Reads first, side by side: the lease (a stale or unknown one reserves nothing) and
+        // the pause flag. Then the ack commits, and only then does the reserve do its
+        // housekeeping and lease: stalled recovery must not take back the job being acked
+        // (its lease may just have run out) before the ack lands.
+        let (checked, paused) =
+            tokio::join!(self.leased(&keys, queue, id, token), self.is_paused(&keys));
+        let acked = self
+            .ack_commit_from(&keys, queue, id, token, result, Some(checked?))
+            .await?;
         let lease_next = async {
-            match prepared? {
-                Some(ran) => self.reserve_lease(queue, &keys, max, lease, now, ran).await,
-                None => Ok(Vec::new()),
+            if paused? {
+                return Ok(Vec::new());
             }
+            let chores = self.take_chores(queue, now);
+            self.housekeep(queue, &keys, now, chores).await?;
+            self.reserve_lease(queue, &keys, max, lease, now, chores)
+                .await
         };
         let (finished, jobs) = tokio::join!(self.ack_finish(&keys, acked), lease_next);
         if let Err(e) = finished {
@@ -238,10 +243,11 @@ impl Queues {
 
     /// [`Queues::ack_many`] and a non-waiting reserve of up to `max` jobs (whatever the
     /// acks' outcomes): a batch worker's steady state is one call per batch. Without a
-    /// concurrency cap the acks and the reserve run side by side (on the embedded store their
-    /// writes share commits); with one, the acks go first to free their slots. If the acks
-    /// fail as a whole (the store), the call fails and jobs it leased meanwhile are
-    /// re-delivered when their lease runs out.
+    /// concurrency cap the acks and the lease of waiting jobs run side by side (on the
+    /// embedded store their writes share commits), and the reserve's housekeeping follows the
+    /// acks; with a cap, the acks go first to free their slots. If the acks fail as a whole
+    /// (the store), the call fails and jobs it leased meanwhile are re-delivered when their
+    /// lease runs out.
     ///
     /// # Errors
     /// As [`Queues::ack_many`] and [`Queues::reserve`].
@@ -267,8 +273,31 @@ impl Queues {
             let acked = self.ack_many(queue, acks).await?;
             return Ok((acked, lease_next.await?));
         }
-        let (acked, jobs) = tokio::join!(self.ack_many(queue, acks), lease_next);
-        Ok((acked?, jobs?))
+        // The acks and a plain lease of what is waiting run side by side; housekeeping (which
+        // may take back a job whose lease just ran out) waits for the acks, and so does a
+        // second look when nothing was waiting.
+        let first = async {
+            if self.is_paused(&keys).await? {
+                return Ok(None);
+            }
+            self.lease_and_claim(queue, &keys, max, lease, now)
+                .await
+                .map(Some)
+        };
+        let (acked, first) = tokio::join!(self.ack_many(queue, acks), first);
+        let acked = acked?;
+        let Some(first) = first? else {
+            return Ok((acked, Vec::new()));
+        };
+        let chores = self.take_chores(queue, now);
+        self.housekeep(queue, &keys, now, chores).await?;
+        if !first.is_empty() {
+            return Ok((acked, first));
+        }
+        let jobs = self
+            .reserve_lease(queue, &keys, max, lease, now, chores)
+            .await?;
+        Ok((acked, jobs))
     }
 
     /// The ack's commit point: the record is deleted (`remove_on_complete`) or written

@@ -157,6 +157,15 @@ impl Queues {
     /// A reserve's first half, reads only unless housekeeping finds work: the chores that
     /// are due, and the pause check beside them. `None` when the queue is paused, else the
     /// chores it ran.
+    /// The chores due on this node for `queue` (marked as run).
+    pub(super) fn take_chores(&self, queue: &str, now: i64) -> Chores {
+        self.local(queue)
+            .housekeeping
+            .lock()
+            .unwrap()
+            .take(now, Chores::default())
+    }
+
     pub(super) async fn reserve_prepare(
         &self,
         queue: &str,
@@ -204,7 +213,7 @@ impl Queues {
     }
 
     /// Runs `chores`; returns how many members or schedules they handled.
-    async fn housekeep(
+    pub(super) async fn housekeep(
         &self,
         queue: &str,
         keys: &Keys,
@@ -226,7 +235,7 @@ impl Queues {
 
     /// Moves waiting members to `active` (under the concurrency gate if the queue has a cap)
     /// and turns them into leased jobs.
-    async fn lease_and_claim(
+    pub(super) async fn lease_and_claim(
         &self,
         queue: &str,
         keys: &Keys,

@@ -31,6 +31,11 @@ pub enum Op {
     Ack {
         pick: usize,
     },
+    /// `ack_and_reserve`: an ack that leases up to `max` next jobs.
+    AckNext {
+        pick: usize,
+        max: usize,
+    },
     /// A batch ack of distinct leases (`ack_many`).
     AckMany {
         picks: Vec<usize>,
@@ -59,6 +64,7 @@ pub fn op() -> impl Strategy<Value = Op> {
         3 => (1usize..4).prop_map(|max| Op::Reserve { max }),
         2 => any::<usize>().prop_map(|pick| Op::Ack { pick }),
         1 => proptest::collection::vec(any::<usize>(), 1..5).prop_map(|picks| Op::AckMany { picks }),
+        1 => (any::<usize>(), 1usize..3).prop_map(|(pick, max)| Op::AckNext { pick, max }),
         1 => (1usize..5).prop_map(|n| Op::AddBulk { n }),
         2 => (any::<usize>(), any::<bool>()).prop_map(|(pick, retry)| Op::Fail { pick, retry }),
         1 => (any::<usize>(), 1u64..3000).prop_map(|(pick, lease_ms)| Op::Extend { pick, lease_ms }),
@@ -262,8 +268,51 @@ pub async fn run_case(
                     });
                 }
             }
-            Op::Ack { .. } | Op::AckMany { .. } | Op::Fail { .. } | Op::Extend { .. }
+            Op::Ack { .. }
+            | Op::AckMany { .. }
+            | Op::AckNext { .. }
+            | Op::Fail { .. }
+            | Op::Extend { .. }
                 if leases.is_empty() => {}
+            Op::AckNext { pick, max } => {
+                let (id, token) = leases[pick % leases.len()].clone();
+                let got = q
+                    .ack_and_reserve(
+                        queue,
+                        &id,
+                        &token,
+                        None,
+                        max,
+                        Some(Duration::from_millis(LEASE_MS as u64)),
+                    )
+                    .await;
+                let valid = model.valid(&id, &token).is_some();
+                if !valid {
+                    prop_assert!(
+                        matches!(got, Err(ServiceError::WrongLease { .. })),
+                        "step {}: stale ack-next {} gave {:?}",
+                        step,
+                        id,
+                        got
+                    );
+                } else {
+                    let j = model.valid(&id, &token).unwrap();
+                    j.state = State::Completed;
+                    j.token = None;
+                    let want = model.eligible(now, max);
+                    let got = got.unwrap();
+                    let got_ids: Vec<String> = got.iter().map(|j| j.id.clone()).collect();
+                    prop_assert_eq!(&got_ids, &want, "step {}: ack-next order", step);
+                    for r in got {
+                        let j = model.jobs.iter_mut().find(|j| j.id == r.id).unwrap();
+                        j.state = State::Active;
+                        j.attempt += 1;
+                        j.until = now + LEASE_MS;
+                        j.token = Some(r.lease_token.clone());
+                        leases.push((r.id, r.lease_token));
+                    }
+                }
+            }
             Op::AckMany { picks } => {
                 let mut chosen: Vec<usize> = picks.iter().map(|p| p % leases.len()).collect();
                 chosen.sort_unstable();
