@@ -32,6 +32,7 @@
 mod access_log;
 mod balance;
 mod body;
+mod client_conn;
 mod compress;
 mod connlimit;
 mod edge;

@@ -1,8 +1,9 @@
-//! The gateway's listener: accepts connections, serves HTTP/1.1 and h2c (prior knowledge) with
-//! hyper, or with `[gateway.tls]` terminates TLS first (HTTP/2 by ALPN or HTTP/1.1; the
-//! handshake runs in the connection's task, bounded by `client_header_timeout`; the framing
-//! guard wraps the decrypted stream), and shuts down gracefully: stop accepting, let in-flight requests finish (bounded by
-//! `shutdown_timeout`), then close.
+//! The gateway's listener: accepts connections (within `max_connections` and
+//! `max_conn_per_ip`) and hands each to its task (`client_conn`), which serves HTTP/1.1 and h2c
+//! (prior knowledge) with hyper, or with `[gateway.tls]` terminates TLS first (HTTP/2 by ALPN or
+//! HTTP/1.1; the handshake bounded by `client_header_timeout`; the framing guard wraps the
+//! decrypted stream). Shuts down gracefully: stop accepting, let in-flight requests finish
+//! (bounded by `shutdown_timeout`), close parked keep-alive connections at once, then close.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -12,16 +13,16 @@ use arc_swap::{ArcSwap, Guard};
 use herd_config::Config;
 use herd_core::{Endpoint, Rotation, StatsRegistry};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::access_log::AccessLogger;
 use crate::body::ProxyBody;
+use crate::client_conn;
 use crate::connlimit::ConnCounts;
 use crate::framing;
 use crate::handler;
@@ -290,13 +291,23 @@ impl Gateway {
         builder
             .http2()
             .max_header_list_size(u32::try_from(settings.max_header_size).unwrap_or(u32::MAX));
-        let builder = Arc::new(builder);
+        // Cancelled when `shutdown_timeout` runs out: the connections still open are dropped.
+        let hard_stop = CancellationToken::new();
+        let shared = Arc::new(client_conn::Shared {
+            builder,
+            acceptor: acceptor.clone(),
+            max_header_size: settings.max_header_size,
+            handshake_timeout: settings.client_header_timeout,
+            idle_timeout: settings.idle_timeout,
+            idle_release: settings.idle_release,
+            shutdown: shutdown.clone(),
+            hard_stop: hard_stop.clone(),
+            parking: Arc::clone(&parking),
+        });
         // `max_connections`: when all permits are out, stop accepting until a connection
         // closes; new clients wait in the kernel's listen backlog meanwhile.
         let slots = (settings.max_connections > 0)
             .then(|| Arc::new(tokio::sync::Semaphore::new(settings.max_connections)));
-        // Cancelled when `shutdown_timeout` runs out: the connections still open are dropped.
-        let hard_stop = CancellationToken::new();
         let sweeper = tokio::spawn(
             sweep_pools(Arc::clone(&self), shutdown.clone())
                 .instrument(tracing::debug_span!("pool_sweeper")),
@@ -369,134 +380,18 @@ impl Gateway {
                 }
             });
             let verdict = Arc::new(framing::Verdict::default());
-            let service = framing::Guarded::new(Arc::clone(&verdict), service);
-            let max_header_size = settings.max_header_size;
-            let handshake_timeout = settings.client_header_timeout;
-            let idle_timeout = settings.idle_timeout;
-            let idle_release = settings.idle_release;
-            let acceptor = acceptor.clone();
-            let builder = Arc::clone(&builder);
-            let shutdown = shutdown.clone();
-            let hard_stop = hard_stop.clone();
-            let parked = Arc::clone(&parking);
+            let conn = client_conn::Conn {
+                shared: Arc::clone(&shared),
+                service: framing::Guarded::new(Arc::clone(&verdict), service),
+                activity,
+                verdict,
+            };
             let task = conns.spawn(
                 async move {
-                    // Leaves the parking registry however the task ends (even aborted).
-                    let _registered = idle::Registered::here(Arc::clone(&parked));
-                    let parking = parked;
                     let _slot = slot;
                     // Counted until the connection ends.
                     let _conn_guard = conn_guard;
-                    let stream = match acceptor {
-                        None => Either::Left(stream),
-                        Some(acceptor) => tokio::select! {
-                            () = hard_stop.cancelled() => return,
-                            // Boxed: the handshake's state would otherwise size every
-                            // connection's task, plain ones included.
-                            tls = Box::pin(tokio::time::timeout(handshake_timeout, acceptor.accept(stream))) => match tls {
-                                // Boxed: a plain connection should not carry TLS state's size.
-                                Ok(Ok(tls)) => Either::Right(Box::new(tls)),
-                                Ok(Err(e)) => {
-                                    tracing::debug!(error = %e, "TLS handshake failed");
-                                    return;
-                                }
-                                Err(_) => {
-                                    tracing::debug!("TLS handshake timed out");
-                                    return;
-                                }
-                            },
-                        },
-                    };
-                    // Only plain HTTP/1 is released (TLS keeps its session state anyway).
-                    let release = idle_release.filter(|_| matches!(stream, Either::Left(_)));
-                    let home = Arc::new(idle::Home::default());
-                    let stream = idle::Watched::new(stream, Arc::clone(&activity));
-                    let mut io = framing::Scan::new(stream, max_header_size, Arc::clone(&verdict));
-                    loop {
-                        home.disarm();
-                        let conn = builder
-                            .serve_connection_with_upgrades(
-                                TokioIo::new(idle::Reclaim::new(io, Arc::clone(&home))),
-                                service.clone(),
-                            )
-                            .into_owned();
-                        // One cycle of hyper serving the socket, boxed (with the connection)
-                        // so that a released connection's task does not keep room for it.
-                        let released = Box::pin(async {
-                        let mut conn = std::pin::pin!(conn);
-                        let cycle_start = activity.marks();
-                        let release_point = async {
-                            match release {
-                                Some(after) => {
-                                    activity
-                                        .release_point(after, || verdict.between_requests())
-                                        .await;
-                                }
-                                None => std::future::pending().await,
-                            }
-                        };
-                        tokio::select! {
-                            res = conn.as_mut() => {
-                                if let Err(e) = res {
-                                    tracing::debug!(error = %e, "client connection ended with an error");
-                                }
-                                None
-                            }
-                            () = hard_stop.cancelled() => None,
-                            () = activity.idle(idle_timeout) => {
-                                tracing::debug!(?idle_timeout, "closing an idle client connection");
-                                None
-                            }
-                            () = shutdown.cancelled() => {
-                                // Stop after the requests in flight (HTTP/2: GOAWAY).
-                                conn.as_mut().graceful_shutdown();
-                                tokio::select! {
-                                    _ = conn.as_mut() => {}
-                                    () = hard_stop.cancelled() => {}
-                                }
-                                None
-                            }
-                            () = release_point => {
-                                let marks = activity.marks();
-                                home.arm();
-                                conn.as_mut().graceful_shutdown();
-                                tokio::select! {
-                                    // An error (a body cut short) closes the connection,
-                                    // unless this cycle read nothing at all (hyper was still
-                                    // waiting for the first bytes, and says it was cancelled).
-                                    res = conn.as_mut() => {
-                                        (res.is_ok() || activity.marks() == cycle_start).then_some(marks)
-                                    }
-                                    () = hard_stop.cancelled() => None,
-                                    () = shutdown.cancelled() => None,
-                                }
-                            }
-                        }
-                        })
-                        .await;
-                        // Taken back only if hyper let go while nothing came in: a request or
-                        // bytes read meanwhile may have been answered with `Connection: close`
-                        // or left in hyper's buffer, so such a connection is closed.
-                        let Some(marks) = released else { return };
-                        let Some(back) = home.take() else { return };
-                        if activity.marks() != marks {
-                            return;
-                        }
-                        io = back;
-                        let Either::Left(tcp) = io.get_ref().get_ref() else { return };
-                        // Parked: the sweeper closes it at its idle deadline or at shutdown
-                        // (by aborting this task), so the wait holds nothing but the socket's.
-                        if !parking.park(activity.last() + idle_timeout) {
-                            return;
-                        }
-                        let ready = tcp.readable().await;
-                        parking.unpark();
-                        if ready.is_err() {
-                            return;
-                        }
-                        // The next request is here: not quiet, whatever came before.
-                        activity.touch();
-                    }
+                    conn.run(stream).await;
                 }
                 .instrument(tracing::debug_span!("client_conn", %peer)),
             );

@@ -1,0 +1,206 @@
+//! One client connection's task: the TLS handshake (if any), then cycles of hyper serving the
+//! socket. A cycle ends when the connection closes, or when an HTTP/1 keep-alive connection has
+//! been quiet long enough between requests (`idle_release`): then hyper lets go of the socket,
+//! the task parks on the bare socket's readiness (see `idle::Parking`) and the next byte starts
+//! the next cycle on the same socket, with the same framing guard.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::Service;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
+use tokio_util::sync::CancellationToken;
+
+use crate::body::ProxyBody;
+use crate::framing::{Scan, Verdict};
+use crate::idle::{Activity, Home, Parking, Reclaim, Registered, Watched};
+
+/// The client stream: plain TCP, or TLS (boxed: a plain connection should not carry the size
+/// of TLS state).
+type Stream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
+/// What hyper reads and writes: the stream behind the idle watch and the framing guard.
+type Io = Scan<Watched<Stream>>;
+
+/// What every connection of one gateway shares (one `Arc`, so each task stays small).
+pub(crate) struct Shared {
+    pub(crate) builder: auto::Builder<TokioExecutor>,
+    pub(crate) acceptor: Option<TlsAcceptor>,
+    pub(crate) max_header_size: usize,
+    /// Bounds the TLS handshake (`client_header_timeout`).
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) idle_release: Option<Duration>,
+    /// Stop: finish the requests in flight, then close.
+    pub(crate) shutdown: CancellationToken,
+    /// `shutdown_timeout` ran out: close now.
+    pub(crate) hard_stop: CancellationToken,
+    pub(crate) parking: Arc<Parking>,
+}
+
+/// One connection's own state, shared with its service.
+pub(crate) struct Conn<S> {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) service: S,
+    pub(crate) activity: Arc<Activity>,
+    pub(crate) verdict: Arc<Verdict>,
+}
+
+impl<S> Conn<S>
+where
+    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    /// Serves the connection until it closes.
+    pub(crate) async fn run(self, stream: TcpStream) {
+        // Leaves the parking registry however the task ends (aborted too).
+        let _registered = Registered::here(Arc::clone(&self.shared.parking));
+        let Some(stream) = self.handshake(stream).await else {
+            return;
+        };
+        // Only plain HTTP/1 is released (TLS keeps its session state anyway).
+        let release = (self.shared.idle_release).filter(|_| matches!(stream, Either::Left(_)));
+        let home = Arc::new(Home::default());
+        let stream = Watched::new(stream, Arc::clone(&self.activity));
+        let mut io = Scan::new(
+            stream,
+            self.shared.max_header_size,
+            Arc::clone(&self.verdict),
+        );
+        loop {
+            // Boxed: a parked connection's task keeps no room for a hyper cycle.
+            let Some(marks) = Box::pin(self.cycle(io, &home, release)).await else {
+                return;
+            };
+            // Taken back only if hyper let go while nothing came in: a request or bytes read
+            // meanwhile may have been answered with `Connection: close` or left in hyper's
+            // buffer, so such a connection is closed.
+            let Some(back) = home.take() else { return };
+            if self.activity.marks() != marks {
+                return;
+            }
+            io = back;
+            let Either::Left(tcp) = io.get_ref().get_ref() else {
+                return;
+            };
+            // Parked: the sweeper closes it at its idle deadline or at shutdown (by aborting
+            // this task), so the wait holds nothing but the socket's readiness.
+            let parking = &self.shared.parking;
+            if !parking.park(self.activity.last() + self.shared.idle_timeout) {
+                return;
+            }
+            let ready = tcp.readable().await;
+            parking.unpark();
+            if ready.is_err() {
+                return;
+            }
+            // The next request is here: not quiet, whatever came before.
+            self.activity.touch();
+        }
+    }
+
+    /// The TLS handshake, bounded by `client_header_timeout`; `None` when it failed.
+    async fn handshake(&self, stream: TcpStream) -> Option<Stream> {
+        let Some(acceptor) = &self.shared.acceptor else {
+            return Some(Either::Left(stream));
+        };
+        // Boxed: the handshake's state would otherwise size every connection's task.
+        let accept = Box::pin(tokio::time::timeout(
+            self.shared.handshake_timeout,
+            acceptor.accept(stream),
+        ));
+        tokio::select! {
+            () = self.shared.hard_stop.cancelled() => None,
+            tls = accept => match tls {
+                Ok(Ok(tls)) => Some(Either::Right(Box::new(tls))),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    None
+                }
+                Err(_) => {
+                    tracing::debug!("TLS handshake timed out");
+                    None
+                }
+            },
+        }
+    }
+
+    /// One cycle of hyper serving the socket. `Some(marks)` when the cycle ended in a release
+    /// (the stream is then in `home`), with the connection's activity marks at the release.
+    async fn cycle(
+        &self,
+        io: Io,
+        home: &Arc<Home<Io>>,
+        release: Option<Duration>,
+    ) -> Option<(u64, u64)> {
+        home.disarm();
+        let conn = self
+            .shared
+            .builder
+            .serve_connection_with_upgrades(
+                TokioIo::new(Reclaim::new(io, Arc::clone(home))),
+                self.service.clone(),
+            )
+            .into_owned();
+        let mut conn = std::pin::pin!(conn);
+        let (activity, shared) = (&self.activity, &self.shared);
+        let cycle_start = activity.marks();
+        let release_point = async {
+            match release {
+                Some(after) => {
+                    activity
+                        .release_point(after, || self.verdict.between_requests())
+                        .await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "client connection ended with an error");
+                }
+                None
+            }
+            () = shared.hard_stop.cancelled() => None,
+            () = activity.idle(shared.idle_timeout) => {
+                tracing::debug!(idle_timeout = ?shared.idle_timeout, "closing an idle client connection");
+                None
+            }
+            () = shared.shutdown.cancelled() => {
+                // Stop after the requests in flight (HTTP/2: GOAWAY).
+                conn.as_mut().graceful_shutdown();
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    () = shared.hard_stop.cancelled() => {}
+                }
+                None
+            }
+            () = release_point => {
+                let marks = activity.marks();
+                home.arm();
+                conn.as_mut().graceful_shutdown();
+                tokio::select! {
+                    // An error (a body cut short) closes the connection, unless this cycle
+                    // read nothing at all (hyper was still waiting for the first bytes, and
+                    // says it was cancelled).
+                    res = conn.as_mut() => {
+                        (res.is_ok() || activity.marks() == cycle_start).then_some(marks)
+                    }
+                    () = shared.hard_stop.cancelled() => None,
+                    () = shared.shutdown.cancelled() => None,
+                }
+            }
+        }
+    }
+}
