@@ -198,7 +198,10 @@ where
                         (res.is_ok() || activity.marks() == cycle_start).then_some(marks)
                     }
                     () = shared.hard_stop.cancelled() => None,
-                    () = shared.shutdown.cancelled() => None,
+                    // A client that stops reading keeps hyper from finishing: closed like
+                    // any idle connection. (At shutdown the wait goes on: hyper is already
+                    // finishing, and parking then refuses.)
+                    () = activity.idle(shared.idle_timeout) => None,
                 }
             }
         }

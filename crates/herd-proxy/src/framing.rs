@@ -51,13 +51,18 @@ pub(crate) struct Verdict {
     /// The scanner holds part of a request (a head or a body not yet complete), or has
     /// stopped: the connection is not between two requests.
     partial: AtomicBool,
+    /// Complete request heads the scanner has read (compared with `served`: a request hyper
+    /// read but has not handed to the service yet sits in hyper's buffer).
+    heads: AtomicU64,
 }
 
 impl Verdict {
     /// Every byte read so far belongs to complete requests (what `idle_release` needs: hyper
     /// then holds no unparsed input).
     pub(crate) fn between_requests(&self) -> bool {
-        !self.partial.load(Ordering::Relaxed) && !self.tunnel.load(Ordering::Relaxed)
+        !self.partial.load(Ordering::Relaxed)
+            && !self.tunnel.load(Ordering::Relaxed)
+            && self.heads.load(Ordering::Relaxed) == self.served.load(Ordering::Relaxed)
     }
 
     /// Called once per request the service receives, in order: why this request must be
@@ -129,6 +134,7 @@ impl Scanner {
         self.follow(input);
         let between = matches!(&self.state, State::Head(b) if b.is_empty());
         self.verdict.partial.store(!between, Ordering::Relaxed);
+        self.verdict.heads.store(self.heads, Ordering::Relaxed);
     }
 
     fn follow(&mut self, mut input: &[u8]) {

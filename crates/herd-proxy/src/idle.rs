@@ -36,6 +36,11 @@ pub(crate) struct Activity {
     h2: AtomicBool,
     /// Responses whose body hyper has not finished writing (see [`Answering`]).
     answering: AtomicUsize,
+    /// hyper's last write found the socket full: bytes still wait in its buffer.
+    write_blocked: AtomicBool,
+    /// A response ended the connection's keep-alive (`Connection: close`, HTTP/1.0): hyper
+    /// closes it, so it must not be released.
+    closing: AtomicBool,
 }
 
 impl Activity {
@@ -48,6 +53,8 @@ impl Activity {
             requests: AtomicU64::new(0),
             h2: AtomicBool::new(false),
             answering: AtomicUsize::new(0),
+            write_blocked: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
         })
     }
 
@@ -78,6 +85,19 @@ impl Activity {
         }
     }
 
+    /// Notes that a response ends the connection's keep-alive: never release it.
+    pub(crate) fn closing(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
+
+    /// Notes the outcome of a write to the client: `Pending` means hyper holds unsent bytes.
+    fn wrote<T>(&self, res: &Poll<std::io::Result<T>>) {
+        match res {
+            Poll::Pending => self.write_blocked.store(true, Ordering::Release),
+            Poll::Ready(_) => self.write_blocked.store(false, Ordering::Release),
+        }
+    }
+
     /// Notes that the connection speaks HTTP/2.
     pub(crate) fn saw_h2(&self) {
         self.h2.store(true, Ordering::Relaxed);
@@ -103,7 +123,12 @@ impl Activity {
             // A connection that has not sent a request yet stays with hyper, whose head-read
             // timer (`client_header_timeout`) deals with clients that send nothing.
             let served = self.requests.load(Ordering::Acquire) > 0;
-            if served && between() && self.answering.load(Ordering::Acquire) == 0 {
+            let written = self.answering.load(Ordering::Acquire) == 0
+                && !self.write_blocked.load(Ordering::Acquire);
+            if self.closing.load(Ordering::Acquire) {
+                return std::future::pending().await;
+            }
+            if served && between() && written {
                 return;
             }
             tokio::time::sleep(after).await;
@@ -490,6 +515,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let res = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.activity.wrote(&res);
         if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
             this.activity.touch();
         }
@@ -503,6 +529,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.activity.wrote(&res);
         if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
             this.activity.touch();
         }

@@ -364,19 +364,29 @@ impl Gateway {
                 }
                 let busy = in_service.begin();
                 let activity = Arc::clone(&in_service);
-                let track = releasing && req.version() < http::Version::HTTP_2;
+                let version = req.version();
+                let track = releasing && version < http::Version::HTTP_2;
                 async move {
                     let _busy = busy;
                     let resp = if over_limit {
-                        handler::too_many_connections(req.version())
+                        handler::too_many_connections(version)
                     } else {
                         handler::serve(gw, req, peer).await
                     };
-                    Ok::<_, std::convert::Infallible>(if track {
-                        resp.map(|body| ProxyBody::wrap(activity.answering(body)))
-                    } else {
-                        resp
-                    })
+                    if !track {
+                        return Ok::<_, std::convert::Infallible>(resp);
+                    }
+                    // hyper closes after this response: not a connection to release.
+                    let close = version < http::Version::HTTP_11
+                        || resp
+                            .headers()
+                            .get(http::header::CONNECTION)
+                            .and_then(|v| v.to_str().ok())
+                            .is_some_and(|v| v.to_ascii_lowercase().contains("close"));
+                    if close {
+                        activity.closing();
+                    }
+                    Ok(resp.map(|body| ProxyBody::wrap(activity.answering(body))))
                 }
             });
             let verdict = Arc::new(framing::Verdict::default());

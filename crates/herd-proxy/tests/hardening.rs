@@ -304,11 +304,31 @@ async fn an_idle_keep_alive_connection_is_closed_after_client_header_timeout() {
     assert!(elapsed < Duration::from_secs(3), "closed after {elapsed:?}");
 }
 
-/// Reads one response with a `Content-Length` body; returns its head and body.
-async fn read_response(s: &mut TcpStream) -> (String, String) {
-    let mut data = Vec::new();
-    let mut buf = [0u8; 4096];
+/// Reads one response with a `Content-Length` body; returns its head and body. Bytes read past
+/// it (a pipelined response) stay in `data` for the next call.
+async fn read_response(s: &mut TcpStream, data: &mut Vec<u8>) -> (String, String) {
+    let mut buf = [0u8; 65536];
+    let mut need: Option<usize> = None;
     loop {
+        if need.is_none() {
+            if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                need = Some(end + 4 + len);
+            }
+        }
+        if let Some(total) = need {
+            if data.len() >= total {
+                let end = data.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+                let head = String::from_utf8_lossy(&data[..end]).into_owned();
+                let body = String::from_utf8_lossy(&data[end + 4..total]).into_owned();
+                data.drain(..total);
+                return (head, body);
+            }
+        }
         let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
             .await
             .expect("a response within 5 s")
@@ -316,24 +336,9 @@ async fn read_response(s: &mut TcpStream) -> (String, String) {
         assert!(
             n > 0,
             "closed mid-response: {:?}",
-            String::from_utf8_lossy(&data)
+            String::from_utf8_lossy(data)
         );
         data.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&data).into_owned();
-        if let Some(end) = text.find("\r\n\r\n") {
-            let head = text[..end].to_owned();
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse().unwrap())
-                })
-                .unwrap_or(0);
-            if data.len() >= end + 4 + len {
-                return (head, text[end + 4..end + 4 + len].to_owned());
-            }
-        }
     }
 }
 
@@ -343,11 +348,12 @@ async fn a_released_keep_alive_connection_serves_its_next_requests() {
     // cannot tell: the next requests on the same socket are served as before.
     let gw = gateway("idle_timeout = \"2s\"").await;
     let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let mut carry = Vec::new();
     for round in 0..3 {
         s.write_all(b"GET /r HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .unwrap();
-        let (head, _) = read_response(&mut s).await;
+        let (head, _) = read_response(&mut s, &mut carry).await;
         assert!(head.starts_with("HTTP/1.1 200"), "round {round}: {head}");
         assert!(
             !head.to_ascii_lowercase().contains("connection: close"),
@@ -364,7 +370,7 @@ async fn a_released_keep_alive_connection_serves_its_next_requests() {
     s.write_all(b"ngth: 4\r\n\r\nbo").await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     s.write_all(b"dy").await.unwrap();
-    let (head, body) = read_response(&mut s).await;
+    let (head, body) = read_response(&mut s, &mut carry).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(body, "body");
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -372,7 +378,7 @@ async fn a_released_keep_alive_connection_serves_its_next_requests() {
         .await
         .unwrap();
     for _ in 0..2 {
-        let (head, _) = read_response(&mut s).await;
+        let (head, _) = read_response(&mut s, &mut carry).await;
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     }
     // Released or not, `idle_timeout` closes a connection that stays quiet.
@@ -403,10 +409,11 @@ async fn shutdown_closes_released_connections_at_once() {
     );
     let (addr, stop, served) = common::serve(&gw).await;
     let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut carry = Vec::new();
     s.write_all(b"GET /r HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    let (head, _) = read_response(&mut s).await;
+    let (head, _) = read_response(&mut s, &mut carry).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     tokio::time::sleep(Duration::from_millis(300)).await; // released, parked
     let started = Instant::now();
@@ -422,13 +429,43 @@ async fn shutdown_closes_released_connections_at_once() {
 }
 
 #[tokio::test]
+async fn a_client_that_stops_reading_is_not_released_and_its_pipelined_request_is_answered() {
+    let gw = gateway("max_body_size = \"8MiB\"").await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let mut carry = Vec::new();
+    // A 4 MiB echo: more than the socket buffers hold, so hyper's writes stall while the
+    // client reads nothing.
+    let body = vec![b'x'; 4 << 20];
+    let head = format!(
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&body).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await; // quiet, but not idle
+    s.write_all(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (head, echoed) = read_response(&mut s, &mut carry).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(echoed.len(), body.len());
+    let (head, _) = read_response(&mut s, &mut carry).await;
+    assert!(
+        head.starts_with("HTTP/1.1 200"),
+        "the pipelined request is answered: {head}"
+    );
+}
+
+#[tokio::test]
 async fn smuggling_after_a_release_is_still_refused() {
     let gw = gateway("").await;
     let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let mut carry = Vec::new();
     s.write_all(b"GET /r HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    let (head, _) = read_response(&mut s).await;
+    let (head, _) = read_response(&mut s, &mut carry).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let seen = gw.seen.load(std::sync::atomic::Ordering::SeqCst);

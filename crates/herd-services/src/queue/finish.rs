@@ -136,7 +136,12 @@ impl Queues {
             // recovery cleans it up. Failing now would strand the jobs just leased.
             tracing::warn!(queue, job = id, error = %e, "ack committed but its clean-up failed; stalled recovery finishes it");
         }
-        jobs
+        // The ack is committed: a failed reserve must not make it look failed (a retried ack
+        // would get a lease conflict). The worker gets no next job and reserves again.
+        Ok(jobs.unwrap_or_else(|e| {
+            tracing::warn!(queue, job = id, error = %e, "ack committed but leasing the next jobs failed");
+            Vec::new()
+        }))
     }
 
     /// Acks several leased jobs (SQS's DeleteMessageBatch): their records are read in one
@@ -271,7 +276,11 @@ impl Queues {
         };
         if self.settings(queue).concurrency.is_some() {
             let acked = self.ack_many(queue, acks).await?;
-            return Ok((acked, lease_next.await?));
+            let jobs = lease_next.await.unwrap_or_else(|e| {
+                tracing::warn!(queue, error = %e, "batch acked but leasing the next jobs failed");
+                Vec::new()
+            });
+            return Ok((acked, jobs));
         }
         // The acks and a plain lease of what is waiting run side by side; housekeeping (which
         // may take back a job whose lease just ran out) waits for the acks, and so does a
@@ -286,17 +295,23 @@ impl Queues {
         };
         let (acked, first) = tokio::join!(self.ack_many(queue, acks), first);
         let acked = acked?;
-        let Some(first) = first? else {
-            return Ok((acked, Vec::new()));
+        // The acks are committed: from here a failure only means no next jobs.
+        let next = async {
+            let Some(first) = first? else {
+                return Ok(Vec::new());
+            };
+            let chores = self.take_chores(queue, now);
+            self.housekeep(queue, &keys, now, chores).await?;
+            if !first.is_empty() {
+                return Ok(first);
+            }
+            self.reserve_lease(queue, &keys, max, lease, now, chores)
+                .await
         };
-        let chores = self.take_chores(queue, now);
-        self.housekeep(queue, &keys, now, chores).await?;
-        if !first.is_empty() {
-            return Ok((acked, first));
-        }
-        let jobs = self
-            .reserve_lease(queue, &keys, max, lease, now, chores)
-            .await?;
+        let jobs = next.await.unwrap_or_else(|e: ServiceError| {
+            tracing::warn!(queue, error = %e, "batch acked but leasing the next jobs failed");
+            Vec::new()
+        });
         Ok((acked, jobs))
     }
 

@@ -205,8 +205,20 @@ fn check_job_id(id: &str) -> ServiceResult<()> {
             "use a shorter id without '/'",
         ));
     }
+    // Generated ids are plain integers: a caller's id must never collide with one (BullMQ
+    // refuses integer custom ids for the same reason).
+    if id.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ServiceError::invalid(
+            "job_id",
+            format!("{id:?} is a plain integer, the form of herd's generated ids"),
+            "give it a prefix, e.g. \"order-1500\"",
+        ));
+    }
     Ok(())
 }
+
+/// The most jobs one bulk add takes (one store transaction).
+pub(crate) const MAX_BULK: usize = 1000;
 
 fn corrupt(key: String, e: &serde_json::Error) -> ServiceError {
     ServiceError::Corrupt {
@@ -366,6 +378,13 @@ impl Queues {
     /// resending them with `job_id`s set adds each once.
     pub async fn add_bulk(&self, queue: &str, jobs: Vec<NewJob>) -> ServiceResult<Vec<String>> {
         check_queue(queue)?;
+        if jobs.len() > MAX_BULK {
+            return Err(ServiceError::invalid(
+                "jobs",
+                format!("{} jobs in one bulk add", jobs.len()),
+                "send at most 1000 jobs per call",
+            ));
+        }
         for job in &jobs {
             spec::check_new_job(job)?;
             if let Some(id) = &job.job_id {
