@@ -17,10 +17,13 @@
 //! ms). Set members are `ID#GEN`; the record names the current member.
 //!
 //! # At-least-once: no accepted job is lost, whatever store call the process dies after
-//! Every transition of a job is one store transaction ([`herd_store::Txn`]): the record's
-//! compare-and-swap on its version, its new member's `zadd` and its old member's `zrem`
-//! commit together or not at all, so a crash leaves the job either where it was or where it
-//! went. The one step that takes two calls is the reserve:
+//! Every transition a caller asks for (add, ack, fail, extend, dead-letter retry and delete)
+//! is one store transaction ([`herd_store::Txn`]): the record's compare-and-swap on its
+//! version, its new member's `zadd` and its old member's `zrem` commit together or not at all,
+//! so a crash leaves the job either where it was or where it went. Three steps still take
+//! several calls, each safe because whoever reads a member next repairs a half-done move (see
+//! below): the reserve, promotion of due delayed jobs and stalled recovery (record, then new
+//! member, then removal of the old one).
 //!
 //! - **add**: one counter `incr` (the order of adding, and the id unless `job_id` names one),
 //!   then one transaction: record (`Absent`) and member. A retried add with the same
