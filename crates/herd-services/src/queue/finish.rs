@@ -36,6 +36,16 @@ fn wrong_lease(rec: &JobRecord) -> ServiceError {
     }
 }
 
+/// The next jobs leased after a committed ack: a failed reserve must not make the ack look
+/// failed (a retried ack would get a lease conflict), so the worker gets no next job and
+/// reserves again.
+fn after_ack(queue: &str, jobs: ServiceResult<Vec<super::Reserved>>) -> Vec<super::Reserved> {
+    jobs.unwrap_or_else(|e| {
+        tracing::warn!(queue, error = %e, "ack committed but leasing the next jobs failed");
+        Vec::new()
+    })
+}
+
 fn check_lease(rec: &JobRecord, token: &str) -> ServiceResult<()> {
     if rec.state != State::Active || rec.lease_token.as_deref() != Some(token) {
         return Err(wrong_lease(rec));
@@ -136,12 +146,7 @@ impl Queues {
             // recovery cleans it up. Failing now would strand the jobs just leased.
             tracing::warn!(queue, job = id, error = %e, "ack committed but its clean-up failed; stalled recovery finishes it");
         }
-        // The ack is committed: a failed reserve must not make it look failed (a retried ack
-        // would get a lease conflict). The worker gets no next job and reserves again.
-        Ok(jobs.unwrap_or_else(|e| {
-            tracing::warn!(queue, job = id, error = %e, "ack committed but leasing the next jobs failed");
-            Vec::new()
-        }))
+        Ok(after_ack(queue, jobs))
     }
 
     /// Acks several leased jobs (SQS's DeleteMessageBatch): their records are read in one
@@ -276,11 +281,7 @@ impl Queues {
         };
         if self.settings(queue).concurrency.is_some() {
             let acked = self.ack_many(queue, acks).await?;
-            let jobs = lease_next.await.unwrap_or_else(|e| {
-                tracing::warn!(queue, error = %e, "batch acked but leasing the next jobs failed");
-                Vec::new()
-            });
-            return Ok((acked, jobs));
+            return Ok((acked, after_ack(queue, lease_next.await)));
         }
         // The acks and a plain lease of what is waiting run side by side; housekeeping (which
         // may take back a job whose lease just ran out) waits for the acks, and so does a
@@ -308,11 +309,7 @@ impl Queues {
             self.reserve_lease(queue, &keys, max, lease, now, chores)
                 .await
         };
-        let jobs = next.await.unwrap_or_else(|e: ServiceError| {
-            tracing::warn!(queue, error = %e, "batch acked but leasing the next jobs failed");
-            Vec::new()
-        });
-        Ok((acked, jobs))
+        Ok((acked, after_ack(queue, next.await)))
     }
 
     /// The ack's commit point: the record is deleted (`remove_on_complete`) or written
