@@ -1,10 +1,11 @@
 //! One client connection's task: the TLS handshake (if any), then cycles of hyper serving the
 //! socket. A cycle ends when the connection closes, or when an HTTP/1 keep-alive connection has
 //! been quiet long enough between requests (`idle_release`): then hyper lets go of the socket,
-//! the task parks on the bare socket's readiness (see `idle::Parking`) and the next byte starts
-//! the next cycle on the same socket, with the same framing guard.
+//! the task hands the bare socket to the gateway's [`Parking`] and ends, and the next byte
+//! starts a new connection task on the same socket.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,14 +15,17 @@ use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::ProxyBody;
+use crate::connlimit::ConnGuard;
 use crate::framing::{Scan, Verdict};
-use crate::idle::{Activity, Home, Parking, Reclaim, Registered, Watched};
+use crate::idle::{Activity, Home, Reclaim, Watched};
+use crate::parking::Parking;
 
 /// The client stream: plain TCP, or TLS (boxed: a plain connection should not carry the size
 /// of TLS state).
@@ -42,7 +46,17 @@ pub(crate) struct Shared {
     pub(crate) shutdown: CancellationToken,
     /// `shutdown_timeout` ran out: close now.
     pub(crate) hard_stop: CancellationToken,
-    pub(crate) parking: Arc<Parking>,
+    pub(crate) parking: Arc<Parking<Keep>>,
+}
+
+/// What a connection keeps for its whole life, parked or served.
+#[derive(Debug)]
+pub(crate) struct Keep {
+    pub(crate) peer: SocketAddr,
+    /// Its `max_connections` permit (held: dropping it lets another connection in).
+    pub(crate) _slot: Option<OwnedSemaphorePermit>,
+    /// Its count under `max_conn_per_ip` (held, like the permit).
+    pub(crate) _conn_guard: Option<ConnGuard>,
 }
 
 /// One connection's own state, shared with its service.
@@ -51,6 +65,7 @@ pub(crate) struct Conn<S> {
     pub(crate) service: S,
     pub(crate) activity: Arc<Activity>,
     pub(crate) verdict: Arc<Verdict>,
+    pub(crate) keep: Keep,
 }
 
 impl<S> Conn<S>
@@ -61,10 +76,8 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    /// Serves the connection until it closes.
+    /// Serves the connection until it closes or is parked.
     pub(crate) async fn run(self, stream: TcpStream) {
-        // Leaves the parking registry however the task ends (aborted too).
-        let _registered = Registered::here(Arc::clone(&self.shared.parking));
         let Some(stream) = self.handshake(stream).await else {
             return;
         };
@@ -72,41 +85,28 @@ where
         let release = (self.shared.idle_release).filter(|_| matches!(stream, Either::Left(_)));
         let home = Arc::new(Home::default());
         let stream = Watched::new(stream, Arc::clone(&self.activity));
-        let mut io = Scan::new(
+        let io = Scan::new(
             stream,
             self.shared.max_header_size,
             Arc::clone(&self.verdict),
         );
-        loop {
-            // Boxed: a parked connection's task keeps no room for a hyper cycle.
-            let Some(marks) = Box::pin(self.cycle(io, &home, release)).await else {
-                return;
-            };
-            // Taken back only if hyper let go while nothing came in: a request or bytes read
-            // meanwhile may have been answered with `Connection: close` or left in hyper's
-            // buffer, so such a connection is closed.
-            let Some(back) = home.take() else { return };
-            if self.activity.marks() != marks {
-                return;
-            }
-            io = back;
-            let Either::Left(tcp) = io.get_ref().get_ref() else {
-                return;
-            };
-            // Parked: the sweeper closes it at its idle deadline or at shutdown (by aborting
-            // this task), so the wait holds nothing but the socket's readiness.
-            let parking = &self.shared.parking;
-            if !parking.park(self.activity.last() + self.shared.idle_timeout) {
-                return;
-            }
-            let ready = tcp.readable().await;
-            parking.unpark();
-            if ready.is_err() {
-                return;
-            }
-            // The next request is here: not quiet, whatever came before.
-            self.activity.touch();
+        // Boxed: the task keeps no room for hyper's state once it has ended.
+        let Some(marks) = Box::pin(self.cycle(io, &home, release)).await else {
+            return;
+        };
+        // Taken back only if hyper let go while nothing came in: a request or bytes read
+        // meanwhile may have been answered with `Connection: close` or left in hyper's buffer,
+        // so such a connection is closed.
+        let Some(back) = home.take() else { return };
+        if self.activity.marks() != marks {
+            return;
         }
+        let Either::Left(tcp) = back.into_inner().into_inner() else {
+            return;
+        };
+        // Between two requests, every byte answered: the next byte starts a new task.
+        let deadline = self.activity.last() + self.shared.idle_timeout;
+        self.shared.parking.park(tcp, self.keep, deadline);
     }
 
     /// The TLS handshake, bounded by `client_header_timeout`; `None` when it failed.

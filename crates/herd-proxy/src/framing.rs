@@ -315,8 +315,8 @@ impl<T> Scan<T> {
         }
     }
 
-    pub(crate) fn get_ref(&self) -> &T {
-        &self.inner
+    pub(crate) fn into_inner(self) -> T {
+        self.inner
     }
 }
 

@@ -45,6 +45,7 @@ mod gcra;
 mod handler;
 mod idle;
 mod lb;
+mod parking;
 mod pool;
 mod queue;
 mod ratelimit;

@@ -27,6 +27,7 @@ use crate::connlimit::ConnCounts;
 use crate::framing;
 use crate::handler;
 use crate::idle;
+use crate::parking::Parking;
 use crate::ratelimit::{self, RateLimiter};
 use crate::resilience::AppPlane;
 use crate::route::RouteTable;
@@ -260,13 +261,8 @@ impl Gateway {
         // Every client connection's task; shutdown waits for them (bounded by
         // `shutdown_timeout`).
         let conns = TaskTracker::new();
-        // Released connections, closed by one sweeper (idle_timeout, shutdown).
-        let parking = idle::Parking::new();
-        let parking_sweeper = tokio::spawn(
-            Arc::clone(&parking)
-                .run(shutdown.clone())
-                .instrument(tracing::debug_span!("parked_conns")),
-        );
+        // Released connections, watched (and closed at idle_timeout or shutdown) by one task.
+        let parking = Parking::new()?;
         let settings = self.settings().as_ref().clone();
         let acceptor = match self.tls.get() {
             Some(certs) => Some(certs.acceptor().map_err(std::io::Error::other)?),
@@ -303,6 +299,21 @@ impl Gateway {
             shutdown: shutdown.clone(),
             hard_stop: hard_stop.clone(),
             parking: Arc::clone(&parking),
+        });
+        let spawner = Arc::new(Spawner {
+            gw: Arc::clone(&self),
+            shared,
+            conns: conns.clone(),
+            https: acceptor.is_some(),
+            releasing: settings.idle_release.is_some() && acceptor.is_none(),
+        });
+        let parked = tokio::spawn({
+            let spawner = Arc::clone(&spawner);
+            Arc::clone(&parking)
+                .run(shutdown.clone(), move |stream, keep| {
+                    spawner.spawn(stream, keep, false);
+                })
+                .instrument(tracing::debug_span!("parked_conns"))
         });
         // `max_connections`: when all permits are out, stop accepting until a connection
         // closes; new clients wait in the kernel's listen backlog meanwhile.
@@ -348,64 +359,12 @@ impl Gateway {
             if over_limit {
                 tracing::debug!(%peer, max_conn, "connection over max_conn_per_ip");
             }
-            let gw = Arc::clone(&self);
-            let https = acceptor.is_some();
-            let activity = idle::Activity::new();
-            let in_service = Arc::clone(&activity);
-            // Connections that may be released track their response bodies.
-            let releasing = settings.idle_release.is_some() && !https;
-            let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-                let gw = Arc::clone(&gw);
-                if https {
-                    req.extensions_mut().insert(ClientTls);
-                }
-                if req.version() == http::Version::HTTP_2 {
-                    in_service.saw_h2();
-                }
-                let busy = in_service.begin();
-                let activity = Arc::clone(&in_service);
-                let version = req.version();
-                let track = releasing && version < http::Version::HTTP_2;
-                async move {
-                    let _busy = busy;
-                    let resp = if over_limit {
-                        handler::too_many_connections(version)
-                    } else {
-                        handler::serve(gw, req, peer).await
-                    };
-                    if !track {
-                        return Ok::<_, std::convert::Infallible>(resp);
-                    }
-                    // hyper closes after this response: not a connection to release.
-                    let close = version < http::Version::HTTP_11
-                        || resp
-                            .headers()
-                            .get(http::header::CONNECTION)
-                            .and_then(|v| v.to_str().ok())
-                            .is_some_and(|v| v.to_ascii_lowercase().contains("close"));
-                    if close {
-                        activity.closing();
-                    }
-                    Ok(resp.map(|body| ProxyBody::wrap(activity.answering(body))))
-                }
-            });
-            let verdict = Arc::new(framing::Verdict::default());
-            let conn = client_conn::Conn {
-                shared: Arc::clone(&shared),
-                service: framing::Guarded::new(Arc::clone(&verdict), service),
-                activity,
-                verdict,
+            let keep = client_conn::Keep {
+                peer,
+                _slot: slot,
+                _conn_guard: conn_guard.flatten(),
             };
-            let task = conns.spawn(
-                async move {
-                    let _slot = slot;
-                    // Counted until the connection ends.
-                    let _conn_guard = conn_guard;
-                    conn.run(stream).await;
-                }
-                .instrument(tracing::debug_span!("client_conn", %peer)),
-            );
-            parking.register(task.abort_handle());
+            spawner.spawn(stream, keep, over_limit);
         }
         drop(listener);
         tracing::info!("gateway stopped accepting; draining client connections");
@@ -423,7 +382,7 @@ impl Gateway {
             self.tunnels.close_all();
         }
         let _ = sweeper.await;
-        let _ = parking_sweeper.await;
+        let _ = parked.await;
         log_stop.cancel();
         if let Some(w) = log_writer {
             let _ = w.await;
@@ -449,6 +408,74 @@ impl Gateway {
                     .collect()
             })
             .unwrap_or_default()
+    }
+}
+
+/// Starts connection tasks: for each accepted connection, and again for each parked one
+/// whose next request arrives.
+struct Spawner {
+    gw: Arc<Gateway>,
+    shared: Arc<client_conn::Shared>,
+    conns: TaskTracker,
+    https: bool,
+    /// Connections may be released (`idle_release`, plain HTTP): they track response bodies.
+    releasing: bool,
+}
+
+impl Spawner {
+    /// `over_limit`: the client is over `max_conn_per_ip` (each request answered 429, closed).
+    fn spawn(&self, stream: tokio::net::TcpStream, keep: client_conn::Keep, over_limit: bool) {
+        let (gw, https, releasing, peer) =
+            (Arc::clone(&self.gw), self.https, self.releasing, keep.peer);
+        let activity = idle::Activity::new();
+        let in_service = Arc::clone(&activity);
+        let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+            let gw = Arc::clone(&gw);
+            if https {
+                req.extensions_mut().insert(ClientTls);
+            }
+            if req.version() == http::Version::HTTP_2 {
+                in_service.saw_h2();
+            }
+            let busy = in_service.begin();
+            let activity = Arc::clone(&in_service);
+            let version = req.version();
+            let track = releasing && version < http::Version::HTTP_2;
+            async move {
+                let _busy = busy;
+                let resp = if over_limit {
+                    handler::too_many_connections(version)
+                } else {
+                    handler::serve(gw, req, peer).await
+                };
+                if !track {
+                    return Ok::<_, std::convert::Infallible>(resp);
+                }
+                // hyper closes after this response: not a connection to release.
+                let close = version < http::Version::HTTP_11
+                    || resp
+                        .headers()
+                        .get(http::header::CONNECTION)
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|v| v.to_ascii_lowercase().contains("close"));
+                if close {
+                    activity.closing();
+                }
+                Ok(resp.map(|body| ProxyBody::wrap(activity.answering(body))))
+            }
+        });
+        let verdict = Arc::new(framing::Verdict::default());
+        let conn = client_conn::Conn {
+            shared: Arc::clone(&self.shared),
+            service: framing::Guarded::new(Arc::clone(&verdict), service),
+            activity,
+            verdict,
+            keep,
+        };
+        self.conns.spawn(
+            conn.run(stream)
+                .instrument(tracing::debug_span!("client_conn", %peer)),
+        );
     }
 }
 

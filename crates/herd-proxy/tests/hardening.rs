@@ -394,6 +394,44 @@ async fn a_released_keep_alive_connection_serves_its_next_requests() {
 }
 
 #[tokio::test]
+async fn a_released_connection_keeps_its_per_ip_count_until_its_client_closes_it() {
+    let gw = gateway("max_conn_per_ip = 1\nidle_timeout = \"10s\"").await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let mut carry = Vec::new();
+    s.write_all(b"GET /r HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = read_response(&mut s, &mut carry).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    tokio::time::sleep(Duration::from_millis(300)).await; // released, parked
+    let mut other = TcpStream::connect(gw.addr).await.unwrap();
+    other
+        .write_all(b"GET /r HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut other).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 503"),
+        "parked still counts: {answer}"
+    );
+    // The client closes its parked connection: the gateway notices and frees the count.
+    drop(s);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut c = TcpStream::connect(gw.addr).await.unwrap();
+        c.write_all(b"GET /r HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_to_close(&mut c).await;
+        if answer.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{answer}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn shutdown_closes_released_connections_at_once() {
     let text = "[gateway]\nlisten = \"127.0.0.1:0\"\nshutdown_timeout = \"10s\"\n[[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\n";
     let (gw, _) = common::build(text);
