@@ -13,6 +13,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc: per-thread free lists suit a proxy's many short-lived allocations, and it gives
+/// freed pages back to the system, so a burst of busy connections does not leave its peak
+/// behind in every idle one's share of memory (see BENCHMARKS.md, idle keep-alive memory).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // `herd __spawn -- CMD...`: the instance launcher (see herd-fleet `spawn`). Checked before
     // clap so that starting an instance costs nothing more than an exec.
