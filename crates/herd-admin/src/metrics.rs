@@ -112,6 +112,30 @@ impl Collector for RequestCollector {
             "Requests rejected by a [[rate_limit]], by app and route.",
             &rate_limited,
         )?;
+        let conns = &self.stats.connections;
+        let load = |v: &std::sync::atomic::AtomicU64| {
+            i64::try_from(v.load(std::sync::atomic::Ordering::Relaxed)).unwrap_or(i64::MAX)
+        };
+        let (open, parked) = (load(&conns.open), load(&conns.parked));
+        counter(
+            &mut encoder,
+            "herd_client_connections_accepted",
+            "Client connections the gateway accepted.",
+            &[(
+                Vec::new(),
+                conns.accepted.load(std::sync::atomic::Ordering::Relaxed),
+            )],
+        )?;
+        gauge(
+            &mut encoder,
+            "herd_client_connections",
+            "Open client connections: active (served by an HTTP connection state) and parked (keep-alive, released between requests by idle_release; nginx's waiting).",
+            None,
+            &[
+                (vec![("state", "active".to_owned())], (open - parked).max(0)),
+                (vec![("state", "parked".to_owned())], parked),
+            ],
+        )?;
         Ok(())
     }
 }

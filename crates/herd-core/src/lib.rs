@@ -26,5 +26,8 @@ pub use circuit::{Circuit, CircuitSettings, CircuitState};
 pub use demand::{Demand, HoldError};
 pub use endpoint::{Endpoint, EndpointStats, InFlightGuard, Rotation};
 pub use state::InstanceState;
-pub use stats::{RouteCounters, RouteStats, StatsRegistry, LATENCY_BUCKETS, STATUS_CLASSES};
+pub use stats::{
+    ConnectionStats, OpenConnection, RouteCounters, RouteStats, StatsRegistry, LATENCY_BUCKETS,
+    STATUS_CLASSES,
+};
 pub use window::{Window, WindowStats};

@@ -183,10 +183,44 @@ impl RouteStats {
     }
 }
 
-/// Every (app, route) entry, created on first use and kept for herd's lifetime.
+/// Every (app, route) entry, created on first use and kept for herd's lifetime, and the
+/// gateway's client connection counts.
 #[derive(Debug, Default)]
 pub struct StatsRegistry {
     entries: Mutex<Vec<Arc<RouteStats>>>,
+    pub connections: Arc<ConnectionStats>,
+}
+
+/// Client connections of the gateway (nginx `stub_status`: accepts, active, waiting).
+#[derive(Debug, Default)]
+pub struct ConnectionStats {
+    /// Connections accepted since start (a counter).
+    pub accepted: AtomicU64,
+    /// Connections open now, parked ones included.
+    pub open: AtomicU64,
+    /// Open connections released between two requests (`idle_release`), waiting for their
+    /// next byte with no HTTP state (nginx's "waiting").
+    pub parked: AtomicU64,
+}
+
+impl ConnectionStats {
+    /// Counts an accepted connection as open until the guard drops.
+    #[must_use]
+    pub fn opened(self: &Arc<Self>) -> OpenConnection {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+        self.open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(Arc::clone(self))
+    }
+}
+
+/// One open client connection, counted in [`ConnectionStats::open`] until dropped.
+#[derive(Debug)]
+pub struct OpenConnection(Arc<ConnectionStats>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl StatsRegistry {

@@ -21,6 +21,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
+use herd_core::OpenConnection;
+
 use crate::body::ProxyBody;
 use crate::connlimit::ConnGuard;
 use crate::framing::{Scan, Verdict};
@@ -57,6 +59,8 @@ pub(crate) struct Keep {
     pub(crate) _slot: Option<OwnedSemaphorePermit>,
     /// Its count under `max_conn_per_ip` (held, like the permit).
     pub(crate) _conn_guard: Option<ConnGuard>,
+    /// Counted as open (held, like the permit).
+    pub(crate) _open: OpenConnection,
 }
 
 /// One connection's own state, shared with its service.

@@ -13,6 +13,7 @@
 
 use std::io;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -22,6 +23,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use herd_core::ConnectionStats;
 
 /// Events taken from the readiness queue per call.
 const EVENTS: usize = 256;
@@ -33,6 +36,8 @@ pub(crate) struct Parking<K> {
     /// The readiness queue, until `run` takes it.
     poll: Mutex<Option<mio::Poll>>,
     lot: Mutex<Lot<K>>,
+    /// `parked` is kept equal to the number of parked connections.
+    stats: Arc<ConnectionStats>,
 }
 
 struct Lot<K> {
@@ -88,7 +93,7 @@ impl<K> Parking<K> {
 impl<K: Send + 'static> Parking<K> {
     /// # Errors
     /// When the operating system refuses a new readiness queue (out of file descriptors).
-    pub(crate) fn new() -> io::Result<Arc<Self>> {
+    pub(crate) fn new(stats: Arc<ConnectionStats>) -> io::Result<Arc<Self>> {
         const {
             assert!(usize::BITS >= 64, "parking tokens need 64-bit usize");
         }
@@ -103,6 +108,7 @@ impl<K: Send + 'static> Parking<K> {
                 generation: 0,
                 closed: false,
             }),
+            stats,
         }))
     }
 
@@ -142,6 +148,7 @@ impl<K: Send + 'static> Parking<K> {
                     deadline,
                     generation,
                 });
+                self.stats.parked.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
                 tracing::debug!(error = %e, "could not park a released connection; closing it");
@@ -157,6 +164,7 @@ impl<K: Send + 'static> Parking<K> {
             return None;
         }
         let entry = lot.parked.remove(key);
+        self.stats.parked.fetch_sub(1, Ordering::Relaxed);
         drop(lot);
         let _ = self
             .registry
@@ -171,7 +179,11 @@ impl<K: Send + 'static> Parking<K> {
         let before = lot.parked.len();
         // Dropping a socket closes it, which also takes it out of the readiness queue.
         lot.parked.retain(|_, e| e.deadline > now);
-        before - lot.parked.len()
+        let closed = before - lot.parked.len();
+        self.stats
+            .parked
+            .fetch_sub(closed as u64, Ordering::Relaxed);
+        closed
     }
 
     /// Shutdown: closes every parked connection now and refuses any parked later.
@@ -180,6 +192,7 @@ impl<K: Send + 'static> Parking<K> {
         lot.closed = true;
         let n = lot.parked.len();
         lot.parked.clear();
+        self.stats.parked.fetch_sub(n as u64, Ordering::Relaxed);
         n
     }
 
@@ -296,7 +309,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_byte_resumes_a_parked_socket_and_the_deadline_closes_another() {
-        let parking = Parking::<u32>::new().unwrap();
+        let stats = Arc::new(ConnectionStats::default());
+        let parking = Parking::<u32>::new(Arc::clone(&stats)).unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let stop = CancellationToken::new();
         let runner = tokio::spawn(Arc::clone(&parking).run(stop.clone(), move |s, k| {
@@ -308,6 +322,7 @@ mod tests {
         parking.park(s1, 1, far);
         parking.park(s2, 2, Instant::now());
         assert_eq!(parking.len(), 2);
+        assert_eq!(stats.parked.load(Ordering::Relaxed), 2);
         c1.write_all(b"x").await.unwrap();
         let (mut s1, k) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
             .await
@@ -325,6 +340,7 @@ mod tests {
             .unwrap();
         assert_eq!(n, 0);
         assert_eq!(parking.len(), 0);
+        assert_eq!(stats.parked.load(Ordering::Relaxed), 0);
         assert!(rx.try_recv().is_err());
         stop.cancel();
         runner.await.unwrap();
@@ -332,7 +348,7 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_closes_parked_sockets_and_refuses_new_ones() {
-        let parking = Parking::<()>::new().unwrap();
+        let parking = Parking::<()>::new(Arc::default()).unwrap();
         let stop = CancellationToken::new();
         let runner = tokio::spawn(Arc::clone(&parking).run(stop.clone(), |_, ()| {}));
         let (mut c1, s1) = pair().await;
@@ -350,7 +366,7 @@ mod tests {
     #[tokio::test]
     async fn many_parked_sockets_all_resume() {
         // More than one batch of events at once.
-        let parking = Parking::<usize>::new().unwrap();
+        let parking = Parking::<usize>::new(Arc::default()).unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let stop = CancellationToken::new();
         let runner = tokio::spawn(Arc::clone(&parking).run(stop.clone(), move |_, k| {

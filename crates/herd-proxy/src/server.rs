@@ -262,7 +262,7 @@ impl Gateway {
         // `shutdown_timeout`).
         let conns = TaskTracker::new();
         // Released connections, watched (and closed at idle_timeout or shutdown) by one task.
-        let parking = Parking::new()?;
+        let parking = Parking::new(Arc::clone(&self.stats.connections))?;
         let settings = self.settings().as_ref().clone();
         let acceptor = match self.tls.get() {
             Some(certs) => Some(certs.acceptor().map_err(std::io::Error::other)?),
@@ -363,6 +363,7 @@ impl Gateway {
                 peer,
                 _slot: slot,
                 _conn_guard: conn_guard.flatten(),
+                _open: self.stats.connections.opened(),
             };
             spawner.spawn(stream, keep, over_limit);
         }

@@ -20,6 +20,23 @@ async fn metrics_parse_with_the_official_prometheus_parser() {
     for _ in 0..20 {
         assert_eq!(get(&herd.url("/")).await.unwrap().0, 200);
     }
+    // A keep-alive client that has gone quiet: parked after `idle_release` (50 ms).
+    let gateway = herd.url("/");
+    let addr = gateway
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 256];
+        let n = idle.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let (code, text) = get(&herd.admin_url("/metrics")).await.unwrap();
     assert_eq!(code, 200);
     let dir = tempfile::tempdir().unwrap();
@@ -31,13 +48,19 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 text = open(sys.argv[1]).read()
 names = {f.name: f for f in text_string_to_metric_families(text)}
 need = ["herd_http_requests", "herd_http_request_duration_seconds", "herd_app_instances_desired",
-        "herd_instance_resident_memory_bytes", "herd_instance_restarts", "herd_upstream_connect_errors"]
+        "herd_instance_resident_memory_bytes", "herd_instance_restarts", "herd_upstream_connect_errors",
+        "herd_client_connections", "herd_client_connections_accepted"]
 missing = [n for n in need if n not in names]
 assert not missing, f"missing families: {missing}; have {sorted(names)}"
 total = sum(s.value for s in names["herd_http_requests"].samples
             if s.name == "herd_http_requests_total" and s.labels.get("status_class") == "2xx")
 assert total >= 20, f"2xx requests counted: {total}"
 assert names["herd_http_request_duration_seconds"].type == "histogram"
+accepted = [s.value for s in names["herd_client_connections_accepted"].samples
+            if s.name == "herd_client_connections_accepted_total"]
+assert accepted and accepted[0] >= 2, f"accepted: {accepted}"
+conns = {s.labels["state"]: s.value for s in names["herd_client_connections"].samples}
+assert conns.get("parked", 0) >= 1, f"the quiet keep-alive client is parked: {conns}"
 print("ok", len(names))
 "#;
     let out = std::process::Command::new("python3")
