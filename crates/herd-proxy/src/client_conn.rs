@@ -61,6 +61,9 @@ pub(crate) struct Keep {
     pub(crate) _conn_guard: Option<ConnGuard>,
     /// Counted as open (held, like the permit).
     pub(crate) _open: OpenConnection,
+    /// Over `max_conn_per_ip`: every request is refused (and the connection closed), on a
+    /// resumed connection too.
+    pub(crate) over_limit: bool,
 }
 
 /// One connection's own state, shared with its service.

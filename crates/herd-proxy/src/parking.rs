@@ -160,7 +160,7 @@ impl<K: Send + 'static> Parking<K> {
     fn take(&self, token: mio::Token) -> Option<(std::net::TcpStream, K)> {
         let (key, generation) = untoken(token);
         let mut lot = self.lot();
-        if lot.parked.get(key)?.generation != generation {
+        if lot.closed || lot.parked.get(key)?.generation != generation {
             return None;
         }
         let entry = lot.parked.remove(key);
@@ -177,21 +177,40 @@ impl<K: Send + 'static> Parking<K> {
         let now = self.millis(now);
         let mut lot = self.lot();
         let before = lot.parked.len();
-        // Dropping a socket closes it, which also takes it out of the readiness queue.
-        lot.parked.retain(|_, e| e.deadline > now);
+        lot.parked.retain(|_, e| {
+            let keep = e.deadline > now;
+            if !keep {
+                self.forget(&e.stream);
+            }
+            keep
+        });
         let closed = before - lot.parked.len();
         self.stats
             .parked
             .fetch_sub(closed as u64, Ordering::Relaxed);
+        // After a burst, give back most of the room it took (occupied slots never move).
+        if lot.parked.len() < lot.parked.capacity() / 4 {
+            lot.parked.shrink_to_fit();
+        }
         closed
     }
 
-    /// Shutdown: closes every parked connection now and refuses any parked later.
+    /// Takes a socket out of the readiness queue before it is closed (closing alone would
+    /// leave it there while another process still shares the socket).
+    fn forget(&self, stream: &std::net::TcpStream) {
+        let _ = self.registry.deregister(&mut SourceFd(&stream.as_raw_fd()));
+    }
+
+    /// Shutdown (or the watcher's end): closes every parked connection now and refuses any
+    /// parked later.
     fn close(&self) -> usize {
         let mut lot = self.lot();
         lot.closed = true;
         let n = lot.parked.len();
-        lot.parked.clear();
+        for e in lot.parked.drain() {
+            self.forget(&e.stream);
+        }
+        lot.parked.shrink_to_fit();
         self.stats.parked.fetch_sub(n as u64, Ordering::Relaxed);
         n
     }
@@ -203,22 +222,23 @@ impl<K: Send + 'static> Parking<K> {
     }
 
     /// Watches the parked connections until `shutdown`, handing each that has input (or was
-    /// closed by its client) to `resume`, and closing those past their deadline.
+    /// closed by its client) to `resume`, and closing those past their deadline. However it
+    /// ends (a panic in `resume` too), every parked connection is closed and no more are taken.
     pub(crate) async fn run(
         self: Arc<Self>,
         shutdown: CancellationToken,
         resume: impl Fn(tokio::net::TcpStream, K),
     ) {
+        let _closing = Closing(&self);
         let poll = self
             .poll
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        let queue = poll.map(watch_queue);
-        let mut queue = match queue {
+        let mut queue = match poll.map(watch_queue) {
             Some(Ok(q)) => Some(q),
             Some(Err(e)) => {
-                tracing::warn!(error = %e, "cannot watch released connections; idle_release closes them instead");
+                tracing::warn!(error = %e, "cannot watch released connections; they are closed instead");
                 self.close();
                 None
             }
@@ -235,6 +255,8 @@ impl<K: Send + 'static> Parking<K> {
                 }
             };
             tokio::select! {
+                // Shutdown first: no connection is resumed once it has begun.
+                biased;
                 () = shutdown.cancelled() => {
                     let closed = self.close();
                     tracing::debug!(closed, "closed released client connections at shutdown");
@@ -247,42 +269,68 @@ impl<K: Send + 'static> Parking<K> {
                     }
                 }
                 guard = ready => {
-                    let mut guard = match guard {
-                        Ok(g) => g,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "released connections' readiness queue failed");
-                            continue;
-                        }
+                    let drained = match guard {
+                        Ok(mut guard) => self.drain(&mut guard, &mut events, &resume),
+                        Err(e) => Err(e),
                     };
-                    loop {
-                        match guard.get_inner_mut().poll(&mut events, Some(Duration::ZERO)) {
-                            Ok(()) => {}
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "polling released connections failed");
-                                break;
-                            }
-                        }
-                        let mut seen = 0;
-                        for event in &events {
-                            seen += 1;
-                            let Some((stream, keep)) = self.take(event.token()) else {
-                                continue;
-                            };
-                            match tokio::net::TcpStream::from_std(stream) {
-                                Ok(stream) => resume(stream, keep),
-                                Err(e) => tracing::debug!(error = %e, "could not resume a released connection"),
-                            }
-                        }
-                        // Drained: wait for the queue's next edge. (A full batch may have more.)
-                        if seen < EVENTS {
-                            guard.clear_ready();
-                            break;
-                        }
+                    if let Err(e) = drained {
+                        // Not expected; rather than spin on a broken queue, close what it
+                        // holds and stop parking (released connections are then closed).
+                        tracing::warn!(error = %e, "the released connections' readiness queue failed; closing them");
+                        self.close();
+                        queue = None;
                     }
                 }
             }
         }
+    }
+
+    /// Resumes every connection the queue reports ready, until it has nothing more.
+    fn drain(
+        &self,
+        guard: &mut tokio::io::unix::AsyncFdReadyMutGuard<'_, mio::Poll>,
+        events: &mut mio::Events,
+        resume: &impl Fn(tokio::net::TcpStream, K),
+    ) -> io::Result<()> {
+        loop {
+            match guard.get_inner_mut().poll(events, Some(Duration::ZERO)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let mut seen = 0;
+            for event in events.iter() {
+                seen += 1;
+                let Some((stream, keep)) = self.take(event.token()) else {
+                    continue;
+                };
+                match tokio::net::TcpStream::from_std(stream) {
+                    Ok(stream) => resume(stream, keep),
+                    Err(e) => tracing::debug!(error = %e, "could not resume a released connection"),
+                }
+            }
+            // Drained: wait for the queue's next edge. (A full batch may have more.)
+            if seen < EVENTS {
+                guard.clear_ready();
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Closes the parking when its watcher ends, whichever way.
+struct Closing<'a, K: Send + 'static>(&'a Parking<K>);
+
+impl<K: Send + 'static> Drop for Closing<'_, K> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+impl<K> Drop for Parking<K> {
+    fn drop(&mut self) {
+        let n = self.lot().parked.len();
+        self.stats.parked.fetch_sub(n as u64, Ordering::Relaxed);
     }
 }
 
@@ -346,42 +394,77 @@ mod tests {
         runner.await.unwrap();
     }
 
+    async fn read_eof(c: &mut tokio::net::TcpStream) -> usize {
+        let mut buf = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut buf))
+            .await
+            .expect("closed within 5 s")
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn shutdown_closes_parked_sockets_and_refuses_new_ones() {
-        let parking = Parking::<()>::new(Arc::default()).unwrap();
+        let stats = Arc::new(ConnectionStats::default());
+        let parking = Parking::<()>::new(Arc::clone(&stats)).unwrap();
         let stop = CancellationToken::new();
         let runner = tokio::spawn(Arc::clone(&parking).run(stop.clone(), |_, ()| {}));
         let (mut c1, s1) = pair().await;
         parking.park(s1, (), Instant::now() + Duration::from_secs(60));
+        assert_eq!(stats.parked.load(Ordering::Relaxed), 1);
         stop.cancel();
         runner.await.unwrap();
-        let mut buf = Vec::new();
-        assert_eq!(c1.read_to_end(&mut buf).await.unwrap(), 0);
+        assert_eq!(read_eof(&mut c1).await, 0);
+        assert_eq!(stats.parked.load(Ordering::Relaxed), 0);
         let (mut c2, s2) = pair().await;
         parking.park(s2, (), Instant::now() + Duration::from_secs(60));
         assert_eq!(parking.len(), 0);
-        assert_eq!(c2.read_to_end(&mut buf).await.unwrap(), 0);
+        assert_eq!(read_eof(&mut c2).await, 0);
     }
 
     #[tokio::test]
-    async fn many_parked_sockets_all_resume() {
-        // More than one batch of events at once.
+    async fn a_panicking_watcher_closes_what_it_watched() {
+        let stats = Arc::new(ConnectionStats::default());
+        let parking = Parking::<()>::new(Arc::clone(&stats)).unwrap();
+        let runner = tokio::spawn(
+            Arc::clone(&parking).run(CancellationToken::new(), |_, ()| panic!("resume failed")),
+        );
+        let (mut c1, s1) = pair().await;
+        let (mut c2, s2) = pair().await;
+        let far = Instant::now() + Duration::from_secs(60);
+        parking.park(s1, (), far);
+        parking.park(s2, (), far);
+        c1.write_all(b"x").await.unwrap();
+        assert!(runner.await.is_err(), "the watcher panicked");
+        // The other parked socket is closed, not left unwatched, and nothing parks any more.
+        assert_eq!(read_eof(&mut c2).await, 0);
+        assert_eq!(stats.parked.load(Ordering::Relaxed), 0);
+        let (mut c3, s3) = pair().await;
+        parking.park(s3, (), far);
+        assert_eq!(read_eof(&mut c3).await, 0);
+    }
+
+    #[tokio::test]
+    async fn sockets_with_input_before_parking_resume_in_full_batches() {
+        // Input already waiting when a socket is parked is reported at once; more sockets
+        // than one batch of events, all ready together, all resume exactly once.
         let parking = Parking::<usize>::new(Arc::default()).unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut pairs = Vec::new();
+        for _ in 0..(EVENTS + 10) {
+            let (mut c, s) = pair().await;
+            c.write_all(b"y").await.unwrap();
+            pairs.push((c, s));
+        }
+        let far = Instant::now() + Duration::from_secs(60);
+        let mut clients = Vec::new();
+        for (k, (c, s)) in pairs.into_iter().enumerate() {
+            parking.park(s, k, far);
+            clients.push(c);
+        }
         let stop = CancellationToken::new();
         let runner = tokio::spawn(Arc::clone(&parking).run(stop.clone(), move |_, k| {
             let _ = tx.send(k);
         }));
-        let far = Instant::now() + Duration::from_secs(60);
-        let mut clients = Vec::new();
-        for k in 0..(EVENTS * 2 + 10) {
-            let (c, s) = pair().await;
-            parking.park(s, k, far);
-            clients.push(c);
-        }
-        for c in &mut clients {
-            c.write_all(b"y").await.unwrap();
-        }
         let mut got = std::collections::HashSet::new();
         while got.len() < clients.len() {
             let k = tokio::time::timeout(Duration::from_secs(5), rx.recv())
@@ -390,6 +473,7 @@ mod tests {
                 .unwrap();
             assert!(got.insert(k), "resumed twice: {k}");
         }
+        assert_eq!(parking.len(), 0);
         stop.cancel();
         runner.await.unwrap();
     }

@@ -311,7 +311,7 @@ impl Gateway {
             let spawner = Arc::clone(&spawner);
             Arc::clone(&parking)
                 .run(shutdown.clone(), move |stream, keep| {
-                    spawner.spawn(stream, keep, false);
+                    spawner.spawn(stream, keep);
                 })
                 .instrument(tracing::debug_span!("parked_conns"))
         });
@@ -364,10 +364,14 @@ impl Gateway {
                 _slot: slot,
                 _conn_guard: conn_guard.flatten(),
                 _open: self.stats.connections.opened(),
+                over_limit,
             };
-            spawner.spawn(stream, keep, over_limit);
+            spawner.spawn(stream, keep);
         }
         drop(listener);
+        // The parked connections' watcher ends at once on shutdown (closing them); awaited
+        // first, so that it resumes no connection into the tracker once that is closed.
+        let _ = parked.await;
         tracing::info!("gateway stopped accepting; draining client connections");
         let shutdown_timeout = self.settings().shutdown_timeout;
         // Upgraded connections (tunnels) left hyper's watch at the `101`; they are waited for
@@ -383,7 +387,6 @@ impl Gateway {
             self.tunnels.close_all();
         }
         let _ = sweeper.await;
-        let _ = parked.await;
         log_stop.cancel();
         if let Some(w) = log_writer {
             let _ = w.await;
@@ -424,10 +427,9 @@ struct Spawner {
 }
 
 impl Spawner {
-    /// `over_limit`: the client is over `max_conn_per_ip` (each request answered 429, closed).
-    fn spawn(&self, stream: tokio::net::TcpStream, keep: client_conn::Keep, over_limit: bool) {
-        let (gw, https, releasing, peer) =
-            (Arc::clone(&self.gw), self.https, self.releasing, keep.peer);
+    fn spawn(&self, stream: tokio::net::TcpStream, keep: client_conn::Keep) {
+        let (gw, https, releasing) = (Arc::clone(&self.gw), self.https, self.releasing);
+        let (peer, over_limit) = (keep.peer, keep.over_limit);
         let activity = idle::Activity::new();
         let in_service = Arc::clone(&activity);
         let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {

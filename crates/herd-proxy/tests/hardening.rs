@@ -67,6 +67,7 @@ struct Running {
     addr: SocketAddr,
     seen: Arc<AtomicUsize>,
     instance: Arc<EndpointStats>,
+    stats: Arc<herd_core::StatsRegistry>,
     _stop: tokio_util::sync::DropGuard,
 }
 
@@ -74,7 +75,7 @@ async fn gateway(extra: &str) -> Running {
     let text = format!(
         "[gateway]\nlisten = \"127.0.0.1:0\"\n{extra}\n[[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\n"
     );
-    let (gw, _) = common::build(&text);
+    let (gw, stats) = common::build(&text);
     let (backend, seen) = counting_backend().await;
     let instance = Arc::new(EndpointStats::new());
     gw.set_endpoints(
@@ -91,7 +92,29 @@ async fn gateway(extra: &str) -> Running {
         addr,
         seen,
         instance,
+        stats,
         _stop: stop.drop_guard(),
+    }
+}
+
+/// The gateway's parked (released) and open client connections, once they settle on `want`
+/// (at most 5 s; the counts move when the gateway's tasks get to them).
+async fn settle_connections(stats: &herd_core::StatsRegistry, want: (u64, u64)) {
+    let read = || {
+        let c = &stats.connections;
+        (
+            c.parked.load(std::sync::atomic::Ordering::Relaxed),
+            c.open.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while read() != want {
+        assert!(
+            Instant::now() < deadline,
+            "connections (parked, open): {:?}, want {want:?}",
+            read()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -359,8 +382,9 @@ async fn a_released_keep_alive_connection_serves_its_next_requests() {
             !head.to_ascii_lowercase().contains("connection: close"),
             "{head}"
         );
-        // Well past the release.
+        // Well past the release: parked, not held by hyper.
         tokio::time::sleep(Duration::from_millis(300)).await;
+        settle_connections(&gw.stats, (1, 1)).await;
     }
     // A request arriving in pieces across the release, and two pipelined ones.
     s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Le")
@@ -403,7 +427,8 @@ async fn a_released_connection_keeps_its_per_ip_count_until_its_client_closes_it
         .unwrap();
     let (head, _) = read_response(&mut s, &mut carry).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    tokio::time::sleep(Duration::from_millis(300)).await; // released, parked
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    settle_connections(&gw.stats, (1, 1)).await; // released, parked
     let mut other = TcpStream::connect(gw.addr).await.unwrap();
     other
         .write_all(b"GET /r HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -415,7 +440,10 @@ async fn a_released_connection_keeps_its_per_ip_count_until_its_client_closes_it
         "parked still counts: {answer}"
     );
     // The client closes its parked connection: the gateway notices and frees the count.
+    drop(other);
+    settle_connections(&gw.stats, (1, 1)).await;
     drop(s);
+    settle_connections(&gw.stats, (0, 0)).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let mut c = TcpStream::connect(gw.addr).await.unwrap();
@@ -434,7 +462,7 @@ async fn a_released_connection_keeps_its_per_ip_count_until_its_client_closes_it
 #[tokio::test]
 async fn shutdown_closes_released_connections_at_once() {
     let text = "[gateway]\nlisten = \"127.0.0.1:0\"\nshutdown_timeout = \"10s\"\n[[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\n";
-    let (gw, _) = common::build(text);
+    let (gw, stats) = common::build(text);
     let (backend, _) = counting_backend().await;
     gw.set_endpoints(
         "web",
@@ -453,7 +481,8 @@ async fn shutdown_closes_released_connections_at_once() {
         .unwrap();
     let (head, _) = read_response(&mut s, &mut carry).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    tokio::time::sleep(Duration::from_millis(300)).await; // released, parked
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    settle_connections(&stats, (1, 1)).await; // released, parked
     let started = Instant::now();
     stop.cancel();
     let answer = read_to_close(&mut s).await;
