@@ -48,7 +48,9 @@ pub(crate) struct Shared {
     pub(crate) shutdown: CancellationToken,
     /// `shutdown_timeout` ran out: close now.
     pub(crate) hard_stop: CancellationToken,
-    pub(crate) parking: Arc<Parking<Keep>>,
+    /// Where released connections wait; `None` when none is released (`idle_release = "off"`
+    /// or TLS).
+    pub(crate) parking: Option<Arc<Parking<Keep>>>,
 }
 
 /// What a connection keeps for its whole life, parked or served.
@@ -89,7 +91,8 @@ where
             return;
         };
         // Only plain HTTP/1 is released (TLS keeps its session state anyway).
-        let release = (self.shared.idle_release).filter(|_| matches!(stream, Either::Left(_)));
+        let release = (self.shared.idle_release)
+            .filter(|_| self.shared.parking.is_some() && matches!(stream, Either::Left(_)));
         let home = Arc::new(Home::default());
         let stream = Watched::new(stream, Arc::clone(&self.activity));
         let io = Scan::new(
@@ -113,7 +116,9 @@ where
         };
         // Between two requests, every byte answered: the next byte starts a new task.
         let deadline = self.activity.last() + self.shared.idle_timeout;
-        self.shared.parking.park(tcp, self.keep, deadline);
+        if let Some(parking) = &self.shared.parking {
+            parking.park(tcp, self.keep, deadline);
+        }
     }
 
     /// The TLS handshake, bounded by `client_header_timeout`; `None` when it failed.

@@ -261,12 +261,18 @@ impl Gateway {
         // Every client connection's task; shutdown waits for them (bounded by
         // `shutdown_timeout`).
         let conns = TaskTracker::new();
-        // Released connections, watched (and closed at idle_timeout or shutdown) by one task.
-        let parking = Parking::new(Arc::clone(&self.stats.connections))?;
         let settings = self.settings().as_ref().clone();
         let acceptor = match self.tls.get() {
             Some(certs) => Some(certs.acceptor().map_err(std::io::Error::other)?),
             None => None,
+        };
+        // Connections may be released (`idle_release`, plain HTTP): then they are watched (and
+        // closed at idle_timeout or shutdown) by one task.
+        let releasing = settings.idle_release.is_some() && acceptor.is_none();
+        let parking = if releasing {
+            Some(Parking::new(Arc::clone(&self.stats.connections))?)
+        } else {
+            None
         };
         let cert_watcher = self.tls.get().map(|certs| {
             tokio::spawn(
@@ -298,22 +304,24 @@ impl Gateway {
             idle_release: settings.idle_release,
             shutdown: shutdown.clone(),
             hard_stop: hard_stop.clone(),
-            parking: Arc::clone(&parking),
+            parking: parking.clone(),
         });
         let spawner = Arc::new(Spawner {
             gw: Arc::clone(&self),
             shared,
             conns: conns.clone(),
             https: acceptor.is_some(),
-            releasing: settings.idle_release.is_some() && acceptor.is_none(),
+            releasing,
         });
-        let parked = tokio::spawn({
+        let parked = parking.map(|parking| {
             let spawner = Arc::clone(&spawner);
-            Arc::clone(&parking)
-                .run(shutdown.clone(), move |stream, keep| {
-                    spawner.spawn(stream, keep);
-                })
-                .instrument(tracing::debug_span!("parked_conns"))
+            tokio::spawn(
+                parking
+                    .run(shutdown.clone(), move |stream, keep| {
+                        spawner.spawn(stream, keep);
+                    })
+                    .instrument(tracing::debug_span!("parked_conns")),
+            )
         });
         // `max_connections`: when all permits are out, stop accepting until a connection
         // closes; new clients wait in the kernel's listen backlog meanwhile.
@@ -371,7 +379,9 @@ impl Gateway {
         drop(listener);
         // The parked connections' watcher ends at once on shutdown (closing them); awaited
         // first, so that it resumes no connection into the tracker once that is closed.
-        let _ = parked.await;
+        if let Some(parked) = parked {
+            let _ = parked.await;
+        }
         tracing::info!("gateway stopped accepting; draining client connections");
         let shutdown_timeout = self.settings().shutdown_timeout;
         // Upgraded connections (tunnels) left hyper's watch at the `101`; they are waited for
