@@ -118,6 +118,20 @@ async fn settle_connections(stats: &herd_core::StatsRegistry, want: (u64, u64)) 
     }
 }
 
+/// A keep-alive client that got one answer, then went quiet until the gateway parked it.
+async fn parked_client(addr: SocketAddr, stats: &herd_core::StatsRegistry) -> (TcpStream, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut carry = Vec::new();
+    s.write_all(b"GET /r HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = read_response(&mut s, &mut carry).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    settle_connections(stats, (1, 1)).await; // released, parked
+    (s, carry)
+}
+
 /// Sends `bytes`, then reads until the gateway closes the connection (at most 5 s).
 async fn exchange(addr: SocketAddr, bytes: &[u8]) -> String {
     let mut s = TcpStream::connect(addr).await.unwrap();
@@ -420,15 +434,7 @@ async fn a_released_keep_alive_connection_serves_its_next_requests() {
 #[tokio::test]
 async fn a_released_connection_keeps_its_per_ip_count_until_its_client_closes_it() {
     let gw = gateway("max_conn_per_ip = 1\nidle_timeout = \"10s\"").await;
-    let mut s = TcpStream::connect(gw.addr).await.unwrap();
-    let mut carry = Vec::new();
-    s.write_all(b"GET /r HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let (head, _) = read_response(&mut s, &mut carry).await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    settle_connections(&gw.stats, (1, 1)).await; // released, parked
+    let (s, _) = parked_client(gw.addr, &gw.stats).await;
     let mut other = TcpStream::connect(gw.addr).await.unwrap();
     other
         .write_all(b"GET /r HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -474,15 +480,7 @@ async fn shutdown_closes_released_connections_at_once() {
         )],
     );
     let (addr, stop, served) = common::serve(&gw).await;
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let mut carry = Vec::new();
-    s.write_all(b"GET /r HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let (head, _) = read_response(&mut s, &mut carry).await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    settle_connections(&stats, (1, 1)).await; // released, parked
+    let (mut s, _) = parked_client(addr, &stats).await;
     let started = Instant::now();
     stop.cancel();
     let answer = read_to_close(&mut s).await;
@@ -527,14 +525,7 @@ async fn a_client_that_stops_reading_is_not_released_and_its_pipelined_request_i
 #[tokio::test]
 async fn smuggling_after_a_release_is_still_refused() {
     let gw = gateway("").await;
-    let mut s = TcpStream::connect(gw.addr).await.unwrap();
-    let mut carry = Vec::new();
-    s.write_all(b"GET /r HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let (head, _) = read_response(&mut s, &mut carry).await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut s, _) = parked_client(gw.addr, &gw.stats).await;
     let seen = gw.seen.load(std::sync::atomic::Ordering::SeqCst);
     s.write_all(
         b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
