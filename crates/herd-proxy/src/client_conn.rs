@@ -1,8 +1,8 @@
-//! One client connection's task: the TLS handshake (if any), then cycles of hyper serving the
-//! socket. A cycle ends when the connection closes, or when an HTTP/1 keep-alive connection has
-//! been quiet long enough between requests (`idle_release`): then hyper lets go of the socket,
-//! the task hands the bare socket to the gateway's [`Parking`] and ends, and the next byte
-//! starts a new connection task on the same socket.
+//! One client connection's task: the TLS handshake (if any), then hyper serving the socket
+//! until the connection closes, or until an HTTP/1 keep-alive connection has been quiet long
+//! enough between requests (`idle_release`): then hyper lets go of the socket, the task hands
+//! the bare socket to the gateway's [`Parking`] and ends, and the next byte starts a new
+//! connection task on the same socket.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -100,8 +100,7 @@ where
             self.shared.max_header_size,
             Arc::clone(&self.verdict),
         );
-        // Boxed: the task keeps no room for hyper's state once it has ended.
-        let Some(marks) = Box::pin(self.cycle(io, &home, release)).await else {
+        let Some(marks) = self.cycle(io, &home, release).await else {
             return;
         };
         // Taken back only if hyper let go while nothing came in: a request or bytes read

@@ -8,8 +8,8 @@
 //! `[gateway] idle_release` uses the same bookkeeping: once an HTTP/1 keep-alive connection has
 //! been quiet that long between two requests, the server asks hyper to let go of it
 //! (`graceful_shutdown` with the stream in a [`Reclaim`] wrapper whose shutdown does nothing
-//! and which hands the stream back when hyper drops it), frees hyper's buffers and waits on the
-//! bare socket; the next byte starts a new hyper connection on the same socket.
+//! and which hands the stream back when hyper drops it), frees hyper's buffers and parks the
+//! bare socket (`parking`); the next byte starts a new connection task on the same socket.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
