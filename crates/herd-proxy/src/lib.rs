@@ -1,7 +1,9 @@
 //! herd's gateway: the L7 reverse proxy in front of every app.
 //!
 //! Layout:
-//! - [`server`]: accept loop, hyper (HTTP/1.1 + h2c) connections, graceful shutdown.
+//! - [`server`]: the `Gateway` (settings and routing tables, swapped atomically on reload);
+//!   `serving`: the shards' accept loops, hyper (HTTP/1.1 + h2c) connections, graceful
+//!   shutdown; [`shard`]: one thread, runtime and `SO_REUSEPORT` listener per `threads`.
 //! - `handler`: one request end to end: route → pick → forward → retry → response.
 //! - `route`: the routing table, compiled once from `[[route]]`: matchers, header rewrites,
 //!   `strip_prefix`, per-route timeout and retries.
@@ -54,6 +56,8 @@ mod resilience;
 mod retry;
 mod route;
 pub mod server;
+mod serving;
+pub mod shard;
 mod sticky;
 mod tail;
 pub mod tls;

@@ -2,6 +2,10 @@
 //! shared HTTP/2 connection (prior knowledge) that every request multiplexes on and that is
 //! dialled again when it closes.
 //!
+//! Each shard (see `shard`) has its own idle list and its own HTTP/2 connection, so a request
+//! only ever uses connections driven by its own thread (nginx's `keepalive` is likewise per
+//! worker process): `pool_max_idle` is per shard.
+//!
 //! Checkout pops the most recently used idle connection (LIFO keeps few connections hot and lets
 //! the rest age out), skipping closed or expired ones; otherwise it connects. Connections come
 //! back only after their response body was fully read (see `body::UpstreamBody`). Owning the
@@ -23,9 +27,13 @@ use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use crate::body::UpBody;
+use crate::shard;
 
 /// Longest wait for a pooled connection to accept its next request before connecting anew.
 const READY_WAIT: Duration = Duration::from_millis(100);
+
+/// One shard's `h2c` connection.
+type H2Slot = tokio::sync::Mutex<Option<http2::SendRequest<UpBody>>>;
 
 #[derive(Debug)]
 struct Idle {
@@ -72,9 +80,11 @@ impl Conn {
 pub(crate) struct Pool {
     addr: SocketAddr,
     instance: String,
-    idle: Mutex<Vec<Idle>>,
-    /// `h2c`: the shared connection; the async lock is held only while (re)connecting.
-    h2: Option<tokio::sync::Mutex<Option<http2::SendRequest<UpBody>>>>,
+    /// Idle connections, one list per shard.
+    idle: Box<[Mutex<Vec<Idle>>]>,
+    /// `h2c`: the shared connection of each shard; the async lock is held only while
+    /// (re)connecting.
+    h2: Option<Box<[H2Slot]>>,
     max_idle: usize,
     idle_timeout: Duration,
     connect_timeout: Duration,
@@ -88,12 +98,15 @@ impl Pool {
         idle_timeout: Duration,
         connect_timeout: Duration,
         protocol: Protocol,
+        shards: usize,
     ) -> Self {
+        let shards = shards.max(1);
         Pool {
             addr,
             instance,
-            idle: Mutex::new(Vec::new()),
-            h2: (protocol == Protocol::H2c).then(|| tokio::sync::Mutex::new(None)),
+            idle: (0..shards).map(|_| Mutex::default()).collect(),
+            h2: (protocol == Protocol::H2c)
+                .then(|| (0..shards).map(|_| H2Slot::default()).collect()),
             max_idle,
             idle_timeout,
             connect_timeout,
@@ -103,15 +116,15 @@ impl Pool {
     /// A ready connection: pooled if one is usable, else a new one.
     pub(crate) async fn get(&self) -> Result<Conn, ConnectError> {
         if let Some(h2) = &self.h2 {
-            return self.get_h2(h2).await.map(Conn::H2);
+            return self
+                .get_h2(&h2[shard::current() % h2.len()])
+                .await
+                .map(Conn::H2);
         }
         self.get_h1().await.map(Conn::H1)
     }
 
-    async fn get_h2(
-        &self,
-        slot: &tokio::sync::Mutex<Option<http2::SendRequest<UpBody>>>,
-    ) -> Result<http2::SendRequest<UpBody>, ConnectError> {
+    async fn get_h2(&self, slot: &H2Slot) -> Result<http2::SendRequest<UpBody>, ConnectError> {
         let mut slot = slot.lock().await;
         if let Some(conn) = slot.as_ref().filter(|c| !c.is_closed()) {
             return Ok(conn.clone());
@@ -141,13 +154,13 @@ impl Pool {
     /// anew instead of finding a connection that is closing but not yet seen closed.
     pub(crate) async fn forget_h2(&self) {
         if let Some(h2) = &self.h2 {
-            *h2.lock().await = None;
+            *h2[shard::current() % h2.len()].lock().await = None;
         }
     }
 
     async fn get_h1(&self) -> Result<SendRequest<UpBody>, ConnectError> {
         loop {
-            let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let idle = self.idle().lock().unwrap_or_else(|e| e.into_inner()).pop();
             let Some(mut idle) = idle else { break };
             if idle.since.elapsed() > self.idle_timeout || idle.conn.is_closed() {
                 continue;
@@ -177,7 +190,7 @@ impl Pool {
         if conn.is_closed() || self.max_idle == 0 {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.idle().lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() >= self.max_idle {
             // Evict the oldest so the hottest stay.
             idle.remove(0);
@@ -190,8 +203,17 @@ impl Pool {
 
     /// Drops idle connections older than the idle timeout. Called by the gateway's sweeper.
     pub(crate) fn sweep(&self, now: Instant) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.retain(|i| now.duration_since(i.since) <= self.idle_timeout && !i.conn.is_closed());
+        for idle in &self.idle {
+            let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
+            idle.retain(|i| {
+                now.duration_since(i.since) <= self.idle_timeout && !i.conn.is_closed()
+            });
+        }
+    }
+
+    /// The calling shard's idle list.
+    fn idle(&self) -> &Mutex<Vec<Idle>> {
+        &self.idle[shard::current() % self.idle.len()]
     }
 
     async fn dial(&self) -> Result<TcpStream, ConnectError> {
@@ -226,5 +248,107 @@ impl Pool {
             .instrument(span),
         );
         Ok(conn)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// A backend that accepts connections (counting them) and keeps them open.
+    async fn backend() -> (SocketAddr, Arc<AtomicUsize>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((s, _)) = l.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                open.push(s);
+            }
+        });
+        (addr, accepted)
+    }
+
+    fn pool(addr: SocketAddr, shards: usize) -> Arc<Pool> {
+        Arc::new(Pool::new(
+            addr,
+            "web-1".into(),
+            8,
+            Duration::from_secs(60),
+            Duration::from_secs(5),
+            Protocol::Http1,
+            shards,
+        ))
+    }
+
+    /// Checks a connection out and back in on a thread serving shard `index`.
+    fn round_trip_on_shard(pool: &Arc<Pool>, index: usize) {
+        let pool = Arc::clone(pool);
+        std::thread::spawn(move || {
+            shard::enter(index);
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async move {
+                    let conn = pool.get().await.unwrap();
+                    pool.put(conn);
+                });
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// Waits (bounded) until the backend has accepted `n` connections.
+    async fn accepted_reaches(accepted: &AtomicUsize, n: usize) {
+        for _ in 0..500 {
+            if accepted.load(Ordering::SeqCst) >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), n);
+    }
+
+    #[tokio::test]
+    async fn each_shard_keeps_its_own_idle_connections() {
+        let (addr, accepted) = backend().await;
+        let pool = pool(addr, 2);
+        let conn = pool.get().await.unwrap();
+        pool.put(conn);
+        accepted_reaches(&accepted, 1).await;
+        // Shard 1 does not take shard 0's idle connection: it dials its own.
+        round_trip_on_shard(&pool, 1);
+        accepted_reaches(&accepted, 2).await;
+        assert_eq!(pool.idle[0].lock().unwrap().len(), 1);
+        // Back on shard 0, the pooled connection is the one checked out.
+        let conn = pool.get().await.unwrap();
+        assert_eq!(pool.idle[0].lock().unwrap().len(), 0);
+        pool.put(conn);
+        assert_eq!(pool.idle[0].lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn one_shard_pools_are_shared_by_every_thread() {
+        let (addr, _) = backend().await;
+        let pool = pool(addr, 1);
+        let conn = pool.get().await.unwrap();
+        pool.put(conn);
+        // Any shard index maps onto the single list (a gateway served with `serve`).
+        let seen = {
+            let pool = Arc::clone(&pool);
+            std::thread::spawn(move || {
+                shard::enter(5);
+                pool.idle().lock().unwrap().len()
+            })
+            .join()
+            .unwrap()
+        };
+        assert_eq!(seen, 1);
     }
 }

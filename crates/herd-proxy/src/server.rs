@@ -12,26 +12,13 @@ use std::time::{Duration, Instant};
 use arc_swap::{ArcSwap, Guard};
 use herd_config::Config;
 use herd_core::{Endpoint, Rotation, StatsRegistry};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::Instrument;
 
 use crate::access_log::AccessLogger;
-use crate::body::ProxyBody;
-use crate::client_conn;
 use crate::connlimit::ConnCounts;
-use crate::framing;
-use crate::handler;
-use crate::idle;
-use crate::parking::Parking;
 use crate::ratelimit::{self, RateLimiter};
 use crate::resilience::AppPlane;
 use crate::route::RouteTable;
-use crate::tls::{ClientTls, TlsCerts, TlsError};
+use crate::tls::{TlsCerts, TlsError};
 use crate::tunnel::Tunnels;
 use crate::upstream::AppUpstreams;
 
@@ -70,6 +57,9 @@ pub struct GatewaySettings {
     pub retry_on: herd_config::RetryOn,
     /// `compress`, `compress_types`, `compress_min_size`.
     pub compress: Arc<herd_config::Compress>,
+    /// Shards of the data plane (`threads`, default one per core); pools keep one idle list
+    /// per shard.
+    pub threads: usize,
 }
 
 impl From<&herd_config::Gateway> for GatewaySettings {
@@ -93,8 +83,15 @@ impl From<&herd_config::Gateway> for GatewaySettings {
             retries: g.data_plane.retries,
             retry_on: g.data_plane.retry_on,
             compress: Arc::new(g.data_plane.compress.clone()),
+            threads: g.data_plane.threads.unwrap_or_else(default_threads),
         }
     }
+}
+
+/// One shard per core the process may use (cgroup quotas included), as tokio's default.
+#[must_use]
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 #[derive(Debug)]
@@ -154,12 +151,12 @@ impl Tables {
 pub struct Gateway {
     settings: ArcSwap<GatewaySettings>,
     tables: ArcSwap<Tables>,
-    stats: Arc<StatsRegistry>,
-    conns: Arc<ConnCounts>,
+    pub(crate) stats: Arc<StatsRegistry>,
+    pub(crate) conns: Arc<ConnCounts>,
     /// Upgraded connections (WebSocket): they outlive the client connection's hyper task.
     pub(crate) tunnels: Tunnels,
     /// Set by [`Gateway::enable_tls`] before serving: the listener then speaks TLS only.
-    tls: OnceLock<Arc<TlsCerts>>,
+    pub(crate) tls: OnceLock<Arc<TlsCerts>>,
     /// The shared store for `shared = true` rate limits (set once at start).
     shared_store: OnceLock<Arc<herd_store::Store>>,
     /// `[gateway] access_log`, fixed at start (its writer runs while the gateway serves).
@@ -246,167 +243,6 @@ impl Gateway {
         self.settings.load()
     }
 
-    /// Serves until `shutdown` is cancelled, then drains connections for at most
-    /// `shutdown_timeout`.
-    ///
-    /// # Errors
-    /// Only if reading the listener's local address fails; accept errors are logged and retried.
-    pub async fn serve(
-        self: Arc<Self>,
-        listener: TcpListener,
-        shutdown: CancellationToken,
-    ) -> std::io::Result<()> {
-        let local = listener.local_addr()?;
-        tracing::info!(%local, "gateway listening");
-        // Every client connection's task; shutdown waits for them (bounded by
-        // `shutdown_timeout`).
-        let conns = TaskTracker::new();
-        let settings = self.settings().as_ref().clone();
-        let acceptor = match self.tls.get() {
-            Some(certs) => Some(certs.acceptor().map_err(std::io::Error::other)?),
-            None => None,
-        };
-        // Connections may be released (`idle_release`, plain HTTP): then they are watched (and
-        // closed at idle_timeout or shutdown) by one task.
-        let releasing = settings.idle_release.is_some() && acceptor.is_none();
-        let parking = if releasing {
-            Some(Parking::new(Arc::clone(&self.stats.connections))?)
-        } else {
-            None
-        };
-        let cert_watcher = self.tls.get().map(|certs| {
-            tokio::spawn(
-                Arc::clone(certs)
-                    .watch(shutdown.clone())
-                    .instrument(tracing::debug_span!("tls_cert_watcher")),
-            )
-        });
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        // hyper closes HTTP/1 connections that do not send a whole request head within
-        // `client_header_timeout` (slowloris), and answers 431 to a head larger than its read
-        // buffer (at least 8 KiB, which validation enforces).
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(settings.client_header_timeout)
-            .max_buf_size(settings.max_header_size);
-        builder
-            .http2()
-            .max_header_list_size(u32::try_from(settings.max_header_size).unwrap_or(u32::MAX));
-        // Cancelled when `shutdown_timeout` runs out: the connections still open are dropped.
-        let hard_stop = CancellationToken::new();
-        let shared = Arc::new(client_conn::Shared {
-            builder,
-            acceptor: acceptor.clone(),
-            max_header_size: settings.max_header_size,
-            handshake_timeout: settings.client_header_timeout,
-            idle_timeout: settings.idle_timeout,
-            idle_release: settings.idle_release,
-            shutdown: shutdown.clone(),
-            hard_stop: hard_stop.clone(),
-            parking: parking.clone(),
-        });
-        let spawner = Arc::new(Spawner {
-            gw: Arc::clone(&self),
-            shared,
-            conns: conns.clone(),
-            https: acceptor.is_some(),
-            releasing,
-        });
-        let parked = parking.map(|parking| {
-            let spawner = Arc::clone(&spawner);
-            tokio::spawn(
-                parking
-                    .run(shutdown.clone(), move |stream, keep| {
-                        spawner.spawn(stream, keep);
-                    })
-                    .instrument(tracing::debug_span!("parked_conns")),
-            )
-        });
-        // `max_connections`: when all permits are out, stop accepting until a connection
-        // closes; new clients wait in the kernel's listen backlog meanwhile.
-        let slots = (settings.max_connections > 0)
-            .then(|| Arc::new(tokio::sync::Semaphore::new(settings.max_connections)));
-        let sweeper = tokio::spawn(
-            sweep_pools(Arc::clone(&self), shutdown.clone())
-                .instrument(tracing::debug_span!("pool_sweeper")),
-        );
-        // Stopped after the connections drained, so their last lines are written.
-        let log_stop = CancellationToken::new();
-        let log_writer = self.access_log.as_ref().map(|log| {
-            tokio::spawn(
-                Arc::clone(log)
-                    .run(log_stop.clone())
-                    .instrument(tracing::debug_span!("access_log")),
-            )
-        });
-        loop {
-            let slot = match &slots {
-                Some(slots) => tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    permit = Arc::clone(slots).acquire_owned() => permit.ok(),
-                },
-                None => None,
-            };
-            let (stream, peer) = tokio::select! {
-                () = shutdown.cancelled() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Typically EMFILE: back off briefly instead of spinning.
-                        tracing::warn!(error = %e, "failed to accept a gateway connection");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let _ = stream.set_nodelay(true);
-            let max_conn = self.settings().max_conn_per_ip;
-            let conn_guard = (max_conn > 0).then(|| self.conns.try_acquire(peer.ip(), max_conn));
-            let over_limit = matches!(conn_guard, Some(None));
-            if over_limit {
-                tracing::debug!(%peer, max_conn, "connection over max_conn_per_ip");
-            }
-            let keep = client_conn::Keep {
-                peer,
-                _slot: slot,
-                _conn_guard: conn_guard.flatten(),
-                _open: self.stats.connections.opened(),
-                over_limit,
-            };
-            spawner.spawn(stream, keep);
-        }
-        drop(listener);
-        // The parked connections' watcher ends at once on shutdown (closing them); awaited
-        // first, so that it resumes no connection into the tracker once that is closed.
-        if let Some(parked) = parked {
-            let _ = parked.await;
-        }
-        tracing::info!("gateway stopped accepting; draining client connections");
-        let shutdown_timeout = self.settings().shutdown_timeout;
-        // Upgraded connections (tunnels) left hyper's watch at the `101`; they are waited for
-        // within the same deadline.
-        conns.close();
-        let drain = async {
-            conns.wait().await;
-            self.tunnels.drain().await;
-        };
-        if tokio::time::timeout(shutdown_timeout, drain).await.is_err() {
-            tracing::warn!(timeout = ?shutdown_timeout, "client connections still open after shutdown_timeout; closing them");
-            hard_stop.cancel();
-            self.tunnels.close_all();
-        }
-        let _ = sweeper.await;
-        log_stop.cancel();
-        if let Some(w) = log_writer {
-            let _ = w.await;
-        }
-        if let Some(w) = cert_watcher {
-            let _ = w.await;
-        }
-        Ok(())
-    }
-
     /// Address-independent view used by tests and the admin API: the instance ids in rotation.
     #[must_use]
     pub fn in_rotation(&self, app: &str) -> Vec<String> {
@@ -422,97 +258,6 @@ impl Gateway {
                     .collect()
             })
             .unwrap_or_default()
-    }
-}
-
-/// Starts connection tasks: for each accepted connection, and again for each parked one
-/// whose next request arrives.
-struct Spawner {
-    gw: Arc<Gateway>,
-    shared: Arc<client_conn::Shared>,
-    conns: TaskTracker,
-    https: bool,
-    /// Connections may be released (`idle_release`, plain HTTP): they track response bodies.
-    releasing: bool,
-}
-
-impl Spawner {
-    fn spawn(&self, stream: tokio::net::TcpStream, keep: client_conn::Keep) {
-        let (gw, https, releasing) = (Arc::clone(&self.gw), self.https, self.releasing);
-        let (peer, over_limit) = (keep.peer, keep.over_limit);
-        let activity = idle::Activity::new();
-        let in_service = Arc::clone(&activity);
-        let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-            let gw = Arc::clone(&gw);
-            if https {
-                req.extensions_mut().insert(ClientTls);
-            }
-            if req.version() == http::Version::HTTP_2 {
-                in_service.saw_h2();
-            }
-            let busy = in_service.begin();
-            let activity = Arc::clone(&in_service);
-            let version = req.version();
-            let track = releasing && version < http::Version::HTTP_2;
-            async move {
-                let _busy = busy;
-                let resp = if over_limit {
-                    handler::too_many_connections(version)
-                } else {
-                    handler::serve(gw, req, peer).await
-                };
-                if !track {
-                    return Ok::<_, std::convert::Infallible>(resp);
-                }
-                // hyper closes after this response: not a connection to release.
-                let close = version < http::Version::HTTP_11
-                    || resp
-                        .headers()
-                        .get(http::header::CONNECTION)
-                        .and_then(|v| v.to_str().ok())
-                        .is_some_and(|v| v.to_ascii_lowercase().contains("close"));
-                if close {
-                    activity.closing();
-                }
-                Ok(resp.map(|body| ProxyBody::wrap(activity.answering(body))))
-            }
-        });
-        let verdict = Arc::new(framing::Verdict::default());
-        let conn = client_conn::Conn {
-            shared: Arc::clone(&self.shared),
-            service: framing::Guarded::new(Arc::clone(&verdict), service),
-            activity,
-            verdict,
-            keep,
-        };
-        self.conns.spawn(
-            conn.run(stream)
-                .instrument(tracing::debug_span!("client_conn", %peer)),
-        );
-    }
-}
-
-async fn sweep_pools(gw: Arc<Gateway>, shutdown: CancellationToken) {
-    let period = gw
-        .settings()
-        .pool_idle_timeout
-        .max(Duration::from_millis(100));
-    let mut tick = tokio::time::interval(period);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {
-                let now = Instant::now();
-                let tables = gw.tables.load();
-                for app in &tables.apps {
-                    app.sweep(now);
-                }
-                // Rate-limit keys whose time has passed hold no state: bounded memory.
-                for limit in &tables.limits {
-                    limit.sweep(now);
-                }
-            }
-        }
     }
 }
 

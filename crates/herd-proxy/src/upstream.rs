@@ -244,6 +244,7 @@ impl AppUpstreams {
                             settings.pool_idle_timeout,
                             settings.connect_timeout,
                             self.plane.protocol,
+                            settings.threads,
                         )),
                         endpoint: ep,
                         params,

@@ -150,10 +150,16 @@ pub(crate) fn up(args: UpArgs) -> ExitCode {
     };
     init_tracing();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    // `[gateway] threads`: the runtime's worker threads (tokio's default: one per core).
+    // This runtime runs the supervisor, health checks, autoscaler, admin and services APIs;
+    // the gateway's data plane runs on `[gateway] threads` threads of its own (`serve_threads`).
+    // Sized by `threads` too (tokio's default: one per core), so `threads = 1` keeps herd's
+    // busy threads to two.
     if let Some(n) = config.gateway.data_plane.threads {
         builder.worker_threads(n);
-        tracing::info!(threads = n, "runtime worker threads from [gateway] threads");
+        tracing::info!(
+            threads = n,
+            "gateway and control-plane threads from [gateway] threads"
+        );
     }
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
@@ -217,9 +223,14 @@ async fn reload_on_sighup(
 }
 
 async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
-    let gateway_listener = TcpListener::bind(config.gateway.listen)
-        .await
-        .with_context(|| {
+    // One listening socket per gateway thread (`SO_REUSEPORT` when more than one).
+    let threads = config
+        .gateway
+        .data_plane
+        .threads
+        .unwrap_or_else(herd_proxy::server::default_threads);
+    let gateway_listeners =
+        herd_proxy::shard::bind(config.gateway.listen, threads).with_context(|| {
             format!(
                 "failed to listen on {} (gateway.listen)",
                 config.gateway.listen
@@ -301,7 +312,7 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
     });
     let sighup_task = tokio::spawn(reload_on_sighup(reloader.clone(), admin_stop.clone()));
     let redirect_task = redirect_listener.map(|l| {
-        let https_port = gateway_listener.local_addr().map_or(443, |a| a.port());
+        let https_port = gateway_listeners[0].local_addr().map_or(443, |a| a.port());
         tokio::spawn(herd_proxy::serve_redirect(
             l,
             https_port,
@@ -312,7 +323,7 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
     let gateway_task = tokio::spawn(
         gateway
             .clone()
-            .serve(gateway_listener, gateway_stop.clone()),
+            .serve_threads(gateway_listeners, gateway_stop.clone()),
     );
     let admin_task = tokio::spawn(herd_admin::serve(
         admin_listener,
