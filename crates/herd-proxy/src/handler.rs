@@ -157,9 +157,12 @@ async fn forward(
     *route_stats = Some(Arc::clone(&stats));
     let limited = match limited {
         Ok((delay, pending)) if pending.is_empty() => Ok(delay),
-        Ok((delay, pending)) => crate::ratelimit::check_shared(gw.shared_store(), pending)
-            .await
-            .map(|d| d.max(delay)),
+        // Boxed: the shared store's round trip is the rare case (see `serving`).
+        Ok((delay, pending)) => {
+            Box::pin(crate::ratelimit::check_shared(gw.shared_store(), pending))
+                .await
+                .map(|d| d.max(delay))
+        }
         Err(e) => Err(e),
     };
     let (retry, total_timeout) = {
@@ -319,13 +322,15 @@ async fn send_with_retries(
     if set.is_empty() {
         if let Some(hold) = app.hold {
             // Scaled to zero: wait for the first instance instead of failing.
-            app.demand
-                .hold(hold.timeout, hold.queue, || !app.current().is_empty())
-                .await
-                .map_err(|e| ProxyError::Held {
-                    app: app.name.clone(),
-                    why: e,
-                })?;
+            Box::pin(
+                app.demand
+                    .hold(hold.timeout, hold.queue, || !app.current().is_empty()),
+            )
+            .await
+            .map_err(|e| ProxyError::Held {
+                app: app.name.clone(),
+                why: e,
+            })?;
             set = app.current();
         }
     }
@@ -351,7 +356,19 @@ async fn send_with_retries(
         }
         let body_done = matches!(req.body(), UpBody::Client(..)).then(|| Arc::clone(&sent));
         let sent_at = Instant::now();
-        match attempt(gw, &up, req, guard, body_done, stats, timeout, &mut tunnel).await {
+        // Boxed: an attempt's future (pool checkout, send, timeout) is a few KiB, and held
+        // unboxed it would be laid out more than once in every request's future.
+        let attempted = Box::pin(attempt(
+            gw,
+            &up,
+            req,
+            guard,
+            body_done,
+            stats,
+            timeout,
+            &mut tunnel,
+        ));
+        match attempted.await {
             Ok(mut resp) => {
                 let done = Instant::now();
                 ex.instance = Some((Arc::clone(&up.endpoint.id), up.endpoint.addr));

@@ -127,21 +127,21 @@ pub(crate) async fn acquire(
             Acquired::Full => {}
         }
     }
-    let waited = app
-        .queue
-        .wait(|| {
-            match app.acquire(
-                &app.current(),
-                tried,
-                Instant::now(),
-                choice.balance,
-                affinity,
-            ) {
-                Acquired::Up(up, guard) => Some((up, guard)),
-                Acquired::Full | Acquired::Empty => None,
-            }
-        })
-        .await;
+    // Boxed, like every cold path of a request: an unboxed wait would size every request's
+    // future (see `handler`).
+    let waited = Box::pin(app.queue.wait(|| {
+        match app.acquire(
+            &app.current(),
+            tried,
+            Instant::now(),
+            choice.balance,
+            affinity,
+        ) {
+            Acquired::Up(up, guard) => Some((up, guard)),
+            Acquired::Full | Acquired::Empty => None,
+        }
+    }))
+    .await;
     match waited {
         Ok(found) => Ok(Some(found)),
         Err(QueueError::Full) => Err(ProxyError::QueueFull {

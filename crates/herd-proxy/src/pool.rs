@@ -130,6 +130,13 @@ impl Pool {
             return Ok(conn.clone());
         }
         *slot = None;
+        // Boxed: dialling is the cold path (see `get_h1`).
+        let conn = Box::pin(self.connect_h2()).await?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    async fn connect_h2(&self) -> Result<http2::SendRequest<UpBody>, ConnectError> {
         let stream = self.dial().await?;
         let (conn, driver) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -146,7 +153,6 @@ impl Pool {
             }
             .instrument(span),
         );
-        *slot = Some(conn.clone());
         Ok(conn)
     }
 
@@ -174,13 +180,14 @@ impl Pool {
                 return Ok(idle.conn);
             }
         }
-        self.connect(false).await
+        // Boxed: dialling is the cold path, and its state would size every request's future.
+        Box::pin(self.connect(false)).await
     }
 
     /// A new connection, never pooled before, that can switch protocols (`101`).
     /// Always HTTP/1.1, also for `h2c` apps (extended CONNECT is not used).
     pub(crate) async fn connect_for_upgrade(&self) -> Result<Conn, ConnectError> {
-        self.connect(true).await.map(Conn::H1)
+        Box::pin(self.connect(true)).await.map(Conn::H1)
     }
 
     /// Returns a connection whose exchange has completed (HTTP/2 handles are simply dropped:

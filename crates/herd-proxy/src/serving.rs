@@ -367,7 +367,9 @@ impl Spawner {
                 let resp = if over_limit {
                     handler::too_many_connections(version)
                 } else {
-                    handler::serve(gw, req, peer).await
+                    // Boxed: the request's future is KiBs, and hyper moves the service's
+                    // future into its dispatcher (HTTP/1) or a spawned task (HTTP/2).
+                    Box::pin(handler::serve(gw, req, peer)).await
                 };
                 if !track {
                     return Ok::<_, std::convert::Infallible>(resp);
