@@ -39,7 +39,8 @@ pub(crate) fn enter(index: usize) {
 
 /// Binds `shards` listening sockets to `addr`, one per shard. With more than one they share
 /// the address through `SO_REUSEPORT` (sockets of the same user only); port 0 picks one free
-/// port for all of them. Call it inside a tokio runtime; the sockets are returned detached
+/// port for all of them. Like a single socket, it fails while anything else listens on the
+/// address, a herd with several threads included. Call it inside a tokio runtime; the sockets are returned detached
 /// from it, for [`Gateway::serve_threads`](crate::Gateway::serve_threads).
 ///
 /// # Errors
@@ -52,6 +53,12 @@ pub fn bind(addr: SocketAddr, shards: usize) -> io::Result<Vec<std::net::TcpList
             "the gateway needs at least one thread",
         ));
     }
+    if shards > 1 && addr.port() != 0 {
+        // `SO_REUSEPORT` would let a second herd (same user) join this address silently and
+        // take half its connections. A plain bind first fails, as it would with one thread,
+        // while anything listens there.
+        drop(bind_probe(addr)?);
+    }
     let first = bind_one(addr, shards > 1)?;
     // Port 0: the others join the port the first one got.
     let addr = first.local_addr()?;
@@ -60,6 +67,17 @@ pub fn bind(addr: SocketAddr, shards: usize) -> io::Result<Vec<std::net::TcpList
         out.push(bind_one(addr, true)?.into_std()?);
     }
     Ok(out)
+}
+
+/// A socket bound (not listening) to `addr` without `SO_REUSEPORT`.
+fn bind_probe(addr: SocketAddr) -> io::Result<tokio::net::TcpSocket> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    Ok(socket)
 }
 
 fn bind_one(addr: SocketAddr, reuse_port: bool) -> io::Result<tokio::net::TcpListener> {
@@ -90,6 +108,20 @@ mod tests {
         }
         // A process that did not ask for SO_REUSEPORT cannot take the port.
         assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_second_gateway_on_the_same_address_is_refused() {
+        let first = bind("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let addr = first[0].local_addr().unwrap();
+        // Same process, same user: SO_REUSEPORT alone would let these join the first group.
+        for shards in [1, 2] {
+            let err = bind(addr, shards).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{shards} shards");
+        }
+        drop(first);
+        // Once the first is gone the address is free again.
+        assert_eq!(bind(addr, 2).unwrap().len(), 2);
     }
 
     #[tokio::test]
