@@ -157,12 +157,7 @@ async fn forward(
     *route_stats = Some(Arc::clone(&stats));
     let limited = match limited {
         Ok((delay, pending)) if pending.is_empty() => Ok(delay),
-        // Boxed: the shared store's round trip is the rare case (see `serving`).
-        Ok((delay, pending)) => {
-            Box::pin(crate::ratelimit::check_shared(gw.shared_store(), pending))
-                .await
-                .map(|d| d.max(delay))
-        }
+        Ok((delay, pending)) => shared_limits(gw, pending).await.map(|d| d.max(delay)),
         Err(e) => Err(e),
     };
     let (retry, total_timeout) = {
@@ -279,6 +274,29 @@ async fn forward(
     };
     policy.rewrite_response(resp.headers_mut());
     Ok(resp)
+}
+
+/// Checks `shared = true` limits in the store. The call runs on the control plane's runtime:
+/// the store's connection (and the task a reconnect spawns) must not end up on a gateway
+/// thread, whose runtime ends when the gateway stops. If that runtime is gone, the limits
+/// count on this node, as when the store cannot answer.
+async fn shared_limits(
+    gw: &Gateway,
+    pending: crate::ratelimit::Pending,
+) -> Result<Duration, ProxyError> {
+    use crate::ratelimit::check_shared;
+    let store = gw.shared_store();
+    match gw.control.get() {
+        Some(control) => {
+            let fallback = pending.clone();
+            let task = control.spawn(async move { check_shared(store.as_deref(), pending).await });
+            match task.await {
+                Ok(decided) => decided,
+                Err(_) => Box::pin(check_shared(None, fallback)).await,
+            }
+        }
+        None => Box::pin(check_shared(store.as_deref(), pending)).await,
+    }
 }
 
 /// The client side of a request that asks to switch protocols.

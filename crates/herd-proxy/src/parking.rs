@@ -5,8 +5,8 @@
 //! count). Each one would otherwise keep a task, a reactor registration and a timer for as long
 //! as it idles, which together weigh more than nginx's whole idle connection. So the task ends:
 //! the socket leaves tokio's reactor and is watched, with every other parked socket of the
-//! gateway, by one readiness queue of its own (epoll or kqueue through `mio`), whose descriptor
-//! one task per gateway waits on. The first byte (or the client's close) takes the connection
+//! same gateway thread (shard), by one readiness queue of its own (epoll or kqueue through
+//! `mio`), whose descriptor one task per shard waits on. The first byte (or the client's close) takes the connection
 //! out and hands it back, as a fresh tokio socket, to start a new connection task. The same task
 //! closes parked connections at their `idle_timeout` (swept once a second, so at most a second
 //! late) and all of them at shutdown.

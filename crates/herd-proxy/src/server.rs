@@ -1,9 +1,6 @@
-//! The gateway's listener: accepts connections (within `max_connections` and
-//! `max_conn_per_ip`) and hands each to its task (`client_conn`), which serves HTTP/1.1 and h2c
-//! (prior knowledge) with hyper, or with `[gateway.tls]` terminates TLS first (HTTP/2 by ALPN or
-//! HTTP/1.1; the handshake bounded by `client_header_timeout`; the framing guard wraps the
-//! decrypted stream). Shuts down gracefully: stop accepting, let in-flight requests finish
-//! (bounded by `shutdown_timeout`), close parked keep-alive connections at once, then close.
+//! The [`Gateway`]: its settings and routing tables (swapped atomically on reload), the
+//! rotation the supervisor feeds, and the load-balancer view the admin API reads. Serving it
+//! (accept loops, connections, graceful shutdown) is in `serving` and `shard`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -159,6 +156,10 @@ pub struct Gateway {
     pub(crate) tls: OnceLock<Arc<TlsCerts>>,
     /// The shared store for `shared = true` rate limits (set once at start).
     shared_store: OnceLock<Arc<herd_store::Store>>,
+    /// The runtime `serve`/`serve_threads` was called on (the control plane's): store calls
+    /// from the gateway threads run there, so the store's connections and the tasks their
+    /// reconnects spawn never live on a gateway thread.
+    pub(crate) control: OnceLock<tokio::runtime::Handle>,
     /// `[gateway] access_log`, fixed at start (its writer runs while the gateway serves).
     pub(crate) access_log: Option<Arc<AccessLogger>>,
 }
@@ -176,6 +177,7 @@ impl Gateway {
             tunnels: Tunnels::default(),
             tls: OnceLock::new(),
             shared_store: OnceLock::new(),
+            control: OnceLock::new(),
             access_log: config
                 .gateway
                 .data_plane
@@ -197,8 +199,8 @@ impl Gateway {
         let _ = self.shared_store.set(store);
     }
 
-    pub(crate) fn shared_store(&self) -> Option<&herd_store::Store> {
-        self.shared_store.get().map(AsRef::as_ref)
+    pub(crate) fn shared_store(&self) -> Option<Arc<herd_store::Store>> {
+        self.shared_store.get().cloned()
     }
 
     /// Loads the `[gateway.tls]` certificates; [`Gateway::serve`] then terminates TLS. Call it
@@ -231,8 +233,11 @@ impl Gateway {
         let old = self.tables.load_full();
         self.tables
             .store(Arc::new(Tables::build(config, &self.stats, Some(&old))));
-        self.settings
-            .store(Arc::new(GatewaySettings::from(&config.gateway)));
+        let mut settings = GatewaySettings::from(&config.gateway);
+        // Fixed at start: the shards run, and pools are sized by their number (a change is
+        // reported as needing a restart).
+        settings.threads = self.settings().threads;
+        self.settings.store(Arc::new(settings));
     }
 
     pub(crate) fn tables(&self) -> Guard<Arc<Tables>> {
@@ -304,5 +309,30 @@ impl Rotation for Gateway {
         let tables = self.tables.load();
         let i = *tables.by_name.get(app)?;
         Some(Arc::clone(&tables.apps[i].demand))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(threads: usize) -> Config {
+        let text = format!(
+            "[gateway]\nlisten = \"127.0.0.1:0\"\nthreads = {threads}\n\
+             [[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\n"
+        );
+        herd_config::parse(&text, "test.toml", std::path::Path::new(".")).unwrap()
+    }
+
+    #[test]
+    fn threads_stay_as_started_across_reloads() {
+        let gw = Gateway::new(&config(2), Arc::default());
+        assert_eq!(gw.settings().threads, 2);
+        // The shards already run: pools created after a reload must still have one idle list
+        // per running shard.
+        gw.reconfigure(&config(4));
+        assert_eq!(gw.settings().threads, 2);
+        gw.reconfigure(&config(1));
+        assert_eq!(gw.settings().threads, 2);
     }
 }

@@ -58,9 +58,8 @@ impl Gateway {
         tracing::info!(local = %listener.local_addr()?, "gateway listening");
         self.run(shutdown, move |ctx| {
             let task = tokio::spawn(run_shard(ctx, listener));
-            Ok(vec![
-                Box::pin(async move { task.await.map_err(io::Error::other)? }) as ShardDone,
-            ])
+            let done: ShardDone = Box::pin(async move { task.await.map_err(io::Error::other)? });
+            (vec![done], None)
         })
         .await
     }
@@ -80,22 +79,34 @@ impl Gateway {
         if let Some(first) = listeners.first() {
             tracing::info!(local = %first.local_addr()?, threads = listeners.len(), "gateway listening");
         }
+        if listeners.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the gateway needs at least one listener",
+            ));
+        }
         self.run(shutdown, move |ctx| {
-            listeners
-                .into_iter()
-                .enumerate()
-                .map(|(i, l)| spawn_thread(i, l, Arc::clone(&ctx)))
-                .collect()
+            let mut started = Vec::with_capacity(listeners.len());
+            for (i, l) in listeners.into_iter().enumerate() {
+                match spawn_thread(i, l, Arc::clone(&ctx)) {
+                    Ok(done) => started.push(done),
+                    // The threads already running are stopped and drained.
+                    Err(e) => return (started, Some(e)),
+                }
+            }
+            (started, None)
         })
         .await
     }
 
-    /// Starts the gateway-wide tasks and the shards, waits for shutdown, then drains.
+    /// Starts the gateway-wide tasks and the shards (`start` returns those it started, and
+    /// why it stopped short), waits for shutdown or a shard's failure, then drains.
     async fn run(
         self: Arc<Self>,
         shutdown: CancellationToken,
-        start: impl FnOnce(Arc<Ctx>) -> io::Result<Vec<ShardDone>>,
+        start: impl FnOnce(Arc<Ctx>) -> (Vec<ShardDone>, Option<io::Error>),
     ) -> io::Result<()> {
+        let _ = self.control.set(tokio::runtime::Handle::current());
         let settings = self.settings().as_ref().clone();
         let acceptor = match self.tls.get() {
             Some(certs) => Some(certs.acceptor().map_err(io::Error::other)?),
@@ -132,14 +143,8 @@ impl Gateway {
                     .instrument(tracing::debug_span!("access_log")),
             )
         });
-        let mut failed = None;
-        let mut shards: FuturesUnordered<ShardDone> = match start(Arc::clone(&ctx)) {
-            Ok(s) => s.into_iter().collect(),
-            Err(e) => {
-                failed = Some(e);
-                FuturesUnordered::new()
-            }
-        };
+        let (started, mut failed) = start(Arc::clone(&ctx));
+        let mut shards: FuturesUnordered<ShardDone> = started.into_iter().collect();
         // A shard ends early only when it fails: then all stop.
         if failed.is_none() {
             tokio::select! {

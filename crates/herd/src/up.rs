@@ -320,7 +320,7 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
             gateway_stop.clone(),
         ))
     });
-    let gateway_task = tokio::spawn(
+    let mut gateway_task = tokio::spawn(
         gateway
             .clone()
             .serve_threads(gateway_listeners, gateway_stop.clone()),
@@ -344,14 +344,22 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
         signal(SignalKind::terminate()).context("failed to install the SIGTERM handler")?;
     let mut int =
         signal(SignalKind::interrupt()).context("failed to install the SIGINT handler")?;
+    // The gateway ends on its own only when it failed (a gateway thread could not start or
+    // panicked): herd then shuts down too, rather than run on with nothing listening.
+    let mut gateway_ended = None;
     let which = tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
+        res = &mut gateway_task => {
+            gateway_ended = Some(res);
+            "none (the gateway stopped)"
+        }
     };
     tracing::info!(
         signal = which,
         "shutting down: draining the gateway, then the instances"
     );
+    let mut gateway_failed = false;
 
     // A second signal skips the rest of the drain; the instances die with herd (parent-death signal).
     let forced = async {
@@ -362,7 +370,12 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
     };
     let graceful = async {
         gateway_stop.cancel();
-        match gateway_task.await {
+        let ended = match gateway_ended.take() {
+            Some(res) => res,
+            None => gateway_task.await,
+        };
+        gateway_failed = !matches!(ended, Ok(Ok(())));
+        match ended {
             Ok(Err(e)) => tracing::error!(error = %e, "gateway failed"),
             Err(e) => tracing::error!(error = %e, "gateway task failed"),
             Ok(Ok(())) => {}
@@ -392,6 +405,9 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
     // Alert deliveries still queued get the notifier's own bounded drain.
     let _ = tokio::time::timeout(Duration::from_secs(10), notifier_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), sighup_task).await;
+    if gateway_failed {
+        anyhow::bail!("the gateway failed (see the log above); herd stopped");
+    }
     Ok(())
 }
 

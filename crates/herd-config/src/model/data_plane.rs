@@ -1,6 +1,6 @@
 //! Data-plane settings of `[gateway]` (and their per-app / per-route overrides): client idle and
 //! total timeouts, retries and the retry budget, the per-instance circuit breaker, the 503 error
-//! page, response compression, the access log and the worker thread count.
+//! page, response compression, the access log and the gateway thread count.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -36,7 +36,8 @@ pub struct DataPlane {
     pub compress: Compress,
     /// `access_log` / `access_log_format`; `None` = no access log.
     pub access_log: Option<AccessLog>,
-    /// `threads`, default: one per core. Worker threads of the runtime herd runs on.
+    /// `threads`, default: one per core. Gateway threads (shards, each with its own runtime and
+    /// listening socket); the control plane's runtime gets as many worker threads.
     pub threads: Option<usize>,
 }
 
