@@ -136,6 +136,24 @@ impl Collector for RequestCollector {
                 (vec![("state", "parked".to_owned())], parked),
             ],
         )?;
+        let by_thread: Vec<(Labels, i64)> = conns
+            .by_thread()
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| {
+                (
+                    vec![("thread", i.to_string())],
+                    i64::try_from(n).unwrap_or(i64::MAX),
+                )
+            })
+            .collect();
+        gauge(
+            &mut encoder,
+            "herd_gateway_thread_connections",
+            "Open client connections per gateway thread ([gateway] threads; the kernel spreads new connections across them by SO_REUSEPORT hash).",
+            None,
+            &by_thread,
+        )?;
         Ok(())
     }
 }

@@ -133,6 +133,7 @@ fn bad_values_are_located_errors() {
         ("[gateway]\nretry_on = [\"500\"]\n", 2, "gateway.retry_on"),
         ("[gateway]\nretry_budget = 1.5\n", 2, "gateway.retry_budget"),
         ("[gateway]\nthreads = 0\n", 2, "gateway.threads"),
+        ("[gateway]\nthreads = 5000\n", 2, "gateway.threads"),
         (
             "[gateway]\nidle_release = \"soon\"\n",
             2,

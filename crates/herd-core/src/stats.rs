@@ -4,7 +4,7 @@
 //! (app, route) pairs that remain, as Prometheus expects of counters.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// Upper bounds (seconds) of the latency histogram buckets; the last bucket is +Inf.
@@ -201,25 +201,68 @@ pub struct ConnectionStats {
     /// Open connections released between two requests (`idle_release`), waiting for their
     /// next byte with no HTTP state (nginx's "waiting").
     pub parked: AtomicU64,
+    /// Open connections per gateway thread (shard), sized once when the gateway starts
+    /// serving: how evenly the kernel spreads connections across the threads.
+    by_thread: OnceLock<Box<[AtomicU64]>>,
 }
 
 impl ConnectionStats {
     /// Counts an accepted connection as open until the guard drops.
     #[must_use]
     pub fn opened(self: &Arc<Self>) -> OpenConnection {
+        self.opened_on(0)
+    }
+
+    /// As [`ConnectionStats::opened`], on gateway thread `thread`.
+    #[must_use]
+    pub fn opened_on(self: &Arc<Self>, thread: usize) -> OpenConnection {
         self.accepted.fetch_add(1, Ordering::Relaxed);
         self.open.fetch_add(1, Ordering::Relaxed);
-        OpenConnection(Arc::clone(self))
+        // Only a counted connection is uncounted when it closes (`u32::MAX`: not counted).
+        let counted = match self.by_thread.get().and_then(|t| t.get(thread)) {
+            Some(c) => {
+                c.fetch_add(1, Ordering::Relaxed);
+                u32::try_from(thread).unwrap_or(u32::MAX)
+            }
+            None => u32::MAX,
+        };
+        OpenConnection {
+            stats: Arc::clone(self),
+            thread: counted,
+        }
+    }
+
+    /// Sizes the per-thread counts for `threads` gateway threads (the first call wins).
+    pub fn set_threads(&self, threads: usize) {
+        let _ = self
+            .by_thread
+            .set((0..threads).map(|_| AtomicU64::new(0)).collect());
+    }
+
+    /// Open connections per gateway thread (empty before the gateway serves).
+    #[must_use]
+    pub fn by_thread(&self) -> Vec<u64> {
+        self.by_thread.get().map_or_else(Vec::new, |t| {
+            t.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+        })
     }
 }
 
-/// One open client connection, counted in [`ConnectionStats::open`] until dropped.
+/// One open client connection, counted in [`ConnectionStats::open`] (and its thread's count)
+/// until dropped.
 #[derive(Debug)]
-pub struct OpenConnection(Arc<ConnectionStats>);
+pub struct OpenConnection {
+    stats: Arc<ConnectionStats>,
+    thread: u32,
+}
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
+        self.stats.open.fetch_sub(1, Ordering::Relaxed);
+        let thread = usize::try_from(self.thread).unwrap_or(usize::MAX);
+        if let Some(c) = self.stats.by_thread.get().and_then(|t| t.get(thread)) {
+            c.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -278,5 +321,26 @@ mod tests {
             Some(30.0),
             "+Inf bucket reports the top bound"
         );
+    }
+
+    #[test]
+    fn connections_count_per_thread() {
+        let c = Arc::new(ConnectionStats::default());
+        // Opened before the threads are known: counted in total only, and never uncounted.
+        let early = c.opened_on(1);
+        assert!(c.by_thread().is_empty());
+        c.set_threads(2);
+        let a = c.opened_on(0);
+        let b = c.opened_on(1);
+        let b2 = c.opened_on(1);
+        let beyond = c.opened_on(7);
+        assert_eq!(c.by_thread(), vec![1, 2]);
+        assert_eq!(c.open.load(Ordering::Relaxed), 5);
+        drop((early, beyond, b));
+        assert_eq!(c.by_thread(), vec![1, 1]);
+        drop((a, b2));
+        assert_eq!(c.by_thread(), vec![0, 0]);
+        assert_eq!(c.open.load(Ordering::Relaxed), 0);
+        assert_eq!(c.accepted.load(Ordering::Relaxed), 5);
     }
 }

@@ -56,6 +56,7 @@ impl Gateway {
         shutdown: CancellationToken,
     ) -> io::Result<()> {
         tracing::info!(local = %listener.local_addr()?, "gateway listening");
+        self.stats.connections.set_threads(1);
         self.run(shutdown, move |ctx| {
             let task = tokio::spawn(run_shard(ctx, listener));
             let done: ShardDone = Box::pin(async move { task.await.map_err(io::Error::other)? });
@@ -85,6 +86,7 @@ impl Gateway {
                 "the gateway needs at least one listener",
             ));
         }
+        self.stats.connections.set_threads(listeners.len());
         self.run(shutdown, move |ctx| {
             let mut started = Vec::with_capacity(listeners.len());
             for (i, l) in listeners.into_iter().enumerate() {
@@ -331,7 +333,7 @@ async fn accept_loop(ctx: &Ctx, listener: &TcpListener, spawner: &Spawner) {
             peer,
             _slot: slot,
             _conn_guard: conn_guard.flatten(),
-            _open: gw.stats.connections.opened(),
+            _open: gw.stats.connections.opened_on(shard::current()),
             over_limit,
         };
         spawner.spawn(stream, keep);

@@ -49,7 +49,8 @@ text = open(sys.argv[1]).read()
 names = {f.name: f for f in text_string_to_metric_families(text)}
 need = ["herd_http_requests", "herd_http_request_duration_seconds", "herd_app_instances_desired",
         "herd_instance_resident_memory_bytes", "herd_instance_restarts", "herd_upstream_connect_errors",
-        "herd_client_connections", "herd_client_connections_accepted"]
+        "herd_client_connections", "herd_client_connections_accepted",
+        "herd_gateway_thread_connections"]
 missing = [n for n in need if n not in names]
 assert not missing, f"missing families: {missing}; have {sorted(names)}"
 total = sum(s.value for s in names["herd_http_requests"].samples
@@ -61,6 +62,9 @@ accepted = [s.value for s in names["herd_client_connections_accepted"].samples
 assert accepted and accepted[0] >= 2, f"accepted: {accepted}"
 conns = {s.labels["state"]: s.value for s in names["herd_client_connections"].samples}
 assert conns.get("parked", 0) >= 1, f"the quiet keep-alive client is parked: {conns}"
+per_thread = {s.labels["thread"]: s.value for s in names["herd_gateway_thread_connections"].samples}
+assert len(per_thread) >= 1, f"one series per gateway thread: {per_thread}"
+assert sum(per_thread.values()) == sum(conns.values()), f"threads {per_thread} vs states {conns}"
 print("ok", len(names))
 "#;
     let out = std::process::Command::new("python3")

@@ -16,6 +16,10 @@ use crate::model::{
 };
 use crate::raw::{RawApp, RawGateway, RawRoute, Str, Val};
 
+/// Most gateway threads: each is a thread with its own runtime, plus as many control-plane
+/// workers; more than this is a typo, not a machine.
+const MAX_THREADS: u32 = 1024;
+
 const RETRY_ON_VALUES: [&str; 6] = ["connect-failure", "502", "503", "504", "reset", "timeout"];
 /// Error pages are held in memory and sent often: keep them small.
 const MAX_ERROR_PAGE: u64 = 1024 * 1024;
@@ -95,7 +99,16 @@ impl Validator<'_> {
             compress,
             access_log: self.access_log(g.access_log.as_ref(), g.access_log_format.as_ref()),
             threads: g.threads.as_ref().map(|t| {
-                let n = self.u32(Some(t), &k("threads"), 1, 1);
+                let mut n = self.u32(Some(t), &k("threads"), 1, 1);
+                if n > MAX_THREADS {
+                    self.err(
+                        &t.span(),
+                        &k("threads"),
+                        format!("threads must be at most {MAX_THREADS}, got {n}"),
+                        Some("leave it out for one per core, or set e.g. threads = 8".to_owned()),
+                    );
+                    n = 1;
+                }
                 usize::try_from(n).unwrap_or(1)
             }),
         }
