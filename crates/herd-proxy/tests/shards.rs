@@ -99,6 +99,15 @@ async fn get_fresh(addr: SocketAddr, path: &str) -> Result<(u16, Bytes), String>
     Ok((status, body))
 }
 
+/// A `/slow` request, started and under way at the backend (its connection accepted).
+async fn slow_request(gw: &Running) -> tokio::task::JoinHandle<Result<(u16, Bytes), String>> {
+    let slow = tokio::spawn(get_fresh(gw.addr, "/slow"));
+    while gw.backend_conns.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    slow
+}
+
 #[tokio::test]
 async fn many_connections_across_shards_all_answered() {
     let gw = gateway(2, "", Duration::ZERO).await;
@@ -134,11 +143,7 @@ async fn a_keep_alive_client_reuses_one_backend_connection() {
 #[tokio::test]
 async fn shutdown_lets_requests_in_flight_finish() {
     let gw = gateway(2, "shutdown_timeout = \"10s\"", Duration::from_millis(300)).await;
-    let slow = tokio::spawn(get_fresh(gw.addr, "/slow"));
-    // The request is at the backend before the stop.
-    while gw.backend_conns.load(Ordering::SeqCst) == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let slow = slow_request(&gw).await;
     gw.stop.cancel();
     assert_eq!(slow.await.unwrap().unwrap(), (200, Bytes::from("ok")));
     gw.served.await.unwrap().unwrap();
@@ -147,10 +152,7 @@ async fn shutdown_lets_requests_in_flight_finish() {
 #[tokio::test]
 async fn shutdown_timeout_closes_what_is_left() {
     let gw = gateway(2, "shutdown_timeout = \"200ms\"", Duration::from_secs(30)).await;
-    let slow = tokio::spawn(get_fresh(gw.addr, "/slow"));
-    while gw.backend_conns.load(Ordering::SeqCst) == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let slow = slow_request(&gw).await;
     gw.stop.cancel();
     // The gateway returns after its deadline, long before the backend would answer, and the
     // client's connection is closed without a response.
