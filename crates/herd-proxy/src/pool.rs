@@ -115,11 +115,8 @@ impl Pool {
 
     /// A ready connection: pooled if one is usable, else a new one.
     pub(crate) async fn get(&self) -> Result<Conn, ConnectError> {
-        if let Some(h2) = &self.h2 {
-            return self
-                .get_h2(&h2[shard::current() % h2.len()])
-                .await
-                .map(Conn::H2);
+        if let Some(slot) = self.h2_slot() {
+            return self.get_h2(slot).await.map(Conn::H2);
         }
         self.get_h1().await.map(Conn::H1)
     }
@@ -159,8 +156,8 @@ impl Pool {
     /// Drops the shared HTTP/2 connection after a failure on it, so the next request dials
     /// anew instead of finding a connection that is closing but not yet seen closed.
     pub(crate) async fn forget_h2(&self) {
-        if let Some(h2) = &self.h2 {
-            *h2[shard::current() % h2.len()].lock().await = None;
+        if let Some(slot) = self.h2_slot() {
+            *slot.lock().await = None;
         }
     }
 
@@ -221,6 +218,13 @@ impl Pool {
     /// The calling shard's idle list.
     fn idle(&self) -> &Mutex<Vec<Idle>> {
         &self.idle[shard::current() % self.idle.len()]
+    }
+
+    /// The calling shard's `h2c` connection slot (`None`: an HTTP/1.1 app).
+    fn h2_slot(&self) -> Option<&H2Slot> {
+        self.h2
+            .as_deref()
+            .map(|h2| &h2[shard::current() % h2.len()])
     }
 
     async fn dial(&self) -> Result<TcpStream, ConnectError> {
