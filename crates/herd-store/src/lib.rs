@@ -9,6 +9,8 @@
 //!   atomic move between sets ([`Backend::zmove`]) so a job is always in exactly one set;
 //! - transactions ([`Backend::txn`]): version checks, then several writes applied together or
 //!   not at all (one round trip, one commit);
+//! - queue steps ([`Backend::queue_step`]): a job's ack and the lease of the next jobs in one
+//!   call, on the job record format of [`queue`] (BullMQ's scripts do the same on Redis);
 //! - a GCRA rate-limit step done atomically by the store ([`Backend::gcra`]);
 //! - pub/sub for cross-node invalidation ([`Backend::publish`], [`Backend::subscribe`]).
 //!
@@ -42,6 +44,7 @@ mod args;
 mod embedded;
 mod error;
 mod hub;
+pub mod queue;
 mod redis;
 mod store;
 #[cfg(feature = "testkit")]
@@ -185,6 +188,11 @@ pub trait Backend: Send + Sync {
 
     /// Applies `txn`: if every check holds, every op, atomically; otherwise nothing.
     async fn txn(&self, txn: &Txn) -> StoreResult<TxnOutcome>;
+
+    /// One queue step ([`queue`]): a job's ack, then the lease of the next waiting jobs, as one
+    /// atomic call (one round trip, one commit). The store reads and rewrites only the
+    /// records' headers.
+    async fn queue_step(&self, step: &queue::QueueStep) -> StoreResult<queue::StepOutcome>;
 
     /// One GCRA step for `key` at the store's own clock; the state expires by itself.
     async fn gcra(&self, key: &str, params: Gcra) -> StoreResult<GcraDecision>;

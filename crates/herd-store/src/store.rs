@@ -6,6 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::embedded::EmbeddedStore;
+use crate::queue::{QueueStep, StepOutcome};
 use crate::redis::RedisStore;
 use crate::unreliable::Unreliable;
 use crate::{
@@ -167,6 +168,9 @@ impl Backend for Store {
     }
     async fn txn(&self, txn: &Txn) -> StoreResult<TxnOutcome> {
         dispatch!(self, s => s.txn(txn))
+    }
+    async fn queue_step(&self, step: &QueueStep) -> StoreResult<StepOutcome> {
+        dispatch!(self, s => s.queue_step(step))
     }
     async fn gcra(&self, key: &str, params: Gcra) -> StoreResult<GcraDecision> {
         dispatch!(self, s => s.gcra(key, params))

@@ -8,6 +8,7 @@
 
 mod codec;
 mod ops;
+mod queue_step;
 mod read;
 mod sweep;
 mod writer;
@@ -27,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use self::codec::{bits_score, Kind, KV, ZO, ZS};
 use self::ops::{Op, Reply};
 use crate::hub::Hub;
+use crate::queue::{QueueStep, StepOutcome};
 use crate::{
     args, Backend, Expect, Gcra, GcraDecision, StoreError, StoreResult, StoreStatus, Subscription,
     Txn, TxnOutcome, Versioned, Written,
@@ -479,6 +481,14 @@ impl Backend for EmbeddedStore {
         txn.validate()?;
         match self.write(Op::Txn(Box::new(txn.clone()))).await? {
             Reply::Txn(outcome) => Ok(outcome),
+            other => Err(internal(&other)),
+        }
+    }
+
+    async fn queue_step(&self, step: &QueueStep) -> StoreResult<StepOutcome> {
+        step.validate()?;
+        match self.write(Op::QueueStep(Box::new(step.clone()))).await? {
+            Reply::Step(outcome) => Ok(outcome),
             other => Err(internal(&other)),
         }
     }

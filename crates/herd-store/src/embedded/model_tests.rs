@@ -189,9 +189,11 @@ impl Model {
                 format!("{picked:?}")
             }
             // Not generated here: the conformance suite covers them on every backend.
-            Op::Sweep { .. } | Op::Acquire { .. } | Op::Gcra { .. } | Op::Txn(_) => {
-                return Some(String::new())
-            }
+            Op::Sweep { .. }
+            | Op::Acquire { .. }
+            | Op::Gcra { .. }
+            | Op::Txn(_)
+            | Op::QueueStep(_) => return Some(String::new()),
         })
     }
 }

@@ -12,6 +12,7 @@ use redb::{ReadableTable, Table, WriteTransaction};
 use super::codec::{bits_score, score_bits, Entry, Kind, EXP, KV, ZO, ZS};
 use super::read::{live_entry, raw_entry, zrange, zset_exists};
 use super::OrBackend;
+use crate::queue::{QueueStep, StepOutcome};
 use crate::{
     args, Expect, Gcra, GcraDecision, StoreError, StoreResult, Txn, TxnOp, TxnOutcome, Written,
 };
@@ -66,6 +67,8 @@ pub(super) enum Op {
     },
     /// Checks, then several writes, all or nothing.
     Txn(Box<Txn>),
+    /// A queue's ack and lease in one step (`crate::queue`).
+    QueueStep(Box<QueueStep>),
     /// Removes up to `limit` expired keys (the background sweeper).
     Sweep {
         limit: usize,
@@ -83,14 +86,15 @@ pub(super) enum Reply {
     Members(Vec<(String, f64)>),
     Gcra(GcraDecision),
     Txn(TxnOutcome),
+    Step(StepOutcome),
 }
 
 /// The tables of one write transaction.
 pub(super) struct Tables<'t> {
-    kv: Table<'t, &'static str, &'static [u8]>,
+    pub(super) kv: Table<'t, &'static str, &'static [u8]>,
     exp: Table<'t, (u64, &'static str), ()>,
     zs: Table<'t, (&'static str, &'static str), u64>,
-    zo: Table<'t, (&'static str, u64, &'static str), ()>,
+    pub(super) zo: Table<'t, (&'static str, u64, &'static str), ()>,
 }
 
 impl<'t> Tables<'t> {
@@ -117,7 +121,7 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
-    fn remove(&mut self, key: &str, old: &Entry) -> StoreResult<()> {
+    pub(super) fn remove(&mut self, key: &str, old: &Entry) -> StoreResult<()> {
         if old.expires_ms != 0 {
             self.exp.remove((old.expires_ms, key)).or_backend()?;
         }
@@ -125,7 +129,7 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
-    fn zset_insert(&mut self, set: &str, member: &str, score: f64) -> StoreResult<()> {
+    pub(super) fn zset_insert(&mut self, set: &str, member: &str, score: f64) -> StoreResult<()> {
         let bits = score_bits(score);
         if let Some(old) = self.zs.insert((set, member), bits).or_backend()? {
             let old = old.value();
@@ -155,7 +159,7 @@ impl<'t> Tables<'t> {
         Ok(!members.is_empty())
     }
 
-    fn zset_remove(&mut self, set: &str, member: &str) -> StoreResult<bool> {
+    pub(super) fn zset_remove(&mut self, set: &str, member: &str) -> StoreResult<bool> {
         let old = self
             .zs
             .remove((set, member))
@@ -177,7 +181,11 @@ fn wrong_type(key: &str, expected: &'static str, found: Kind) -> StoreError {
 }
 
 /// The live value entry at `key`, refusing counters and rate-limit state.
-fn live_value(t: &Tables<'_>, key: &str, now: u64) -> StoreResult<(Option<Entry>, Option<Entry>)> {
+pub(super) fn live_value(
+    t: &Tables<'_>,
+    key: &str,
+    now: u64,
+) -> StoreResult<(Option<Entry>, Option<Entry>)> {
     let raw = raw_entry(&t.kv, key)?;
     let live = raw.clone().filter(|e| !e.expired(now));
     if let Some(e) = &live {
@@ -191,7 +199,11 @@ fn live_value(t: &Tables<'_>, key: &str, now: u64) -> StoreResult<(Option<Entry>
 /// The entry at `key` (raw, and live) for a value op, refusing any other kind. A live entry
 /// means no ordered set shares the key (every write keeps that so), so the ordered-set probe
 /// runs only when there is none.
-fn value_slot(t: &Tables<'_>, key: &str, now: u64) -> StoreResult<(Option<Entry>, Option<Entry>)> {
+pub(super) fn value_slot(
+    t: &Tables<'_>,
+    key: &str,
+    now: u64,
+) -> StoreResult<(Option<Entry>, Option<Entry>)> {
     let (raw, live) = live_value(t, key, now)?;
     if live.is_none() {
         no_zset(t, key, "value")?;
@@ -200,7 +212,7 @@ fn value_slot(t: &Tables<'_>, key: &str, now: u64) -> StoreResult<(Option<Entry>
 }
 
 /// Writes a value over `live` (version + 1, or 1); returns the new version.
-fn write_value(
+pub(super) fn write_value(
     t: &mut Tables<'_>,
     key: &str,
     value: &Bytes,
@@ -233,7 +245,7 @@ fn no_zset(t: &Tables<'_>, key: &str, expected: &'static str) -> StoreResult<()>
 }
 
 /// Refuses an ordered-set op on a key that holds a value, counter or rate-limit state.
-fn no_plain(t: &Tables<'_>, key: &str, now: u64) -> StoreResult<()> {
+pub(super) fn no_plain(t: &Tables<'_>, key: &str, now: u64) -> StoreResult<()> {
     match live_entry(&t.kv, key, now)? {
         Some(e) => Err(wrong_type(key, "ordered set", e.kind)),
         None => Ok(()),
@@ -428,6 +440,7 @@ pub(super) fn apply(t: &mut Tables<'_>, op: &Op, now: u64) -> StoreResult<Reply>
         }
         Op::Sweep { limit } => sweep(t, now, *limit).map(|n| Reply::Count(n as u64)),
         Op::Txn(txn) => apply_txn(t, txn, now),
+        Op::QueueStep(step) => super::queue_step::apply_step(t, step, now),
     }
 }
 

@@ -26,6 +26,7 @@ use self::codec::{decode, map_err, parse_score, redact, same_slot, score_arg};
 use self::conn::Conn;
 use self::health::Health;
 use crate::hub::Hub;
+use crate::queue::{Finished, JobState, Leased, QueueStep, StepOutcome};
 use crate::{
     args, Backend, Expect, Gcra, GcraDecision, StoreError, StoreResult, StoreStatus, Subscription,
     Txn, TxnOp, TxnOutcome, Versioned, Written,
@@ -446,6 +447,86 @@ impl Backend for RedisStore {
                 check: usize::try_from(check - 1).unwrap_or(0),
                 current: u64::try_from(ver).ok(),
             }
+        })
+    }
+
+    async fn queue_step(&self, step: &QueueStep) -> StoreResult<StepOutcome> {
+        step.validate()?;
+        let k = &step.keys;
+        let mut keys = vec![k.waiting(), k.active(), k.completed(), k.paused()];
+        if let Some(f) = &step.finish {
+            keys.push(k.job(&f.id));
+        }
+        self.check_slots(
+            "queue_step",
+            &keys.iter().map(String::as_str).collect::<Vec<_>>(),
+        )?;
+        let mut inv = scripts::QUEUE_STEP.prepare_invoke();
+        for key in &keys {
+            inv.key(key);
+        }
+        inv.arg(k.job(""));
+        match &step.finish {
+            Some(f) => inv
+                .arg("1")
+                .arg(&f.id)
+                .arg(&f.token)
+                .arg(f.now_ms)
+                .arg(f.result.as_ref()),
+            None => inv.arg("0").arg("").arg("").arg(0).arg(""),
+        };
+        match &step.claim {
+            Some(c) => {
+                inv.arg(c.tokens.len()).arg(c.deadline_ms).arg(&c.tokens);
+            }
+            None => {
+                inv.arg(0).arg(0);
+            }
+        }
+        let (fin, detail, flat, others, paused): (String, String, Vec<Vec<u8>>, Vec<String>, i64) =
+            self.run(&keys[0], self.inner.conn.eval(&inv)).await?;
+        let backend = self.inner.backend;
+        let bad = |what: &str| StoreError::Backend {
+            backend,
+            reason: format!("the queue step script answered {what}"),
+        };
+        let finished = match fin.as_str() {
+            "none" => None,
+            "completed" => Some(Finished::Completed {
+                keep: if detail == "-" {
+                    None
+                } else {
+                    Some(detail.parse().map_err(|_| bad("a bad keep count"))?)
+                },
+            }),
+            "deleted" => Some(Finished::Deleted),
+            "missing" => Some(Finished::NotFound),
+            "lease" => Some(Finished::WrongLease(
+                JobState::from_code(&detail).ok_or_else(|| bad("an unknown state"))?,
+            )),
+            "legacy" => Some(Finished::Unreadable),
+            other => return Err(bad(&format!("{other:?}"))),
+        };
+        let deadline = step.claim.as_ref().map_or(0, |c| c.deadline_ms);
+        let text = |b: Vec<u8>| String::from_utf8(b).map_err(|_| bad("a non-UTF-8 id or token"));
+        let mut leased = Vec::with_capacity(flat.len() / 4);
+        let mut it = flat.into_iter();
+        while let (Some(id), Some(attempt), Some(token), Some(body)) =
+            (it.next(), it.next(), it.next(), it.next())
+        {
+            leased.push(Leased {
+                id: text(id)?,
+                attempt: text(attempt)?.parse().map_err(|_| bad("a bad attempt"))?,
+                token: text(token)?,
+                lease_until_ms: deadline,
+                body: Bytes::from(body),
+            });
+        }
+        Ok(StepOutcome {
+            finished,
+            leased,
+            others,
+            paused: paused == 1,
         })
     }
 

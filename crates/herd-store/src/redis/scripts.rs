@@ -237,3 +237,106 @@ return {1, 0, 0}
 ",
     )
 });
+
+/// A queue step (`crate::queue`): an ack, then the lease of waiting jobs. KEYS: waiting, active,
+/// completed, paused, and the acked job's record when there is an ack. ARGV: the records' key
+/// prefix; `1`/`0` (an ack or not), its id, token, time ms and result; the number of jobs to
+/// lease, their deadline ms and one token each. Returns {ack outcome (none, completed,
+/// deleted, missing, lease, legacy), its detail (keep, or the state), flat [id, attempt, token,
+/// body] per leased job, members moved but not leased, 1 when paused}. The record keys of the
+/// leased jobs are not in KEYS; they share the queue's hash tag, so they are in its slot.
+pub(super) static QUEUE_STEP: LazyLock<Script> = LazyLock::new(|| {
+    with_prelude(
+        r"
+local function hdr(p)
+  if string.sub(p, 1, 3) ~= 'J1 ' then return nil end
+  local nl = string.find(p, '\n', 4, true)
+  if not nl then return nil end
+  local h = {}
+  for w in string.gmatch(string.sub(p, 4, nl - 1), '[^ ]+') do h[#h + 1] = w end
+  if #h ~= 9 then return nil end
+  local nl2 = string.find(p, '\n', nl + 1, true)
+  if not nl2 then return nil end
+  return h, string.sub(p, nl + 1, nl2 - 1), string.sub(p, nl2 + 1)
+end
+local function record(v, h, body, result)
+  return enc(v + 1, 'J1 ' .. table.concat(h, ' ') .. '\n' .. body .. '\n' .. result)
+end
+for i = 1, 3 do
+  local t = redis.call('TYPE', KEYS[i]).ok
+  if t ~= 'zset' and t ~= 'none' then return wrongtype() end
+end
+local fin, detail = 'none', ''
+if ARGV[2] == '1' then
+  local key = KEYS[5]
+  local t = redis.call('TYPE', key).ok
+  if t ~= 'string' and t ~= 'none' then return wrongtype() end
+  local cur = redis.call('GET', key)
+  if not cur then
+    fin = 'missing'
+  else
+    local v = ver(cur)
+    if not v then return wrongtype() end
+    local h, body = hdr(string.sub(cur, 10))
+    if not h then
+      fin = 'legacy'
+    elseif h[1] ~= 'a' or h[9] ~= ARGV[4] then
+      fin, detail = 'lease', h[1]
+    else
+      local old = ARGV[3] .. '#' .. h[2]
+      if h[8] == '0' then
+        redis.call('DEL', key)
+        fin = 'deleted'
+      else
+        local gen = string.format('%d', tonumber(h[2]) + 1)
+        h[1], h[2], h[7], h[9] = 'c', gen, ARGV[5], '-'
+        redis.call('SET', key, record(v, h, body, ARGV[6]))
+        redis.call('ZADD', KEYS[3], ARGV[5], ARGV[3] .. '#' .. gen)
+        fin, detail = 'completed', h[8]
+      end
+      redis.call('ZREM', KEYS[2], old)
+    end
+  end
+  if fin ~= 'completed' and fin ~= 'deleted' then return {fin, detail, {}, {}, 0} end
+end
+local leased, others, paused = {}, {}, 0
+local n = tonumber(ARGV[7])
+if n > 0 then
+  if redis.call('EXISTS', KEYS[4]) == 1 then
+    paused = 1
+  else
+    local m = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '+inf', 'LIMIT', 0, n)
+    for i = 1, #m do
+      local mem = m[i]
+      redis.call('ZREM', KEYS[1], mem)
+      redis.call('ZADD', KEYS[2], ARGV[8], mem)
+      local ok = false
+      local id, gen = string.match(mem, '^(.*)#(%d+)$')
+      if id then
+        local key = ARGV[1] .. id
+        if redis.call('TYPE', key).ok == 'string' then
+          local cur = redis.call('GET', key)
+          local v = ver(cur)
+          if v then
+            local h, body, result = hdr(string.sub(cur, 10))
+            if h and h[1] == 'w' and h[2] == gen then
+              local token = ARGV[8 + i]
+              h[1], h[4], h[6], h[9] = 'a', string.format('%d', tonumber(h[4]) + 1), ARGV[8], token
+              redis.call('SET', key, record(v, h, body, result))
+              leased[#leased + 1] = id
+              leased[#leased + 1] = h[4]
+              leased[#leased + 1] = token
+              leased[#leased + 1] = body
+              ok = true
+            end
+          end
+        end
+      end
+      if not ok then others[#others + 1] = mem end
+    end
+  end
+end
+return {fin, detail, leased, others, paused}
+",
+    )
+});

@@ -46,6 +46,8 @@ pub async fn run_all(store: &Store, p: &str) {
     case!(wrong_types);
     case!(bad_arguments);
     case!(unreliable_knobs);
+    eprintln!("[{p}] case queue_steps");
+    super::queue_cases::queue_steps(store, p).await;
 }
 
 async fn versions_and_cas(s: &Store, p: &str) {

@@ -4,5 +4,6 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod cases;
+pub mod queue_cases;
 
 pub use herd_store::testkit::*;

@@ -1,0 +1,218 @@
+//! The conformance case of queue steps (`herd_store::queue`), on every backend.
+
+use bytes::Bytes;
+use herd_store::queue::{
+    decode_job, encode_job, Claim, Finish, Finished, JobHeader, JobState, QueueKeys, QueueStep,
+};
+use herd_store::{Backend, Expect, Store, StoreError};
+
+const DEADLINE: i64 = 1_900_000_000_000;
+const NOW: i64 = 1_800_000_000_000;
+
+fn waiting(generation: u64, keep: Option<u64>) -> JobHeader {
+    JobHeader {
+        state: JobState::Waiting,
+        generation,
+        due_ms: 5,
+        attempt: 0,
+        stalled: 0,
+        lease_until_ms: 0,
+        finished_ms: None,
+        keep_completed: keep,
+        lease_token: None,
+    }
+}
+
+async fn add(s: &Store, q: &QueueKeys, id: &str, h: &JobHeader, score: f64) {
+    let body = format!(r#"{{"id":"{id}","data":{{"n":"a b\u00e9"}}}}"#);
+    let raw = Bytes::from(encode_job(h, body.as_bytes(), b""));
+    s.put(&q.job(id), raw, Expect::Absent, None).await.unwrap();
+    s.zadd(&q.waiting(), &[(format!("{id}#{}", h.generation), score)])
+        .await
+        .unwrap();
+}
+
+async fn header(s: &Store, q: &QueueKeys, id: &str) -> Option<(JobHeader, Vec<u8>, u64)> {
+    let v = s.get(&q.job(id)).await.unwrap()?;
+    let parts = decode_job(&v.value).expect("a record in the queue format");
+    Some((parts.header, parts.result.to_vec(), v.version))
+}
+
+fn claim(tokens: &[&str]) -> Option<Claim> {
+    Some(Claim {
+        deadline_ms: DEADLINE,
+        tokens: tokens.iter().map(|t| (*t).to_owned()).collect(),
+    })
+}
+
+fn finish(id: &str, token: &str, result: &str) -> Option<Finish> {
+    Some(Finish {
+        id: id.to_owned(),
+        token: token.to_owned(),
+        now_ms: NOW,
+        result: Bytes::copy_from_slice(result.as_bytes()),
+    })
+}
+
+pub async fn queue_steps(s: &Store, p: &str) {
+    let q = QueueKeys::new(&format!("{p}-qstep"));
+    let step = |finish, claim| QueueStep {
+        keys: q.clone(),
+        finish,
+        claim,
+    };
+    add(s, &q, "j1", &waiting(0, None), 1.0).await;
+    add(s, &q, "j2", &waiting(0, None), 2.0).await;
+    add(s, &q, "j3", &waiting(0, Some(0)), 3.0).await;
+    // A member without a record, lowest first: moved, not leased, reported.
+    s.zadd(&q.waiting(), &[("ghost#0".into(), 0.0)])
+        .await
+        .unwrap();
+
+    let out = s
+        .queue_step(&step(None, claim(&["t1", "t2"])))
+        .await
+        .unwrap();
+    assert_eq!(out.finished, None);
+    assert_eq!(out.others, vec!["ghost#0".to_owned()]);
+    assert_eq!(out.leased.len(), 1);
+    let j1 = &out.leased[0];
+    assert_eq!(
+        (j1.id.as_str(), j1.attempt, j1.token.as_str()),
+        ("j1", 1, "t2")
+    );
+    assert_eq!(j1.lease_until_ms, DEADLINE);
+    assert_eq!(j1.body.as_ref(), br#"{"id":"j1","data":{"n":"a b\u00e9"}}"#);
+    for m in ["ghost#0", "j1#0"] {
+        assert_eq!(
+            s.zscore(&q.active(), m).await.unwrap(),
+            Some(DEADLINE as f64)
+        );
+        assert_eq!(s.zscore(&q.waiting(), m).await.unwrap(), None);
+    }
+    let (h, _, version) = header(s, &q, "j1").await.unwrap();
+    assert_eq!(h.state, JobState::Active);
+    assert_eq!((h.attempt, h.lease_until_ms), (1, DEADLINE));
+    assert_eq!(h.lease_token.as_deref(), Some("t2"));
+    assert_eq!(version, 2, "a lease is a write of the record");
+
+    // A wrong token: nothing happens, not even the claim.
+    let out = s
+        .queue_step(&step(finish("j1", "nope", ""), claim(&["t3"])))
+        .await
+        .unwrap();
+    assert_eq!(out.finished, Some(Finished::WrongLease(JobState::Active)));
+    assert!(out.leased.is_empty());
+    assert_eq!(s.zcard(&q.waiting()).await.unwrap(), 2);
+
+    // The ack keeps the record (completed, next generation, result) and leases j2.
+    let out = s
+        .queue_step(&step(finish("j1", "t2", r#"{"ok":1}"#), claim(&["t4"])))
+        .await
+        .unwrap();
+    assert_eq!(out.finished, Some(Finished::Completed { keep: None }));
+    assert_eq!(out.leased.len(), 1);
+    assert_eq!(out.leased[0].id, "j2");
+    let (h, result, _) = header(s, &q, "j1").await.unwrap();
+    assert_eq!(h.state, JobState::Completed);
+    assert_eq!((h.generation, h.finished_ms), (1, Some(NOW)));
+    assert_eq!(h.lease_token, None);
+    assert_eq!(result, br#"{"ok":1}"#);
+    assert_eq!(
+        s.zscore(&q.completed(), "j1#1").await.unwrap(),
+        Some(NOW as f64)
+    );
+    assert_eq!(s.zscore(&q.active(), "j1#0").await.unwrap(), None);
+    // Acked again: the lease is gone.
+    let out = s
+        .queue_step(&step(finish("j1", "t2", ""), None))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.finished,
+        Some(Finished::WrongLease(JobState::Completed))
+    );
+
+    // remove_on_complete: the ack deletes the record.
+    let out = s.queue_step(&step(None, claim(&["t5"]))).await.unwrap();
+    assert_eq!(out.leased[0].id, "j3");
+    let out = s
+        .queue_step(&step(finish("j3", "t5", ""), None))
+        .await
+        .unwrap();
+    assert_eq!(out.finished, Some(Finished::Deleted));
+    assert!(s.get(&q.job("j3")).await.unwrap().is_none());
+    assert_eq!(s.zscore(&q.active(), "j3#0").await.unwrap(), None);
+    assert_eq!(s.zscore(&q.completed(), "j3#1").await.unwrap(), None);
+
+    // Nothing waiting: an empty claim.
+    let out = s.queue_step(&step(None, claim(&["t6"]))).await.unwrap();
+    assert!(out.leased.is_empty() && out.others.is_empty() && !out.paused);
+
+    // Unknown job, older record format.
+    let out = s
+        .queue_step(&step(finish("nobody", "t", ""), None))
+        .await
+        .unwrap();
+    assert_eq!(out.finished, Some(Finished::NotFound));
+    s.put(
+        &q.job("old"),
+        Bytes::from_static(br#"{"id":"old"}"#),
+        Expect::Any,
+        None,
+    )
+    .await
+    .unwrap();
+    let out = s
+        .queue_step(&step(finish("old", "t", ""), None))
+        .await
+        .unwrap();
+    assert_eq!(out.finished, Some(Finished::Unreadable));
+    s.zadd(&q.waiting(), &[("old#0".into(), 1.0)])
+        .await
+        .unwrap();
+    // A stale member (its record is at another generation) is reported, not leased.
+    add(s, &q, "j4", &waiting(3, None), 2.0).await;
+    s.zadd(&q.waiting(), &[("j4#2".into(), 0.5)]).await.unwrap();
+    let out = s
+        .queue_step(&step(None, claim(&["a", "b", "c"])))
+        .await
+        .unwrap();
+    assert_eq!(out.others, vec!["j4#2".to_owned(), "old#0".to_owned()]);
+    assert_eq!(out.leased.len(), 1);
+    assert_eq!(
+        (out.leased[0].id.as_str(), out.leased[0].attempt),
+        ("j4", 1)
+    );
+
+    // Paused: nothing moves.
+    add(s, &q, "j5", &waiting(0, None), 9.0).await;
+    s.put(&q.paused(), Bytes::from_static(b"1"), Expect::Any, None)
+        .await
+        .unwrap();
+    let out = s.queue_step(&step(None, claim(&["t7"]))).await.unwrap();
+    assert!(out.paused && out.leased.is_empty());
+    assert_eq!(s.zcard(&q.waiting()).await.unwrap(), 1);
+    s.delete(&q.paused(), Expect::Any).await.unwrap();
+
+    // Refused before anything is written.
+    let err = s
+        .queue_step(&step(None, claim(&["has space"])))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+    let bad = QueueKeys::new(&format!("{p}-qstep-bad"));
+    s.put(&bad.active(), Bytes::from_static(b"x"), Expect::Any, None)
+        .await
+        .unwrap();
+    let err = s
+        .queue_step(&QueueStep {
+            keys: bad,
+            finish: None,
+            claim: claim(&["t"]),
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::WrongType { .. }), "{err:?}");
+    assert_eq!(s.zcard(&q.waiting()).await.unwrap(), 1, "j5 still waits");
+}
