@@ -4,10 +4,13 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+use herd_store::queue::{Claim, Finish, Finished, QueueStep, StepOutcome};
 use herd_store::{Backend as _, Expect, Txn};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::housekeep::Chores;
 use super::job::{after_fail, AfterFail, JobRecord, State};
 use super::{check_queue, encode, score, Keys, Queues};
 use crate::clock::millis;
@@ -96,8 +99,62 @@ impl Queues {
     ) -> ServiceResult<()> {
         check_queue(queue)?;
         let keys = Keys::new(queue);
-        let acked = self.ack_commit(&keys, queue, id, token, result).await?;
+        let acked = match self
+            .finish_step(&keys, queue, id, token, result.as_ref(), None)
+            .await?
+        {
+            Some((acked, _)) => acked,
+            None => self.ack_commit(&keys, queue, id, token, result).await?,
+        };
         self.ack_finish(&keys, acked).await
+    }
+
+    /// The ack as one queue step, with the lease of the next jobs when `claim` names them:
+    /// one store call. `None` when the record is in an older format (nothing was done; the
+    /// caller takes the general path).
+    async fn finish_step(
+        &self,
+        keys: &Keys,
+        queue: &str,
+        id: &str,
+        token: &str,
+        result: Option<&Value>,
+        claim: Option<Claim>,
+    ) -> ServiceResult<Option<(Acked, StepOutcome)>> {
+        let step = QueueStep {
+            keys: keys.clone(),
+            finish: Some(Finish {
+                id: id.to_owned(),
+                token: token.to_owned(),
+                now_ms: self.clock.now_ms(),
+                result: Bytes::from(super::record::result_bytes(result)),
+            }),
+            claim,
+        };
+        let mut out = self.store.queue_step(&step).await?;
+        let acked = match out.finished.take() {
+            Some(Finished::Completed { keep }) => Acked {
+                completed: true,
+                keep,
+            },
+            Some(Finished::Deleted) => Acked {
+                completed: false,
+                keep: Some(0),
+            },
+            Some(Finished::NotFound) => {
+                return Err(ServiceError::not_found(format!(
+                    "job {id} in queue {queue}"
+                )))
+            }
+            Some(Finished::WrongLease(state)) => {
+                return Err(ServiceError::WrongLease {
+                    job: id.to_owned(),
+                    state: super::record::from_store(state).as_str(),
+                })
+            }
+            Some(Finished::Unreadable) | None => return Ok(None),
+        };
+        Ok(Some((acked, out)))
     }
 
     /// Acks a leased job, then leases up to `max` more without waiting (BullMQ's
@@ -122,6 +179,50 @@ impl Queues {
         let lease = lease.unwrap_or(self.config.default_lease);
         let keys = Keys::new(queue);
         let now = self.clock.now_ms();
+        if super::reserve::plain(&self.settings(queue)) {
+            // The ack and the lease of the next jobs in one store call (BullMQ's
+            // `moveToFinished`). The due chores that only add to `waiting` (schedules,
+            // promotion) run first, so the lease sees what came due. Stalled recovery must
+            // run after the ack (it would take back the job being acked if its lease just ran
+            // out) and before the lease (a recovered job goes out in its turn): when it is
+            // due (once a second per node), the ack and the lease are two steps around it.
+            let deadline = now + millis(lease);
+            let stalled = Chores {
+                stalled: true,
+                ..Chores::default()
+            };
+            let early = self.take_some_chores(queue, now, Chores::all_but(stalled));
+            self.housekeep(queue, &keys, now, early).await?;
+            let recover = self.stalled_due(queue, now);
+            let claim = (!recover).then(|| super::reserve::claim_of(max, deadline));
+            if let Some((acked, out)) = self
+                .finish_step(&keys, queue, id, token, result.as_ref(), claim)
+                .await?
+            {
+                let next = async {
+                    let mut jobs = self
+                        .after_step(&keys, out.leased, out.others, deadline)
+                        .await?;
+                    let late = if recover {
+                        self.take_some_chores(queue, now, stalled)
+                    } else {
+                        Chores::default()
+                    };
+                    self.housekeep(queue, &keys, now, late).await?;
+                    if jobs.is_empty() && !out.paused {
+                        jobs = self
+                            .reserve_lease(queue, &keys, max, lease, now, early.or(late))
+                            .await?;
+                    }
+                    Ok(jobs)
+                };
+                let (finished, jobs) = tokio::join!(self.ack_finish(&keys, acked), next);
+                if let Err(e) = finished {
+                    tracing::warn!(queue, job = id, error = %e, "ack committed but trimming completed jobs failed; the next ack trims");
+                }
+                return Ok(after_ack(queue, jobs));
+            }
+        }
         // Reads first, side by side: the lease (a stale or unknown one reserves nothing) and
         // the pause flag. Then the ack commits, and only then does the reserve do its
         // housekeeping and lease: stalled recovery must not take back the job being acked
@@ -179,8 +280,8 @@ impl Queues {
                     "job {} in queue {queue}",
                     ack.id
                 ))),
-                Some(v) => serde_json::from_slice::<JobRecord>(&v.value)
-                    .map_err(|e| super::corrupt(keys.job(&ack.id), &e))
+                Some(v) => super::record::decode(&v.value)
+                    .map_err(|e| super::corrupt(keys.job(&ack.id), e))
                     .and_then(|rec| check_lease(&rec, &ack.lease_token).map(|()| (rec, v.version))),
             });
         }

@@ -71,6 +71,41 @@ impl Housekeeping {
     }
 }
 
+impl Housekeeping {
+    /// Which of the chores in `only` are due at `now`, recording those as run (the others
+    /// are left as they are).
+    pub(crate) fn take_only(&mut self, now: i64, only: Chores) -> Chores {
+        let mut rest = *self;
+        let taken = rest.take(now, Chores::default());
+        let pick = Chores {
+            schedules: taken.schedules && only.schedules,
+            promote: taken.promote && only.promote,
+            stalled: taken.stalled && only.stalled,
+        };
+        if pick.schedules {
+            self.schedules = rest.schedules;
+        }
+        if pick.promote {
+            self.promote = rest.promote;
+        }
+        if pick.stalled {
+            self.stalled = rest.stalled;
+        }
+        pick
+    }
+}
+
+impl Chores {
+    /// The chores in either.
+    pub(crate) fn or(self, other: Chores) -> Chores {
+        Chores {
+            schedules: self.schedules || other.schedules,
+            promote: self.promote || other.promote,
+            stalled: self.stalled || other.stalled,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +133,20 @@ mod tests {
         assert_eq!(c, ALL);
         // A clock that went back does not stall housekeeping.
         assert_eq!(h.take(500, NONE), ALL);
+    }
+
+    #[test]
+    fn taking_some_chores_leaves_the_others_due() {
+        let mut h = Housekeeping::default();
+        let stalled = Chores {
+            stalled: true,
+            ..NONE
+        };
+        let early = h.take_only(0, Chores::all_but(stalled));
+        assert_eq!(early, Chores::all_but(stalled));
+        assert_eq!(h.take_only(0, ALL), stalled, "stalled is still due");
+        assert_eq!(h.take_only(0, ALL), NONE);
+        assert_eq!(early.or(stalled), ALL);
     }
 
     #[test]

@@ -52,6 +52,7 @@
 mod finish;
 mod housekeep;
 pub mod job;
+mod record;
 mod reserve;
 mod schedule;
 pub mod spec;
@@ -129,42 +130,8 @@ pub struct Counts {
     pub is_paused: bool,
 }
 
-/// Store keys of one queue.
-pub(crate) struct Keys {
-    prefix: String,
-}
-
-impl Keys {
-    fn new(queue: &str) -> Keys {
-        Keys {
-            prefix: format!("herd:{{q:{queue}}}"),
-        }
-    }
-    fn job(&self, id: &str) -> String {
-        format!("{}:job:{id}", self.prefix)
-    }
-    fn set(&self, name: &str) -> String {
-        format!("{}:{name}", self.prefix)
-    }
-    fn waiting(&self) -> String {
-        self.set("waiting")
-    }
-    fn delayed(&self) -> String {
-        self.set("delayed")
-    }
-    fn active(&self) -> String {
-        self.set("active")
-    }
-    fn completed(&self) -> String {
-        self.set("completed")
-    }
-    fn failed(&self) -> String {
-        self.set("failed")
-    }
-    fn channel(&self) -> String {
-        self.set("events")
-    }
-}
+/// Store keys of one queue (the layout is the store's: `herd_store::queue`).
+pub(crate) use herd_store::queue::QueueKeys as Keys;
 
 /// What this node keeps per queue: a wake-up for long-polling reserves and when it last did
 /// the queue's housekeeping.
@@ -223,15 +190,15 @@ fn check_job_id(id: &str) -> ServiceResult<()> {
 /// The most jobs one bulk add takes (one store transaction).
 pub(crate) const MAX_BULK: usize = 1000;
 
-fn corrupt(key: String, e: &serde_json::Error) -> ServiceError {
+fn corrupt(key: String, reason: impl std::fmt::Display) -> ServiceError {
     ServiceError::Corrupt {
         key,
-        reason: e.to_string(),
+        reason: reason.to_string(),
     }
 }
 
 fn encode(rec: &JobRecord) -> Bytes {
-    Bytes::from(serde_json::to_vec(rec).unwrap_or_default())
+    record::encode(rec)
 }
 
 #[allow(clippy::cast_precision_loss)]
@@ -276,7 +243,7 @@ impl Queues {
         match self.store.get(&key).await? {
             None => Ok(None),
             Some(v) => {
-                let rec = serde_json::from_slice(&v.value).map_err(|e| corrupt(key, &e))?;
+                let rec = record::decode(&v.value).map_err(|e| corrupt(key, e))?;
                 Ok(Some((rec, v.version)))
             }
         }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
+use herd_store::queue::{Claim, Leased, QueueStep};
 use herd_store::{Backend as _, Expect, Gcra, GcraDecision, Txn};
 use serde::Serialize;
 use serde_json::Value;
@@ -39,6 +40,19 @@ pub struct Reserved {
 const SWEEP: usize = 100;
 /// The most jobs one reserve hands out.
 pub(crate) const MAX_RESERVE: usize = 1000;
+
+/// A queue without a rate limit or concurrency cap: its reserve is one queue step.
+pub(super) fn plain(settings: &super::QueueSettings) -> bool {
+    settings.limiter.is_none() && settings.concurrency.is_none()
+}
+
+/// A claim of up to `max` jobs, each with a fresh lease token.
+pub(super) fn claim_of(max: usize, deadline_ms: i64) -> Claim {
+    Claim {
+        deadline_ms,
+        tokens: (0..max).map(|_| ids::random_id()).collect(),
+    }
+}
 
 /// Checks a reserve's `max` and `lease`.
 pub(crate) fn check_reserve(max: usize, lease: Option<Duration>) -> ServiceResult<()> {
@@ -166,6 +180,21 @@ impl Queues {
             .take(now, Chores::default())
     }
 
+    /// The chores among `only` due on this node for `queue` (marked as run).
+    pub(super) fn take_some_chores(&self, queue: &str, now: i64, only: Chores) -> Chores {
+        self.local(queue)
+            .housekeeping
+            .lock()
+            .unwrap()
+            .take_only(now, only)
+    }
+
+    /// Whether stalled recovery is due on this node for `queue` (nothing is marked).
+    pub(super) fn stalled_due(&self, queue: &str, now: i64) -> bool {
+        let mut peek = *self.local(queue).housekeeping.lock().unwrap();
+        peek.take(now, Chores::default()).stalled
+    }
+
     pub(super) async fn reserve_prepare(
         &self,
         queue: &str,
@@ -244,6 +273,18 @@ impl Queues {
         now: i64,
     ) -> ServiceResult<Vec<Reserved>> {
         let settings = self.settings(queue);
+        let deadline = now + millis(lease);
+        if plain(&settings) {
+            let step = QueueStep {
+                keys: keys.clone(),
+                finish: None,
+                claim: Some(claim_of(max, deadline)),
+            };
+            let out = self.store.queue_step(&step).await?;
+            return self
+                .after_step(keys, out.leased, out.others, deadline)
+                .await;
+        }
         let gate = match settings.concurrency {
             Some(_) => match self.take_gate(keys).await? {
                 Some(token) => Some(token),
@@ -256,7 +297,35 @@ impl Queues {
             self.drop_gate(keys, &token).await;
         }
         let moved = result?;
-        self.claim_many(keys, moved, now + millis(lease)).await
+        self.claim_many(keys, moved, deadline).await
+    }
+
+    /// The jobs a queue step leased, then the members it moved to `active` without leasing
+    /// them, each sorted out on its own (leased if its record turns out to be waiting for it,
+    /// repaired or dropped otherwise).
+    pub(super) async fn after_step(
+        &self,
+        keys: &Keys,
+        leased: Vec<Leased>,
+        others: Vec<String>,
+        deadline: i64,
+    ) -> ServiceResult<Vec<Reserved>> {
+        let mut out = Vec::with_capacity(leased.len());
+        for job in leased {
+            let id = job.id.clone();
+            match super::record::reserved(job) {
+                Ok(job) => out.push(job),
+                // Its lease runs out and stalled recovery dead-letters it in the end; the
+                // other jobs are not held back by it.
+                Err(e) => {
+                    tracing::error!(job = %id, error = %e, "leased job has an unreadable body; skipped")
+                }
+            }
+        }
+        for member in others {
+            out.extend(self.claim(keys, &member, deadline).await?);
+        }
+        Ok(out)
     }
 
     /// Claims moved members: their records are read in one call and the usual case (a
@@ -283,7 +352,7 @@ impl Queues {
             .map(|(member, found)| {
                 let v = found?;
                 member_id(member)?;
-                let rec = serde_json::from_slice::<JobRecord>(&v.value).ok()?;
+                let rec = super::record::decode(&v.value).ok()?;
                 (rec.state == State::Waiting && rec.member() == *member).then_some((rec, v.version))
             })
             .collect();
