@@ -9,8 +9,8 @@
 //! for both backends.
 //!
 //! # Record format
-//! `J1 <state> <generation> <due ms> <attempt> <stalled> <lease until ms> <finished ms|-> <keep
-//! completed|-> <lease token|->` `\n` body `\n` result. State is `w`aiting, `a`ctive,
+//! `J1 <state> <generation> <seq> <due ms> <attempt> <stalled> <lease until ms> <finished ms|->
+//! <keep completed|-> <lease token|->` `\n` body `\n` result. State is `w`aiting, `a`ctive,
 //! `c`ompleted or `f`ailed. Body and result are compact JSON (no raw newline); the result is
 //! empty when there is none.
 //!
@@ -59,6 +59,8 @@ pub struct JobHeader {
     pub state: JobState,
     /// The generation of the job's set member (`ID#GENERATION`).
     pub generation: u64,
+    /// The job's number in its queue's order of adding (the queue's counter `seq`).
+    pub seq: u64,
     pub due_ms: i64,
     /// Deliveries so far (1 during the first).
     pub attempt: u32,
@@ -91,6 +93,23 @@ fn opt<T: std::fmt::Display>(v: Option<&T>) -> String {
     v.map_or_else(|| "-".to_owned(), ToString::to_string)
 }
 
+/// A header's fields before `seq` and after it (the store puts `seq` in between when it adds
+/// a job).
+pub(crate) fn header_halves(h: &JobHeader) -> (String, String) {
+    let before = format!("{} {}", h.state.code(), h.generation);
+    let after = format!(
+        "{} {} {} {} {} {} {}",
+        h.due_ms,
+        h.attempt,
+        h.stalled,
+        h.lease_until_ms,
+        opt(h.finished_ms.as_ref()),
+        opt(h.keep_completed.as_ref()),
+        h.lease_token.as_deref().unwrap_or("-"),
+    );
+    (before, after)
+}
+
 /// Encodes a record. `body` and `result` must hold no newline (compact JSON never does).
 ///
 /// # Panics
@@ -106,18 +125,8 @@ pub fn encode_job(h: &JobHeader, body: &[u8], result: &[u8]) -> Vec<u8> {
         !body.contains(&b'\n') && !result.contains(&b'\n'),
         "a job's body and result must hold no newline"
     );
-    let line = format!(
-        "J1 {} {} {} {} {} {} {} {} {}\n",
-        h.state.code(),
-        h.generation,
-        h.due_ms,
-        h.attempt,
-        h.stalled,
-        h.lease_until_ms,
-        opt(h.finished_ms.as_ref()),
-        opt(h.keep_completed.as_ref()),
-        h.lease_token.as_deref().unwrap_or("-"),
-    );
+    let (before, after) = header_halves(h);
+    let line = format!("J1 {before} {} {after}\n", h.seq);
     let mut out = Vec::with_capacity(line.len() + body.len() + 1 + result.len());
     out.extend_from_slice(line.as_bytes());
     out.extend_from_slice(body);
@@ -137,7 +146,7 @@ pub fn decode_job(raw: &[u8]) -> Option<JobParts<'_>> {
     let nl = rest.iter().position(|&b| b == b'\n')?;
     let (body, result) = (&rest[..nl], &rest[nl + 1..]);
     let f: Vec<&str> = line.split(' ').collect();
-    let [state, generation, due, attempt, stalled, lease_until, finished, keep, token] = f[..]
+    let [state, generation, seq, due, attempt, stalled, lease_until, finished, keep, token] = f[..]
     else {
         return None;
     };
@@ -154,6 +163,7 @@ pub fn decode_job(raw: &[u8]) -> Option<JobParts<'_>> {
     let header = JobHeader {
         state: JobState::from_code(state)?,
         generation: num(generation)?,
+        seq: num(seq)?,
         due_ms: num(due)?,
         attempt: num(attempt)?,
         stalled: num(stalled)?,
@@ -170,7 +180,7 @@ pub fn decode_job(raw: &[u8]) -> Option<JobParts<'_>> {
 }
 
 /// The keys of one queue.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct QueueKeys {
     prefix: String,
 }
@@ -243,6 +253,40 @@ pub fn parse_member(member: &str) -> Option<(&str, u64)> {
     Some((id, generation.parse().ok()?))
 }
 
+/// The score of a waiting job: its rank first (lower goes first), then its order of adding.
+/// Exact in an f64 for rank < 2^22.
+#[must_use]
+pub fn waiting_score(rank: u64, seq: u64) -> f64 {
+    #[allow(clippy::cast_precision_loss)]
+    let s = ((rank << 31) | (seq & 0x7fff_ffff)) as f64;
+    s
+}
+
+/// The largest rank [`waiting_score`] keeps exact.
+pub const MAX_RANK: u64 = (1 << 22) - 1;
+
+/// A new job: the queue's counter `seq` gives it its number (and its id unless it has one);
+/// its record is written only if no record has that id (a job of that id already there is
+/// left as it is: dedupe); its member `ID#0` enters `waiting` scored by `rank`, then seq, or
+/// `delayed` scored `header.due_ms` when `rank` is `None`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Add {
+    pub id: Option<String>,
+    /// The record's header (generation 0); the store sets `seq`.
+    pub header: JobHeader,
+    pub body: Bytes,
+    pub rank: Option<u64>,
+}
+
+/// What an [`Add`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Added {
+    pub id: String,
+    pub seq: u64,
+    /// False: a record of that id was there (nothing was written).
+    pub new: bool,
+}
+
 /// The ack of a leased job: if the record is active under `token`, it is deleted (its header
 /// keeps 0 completed jobs) or becomes completed at `now_ms` under the next generation with
 /// `result` (compact JSON, or empty), and its member leaves `active` (and, completed, enters
@@ -265,11 +309,12 @@ pub struct Claim {
     pub tokens: Vec<String>,
 }
 
-/// One queue step: the ack (if any), then, if there was none or it succeeded, the claim (if
-/// any); atomic as a whole.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One queue step: the adds, then the ack (if any), then, if there was none or it succeeded,
+/// the claim (if any); atomic as a whole.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct QueueStep {
     pub keys: QueueKeys,
+    pub adds: Vec<Add>,
     pub finish: Option<Finish>,
     pub claim: Option<Claim>,
 }
@@ -304,6 +349,8 @@ pub struct Leased {
 /// What a [`QueueStep`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StepOutcome {
+    /// One per add, in order.
+    pub added: Vec<Added>,
     pub finished: Option<Finished>,
     pub leased: Vec<Leased>,
     /// Members the claim moved to `active` whose record did not match (missing, stale member,
@@ -324,6 +371,24 @@ impl Finished {
 impl QueueStep {
     /// Refuses what no backend could carry out.
     pub(crate) fn validate(&self) -> crate::StoreResult<()> {
+        for add in &self.adds {
+            let bad = |what: String| Err(crate::StoreError::Invalid(what));
+            if add.id.as_deref().is_some_and(str::is_empty) {
+                return bad("a job id must not be empty".into());
+            }
+            if add.rank.is_some_and(|r| r > MAX_RANK) {
+                return bad(format!("a job's rank must be at most {MAX_RANK}"));
+            }
+            if add.body.contains(&b'\n') {
+                return bad("a job's body must be compact JSON (no newline)".into());
+            }
+            if add.header.state != JobState::Waiting || add.header.generation != 0 {
+                return bad("a new job is waiting, at generation 0".into());
+            }
+            if add.header.lease_token.is_some() {
+                return bad("a new job has no lease token".into());
+            }
+        }
         if let Some(c) = &self.claim {
             if let Some(bad) = c.tokens.iter().find(|t| !valid_token(t)) {
                 return Err(crate::StoreError::Invalid(format!(
@@ -350,6 +415,7 @@ mod tests {
         JobHeader {
             state: JobState::Active,
             generation: 3,
+            seq: 41,
             due_ms: 1_700_000_000_123,
             attempt: 2,
             stalled: 1,
@@ -385,15 +451,15 @@ mod tests {
     fn other_formats_are_not_records() {
         assert!(decode_job(br#"{"id":"1"}"#).is_none());
         assert!(
-            decode_job(b"J1 w 0 0 0 0 0 - -\n{}\n").is_none(),
+            decode_job(b"J1 w 0 0 0 0 0 0 - -\n{}\n").is_none(),
             "a field short"
         );
         assert!(
-            decode_job(b"J1 x 0 0 0 0 0 - - -\n{}\n").is_none(),
+            decode_job(b"J1 x 0 0 0 0 0 0 - - -\n{}\n").is_none(),
             "bad state"
         );
         assert!(
-            decode_job(b"J1 w 0 0 0 0 0 - - -\n{}").is_none(),
+            decode_job(b"J1 w 0 0 0 0 0 0 - - -\n{}").is_none(),
             "no result line"
         );
     }
@@ -404,6 +470,13 @@ mod tests {
         let mut h = header();
         h.lease_token = Some("a b".into());
         let _ = encode_job(&h, b"{}", b"");
+    }
+
+    #[test]
+    fn waiting_scores_rank_first_then_seq() {
+        assert!(waiting_score(1, 99) < waiting_score(2, 1));
+        assert!(waiting_score(2, 1) < waiting_score(2, 2));
+        assert_eq!(waiting_score(MAX_RANK, 5) as u64, (MAX_RANK << 31) | 5);
     }
 
     #[test]

@@ -130,6 +130,7 @@ impl Queues {
                 result: Bytes::from(super::record::result_bytes(result)),
             }),
             claim,
+            ..QueueStep::default()
         };
         let mut out = self.store.queue_step(&step).await?;
         let acked = match out.finished.take() {
@@ -280,7 +281,7 @@ impl Queues {
                     "job {} in queue {queue}",
                     ack.id
                 ))),
-                Some(v) => super::record::decode(&v.value)
+                Some(v) => super::record::decode(&v.value, &ack.id)
                     .map_err(|e| super::corrupt(keys.job(&ack.id), e))
                     .and_then(|rec| check_lease(&rec, &ack.lease_token).map(|()| (rec, v.version))),
             });

@@ -144,18 +144,21 @@ impl JobRecord {
         self.generation += 1;
     }
 
+    /// Its rank in `waiting`: its priority, and 0 (none) after every prioritised job.
+    #[must_use]
+    pub fn rank(&self) -> u64 {
+        if self.priority == 0 {
+            u64::from(MAX_PRIORITY) + 1
+        } else {
+            u64::from(self.priority)
+        }
+    }
+
     /// The score in `waiting`: priority first (0 sorts after every prioritised job), then the
     /// order of adding. Exact in an f64: priority < 2^22, seq < 2^31.
     #[must_use]
     pub fn waiting_score(&self) -> f64 {
-        let p = if self.priority == 0 {
-            u64::from(MAX_PRIORITY) + 1
-        } else {
-            u64::from(self.priority)
-        };
-        #[allow(clippy::cast_precision_loss)]
-        let s = (p << 31 | (self.seq & 0x7fff_ffff)) as f64;
-        s
+        herd_store::queue::waiting_score(self.rank(), self.seq)
     }
 }
 

@@ -63,6 +63,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use herd_store::queue::{Add, QueueStep};
 use herd_store::{Backend as _, Expect, Store, Txn, TxnOutcome, Written};
 use serde::Serialize;
 use tokio::sync::Notify;
@@ -243,7 +244,7 @@ impl Queues {
         match self.store.get(&key).await? {
             None => Ok(None),
             Some(v) => {
-                let rec = record::decode(&v.value).map_err(|e| corrupt(key, e))?;
+                let rec = record::decode(&v.value, id).map_err(|e| corrupt(key, e))?;
                 Ok(Some((rec, v.version)))
             }
         }
@@ -365,35 +366,7 @@ impl Queues {
             return Ok(Vec::new());
         }
         let keys = Keys::new(queue);
-        let n = i64::try_from(jobs.len()).unwrap_or(i64::MAX);
-        let last = self.store.incr(&keys.set("seq"), n, None).await?;
-        let first = last - n + 1;
-        let now = self.clock.now_ms();
-        let records: Vec<JobRecord> = jobs
-            .into_iter()
-            .zip(first..)
-            .map(|(job, seq)| Self::new_record(job, seq, now))
-            .collect();
-        let mut unique = std::collections::HashSet::new();
-        let all_new = records.iter().all(|r| unique.insert(r.id.as_str()));
-        // The usual batch (distinct ids, none there yet) in one transaction; otherwise, or if
-        // an id exists (dedupe), each job on its own.
-        let joined = all_new
-            && self
-                .commit(
-                    &records
-                        .iter()
-                        .fold(Txn::new(), |t, rec| t.and(Self::add_step(&keys, rec, now))),
-                )
-                .await?;
-        let ids = if joined {
-            records.into_iter().map(|r| r.id).collect()
-        } else {
-            let adds = records
-                .into_iter()
-                .map(|rec| self.add_record(&keys, rec, now));
-            futures_util::future::try_join_all(adds).await?
-        };
+        let ids = self.add_checked(&keys, jobs).await?;
         self.announce(queue, &keys).await;
         Ok(ids)
     }
@@ -404,29 +377,54 @@ impl Queues {
         if let Some(id) = &job.job_id {
             check_job_id(id)?;
         }
-        let keys = Keys::new(queue);
-        // One counter gives both the order of adding and, unless the caller names one, the id.
-        let seq = self.store.incr(&keys.set("seq"), 1, None).await?;
-        self.add_at(&keys, job, seq).await
+        let ids = self.add_checked(&Keys::new(queue), vec![job]).await?;
+        Ok(ids.into_iter().next().unwrap_or_default())
     }
 
-    /// Writes a checked job as number `seq` of its queue.
-    async fn add_at(&self, keys: &Keys, job: NewJob, seq: i64) -> ServiceResult<String> {
+    /// Adds checked jobs in one store step: the queue's counter gives each its number (the
+    /// order of adding, and the id unless the job names one), and each record is written with
+    /// its member only if its id is free. A job whose id is taken is left as it is (dedupe);
+    /// its member is put back if a crashed older herd left it without one.
+    async fn add_checked(&self, keys: &Keys, jobs: Vec<NewJob>) -> ServiceResult<Vec<String>> {
         let now = self.clock.now_ms();
-        self.add_record(keys, Self::new_record(job, seq, now), now)
-            .await
+        let adds = jobs
+            .into_iter()
+            .map(|job| {
+                let id = job.job_id.clone();
+                let rec = Self::new_record(job, now);
+                Add {
+                    id,
+                    header: record::header(&rec),
+                    body: record::body(&rec),
+                    rank: (rec.due_ms <= now).then(|| rec.rank()),
+                }
+            })
+            .collect();
+        let step = QueueStep {
+            keys: keys.clone(),
+            adds,
+            ..QueueStep::default()
+        };
+        let out = self.store.queue_step(&step).await?;
+        for taken in out.added.iter().filter(|a| !a.new) {
+            if let Some((existing, _)) = self.read(keys, &taken.id).await? {
+                self.repair(keys, &existing, now).await?;
+            }
+        }
+        Ok(out.added.into_iter().map(|a| a.id).collect())
     }
 
-    /// The record of a new job, number `seq` of its queue.
-    fn new_record(job: NewJob, seq: i64, now: i64) -> JobRecord {
+    /// The record of a new job, before the store gives it its number (`seq`, and the id
+    /// unless the job names one).
+    fn new_record(job: NewJob, now: i64) -> JobRecord {
         JobRecord {
-            id: job.job_id.unwrap_or_else(|| seq.to_string()),
+            id: job.job_id.unwrap_or_default(),
             name: job.name,
             data: job.data,
             attempts: job.attempts.max(1),
             backoff: job.backoff,
             priority: job.priority,
-            seq: u64::try_from(seq).unwrap_or(0),
+            seq: 0,
             keep_completed: job.keep_completed,
             keep_failed: job.keep_failed,
             state: State::Waiting,
@@ -442,27 +440,6 @@ impl Queues {
             errors: Vec::new(),
             result: None,
         }
-    }
-
-    /// The transaction that adds a new record: only if its id is free, with its member.
-    fn add_step(keys: &Keys, rec: &JobRecord, now: i64) -> Txn {
-        let (set, s) = Self::place(keys, rec, now);
-        Txn::new()
-            .check(keys.job(&rec.id), Expect::Absent)
-            .put(keys.job(&rec.id), encode(rec), None)
-            .zadd(set, vec![(rec.member(), s)])
-    }
-
-    /// Adds a new record; an existing id is returned as it is (dedupe).
-    async fn add_record(&self, keys: &Keys, rec: JobRecord, now: i64) -> ServiceResult<String> {
-        if !self.commit(&Self::add_step(keys, &rec, now)).await? {
-            // Dedupe (and repair of a record whose member is missing, which only a crashed
-            // older version could leave behind).
-            if let Some((existing, _)) = self.read(keys, &rec.id).await? {
-                self.repair(keys, &existing, now).await?;
-            }
-        }
-        Ok(rec.id)
     }
 
     /// A job's record.

@@ -14,14 +14,12 @@ use super::reserve::Reserved;
 /// The body as written (borrowed from the record).
 #[derive(Serialize)]
 struct BodyOut<'a> {
-    id: &'a str,
     name: &'a str,
     data: &'a Value,
     attempts: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     backoff: Option<&'a Backoff>,
     priority: u32,
-    seq: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     keep_failed: Option<u64>,
     added_ms: i64,
@@ -34,14 +32,12 @@ struct BodyOut<'a> {
 /// The body as read.
 #[derive(Deserialize)]
 struct BodyIn {
-    id: String,
     name: String,
     data: Value,
     attempts: u32,
     #[serde(default)]
     backoff: Option<Backoff>,
     priority: u32,
-    seq: u64,
     #[serde(default)]
     keep_failed: Option<u64>,
     added_ms: i64,
@@ -76,11 +72,12 @@ pub(crate) fn from_store(s: JobState) -> State {
     }
 }
 
-/// The record as stored.
-pub(crate) fn encode(rec: &JobRecord) -> Bytes {
-    let header = JobHeader {
+/// The record's header (what the store reads and rewrites).
+pub(crate) fn header(rec: &JobRecord) -> JobHeader {
+    JobHeader {
         state: to_store(rec.state),
         generation: rec.generation,
+        seq: rec.seq,
         due_ms: rec.due_ms,
         attempt: rec.attempt,
         stalled: rec.stalled,
@@ -88,24 +85,30 @@ pub(crate) fn encode(rec: &JobRecord) -> Bytes {
         finished_ms: rec.finished_ms,
         keep_completed: rec.keep_completed,
         lease_token: rec.lease_token.clone(),
-    };
+    }
+}
+
+/// The record's body: the job's JSON without what the header and the key hold.
+pub(crate) fn body(rec: &JobRecord) -> Bytes {
     let body = BodyOut {
-        id: &rec.id,
         name: &rec.name,
         data: &rec.data,
         attempts: rec.attempts,
         backoff: rec.backoff.as_ref(),
         priority: rec.priority,
-        seq: rec.seq,
         keep_failed: rec.keep_failed,
         added_ms: rec.added_ms,
         failed_reason: rec.failed_reason.as_deref(),
         errors: &rec.errors,
     };
     // Serialising a `Value` and plain fields cannot fail.
-    let body = serde_json::to_vec(&body).unwrap_or_default();
+    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+}
+
+/// The record as stored.
+pub(crate) fn encode(rec: &JobRecord) -> Bytes {
     let result = result_bytes(rec.result.as_ref());
-    Bytes::from(encode_job(&header, &body, &result))
+    Bytes::from(encode_job(&header(rec), &body(rec), &result))
 }
 
 /// An ack's result as the store keeps it (compact JSON; empty for none).
@@ -115,8 +118,8 @@ pub(crate) fn result_bytes(result: Option<&Value>) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-/// A stored record (either format).
-pub(crate) fn decode(raw: &[u8]) -> Result<JobRecord, String> {
+/// The stored record of job `id` (either format).
+pub(crate) fn decode(raw: &[u8], id: &str) -> Result<JobRecord, String> {
     let Some(parts) = decode_job(raw) else {
         return serde_json::from_slice(raw).map_err(|e| e.to_string());
     };
@@ -128,13 +131,13 @@ pub(crate) fn decode(raw: &[u8]) -> Result<JobRecord, String> {
     };
     let h = parts.header;
     Ok(JobRecord {
-        id: b.id,
+        id: id.to_owned(),
         name: b.name,
         data: b.data,
         attempts: b.attempts,
         backoff: b.backoff,
         priority: b.priority,
-        seq: b.seq,
+        seq: h.seq,
         keep_completed: h.keep_completed,
         keep_failed: b.keep_failed,
         state: from_store(h.state),
@@ -203,7 +206,7 @@ mod tests {
     #[test]
     fn records_round_trip_through_the_store_format() {
         let rec = record();
-        assert_eq!(decode(&encode(&rec)).unwrap(), rec);
+        assert_eq!(decode(&encode(&rec), &rec.id).unwrap(), rec);
         let bare = JobRecord {
             backoff: None,
             keep_completed: None,
@@ -214,14 +217,14 @@ mod tests {
             state: State::Waiting,
             ..record()
         };
-        assert_eq!(decode(&encode(&bare)).unwrap(), bare);
+        assert_eq!(decode(&encode(&bare), &bare.id).unwrap(), bare);
     }
 
     #[test]
     fn records_of_an_older_herd_still_read() {
         let rec = record();
         let old = serde_json::to_vec(&rec).unwrap();
-        assert_eq!(decode(&old).unwrap(), rec);
-        assert!(decode(b"J1 nonsense").is_err());
+        assert_eq!(decode(&old, &rec.id).unwrap(), rec);
+        assert!(decode(b"J1 nonsense", "x").is_err());
     }
 }

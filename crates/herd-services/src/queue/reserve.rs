@@ -277,8 +277,8 @@ impl Queues {
         if plain(&settings) {
             let step = QueueStep {
                 keys: keys.clone(),
-                finish: None,
                 claim: Some(claim_of(max, deadline)),
+                ..QueueStep::default()
             };
             let out = self.store.queue_step(&step).await?;
             return self
@@ -351,8 +351,8 @@ impl Queues {
             .zip(records)
             .map(|(member, found)| {
                 let v = found?;
-                member_id(member)?;
-                let rec = super::record::decode(&v.value).ok()?;
+                let id = member_id(member)?;
+                let rec = super::record::decode(&v.value, id).ok()?;
                 (rec.state == State::Waiting && rec.member() == *member).then_some((rec, v.version))
             })
             .collect();

@@ -93,7 +93,7 @@ pub(super) enum Reply {
 pub(super) struct Tables<'t> {
     pub(super) kv: Table<'t, &'static str, &'static [u8]>,
     exp: Table<'t, (u64, &'static str), ()>,
-    zs: Table<'t, (&'static str, &'static str), u64>,
+    pub(super) zs: Table<'t, (&'static str, &'static str), u64>,
     pub(super) zo: Table<'t, (&'static str, u64, &'static str), ()>,
 }
 
@@ -510,7 +510,7 @@ fn txn_writes(t: &mut Tables<'_>, txn: &Txn, now: u64) -> StoreResult<()> {
 }
 
 /// The counter at `key` (absent or expired: 0) with its raw entry.
-fn counter(t: &Tables<'_>, key: &str, now: u64) -> StoreResult<(Option<Entry>, i64)> {
+pub(super) fn counter(t: &Tables<'_>, key: &str, now: u64) -> StoreResult<(Option<Entry>, i64)> {
     no_zset(t, key, "counter")?;
     let raw = raw_entry(&t.kv, key)?;
     let n = match raw.as_ref().filter(|e| !e.expired(now)) {

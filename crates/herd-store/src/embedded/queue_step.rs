@@ -3,11 +3,13 @@
 
 use bytes::Bytes;
 
-use super::ops::{live_value, no_plain, value_slot, write_value, Reply, Tables};
-use super::read::{live_entry, zrange};
+use super::ops::{
+    apply, counter, live_value, no_plain, value_slot, write_value, Op, Reply, Tables,
+};
+use super::read::{live_entry, raw_entry, zrange, zset_exists};
 use crate::queue::{
-    decode_job, encode_job, member, parse_member, Finish, Finished, JobHeader, JobState, Leased,
-    QueueKeys, QueueStep, StepOutcome,
+    decode_job, encode_job, member, parse_member, waiting_score, Add, Added, Finish, Finished,
+    JobHeader, JobState, Leased, QueueKeys, QueueStep, StepOutcome,
 };
 use crate::StoreResult;
 
@@ -21,13 +23,24 @@ fn score(ms: i64) -> f64 {
 pub(super) fn apply_step(t: &mut Tables<'_>, step: &QueueStep, now: u64) -> StoreResult<Reply> {
     let keys = &step.keys;
     // Every refusal before the first write.
-    for set in [keys.waiting(), keys.active(), keys.completed()] {
+    for set in [
+        keys.waiting(),
+        keys.active(),
+        keys.completed(),
+        keys.delayed(),
+    ] {
         no_plain(t, &set, now)?;
+    }
+    if !step.adds.is_empty() {
+        counter(t, &keys.set("seq"), now)?;
     }
     if let Some(f) = &step.finish {
         value_slot(t, &keys.job(&f.id), now)?;
     }
-    let mut out = StepOutcome::default();
+    let mut out = StepOutcome {
+        added: add(t, keys, &step.adds, now)?,
+        ..StepOutcome::default()
+    };
     if let Some(f) = &step.finish {
         let finished = finish(t, keys, f, now)?;
         let done = finished.done();
@@ -59,6 +72,50 @@ pub(super) fn apply_step(t: &mut Tables<'_>, step: &QueueStep, now: u64) -> Stor
         }
     }
     Ok(Reply::Step(out))
+}
+
+/// The adds of a step (their checks are done).
+fn add(t: &mut Tables<'_>, keys: &QueueKeys, adds: &[Add], now: u64) -> StoreResult<Vec<Added>> {
+    if adds.is_empty() {
+        return Ok(Vec::new());
+    }
+    let n = i64::try_from(adds.len()).unwrap_or(i64::MAX);
+    let incr = Op::Incr {
+        key: keys.set("seq"),
+        by: n,
+        ttl_ms: None,
+    };
+    let Reply::Int(last) = apply(t, &incr, now)? else {
+        unreachable!("an incr answers a number")
+    };
+    let mut out = Vec::with_capacity(adds.len());
+    for (a, seq) in adds.iter().zip(last - n + 1..) {
+        let seq = u64::try_from(seq).unwrap_or(0);
+        let id = a.id.clone().unwrap_or_else(|| seq.to_string());
+        let key = keys.job(&id);
+        // Whatever the key holds (a record, or anything else) counts as taken.
+        let taken = live_entry(&t.kv, &key, now)?.is_some() || zset_exists(&t.zs, &key)?;
+        if !taken {
+            let header = JobHeader {
+                seq,
+                ..a.header.clone()
+            };
+            let payload = Bytes::from(encode_job(&header, &a.body, b""));
+            let raw = raw_entry(&t.kv, &key)?;
+            write_value(t, &key, &payload, None, raw, None, now)?;
+            let m = member(&id, 0);
+            match a.rank {
+                Some(rank) => t.zset_insert(&keys.waiting(), &m, waiting_score(rank, seq))?,
+                None => t.zset_insert(&keys.delayed(), &m, score(header.due_ms))?,
+            }
+        }
+        out.push(Added {
+            id,
+            seq,
+            new: !taken,
+        });
+    }
+    Ok(out)
 }
 
 fn finish(t: &mut Tables<'_>, keys: &QueueKeys, f: &Finish, now: u64) -> StoreResult<Finished> {

@@ -26,7 +26,7 @@ use self::codec::{decode, map_err, parse_score, redact, same_slot, score_arg};
 use self::conn::Conn;
 use self::health::Health;
 use crate::hub::Hub;
-use crate::queue::{Finished, JobState, Leased, QueueStep, StepOutcome};
+use crate::queue::{header_halves, Added, Finished, JobState, Leased, QueueStep, StepOutcome};
 use crate::{
     args, Backend, Expect, Gcra, GcraDecision, StoreError, StoreResult, StoreStatus, Subscription,
     Txn, TxnOp, TxnOutcome, Versioned, Written,
@@ -453,7 +453,14 @@ impl Backend for RedisStore {
     async fn queue_step(&self, step: &QueueStep) -> StoreResult<StepOutcome> {
         step.validate()?;
         let k = &step.keys;
-        let mut keys = vec![k.waiting(), k.active(), k.completed(), k.paused()];
+        let mut keys = vec![
+            k.waiting(),
+            k.active(),
+            k.completed(),
+            k.paused(),
+            k.delayed(),
+            k.set("seq"),
+        ];
         if let Some(f) = &step.finish {
             keys.push(k.job(&f.id));
         }
@@ -483,8 +490,26 @@ impl Backend for RedisStore {
                 inv.arg(0).arg(0);
             }
         }
-        let (fin, detail, flat, others, paused): (String, String, Vec<Vec<u8>>, Vec<String>, i64) =
-            self.run(&keys[0], self.inner.conn.eval(&inv)).await?;
+        inv.arg(step.adds.len());
+        for a in &step.adds {
+            let (before, after) = header_halves(&a.header);
+            let place = a.rank.map_or_else(|| "d".to_owned(), |r| format!("w{r}"));
+            inv.arg(a.id.as_deref().unwrap_or(""))
+                .arg(place)
+                .arg(a.header.due_ms)
+                .arg(before)
+                .arg(after)
+                .arg(a.body.as_ref());
+        }
+        #[allow(clippy::type_complexity)]
+        let (flat_added, fin, detail, flat, others, paused): (
+            Vec<Vec<u8>>,
+            String,
+            String,
+            Vec<Vec<u8>>,
+            Vec<String>,
+            i64,
+        ) = self.run(&keys[0], self.inner.conn.eval(&inv)).await?;
         let backend = self.inner.backend;
         let bad = |what: &str| StoreError::Backend {
             backend,
@@ -522,7 +547,17 @@ impl Backend for RedisStore {
                 body: Bytes::from(body),
             });
         }
+        let mut added = Vec::with_capacity(flat_added.len() / 3);
+        let mut it = flat_added.into_iter();
+        while let (Some(id), Some(seq), Some(new)) = (it.next(), it.next(), it.next()) {
+            added.push(Added {
+                id: text(id)?,
+                seq: text(seq)?.parse().map_err(|_| bad("a bad seq"))?,
+                new: new == b"1",
+            });
+        }
         Ok(StepOutcome {
+            added,
             finished,
             leased,
             others,

@@ -238,13 +238,17 @@ return {1, 0, 0}
     )
 });
 
-/// A queue step (`crate::queue`): an ack, then the lease of waiting jobs. KEYS: waiting, active,
-/// completed, paused, and the acked job's record when there is an ack. ARGV: the records' key
-/// prefix; `1`/`0` (an ack or not), its id, token, time ms and result; the number of jobs to
-/// lease, their deadline ms and one token each. Returns {ack outcome (none, completed,
-/// deleted, missing, lease, legacy), its detail (keep, or the state), flat [id, attempt, token,
-/// body] per leased job, members moved but not leased, 1 when paused}. The record keys of the
-/// leased jobs are not in KEYS; they share the queue's hash tag, so they are in its slot.
+/// A queue step (`crate::queue`): adds, an ack, then the lease of waiting jobs. KEYS: waiting,
+/// active, completed, paused, delayed, seq, and the acked job's record when there is an ack.
+/// ARGV: the records' key prefix; `1`/`0` (an ack or not), its id, token, time ms and result;
+/// the number of jobs to lease, their deadline ms and one token each; then the number of adds
+/// and per add: its id (empty: the seq), `w` rank or `d`, due ms, the header's fields before
+/// seq, those after, the body. Returns {flat [id, seq, 1|0] per add, ack outcome (none,
+/// completed, deleted, missing, lease, legacy), its detail (keep, or the state), flat [id,
+/// attempt, token, body] per leased job, members moved but not leased, 1 when paused}.
+/// Header fields: 1 state, 2 generation, 3 seq, 4 due, 5 attempt, 6 stalled, 7 lease until,
+/// 8 finished, 9 keep, 10 token. The record keys of the added and leased jobs are not in KEYS;
+/// they share the queue's hash tag, so they are in its slot.
 pub(super) static QUEUE_STEP: LazyLock<Script> = LazyLock::new(|| {
     with_prelude(
         r"
@@ -254,7 +258,7 @@ local function hdr(p)
   if not nl then return nil end
   local h = {}
   for w in string.gmatch(string.sub(p, 4, nl - 1), '[^ ]+') do h[#h + 1] = w end
-  if #h ~= 9 then return nil end
+  if #h ~= 10 then return nil end
   local nl2 = string.find(p, '\n', nl + 1, true)
   if not nl2 then return nil end
   return h, string.sub(p, nl + 1, nl2 - 1), string.sub(p, nl2 + 1)
@@ -262,45 +266,83 @@ end
 local function record(v, h, body, result)
   return enc(v + 1, 'J1 ' .. table.concat(h, ' ') .. '\n' .. body .. '\n' .. result)
 end
-for i = 1, 3 do
+for _, i in ipairs({1, 2, 3, 5}) do
   local t = redis.call('TYPE', KEYS[i]).ok
   if t ~= 'zset' and t ~= 'none' then return wrongtype() end
 end
+local n = tonumber(ARGV[7])
+local ai = 9 + n
+local adds = tonumber(ARGV[ai])
+ai = ai + 1
+if adds > 0 then
+  local t = redis.call('TYPE', KEYS[6]).ok
+  if t ~= 'string' and t ~= 'none' then return wrongtype() end
+  local c = redis.call('GET', KEYS[6])
+  if c and not tonumber(c) then return wrongtype() end
+end
+if ARGV[2] == '1' then
+  local t = redis.call('TYPE', KEYS[7]).ok
+  if t ~= 'string' and t ~= 'none' then return wrongtype() end
+  local cur = redis.call('GET', KEYS[7])
+  if cur and not ver(cur) then return wrongtype() end
+end
+local added = {}
+if adds > 0 then
+  local last = redis.call('INCRBY', KEYS[6], adds)
+  for i = 1, adds do
+    local seq = string.format('%d', last - adds + i)
+    local id = ARGV[ai]
+    if id == '' then id = seq end
+    local key = ARGV[1] .. id
+    local new = '0'
+    if redis.call('EXISTS', key) == 0 then
+      new = '1'
+      redis.call('SET', key, enc(1, 'J1 ' .. ARGV[ai + 3] .. ' ' .. seq .. ' ' .. ARGV[ai + 4] .. '\n' .. ARGV[ai + 5] .. '\n'))
+      if ARGV[ai + 1] == 'd' then
+        redis.call('ZADD', KEYS[5], ARGV[ai + 2], id .. '#0')
+      else
+        local rank = tonumber(string.sub(ARGV[ai + 1], 2))
+        local score = rank * 2147483648 + (tonumber(seq) % 2147483648)
+        redis.call('ZADD', KEYS[1], string.format('%d', score), id .. '#0')
+      end
+    end
+    added[#added + 1] = id
+    added[#added + 1] = seq
+    added[#added + 1] = new
+    ai = ai + 6
+  end
+end
 local fin, detail = 'none', ''
 if ARGV[2] == '1' then
-  local key = KEYS[5]
-  local t = redis.call('TYPE', key).ok
-  if t ~= 'string' and t ~= 'none' then return wrongtype() end
+  local key = KEYS[7]
   local cur = redis.call('GET', key)
   if not cur then
     fin = 'missing'
   else
     local v = ver(cur)
-    if not v then return wrongtype() end
     local h, body = hdr(string.sub(cur, 10))
     if not h then
       fin = 'legacy'
-    elseif h[1] ~= 'a' or h[9] ~= ARGV[4] then
+    elseif h[1] ~= 'a' or h[10] ~= ARGV[4] then
       fin, detail = 'lease', h[1]
     else
       local old = ARGV[3] .. '#' .. h[2]
-      if h[8] == '0' then
+      if h[9] == '0' then
         redis.call('DEL', key)
         fin = 'deleted'
       else
         local gen = string.format('%d', tonumber(h[2]) + 1)
-        h[1], h[2], h[7], h[9] = 'c', gen, ARGV[5], '-'
+        h[1], h[2], h[8], h[10] = 'c', gen, ARGV[5], '-'
         redis.call('SET', key, record(v, h, body, ARGV[6]))
         redis.call('ZADD', KEYS[3], ARGV[5], ARGV[3] .. '#' .. gen)
-        fin, detail = 'completed', h[8]
+        fin, detail = 'completed', h[9]
       end
       redis.call('ZREM', KEYS[2], old)
     end
   end
-  if fin ~= 'completed' and fin ~= 'deleted' then return {fin, detail, {}, {}, 0} end
+  if fin ~= 'completed' and fin ~= 'deleted' then return {added, fin, detail, {}, {}, 0} end
 end
 local leased, others, paused = {}, {}, 0
-local n = tonumber(ARGV[7])
 if n > 0 then
   if redis.call('EXISTS', KEYS[4]) == 1 then
     paused = 1
@@ -321,10 +363,10 @@ if n > 0 then
             local h, body, result = hdr(string.sub(cur, 10))
             if h and h[1] == 'w' and h[2] == gen then
               local token = ARGV[8 + i]
-              h[1], h[4], h[6], h[9] = 'a', string.format('%d', tonumber(h[4]) + 1), ARGV[8], token
+              h[1], h[5], h[7], h[10] = 'a', string.format('%d', tonumber(h[5]) + 1), ARGV[8], token
               redis.call('SET', key, record(v, h, body, result))
               leased[#leased + 1] = id
-              leased[#leased + 1] = h[4]
+              leased[#leased + 1] = h[5]
               leased[#leased + 1] = token
               leased[#leased + 1] = body
               ok = true
@@ -336,7 +378,7 @@ if n > 0 then
     end
   end
 end
-return {fin, detail, leased, others, paused}
+return {added, fin, detail, leased, others, paused}
 ",
     )
 });

@@ -48,6 +48,8 @@ pub async fn run_all(store: &Store, p: &str) {
     case!(unreliable_knobs);
     eprintln!("[{p}] case queue_steps");
     super::queue_cases::queue_steps(store, p).await;
+    eprintln!("[{p}] case queue_adds");
+    super::queue_cases::queue_adds(store, p).await;
 }
 
 async fn versions_and_cas(s: &Store, p: &str) {

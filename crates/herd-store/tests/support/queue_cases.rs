@@ -2,7 +2,8 @@
 
 use bytes::Bytes;
 use herd_store::queue::{
-    decode_job, encode_job, Claim, Finish, Finished, JobHeader, JobState, QueueKeys, QueueStep,
+    decode_job, encode_job, waiting_score, Add, Added, Claim, Finish, Finished, JobHeader,
+    JobState, QueueKeys, QueueStep,
 };
 use herd_store::{Backend, Expect, Store, StoreError};
 
@@ -13,6 +14,7 @@ fn waiting(generation: u64, keep: Option<u64>) -> JobHeader {
     JobHeader {
         state: JobState::Waiting,
         generation,
+        seq: 0,
         due_ms: 5,
         attempt: 0,
         stalled: 0,
@@ -58,6 +60,7 @@ pub async fn queue_steps(s: &Store, p: &str) {
     let q = QueueKeys::new(&format!("{p}-qstep"));
     let step = |finish, claim| QueueStep {
         keys: q.clone(),
+        adds: Vec::new(),
         finish,
         claim,
     };
@@ -208,11 +211,113 @@ pub async fn queue_steps(s: &Store, p: &str) {
     let err = s
         .queue_step(&QueueStep {
             keys: bad,
-            finish: None,
             claim: claim(&["t"]),
+            ..QueueStep::default()
         })
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::WrongType { .. }), "{err:?}");
     assert_eq!(s.zcard(&q.waiting()).await.unwrap(), 1, "j5 still waits");
+}
+
+pub async fn queue_adds(s: &Store, p: &str) {
+    let q = QueueKeys::new(&format!("{p}-qadd"));
+    let new = |id: Option<&str>, rank: Option<u64>, due_ms: i64| Add {
+        id: id.map(str::to_owned),
+        header: JobHeader {
+            due_ms,
+            ..waiting(0, Some(0))
+        },
+        body: Bytes::from_static(br#"{"name":"n","data":[1]}"#),
+        rank,
+    };
+    let adds = |adds: Vec<Add>| QueueStep {
+        keys: q.clone(),
+        adds,
+        ..QueueStep::default()
+    };
+    let out = s
+        .queue_step(&adds(vec![
+            new(None, Some(7), 0),
+            new(Some("mine 1"), Some(2), 0),
+            new(None, None, DEADLINE),
+        ]))
+        .await
+        .unwrap();
+    let added = |id: &str, seq: u64, new: bool| Added {
+        id: id.to_owned(),
+        seq,
+        new,
+    };
+    assert_eq!(
+        out.added,
+        vec![
+            added("1", 1, true),
+            added("mine 1", 2, true),
+            added("3", 3, true)
+        ]
+    );
+    assert_eq!(
+        s.zscore(&q.waiting(), "1#0").await.unwrap(),
+        Some(waiting_score(7, 1))
+    );
+    assert_eq!(
+        s.zscore(&q.waiting(), "mine 1#0").await.unwrap(),
+        Some(waiting_score(2, 2))
+    );
+    assert_eq!(
+        s.zscore(&q.delayed(), "3#0").await.unwrap(),
+        Some(DEADLINE as f64)
+    );
+    let v = s.get(&q.job("mine 1")).await.unwrap().unwrap();
+    assert_eq!(v.version, 1);
+    let parts = decode_job(&v.value).unwrap();
+    assert_eq!(parts.header.seq, 2);
+    assert_eq!(parts.header.keep_completed, Some(0));
+    assert_eq!(parts.body, br#"{"name":"n","data":[1]}"#);
+    // The queue's counter moved by three: the next add is number 4. A taken id is left alone.
+    let out = s
+        .queue_step(&adds(vec![
+            new(Some("mine 1"), Some(1), 0),
+            new(None, Some(1), 0),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.added,
+        vec![added("mine 1", 4, false), added("5", 5, true)]
+    );
+    assert_eq!(s.get(&q.job("mine 1")).await.unwrap().unwrap().version, 1);
+    assert_eq!(s.zcard(&q.waiting()).await.unwrap(), 3);
+    // Adds lease in rank order, then by seq.
+    let out = s
+        .queue_step(&QueueStep {
+            keys: q.clone(),
+            claim: claim(&["a", "b", "c"]),
+            ..QueueStep::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = out.leased.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids, ["5", "mine 1", "1"]);
+    // Bad adds are refused before anything is written.
+    let mut leased = new(None, Some(1), 0);
+    leased.header.lease_token = Some("t".into());
+    for bad in [
+        new(Some(""), Some(1), 0),
+        new(None, Some(1 << 22), 0),
+        leased,
+    ] {
+        let err = s.queue_step(&adds(vec![bad])).await.unwrap_err();
+        assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+    }
+    s.delete(&q.set("seq"), Expect::Any).await.unwrap();
+    s.put(&q.set("seq"), Bytes::from_static(b"x"), Expect::Any, None)
+        .await
+        .unwrap();
+    let err = s
+        .queue_step(&adds(vec![new(None, Some(1), 0)]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::WrongType { .. }), "{err:?}");
 }
