@@ -159,9 +159,11 @@ impl Queues {
     }
 
     /// Acks a leased job, then leases up to `max` more without waiting (BullMQ's
-    /// `moveToFinished` fetching the next job): a worker's steady state is one call per job.
-    /// The reserve's pause check runs beside the ack's lease check; the reserve's
-    /// housekeeping and lease follow the ack's commit (its clean-up runs beside them).
+    /// `moveToFinished` fetching the next job): a worker's steady state is one call per job,
+    /// and, on a queue without a rate limit or concurrency cap, one store call (a queue step:
+    /// the ack, then the lease). A record of an older herd, or a capped queue, takes the
+    /// general path: the lease check and the pause check side by side, the ack's commit, then
+    /// the reserve's housekeeping and lease (the ack's clean-up runs beside them).
     ///
     /// # Errors
     /// As [`Queues::ack`] (nothing is reserved then) and [`Queues::reserve`].

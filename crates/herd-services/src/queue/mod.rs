@@ -14,25 +14,34 @@
 //! All keys of queue `N` share the hash tag `{q:N}` (one Redis Cluster slot): the record
 //! `herd:{q:N}:job:ID` (KV, versioned) and ordered sets `waiting` (score = priority·2^31 +
 //! seq), `delayed` (due ms), `active` (lease deadline ms), `completed` and `failed` (finish
-//! ms). Set members are `ID#GEN`; the record names the current member.
+//! ms). Set members are `ID#GEN`; the record names the current member. The record is in the
+//! store's job format (`herd_store::queue`, see `record`): a header line the store itself
+//! rewrites in a queue step, then the job's JSON, then the ack's result.
 //!
 //! # At-least-once: no accepted job is lost, whatever store call the process dies after
-//! Every transition a caller asks for (add, ack, fail, extend, dead-letter retry and delete)
-//! is one store transaction ([`herd_store::Txn`]): the record's compare-and-swap on its
-//! version, its new member's `zadd` and its old member's `zrem` commit together or not at all,
-//! so a crash leaves the job either where it was or where it went. Three steps still take
+//! Every transition a caller asks for (add, reserve, ack, fail, extend, dead-letter retry and
+//! delete) is one atomic store call: a queue step ([`herd_store::Backend::queue_step`]) for
+//! add, reserve and ack, a transaction ([`herd_store::Txn`]) for the rest (the record's
+//! compare-and-swap on its version, its new member's `zadd` and its old member's `zrem`).
+//! So a crash leaves the job either where it was or where it went. Three paths still take
 //! several calls, each safe because whoever reads a member next repairs a half-done move (see
-//! below): the reserve, promotion of due delayed jobs and stalled recovery (record, then new
-//! member, then removal of the old one).
+//! below): the reserve of a queue with a rate limit or concurrency cap, promotion of due
+//! delayed jobs and stalled recovery (record, then new member, then removal of the old one).
 //!
-//! - **add**: one counter `incr` (the order of adding, and the id unless `job_id` names one),
-//!   then one transaction: record (`Absent`) and member. A retried add with the same
-//!   `job_id` finds the record and returns its id (dedupe).
-//! - **reserve**: `zmove(waiting → active)` moves members atomically (a job is never in
-//!   neither set), then each record becomes `active` with a lease token. Dying in between
-//!   leaves a member in `active` whose record still says `waiting`: when its lease deadline
-//!   passes, stalled recovery puts it back in `waiting` (a re-delivery, never a loss).
-//! - **ack / fail / extend / retry of a dead letter**: one transaction each, and only while
+//! - **add** (one job or a bulk): one queue step numbers the jobs with the queue's counter
+//!   (the order of adding, and the id unless `job_id` names one) and writes each record whose
+//!   id is free with its member. A retried add with the same `job_id` finds the record and
+//!   returns its id (dedupe).
+//! - **reserve**: one queue step moves the members waiting → active and leases each record
+//!   that is waiting and names its member; a member it cannot lease (stale, or a record of an
+//!   older herd) stays in `active` and goes through `claim`, as a plain move would leave it.
+//!   With a rate limit or concurrency cap: `zmove(waiting → active)`, then the records are
+//!   leased by compare-and-swap; dying in between leaves a member in `active` whose record
+//!   still says `waiting`, and when its lease deadline passes stalled recovery puts it back
+//!   in `waiting` (a re-delivery, never a loss).
+//! - **ack** (with or without leasing the next jobs): one queue step, only while the record
+//!   is active under the caller's lease token.
+//! - **fail / extend / retry of a dead letter**: one transaction each, and only while
 //!   the record is at the version the caller read (a lost race retries from the read). A
 //!   transition that re-enters a set takes a new generation (a new member name), so a member
 //!   left behind by an older herd (whose transitions were separate calls) can be told from the
@@ -40,6 +49,7 @@
 //!   promotion, stalled recovery) re-adds the record's member where its state says and drops
 //!   the stale one.
 //! - **ack with `remove_on_complete`** deletes the record and its member together.
+//! - **an ack of a record of an older herd** (whole-record JSON) is a transaction as above.
 //! - **promotion** of due delayed jobs keeps the member (`zadd waiting`, `zrem delayed`): a
 //!   job re-enters `delayed` only under a new generation, so the `zrem` is safe; a duplicate
 //!   in `waiting` is caught by the reserve's record check.
