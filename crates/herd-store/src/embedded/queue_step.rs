@@ -22,14 +22,23 @@ fn score(ms: i64) -> f64 {
 /// come from the caller).
 pub(super) fn apply_step(t: &mut Tables<'_>, step: &QueueStep, now: u64) -> StoreResult<Reply> {
     let keys = &step.keys;
-    // Every refusal before the first write.
-    for set in [
-        keys.waiting(),
-        keys.active(),
-        keys.completed(),
-        keys.delayed(),
-    ] {
-        no_plain(t, &set, now)?;
+    // Every refusal before the first write: the sets this step writes (as the Redis script
+    // checks them), the queue's counter, the acked record.
+    let mut sets = Vec::new();
+    if step.adds.iter().any(|a| a.rank.is_some()) || step.claim.is_some() {
+        sets.push(keys.waiting());
+    }
+    if step.adds.iter().any(|a| a.rank.is_none()) {
+        sets.push(keys.delayed());
+    }
+    if step.finish.is_some() || step.claim.is_some() {
+        sets.push(keys.active());
+    }
+    if step.finish.is_some() {
+        sets.push(keys.completed());
+    }
+    for set in &sets {
+        no_plain(t, set, now)?;
     }
     if !step.adds.is_empty() {
         counter(t, &keys.set("seq"), now)?;

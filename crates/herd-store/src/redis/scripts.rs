@@ -266,25 +266,27 @@ end
 local function record(v, h, body, result)
   return enc(v + 1, 'J1 ' .. table.concat(h, ' ') .. '\n' .. body .. '\n' .. result)
 end
-for _, i in ipairs({1, 2, 3, 5}) do
-  local t = redis.call('TYPE', KEYS[i]).ok
-  if t ~= 'zset' and t ~= 'none' then return wrongtype() end
-end
 local n = tonumber(ARGV[7])
 local ai = 9 + n
 local adds = tonumber(ARGV[ai])
 ai = ai + 1
-if adds > 0 then
-  local t = redis.call('TYPE', KEYS[6]).ok
-  if t ~= 'string' and t ~= 'none' then return wrongtype() end
-  local c = redis.call('GET', KEYS[6])
-  if c and not tonumber(c) then return wrongtype() end
+-- Every refusal before the first write, with as few calls as that takes (each redis.call
+-- costs more than the command itself): the types of the sets this step writes; the acked
+-- record, read once; a seq of another kind fails its INCRBY, the first write.
+local sets = {}
+for i = 0, adds - 1 do
+  if ARGV[ai + 6 * i + 1] == 'd' then sets[5] = true else sets[1] = true end
 end
+if ARGV[2] == '1' then sets[2] = true; sets[3] = true end
+if n > 0 then sets[1] = true; sets[2] = true end
+for i, _ in pairs(sets) do
+  local t = redis.call('TYPE', KEYS[i]).ok
+  if t ~= 'zset' and t ~= 'none' then return wrongtype() end
+end
+local cur = false
 if ARGV[2] == '1' then
-  local t = redis.call('TYPE', KEYS[7]).ok
-  if t ~= 'string' and t ~= 'none' then return wrongtype() end
-  local cur = redis.call('GET', KEYS[7])
-  if cur and not ver(cur) then return wrongtype() end
+  cur = redis.pcall('GET', KEYS[7])
+  if type(cur) == 'table' or (cur and not ver(cur)) then return wrongtype() end
 end
 local added = {}
 if adds > 0 then
@@ -293,11 +295,10 @@ if adds > 0 then
     local seq = string.format('%d', last - adds + i)
     local id = ARGV[ai]
     if id == '' then id = seq end
-    local key = ARGV[1] .. id
     local new = '0'
-    if redis.call('EXISTS', key) == 0 then
+    local line = 'J1 ' .. ARGV[ai + 3] .. ' ' .. seq .. ' ' .. ARGV[ai + 4] .. '\n' .. ARGV[ai + 5] .. '\n'
+    if redis.call('SET', ARGV[1] .. id, enc(1, line), 'NX') then
       new = '1'
-      redis.call('SET', key, enc(1, 'J1 ' .. ARGV[ai + 3] .. ' ' .. seq .. ' ' .. ARGV[ai + 4] .. '\n' .. ARGV[ai + 5] .. '\n'))
       if ARGV[ai + 1] == 'd' then
         redis.call('ZADD', KEYS[5], ARGV[ai + 2], id .. '#0')
       else
@@ -315,7 +316,6 @@ end
 local fin, detail = 'none', ''
 if ARGV[2] == '1' then
   local key = KEYS[7]
-  local cur = redis.call('GET', key)
   if not cur then
     fin = 'missing'
   else
@@ -356,8 +356,8 @@ if n > 0 then
       local id, gen = string.match(mem, '^(.*)#(%d+)$')
       if id then
         local key = ARGV[1] .. id
-        if redis.call('TYPE', key).ok == 'string' then
-          local cur = redis.call('GET', key)
+        local cur = redis.pcall('GET', key)
+        if type(cur) == 'string' then
           local v = ver(cur)
           if v then
             local h, body, result = hdr(string.sub(cur, 10))
