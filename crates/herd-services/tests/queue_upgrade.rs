@@ -1,6 +1,6 @@
 //! Jobs whose records an older herd wrote (the whole record as one JSON object) are still
 //! reserved and acked: the queue steps leave them to the general path, which rewrites each in
-//! the current format.
+//! the current format. And a record nothing can read does not stop the queue.
 
 mod common;
 
@@ -109,5 +109,39 @@ async fn records_of_an_older_herd_are_reserved_and_acked() {
     assert_eq!(next[0].name, "new");
     let counts = q.counts("u").await.unwrap();
     assert_eq!((counts.completed, counts.active, counts.waiting), (2, 1, 0));
+    drop(node);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_record_does_not_stop_stalled_recovery() {
+    let dir = TempDir::new("unreadable");
+    let store = open_store(&dir, false).await;
+    let clock = Arc::new(ManualClock::new(T0));
+    let node = Node::with_clock(&store, ServicesConfig::default(), clock.clone());
+    let q = &node.services.queues;
+    // A leased job whose body no herd can read, its lease run out first in `active`.
+    let raw = Bytes::from_static(b"J1 a 0 1 0 1 0 1000 - - tok\nnot json\n");
+    store
+        .put("herd:{q:s}:job:broken", raw, Expect::Absent, None)
+        .await
+        .unwrap();
+    store
+        .zadd("herd:{q:s}:active", &[("broken#0".into(), 1000.0)])
+        .await
+        .unwrap();
+    // And a healthy job whose worker died.
+    q.add("s", NewJob::new("healthy", json!(1))).await.unwrap();
+    let first = q.reserve("s", 1, None, Duration::ZERO).await.unwrap();
+    assert_eq!(first[0].name, "healthy");
+    clock.advance(Duration::from_secs(31));
+    let again = q.reserve("s", 5, None, Duration::ZERO).await.unwrap();
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!((again[0].name.as_str(), again[0].attempt), ("healthy", 2));
+    let counts = q.counts("s").await.unwrap();
+    assert_eq!(counts.active, 1, "the unreadable one left `active`");
+    assert!(
+        store.get("herd:{q:s}:job:broken").await.unwrap().is_some(),
+        "its record stays for inspection"
+    );
     drop(node);
 }

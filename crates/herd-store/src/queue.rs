@@ -150,15 +150,23 @@ pub fn decode_job(raw: &[u8]) -> Option<JobParts<'_>> {
     else {
         return None;
     };
+    // Digits only (a sign only where a time may be negative), as the Redis script checks.
     fn num<T: std::str::FromStr>(s: &str) -> Option<T> {
+        let digits = s.strip_prefix('-').unwrap_or(s);
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
         s.parse().ok()
     }
     fn maybe<T: std::str::FromStr>(s: &str) -> Option<Option<T>> {
         if s == "-" {
             Some(None)
         } else {
-            s.parse().ok().map(Some)
+            num(s).map(Some)
         }
+    }
+    if result.contains(&b'\n') || token.is_empty() {
+        return None;
     }
     let header = JobHeader {
         state: JobState::from_code(state)?,
@@ -395,6 +403,18 @@ impl QueueStep {
                     "lease token {bad:?} is empty, '-' or holds whitespace"
                 )));
             }
+        }
+        if let Some(c) = &self.claim {
+            if c.tokens.is_empty() {
+                return Err(crate::StoreError::Invalid(
+                    "a claim names at least one lease token (one per job)".into(),
+                ));
+            }
+        }
+        if self.finish.is_some() && !self.adds.is_empty() {
+            return Err(crate::StoreError::Invalid(
+                "a queue step adds jobs or acks one, not both".into(),
+            ));
         }
         if let Some(f) = &self.finish {
             if f.result.contains(&b'\n') {

@@ -195,7 +195,10 @@ impl Queues {
                 ..Chores::default()
             };
             let early = self.take_some_chores(queue, now, Chores::all_but(stalled));
-            self.housekeep(queue, &keys, now, early).await?;
+            if let Err(e) = self.housekeep(queue, &keys, now, early).await {
+                // Best effort: the ack does not depend on it, and the next reserve runs it.
+                tracing::warn!(queue, error = %e, "housekeeping before an ack failed");
+            }
             let recover = self.stalled_due(queue, now);
             let claim = (!recover).then(|| super::reserve::claim_of(max, deadline));
             if let Some((acked, out)) = self

@@ -1,6 +1,6 @@
 //! A job's record and the pure rules of its life: scores, backoff, what a failure leads to.
 //!
-//! The record is JSON at `herd:{q:NAME}:job:ID`. Its `member` (`ID#GEN`) is the job's name in
+//! The record is at `herd:{q:NAME}:job:ID`, in the store's job format (`record`). Its `member` (`ID#GEN`) is the job's name in
 //! whichever ordered set holds it; every transition that re-enters a set by `zadd` takes a new
 //! generation, so removing the old member can never remove the job's new place (see the
 //! module docs of `queue` for why that keeps jobs from being lost).

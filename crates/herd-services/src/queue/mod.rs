@@ -416,9 +416,16 @@ impl Queues {
             ..QueueStep::default()
         };
         let out = self.store.queue_step(&step).await?;
+        // The adds are committed: a failed repair of a taken id's record must not make them
+        // look failed (a retried add without job ids would add them again).
         for taken in out.added.iter().filter(|a| !a.new) {
-            if let Some((existing, _)) = self.read(keys, &taken.id).await? {
-                self.repair(keys, &existing, now).await?;
+            let repaired = match self.read(keys, &taken.id).await {
+                Ok(Some((existing, _))) => self.repair(keys, &existing, now).await,
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = repaired {
+                tracing::warn!(job = %taken.id, error = %e, "could not check the member of an existing job after a deduplicated add");
             }
         }
         Ok(out.added.into_iter().map(|a| a.id).collect())

@@ -315,15 +315,22 @@ impl Queues {
             let id = job.id.clone();
             match super::record::reserved(job) {
                 Ok(job) => out.push(job),
-                // Its lease runs out and stalled recovery dead-letters it in the end; the
-                // other jobs are not held back by it.
+                // The other jobs are not held back by it; when its lease runs out, stalled
+                // recovery finds it unreadable and takes it out of `active`.
                 Err(e) => {
-                    tracing::error!(job = %id, error = %e, "leased job has an unreadable body; skipped")
+                    tracing::error!(job = %id, error = %e, "leased job has an unreadable body; skipped");
                 }
             }
         }
+        // The jobs above are leased already: a member that cannot be sorted out now must not
+        // take them down with it (it stays in `active`; stalled recovery looks at it again).
         for member in others {
-            out.extend(self.claim(keys, &member, deadline).await?);
+            match self.claim(keys, &member, deadline).await {
+                Ok(job) => out.extend(job),
+                Err(e) => {
+                    tracing::warn!(%member, error = %e, "could not sort out a moved member; stalled recovery will");
+                }
+            }
         }
         Ok(out)
     }
@@ -610,7 +617,17 @@ impl Queues {
                 self.store.zrem(&keys.active(), &[member]).await?;
                 continue;
             };
-            let Some((mut rec, version)) = self.read(keys, &id).await? else {
+            let found = match self.read(keys, &id).await {
+                Ok(found) => found,
+                // One unreadable record must not stop recovery for the whole queue.
+                Err(ServiceError::Corrupt { key, reason }) => {
+                    tracing::error!(%key, %reason, "a stalled job's record is unreadable; its member leaves `active`, the record stays for inspection");
+                    self.store.zrem(&keys.active(), &[member]).await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let Some((mut rec, version)) = found else {
                 self.store.zrem(&keys.active(), &[member]).await?;
                 continue;
             };

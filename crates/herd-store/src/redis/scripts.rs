@@ -256,11 +256,22 @@ local function hdr(p)
   if string.sub(p, 1, 3) ~= 'J1 ' then return nil end
   local nl = string.find(p, '\n', 4, true)
   if not nl then return nil end
+  local line = string.sub(p, 4, nl - 1)
   local h = {}
-  for w in string.gmatch(string.sub(p, 4, nl - 1), '[^ ]+') do h[#h + 1] = w end
-  if #h ~= 10 then return nil end
+  for w in string.gmatch(line, '[^ ]+') do h[#h + 1] = w end
+  -- As `decode_job`: ten fields, one space apart, each of its form; a result without newline.
+  if #h ~= 10 or table.concat(h, ' ') ~= line then return nil end
+  if #h[1] ~= 1 or not string.find('wacf', h[1], 1, true) then return nil end
+  for _, i in ipairs({2, 3, 5, 6}) do
+    if not string.match(h[i], '^%d+$') then return nil end
+  end
+  for _, i in ipairs({4, 7}) do
+    if not string.match(h[i], '^%-?%d+$') then return nil end
+  end
+  if h[8] ~= '-' and not string.match(h[8], '^%-?%d+$') then return nil end
+  if h[9] ~= '-' and not string.match(h[9], '^%d+$') then return nil end
   local nl2 = string.find(p, '\n', nl + 1, true)
-  if not nl2 then return nil end
+  if not nl2 or string.find(p, '\n', nl2 + 1, true) then return nil end
   return h, string.sub(p, nl + 1, nl2 - 1), string.sub(p, nl2 + 1)
 end
 local function record(v, h, body, result)
@@ -323,7 +334,7 @@ if ARGV[2] == '1' then
     local h, body = hdr(string.sub(cur, 10))
     if not h then
       fin = 'legacy'
-    elseif h[1] ~= 'a' or h[10] ~= ARGV[4] then
+    elseif h[1] ~= 'a' or h[10] ~= ARGV[4] or h[10] == '-' then
       fin, detail = 'lease', h[1]
     else
       local old = ARGV[3] .. '#' .. h[2]
@@ -361,7 +372,7 @@ if n > 0 then
           local v = ver(cur)
           if v then
             local h, body, result = hdr(string.sub(cur, 10))
-            if h and h[1] == 'w' and h[2] == gen then
+            if h and h[1] == 'w' and tonumber(h[2]) == tonumber(gen) then
               local token = ARGV[8 + i]
               h[1], h[5], h[7], h[10] = 'a', string.format('%d', tonumber(h[5]) + 1), ARGV[8], token
               redis.call('SET', key, record(v, h, body, result))

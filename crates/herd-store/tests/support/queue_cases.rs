@@ -198,11 +198,46 @@ pub async fn queue_steps(s: &Store, p: &str) {
     assert_eq!(s.zcard(&q.waiting()).await.unwrap(), 1);
     s.delete(&q.paused(), Expect::Any).await.unwrap();
 
+    // A header that is not of its form is not a record: reported, never half-rewritten.
+    s.put(
+        &q.job("bad"),
+        Bytes::from_static(b"J1 w 0 1 x 0 0 0 - - -\n{}\n"),
+        Expect::Any,
+        None,
+    )
+    .await
+    .unwrap();
+    s.zadd(&q.waiting(), &[("bad#0".into(), 0.0)])
+        .await
+        .unwrap();
+    let out = s.queue_step(&step(None, claim(&["t8"]))).await.unwrap();
+    assert_eq!(out.others, vec!["bad#0".to_owned()]);
+    assert!(out.leased.is_empty());
+    // The placeholder of "no token" is no token.
+    let out = s
+        .queue_step(&step(finish("j4", "-", ""), None))
+        .await
+        .unwrap();
+    assert_eq!(out.finished, Some(Finished::WrongLease(JobState::Active)));
+
     // Refused before anything is written.
     let err = s
         .queue_step(&step(None, claim(&["has space"])))
         .await
         .unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+    let err = s.queue_step(&step(None, claim(&[]))).await.unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+    let both = QueueStep {
+        adds: vec![Add {
+            id: None,
+            header: waiting(0, None),
+            body: Bytes::from_static(b"{}"),
+            rank: Some(1),
+        }],
+        ..step(finish("j4", "a", ""), None)
+    };
+    let err = s.queue_step(&both).await.unwrap_err();
     assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
     let bad = QueueKeys::new(&format!("{p}-qstep-bad"));
     s.put(&bad.active(), Bytes::from_static(b"x"), Expect::Any, None)
