@@ -214,7 +214,11 @@ impl Queues {
                     } else {
                         Chores::default()
                     };
-                    self.housekeep(queue, &keys, now, late).await?;
+                    // Jobs the step leased are the worker's now: a failed recovery must not
+                    // drop them (the next reserve recovers).
+                    if let Err(e) = self.housekeep(queue, &keys, now, late).await {
+                        tracing::warn!(queue, error = %e, "stalled recovery after an ack failed");
+                    }
                     if jobs.is_empty() && !out.paused {
                         jobs = self
                             .reserve_lease(queue, &keys, max, lease, now, early.or(late))
