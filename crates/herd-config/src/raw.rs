@@ -59,6 +59,7 @@ pub(crate) struct RawServices {
     pub(crate) max_body_size: Option<Val>,
     pub(crate) session_ttl: Option<Val>,
     pub(crate) rolling_sessions: Option<Spanned<bool>>,
+    pub(crate) session_touch_after: Option<Val>,
     pub(crate) cache: Option<BTreeMap<String, RawCacheStrategy>>,
     pub(crate) job_lease: Option<Val>,
     pub(crate) max_stalled: Option<Int>,

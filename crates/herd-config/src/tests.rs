@@ -820,6 +820,16 @@ fn store_and_services_defaults() {
     assert!(cfg.services.enabled);
     assert_eq!(cfg.services.listen.to_string(), "127.0.0.1:9091");
     assert_eq!(cfg.services.session_ttl.as_secs(), 86_400);
+    assert_eq!(cfg.services.session_touch_after.as_secs(), 60);
+    let every = ok(
+        "[[app]]\nname = \"web\"\ncommand = [\"x\"]\n[services]\nsession_touch_after = \"0s\"\n",
+    );
+    assert!(every.services.session_touch_after.is_zero());
+    one(
+        "[[app]]\nname = \"web\"\ncommand = [\"x\"]\n[services]\nsession_touch_after = \"soon\"\n",
+        5,
+        "services.session_touch_after",
+    );
 }
 
 #[test]

@@ -8,7 +8,7 @@
 //! are in, so twenty concurrent PATCHes of different fields all survive.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use herd_store::{Backend as _, Expect, Store, Written};
@@ -23,8 +23,14 @@ use crate::ids;
 pub struct SessionConfig {
     /// TTL when `create` names none (connect-redis: 86400 s).
     pub default_ttl: Duration,
-    /// Reset the TTL on every read (express-session `rolling`).
+    /// Reset the TTL on a read (express-session `rolling`).
     pub rolling: bool,
+    /// With `rolling`, this node renews a session's TTL on a read at most once per this long,
+    /// and at most once per tenth of the session's TTL (connect-mongo `touchAfter`): a renewal
+    /// is a store write, durable on the embedded store, and a session read many times a second
+    /// needs one now and then, not one per read. Zero renews on every read. A session may so
+    /// expire up to this long (or a tenth of its TTL) before strict rolling would let it.
+    pub touch_after: Duration,
 }
 
 impl Default for SessionConfig {
@@ -32,6 +38,7 @@ impl Default for SessionConfig {
         SessionConfig {
             default_ttl: Duration::from_secs(86_400),
             rolling: false,
+            touch_after: Duration::from_secs(60),
         }
     }
 }
@@ -67,6 +74,19 @@ const MAX_CAS_TRIES: u32 = 64;
 pub struct Sessions {
     store: Arc<Store>,
     config: SessionConfig,
+    /// When this node last renewed each recently read session (bounded; an entry that falls
+    /// out only costs one early renewal).
+    touched: moka::sync::Cache<String, Instant>,
+}
+
+/// The most sessions whose last renewal a node remembers.
+const TOUCHED_MAX: u64 = 100_000;
+
+/// Whether a read renews the TTL: when this node has not renewed it within the window (the
+/// smaller of `touch_after` and a tenth of the TTL).
+fn needs_touch(last: Option<Instant>, now: Instant, touch_after: Duration, ttl: Duration) -> bool {
+    let window = touch_after.min(ttl / 10);
+    last.is_none_or(|at| now.saturating_duration_since(at) >= window)
 }
 
 fn key(id: &str) -> String {
@@ -75,7 +95,15 @@ fn key(id: &str) -> String {
 
 impl Sessions {
     pub(crate) fn new(store: Arc<Store>, config: SessionConfig) -> Self {
-        Sessions { store, config }
+        let touched = moka::sync::Cache::builder()
+            .max_capacity(TOUCHED_MAX)
+            .time_to_live(config.touch_after.max(Duration::from_millis(1)))
+            .build();
+        Sessions {
+            store,
+            config,
+            touched,
+        }
     }
 
     /// Creates a session holding `data`.
@@ -129,21 +157,25 @@ impl Sessions {
         Ok(Some((record, found.version)))
     }
 
-    /// Reads a session; with `rolling`, resets its TTL.
+    /// Reads a session; with `rolling`, resets its TTL (at most once per `touch_after` on
+    /// this node).
     ///
     /// # Errors
     /// `NotFound`, store errors.
     pub async fn get(&self, id: &str) -> ServiceResult<Session> {
         let (record, version) = self.read(id).await?.ok_or_else(|| not_found(id))?;
-        if self.config.rolling {
+        let ttl = Duration::from_millis(record.ttl_ms);
+        let now = Instant::now();
+        if self.config.rolling
+            && needs_touch(self.touched.get(id), now, self.config.touch_after, ttl)
+        {
             // A write between the read and the touch already reset the TTL.
             self.store
-                .touch(
-                    &key(id),
-                    Duration::from_millis(record.ttl_ms),
-                    Expect::Version(version),
-                )
+                .touch(&key(id), ttl, Expect::Version(version))
                 .await?;
+            if !self.config.touch_after.is_zero() {
+                self.touched.insert(id.to_owned(), now);
+            }
         }
         Ok(Session {
             id: id.to_owned(),
@@ -322,4 +354,25 @@ pub(crate) async fn backoff(attempt: u32) {
     let cap = 1u64 << attempt.min(3);
     let micros = rand::rng().random_range(0..=cap * 1_250);
     tokio::time::sleep(Duration::from_micros(micros)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_renews_once_per_window() {
+        let t0 = Instant::now();
+        let (minute, day) = (Duration::from_secs(60), Duration::from_secs(86_400));
+        assert!(needs_touch(None, t0, minute, day), "never renewed here");
+        let later = |s| t0 + Duration::from_secs(s);
+        assert!(!needs_touch(Some(t0), later(59), minute, day));
+        assert!(needs_touch(Some(t0), later(60), minute, day));
+        // A short TTL shrinks the window to a tenth of it.
+        let short = Duration::from_secs(20);
+        assert!(!needs_touch(Some(t0), later(1), minute, short));
+        assert!(needs_touch(Some(t0), later(2), minute, short));
+        // Zero: every read.
+        assert!(needs_touch(Some(t0), t0, Duration::ZERO, day));
+    }
 }

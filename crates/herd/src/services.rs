@@ -48,6 +48,7 @@ fn services_config(config: &Config) -> ServicesConfig {
     let mut out = ServicesConfig::default();
     out.sessions.default_ttl = s.session_ttl;
     out.sessions.rolling = s.rolling_sessions;
+    out.sessions.touch_after = s.session_touch_after;
     let strategy = |c: &herd_config::CacheStrategy| herd_services::cache::Strategy {
         l1_ttl: c.l1_ttl,
         l2_ttl: c.l2_ttl,

@@ -44,6 +44,10 @@ pub struct Services {
     pub session_ttl: Duration,
     /// `rolling_sessions`, default true (express-session `rolling`): a read renews the TTL.
     pub rolling_sessions: bool,
+    /// `session_touch_after`, default 1 m (connect-mongo `touchAfter`): with rolling sessions,
+    /// a node renews a session's TTL on a read at most once per this long (and at most once
+    /// per tenth of the session's TTL); `0s` renews on every read.
+    pub session_touch_after: Duration,
     /// `[services.cache.NAME]`: per-namespace cache strategies; namespaces not named here use
     /// `[services.cache.default]` if present, else the built-in default.
     pub cache: BTreeMap<String, CacheStrategy>,

@@ -167,6 +167,7 @@ impl Validator<'_> {
             max_body_size: d::SERVICES_MAX_BODY,
             session_ttl: d::SESSION_TTL,
             rolling_sessions: true,
+            session_touch_after: d::SESSION_TOUCH_AFTER,
             cache: BTreeMap::new(),
             job_lease: Duration::from_secs(30),
             max_stalled: 1,
@@ -220,6 +221,12 @@ impl Validator<'_> {
             true,
         );
         out.rolling_sessions = s.rolling_sessions.as_ref().is_none_or(|r| *r.get_ref());
+        out.session_touch_after = self.duration(
+            s.session_touch_after.as_ref(),
+            "services.session_touch_after",
+            d::SESSION_TOUCH_AFTER,
+            false,
+        );
         out.job_lease = self.duration(
             s.job_lease.as_ref(),
             "services.job_lease",
