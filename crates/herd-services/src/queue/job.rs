@@ -162,16 +162,16 @@ impl JobRecord {
     }
 }
 
-/// `ID#GEN`.
+/// `ID#GEN` (the store's member format, `herd_store::queue`).
 #[must_use]
 pub fn member(id: &str, generation: u64) -> String {
-    format!("{id}#{generation}")
+    herd_store::queue::member(id, generation)
 }
 
-/// The job id in a set member (`None`: not one of ours).
+/// The job id in a set member (`None`: not one of ours), read as the store reads it.
 #[must_use]
 pub fn member_id(member: &str) -> Option<&str> {
-    member.rsplit_once('#').map(|(id, _)| id)
+    herd_store::queue::parse_member(member).map(|(id, _)| id)
 }
 
 /// The wait before delivery number `attempt + 1` after delivery `attempt` failed; `unit` is a

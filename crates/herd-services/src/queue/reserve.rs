@@ -201,12 +201,7 @@ impl Queues {
         keys: &Keys,
         now: i64,
     ) -> ServiceResult<Option<Chores>> {
-        let ran = self
-            .local(queue)
-            .housekeeping
-            .lock()
-            .unwrap()
-            .take(now, Chores::default());
+        let ran = self.take_chores(queue, now);
         let (done, paused) =
             tokio::join!(self.housekeep(queue, keys, now, ran), self.is_paused(keys));
         done?;
