@@ -19,9 +19,11 @@ local function ver(s)
   return v
 end
 local function enc(v, payload)
-  local b = {}
-  for i = 8, 1, -1 do b[i] = string.char(v % 256); v = math.floor(v / 256) end
-  return '\0' .. table.concat(b) .. payload
+  local lo = v % 4294967296
+  local hi = (v - lo) / 4294967296
+  local f = math.floor
+  return '\0' .. string.char(f(hi / 16777216) % 256, f(hi / 65536) % 256, f(hi / 256) % 256,
+    hi % 256, f(lo / 16777216) % 256, f(lo / 65536) % 256, f(lo / 256) % 256, lo % 256) .. payload
 end
 local function wrongtype()
   return redis.error_reply('WRONGTYPE Operation against a key holding the wrong kind of value')
@@ -253,26 +255,18 @@ pub(super) static QUEUE_STEP: LazyLock<Script> = LazyLock::new(|| {
     with_prelude(
         r"
 local function hdr(p)
-  if string.sub(p, 1, 3) ~= 'J1 ' then return nil end
   local nl = string.find(p, '\n', 4, true)
-  if not nl then return nil end
-  local line = string.sub(p, 4, nl - 1)
-  local h = {}
-  for w in string.gmatch(line, '[^ ]+') do h[#h + 1] = w end
+  if not nl or string.sub(p, 1, 3) ~= 'J1 ' then return nil end
   -- As `decode_job`: ten fields, one space apart, each of its form; a result without newline.
-  if #h ~= 10 or table.concat(h, ' ') ~= line then return nil end
-  if #h[1] ~= 1 or not string.find('wacf', h[1], 1, true) then return nil end
-  for _, i in ipairs({2, 3, 5, 6}) do
-    if not string.match(h[i], '^%d+$') then return nil end
-  end
-  for _, i in ipairs({4, 7}) do
-    if not string.match(h[i], '^%-?%d+$') then return nil end
-  end
-  if h[8] ~= '-' and not string.match(h[8], '^%-?%d+$') then return nil end
-  if h[9] ~= '-' and not string.match(h[9], '^%d+$') then return nil end
+  -- One anchored match (a split and a check per field cost four times as much in Redis).
+  local s, g, q, d, a, st, l, f, k, t = string.match(string.sub(p, 4, nl - 1),
+    '^([wacf]) (%d+) (%d+) (%-?%d+) (%d+) (%d+) (%-?%d+) ([^ ]+) ([^ ]+) ([^ ]+)$')
+  if not s then return nil end
+  if f ~= '-' and not string.match(f, '^%-?%d+$') then return nil end
+  if k ~= '-' and not string.match(k, '^%d+$') then return nil end
   local nl2 = string.find(p, '\n', nl + 1, true)
   if not nl2 or string.find(p, '\n', nl2 + 1, true) then return nil end
-  return h, string.sub(p, nl + 1, nl2 - 1), string.sub(p, nl2 + 1)
+  return {s, g, q, d, a, st, l, f, k, t}, string.sub(p, nl + 1, nl2 - 1), string.sub(p, nl2 + 1)
 end
 local function record(v, h, body, result)
   return enc(v + 1, 'J1 ' .. table.concat(h, ' ') .. '\n' .. body .. '\n' .. result)
