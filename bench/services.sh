@@ -4,7 +4,7 @@
 # starts is stopped on exit. See bench/README.md ("services") and BENCHMARKS.md.
 #
 # Knobs (environment):
-#   JOBS=20000       jobs per queue run (herd and BullMQ)
+#   JOBS=50000       jobs per queue run (herd and BullMQ)
 #   RATE=5000        ops/s of the open-loop latency runs
 #   SECONDS_RUN=10   seconds of each latency run
 #   BUILD=1          0 skips `cargo build --release`
@@ -13,16 +13,20 @@
 #                    BATCH jobs per call; BullMQ: addBulk of BATCH jobs, its worker takes one at a
 #                    time); 0 skips the batched runs
 #   BATCH_JOBS=100000 jobs per batched queue run (batches run short: more jobs, steadier figure)
+#   LIBRARY=1        also run the queue through the herd-services library inside the load
+#                    process (no HTTP hop; BullMQ is likewise a library in the app's process);
+#                    0 skips those runs
 #   NEXT=1           herd workers ack with "next" (the ack leases the next job: one call per job,
 #                    as BullMQ's moveToFinished); 0 reserves and acks in two calls
 #   REDIS_PORT=16390 SERVICES_PORT=19391 (herd embedded) SERVICES_REDIS_PORT=19392 (herd on Redis)
 set -euo pipefail
 
-JOBS=${JOBS:-20000}
+JOBS=${JOBS:-50000}
 RATE=${RATE:-5000}
 SECONDS_RUN=${SECONDS_RUN:-10}
 BUILD=${BUILD:-1}
 NEXT=${NEXT:-1}
+LIBRARY=${LIBRARY:-1}
 ONLY=${ONLY:-}
 BATCH=${BATCH:-50}
 BATCH_JOBS=${BATCH_JOBS:-100000}
@@ -124,6 +128,14 @@ queue_runs() { # $1 batch (1: one job per call)
             echo "## herd queue, $mode, concurrency $c (store: $store)"
             "$LOAD" --url "http://127.0.0.1:$port" --token "$TOKEN" queue --jobs "$jobs" \
                 --concurrency "$c" "${QUEUE_ARGS[@]}" "${extra[@]}" | sed "s/^{/{\"store\":\"$store\",/"
+        done
+        for store in embedded redis; do
+            [ "$LIBRARY" = 1 ] || break
+            spec="redis://127.0.0.1:$REDIS_PORT"
+            [ "$store" = embedded ] && spec="embedded:$WORK/library-$c-$b/store.redb"
+            echo "## herd-services library in the load process (no HTTP), $mode, concurrency $c (store: $store)"
+            "$LOAD" queue-lib --store "$spec" --jobs "$jobs" --concurrency "$c" "${QUEUE_ARGS[@]}" \
+                "${extra[@]}" | sed "s/^{/{\"store\":\"$store\",/"
         done
         echo "## BullMQ, $mode (addBulk when batched), concurrency $c (same Redis)"
         (cd "$ROOT/bench/bullmq" && REDIS_PORT=$REDIS_PORT JOBS=$jobs CONCURRENCY=$c BULK=$b node bench.mjs)

@@ -1,14 +1,15 @@
-//! Queue jobs end to end through the services API: producers add, workers reserve and ack.
+//! Queue jobs end to end: producers add, workers reserve and ack. The same driver runs over
+//! the services API (`queue`, [`crate::queue_http`]) and over the `herd-services` library in
+//! this process (`queue-lib`, [`crate::queue_lib`]), so the two figures differ only by the
+//! HTTP hop.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use http::Method;
 use serde_json::json;
-
-use crate::client::Api;
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -34,7 +35,54 @@ pub(crate) struct Args {
     no_next: bool,
 }
 
-pub(crate) async fn run(api: Api, args: Args) -> anyhow::Result<serde_json::Value> {
+/// A job a worker holds: what its ack needs.
+pub(crate) struct Held {
+    pub(crate) id: String,
+    pub(crate) token: String,
+}
+
+/// The four calls the run makes. Jobs are `{"name": "job", "data": {"i": i}}`, removed on
+/// completion (BullMQ's `removeOnComplete: true`, as in `bench/bullmq/bench.mjs`).
+pub(crate) trait QueueClient: Clone + Send + Sync + 'static {
+    /// Adds jobs `first..end`: one job per call when that is one job, else one bulk add.
+    fn add(
+        &self,
+        queue: &str,
+        first: u64,
+        end: u64,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Leases up to `max` jobs for 30 s, waiting up to 1 s for one.
+    fn reserve(
+        &self,
+        queue: &str,
+        max: u32,
+    ) -> impl Future<Output = anyhow::Result<Vec<Held>>> + Send;
+    /// Acks one job; with `next`, leases up to that many more in the same call.
+    fn ack(
+        &self,
+        queue: &str,
+        job: Held,
+        next: Option<u32>,
+    ) -> impl Future<Output = anyhow::Result<Vec<Held>>> + Send;
+    /// Acks a batch in one call (an error if any ack failed); with `next`, leases more.
+    fn ack_many(
+        &self,
+        queue: &str,
+        jobs: Vec<Held>,
+        next: Option<u32>,
+    ) -> impl Future<Output = anyhow::Result<Vec<Held>>> + Send;
+}
+
+/// The job the bench adds as job number `i`.
+pub(crate) fn job_data(i: u64) -> serde_json::Value {
+    json!({ "i": i })
+}
+
+pub(crate) async fn run<Q: QueueClient>(
+    client: Q,
+    args: Args,
+    system: &str,
+) -> anyhow::Result<serde_json::Value> {
     if args.jobs == 0
         || args.concurrency == 0
         || args.producers == 0
@@ -52,108 +100,63 @@ pub(crate) async fn run(api: Api, args: Args) -> anyhow::Result<serde_json::Valu
 
     let mut producers = tokio::task::JoinSet::new();
     for _ in 0..args.producers {
-        let (api, next, queue, jobs) = (api.clone(), next.clone(), queue.clone(), args.jobs);
+        let (client, next, queue, jobs) = (client.clone(), next.clone(), queue.clone(), args.jobs);
         let bulk = u64::from(args.bulk);
         producers.spawn(async move {
-            let path = format!("/v1/queues/{queue}/jobs");
             loop {
                 let first = next.fetch_add(bulk, Ordering::Relaxed);
                 if first >= jobs {
                     return anyhow::Ok(());
                 }
-                let job =
-                    |i: u64| json!({"name": "job", "data": {"i": i}, "remove_on_complete": true});
-                let body = if bulk == 1 {
-                    job(first)
-                } else {
-                    json!({"jobs": (first..(first + bulk).min(jobs)).map(job).collect::<Vec<_>>()})
-                };
-                api.json(Method::POST, &path, Some(&body)).await?;
+                client.add(&queue, first, (first + bulk).min(jobs)).await?;
             }
         });
     }
     let mut workers = tokio::task::JoinSet::new();
-    let acked_view = acked.clone();
     for _ in 0..args.concurrency {
-        let (api, acked, queue, jobs, batch) = (
-            api.clone(),
+        let (client, acked, queue, jobs, batch) = (
+            client.clone(),
             acked.clone(),
             queue.clone(),
             args.jobs,
             args.batch,
         );
         let finished = finished.clone();
-        let done = move |n: u64| {
-            if acked.fetch_add(n, Ordering::Relaxed) + n >= jobs {
-                let _ = finished.set(Instant::now());
-            }
-        };
-        let acked_so_far = acked_view.clone();
         let with_next = !args.no_next;
         workers.spawn(async move {
-            let reserve = json!({"max": batch, "lease": "30s", "wait": "1s"});
-            let next = json!({"max": batch, "lease": "30s"});
-            let mut held: Vec<serde_json::Value> = Vec::new();
-            while acked_so_far.load(Ordering::Relaxed) < jobs {
+            let done = |n: u64| {
+                if acked.fetch_add(n, Ordering::Relaxed) + n >= jobs {
+                    let _ = finished.set(Instant::now());
+                }
+            };
+            let next = with_next.then_some(batch);
+            let mut held: Vec<Held> = Vec::new();
+            while acked.load(Ordering::Relaxed) < jobs {
                 if held.is_empty() {
-                    let got = api
-                        .json(
-                            Method::POST,
-                            &format!("/v1/queues/{queue}/reserve"),
-                            Some(&reserve),
-                        )
-                        .await?;
-                    held = got["jobs"].as_array().cloned().unwrap_or_default();
+                    held = client.reserve(&queue, batch).await?;
                     held.reverse(); // pop() takes them in the order given
                     continue;
                 }
                 if batch > 1 {
                     // Work through the batch (a no-op job), then ack it all in one call that
                     // leases the next batch.
-                    let acks: Vec<_> = held
-                        .drain(..)
-                        .map(|j| json!({"id": j["id"], "lease_token": j["lease_token"]}))
-                        .collect();
-                    let n = acks.len() as u64;
-                    let mut body = json!({ "acks": acks });
-                    if with_next {
-                        body["next"] = next.clone();
-                    }
-                    let got = api
-                        .json(
-                            Method::POST,
-                            &format!("/v1/queues/{queue}/ack"),
-                            Some(&body),
-                        )
+                    let n = held.len() as u64;
+                    let mut got = client
+                        .ack_many(&queue, std::mem::take(&mut held), next)
                         .await?;
-                    let failed = got["errors"].as_array().map_or(0, Vec::len);
-                    if failed > 0 {
-                        bail!("{failed} acks of a batch failed: {}", got["errors"]);
-                    }
                     done(n);
-                    held = got["jobs"].as_array().cloned().unwrap_or_default();
-                    held.reverse();
+                    got.reverse();
+                    held = got;
                     continue;
                 }
                 let job = held.pop().context("no job held")?;
-                let id = job["id"].as_str().context("job without id")?.to_owned();
-                let mut body = json!({"lease_token": job["lease_token"]});
                 // The last job held asks for the next ones in its ack.
-                let ask = with_next && held.is_empty();
-                if ask {
-                    body["next"] = next.clone();
-                }
-                let got = api
-                    .json(
-                        Method::POST,
-                        &format!("/v1/queues/{queue}/jobs/{id}/ack"),
-                        Some(&body),
-                    )
-                    .await?;
+                let ask = if held.is_empty() { next } else { None };
+                let mut got = client.ack(&queue, job, ask).await?;
                 done(1);
-                if ask {
-                    held = got["jobs"].as_array().cloned().unwrap_or_default();
-                    held.reverse();
+                if ask.is_some() {
+                    got.reverse();
+                    held = got;
                 }
             }
             anyhow::Ok(())
@@ -171,7 +174,7 @@ pub(crate) async fn run(api: Api, args: Args) -> anyhow::Result<serde_json::Valu
         .map_or_else(|| start.elapsed(), |t| *t - start)
         .as_secs_f64();
     Ok(json!({
-        "system": "herd", "jobs": args.jobs, "concurrency": args.concurrency,
+        "system": system, "jobs": args.jobs, "concurrency": args.concurrency,
         "producers": args.producers, "bulk": args.bulk, "batch": args.batch, "next": !args.no_next, "seconds": (secs * 1000.0).round() / 1000.0,
         "jobs_per_s": (args.jobs as f64 / secs).round(),
         "add_per_s": (args.jobs as f64 / added_s).round(),
