@@ -356,3 +356,64 @@ pub async fn queue_adds(s: &Store, p: &str) {
         .unwrap_err();
     assert!(matches!(err, StoreError::WrongType { .. }), "{err:?}");
 }
+
+/// Which records a step takes for records: the Redis script's header parser and
+/// `decode_job` (the embedded store's) must accept exactly the same forms.
+pub async fn queue_headers(s: &Store, p: &str) {
+    let q = QueueKeys::new(&format!("{p}-qhdr"));
+    let cases: &[(&str, bool)] = &[
+        ("J1 w 0 1 5 0 0 0 - - -\n{}\n", true),
+        ("J1 w 0 12 -5 3 2 -7 - - -\n{\"a\":1}\n", true),
+        ("J1 w 0 1 5 0 0 0 123 4 -\n{}\nan old result", true),
+        ("J1 w 0 1 5 0 0 0 -123 - -\n{}\n", true),
+        ("J1 x 0 1 5 0 0 0 - - -\n{}\n", false),
+        ("J1 ww 0 1 5 0 0 0 - - -\n{}\n", false),
+        ("J1 w  0 1 5 0 0 0 - - -\n{}\n", false),
+        ("J1 w 0 1 5 0 0 0 - - - \n{}\n", false),
+        ("J1 w 0 1 5 0 0 0 - - - x\n{}\n", false),
+        ("J1 w 0 1 5 0 0 0 - -\n{}\n", false),
+        ("J1 w -0 1 5 0 0 0 - - -\n{}\n", false),
+        ("J1 w 0 -1 5 0 0 0 - - -\n{}\n", false),
+        ("J1 w 0 1 5 -1 0 0 - - -\n{}\n", false),
+        ("J1 w 0 1 5 0 -1 0 - - -\n{}\n", false),
+        ("J1 w 0 1 5 0 0 9a - - -\n{}\n", false),
+        ("J1 w 0 1 5 0 0 - - - -\n{}\n", false),
+        ("J1 w 0 1 5 0 0 0 x - -\n{}\n", false),
+        ("J1 w 0 1 5 0 0 0 - x -\n{}\n", false),
+        ("J1 w 0 1 5 0 0 0 - -7 -\n{}\n", false),
+        ("J1 w 0 1 5 0 0 0 - - -\n{}\nresult\nmore", false),
+        ("J1 w 0 1 5 0 0 0 - - -\n{}", false),
+        ("J1 w 0 1 5 0 0 0 - - -", false),
+        ("J2 w 0 1 5 0 0 0 - - -\n{}\n", false),
+    ];
+    for (i, (raw, leasable)) in cases.iter().enumerate() {
+        let (id, member) = (format!("h{i}"), format!("h{i}#0"));
+        let raw = Bytes::from_static(raw.as_bytes());
+        s.put(&q.job(&id), raw.clone(), Expect::Any, None)
+            .await
+            .unwrap();
+        s.zadd(&q.waiting(), &[(member.clone(), 0.0)])
+            .await
+            .unwrap();
+        let step = QueueStep {
+            keys: q.clone(),
+            adds: Vec::new(),
+            finish: None,
+            claim: claim(&["tok"]),
+        };
+        let out = s.queue_step(&step).await.unwrap();
+        if *leasable {
+            assert_eq!(out.leased.len(), 1, "[{p}] {raw:?} is a record: {out:?}");
+            assert!(out.others.is_empty(), "[{p}] {raw:?}: {out:?}");
+        } else {
+            assert!(
+                out.leased.is_empty(),
+                "[{p}] {raw:?} is not a record: {out:?}"
+            );
+            assert_eq!(out.others, vec![member.clone()], "[{p}] {raw:?}");
+            let kept = s.get(&q.job(&id)).await.unwrap().unwrap();
+            assert_eq!(kept.value, raw, "[{p}] {raw:?} was rewritten");
+        }
+        s.zrem(&q.active(), &[member]).await.unwrap();
+    }
+}
