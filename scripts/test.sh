@@ -46,6 +46,9 @@ if ! python3 -c "import prometheus_client" 2>/dev/null; then
   python3 -m pip install -q prometheus_client
 fi
 
+# The build needs about 2 GB under target/ (see the profiles in Cargo.toml); say what is free, so a
+# full disk is recognised at once.
+echo "==> free disk where target/ goes: $(df -h "${CARGO_TARGET_DIR:-.}" 2>/dev/null | awk 'NR==2 {print $4}')"
 # A one-off build gains nothing from incremental state; it only costs disk.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
