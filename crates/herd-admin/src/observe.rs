@@ -120,8 +120,7 @@ async fn lb_status(State(s): State<AdminState>) -> Response {
                         "in_flight": i.in_flight,
                         "requests": i.requests_total,
                         "failures": i.failures,
-                        // No circuit breaker yet: always closed.
-                        "circuit": "closed",
+                        "circuit": i.circuit,
                         "last_check": i.last_check.as_ref().map(|c| json!({
                             "at": c.at_rfc3339(), "at_unix_ms": c.at_unix_ms,
                             "ok": c.ok, "detail": c.detail,

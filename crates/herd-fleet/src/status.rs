@@ -27,6 +27,8 @@ pub struct InstanceStatus {
     pub failures: u64,
     /// Passively out of the pick after recent failures (nginx `max_fails`/`fail_timeout`).
     pub passively_down: bool,
+    /// The gateway's circuit breaker for this instance: `closed`, `open` or `half_open`.
+    pub circuit: &'static str,
     pub rps: f64,
     /// While `restarting`: milliseconds until the next start.
     pub next_restart_in_ms: Option<u64>,
@@ -128,6 +130,7 @@ impl AppView {
                 requests_total: i.stats.as_ref().map_or(0, |s| s.requests()),
                 failures: i.stats.as_ref().map_or(0, |s| s.failures()),
                 passively_down: i.stats.as_ref().is_some_and(|s| s.passively_down(now)),
+                circuit: i.stats.as_ref().map_or("closed", |s| s.circuit()),
                 rps: i.rps,
                 next_restart_in_ms: i.restart_at.map(|t| {
                     u64::try_from(t.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX)

@@ -171,3 +171,67 @@ async fn a_client_stays_on_its_instance_and_moves_with_a_new_cookie_when_it_dies
     let (code, body) = post(&herd, "/loadbalancer/instances/web-1/bogus").await;
     assert_eq!(code, 404, "{body}");
 }
+
+/// A backend that answers `/health` with 200 and everything else with 500.
+async fn failing_backend() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut have = 0;
+                loop {
+                    let Ok(n) = conn.read(&mut buf[have..]).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    have += n;
+                    let head = String::from_utf8_lossy(&buf[..have]).into_owned();
+                    let Some(end) = head.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let code = if head.starts_with("GET /health ") {
+                        "200 OK"
+                    } else {
+                        "500 Internal Server Error"
+                    };
+                    let answer = format!("HTTP/1.1 {code}\r\ncontent-length: 3\r\n\r\nxyz");
+                    if conn.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    buf.copy_within(end + 4..have, 0);
+                    have -= end + 4;
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_an_open_circuit() {
+    let port = failing_backend().await;
+    let config = format!(
+        "[gateway]\nlisten = \"{{gateway}}\"\ncircuit_consecutive = 3\ncircuit_open = \"60s\"\n\
+         [admin]\nlisten = \"{{admin}}\"\n[logs]\ndir = \"{{logs}}\"\n\
+         [[app]]\nname = \"flaky\"\nservers = [\"127.0.0.1:{port}\"]\nmax_fails = 100\n\
+         [app.health]\npath = \"/health\"\ninterval = \"200ms\"\nrise = 1\n"
+    );
+    let herd = Herd::start(&config);
+    let instances = herd.wait_ready("flaky", 1).await;
+    let id = instances[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(lb_instance(&herd, &id).await["circuit"], "closed");
+    let mut codes = Vec::new();
+    for _ in 0..5 {
+        codes.push(hit(&herd, None).await.0);
+    }
+    // Three 500s reach the instance and open its circuit; then nothing is sent to it.
+    assert_eq!(codes, [500, 500, 500, 503, 503]);
+    let s = lb_instance(&herd, &id).await;
+    assert_eq!(s["circuit"], "open", "{s}");
+    assert_eq!(s["failures"], 3, "{s}");
+}
