@@ -162,8 +162,8 @@ impl Instances {
 /// `balance`: how requests are spread over an app's ready instances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Balance {
-    /// `"round_robin"` (default): each instance in turn (nginx's smooth weighted round robin,
-    /// all weights 1 for now).
+    /// `"round_robin"` (default): each instance in turn by weight (nginx's smooth weighted
+    /// round robin).
     RoundRobin,
     /// `"least_conn"`: the instance with the fewest in-flight requests.
     LeastConn,

@@ -81,6 +81,7 @@ pub(crate) struct RawCacheStrategy {
     pub(crate) l1_ttl: Option<Val>,
     pub(crate) l2_ttl: Option<Val>,
     pub(crate) refresh_ahead: Option<Val>,
+    pub(crate) grace: Option<Val>,
     pub(crate) l1_max_entries: Option<Int>,
 }
 

@@ -835,7 +835,7 @@ fn store_and_services_defaults() {
 #[test]
 fn store_redis_and_cache_strategies() {
     let cfg = ok(
-        "[[app]]\nname = \"web\"\ncommand = [\"x\"]\n[store]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\ntimeout = \"250ms\"\n[services]\nlisten = \"127.0.0.1:9555\"\ntoken = \"0123456789abcdef0\"\n[services.cache.device]\nl1_ttl = \"5m\"\nl2_ttl = \"1h\"\nrefresh_ahead = 0.8\n",
+        "[[app]]\nname = \"web\"\ncommand = [\"x\"]\n[store]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\ntimeout = \"250ms\"\n[services]\nlisten = \"127.0.0.1:9555\"\ntoken = \"0123456789abcdef0\"\n[services.cache.device]\nl1_ttl = \"5m\"\nl2_ttl = \"1h\"\nrefresh_ahead = 0.8\ngrace = \"30s\"\n",
     );
     match &cfg.store {
         crate::Store::Redis { url, timeout, .. } => {
@@ -847,17 +847,19 @@ fn store_redis_and_cache_strategies() {
     let device = &cfg.services.cache["device"];
     assert_eq!(device.l2_ttl.as_secs(), 3600);
     assert!((device.refresh_ahead - 0.8).abs() < 1e-9);
+    assert_eq!(device.grace.as_secs(), 30);
 }
 
 #[test]
 fn store_and_services_errors_point_at_keys() {
     let errs = errs(
-        "[[app]]\nname = \"web\"\ncommand = [\"x\"]\n[store]\nbackend = \"redis\"\nurl = \"http://x\"\n[services]\nlisten = \"0.0.0.0:9091\"\n[services.cache.a]\nrefresh_ahead = 2\n",
+        "[[app]]\nname = \"web\"\ncommand = [\"x\"]\n[store]\nbackend = \"redis\"\nurl = \"http://x\"\n[services]\nlisten = \"0.0.0.0:9091\"\n[services.cache.a]\nrefresh_ahead = 2\ngrace = \"soon\"\n",
     );
     let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
     assert!(keys.contains(&"store.url"), "{keys:?}");
     assert!(keys.contains(&"services.token"), "{keys:?}");
     assert!(keys.contains(&"services.cache.a.refresh_ahead"), "{keys:?}");
+    assert!(keys.contains(&"services.cache.a.grace"), "{keys:?}");
     let url = errs.iter().find(|e| e.key == "store.url").unwrap();
     assert_eq!(url.line, 6);
     assert!(

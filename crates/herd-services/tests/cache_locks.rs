@@ -115,6 +115,78 @@ async fn refresh_ahead_serves_the_old_value_and_reloads_in_the_background() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grace_serves_an_expired_value_while_one_reload_runs() {
+    let dir = TempDir::new("grace");
+    let store = open_store(&dir, false).await;
+    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let mut cache = CacheConfig::default();
+    cache.namespaces.insert(
+        "pages".into(),
+        Strategy {
+            l1_ttl: Duration::from_secs(300),
+            l2_ttl: Duration::from_secs(100),
+            refresh_ahead: None,
+            grace: Duration::from_secs(60),
+        },
+    );
+    let node = Node::with_clock(
+        &store,
+        ServicesConfig {
+            cache,
+            ..ServicesConfig::default()
+        },
+        clock.clone(),
+    );
+    let version = Arc::new(AtomicU32::new(0));
+    let loader = {
+        let version = Arc::clone(&version);
+        move || {
+            let v = version.fetch_add(1, Ordering::SeqCst);
+            async move { Ok(Bytes::from(format!("v{v}"))) }
+        }
+    };
+    let c = &node.services.cache;
+    assert_eq!(
+        c.get_or_load("pages", "p", loader.clone()).await.unwrap(),
+        "v0"
+    );
+    clock.advance(Duration::from_secs(99));
+    assert_eq!(
+        c.get_or_load("pages", "p", loader.clone()).await.unwrap(),
+        "v0"
+    );
+    assert_eq!(
+        version.load(Ordering::SeqCst),
+        1,
+        "no refresh_ahead: no reload before the TTL"
+    );
+    clock.advance(Duration::from_secs(30)); // 29 s past the TTL, within the 60 s grace
+    assert_eq!(
+        c.get_or_load("pages", "p", loader.clone()).await.unwrap(),
+        "v0",
+        "the stale value is answered at once"
+    );
+    let reloaded = eventually(Duration::from_secs(10), || async {
+        c.get("pages", "p")
+            .await
+            .unwrap()
+            .is_some_and(|h| h.value == "v1")
+    })
+    .await;
+    assert!(reloaded, "one background reload replaced it");
+    // Past TTL + grace of the new value: a miss, loaded in line.
+    clock.advance(Duration::from_secs(161));
+    assert!(
+        c.get("pages", "p").await.unwrap().is_none(),
+        "expired past grace"
+    );
+    assert_eq!(
+        c.get_or_load("pages", "p", loader.clone()).await.unwrap(),
+        "v2"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalidation_reaches_the_other_node_l1() {
     let dir = TempDir::new("twonodes");
     let store = open_store(&dir, false).await;

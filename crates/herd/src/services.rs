@@ -53,7 +53,7 @@ fn services_config(config: &Config) -> ServicesConfig {
         l1_ttl: c.l1_ttl,
         l2_ttl: c.l2_ttl,
         refresh_ahead: (c.refresh_ahead < 1.0).then_some(c.refresh_ahead),
-        ..herd_services::cache::Strategy::default()
+        grace: c.grace,
     };
     if let Some(d) = s.cache.get("default") {
         out.cache.default = strategy(d);

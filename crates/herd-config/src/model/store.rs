@@ -80,7 +80,10 @@ pub struct CacheStrategy {
     /// `refresh_ahead`, default 0.8: after this fraction of `l2_ttl` a read still answers the
     /// cached value and refreshes it in the background (stale-while-revalidate); 1.0 = never.
     pub refresh_ahead: f64,
-    /// `l1_max_entries`, default 10 000: the most entries a node keeps in memory per namespace.
+    /// `grace`, default 0: how long past its TTL a value may still be served while one
+    /// refresh runs (Varnish grace).
+    pub grace: Duration,
+    /// `l1_max_entries`, default 10 000: the largest of them sizes the node's one L1.
     pub l1_max_entries: u64,
 }
 
@@ -90,6 +93,7 @@ impl Default for CacheStrategy {
             l1_ttl: Duration::from_secs(300),
             l2_ttl: Duration::from_secs(3600),
             refresh_ahead: 0.8,
+            grace: Duration::ZERO,
             l1_max_entries: 10_000,
         }
     }

@@ -280,6 +280,7 @@ impl Validator<'_> {
                 ),
             }
         }
+        let grace = self.duration(r.grace.as_ref(), &format!("{p}.grace"), def.grace, false);
         let l1_max_entries = u64::from(self.u32(
             r.l1_max_entries.as_ref(),
             &format!("{p}.l1_max_entries"),
@@ -290,6 +291,7 @@ impl Validator<'_> {
             l1_ttl,
             l2_ttl,
             refresh_ahead,
+            grace,
             l1_max_entries,
         }
     }
