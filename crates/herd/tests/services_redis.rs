@@ -208,3 +208,132 @@ async fn queue_survives_kill_9_of_a_herd_node() {
     let mut herd = Herd::start(&config(&redis, ""));
     crash::run(&mut herd, TOKEN, "redis").await;
 }
+
+/// A `redis-server` that only speaks TLS (`--port 0 --tls-port`), with a self-signed certificate
+/// for 127.0.0.1; killed on drop.
+struct TlsRedis {
+    child: std::process::Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl TlsRedis {
+    fn start() -> TlsRedis {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        std::fs::write(dir.path().join("cert.pem"), ck.cert.pem()).unwrap();
+        std::fs::write(dir.path().join("key.pem"), ck.key_pair.serialize_pem()).unwrap();
+        let port = free_port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(["--tls-port", &port.to_string(), "--tls-auth-clients", "no"])
+            .arg("--tls-cert-file")
+            .arg(dir.path().join("cert.pem"))
+            .arg("--tls-key-file")
+            .arg(dir.path().join("key.pem"))
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install -y redis-server)");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis-server with TLS did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        TlsRedis { child, port, dir }
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_urls_speak_tls_and_verify_the_server() {
+    let redis = TlsRedis::start();
+    let config = |url: &str| {
+        format!(
+            "{}\n[[app]]\nname = \"web\"\nservers = [\"127.0.0.1:9\"]\n[store]\nbackend = \"redis\"\nurl = \"{url}\"\ntimeout = \"500ms\"\n[services]\nlisten = \"{{services}}\"\ntoken = \"{TOKEN}\"\n",
+            base_config(""),
+        )
+    };
+    // The server's certificate is trusted through SSL_CERT_FILE (the system store otherwise).
+    let ca = redis.dir.path().join("cert.pem");
+    let herd = Herd::start_with_env(
+        &config(&format!("rediss://127.0.0.1:{}", redis.port)),
+        &[("SSL_CERT_FILE", ca.to_str().unwrap())],
+    );
+    let (code, body) = api(
+        &herd,
+        Method::POST,
+        "/v1/sessions",
+        json!({"data": {"user": "tls"}}),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    let (code, body) = api(
+        &herd,
+        Method::GET,
+        &format!("/v1/sessions/{id}"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        (code, &body["data"]["user"]),
+        (200, &json!("tls")),
+        "{body}"
+    );
+    let (_, status) = get(&herd.admin_url("/store/status")).await.unwrap();
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["state"], "ok", "{status}");
+
+    // Without trusting that certificate the handshake fails: herd refuses to start and says why.
+    let dir = tempfile::tempdir().unwrap();
+    let text = config(&format!("rediss://127.0.0.1:{}", redis.port))
+        .replace("{gateway}", &format!("127.0.0.1:{}", free_port()))
+        .replace("{admin}", &format!("127.0.0.1:{}", free_port()))
+        .replace("{services}", &format!("127.0.0.1:{}", free_port()))
+        .replace("{logs}", &dir.path().join("logs").display().to_string());
+    let path = dir.path().join("herd.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut child = std::process::Command::new(herd_bin())
+        .args(["up", "-c"])
+        .arg(&path)
+        .env_remove("SSL_CERT_FILE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("herd kept running with an untrusted Redis certificate");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = child.wait_with_output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("failed to open the store"), "{text}");
+    assert!(text.to_lowercase().contains("certificate"), "{text}");
+}

@@ -30,9 +30,17 @@ impl Conn {
             .map(|u| redact(u))
             .collect::<Vec<_>>()
             .join(", ");
-        let unreachable = |e: String| StoreError::Unavailable {
-            backend,
-            reason: format!("failed to connect to {targets}: {e} (is Redis running there?)"),
+        let unreachable = |e: String| {
+            let hint = if e.contains("certificate") {
+                "rediss:// checks the server against the system's trust store; for a private CA \
+                 point SSL_CERT_FILE at its PEM file"
+            } else {
+                "is Redis running there?"
+            };
+            StoreError::Unavailable {
+                backend,
+                reason: format!("failed to connect to {targets}: {e} ({hint})"),
+            }
         };
         let refused = |e: redis::RedisError| {
             if e.kind() == redis::ErrorKind::AuthenticationFailed {

@@ -79,12 +79,23 @@ pub struct Herd {
     /// config has none, so parallel tests never share the default 127.0.0.1:9091).
     pub services: u16,
     pub config: PathBuf,
+    /// Extra environment of the herd process (kept across restarts).
+    pub env: Vec<(String, String)>,
 }
 
 impl Herd {
     /// Writes `config` (with `{gateway}`, `{admin}`, `{demo}`, `{logs}` substituted) and starts
     /// `herd up -c` on it; waits until the admin API answers.
     pub fn start(config: &str) -> Herd {
+        Herd::start_with_env(config, &[])
+    }
+
+    /// [`Herd::start`] with extra environment variables for the herd process.
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Herd {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         let dir = tempfile::tempdir().unwrap();
         let gateway = free_port();
         let admin = free_port();
@@ -102,7 +113,7 @@ impl Herd {
         let path = dir.path().join("herd.toml");
         std::fs::write(&path, text).unwrap();
         std::fs::File::create(dir.path().join("herd.log")).unwrap();
-        let child = spawn_herd(&path, &dir.path().join("herd.log"));
+        let child = spawn_herd(&path, &dir.path().join("herd.log"), &env);
         let mut herd = Herd {
             child: Some(child),
             dir,
@@ -110,6 +121,7 @@ impl Herd {
             admin,
             services,
             config: path,
+            env,
         };
         herd.wait_admin();
         herd
@@ -123,7 +135,11 @@ impl Herd {
             let _ = c.wait();
         }
         let before = self.log().matches("admin API listening").count();
-        self.child = Some(spawn_herd(&self.config, &self.dir.path().join("herd.log")));
+        self.child = Some(spawn_herd(
+            &self.config,
+            &self.dir.path().join("herd.log"),
+            &self.env,
+        ));
         self.wait_admin_n(before + 1);
     }
 
@@ -251,7 +267,7 @@ impl Herd {
     }
 }
 
-fn spawn_herd(config: &Path, log: &Path) -> Child {
+fn spawn_herd(config: &Path, log: &Path, env: &[(String, String)]) -> Child {
     let log = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
@@ -261,6 +277,7 @@ fn spawn_herd(config: &Path, log: &Path) -> Child {
         .args(["up", "-c"])
         .arg(config)
         .env("HERD_LOG", "info")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::from(log.try_clone().unwrap()))
         .stderr(Stdio::from(log))
         .spawn()
