@@ -22,6 +22,7 @@ fn defaults_match_the_docs() {
     assert_eq!(d.retries, 3);
     assert_eq!(d.retry_on, RetryOn::default());
     assert!((d.retry_budget - 0.2).abs() < f64::EPSILON);
+    assert_eq!(d.retry_budget_min_per_s, 10);
     assert_eq!(
         (
             d.circuit.consecutive,
@@ -63,6 +64,7 @@ total_timeout = "30s"
 retries = 2
 retry_on = ["connect-failure", "503", "reset", "timeout"]
 retry_budget = 0.1
+retry_budget_min_per_s = 0
 circuit_consecutive = 3
 circuit_error_rate = 0.25
 circuit_min_requests = 8
@@ -97,6 +99,7 @@ retries = true
     assert_eq!(d.idle_timeout, Duration::from_secs(5));
     assert_eq!(d.idle_release, Some(Duration::from_millis(200)));
     assert_eq!(d.total_timeout, Some(Duration::from_secs(30)));
+    assert_eq!(d.retry_budget_min_per_s, 0);
     assert_eq!(d.retries, 2);
     assert!(d.retry_on.status_503 && d.retry_on.reset && d.retry_on.timeout);
     assert!(!d.retry_on.status_502 && !d.retry_on.status_504);
@@ -132,6 +135,11 @@ fn bad_values_are_located_errors() {
     let cases = [
         ("[gateway]\nretry_on = [\"500\"]\n", 2, "gateway.retry_on"),
         ("[gateway]\nretry_budget = 1.5\n", 2, "gateway.retry_budget"),
+        (
+            "[gateway]\nretry_budget_min_per_s = -1\n",
+            2,
+            "gateway.retry_budget_min_per_s",
+        ),
         ("[gateway]\nthreads = 0\n", 2, "gateway.threads"),
         ("[gateway]\nthreads = 5000\n", 2, "gateway.threads"),
         (

@@ -110,6 +110,7 @@ pub(crate) struct RawGateway {
     pub(crate) retries: Option<Int>,
     pub(crate) retry_on: Option<Val>,
     pub(crate) retry_budget: Option<Val>,
+    pub(crate) retry_budget_min_per_s: Option<Int>,
     pub(crate) circuit_consecutive: Option<Int>,
     pub(crate) circuit_error_rate: Option<Val>,
     pub(crate) circuit_min_requests: Option<Int>,

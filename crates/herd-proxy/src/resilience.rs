@@ -67,7 +67,10 @@ impl AppPlane {
                 .as_ref()
                 .or(gateway.error_page_503.as_ref())
                 .and_then(ErrorPage::from_config),
-            budget: Mutex::new(RetryBudget::new(gateway.retry_budget)),
+            budget: Mutex::new(RetryBudget::new(
+                gateway.retry_budget,
+                gateway.retry_budget_min_per_s,
+            )),
             epoch: Instant::now(),
         }
     }

@@ -7,8 +7,9 @@
 //! app's [`RetryBudget`] allows it.
 //!
 //! The budget follows Finagle's `RetryBudget`: over a sliding window of [`WINDOW_SECS`] seconds,
-//! retries may number at most `ratio` × requests plus a floor of [`MIN_RETRIES_PER_SEC`] per
-//! second (so a quiet app can still retry). It is a pure struct over whole seconds.
+//! retries may number at most `ratio` × requests plus a floor of `retry_budget_min_per_s` per
+//! second (default 10, so a quiet app can still retry; 0 makes the ratio a strict cap). It is a
+//! pure struct over whole seconds.
 
 use herd_config::RetryOn;
 use http::Method;
@@ -23,8 +24,6 @@ pub(crate) struct Policy {
 
 /// Length of the budget's sliding window.
 pub(crate) const WINDOW_SECS: u64 = 10;
-/// Retries always allowed per second, whatever the ratio (Finagle's `minRetriesPerSec`).
-pub(crate) const MIN_RETRIES_PER_SEC: u64 = 10;
 
 /// Idempotent methods (RFC 9110 §9.2.2): sending one twice has the effect of sending it once.
 pub(crate) fn idempotent(method: &Method) -> bool {
@@ -46,13 +45,16 @@ struct Bucket {
 #[derive(Debug, Clone)]
 pub(crate) struct RetryBudget {
     ratio: f64,
+    /// Retries always allowed per second, whatever the ratio (Finagle's `minRetriesPerSec`).
+    min_per_sec: u64,
     buckets: [Bucket; WINDOW_SECS as usize],
 }
 
 impl RetryBudget {
-    pub(crate) fn new(ratio: f64) -> Self {
+    pub(crate) fn new(ratio: f64, min_per_sec: u32) -> Self {
         RetryBudget {
             ratio,
+            min_per_sec: u64::from(min_per_sec),
             buckets: [Bucket::default(); WINDOW_SECS as usize],
         }
     }
@@ -85,7 +87,7 @@ impl RetryBudget {
         }
         // Counts stay far below 2^52, where f64 is exact.
         #[allow(clippy::cast_precision_loss)]
-        let allowed = (MIN_RETRIES_PER_SEC * WINDOW_SECS) as f64 + self.ratio * requests as f64;
+        let allowed = (self.min_per_sec * WINDOW_SECS) as f64 + self.ratio * requests as f64;
         #[allow(clippy::cast_precision_loss)]
         let ok = (retries + 1) as f64 <= allowed;
         if ok {
@@ -102,13 +104,13 @@ mod tests {
 
     #[test]
     fn a_quiet_app_gets_the_floor_and_a_busy_one_its_ratio() {
-        let mut b = RetryBudget::new(0.2);
-        let floor = MIN_RETRIES_PER_SEC * WINDOW_SECS;
+        let mut b = RetryBudget::new(0.2, 10);
+        let floor = 10 * WINDOW_SECS;
         for _ in 0..floor {
             assert!(b.withdraw(5));
         }
         assert!(!b.withdraw(5), "over the floor with no requests");
-        let mut b = RetryBudget::new(0.2);
+        let mut b = RetryBudget::new(0.2, 10);
         for _ in 0..1000 {
             b.deposit(5);
         }
@@ -127,6 +129,27 @@ mod tests {
     }
 
     #[test]
+    fn without_a_floor_the_ratio_is_a_strict_cap() {
+        let mut b = RetryBudget::new(0.2, 0);
+        assert!(!b.withdraw(1), "no requests, no retries");
+        for _ in 0..4 {
+            b.deposit(1);
+        }
+        assert!(!b.withdraw(1), "4 requests allow 0.8 retries");
+        b.deposit(2);
+        assert!(b.withdraw(2), "5 requests allow one");
+        assert!(!b.withdraw(2));
+        for _ in 0..1000 {
+            b.deposit(3);
+        }
+        let mut n = 0;
+        while b.withdraw(3) {
+            n += 1;
+        }
+        assert_eq!(n, 201 - 1, "20 % of 1005 requests, one already taken");
+    }
+
+    #[test]
     fn only_idempotent_methods() {
         assert!(idempotent(&Method::GET) && idempotent(&Method::PUT));
         assert!(!idempotent(&Method::POST) && !idempotent(&Method::PATCH));
@@ -139,8 +162,9 @@ mod tests {
         fn never_grants_more_than_the_window_allows(
             events in proptest::collection::vec((0..3u64, any::<bool>()), 1..400),
             ratio in 0.0..1.0f64,
+            min in 0..20u32,
         ) {
-            let mut b = RetryBudget::new(ratio);
+            let mut b = RetryBudget::new(ratio, min);
             let mut sec = 0u64;
             let mut log: Vec<(u64, bool)> = Vec::new(); // (sec, is_retry) granted events
             for (step, is_request) in events {
@@ -152,7 +176,7 @@ mod tests {
                     let in_window = |e: &&(u64, bool)| e.0 + WINDOW_SECS > sec;
                     let requests = log.iter().filter(in_window).filter(|e| !e.1).count() as f64;
                     let retries = log.iter().filter(in_window).filter(|e| e.1).count() as f64;
-                    let allowed = (MIN_RETRIES_PER_SEC * WINDOW_SECS) as f64 + ratio * requests;
+                    let allowed = (u64::from(min) * WINDOW_SECS) as f64 + ratio * requests;
                     let granted = b.withdraw(sec);
                     prop_assert_eq!(granted, retries + 1.0 <= allowed);
                     if granted {

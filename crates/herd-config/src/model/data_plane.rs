@@ -26,8 +26,12 @@ pub struct DataPlane {
     /// sent to another instance, so an instance that dies mid-request costs the client nothing).
     pub retry_on: RetryOn,
     /// `retry_budget`, default 0.2: retries may add at most this fraction of the app's requests
-    /// over a 10 s window, with a floor of 10 retries per second (Finagle's `RetryBudget`).
+    /// over a 10 s window, plus `retry_budget_min_per_s` (Finagle's `RetryBudget`).
     pub retry_budget: f64,
+    /// `retry_budget_min_per_s`, default 10 (Finagle's and linkerd's `minRetriesPerSecond`):
+    /// retries allowed per second on top of the ratio, so a quiet app can still retry. `0`
+    /// makes `retry_budget` a strict cap at every request rate.
+    pub retry_budget_min_per_s: u32,
     /// `circuit_*`: the per-instance circuit breaker.
     pub circuit: Circuit,
     /// `error_page_503`: the body answered when no instance can serve (apps may override).
@@ -168,6 +172,7 @@ pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 pub(crate) const IDLE_RELEASE: Duration = Duration::from_millis(50);
 pub(crate) const RETRIES: u32 = 3;
 pub(crate) const RETRY_BUDGET: f64 = 0.2;
+pub(crate) const RETRY_BUDGET_MIN_PER_S: u32 = 10;
 pub(crate) const COMPRESS_MIN_SIZE: u64 = 1024;
 pub(crate) const COMPRESS_TYPES: [&str; 5] = [
     "text/*",
@@ -209,6 +214,7 @@ impl Default for DataPlane {
             retries: RETRIES,
             retry_on: RetryOn::default(),
             retry_budget: RETRY_BUDGET,
+            retry_budget_min_per_s: RETRY_BUDGET_MIN_PER_S,
             circuit: Circuit::default(),
             error_page_503: None,
             compress: Compress::default(),

@@ -91,6 +91,12 @@ impl Validator<'_> {
                 .as_ref()
                 .map_or_else(RetryOn::default, |v| self.retry_on(v, &k("retry_on"))),
             retry_budget: self.ratio(g.retry_budget.as_ref(), &k("retry_budget"), d.retry_budget),
+            retry_budget_min_per_s: self.u32(
+                g.retry_budget_min_per_s.as_ref(),
+                &k("retry_budget_min_per_s"),
+                dp::RETRY_BUDGET_MIN_PER_S,
+                0,
+            ),
             circuit,
             error_page_503: g
                 .error_page_503
