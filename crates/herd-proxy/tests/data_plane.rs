@@ -526,3 +526,78 @@ async fn an_h2c_connection_that_breaks_is_dialled_again() {
     second.cancel();
     stop.cancel();
 }
+
+/// A listener that never accepts, with its accept queue filled: a new connect to it gets no
+/// SYN-ACK (Linux drops SYNs while the queue is full) and hangs. Keep the returned values alive.
+async fn stalled_listener() -> (
+    SocketAddr,
+    tokio::net::TcpListener,
+    Vec<tokio::net::TcpStream>,
+) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut filling = Vec::new();
+    // Fill the queue: once a connect times out, the next one will too.
+    for _ in 0..8 {
+        match tokio::time::timeout(
+            Duration::from_millis(300),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            Ok(Ok(s)) => filling.push(s),
+            _ => break,
+        }
+    }
+    assert!(
+        tokio::time::timeout(
+            Duration::from_millis(300),
+            tokio::net::TcpStream::connect(addr)
+        )
+        .await
+        .is_err(),
+        "the accept queue of the stalled listener is not full"
+    );
+    (addr, listener, filling)
+}
+
+#[tokio::test]
+async fn a_connect_that_hangs_is_cut_at_connect_timeout_and_moved_on() {
+    let (stalled, _keep, _filling) = stalled_listener().await;
+    let (gw, addr, stop, _) = gateway("connect_timeout = \"300ms\"", "").await;
+    let (good, sgood) = backend("good", false, false).await;
+    gw.set_endpoints(
+        "web",
+        vec![endpoint(1, "web-1", stalled), endpoint(2, "web-2", good)],
+    );
+    // Round robin reaches the hanging instance every other request: each such request waits
+    // connect_timeout, then goes to the other instance.
+    for _ in 0..4 {
+        let started = Instant::now();
+        let r = send(addr, "GET", "/", &[]).await;
+        assert_eq!((r.status, &r.body[..]), (StatusCode::OK, &b"good"[..]));
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(sgood.requests.load(Ordering::SeqCst), 4);
+    // With only the hanging instance left, the client gets a 502 after about connect_timeout.
+    gw.set_endpoints("web", vec![endpoint(1, "web-1", stalled)]);
+    let started = Instant::now();
+    let r = send(addr, "GET", "/", &[]).await;
+    let took = started.elapsed();
+    assert!(
+        r.status == StatusCode::BAD_GATEWAY || r.status == StatusCode::GATEWAY_TIMEOUT,
+        "{}",
+        r.status
+    );
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    stop.cancel();
+}
