@@ -407,6 +407,49 @@ async fn remove_on_complete_keeps_the_last_n() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_on_fail_keeps_the_last_n_dead_letters_and_zero_keeps_none() {
+    let (_d, node, _clock) = setup(QueueConfig::default()).await;
+    let q = &node.services.queues;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let mut j = job(&format!("f{i}"));
+        j.keep_failed = Some(2);
+        ids.push(q.add("rf", j).await.unwrap());
+    }
+    for j in q.reserve("rf", 4, None, Duration::ZERO).await.unwrap() {
+        let state = q
+            .fail("rf", &j.id, &j.lease_token, "boom", false)
+            .await
+            .unwrap();
+        assert_eq!(state, State::Failed);
+    }
+    assert_eq!(q.counts("rf").await.unwrap().failed, 2);
+    let kept: Vec<String> = q
+        .dead_letters("rf", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(
+        kept.iter().all(|id| ids[2..].contains(id)),
+        "the last two stay: {kept:?}"
+    );
+
+    // remove_on_fail = true (keep 0): the dead-lettered job is deleted at once.
+    let mut j = job("gone");
+    j.keep_failed = Some(0);
+    let id = q.add("rf0", j).await.unwrap();
+    let got = q.reserve("rf0", 1, None, Duration::ZERO).await.unwrap();
+    q.fail("rf0", &id, &got[0].lease_token, "boom", false)
+        .await
+        .unwrap();
+    assert_eq!(q.counts("rf0").await.unwrap().failed, 0);
+    assert!(q.get("rf0", &id).await.is_err(), "the record is gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeatable_every_adds_one_job_per_firing() {
     let (_d, node, clock) = setup(QueueConfig::default()).await;
     let q = &node.services.queues;
