@@ -56,6 +56,14 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The fuzz targets are their own workspaces (cargo fuzz; running them: README). Checking that they
+# still compile keeps them from rotting; the main lockfile pins the versions they share with herd.
+echo "==> fuzz targets compile"
+fuzz_target_dir="${CARGO_TARGET_DIR:-$PWD/target}/fuzz-check"
+for dir in crates/herd-config/fuzz crates/herd-proxy/fuzz; do
+  [ -f "$dir/Cargo.lock" ] || cp Cargo.lock "$dir/Cargo.lock"
+  (cd "$dir" && CARGO_TARGET_DIR="$fuzz_target_dir" cargo check --bins --quiet)
+done
 # `cargo test` builds herd itself (its tests run CARGO_BIN_EXE_herd); the demo app the tests start
 # is built here, the same way the tests would build it on demand.
 echo "==> build the demo app"
