@@ -103,7 +103,8 @@ pub struct Tls {
     pub cert: PathBuf,
     /// `key`: its private key (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
-    /// `[[gateway.tls.sni]]` entries: a certificate for one host name (exact match, lowercase).
+    /// `[[gateway.tls.sni]]` entries: a certificate for one host name (lowercase; `*.` + a
+    /// domain matches one label below it).
     pub sni: Vec<SniCert>,
 }
 

@@ -867,3 +867,33 @@ fn store_and_services_errors_point_at_keys() {
         "URLs may hold passwords: {url}"
     );
 }
+
+#[test]
+fn tls_sni_hosts_exact_and_wildcard() {
+    let tls = |hosts: &[&str]| {
+        let mut t = String::from("[gateway]\n[gateway.tls]\ncert = \"d.pem\"\nkey = \"d.key\"\n");
+        for h in hosts {
+            t.push_str(&format!(
+                "[[gateway.tls.sni]]\nhost = \"{h}\"\ncert = \"x.pem\"\nkey = \"x.key\"\n"
+            ));
+        }
+        t + "[[app]]\nname = \"web\"\ncommand = [\"x\"]\n"
+    };
+    let cfg = ok(&tls(&["API.example.com.", "*.Example.com"]));
+    let hosts: Vec<&str> = cfg
+        .gateway
+        .tls
+        .as_ref()
+        .unwrap()
+        .sni
+        .iter()
+        .map(|s| s.host.as_str())
+        .collect();
+    assert_eq!(hosts, ["api.example.com", "*.example.com"]);
+    for bad in ["*", "*.", "a.*.com", "*.*.com", "api*.example.com"] {
+        let e = errs(&tls(&[bad]));
+        assert_eq!(e.len(), 1, "{bad}: {e:?}");
+        assert_eq!(e[0].key, "gateway.tls.sni[0].host", "{bad}");
+        assert!(e[0].to_string().contains("first label"), "{bad}: {}", e[0]);
+    }
+}

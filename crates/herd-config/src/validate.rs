@@ -238,6 +238,20 @@ impl Validator<'_> {
                     None
                 }
             };
+            let host = host.filter(|h| {
+                let parent = h.strip_prefix("*.").unwrap_or(h);
+                let ok = !parent.is_empty() && !parent.contains('*');
+                if !ok {
+                    let span = r.host.as_ref().map_or_else(|| e.span(), |v| v.span());
+                    self.err(
+                        &span,
+                        &key_of("host"),
+                        &format!("bad host {h:?}: '*' may only be the whole first label"),
+                        Some("e.g. host = \"*.example.com\" (matches api.example.com, not example.com nor a.b.example.com)".into()),
+                    );
+                }
+                ok
+            });
             let c = self.pem_path(r.cert.as_ref(), &e.span(), &key_of("cert"));
             let k = self.pem_path(r.key.as_ref(), &e.span(), &key_of("key"));
             if let (Some(host), Some(cert), Some(key)) = (host, c, k) {

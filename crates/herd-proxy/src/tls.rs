@@ -61,7 +61,29 @@ pub(crate) struct ClientTls;
 #[derive(Debug)]
 struct CertSet {
     default: Arc<CertifiedKey>,
+    /// Exact names.
     by_host: HashMap<String, Arc<CertifiedKey>>,
+    /// `*.example.com` entries, by `example.com`.
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+}
+
+impl CertSet {
+    /// The certificate for a handshake's server name: an exact entry, else a wildcard entry
+    /// for the name's parent (one label, as certificates match: `*.example.com` covers
+    /// `api.example.com`, not `example.com` nor `a.b.example.com`), else the default.
+    fn pick(&self, server_name: Option<&str>) -> &Arc<CertifiedKey> {
+        let Some(name) = server_name.map(str::to_ascii_lowercase) else {
+            return &self.default;
+        };
+        let name = name.trim_end_matches('.');
+        self.by_host
+            .get(name)
+            .or_else(|| {
+                let (_, parent) = name.split_once('.')?;
+                self.wildcard.get(parent)
+            })
+            .unwrap_or(&self.default)
+    }
 }
 
 /// The certificates in force and where they come from.
@@ -174,11 +196,20 @@ impl TlsCerts {
 
 fn load_set(config: &Tls) -> Result<CertSet, TlsError> {
     let default = load_pair(&config.cert, &config.key)?;
-    let mut by_host = HashMap::new();
+    let (mut by_host, mut wildcard) = (HashMap::new(), HashMap::new());
     for s in &config.sni {
-        by_host.insert(s.host.to_ascii_lowercase(), load_pair(&s.cert, &s.key)?);
+        let host = s.host.to_ascii_lowercase();
+        let pair = load_pair(&s.cert, &s.key)?;
+        match host.strip_prefix("*.") {
+            Some(parent) => wildcard.insert(parent.to_owned(), pair),
+            None => by_host.insert(host, pair),
+        };
     }
-    Ok(CertSet { default, by_host })
+    Ok(CertSet {
+        default,
+        by_host,
+        wildcard,
+    })
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -221,17 +252,51 @@ fn load_pair(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
     Ok(Arc::new(certified))
 }
 
-/// Picks the certificate for the SNI name of a handshake (exact, case-insensitive), else the
-/// default one.
+/// Picks the certificate for the SNI name of a handshake (exact, then wildcard,
+/// case-insensitive), else the default one.
 #[derive(Debug)]
 struct Resolver(Arc<TlsCerts>);
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let set = self.0.current.load();
-        let by_name = hello
-            .server_name()
-            .and_then(|n| set.by_host.get(&n.to_ascii_lowercase()));
-        Some(Arc::clone(by_name.unwrap_or(&set.default)))
+        Some(Arc::clone(set.pick(hello.server_name())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    fn key(name: &str) -> Arc<CertifiedKey> {
+        let ck = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der()));
+        let signing = provider::sign::any_supported_type(&der).unwrap();
+        Arc::new(CertifiedKey::new(vec![ck.cert.der().clone()], signing))
+    }
+
+    #[test]
+    fn exact_then_one_label_wildcard_then_default() {
+        let (default, api, wild) = (
+            key("localhost"),
+            key("api.example.com"),
+            key("*.example.com"),
+        );
+        let set = CertSet {
+            default: Arc::clone(&default),
+            by_host: HashMap::from([("api.example.com".to_owned(), Arc::clone(&api))]),
+            wildcard: HashMap::from([("example.com".to_owned(), Arc::clone(&wild))]),
+        };
+        let is = |name: Option<&str>, want: &Arc<CertifiedKey>| {
+            assert!(Arc::ptr_eq(set.pick(name), want), "{name:?}");
+        };
+        is(Some("api.example.com"), &api);
+        is(Some("API.Example.COM."), &api);
+        is(Some("www.example.com"), &wild);
+        is(Some("a.b.example.com"), &default);
+        is(Some("example.com"), &default);
+        is(Some("other.test"), &default);
+        is(None, &default);
     }
 }

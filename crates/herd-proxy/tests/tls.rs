@@ -76,16 +76,20 @@ struct Running {
     stop: CancellationToken,
     localhost: CertificateDer<'static>,
     api: CertificateDer<'static>,
+    wild: CertificateDer<'static>,
 }
 
-/// A TLS gateway: default certificate for `localhost`, an SNI one for `api.test`.
+/// A TLS gateway: default certificate for `localhost`, SNI ones for `api.test` and
+/// `*.wild.test`.
 async fn tls_gateway() -> Running {
     let dir = temp_dir();
     let localhost = write_cert(&dir, "default", "localhost");
     let api = write_cert(&dir, "api", "api.test");
+    let wild = write_cert(&dir, "wild", "*.wild.test");
     let text = "[gateway]\nlisten = \"127.0.0.1:0\"\n\
         [gateway.tls]\ncert = \"default.pem\"\nkey = \"default.key\"\n\
         [[gateway.tls.sni]]\nhost = \"API.test\"\ncert = \"api.pem\"\nkey = \"api.key\"\n\
+        [[gateway.tls.sni]]\nhost = \"*.wild.test\"\ncert = \"wild.pem\"\nkey = \"wild.key\"\n\
         [[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\nsticky = true\n";
     let config = herd_config::parse(text, "test.toml", &dir).unwrap();
     let tls = config.gateway.tls.as_ref().unwrap();
@@ -111,6 +115,7 @@ async fn tls_gateway() -> Running {
         stop,
         localhost,
         api,
+        wild,
     }
 }
 
@@ -253,6 +258,8 @@ async fn sni_picks_the_certificate() {
     assert_eq!(peer_cert(&api), gw.api);
     let default = connect(gw.addr, "localhost", &both, b"h2").await;
     assert_eq!(peer_cert(&default), gw.localhost);
+    let wild = connect(gw.addr, "www.wild.test", &[&gw.wild], b"h2").await;
+    assert_eq!(peer_cert(&wild), gw.wild);
     let mut h2 = h2(api).await;
     assert_eq!(h2_get(&mut h2, "api.test").await.1, "https");
     gw.stop.cancel();
