@@ -246,7 +246,7 @@ impl Validator<'_> {
                     self.err(
                         &span,
                         &key_of("host"),
-                        &format!("bad host {h:?}: '*' may only be the whole first label"),
+                        format!("bad host {h:?}: '*' may only be the whole first label"),
                         Some("e.g. host = \"*.example.com\" (matches api.example.com, not example.com nor a.b.example.com)".into()),
                     );
                 }
