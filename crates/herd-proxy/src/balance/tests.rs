@@ -152,6 +152,85 @@ fn ip_hash_spreads_within_statistical_bounds() {
     }
 }
 
+#[test]
+fn peak_ewma_spreads_equal_instances_within_statistical_bounds() {
+    // Equal latency and load: the P2C draw decides, as with random_two.
+    let n = 5;
+    let w = World::new(vec![0; n], vec![false; n]);
+    let mut state = 11;
+    let mut hits = vec![0u32; n];
+    for _ in 0..50_000 {
+        hits[w
+            .pick(Balance::PeakEwma, 0, splitmix(&mut state), None, 0)
+            .unwrap()] += 1;
+    }
+    // Binomial(50000, 1/5): sd ≈ 89; allow 6 sd.
+    for h in hits {
+        assert!((f64::from(h) - 10_000.0).abs() < 540.0, "{h}");
+    }
+}
+
+#[test]
+fn hash_by_header_cookie_query_and_path_spreads_within_statistical_bounds() {
+    let n = 4;
+    let w = World::new(vec![0; n], vec![false; n]);
+    let keys = [
+        herd_config::HashKey::Header("x-user".into()),
+        herd_config::HashKey::Cookie("sid".into()),
+        herd_config::HashKey::Query("user".into()),
+        herd_config::HashKey::Path,
+    ];
+    for hk in &keys {
+        let mut hits = vec![0u32; n];
+        for i in 0..40_000u32 {
+            let user = format!("user-{i}");
+            let mut headers = http::HeaderMap::new();
+            headers.insert("x-user", user.parse().unwrap());
+            headers.insert(
+                http::header::COOKIE,
+                format!("a=1; sid={user}").parse().unwrap(),
+            );
+            let uri: http::Uri = format!("/u/{user}?lang=en&user={user}").parse().unwrap();
+            let k = key::request_hash(hk, &headers, &uri).expect("the request carries the key");
+            hits[w.pick(Balance::Hash, 0, 0, Some(k), 0).unwrap()] += 1;
+        }
+        // 160 vnodes per instance: each arc within about ±25 % of the mean.
+        for h in &hits {
+            assert!((7_500..=12_500).contains(h), "{hk:?}: {hits:?}");
+        }
+    }
+}
+
+#[test]
+fn least_conn_spreads_concurrent_load_evenly() {
+    // Requests arrive and finish at random; least_conn always sends the next one to an idlest
+    // instance (ties rotate), so over time every instance gets its share.
+    let n = 4;
+    let mut w = World::new(vec![0; n], vec![false; n]);
+    let mut state = 5;
+    let mut hits = vec![0u32; n];
+    let mut open: Vec<usize> = Vec::new();
+    for rr in 0..40_000u64 {
+        if !open.is_empty() && splitmix(&mut state) % 3 == 0 {
+            let done = open
+                .swap_remove(usize::try_from(splitmix(&mut state) % open.len() as u64).unwrap());
+            w.loads[done] -= 1;
+        }
+        let i = w.pick(Balance::LeastConn, rr, 0, None, 0).unwrap();
+        assert_eq!(
+            w.loads[i],
+            *w.loads.iter().min().unwrap(),
+            "picks the idlest"
+        );
+        w.loads[i] += 1;
+        open.push(i);
+        hits[i] += 1;
+    }
+    for h in &hits {
+        assert!((9_000..=11_000).contains(h), "{hits:?}");
+    }
+}
+
 proptest! {
     #[test]
     fn never_picks_a_skipped_candidate(
