@@ -52,6 +52,8 @@ pub async fn run_all(store: &Store, p: &str) {
     super::queue_cases::queue_adds(store, p).await;
     eprintln!("[{p}] case queue_headers");
     super::queue_cases::queue_headers(store, p).await;
+    eprintln!("[{p}] case cancelled_calls");
+    super::cancel_cases::cancelled_calls(store, p).await;
 }
 
 async fn versions_and_cas(s: &Store, p: &str) {

@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod cancel_cases;
 pub mod cases;
 pub mod queue_cases;
 
