@@ -1,0 +1,130 @@
+//! TLS with a real herd: the certificate files are replaced, and a reload (SIGHUP or
+//! `POST /config/reload`) serves the new certificate to new handshakes while a connection opened
+//! before keeps working.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tokio_rustls::TlsConnector;
+
+/// Writes a self-signed certificate for `localhost` as cert.pem / key.pem in `dir`.
+fn write_cert(dir: &std::path::Path) -> CertificateDer<'static> {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), ck.key_pair.serialize_pem()).unwrap();
+    ck.cert.der().clone()
+}
+
+/// A TLS connection to herd's gateway that trusts `roots`.
+async fn connect(port: u16, roots: &[&CertificateDer<'static>]) -> TlsStream<TcpStream> {
+    let mut store = RootCertStore::empty();
+    for r in roots {
+        store.add((*r).clone()).unwrap();
+    }
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+fn peer(tls: &TlsStream<TcpStream>) -> CertificateDer<'static> {
+    tls.get_ref().1.peer_certificates().unwrap()[0].clone()
+}
+
+/// One keep-alive HTTP/1.1 GET on `tls`; returns the status line.
+async fn get(tls: &mut TlsStream<TcpStream>) -> String {
+    tls.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut have = 0;
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf[have..]))
+            .await
+            .expect("no answer")
+            .unwrap();
+        assert!(n > 0, "connection closed");
+        have += n;
+        let text = String::from_utf8_lossy(&buf[..have]);
+        if text.contains("hello from") {
+            return text.lines().next().unwrap().to_owned();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_certificates_are_served_after_a_reload_without_dropping_connections() {
+    let certs = tempfile::tempdir().unwrap();
+    let old = write_cert(certs.path());
+    let config = format!(
+        "{}\n[gateway.tls]\ncert = \"{}\"\nkey = \"{}\"\n{}",
+        base_config(""),
+        certs.path().join("cert.pem").display(),
+        certs.path().join("key.pem").display(),
+        demo_app("web", 1, "")
+    );
+    let herd = Herd::start(&config);
+    herd.wait_ready("web", 1).await;
+    let mut open = connect(herd.gateway, &[&old]).await;
+    assert_eq!(peer(&open), old);
+    assert_eq!(get(&mut open).await, "HTTP/1.1 200 OK");
+
+    // Replace the files; POST /config/reload re-reads them.
+    let new = write_cert(certs.path());
+    let (code, body) = request(
+        http::Method::POST,
+        &herd.admin_url("/config/reload"),
+        "".into(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("tls: certificates re-read"), "{body}");
+    let fresh = connect(herd.gateway, &[&old, &new]).await;
+    assert_eq!(peer(&fresh), new);
+    assert_eq!(
+        get(&mut open).await,
+        "HTTP/1.1 200 OK",
+        "the old connection goes on"
+    );
+
+    // Again with SIGHUP.
+    let newer = write_cert(certs.path());
+    herd.signal(nix::sys::signal::Signal::SIGHUP);
+    let mut served = None;
+    for _ in 0..100 {
+        let tls = connect(herd.gateway, &[&old, &new, &newer]).await;
+        if peer(&tls) == newer {
+            served = Some(tls);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut tls = served.expect("the newest certificate is served after SIGHUP");
+    assert_eq!(get(&mut tls).await, "HTTP/1.1 200 OK");
+    assert_eq!(
+        get(&mut open).await,
+        "HTTP/1.1 200 OK",
+        "the first connection still goes on"
+    );
+    assert!(
+        herd.log().contains("config reloaded on SIGHUP"),
+        "{}",
+        herd.log()
+    );
+}
