@@ -40,6 +40,12 @@ if [ ! -d tests/browser/node_modules ] || [ "$(cat "$lock_stamp" 2>/dev/null)" !
   echo "$lock_sum" >"$lock_stamp"
 fi
 
+# libfuzzer-sys (the fuzz targets, checked below) builds libFuzzer with a C++ compiler.
+if ! command -v c++ >/dev/null 2>&1; then
+  echo "==> installing g++ (libFuzzer, for the fuzz targets' check)"
+  apt_install g++
+fi
+
 # The metrics test checks /metrics with the reference parser (Python prometheus_client).
 if ! python3 -c "import prometheus_client" 2>/dev/null; then
   echo "==> pip install prometheus_client (the metrics test's parser)"
@@ -57,11 +63,12 @@ cargo fmt --all -- --check
 echo "==> cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The fuzz targets are their own workspaces (cargo fuzz; running them: README). Checking that they
-# still compile keeps them from rotting; the main lockfile pins the versions they share with herd.
+# still compile keeps them from rotting. Their lockfiles (not committed, as cargo fuzz does) start
+# from the main one each time, so they share herd's pinned versions; cargo adds the fuzzing crates.
 echo "==> fuzz targets compile"
 fuzz_target_dir="${CARGO_TARGET_DIR:-$PWD/target}/fuzz-check"
 for dir in crates/herd-config/fuzz crates/herd-proxy/fuzz; do
-  [ -f "$dir/Cargo.lock" ] || cp Cargo.lock "$dir/Cargo.lock"
+  cp Cargo.lock "$dir/Cargo.lock"
   (cd "$dir" && CARGO_TARGET_DIR="$fuzz_target_dir" cargo check --bins --quiet)
 done
 # `cargo test` builds herd itself (its tests run CARGO_BIN_EXE_herd); the demo app the tests start

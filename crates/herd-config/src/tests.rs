@@ -890,10 +890,22 @@ fn tls_sni_hosts_exact_and_wildcard() {
         .map(|s| s.host.as_str())
         .collect();
     assert_eq!(hosts, ["api.example.com", "*.example.com"]);
-    for bad in ["*", "*.", "a.*.com", "*.*.com", "api*.example.com"] {
+    for (bad, why) in [
+        ("*", "two labels"),
+        ("*.com", "two labels"),
+        ("a.*.com", "first label"),
+        ("*.*.com", "first label"),
+        ("api*.example.com", "first label"),
+        ("*..com", "empty labels"),
+        ("a..b", "empty labels"),
+        (" ", "empty"),
+    ] {
         let e = errs(&tls(&[bad]));
         assert_eq!(e.len(), 1, "{bad}: {e:?}");
         assert_eq!(e[0].key, "gateway.tls.sni[0].host", "{bad}");
-        assert!(e[0].to_string().contains("first label"), "{bad}: {}", e[0]);
+        assert!(e[0].to_string().contains(why), "{bad}: {}", e[0]);
     }
+    let e = errs(&tls(&["a.example.com", "A.example.com"]));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].key, "gateway.tls.sni[1].host");
 }

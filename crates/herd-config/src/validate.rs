@@ -9,14 +9,14 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use toml::Spanned;
 
 use crate::defaults as d;
 use crate::error::{closest, ConfigError, ConfigErrors, Source};
-use crate::model::{Admin, Config, Gateway, Logs, Route, SniCert, Tls};
-use crate::raw::{RawConfig, RawRoute, RawTls, Str, Val};
+use crate::model::{Admin, Config, Gateway, Logs, Route};
+use crate::raw::{RawConfig, RawRoute, Val};
 
 mod alerts;
 mod app;
@@ -27,6 +27,7 @@ mod rate_limit;
 mod route;
 mod scaling;
 mod store;
+mod tls;
 mod values;
 
 pub(crate) use values::resolve;
@@ -205,87 +206,6 @@ impl Validator<'_> {
                 .map(|v| self.addr(Some(v), "gateway.redirect_http", d::GATEWAY_LISTEN)),
             data_plane: self.data_plane(g),
             sticky_secret: g.sticky_secret.as_ref().and_then(|s| self.sticky_secret(s)),
-        }
-    }
-
-    /// `[gateway.tls]`: checks the form only; the files are read when the gateway starts.
-    fn tls(&mut self, t: &Spanned<RawTls>) -> Option<Tls> {
-        let raw = t.get_ref();
-        let cert = self.pem_path(raw.cert.as_ref(), &t.span(), "gateway.tls.cert");
-        let key = self.pem_path(raw.key.as_ref(), &t.span(), "gateway.tls.key");
-        let mut sni = Vec::new();
-        for (i, e) in raw.sni.iter().enumerate() {
-            let r = e.get_ref();
-            let key_of = |k: &str| format!("gateway.tls.sni[{i}].{k}");
-            let host = match &r.host {
-                Some(h) if !h.get_ref().trim().is_empty() => Some(
-                    h.get_ref()
-                        .trim()
-                        .trim_end_matches('.')
-                        .to_ascii_lowercase(),
-                ),
-                Some(h) => {
-                    self.err(&h.span(), &key_of("host"), "host must not be empty", None);
-                    None
-                }
-                None => {
-                    self.err(
-                        &e.span(),
-                        &key_of("host"),
-                        "missing host",
-                        Some("e.g. host = \"api.example.com\"".into()),
-                    );
-                    None
-                }
-            };
-            let host = host.filter(|h| {
-                let parent = h.strip_prefix("*.").unwrap_or(h);
-                let ok = !parent.is_empty() && !parent.contains('*');
-                if !ok {
-                    let span = r.host.as_ref().map_or_else(|| e.span(), |v| v.span());
-                    self.err(
-                        &span,
-                        &key_of("host"),
-                        format!("bad host {h:?}: '*' may only be the whole first label"),
-                        Some("e.g. host = \"*.example.com\" (matches api.example.com, not example.com nor a.b.example.com)".into()),
-                    );
-                }
-                ok
-            });
-            let c = self.pem_path(r.cert.as_ref(), &e.span(), &key_of("cert"));
-            let k = self.pem_path(r.key.as_ref(), &e.span(), &key_of("key"));
-            if let (Some(host), Some(cert), Some(key)) = (host, c, k) {
-                sni.push(SniCert { host, cert, key });
-            }
-        }
-        Some(Tls {
-            cert: cert?,
-            key: key?,
-            sni,
-        })
-    }
-
-    fn pem_path(&mut self, v: Option<&Str>, section: &Range<usize>, key: &str) -> Option<PathBuf> {
-        match v {
-            Some(s) if !s.get_ref().trim().is_empty() => {
-                Some(resolve(self.base_dir, Path::new(s.get_ref())))
-            }
-            Some(s) => {
-                self.err(&s.span(), key, "path must not be empty", None);
-                None
-            }
-            None => {
-                self.err(
-                    section,
-                    key,
-                    format!("missing {}", key.rsplit('.').next().unwrap_or(key)),
-                    Some(
-                        "a PEM file, relative to the config file, e.g. cert = \"tls/cert.pem\""
-                            .into(),
-                    ),
-                );
-                None
-            }
         }
     }
 

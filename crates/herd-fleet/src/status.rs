@@ -130,7 +130,10 @@ impl AppView {
                 requests_total: i.stats.as_ref().map_or(0, |s| s.requests()),
                 failures: i.stats.as_ref().map_or(0, |s| s.failures()),
                 passively_down: i.stats.as_ref().is_some_and(|s| s.passively_down(now)),
-                circuit: i.stats.as_ref().map_or("closed", |s| s.circuit()),
+                circuit: i
+                    .stats
+                    .as_ref()
+                    .map_or("closed", |s| s.circuit_state(now).as_str()),
                 rps: i.rps,
                 next_restart_in_ms: i.restart_at.map(|t| {
                     u64::try_from(t.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX)

@@ -566,7 +566,8 @@ async fn stalled_listener() -> (
 #[tokio::test]
 async fn a_connect_that_hangs_is_cut_at_connect_timeout_and_moved_on() {
     let (stalled, _keep, _filling) = stalled_listener().await;
-    let (gw, addr, stop, _) = gateway("connect_timeout = \"300ms\"", "").await;
+    // max_fails high: the hanging instance stays in rotation, so every other request meets it.
+    let (gw, addr, stop, _) = gateway("connect_timeout = \"300ms\"", "max_fails = 100").await;
     let (good, sgood) = backend("good", false, false).await;
     gw.set_endpoints(
         "web",
@@ -574,6 +575,7 @@ async fn a_connect_that_hangs_is_cut_at_connect_timeout_and_moved_on() {
     );
     // Round robin reaches the hanging instance every other request: each such request waits
     // connect_timeout, then goes to the other instance.
+    let all = Instant::now();
     for _ in 0..4 {
         let started = Instant::now();
         let r = send(addr, "GET", "/", &[]).await;
@@ -585,6 +587,11 @@ async fn a_connect_that_hangs_is_cut_at_connect_timeout_and_moved_on() {
         );
     }
     assert_eq!(sgood.requests.load(Ordering::SeqCst), 4);
+    assert!(
+        all.elapsed() >= Duration::from_millis(600),
+        "two of them waited connect_timeout: {:?}",
+        all.elapsed()
+    );
     // With only the hanging instance left, the client gets a 502 after about connect_timeout.
     gw.set_endpoints("web", vec![endpoint(1, "web-1", stalled)]);
     let started = Instant::now();

@@ -408,7 +408,7 @@ async fn remove_on_complete_keeps_the_last_n() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remove_on_fail_keeps_the_last_n_dead_letters_and_zero_keeps_none() {
-    let (_d, node, _clock) = setup(QueueConfig::default()).await;
+    let (_d, node, clock) = setup(QueueConfig::default()).await;
     let q = &node.services.queues;
     let mut ids = Vec::new();
     for i in 0..4 {
@@ -416,7 +416,11 @@ async fn remove_on_fail_keeps_the_last_n_dead_letters_and_zero_keeps_none() {
         j.keep_failed = Some(2);
         ids.push(q.add("rf", j).await.unwrap());
     }
-    for j in q.reserve("rf", 4, None, Duration::ZERO).await.unwrap() {
+    let mut leased = q.reserve("rf", 4, None, Duration::ZERO).await.unwrap();
+    // Fail them from f3 down to f0, a second apart: the last two failed are f1 and f0.
+    leased.sort_by(|a, b| b.name.cmp(&a.name));
+    for j in leased {
+        clock.advance(Duration::from_secs(1));
         let state = q
             .fail("rf", &j.id, &j.lease_token, "boom", false)
             .await
@@ -432,10 +436,11 @@ async fn remove_on_fail_keeps_the_last_n_dead_letters_and_zero_keeps_none() {
         .map(|r| r.id)
         .collect();
     assert_eq!(kept.len(), 2, "{kept:?}");
-    assert!(
-        kept.iter().all(|id| ids[2..].contains(id)),
-        "the last two stay: {kept:?}"
-    );
+    let mut kept = kept;
+    kept.sort();
+    let mut want = ids[..2].to_vec();
+    want.sort();
+    assert_eq!(kept, want, "the last two failed (f1, f0) stay");
 
     // remove_on_fail = true (keep 0): the dead-lettered job is deleted at once.
     let mut j = job("gone");

@@ -145,7 +145,7 @@ async fn two_herds_share_sessions_locks_and_rate_limits() {
 async fn redis_outage_degrades_and_recovers() {
     let mut redis = Redis::start();
     // A rate limit counted in Redis: without Redis it counts on this node, and proxying goes on.
-    let limit = "[[rate_limit]]\nname = \"shared\"\nkey = \"ip\"\nrate = \"10r/s\"\nburst = 5\nnodelay = true\nshared = true\n";
+    let limit = "[[rate_limit]]\nname = \"shared\"\nkey = \"ip\"\nrate = \"1r/m\"\nburst = 3\nnodelay = true\nshared = true\n";
     let herd = Herd::start(&config(&redis, limit));
     herd.wait_ready("web", 1).await;
     let burst = |herd: &Herd| {
@@ -183,9 +183,9 @@ async fn redis_outage_degrades_and_recovers() {
     // L1 keeps serving what it holds; the gateway keeps proxying.
     let (code, cached) = api(&herd, Method::GET, "/v1/cache/pages/home", Value::Null).await;
     assert_eq!(code, 200, "{cached}");
-    tokio::time::sleep(Duration::from_secs(1)).await; // the local zone refills
+    // This node's own count has not been used yet: the first requests pass, then 429 again.
     let codes = burst(&herd).await;
-    assert_eq!(codes[0], 200, "{codes:?}");
+    assert_eq!(codes[..4], [200, 200, 200, 200], "{codes:?}");
     assert!(
         codes.contains(&429),
         "still limited, on this node: {codes:?}"

@@ -1,6 +1,6 @@
-//! TLS with a real herd: the certificate files are replaced, and a reload (SIGHUP or
-//! `POST /config/reload`) serves the new certificate to new handshakes while a connection opened
-//! before keeps working.
+//! TLS with a real herd: the certificate files are replaced (unseen by the file watcher), and a
+//! reload (SIGHUP or `POST /config/reload`) serves the new certificate to new handshakes while a
+//! connection opened before keeps working.
 
 mod common;
 
@@ -15,11 +15,23 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
-/// Writes a self-signed certificate for `localhost` as cert.pem / key.pem in `dir`.
+/// Writes a self-signed certificate for `localhost` as cert.pem / key.pem in `dir`. Every
+/// version has the same sizes (padded with newlines) and the same modification time, so herd's
+/// file watcher (which compares those) never notices: only an explicit reload picks it up.
 fn write_cert(dir: &std::path::Path) -> CertificateDer<'static> {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), ck.key_pair.serialize_pem()).unwrap();
+    let same = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    for (name, pem, size) in [
+        ("cert.pem", ck.cert.pem(), 4096),
+        ("key.pem", ck.key_pair.serialize_pem(), 2048),
+    ] {
+        assert!(pem.len() < size);
+        let padded = format!("{pem}{}", "\n".repeat(size - pem.len()));
+        let path = dir.join(name);
+        std::fs::write(&path, padded).unwrap();
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(same).unwrap();
+    }
     ck.cert.der().clone()
 }
 
@@ -103,8 +115,13 @@ async fn replaced_certificates_are_served_after_a_reload_without_dropping_connec
         "the old connection goes on"
     );
 
-    // Again with SIGHUP.
+    // The watcher does not see a change it cannot notice (same sizes and times): still `new`.
     let newer = write_cert(certs.path());
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let unseen = connect(herd.gateway, &[&new, &newer]).await;
+    assert_eq!(peer(&unseen), new, "only a reload re-reads the files");
+
+    // SIGHUP does.
     herd.signal(nix::sys::signal::Signal::SIGHUP);
     let mut served = None;
     for _ in 0..100 {

@@ -286,8 +286,11 @@ impl Cache {
     /// How long L1 may keep `e`: the namespace's `l1_ttl`, but never past ttl + grace.
     fn l1_for(&self, ns: &str, e: &Entry) -> Duration {
         let s = self.strategy(ns);
-        let end = e.stored_at_ms + e.ttl_ms + millis(s.grace);
-        let left = u64::try_from(end - self.inner.clock.now_ms()).unwrap_or(0);
+        let end = e
+            .stored_at_ms
+            .saturating_add(e.ttl_ms)
+            .saturating_add(millis(s.grace));
+        let left = u64::try_from(end.saturating_sub(self.inner.clock.now_ms())).unwrap_or(0);
         s.l1_ttl.min(Duration::from_millis(left))
     }
 
@@ -413,7 +416,7 @@ impl Cache {
             content_type,
             l1_for: Duration::ZERO,
         };
-        let expires = now + e.ttl_ms + millis(s.grace);
+        let expires = now.saturating_add(e.ttl_ms).saturating_add(millis(s.grace));
         let store = &self.inner.store;
         // Index first: a crash after it leaves an index entry for a missing key (harmless),
         // never a key that prefix or tag invalidation cannot find.
@@ -432,7 +435,7 @@ impl Cache {
                 &l2_key(ns, key),
                 e.encode(),
                 Expect::Any,
-                Some(ttl + s.grace),
+                Some(ttl.saturating_add(s.grace)),
             )
             .await?;
         self.inner.epochs.bump(&l1_key(ns, key));
