@@ -21,6 +21,66 @@ fn is_public(method: &Method, path: &str) -> bool {
     method == Method::GET && (path == "/" || path.starts_with("/assets/"))
 }
 
+/// Without a token the API is open to whatever runs on this machine; this keeps web pages out.
+/// A page on another site may make the browser send requests to 127.0.0.1 (cross-site
+/// requests, and DNS rebinding, where the attacker's own name resolves to 127.0.0.1). So in
+/// that mode a request must name this machine in `Host` (an IP address or `localhost`), and a
+/// request from a page (`Origin`) must come from the same host and port. The herd CLI, curl and
+/// the dashboard itself pass. With a token, the token decides (a page cannot attach it).
+pub(crate) async fn same_origin(
+    State(state): State<AdminState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if state.token.is_some() {
+        return next.run(req).await;
+    }
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok());
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok());
+    match refuse(host, origin) {
+        None => next.run(req).await,
+        Some(why) => (
+            StatusCode::FORBIDDEN,
+            axum::Json(serde_json::json!({
+                "error": why,
+                "hint": "open the admin API as http://127.0.0.1:<port>/ (or localhost), or set [admin] token"
+            })),
+        )
+            .into_response(),
+    }
+}
+
+/// Why a tokenless request is refused, if it is.
+fn refuse(host: Option<&str>, origin: Option<&str>) -> Option<&'static str> {
+    if let Some(host) = host {
+        let name = match host.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+        };
+        let local =
+            name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok();
+        if !local {
+            return Some("Host must be an IP address or localhost when the admin API has no token");
+        }
+    }
+    match (origin, host) {
+        (Some(origin), Some(host)) => {
+            let from = origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"));
+            (from != Some(host)).then_some("cross-origin request refused (Origin is not this API)")
+        }
+        (Some(_), None) => Some("cross-origin request refused (no Host)"),
+        _ => None,
+    }
+}
+
 pub(crate) async fn require_token(
     State(state): State<AdminState>,
     req: Request,
@@ -53,7 +113,7 @@ pub(crate) async fn require_token(
 
 #[cfg(test)]
 mod tests {
-    use super::{constant_time_eq, is_public};
+    use super::{constant_time_eq, is_public, refuse};
     use axum::http::Method;
 
     #[test]
@@ -80,6 +140,38 @@ mod tests {
             (Method::GET, "/telemetry/stream"),
         ] {
             assert!(!is_public(&m, p), "{m} {p}");
+        }
+    }
+
+    #[test]
+    fn tokenless_requests_must_come_from_this_machine() {
+        for host in [
+            "127.0.0.1:9090",
+            "localhost:9090",
+            "LOCALHOST",
+            "[::1]:9090",
+            "10.0.0.5",
+        ] {
+            assert_eq!(refuse(Some(host), None), None, "{host}");
+        }
+        assert_eq!(refuse(None, None), None, "HTTP/1.0 without Host");
+        assert!(
+            refuse(Some("evil.example:9090"), None).is_some(),
+            "DNS rebinding"
+        );
+        assert!(refuse(Some("127.0.0.1.evil.example"), None).is_some());
+        let same = Some("http://127.0.0.1:9090");
+        assert_eq!(refuse(Some("127.0.0.1:9090"), same), None, "the dashboard");
+        for origin in [
+            "http://evil.example",
+            "http://127.0.0.1:9091",
+            "null",
+            "http://localhost:9090",
+        ] {
+            assert!(
+                refuse(Some("127.0.0.1:9090"), Some(origin)).is_some(),
+                "{origin}"
+            );
         }
     }
 }

@@ -99,8 +99,12 @@ pub fn router(state: AdminState) -> axum::Router {
         .route("/metrics", scrape)
         .merge(dashboard::router())
         .layer(axum::middleware::from_fn_with_state(
-            state,
+            state.clone(),
             auth::require_token,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            auth::same_origin,
         ))
 }
 

@@ -106,7 +106,7 @@ shutdown_timeout = "1m30s"
 
 [admin]
 listen = "[::]:9999"
-token = "secret"
+token = "secret-0123456789"
 
 [logs]
 dir = "/var/log/herd"
@@ -150,7 +150,7 @@ app = "old_site"
     assert_eq!(cfg.gateway.pool_max_idle, 0);
     assert_eq!(cfg.gateway.shutdown_timeout, Duration::from_secs(90));
     assert_eq!(cfg.admin.listen, "[::]:9999".parse().unwrap());
-    assert_eq!(cfg.admin.token.as_deref(), Some("secret"));
+    assert_eq!(cfg.admin.token.as_deref(), Some("secret-0123456789"));
     assert_eq!(cfg.logs.dir, PathBuf::from("/var/log/herd"));
     assert_eq!(cfg.logs.max_size, 1 << 30);
     assert_eq!(cfg.logs.max_files, 7);
@@ -516,10 +516,16 @@ fn admin_token_required_off_loopback() {
     assert!(err.message.contains("not a loopback address"), "{err}");
     assert!(err.hint.unwrap().contains("token"));
     ok(&format!(
-        "[admin]\nlisten = \"0.0.0.0:9090\"\ntoken = \"s3cret\"\n{APP}"
+        "[admin]\nlisten = \"0.0.0.0:9090\"\ntoken = \"s3cret-0123456789\"\n{APP}"
     ));
     ok(&format!("[admin]\nlisten = \"[::1]:9090\"\n{APP}"));
     one(&format!("[admin]\ntoken = \"\"\n{APP}"), 2, "admin.token");
+    let short = one(
+        &format!("[admin]\nlisten = \"0.0.0.0:9090\"\ntoken = \"s3cret\"\n{APP}"),
+        3,
+        "admin.token",
+    );
+    assert!(short.message.contains("at least 16"), "{short}");
 }
 
 #[test]

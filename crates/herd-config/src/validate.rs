@@ -234,11 +234,11 @@ impl Validator<'_> {
         let listen_span = a.listen.as_ref().map_or(0..0, Spanned::span);
         let mut token = None;
         if let Some(t) = &a.token {
-            if t.get_ref().trim().is_empty() {
+            if t.get_ref().trim().chars().count() < 16 {
                 self.err(
                     &t.span(),
                     "admin.token",
-                    "token must not be empty",
+                    "token must be at least 16 characters",
                     Some("use a long random string, e.g. from `openssl rand -hex 32`".into()),
                 );
             } else {

@@ -6,20 +6,21 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_is_required_when_configured() {
-    let herd = Herd::start(&(base_config("token = \"s3cret-token\"") + &demo_app("web", 1, "")));
+    let herd =
+        Herd::start(&(base_config("token = \"s3cret-token-0123456\"") + &demo_app("web", 1, "")));
     let (code, body) = get(&herd.admin_url("/cluster/status")).await.unwrap();
     assert_eq!(code, 401, "{body}");
     let out = herd.cli(&["status"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
-    let out = herd.cli(&["status", "--token", "s3cret-token"]);
+    let out = herd.cli(&["status", "--token", "s3cret-token-0123456"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        !herd.log().contains("s3cret-token"),
+        !herd.log().contains("s3cret-token-0123456"),
         "the token must never be logged"
     );
 }
@@ -64,4 +65,48 @@ async fn bad_admin_requests_get_clear_errors() {
     assert!(body.contains("port_range"), "{body}");
     let (code, _) = get(&herd.admin_url("/nope")).await.unwrap();
     assert_eq!(code, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_page_cannot_drive_the_tokenless_admin_api() {
+    let herd = Herd::start(&(base_config("") + &demo_app("web", 1, "")));
+    herd.wait_ready("web", 1).await;
+    let drain = herd.admin_url("/loadbalancer/instances/web-1/drain");
+    // A page on another site posting to 127.0.0.1 (the browser adds its Origin).
+    let (code, _, body) = call(
+        http::Method::POST,
+        &drain,
+        &[("origin", "http://evil.example")],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 403, "{body}");
+    // DNS rebinding: the page's own name resolves to 127.0.0.1 (the browser sends that Host).
+    let (code, _, body) = call(
+        http::Method::GET,
+        &herd.admin_url("/cluster/status"),
+        &[("host", "evil.example:9090")],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(
+        herd.instances("web").await[0]["state"],
+        "ready",
+        "nothing drained"
+    );
+    // The CLI and same-origin requests (the dashboard) pass.
+    let port = herd.admin;
+    let (code, _, body) = call(
+        http::Method::POST,
+        &drain,
+        &[("origin", &format!("http://127.0.0.1:{port}"))],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(herd.cli(&["status"]).status.success());
 }

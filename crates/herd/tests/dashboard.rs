@@ -189,7 +189,7 @@ async fn dashboard_shows_the_fleet_and_reflects_a_scale_in_chromium() {
 async fn dashboard_is_public_but_its_data_needs_the_token() {
     require_browser_tools();
     let _one = BROWSER.lock().await;
-    let token = "dash-s3cret";
+    let token = "dash-s3cret-0123456";
     let herd = Herd::start(&(base_config(&format!("token = \"{token}\"")) + &web(2, "")));
     wait_ready_with_token(&herd, "web", 2, token).await;
 
