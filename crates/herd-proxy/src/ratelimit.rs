@@ -157,6 +157,11 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 pub(crate) type Pending = Vec<(Arc<RateLimiter>, String)>;
 
 fn rejected(limit: &RateLimiter, key: &str, retry_after: Duration) -> ProxyError {
+    // A header or cookie value may be a credential (an API key, a session id): never logged.
+    let key = match limit.config.key {
+        RateKey::Ip | RateKey::Route => key,
+        RateKey::Header(_) | RateKey::Cookie(_) => "(a header or cookie value, not logged)",
+    };
     tracing::debug!(limit = %limit.config.name, key = %key, "rate limited");
     ProxyError::RateLimited {
         limit: limit.config.name.clone(),

@@ -320,6 +320,16 @@ async fn ack_with_next_leases_the_following_job_in_the_same_call() {
         )
         .await;
     assert_eq!(r.status, 400, "{}", r.text());
+    // Durations are bounded (ten years), so no deadline can overflow.
+    let r = api
+        .json(
+            "POST",
+            &ack(&first),
+            json!({"lease_token": first["lease_token"], "next": {"lease": "4000d"}}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("ten years"), "{}", r.text());
     let r = api.call("GET", "/v1/queues/chain", b"").await;
     assert_eq!(r.json()["active"], 1, "{}", r.text());
 

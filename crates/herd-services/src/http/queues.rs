@@ -333,7 +333,12 @@ async fn clean(
     let cleaned = s
         .services
         .queues
-        .clean(&q, &body.state, grace, body.limit.unwrap_or(1000))
+        .clean(
+            &q,
+            &body.state,
+            grace,
+            body.limit.unwrap_or(1000).min(10_000),
+        )
         .await?;
     Ok(Json(cleaned).into_response())
 }

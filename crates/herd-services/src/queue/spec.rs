@@ -60,15 +60,28 @@ impl KeepSpec {
     }
 }
 
+/// The longest duration the services API takes (a TTL, a lease, a delay): ten years, so that
+/// every deadline computed from one stays far inside the clock's range.
+pub(crate) const MAX_DURATION: std::time::Duration =
+    std::time::Duration::from_secs(10 * 365 * 24 * 3600);
+
 /// Parses a duration such as `"30s"`, naming the field on error.
 pub(crate) fn duration(field: &str, text: &str) -> ServiceResult<std::time::Duration> {
-    herd_config::parse_duration(text).map_err(|reason| {
+    let d = herd_config::parse_duration(text).map_err(|reason| {
         ServiceError::invalid(
             field,
             format!("{text:?}: {reason}"),
             "use a number with ms, s, m, h or d, e.g. \"30s\" or \"250ms\"",
         )
-    })
+    })?;
+    if d > MAX_DURATION {
+        return Err(ServiceError::invalid(
+            field,
+            format!("{text:?} is longer than ten years"),
+            "use at most \"3650d\"",
+        ));
+    }
+    Ok(d)
 }
 
 impl JobSpec {

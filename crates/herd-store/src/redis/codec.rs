@@ -138,13 +138,32 @@ pub(super) fn map_err(backend: &'static str, key: &str, e: &RedisError) -> Store
     }
 }
 
-/// A URL without its password (status pages and logs show the target).
+/// A URL without its credentials (status pages and logs show the target): no `user:password@`,
+/// and no `pass`, `password`, `user` or `username` query parameter (`redis+unix://` URLs carry
+/// the password that way).
 pub(super) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let base = match (base.find("://"), base.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://{}", &url[..scheme], &url[at + 1..])
+            format!("{}://{}", &base[..scheme], &base[at + 1..])
         }
-        _ => url.to_owned(),
+        _ => base.to_owned(),
+    };
+    let kept: Vec<&str> = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter(|kv| {
+            let name = kv.split('=').next().unwrap_or("").to_ascii_lowercase();
+            !matches!(name.as_str(), "pass" | "password" | "user" | "username")
+        })
+        .collect();
+    if kept.is_empty() {
+        base
+    } else {
+        format!("{base}?{}", kept.join("&"))
     }
 }
 
@@ -175,6 +194,18 @@ mod tests {
         );
         assert_eq!(redact("redis://user:pw@h:1"), "redis://h:1");
         assert_eq!(redact("redis://h:1"), "redis://h:1");
+        assert_eq!(
+            redact("redis+unix:///run/redis.sock?db=1&pass=secret&user=u"),
+            "redis+unix:///run/redis.sock?db=1"
+        );
+        assert_eq!(
+            redact("unix:///run/redis.sock?PASSWORD=s"),
+            "unix:///run/redis.sock"
+        );
+        assert_eq!(
+            redact("rediss://:p@w@h:1/0?protocol=resp3"),
+            "rediss://h:1/0?protocol=resp3"
+        );
     }
 
     #[test]
