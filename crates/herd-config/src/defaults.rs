@@ -36,6 +36,7 @@ pub(crate) const STORE_PATH: &str = ".herd/store.redb";
 pub(crate) const SERVICES_LISTEN: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9091));
 pub(crate) const SERVICES_MAX_BODY: u64 = 1024 * 1024;
+pub(crate) const CACHE_MEMORY: u64 = 64 << 20;
 pub(crate) const SESSION_TTL: Duration = Duration::from_secs(86_400);
 pub(crate) const SESSION_TOUCH_AFTER: Duration = Duration::from_secs(60);
 pub(crate) const LOGS_MAX_SIZE: u64 = 10 * 1024 * 1024;

@@ -61,6 +61,7 @@ pub(crate) struct RawServices {
     pub(crate) rolling_sessions: Option<Spanned<bool>>,
     pub(crate) session_touch_after: Option<Val>,
     pub(crate) cache: Option<BTreeMap<String, RawCacheStrategy>>,
+    pub(crate) cache_memory: Option<Val>,
     pub(crate) job_lease: Option<Val>,
     pub(crate) max_stalled: Option<Int>,
     pub(crate) queue: Option<BTreeMap<String, RawQueue>>,

@@ -841,7 +841,7 @@ fn store_and_services_defaults() {
 #[test]
 fn store_redis_and_cache_strategies() {
     let cfg = ok(
-        "[[app]]\nname = \"web\"\ncommand = [\"x\"]\n[store]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\ntimeout = \"250ms\"\n[services]\nlisten = \"127.0.0.1:9555\"\ntoken = \"0123456789abcdef0\"\n[services.cache.device]\nl1_ttl = \"5m\"\nl2_ttl = \"1h\"\nrefresh_ahead = 0.8\ngrace = \"30s\"\n",
+        "[[app]]\nname = \"web\"\ncommand = [\"x\"]\n[store]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\ntimeout = \"250ms\"\n[services]\nlisten = \"127.0.0.1:9555\"\ntoken = \"0123456789abcdef0\"\ncache_memory = \"16MiB\"\n[services.cache.device]\nl1_ttl = \"5m\"\nl2_ttl = \"1h\"\nrefresh_ahead = 0.8\ngrace = \"30s\"\n",
     );
     match &cfg.store {
         crate::Store::Redis { url, timeout, .. } => {
@@ -854,6 +854,7 @@ fn store_redis_and_cache_strategies() {
     assert_eq!(device.l2_ttl.as_secs(), 3600);
     assert!((device.refresh_ahead - 0.8).abs() < 1e-9);
     assert_eq!(device.grace.as_secs(), 30);
+    assert_eq!(cfg.services.cache_memory, 16 << 20);
 }
 
 #[test]

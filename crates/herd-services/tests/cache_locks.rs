@@ -42,7 +42,7 @@ async fn concurrent_get_or_load_runs_one_loader() {
         assert_eq!(t.await.unwrap(), Bytes::from_static(b"ada"));
     }
     assert_eq!(loads.load(Ordering::SeqCst), 1);
-    assert_eq!(node.services.cache.stats().loads, 1);
+    assert_eq!(node.services.cache.stats_exact().await.loads, 1);
     // A failing loader is an error, and the next call tries again.
     let err = node
         .services
@@ -109,7 +109,7 @@ async fn refresh_ahead_serves_the_old_value_and_reloads_in_the_background() {
     })
     .await;
     assert!(refreshed, "background refresh replaced the value");
-    assert_eq!(c.stats().refreshes, 1);
+    assert_eq!(c.stats_exact().await.refreshes, 1);
     clock.advance(Duration::from_secs(101));
     assert!(c.get("dev", "d1").await.unwrap().is_none(), "expired");
 }
@@ -184,6 +184,52 @@ async fn grace_serves_an_expired_value_while_one_reload_runs() {
         c.get_or_load("pages", "p", loader.clone()).await.unwrap(),
         "v2"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l1_holds_at_most_its_byte_budget() {
+    let dir = TempDir::new("l1bytes");
+    let store = open_store(&dir, false).await;
+    // 100 entries or 20 000 bytes: a 2 KiB value weighs about a tenth of the budget.
+    let cache = CacheConfig {
+        l1_capacity: 100,
+        l1_max_bytes: 20_000,
+        ..CacheConfig::default()
+    };
+    let node = Node::start(
+        &store,
+        ServicesConfig {
+            cache,
+            ..ServicesConfig::default()
+        },
+    );
+    let c = &node.services.cache;
+    let big = Bytes::from(vec![b'x'; 2048]);
+    for i in 0..50 {
+        c.put("big", &format!("k{i}"), big.clone(), None, vec![])
+            .await
+            .unwrap();
+    }
+    // 50 values of 2 KiB are 100 KiB: the byte budget keeps about 9 of them.
+    let s = c.stats_exact().await;
+    assert!(s.l1_entries <= 10 && s.l1_weight <= 100, "{s:?}");
+    // Small values: the count bound applies.
+    for i in 0..300 {
+        c.put(
+            "small",
+            &format!("k{i}"),
+            Bytes::from_static(b"v"),
+            None,
+            vec![],
+        )
+        .await
+        .unwrap();
+    }
+    let s = c.stats_exact().await;
+    assert!(s.l1_weight <= 100 && s.l1_entries <= 100, "{s:?}");
+    // Every value is still there, from L2.
+    let hit = c.get("big", "k0").await.unwrap().unwrap();
+    assert_eq!(hit.value.len(), 2048);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -269,7 +315,7 @@ async fn invalidation_reaches_the_other_node_l1() {
     })
     .await;
     assert!(gone);
-    assert!(b.services.cache.stats().invalidations >= 2);
+    assert!(b.services.cache.stats_exact().await.invalidations >= 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,7 +333,7 @@ async fn get_or_load_still_answers_when_the_store_is_down() {
     assert_eq!(v, "origin");
     let hit = node.services.cache.get("ns", "k").await.unwrap().unwrap();
     assert_eq!(hit.level, Level::L1);
-    assert!(node.services.cache.stats().l2_errors >= 1);
+    assert!(node.services.cache.stats_exact().await.l2_errors >= 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -80,6 +80,7 @@ fn services_config(config: &Config) -> ServicesConfig {
         .map(|c| c.l1_max_entries)
         .max()
         .unwrap_or(10_000);
+    out.cache.l1_max_bytes = s.cache_memory;
     out.cache.namespaces = s
         .cache
         .iter()

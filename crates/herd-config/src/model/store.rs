@@ -51,6 +51,9 @@ pub struct Services {
     /// `[services.cache.NAME]`: per-namespace cache strategies; namespaces not named here use
     /// `[services.cache.default]` if present, else the built-in default.
     pub cache: BTreeMap<String, CacheStrategy>,
+    /// `cache_memory`, default 64 MiB: the most bytes of keys and values a node keeps in its
+    /// in-process cache (L1), all namespaces together (beside the entry count).
+    pub cache_memory: u64,
     /// `job_lease`, default 30 s (BullMQ's lock, SQS's visibility timeout): a reserved job's
     /// lease when `reserve` names none.
     pub job_lease: Duration,

@@ -169,6 +169,7 @@ impl Validator<'_> {
             rolling_sessions: true,
             session_touch_after: d::SESSION_TOUCH_AFTER,
             cache: BTreeMap::new(),
+            cache_memory: d::CACHE_MEMORY,
             job_lease: Duration::from_secs(30),
             max_stalled: 1,
             queues: BTreeMap::new(),
@@ -211,6 +212,18 @@ impl Validator<'_> {
                     Some("e.g. max_body_size = \"1MiB\"".into()),
                 ),
                 Some(n) => out.max_body_size = n,
+                None => {}
+            }
+        }
+        if let Some(v) = &s.cache_memory {
+            match self.size(v, "services.cache_memory") {
+                Some(0) => self.err(
+                    &v.span(),
+                    "services.cache_memory",
+                    "cache_memory must be greater than 0",
+                    Some("e.g. cache_memory = \"64MiB\"".into()),
+                ),
+                Some(n) => out.cache_memory = n,
                 None => {}
             }
         }

@@ -33,6 +33,15 @@ struct Meta {
 }
 
 impl Entry {
+    /// About how much memory the entry holds (for L1's byte budget).
+    pub(crate) fn approx_size(&self) -> usize {
+        const OVERHEAD: usize = 128;
+        self.value.len()
+            + self.tags.iter().map(String::len).sum::<usize>()
+            + self.content_type.as_ref().map_or(0, String::len)
+            + OVERHEAD
+    }
+
     pub(crate) fn encode(&self) -> Bytes {
         let meta = Meta {
             at: self.stored_at_ms,

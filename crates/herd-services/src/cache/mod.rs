@@ -67,6 +67,8 @@ impl Default for Strategy {
 pub struct CacheConfig {
     /// Entries kept in memory per node (moka evicts by TinyLFU past this).
     pub l1_capacity: u64,
+    /// Bytes of keys and values kept in memory per node, at most (also evicted by TinyLFU).
+    pub l1_max_bytes: u64,
     /// The strategy of namespaces not named in `namespaces`.
     pub default: Strategy,
     pub namespaces: HashMap<String, Strategy>,
@@ -76,6 +78,7 @@ impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {
             l1_capacity: 10_000,
+            l1_max_bytes: 64 << 20,
             default: Strategy::default(),
             namespaces: HashMap::new(),
         }
@@ -129,6 +132,8 @@ pub struct CacheStats {
     pub l2_errors: u64,
     /// Entries in this node's L1.
     pub l1_entries: u64,
+    /// Their weight (see [`CacheConfig::l1_max_bytes`]); at most `l1_capacity`.
+    pub l1_weight: u64,
 }
 
 #[derive(Default)]
@@ -242,8 +247,18 @@ impl Cache {
         config: CacheConfig,
         shutdown: CancellationToken,
     ) -> Self {
+        // One weight bounds both the count and the bytes: an entry weighs 1 per `unit` bytes
+        // (at least 1), the capacity is `l1_capacity`, and `unit` is the byte budget's share
+        // of one entry. So at most `l1_capacity` entries and about `l1_max_bytes` bytes.
+        let unit = (config.l1_max_bytes / config.l1_capacity.max(1)).max(1);
         let l1 = moka::future::Cache::builder()
             .max_capacity(config.l1_capacity)
+            .weigher(move |key: &String, e: &Arc<Entry>| {
+                let bytes = u64::try_from(key.len() + e.approx_size()).unwrap_or(u64::MAX);
+                u32::try_from(bytes.div_ceil(unit))
+                    .unwrap_or(u32::MAX)
+                    .max(1)
+            })
             .expire_after(entry::L1Expiry)
             .build();
         Cache {
@@ -613,7 +628,13 @@ impl Cache {
         })
     }
 
-    /// Counters since start.
+    /// [`Cache::stats`] after applying L1's pending evictions, so its L1 figures are exact.
+    pub async fn stats_exact(&self) -> CacheStats {
+        self.inner.l1.run_pending_tasks().await;
+        self.stats()
+    }
+
+    /// Counters since start (L1's entry count and weight as moka last settled them).
     #[must_use]
     pub fn stats(&self) -> CacheStats {
         let c = &self.inner.counters;
@@ -628,6 +649,7 @@ impl Cache {
             invalidations: get(&c.invalidations),
             l2_errors: get(&c.l2_errors),
             l1_entries: self.inner.l1.entry_count(),
+            l1_weight: self.inner.l1.weighted_size(),
         }
     }
 

@@ -135,5 +135,5 @@ async fn invalidate(
 }
 
 async fn stats(State(s): State<AppState>) -> ApiResult {
-    Ok(Json(s.services.cache.stats()).into_response())
+    Ok(Json(s.services.cache.stats_exact().await).into_response())
 }
