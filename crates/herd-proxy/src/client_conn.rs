@@ -73,8 +73,8 @@ pub(crate) struct Conn<S> {
     pub(crate) shared: Arc<Shared>,
     pub(crate) service: S,
     pub(crate) activity: Arc<Activity>,
+    /// Holds the connection's [`Keep`] (see [`Verdict::hold`]).
     pub(crate) verdict: Arc<Verdict>,
-    pub(crate) keep: Keep,
 }
 
 impl<S> Conn<S>
@@ -115,8 +115,8 @@ where
         };
         // Between two requests, every byte answered: the next byte starts a new task.
         let deadline = self.activity.last() + self.shared.idle_timeout;
-        if let Some(parking) = &self.shared.parking {
-            parking.park(tcp, self.keep, deadline);
+        if let (Some(parking), Some(keep)) = (&self.shared.parking, self.verdict.take_keep()) {
+            parking.park(tcp, keep, deadline);
         }
     }
 

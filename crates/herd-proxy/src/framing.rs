@@ -54,9 +54,28 @@ pub(crate) struct Verdict {
     /// Complete request heads the scanner has read (compared with `served`: a request hyper
     /// read but has not handed to the service yet sits in hyper's buffer).
     heads: AtomicU64,
+    /// The connection's slot under `max_connections` and `max_conn_per_ip`: held here for the
+    /// connection's life, and handed to its tunnel when it becomes one (see [`Upgrading`]).
+    keep: std::sync::Mutex<Option<crate::client_conn::Keep>>,
 }
 
 impl Verdict {
+    /// Holds the connection's limits slot while the connection lives.
+    pub(crate) fn hold(&self, keep: crate::client_conn::Keep) {
+        *self
+            .keep
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(keep);
+    }
+
+    /// Takes the slot back (the connection is parked, or became a tunnel).
+    pub(crate) fn take_keep(&self) -> Option<crate::client_conn::Keep> {
+        self.keep
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
     /// Every byte read so far belongs to complete requests (what `idle_release` needs: hyper
     /// then holds no unparsed input).
     pub(crate) fn between_requests(&self) -> bool {
@@ -82,9 +101,12 @@ impl Verdict {
 pub(crate) struct Upgrading(Arc<Verdict>);
 
 impl Upgrading {
-    /// The upgrade succeeded: from now on the client's bytes are not HTTP/1.
-    pub(crate) fn tunnel(&self) {
+    /// The upgrade succeeded: from now on the client's bytes are not HTTP/1. Returns the
+    /// connection's limits slot, for the tunnel to hold: a tunnel still counts under
+    /// `max_connections` and `max_conn_per_ip`.
+    pub(crate) fn tunnel(&self) -> Option<crate::client_conn::Keep> {
         self.0.tunnel.store(true, Ordering::Relaxed);
+        self.0.take_keep()
     }
 }
 

@@ -627,9 +627,7 @@ fn open_tunnel(
     guard: InFlightGuard,
 ) -> Response<ProxyBody> {
     let upstream = hyper::upgrade::on(&mut resp);
-    if let Some(mark) = &client.mark {
-        mark.tunnel();
-    }
+    let keep = client.mark.as_ref().and_then(framing::Upgrading::tunnel);
     let (mut parts, _) = resp.into_parts();
     let protocol = parts.headers.get(header::UPGRADE).cloned();
     forward::remove_hop_by_hop(&mut parts.headers);
@@ -638,6 +636,7 @@ fn open_tunnel(
     }
     let span = tracing::debug_span!("tunnel", instance = %up.endpoint.id);
     let idle = gw.settings().tunnel_idle_timeout;
-    gw.tunnels.spawn(client.client, upstream, guard, idle, span);
+    gw.tunnels
+        .spawn(client.client, upstream, (guard, keep), idle, span);
     Response::from_parts(parts, ProxyBody::text(""))
 }

@@ -395,12 +395,12 @@ impl Spawner {
             }
         });
         let verdict = Arc::new(framing::Verdict::default());
+        verdict.hold(keep);
         let conn = client_conn::Conn {
             shared: Arc::clone(&self.shared),
             service: framing::Guarded::new(Arc::clone(&verdict), service),
             activity,
             verdict,
-            keep,
         };
         self.conns.spawn(
             conn.run(stream)

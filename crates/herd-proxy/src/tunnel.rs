@@ -4,7 +4,8 @@
 //! `[gateway] tunnel_idle_timeout`, or the gateway's shutdown deadline runs out.
 //!
 //! Each tunnel holds its instance's in-flight guard, so a drain waits for it (bounded by the
-//! instance's `drain_timeout`). The gateway tracks every tunnel task: shutdown waits for them
+//! instance's `drain_timeout`), and its client connection's slot under `max_connections` and
+//! `max_conn_per_ip`, so tunnels count as the connections they are. The gateway tracks every tunnel task: shutdown waits for them
 //! within `shutdown_timeout`, then cancels the rest.
 
 use std::io;
@@ -31,19 +32,20 @@ pub(crate) struct Tunnels {
 
 impl Tunnels {
     /// Splices `client` and `upstream` once both upgrades complete, in a task that ends on
-    /// close, idle timeout or [`Tunnels::close_all`]. `guard` is held until then.
+    /// close, idle timeout or [`Tunnels::close_all`]. `held` (the in-flight guard and the
+    /// connection's limits slot) is held until then.
     pub(crate) fn spawn(
         &self,
         client: OnUpgrade,
         upstream: OnUpgrade,
-        guard: InFlightGuard,
+        held: (InFlightGuard, Option<crate::client_conn::Keep>),
         idle: Duration,
         span: tracing::Span,
     ) {
         let stop = self.stop.clone();
         self.tracker.spawn(
             async move {
-                let _guard = guard;
+                let _held = held;
                 tokio::select! {
                     () = run(client, upstream, idle) => {}
                     () = stop.cancelled() => tracing::debug!("tunnel closed by shutdown"),

@@ -176,6 +176,44 @@ async fn idle_tunnel_is_closed_and_an_active_one_is_not() {
         .unwrap();
 }
 
+#[tokio::test]
+async fn a_tunnel_counts_under_max_conn_per_ip_until_it_closes() {
+    let gw = gateway("max_conn_per_ip = 1", ws_echo_backend().await).await;
+    let mut ws = connect(gw.addr).await;
+    echo(&mut ws, "hello".to_owned()).await;
+    // The WebSocket is this client's one connection: a second one is refused.
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let second = client
+        .get(format!("http://{}/", gw.addr).parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // Closed: the slot is free again.
+    ws.close(None).await.unwrap();
+    drop(ws);
+    tokio::time::timeout(Duration::from_secs(5), gw.stats.wait_idle())
+        .await
+        .expect("the tunnel ended");
+    let mut freed = false;
+    for _ in 0..100 {
+        let fresh =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Empty<bytes::Bytes>>();
+        let r = fresh
+            .get(format!("http://{}/", gw.addr).parse().unwrap())
+            .await
+            .unwrap();
+        if r.status() != StatusCode::SERVICE_UNAVAILABLE {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(freed, "the closed tunnel still holds the client's slot");
+    gw.stop.cancel();
+}
+
 /// Reads a response head from a raw socket.
 async fn read_head(s: &mut TcpStream) -> String {
     let mut head = Vec::new();
