@@ -151,7 +151,8 @@ impl Sessions {
         };
         let record: Record =
             serde_json::from_slice(&found.value).map_err(|e| ServiceError::Corrupt {
-                key: key(id),
+                // A session id is a credential: errors (and so logs) show its first characters.
+                key: key(&format!("{}…", id.get(..6).unwrap_or(id))),
                 reason: e.to_string(),
             })?;
         Ok(Some((record, found.version)))
