@@ -53,21 +53,22 @@ async fn concurrent_get_or_load_runs_one_loader() {
     assert!(matches!(err, ServiceError::Load { .. }), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refresh_ahead_serves_the_old_value_and_reloads_in_the_background() {
-    let dir = TempDir::new("refresh");
-    let store = open_store(&dir, false).await;
+/// A node on a manual clock whose namespace `ns` uses `strategy`, and a loader that answers
+/// "v0", "v1", ... (counting its calls in the returned counter).
+async fn node_with_strategy(
+    dir: &TempDir,
+    ns: &str,
+    strategy: Strategy,
+) -> (
+    Node,
+    Arc<ManualClock>,
+    Arc<AtomicU32>,
+    impl Fn() -> std::future::Ready<Result<Bytes, String>> + Clone,
+) {
+    let store = open_store(dir, false).await;
     let clock = Arc::new(ManualClock::new(1_800_000_000_000));
     let mut cache = CacheConfig::default();
-    cache.namespaces.insert(
-        "dev".into(),
-        Strategy {
-            l1_ttl: Duration::from_secs(300),
-            l2_ttl: Duration::from_secs(100),
-            refresh_ahead: Some(0.8),
-            grace: Duration::ZERO,
-        },
-    );
+    cache.namespaces.insert(ns.into(), strategy);
     let node = Node::with_clock(
         &store,
         ServicesConfig {
@@ -81,9 +82,26 @@ async fn refresh_ahead_serves_the_old_value_and_reloads_in_the_background() {
         let version = Arc::clone(&version);
         move || {
             let v = version.fetch_add(1, Ordering::SeqCst);
-            async move { Ok(Bytes::from(format!("v{v}"))) }
+            std::future::ready(Ok(Bytes::from(format!("v{v}"))))
         }
     };
+    (node, clock, version, loader)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_ahead_serves_the_old_value_and_reloads_in_the_background() {
+    let dir = TempDir::new("dev");
+    let (node, clock, version, loader) = node_with_strategy(
+        &dir,
+        "dev",
+        Strategy {
+            l1_ttl: Duration::from_secs(300),
+            l2_ttl: Duration::from_secs(100),
+            refresh_ahead: Some(0.8),
+            grace: Duration::ZERO,
+        },
+    )
+    .await;
     let c = &node.services.cache;
     assert_eq!(
         c.get_or_load("dev", "d1", loader.clone()).await.unwrap(),
@@ -116,35 +134,18 @@ async fn refresh_ahead_serves_the_old_value_and_reloads_in_the_background() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grace_serves_an_expired_value_while_one_reload_runs() {
-    let dir = TempDir::new("grace");
-    let store = open_store(&dir, false).await;
-    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
-    let mut cache = CacheConfig::default();
-    cache.namespaces.insert(
-        "pages".into(),
+    let dir = TempDir::new("pages");
+    let (node, clock, version, loader) = node_with_strategy(
+        &dir,
+        "pages",
         Strategy {
             l1_ttl: Duration::from_secs(300),
             l2_ttl: Duration::from_secs(100),
             refresh_ahead: None,
             grace: Duration::from_secs(60),
         },
-    );
-    let node = Node::with_clock(
-        &store,
-        ServicesConfig {
-            cache,
-            ..ServicesConfig::default()
-        },
-        clock.clone(),
-    );
-    let version = Arc::new(AtomicU32::new(0));
-    let loader = {
-        let version = Arc::clone(&version);
-        move || {
-            let v = version.fetch_add(1, Ordering::SeqCst);
-            async move { Ok(Bytes::from(format!("v{v}"))) }
-        }
-    };
+    )
+    .await;
     let c = &node.services.cache;
     assert_eq!(
         c.get_or_load("pages", "p", loader.clone()).await.unwrap(),
