@@ -320,6 +320,9 @@ pub struct Route {
     pub strip_prefix: Option<String>,
     /// `response_timeout`: overrides `[gateway] response_timeout` for this route.
     pub response_timeout: Option<Duration>,
+    /// `connect_timeout`: overrides `[gateway] connect_timeout` for this route's new backend
+    /// connections.
+    pub connect_timeout: Option<Duration>,
     /// `retries`: a count, or `true` (the gateway's count, the default) / `false` (0). With 0 a
     /// request that reached a backend is not sent again (connect failures still move on).
     pub retries: Option<u32>,
@@ -346,6 +349,7 @@ impl Default for Route {
             response_headers: HeaderRewrite::default(),
             strip_prefix: None,
             response_timeout: None,
+            connect_timeout: None,
             retries: None,
             data_plane: RouteDataPlane::default(),
             overrides: RouteBalance::default(),

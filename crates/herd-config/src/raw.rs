@@ -362,6 +362,7 @@ pub(crate) struct RawRoute {
     pub(crate) response_headers: Option<Spanned<RawHeaderRewrite>>,
     pub(crate) strip_prefix: Option<Str>,
     pub(crate) response_timeout: Option<Val>,
+    pub(crate) connect_timeout: Option<Val>,
     /// `true`, `false` or a count.
     pub(crate) retries: Option<Val>,
     pub(crate) retry_on: Option<Val>,

@@ -46,6 +46,7 @@ strip_prefix = "/api/"
 request_headers = { add = { "X-From" = "herd" }, remove = ["X-Debug"] }
 response_headers = { add = { "X-Served-By" = "herd" }, remove = ["Server"] }
 response_timeout = "5s"
+connect_timeout = "250ms"
 retries = false
 app = "api"
 
@@ -79,6 +80,7 @@ app = "web"
             },
             strip_prefix: Some("/api".into()),
             response_timeout: Some(Duration::from_secs(5)),
+            connect_timeout: Some(Duration::from_millis(250)),
             retries: Some(0),
             data_plane: crate::model::RouteDataPlane::default(),
             overrides: crate::RouteBalance::default(),
@@ -161,6 +163,11 @@ fn matcher_and_override_errors() {
         &route("response_timeout = \"0s\""),
         9,
         "route[0].response_timeout",
+    );
+    one(
+        &route("connect_timeout = \"soon\""),
+        9,
+        "route[0].connect_timeout",
     );
     one(&route("name = \"Bad Name\""), 9, "route[0].name");
     one(&route("name = \"route3\""), 9, "route[0].name");

@@ -257,9 +257,12 @@ async fn forward(
         stats: &stats,
         affinity,
         lb,
-        timeout: policy
-            .response_timeout
-            .unwrap_or_else(|| gw.settings().response_timeout),
+        timeout: Timeouts {
+            response: policy
+                .response_timeout
+                .unwrap_or_else(|| gw.settings().response_timeout),
+            connect: policy.connect_timeout,
+        },
         retry,
     };
     let deadline = ex.deadline;
@@ -314,9 +317,17 @@ struct Sending<'a> {
     affinity: Option<u64>,
     /// The algorithm and sticky pin in force for this request.
     lb: crate::lb::Choice<'a>,
-    /// The route's `response_timeout`, else the gateway's.
-    timeout: Duration,
+    timeout: Timeouts,
     retry: crate::retry::Policy,
+}
+
+/// One attempt's timeouts.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    /// The route's `response_timeout`, else the gateway's.
+    response: Duration,
+    /// The route's `connect_timeout` (else the pool dials with the gateway's).
+    connect: Option<Duration>,
 }
 
 async fn send_with_retries(
@@ -495,7 +506,7 @@ struct Failure {
     stale: bool,
 }
 
-// One past clippy's limit: the route's timeout joined the per-attempt inputs.
+// One past clippy's limit: the route's timeouts joined the per-attempt inputs.
 #[allow(clippy::too_many_arguments)]
 async fn attempt(
     gw: &Gateway,
@@ -504,15 +515,16 @@ async fn attempt(
     guard: InFlightGuard,
     body_done: Option<Arc<AtomicBool>>,
     stats: &Arc<RouteStats>,
-    timeout: Duration,
+    timeouts: Timeouts,
     tunnel: &mut Option<ClientUpgrade>,
 ) -> Result<Response<ProxyBody>, Failure> {
     let instance = || up.endpoint.id.to_string();
     let conn = if tunnel.is_some() {
-        up.pool.connect_for_upgrade().await
+        up.pool.connect_for_upgrade(timeouts.connect).await
     } else {
-        up.pool.get().await
+        up.pool.get(timeouts.connect).await
     };
+    let timeout = timeouts.response;
     let mut req = req;
     let mut conn = match conn {
         Ok(c) => c,

@@ -113,28 +113,39 @@ impl Pool {
         }
     }
 
-    /// A ready connection: pooled if one is usable, else a new one.
-    pub(crate) async fn get(&self) -> Result<Conn, ConnectError> {
+    /// A ready connection: pooled if one is usable, else a new one, dialled within
+    /// `connect_timeout` (else the gateway's).
+    pub(crate) async fn get(
+        &self,
+        connect_timeout: Option<Duration>,
+    ) -> Result<Conn, ConnectError> {
         if let Some(slot) = self.h2_slot() {
-            return self.get_h2(slot).await.map(Conn::H2);
+            return self.get_h2(slot, connect_timeout).await.map(Conn::H2);
         }
-        self.get_h1().await.map(Conn::H1)
+        self.get_h1(connect_timeout).await.map(Conn::H1)
     }
 
-    async fn get_h2(&self, slot: &H2Slot) -> Result<http2::SendRequest<UpBody>, ConnectError> {
+    async fn get_h2(
+        &self,
+        slot: &H2Slot,
+        connect_timeout: Option<Duration>,
+    ) -> Result<http2::SendRequest<UpBody>, ConnectError> {
         let mut slot = slot.lock().await;
         if let Some(conn) = slot.as_ref().filter(|c| !c.is_closed()) {
             return Ok(conn.clone());
         }
         *slot = None;
         // Boxed: dialling is the cold path (see `get_h1`).
-        let conn = Box::pin(self.connect_h2()).await?;
+        let conn = Box::pin(self.connect_h2(connect_timeout)).await?;
         *slot = Some(conn.clone());
         Ok(conn)
     }
 
-    async fn connect_h2(&self) -> Result<http2::SendRequest<UpBody>, ConnectError> {
-        let stream = self.dial().await?;
+    async fn connect_h2(
+        &self,
+        connect_timeout: Option<Duration>,
+    ) -> Result<http2::SendRequest<UpBody>, ConnectError> {
+        let stream = self.dial(connect_timeout).await?;
         let (conn, driver) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(TokioIo::new(stream))
@@ -161,7 +172,10 @@ impl Pool {
         }
     }
 
-    async fn get_h1(&self) -> Result<SendRequest<UpBody>, ConnectError> {
+    async fn get_h1(
+        &self,
+        connect_timeout: Option<Duration>,
+    ) -> Result<SendRequest<UpBody>, ConnectError> {
         loop {
             let idle = self.idle().lock().unwrap_or_else(|e| e.into_inner()).pop();
             let Some(mut idle) = idle else { break };
@@ -178,13 +192,18 @@ impl Pool {
             }
         }
         // Boxed: dialling is the cold path, and its state would size every request's future.
-        Box::pin(self.connect(false)).await
+        Box::pin(self.connect(false, connect_timeout)).await
     }
 
     /// A new connection, never pooled before, that can switch protocols (`101`).
     /// Always HTTP/1.1, also for `h2c` apps (extended CONNECT is not used).
-    pub(crate) async fn connect_for_upgrade(&self) -> Result<Conn, ConnectError> {
-        Box::pin(self.connect(true)).await.map(Conn::H1)
+    pub(crate) async fn connect_for_upgrade(
+        &self,
+        connect_timeout: Option<Duration>,
+    ) -> Result<Conn, ConnectError> {
+        Box::pin(self.connect(true, connect_timeout))
+            .await
+            .map(Conn::H1)
     }
 
     /// Returns a connection whose exchange has completed (HTTP/2 handles are simply dropped:
@@ -227,16 +246,21 @@ impl Pool {
             .map(|h2| &h2[shard::current() % h2.len()])
     }
 
-    async fn dial(&self) -> Result<TcpStream, ConnectError> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr))
+    async fn dial(&self, connect_timeout: Option<Duration>) -> Result<TcpStream, ConnectError> {
+        let limit = connect_timeout.unwrap_or(self.connect_timeout);
+        let stream = tokio::time::timeout(limit, TcpStream::connect(self.addr))
             .await
-            .map_err(|_| ConnectError::Timeout(self.connect_timeout))??;
+            .map_err(|_| ConnectError::Timeout(limit))??;
         stream.set_nodelay(true)?;
         Ok(stream)
     }
 
-    async fn connect(&self, upgrades: bool) -> Result<SendRequest<UpBody>, ConnectError> {
-        let stream = self.dial().await?;
+    async fn connect(
+        &self,
+        upgrades: bool,
+        connect_timeout: Option<Duration>,
+    ) -> Result<SendRequest<UpBody>, ConnectError> {
+        let stream = self.dial(connect_timeout).await?;
         let (conn, driver) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await?;
@@ -307,7 +331,7 @@ mod tests {
                 .build()
                 .unwrap()
                 .block_on(async move {
-                    let conn = pool.get().await.unwrap();
+                    let conn = pool.get(None).await.unwrap();
                     pool.put(conn);
                 });
         })
@@ -330,7 +354,7 @@ mod tests {
     async fn each_shard_keeps_its_own_idle_connections() {
         let (addr, accepted) = backend().await;
         let pool = pool(addr, 2);
-        let conn = pool.get().await.unwrap();
+        let conn = pool.get(None).await.unwrap();
         pool.put(conn);
         accepted_reaches(&accepted, 1).await;
         // Shard 1 does not take shard 0's idle connection: it dials its own.
@@ -338,7 +362,7 @@ mod tests {
         accepted_reaches(&accepted, 2).await;
         assert_eq!(pool.idle[0].lock().unwrap().len(), 1);
         // Back on shard 0, the pooled connection is the one checked out.
-        let conn = pool.get().await.unwrap();
+        let conn = pool.get(None).await.unwrap();
         assert_eq!(pool.idle[0].lock().unwrap().len(), 0);
         pool.put(conn);
         assert_eq!(pool.idle[0].lock().unwrap().len(), 1);
@@ -348,7 +372,7 @@ mod tests {
     async fn one_shard_pools_are_shared_by_every_thread() {
         let (addr, _) = backend().await;
         let pool = pool(addr, 1);
-        let conn = pool.get().await.unwrap();
+        let conn = pool.get(None).await.unwrap();
         pool.put(conn);
         // Any shard index maps onto the single list (a gateway served with `serve`).
         let seen = {

@@ -608,3 +608,30 @@ async fn a_connect_that_hangs_is_cut_at_connect_timeout_and_moved_on() {
     );
     stop.cancel();
 }
+
+#[tokio::test]
+async fn a_route_overrides_connect_timeout() {
+    let (stalled, _keep, _filling) = stalled_listener().await;
+    let (gw, addr, stop, _) = gateway(
+        "connect_timeout = \"30s\"",
+        "max_fails = 100\n[[route]]\npath_prefix = \"/fast/\"\nconnect_timeout = \"300ms\"\napp = \"web\"\n[[route]]\napp = \"web\"",
+    )
+    .await;
+    gw.set_endpoints("web", vec![endpoint(1, "web-1", stalled)]);
+    // The route's 300 ms, not the gateway's 30 s.
+    let started = Instant::now();
+    let r = send(addr, "GET", "/fast/x", &[]).await;
+    let took = started.elapsed();
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    // Elsewhere the gateway's 30 s applies: still waiting after the route's bound.
+    let other = tokio::time::timeout(Duration::from_secs(2), send(addr, "GET", "/slow", &[])).await;
+    assert!(
+        other.is_err(),
+        "the gateway's connect_timeout governs other routes"
+    );
+    stop.cancel();
+}

@@ -95,6 +95,14 @@ impl Validator<'_> {
                 true,
             )
         });
+        let connect_timeout = r.connect_timeout.as_ref().map(|v| {
+            self.duration(
+                Some(v),
+                &format!("{p}.connect_timeout"),
+                d::CONNECT_TIMEOUT,
+                true,
+            )
+        });
         let (retries, data_plane) = self.route_data_plane(p, r);
         Route {
             name,
@@ -107,6 +115,7 @@ impl Validator<'_> {
             response_headers,
             strip_prefix,
             response_timeout,
+            connect_timeout,
             retries,
             data_plane,
             overrides: self.route_overrides(p, r),

@@ -50,6 +50,8 @@ pub(crate) struct RoutePolicy {
     strip_prefix: Option<Box<str>>,
     /// Overrides `[gateway] response_timeout`.
     pub(crate) response_timeout: Option<Duration>,
+    /// Overrides `[gateway] connect_timeout` (new backend connections for this route).
+    pub(crate) connect_timeout: Option<Duration>,
     /// Overrides `[gateway] retries` (`Some(0)`: a request that reached a backend is not sent
     /// again).
     pub(crate) retries: Option<u32>,
@@ -70,6 +72,7 @@ impl RoutePolicy {
                 .as_deref()
                 .map(|p| p.trim_end_matches('/').into()),
             response_timeout: r.response_timeout,
+            connect_timeout: r.connect_timeout,
             retries: r.retries,
             retry_on: r.data_plane.retry_on,
             total_timeout: r.data_plane.total_timeout,
