@@ -46,6 +46,9 @@ pub enum ProxyError {
     /// The client already has `[gateway] max_conn_per_ip` connections open.
     #[error("too many connections from this address")]
     TooManyConnections,
+    /// A CONNECT without `:protocol`: herd is a reverse proxy, not a forward proxy's tunnel.
+    #[error("CONNECT is not supported (herd is a reverse proxy; WebSockets use Upgrade, or extended CONNECT with :protocol over HTTP/2)")]
+    ConnectRefused,
 }
 
 impl ProxyError {
@@ -66,6 +69,7 @@ impl ProxyError {
             }
             ProxyError::BadRequest { .. } => http::StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => http::StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::ConnectRefused => http::StatusCode::NOT_IMPLEMENTED,
         }
     }
 }

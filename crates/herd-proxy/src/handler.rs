@@ -118,12 +118,14 @@ fn replayable(method: &Method, body: &Incoming) -> bool {
 
 async fn forward(
     gw: &Gateway,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     client: SocketAddr,
     route_stats: &mut Option<Arc<RouteStats>>,
     ex: &mut Exchange,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let started = Instant::now();
+    // An HTTP/2 extended CONNECT is routed, limited and sent as the HTTP/1.1 upgrade it stands for.
+    let ext_connect = crate::extconnect::normalize(&mut req)?;
     let tables = gw.tables();
     let host = req
         .headers()
@@ -206,11 +208,14 @@ async fn forward(
     if parts.version == Version::HTTP_2 {
         forward::join_cookies(&mut parts.headers);
     }
-    // An HTTP/1.1 upgrade keeps its two hop-by-hop headers and goes on a fresh connection.
-    // HTTP/2 extended CONNECT (RFC 8441) is not supported.
-    let upgrade = (parts.version == Version::HTTP_11)
-        .then(|| forward::upgrade_request(&parts.headers))
-        .flatten();
+    // An upgrade (HTTP/1.1 `Upgrade`, or HTTP/2 extended CONNECT) keeps or gets its two
+    // hop-by-hop headers and goes on a fresh connection.
+    let upgrade = match &ext_connect {
+        Some(ext) => Some(ext.protocol.clone()),
+        None => (parts.version == Version::HTTP_11)
+            .then(|| forward::upgrade_request(&parts.headers))
+            .flatten(),
+    };
     forward::remove_hop_by_hop(&mut parts.headers);
     let mut tunnel = None;
     if let Some(protocol) = upgrade {
@@ -221,6 +226,7 @@ async fn forward(
             .map(|client| ClientUpgrade {
                 client,
                 mark: parts.extensions.remove::<framing::Upgrading>(),
+                stream: ext_connect.map(|ext| (ext, parts.extensions.remove::<StreamBusy>())),
             });
     }
     let proto = if parts.extensions.get::<crate::tls::ClientTls>().is_some() {
@@ -307,6 +313,16 @@ struct ClientUpgrade {
     client: OnUpgrade,
     /// Stops the framing guard once the connection is a tunnel.
     mark: Option<framing::Upgrading>,
+    /// An HTTP/2 stream (extended CONNECT): how to answer it, and what keeps its connection
+    /// counted as busy while the tunnel lasts.
+    stream: Option<(crate::extconnect::ExtConnect, Option<StreamBusy>)>,
+}
+
+/// Keeps an HTTP/2 connection from closing as idle while one of its streams is a tunnel (put
+/// in the request's extensions by the connection's service; the tunnel holds a clone).
+#[derive(Debug, Clone)]
+pub(crate) struct StreamBusy {
+    pub(crate) _guard: Arc<crate::idle::RequestGuard>,
 }
 
 /// What `send_with_retries` needs besides the request.
@@ -642,13 +658,32 @@ fn open_tunnel(
     let keep = client.mark.as_ref().and_then(framing::Upgrading::tunnel);
     let (mut parts, _) = resp.into_parts();
     let protocol = parts.headers.get(header::UPGRADE).cloned();
-    forward::remove_hop_by_hop(&mut parts.headers);
-    if let Some(protocol) = protocol {
-        forward::keep_upgrade(&mut parts.headers, protocol);
+    let mut busy = None;
+    if let Some((ext, stream_busy)) = client.stream {
+        // An HTTP/2 stream: the backend's `101` is the stream's `200`.
+        if let Err(why) = ext.answer(&mut parts.headers) {
+            tracing::warn!(instance = %up.endpoint.id, "refused a WebSocket tunnel: {why}");
+            return error_response(&ProxyError::Upstream {
+                instance: up.endpoint.id.to_string(),
+                reason: why.to_owned(),
+            });
+        }
+        forward::remove_hop_by_hop(&mut parts.headers);
+        parts.status = StatusCode::OK;
+        busy = stream_busy;
+    } else {
+        forward::remove_hop_by_hop(&mut parts.headers);
+        if let Some(protocol) = protocol {
+            forward::keep_upgrade(&mut parts.headers, protocol);
+        }
     }
     let span = tracing::debug_span!("tunnel", instance = %up.endpoint.id);
     let idle = gw.settings().tunnel_idle_timeout;
-    gw.tunnels
-        .spawn(client.client, upstream, (guard, keep), idle, span);
+    let held = crate::tunnel::Held {
+        _in_flight: guard,
+        _conn: keep,
+        _stream: busy,
+    };
+    gw.tunnels.spawn(client.client, upstream, held, idle, span);
     Response::from_parts(parts, ProxyBody::text(""))
 }

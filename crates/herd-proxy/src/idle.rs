@@ -74,6 +74,13 @@ impl Activity {
         RequestGuard(Arc::clone(self))
     }
 
+    /// Counts the connection busy (not as a new request) until the guard drops: an HTTP/2
+    /// stream that became a tunnel.
+    pub(crate) fn busy(self: &Arc<Self>) -> RequestGuard {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        RequestGuard(Arc::clone(self))
+    }
+
     /// Wraps a response body so that the response counts as being answered until hyper is
     /// done with its body (a release must not cut a body still being written, nor one whose
     /// end is the connection's close).

@@ -39,6 +39,7 @@ mod compress;
 mod connlimit;
 mod edge;
 mod error;
+mod extconnect;
 mod forward;
 mod framing;
 #[doc(hidden)]

@@ -249,7 +249,9 @@ async fn accept_and_drain(ctx: &Arc<Ctx>, listener: TcpListener) -> io::Result<(
         .max_buf_size(settings.max_header_size);
     builder
         .http2()
-        .max_header_list_size(u32::try_from(settings.max_header_size).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(settings.max_header_size).unwrap_or(u32::MAX))
+        // WebSocket over HTTP/2 (RFC 8441, see `extconnect`).
+        .enable_connect_protocol();
     let shared = Arc::new(client_conn::Shared {
         builder,
         acceptor: ctx.acceptor.clone(),
@@ -364,6 +366,13 @@ impl Spawner {
             }
             if req.version() == http::Version::HTTP_2 {
                 in_service.saw_h2();
+                if req.method() == http::Method::CONNECT {
+                    // A stream that may become a tunnel keeps the connection busy as long.
+                    let busy = handler::StreamBusy {
+                        _guard: Arc::new(in_service.busy()),
+                    };
+                    req.extensions_mut().insert(busy);
+                }
             }
             let busy = in_service.begin();
             let activity = Arc::clone(&in_service);

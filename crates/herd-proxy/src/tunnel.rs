@@ -1,12 +1,15 @@
-//! Upgraded connections (WebSocket, or any HTTP/1.1 `Upgrade` a backend accepts with `101`):
-//! after the `101`, the client connection and a fresh connection to one instance are spliced
-//! byte for byte until either side closes, nothing passes either way for
-//! `[gateway] tunnel_idle_timeout`, or the gateway's shutdown deadline runs out.
+//! Upgraded connections (WebSocket, or any HTTP/1.1 `Upgrade` a backend accepts with `101`;
+//! over HTTP/2, an extended CONNECT stream, see `extconnect`): after the `101`, the client
+//! connection (or stream) and a fresh connection to one instance are spliced byte for byte
+//! until either side closes, nothing passes either way for `[gateway] tunnel_idle_timeout`, or
+//! the gateway's shutdown deadline runs out.
 //!
 //! Each tunnel holds its instance's in-flight guard, so a drain waits for it (bounded by the
 //! instance's `drain_timeout`), and its client connection's slot under `max_connections` and
-//! `max_conn_per_ip`, so tunnels count as the connections they are. The gateway tracks every tunnel task: shutdown waits for them
-//! within `shutdown_timeout`, then cancels the rest.
+//! `max_conn_per_ip`, so tunnels count as the connections they are (an HTTP/2 tunnel is a
+//! stream: its connection keeps the slot, and the tunnel keeps that connection from closing as
+//! idle). The gateway tracks every tunnel task: shutdown waits for them within
+//! `shutdown_timeout`, then cancels the rest.
 
 use std::io;
 use std::pin::Pin;
@@ -23,6 +26,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+/// What a tunnel holds for its whole life.
+pub(crate) struct Held {
+    /// Its instance's in-flight count (a drain waits for the tunnel).
+    pub(crate) _in_flight: InFlightGuard,
+    /// An HTTP/1.1 tunnel: its client connection's limits slot.
+    pub(crate) _conn: Option<crate::client_conn::Keep>,
+    /// An HTTP/2 tunnel: its connection counted busy, so it is not closed as idle.
+    pub(crate) _stream: Option<crate::handler::StreamBusy>,
+}
+
 /// The gateway's open tunnels: a tracker to wait for them and a token to end them.
 #[derive(Debug, Default)]
 pub(crate) struct Tunnels {
@@ -32,13 +45,12 @@ pub(crate) struct Tunnels {
 
 impl Tunnels {
     /// Splices `client` and `upstream` once both upgrades complete, in a task that ends on
-    /// close, idle timeout or [`Tunnels::close_all`]. `held` (the in-flight guard and the
-    /// connection's limits slot) is held until then.
+    /// close, idle timeout or [`Tunnels::close_all`]. `held` is held until then.
     pub(crate) fn spawn(
         &self,
         client: OnUpgrade,
         upstream: OnUpgrade,
-        held: (InFlightGuard, Option<crate::client_conn::Keep>),
+        held: Held,
         idle: Duration,
         span: tracing::Span,
     ) {

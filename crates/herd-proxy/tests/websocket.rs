@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use herd_core::{EndpointStats, Rotation};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -20,30 +19,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
-use tokio_util::sync::CancellationToken;
 
 type Ws = WebSocketStream<TcpStream>;
-
-/// A WebSocket backend that echoes every data message.
-async fn ws_echo_backend() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
-                    return;
-                };
-                while let Some(Ok(msg)) = ws.next().await {
-                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
 
 /// A plain HTTP/1.1 backend: `Upgrade: echo` switches to a raw byte echo; anything else gets
 /// 200 "plain".
@@ -81,36 +58,7 @@ async fn raw_echo_backend() -> SocketAddr {
     addr
 }
 
-struct Running {
-    addr: SocketAddr,
-    stop: CancellationToken,
-    served: tokio::task::JoinHandle<std::io::Result<()>>,
-    stats: Arc<EndpointStats>,
-}
-
-async fn gateway(extra: &str, backend: SocketAddr) -> Running {
-    let text = format!(
-        "[gateway]\nlisten = \"127.0.0.1:0\"\n{extra}\n[[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\n"
-    );
-    let (gw, _) = common::build(&text);
-    let stats = Arc::new(EndpointStats::new());
-    gw.set_endpoints(
-        "web",
-        vec![common::endpoint_with(
-            1,
-            "web-1",
-            backend,
-            Arc::clone(&stats),
-        )],
-    );
-    let (addr, stop, served) = common::serve(&gw).await;
-    Running {
-        addr,
-        stop,
-        served,
-        stats,
-    }
-}
+use common::{gateway, ws_echo_backend};
 
 async fn connect(addr: SocketAddr) -> Ws {
     let tcp = TcpStream::connect(addr).await.unwrap();

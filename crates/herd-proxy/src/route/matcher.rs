@@ -7,7 +7,8 @@
 //! - `path_regex`: searched in the path (not the query), unanchored unless the pattern says
 //!   `^`/`$` (as nginx `location ~`). `Regex::is_match` takes its scratch space from a pool
 //!   the regex keeps (one per concurrent caller, reused), so steady state allocates nothing.
-//! - `websocket`: an HTTP/1.1 `Upgrade` header that lists `websocket`.
+//! - `websocket`: an HTTP/1.1 `Upgrade` header that lists `websocket` (an HTTP/2 extended
+//!   CONNECT has been rewritten into that form before routing, see `extconnect`).
 
 use herd_config::Route;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};

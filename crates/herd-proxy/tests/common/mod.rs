@@ -5,7 +5,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use herd_core::{Endpoint, EndpointStats, StatsRegistry};
+use futures_util::{SinkExt, StreamExt};
+use herd_core::{Endpoint, EndpointStats, Rotation, StatsRegistry};
 use herd_proxy::Gateway;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -43,6 +44,55 @@ pub fn endpoint_with(uid: u64, id: &str, addr: SocketAddr, stats: Arc<EndpointSt
         uid,
         id: Arc::from(id),
         addr,
+        stats,
+    }
+}
+
+/// A WebSocket backend that echoes every data message.
+pub async fn ws_echo_backend() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A gateway serving one app, `web`, whose one instance is `backend`.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub stop: CancellationToken,
+    pub served: tokio::task::JoinHandle<std::io::Result<()>>,
+    pub stats: Arc<EndpointStats>,
+}
+
+/// `extra` goes into `[gateway]`.
+pub async fn gateway(extra: &str, backend: SocketAddr) -> Running {
+    let text = format!(
+        "[gateway]\nlisten = \"127.0.0.1:0\"\n{extra}\n[[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\n"
+    );
+    let (gw, _) = build(&text);
+    let stats = Arc::new(EndpointStats::new());
+    gw.set_endpoints(
+        "web",
+        vec![endpoint_with(1, "web-1", backend, Arc::clone(&stats))],
+    );
+    let (addr, stop, served) = serve(&gw).await;
+    Running {
+        addr,
+        stop,
+        served,
         stats,
     }
 }

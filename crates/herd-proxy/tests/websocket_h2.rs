@@ -1,0 +1,221 @@
+//! WebSocket over HTTP/2 (RFC 8441 extended CONNECT) with a real h2 client: streams of one
+//! connection become WebSockets to an HTTP/1.1 backend, the backend's handshake is checked, a
+//! tunnel keeps its connection from closing as idle, and a plain CONNECT is refused.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http2::SendRequest;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use common::{gateway, ws_echo_backend};
+
+type H2 = SendRequest<Empty<Bytes>>;
+type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// An h2c (prior knowledge) connection to the gateway, once the gateway's SETTINGS said it
+/// takes extended CONNECT.
+async fn h2(addr: SocketAddr) -> H2 {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (send, mut conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    // Drives the connection and reports the peer's SETTINGS_ENABLE_CONNECT_PROTOCOL.
+    let (tx, mut enabled) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        // hyper applies the peer's SETTINGS in a task of its own: look every 10 ms.
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        loop {
+            tokio::select! {
+                _ = &mut conn => return,
+                _ = tick.tick() => {
+                    let now = conn.is_extended_connect_protocol_enabled();
+                    tx.send_if_modified(|v| std::mem::replace(v, now) != now);
+                }
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(5), enabled.wait_for(|on| *on))
+        .await
+        .expect("the gateway did not advertise SETTINGS_ENABLE_CONNECT_PROTOCOL")
+        .unwrap();
+    send
+}
+
+fn connect_request(addr: SocketAddr, protocol: Option<&'static str>) -> Request<Empty<Bytes>> {
+    let mut req = Request::builder()
+        .method(Method::CONNECT)
+        .version(Version::HTTP_2)
+        .uri(format!("http://{addr}/chat"))
+        .header("sec-websocket-version", "13")
+        .body(Empty::new())
+        .unwrap();
+    if let Some(p) = protocol {
+        req.extensions_mut()
+            .insert(hyper::ext::Protocol::from_static(p));
+    }
+    req
+}
+
+/// Opens a WebSocket as a stream of `send`'s connection.
+async fn open(send: &mut H2, addr: SocketAddr) -> Ws {
+    send.ready().await.unwrap();
+    let resp = send
+        .send_request(connect_request(addr, Some("websocket")))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "{resp:?}");
+    assert!(resp.headers().contains_key("x-request-id"));
+    assert!(!resp.headers().contains_key("sec-websocket-accept"));
+    let io = hyper::upgrade::on(resp).await.unwrap();
+    WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Client, None).await
+}
+
+async fn echo(ws: &mut Ws, text: String) {
+    ws.send(Message::text(text.clone())).await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+        Ok(Some(Ok(Message::Text(got)))) => assert_eq!(got.as_str(), text),
+        other => panic!("no echo of {text}: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn fifty_websockets_share_one_h2_connection() {
+    // Only WebSockets are routed: the streams must match `websocket = true`.
+    let only_ws = "[[route]]\nwebsocket = true\napp = \"web\"\n";
+    let gw = gateway(only_ws, ws_echo_backend().await).await;
+    let mut send = h2(gw.addr).await;
+    let mut sockets = Vec::new();
+    for _ in 0..50 {
+        sockets.push(open(&mut send, gw.addr).await);
+    }
+    assert_eq!(gw.stats.in_flight(), 50, "each stream is one tunnel");
+    for round in 0..20 {
+        for (i, ws) in sockets.iter_mut().enumerate() {
+            echo(ws, format!("stream {i} round {round}")).await;
+        }
+    }
+    // An ordinary request still goes through on the same connection meanwhile.
+    send.ready().await.unwrap();
+    let get = Request::builder()
+        .uri(format!("http://{}/", gw.addr))
+        .version(Version::HTTP_2)
+        .body(Empty::new())
+        .unwrap();
+    let plain = send.send_request(get).await.unwrap();
+    assert_ne!(
+        plain.status(),
+        StatusCode::OK,
+        "the echo backend wants a handshake"
+    );
+    for mut ws in sockets {
+        ws.close(None).await.unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(5), gw.stats.wait_idle())
+        .await
+        .expect("every tunnel closed");
+    gw.stop.cancel();
+}
+
+#[tokio::test]
+async fn a_tunnel_keeps_its_h2_connection_past_the_idle_timeout() {
+    let gw = gateway(
+        "idle_timeout = \"300ms\"\ntunnel_idle_timeout = \"30s\"",
+        ws_echo_backend().await,
+    )
+    .await;
+    let mut send = h2(gw.addr).await;
+    let mut ws = open(&mut send, gw.addr).await;
+    echo(&mut ws, "before".into()).await;
+    // Four connection idle timeouts without a byte: the connection stays for its tunnel.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    echo(&mut ws, "after".into()).await;
+    ws.close(None).await.unwrap();
+    drop(ws);
+    tokio::time::timeout(Duration::from_secs(5), gw.stats.wait_idle())
+        .await
+        .unwrap();
+    // With no tunnel left, the connection is closed as idle again.
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if send.ready().await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the idle connection was not closed");
+    gw.stop.cancel();
+}
+
+/// A backend that switches protocols with a `Sec-WebSocket-Accept` for some other key.
+async fn wrong_accept_backend() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(|_req: Request<Incoming>| async move {
+                    let resp = Response::builder()
+                        .status(StatusCode::SWITCHING_PROTOCOLS)
+                        .header("connection", "upgrade")
+                        .header("upgrade", "websocket")
+                        .header("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+                        .body(Full::new(Bytes::new()))
+                        .unwrap();
+                    Ok::<_, std::convert::Infallible>(resp)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_wrong_handshake_answer_is_a_502_and_plain_connect_a_501() {
+    let gw = gateway("", wrong_accept_backend().await).await;
+    let mut send = h2(gw.addr).await;
+    let resp = send
+        .send_request(connect_request(gw.addr, Some("websocket")))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(
+        String::from_utf8_lossy(&body).contains("Sec-WebSocket-Accept"),
+        "{body:?}"
+    );
+
+    send.ready().await.unwrap();
+    let mut plain = Request::builder()
+        .method(Method::CONNECT)
+        .version(Version::HTTP_2)
+        .uri(gw.addr.to_string())
+        .body(Empty::new())
+        .unwrap();
+    plain.headers_mut().clear();
+    let resp = send.send_request(plain).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_IMPLEMENTED);
+    tokio::time::timeout(Duration::from_secs(5), gw.stats.wait_idle())
+        .await
+        .unwrap();
+    gw.stop.cancel();
+}
