@@ -5,6 +5,7 @@
 //! - `freshness`: the pure fresh / refresh-ahead / stale / expired decision.
 //! - `entry`: the cached value with its times and tags; its L2 encoding.
 //! - `invalidate`: delete by key, prefix or tag on L2 and every node's L1 (pub/sub).
+//! - `fill`: fill leases, coalescing the loads of callers that load values themselves (HTTP).
 //! - this module: get / put / delete / get-or-load and stats.
 //!
 //! Store keys (one hash tag per namespace, so a namespace lives in one Redis Cluster slot):
@@ -15,6 +16,7 @@
 //! `l1_ttl`.
 
 mod entry;
+mod fill;
 pub mod freshness;
 mod invalidate;
 
@@ -35,6 +37,7 @@ use tracing::Instrument as _;
 use crate::clock::{millis, Clock};
 use crate::error::{ServiceError, ServiceResult};
 use entry::Entry;
+pub use fill::{Leased, MAX_LEASE};
 pub use freshness::Freshness;
 
 /// How one namespace caches (the seed's `memoryTTL` / `redisTTL` / `refreshThreshold`).
@@ -128,6 +131,10 @@ pub struct CacheStats {
     pub refreshes: u64,
     /// Keys invalidated (deletes, prefix and tag invalidations, including from other nodes).
     pub invalidations: u64,
+    /// Fill leases given (`get_or_lease` callers told to load or refresh a value).
+    pub fill_leases: u64,
+    /// `get_or_lease` reads answered after waiting for another caller's fill (loads saved).
+    pub fill_waits: u64,
     /// L2 reads that failed (answered from L1 when it could).
     pub l2_errors: u64,
     /// Entries in this node's L1.
@@ -145,6 +152,8 @@ struct Counters {
     loads: AtomicU64,
     refreshes: AtomicU64,
     invalidations: AtomicU64,
+    fill_leases: AtomicU64,
+    fill_waits: AtomicU64,
     l2_errors: AtomicU64,
 }
 
@@ -158,6 +167,8 @@ pub(crate) struct Inner {
     counters: Counters,
     /// One cell per key being loaded: concurrent get-or-loads of a key await the same load.
     inflight: Mutex<HashMap<String, Arc<OnceCell<Loaded>>>>,
+    /// Fill leases of `get_or_lease` callers, ended by a put or delete of their key.
+    fills: fill::Fills,
     /// This node's id in invalidation messages (a node ignores its own).
     node: String,
     /// Bumped by every write and invalidation this node sees, per bucket of keys (prefix and
@@ -269,6 +280,7 @@ impl Cache {
                 l1,
                 counters: Counters::default(),
                 inflight: Mutex::new(HashMap::new()),
+                fills: fill::Fills::default(),
                 node: crate::ids::random_id(),
                 epochs: Epochs::default(),
                 tasks: TaskTracker::new(),
@@ -398,6 +410,19 @@ impl Cache {
         value: Bytes,
         opts: PutOptions,
     ) -> ServiceResult<()> {
+        let stored = self.store_value(ns, key, value, opts).await;
+        // Stored or not, the fill lease on the key ends: its waiters read again.
+        self.inner.fills.release(&l1_key(ns, key));
+        stored
+    }
+
+    async fn store_value(
+        &self,
+        ns: &str,
+        key: &str,
+        value: Bytes,
+        opts: PutOptions,
+    ) -> ServiceResult<()> {
         let PutOptions {
             ttl,
             tags,
@@ -483,7 +508,9 @@ impl Cache {
     /// `Invalid` names, store errors.
     pub async fn delete(&self, ns: &str, key: &str) -> ServiceResult<bool> {
         check_names(ns, key)?;
-        let n = invalidate::delete_keys(&self.inner, ns, &[key.to_owned()]).await?;
+        let n = invalidate::delete_keys(&self.inner, ns, &[key.to_owned()]).await;
+        self.inner.fills.release(&l1_key(ns, key));
+        let n = n?;
         invalidate::announce(&self.inner, ns, invalidate::Op::Key, key).await;
         Ok(n > 0)
     }
@@ -647,6 +674,8 @@ impl Cache {
             loads: get(&c.loads),
             refreshes: get(&c.refreshes),
             invalidations: get(&c.invalidations),
+            fill_leases: get(&c.fill_leases),
+            fill_waits: get(&c.fill_waits),
             l2_errors: get(&c.l2_errors),
             l1_entries: self.inner.l1.entry_count(),
             l1_weight: self.inner.l1.weighted_size(),

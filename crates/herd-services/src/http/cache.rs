@@ -1,7 +1,9 @@
 //! `/v1/cache`: raw-byte values per namespace and key (`?ttl=30s&tags=a,b` on PUT), prefix and
 //! tag invalidation, stats. A GET says where it was answered in `X-Cache` (`HIT-L1`,
 //! `HIT-L2`) and how fresh it is in `X-Cache-Freshness`; it answers from L1 while the store
-//! is down.
+//! is down. `GET ?fill=5s` coalesces loads (`Cache::get_or_lease`): the caller told
+//! `X-Cache-Fill: load` (on a 404) or `refresh` (on a 200) loads the value and PUTs it; callers
+//! that miss meanwhile wait for that PUT.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -14,7 +16,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{body_bytes, json_body, opt_duration, ApiError, ApiResult, AppState, Table};
-use crate::cache::{Level, PutOptions};
+use crate::cache::{Hit, Leased, Level, PutOptions};
 use crate::ServiceError;
 
 pub(super) fn routes(t: Table) -> Table {
@@ -36,15 +38,54 @@ struct PutQuery {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct GetQuery {
+    fill: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct InvalidateBody {
     prefix: Option<String>,
     tag: Option<String>,
 }
 
-async fn read(State(s): State<AppState>, Path((ns, key)): Path<(String, String)>) -> ApiResult {
-    let Some(hit) = s.services.cache.get(&ns, &key).await? else {
-        return Err(ServiceError::not_found(format!("cache key {key} in namespace {ns}")).into());
+async fn read(
+    State(s): State<AppState>,
+    Path((ns, key)): Path<(String, String)>,
+    query: Result<Query<GetQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let Query(q) = query.map_err(|e| {
+        ApiError::bad(
+            format!("invalid query: {e}"),
+            "use ?fill=5s (how long loading a missing value may take) or no query",
+        )
+    })?;
+    let cache = &s.services.cache;
+    let (hit, fill) = match opt_duration("fill", q.fill.as_deref())? {
+        None => (cache.get(&ns, &key).await?, None),
+        Some(lease) => match cache.get_or_lease(&ns, &key, lease).await? {
+            Leased::Hit(hit) => (Some(hit), None),
+            Leased::Refresh(hit) => (Some(hit), Some("refresh")),
+            Leased::Load => (None, Some("load")),
+        },
     };
+    let mut resp = match hit {
+        Some(hit) => found(hit),
+        None => ApiError::from(ServiceError::not_found(format!(
+            "cache key {key} in namespace {ns}"
+        )))
+        .into_response(),
+    };
+    if let Some(fill) = fill {
+        resp.headers_mut().insert(
+            header::HeaderName::from_static("x-cache-fill"),
+            header::HeaderValue::from_static(fill),
+        );
+    }
+    Ok(resp)
+}
+
+fn found(hit: Hit) -> axum::response::Response {
     let level = match hit.level {
         Level::L1 => "HIT-L1",
         Level::L2 => "HIT-L2",
@@ -54,7 +95,7 @@ async fn read(State(s): State<AppState>, Path((ns, key)): Path<(String, String)>
         .as_deref()
         .and_then(|ct| header::HeaderValue::from_str(ct).ok())
         .unwrap_or(header::HeaderValue::from_static("application/octet-stream"));
-    Ok((
+    (
         [(header::CONTENT_TYPE, content_type)],
         [
             (header::HeaderName::from_static("x-cache"), level),
@@ -65,7 +106,7 @@ async fn read(State(s): State<AppState>, Path((ns, key)): Path<(String, String)>
         ],
         hit.value,
     )
-        .into_response())
+        .into_response()
 }
 
 async fn write(
