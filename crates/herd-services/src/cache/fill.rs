@@ -55,7 +55,7 @@ impl Cache {
         if lease.is_zero() || lease > MAX_LEASE {
             return Err(ServiceError::invalid(
                 "fill",
-                format!("{lease:?} is not between 1ms and 5m"),
+                format!("{} ms is not between 1 ms and 5 min", lease.as_millis()),
                 "pass how long loading the value may take, e.g. ?fill=5s",
             ));
         }
