@@ -157,6 +157,7 @@ impl Default for Gateway {
             max_header_size: MAX_HEADER_SIZE,
             max_body_size: None,
             security_headers: false,
+            proxy_protocol: false,
             tunnel_idle_timeout: TUNNEL_IDLE_TIMEOUT,
             tls: None,
             redirect_http: None,

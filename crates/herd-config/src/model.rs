@@ -76,6 +76,11 @@ pub struct Gateway {
     /// `max_body_size`, default unlimited (nginx `client_max_body_size`): over it the client
     /// gets 413.
     pub max_body_size: Option<u64>,
+    /// `proxy_protocol`, default false (HAProxy `accept-proxy`, nginx `listen ... proxy_protocol`):
+    /// every connection to the gateway listener starts with a PROXY protocol header (v1 or v2)
+    /// from the load balancer in front, whose client address herd then uses; a connection
+    /// without one is closed.
+    pub proxy_protocol: bool,
     /// `security_headers`, default false: add `X-Content-Type-Options`, `X-Frame-Options` and
     /// `Referrer-Policy` to responses that lack them.
     pub security_headers: bool,

@@ -773,11 +773,14 @@ fn gateway_edge_limits() {
     assert_eq!(g.client_header_timeout, Duration::from_secs(30));
     assert_eq!((g.max_connections, g.max_header_size), (0, 64 * 1024));
     assert_eq!((g.max_body_size, g.security_headers), (None, false));
+    assert!(!g.proxy_protocol);
     let g = ok(&format!(
         "[gateway]\nclient_header_timeout = \"500ms\"\nmax_connections = 1000\n\
-         max_header_size = \"16KiB\"\nmax_body_size = \"10MiB\"\nsecurity_headers = true\n{APP}"
+         max_header_size = \"16KiB\"\nmax_body_size = \"10MiB\"\nsecurity_headers = true\n\
+         proxy_protocol = true\n{APP}"
     ))
     .gateway;
+    assert!(g.proxy_protocol);
     assert_eq!(g.client_header_timeout, Duration::from_millis(500));
     assert_eq!((g.max_connections, g.max_header_size), (1000, 16 * 1024));
     assert_eq!(

@@ -193,6 +193,7 @@ impl Validator<'_> {
                 .and_then(|v| self.size(v, "gateway.max_body_size"))
                 .filter(|&n| n > 0),
             security_headers: g.security_headers.as_ref().is_some_and(|b| *b.get_ref()),
+            proxy_protocol: g.proxy_protocol.as_ref().is_some_and(|b| *b.get_ref()),
             tunnel_idle_timeout: self.duration(
                 g.tunnel_idle_timeout.as_ref(),
                 "gateway.tunnel_idle_timeout",

@@ -50,6 +50,7 @@ mod idle;
 mod lb;
 mod parking;
 mod pool;
+mod proxyproto;
 mod queue;
 mod ratelimit;
 mod redirect;

@@ -37,6 +37,8 @@ pub struct GatewaySettings {
     pub max_body_size: Option<u64>,
     /// Add `X-Content-Type-Options`, `X-Frame-Options`, `Referrer-Policy` when missing.
     pub security_headers: bool,
+    /// Connections start with a PROXY protocol header. Read when serving starts.
+    pub proxy_protocol: bool,
     /// Open client connections per client IP; 0 = unlimited.
     pub max_conn_per_ip: u32,
     /// An upgraded connection with no byte either way for this long is closed.
@@ -72,6 +74,7 @@ impl From<&herd_config::Gateway> for GatewaySettings {
             max_header_size: usize::try_from(g.max_header_size).unwrap_or(usize::MAX),
             max_body_size: g.max_body_size,
             security_headers: g.security_headers,
+            proxy_protocol: g.proxy_protocol,
             max_conn_per_ip: g.max_conn_per_ip,
             tunnel_idle_timeout: g.tunnel_idle_timeout,
             idle_timeout: g.data_plane.idle_timeout,

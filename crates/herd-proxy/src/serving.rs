@@ -4,6 +4,7 @@
 //! (and tunnels) finish, all within one `shutdown_timeout`; then what is left is closed.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -302,8 +303,9 @@ async fn accept_and_drain(ctx: &Arc<Ctx>, listener: TcpListener) -> io::Result<(
     Ok(())
 }
 
-async fn accept_loop(ctx: &Ctx, listener: &TcpListener, spawner: &Spawner) {
+async fn accept_loop(ctx: &Ctx, listener: &TcpListener, spawner: &Arc<Spawner>) {
     let gw = &ctx.gw;
+    let proxy_protocol = gw.settings().proxy_protocol;
     loop {
         let slot = match &ctx.slots {
             Some(slots) => tokio::select! {
@@ -325,20 +327,39 @@ async fn accept_loop(ctx: &Ctx, listener: &TcpListener, spawner: &Spawner) {
             },
         };
         let _ = stream.set_nodelay(true);
-        let max_conn = gw.settings().max_conn_per_ip;
-        let conn_guard = (max_conn > 0).then(|| gw.conns.try_acquire(peer.ip(), max_conn));
-        let over_limit = matches!(conn_guard, Some(None));
-        if over_limit {
-            tracing::debug!(%peer, max_conn, "connection over max_conn_per_ip");
+        if proxy_protocol {
+            // The client's address comes first, from the balancer: read it off the accept
+            // loop, in a task the shard's drain waits for.
+            let (gw, spawner2) = (Arc::clone(gw), Arc::clone(spawner));
+            let timeout = gw.settings().client_header_timeout;
+            spawner.conns.spawn(async move {
+                let mut stream = stream;
+                match crate::proxyproto::read_header(&mut stream, peer, timeout).await {
+                    Ok(client) => spawner2.spawn(stream, admit(&gw, client, slot)),
+                    Err(e) => tracing::debug!(%peer, error = %e, "closed a connection without a PROXY protocol header"),
+                }
+            });
+            continue;
         }
-        let keep = client_conn::Keep {
-            peer,
-            _slot: slot,
-            _conn_guard: conn_guard.flatten(),
-            _open: gw.stats.connections.opened_on(shard::current()),
-            over_limit,
-        };
-        spawner.spawn(stream, keep);
+        spawner.spawn(stream, admit(gw, peer, slot));
+    }
+}
+
+/// What an accepted connection from `peer` keeps: its `max_connections` slot, its count under
+/// `max_conn_per_ip` (over it, every request is refused), its open count.
+fn admit(gw: &Gateway, peer: SocketAddr, slot: Option<OwnedSemaphorePermit>) -> client_conn::Keep {
+    let max_conn = gw.settings().max_conn_per_ip;
+    let conn_guard = (max_conn > 0).then(|| gw.conns.try_acquire(peer.ip(), max_conn));
+    let over_limit = matches!(conn_guard, Some(None));
+    if over_limit {
+        tracing::debug!(%peer, max_conn, "connection over max_conn_per_ip");
+    }
+    client_conn::Keep {
+        peer,
+        _slot: slot,
+        _conn_guard: conn_guard.flatten(),
+        _open: gw.stats.connections.opened_on(shard::current()),
+        over_limit,
     }
 }
 

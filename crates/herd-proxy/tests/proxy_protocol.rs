@@ -1,0 +1,134 @@
+//! `[gateway] proxy_protocol = true` over real sockets: the client address of a v1 or v2
+//! header is the one backends see in `X-Forwarded-For` and the one `max_conn_per_ip` counts;
+//! a connection without a header, or with a broken one, is closed unanswered.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use common::gateway;
+
+/// A backend answering each request with the `X-Forwarded-For` it received.
+async fn xff_backend() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(|req: Request<Incoming>| async move {
+                    let xff = req
+                        .headers()
+                        .get("x-forwarded-for")
+                        .map(|v| v.to_str().unwrap().to_owned())
+                        .unwrap_or_default();
+                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(xff))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Sends `preamble` then one request; returns the whole answer ("" when closed unanswered).
+async fn exchange(addr: SocketAddr, preamble: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut bytes = preamble.to_vec();
+    bytes.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(&bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("the gateway neither answered nor closed");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn v2(ip: [u8; 4], port: u16) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend([0x21, 0x11, 0, 12]);
+    h.extend(ip);
+    h.extend([127, 0, 0, 1]);
+    h.extend(port.to_be_bytes());
+    h.extend(80u16.to_be_bytes());
+    h
+}
+
+#[tokio::test]
+async fn the_header_names_the_client() {
+    let gw = gateway("proxy_protocol = true", xff_backend().await).await;
+    let got = exchange(gw.addr, b"PROXY TCP4 192.0.2.7 127.0.0.1 51234 80\r\n").await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(got.ends_with("\r\n\r\n192.0.2.7"), "{got}");
+
+    let got = exchange(gw.addr, b"PROXY TCP6 2001:db8::7 ::1 51234 80\r\n").await;
+    assert!(got.ends_with("\r\n\r\n2001:db8::7"), "{got}");
+
+    let got = exchange(gw.addr, &v2([198, 51, 100, 9], 40000)).await;
+    assert!(got.ends_with("\r\n\r\n198.51.100.9"), "{got}");
+
+    // The balancer's own health check (UNKNOWN) keeps the connection's address.
+    let got = exchange(gw.addr, b"PROXY UNKNOWN\r\n").await;
+    assert!(got.ends_with("\r\n\r\n127.0.0.1"), "{got}");
+    gw.stop.cancel();
+}
+
+#[tokio::test]
+async fn connections_without_a_valid_header_are_closed_unanswered() {
+    let gw = gateway(
+        "proxy_protocol = true\nclient_header_timeout = \"500ms\"",
+        xff_backend().await,
+    )
+    .await;
+    assert_eq!(exchange(gw.addr, b"").await, "", "no header");
+    assert_eq!(
+        exchange(gw.addr, b"PROXY TCP4 999.1.1.1 127.0.0.1 1 80\r\n").await,
+        "",
+        "a broken header"
+    );
+    // Silent after connecting: closed after client_header_timeout.
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("a silent connection was kept past client_header_timeout")
+        .unwrap();
+    assert!(out.is_empty());
+    gw.stop.cancel();
+}
+
+#[tokio::test]
+async fn max_conn_per_ip_counts_the_address_from_the_header() {
+    let gw = gateway(
+        "proxy_protocol = true\nmax_conn_per_ip = 1",
+        xff_backend().await,
+    )
+    .await;
+    // Two clients behind the same balancer connection address: each has its own count.
+    let mut first = TcpStream::connect(gw.addr).await.unwrap();
+    first
+        .write_all(b"PROXY TCP4 192.0.2.1 127.0.0.1 1000 80\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 12];
+    first.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 200");
+    let other = exchange(gw.addr, b"PROXY TCP4 192.0.2.2 127.0.0.1 1000 80\r\n").await;
+    assert!(other.starts_with("HTTP/1.1 200"), "{other}");
+    // The first client's second connection (still open: the first) is over its limit.
+    let same = exchange(gw.addr, b"PROXY TCP4 192.0.2.1 127.0.0.1 1001 80\r\n").await;
+    assert!(same.starts_with("HTTP/1.1 503"), "{same}");
+    drop(first);
+    gw.stop.cancel();
+}
