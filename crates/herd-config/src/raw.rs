@@ -424,6 +424,7 @@ pub(crate) struct RawRateLimit {
     pub(crate) rate: Option<Val>,
     pub(crate) burst: Option<Int>,
     pub(crate) nodelay: Option<Spanned<bool>>,
+    pub(crate) delay: Option<Int>,
     pub(crate) app: Option<Str>,
     pub(crate) path_prefix: Option<Str>,
     pub(crate) route: Option<Str>,

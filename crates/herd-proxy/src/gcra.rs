@@ -5,7 +5,8 @@
 //! With emission interval `T = 1/rate` and tolerance `τ = burst × T`, a request at `now` waits
 //! `w = max(TAT, now) − now` (nginx's `excess / rate`). `w > τ` (nginx: `excess > burst`)
 //! rejects it without changing the state; otherwise it is admitted, `TAT = max(TAT, now) + T`,
-//! and it is delayed by `w` unless `nodelay`. Times are nanoseconds on the caller's clock.
+//! and it is delayed by `w − delay × T` (nginx's `delay=`; `nodelay` is `delay = burst`), or
+//! not at all when that is not positive. Times are nanoseconds on the caller's clock.
 
 use std::time::Duration;
 
@@ -25,18 +26,21 @@ pub(crate) enum Decision {
 pub(crate) struct Gcra {
     interval: u64,
     tolerance: u64,
-    nodelay: bool,
+    /// The part of a request's wait that is not waited (`delay × T`).
+    free: u64,
 }
 
 impl Gcra {
-    pub(crate) fn new(interval: Duration, burst: u32, nodelay: bool) -> Self {
+    /// `undelayed`: requests over the rate served at once (nginx `delay`; `burst` for
+    /// `nodelay`).
+    pub(crate) fn new(interval: Duration, burst: u32, undelayed: u32) -> Self {
         let interval = u64::try_from(interval.as_nanos())
             .unwrap_or(u64::MAX)
             .max(1);
         Gcra {
             interval,
             tolerance: interval.saturating_mul(u64::from(burst)),
-            nodelay,
+            free: interval.saturating_mul(u64::from(undelayed)),
         }
     }
 
@@ -51,10 +55,10 @@ impl Gcra {
             };
         }
         *tat = start.saturating_add(self.interval);
-        if wait == 0 || self.nodelay {
+        if wait <= self.free {
             Decision::Allow
         } else {
-            Decision::Delay(Duration::from_nanos(wait))
+            Decision::Delay(Duration::from_nanos(wait - self.free))
         }
     }
 }
@@ -74,7 +78,7 @@ mod tests {
 
     #[test]
     fn burst_zero_admits_one_per_interval() {
-        let g = Gcra::new(Duration::from_millis(200), 0, false);
+        let g = Gcra::new(Duration::from_millis(200), 0, 0);
         let mut tat = 0;
         assert_eq!(g.check(&mut tat, 1000 * MS), Decision::Allow);
         assert_eq!(
@@ -88,7 +92,7 @@ mod tests {
 
     #[test]
     fn burst_delays_or_passes_with_nodelay() {
-        let g = Gcra::new(Duration::from_millis(100), 2, false);
+        let g = Gcra::new(Duration::from_millis(100), 2, 0);
         let mut tat = 0;
         let got: Vec<_> = (0..4).map(|_| g.check(&mut tat, 10 * MS)).collect();
         assert_eq!(
@@ -102,12 +106,34 @@ mod tests {
                 },
             ]
         );
-        let g = Gcra::new(Duration::from_millis(100), 5, true);
+        let g = Gcra::new(Duration::from_millis(100), 5, 5);
         let mut tat = 0;
         let admitted = (0..10)
             .filter(|_| g.check(&mut tat, 10 * MS) == Decision::Allow)
             .count();
         assert_eq!(admitted, 6, "nodelay admits 1 + burst at once");
+    }
+
+    #[test]
+    fn delay_serves_the_first_excess_requests_at_once_then_spaces_the_rest() {
+        // nginx's `burst=5 delay=2` at 10r/s: 1 + 2 at once, 3 spaced, then rejected.
+        let g = Gcra::new(Duration::from_millis(100), 5, 2);
+        let mut tat = 0;
+        let got: Vec<_> = (0..7).map(|_| g.check(&mut tat, 10 * MS)).collect();
+        assert_eq!(
+            got,
+            [
+                Decision::Allow,
+                Decision::Allow,
+                Decision::Allow,
+                Decision::Delay(Duration::from_millis(100)),
+                Decision::Delay(Duration::from_millis(200)),
+                Decision::Delay(Duration::from_millis(300)),
+                Decision::Reject {
+                    retry_after: Duration::from_millis(100)
+                },
+            ]
+        );
     }
 
     #[test]
@@ -127,7 +153,7 @@ mod tests {
     }
 
     impl Nginx {
-        fn check(&mut self, t: u64, interval: u64, burst: u64, nodelay: bool) -> Decision {
+        fn check(&mut self, t: u64, interval: u64, burst: u64, delay: u64) -> Decision {
             let excess = if self.seen {
                 (self.excess + interval).saturating_sub(t - self.last)
             } else {
@@ -139,10 +165,11 @@ mod tests {
                 };
             }
             (self.seen, self.excess, self.last) = (true, excess, t);
-            if excess == 0 || nodelay {
+            // `ngx_http_limit_req_account`: `nodelay` is `delay = burst`.
+            if excess <= delay * interval {
                 Decision::Allow
             } else {
-                Decision::Delay(Duration::from_nanos(excess))
+                Decision::Delay(Duration::from_nanos(excess - delay * interval))
             }
         }
     }
@@ -153,10 +180,12 @@ mod tests {
             interval_ms in 1u64..500,
             burst in 0u32..8,
             nodelay: bool,
+            delay in 0u32..8,
             gaps in prop::collection::vec(0u64..300, 1..200),
         ) {
             let interval = interval_ms * MS;
-            let g = Gcra::new(Duration::from_nanos(interval), burst, nodelay);
+            let undelayed = if nodelay { burst } else { delay.min(burst) };
+            let g = Gcra::new(Duration::from_nanos(interval), burst, undelayed);
             let mut model = Nginx::default();
             let mut tat = 0;
             let mut now = 5_000 * MS;
@@ -165,12 +194,14 @@ mod tests {
             for gap in gaps {
                 now += gap * MS;
                 let d = g.check(&mut tat, now);
-                prop_assert_eq!(d, model.check(now, interval, u64::from(burst), nodelay));
+                prop_assert_eq!(d, model.check(now, interval, u64::from(burst), u64::from(undelayed)));
                 match d {
                     Decision::Allow => admitted.push((now, now)),
                     Decision::Delay(w) => {
                         prop_assert!(!nodelay, "nodelay never delays");
-                        prop_assert!(w.as_nanos() <= u128::from(burst) * u128::from(interval));
+                        prop_assert!(
+                            w.as_nanos() <= u128::from(burst - undelayed) * u128::from(interval)
+                        );
                         admitted.push((now, now + u64::try_from(w.as_nanos()).unwrap()));
                     }
                     Decision::Reject { retry_after } => {
@@ -189,8 +220,8 @@ mod tests {
                     prop_assert!((n - 1) * interval <= (b - a) + u64::from(burst) * interval);
                 }
             }
-            // Without nodelay, requests are served spaced at least T apart.
-            if !nodelay {
+            // With every excess request delayed, requests are served spaced at least T apart.
+            if undelayed == 0 {
                 for w in admitted.windows(2) {
                     prop_assert!(w[1].1 >= w[0].1 + interval);
                 }

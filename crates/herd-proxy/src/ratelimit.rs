@@ -47,7 +47,7 @@ impl RateLimiter {
 
     fn with_capacity(config: &RateLimit, max_keys: usize) -> Self {
         RateLimiter {
-            gcra: Gcra::new(config.rate.interval(), config.burst, config.nodelay),
+            gcra: Gcra::new(config.rate.interval(), config.burst, config.undelayed()),
             config: config.clone(),
             epoch: Instant::now(),
             hasher: RandomState::new(),
@@ -226,12 +226,15 @@ pub(crate) async fn check_shared(
             None => Err(herd_store::StoreError::Invalid("no store".into())),
         };
         let decision = match decided {
-            Ok(herd_store::GcraDecision::Allow { delay })
-                if delay.is_zero() || limit.config.nodelay =>
-            {
-                Decision::Allow
+            // The store says how far ahead of the rate the key is; the first `delay` (or, with
+            // `nodelay`, all) requests' worth of that is served at once, as on one node.
+            Ok(herd_store::GcraDecision::Allow { delay: ahead }) => {
+                let free = limit.config.rate.interval() * limit.config.undelayed();
+                match ahead.checked_sub(free) {
+                    Some(d) if !d.is_zero() => Decision::Delay(d),
+                    _ => Decision::Allow,
+                }
             }
-            Ok(herd_store::GcraDecision::Allow { delay }) => Decision::Delay(delay),
             Ok(herd_store::GcraDecision::Deny { retry_after }) => Decision::Reject { retry_after },
             Err(e) => {
                 if store.is_some() {
@@ -276,6 +279,7 @@ mod tests {
             },
             burst,
             nodelay: false,
+            delay: 0,
             app: None,
             path_prefix: None,
             route: None,

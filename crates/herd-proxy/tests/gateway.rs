@@ -426,6 +426,49 @@ async fn a_burst_without_nodelay_is_delayed_to_the_rate() {
     gw.stop.cancel();
 }
 
+/// nginx `delay=`: the first `delay` requests over the rate pass at once, the rest of the burst
+/// waits for its slot; the same on one node and counted in a store (`shared = true`).
+#[tokio::test]
+async fn delay_serves_the_first_excess_requests_at_once() {
+    let dir = std::env::temp_dir().join(format!("herd-delay-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = herd_store::Store::open(&herd_store::StoreOptions::Embedded {
+        path: dir.join("store.redb"),
+    })
+    .await
+    .unwrap();
+    let store = Arc::new(store);
+    for shared in [false, true] {
+        // 1r/m: nothing refills during the test, so a delayed request would wait a minute.
+        let gw = gateway(&format!(
+            "{PER_IP}rate = \"1r/m\"\nburst = 4\ndelay = 2\nshared = {shared}\n"
+        ))
+        .await;
+        gw.gw.set_shared_store(Arc::clone(&store));
+        gw.gw
+            .set_endpoints("web", vec![endpoint(1, "web-1", backend("a").await)]);
+        let (results, elapsed) = burst(&gw, 3).await;
+        assert!(results.iter().all(|r| r.0 == StatusCode::OK), "{results:?}");
+        assert!(
+            elapsed < Duration::from_secs(30),
+            "1 + delay waited: {elapsed:?}"
+        );
+        // The fourth is within the burst but past `delay`: it waits for its slot.
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let addr = gw.addr;
+        let fourth = tokio::spawn(async move { send_with_retry_after(&client, addr, "/").await });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            !fourth.is_finished(),
+            "shared = {shared}: the fourth was not delayed"
+        );
+        fourth.abort();
+        gw.stop.cancel();
+    }
+    store.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// Sends a raw HTTP/1.1 GET on `stream` and reads until the server closes or 2 s pass.
 async fn raw_get(stream: &mut tokio::net::TcpStream) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,8 +1,20 @@
 //! `[[rate_limit]]`: per-key request rate limits with nginx `limit_req` semantics (leaky bucket
-//! at `rate`, `burst`, `nodelay`), as validated. `herd-proxy` enforces them; `docs/config.md`
+//! at `rate`, `burst`, `nodelay`, `delay`), as validated. `herd-proxy` enforces them; `docs/config.md`
 //! has the reference.
 
 use std::time::Duration;
+
+impl RateLimit {
+    /// Requests over the rate served without waiting: `burst` with `nodelay`, else `delay`.
+    #[must_use]
+    pub fn undelayed(&self) -> u32 {
+        if self.nodelay {
+            self.burst
+        } else {
+            self.delay
+        }
+    }
+}
 
 /// One `[[rate_limit]]` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +30,10 @@ pub struct RateLimit {
     pub burst: u32,
     /// `nodelay`, default false (nginx): requests within the burst are served at once.
     pub nodelay: bool,
+    /// `delay`, default 0 (nginx `delay=`, two-stage limiting): the first `delay` requests over
+    /// the rate are served at once, the rest of the burst is spaced at the rate. `nodelay` is
+    /// `delay = burst`; the two are exclusive.
+    pub delay: u32,
     /// `app`: only requests routed to this app (index into `Config::apps`); `None` = every app.
     pub app: Option<usize>,
     /// `path_prefix`: only requests whose path starts with this; `None` = every path.
@@ -35,7 +51,8 @@ pub struct RateLimit {
 /// `key`: what a rate limit counts requests by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RateKey {
-    /// `"ip"`: the client's address (the TCP peer, not `X-Forwarded-For`).
+    /// `"ip"`: the client's address (the TCP peer, or the PROXY protocol header's client; never
+    /// `X-Forwarded-For`).
     Ip,
     /// `"header:NAME"`: a request header's value (name stored lowercased). Requests without it
     /// are not counted by this limit (nginx: an empty key is not accounted).

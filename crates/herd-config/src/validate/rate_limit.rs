@@ -133,6 +133,27 @@ impl Validator<'_> {
             0,
         );
         let nodelay = r.nodelay.as_ref().is_some_and(|b| *b.get_ref());
+        let delay = self.u32(r.delay.as_ref(), &format!("{p}.delay"), 0, 0);
+        if let Some(d) = &r.delay {
+            if nodelay {
+                self.err(
+                    &d.span(),
+                    &format!("{p}.delay"),
+                    "delay and nodelay = true both set".to_owned(),
+                    Some("nodelay serves the whole burst at once (delay = burst); keep one".into()),
+                );
+            } else if delay > burst {
+                self.err(
+                    &d.span(),
+                    &format!("{p}.delay"),
+                    format!("delay {delay} is more than burst {burst}"),
+                    Some(
+                        "delay counts requests within the burst served at once; raise burst or use nodelay = true"
+                            .into(),
+                    ),
+                );
+            }
+        }
 
         let app = r.app.as_ref().and_then(|a| {
             let found = apps
@@ -225,6 +246,7 @@ impl Validator<'_> {
             rate: rate?,
             burst,
             nodelay,
+            delay,
             app,
             path_prefix,
             route,
@@ -368,6 +390,40 @@ mod tests {
             "{}",
             table[0]
         );
+    }
+
+    #[test]
+    fn delay_is_within_burst_and_exclusive_with_nodelay() {
+        let base = "[[rate_limit]]\nname = \"a\"\nkey = \"ip\"\nrate = \"10r/s\"\nburst = 12\n";
+        let cfg = parsed(&format!("{base}delay = 8\n")).unwrap();
+        assert_eq!(
+            (cfg.rate_limits[0].delay, cfg.rate_limits[0].undelayed()),
+            (8, 8)
+        );
+        let cfg = parsed(&format!("{base}nodelay = true\n")).unwrap();
+        assert_eq!(
+            cfg.rate_limits[0].undelayed(),
+            12,
+            "nodelay is delay = burst"
+        );
+        assert_eq!(parsed(base).unwrap().rate_limits[0].undelayed(), 0);
+
+        let errs = parsed(&format!("{base}delay = 13\n")).unwrap_err();
+        assert_eq!(errs[0].key, "rate_limit[0].delay");
+        assert!(
+            errs[0].message.contains("more than burst 12"),
+            "{}",
+            errs[0]
+        );
+        let errs = parsed(&format!("{base}nodelay = true\ndelay = 2\n")).unwrap_err();
+        assert_eq!(errs[0].key, "rate_limit[0].delay");
+        assert!(
+            errs[0].hint.as_ref().unwrap().contains("keep one"),
+            "{}",
+            errs[0]
+        );
+        let errs = parsed(&format!("{base}delay = -1\n")).unwrap_err();
+        assert_eq!(errs[0].key, "rate_limit[0].delay");
     }
 
     #[test]
