@@ -68,20 +68,24 @@ pub(crate) fn normalize<B>(req: &mut Request<B>) -> Result<Option<ExtConnect>, P
 }
 
 impl ExtConnect {
-    /// Turns the backend's `101` headers into the stream's `200` headers: `Err` when the
-    /// backend's `Sec-WebSocket-Accept` does not answer the key herd sent (not a WebSocket
-    /// server, or a confused one: the tunnel is not opened).
-    pub(crate) fn answer(&self, headers: &mut HeaderMap) -> Result<(), &'static str> {
-        let got = headers.remove(&SEC_WEBSOCKET_ACCEPT);
+    /// Checks the backend's `101`: `Err` when its `Sec-WebSocket-Accept` does not answer the
+    /// key herd sent (not a WebSocket server, or a confused one: the tunnel is not opened).
+    pub(crate) fn check(&self, headers: &HeaderMap) -> Result<(), &'static str> {
         if let Some(want) = &self.accept {
-            if got.as_ref().is_none_or(|g| g.as_bytes() != want.as_bytes()) {
+            let got = headers.get(&SEC_WEBSOCKET_ACCEPT);
+            if got.is_none_or(|g| g.as_bytes() != want.as_bytes()) {
                 return Err("the instance's Sec-WebSocket-Accept does not match the key sent");
             }
         }
-        headers.remove(header::UPGRADE);
-        headers.remove(header::CONNECTION);
         Ok(())
     }
+}
+
+/// Turns a checked `101`'s headers into the stream's `200` headers.
+pub(crate) fn strip(headers: &mut HeaderMap) {
+    headers.remove(&SEC_WEBSOCKET_ACCEPT);
+    headers.remove(header::UPGRADE);
+    headers.remove(header::CONNECTION);
 }
 
 /// `Sec-WebSocket-Accept` for `key` (RFC 6455 §4.2.2).
@@ -142,7 +146,8 @@ mod tests {
             HeaderValue::from_str(&accept_for(&key)).unwrap(),
         );
         ok.insert("sec-websocket-protocol", HeaderValue::from_static("chat"));
-        ext.answer(&mut ok).unwrap();
+        ext.check(&ok).unwrap();
+        strip(&mut ok);
         assert!(!ok.contains_key(header::UPGRADE));
         assert!(!ok.contains_key(&SEC_WEBSOCKET_ACCEPT));
         assert_eq!(ok["sec-websocket-protocol"], "chat", "negotiation passes");
@@ -152,8 +157,8 @@ mod tests {
             SEC_WEBSOCKET_ACCEPT.clone(),
             HeaderValue::from_static("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
         );
-        assert!(ext.answer(&mut wrong).is_err());
-        assert!(ext.answer(&mut HeaderMap::new()).is_err(), "missing accept");
+        assert!(ext.check(&wrong).is_err());
+        assert!(ext.check(&HeaderMap::new()).is_err(), "missing accept");
     }
 
     #[test]
@@ -161,7 +166,7 @@ mod tests {
         let mut req = h2_connect(Some("echo"));
         let ext = normalize(&mut req).unwrap().unwrap();
         assert!(!req.headers().contains_key(&SEC_WEBSOCKET_KEY));
-        ext.answer(&mut HeaderMap::new()).unwrap();
+        ext.check(&HeaderMap::new()).unwrap();
 
         let mut plain = h2_connect(None);
         assert!(matches!(

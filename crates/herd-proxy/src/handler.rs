@@ -126,6 +126,14 @@ async fn forward(
     let started = Instant::now();
     // An HTTP/2 extended CONNECT is routed, limited and sent as the HTTP/1.1 upgrade it stands for.
     let ext_connect = crate::extconnect::normalize(&mut req)?;
+    if ext_connect.is_some()
+        && req
+            .extensions()
+            .get::<StreamBusy>()
+            .is_some_and(|b| b.0.refused)
+    {
+        return Err(ProxyError::TooManyConnections);
+    }
     let tables = gw.tables();
     let host = req
         .headers()
@@ -318,11 +326,20 @@ struct ClientUpgrade {
     stream: Option<(crate::extconnect::ExtConnect, Option<StreamBusy>)>,
 }
 
-/// Keeps an HTTP/2 connection from closing as idle while one of its streams is a tunnel (put
-/// in the request's extensions by the connection's service; the tunnel holds a clone).
+/// What an HTTP/2 stream that may become a tunnel holds (put in the request's extensions by
+/// the connection's service; the tunnel keeps a clone): its connection counted busy, so that
+/// `idle_timeout` does not close it under the tunnel, and, since a tunnel is one more
+/// long-lived connection, a `max_connections` slot and a count under `max_conn_per_ip`.
 #[derive(Debug, Clone)]
-pub(crate) struct StreamBusy {
-    pub(crate) _guard: Arc<crate::idle::RequestGuard>,
+pub(crate) struct StreamBusy(pub(crate) Arc<StreamHold>);
+
+#[derive(Debug)]
+pub(crate) struct StreamHold {
+    pub(crate) _busy: crate::idle::RequestGuard,
+    pub(crate) _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    pub(crate) _per_ip: Option<crate::connlimit::ConnGuard>,
+    /// No slot or per-IP count was free: the stream is refused with 503.
+    pub(crate) refused: bool,
 }
 
 /// What `send_with_retries` needs besides the request.
@@ -601,6 +618,29 @@ async fn attempt(
                 .window
                 .record(took, resp.status().is_server_error());
             up.ewma.record(sent_at + took, took);
+            // An HTTP/2 stream's upgrade: the backend's handshake is checked before the tunnel
+            // is taken (a refusal may be retried, with the tunnel), and a 2xx that is not a
+            // `101` must not reach the client, to which any 2xx means "tunnel open".
+            if let Some(ext) = tunnel
+                .as_ref()
+                .and_then(|t| t.stream.as_ref())
+                .map(|s| &s.0)
+            {
+                let refused = match resp.status() {
+                    StatusCode::SWITCHING_PROTOCOLS => ext.check(resp.headers()).err(),
+                    s if s.is_success() => {
+                        Some("the instance answered an upgrade with a success, not 101")
+                    }
+                    _ => None,
+                };
+                if let Some(why) = refused {
+                    tracing::warn!(instance = %up.endpoint.id, "refused an HTTP/2 WebSocket tunnel: {why}");
+                    return Ok(error_response(&ProxyError::Upstream {
+                        instance: up.endpoint.id.to_string(),
+                        reason: why.to_owned(),
+                    }));
+                }
+            }
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                 if let Some(client) = tunnel.take() {
                     return Ok(open_tunnel(gw, up, resp, client, guard));
@@ -659,15 +699,9 @@ fn open_tunnel(
     let (mut parts, _) = resp.into_parts();
     let protocol = parts.headers.get(header::UPGRADE).cloned();
     let mut busy = None;
-    if let Some((ext, stream_busy)) = client.stream {
-        // An HTTP/2 stream: the backend's `101` is the stream's `200`.
-        if let Err(why) = ext.answer(&mut parts.headers) {
-            tracing::warn!(instance = %up.endpoint.id, "refused a WebSocket tunnel: {why}");
-            return error_response(&ProxyError::Upstream {
-                instance: up.endpoint.id.to_string(),
-                reason: why.to_owned(),
-            });
-        }
+    if let Some((_, stream_busy)) = client.stream {
+        // An HTTP/2 stream (its handshake checked in `attempt`): the `101` is the stream's `200`.
+        crate::extconnect::strip(&mut parts.headers);
         forward::remove_hop_by_hop(&mut parts.headers);
         parts.status = StatusCode::OK;
         busy = stream_busy;

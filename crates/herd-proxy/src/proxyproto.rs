@@ -5,9 +5,15 @@
 //! `X-Forwarded-For`, rate limits and `max_conn_per_ip`, `ip_hash`, the access log.
 //!
 //! When enabled, every connection must start with a header, complete within
-//! `client_header_timeout`; one that does not is closed (a client reaching herd around the
-//! balancer cannot claim any address). A `LOCAL` header (the balancer's own health check) or
-//! an `UNKNOWN` / unspecified one keeps the connection's own address, as the protocol says.
+//! `client_header_timeout`; one that does not is closed. The header is trusted from whoever
+//! connects, as HAProxy's `accept-proxy` does: the listener must be reachable from the
+//! balancer only (firewall, security group), or any client could name any address. A `LOCAL`
+//! header (the balancer's own health check) or an `UNKNOWN` / unspecified one keeps the
+//! connection's own address, as the protocol says.
+//!
+//! Only header bytes are ever consumed: what is peeked is parsed, and when the header is not
+//! complete yet, the bytes seen so far (all of them header) are read and the next peek waits
+//! for more, so a slow sender costs a wake-up per segment, not a poll loop.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -32,28 +38,41 @@ pub(crate) async fn read_header(
 }
 
 async fn read(stream: &mut TcpStream, peer: SocketAddr) -> Result<SocketAddr, String> {
+    // `buf[..head]`: header bytes already read; what is peeked lands after them.
     let mut buf = vec![0u8; MAX_HEADER];
+    let mut head = 0;
     loop {
-        let n = stream.peek(&mut buf).await.map_err(|e| e.to_string())?;
+        let n = stream
+            .peek(&mut buf[head..])
+            .await
+            .map_err(|e| e.to_string())?;
         if n == 0 {
-            return Err("closed before sending a PROXY protocol header".to_owned());
+            return Err("closed before sending a whole PROXY protocol header".to_owned());
         }
-        let Some((len, addr)) = parse(&buf[..n], peer)? else {
-            if n == buf.len() {
+        let seen = head + n;
+        match parse(&buf[..seen], peer)? {
+            Some((len, addr)) => {
+                stream
+                    .read_exact(&mut buf[head..len])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                return Ok(addr);
+            }
+            None if seen == buf.len() => {
                 return Err(format!(
                     "PROXY protocol header longer than {MAX_HEADER} bytes"
                 ));
             }
-            // The rest of the header is on its way (balancers send it in one segment, so
-            // this is rare): look again shortly.
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            continue;
-        };
-        stream
-            .read_exact(&mut buf[..len])
-            .await
-            .map_err(|e| e.to_string())?;
-        return Ok(addr);
+            None => {
+                // Incomplete: every byte seen is header. Take them, so that the next peek
+                // waits for the rest.
+                stream
+                    .read_exact(&mut buf[head..seen])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                head = seen;
+            }
+        }
     }
 }
 

@@ -272,6 +272,7 @@ async fn accept_and_drain(ctx: &Arc<Ctx>, listener: TcpListener) -> io::Result<(
         conns: conns.clone(),
         https: ctx.acceptor.is_some(),
         releasing,
+        slots: ctx.slots.clone(),
     });
     let parked = parking.map(|parking| {
         let spawner = Arc::clone(&spawner);
@@ -372,12 +373,34 @@ struct Spawner {
     https: bool,
     /// Connections may be released (`idle_release`, plain HTTP): they track response bodies.
     releasing: bool,
+    /// `max_connections` (HTTP/2 tunnels take a slot each).
+    slots: Option<Arc<Semaphore>>,
+}
+
+/// The hold of an HTTP/2 stream that may become a tunnel (`handler::StreamBusy`).
+fn stream_hold(
+    gw: &Gateway,
+    slots: Option<&Arc<Semaphore>>,
+    peer: SocketAddr,
+    activity: &Arc<idle::Activity>,
+) -> handler::StreamBusy {
+    let slot = slots.map(|s| Arc::clone(s).try_acquire_owned().ok());
+    let max = gw.settings().max_conn_per_ip;
+    let per_ip = (max > 0).then(|| gw.conns.try_acquire(peer.ip(), max));
+    let refused = matches!(slot, Some(None)) || matches!(per_ip, Some(None));
+    handler::StreamBusy(Arc::new(handler::StreamHold {
+        _busy: activity.busy(),
+        _slot: slot.flatten(),
+        _per_ip: per_ip.flatten(),
+        refused,
+    }))
 }
 
 impl Spawner {
     fn spawn(&self, stream: tokio::net::TcpStream, keep: client_conn::Keep) {
         let (gw, https, releasing) = (Arc::clone(&self.gw), self.https, self.releasing);
         let (peer, over_limit) = (keep.peer, keep.over_limit);
+        let slots = self.slots.clone();
         let activity = idle::Activity::new();
         let in_service = Arc::clone(&activity);
         let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
@@ -388,10 +411,8 @@ impl Spawner {
             if req.version() == http::Version::HTTP_2 {
                 in_service.saw_h2();
                 if req.method() == http::Method::CONNECT {
-                    // A stream that may become a tunnel keeps the connection busy as long.
-                    let busy = handler::StreamBusy {
-                        _guard: Arc::new(in_service.busy()),
-                    };
+                    // A stream that may become a tunnel: see `handler::StreamBusy`.
+                    let busy = stream_hold(&gw, slots.as_ref(), peer, &in_service);
                     req.extensions_mut().insert(busy);
                 }
             }

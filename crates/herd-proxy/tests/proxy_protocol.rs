@@ -85,6 +85,27 @@ async fn the_header_names_the_client() {
 }
 
 #[tokio::test]
+async fn a_header_split_across_segments_is_waited_for() {
+    let gw = gateway("proxy_protocol = true", xff_backend().await).await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"PROXY TCP4 192.0.2.").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(b"7 127.0.0.1 51234 80\r").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(b"\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let got = String::from_utf8_lossy(&out);
+    assert!(got.ends_with("\r\n\r\n192.0.2.7"), "{got}");
+    gw.stop.cancel();
+}
+
+#[tokio::test]
 async fn connections_without_a_valid_header_are_closed_unanswered() {
     let gw = gateway(
         "proxy_protocol = true\nclient_header_timeout = \"500ms\"",

@@ -162,14 +162,23 @@ async fn a_tunnel_keeps_its_h2_connection_past_the_idle_timeout() {
     gw.stop.cancel();
 }
 
-/// A backend that switches protocols with a `Sec-WebSocket-Accept` for some other key.
+/// A backend that switches protocols with a `Sec-WebSocket-Accept` for some other key, or (with
+/// `plain`) ignores the upgrade and answers 200.
 async fn wrong_accept_backend() -> SocketAddr {
+    odd_backend(false).await
+}
+
+async fn odd_backend(plain: bool) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
             tokio::spawn(async move {
-                let svc = service_fn(|_req: Request<Incoming>| async move {
+                let svc = service_fn(move |_req: Request<Incoming>| async move {
+                    if plain {
+                        let ok = Response::new(Full::new(Bytes::from_static(b"plain")));
+                        return Ok::<_, std::convert::Infallible>(ok);
+                    }
                     let resp = Response::builder()
                         .status(StatusCode::SWITCHING_PROTOCOLS)
                         .header("connection", "upgrade")
@@ -217,5 +226,57 @@ async fn a_wrong_handshake_answer_is_a_502_and_plain_connect_a_501() {
     tokio::time::timeout(Duration::from_secs(5), gw.stats.wait_idle())
         .await
         .unwrap();
+    gw.stop.cancel();
+}
+
+#[tokio::test]
+async fn a_backend_that_ignores_the_upgrade_is_a_502_not_an_open_tunnel() {
+    let gw = gateway("", odd_backend(true).await).await;
+    let mut send = h2(gw.addr).await;
+    let resp = send
+        .send_request(connect_request(gw.addr, Some("websocket")))
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::BAD_GATEWAY,
+        "a 200 would mean: tunnel open"
+    );
+    gw.stop.cancel();
+}
+
+#[tokio::test]
+async fn each_h2_tunnel_counts_under_max_conn_per_ip() {
+    // The h2 connection is one; its first WebSocket a second; a third is refused.
+    let gw = gateway("max_conn_per_ip = 2", ws_echo_backend().await).await;
+    let mut send = h2(gw.addr).await;
+    let mut first = open(&mut send, gw.addr).await;
+    send.ready().await.unwrap();
+    let refused = send
+        .send_request(connect_request(gw.addr, Some("websocket")))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    echo(&mut first, "still open".into()).await;
+    first.close(None).await.unwrap();
+    drop(first);
+    tokio::time::timeout(Duration::from_secs(5), gw.stats.wait_idle())
+        .await
+        .unwrap();
+    // Closed: its count is free again.
+    let mut again = None;
+    for _ in 0..100 {
+        send.ready().await.unwrap();
+        let resp = send
+            .send_request(connect_request(gw.addr, Some("websocket")))
+            .await
+            .unwrap();
+        if resp.status() == StatusCode::OK {
+            again = Some(resp);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(again.is_some(), "the closed tunnel still counts");
     gw.stop.cancel();
 }

@@ -6,7 +6,8 @@
 //! up to the lease's length; if the lease ends without a put (the loader failed or went away)
 //! the next waiter gets it. A value due for refresh is served to everyone, and one caller gets
 //! the lease to refresh it. Leases are per node: with several herd nodes, at most one load per
-//! key and node.
+//! key and node. A node keeps at most [`MAX_LEASES`] live leases (past it, callers load without
+//! one); leases that ran out are swept as the map doubles.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -66,7 +67,9 @@ impl Cache {
         let mut waited = false;
         loop {
             if let Some(hit) = self.get(ns, key).await? {
-                if hit.freshness.wants_refresh() && fills.claim(&k1, lease).is_ok() {
+                if hit.freshness.wants_refresh()
+                    && matches!(fills.claim(&k1, lease), Claim::Granted)
+                {
                     counters.fill_leases.fetch_add(1, Ordering::Relaxed);
                     return Ok(Leased::Refresh(hit));
                 }
@@ -76,12 +79,20 @@ impl Cache {
                 return Ok(Leased::Hit(hit));
             }
             match fills.claim(&k1, lease) {
-                Ok(()) => {
+                Claim::Granted => {
+                    // A put may have landed between the read and the claim: read once more
+                    // rather than have the value loaded twice.
+                    if let Ok(Some(hit)) = self.get(ns, key).await {
+                        fills.release(&k1);
+                        return Ok(Leased::Hit(hit));
+                    }
                     counters.fill_leases.fetch_add(1, Ordering::Relaxed);
                     return Ok(Leased::Load);
                 }
-                Err(_) if Instant::now() >= deadline => return Ok(Leased::Load),
-                Err(wait) => {
+                // Too many leases on this node: load without one (no coalescing, no waiting).
+                Claim::Full => return Ok(Leased::Load),
+                Claim::Wait(_) if Instant::now() >= deadline => return Ok(Leased::Load),
+                Claim::Wait(wait) => {
                     waited = true;
                     let _ = tokio::time::timeout_at(deadline, wait.finished()).await;
                 }
@@ -90,8 +101,21 @@ impl Cache {
     }
 }
 
-/// Past this many leases, a claim first drops the ones that ran out.
+/// The fewest leases at which a claim first drops the ones that ran out; after a sweep the
+/// next one waits until the map has doubled (amortised O(1) per claim).
 const SWEEP_AT: usize = 1024;
+/// The most leases one node keeps; past it, callers load without one.
+const MAX_LEASES: usize = 100_000;
+
+/// The outcome of [`Fills::claim`].
+pub(crate) enum Claim {
+    /// This caller holds the lease.
+    Granted,
+    /// Another caller holds it: wait for its put.
+    Wait(Wait),
+    /// The node holds [`MAX_LEASES`] live leases: load without one.
+    Full,
+}
 
 /// One key's lease: its end, and a signal sent when the key is stored (or the lease given
 /// back).
@@ -103,7 +127,16 @@ struct Lease {
 /// The leases of one node.
 #[derive(Default)]
 pub(super) struct Fills {
-    leases: Mutex<HashMap<String, Lease>>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    leases: HashMap<String, Lease>,
+    /// The map's size at which the next claim sweeps (at least [`SWEEP_AT`]).
+    sweep_at: usize,
+    /// When the map is at [`MAX_LEASES`]: no sweep before this.
+    next_full: Option<Instant>,
 }
 
 /// What a caller that may not take the lease waits on.
@@ -120,36 +153,45 @@ impl Wait {
 }
 
 impl Fills {
-    /// Takes the lease on `k1` for `lease` when nobody holds a live one: `Ok(())`. Otherwise
-    /// `Err` with what to wait on.
-    pub(crate) fn claim(&self, k1: &str, lease: Duration) -> Result<(), Wait> {
+    /// Takes the lease on `k1` for `lease` when nobody holds a live one.
+    pub(crate) fn claim(&self, k1: &str, lease: Duration) -> Claim {
         let now = Instant::now();
-        let mut leases = self.leases.lock().unwrap();
-        if let Some(l) = leases.get(k1).filter(|l| l.until > now) {
-            return Err(Wait {
+        let mut state = self.state.lock().unwrap();
+        if let Some(l) = state.leases.get(k1).filter(|l| l.until > now) {
+            return Claim::Wait(Wait {
                 until: l.until,
                 done: l.done.subscribe(),
             });
         }
-        if leases.len() >= SWEEP_AT {
+        let len = state.leases.len();
+        // At the cap, sweep at most once a second (a cap full of live leases is not swept
+        // again on every claim).
+        if len >= state.sweep_at.max(SWEEP_AT)
+            && (len < MAX_LEASES || state.next_full.is_none_or(|at| now >= at))
+        {
             // Leases whose holders went away without a put: bounded memory.
-            leases.retain(|_, l| l.until > now);
+            state.leases.retain(|_, l| l.until > now);
+            state.sweep_at = (state.leases.len() * 2).min(MAX_LEASES);
+            state.next_full = Some(now + Duration::from_secs(1));
+        }
+        if state.leases.len() >= MAX_LEASES {
+            return Claim::Full;
         }
         let (done, _) = watch::channel(false);
-        leases.insert(
+        state.leases.insert(
             k1.to_owned(),
             Lease {
                 until: now + lease,
                 done,
             },
         );
-        Ok(())
+        Claim::Granted
     }
 
     /// The key was stored or deleted (a loader that failed may delete the key to give up at
     /// once): its lease (if any) ends and its waiters read again.
     pub(crate) fn release(&self, k1: &str) {
-        let lease = self.leases.lock().unwrap().remove(k1);
+        let lease = self.state.lock().unwrap().leases.remove(k1);
         if let Some(l) = lease {
             l.done.send_replace(true);
         }
@@ -157,7 +199,7 @@ impl Fills {
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.leases.lock().unwrap().len()
+        self.state.lock().unwrap().leases.len()
     }
 }
 
@@ -168,12 +210,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn one_lease_per_key_until_released_or_expired() {
         let f = std::sync::Arc::new(Fills::default());
-        assert!(f.claim("a", Duration::from_secs(5)).is_ok());
+        assert!(matches!(
+            f.claim("a", Duration::from_secs(5)),
+            Claim::Granted
+        ));
         assert!(
-            f.claim("b", Duration::from_secs(5)).is_ok(),
+            matches!(f.claim("b", Duration::from_secs(5)), Claim::Granted),
             "keys are independent"
         );
-        let Err(wait) = f.claim("a", Duration::from_secs(5)) else {
+        let Claim::Wait(wait) = f.claim("a", Duration::from_secs(5)) else {
             panic!("a second caller got the lease");
         };
         let waiter = tokio::spawn(wait.finished());
@@ -185,12 +230,12 @@ mod tests {
             .expect("release wakes the waiter")
             .unwrap();
         assert!(
-            f.claim("a", Duration::from_secs(5)).is_ok(),
+            matches!(f.claim("a", Duration::from_secs(5)), Claim::Granted),
             "released: free"
         );
 
         // `b`'s holder vanishes: its waiter is let go at the lease's end, then may claim.
-        let Err(wait) = f.claim("b", Duration::from_secs(5)) else {
+        let Claim::Wait(wait) = f.claim("b", Duration::from_secs(5)) else {
             panic!()
         };
         let started = Instant::now();
@@ -201,7 +246,7 @@ mod tests {
             "{waited:?}"
         );
         assert!(
-            f.claim("b", Duration::from_secs(5)).is_ok(),
+            matches!(f.claim("b", Duration::from_secs(5)), Claim::Granted),
             "expired: free"
         );
     }
@@ -210,10 +255,43 @@ mod tests {
     async fn abandoned_leases_do_not_pile_up() {
         let f = Fills::default();
         for i in 0..SWEEP_AT {
-            assert!(f.claim(&format!("k{i}"), Duration::from_secs(1)).is_ok());
+            assert!(matches!(
+                f.claim(&format!("k{i}"), Duration::from_secs(1)),
+                Claim::Granted
+            ));
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
-        assert!(f.claim("fresh", Duration::from_secs(1)).is_ok());
+        assert!(matches!(
+            f.claim("fresh", Duration::from_secs(1)),
+            Claim::Granted
+        ));
         assert_eq!(f.len(), 1, "the run-out leases were dropped");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn live_leases_are_capped() {
+        let f = Fills::default();
+        for i in 0..MAX_LEASES {
+            assert!(matches!(
+                f.claim(&format!("k{i}"), Duration::from_secs(60)),
+                Claim::Granted
+            ));
+        }
+        assert!(matches!(
+            f.claim("one more", Duration::from_secs(60)),
+            Claim::Full
+        ));
+        f.release("k0");
+        assert!(matches!(
+            f.claim("one more", Duration::from_secs(60)),
+            Claim::Granted
+        ));
+        // Once they run out, the full map is swept and takes new leases again.
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        assert!(matches!(
+            f.claim("after", Duration::from_secs(60)),
+            Claim::Granted
+        ));
+        assert_eq!(f.len(), 1);
     }
 }
