@@ -8,7 +8,10 @@
 //! New keys are never rejected for lack of room, so a flood of keys costs precision, not service.
 //!
 //! Several limits may apply to one request: each is checked in file order, the first rejection
-//! answers, and the longest delay is waited (like nginx, which applies every `limit_req`).
+//! answers, and the longest delay is waited (like nginx, which applies every `limit_req`). As
+//! in nginx, a request rejected by one node-local limit is counted by none: the limits are
+//! looked at first and recorded only when all admit it. (Shared limits are checked in the store
+//! after the local ones are recorded.)
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -95,6 +98,13 @@ impl RateLimiter {
         self.shards[i]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What [`RateLimiter::check`] would decide, recording nothing.
+    pub(crate) fn peek(&self, key: &str, now: Instant) -> Decision {
+        let now = self.nanos(now);
+        let mut tat = self.shard(key).get(key).copied().unwrap_or(0);
+        self.gcra.check(&mut tat, now)
     }
 
     /// Decides for one request with `key` at `now`, recording it if admitted.
@@ -186,18 +196,30 @@ pub(crate) fn check_all(
 ) -> Result<(Duration, Pending), ProxyError> {
     let mut delay = Duration::ZERO;
     let mut pending = Vec::new();
+    let mut local = Vec::new();
     for limit in limits.iter().filter(|l| l.applies(app, route, path)) {
         let Some(key) = limit.key(headers, client, route) else {
             continue;
         };
         if limit.config.shared {
             pending.push((Arc::clone(limit), key.into_owned()));
-            continue;
+        } else {
+            local.push((limit, key));
         }
-        match limit.check(&key, now) {
+    }
+    if local.len() > 1 {
+        // First look at every limit: a request one of them rejects is counted by none.
+        for (limit, key) in &local {
+            if let Decision::Reject { retry_after } = limit.peek(key, now) {
+                return Err(rejected(limit, key, retry_after));
+            }
+        }
+    }
+    for (limit, key) in &local {
+        match limit.check(key, now) {
             Decision::Allow => {}
             Decision::Delay(d) => delay = delay.max(d),
-            Decision::Reject { retry_after } => return Err(rejected(limit, &key, retry_after)),
+            Decision::Reject { retry_after } => return Err(rejected(limit, key, retry_after)),
         }
     }
     Ok((delay, pending))
@@ -370,5 +392,30 @@ mod tests {
         );
         let err = check_all(&limits, 0, "r", "/", &h, ip, now).unwrap_err();
         assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[test]
+    fn a_request_one_limit_rejects_is_counted_by_none() {
+        // Per IP (burst 5) and per API key (burst 0): requests the key limit rejects must not
+        // use up the IP's burst.
+        let per_ip = Arc::new(RateLimiter::new(&limit(RateKey::Ip, 5)));
+        let per_key = Arc::new(RateLimiter::new(&limit(
+            RateKey::Header("x-api-key".into()),
+            0,
+        )));
+        let limits = vec![Arc::clone(&per_ip), per_key];
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", "k1".parse().unwrap());
+        let now = Instant::now();
+        assert!(check_all(&limits, 0, "r", "/", &h, ip, now).is_ok());
+        for _ in 0..20 {
+            assert!(check_all(&limits, 0, "r", "/", &h, ip, now).is_err());
+        }
+        // The IP admitted one request: 1 + burst 5 at once, so five more still pass on it.
+        let admitted = (0..10)
+            .filter(|_| !matches!(per_ip.check("10.0.0.1", now), Decision::Reject { .. }))
+            .count();
+        assert_eq!(admitted, 5, "the rejected requests used up the IP's burst");
     }
 }
