@@ -158,6 +158,7 @@ impl Default for Gateway {
             max_body_size: None,
             security_headers: false,
             proxy_protocol: false,
+            proxy_protocol_from: Vec::new(),
             tunnel_idle_timeout: TUNNEL_IDLE_TIMEOUT,
             tls: None,
             redirect_http: None,

@@ -81,6 +81,10 @@ pub struct Gateway {
     /// from the load balancer in front, whose client address herd then uses; a connection
     /// without one is closed.
     pub proxy_protocol: bool,
+    /// `proxy_protocol_from`, default any: the balancers' addresses (CIDRs or single
+    /// addresses) allowed to connect when `proxy_protocol` is on (nginx `set_real_ip_from`);
+    /// connections from anywhere else are closed before their header is read.
+    pub proxy_protocol_from: Vec<ipnet::IpNet>,
     /// `security_headers`, default false: add `X-Content-Type-Options`, `X-Frame-Options` and
     /// `Referrer-Policy` to responses that lack them.
     pub security_headers: bool,

@@ -102,6 +102,7 @@ pub(crate) struct RawGateway {
     pub(crate) max_body_size: Option<Val>,
     pub(crate) security_headers: Option<Spanned<bool>>,
     pub(crate) proxy_protocol: Option<Spanned<bool>>,
+    pub(crate) proxy_protocol_from: Option<Val>,
     pub(crate) tunnel_idle_timeout: Option<Val>,
     pub(crate) tls: Option<Spanned<RawTls>>,
     pub(crate) redirect_http: Option<Val>,

@@ -781,6 +781,31 @@ fn gateway_edge_limits() {
     ))
     .gateway;
     assert!(g.proxy_protocol);
+    let pp = ok(&format!(
+        "[gateway]\nproxy_protocol = true\nproxy_protocol_from = [\"10.0.0.0/8\", \"192.0.2.7\"]\n{APP}"
+    ))
+    .gateway;
+    assert_eq!(
+        pp.proxy_protocol_from,
+        vec![
+            "10.0.0.0/8".parse::<ipnet::IpNet>().unwrap(),
+            "192.0.2.7/32".parse().unwrap()
+        ]
+    );
+    let err = one(
+        &format!("[gateway]\nproxy_protocol_from = [\"10.0.0.0/8\"]\n{APP}"),
+        2,
+        "gateway.proxy_protocol_from",
+    );
+    assert!(err.hint.unwrap().contains("proxy_protocol = true"));
+    let err = one(
+        &format!(
+            "[gateway]\nproxy_protocol = true\nproxy_protocol_from = [\"10.0.0.0/33\"]\n{APP}"
+        ),
+        3,
+        "gateway.proxy_protocol_from",
+    );
+    assert!(err.message.contains("not an address or a CIDR"), "{err}");
     assert_eq!(g.client_header_timeout, Duration::from_millis(500));
     assert_eq!((g.max_connections, g.max_header_size), (1000, 16 * 1024));
     assert_eq!(

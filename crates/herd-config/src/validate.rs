@@ -194,6 +194,7 @@ impl Validator<'_> {
                 .filter(|&n| n > 0),
             security_headers: g.security_headers.as_ref().is_some_and(|b| *b.get_ref()),
             proxy_protocol: g.proxy_protocol.as_ref().is_some_and(|b| *b.get_ref()),
+            proxy_protocol_from: self.proxy_protocol_from(g),
             tunnel_idle_timeout: self.duration(
                 g.tunnel_idle_timeout.as_ref(),
                 "gateway.tunnel_idle_timeout",

@@ -5,9 +5,10 @@
 //! `X-Forwarded-For`, rate limits and `max_conn_per_ip`, `ip_hash`, the access log.
 //!
 //! When enabled, every connection must start with a header, complete within
-//! `client_header_timeout`; one that does not is closed. The header is trusted from whoever
-//! connects, as HAProxy's `accept-proxy` does: the listener must be reachable from the
-//! balancer only (firewall, security group), or any client could name any address. A `LOCAL`
+//! `client_header_timeout`; one that does not is closed. With `proxy_protocol_from` (nginx's
+//! `set_real_ip_from`) only the balancers listed may connect; without it the header is trusted
+//! from whoever connects, as HAProxy's `accept-proxy` does, and the listener must be reachable
+//! from the balancer only (firewall, security group), or any client could name any address. A `LOCAL`
 //! header (the balancer's own health check) or an `UNKNOWN` / unspecified one keeps the
 //! connection's own address, as the protocol says.
 //!
@@ -21,6 +22,12 @@ use std::time::Duration;
 use ppp::{v1, v2, HeaderResult, PartialResult as _};
 use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpStream;
+
+/// Whether `peer` may connect: it is in `balancers`, or the list is empty (any peer).
+pub(crate) fn allowed(balancers: &[ipnet::IpNet], peer: SocketAddr) -> bool {
+    let ip = peer.ip().to_canonical();
+    balancers.is_empty() || balancers.iter().any(|n| n.contains(&ip))
+}
 
 /// The longest header accepted (v1 is at most 107 bytes; v2 with its TLVs rarely passes 300).
 const MAX_HEADER: usize = 4096;
@@ -153,6 +160,25 @@ mod tests {
         let mut local = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
         local.extend([0x20, 0x00, 0, 0]); // LOCAL, unspecified
         assert_eq!(parse(&local, peer()).unwrap().unwrap(), (16, peer()));
+    }
+
+    #[test]
+    fn only_listed_balancers_may_connect() {
+        let nets: Vec<ipnet::IpNet> = vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "2001:db8::/32".parse().unwrap(),
+        ];
+        assert!(allowed(&nets, "10.1.2.3:5".parse().unwrap()));
+        assert!(
+            allowed(&nets, "[::ffff:10.1.2.3]:5".parse().unwrap()),
+            "v4-mapped"
+        );
+        assert!(allowed(&nets, "[2001:db8::1]:5".parse().unwrap()));
+        assert!(!allowed(&nets, "192.0.2.1:5".parse().unwrap()));
+        assert!(
+            allowed(&[], "192.0.2.1:5".parse().unwrap()),
+            "no list: any peer"
+        );
     }
 
     #[test]

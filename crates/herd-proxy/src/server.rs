@@ -39,6 +39,9 @@ pub struct GatewaySettings {
     pub security_headers: bool,
     /// Connections start with a PROXY protocol header. Read when serving starts.
     pub proxy_protocol: bool,
+    /// With `proxy_protocol`: the peers allowed to connect (empty: any). Read when serving
+    /// starts.
+    pub proxy_protocol_from: Vec<ipnet::IpNet>,
     /// Open client connections per client IP; 0 = unlimited.
     pub max_conn_per_ip: u32,
     /// An upgraded connection with no byte either way for this long is closed.
@@ -75,6 +78,7 @@ impl From<&herd_config::Gateway> for GatewaySettings {
             max_body_size: g.max_body_size,
             security_headers: g.security_headers,
             proxy_protocol: g.proxy_protocol,
+            proxy_protocol_from: g.proxy_protocol_from.clone(),
             max_conn_per_ip: g.max_conn_per_ip,
             tunnel_idle_timeout: g.tunnel_idle_timeout,
             idle_timeout: g.data_plane.idle_timeout,

@@ -306,7 +306,10 @@ async fn accept_and_drain(ctx: &Arc<Ctx>, listener: TcpListener) -> io::Result<(
 
 async fn accept_loop(ctx: &Ctx, listener: &TcpListener, spawner: &Arc<Spawner>) {
     let gw = &ctx.gw;
-    let proxy_protocol = gw.settings().proxy_protocol;
+    let (proxy_protocol, balancers) = {
+        let s = gw.settings();
+        (s.proxy_protocol, s.proxy_protocol_from.clone())
+    };
     loop {
         let slot = match &ctx.slots {
             Some(slots) => tokio::select! {
@@ -328,6 +331,10 @@ async fn accept_loop(ctx: &Ctx, listener: &TcpListener, spawner: &Arc<Spawner>) 
             },
         };
         let _ = stream.set_nodelay(true);
+        if proxy_protocol && !crate::proxyproto::allowed(&balancers, peer) {
+            tracing::debug!(%peer, "closed a connection from outside proxy_protocol_from");
+            continue;
+        }
         if proxy_protocol {
             // The client's address comes first, from the balancer: read it off the accept
             // loop, in a task the shard's drain waits for.

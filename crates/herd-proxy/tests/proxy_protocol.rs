@@ -130,6 +130,30 @@ async fn connections_without_a_valid_header_are_closed_unanswered() {
 }
 
 #[tokio::test]
+async fn only_the_listed_balancers_may_connect() {
+    let elsewhere = gateway(
+        "proxy_protocol = true\nproxy_protocol_from = [\"192.0.2.0/24\"]",
+        xff_backend().await,
+    )
+    .await;
+    let header = b"PROXY TCP4 198.51.100.9 127.0.0.1 1000 80\r\n";
+    assert_eq!(
+        exchange(elsewhere.addr, header).await,
+        "",
+        "127.0.0.1 is not a balancer"
+    );
+    elsewhere.stop.cancel();
+    let local = gateway(
+        "proxy_protocol = true\nproxy_protocol_from = [\"127.0.0.0/8\", \"::1\"]",
+        xff_backend().await,
+    )
+    .await;
+    let got = exchange(local.addr, header).await;
+    assert!(got.ends_with("\r\n\r\n198.51.100.9"), "{got}");
+    local.stop.cancel();
+}
+
+#[tokio::test]
 async fn max_conn_per_ip_counts_the_address_from_the_header() {
     let gw = gateway(
         "proxy_protocol = true\nmax_conn_per_ip = 1",

@@ -33,13 +33,14 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         out.push("[gateway.tls] files or redirect_http (certificates reload live)".to_owned());
     }
     if old.gateway.proxy_protocol != new.gateway.proxy_protocol
+        || old.gateway.proxy_protocol_from != new.gateway.proxy_protocol_from
         || old.gateway.client_header_timeout != new.gateway.client_header_timeout
         || old.gateway.max_connections != new.gateway.max_connections
         || old.gateway.max_header_size != new.gateway.max_header_size
     {
         out.push(
-            "gateway.proxy_protocol, client_header_timeout, max_connections or max_header_size \
-             (read at start)"
+            "gateway.proxy_protocol(_from), client_header_timeout, max_connections or \
+             max_header_size (read at start)"
                 .to_owned(),
         );
     }

@@ -260,6 +260,40 @@ impl Validator<'_> {
         on
     }
 
+    /// `proxy_protocol_from`: CIDRs or single addresses; only with `proxy_protocol = true`.
+    pub(super) fn proxy_protocol_from(&mut self, g: &RawGateway) -> Vec<ipnet::IpNet> {
+        let key = "gateway.proxy_protocol_from";
+        let Some(v) = &g.proxy_protocol_from else {
+            return Vec::new();
+        };
+        if !g.proxy_protocol.as_ref().is_some_and(|b| *b.get_ref()) {
+            self.err(
+                &v.span(),
+                key,
+                "proxy_protocol_from is set but proxy_protocol is not".to_owned(),
+                Some("add proxy_protocol = true, or remove proxy_protocol_from".into()),
+            );
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (s, span) in self.strings(v, key, "proxy_protocol_from = [\"10.0.0.0/8\"]") {
+            let s = s.trim();
+            let net = s
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match net {
+                Ok(n) => out.push(n.trunc()),
+                Err(_) => self.err(
+                    &span,
+                    key,
+                    format!("\"{s}\" is not an address or a CIDR block"),
+                    Some("write e.g. \"10.0.0.0/8\", \"192.0.2.7\" or \"2001:db8::/32\"".into()),
+                ),
+            }
+        }
+        out
+    }
+
     fn media_types(&mut self, v: &Val) -> Vec<String> {
         let key = "gateway.compress_types";
         let mut out = Vec::new();
