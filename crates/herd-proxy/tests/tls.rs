@@ -2,6 +2,8 @@
 //! without dropping connections, and the http→https redirect listener. Certificates are made
 //! here with rcgen.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -11,10 +13,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use herd_core::{Endpoint, EndpointStats, Rotation};
 use herd_proxy::Gateway;
-use http::{Request, Response, Version};
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
+use http::{Request, Version};
+use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -26,27 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 /// A backend answering with the `X-Forwarded-Proto` it received.
 async fn backend() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (s, _) = l.accept().await.unwrap();
-            tokio::spawn(async move {
-                let svc = service_fn(|req: Request<Incoming>| async move {
-                    let proto = req
-                        .headers()
-                        .get("x-forwarded-proto")
-                        .map(|v| v.to_str().unwrap().to_owned())
-                        .unwrap_or_default();
-                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(proto))))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
-    addr
+    common::header_backend("x-forwarded-proto").await
 }
 
 /// A fresh directory under the system temp dir.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -58,7 +58,7 @@ async fn raw_echo_backend() -> SocketAddr {
     addr
 }
 
-use common::{gateway, ws_echo_backend};
+use common::{echo, gateway, ws_echo_backend};
 
 async fn connect(addr: SocketAddr) -> Ws {
     let tcp = TcpStream::connect(addr).await.unwrap();
@@ -68,14 +68,6 @@ async fn connect(addr: SocketAddr) -> Ws {
     assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
     assert!(resp.headers().contains_key("x-request-id"));
     ws
-}
-
-async fn echo(ws: &mut Ws, text: String) {
-    ws.send(Message::text(text.clone())).await.unwrap();
-    match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
-        Ok(Some(Ok(Message::Text(got)))) => assert_eq!(got.as_str(), text),
-        other => panic!("no echo of {text}: {other:?}"),
-    }
 }
 
 #[tokio::test]

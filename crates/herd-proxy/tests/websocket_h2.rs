@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
@@ -17,10 +16,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use common::{gateway, ws_echo_backend};
+use common::{echo, gateway, ws_echo_backend};
 
 type H2 = SendRequest<Empty<Bytes>>;
 type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
@@ -82,14 +80,6 @@ async fn open(send: &mut H2, addr: SocketAddr) -> Ws {
     assert!(!resp.headers().contains_key("sec-websocket-accept"));
     let io = hyper::upgrade::on(resp).await.unwrap();
     WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Client, None).await
-}
-
-async fn echo(ws: &mut Ws, text: String) {
-    ws.send(Message::text(text.clone())).await.unwrap();
-    match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
-        Ok(Some(Ok(Message::Text(got)))) => assert_eq!(got.as_str(), text),
-        other => panic!("no echo of {text}: {other:?}"),
-    }
 }
 
 #[tokio::test]

@@ -69,6 +69,48 @@ pub async fn ws_echo_backend() -> SocketAddr {
     addr
 }
 
+/// Sends `text` on a WebSocket and expects it back within 10 s.
+pub async fn echo<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>, text: String)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio_tungstenite::tungstenite::Message;
+    ws.send(Message::text(text.clone())).await.unwrap();
+    match tokio::time::timeout(std::time::Duration::from_secs(10), ws.next()).await {
+        Ok(Some(Ok(Message::Text(got)))) => assert_eq!(got.as_str(), text),
+        other => panic!("no echo of {text}: {other:?}"),
+    }
+}
+
+/// A backend answering each request with the value of its request header `name` (empty when
+/// absent).
+pub async fn header_backend(name: &'static str) -> SocketAddr {
+    use http_body_util::Full;
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: http::Request<hyper::body::Incoming>| async move {
+                        let value = req
+                            .headers()
+                            .get(name)
+                            .map(|v| v.to_str().unwrap_or("").to_owned())
+                            .unwrap_or_default();
+                        let body = Full::new(bytes::Bytes::from(value));
+                        Ok::<_, std::convert::Infallible>(http::Response::new(body))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
 /// A gateway serving one app, `web`, whose one instance is `backend`.
 pub struct Running {
     pub addr: SocketAddr,
