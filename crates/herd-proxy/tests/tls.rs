@@ -1,6 +1,6 @@
-//! TLS termination with real rustls clients: HTTP/2 by ALPN and HTTP/1.1, SNI, certificate reload
-//! without dropping connections, and the http→https redirect listener. Certificates are made
-//! here with rcgen.
+//! TLS termination with real rustls clients: HTTP/2 by ALPN (with WebSockets as its streams)
+//! and HTTP/1.1, SNI, certificate reload without dropping connections, and the http→https
+//! redirect listener. Certificates are made here with rcgen.
 
 mod common;
 
@@ -62,6 +62,11 @@ struct Running {
 /// A TLS gateway: default certificate for `localhost`, SNI ones for `api.test` and
 /// `*.wild.test`.
 async fn tls_gateway() -> Running {
+    tls_gateway_to(backend().await).await
+}
+
+/// [`tls_gateway`] in front of the instance at `backend`.
+async fn tls_gateway_to(backend: SocketAddr) -> Running {
     let dir = temp_dir();
     let localhost = write_cert(&dir, "default", "localhost");
     let api = write_cert(&dir, "api", "api.test");
@@ -80,7 +85,7 @@ async fn tls_gateway() -> Running {
     let ep = Endpoint {
         uid: 1,
         id: Arc::from("web-1"),
-        addr: backend().await,
+        addr: backend,
         stats: Arc::new(EndpointStats::new()),
     };
     gw.set_endpoints("web", vec![ep]);
@@ -191,6 +196,24 @@ async fn a_sticky_cookie_over_tls_is_secure_and_followed_over_h2() {
         resp.headers().get("set-cookie").is_none(),
         "a valid pin is not re-set"
     );
+    gw.stop.cancel();
+}
+
+#[tokio::test]
+async fn websockets_over_http2_over_tls() {
+    // Browsers open `wss://` as a stream of their h2 connection when the server allows it.
+    let gw = tls_gateway_to(common::ws_echo_backend().await).await;
+    let tls = connect(gw.addr, "localhost", &[&gw.localhost], b"h2").await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let mut send = common::h2_for_websockets(tls).await;
+    let mut a = common::open_websocket(&mut send, "https://localhost/chat").await;
+    let mut b = common::open_websocket(&mut send, "https://localhost/chat").await;
+    for i in 0..10 {
+        common::echo(&mut a, format!("a{i}")).await;
+        common::echo(&mut b, format!("b{i}")).await;
+    }
+    a.close(None).await.unwrap();
+    b.close(None).await.unwrap();
     gw.stop.cancel();
 }
 

@@ -11,75 +11,26 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
-use hyper::client::conn::http2::SendRequest;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_tungstenite::WebSocketStream;
 
-use common::{echo, gateway, ws_echo_backend};
+use common::{
+    echo, extended_connect, gateway, h2_for_websockets, open_websocket, ws_echo_backend, H2Ws, H2,
+};
 
-type H2 = SendRequest<Empty<Bytes>>;
-type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
-
-/// An h2c (prior knowledge) connection to the gateway, once the gateway's SETTINGS said it
-/// takes extended CONNECT.
+/// An h2c (prior knowledge) connection to the gateway, ready for extended CONNECT.
 async fn h2(addr: SocketAddr) -> H2 {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let (send, mut conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    // Drives the connection and reports the peer's SETTINGS_ENABLE_CONNECT_PROTOCOL.
-    let (tx, mut enabled) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        // hyper applies the peer's SETTINGS in a task of its own: look every 10 ms.
-        let mut tick = tokio::time::interval(Duration::from_millis(10));
-        loop {
-            tokio::select! {
-                _ = &mut conn => return,
-                _ = tick.tick() => {
-                    let now = conn.is_extended_connect_protocol_enabled();
-                    tx.send_if_modified(|v| std::mem::replace(v, now) != now);
-                }
-            }
-        }
-    });
-    tokio::time::timeout(Duration::from_secs(5), enabled.wait_for(|on| *on))
-        .await
-        .expect("the gateway did not advertise SETTINGS_ENABLE_CONNECT_PROTOCOL")
-        .unwrap();
-    send
+    h2_for_websockets(TcpStream::connect(addr).await.unwrap()).await
 }
 
 fn connect_request(addr: SocketAddr, protocol: Option<&'static str>) -> Request<Empty<Bytes>> {
-    let mut req = Request::builder()
-        .method(Method::CONNECT)
-        .version(Version::HTTP_2)
-        .uri(format!("http://{addr}/chat"))
-        .header("sec-websocket-version", "13")
-        .body(Empty::new())
-        .unwrap();
-    if let Some(p) = protocol {
-        req.extensions_mut()
-            .insert(hyper::ext::Protocol::from_static(p));
-    }
-    req
+    extended_connect(&format!("http://{addr}/chat"), protocol)
 }
 
 /// Opens a WebSocket as a stream of `send`'s connection.
-async fn open(send: &mut H2, addr: SocketAddr) -> Ws {
-    send.ready().await.unwrap();
-    let resp = send
-        .send_request(connect_request(addr, Some("websocket")))
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK, "{resp:?}");
-    assert!(resp.headers().contains_key("x-request-id"));
-    assert!(!resp.headers().contains_key("sec-websocket-accept"));
-    let io = hyper::upgrade::on(resp).await.unwrap();
-    WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Client, None).await
+async fn open(send: &mut H2, addr: SocketAddr) -> H2Ws {
+    open_websocket(send, &format!("http://{addr}/chat")).await
 }
 
 #[tokio::test]

@@ -82,6 +82,86 @@ where
     }
 }
 
+/// An HTTP/2 client connection to the gateway.
+pub type H2 = hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>;
+/// A WebSocket that is a stream of an HTTP/2 connection.
+pub type H2Ws =
+    tokio_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
+
+/// An HTTP/2 connection over `io` (h2c, or TLS that chose `h2`), once the gateway's SETTINGS
+/// said it takes extended CONNECT (RFC 8441).
+pub async fn h2_for_websockets<T>(io: T) -> H2
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use std::time::Duration;
+    let (send, mut conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(io),
+    )
+    .await
+    .unwrap();
+    // Drives the connection and reports the peer's SETTINGS_ENABLE_CONNECT_PROTOCOL.
+    let (tx, mut enabled) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        // hyper applies the peer's SETTINGS in a task of its own: look every 10 ms.
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        loop {
+            tokio::select! {
+                _ = &mut conn => return,
+                _ = tick.tick() => {
+                    let now = conn.is_extended_connect_protocol_enabled();
+                    tx.send_if_modified(|v| std::mem::replace(v, now) != now);
+                }
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(5), enabled.wait_for(|on| *on))
+        .await
+        .expect("the gateway did not advertise SETTINGS_ENABLE_CONNECT_PROTOCOL")
+        .unwrap();
+    send
+}
+
+/// An extended CONNECT for `uri` with `:protocol` (none: a plain CONNECT's shape).
+pub fn extended_connect(
+    uri: &str,
+    protocol: Option<&'static str>,
+) -> http::Request<http_body_util::Empty<bytes::Bytes>> {
+    let mut req = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .version(http::Version::HTTP_2)
+        .uri(uri)
+        .header("sec-websocket-version", "13")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    if let Some(p) = protocol {
+        req.extensions_mut()
+            .insert(hyper::ext::Protocol::from_static(p));
+    }
+    req
+}
+
+/// Opens a WebSocket to `uri` as a stream of `send`'s connection.
+pub async fn open_websocket(send: &mut H2, uri: &str) -> H2Ws {
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    send.ready().await.unwrap();
+    let resp = send
+        .send_request(extended_connect(uri, Some("websocket")))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), http::StatusCode::OK, "{resp:?}");
+    assert!(resp.headers().contains_key("x-request-id"));
+    assert!(!resp.headers().contains_key("sec-websocket-accept"));
+    let io = hyper::upgrade::on(resp).await.unwrap();
+    tokio_tungstenite::WebSocketStream::from_raw_socket(
+        hyper_util::rt::TokioIo::new(io),
+        Role::Client,
+        None,
+    )
+    .await
+}
+
 /// A backend answering each request with the value of its request header `name` (empty when
 /// absent).
 pub async fn header_backend(name: &'static str) -> SocketAddr {
