@@ -331,11 +331,11 @@ async fn accept_loop(ctx: &Ctx, listener: &TcpListener, spawner: &Arc<Spawner>) 
             },
         };
         let _ = stream.set_nodelay(true);
-        if proxy_protocol && !crate::proxyproto::allowed(&balancers, peer) {
-            tracing::debug!(%peer, "closed a connection from outside proxy_protocol_from");
-            continue;
-        }
         if proxy_protocol {
+            if !crate::proxyproto::allowed(&balancers, peer) {
+                tracing::debug!(%peer, "closed a connection from outside proxy_protocol_from");
+                continue;
+            }
             // The client's address comes first, from the balancer: read it off the accept
             // loop, in a task the shard's drain waits for.
             let (gw, spawner2) = (Arc::clone(gw), Arc::clone(spawner));

@@ -12,9 +12,11 @@ use tokio::net::TcpStream;
 
 use common::gateway;
 
-/// A backend answering each request with the `X-Forwarded-For` it received.
-async fn xff_backend() -> SocketAddr {
-    common::header_backend("x-forwarded-for").await
+/// A gateway with `proxy_protocol = true` (and `extra`) in front of a backend answering each
+/// request with the `X-Forwarded-For` it received.
+async fn pp_gateway(extra: &str) -> common::Running {
+    let backend = common::header_backend("x-forwarded-for").await;
+    gateway(&format!("proxy_protocol = true\n{extra}"), backend).await
 }
 
 /// Sends `preamble` then one request; returns the whole answer ("" when closed unanswered).
@@ -42,7 +44,7 @@ fn v2(ip: [u8; 4], port: u16) -> Vec<u8> {
 
 #[tokio::test]
 async fn the_header_names_the_client() {
-    let gw = gateway("proxy_protocol = true", xff_backend().await).await;
+    let gw = pp_gateway("").await;
     let got = exchange(gw.addr, b"PROXY TCP4 192.0.2.7 127.0.0.1 51234 80\r\n").await;
     assert!(got.starts_with("HTTP/1.1 200"), "{got}");
     assert!(got.ends_with("\r\n\r\n192.0.2.7"), "{got}");
@@ -61,7 +63,7 @@ async fn the_header_names_the_client() {
 
 #[tokio::test]
 async fn a_header_split_across_segments_is_waited_for() {
-    let gw = gateway("proxy_protocol = true", xff_backend().await).await;
+    let gw = pp_gateway("").await;
     let mut s = TcpStream::connect(gw.addr).await.unwrap();
     s.write_all(b"PROXY TCP4 192.0.2.").await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -82,11 +84,7 @@ async fn a_header_split_across_segments_is_waited_for() {
 
 #[tokio::test]
 async fn connections_without_a_valid_header_are_closed_unanswered() {
-    let gw = gateway(
-        "proxy_protocol = true\nclient_header_timeout = \"500ms\"",
-        xff_backend().await,
-    )
-    .await;
+    let gw = pp_gateway("client_header_timeout = \"500ms\"").await;
     assert_eq!(exchange(gw.addr, b"").await, "", "no header");
     assert_eq!(
         exchange(gw.addr, b"PROXY TCP4 999.1.1.1 127.0.0.1 1 80\r\n").await,
@@ -106,11 +104,7 @@ async fn connections_without_a_valid_header_are_closed_unanswered() {
 
 #[tokio::test]
 async fn only_the_listed_balancers_may_connect() {
-    let elsewhere = gateway(
-        "proxy_protocol = true\nproxy_protocol_from = [\"192.0.2.0/24\"]",
-        xff_backend().await,
-    )
-    .await;
+    let elsewhere = pp_gateway("proxy_protocol_from = [\"192.0.2.0/24\"]").await;
     let header = b"PROXY TCP4 198.51.100.9 127.0.0.1 1000 80\r\n";
     assert_eq!(
         exchange(elsewhere.addr, header).await,
@@ -118,11 +112,7 @@ async fn only_the_listed_balancers_may_connect() {
         "127.0.0.1 is not a balancer"
     );
     elsewhere.stop.cancel();
-    let local = gateway(
-        "proxy_protocol = true\nproxy_protocol_from = [\"127.0.0.0/8\", \"::1\"]",
-        xff_backend().await,
-    )
-    .await;
+    let local = pp_gateway("proxy_protocol_from = [\"127.0.0.0/8\", \"::1\"]").await;
     let got = exchange(local.addr, header).await;
     assert!(got.ends_with("\r\n\r\n198.51.100.9"), "{got}");
     local.stop.cancel();
@@ -130,11 +120,7 @@ async fn only_the_listed_balancers_may_connect() {
 
 #[tokio::test]
 async fn max_conn_per_ip_counts_the_address_from_the_header() {
-    let gw = gateway(
-        "proxy_protocol = true\nmax_conn_per_ip = 1",
-        xff_backend().await,
-    )
-    .await;
+    let gw = pp_gateway("max_conn_per_ip = 1").await;
     // Two clients behind the same balancer connection address: each has its own count.
     let mut first = TcpStream::connect(gw.addr).await.unwrap();
     first

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -83,7 +83,7 @@ impl Cache {
                     // A put may have landed between the read and the claim: read once more
                     // rather than have the value loaded twice.
                     if let Ok(Some(hit)) = self.get(ns, key).await {
-                        fills.release(&k1);
+                        fills.release(ns, key);
                         return Ok(Leased::Hit(hit));
                     }
                     counters.fill_leases.fetch_add(1, Ordering::Relaxed);
@@ -128,6 +128,9 @@ struct Lease {
 #[derive(Default)]
 pub(super) struct Fills {
     state: Mutex<State>,
+    /// The map's size, readable without the lock: a put with no lease anywhere (the common
+    /// case) costs one atomic load.
+    held: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -171,6 +174,7 @@ impl Fills {
         {
             // Leases whose holders went away without a put: bounded memory.
             state.leases.retain(|_, l| l.until > now);
+            self.held.store(state.leases.len(), Ordering::Relaxed);
             state.sweep_at = (state.leases.len() * 2).min(MAX_LEASES);
             state.next_full = Some(now + Duration::from_secs(1));
         }
@@ -185,13 +189,22 @@ impl Fills {
                 done,
             },
         );
+        self.held.store(state.leases.len(), Ordering::Relaxed);
         Claim::Granted
     }
 
-    /// The key was stored or deleted (a loader that failed may delete the key to give up at
-    /// once): its lease (if any) ends and its waiters read again.
-    pub(crate) fn release(&self, k1: &str) {
-        let lease = self.state.lock().unwrap().leases.remove(k1);
+    /// `key` of `ns` was stored or deleted (a loader that failed may delete the key to give
+    /// up at once): its lease (if any) ends and its waiters read again.
+    pub(crate) fn release(&self, ns: &str, key: &str) {
+        if self.held.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let lease = {
+            let mut state = self.state.lock().unwrap();
+            let lease = state.leases.remove(&l1_key(ns, key));
+            self.held.store(state.leases.len(), Ordering::Relaxed);
+            lease
+        };
         if let Some(l) = lease {
             l.done.send_replace(true);
         }
@@ -207,35 +220,39 @@ impl Fills {
 mod tests {
     use super::*;
 
+    fn k(key: &str) -> String {
+        l1_key("t", key)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn one_lease_per_key_until_released_or_expired() {
         let f = std::sync::Arc::new(Fills::default());
         assert!(matches!(
-            f.claim("a", Duration::from_secs(5)),
+            f.claim(&k("a"), Duration::from_secs(5)),
             Claim::Granted
         ));
         assert!(
-            matches!(f.claim("b", Duration::from_secs(5)), Claim::Granted),
+            matches!(f.claim(&k("b"), Duration::from_secs(5)), Claim::Granted),
             "keys are independent"
         );
-        let Claim::Wait(wait) = f.claim("a", Duration::from_secs(5)) else {
+        let Claim::Wait(wait) = f.claim(&k("a"), Duration::from_secs(5)) else {
             panic!("a second caller got the lease");
         };
         let waiter = tokio::spawn(wait.finished());
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(!waiter.is_finished());
-        f.release("a");
+        f.release("t", "a");
         tokio::time::timeout(Duration::from_millis(1), waiter)
             .await
             .expect("release wakes the waiter")
             .unwrap();
         assert!(
-            matches!(f.claim("a", Duration::from_secs(5)), Claim::Granted),
+            matches!(f.claim(&k("a"), Duration::from_secs(5)), Claim::Granted),
             "released: free"
         );
 
         // `b`'s holder vanishes: its waiter is let go at the lease's end, then may claim.
-        let Claim::Wait(wait) = f.claim("b", Duration::from_secs(5)) else {
+        let Claim::Wait(wait) = f.claim(&k("b"), Duration::from_secs(5)) else {
             panic!()
         };
         let started = Instant::now();
@@ -246,7 +263,7 @@ mod tests {
             "{waited:?}"
         );
         assert!(
-            matches!(f.claim("b", Duration::from_secs(5)), Claim::Granted),
+            matches!(f.claim(&k("b"), Duration::from_secs(5)), Claim::Granted),
             "expired: free"
         );
     }
@@ -256,13 +273,13 @@ mod tests {
         let f = Fills::default();
         for i in 0..SWEEP_AT {
             assert!(matches!(
-                f.claim(&format!("k{i}"), Duration::from_secs(1)),
+                f.claim(&k(&format!("k{i}")), Duration::from_secs(1)),
                 Claim::Granted
             ));
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert!(matches!(
-            f.claim("fresh", Duration::from_secs(1)),
+            f.claim(&k("fresh"), Duration::from_secs(1)),
             Claim::Granted
         ));
         assert_eq!(f.len(), 1, "the run-out leases were dropped");
@@ -273,23 +290,23 @@ mod tests {
         let f = Fills::default();
         for i in 0..MAX_LEASES {
             assert!(matches!(
-                f.claim(&format!("k{i}"), Duration::from_secs(60)),
+                f.claim(&k(&format!("k{i}")), Duration::from_secs(60)),
                 Claim::Granted
             ));
         }
         assert!(matches!(
-            f.claim("one more", Duration::from_secs(60)),
+            f.claim(&k("one more"), Duration::from_secs(60)),
             Claim::Full
         ));
-        f.release("k0");
+        f.release("t", "k0");
         assert!(matches!(
-            f.claim("one more", Duration::from_secs(60)),
+            f.claim(&k("one more"), Duration::from_secs(60)),
             Claim::Granted
         ));
         // Once they run out, the full map is swept and takes new leases again.
         tokio::time::sleep(Duration::from_secs(61)).await;
         assert!(matches!(
-            f.claim("after", Duration::from_secs(60)),
+            f.claim(&k("after"), Duration::from_secs(60)),
             Claim::Granted
         ));
         assert_eq!(f.len(), 1);

@@ -412,7 +412,7 @@ impl Cache {
     ) -> ServiceResult<()> {
         let stored = self.store_value(ns, key, value, opts).await;
         // Stored or not, the fill lease on the key ends: its waiters read again.
-        self.inner.fills.release(&l1_key(ns, key));
+        self.inner.fills.release(ns, key);
         stored
     }
 
@@ -509,7 +509,7 @@ impl Cache {
     pub async fn delete(&self, ns: &str, key: &str) -> ServiceResult<bool> {
         check_names(ns, key)?;
         let n = invalidate::delete_keys(&self.inner, ns, &[key.to_owned()]).await;
-        self.inner.fills.release(&l1_key(ns, key));
+        self.inner.fills.release(ns, key);
         let n = n?;
         invalidate::announce(&self.inner, ns, invalidate::Op::Key, key).await;
         Ok(n > 0)
