@@ -9,10 +9,14 @@ DIR = sys.argv[1] if len(sys.argv) > 1 else "flush-probe"
 N = int(sys.argv[2]) if len(sys.argv) > 2 else 1500
 
 
-def worker(i, pages, lat):
+def prepare(i):
     fd = os.open(f"{DIR}/f{i}", os.O_RDWR | os.O_CREAT, 0o644)
     os.pwrite(fd, b"\0" * (64 << 20), 0)
     os.fsync(fd)
+    return fd
+
+
+def worker(fd, pages, lat):
     buf = b"x" * 4096
     for _ in range(N):
         t = time.perf_counter()
@@ -28,7 +32,8 @@ try:
     for pages in (1, 13):
         for threads in (1, 2, 4):
             lats = [[] for _ in range(threads)]
-            ts = [threading.Thread(target=worker, args=(i, pages, lats[i])) for i in range(threads)]
+            fds = [prepare(i) for i in range(threads)]  # not timed
+            ts = [threading.Thread(target=worker, args=(fds[i], pages, lats[i])) for i in range(threads)]
             t0 = time.perf_counter()
             for t in ts:
                 t.start()
