@@ -166,8 +166,12 @@ async fn forward(
     drop(tables);
     *route_stats = Some(Arc::clone(&stats));
     let limited = match limited {
-        Ok((delay, pending)) if pending.is_empty() => Ok(delay),
-        Ok((delay, pending)) => shared_limits(gw, pending).await.map(|d| d.max(delay)),
+        Ok(checked) if checked.shared.is_empty() => Ok(checked.delay),
+        // The node's own limits are recorded only once the shared ones admit the request.
+        Ok(checked) => match shared_limits(gw, checked.shared).await {
+            Ok(d) => crate::ratelimit::commit(&checked.deferred, Instant::now()).map(|l| l.max(d)),
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     let (retry, total_timeout) = {

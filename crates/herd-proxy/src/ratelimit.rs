@@ -10,8 +10,11 @@
 //! Several limits may apply to one request: each is checked in file order, the first rejection
 //! answers, and the longest delay is waited (like nginx, which applies every `limit_req`). As
 //! in nginx, a request rejected by one node-local limit is counted by none: the limits are
-//! looked at first and recorded only when all admit it. (Shared limits are checked in the store
-//! after the local ones are recorded.)
+//! looked at first and recorded only when all admit it. When shared limits apply too, the
+//! node-local ones are looked at, then the shared ones are checked in the store, and the local
+//! ones are recorded only if the store admitted the request: a request a shared limit rejects
+//! uses up none of this node's limits. (Two shared limits are two store calls: a request the
+//! second rejects has counted in the first, as two `limit_req` zones on two nginx would.)
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -180,8 +183,21 @@ fn rejected(limit: &RateLimiter, key: &str, retry_after: Duration) -> ProxyError
     }
 }
 
-/// Checks every node-local limit that applies to a request; `Ok` holds how long to delay it
-/// and the shared limits still to check.
+/// What [`check_all`] decided for a request that no node-local limit rejects.
+#[derive(Debug)]
+pub(crate) struct Checked {
+    /// How long the node-local limits delay the request.
+    pub(crate) delay: Duration,
+    /// Shared limits still to check in the store ([`check_shared`]).
+    pub(crate) shared: Pending,
+    /// Node-local limits looked at but not recorded yet, because shared limits apply too:
+    /// recorded by [`commit`] once the store admits the request.
+    pub(crate) deferred: Pending,
+}
+
+/// Checks every node-local limit that applies to a request. Without shared limits, an
+/// admitted request is recorded at once; with them, it is only looked at, and the limits come
+/// back in [`Checked::deferred`] to be recorded after the store's answer.
 ///
 /// # Errors
 /// [`ProxyError::RateLimited`] for the first limit that rejects the request.
@@ -193,8 +209,7 @@ pub(crate) fn check_all(
     headers: &HeaderMap,
     client: IpAddr,
     now: Instant,
-) -> Result<(Duration, Pending), ProxyError> {
-    let mut delay = Duration::ZERO;
+) -> Result<Checked, ProxyError> {
     let mut pending = Vec::new();
     let mut local = Vec::new();
     for limit in limits.iter().filter(|l| l.applies(app, route, path)) {
@@ -207,7 +222,7 @@ pub(crate) fn check_all(
             local.push((limit, key));
         }
     }
-    if local.len() > 1 {
+    if local.len() > 1 || (!local.is_empty() && !pending.is_empty()) {
         // First look at every limit: a request one of them rejects is counted by none.
         for (limit, key) in &local {
             if let Decision::Reject { retry_after } = limit.peek(key, now) {
@@ -215,14 +230,47 @@ pub(crate) fn check_all(
             }
         }
     }
-    for (limit, key) in &local {
+    if !pending.is_empty() {
+        let deferred = local
+            .into_iter()
+            .map(|(limit, key)| (Arc::clone(limit), key.into_owned()))
+            .collect();
+        return Ok(Checked {
+            delay: Duration::ZERO,
+            shared: pending,
+            deferred,
+        });
+    }
+    let delay = record(local.iter().map(|(l, k)| (l.as_ref(), k.as_ref())), now)?;
+    Ok(Checked {
+        delay,
+        shared: pending,
+        deferred: Vec::new(),
+    })
+}
+
+/// Records the node-local limits [`check_all`] deferred, once the store has admitted the
+/// request; `Ok` holds how long they delay it.
+///
+/// # Errors
+/// [`ProxyError::RateLimited`] when another request took the room in between.
+pub(crate) fn commit(deferred: &Pending, now: Instant) -> Result<Duration, ProxyError> {
+    record(deferred.iter().map(|(l, k)| (l.as_ref(), k.as_str())), now)
+}
+
+fn record<'a>(
+    limits: impl Iterator<Item = (&'a RateLimiter, &'a str)>,
+    now: Instant,
+) -> Result<Duration, ProxyError> {
+    let mut delay = Duration::ZERO;
+    for (limit, key) in limits {
         match limit.check(key, now) {
             Decision::Allow => {}
             Decision::Delay(d) => delay = delay.max(d),
             Decision::Reject { retry_after } => return Err(rejected(limit, key, retry_after)),
         }
     }
-    Ok((delay, pending))
+    Ok(delay)
 }
 
 /// Checks shared limits in the store (one atomic GCRA step per limit, at the store's clock, so
@@ -387,7 +435,7 @@ mod tests {
         let h = HeaderMap::new();
         let now = Instant::now();
         assert_eq!(
-            check_all(&limits, 0, "r", "/", &h, ip, now).unwrap().0,
+            check_all(&limits, 0, "r", "/", &h, ip, now).unwrap().delay,
             Duration::ZERO
         );
         let err = check_all(&limits, 0, "r", "/", &h, ip, now).unwrap_err();
@@ -417,5 +465,41 @@ mod tests {
             .filter(|_| !matches!(per_ip.check("10.0.0.1", now), Decision::Reject { .. }))
             .count();
         assert_eq!(admitted, 5, "the rejected requests used up the IP's burst");
+    }
+
+    #[tokio::test]
+    async fn a_request_a_shared_limit_rejects_uses_up_no_local_limit() {
+        // Per IP on this node (burst 5) and a shared per-key limit (burst 0), with no store:
+        // the shared limit then counts on this node, and rejects every request after the first.
+        let per_ip = Arc::new(RateLimiter::new(&limit(RateKey::Ip, 5)));
+        let mut shared = limit(RateKey::Header("x-api-key".into()), 0);
+        shared.shared = true;
+        let limits = vec![Arc::clone(&per_ip), Arc::new(RateLimiter::new(&shared))];
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", "k1".parse().unwrap());
+        let now = Instant::now();
+        let mut admitted = 0;
+        for _ in 0..20 {
+            let checked = check_all(&limits, 0, "r", "/", &h, ip, now).unwrap();
+            assert_eq!(checked.shared.len(), 1);
+            assert_eq!(
+                checked.deferred.len(),
+                1,
+                "the local limit waits for the store"
+            );
+            if check_shared(None, checked.shared).await.is_ok() {
+                commit(&checked.deferred, now).unwrap();
+                admitted += 1;
+            }
+        }
+        assert_eq!(admitted, 1);
+        let left = (0..10)
+            .filter(|_| !matches!(per_ip.check("10.0.0.1", now), Decision::Reject { .. }))
+            .count();
+        assert_eq!(
+            left, 5,
+            "requests the shared limit rejected used up the IP's burst"
+        );
     }
 }
