@@ -13,7 +13,7 @@ pub enum ServiceError {
     #[error("{what} not found")]
     NotFound { what: String },
     /// A conditional write (If-Match) named a version that is not the current one.
-    #[error("{what} is at version {current:?}, not {expected}")]
+    #[error("{what} is at version {}, not {expected}", current.map_or_else(|| "(none: it does not exist)".to_owned(), |v| v.to_string()))]
     VersionMismatch {
         what: String,
         expected: u64,
@@ -109,3 +109,13 @@ impl ServiceError {
 
 /// A service call's result.
 pub type ServiceResult<T> = Result<T, ServiceError>;
+
+/// A caller's string as an error shows it: quoted, escaped, and cut after 64 characters (an
+/// error never echoes a whole oversized input back).
+pub(crate) fn quoted(s: &str) -> String {
+    const SHOWN: usize = 64;
+    match s.char_indices().nth(SHOWN) {
+        None => format!("{s:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &s[..cut], s.len()),
+    }
+}

@@ -50,7 +50,10 @@ fn check_name(name: &str) -> ServiceResult<()> {
     if name.is_empty() || name.len() > 200 || name.contains(['{', '}', '\0']) {
         return Err(ServiceError::invalid(
             "lock name",
-            format!("{name:?} is empty, too long or contains '{{', '}}' or NUL"),
+            format!(
+                "{} is empty, too long or contains '{{', '}}' or NUL",
+                crate::error::quoted(name)
+            ),
             "use a name like orders-sync",
         ));
     }

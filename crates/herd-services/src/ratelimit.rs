@@ -32,7 +32,10 @@ impl Rate {
             return Err(bad_rate(s));
         };
         match n.trim().parse::<u32>() {
-            Ok(requests) if requests > 0 => Ok(Rate { requests, per }),
+            // The store counts in microseconds: one request per µs is the most it can tell.
+            Ok(requests) if requests > 0 && per / requests >= Duration::from_micros(1) => {
+                Ok(Rate { requests, per })
+            }
             _ => Err(bad_rate(s)),
         }
     }
@@ -47,8 +50,8 @@ impl Rate {
 fn bad_rate(s: &str) -> ServiceError {
     ServiceError::invalid(
         "rate",
-        format!("{s:?} is not a rate"),
-        "use requests per second or minute as nginx writes them: \"10r/s\" or \"600r/m\" (N >= 1)",
+        format!("{} is not a rate", crate::error::quoted(s)),
+        "use requests per second or minute as nginx writes them: \"10r/s\" or \"600r/m\" (1 to 1000000r/s)",
     )
 }
 
@@ -81,7 +84,10 @@ impl RateLimits {
         if key.is_empty() || key.len() > 512 || key.contains(['{', '}', '\0']) {
             return Err(ServiceError::invalid(
                 "rate-limit key",
-                format!("{key:?} is empty, too long or contains '{{', '}}' or NUL"),
+                format!(
+                    "{} is empty, too long or contains '{{', '}}' or NUL",
+                    crate::error::quoted(key)
+                ),
                 "use a key like ip:203.0.113.7",
             ));
         }
@@ -130,7 +136,8 @@ mod tests {
             Rate::parse("600r/m").unwrap().interval(),
             Duration::from_millis(100)
         );
-        for bad in ["", "10", "0r/s", "-1r/s", "10r/h", "x r/s"] {
+        assert!(Rate::parse("1000000r/s").is_ok());
+        for bad in ["", "10", "0r/s", "-1r/s", "10r/h", "x r/s", "1000000000r/s"] {
             let e = Rate::parse(bad).unwrap_err();
             assert!(e.hint().contains("r/s"), "{bad}: {e}");
         }

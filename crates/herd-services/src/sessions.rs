@@ -318,8 +318,28 @@ impl Sessions {
     /// # Errors
     /// `NotFound`, `Contended`, store errors.
     pub async fn regenerate(&self, id: &str) -> ServiceResult<SessionRef> {
+        self.regenerate_at(id, None).await
+    }
+
+    /// [`Sessions::regenerate`], only if the session is at version `if_match` (when given);
+    /// otherwise `VersionMismatch` and nothing moves.
+    ///
+    /// # Errors
+    /// `NotFound`, `VersionMismatch`, `Contended`, store errors.
+    pub async fn regenerate_at(
+        &self,
+        id: &str,
+        if_match: Option<u64>,
+    ) -> ServiceResult<SessionRef> {
         for attempt in 0..MAX_CAS_TRIES {
             let (record, version) = self.read(id).await?.ok_or_else(|| not_found(id))?;
+            if let Some(expected) = if_match.filter(|v| *v != version) {
+                return Err(ServiceError::VersionMismatch {
+                    what: format!("session {id}"),
+                    expected,
+                    current: Some(version),
+                });
+            }
             let created = self
                 .create(record.data, Some(Duration::from_millis(record.ttl_ms)))
                 .await?;

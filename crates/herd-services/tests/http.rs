@@ -904,3 +904,167 @@ async fn fences_strictly_increase_under_contention_over_http() {
     all.dedup();
     assert_eq!(all.len(), 24, "every acquisition has its own fence");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_name_the_field_and_refuse_what_would_be_ignored() {
+    let api = Api::start(false).await;
+    let error = |r: &Resp| r.json()["error"].as_str().unwrap_or_default().to_owned();
+    // The bearer scheme is case-insensitive (RFC 9110).
+    let token = format!("bearer {TOKEN}");
+    let r = api
+        .raw("GET", "/v1/cache/stats", &[("authorization", &token)], b"")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // A wrong method is 405 with a JSON error.
+    let r = api.call("PATCH", "/v1/cache/ns/k", b"").await;
+    assert_eq!(r.status, 405);
+    assert!(error(&r).contains("PATCH"), "{}", r.text());
+    // Type errors name the field, never a Rust type.
+    let r = api
+        .json(
+            "POST",
+            "/v1/queues/e/jobs",
+            json!({"name": "x", "remove_on_complete": -1}),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(error(&r).contains("`remove_on_complete`"), "{}", r.text());
+    assert!(!error(&r).contains("KeepSpec"), "{}", r.text());
+    let r = api.call("POST", "/v1/queues/e/reserve", b"0").await;
+    assert_eq!(r.status, 400);
+    assert!(!error(&r).contains("Body"), "{}", r.text());
+    // A bulk add says which job is wrong, and refuses fields beside `jobs`.
+    let r = api
+        .json(
+            "POST",
+            "/v1/queues/e/jobs",
+            json!({"jobs": [{"name": "ok"}, {"name": "bad", "priority": -1}]}),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(error(&r).contains("jobs[1].priority"), "{}", r.text());
+    let r = api
+        .json(
+            "POST",
+            "/v1/queues/e/jobs",
+            json!({"jobs": [{"name": "ok"}, {"name": "big", "priority": 3_000_000}]}),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(error(&r).contains("jobs[1].priority"), "{}", r.text());
+    let r = api
+        .json(
+            "POST",
+            "/v1/queues/e/jobs",
+            json!({"jobs": [{"name": "ok"}], "name": "x"}),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(error(&r).contains("`name`"), "{}", r.text());
+    assert_eq!(
+        api.call("GET", "/v1/queues/e", b"").await.json()["waiting"],
+        0
+    );
+    // An oversized id is not echoed whole.
+    let long = "x".repeat(5000);
+    let r = api
+        .json(
+            "POST",
+            "/v1/queues/e/jobs",
+            json!({"name": "x", "job_id": long}),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().len() < 1000, "{}", r.text().len());
+    // Waits over 5 m are refused alike by reserve and locks; a 0 s extend is refused.
+    for path in ["/v1/queues/e/reserve", "/v1/locks/l"] {
+        let r = api.json("POST", path, json!({"wait": "6m"})).await;
+        assert_eq!(r.status, 400, "{path}: {}", r.text());
+        assert!(error(&r).contains("5m"), "{}", r.text());
+    }
+    let r = api
+        .json("POST", "/v1/queues/e/jobs", json!({"name": "x"}))
+        .await;
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let r = api.json("POST", "/v1/queues/e/reserve", json!({})).await;
+    let token = r.json()["jobs"][0]["lease_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = api
+        .json(
+            "POST",
+            &format!("/v1/queues/e/jobs/{id}/extend"),
+            json!({"lease_token": token, "lease": "0s"}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    // A retry after a backoff, and a job added with a delay, are `delayed`.
+    let r = api
+        .json(
+            "POST",
+            &format!("/v1/queues/e/jobs/{id}/fail"),
+            json!({"lease_token": token}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["state"], "failed", "one attempt: dead-lettered");
+    let r = api
+        .json(
+            "POST",
+            "/v1/queues/e/jobs",
+            json!({"name": "later", "delay": "1h"}),
+        )
+        .await;
+    let later = r.json()["id"].as_str().unwrap().to_owned();
+    let r = api
+        .call("GET", &format!("/v1/queues/e/jobs/{later}"), b"")
+        .await;
+    assert_eq!(r.json()["state"], "delayed", "{}", r.text());
+    // A rate the store cannot count is bad input, said as such.
+    let r = api
+        .json("POST", "/v1/ratelimit/k", json!({"rate": "1000000000r/s"}))
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(error(&r).contains("rate"), "{}", r.text());
+    assert!(!r.text().contains("herd:{rl"), "{}", r.text());
+    // Regenerate honours If-Match; a weak ETag never matches.
+    let r = api.json("POST", "/v1/sessions", json!({"data": {}})).await;
+    let sid = r.json()["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/sessions/{sid}/regenerate");
+    let auth = format!("Bearer {TOKEN}");
+    let r = api
+        .raw(
+            "POST",
+            &path,
+            &[("authorization", &auth), ("if-match", "\"99\"")],
+            b"",
+        )
+        .await;
+    assert_eq!(r.status, 412, "{}", r.text());
+    let r = api
+        .raw(
+            "POST",
+            &path,
+            &[("authorization", &auth), ("if-match", "W/\"1\"")],
+            b"",
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(
+        api.call("GET", &format!("/v1/sessions/{sid}"), b"")
+            .await
+            .status,
+        200
+    );
+    // A schedule's job cannot carry a job_id (the schedule names its jobs).
+    let r = api
+        .json(
+            "PUT",
+            "/v1/queues/e/schedules/s1",
+            json!({"every": "1m", "job": {"name": "x", "job_id": "fixed"}}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(error(&r).contains("job_id"), "{}", r.text());
+}

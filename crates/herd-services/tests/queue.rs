@@ -52,7 +52,8 @@ async fn priority_then_order_of_adding_and_delay() {
     q.add("p", job("none-2")).await.unwrap();
     let got = q.reserve("p", 10, None, Duration::ZERO).await.unwrap();
     let names: Vec<&str> = got.iter().map(|j| j.name.as_str()).collect();
-    assert_eq!(names, ["prio-1", "prio-5", "none-1", "none-2"]);
+    // BullMQ: a job without a priority comes before every prioritised one.
+    assert_eq!(names, ["none-1", "none-2", "prio-1", "prio-5"]);
     assert_eq!(q.counts("p").await.unwrap().delayed, 1);
     clock.advance(Duration::from_secs(10));
     let got = q.reserve("p", 10, None, Duration::ZERO).await.unwrap();
@@ -93,11 +94,13 @@ async fn retries_with_exponential_backoff_then_dead_letter() {
     for (attempt, wait_ms) in [(1u32, 1000u64), (2, 2000)] {
         let got = q.reserve("r", 1, None, Duration::ZERO).await.unwrap();
         assert_eq!(got[0].attempt, attempt);
-        let state = q
+        let failed = q
             .fail("r", &id, &got[0].lease_token, "boom", true)
             .await
             .unwrap();
-        assert_eq!(state, State::Waiting);
+        assert_eq!(failed.state, State::Waiting);
+        assert_eq!(failed.status(), "delayed", "retried after a backoff");
+        assert_eq!(q.get("r", &id).await.unwrap().status(q.now_ms()), "delayed");
         clock.advance(Duration::from_millis(wait_ms - 1));
         assert!(
             q.reserve("r", 1, None, Duration::ZERO)
@@ -116,7 +119,8 @@ async fn retries_with_exponential_backoff_then_dead_letter() {
     assert_eq!(
         q.fail("r", &id, &got[0].lease_token, "boom", true)
             .await
-            .unwrap(),
+            .unwrap()
+            .state,
         State::Failed
     );
     let dead = q.dead_letters("r", 10).await.unwrap();
@@ -424,7 +428,8 @@ async fn remove_on_fail_keeps_the_last_n_dead_letters_and_zero_keeps_none() {
         let state = q
             .fail("rf", &j.id, &j.lease_token, "boom", false)
             .await
-            .unwrap();
+            .unwrap()
+            .state;
         assert_eq!(state, State::Failed);
     }
     assert_eq!(q.counts("rf").await.unwrap().failed, 2);
@@ -529,6 +534,33 @@ async fn long_poll_wakes_on_an_add_from_another_node() {
         .await
         .unwrap()
         .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_wakes_when_a_delayed_job_comes_due() {
+    // The wait used to re-check once a second, so a job delayed 100 ms came after ~1 s.
+    let dir = TempDir::new("polldue");
+    let store = open_store(&dir, false).await;
+    let node = Node::start(&store, ServicesConfig::default());
+    let q = &node.services.queues;
+    let mut soon = job("soon");
+    soon.delay = Duration::from_millis(100);
+    q.add("due", soon).await.unwrap();
+    let started = std::time::Instant::now();
+    let got = q
+        .reserve("due", 1, None, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(got.len(), 1);
+    assert!(
+        took >= Duration::from_millis(100),
+        "served before due: {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(900),
+        "a long-poll should wake when the job is due, not at its next 1 s re-check: {took:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

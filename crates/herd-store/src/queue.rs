@@ -205,6 +205,11 @@ impl QueueKeys {
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
+    /// The queue's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.prefix["herd:{q:".len()..self.prefix.len() - 1]
+    }
     /// A job's record.
     #[must_use]
     pub fn job(&self, id: &str) -> String {
@@ -497,6 +502,11 @@ mod tests {
         assert!(waiting_score(1, 99) < waiting_score(2, 1));
         assert!(waiting_score(2, 1) < waiting_score(2, 2));
         assert_eq!(waiting_score(MAX_RANK, 5) as u64, (MAX_RANK << 31) | 5);
+    }
+
+    #[test]
+    fn keys_know_their_queue() {
+        assert_eq!(QueueKeys::new("mail").name(), "mail");
     }
 
     #[test]

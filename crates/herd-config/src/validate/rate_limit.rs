@@ -305,7 +305,15 @@ pub(crate) fn parse_rate(s: &str) -> Result<Rate, String> {
         ));
     };
     match n.trim().parse::<u32>() {
-        Ok(requests) if requests > 0 => Ok(Rate { requests, per }),
+        Ok(requests) if requests > 0 => {
+            let rate = Rate { requests, per };
+            if rate.interval() < Duration::from_micros(1) {
+                return Err(format!(
+                    "invalid rate \"{s}\": at most 1000000r/s (60000000r/m); a limit that high limits nothing, remove it"
+                ));
+            }
+            Ok(rate)
+        }
         _ => Err(format!(
             "invalid rate \"{s}\": the count must be a whole number of at least 1"
         )),
@@ -434,9 +442,11 @@ mod tests {
             parse_rate(" 600r/m ").unwrap().interval(),
             Duration::from_millis(100)
         );
-        for bad in ["", "10", "0r/s", "1.5r/s", "10r/h", "-1r/s"] {
+        for bad in ["", "10", "0r/s", "1.5r/s", "10r/h", "-1r/s", "1000001r/s"] {
             assert!(parse_rate(bad).is_err(), "{bad}");
         }
+        assert!(parse_rate("1000000r/s").is_ok());
+        assert!(parse_rate("60000000r/m").is_ok());
         assert_eq!(parse_key("ip"), Ok(RateKey::Ip));
         assert_eq!(parse_key("route"), Ok(RateKey::Route));
         assert_eq!(

@@ -139,8 +139,12 @@ pub struct CacheStats {
     pub l2_errors: u64,
     /// Entries in this node's L1.
     pub l1_entries: u64,
-    /// Their weight (see [`CacheConfig::l1_max_bytes`]); at most `l1_capacity`.
+    /// Their weight (see [`CacheConfig::l1_max_bytes`]): one unit per
+    /// `l1_max_bytes / l1_capacity` bytes of an entry, rounded up; at most `l1_capacity`.
     pub l1_weight: u64,
+    /// The bytes that weight stands for (each entry rounded up to a whole unit), at most
+    /// about `l1_max_bytes` (`[services] cache_memory`).
+    pub l1_bytes: u64,
 }
 
 #[derive(Default)]
@@ -237,7 +241,10 @@ fn check_names(ns: &str, key: &str) -> ServiceResult<()> {
     if ns.is_empty() || ns.len() > 200 || ns.contains(['{', '}', '\0', ':']) {
         return Err(ServiceError::invalid(
             "cache namespace",
-            format!("{ns:?} is empty, too long or contains '{{', '}}', ':' or NUL"),
+            format!(
+                "{} is empty, too long or contains '{{', '}}', ':' or NUL",
+                crate::error::quoted(ns)
+            ),
             "use letters, digits, '-', '_' or '.' for namespaces",
         ));
     }
@@ -433,7 +440,10 @@ impl Cache {
             if tag.is_empty() || tag.contains(['{', '}', '\0', ',']) {
                 return Err(ServiceError::invalid(
                     "cache tag",
-                    format!("{tag:?} is empty or contains '{{', '}}', ',' or NUL"),
+                    format!(
+                        "{} is empty or contains '{{', '}}', ',' or NUL",
+                        crate::error::quoted(tag)
+                    ),
                     "use tags like user:42",
                 ));
             }
@@ -679,6 +689,9 @@ impl Cache {
             l2_errors: get(&c.l2_errors),
             l1_entries: self.inner.l1.entry_count(),
             l1_weight: self.inner.l1.weighted_size(),
+            l1_bytes: self.inner.l1.weighted_size().saturating_mul(
+                (self.inner.config.l1_max_bytes / self.inner.config.l1_capacity.max(1)).max(1),
+            ),
         }
     }
 

@@ -13,7 +13,7 @@ use axum::routing::post;
 use axum::Json;
 use serde::Deserialize;
 
-use super::{json_body, opt_duration, ApiResult, AppState, Table};
+use super::{json_body, opt_duration, wait_duration, ApiResult, AppState, Table};
 use crate::ratelimit::Rate;
 
 pub(super) fn routes(t: Table) -> Table {
@@ -35,8 +35,6 @@ struct AcquireBody {
 
 /// TTL when the caller names none.
 const DEFAULT_TTL: Duration = Duration::from_secs(30);
-/// The longest an acquire may wait.
-const MAX_WAIT: Duration = Duration::from_secs(300);
 
 async fn acquire(
     State(s): State<AppState>,
@@ -45,9 +43,7 @@ async fn acquire(
 ) -> ApiResult {
     let body: AcquireBody = json_body(body)?;
     let ttl = opt_duration("ttl", body.ttl.as_deref())?.unwrap_or(DEFAULT_TTL);
-    let wait = opt_duration("wait", body.wait.as_deref())?
-        .unwrap_or(Duration::ZERO)
-        .min(MAX_WAIT);
+    let wait = wait_duration(body.wait.as_deref())?;
     let lease = s.services.locks.acquire(&name, ttl, wait).await?;
     Ok(Json(lease).into_response())
 }

@@ -78,6 +78,14 @@ impl From<ServiceError> for ApiError {
 }
 
 impl ApiError {
+    pub(crate) fn internal(error: impl Into<String>) -> Self {
+        ApiError::Plain {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            error: error.into(),
+            hint: "this is a bug in herd: please report it with the request".into(),
+        }
+    }
+
     pub(crate) fn bad(error: impl Into<String>, hint: impl Into<String>) -> Self {
         ApiError::Plain {
             status: StatusCode::BAD_REQUEST,
@@ -120,12 +128,36 @@ pub(crate) fn json_body<T: DeserializeOwned>(
     } else {
         bytes
     };
-    serde_json::from_slice(&bytes).map_err(|e| {
+    let de = &mut serde_json::Deserializer::from_slice(&bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
         ApiError::bad(
-            format!("invalid JSON body: {e}"),
+            format!("invalid JSON body: {}", at_field(&e)),
             "send a JSON object as documented in GET /openapi.json",
         )
     })
+}
+
+/// A JSON decoding error that names the field it is about (`backoff.delay`, `jobs[1].priority`)
+/// and never the server's own type names.
+pub(crate) fn at_field(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let inner = e.inner().to_string();
+    // serde names the Rust type it wanted: "expected struct ReserveBody".
+    let inner = match inner.find("expected struct ") {
+        Some(i) => {
+            let rest = &inner[i + "expected struct ".len()..];
+            let end = rest
+                .find(|c: char| !c.is_alphanumeric())
+                .unwrap_or(rest.len());
+            format!("{}expected a JSON object{}", &inner[..i], &rest[end..])
+        }
+        None => inner,
+    };
+    let path = e.path().to_string();
+    if path == "." {
+        inner
+    } else {
+        format!("field `{path}`: {inner}")
+    }
 }
 
 /// The raw body, with 413 for one past the limit.
@@ -136,8 +168,9 @@ pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, A
             ApiError::Plain {
                 status,
                 error: "request body too large".into(),
-                hint: "send a smaller body (the limit is [services] max_body, 1 MiB by default)"
-                    .into(),
+                hint:
+                    "send a smaller body (the limit is [services] max_body_size, 1 MiB by default)"
+                        .into(),
             }
         } else {
             ApiError::Plain {
@@ -156,12 +189,35 @@ pub(crate) fn opt_duration(field: &str, text: Option<&str>) -> Result<Option<Dur
         .map_err(ApiError::from)
 }
 
+/// The longest a long-poll (a reserve's or a lock's `wait`) may be held: a request held
+/// longer is usually cut by a proxy's timeout in between.
+const MAX_WAIT: Duration = Duration::from_secs(300);
+
+/// Parses a long-poll's `wait` (0 when absent), refusing one over 5 m.
+pub(crate) fn wait_duration(text: Option<&str>) -> Result<Duration, ApiError> {
+    let wait = opt_duration("wait", text)?.unwrap_or(Duration::ZERO);
+    if wait > MAX_WAIT {
+        return Err(ApiError::bad(
+            "invalid wait: it is above 5m",
+            "wait for at most \"5m\" and call again",
+        ));
+    }
+    Ok(wait)
+}
+
 /// Compares in time independent of where the inputs differ.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The credentials of `Authorization: Bearer <token>` (the scheme is case-insensitive,
+/// RFC 9110 §11.1).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 fn is_public(path: &str) -> bool {
@@ -176,11 +232,9 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(bearer);
     match presented {
-        Some(p) if constant_time_eq(p.trim().as_bytes(), state.token.as_bytes()) => {
-            next.run(req).await
-        }
+        Some(p) if constant_time_eq(p.as_bytes(), state.token.as_bytes()) => next.run(req).await,
         _ => (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer realm=\"herd-services\"")],
@@ -209,6 +263,17 @@ async fn health(State(state): State<AppState>) -> Response {
 
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn wrong_method(req: Request) -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(json!({
+            "error": format!("{} is not served on {}", req.method(), req.uri().path()),
+            "hint": "see GET /openapi.json for the methods each path answers (the Allow header lists them)"
+        })),
+    )
+        .into_response()
 }
 
 async fn no_route() -> Response {
@@ -273,6 +338,7 @@ pub fn router(services: Arc<Services>, config: HttpConfig) -> Router {
     table()
         .router
         .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
@@ -285,11 +351,40 @@ pub fn router(services: Arc<Services>, config: HttpConfig) -> Router {
 mod tests {
     use std::collections::BTreeSet;
 
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Probe {
+        inner: Option<Inner>,
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Inner {
+        n: u32,
+    }
+
     #[test]
     fn compares_exactly() {
         assert!(super::constant_time_eq(b"abc", b"abc"));
         assert!(!super::constant_time_eq(b"abc", b"abd"));
         assert!(!super::constant_time_eq(b"abc", b"abcd"));
+        let err = |text: &str| {
+            let de = &mut serde_json::Deserializer::from_str(text);
+            let e = serde_path_to_error::deserialize::<_, Probe>(de).unwrap_err();
+            super::at_field(&e)
+        };
+        assert!(err("0").contains("expected a JSON object"), "{}", err("0"));
+        assert!(!err("0").contains("Probe"), "{}", err("0"));
+        assert!(
+            err(r#"{"inner":{"n":"x"}}"#).starts_with("field `inner.n`: "),
+            "{}",
+            err(r#"{"inner":{"n":"x"}}"#)
+        );
+        assert_eq!(super::bearer("Bearer abc"), Some("abc"));
+        assert_eq!(super::bearer("bearer  abc "), Some("abc"));
+        assert_eq!(super::bearer("BEARER abc"), Some("abc"));
+        assert_eq!(super::bearer("Basic abc"), None);
+        assert_eq!(super::bearer("Bearerabc"), None);
         assert!(super::is_public("/health"));
         assert!(!super::is_public("/health/"));
         assert!(!super::is_public("/v1/sessions"));

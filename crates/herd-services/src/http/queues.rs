@@ -13,11 +13,8 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{json_body, opt_duration, ApiError, ApiResult, AppState, Table};
+use super::{json_body, opt_duration, wait_duration, ApiError, ApiResult, AppState, Table};
 use crate::queue::{AckRequest, JobSpec, Queues};
-
-/// The longest a reserve may wait (a long-poll held longer is usually a proxy timeout).
-const MAX_WAIT: Duration = Duration::from_secs(300);
 
 pub(super) fn routes(t: Table) -> Table {
     t.add("/v1/queues/{q}", &["get"], get(counts))
@@ -55,31 +52,65 @@ async fn add(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let body: Value = json_body(body)?;
-    let parse = |v: Value| {
-        serde_json::from_value::<JobSpec>(v).map_err(|e| {
-            ApiError::bad(
-                format!("invalid job: {e}"),
-                "a job is {\"name\", \"data\", \"attempts\", \"backoff\", \"delay\", \"priority\", \"job_id\", \"remove_on_complete\", \"remove_on_fail\"}",
-            )
-        })
-    };
     if let Some(jobs) = body.get("jobs") {
         let Some(list) = jobs.as_array() else {
             return Err(ApiError::bad(
-                "\"jobs\" must be an array",
+                "invalid JSON body: field `jobs` must be an array",
                 "send {\"jobs\": [{...}, ...]}",
             ));
         };
+        if let Some(other) = body
+            .as_object()
+            .and_then(|o| o.keys().find(|k| *k != "jobs"))
+        {
+            return Err(ApiError::bad(
+                format!("invalid JSON body: unknown field `{other}` beside `jobs`"),
+                "a bulk add is {\"jobs\": [...]} alone; each job carries its own options",
+            ));
+        }
         let mut new = Vec::with_capacity(list.len());
-        for v in list {
-            new.push(parse(v.clone())?.to_new_job()?);
+        for (i, v) in list.iter().enumerate() {
+            let job = parse_job(v.clone(), &format!("jobs[{i}]."))?;
+            new.push(job.to_new_job().map_err(|e| in_job(e, i))?);
         }
         let ids = s.services.queues.add_bulk(&q, new).await?;
         return Ok((StatusCode::CREATED, Json(json!({ "ids": ids }))).into_response());
     }
-    let job = parse(body)?.to_new_job()?;
+    let job = parse_job(body, "")?.to_new_job()?;
     let id = s.services.queues.add(&q, job).await?;
     Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
+}
+
+const JOB_FIELDS: &str = "a job is {\"name\", \"data\", \"attempts\", \"backoff\", \"delay\", \"priority\", \"job_id\", \"remove_on_complete\", \"remove_on_fail\"}";
+
+/// One job of an add; `at` prefixes the field an error names (`jobs[3].`).
+fn parse_job(v: Value, at: &str) -> Result<JobSpec, ApiError> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.inner().to_string();
+        let error = if path == "." {
+            match at.strip_suffix('.') {
+                Some(job) => format!("invalid job: field `{job}`: {inner}"),
+                None => format!("invalid job: {inner}"),
+            }
+        } else {
+            format!("invalid job: field `{at}{path}`: {inner}")
+        };
+        ApiError::bad(error, JOB_FIELDS)
+    })
+}
+
+/// An invalid option of the `i`th job of a bulk add, saying which job.
+fn in_job(e: crate::ServiceError, i: usize) -> ApiError {
+    match e {
+        crate::ServiceError::Invalid { what, reason, hint } => crate::ServiceError::Invalid {
+            what: format!("jobs[{i}].{what}"),
+            reason,
+            hint,
+        }
+        .into(),
+        other => other.into(),
+    }
 }
 
 #[derive(Deserialize)]
@@ -97,13 +128,7 @@ async fn reserve(
 ) -> ApiResult {
     let body: ReserveBody = json_body(body)?;
     let lease = opt_duration("lease", body.lease.as_deref())?;
-    let wait = opt_duration("wait", body.wait.as_deref())?.unwrap_or(Duration::ZERO);
-    if wait > MAX_WAIT {
-        return Err(ApiError::bad(
-            "\"wait\" is above 5m",
-            "long-poll for at most \"5m\" and call reserve again",
-        ));
-    }
+    let wait = wait_duration(body.wait.as_deref())?;
     let jobs = s
         .services
         .queues
@@ -224,7 +249,7 @@ async fn fail(
 ) -> ApiResult {
     let body: FailBody = json_body(body)?;
     let error = body.error.unwrap_or_else(|| "failed".to_owned());
-    let state = s
+    let failed = s
         .services
         .queues
         .fail(
@@ -235,7 +260,7 @@ async fn fail(
             body.retry.unwrap_or(true),
         )
         .await?;
-    Ok(Json(json!({ "state": state.as_str() })).into_response())
+    Ok(Json(json!({ "state": failed.status(), "due_ms": failed.due_ms })).into_response())
 }
 
 #[derive(Deserialize)]
@@ -268,7 +293,10 @@ async fn job(State(s): State<AppState>, Path((q, id)): Path<(String, String)>) -
     let mut rec = s.services.queues.get(&q, &id).await?;
     // The lease token proves the lease: only the reserve hands it out.
     rec.lease_token = None;
-    Ok(Json(rec).into_response())
+    let status = rec.status(s.services.queues.now_ms());
+    let mut out = serde_json::to_value(&rec).map_err(|e| ApiError::internal(e.to_string()))?;
+    out["state"] = Value::from(status);
+    Ok(Json(out).into_response())
 }
 
 #[derive(Deserialize)]

@@ -52,11 +52,21 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     if text == "*" {
         return Ok(None);
     }
-    let bare = text.trim_start_matches("W/").trim_matches('"');
+    if text.starts_with("W/") {
+        // If-Match compares strongly (RFC 9110 §13.1.1): a weak tag never matches.
+        return Err(ApiError::bad(
+            format!("invalid If-Match header {text:?}: a weak ETag (W/) never matches"),
+            "send the strong ETag from the last read, e.g. If-Match: \"3\"",
+        ));
+    }
+    let bare = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text);
     bare.parse::<u64>().map(Some).map_err(|_| {
         ApiError::bad(
-            format!("invalid If-Match header {text:?}"),
-            "send the ETag from the last read, e.g. If-Match: \"3\"",
+            format!("invalid If-Match header {text:?}: expected one version"),
+            "send the ETag from the last read, e.g. If-Match: \"3\" (one version, not a list)",
         )
     })
 }
@@ -111,8 +121,16 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn regenerate(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    let r = s.services.sessions.regenerate(&id).await?;
+async fn regenerate(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let r = s
+        .services
+        .sessions
+        .regenerate_at(&id, if_match(&headers)?)
+        .await?;
     Ok(written(StatusCode::OK, &r))
 }
 
@@ -129,17 +147,14 @@ mod tests {
     fn if_match_forms() {
         let mut h = HeaderMap::new();
         assert_eq!(if_match(&h).ok().flatten(), None);
-        for (v, want) in [
-            ("\"3\"", Some(3)),
-            ("W/\"4\"", Some(4)),
-            ("5", Some(5)),
-            ("*", None),
-        ] {
+        for (v, want) in [("\"3\"", Some(3)), ("5", Some(5)), ("*", None)] {
             h.insert(header::IF_MATCH, v.parse().unwrap());
             assert_eq!(if_match(&h).ok().flatten(), want, "{v}");
         }
-        h.insert(header::IF_MATCH, "\"x\"".parse().unwrap());
-        assert!(if_match(&h).is_err());
+        for bad in ["\"x\"", "W/\"4\"", "\"1\", \"2\""] {
+            h.insert(header::IF_MATCH, bad.parse().unwrap());
+            assert!(if_match(&h).is_err(), "{bad}");
+        }
     }
 
     proptest::proptest! {

@@ -19,6 +19,24 @@ use crate::error::{ServiceError, ServiceResult};
 /// How many times a lease operation retries its compare-and-swap.
 const TRIES: u32 = 32;
 
+/// What a failed delivery led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failed {
+    /// `Waiting` (retried, after `due_ms`) or `Failed` (dead-lettered).
+    pub state: State,
+    pub due_ms: i64,
+    /// When the failure was recorded (the service's clock).
+    pub now_ms: i64,
+}
+
+impl Failed {
+    /// `waiting`, `delayed` (retried after a backoff) or `failed`.
+    #[must_use]
+    pub fn status(&self) -> &'static str {
+        super::job::status(self.state, self.due_ms, self.now_ms)
+    }
+}
+
 /// What `clean` removed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Cleaned {
@@ -521,7 +539,7 @@ impl Queues {
         token: &str,
         error: &str,
         retry: bool,
-    ) -> ServiceResult<State> {
+    ) -> ServiceResult<Failed> {
         check_queue(queue)?;
         let keys = Keys::new(queue);
         for attempt in 0..TRIES {
@@ -561,7 +579,11 @@ impl Queues {
             } else if rec.due_ms <= now {
                 self.announce(queue, &keys).await;
             }
-            return Ok(rec.state);
+            return Ok(Failed {
+                state: rec.state,
+                due_ms: rec.due_ms,
+                now_ms: now,
+            });
         }
         Err(ServiceError::Contended {
             what: format!("job {id}"),
@@ -581,6 +603,7 @@ impl Queues {
         lease: Duration,
     ) -> ServiceResult<i64> {
         check_queue(queue)?;
+        super::reserve::check_lease(lease)?;
         let keys = Keys::new(queue);
         for attempt in 0..TRIES {
             let (mut rec, version) = self.leased(&keys, queue, id, token).await?;

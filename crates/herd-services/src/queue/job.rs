@@ -51,6 +51,16 @@ impl State {
     }
 }
 
+/// A state as users see it at `now_ms`: `delayed` for a waiting job due after `now_ms`.
+#[must_use]
+pub fn status(state: State, due_ms: i64, now_ms: i64) -> &'static str {
+    if state == State::Waiting && due_ms > now_ms {
+        "delayed"
+    } else {
+        state.as_str()
+    }
+}
+
 /// A new job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewJob {
@@ -133,6 +143,13 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
+    /// Its state as users see it at `now_ms`: a waiting job not yet due is `delayed` (its
+    /// `delay`, or the backoff before a retry), as in the queue's counts.
+    #[must_use]
+    pub fn status(&self, now_ms: i64) -> &'static str {
+        status(self.state, self.due_ms, now_ms)
+    }
+
     /// The job's name in the ordered set that holds it.
     #[must_use]
     pub fn member(&self) -> String {
@@ -144,17 +161,14 @@ impl JobRecord {
         self.generation += 1;
     }
 
-    /// Its rank in `waiting`: its priority, and 0 (none) after every prioritised job.
+    /// Its rank in `waiting`: its priority, so 0 (none) comes before every prioritised job,
+    /// as in BullMQ.
     #[must_use]
     pub fn rank(&self) -> u64 {
-        if self.priority == 0 {
-            u64::from(MAX_PRIORITY) + 1
-        } else {
-            u64::from(self.priority)
-        }
+        u64::from(self.priority)
     }
 
-    /// The score in `waiting`: priority first (0 sorts after every prioritised job), then the
+    /// The score in `waiting`: priority first (0, none, before every prioritised job), then the
     /// order of adding. Exact in an f64: priority < 2^22, seq < 2^31.
     #[must_use]
     pub fn waiting_score(&self) -> f64 {
@@ -257,7 +271,7 @@ mod tests {
     }
 
     #[test]
-    fn priority_orders_before_seq_and_zero_goes_last() {
+    fn priority_orders_before_seq_and_zero_goes_first() {
         let mut r = JobRecord {
             id: "1".into(),
             name: "n".into(),
@@ -281,13 +295,13 @@ mod tests {
             errors: vec![],
             result: None,
         };
-        let none_first = r.waiting_score();
+        let none = r.waiting_score();
         r.priority = MAX_PRIORITY;
         r.seq = 99;
         let lowest = r.waiting_score();
         r.priority = 1;
         let highest = r.waiting_score();
-        assert!(highest < lowest && lowest < none_first);
+        assert!(none < highest && highest < lowest);
         r.attempt = 1;
         r.attempts = 2;
         assert_eq!(

@@ -83,7 +83,7 @@ use tracing::Instrument as _;
 
 use crate::clock::{millis, Clock};
 use crate::error::{ServiceError, ServiceResult};
-pub use finish::{AckRequest, Cleaned};
+pub use finish::{AckRequest, Cleaned, Failed};
 pub use job::{Backoff, BackoffKind, JobRecord, NewJob, State};
 pub use reserve::Reserved;
 pub use schedule::{Repeat, ScheduleInfo};
@@ -171,7 +171,10 @@ fn check_queue(queue: &str) -> ServiceResult<()> {
     if queue.is_empty() || queue.len() > 200 || queue.contains(['{', '}', '\0', ':', '/']) {
         return Err(ServiceError::invalid(
             "queue name",
-            format!("{queue:?} is empty, too long or contains '{{', '}}', ':', '/' or NUL"),
+            format!(
+                "{} is empty, over 200 bytes or contains '{{', '}}', ':', '/' or NUL",
+                crate::error::quoted(queue)
+            ),
             "use letters, digits, '-', '_' or '.'",
         ));
     }
@@ -182,7 +185,10 @@ fn check_job_id(id: &str) -> ServiceResult<()> {
     if id.is_empty() || id.len() > 200 || id.contains(['\0', '/']) {
         return Err(ServiceError::invalid(
             "job_id",
-            format!("{id:?} is empty, over 200 bytes or contains '/' or NUL"),
+            format!(
+                "{} is empty, over 200 bytes or contains '/' or NUL",
+                crate::error::quoted(id)
+            ),
             "use a shorter id without '/'",
         ));
     }
@@ -191,7 +197,10 @@ fn check_job_id(id: &str) -> ServiceResult<()> {
     if id.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ServiceError::invalid(
             "job_id",
-            format!("{id:?} is a plain integer, the form of herd's generated ids"),
+            format!(
+                "{} is a plain integer, the form of herd's generated ids",
+                crate::error::quoted(id)
+            ),
             "give it a prefix, e.g. \"order-1500\"",
         ));
     }
@@ -457,6 +466,12 @@ impl Queues {
             errors: Vec::new(),
             result: None,
         }
+    }
+
+    /// The service's clock now, in ms since the epoch.
+    #[must_use]
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     /// A job's record.

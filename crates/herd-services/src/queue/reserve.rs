@@ -63,7 +63,12 @@ pub(crate) fn check_reserve(max: usize, lease: Option<Duration>) -> ServiceResul
             "ask for 1 to 1000 jobs per reserve",
         ));
     }
-    if lease.is_some_and(|l| l < Duration::from_millis(1)) {
+    lease.map_or(Ok(()), check_lease)
+}
+
+/// Checks a lease's length (a reserve's, an extend's).
+pub(crate) fn check_lease(lease: Duration) -> ServiceResult<()> {
+    if lease < Duration::from_millis(1) {
         return Err(ServiceError::invalid(
             "lease",
             "a lease must be at least 1ms",
@@ -103,12 +108,37 @@ impl Queues {
             if !jobs.is_empty() || now >= deadline {
                 return Ok(jobs);
             }
-            let recheck = (now + Duration::from_secs(1)).min(deadline);
+            // Wake when the first delayed job (a `delay`, a backoff) comes due, and at least
+            // once a second (other nodes' schedules, a store that missed a message).
+            let recheck = (now + self.next_due_in(queue).await)
+                .min(now + Duration::from_secs(1))
+                .min(deadline);
             tokio::select! {
                 () = &mut notified => {}
                 () = tokio::time::sleep_until(recheck) => {}
                 () = self.shutdown.cancelled() => return Ok(Vec::new()),
             }
+        }
+    }
+
+    /// How long until the first delayed job of `queue` is due (at least 1 ms; a second when
+    /// none is delayed or the store cannot say).
+    async fn next_due_in(&self, queue: &str) -> Duration {
+        let first = self
+            .store
+            .zrange_by_score(
+                &Keys::new(queue).delayed(),
+                f64::NEG_INFINITY,
+                f64::INFINITY,
+                1,
+            )
+            .await;
+        match first.ok().and_then(|f| f.first().map(|(_, due)| *due)) {
+            Some(due) => {
+                let ms = (due - score(self.clock.now_ms())).clamp(1.0, 1_000.0);
+                Duration::from_micros((ms * 1_000.0) as u64)
+            }
+            None => Duration::from_secs(1),
         }
     }
 
@@ -655,7 +685,7 @@ impl Queues {
                         rec.state = State::Waiting;
                         rec.due_ms = now;
                     }
-                    tracing::info!(job = %rec.id, stalled = rec.stalled, "job lease expired; recovering");
+                    tracing::info!(queue = %keys.name(), job = %rec.id, stalled = rec.stalled, "job lease expired; recovering");
                 }
                 // A reserve died between its move and its record write: deliver again.
                 State::Waiting => rec.due_ms = rec.due_ms.min(now),

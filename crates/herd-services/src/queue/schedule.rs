@@ -85,7 +85,10 @@ fn next_after(info: &ScheduleInfo, after_ms: i64) -> ServiceResult<i64> {
             next_fire(&cron, &tz, after_ms).ok_or_else(|| {
                 ServiceError::invalid(
                     "cron",
-                    format!("{text:?} never fires in the next five years"),
+                    format!(
+                        "{} never fires in the next five years",
+                        crate::error::quoted(text)
+                    ),
                     "check the day-of-month and month fields",
                 )
             })
@@ -114,7 +117,7 @@ fn zone(tz: Option<&str>) -> ServiceResult<TimeZone> {
         Some(name) => TimeZone::get(name).map_err(|e| {
             ServiceError::invalid(
                 "tz",
-                format!("{name:?}: {e}"),
+                format!("{}: {e}", crate::error::quoted(name)),
                 "use an IANA time zone name such as \"Europe/Paris\" or \"UTC\"",
             )
         }),
@@ -125,7 +128,10 @@ fn check_name(name: &str) -> ServiceResult<()> {
     if name.is_empty() || name.len() > 200 || name.contains(['\0', '/', ':']) {
         return Err(ServiceError::invalid(
             "schedule name",
-            format!("{name:?} is empty, too long or contains '/', ':' or NUL"),
+            format!(
+                "{} is empty, too long or contains '/', ':' or NUL",
+                crate::error::quoted(name)
+            ),
             "use a name like nightly-report",
         ));
     }
@@ -147,6 +153,13 @@ impl Queues {
         check_queue(queue)?;
         check_name(name)?;
         job.to_new_job()?;
+        if job.job_id.is_some() {
+            return Err(ServiceError::invalid(
+                "job.job_id",
+                "a schedule names each job it adds itself (repeat:NAME:TIME)",
+                "leave job_id out of the schedule's job; the schedule's name dedupes its firings",
+            ));
+        }
         let mut info = ScheduleInfo {
             name: name.to_owned(),
             every_ms: None,

@@ -43,11 +43,32 @@ pub struct BackoffSpec {
 }
 
 /// `true` (keep none), `false` (keep all) or a count to keep.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum KeepSpec {
     Flag(bool),
     Count(u64),
+}
+
+impl<'de> Deserialize<'de> for KeepSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = KeepSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "true (keep none), false (keep all) or a count of jobs to keep (0 or more)",
+                )
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<KeepSpec, E> {
+                Ok(KeepSpec::Flag(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<KeepSpec, E> {
+                Ok(KeepSpec::Count(v))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }
 
 impl KeepSpec {
@@ -70,14 +91,14 @@ pub(crate) fn duration(field: &str, text: &str) -> ServiceResult<std::time::Dura
     let d = herd_config::parse_duration(text).map_err(|reason| {
         ServiceError::invalid(
             field,
-            format!("{text:?}: {reason}"),
+            format!("{}: {reason}", crate::error::quoted(text)),
             "use a number with ms, s, m, h or d, e.g. \"30s\" or \"250ms\"",
         )
     })?;
     if d > MAX_DURATION {
         return Err(ServiceError::invalid(
             field,
-            format!("{text:?} is longer than ten years"),
+            format!("{} is longer than ten years", crate::error::quoted(text)),
             "use at most \"3650d\"",
         ));
     }

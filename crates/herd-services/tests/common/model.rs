@@ -15,7 +15,6 @@ use super::Node;
 
 const LEASE_MS: i64 = 1000;
 const MAX_STALLED: u32 = 1;
-const NO_PRIORITY: u64 = (1 << 21) + 1;
 
 #[derive(Debug, Clone)]
 pub enum Op {
@@ -159,14 +158,8 @@ impl Model {
             .iter()
             .filter(|j| j.state == State::Waiting && j.promoted)
             .collect();
-        ready.sort_by_key(|j| {
-            let p = if j.priority == 0 {
-                NO_PRIORITY
-            } else {
-                u64::from(j.priority)
-            };
-            (p, j.seq)
-        });
+        // BullMQ: no priority (0) first, then 1 (highest) .. 2^21; the order of adding within.
+        ready.sort_by_key(|j| (j.priority, j.seq));
         ready.into_iter().take(max).map(|j| j.id.clone()).collect()
     }
 
@@ -383,7 +376,13 @@ pub async fn run_case(
                         } else {
                             j.state = State::Failed;
                         }
-                        prop_assert_eq!(got.ok(), Some(j.state), "step {}: fail {}", step, id);
+                        prop_assert_eq!(
+                            got.ok().map(|f| f.state),
+                            Some(j.state),
+                            "step {}: fail {}",
+                            step,
+                            id
+                        );
                     }
                     None => prop_assert!(
                         matches!(got, Err(ServiceError::WrongLease { .. })),
