@@ -7,13 +7,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::AdminState;
 
-/// Compares in time independent of where the inputs differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+use herd_core::token::{bearer, constant_time_eq};
 
 /// The dashboard's page and static assets (`GET /`, `GET /assets/*`) carry no data: the
 /// browser must load them before it can ask for a token. Nothing else is public.
@@ -96,9 +90,9 @@ pub(crate) async fn require_token(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(bearer);
     match presented {
-        Some(p) if constant_time_eq(p.trim().as_bytes(), token.as_bytes()) => next.run(req).await,
+        Some(p) if constant_time_eq(p.as_bytes(), token.as_bytes()) => next.run(req).await,
         _ => (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer realm=\"herd-admin\"")],
@@ -113,15 +107,8 @@ pub(crate) async fn require_token(
 
 #[cfg(test)]
 mod tests {
-    use super::{constant_time_eq, is_public, refuse};
+    use super::{is_public, refuse};
     use axum::http::Method;
-
-    #[test]
-    fn compares_exactly() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
-    }
 
     #[test]
     fn only_the_dashboard_page_and_assets_are_public() {

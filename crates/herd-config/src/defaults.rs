@@ -157,6 +157,8 @@ impl Default for Gateway {
             max_header_size: MAX_HEADER_SIZE,
             max_body_size: None,
             security_headers: false,
+            merge_slashes: true,
+            max_headers: 100,
             proxy_protocol: false,
             proxy_protocol_from: Vec::new(),
             tunnel_idle_timeout: TUNNEL_IDLE_TIMEOUT,

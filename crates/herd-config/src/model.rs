@@ -88,6 +88,13 @@ pub struct Gateway {
     /// `security_headers`, default false: add `X-Content-Type-Options`, `X-Frame-Options` and
     /// `Referrer-Policy` to responses that lack them.
     pub security_headers: bool,
+    /// `merge_slashes`, default true (nginx's): runs of `/` in a request path become one before
+    /// routing, and the backend gets the merged path. Dot segments and escaped unreserved
+    /// characters are normalised either way.
+    pub merge_slashes: bool,
+    /// `max_headers`, default 100 (HAProxy `tune.http.maxhdr` is 101): header fields in an
+    /// HTTP/1 request (more: 431) and in a backend's response (more: 502).
+    pub max_headers: usize,
     /// `tunnel_idle_timeout`, default 60s (nginx `proxy_read_timeout`): an upgraded connection
     /// (WebSocket or any `Upgrade`) that carries no byte either way for this long is closed.
     pub tunnel_idle_timeout: Duration,

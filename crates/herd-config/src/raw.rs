@@ -101,6 +101,8 @@ pub(crate) struct RawGateway {
     pub(crate) max_header_size: Option<Val>,
     pub(crate) max_body_size: Option<Val>,
     pub(crate) security_headers: Option<Spanned<bool>>,
+    pub(crate) merge_slashes: Option<Spanned<bool>>,
+    pub(crate) max_headers: Option<Int>,
     pub(crate) proxy_protocol: Option<Spanned<bool>>,
     pub(crate) proxy_protocol_from: Option<Val>,
     pub(crate) tunnel_idle_timeout: Option<Val>,

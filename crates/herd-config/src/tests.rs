@@ -944,3 +944,35 @@ fn tls_sni_hosts_exact_and_wildcard() {
     assert_eq!(e.len(), 1, "{e:?}");
     assert_eq!(e[0].key, "gateway.tls.sni[1].host");
 }
+
+#[test]
+fn redirect_listener_needs_its_own_address_and_max_headers_has_bounds() {
+    const APP: &str = "[[app]]\nname = \"web\"\ncommand = [\"./app\"]\n";
+    let e = one(
+        &format!(
+            "[gateway]\nlisten = \"127.0.0.1:8443\"\nredirect_http = \"127.0.0.1:8443\"\n{APP}"
+        ),
+        3,
+        "gateway.redirect_http",
+    );
+    assert!(e.message.contains("same address as gateway.listen"), "{e}");
+    let cfg = ok(&format!(
+        "[gateway]\nmax_headers = 300\nmerge_slashes = false\n{APP}"
+    ));
+    assert_eq!(
+        (cfg.gateway.max_headers, cfg.gateway.merge_slashes),
+        (300, false)
+    );
+    let cfg = ok(APP);
+    assert_eq!(
+        (cfg.gateway.max_headers, cfg.gateway.merge_slashes),
+        (100, true)
+    );
+    for bad in ["0", "10001", "-1"] {
+        one(
+            &format!("[gateway]\nmax_headers = {bad}\n{APP}"),
+            2,
+            "gateway.max_headers",
+        );
+    }
+}

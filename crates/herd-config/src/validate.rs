@@ -76,6 +76,7 @@ pub(crate) fn validate(
     let services = v.services(raw);
     v.shared_limits_need_the_store(raw, &services);
     v.services_listen(raw, &services, &gateway, &admin);
+    v.redirect_listen(raw, &gateway, &admin, &services);
 
     if v.errors.is_empty() {
         Ok(Config {
@@ -193,6 +194,8 @@ impl Validator<'_> {
                 .and_then(|v| self.size(v, "gateway.max_body_size"))
                 .filter(|&n| n > 0),
             security_headers: g.security_headers.as_ref().is_some_and(|b| *b.get_ref()),
+            merge_slashes: g.merge_slashes.as_ref().is_none_or(|b| *b.get_ref()),
+            max_headers: self.max_headers(g.max_headers.as_ref()),
             proxy_protocol: g.proxy_protocol.as_ref().is_some_and(|b| *b.get_ref()),
             proxy_protocol_from: self.proxy_protocol_from(g),
             tunnel_idle_timeout: self.duration(

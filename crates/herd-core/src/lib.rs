@@ -19,6 +19,7 @@ mod endpoint;
 mod state;
 mod stats;
 pub mod telemetry;
+pub mod token;
 mod window;
 
 pub use check::{LastCheck, LbView, LbWeight, Release};

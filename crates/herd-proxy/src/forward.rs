@@ -36,6 +36,16 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// [`remove_hop_by_hop`] for a backend's response. A response framed by `Transfer-Encoding`
+/// also loses any `Content-Length`: the coding wins (RFC 9112 §6.3, which requires a proxy
+/// to drop the length), and hyper re-frames the decoded body for the client.
+pub(crate) fn remove_hop_by_hop_response(headers: &mut HeaderMap) {
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    remove_hop_by_hop(headers);
+}
+
 /// The protocol an HTTP/1.1 request asks to switch to: `Upgrade` present and `upgrade` among
 /// the `Connection` options (RFC 9110 §7.8). Read before the hop-by-hop headers go.
 pub(crate) fn upgrade_request(headers: &HeaderMap) -> Option<HeaderValue> {
@@ -96,6 +106,22 @@ pub(crate) fn join_cookies(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chunked_response_loses_its_content_length() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        remove_hop_by_hop_response(&mut h);
+        assert!(h.is_empty(), "{h:?}");
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        remove_hop_by_hop_response(&mut h);
+        assert_eq!(h.len(), 1);
+    }
 
     #[test]
     fn hop_by_hop_and_connection_listed_headers_go() {

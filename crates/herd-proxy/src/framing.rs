@@ -348,11 +348,24 @@ impl<T> Scan<T> {
 pub(crate) struct Guarded<S> {
     verdict: Arc<Verdict>,
     inner: S,
+    /// The access log (refusals get their line too) and the client.
+    log: Option<Arc<crate::access_log::AccessLogger>>,
+    peer: std::net::SocketAddr,
 }
 
 impl<S> Guarded<S> {
-    pub(crate) fn new(verdict: Arc<Verdict>, inner: S) -> Self {
-        Guarded { verdict, inner }
+    pub(crate) fn new(
+        verdict: Arc<Verdict>,
+        inner: S,
+        log: Option<Arc<crate::access_log::AccessLogger>>,
+        peer: std::net::SocketAddr,
+    ) -> Self {
+        Guarded {
+            verdict,
+            inner,
+            log,
+            peer,
+        }
     }
 }
 
@@ -373,6 +386,7 @@ where
                 let mut resp = error_response(&ProxyError::BadRequest { reason });
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                let resp = crate::handler::refused(self.log.as_ref(), &req, self.peer, resp);
                 Either::Left(ready(Ok(resp)))
             }
             None => {

@@ -59,7 +59,11 @@ pub(crate) async fn serve(
                 Some(l) if l.was_exceeded() => ProxyError::BodyTooLarge { limit: l.max },
                 _ => e,
             };
-            tracing::debug!(error = %e, "request not proxied");
+            if matches!(e, ProxyError::Upstream { .. } | ProxyError::Timeout { .. }) {
+                tracing::warn!(request_id = ?id, error = %e, "request not proxied");
+            } else {
+                tracing::debug!(error = %e, "request not proxied");
+            }
             let page = ex
                 .error_page
                 .as_ref()
@@ -84,7 +88,18 @@ pub(crate) async fn serve(
 }
 
 pub(crate) fn error_response(e: &ProxyError) -> Response<ProxyBody> {
-    let mut resp = Response::new(ProxyBody::text(format!("herd: {e}\n")));
+    // What went wrong with an instance (its name, address, OS error) is for herd's log, not
+    // for whoever sent the request.
+    let text = match e {
+        ProxyError::Upstream { .. } => {
+            "herd: bad gateway: no valid response from the app (herd's log says why; quote the X-Request-Id)\n".to_owned()
+        }
+        ProxyError::Timeout { .. } => {
+            "herd: gateway timeout: the app did not answer in time (response_timeout)\n".to_owned()
+        }
+        e => format!("herd: {e}\n"),
+    };
+    let mut resp = Response::new(ProxyBody::text(text));
     *resp.status_mut() = e.status();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -96,6 +111,28 @@ pub(crate) fn error_response(e: &ProxyError) -> Response<ProxyBody> {
             HeaderValue::from(crate::gcra::retry_after_secs(*retry_after)),
         );
     }
+    resp
+}
+
+/// An answer herd gives before proxying (a request refused for its framing, a connection over
+/// its per-IP limit): it gets an `X-Request-Id` and, with the access log on, its line.
+pub(crate) fn refused<B>(
+    log: Option<&Arc<crate::access_log::AccessLogger>>,
+    req: &Request<B>,
+    client: SocketAddr,
+    mut resp: Response<ProxyBody>,
+) -> Response<ProxyBody> {
+    use http_body::Body as _;
+    let id = edge::request_id(req.headers());
+    if let Some(log) = log {
+        let bytes = resp.body().size_hint().exact().unwrap_or(0);
+        Record::start(log, req, client, &id, Instant::now()).finish(
+            resp.status().as_u16(),
+            bytes,
+            &Exchange::default(),
+        );
+    }
+    resp.headers_mut().insert(edge::X_REQUEST_ID.clone(), id);
     resp
 }
 
@@ -126,6 +163,7 @@ async fn forward(
     let started = Instant::now();
     // An HTTP/2 extended CONNECT is routed, limited and sent as the HTTP/1.1 upgrade it stands for.
     let ext_connect = crate::extconnect::normalize(&mut req)?;
+    crate::target::normalize(&mut req, gw.settings().merge_slashes)?;
     if ext_connect.is_some()
         && req
             .extensions()
@@ -652,7 +690,7 @@ async fn attempt(
             }
             // Any other answer to an upgrade request is an ordinary response.
             let (mut parts, body) = resp.into_parts();
-            forward::remove_hop_by_hop(&mut parts.headers);
+            forward::remove_hop_by_hop_response(&mut parts.headers);
             let body = UpstreamBody::new(
                 body,
                 guard,

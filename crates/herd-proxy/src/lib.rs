@@ -62,6 +62,7 @@ mod serving;
 pub mod shard;
 mod sticky;
 mod tail;
+mod target;
 pub mod tls;
 mod tunnel;
 mod upstream;

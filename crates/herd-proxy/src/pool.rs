@@ -76,6 +76,19 @@ impl Conn {
     }
 }
 
+/// A pool's settings, from `[gateway]`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PoolLimits {
+    /// `pool_max_idle` per shard.
+    pub(crate) max_idle: usize,
+    /// `pool_idle_timeout`.
+    pub(crate) idle_timeout: Duration,
+    /// `connect_timeout` (a route may override it per dial).
+    pub(crate) connect_timeout: Duration,
+    /// `max_headers` in a response.
+    pub(crate) max_headers: usize,
+}
+
 #[derive(Debug)]
 pub(crate) struct Pool {
     addr: SocketAddr,
@@ -88,18 +101,24 @@ pub(crate) struct Pool {
     max_idle: usize,
     idle_timeout: Duration,
     connect_timeout: Duration,
+    /// Header fields a response may carry (hyper: 100 unless raised).
+    max_headers: usize,
 }
 
 impl Pool {
     pub(crate) fn new(
         addr: SocketAddr,
         instance: String,
-        max_idle: usize,
-        idle_timeout: Duration,
-        connect_timeout: Duration,
+        limits: &PoolLimits,
         protocol: Protocol,
         shards: usize,
     ) -> Self {
+        let PoolLimits {
+            max_idle,
+            idle_timeout,
+            connect_timeout,
+            max_headers,
+        } = *limits;
         let shards = shards.max(1);
         Pool {
             addr,
@@ -110,6 +129,7 @@ impl Pool {
             max_idle,
             idle_timeout,
             connect_timeout,
+            max_headers,
         }
     }
 
@@ -261,9 +281,11 @@ impl Pool {
         connect_timeout: Option<Duration>,
     ) -> Result<SendRequest<UpBody>, ConnectError> {
         let stream = self.dial(connect_timeout).await?;
-        let (conn, driver) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await?;
+        let mut builder = http1::Builder::new();
+        if self.max_headers != crate::serving::HYPER_MAX_HEADERS {
+            builder.max_headers(self.max_headers);
+        }
+        let (conn, driver) = builder.handshake(TokioIo::new(stream)).await?;
         // The driver ends when the connection closes or every sender is dropped (pool eviction,
         // sweep, gateway shutdown), so it needs no separate stop signal.
         let span =
@@ -313,9 +335,12 @@ mod tests {
         Arc::new(Pool::new(
             addr,
             "web-1".into(),
-            8,
-            Duration::from_secs(60),
-            Duration::from_secs(5),
+            &PoolLimits {
+                max_idle: 8,
+                idle_timeout: Duration::from_secs(60),
+                connect_timeout: Duration::from_secs(5),
+                max_headers: 100,
+            },
             Protocol::Http1,
             shards,
         ))

@@ -37,6 +37,11 @@ pub struct GatewaySettings {
     pub max_body_size: Option<u64>,
     /// Add `X-Content-Type-Options`, `X-Frame-Options`, `Referrer-Policy` when missing.
     pub security_headers: bool,
+    /// Merge runs of `/` in request paths before routing.
+    pub merge_slashes: bool,
+    /// Header fields in an HTTP/1 request or backend response. Read when serving starts (requests)
+    /// or a backend connection opens (responses).
+    pub max_headers: usize,
     /// Connections start with a PROXY protocol header. Read when serving starts.
     pub proxy_protocol: bool,
     /// With `proxy_protocol`: the peers allowed to connect (empty: any). Read when serving
@@ -77,6 +82,8 @@ impl From<&herd_config::Gateway> for GatewaySettings {
             max_header_size: usize::try_from(g.max_header_size).unwrap_or(usize::MAX),
             max_body_size: g.max_body_size,
             security_headers: g.security_headers,
+            merge_slashes: g.merge_slashes,
+            max_headers: g.max_headers,
             proxy_protocol: g.proxy_protocol,
             proxy_protocol_from: g.proxy_protocol_from.clone(),
             max_conn_per_ip: g.max_conn_per_ip,

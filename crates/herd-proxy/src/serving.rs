@@ -8,6 +8,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// hyper's own limit of header fields (parsed on the stack).
+pub(crate) const HYPER_MAX_HEADERS: usize = 100;
+
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -248,6 +251,10 @@ async fn accept_and_drain(ctx: &Arc<Ctx>, listener: TcpListener) -> io::Result<(
         .timer(TokioTimer::new())
         .header_read_timeout(settings.client_header_timeout)
         .max_buf_size(settings.max_header_size);
+    if settings.max_headers != HYPER_MAX_HEADERS {
+        // Past hyper's default, headers are parsed into the heap rather than the stack.
+        builder.http1().max_headers(settings.max_headers);
+    }
     builder
         .http2()
         .max_header_list_size(u32::try_from(settings.max_header_size).unwrap_or(u32::MAX))
@@ -430,7 +437,8 @@ impl Spawner {
             async move {
                 let _busy = busy;
                 let resp = if over_limit {
-                    handler::too_many_connections(version)
+                    let log = gw.access_log.as_ref();
+                    handler::refused(log, &req, peer, handler::too_many_connections(version))
                 } else {
                     // Boxed: the request's future is KiBs, and hyper moves the service's
                     // future into its dispatcher (HTTP/1) or a spawned task (HTTP/2).
@@ -456,7 +464,12 @@ impl Spawner {
         verdict.hold(keep);
         let conn = client_conn::Conn {
             shared: Arc::clone(&self.shared),
-            service: framing::Guarded::new(Arc::clone(&verdict), service),
+            service: framing::Guarded::new(
+                Arc::clone(&verdict),
+                service,
+                self.gw.access_log.clone(),
+                peer,
+            ),
             activity,
             verdict,
         };

@@ -35,10 +35,10 @@ pub const WATCH_PERIOD: Duration = Duration::from_secs(2);
 /// Why certificates could not be loaded. Each names the file at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("failed to read {}: {source}", path.display())]
+    #[error("failed to read {}: {error}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("no PEM certificate in {}", path.display())]
     NoCert { path: PathBuf },
@@ -213,9 +213,9 @@ fn load_set(config: &Tls) -> Result<CertSet, TlsError> {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
+    std::fs::read(path).map_err(|error| TlsError::Read {
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 
@@ -223,9 +223,9 @@ fn load_pair(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
     let pem = read(cert)?;
     let chain: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<_, _>>()
-        .map_err(|source| TlsError::Read {
+        .map_err(|error| TlsError::Read {
             path: cert.to_owned(),
-            source,
+            error,
         })?;
     if chain.is_empty() {
         return Err(TlsError::NoCert {
@@ -234,9 +234,9 @@ fn load_pair(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
     }
     let pem = read(key)?;
     let der = rustls_pemfile::private_key(&mut pem.as_slice())
-        .map_err(|source| TlsError::Read {
+        .map_err(|error| TlsError::Read {
             path: key.to_owned(),
-            source,
+            error,
         })?
         .ok_or_else(|| TlsError::NoKey {
             path: key.to_owned(),

@@ -240,9 +240,12 @@ impl AppUpstreams {
                         pool: Arc::new(Pool::new(
                             ep.addr,
                             ep.id.to_string(),
-                            settings.pool_max_idle,
-                            settings.pool_idle_timeout,
-                            settings.connect_timeout,
+                            &crate::pool::PoolLimits {
+                                max_idle: settings.pool_max_idle,
+                                idle_timeout: settings.pool_idle_timeout,
+                                connect_timeout: settings.connect_timeout,
+                                max_headers: settings.max_headers,
+                            },
                             self.plane.protocol,
                             settings.threads,
                         )),

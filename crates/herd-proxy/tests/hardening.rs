@@ -689,3 +689,38 @@ async fn security_headers_fill_in_what_the_backend_left_out() {
         Some("strict-origin-when-cross-origin")
     );
 }
+
+#[tokio::test]
+async fn refused_framing_is_logged_with_a_request_id() {
+    let dir = std::env::temp_dir().join(format!("herd-refused-{:x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("access.log");
+    let gw = gateway(&format!("access_log = {:?}", log.display().to_string())).await;
+    let answer = exchange(
+        gw.addr,
+        b"POST /smuggle HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("x-request-id: "),
+        "{answer}"
+    );
+    // The writer is a task of its own: wait for the line (at most 5 s).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.contains("/smuggle")) {
+            break l.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no access log line for the refusal: {text:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["status"], 400, "{line}");
+    assert!(v["upstream"].is_null(), "{line}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

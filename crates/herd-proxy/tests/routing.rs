@@ -350,3 +350,95 @@ route = "limited"
     }
     gw.stop.cancel();
 }
+
+/// One raw HTTP/1.1 exchange; the status code and the body.
+async fn raw(addr: SocketAddr, head: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (status, body)
+}
+
+#[tokio::test]
+async fn hosts_are_checked_and_paths_normalised_before_routing() {
+    let gw = gateway(
+        r#"
+[[route]]
+host = "echo.test"
+app = "a"
+
+[[route]]
+path_prefix = "/api/"
+strip_prefix = "/api"
+app = "c"
+
+[[route]]
+app = "b"
+"#,
+    )
+    .await;
+    let before: usize = gw.hits.iter().map(|h| h.load(Ordering::SeqCst)).sum();
+    for (what, head) in [
+        (
+            "two Host headers",
+            "GET / HTTP/1.1\r\nHost: echo.test\r\nHost: other.com\r\nConnection: close\r\n\r\n",
+        ),
+        ("no Host", "GET / HTTP/1.1\r\nConnection: close\r\n\r\n"),
+        (
+            "user info",
+            "GET / HTTP/1.1\r\nHost: a@echo.test\r\nConnection: close\r\n\r\n",
+        ),
+        (
+            "a list",
+            "GET / HTTP/1.1\r\nHost: echo.test, other.com\r\nConnection: close\r\n\r\n",
+        ),
+        (
+            "above the root",
+            "GET /api/../../etc HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        ),
+    ] {
+        let (status, _) = raw(gw.addr, head).await;
+        assert_eq!(status, 400, "{what}");
+    }
+    let after: usize = gw.hits.iter().map(|h| h.load(Ordering::SeqCst)).sum();
+    assert_eq!(before, after, "no refused request reached a backend");
+    // Absolute form: the URL's host routes, and the backend sees it as Host.
+    let (status, body) = raw(
+        gw.addr,
+        "GET http://echo.test/h HTTP/1.1\r\nHost: other.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["name"], "a");
+    assert_eq!(body["headers"]["host"], "echo.test");
+    // Paths are normalised before routing and stripping; the backend gets the clean path.
+    for (path, app, uri) in [
+        (
+            "/api//v1/./users/%7Ejohn?x=/../y",
+            "c",
+            "/v1/users/~john?x=/../y",
+        ),
+        ("/x/../api/v1", "c", "/v1"),
+        ("/api/x/../../etc", "b", "/etc"),
+        ("/api%2Fv1", "b", "/api%2Fv1"),
+    ] {
+        let r = send(gw.addr, "GET", path, &[]).await;
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(
+            (r.backend(), r.body["uri"].as_str().unwrap()),
+            (app, uri),
+            "{path}"
+        );
+    }
+    gw.stop.cancel();
+}

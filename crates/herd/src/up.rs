@@ -23,6 +23,14 @@ const EX_CONFIG: u8 = 64;
 pub(crate) fn check(path: &Path) -> ExitCode {
     match herd_config::load(path) {
         Ok(cfg) => {
+            // What `herd up` loads besides the file: the certificates.
+            if let Some(tls) = &cfg.gateway.tls {
+                if let Err(e) = herd_proxy::tls::TlsCerts::load(tls) {
+                    eprintln!("error: [gateway.tls]: {e}\n  hint: point cert and key at readable PEM files (paths are relative to the config file)");
+                    eprintln!("1 error(s) in {}", path.display());
+                    return ExitCode::from(EX_CONFIG);
+                }
+            }
             println!(
                 "{}: ok ({} app{}, {} route{})",
                 path.display(),
@@ -113,6 +121,14 @@ fn load_config(args: &UpArgs) -> Result<Config, ExitCode> {
         .name
         .clone()
         .unwrap_or_else(|| default_name(&args.command));
+    for (flag, addr) in [("--admin", args.admin), ("--services", args.services)] {
+        if !addr.ip().is_loopback() {
+            eprintln!(
+                "herd up: {flag} {addr} is not a loopback address, and quick mode has no token to protect it\n  hint: keep {flag} on 127.0.0.1, or write a herd.toml with [admin] / [services] listen and token (see docs/config.md) and run `herd up -c herd.toml`"
+            );
+            return Err(ExitCode::from(EX_CONFIG));
+        }
+    }
     herd_config::quick(
         args.command.clone(),
         instances,

@@ -350,6 +350,41 @@ impl Validator<'_> {
 }
 
 impl Validator<'_> {
+    /// `[gateway] redirect_http` needs an address of its own.
+    pub(super) fn redirect_listen(
+        &mut self,
+        raw: &RawConfig,
+        gateway: &crate::model::Gateway,
+        admin: &crate::model::Admin,
+        services: &Services,
+    ) {
+        let Some(redirect) = gateway.redirect_http.filter(|a| a.port() != 0) else {
+            return;
+        };
+        let span = raw
+            .gateway
+            .as_ref()
+            .and_then(|g| g.redirect_http.as_ref())
+            .map_or(0..0, Spanned::span);
+        let mut others = vec![
+            (gateway.listen, "gateway.listen"),
+            (admin.listen, "admin.listen"),
+        ];
+        if services.enabled {
+            others.push((services.listen, "services.listen"));
+        }
+        for (other, what) in others {
+            if redirect == other {
+                self.err(
+                    &span,
+                    "gateway.redirect_http",
+                    format!("gateway.redirect_http {redirect} is the same address as {what}"),
+                    Some("give the redirect listener its own port, e.g. redirect_http = \"0.0.0.0:80\" beside listen = \"0.0.0.0:443\"".into()),
+                );
+            }
+        }
+    }
+
     /// `shared = true` rate limits count in the store, which herd opens with the services.
     pub(super) fn shared_limits_need_the_store(&mut self, raw: &RawConfig, services: &Services) {
         if services.enabled {

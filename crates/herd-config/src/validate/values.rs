@@ -104,6 +104,24 @@ impl Validator<'_> {
         }
     }
 
+    /// `[gateway] max_headers`: 1 to 10 000.
+    pub(super) fn max_headers(&mut self, v: Option<&Int>) -> usize {
+        const MAX: u32 = 10_000;
+        let n = self.u32(v, "gateway.max_headers", 100, 1);
+        if n > MAX {
+            if let Some(v) = v {
+                self.err(
+                    &v.span(),
+                    "gateway.max_headers",
+                    format!("max_headers must be at most {MAX}, got {n}"),
+                    Some("e.g. max_headers = 200".into()),
+                );
+            }
+            return 100;
+        }
+        usize::try_from(n).unwrap_or(100)
+    }
+
     pub(super) fn usize(&mut self, v: Option<&Int>, key: &str, default: usize) -> usize {
         let Some(v) = v else {
             return default;

@@ -1,0 +1,312 @@
+//! The request target, checked and normalised before routing, so that routes, rate limits and
+//! `strip_prefix` see the same host and path the backend will.
+//!
+//! - **Host** (RFC 9112 §3.2): an HTTP/1.1 request needs exactly one `Host`; a request-target in
+//!   absolute form (`GET http://h/p`), and HTTP/2's `:authority`, win over the `Host` header,
+//!   which is rewritten to match. A host must be a name, an IPv4 address or a bracketed IPv6
+//!   address with an optional port: no user info, path, list or space. Anything else is 400.
+//! - **Path** (RFC 3986 §6.2.2, as nginx normalises for `location`): percent-encoded
+//!   unreserved characters are decoded (`%7E` → `~`), other escapes are kept (upper-cased), dot
+//!   segments are resolved (`/a/./b/../c` → `/a/c`), and with `merge_slashes` (nginx's, on by
+//!   default) runs of `/` become one. A path that climbs above the root is 400. The backend is
+//!   sent the normalised path.
+
+use http::uri::{Authority, PathAndQuery, Uri};
+use http::{header, HeaderValue, Request, Version};
+
+use crate::error::ProxyError;
+
+/// Checks and normalises `req`'s host and path in place.
+///
+/// # Errors
+/// [`ProxyError::BadRequest`] naming what is wrong.
+pub(crate) fn normalize<B>(req: &mut Request<B>, merge_slashes: bool) -> Result<(), ProxyError> {
+    host(req)?;
+    let Some(pq) = req.uri().path_and_query() else {
+        return Ok(());
+    };
+    let path = pq.path();
+    if !path.starts_with('/') || !needs_work(path, merge_slashes) {
+        return Ok(());
+    }
+    let clean = clean_path(path, merge_slashes)?;
+    let new_pq = match pq.query() {
+        Some(q) => format!("{clean}?{q}"),
+        None => clean,
+    };
+    let new_pq = PathAndQuery::try_from(new_pq).map_err(|_| ProxyError::BadRequest {
+        reason: "invalid request path",
+    })?;
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = Some(new_pq);
+    *req.uri_mut() = Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest {
+        reason: "invalid request target",
+    })?;
+    Ok(())
+}
+
+fn host<B>(req: &mut Request<B>) -> Result<(), ProxyError> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let first = hosts.next().cloned();
+    if hosts.next().is_some() {
+        return Err(ProxyError::BadRequest {
+            reason: "more than one Host header",
+        });
+    }
+    if let Some(authority) = req.uri().authority().cloned() {
+        // Absolute form (HTTP/1.1) or :authority (HTTP/2): the target names the host.
+        check_authority(&authority)?;
+        if first
+            .as_ref()
+            .is_none_or(|h| h.as_bytes() != authority.as_str().as_bytes())
+        {
+            let value =
+                HeaderValue::from_str(authority.as_str()).map_err(|_| ProxyError::BadRequest {
+                    reason: "invalid host in the request target",
+                })?;
+            req.headers_mut().insert(header::HOST, value);
+        }
+        return Ok(());
+    }
+    match first {
+        Some(h) => {
+            let authority = h
+                .to_str()
+                .ok()
+                .and_then(|h| h.parse::<Authority>().ok())
+                .ok_or(ProxyError::BadRequest {
+                    reason: "invalid Host header",
+                })?;
+            check_authority(&authority)
+        }
+        None if req.version() == Version::HTTP_11 => Err(ProxyError::BadRequest {
+            reason: "an HTTP/1.1 request needs a Host header",
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A host (name, IPv4, `[IPv6]`) and an optional port; no user info.
+fn check_authority(a: &Authority) -> Result<(), ProxyError> {
+    let bad = || ProxyError::BadRequest {
+        reason: "invalid Host header",
+    };
+    let text = a.as_str();
+    if text.contains('@') {
+        return Err(bad());
+    }
+    let host = a.host();
+    if host.is_empty() {
+        return Err(bad());
+    }
+    let ok = if let Some(v6) = host.strip_prefix('[') {
+        v6.strip_suffix(']').is_some_and(|v6| {
+            !v6.is_empty()
+                && v6
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        })
+    } else {
+        host.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+    };
+    // After the host (the text starts with it: no user info), only ":" and 1 to 5 digits.
+    let port_ok = text.get(host.len()..).is_some_and(|rest| {
+        rest.is_empty()
+            || rest.strip_prefix(':').is_some_and(|p| {
+                !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
+            })
+    });
+    if ok && port_ok {
+        Ok(())
+    } else {
+        Err(bad())
+    }
+}
+
+/// Whether the path may change: an escape, a dot segment, or (with `merge`) a `//`.
+fn needs_work(path: &str, merge: bool) -> bool {
+    let b = path.as_bytes();
+    b.iter().enumerate().any(|(i, &c)| match c {
+        b'%' => true,
+        b'.' => i > 0 && b[i - 1] == b'/',
+        b'/' => merge && b.get(i + 1) == Some(&b'/'),
+        _ => false,
+    })
+}
+
+fn unreserved(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// The normalised form of an origin-form path (starting with `/`).
+fn clean_path(path: &str, merge: bool) -> Result<String, ProxyError> {
+    // 1. Decode unreserved escapes, upper-case the others.
+    let b = path.as_bytes();
+    let mut decoded = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let (Some(hi), Some(lo)) = (
+                b.get(i + 1).copied().and_then(hex),
+                b.get(i + 2).copied().and_then(hex),
+            ) else {
+                return Err(ProxyError::BadRequest {
+                    reason: "invalid percent-escape in the path",
+                });
+            };
+            let c = hi * 16 + lo;
+            if unreserved(c) {
+                decoded.push(c);
+            } else {
+                decoded.push(b'%');
+                decoded.push(b[i + 1].to_ascii_uppercase());
+                decoded.push(b[i + 2].to_ascii_uppercase());
+            }
+            i += 3;
+        } else {
+            decoded.push(b[i]);
+            i += 1;
+        }
+    }
+    // 2. Segments: drop "." (and, merging, empty ones), pop on "..".
+    let text = String::from_utf8(decoded).map_err(|_| ProxyError::BadRequest {
+        reason: "invalid request path",
+    })?;
+    let trailing = text.ends_with('/') || text.ends_with("/.") || text.ends_with("/..");
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = text[1..].split('/').collect();
+    let last = segments.len() - 1;
+    for (n, seg) in segments.iter().enumerate() {
+        match *seg {
+            "." => {}
+            ".." => {
+                if out.pop().is_none() {
+                    return Err(ProxyError::BadRequest {
+                        reason: "the request path climbs above the root (\"/..\")",
+                    });
+                }
+            }
+            "" if merge || n == last => {}
+            s => out.push(s),
+        }
+    }
+    let mut clean = String::with_capacity(text.len());
+    for s in &out {
+        clean.push('/');
+        clean.push_str(s);
+    }
+    if trailing || clean.is_empty() {
+        clean.push('/');
+    }
+    Ok(clean)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(p: &str) -> Result<String, ProxyError> {
+        let mut req = Request::builder()
+            .uri(p)
+            .header("host", "example.com")
+            .body(())
+            .unwrap();
+        normalize(&mut req, true)?;
+        Ok(req.uri().to_string())
+    }
+
+    #[test]
+    fn paths_are_normalised_like_nginx() {
+        for (raw, want) in [
+            ("/", "/"),
+            ("/a/b", "/a/b"),
+            ("/e//login", "/e/login"),
+            ("/e/./login", "/e/login"),
+            ("/e/%6cogin", "/e/login"),
+            ("/e/x/../login", "/e/login"),
+            ("/a/b/..", "/a/"),
+            ("/a/.", "/a/"),
+            ("/a/b/", "/a/b/"),
+            ("/%2e%2e/x", "ERR"),
+            ("/a/%2e%2e/x", "/x"),
+            ("/a%2fb", "/a%2Fb"),
+            ("/a%2Fb/../c", "/c"),
+            ("/x?q=/../y", "/x?q=/../y"),
+            ("/a/..//b?x", "/b?x"),
+            ("/..", "ERR"),
+            ("/a/../../b", "ERR"),
+            ("/%zz", "ERR"),
+            ("/caf%C3%A9", "/caf%C3%A9"),
+        ] {
+            let got = path(raw).unwrap_or_else(|_| "ERR".into());
+            assert_eq!(got, want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn without_merge_slashes_empty_segments_stay() {
+        let mut req = Request::builder()
+            .uri("/a//b/./c")
+            .header("host", "h")
+            .body(())
+            .unwrap();
+        normalize(&mut req, false).unwrap();
+        assert_eq!(req.uri(), "/a//b/c");
+    }
+
+    fn host_of(version: Version, uri: &str, hosts: &[&str]) -> Result<String, ProxyError> {
+        let mut b = Request::builder().version(version).uri(uri);
+        for h in hosts {
+            b = b.header("host", *h);
+        }
+        let mut req = b.body(()).unwrap();
+        normalize(&mut req, true)?;
+        Ok(req
+            .headers()
+            .get(header::HOST)
+            .map(|h| h.to_str().unwrap().to_owned())
+            .unwrap_or_default())
+    }
+
+    #[test]
+    fn hosts_are_checked_and_the_target_wins() {
+        let v11 = Version::HTTP_11;
+        assert_eq!(host_of(v11, "/", &["echo.test"]).unwrap(), "echo.test");
+        assert_eq!(
+            host_of(v11, "/", &["echo.test:8080"]).unwrap(),
+            "echo.test:8080"
+        );
+        assert_eq!(host_of(v11, "/", &["[::1]:8080"]).unwrap(), "[::1]:8080");
+        assert_eq!(host_of(v11, "/", &["10.0.0.1"]).unwrap(), "10.0.0.1");
+        for bad in [
+            &["a@echo.test"][..],
+            &["echo.test/../x"],
+            &["echo.test, other.com"],
+            &["echo.test", "other.com"],
+            &["echo.test:"],
+            &["echo.test:80x"],
+            &[""],
+            &[],
+        ] {
+            assert!(host_of(v11, "/", bad).is_err(), "{bad:?}");
+        }
+        // HTTP/1.0 may leave Host out.
+        assert_eq!(host_of(Version::HTTP_10, "/", &[]).unwrap(), "");
+        // Absolute form: the URL's host wins (RFC 9112 §3.2.2).
+        assert_eq!(
+            host_of(v11, "http://echo.test/h", &["other.com"]).unwrap(),
+            "echo.test"
+        );
+        assert!(host_of(v11, "http://u@echo.test/h", &["echo.test"]).is_err());
+    }
+}
