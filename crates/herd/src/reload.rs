@@ -37,10 +37,11 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         || old.gateway.client_header_timeout != new.gateway.client_header_timeout
         || old.gateway.max_connections != new.gateway.max_connections
         || old.gateway.max_header_size != new.gateway.max_header_size
+        || old.gateway.max_headers != new.gateway.max_headers
     {
         out.push(
-            "gateway.proxy_protocol(_from), client_header_timeout, max_connections or \
-             max_header_size (read at start)"
+            "gateway.proxy_protocol(_from), client_header_timeout, max_connections, \
+             max_header_size or max_headers (read at start)"
                 .to_owned(),
         );
     }
@@ -73,6 +74,55 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         out.push(
             "[services] (listen, token, limits and cache strategies apply at start)".to_owned(),
         );
+    }
+    out
+}
+
+/// The `[gateway]` settings and `[[rate_limit]]` zones that changed and apply at once (new
+/// requests use them; backend connections opened from now on use the pool settings).
+fn live_changes(old: &Config, new: &Config) -> Vec<String> {
+    let (o, n) = (&old.gateway, &new.gateway);
+    let (od, nd) = (&o.data_plane, &n.data_plane);
+    let changed: Vec<&str> = [
+        ("connect_timeout", o.connect_timeout != n.connect_timeout),
+        ("response_timeout", o.response_timeout != n.response_timeout),
+        (
+            "pool_idle_timeout",
+            o.pool_idle_timeout != n.pool_idle_timeout,
+        ),
+        ("pool_max_idle", o.pool_max_idle != n.pool_max_idle),
+        ("shutdown_timeout", o.shutdown_timeout != n.shutdown_timeout),
+        ("max_conn_per_ip", o.max_conn_per_ip != n.max_conn_per_ip),
+        ("max_body_size", o.max_body_size != n.max_body_size),
+        ("security_headers", o.security_headers != n.security_headers),
+        ("merge_slashes", o.merge_slashes != n.merge_slashes),
+        (
+            "tunnel_idle_timeout",
+            o.tunnel_idle_timeout != n.tunnel_idle_timeout,
+        ),
+        ("sticky_secret", o.sticky_secret != n.sticky_secret),
+        ("idle_release", od.idle_release != nd.idle_release),
+        ("total_timeout", od.total_timeout != nd.total_timeout),
+        ("retries", od.retries != nd.retries),
+        ("retry_on", od.retry_on != nd.retry_on),
+        ("retry_budget", od.retry_budget != nd.retry_budget),
+        (
+            "retry_budget_min_per_s",
+            od.retry_budget_min_per_s != nd.retry_budget_min_per_s,
+        ),
+        ("circuit", od.circuit != nd.circuit),
+        ("compress", od.compress != nd.compress),
+        ("error_page_503", od.error_page_503 != nd.error_page_503),
+    ]
+    .into_iter()
+    .filter_map(|(name, differs)| differs.then_some(name))
+    .collect();
+    let mut out = Vec::new();
+    if !changed.is_empty() {
+        out.push(format!("gateway: {}", changed.join(", ")));
+    }
+    if old.rate_limits != new.rate_limits {
+        out.push(format!("rate limits: {} zone(s)", new.rate_limits.len()));
     }
     out
 }
@@ -123,6 +173,7 @@ impl ConfigReloader for FileReloader {
             if current.routes != new.routes {
                 changes.push(format!("routes: {} rule(s)", new.routes.len()));
             }
+            changes.extend(live_changes(&current, &new));
             for line in &changes {
                 tracing::info!(change = %line, "config reloaded");
             }
@@ -135,5 +186,37 @@ impl ConfigReloader for FileReloader {
                 needs_restart: restart,
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        let text =
+            format!("[gateway]\n{extra}\n[[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\n");
+        herd_config::parse(&text, "herd.toml", std::path::Path::new("/")).unwrap()
+    }
+
+    #[test]
+    fn live_gateway_changes_are_reported_by_name() {
+        let old = config("");
+        assert!(live_changes(&old, &old).is_empty());
+        let new = config("max_body_size = \"1MiB\"\nsecurity_headers = true\nretries = 5\n");
+        assert_eq!(
+            live_changes(&old, &new),
+            ["gateway: max_body_size, security_headers, retries"]
+        );
+        let limited = herd_config::parse(
+            "[[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\n[[rate_limit]]\nname = \"z\"\nkey = \"ip\"\nrate = \"1r/s\"\n",
+            "herd.toml",
+            std::path::Path::new("/"),
+        )
+        .unwrap();
+        assert_eq!(live_changes(&old, &limited), ["rate limits: 1 zone(s)"]);
+        let headers = config("max_headers = 200\n");
+        assert!(live_changes(&old, &headers).is_empty());
+        assert_eq!(needs_restart(&old, &headers).len(), 1);
     }
 }
