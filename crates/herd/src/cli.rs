@@ -38,9 +38,13 @@ pub(crate) enum Cmd {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Rolling, start-first reload of an app (or all apps): no request fails.
+    /// Rolling, start-first reload of an app (or all apps): no request fails. With `--config`:
+    /// re-read herd.toml and apply it (as SIGHUP), printing what changed.
     Reload {
         app: Option<String>,
+        /// Reload the config file instead of restarting instances (nginx `-s reload`).
+        #[arg(long, conflicts_with = "app")]
+        config: bool,
         #[command(flatten)]
         client: ClientArgs,
     },

@@ -25,6 +25,7 @@ pub(crate) enum Action {
     Reload {
         app: Option<String>,
     },
+    ReloadConfig,
     Logs {
         app: String,
         follow: bool,
@@ -87,6 +88,43 @@ async fn execute(args: &ClientArgs, action: Action) -> anyhow::Result<()> {
             let body = json!({"app": app});
             request(args, Method::POST, "/reload", Some(body)).await?;
             println!("{}: reloaded", app.as_deref().unwrap_or("all apps"));
+        }
+        Action::ReloadConfig => {
+            let resp = send(args, Method::POST, "/config/reload", None).await?;
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await?.to_bytes();
+            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            if let Some(errors) = v["errors"].as_array() {
+                let lines: Vec<&str> = errors.iter().filter_map(Value::as_str).collect();
+                return Err(anyhow!(
+                    "{status}: the new config is invalid; the running config stays in force\n{}",
+                    lines.join("\n")
+                ));
+            }
+            if !status.is_success() {
+                return Err(api_error(status, &bytes));
+            }
+            let list = |key: &str| -> Vec<String> {
+                v["report"][key]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_owned)
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            let changes = list("changes");
+            if changes.is_empty() {
+                println!("config reloaded: nothing changed");
+            }
+            for c in changes {
+                println!("changed: {c}");
+            }
+            for r in list("needs_restart") {
+                println!("needs a restart: {r}");
+            }
         }
         Action::Logs { app, follow, lines } => {
             let path = format!("/logs/{app}?lines={lines}&follow={follow}");

@@ -50,7 +50,12 @@ fn main() -> ExitCode {
                 reason,
             },
         ),
-        cli::Cmd::Reload { app, client: c } => client::run(c, client::Action::Reload { app }),
+        cli::Cmd::Reload {
+            config: true,
+            client: c,
+            ..
+        } => client::run(c, client::Action::ReloadConfig),
+        cli::Cmd::Reload { app, client: c, .. } => client::run(c, client::Action::Reload { app }),
         cli::Cmd::Logs {
             app,
             follow,

@@ -158,6 +158,15 @@ async fn a_broken_reload_keeps_serving_and_a_good_one_changes_routing() {
     );
     assert!(herd.log().contains("config reload rejected"));
 
+    // The CLI says the same, and fails.
+    let out = herd.cli(&["reload", "--config"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("running config stays in force") && err.contains("herd.toml:"),
+        "{err}"
+    );
+
     // SIGHUP with the same broken file: logged, still serving.
     herd.signal(nix::sys::signal::Signal::SIGHUP);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -176,6 +185,15 @@ async fn a_broken_reload_keeps_serving_and_a_good_one_changes_routing() {
     .await
     .unwrap();
     assert_eq!(code, 200, "{body}");
+    // Reloading the same file again through the CLI: valid, nothing changed.
+    let out = herd.cli(&["reload", "--config"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("nothing changed"), "{text}");
     let (code, body) = get(&herd.url("/api/x")).await.unwrap();
     assert_eq!(
         code, 404,
