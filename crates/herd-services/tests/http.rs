@@ -933,6 +933,10 @@ async fn errors_name_the_field_and_refuse_what_would_be_ignored() {
     let r = api.call("POST", "/v1/queues/e/reserve", b"0").await;
     assert_eq!(r.status, 400);
     assert!(!error(&r).contains("Body"), "{}", r.text());
+    let r = api
+        .call("POST", "/v1/ratelimit/k", br#"["10r/s", 1]"#)
+        .await;
+    assert_eq!(r.status, 400, "an array is not an object: {}", r.text());
     // A bulk add says which job is wrong, and refuses fields beside `jobs`.
     let r = api
         .json(

@@ -128,6 +128,13 @@ pub(crate) fn json_body<T: DeserializeOwned>(
     } else {
         bytes
     };
+    // A body is one JSON object (serde alone would also take an array for a struct).
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::bad(
+            "invalid JSON body: expected a JSON object",
+            "send a JSON object as documented in GET /openapi.json",
+        ));
+    }
     let de = &mut serde_json::Deserializer::from_slice(&bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         ApiError::bad(
