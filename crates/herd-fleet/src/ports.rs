@@ -5,15 +5,14 @@
 //! holds but has not bound yet.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{LazyLock, Mutex, PoisonError};
 
 /// Ports held by any app's instances in this process, with how many `Ports` hold each (a
 /// reconfigured app's new range holds its instances' ports before the old range lets go).
-static HELD: Mutex<Option<HashMap<u16, u32>>> = Mutex::new(None);
+static HELD: LazyLock<Mutex<HashMap<u16, u32>>> = LazyLock::new(Mutex::default);
 
 fn held<R>(f: impl FnOnce(&mut HashMap<u16, u32>) -> R) -> R {
-    let mut g = HELD.lock().unwrap_or_else(PoisonError::into_inner);
-    f(g.get_or_insert_with(HashMap::new))
+    f(&mut HELD.lock().unwrap_or_else(PoisonError::into_inner))
 }
 
 fn hold_global(port: u16) {

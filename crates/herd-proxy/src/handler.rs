@@ -247,14 +247,7 @@ async fn forward(
         &parts.uri,
         client.ip(),
     );
-    if !parts.headers.contains_key(header::HOST) {
-        if let Some(auth) = parts.uri.authority() {
-            let v = HeaderValue::from_str(auth.as_str()).map_err(|_| ProxyError::BadRequest {
-                reason: "invalid authority",
-            })?;
-            parts.headers.insert(header::HOST, v);
-        }
-    }
+    // `target::normalize` has set `Host` from the URI's authority wherever there is one.
     if parts.version == Version::HTTP_2 {
         forward::join_cookies(&mut parts.headers);
     }

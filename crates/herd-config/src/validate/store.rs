@@ -327,22 +327,34 @@ impl Validator<'_> {
             .as_ref()
             .and_then(|s| s.listen.as_ref())
             .map_or(0..0, Spanned::span);
-        for (other, what) in [
-            (gateway.listen, "gateway.listen"),
-            (admin.listen, "admin.listen"),
-        ] {
-            if services.listen == other {
+        self.own_address(
+            &span,
+            "services.listen",
+            services.listen,
+            &[
+                (gateway.listen, "gateway.listen"),
+                (admin.listen, "admin.listen"),
+            ],
+            "give the services API its own port, e.g. listen = \"127.0.0.1:9091\"",
+        );
+    }
+
+    /// An error on `key` for each of `others` that `addr` is the same address as.
+    fn own_address(
+        &mut self,
+        span: &std::ops::Range<usize>,
+        key: &str,
+        addr: std::net::SocketAddr,
+        others: &[(std::net::SocketAddr, &str)],
+        hint: &str,
+    ) {
+        for (other, what) in others {
+            if addr == *other {
                 self.err(
-                    &span,
-                    "services.listen",
-                    format!(
-                        "services.listen {} is the same address as {what}",
-                        services.listen
-                    ),
-                    Some(
-                        "give the services API its own port, e.g. listen = \"127.0.0.1:9091\""
-                            .into(),
-                    ),
+                    span,
+                    key,
+                    format!("{key} {addr} is the same address as {what}"),
+                    Some(hint.into()),
                 );
             }
         }
@@ -373,16 +385,13 @@ impl Validator<'_> {
         if services.enabled {
             others.push((services.listen, "services.listen"));
         }
-        for (other, what) in others {
-            if redirect == other {
-                self.err(
-                    &span,
-                    "gateway.redirect_http",
-                    format!("gateway.redirect_http {redirect} is the same address as {what}"),
-                    Some("give the redirect listener its own port, e.g. redirect_http = \"0.0.0.0:80\" beside listen = \"0.0.0.0:443\"".into()),
-                );
-            }
-        }
+        self.own_address(
+            &span,
+            "gateway.redirect_http",
+            redirect,
+            &others,
+            "give the redirect listener its own port, e.g. redirect_http = \"0.0.0.0:80\" beside listen = \"0.0.0.0:443\"",
+        );
     }
 
     /// `shared = true` rate limits count in the store, which herd opens with the services.

@@ -147,6 +147,11 @@ pub struct CacheStats {
     pub l1_bytes: u64,
 }
 
+/// The bytes one unit of L1 weight stands for: the byte budget's share of one entry.
+fn l1_unit(config: &CacheConfig) -> u64 {
+    (config.l1_max_bytes / config.l1_capacity.max(1)).max(1)
+}
+
 #[derive(Default)]
 struct Counters {
     l1_hits: AtomicU64,
@@ -268,7 +273,7 @@ impl Cache {
         // One weight bounds both the count and the bytes: an entry weighs 1 per `unit` bytes
         // (at least 1), the capacity is `l1_capacity`, and `unit` is the byte budget's share
         // of one entry. So at most `l1_capacity` entries and about `l1_max_bytes` bytes.
-        let unit = (config.l1_max_bytes / config.l1_capacity.max(1)).max(1);
+        let unit = l1_unit(&config);
         let l1 = moka::future::Cache::builder()
             .max_capacity(config.l1_capacity)
             .weigher(move |key: &String, e: &Arc<Entry>| {
@@ -689,9 +694,11 @@ impl Cache {
             l2_errors: get(&c.l2_errors),
             l1_entries: self.inner.l1.entry_count(),
             l1_weight: self.inner.l1.weighted_size(),
-            l1_bytes: self.inner.l1.weighted_size().saturating_mul(
-                (self.inner.config.l1_max_bytes / self.inner.config.l1_capacity.max(1)).max(1),
-            ),
+            l1_bytes: self
+                .inner
+                .l1
+                .weighted_size()
+                .saturating_mul(l1_unit(&self.inner.config)),
         }
     }
 

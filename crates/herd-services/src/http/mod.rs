@@ -138,15 +138,15 @@ pub(crate) fn json_body<T: DeserializeOwned>(
     let de = &mut serde_json::Deserializer::from_slice(&bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         ApiError::bad(
-            format!("invalid JSON body: {}", at_field(&e)),
+            format!("invalid JSON body: {}", at_field(&e, "")),
             "send a JSON object as documented in GET /openapi.json",
         )
     })
 }
 
 /// A JSON decoding error that names the field it is about (`backoff.delay`, `jobs[1].priority`)
-/// and never the server's own type names.
-pub(crate) fn at_field(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
+/// and never the server's own type names; `at` prefixes the path (`jobs[1].`, or "").
+pub(crate) fn at_field(e: &serde_path_to_error::Error<serde_json::Error>, at: &str) -> String {
     let inner = e.inner().to_string();
     // serde names the Rust type it wanted: "expected struct ReserveBody".
     let inner = match inner.find("expected struct ") {
@@ -160,10 +160,10 @@ pub(crate) fn at_field(e: &serde_path_to_error::Error<serde_json::Error>) -> Str
         None => inner,
     };
     let path = e.path().to_string();
-    if path == "." {
-        inner
-    } else {
-        format!("field `{path}`: {inner}")
+    match (path.as_str(), at.strip_suffix('.')) {
+        (".", None) => inner,
+        (".", Some(whole)) => format!("field `{whole}`: {inner}"),
+        (path, _) => format!("field `{at}{path}`: {inner}"),
     }
 }
 
@@ -362,7 +362,7 @@ mod tests {
         let err = |text: &str| {
             let de = &mut serde_json::Deserializer::from_str(text);
             let e = serde_path_to_error::deserialize::<_, Probe>(de).unwrap_err();
-            super::at_field(&e)
+            super::at_field(&e, "")
         };
         assert!(err("0").contains("expected a JSON object"), "{}", err("0"));
         assert!(!err("0").contains("Probe"), "{}", err("0"));

@@ -86,17 +86,10 @@ const JOB_FIELDS: &str = "a job is {\"name\", \"data\", \"attempts\", \"backoff\
 /// One job of an add; `at` prefixes the field an error names (`jobs[3].`).
 fn parse_job(v: Value, at: &str) -> Result<JobSpec, ApiError> {
     serde_path_to_error::deserialize(v).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.inner().to_string();
-        let error = if path == "." {
-            match at.strip_suffix('.') {
-                Some(job) => format!("invalid job: field `{job}`: {inner}"),
-                None => format!("invalid job: {inner}"),
-            }
-        } else {
-            format!("invalid job: field `{at}{path}`: {inner}")
-        };
-        ApiError::bad(error, JOB_FIELDS)
+        ApiError::bad(
+            format!("invalid job: {}", super::at_field(&e, at)),
+            JOB_FIELDS,
+        )
     })
 }
 
