@@ -1,8 +1,9 @@
 //! The embedded backend: a durable redb file on this node (single-node; pub/sub is in-process).
 //!
 //! Layout: [`codec`] (how entries are laid out), [`read`] (lookups), [`ops`] (the write ops),
-//! [`writer`] (the group-commit thread), [`sweep`] (background removal of expired keys).
-//! Reads run in redb read transactions (MVCC snapshots) on tokio's blocking pool; every write goes
+//! [`writer`] (the group-commit thread), [`sweep`] (background removal of expired keys),
+//! [`upgrade`] (rewriting a file an older herd wrote in redb's format v2).
+//! Reads run inline in redb read transactions (MVCC snapshots); every write goes
 //! through the one writer thread and is answered only after its batch is durably committed, so
 //! a write that returned `Ok` survives a crash or `kill -9`.
 
@@ -11,6 +12,7 @@ mod ops;
 mod queue_step;
 mod read;
 mod sweep;
+mod upgrade;
 mod writer;
 
 #[cfg(test)]
@@ -21,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use redb::Database;
+use redb::{Database, ReadableDatabase};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -208,12 +210,33 @@ fn open_db(path: &Path) -> StoreResult<Database> {
     }
     // A store dropped a moment ago may still be closing its file on the writer thread: wait a
     // little for it rather than failing a reopen in the same process.
-    let mut tries = 0;
+    let (mut tries, mut upgraded) = (0, false);
     let db = loop {
         match Database::create(path) {
             Err(redb::DatabaseError::DatabaseAlreadyOpen) if tries < 100 => {
                 tries += 1;
                 std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(redb::DatabaseError::UpgradeRequired(2)) if !upgraded => {
+                upgraded = true;
+                let done = upgrade::from_v2(path).map_err(|e| fail("upgrade", &e))?;
+                tracing::warn!(
+                    path = %path.display(),
+                    entries = done.entries,
+                    backup = %done.backup.display(),
+                    "upgraded the store file from redb's file format v2 (written by an older herd); \
+                     the old file is kept as the backup and can be removed once this herd runs well"
+                );
+            }
+            Err(redb::DatabaseError::UpgradeRequired(v)) => {
+                return Err(fail(
+                    "open",
+                    &format!(
+                        "it is in redb's file format v{v}, which this herd cannot read \
+                         (it reads v3, and upgrades v2); open it with the herd that wrote it, \
+                         or point [store] path at a new file"
+                    ),
+                ))
             }
             other => break other.map_err(|e| fail("open", &e))?,
         }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use proptest::prelude::*;
+use redb::ReadableDatabase;
 
 use super::codec::{bits_score, Kind};
 use super::ops::{apply, Op, Reply, Tables};
@@ -227,7 +228,7 @@ proptest! {
             // One transaction per op, as a batch of one: also exercises commit and reopen of tables.
             let mut txn = db.begin_write().unwrap();
             // No fsync per step: durability is not what this test checks, and it keeps it fast.
-            txn.set_durability(redb::Durability::None);
+            txn.set_durability(redb::Durability::None).unwrap();
             let got = {
                 let mut t = Tables::open(&txn).unwrap();
                 apply(&mut t, &op, now)
