@@ -30,7 +30,7 @@ TODAY = {
     "herd_instance_state": {"app", "instance", "state"},
     "herd_instance_restarts_total": {"app", "instance"},
     "herd_instance_resident_memory_bytes": {"app", "instance"},
-    "herd_instance_cpu_usage_ratio": {"app", "instance"},
+    "herd_instance_cpu_usage_cores": {"app", "instance"},
     "herd_instance_in_flight_requests": {"app", "instance"},
     "herd_instance_requests_total": {"app", "instance"},
 }

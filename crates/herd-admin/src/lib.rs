@@ -11,6 +11,7 @@
 
 mod auth;
 mod dashboard;
+mod errors;
 mod metrics;
 mod observe;
 mod routes;
@@ -98,6 +99,8 @@ pub fn router(state: AdminState) -> axum::Router {
         .merge(observe::router(state.clone()))
         .route("/metrics", scrape)
         .merge(dashboard::router())
+        .layer(axum::middleware::map_response(errors::json_errors))
+        .layer(axum::extract::DefaultBodyLimit::max(errors::MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

@@ -276,9 +276,13 @@ impl Collector for FleetCollector {
         let mut requests = Vec::new();
         for a in &apps {
             for i in &a.instances {
-                let mut l = inst_l(&a.name, &i.id);
-                l.push(("state", i.state.as_str().to_owned()));
-                state.push((l, 1i64));
+                // Every state, 1 for the one it is in (as kube-state-metrics does), so a state
+                // left shows as 0 instead of a series that stops.
+                for s in herd_core::InstanceState::ALL {
+                    let mut l = inst_l(&a.name, &i.id);
+                    l.push(("state", s.as_str().to_owned()));
+                    state.push((l, i64::from(s == i.state)));
+                }
                 restarts.push((inst_l(&a.name, &i.id), u64::from(i.restarts)));
                 rss.push((
                     inst_l(&a.name, &i.id),
@@ -292,7 +296,7 @@ impl Collector for FleetCollector {
         gauge(
             &mut encoder,
             "herd_instance_state",
-            "1 for the state each instance is in.",
+            "Per instance and state: 1 for the state it is in, 0 for the others.",
             None,
             &state,
         )?;
@@ -311,8 +315,8 @@ impl Collector for FleetCollector {
         )?;
         gauge(
             &mut encoder,
-            "herd_instance_cpu_usage_ratio",
-            "CPU used by the instance's process group, in cores.",
+            "herd_instance_cpu_usage_cores",
+            "CPU used by the instance's process group over the last sample, in cores (1 = one core busy; above 1 on several cores).",
             None,
             &cpu,
         )?;

@@ -78,7 +78,8 @@ fn fleet_error(e: &FleetError) -> Response {
 
 async fn health(State(s): State<AdminState>) -> Response {
     let apps = s.fleet.status();
-    let healthy = apps.iter().all(|a| a.ready > 0);
+    // An app scaled to zero on purpose is healthy: its first request starts an instance.
+    let healthy = apps.iter().all(|a| a.ready > 0 || a.desired == 0);
     let detail: Vec<_> = apps
         .iter()
         .map(|a| json!({"name": a.name, "ready": a.ready, "desired": a.desired}))
@@ -166,9 +167,14 @@ async fn scale(State(s): State<AdminState>, body: Bytes) -> Response {
             Some(r#"{"app":"web","instances":3,"reason":"..."} or {"app":"web","clear":true}"#),
         );
     };
-    let reason = body.reason.unwrap_or_else(|| "manual".to_owned());
+    let reason = match crate::errors::reason(body.reason) {
+        Ok(r) => r,
+        Err(why) => return error(StatusCode::BAD_REQUEST, &why, Some("give a short reason")),
+    };
     match s.fleet.scale(&app, instances, reason).await {
-        Ok(()) => Json(json!({"app": app, "instances": instances})).into_response(),
+        Ok(in_force) => {
+            Json(json!({"app": app, "instances": in_force, "requested": instances})).into_response()
+        }
         Err(e) => fleet_error(&e),
     }
 }
@@ -221,7 +227,10 @@ async fn scaling_pause(State(s): State<AdminState>, body: Bytes) -> Response {
         Ok(a) => a,
         Err(r) => return r.into_response(),
     };
-    let reason = body.reason.unwrap_or_else(|| "manual".to_owned());
+    let reason = match crate::errors::reason(body.reason) {
+        Ok(r) => r,
+        Err(why) => return error(StatusCode::BAD_REQUEST, &why, Some("give a short reason")),
+    };
     match s.fleet.pause(&app, body.paused, reason).await {
         Ok(()) => Json(json!({"app": app, "paused": body.paused})).into_response(),
         Err(e) => fleet_error(&e),

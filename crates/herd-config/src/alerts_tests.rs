@@ -288,6 +288,12 @@ fn bad_thresholds() {
         "alert[0].critical",
     );
     assert!(err.hint.unwrap().contains("\"5%\""));
+    // Over 100 % could never fire.
+    one(
+        "[[alert]]\nname = \"x\"\nmetric = \"error_rate\"\nwarning = \"150%\"\n",
+        4,
+        "alert[0].warning",
+    );
     let err = one(
         "[[alert]]\nname = \"x\"\nmetric = \"ready\"\ncritical = \"1\"\n",
         4,

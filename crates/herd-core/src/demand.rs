@@ -25,6 +25,15 @@ pub enum HoldError {
     TimedOut,
 }
 
+impl std::fmt::Display for HoldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HoldError::QueueFull => "hold_queue requests already wait for one",
+            HoldError::TimedOut => "none became ready within hold_timeout",
+        })
+    }
+}
+
 impl Demand {
     /// Requests currently held.
     #[must_use]

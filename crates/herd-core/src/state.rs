@@ -22,6 +22,17 @@ pub enum InstanceState {
 }
 
 impl InstanceState {
+    /// Every state, in lifecycle order (for metrics that export each one as 0 or 1).
+    pub const ALL: [InstanceState; 7] = [
+        InstanceState::Starting,
+        InstanceState::Ready,
+        InstanceState::Draining,
+        InstanceState::Maint,
+        InstanceState::Stopped,
+        InstanceState::Restarting,
+        InstanceState::Errored,
+    ];
+
     /// The lowercase name used in the admin API and the CLI.
     #[must_use]
     pub fn as_str(self) -> &'static str {

@@ -1,11 +1,13 @@
 //! Cumulative request statistics per (app, route), written lock-free by the gateway and read by
 //! `/metrics` (Prometheus counters and histograms) and the telemetry sampler (which takes
-//! per-second deltas). Entries live as long as herd: a config reload keeps the counters of the
-//! (app, route) pairs that remain, as Prometheus expects of counters.
+//! per-second deltas). A config reload keeps the counters of the (app, route) pairs that remain,
+//! as Prometheus expects of counters, and drops those of pairs that are gone.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+
+use crate::window;
 
 /// Upper bounds (seconds) of the latency histogram buckets; the last bucket is +Inf.
 pub const LATENCY_BUCKETS: [f64; 15] = [
@@ -22,6 +24,10 @@ pub struct RouteStats {
     pub route: String,
     by_class: [AtomicU64; 5],
     buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    /// The same latencies in buckets 19 % wide (those of [`crate::window`]), for the
+    /// percentiles of telemetry, `/health/performance` and latency alerts: the Prometheus
+    /// buckets above are too coarse to interpolate in (0.5 s to 1 s is one bucket).
+    fine: [AtomicU64; window::BUCKETS],
     latency_sum_us: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
@@ -36,6 +42,8 @@ pub struct RouteCounters {
     pub by_class: [u64; 5],
     /// Per bucket (not cumulative), the last is +Inf.
     pub buckets: [u64; LATENCY_BUCKETS.len() + 1],
+    /// Per fine bucket (see [`RouteStats`]); empty when nothing was counted.
+    pub fine: Vec<u64>,
     pub latency_sum_s: f64,
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -61,6 +69,12 @@ impl RouteCounters {
         for i in 0..d.buckets.len() {
             d.buckets[i] = self.buckets[i].saturating_sub(earlier.buckets[i]);
         }
+        d.fine = self
+            .fine
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v.saturating_sub(earlier.fine.get(i).copied().unwrap_or(0)))
+            .collect();
         d.latency_sum_s = (self.latency_sum_s - earlier.latency_sum_s).max(0.0);
         d.bytes_in = self.bytes_in.saturating_sub(earlier.bytes_in);
         d.bytes_out = self.bytes_out.saturating_sub(earlier.bytes_out);
@@ -78,6 +92,12 @@ impl RouteCounters {
         for i in 0..self.buckets.len() {
             self.buckets[i] += other.buckets[i];
         }
+        if self.fine.len() < other.fine.len() {
+            self.fine.resize(other.fine.len(), 0);
+        }
+        for (mine, theirs) in self.fine.iter_mut().zip(&other.fine) {
+            *mine += theirs;
+        }
         self.latency_sum_s += other.latency_sum_s;
         self.bytes_in += other.bytes_in;
         self.bytes_out += other.bytes_out;
@@ -86,29 +106,32 @@ impl RouteCounters {
         self.rate_limited += other.rate_limited;
     }
 
-    /// The `q` quantile of the latency (seconds), interpolated linearly inside the bucket as
-    /// Prometheus' `histogram_quantile` does; `None` without responses.
+    /// The `q` quantile of the latency (seconds), interpolated linearly inside its fine bucket
+    /// (as Prometheus' `histogram_quantile` does, with buckets 19 % wide); `None` without
+    /// responses.
     #[must_use]
     pub fn quantile(&self, q: f64) -> Option<f64> {
-        let total: u64 = self.buckets.iter().sum();
+        let total: u64 = self.fine.iter().sum();
         if total == 0 {
             return None;
         }
         let rank = q.clamp(0.0, 1.0) * total as f64;
         let mut seen = 0.0;
-        for (i, &c) in self.buckets.iter().enumerate() {
+        for (i, &c) in self.fine.iter().enumerate() {
             let next = seen + c as f64;
             if next >= rank && c > 0 {
-                let lower = if i == 0 { 0.0 } else { LATENCY_BUCKETS[i - 1] };
-                let Some(&upper) = LATENCY_BUCKETS.get(i) else {
-                    return Some(lower); // +Inf bucket: the highest finite bound
+                let lower = if i == 0 {
+                    0.0
+                } else {
+                    window::bucket_upper(i - 1).as_secs_f64()
                 };
+                let upper = window::bucket_upper(i).as_secs_f64();
                 let within = ((rank - seen) / c as f64).clamp(0.0, 1.0);
                 return Some(lower + (upper - lower) * within);
             }
             seen = next;
         }
-        LATENCY_BUCKETS.last().copied()
+        None
     }
 }
 
@@ -119,6 +142,7 @@ impl RouteStats {
             route: route.to_owned(),
             by_class: std::array::from_fn(|_| AtomicU64::new(0)),
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            fine: std::array::from_fn(|_| AtomicU64::new(0)),
             latency_sum_us: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
@@ -138,6 +162,7 @@ impl RouteStats {
             .position(|&ub| s <= ub)
             .unwrap_or(LATENCY_BUCKETS.len());
         self.buckets[b].fetch_add(1, Ordering::Relaxed);
+        self.fine[window::bucket_of(latency)].fetch_add(1, Ordering::Relaxed);
         self.latency_sum_us.fetch_add(
             u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
@@ -173,6 +198,11 @@ impl RouteStats {
         for (i, v) in self.buckets.iter().enumerate() {
             c.buckets[i] = v.load(Ordering::Relaxed);
         }
+        c.fine = self
+            .fine
+            .iter()
+            .map(|v| v.load(Ordering::Relaxed))
+            .collect();
         c.latency_sum_s = self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
         c.bytes_in = self.bytes_in.load(Ordering::Relaxed);
         c.bytes_out = self.bytes_out.load(Ordering::Relaxed);
@@ -282,6 +312,17 @@ impl StatsRegistry {
         e
     }
 
+    /// Forgets every entry not in `keep` (after a config reload removed its app or route), so
+    /// `/metrics` stops exporting series for what no longer exists. An entry that comes back
+    /// later starts from zero, which Prometheus reads as a counter reset.
+    pub fn retain<'a>(&self, keep: impl IntoIterator<Item = &'a Arc<RouteStats>>) {
+        let keep: Vec<&Arc<RouteStats>> = keep.into_iter().collect();
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|e| keep.iter().any(|k| Arc::ptr_eq(k, e)));
+    }
+
     #[must_use]
     pub fn all(&self) -> Vec<Arc<RouteStats>> {
         self.entries
@@ -306,21 +347,54 @@ mod tests {
         let c = s.counters();
         assert_eq!(c.by_class, [0, 95, 0, 0, 5]);
         assert_eq!(c.responses(), 100);
+        // Within a fine bucket (19 %) of the truth: 50 ms and 99 ms.
         let p50 = c.quantile(0.5).unwrap();
-        assert!((0.025..=0.1).contains(&p50), "{p50}");
+        assert!((0.042..=0.06).contains(&p50), "{p50}");
         let p99 = c.quantile(0.99).unwrap();
-        assert!((0.05..=0.1).contains(&p99), "{p99}");
+        assert!((0.083..=0.118).contains(&p99), "{p99}");
         let later = {
             s.record(200, Duration::from_secs(60));
             s.counters()
         };
         let d = later.delta(&c);
         assert_eq!(d.responses(), 1);
+        let one = d.quantile(0.5).unwrap();
+        assert!((50.0..=72.0).contains(&one), "{one}");
+    }
+
+    #[test]
+    fn slow_requests_get_percentiles_near_their_latency() {
+        // Six requests of 1.41 s: the coarse Prometheus buckets (1 s to 2.5 s) would say
+        // p50 1.75 s and p99 2.49 s.
+        let s = StatsRegistry::default().entry("web", "default");
+        for _ in 0..6 {
+            s.record(200, Duration::from_millis(1410));
+        }
+        let c = s.counters();
+        for q in [0.5, 0.95, 0.99] {
+            let v = c.quantile(q).unwrap();
+            assert!((1.19..=1.68).contains(&v), "q{q}: {v}");
+        }
         assert_eq!(
-            d.quantile(0.5),
-            Some(30.0),
-            "+Inf bucket reports the top bound"
+            StatsRegistry::default()
+                .entry("a", "b")
+                .counters()
+                .quantile(0.5),
+            None
         );
+    }
+
+    #[test]
+    fn retain_forgets_entries_that_are_gone() {
+        let reg = StatsRegistry::default();
+        let kept = reg.entry("web", "default");
+        reg.entry("api", "route1")
+            .record(200, Duration::from_millis(1));
+        reg.retain([&kept]);
+        let all = reg.all();
+        assert_eq!(all.len(), 1);
+        assert!(Arc::ptr_eq(&all[0], &kept));
+        assert_eq!(reg.entry("api", "route1").counters().responses(), 0);
     }
 
     #[test]

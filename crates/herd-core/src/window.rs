@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Buckets grow by 2^(1/4) (≈19 %) from 100 µs; the last one holds everything above ~105 s.
-const BUCKETS: usize = 81;
+pub(crate) const BUCKETS: usize = 81;
 const BASE_US: f64 = 100.0;
 const PER_OCTAVE: f64 = 4.0;
 
@@ -37,7 +37,7 @@ impl Default for Window {
     }
 }
 
-fn bucket_of(latency: Duration) -> usize {
+pub(crate) fn bucket_of(latency: Duration) -> usize {
     let us = latency.as_secs_f64() * 1e6;
     if us <= BASE_US {
         return 0;
@@ -47,7 +47,7 @@ fn bucket_of(latency: Duration) -> usize {
 }
 
 /// Upper bound of bucket `i`.
-fn bucket_upper(i: usize) -> Duration {
+pub(crate) fn bucket_upper(i: usize) -> Duration {
     Duration::from_secs_f64(BASE_US * 2f64.powf(i as f64 / PER_OCTAVE) / 1e6)
 }
 

@@ -121,11 +121,7 @@ fn launch_app(
     options: &FleetOptions,
 ) -> Result<(Arc<AppHandle>, JoinHandle<()>), FleetError> {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    let log_dir = instance::log_dir(&logs.dir, &app.name);
-    std::fs::create_dir_all(&log_dir).map_err(|e| FleetError::LogDir {
-        path: log_dir.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let log_dir = ensure_log_dir(&logs.dir, &app.name)?;
     let desired = match &app.backends {
         herd_config::Backends::Command(c) => match &app.scaling {
             // The configured count, within the autoscaler's bounds.
@@ -180,6 +176,16 @@ fn launch_app(
     Ok((handle, task))
 }
 
+/// Creates (if need be) and returns the log directory of app `name`.
+fn ensure_log_dir(dir: &std::path::Path, name: &str) -> Result<std::path::PathBuf, FleetError> {
+    let log_dir = instance::log_dir(dir, name);
+    std::fs::create_dir_all(&log_dir).map_err(|e| FleetError::LogDir {
+        path: log_dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(log_dir)
+}
+
 impl Fleet {
     /// Starts every app's instances. Returns at once; instances become ready in the background.
     ///
@@ -204,6 +210,18 @@ impl Fleet {
             options,
             logs: std::sync::Mutex::new(config.logs.clone()),
         })
+    }
+
+    /// Does what applying `config` could fail at (today: creating each app's log directory)
+    /// without changing anything that runs, so a config reload can stop before its first change.
+    ///
+    /// # Errors
+    /// [`FleetError::LogDir`] when a log directory cannot be created.
+    pub fn prepare(&self, config: &Config) -> Result<(), FleetError> {
+        for app in &config.apps {
+            ensure_log_dir(&config.logs.dir, &app.name)?;
+        }
+        Ok(())
     }
 
     /// Applies a new config: new apps start, removed apps drain and stop, the others apply
@@ -335,11 +353,11 @@ impl Fleet {
         self.apps.load().iter().map(|a| a.name.clone()).collect()
     }
 
-    async fn ask(
+    async fn ask<T>(
         &self,
         app: &AppHandle,
-        make: impl FnOnce(app::Reply) -> Cmd,
-    ) -> Result<(), FleetError> {
+        make: impl FnOnce(oneshot::Sender<Result<T, FleetError>>) -> Cmd,
+    ) -> Result<T, FleetError> {
         let stopped = || FleetError::Stopped {
             app: app.name.clone(),
         };
@@ -348,11 +366,17 @@ impl Fleet {
         rx.await.map_err(|_| stopped())?
     }
 
-    /// Sets the number of instances of `app`.
+    /// Sets the number of instances of `app`; answers the count in force, which autoscaling's
+    /// `min`/`max` bound.
     ///
     /// # Errors
     /// Unknown app, a `servers` app, or more instances than `port_range` allows.
-    pub async fn scale(&self, app: &str, instances: u32, reason: String) -> Result<(), FleetError> {
+    pub async fn scale(
+        &self,
+        app: &str,
+        instances: u32,
+        reason: String,
+    ) -> Result<u32, FleetError> {
         let handle = self.app(app)?;
         self.ask(&handle, |reply| Cmd::Scale {
             n: instances,

@@ -10,7 +10,7 @@ pub enum ProxyError {
     #[error("no ready instance for app {app}")]
     NoInstance { app: String },
     /// The app is scaled to zero and no instance arrived in time (or too many requests wait).
-    #[error("no instance of app {app} could be started in time ({why:?})")]
+    #[error("no instance of app {app} is ready: {why}")]
     Held {
         app: String,
         why: herd_core::HoldError,

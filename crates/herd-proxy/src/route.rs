@@ -77,6 +77,11 @@ impl RouteTable {
         RouteTable { rules, fallback }
     }
 
+    /// The statistics entries this table counts into.
+    pub(crate) fn stats(&self) -> impl Iterator<Item = &Arc<RouteStats>> {
+        self.rules.iter().chain(&self.fallback).map(|r| &r.stats)
+    }
+
     /// The route for a request, or `None` when rules exist and none matches.
     pub(crate) fn find(&self, req: &RequestView<'_>) -> Option<Matched<'_>> {
         let matched = match &self.fallback {

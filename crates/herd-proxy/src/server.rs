@@ -245,8 +245,9 @@ impl Gateway {
     /// cannot change without a restart (the caller reports that).
     pub fn reconfigure(&self, config: &Config) {
         let old = self.tables.load_full();
-        self.tables
-            .store(Arc::new(Tables::build(config, &self.stats, Some(&old))));
+        let new = Arc::new(Tables::build(config, &self.stats, Some(&old)));
+        self.stats.retain(new.routes.stats());
+        self.tables.store(new);
         let mut settings = GatewaySettings::from(&config.gateway);
         // Fixed at start: the shards run, and pools are sized by their number (a change is
         // reported as needing a restart).

@@ -290,7 +290,7 @@ impl Reason {
                 window_s,
                 recommended,
             } => format!(
-                "metrics ask for {recommended}, but a higher recommendation within the {}s scale_down window holds the count",
+                "metrics ask for {recommended}, but the scale_down window keeps the highest recommendation of the last {}s, {desired}",
                 num(*window_s)
             ),
             Reason::Window {
@@ -298,7 +298,7 @@ impl Reason {
                 window_s,
                 recommended,
             } => format!(
-                "metrics ask for {recommended}, but the lowest recommendation within the {}s scale_up window holds the count",
+                "metrics ask for {recommended}, but the scale_up window keeps the lowest recommendation of the last {}s, {desired}",
                 num(*window_s)
             ),
             Reason::Forecast {
@@ -388,6 +388,9 @@ impl Reason {
                 "traffic arrived with no instance running ({} request(s) waiting)",
                 num(*queue_depth)
             ),
+            Reason::Manual { instances, reason } if *instances != desired => {
+                format!("manual override to {instances}, held at {desired} by min/max: {reason}")
+            }
             Reason::Manual { instances, reason } => {
                 format!("manual override to {instances}: {reason}")
             }

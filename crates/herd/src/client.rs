@@ -50,6 +50,10 @@ pub(crate) fn run(args: ClientArgs, action: Action) -> ExitCode {
             eprintln!("herd: {e:#}");
             ExitCode::from(EX_UNAVAILABLE)
         }
+        Err(e) if e.downcast_ref::<Rejected>().is_some() => {
+            eprintln!("herd: {e:#}");
+            ExitCode::from(crate::EX_CONFIG)
+        }
         Err(e) => {
             eprintln!("herd: {e:#}");
             ExitCode::FAILURE
@@ -69,6 +73,18 @@ impl std::fmt::Display for Unreachable {
 
 impl std::error::Error for Unreachable {}
 
+/// The running herd refused the config file (exit 64, as `herd check`).
+#[derive(Debug)]
+struct Rejected(String);
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Rejected {}
+
 async fn execute(args: &ClientArgs, action: Action) -> anyhow::Result<()> {
     match action {
         Action::Status => {
@@ -81,8 +97,13 @@ async fn execute(args: &ClientArgs, action: Action) -> anyhow::Result<()> {
             reason,
         } => {
             let body = json!({"app": app, "instances": instances, "reason": reason.unwrap_or_else(|| "herd scale".into())});
-            request(args, Method::POST, "/scaling/manual", Some(body)).await?;
-            println!("{app}: scaling to {instances} instance(s)");
+            let v = request(args, Method::POST, "/scaling/manual", Some(body)).await?;
+            match v["instances"].as_u64() {
+                Some(n) if n != u64::from(instances) => println!(
+                    "{app}: scaling to {n} instance(s) (asked for {instances}; autoscaling's min/max bound it)"
+                ),
+                _ => println!("{app}: scaling to {instances} instance(s)"),
+            }
         }
         Action::Reload { app } => {
             let body = json!({"app": app});
@@ -96,10 +117,11 @@ async fn execute(args: &ClientArgs, action: Action) -> anyhow::Result<()> {
             let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             if let Some(errors) = v["errors"].as_array() {
                 let lines: Vec<&str> = errors.iter().filter_map(Value::as_str).collect();
-                return Err(anyhow!(
-                    "{status}: the new config is invalid; the running config stays in force\n{}",
+                return Err(Rejected(format!(
+                    "{status}: the new config was not applied; the running config stays in force\n{}",
                     lines.join("\n")
-                ));
+                ))
+                .into());
             }
             if !status.is_success() {
                 return Err(api_error(status, &bytes));
@@ -115,14 +137,16 @@ async fn execute(args: &ClientArgs, action: Action) -> anyhow::Result<()> {
                     })
                     .unwrap_or_default()
             };
-            let changes = list("changes");
-            if changes.is_empty() {
-                println!("config reloaded: nothing changed");
+            let (changes, restart) = (list("changes"), list("needs_restart"));
+            match (changes.is_empty(), restart.is_empty()) {
+                (true, true) => println!("config reloaded: nothing changed"),
+                (true, false) => println!("config reloaded: nothing applied live"),
+                _ => {}
             }
             for c in changes {
                 println!("changed: {c}");
             }
-            for r in list("needs_restart") {
+            for r in restart {
                 println!("needs a restart: {r}");
             }
         }

@@ -13,6 +13,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Exit code for a bad config file or bad usage (BSD's `EX_USAGE`).
+const EX_CONFIG: u8 = 64;
+
 /// mimalloc: per-thread free lists suit a proxy's many short-lived allocations, and it gives
 /// freed pages back to the system, so a burst of busy connections does not leave its peak
 /// behind in every idle one's share of memory (see BENCHMARKS.md, idle keep-alive memory).

@@ -67,6 +67,20 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     {
         out.push("[alerts] webhook delivery settings (rules reload live)".to_owned());
     }
+    let rule_hooks = |c: &Config| {
+        let mut v: Vec<_> = c
+            .alerts
+            .rules
+            .iter()
+            .filter(|r| !r.webhooks.is_empty())
+            .map(|r| (r.name.clone(), r.webhooks.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    if rule_hooks(old) != rule_hooks(new) {
+        out.push("[[alert]] webhooks (the rules' other keys reload live)".to_owned());
+    }
     if old.store != new.store {
         out.push("[store] (the store in use stays open until a restart)".to_owned());
     }
@@ -76,6 +90,44 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         );
     }
     out
+}
+
+/// The config now in force: `new`, except the settings read only at start (those
+/// [`needs_restart`] lists), which keep their running values. So a later reload compares with
+/// what really runs: the same file again reports the same pending restart, and a file that
+/// goes back to the running value reports nothing.
+fn in_force(old: &Config, mut new: Config) -> Config {
+    let (o, n) = (&old.gateway, &mut new.gateway);
+    n.listen = o.listen;
+    n.tls.clone_from(&o.tls);
+    n.redirect_http = o.redirect_http;
+    n.proxy_protocol = o.proxy_protocol;
+    n.proxy_protocol_from.clone_from(&o.proxy_protocol_from);
+    n.client_header_timeout = o.client_header_timeout;
+    n.max_connections = o.max_connections;
+    n.max_header_size = o.max_header_size;
+    n.max_headers = o.max_headers;
+    n.data_plane.threads = o.data_plane.threads;
+    n.data_plane.access_log.clone_from(&o.data_plane.access_log);
+    n.data_plane.idle_timeout = o.data_plane.idle_timeout;
+    new.admin.listen = old.admin.listen;
+    new.admin.token.clone_from(&old.admin.token);
+    new.alerts.webhooks.clone_from(&old.alerts.webhooks);
+    new.alerts.webhook_timeout = old.alerts.webhook_timeout;
+    new.alerts.webhook_retries = old.alerts.webhook_retries;
+    // A rule's own webhooks are the ones its running name had (none for a new name).
+    for rule in &mut new.alerts.rules {
+        rule.webhooks = old
+            .alerts
+            .rules
+            .iter()
+            .find(|r| r.name == rule.name)
+            .map(|r| r.webhooks.clone())
+            .unwrap_or_default();
+    }
+    new.store.clone_from(&old.store);
+    new.services.clone_from(&old.services);
+    new
 }
 
 /// The `[gateway]` settings and `[[rate_limit]]` zones that changed and apply at once (new
@@ -122,9 +174,42 @@ fn live_changes(old: &Config, new: &Config) -> Vec<String> {
         out.push(format!("gateway: {}", changed.join(", ")));
     }
     if old.rate_limits != new.rate_limits {
-        out.push(format!("rate limits: {} zone(s)", new.rate_limits.len()));
+        out.push(format!(
+            "rate limits: {}",
+            named_changes(&old.rate_limits, &new.rate_limits, |z| &z.name)
+        ));
     }
     out
+}
+
+/// "added a; changed b; removed c" between two lists of named items.
+fn named_changes<T: PartialEq>(old: &[T], new: &[T], name: impl Fn(&T) -> &String) -> String {
+    fn by_name<'a, T>(list: &'a [T], n: &str, name: &impl Fn(&T) -> &String) -> Option<&'a T> {
+        list.iter().find(|x| name(x) == n)
+    }
+    let (mut added, mut changed) = (Vec::new(), Vec::new());
+    for x in new {
+        match by_name(old, name(x), &name) {
+            None => added.push(name(x).as_str()),
+            Some(o) if o != x => changed.push(name(x).as_str()),
+            Some(_) => {}
+        }
+    }
+    let removed: Vec<&str> = old
+        .iter()
+        .filter(|o| by_name(new, name(o), &name).is_none())
+        .map(|o| name(o).as_str())
+        .collect();
+    let parts: Vec<String> = [("added", added), ("changed", changed), ("removed", removed)]
+        .into_iter()
+        .filter(|(_, names)| !names.is_empty())
+        .map(|(verb, names)| format!("{verb} {}", names.join(", ")))
+        .collect();
+    if parts.is_empty() {
+        // Same names and settings: only the order moved (first match wins, so it matters).
+        return "reordered".to_owned();
+    }
+    parts.join("; ")
 }
 
 impl ConfigReloader for FileReloader {
@@ -139,6 +224,10 @@ impl ConfigReloader for FileReloader {
                 lines
             })?;
             let restart = needs_restart(&current, &new);
+            // What can fail is done before anything changes, so a reload is all or nothing.
+            self.fleet
+                .prepare(&new)
+                .map_err(|e| vec![format!("cannot apply the new config: {e}")])?;
             // Gateway first: a new app must be routable before its first instance is published,
             // and a removed app stops receiving traffic before its instances drain.
             self.gateway.reconfigure(&new);
@@ -168,7 +257,10 @@ impl ConfigReloader for FileReloader {
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .reload(&new.alerts.rules, &names, now);
                 self.notifier.notify(resolved);
-                changes.push(format!("alerts: {} rule(s)", new.alerts.rules.len()));
+                changes.push(format!(
+                    "alerts: {}",
+                    named_changes(&current.alerts.rules, &new.alerts.rules, |r| &r.name)
+                ));
             }
             if current.routes != new.routes {
                 changes.push(format!("routes: {} rule(s)", new.routes.len()));
@@ -180,7 +272,7 @@ impl ConfigReloader for FileReloader {
             for line in &restart {
                 tracing::warn!(setting = %line, "config change needs a restart to apply");
             }
-            *current = new;
+            *current = in_force(&current, new);
             Ok(ReloadReport {
                 changes,
                 needs_restart: restart,
@@ -214,9 +306,42 @@ mod tests {
             std::path::Path::new("/"),
         )
         .unwrap();
-        assert_eq!(live_changes(&old, &limited), ["rate limits: 1 zone(s)"]);
+        assert_eq!(live_changes(&old, &limited), ["rate limits: added z"]);
         let headers = config("max_headers = 200\n");
         assert!(live_changes(&old, &headers).is_empty());
         assert_eq!(needs_restart(&old, &headers).len(), 1);
+    }
+
+    #[test]
+    fn named_changes_say_what_was_added_changed_and_removed() {
+        let pairs = |v: &[(&str, u32)]| -> Vec<(String, u32)> {
+            v.iter().map(|(n, x)| ((*n).to_owned(), *x)).collect()
+        };
+        let old = pairs(&[("a", 1), ("b", 2), ("c", 3)]);
+        let new = pairs(&[("b", 5), ("c", 3), ("d", 4)]);
+        assert_eq!(
+            named_changes(&old, &new, |p| &p.0),
+            "added d; changed b; removed a"
+        );
+        let moved = pairs(&[("c", 3), ("a", 1), ("b", 2)]);
+        assert_eq!(named_changes(&old, &moved, |p| &p.0), "reordered");
+    }
+
+    #[test]
+    fn settings_read_at_start_keep_their_running_values() {
+        let old = config("listen = \"127.0.0.1:8080\"\nmax_headers = 100\n");
+        let new = config("listen = \"127.0.0.1:8081\"\nmax_headers = 200\nretries = 5\n");
+        assert_eq!(needs_restart(&old, &new).len(), 2);
+        let running = in_force(&old, new.clone());
+        assert_eq!(running.gateway.listen, old.gateway.listen);
+        assert_eq!(running.gateway.max_headers, 100);
+        assert_eq!(
+            running.gateway.data_plane.retries,
+            new.gateway.data_plane.retries
+        );
+        // The same file again still needs the restart; going back to the running value does not.
+        assert_eq!(needs_restart(&running, &new).len(), 2);
+        assert!(needs_restart(&running, &old).is_empty());
+        assert!(needs_restart(&in_force(&old, old.clone()), &old).is_empty());
     }
 }

@@ -9,7 +9,7 @@ use herd_scaler::simulate::{self, Policy, SimOptions, Trace};
 
 use crate::cli::SimulateArgs;
 
-const EX_CONFIG: u8 = 64;
+use crate::EX_CONFIG;
 
 pub(crate) fn run(args: &SimulateArgs) -> ExitCode {
     match simulate_all(args) {

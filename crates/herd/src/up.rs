@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::UpArgs;
 
-const EX_CONFIG: u8 = 64;
+use crate::EX_CONFIG;
 
 pub(crate) fn check(path: &Path) -> ExitCode {
     match herd_config::load(path) {

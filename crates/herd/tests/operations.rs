@@ -219,6 +219,60 @@ async fn a_broken_reload_keeps_serving_and_a_good_one_changes_routing() {
     assert!(perf.contains("\"1m\""), "{perf}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_is_all_or_nothing_and_remembers_what_needs_a_restart() {
+    let herd = Herd::start(&(base_config("") + &demo_app("web", 1, fast_health())));
+    herd.wait_ready("web", 1).await;
+    let original = std::fs::read_to_string(&herd.config).unwrap();
+
+    // A new app whose log directory cannot be made (a file is in the way), a route to it, and
+    // a new count for web: valid, but it cannot all be applied, so none of it is.
+    std::fs::write(herd.dir.path().join("logs").join("api"), b"in the way").unwrap();
+    let apps = demo_app("api", 1, fast_health());
+    let with_api = original.replace("instances = 1", "instances = 2")
+        + &apps
+        + "
+[[route]]
+path_prefix = \"/api/\"\napp = \"api\"\n[[route]]\napp = \"web\"\n";
+    std::fs::write(&herd.config, &with_api).unwrap();
+    let out = herd.cli(&["reload", "--config"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("cannot apply") && err.contains("log directory"),
+        "{err}"
+    );
+    let (_, body) = get(&herd.url("/api/x")).await.unwrap();
+    assert!(body.contains("on web-"), "routing did not change: {body}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(herd.instances("web").await.len(), 1, "web was not scaled");
+
+    // A setting read at start: reported, and still pending on the next reload.
+    let restart_only = original.replacen("[gateway]\n", "[gateway]\nmax_headers = 200\n", 1);
+    std::fs::write(&herd.config, &restart_only).unwrap();
+    for _ in 0..2 {
+        let out = herd.cli(&["reload", "--config"]);
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            said.contains("nothing applied live") && said.contains("needs a restart: gateway."),
+            "{said}"
+        );
+    }
+    // Back to the running value: nothing to do.
+    std::fs::write(&herd.config, &original).unwrap();
+    let out = herd.cli(&["reload", "--config"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("nothing changed") && !said.contains("needs a restart"),
+        "{said}"
+    );
+}
+
 /// A webhook receiver on 127.0.0.1 that keeps every POSTed body.
 async fn webhook_receiver() -> (u16, Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

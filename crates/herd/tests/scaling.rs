@@ -136,6 +136,9 @@ async fn scaled_to_zero_the_first_request_is_held_and_answered() {
         |i| i.is_empty(),
     )
     .await;
+    // At zero on purpose is healthy: the next request starts an instance.
+    let (code, health) = get(&herd.admin_url("/health")).await.unwrap();
+    assert_eq!(code, 200, "{health}");
     let t0 = Instant::now();
     let (code, body) = get(&herd.url("/")).await.unwrap();
     assert_eq!(code, 200, "{body}\n{}", herd.log());
@@ -145,6 +148,30 @@ async fn scaled_to_zero_the_first_request_is_held_and_answered() {
         .await
         .unwrap();
     assert!(ev.contains("scale_from_zero"), "{ev}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autoscaling_turned_on_by_a_reload_runs() {
+    let health =
+        "[app.health]\npath = \"/health\"\ninterval = \"500ms\"\nfastinter = \"50ms\"\nrise = 1\n";
+    let herd = Herd::start(&(base_config("") + &demo_app("web", 1, health)));
+    herd.wait_ready("web", 1).await;
+    let mut text = std::fs::read_to_string(&herd.config).unwrap();
+    text.push_str(
+        "[app.scaling]\nmin = 0\nmax = 2\ntarget = { concurrency = 10 }\nidle_to_zero = \"1s\"\nscale_down = { window = \"1s\" }\n",
+    );
+    std::fs::write(&herd.config, text).unwrap();
+    let out = herd.cli(&["reload", "--config"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("autoscaling on"), "{said}");
+    // Its decisions run from now on (the app idles, so it goes to zero).
+    herd.wait_for(
+        "web",
+        "scale to zero after the reload",
+        Duration::from_secs(20),
+        |i| i.is_empty(),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,6 +191,24 @@ async fn manual_override_and_pause_switch() {
         String::from_utf8_lossy(&out.stderr)
     );
     herd.wait_ready("web", 3).await;
+    // Beyond max: the answer says the count in force, not the one asked for.
+    let out = herd.cli(&["scale", "web", "9"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("scaling to 4 instance(s) (asked for 9"),
+        "{said}"
+    );
+    let (_, ev) = get(&herd.admin_url("/scaling/events?app=web"))
+        .await
+        .unwrap();
+    assert!(ev.contains("manual override to 9, held at 4"), "{ev}");
+    herd.wait_ready("web", 4).await;
+    let out = herd.cli(&["scale", "web", "3", "--reason", "launch day"]);
+    assert!(out.status.success());
+    herd.wait_for("web", "back to 3", Duration::from_secs(20), |i| {
+        i.len() == 3
+    })
+    .await;
     // The override holds although there is no load.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(herd.instances("web").await.len(), 3);

@@ -278,9 +278,12 @@ impl Validator<'_> {
                 percent(s).ok_or_else(|| format!("e.g. {} (percent)", example(metric, false)))
             }
             (AlertMetric::ErrorRate, Value::String(s)) => percent(s)
-                .filter(|_| s.trim_end().ends_with('%'))
+                .filter(|n| s.trim_end().ends_with('%') && *n <= 100.0)
                 .map(|n| n / 100.0)
-                .ok_or_else(|| "e.g. \"5%\" or 0.05 (a fraction of answers)".to_owned()),
+                .ok_or_else(|| {
+                    "from \"0%\" to \"100%\", e.g. \"5%\" or 0.05 (a fraction of answers)"
+                        .to_owned()
+                }),
             (AlertMetric::ErrorRate, value) => match number(value) {
                 Some(n) if n <= 1.0 => Ok(n),
                 _ => Err("a fraction of answers from 0 to 1, e.g. 0.05 or \"5%\"".to_owned()),

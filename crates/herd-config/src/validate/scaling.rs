@@ -241,6 +241,7 @@ impl Validator<'_> {
                 .map_err(|e| format!("invalid duration \"{s}\": {e}; {DURATION_HINT}")),
             ("latency_p95", _) => Err("e.g. latency_p95 = \"200ms\"".into()),
             ("error_rate", Value::String(s)) => percent(s)
+                .filter(|n| *n <= 100.0)
                 .map(|n| (Metric::ErrorRate, n / 100.0))
                 .ok_or_else(|| "e.g. error_rate = 0.01 or error_rate = \"1%\"".to_owned()),
             ("error_rate", value) => match number(value) {

@@ -32,7 +32,8 @@ pub(crate) enum Cmd {
     Scale {
         n: u32,
         reason: String,
-        reply: Reply,
+        /// Answers the count in force (bounded by autoscaling's `min`/`max`).
+        reply: oneshot::Sender<Result<u32, FleetError>>,
     },
     Reload {
         reply: Reply,
@@ -197,10 +198,7 @@ impl AppActor {
         self.publish();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let scale_every = self
-            .scaler
-            .as_ref()
-            .map_or(Duration::from_secs(3600), |s| s.engine.config().interval);
+        let mut scale_every = self.scale_every();
         let mut scale_tick = tokio::time::interval(scale_every);
         scale_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let woken = wake_again(self.demand.clone());
@@ -225,6 +223,15 @@ impl AppActor {
                 () = sleep_until_opt(deadline) => self.on_timers(Instant::now()),
             }
             self.publish();
+            if self.scale_every() != scale_every {
+                // Autoscaling turned on, or its `interval` changed, by a config reload.
+                scale_every = self.scale_every();
+                scale_tick = tokio::time::interval_at(
+                    tokio::time::Instant::now() + scale_every,
+                    scale_every,
+                );
+                scale_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            }
             if self.shutting_down && self.slots.is_empty() && self.retiring.is_empty() {
                 tracing::info!(app = %self.app.name, "all instances stopped");
                 if let Some(s) = self.scaler.as_mut() {
@@ -233,6 +240,13 @@ impl AppActor {
                 return;
             }
         }
+    }
+
+    /// How often the autoscaler decides (an hour while there is none: the tick is then off).
+    fn scale_every(&self) -> Duration {
+        self.scaler
+            .as_ref()
+            .map_or(Duration::from_secs(3600), |s| s.engine.config().interval)
     }
 
     fn launch(&self) -> Launch<'_> {
@@ -449,7 +463,7 @@ impl AppActor {
         }
     }
 
-    fn scale(&mut self, n: u32, reason: String) -> Result<(), FleetError> {
+    fn scale(&mut self, n: u32, reason: String) -> Result<u32, FleetError> {
         let Some(cmd) = self.command() else {
             return Err(FleetError::NotSupervised {
                 app: self.app.name.clone(),
@@ -474,15 +488,18 @@ impl AppActor {
         if let Some(s) = self.scaler.as_mut() {
             // With autoscaling on, a manual count is an override the engine honours (within
             // bounds) until it is cleared.
+            let bounds = s.engine.config();
+            let in_force = n.clamp(bounds.min, bounds.max);
             s.manual = Some(herd_scaler::ManualOverride {
                 instances: n,
                 reason,
             });
             self.scale_tick(Instant::now());
+            Ok(in_force)
         } else {
             self.apply_scale(n, &[]);
+            Ok(n)
         }
-        Ok(())
     }
 
     fn begin_shutdown(&mut self) {

@@ -44,8 +44,19 @@ impl AppActor {
                         n.port_range.0, n.port_range.1
                     ));
                 }
-                if o.argv != n.argv || o.cwd != n.cwd || o.env != n.env {
-                    changes.push(format!("{name}: command changed; rolling reload"));
+                let what: Vec<&str> = [
+                    ("command", o.argv != n.argv),
+                    ("cwd", o.cwd != n.cwd),
+                    ("env", o.env != n.env),
+                ]
+                .into_iter()
+                .filter_map(|(what, differs)| differs.then_some(what))
+                .collect();
+                if !what.is_empty() {
+                    changes.push(format!(
+                        "{name}: {} changed; rolling reload",
+                        what.join(", ")
+                    ));
                     self.reload_internal();
                 }
             }
