@@ -20,6 +20,7 @@ mod error;
 pub mod http;
 mod ids;
 pub mod locks;
+mod object;
 pub mod queue;
 pub mod ratelimit;
 pub mod sessions;

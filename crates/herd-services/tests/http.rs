@@ -965,6 +965,22 @@ async fn errors_name_the_field_and_refuse_what_would_be_ignored() {
         .await;
     assert_eq!(r.status, 400);
     assert!(error(&r).contains("`name`"), "{}", r.text());
+    // Nested options are objects, never arrays of fields by position.
+    for (body, field) in [
+        (
+            json!({"name": "j", "backoff": ["fixed", "1s"]}),
+            "`backoff`",
+        ),
+        (json!({"jobs": [{"name": "ok"}, ["j"]]}), "`jobs[1]`"),
+    ] {
+        let r = api.json("POST", "/v1/queues/e/jobs", body).await;
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(
+            error(&r).contains(field) && error(&r).contains("expected a JSON object"),
+            "{}",
+            r.text()
+        );
+    }
     assert_eq!(
         api.call("GET", "/v1/queues/e", b"").await.json()["waiting"],
         0

@@ -85,6 +85,15 @@ const JOB_FIELDS: &str = "a job is {\"name\", \"data\", \"attempts\", \"backoff\
 
 /// One job of an add; `at` prefixes the field an error names (`jobs[3].`).
 fn parse_job(v: Value, at: &str) -> Result<JobSpec, ApiError> {
+    if !v.is_object() {
+        return Err(ApiError::bad(
+            match at.strip_suffix('.') {
+                Some(job) => format!("invalid job: field `{job}`: expected a JSON object"),
+                None => "invalid job: expected a JSON object".to_owned(),
+            },
+            JOB_FIELDS,
+        ));
+    }
     serde_path_to_error::deserialize(v).map_err(|e| {
         ApiError::bad(
             format!("invalid job: {}", super::at_field(&e, at)),
@@ -136,6 +145,7 @@ struct AckBody {
     lease_token: String,
     result: Option<Value>,
     /// Lease the next jobs in the same call (a non-waiting reserve after the ack).
+    #[serde(default, deserialize_with = "crate::object::opt")]
     next: Option<NextBody>,
 }
 
@@ -174,7 +184,9 @@ async fn ack(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AckManyBody {
+    #[serde(deserialize_with = "crate::object::list")]
     acks: Vec<AckItem>,
+    #[serde(default, deserialize_with = "crate::object::opt")]
     next: Option<NextBody>,
 }
 
@@ -370,6 +382,7 @@ struct ScheduleBody {
     every: Option<String>,
     cron: Option<String>,
     tz: Option<String>,
+    #[serde(deserialize_with = "crate::object::one")]
     job: JobSpec,
 }
 

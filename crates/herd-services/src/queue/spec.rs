@@ -17,7 +17,11 @@ pub struct JobSpec {
     pub data: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::object::opt"
+    )]
     pub backoff: Option<BackoffSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay: Option<String>,
