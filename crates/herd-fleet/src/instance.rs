@@ -126,6 +126,9 @@ impl Launch<'_> {
             extra_env: self.extra_env,
         })?;
         let pid = child.id();
+        if let Some(pid) = pid {
+            spawn::group_started(pid);
+        }
         let uid = NEXT_UID.fetch_add(1, Ordering::Relaxed);
         let span = tracing::info_span!("instance", app = %self.app, instance = %id, pid = pid.unwrap_or(0));
         type Reader = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
@@ -268,6 +271,7 @@ async fn wait_exit(
     // Whatever the leader left behind in its group goes too, so the port is free for a restart.
     if let Some(pid) = pid {
         spawn::signal_group(pid, Signal::SIGKILL);
+        spawn::group_ended(pid);
     }
     exited.cancel();
     let _ = events.send(Event::Exited { uid, status });

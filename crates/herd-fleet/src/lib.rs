@@ -33,7 +33,7 @@ pub use app::ScalingEvent;
 pub use health::{probe, probe_detailed, HealthState};
 pub use logs::{tail_lines, LogLine, Stream};
 pub use restart::{RestartPolicy, RestartTracker, Verdict};
-pub use spawn::{exec_shim, SHIM_ARG};
+pub use spawn::{exec_shim, kill_all_groups, SHIM_ARG};
 pub use status::{AppStatus, InstanceStatus, ScaleRecord, ScalingView};
 
 use app::{AppActor, Cmd};

@@ -13,6 +13,9 @@ use tokio::sync::broadcast;
 /// Longest line kept whole; longer output is split (protects memory from binary output).
 const MAX_LINE: usize = 64 * 1024;
 
+/// Bytes of output read at once, and written to the file at most in one go.
+const BATCH: usize = 64 * 1024;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Stream {
@@ -73,12 +76,33 @@ impl RotatingFile {
         })
     }
 
-    async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        if self.size > 0 && self.size + bytes.len() as u64 > self.settings.max_size {
-            self.rotate().await?;
+    /// Appends whole lines, rotating between lines so that no file passes `max_size` (a single
+    /// line longer than that gets a file of its own).
+    async fn write(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
+        while !bytes.is_empty() {
+            let room = usize::try_from(self.settings.max_size.saturating_sub(self.size))
+                .unwrap_or(usize::MAX);
+            let take = if bytes.len() <= room {
+                bytes.len()
+            } else {
+                match bytes[..room].iter().rposition(|&b| b == b'\n') {
+                    Some(i) => i + 1,
+                    None if self.size == 0 => bytes
+                        .iter()
+                        .position(|&b| b == b'\n')
+                        .map_or(bytes.len(), |i| i + 1),
+                    None => 0,
+                }
+            };
+            if take > 0 {
+                self.file.write_all(&bytes[..take]).await?;
+                self.size += take as u64;
+                bytes = &bytes[take..];
+            }
+            if !bytes.is_empty() {
+                self.rotate().await?;
+            }
         }
-        self.file.write_all(bytes).await?;
-        self.size += bytes.len() as u64;
         Ok(())
     }
 
@@ -135,7 +159,7 @@ impl LogFile {
         }
     }
 
-    /// Appends one line (opening the file on first use). A file that cannot be written is
+    /// Appends whole lines (opening the file on first use). A file that cannot be written is
     /// reported once and then skipped; the output is still broadcast.
     async fn write_line(&self, line: &[u8]) {
         let mut state = self.state.lock().await;
@@ -172,8 +196,11 @@ pub(crate) async fn pump(
     file: LogFile,
     tx: broadcast::Sender<LogLine>,
 ) {
-    let mut reader = BufReader::new(reader);
+    let mut reader = BufReader::with_capacity(BATCH, reader);
     let mut buf = Vec::with_capacity(1024);
+    // The lines already read go to the file in one write: a chatty app costs one file write
+    // (a blocking-pool hop) per buffer of output, not per line.
+    let mut batch = Vec::with_capacity(BATCH);
     loop {
         buf.clear();
         let n = match AsyncReadExt::take(&mut reader, MAX_LINE as u64)
@@ -190,7 +217,7 @@ pub(crate) async fn pump(
         if !buf.ends_with(b"\n") {
             buf.push(b'\n');
         }
-        file.write_line(&buf).await;
+        batch.extend_from_slice(&buf);
         if tx.receiver_count() > 0 {
             let text = String::from_utf8_lossy(&buf[..n]);
             let _ = tx.send(LogLine {
@@ -199,6 +226,15 @@ pub(crate) async fn pump(
                 line: text.trim_end_matches(['\n', '\r']).to_owned(),
             });
         }
+        // More whole lines already read: take them before writing (no waiting for more).
+        if batch.len() < BATCH && reader.buffer().contains(&b'\n') {
+            continue;
+        }
+        file.write_line(&batch).await;
+        batch.clear();
+    }
+    if !batch.is_empty() {
+        file.write_line(&batch).await;
     }
     file.flush().await;
 }

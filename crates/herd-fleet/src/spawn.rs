@@ -51,6 +51,13 @@ pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> std::io::Result<Child> {
         .env("PORT", spec.port.to_string())
         .env("HERD_APP", spec.app)
         .env("HERD_INSTANCE", spec.instance)
+        // PM2's 0-based instance number (apps use it for "cron on instance 0 only").
+        .envs(
+            spec.instance
+                .rsplit_once('-')
+                .and_then(|(_, n)| n.parse::<u32>().ok())
+                .map(|n| ("NODE_APP_INSTANCE", n.saturating_sub(1).to_string())),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -87,6 +94,39 @@ pub fn exec_shim(args: &[OsString]) -> i32 {
         program.to_string_lossy()
     );
     127
+}
+
+/// Process groups of instances whose leader has not been reaped yet (a forced exit of herd kills
+/// them: the parent-death signal reaches only each group's leader, not what it started).
+static LIVE_GROUPS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<u32>>> =
+    std::sync::LazyLock::new(Default::default);
+
+pub(crate) fn group_started(pgid: u32) {
+    LIVE_GROUPS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(pgid);
+}
+
+pub(crate) fn group_ended(pgid: u32) {
+    LIVE_GROUPS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .remove(&pgid);
+}
+
+/// SIGKILLs every instance's process group still alive; for an exit that skips the drain (a
+/// second Ctrl-C). Answers how many groups it signalled.
+pub fn kill_all_groups() -> usize {
+    let groups: Vec<u32> = LIVE_GROUPS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .drain()
+        .collect();
+    for &g in &groups {
+        signal_group(g, nix::sys::signal::Signal::SIGKILL);
+    }
+    groups.len()
 }
 
 /// Sends `sig` to the whole process group led by `pgid`. A group that is already gone is fine.

@@ -178,7 +178,9 @@ async fn send(
     body: Option<Value>,
 ) -> anyhow::Result<http::Response<hyper::body::Incoming>> {
     let base = args.admin.trim_end_matches('/');
-    let uri = format!("{base}{path}");
+    // A bare address (what `herd up --admin` takes) means http://.
+    let scheme = if base.contains("://") { "" } else { "http://" };
+    let uri = format!("{scheme}{base}{path}");
     let mut req = Request::builder().method(method).uri(&uri);
     if let Some(token) = &args.token {
         req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));

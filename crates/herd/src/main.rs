@@ -34,7 +34,18 @@ fn main() -> ExitCode {
         };
         return ExitCode::from(u8::try_from(herd_fleet::exec_shim(rest)).unwrap_or(1));
     }
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // --help and --version are not errors; bad usage exits 64 like a bad config.
+            return if e.use_stderr() {
+                ExitCode::from(EX_CONFIG)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     match cli.command {
         cli::Cmd::Check { config } => up::check(&config),
         cli::Cmd::Up(args) => up::up(args),

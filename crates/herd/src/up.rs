@@ -149,9 +149,12 @@ fn init_tracing() {
     let filter = EnvFilter::try_from_env("HERD_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    use std::io::IsTerminal as _;
+    // Colours only on a terminal: a redirect to a file or a pipe gets plain lines.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none());
     if std::env::var("HERD_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().init();
     } else {
@@ -377,7 +380,8 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
     );
     let mut gateway_failed = false;
 
-    // A second signal skips the rest of the drain; the instances die with herd (parent-death signal).
+    // A second signal skips the rest of the drain: every instance's process group is killed
+    // (what the apps started too; the parent-death signal alone reaches only each leader).
     let forced = async {
         tokio::select! {
             _ = term.recv() => {},
@@ -411,9 +415,14 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
             s.shutdown(Duration::from_secs(5)).await;
         }
     };
+    let mut cut_short = false;
     tokio::select! {
         () = graceful => tracing::info!("all instances stopped"),
-        () = forced => tracing::warn!("second signal: exiting without finishing the drain"),
+        () = forced => {
+            let killed = herd_fleet::kill_all_groups();
+            tracing::warn!(killed, "second signal: exiting without finishing the drain; killed every instance's process group");
+            cut_short = true;
+        }
     }
     admin_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
@@ -423,6 +432,11 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
     let _ = tokio::time::timeout(Duration::from_secs(2), sighup_task).await;
     if gateway_failed {
         anyhow::bail!("the gateway failed (see the log above); herd stopped");
+    }
+    if cut_short {
+        anyhow::bail!(
+            "stopped by a second signal before the drain finished (instances were killed)"
+        );
     }
     Ok(())
 }

@@ -37,6 +37,27 @@ async fn round_robin_spreads_300_gets_evenly_over_three_instances() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_instance_gets_its_port_and_its_names() {
+    let herd = Herd::start(&web_config(2, ""));
+    let instances = herd.wait_ready("web", 2).await;
+    for inst in &instances {
+        let pid = inst["pid"].as_i64().unwrap();
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        let env: HashMap<String, String> = environ
+            .split(|&b| b == 0)
+            .filter_map(|kv| std::str::from_utf8(kv).ok()?.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let id = inst["id"].as_str().unwrap();
+        let n: u32 = id.rsplit_once('-').unwrap().1.parse().unwrap();
+        assert_eq!(env["HERD_APP"], "web");
+        assert_eq!(env["HERD_INSTANCE"], id);
+        assert_eq!(env["NODE_APP_INSTANCE"], (n - 1).to_string(), "{id}");
+        assert_eq!(env["PORT"], inst["port"].as_u64().unwrap().to_string());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_dash_nine_of_an_instance_under_load_fails_no_request() {
     let herd = Herd::start(&web_config(3, ""));
     let before = herd.wait_ready("web", 3).await;
@@ -259,6 +280,49 @@ async fn sigterm_finishes_in_flight_requests_and_stops_every_child_in_time() {
         "{}",
         herd.log()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_kills_what_the_instances_started_too() {
+    // A shell that ignores SIGTERM and runs an app that ignores it too, as its child (a
+    // grandchild of herd): the drain cannot finish by itself within kill_timeout.
+    let (a, b) = free_range(12);
+    let config = base_config("")
+        + &format!(
+            "\n[[app]]\nname = \"sh\"\ncommand = [\"sh\", \"-c\", \"trap '' TERM; exec 2>/dev/null; python3 -m http.server $PORT --bind 127.0.0.1 & wait\"]\n\
+             instances = 1\nport_range = \"{a}-{b}\"\nkill_timeout = \"30s\"\n\
+             [app.health]\npath = \"/\"\ninterval = \"500ms\"\nfastinter = \"100ms\"\nrise = 1\n"
+        );
+    let mut herd = Herd::start(&config);
+    let leader = pids(&herd.wait_ready("sh", 1).await)[0];
+    // Every process of the instance's group (the shell and the app it started).
+    let group: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid))).ok()
+                == Some(nix::unistd::Pid::from_raw(leader))
+        })
+        .collect();
+    assert!(group.len() >= 2, "the shell and its app: {group:?}");
+    herd.signal(Signal::SIGINT);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    herd.signal(Signal::SIGINT);
+    let code = herd.wait_exit(Duration::from_secs(10));
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "a cut-short stop is not a success: {code:?}"
+    );
+    let t0 = Instant::now();
+    while group.iter().any(|p| alive(*p)) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "orphans: {:?}\n{}",
+            group.iter().filter(|p| alive(**p)).collect::<Vec<_>>(),
+            herd.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

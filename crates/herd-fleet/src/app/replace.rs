@@ -26,7 +26,10 @@ impl AppActor {
             self.replacement_failed(index, "the new instance could not be started");
             return false;
         }
-        next.tracker = slot.active.tracker.clone();
+        // A fresh start (LIFECYCLE.md): the count of restarts carries over for the user to see,
+        // the unstable-exit count and the backoff do not (an errored instance revived by
+        // `herd reload` gets its whole `max_restarts` again).
+        next.tracker.restarts = slot.active.tracker.restarts;
         slot.next = Some(next);
         true
     }

@@ -27,6 +27,8 @@ impl AppActor {
         let mut over: Vec<(u32, u64)> = Vec::new();
         for (&index, slot) in &mut self.slots {
             let replacing = slot.next.is_some();
+            // A start-first replacement failed a moment ago: none is tried for a while.
+            let no_replacement = slot.no_replace_before.is_some_and(|t| now < t);
             for inst in std::iter::once(&mut slot.active).chain(slot.next.as_mut()) {
                 let Some(p) = inst.proc.as_mut() else {
                     continue;
@@ -50,11 +52,18 @@ impl AppActor {
                     }
                 }
                 p.last_cpu = Some((u.cpu_ticks, now));
-                if inst.state == InstanceState::Ready
-                    && max_memory.is_some_and(|m| u.rss_bytes > m)
-                    && !replacing
-                {
+                let Some(limit) = max_memory.filter(|&m| u.rss_bytes > m) else {
+                    continue;
+                };
+                let ready = inst.state == InstanceState::Ready;
+                if ready && !replacing && !no_replacement {
                     over.push((index, u.rss_bytes));
+                } else if !ready || no_replacement {
+                    // No graceful way out (not in rotation, or its replacement just failed):
+                    // max_memory is still a ceiling, so it is killed and restarted as after a
+                    // crash (PM2's max_memory_restart).
+                    tracing::warn!(app = %self.app.name, instance = %inst.id, state = %inst.state, rss_bytes = u.rss_bytes, max_memory = limit, "instance over max_memory and not replaceable start-first; killing it");
+                    p.kill();
                 }
             }
         }
