@@ -283,6 +283,49 @@ async fn sigterm_finishes_in_flight_requests_and_stops_every_child_in_time() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_past_max_memory_that_is_not_ready_is_killed() {
+    // Listens (so it becomes ready), then stops accepting (out of rotation after `fall` failed
+    // checks) and leaks: no start-first replacement applies, yet the limit must hold.
+    let dir = tempfile::tempdir().unwrap();
+    let script = write(
+        dir.path(),
+        "leak.py",
+        "import os, socket, time\n\
+         s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('127.0.0.1', int(os.environ['PORT']))); s.listen(16)\n\
+         time.sleep(1.5); s.close()\n\
+         hog = []\n\
+         for _ in range(60):\n    hog.append(bytearray(b'x' * (8 << 20))); time.sleep(0.2)\n\
+         time.sleep(60)\n",
+    );
+    let (a, b) = free_range(12);
+    let config = base_config("")
+        + &format!(
+            "\n[[app]]\nname = \"leak\"\ncommand = [\"python3\", \"{}\"]\ninstances = 1\n\
+             port_range = \"{a}-{b}\"\nmax_memory = \"64MiB\"\nready_timeout = \"60s\"\n\
+             [app.health]\ninterval = \"200ms\"\nfastinter = \"100ms\"\nrise = 1\nfall = 1\n",
+            script.display()
+        );
+    let herd = Herd::start(&config);
+    let t0 = Instant::now();
+    while !herd
+        .log()
+        .contains("not replaceable start-first; killing it")
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "never killed:\n{}",
+            herd.log()
+        );
+        for i in herd.instances("leak").await {
+            let rss = i["rss_bytes"].as_u64().unwrap_or(0);
+            assert!(rss < 200 << 20, "{rss} bytes against a 64 MiB limit: {i}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_kills_what_the_instances_started_too() {
     // A shell that ignores SIGTERM and runs an app that ignores it too, as its child (a
     // grandchild of herd): the drain cannot finish by itself within kill_timeout.
