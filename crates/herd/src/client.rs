@@ -46,44 +46,44 @@ pub(crate) fn run(args: ClientArgs, action: Action) -> ExitCode {
     };
     match rt.block_on(execute(&args, action)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.downcast_ref::<Unreachable>().is_some() => {
-            eprintln!("herd: {e:#}");
-            ExitCode::from(EX_UNAVAILABLE)
-        }
-        Err(e) if e.downcast_ref::<Rejected>().is_some() => {
-            eprintln!("herd: {e:#}");
-            ExitCode::from(crate::EX_CONFIG)
-        }
         Err(e) => {
             eprintln!("herd: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(e.downcast_ref::<Failure>().map_or(1, |f| f.code))
         }
     }
 }
 
-/// The admin API could not be reached at all (exit 69 rather than 1).
+/// A failure with its own exit code: 69 when the admin API could not be reached at all, 64
+/// when the running herd refused the config file (as `herd check`); other errors exit 1.
 #[derive(Debug)]
-struct Unreachable(String);
+struct Failure {
+    code: u8,
+    message: String,
+}
 
-impl std::fmt::Display for Unreachable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+impl Failure {
+    fn unreachable(message: String) -> Self {
+        Failure {
+            code: EX_UNAVAILABLE,
+            message,
+        }
+    }
+
+    fn rejected(message: String) -> Self {
+        Failure {
+            code: crate::EX_CONFIG,
+            message,
+        }
     }
 }
 
-impl std::error::Error for Unreachable {}
-
-/// The running herd refused the config file (exit 64, as `herd check`).
-#[derive(Debug)]
-struct Rejected(String);
-
-impl std::fmt::Display for Rejected {
+impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
-impl std::error::Error for Rejected {}
+impl std::error::Error for Failure {}
 
 async fn execute(args: &ClientArgs, action: Action) -> anyhow::Result<()> {
     match action {
@@ -117,7 +117,7 @@ async fn execute(args: &ClientArgs, action: Action) -> anyhow::Result<()> {
             let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             if let Some(errors) = v["errors"].as_array() {
                 let lines: Vec<&str> = errors.iter().filter_map(Value::as_str).collect();
-                return Err(Rejected(format!(
+                return Err(Failure::rejected(format!(
                     "{status}: the new config was not applied; the running config stays in force\n{}",
                     lines.join("\n")
                 ))
@@ -197,7 +197,7 @@ async fn send(
     })?;
     let client = Client::builder(TokioExecutor::new()).build_http();
     client.request(req).await.map_err(|e| {
-        anyhow!(Unreachable(format!(
+        anyhow!(Failure::unreachable(format!(
             "cannot reach the admin API at {base}: {e} (is `herd up` running? set --admin or HERD_ADMIN_URL)"
         )))
     })

@@ -82,46 +82,24 @@ fn copy_all(old: &redb2::Database, new: &Database) -> Result<u64, Box<dyn std::e
     let read = old.begin_read()?;
     let write = new.begin_write()?;
     let mut n = 0;
-    {
-        let mut to = write.open_table(KV)?;
-        if let Some(from) = table(&read, KV2)? {
-            for row in from.iter()? {
-                let (k, v) = row?;
-                to.insert(k.value(), v.value())?;
-                n += 1;
+    // The same loop for each table; a macro because each table has its own key and value types
+    // in two different crates.
+    macro_rules! copy {
+        ($from:expr, $to:expr) => {{
+            let mut to = write.open_table($to)?;
+            if let Some(from) = table(&read, $from)? {
+                for row in from.iter()? {
+                    let (k, v) = row?;
+                    to.insert(k.value(), v.value())?;
+                    n += 1;
+                }
             }
-        }
+        }};
     }
-    {
-        let mut to = write.open_table(EXP)?;
-        if let Some(from) = table(&read, EXP2)? {
-            for row in from.iter()? {
-                let (k, _) = row?;
-                to.insert(k.value(), ())?;
-                n += 1;
-            }
-        }
-    }
-    {
-        let mut to = write.open_table(ZS)?;
-        if let Some(from) = table(&read, ZS2)? {
-            for row in from.iter()? {
-                let (k, v) = row?;
-                to.insert(k.value(), v.value())?;
-                n += 1;
-            }
-        }
-    }
-    {
-        let mut to = write.open_table(ZO)?;
-        if let Some(from) = table(&read, ZO2)? {
-            for row in from.iter()? {
-                let (k, _) = row?;
-                to.insert(k.value(), ())?;
-                n += 1;
-            }
-        }
-    }
+    copy!(KV2, KV);
+    copy!(EXP2, EXP);
+    copy!(ZS2, ZS);
+    copy!(ZO2, ZO);
     write.commit()?;
     Ok(n)
 }
