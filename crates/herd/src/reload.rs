@@ -312,6 +312,33 @@ mod tests {
         assert_eq!(needs_restart(&old, &headers).len(), 1);
     }
 
+    /// Every setting `needs_restart` reports is one `in_force` keeps: the two lists stay in step.
+    #[test]
+    fn in_force_keeps_every_setting_that_needs_a_restart() {
+        let parse =
+            |text: &str| herd_config::parse(text, "herd.toml", std::path::Path::new("/")).unwrap();
+        let old = parse("[[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\n");
+        let new = parse(
+            "[gateway]\nlisten = \"127.0.0.1:8081\"\nproxy_protocol = true\n\
+             client_header_timeout = \"5s\"\nmax_connections = 10\nmax_header_size = \"16KiB\"\n\
+             max_headers = 50\nthreads = 3\naccess_log = \"stdout\"\nidle_timeout = \"9s\"\n\
+             [admin]\nlisten = \"127.0.0.1:9099\"\ntoken = \"0123456789abcdef0123\"\n\
+             [alerts]\nwebhooks = [\"http://127.0.0.1:1/hook\"]\nwebhook_timeout = \"2s\"\nwebhook_retries = 1\n\
+             [store]\npath = \"other.redb\"\n\
+             [services]\nlisten = \"127.0.0.1:9098\"\n\
+             [[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\n",
+        );
+        assert!(
+            needs_restart(&old, &new).len() >= 7,
+            "{:?}",
+            needs_restart(&old, &new)
+        );
+        assert_eq!(
+            needs_restart(&in_force(&old, new), &old),
+            Vec::<String>::new()
+        );
+    }
+
     #[test]
     fn named_changes_say_what_was_added_changed_and_removed() {
         let pairs = |v: &[(&str, u32)]| -> Vec<(String, u32)> {
