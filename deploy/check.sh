@@ -21,7 +21,7 @@ python3 -c 'import yaml' 2>/dev/null && has_yaml=1
 # 1. herd check on every herd.toml in the kit (the token placeholders replaced by a dummy).
 if [ -x "$herd" ]; then
     for f in deploy/systemd/herd.toml deploy/docker/herd.toml; do
-        if out=$("$herd" check -c "$f" 2>&1); then pass "herd check $f"; else fail "herd check $f"; echo "$out"; fi
+        if out=$("$herd" check --config-only -c "$f" 2>&1); then pass "herd check $f"; else fail "herd check $f"; echo "$out"; fi
     done
     if [ "$has_yaml" = 1 ]; then
         python3 - "$tmp" <<'EOF'
@@ -36,7 +36,7 @@ for doc in yaml.safe_load_all(open("deploy/kubernetes/herd.yaml")):
         open(f"{tmp}/k8s-herd.toml", "w").write(text)
 EOF
         for f in compose-herd.toml k8s-herd.toml; do
-            if out=$("$herd" check -c "$tmp/$f" 2>&1); then pass "herd check ($f from the kit)"; else fail "herd check ($f)"; echo "$out"; fi
+            if out=$("$herd" check --config-only -c "$tmp/$f" 2>&1); then pass "herd check ($f from the kit)"; else fail "herd check ($f)"; echo "$out"; fi
         done
     else
         skip "herd check of the compose and Kubernetes configs" "python3 has no PyYAML"

@@ -1244,7 +1244,8 @@
       if (i.state === 'restarting' && i.next_restart_in_ms != null) label = `restarting in ${fmtDuration(i.next_restart_in_ms / 1000)}`;
       setText(this.badge, label);
       this.badge.dataset.state = i.state;
-      this.badge.title = i.state === 'restarting' ? `backoff ${i.restart_delay_ms} ms` : '';
+      const backoff = i.state === 'restarting' ? `backoff ${i.restart_delay_ms} ms` : '';
+      this.badge.title = [backoff, i.last_exit ? `last exit: ${i.last_exit}` : ''].filter(Boolean).join('\n');
       const out = i.drained === true || i.in_rotation === false || state.drained.has(i.id);
       this.rotation.hidden = !out && !i.passively_down;
       setText(this.rotation, out ? 'out of rotation' : 'passively down');

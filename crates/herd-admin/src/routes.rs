@@ -69,7 +69,8 @@ fn fleet_error(e: &FleetError) -> Response {
         FleetError::UnknownApp { .. } | FleetError::UnknownInstance { .. } => StatusCode::NOT_FOUND,
         FleetError::NotSupervised { .. }
         | FleetError::InvalidCount { .. }
-        | FleetError::NotAutoscaled { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        | FleetError::NotAutoscaled { .. }
+        | FleetError::Launch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         FleetError::ReloadFailed { .. } => StatusCode::CONFLICT,
         FleetError::Stopped { .. } | FleetError::LogDir { .. } => StatusCode::SERVICE_UNAVAILABLE,
     };

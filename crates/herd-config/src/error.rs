@@ -161,6 +161,27 @@ impl<'a> Source<'a> {
     }
 }
 
+/// Keys of the tools herd replaces, with herd's name for the same knob (offered as the hint when
+/// herd's key is valid where the foreign one was written).
+const FOREIGN_NAMES: &[(&str, &str, &str)] = &[
+    ("max_memory_restart", "max_memory", "PM2"),
+    ("exp_backoff_restart_delay", "restart_delay", "PM2"),
+    ("listen_timeout", "ready_timeout", "PM2"),
+    ("script", "command", "PM2"),
+    ("args", "command", "PM2"),
+    ("startsecs", "min_uptime", "supervisord"),
+    ("startretries", "max_restarts", "supervisord"),
+    ("stopwaitsecs", "kill_timeout", "supervisord"),
+    ("maxconn", "max_conn", "HAProxy"),
+    ("maxconn", "max_connections", "HAProxy"),
+    ("inter", "interval", "HAProxy"),
+    ("slowstart", "slow_start", "HAProxy"),
+    ("proxy_connect_timeout", "connect_timeout", "nginx"),
+    ("proxy_read_timeout", "response_timeout", "nginx"),
+    ("client_max_body_size", "max_body_size", "nginx"),
+    ("client_header_buffer_size", "max_header_size", "nginx"),
+];
+
 /// Rewrites serde's wording into herd's, and adds a hint.
 fn explain_serde_message(message: &str, key: &str) -> (String, Option<String>) {
     if let Some(rest) = message.strip_prefix("unknown field `") {
@@ -172,7 +193,12 @@ fn explain_serde_message(message: &str, key: &str) -> (String, Option<String>) {
             .filter(|k| !k.is_empty())
             .collect();
         let mut hint = String::new();
-        if let Some(best) = closest(field, &valid) {
+        if let Some((_, herd, origin)) = FOREIGN_NAMES
+            .iter()
+            .find(|(name, herd, _)| *name == field && valid.contains(herd))
+        {
+            hint.push_str(&format!("{origin}'s \"{field}\" is \"{herd}\" in herd; "));
+        } else if let Some(best) = closest(field, &valid) {
             hint.push_str(&format!("did you mean \"{best}\"? "));
         }
         if valid.is_empty() {
@@ -359,6 +385,23 @@ mod tests {
         let off = text.find("listen").unwrap();
         assert_eq!(guess_key(text, off), "gateway.listen");
         assert_eq!(guess_key("x = 1", 0), "x");
+    }
+
+    #[test]
+    fn foreign_names_point_at_herds() {
+        let (message, hint) = explain_serde_message(
+            "unknown field `max_memory_restart`, expected one of `name`, `max_memory`",
+            "app[0]",
+        );
+        assert_eq!(message, "unknown key \"max_memory_restart\"");
+        assert_eq!(
+            hint.as_deref(),
+            Some("PM2's \"max_memory_restart\" is \"max_memory\" in herd; valid keys here: name, max_memory")
+        );
+        // Only where herd's key is valid.
+        let (_, hint) =
+            explain_serde_message("unknown field `inter`, expected `path`", "app[0].health");
+        assert_eq!(hint.as_deref(), Some("valid keys here: path"));
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod model;
 mod quick;
 mod raw;
 mod units;
+mod unknown;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -41,7 +42,8 @@ use error::Source;
 /// Relative paths in the file (`cwd`, `[logs] dir`) resolve against the file's directory.
 ///
 /// # Errors
-/// A read error, the first TOML syntax/unknown-key/type error, or every validation error.
+/// A read error; every unknown key, then the first TOML syntax or type error, or every
+/// validation error.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|err| {
@@ -69,11 +71,61 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 /// resolve against `base_dir`.
 ///
 /// # Errors
-/// The first TOML syntax/unknown-key/type error, or every validation error, in file order.
+/// Every unknown key (up to 50), then the first TOML syntax or type error, or every validation
+/// error, in file order.
 pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
+    /// Enough for a config written for another tool; past it, the rest waits for the next run.
+    const MAX_UNKNOWN: usize = 50;
     let src = Source::file(file, text);
-    let raw = raw::from_str(text).map_err(|err| ConfigErrors(vec![src.serde_error(&err)]))?;
-    validate::validate(&raw, &src, base_dir)
+    let mut unknown: Vec<ConfigError> = Vec::new();
+    let mut working = std::borrow::Cow::Borrowed(text);
+    loop {
+        match raw::from_str(&working) {
+            Ok(raw) if unknown.is_empty() => return validate::validate(&raw, &src, base_dir),
+            Ok(raw) => {
+                // Unknown keys, then what validation finds in the rest of the file. A table with
+                // an unknown key is left out of validation: the key is most likely a misspelt
+                // one, and "needs warning or critical" after "unknown key warn" says it twice.
+                let tables: Vec<String> = unknown
+                    .iter()
+                    .filter_map(|e| e.key.rsplit_once('.').map(|(t, _)| t.to_owned()))
+                    .collect();
+                let in_table = |key: &str| {
+                    tables.iter().any(|t| {
+                        key.strip_prefix(t.as_str())
+                            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+                    })
+                };
+                let mut errors: Vec<ConfigError> = unknown;
+                if let Err(more) = validate::validate(&raw, &src, base_dir) {
+                    errors.extend(more.0.into_iter().filter(|e| !in_table(&e.key)));
+                }
+                errors.sort_by_key(|e| (e.line, e.col));
+                return Err(ConfigErrors(errors));
+            }
+            Err(err) => {
+                let error = src.serde_error(&err);
+                let is_unknown = err.inner().message().starts_with("unknown field `");
+                // A key blanked out by an earlier round is not the cause of a later type error,
+                // so those are reported too; only the first error of any other kind ends the
+                // collection.
+                let next = match err.inner().span() {
+                    Some(span) if is_unknown && unknown.len() < MAX_UNKNOWN => {
+                        unknown::without_entry(&working, span.start)
+                    }
+                    _ => None,
+                };
+                unknown.push(error);
+                match next {
+                    Some(text) => working = std::borrow::Cow::Owned(text),
+                    None => {
+                        unknown.sort_by_key(|e| (e.line, e.col));
+                        return Err(ConfigErrors(unknown));
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -258,6 +258,47 @@ fn unknown_key_in_app() {
 }
 
 #[test]
+fn every_unknown_key_then_the_rest_of_validation() {
+    // A PM2-style app, a misspelt health key in an inline table, an unknown table, and an
+    // unrelated bad value in another app: all reported, in file order, at their own positions.
+    let text = format!(
+        "{APP}max_memory_restart = \"300M\"\nhealth = {{ path = \"/\", intervall = \"2s\" }}\n[app.bogus]\nx = 1\n[[app]]\nname = \"b\"\nservers = [\"10.0.0.1:80\"]\nfail_timeout = \"5x\"\n[[route]]\napp = \"web\"\npath_prefix = \"/\"\nmethod = \"GET\"\n"
+    );
+    let all = errs(&text);
+    let found: Vec<(usize, &str)> = all.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(
+        found,
+        [
+            (4, "app[0].max_memory_restart"),
+            (5, "app[0].health.intervall"),
+            (6, "app[0].bogus"),
+            (11, "app[1].fail_timeout"),
+            (15, "route[0].method"),
+        ],
+        "{all:#?}"
+    );
+    assert!(all[0]
+        .hint
+        .as_deref()
+        .unwrap()
+        .starts_with("PM2's \"max_memory_restart\" is \"max_memory\" in herd"));
+    assert_eq!(all[1].col, 24);
+}
+
+#[test]
+fn a_table_with_an_unknown_key_is_not_validated_twice() {
+    // "comand" is reported once: not also as "needs either command or servers".
+    let text = "[[app]]\nname = \"web\"\ncomand = [\"./app\"]\n";
+    let all = errs(text);
+    assert_eq!(all.len(), 1, "{all:#?}");
+    assert!(all[0]
+        .hint
+        .as_deref()
+        .unwrap()
+        .contains("did you mean \"command\""));
+}
+
+#[test]
 fn unknown_key_in_health_of_second_app() {
     let text = format!("{APP}[[app]]\nname = \"b\"\nservers = [\"10.0.0.1:80\"]\n[app.health]\nintervall = \"2s\"\n");
     let err = one(&text, 8, "app[1].health.intervall");

@@ -61,6 +61,11 @@ pub(crate) struct Inst {
     pub(crate) ready_deadline: Option<Instant>,
     /// Killed for missing `ready_timeout`: its exit counts as unstable.
     pub(crate) failed_readiness: bool,
+    /// Why herd killed the running process, if it did (shown in `last_exit`).
+    pub(crate) killed_for: Option<String>,
+    /// How the last process of this instance ended (status, uptime, and herd's reason if it
+    /// killed it); kept after a restart.
+    pub(crate) last_exit: Option<String>,
     /// Taken out of rotation by an operator (`POST /loadbalancer/instances/{id}/drain`) until
     /// put back (`.../ready`); shown as `draining` meanwhile.
     pub(crate) drained: bool,
@@ -93,6 +98,7 @@ impl Inst {
             cpu_percent: p.map_or(0.0, |p| p.cpu_percent),
             rps: p.map_or(0.0, |p| p.rps),
             stats: p.map(|p| Arc::clone(&p.endpoint.stats)),
+            last_exit: self.last_exit.clone(),
         }
     }
 }

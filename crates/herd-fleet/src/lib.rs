@@ -13,6 +13,7 @@ mod health;
 mod instance;
 mod logs;
 mod ports;
+mod preflight;
 mod procfs;
 mod restart;
 mod spawn;
@@ -32,6 +33,7 @@ use tracing::Instrument;
 pub use app::ScalingEvent;
 pub use health::{probe, probe_detailed, HealthState};
 pub use logs::{tail_lines, LogLine, Stream};
+pub use preflight::{preflight, LaunchProblem};
 pub use restart::{RestartPolicy, RestartTracker, Verdict};
 pub use spawn::{exec_shim, kill_all_groups, SHIM_ARG};
 pub use status::{AppStatus, InstanceStatus, ScaleRecord, ScalingView};
@@ -63,6 +65,8 @@ pub enum FleetError {
     Stopped { app: String },
     #[error("failed to create the log directory {path}: {reason}")]
     LogDir { path: String, reason: String },
+    #[error("{}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Launch { problems: Vec<LaunchProblem> },
 }
 
 /// Process-level options that do not come from the config file.
@@ -212,12 +216,18 @@ impl Fleet {
         })
     }
 
-    /// Does what applying `config` could fail at (today: creating each app's log directory)
-    /// without changing anything that runs, so a config reload can stop before its first change.
+    /// Does what applying `config` could fail at (checking that every app's command can be
+    /// started, creating each app's log directory) without changing anything that runs, so a
+    /// config reload can stop before its first change.
     ///
     /// # Errors
-    /// [`FleetError::LogDir`] when a log directory cannot be created.
+    /// [`FleetError::Launch`] when an app's `cwd` or program is missing or not usable (see
+    /// [`preflight`]); [`FleetError::LogDir`] when a log directory cannot be created.
     pub fn prepare(&self, config: &Config) -> Result<(), FleetError> {
+        let problems = preflight(config);
+        if !problems.is_empty() {
+            return Err(FleetError::Launch { problems });
+        }
         for app in &config.apps {
             ensure_log_dir(&config.logs.dir, &app.name)?;
         }

@@ -37,6 +37,10 @@ pub struct InstanceStatus {
     /// The last active health check (none yet, or paused in maintenance).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_check: Option<herd_core::LastCheck>,
+    /// How the instance's last process ended: `exit status: 3 after 0.2s`, `signal: 9 (SIGKILL)
+    /// after 30s, killed by herd: not ready within ready_timeout (last check: connect: …)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -95,6 +99,7 @@ pub(crate) struct InstanceView {
     pub(crate) cpu_percent: f64,
     pub(crate) rps: f64,
     pub(crate) stats: Option<Arc<EndpointStats>>,
+    pub(crate) last_exit: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -140,6 +145,7 @@ impl AppView {
                 }),
                 restart_delay_ms: i.restart_delay_ms,
                 last_check: i.stats.as_ref().and_then(|s| s.last_check()),
+                last_exit: i.last_exit.clone(),
             })
             .collect();
         AppStatus {

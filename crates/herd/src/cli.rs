@@ -25,6 +25,10 @@ pub(crate) enum Cmd {
         /// Config file.
         #[arg(short, long, default_value = "herd.toml")]
         config: PathBuf,
+        /// Check the file alone: skip what only the machine that runs herd has (each app's
+        /// `cwd` and program, the TLS certificates), e.g. in CI before a deploy.
+        #[arg(long)]
+        config_only: bool,
     },
     /// Show apps and instances of a running herd.
     Status(ClientArgs),

@@ -47,7 +47,10 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        cli::Cmd::Check { config } => up::check(&config),
+        cli::Cmd::Check {
+            config,
+            config_only,
+        } => up::check(&config, config_only),
         cli::Cmd::Up(args) => up::up(args),
         cli::Cmd::Simulate(args) => simulate::run(&args),
         cli::Cmd::Status(c) => client::run(c, client::Action::Status),

@@ -48,6 +48,7 @@ pub(crate) fn render(v: &Value) -> String {
             "REQ/S",
         ];
         let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| (*s).to_owned()).collect()];
+        let mut exits = Vec::new();
         for i in app["instances"].as_array().unwrap_or(&empty) {
             let opt = |k: &str| match &i[k] {
                 Value::Null => "-".to_owned(),
@@ -57,6 +58,9 @@ pub(crate) fn render(v: &Value) -> String {
             if let Some(ms) = i["next_restart_in_ms"].as_u64() {
                 let _ = write!(state, " (in {ms}ms)");
             }
+            // No process (errored, waiting to restart): nothing to measure, not zero.
+            let running = !i["pid"].is_null() || !i["addr"].is_null();
+            let measured = |text: String| if running { text } else { "-".to_owned() };
             rows.push(vec![
                 i["id"].as_str().unwrap_or("?").to_owned(),
                 opt("pid"),
@@ -65,13 +69,19 @@ pub(crate) fn render(v: &Value) -> String {
                     |p| p.to_string(),
                 ),
                 state,
-                uptime(i["uptime_s"].as_f64().unwrap_or(0.0)),
+                measured(uptime(i["uptime_s"].as_f64().unwrap_or(0.0))),
                 opt("restarts"),
-                mib(i["rss_bytes"].as_u64().unwrap_or(0)),
-                format!("{:.1}", i["cpu_percent"].as_f64().unwrap_or(0.0)),
+                measured(mib(i["rss_bytes"].as_u64().unwrap_or(0))),
+                measured(format!("{:.1}", i["cpu_percent"].as_f64().unwrap_or(0.0))),
                 opt("in_flight"),
-                format!("{:.1}", i["rps"].as_f64().unwrap_or(0.0)),
+                measured(format!("{:.1}", i["rps"].as_f64().unwrap_or(0.0))),
             ]);
+            if let Some(exit) = i["last_exit"].as_str() {
+                exits.push(format!(
+                    "  {} last exit: {exit}",
+                    i["id"].as_str().unwrap_or("?")
+                ));
+            }
         }
         let widths: Vec<usize> = (0..header.len())
             .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
@@ -83,6 +93,9 @@ pub(crate) fn render(v: &Value) -> String {
                 .map(|(cell, w)| format!("{cell:<w$}"))
                 .collect();
             let _ = writeln!(out, "  {}", line.join("  ").trim_end());
+        }
+        for line in exits {
+            let _ = writeln!(out, "{line}");
         }
     }
     out
@@ -102,5 +115,24 @@ mod tests {
         assert!(t.contains("web-1"));
         assert!(t.contains("1m15s"));
         assert!(t.contains("10.0MiB"));
+        assert!(!t.contains("last exit"));
+    }
+
+    #[test]
+    fn errored_instances_show_no_figures_and_their_last_exit() {
+        let v = serde_json::json!({"apps":[{"name":"web","kind":"command","ready":0,"desired":1,"reloading":false,
+            "instances":[{"id":"web-1","pid":null,"port":null,"state":"errored","uptime_s":0.0,"restarts":16,
+            "rss_bytes":0,"cpu_percent":0.0,"in_flight":0,"requests_total":0,"rps":0.0,"next_restart_in_ms":null,
+            "last_exit":"exit status: 3 after 0.0s"}]}]});
+        let t = render(&v);
+        let row = t
+            .lines()
+            .find(|l| l.contains("web-1") && l.contains("errored"))
+            .unwrap();
+        assert!(!row.contains("0s") && !row.contains("MiB"), "{row}");
+        assert!(
+            t.contains("  web-1 last exit: exit status: 3 after 0.0s"),
+            "{t}"
+        );
     }
 }

@@ -20,9 +20,16 @@ use crate::cli::UpArgs;
 
 use crate::EX_CONFIG;
 
-pub(crate) fn check(path: &Path) -> ExitCode {
+pub(crate) fn check(path: &Path, config_only: bool) -> ExitCode {
     match herd_config::load(path) {
         Ok(cfg) => {
+            if config_only {
+                println!(
+                    "{}: ok (the file alone: apps' programs and certificates not checked)",
+                    path.display()
+                );
+                return ExitCode::SUCCESS;
+            }
             // What `herd up` loads besides the file: the certificates.
             if let Some(tls) = &cfg.gateway.tls {
                 if let Err(e) = herd_proxy::tls::TlsCerts::load(tls) {
@@ -30,6 +37,15 @@ pub(crate) fn check(path: &Path) -> ExitCode {
                     eprintln!("1 error(s) in {}", path.display());
                     return ExitCode::from(EX_CONFIG);
                 }
+            }
+            // And that every app's command can be started.
+            let problems = herd_fleet::preflight(&cfg);
+            if !problems.is_empty() {
+                for p in &problems {
+                    eprintln!("{}: {p}", path.display());
+                }
+                eprintln!("{} error(s) in {}", problems.len(), path.display());
+                return ExitCode::from(EX_CONFIG);
             }
             println!(
                 "{}: ok ({} app{}, {} route{})",
@@ -167,6 +183,17 @@ pub(crate) fn up(args: UpArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let problems = herd_fleet::preflight(&config);
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("{p}");
+        }
+        eprintln!(
+            "herd: not starting: {} app(s) cannot be started",
+            problems.len()
+        );
+        return ExitCode::from(EX_CONFIG);
+    }
     init_tracing();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     // This runtime runs the supervisor, health checks, autoscaler, admin and services APIs;

@@ -22,7 +22,7 @@ fn check(text: &str) -> (Option<i32>, String) {
 fn the_shipped_example_is_valid() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/herd.toml");
     let out = std::process::Command::new(herd_bin())
-        .args(["check", "-c", example])
+        .args(["check", "--config-only", "-c", example])
         .output()
         .unwrap();
     assert!(
@@ -30,6 +30,104 @@ fn the_shipped_example_is_valid() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn an_app_that_cannot_be_started_is_refused_by_check_and_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = |command: &str, cwd: &str| {
+        format!("[[app]]\nname = \"web\"\ncommand = {command}\ncwd = \"{cwd}\"\n")
+    };
+    std::fs::create_dir(dir.path().join("srv")).unwrap();
+    std::fs::write(dir.path().join("srv/notes.txt"), "x").unwrap();
+    let cases: &[(String, &str)] = &[
+        (app("[\"./serverx\"]", "srv"), "srv/serverx: no such file"),
+        (
+            app("[\"./notes.txt\"]", "srv"),
+            "notes.txt: is not executable",
+        ),
+        (
+            app("[\"nodee\", \"server.js\"]", "srv"),
+            "program \"nodee\" not found on PATH",
+        ),
+        (app("[\"sh\"]", "gone"), "cwd: cannot use"),
+    ];
+    for (text, expected) in cases {
+        let path = write(dir.path(), "herd.toml", text);
+        let out = std::process::Command::new(herd_bin())
+            .args(["check", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{text}\n{said}");
+        assert!(
+            said.contains(expected) && said.contains("hint:"),
+            "{expected}:\n{said}"
+        );
+        // The file alone is fine.
+        let out = std::process::Command::new(herd_bin())
+            .args(["check", "--config-only", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // `herd up` refuses it before listening on anything.
+        let out = std::process::Command::new(herd_bin())
+            .args(["up", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{said}");
+        assert!(
+            said.contains(expected) && said.contains("not starting"),
+            "{said}"
+        );
+    }
+    // A program that is there: ok.
+    let path = write(
+        dir.path(),
+        "herd.toml",
+        &app("[\"sh\", \"-c\", \"true\"]", "srv"),
+    );
+    let out = std::process::Command::new(herd_bin())
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn every_unknown_key_is_reported_with_herds_name_for_pm2s() {
+    let (code, out) = check("[[app]]\nname = \"web\"\ncommand = [\"sh\"]\nmax_memory_restart = \"300M\"\nexec_mode = \"cluster\"\n[gateway]\nlistn = \"127.0.0.1:80\"\n");
+    assert_eq!(code, Some(64), "{out}");
+    assert!(
+        out.contains("herd.toml:4:1: app[0].max_memory_restart: unknown key"),
+        "{out}"
+    );
+    assert!(
+        out.contains("PM2's \"max_memory_restart\" is \"max_memory\" in herd"),
+        "{out}"
+    );
+    assert!(
+        out.contains("herd.toml:5:1: app[0].exec_mode: unknown key"),
+        "{out}"
+    );
+    assert!(
+        out.contains("herd.toml:7:1: gateway.listn: unknown key"),
+        "{out}"
+    );
+    assert!(out.contains("3 error(s)"), "{out}");
 }
 
 #[test]

@@ -443,6 +443,34 @@ async fn logs_follow_streams_new_output() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_killed_for_ready_timeout_shows_why_in_its_last_exit() {
+    let (a, b) = free_range(4);
+    let never_listens = format!(
+        "\n[[app]]\nname = \"mute\"\ncommand = [\"sleep\", \"60\"]\nport_range = \"{a}-{b}\"\nready_timeout = \"1s\"\nkill_timeout = \"1s\"\n[app.health]\nfastinter = \"100ms\"\n"
+    );
+    let herd = Herd::start(&(web_config(1, "") + &never_listens));
+    herd.wait_ready("web", 1).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        let inst = herd.instances("mute").await;
+        if let Some(exit) = inst[0]["last_exit"].as_str() {
+            break exit.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no last_exit: {inst:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        exit.contains("killed by herd: not ready within ready_timeout (last check: connect"),
+        "{exit}"
+    );
+    let out = herd.cli(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("mute-1 last exit: "), "{text}");
+    // The healthy app has none.
+    assert!(!text.contains("web-1 last exit"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_onto_a_broken_build_fails_and_keeps_the_old_instances_serving() {
     // The "build" is a marker file in the app's cwd: `crash` makes it exit at start, `hang`
     // makes it never listen.
@@ -480,7 +508,11 @@ async fn a_reload_onto_a_broken_build_fails_and_keeps_the_old_instances_serving(
     std::fs::write(work.path().join("hang"), "").unwrap();
     let out = herd.cli(&["reload", "web"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not ready within ready_timeout"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not ready within ready_timeout (last check: "),
+        "{err}"
+    );
     assert_eq!(
         pids(&herd.wait_ready("web", 2).await),
         before,

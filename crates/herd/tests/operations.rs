@@ -229,11 +229,14 @@ async fn a_reload_is_all_or_nothing_and_remembers_what_needs_a_restart() {
     // a new count for web: valid, but it cannot all be applied, so none of it is.
     std::fs::write(herd.dir.path().join("logs").join("api"), b"in the way").unwrap();
     let apps = demo_app("api", 1, fast_health());
-    let with_api = original.replace("instances = 1", "instances = 2")
-        + &apps
-        + "
+    let with = |apps: &str| {
+        original.replace("instances = 1", "instances = 2")
+            + apps
+            + "
 [[route]]
-path_prefix = \"/api/\"\napp = \"api\"\n[[route]]\napp = \"web\"\n";
+path_prefix = \"/api/\"\napp = \"api\"\n[[route]]\napp = \"web\"\n"
+    };
+    let with_api = with(&apps.replace("{demo}", &demo_bin().display().to_string()));
     std::fs::write(&herd.config, &with_api).unwrap();
     let out = herd.cli(&["reload", "--config"]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -245,6 +248,15 @@ path_prefix = \"/api/\"\napp = \"api\"\n[[route]]\napp = \"web\"\n";
     let (_, body) = get(&herd.url("/api/x")).await.unwrap();
     assert!(body.contains("on web-"), "routing did not change: {body}");
     tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(herd.instances("web").await.len(), 1, "web was not scaled");
+
+    // The same with a new app whose program is not there: refused, naming the path.
+    std::fs::remove_file(herd.dir.path().join("logs").join("api")).unwrap();
+    std::fs::write(&herd.config, with(&apps.replace("{demo}", "./no-such-app"))).unwrap();
+    let out = herd.cli(&["reload", "--config"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(err.contains("no-such-app: no such file"), "{err}");
     assert_eq!(herd.instances("web").await.len(), 1, "web was not scaled");
 
     // A setting read at start: reported, and still pending on the next reload.

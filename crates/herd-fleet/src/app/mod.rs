@@ -269,6 +269,8 @@ impl AppActor {
             restart_at: None,
             ready_deadline: None,
             failed_readiness: false,
+            killed_for: None,
+            last_exit: None,
             drained: false,
             maint: false,
         }
@@ -313,7 +315,7 @@ impl AppActor {
                 if let Some(p) = self.ports.as_mut() {
                     p.release(port);
                 }
-                self.after_exit(inst, Duration::ZERO, "spawn failed");
+                self.after_exit(inst, Duration::ZERO, &format!("failed to start: {e}"));
             }
         }
     }
@@ -559,10 +561,9 @@ impl AppActor {
                 proc.stop_checks();
                 self.release_port(&proc);
             }
-            let why = if next.failed_readiness {
-                "not ready within ready_timeout".to_owned()
-            } else {
-                format!("exited ({status}) before becoming ready")
+            let why = match next.killed_for.take() {
+                Some(why) => why,
+                None => format!("exited ({status}) before becoming ready"),
             };
             self.replacement_failed(index, &why);
             return;
@@ -584,7 +585,8 @@ impl AppActor {
         } else {
             uptime
         };
-        self.after_exit(&mut inst, counted, status);
+        let status = format!("{status} after {:.1}s", uptime.as_secs_f64());
+        self.after_exit(&mut inst, counted, &status);
         if let Some(slot) = self.slots.get_mut(&index) {
             slot.active = inst;
         }
@@ -592,6 +594,10 @@ impl AppActor {
 
     /// Applies the restart policy after an unexpected exit (or failed start).
     fn after_exit(&mut self, inst: &mut Inst, uptime: Duration, status: &str) {
+        inst.last_exit = Some(match inst.killed_for.take() {
+            Some(why) => format!("{status}, killed by herd: {why}"),
+            None => status.to_owned(),
+        });
         inst.proc = None;
         inst.ready_deadline = None;
         match inst.tracker.on_exit(&self.policy(), uptime) {
@@ -713,7 +719,14 @@ impl AppActor {
                 } else if inst.ready_deadline.is_some_and(|t| t <= now) {
                     inst.ready_deadline = None;
                     inst.failed_readiness = true;
-                    tracing::warn!(app = %self.app.name, instance = %inst.id, "not ready within ready_timeout; killing it");
+                    let last_check = inst
+                        .proc
+                        .as_ref()
+                        .and_then(|p| p.endpoint.stats.last_check())
+                        .map_or_else(|| "no check finished".to_owned(), |c| c.detail);
+                    let why = format!("not ready within ready_timeout (last check: {last_check})");
+                    tracing::warn!(app = %self.app.name, instance = %inst.id, %last_check, "not ready within ready_timeout; killing it");
+                    inst.killed_for = Some(why);
                     if let Some(p) = &inst.proc {
                         p.kill();
                     }
@@ -779,6 +792,8 @@ fn placeholder() -> Inst {
         restart_at: None,
         ready_deadline: None,
         failed_readiness: false,
+        killed_for: None,
+        last_exit: None,
         drained: false,
         maint: false,
     }

@@ -7,6 +7,8 @@ use herd_core::InstanceState;
 use super::AppActor;
 use crate::procfs;
 
+const MIB: f64 = 1024.0 * 1024.0;
+
 impl AppActor {
     /// Once a second: RSS and CPU of every process group, request rates, and `max_memory`.
     pub(super) async fn sample(&mut self) {
@@ -64,6 +66,11 @@ impl AppActor {
                     // crash (PM2's max_memory_restart).
                     tracing::warn!(app = %self.app.name, instance = %inst.id, state = %inst.state, rss_bytes = u.rss_bytes, max_memory = limit, "instance over max_memory and not replaceable start-first; killing it");
                     p.kill();
+                    inst.killed_for = Some(format!(
+                        "over max_memory ({:.0} MiB > {:.0} MiB)",
+                        u.rss_bytes as f64 / MIB,
+                        limit as f64 / MIB
+                    ));
                 }
             }
         }

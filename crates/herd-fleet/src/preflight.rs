@@ -1,0 +1,232 @@
+//! Checks that every app's command can be started, before anything is started: the `cwd` is a
+//! directory, and the program is an executable file (found on `PATH` when it names no
+//! directory, as `execvp` would find it). `herd check`, `herd up` and a config reload run it,
+//! so a typo in `command` or `cwd` is refused with the path it looked at, instead of an instance
+//! that crash-loops with the reason only in its log.
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use herd_config::{Backends, Command, Config};
+
+/// One app whose command cannot be started as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchProblem {
+    /// The app's name.
+    pub app: String,
+    /// The key at fault: `cwd` or `command[0]`.
+    pub key: &'static str,
+    /// What is wrong, with the path looked at.
+    pub message: String,
+    /// How to fix it.
+    pub hint: String,
+}
+
+impl fmt::Display for LaunchProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "app \"{}\": {}: {}\n  hint: {}",
+            self.app, self.key, self.message, self.hint
+        )
+    }
+}
+
+/// Every launch problem of `config`'s supervised apps (apps with `servers` have none).
+#[must_use]
+pub fn preflight(config: &Config) -> Vec<LaunchProblem> {
+    config
+        .apps
+        .iter()
+        .filter_map(|app| match &app.backends {
+            Backends::Command(command) => check_command(&app.name, command),
+            Backends::Servers(_) => None,
+        })
+        .collect()
+}
+
+fn check_command(app: &str, command: &Command) -> Option<LaunchProblem> {
+    let problem = |key, message: String, hint: String| LaunchProblem {
+        app: app.to_owned(),
+        key,
+        message,
+        hint,
+    };
+    match std::fs::metadata(&command.cwd) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Some(problem(
+                "cwd",
+                format!("{} is not a directory", command.cwd.display()),
+                "point cwd at the app's directory (relative paths are relative to the config file)"
+                    .into(),
+            ))
+        }
+        Err(e) => {
+            return Some(problem(
+                "cwd",
+                format!("cannot use {}: {e}", command.cwd.display()),
+                "point cwd at the app's directory (relative paths are relative to the config file)"
+                    .into(),
+            ))
+        }
+    }
+    let program = command.argv.first()?;
+    if program.contains('/') {
+        // The instance runs in `cwd`, so a relative program is relative to it.
+        let path = command
+            .cwd
+            .join(program.strip_prefix("./").unwrap_or(program));
+        return executable(&path).err().map(|why| {
+            problem(
+                "command[0]",
+                format!("{}: {why}", path.display()),
+                format!(
+                    "build or install the program, or fix the path (relative to cwd = {})",
+                    command.cwd.display()
+                ),
+            )
+        });
+    }
+    let search = command
+        .env
+        .get("PATH")
+        .map(|p| p.clone().into())
+        .or_else(|| std::env::var_os("PATH"))
+        .unwrap_or_default();
+    let mut last_reason = None;
+    for dir in std::env::split_paths(&search) {
+        let dir = if dir.as_os_str().is_empty() {
+            command.cwd.clone()
+        } else {
+            command.cwd.join(dir)
+        };
+        match executable(&dir.join(program)) {
+            Ok(()) => return None,
+            Err(why) if why != NOT_FOUND => last_reason = Some((dir.join(program), why)),
+            Err(_) => {}
+        }
+    }
+    Some(match last_reason {
+        Some((path, why)) => problem(
+            "command[0]",
+            format!("\"{program}\" was found on PATH but cannot be run: {}: {why}", path.display()),
+            "make it executable (chmod +x), or give the full path of the right program".into(),
+        ),
+        None => problem(
+            "command[0]",
+            format!(
+                "program \"{program}\" not found on PATH ({})",
+                display_path(&search)
+            ),
+            format!("install it, or give its path, e.g. command = [\"/usr/local/bin/{program}\", ...] or [\"./{program}\", ...] for one in cwd"),
+        ),
+    })
+}
+
+const NOT_FOUND: &str = "no such file";
+
+/// Whether `path` is a file this process could execute; the reason when it is not.
+fn executable(path: &Path) -> Result<(), &'static str> {
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(NOT_FOUND),
+        Err(_) => Err("cannot be read (permission denied on the way?)"),
+        Ok(m) if m.is_dir() => Err("is a directory"),
+        Ok(_) => nix::unistd::access(path, nix::unistd::AccessFlags::X_OK)
+            .map_err(|_| "is not executable (chmod +x it)"),
+    }
+}
+
+fn display_path(search: &OsStr) -> String {
+    let dirs: Vec<PathBuf> = std::env::split_paths(search).collect();
+    if dirs.is_empty() {
+        return "PATH is empty".into();
+    }
+    dirs.iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    fn command(argv: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Command {
+        let config = herd_config::quick(
+            argv.iter().map(|s| (*s).to_owned()).collect(),
+            herd_config::Instances::Count(1),
+            8080,
+            "127.0.0.1:9090".parse().unwrap(),
+            "127.0.0.1:9091".parse().unwrap(),
+            "t".into(),
+            cwd,
+        )
+        .unwrap();
+        let Backends::Command(mut c) = config.apps[0].backends.clone() else {
+            unreachable!()
+        };
+        c.env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<BTreeMap<_, _>>();
+        c
+    }
+
+    #[test]
+    fn finds_programs_on_path_and_relative_to_cwd() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("app.sh");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let plain = dir.path().join("data.txt");
+        std::fs::write(&plain, "x").unwrap();
+
+        assert_eq!(
+            check_command("a", &command(&["sh", "-c", "true"], dir.path(), &[])),
+            None
+        );
+        assert_eq!(
+            check_command("a", &command(&["./app.sh"], dir.path(), &[])),
+            None
+        );
+        // A PATH from the app's env is the one searched, relative entries against cwd.
+        assert_eq!(
+            check_command("a", &command(&["app.sh"], dir.path(), &[("PATH", ".")])),
+            None
+        );
+
+        let missing = check_command("a", &command(&["./nope.sh"], dir.path(), &[])).unwrap();
+        assert_eq!(missing.key, "command[0]");
+        assert!(
+            missing.message.contains("nope.sh: no such file"),
+            "{missing}"
+        );
+        let not_exec = check_command("a", &command(&["./data.txt"], dir.path(), &[])).unwrap();
+        assert!(not_exec.message.contains("not executable"), "{not_exec}");
+        let on_path =
+            check_command("a", &command(&["herd-no-such-program"], dir.path(), &[])).unwrap();
+        assert!(on_path.message.contains("not found on PATH"), "{on_path}");
+        let dir_prog = check_command("a", &command(&["."], dir.path(), &[("PATH", "/")])).unwrap();
+        assert!(dir_prog.message.contains("cannot be run"), "{dir_prog}");
+    }
+
+    #[test]
+    fn refuses_a_missing_or_file_cwd() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("gone");
+        let p = check_command("a", &command(&["sh"], &gone, &[])).unwrap();
+        assert_eq!(p.key, "cwd");
+        assert!(
+            p.to_string().starts_with("app \"a\": cwd: cannot use "),
+            "{p}"
+        );
+        let file = dir.path().join("f");
+        std::fs::write(&file, "").unwrap();
+        let p = check_command("a", &command(&["sh"], &file, &[])).unwrap();
+        assert!(p.message.contains("is not a directory"), "{p}");
+    }
+}
