@@ -120,7 +120,7 @@ fn check_command(app: &str, command: &Command) -> Option<LaunchProblem> {
                 "program \"{program}\" not found on PATH ({})",
                 display_path(&search)
             ),
-            format!("install it, or give its path, e.g. command = [\"/usr/local/bin/{program}\", ...] or [\"./{program}\", ...] for one in cwd"),
+            format!("install it, or give its full path (e.g. /usr/local/bin/{program}), or ./{program} for one in cwd"),
         ),
     })
 }
