@@ -161,12 +161,7 @@ fn an_alert_named_like_a_built_in_replaces_it() {
 #[test]
 fn quick_mode_keeps_the_built_ins() {
     let cfg = crate::quick(
-        vec!["./app".into()],
-        crate::Instances::Count(1),
-        8080,
-        "127.0.0.1:9090".parse().unwrap(),
-        "127.0.0.1:9091".parse().unwrap(),
-        "app".into(),
+        crate::Quick::new(vec!["./app".into()], "app"),
         Path::new("/base"),
     )
     .unwrap();

@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
-pub use quick::quick;
+pub use quick::{quick, Quick};
 pub use units::{parse_duration, parse_size};
 
 use error::Source;

@@ -14,25 +14,61 @@ use crate::validate::validate;
 /// The `file` reported in quick-mode errors.
 const QUICK_FILE: &str = "command line";
 
+/// What quick mode takes from the command line.
+#[derive(Debug, Clone)]
+pub struct Quick {
+    /// The app's program and arguments.
+    pub argv: Vec<String>,
+    /// `-i/--instances`.
+    pub instances: Instances,
+    /// `--port`: the gateway listens on `127.0.0.1:port`.
+    pub port: u16,
+    /// `--admin`.
+    pub admin: SocketAddr,
+    /// `--services`.
+    pub services: SocketAddr,
+    /// `--name`.
+    pub name: String,
+    /// `--port-range`, as in a file (`"20000-20999"`); `None` for the default.
+    pub port_range: Option<String>,
+}
+
+impl Quick {
+    /// `herd up -- argv...` with every flag at its default.
+    #[must_use]
+    pub fn new(argv: Vec<String>, name: &str) -> Quick {
+        Quick {
+            argv,
+            instances: Instances::Count(1),
+            port: 8080,
+            admin: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            services: SocketAddr::from(([127, 0, 0, 1], 9091)),
+            name: name.to_owned(),
+            port_range: None,
+        }
+    }
+}
+
 /// Builds the config for the no-file CLI mode: the gateway listens on `127.0.0.1:port`, one app
 /// named `name` runs `argv` (`instances` of it, in `base_dir`), and everything else takes its
 /// default (TCP health check, round robin, logs in `base_dir/.herd/logs`).
 ///
 /// Errors carry the file `command line`, no line/column, and the CLI flag as the key
-/// (`--name`, `--instances`, `--port`, `--admin`, `command`).
+/// (`--name`, `--instances`, `--port`, `--admin`, `--port-range`, `command`).
 ///
 /// # Errors
 /// The same validation errors as a config file would get, e.g. an invalid name, an empty
 /// command, or a non-loopback `--admin` address (which needs a token, so a config file).
-pub fn quick(
-    argv: Vec<String>,
-    instances: Instances,
-    port: u16,
-    admin: SocketAddr,
-    services: SocketAddr,
-    name: String,
-    base_dir: &Path,
-) -> Result<Config, ConfigErrors> {
+pub fn quick(q: Quick, base_dir: &Path) -> Result<Config, ConfigErrors> {
+    let Quick {
+        argv,
+        instances,
+        port,
+        admin,
+        services,
+        name,
+        port_range,
+    } = q;
     let instances = match instances {
         Instances::Count(n) => Value::Integer(i64::from(n)),
         Instances::Max => Value::String("max".to_owned()),
@@ -58,6 +94,7 @@ pub fn quick(
                 argv.into_iter().map(Value::String).collect(),
             ))),
             instances: Some(synthetic(instances)),
+            port_range: port_range.map(|r| synthetic(Value::String(r))),
             ..RawApp::default()
         })],
         ..RawConfig::default()
@@ -84,7 +121,9 @@ fn cli_flag(key: &str) -> &str {
         "--services"
     } else if key == "app[0].name" {
         "--name"
-    } else if key == "app[0].instances" || key == "app[0].port_range" {
+    } else if key == "app[0].port_range" {
+        "--port-range"
+    } else if key == "app[0].instances" {
         "--instances"
     } else if key.starts_with("app[0].command") {
         "command"
@@ -99,28 +138,19 @@ mod tests {
     use crate::model::{Backends, Balance};
     use std::path::PathBuf;
 
-    fn admin() -> SocketAddr {
-        "127.0.0.1:9090".parse().unwrap()
-    }
-
-    fn services() -> SocketAddr {
-        "127.0.0.1:9091".parse().unwrap()
-    }
-
     #[test]
     fn builds_a_default_config() {
         let cfg = quick(
-            vec!["node".into(), "server.js".into()],
-            Instances::Count(4),
-            3000,
-            admin(),
-            services(),
-            "web".into(),
+            Quick {
+                instances: Instances::Count(4),
+                port: 3000,
+                ..Quick::new(vec!["node".into(), "server.js".into()], "web")
+            },
             Path::new("/srv/app"),
         )
         .unwrap();
         assert_eq!(cfg.gateway.listen, "127.0.0.1:3000".parse().unwrap());
-        assert_eq!(cfg.admin.listen, admin());
+        assert_eq!(cfg.admin.listen, "127.0.0.1:9090".parse().unwrap());
         assert_eq!(cfg.admin.token, None);
         assert_eq!(cfg.logs.dir, PathBuf::from("/srv/app/.herd/logs"));
         assert!(cfg.routes.is_empty());
@@ -141,12 +171,11 @@ mod tests {
     #[test]
     fn max_instances() {
         let cfg = quick(
-            vec!["./app".into()],
-            Instances::Max,
-            8080,
-            admin(),
-            services(),
-            "web".into(),
+            Quick {
+                instances: Instances::Max,
+                port_range: Some("41000-41099".into()),
+                ..Quick::new(vec!["./app".into()], "web")
+            },
             Path::new("."),
         )
         .unwrap();
@@ -154,17 +183,18 @@ mod tests {
             panic!("expected a command app");
         };
         assert_eq!(cmd.instances, Instances::Max);
+        assert_eq!(cmd.port_range, (41000, 41099));
     }
 
     #[test]
     fn reports_cli_flags() {
         let errs = quick(
-            vec![],
-            Instances::Count(0),
-            8080,
-            "0.0.0.0:9090".parse().unwrap(),
-            services(),
-            "My App".into(),
+            Quick {
+                instances: Instances::Count(0),
+                admin: "0.0.0.0:9090".parse().unwrap(),
+                port_range: Some("9-x".into()),
+                ..Quick::new(vec![], "My App")
+            },
             Path::new("."),
         )
         .unwrap_err();
@@ -172,6 +202,7 @@ mod tests {
         assert!(keys.contains(&"--name"), "{errs}");
         assert!(keys.contains(&"--instances"), "{errs}");
         assert!(keys.contains(&"--admin"), "{errs}");
+        assert!(keys.contains(&"--port-range"), "{errs}");
         assert!(keys.contains(&"command"), "{errs}");
         for err in &errs.0 {
             assert_eq!(

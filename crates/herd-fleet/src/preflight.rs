@@ -157,12 +157,7 @@ mod tests {
 
     fn command(argv: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Command {
         let config = herd_config::quick(
-            argv.iter().map(|s| (*s).to_owned()).collect(),
-            herd_config::Instances::Count(1),
-            8080,
-            "127.0.0.1:9090".parse().unwrap(),
-            "127.0.0.1:9091".parse().unwrap(),
-            "t".into(),
+            herd_config::Quick::new(argv.iter().map(|s| (*s).to_owned()).collect(), "t"),
             cwd,
         )
         .unwrap();

@@ -85,6 +85,9 @@ pub(crate) struct UpArgs {
     /// Quick mode: services API address (sessions, cache, queue, locks for the instances).
     #[arg(long, default_value = "127.0.0.1:9091")]
     pub(crate) services: SocketAddr,
+    /// Quick mode: the ports the instances get, e.g. 21000-21099 (default 20000-20999).
+    #[arg(long, value_name = "FIRST-LAST")]
+    pub(crate) port_range: Option<String>,
     /// Quick mode: app name (default: derived from the command).
     #[arg(long)]
     pub(crate) name: Option<String>,

@@ -146,12 +146,15 @@ fn load_config(args: &UpArgs) -> Result<Config, ExitCode> {
         }
     }
     herd_config::quick(
-        args.command.clone(),
-        instances,
-        args.port,
-        args.admin,
-        args.services,
-        name,
+        herd_config::Quick {
+            argv: args.command.clone(),
+            instances,
+            port: args.port,
+            admin: args.admin,
+            services: args.services,
+            name,
+            port_range: args.port_range.clone(),
+        },
         &cwd,
     )
     .map_err(|errors| {

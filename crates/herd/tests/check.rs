@@ -169,4 +169,11 @@ fn quick_mode_rejects_bad_flags_with_64() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("max"));
+    let out = std::process::Command::new(herd_bin())
+        .args(["up", "--port-range", "21000-20000", "--", "true"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{said}");
+    assert!(said.starts_with("command line: --port-range: "), "{said}");
 }
