@@ -87,7 +87,7 @@ impl ServiceError {
     pub fn hint(&self) -> String {
         match self {
             ServiceError::Store(e) if e.is_retryable() => {
-                "the shared store is unavailable; retry later and check GET /store/status on the admin API".into()
+                "the shared store is unavailable; retry later and check GET /store/status on the admin API. A write cut off this way (a timeout, a lost connection) may still have been applied: read before retrying it, and give jobs a job_id so a retried add cannot enqueue twice".into()
             }
             ServiceError::Store(_) => "check the store's logs and herd's [store] settings".into(),
             ServiceError::NotFound { .. } => "check the name or id; it may have expired or been deleted".into(),

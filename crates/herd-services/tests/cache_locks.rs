@@ -385,3 +385,61 @@ async fn fences_strictly_increase_under_contention() {
         .unwrap_err();
     assert!(matches!(err, ServiceError::NotHolder { .. }));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_removes_only_values_that_still_carry_it_and_expired_tags_are_dropped() {
+    use herd_store::Backend as _;
+    let dir = TempDir::new("tags");
+    let store = open_store(&dir, false).await;
+    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let node = Node::with_clock(&store, ServicesConfig::default(), clock.clone());
+    let c = &node.services.cache;
+    let tag = |s: &str| vec![s.to_owned()];
+    let v = |s: &'static str| Bytes::from_static(s.as_bytes());
+
+    // Written again without the tag, or deleted and written again: the tag no longer reaches
+    // it. Still tagged: removed.
+    c.put("ns", "k", v("1"), None, tag("t")).await.unwrap();
+    c.put("ns", "k", v("2"), None, vec![]).await.unwrap();
+    c.put("ns", "d", v("1"), None, tag("t")).await.unwrap();
+    assert!(c.delete("ns", "d").await.unwrap());
+    c.put("ns", "d", v("2"), None, vec![]).await.unwrap();
+    c.put("ns", "x", v("1"), None, tag("t")).await.unwrap();
+    assert_eq!(c.invalidate_tag("ns", "t").await.unwrap(), 1);
+    assert_eq!(c.get("ns", "k").await.unwrap().unwrap().value, "2");
+    assert_eq!(c.get("ns", "d").await.unwrap().unwrap().value, "2");
+    assert!(c.get("ns", "x").await.unwrap().is_none());
+    assert_eq!(store.zcard("herd:{c:ns}:tag:t").await.unwrap(), 0);
+
+    // A tag per user, each written once: once their keys expire, later puts drop the tags'
+    // sets (ten per put) and their entries in the namespace's tag list.
+    for i in 0..30 {
+        let key = format!("s{i}");
+        let ttl = Some(Duration::from_secs(1));
+        c.put("ns", &key, v("v"), ttl, tag(&format!("user{i}")))
+            .await
+            .unwrap();
+    }
+    let listed = |i: u32| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .zscore("herd:{c:ns}:tags", &format!("user{i}"))
+                .await
+                .unwrap()
+                .is_some()
+        }
+    };
+    assert!(listed(7).await);
+    clock.advance(Duration::from_secs(3600));
+    for i in 0..3 {
+        c.put("ns", &format!("later{i}"), v("v"), None, vec![])
+            .await
+            .unwrap();
+    }
+    for i in 0..30 {
+        let set = format!("herd:{{c:ns}}:tag:user{i}");
+        assert_eq!(store.zcard(&set).await.unwrap(), 0, "{set}");
+        assert!(!listed(i).await, "user{i}");
+    }
+}

@@ -15,7 +15,7 @@ use herd_store::{Backend as _, Expect};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument as _;
 
-use super::{index_key, l1_key, l2_key, tag_key, Inner};
+use super::{index_key, l1_key, l2_key, tag_key, Entry, Inner};
 use crate::error::ServiceResult;
 
 pub(crate) const CHANNEL: &str = "herd:cache:invalidate";
@@ -89,22 +89,39 @@ async fn drop_local(inner: &Inner, ns: &str, op: Op, arg: &str) -> u64 {
 
 /// Deletes `keys` of `ns` from L2, the index and this node's L1; returns how many L2 held.
 pub(super) async fn delete_keys(inner: &Inner, ns: &str, keys: &[String]) -> ServiceResult<u64> {
-    let mut n = 0;
-    for key in keys {
-        if inner.store.delete(&l2_key(ns, key), Expect::Any).await? {
-            n += 1;
+    let keys: Vec<(String, Expect)> = keys.iter().map(|k| (k.clone(), Expect::Any)).collect();
+    Ok(delete_expecting(inner, ns, &keys).await?.len() as u64)
+}
+
+/// Deletes each key of `ns` whose L2 value is as `expect` says, from L2, the index and this
+/// node's L1; returns the keys L2 held and deleted. A key whose value changed since its
+/// `Expect::Version` was read stays, in L2 and in the index.
+async fn delete_expecting(
+    inner: &Inner,
+    ns: &str,
+    keys: &[(String, Expect)],
+) -> ServiceResult<Vec<String>> {
+    let mut deleted = Vec::new();
+    let mut unindexed = Vec::new();
+    for (key, expect) in keys {
+        let gone = inner.store.delete(&l2_key(ns, key), *expect).await?;
+        if gone {
+            deleted.push(key.clone());
+        }
+        if gone || *expect == Expect::Any {
+            unindexed.push(key.clone());
         }
         inner.epochs.bump(&l1_key(ns, key));
         inner.l1.invalidate(&l1_key(ns, key)).await;
     }
-    if !keys.is_empty() {
-        inner.store.zrem(&index_key(ns), keys).await?;
+    if !unindexed.is_empty() {
+        inner.store.zrem(&index_key(ns), &unindexed).await?;
     }
     inner
         .counters
         .invalidations
         .fetch_add(keys.len() as u64, Ordering::Relaxed);
-    Ok(n)
+    Ok(deleted)
 }
 
 pub(super) async fn by_prefix(inner: &Inner, ns: &str, prefix: &str) -> ServiceResult<u64> {
@@ -123,17 +140,44 @@ pub(super) async fn by_prefix(inner: &Inner, ns: &str, prefix: &str) -> ServiceR
     Ok(n)
 }
 
+/// Keys read per `get_many` when checking a tag's keys.
+const TAG_CHECK_BATCH: usize = 500;
+
 pub(super) async fn by_tag(inner: &Inner, ns: &str, tag: &str) -> ServiceResult<u64> {
     let tk = tag_key(ns, tag);
     let members = inner
         .store
         .zrange_by_score(&tk, f64::NEG_INFINITY, f64::INFINITY, MAX_KEYS)
         .await?;
-    let keys: Vec<String> = members.into_iter().map(|(m, _)| m).collect();
+    // A membership can outlive the tagging: the key expired, was deleted, or was written again
+    // without this tag. Only keys whose value still carries the tag are removed (each only if
+    // it is still that value), and the memberships of the others are dropped.
+    #[allow(clippy::cast_precision_loss)]
+    let now = inner.clock.now_ms() as f64;
+    let mut stale: Vec<String> = Vec::new();
+    let mut tagged: Vec<(String, Expect)> = Vec::new();
+    let (live, expired): (Vec<_>, Vec<_>) = members.into_iter().partition(|(_, s)| *s >= now);
+    stale.extend(expired.into_iter().map(|(m, _)| m));
+    for chunk in live.chunks(TAG_CHECK_BATCH) {
+        let l2: Vec<String> = chunk.iter().map(|(k, _)| l2_key(ns, k)).collect();
+        let values = inner.store.get_many(&l2).await?;
+        for ((key, _), value) in chunk.iter().zip(values) {
+            match value {
+                Some(v)
+                    if Entry::decode(&v.value).is_some_and(|e| e.tags.iter().any(|t| t == tag)) =>
+                {
+                    tagged.push((key.clone(), Expect::Version(v.version)));
+                }
+                _ => stale.push(key.clone()),
+            }
+        }
+    }
     drop_local(inner, ns, Op::Tag, tag).await;
-    let n = delete_keys(inner, ns, &keys).await?;
-    if !keys.is_empty() {
-        inner.store.zrem(&tk, &keys).await?;
+    let deleted = delete_expecting(inner, ns, &tagged).await?;
+    let n = deleted.len() as u64;
+    stale.extend(deleted);
+    if !stale.is_empty() {
+        inner.store.zrem(&tk, &stale).await?;
     }
     announce(inner, ns, Op::Tag, tag).await;
     Ok(n)

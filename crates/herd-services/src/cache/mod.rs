@@ -11,7 +11,9 @@
 //! Store keys (one hash tag per namespace, so a namespace lives in one Redis Cluster slot):
 //! `herd:{c:NS}:k:KEY` the value; `herd:{c:NS}:keys` an ordered set of the namespace's keys
 //! scored by expiry (for prefix invalidation: the store has no key scan); `herd:{c:NS}:tag:TAG`
-//! the keys carrying a tag. A node's L1 can hold a value another node just replaced for at most
+//! the keys written with a tag, scored by expiry (a tag invalidation removes only the keys whose
+//! value still carries the tag); `herd:{c:NS}:tags` the tags, each scored by the latest expiry of
+//! its keys, so the set of a tag whose keys all expired is dropped. A node's L1 can hold a value another node just replaced for at most
 //! the time the invalidation message takes; if the message is lost (store down), for at most
 //! `l1_ttl`.
 
@@ -240,14 +242,23 @@ fn tag_key(ns: &str, tag: &str) -> String {
     format!("herd:{{c:{ns}}}:tag:{tag}")
 }
 
+/// The namespace's tags, each scored by the latest expiry of its keys.
+fn tags_key(ns: &str) -> String {
+    format!("herd:{{c:{ns}}}:tags")
+}
+
 /// Namespaces become part of a hash tag: braces would break the tag, and empty names or
 /// NULs would make keys ambiguous.
 fn check_names(ns: &str, key: &str) -> ServiceResult<()> {
-    if ns.is_empty() || ns.len() > 200 || ns.contains(['{', '}', '\0', ':']) {
+    if ns.is_empty()
+        || ns.len() > 200
+        || ns.contains(['{', '}', ':'])
+        || ns.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(ServiceError::invalid(
             "cache namespace",
             format!(
-                "{} is empty, too long or contains '{{', '}}', ':' or NUL",
+                "{} is empty, too long, or contains '{{', '}}', ':', a space or a control character",
                 crate::error::quoted(ns)
             ),
             "use letters, digits, '-', '_' or '.' for namespaces",
@@ -484,6 +495,12 @@ impl Cache {
             store
                 .zadd(&tag_key(ns, tag), &[(key.to_owned(), score)])
                 .await?;
+            // The tag's latest expiry: once it passes, every key of the tag has expired and
+            // the tag's set is dropped (`prune_tags`), even if the tag is never written again.
+            let latest = store.zscore(&tags_key(ns), tag).await?;
+            if latest.is_none_or(|l| l < score) {
+                store.zadd(&tags_key(ns), &[(tag.clone(), score)]).await?;
+            }
         }
         store
             .put(
@@ -495,6 +512,7 @@ impl Cache {
             .await?;
         self.inner.epochs.bump(&l1_key(ns, key));
         self.prune_index(ns, now).await;
+        self.prune_tags(ns, &e.tags, now).await;
         invalidate::announce(&self.inner, ns, invalidate::Op::Key, key).await;
         e.l1_for = self.l1_for(ns, &e);
         self.inner.l1.insert(l1_key(ns, key), Arc::new(e)).await;
@@ -513,6 +531,46 @@ impl Cache {
             if !gone.is_empty() {
                 let members: Vec<String> = gone.into_iter().map(|(m, _)| m).collect();
                 let _ = store.zrem(&index_key(ns), &members).await;
+            }
+        }
+    }
+
+    /// Drops expired memberships of the tags just written, and the sets of tags whose keys
+    /// have all expired (bounded work per put; failures only leave entries for a later put).
+    async fn prune_tags(&self, ns: &str, tags: &[String], now: i64) {
+        /// Expired tags dropped per put.
+        const TAGS_PER_PUT: usize = 10;
+        #[allow(clippy::cast_precision_loss)]
+        let now = now as f64;
+        let store = &self.inner.store;
+        let expired_members = |tag: String| async move {
+            let tk = tag_key(ns, &tag);
+            if let Ok(gone) = store
+                .zrange_by_score(&tk, f64::NEG_INFINITY, now, 1000)
+                .await
+            {
+                if !gone.is_empty() {
+                    let members: Vec<String> = gone.into_iter().map(|(m, _)| m).collect();
+                    let _ = store.zrem(&tk, &members).await;
+                }
+            }
+        };
+        for tag in tags {
+            expired_members(tag.clone()).await;
+        }
+        let Ok(done) = store
+            .zrange_by_score(&tags_key(ns), f64::NEG_INFINITY, now, TAGS_PER_PUT)
+            .await
+        else {
+            return;
+        };
+        for (tag, _) in done {
+            expired_members(tag.clone()).await;
+            // Written again meanwhile: its new expiry keeps it.
+            if let Ok(Some(latest)) = store.zscore(&tags_key(ns), &tag).await {
+                if latest < now {
+                    let _ = store.zrem(&tags_key(ns), &[tag]).await;
+                }
             }
         }
     }

@@ -168,11 +168,15 @@ pub struct Queues {
 
 /// Queue names become part of a hash tag.
 fn check_queue(queue: &str) -> ServiceResult<()> {
-    if queue.is_empty() || queue.len() > 200 || queue.contains(['{', '}', '\0', ':', '/']) {
+    if queue.is_empty()
+        || queue.len() > 200
+        || queue.contains(['{', '}', ':', '/'])
+        || queue.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(ServiceError::invalid(
             "queue name",
             format!(
-                "{} is empty, over 200 bytes or contains '{{', '}}', ':', '/' or NUL",
+                "{} is empty, over 200 bytes, or contains '{{', '}}', ':', '/', a space or a control character",
                 crate::error::quoted(queue)
             ),
             "use letters, digits, '-', '_' or '.'",
