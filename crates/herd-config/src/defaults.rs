@@ -23,6 +23,8 @@ pub(crate) const MAX_CONN_PER_IP: u32 = 0;
 pub(crate) const RATE_LIMIT_BURST: u32 = 0;
 pub(crate) const RATE_LIMIT_STATUS: u16 = 429;
 pub(crate) const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// nginx's `client_body_timeout`.
+pub(crate) const CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) const TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub(crate) const MAX_HEADER_SIZE: u64 = 64 * 1024;
 /// hyper's smallest read buffer: a head limit below it cannot be enforced.
@@ -153,6 +155,7 @@ impl Default for Gateway {
             shutdown_timeout: SHUTDOWN_TIMEOUT,
             max_conn_per_ip: MAX_CONN_PER_IP,
             client_header_timeout: CLIENT_HEADER_TIMEOUT,
+            client_body_timeout: CLIENT_BODY_TIMEOUT,
             max_connections: 0,
             max_header_size: MAX_HEADER_SIZE,
             max_body_size: None,

@@ -67,6 +67,10 @@ pub struct Gateway {
     /// 60s): a client must send a whole HTTP/1 request head within this, or its connection is
     /// closed (slowloris).
     pub client_header_timeout: Duration,
+    /// `client_body_timeout`, default 60s (nginx's name and default): the longest a client may
+    /// pause between two reads of its request body; past it the request gets 408 and the
+    /// instance is not blamed.
+    pub client_body_timeout: Duration,
     /// `max_connections`, default 0 (unlimited): open client connections; when reached, herd
     /// stops accepting until one closes (new clients wait in the kernel's backlog).
     pub max_connections: usize,

@@ -97,6 +97,7 @@ pub(crate) struct RawGateway {
     pub(crate) shutdown_timeout: Option<Val>,
     pub(crate) max_conn_per_ip: Option<Int>,
     pub(crate) client_header_timeout: Option<Val>,
+    pub(crate) client_body_timeout: Option<Val>,
     pub(crate) max_connections: Option<Int>,
     pub(crate) max_header_size: Option<Val>,
     pub(crate) max_body_size: Option<Val>,

@@ -186,6 +186,12 @@ impl Validator<'_> {
                 d::CLIENT_HEADER_TIMEOUT,
                 true,
             ),
+            client_body_timeout: self.duration(
+                g.client_body_timeout.as_ref(),
+                "gateway.client_body_timeout",
+                d::CLIENT_BODY_TIMEOUT,
+                true,
+            ),
             max_connections: self.usize(g.max_connections.as_ref(), "gateway.max_connections", 0),
             max_header_size: self.max_header_size(g.max_header_size.as_ref()),
             max_body_size: g

@@ -1,9 +1,10 @@
 //! Bodies: what goes to a backend ([`UpBody`]) and what goes back to the client ([`ProxyBody`]).
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use herd_core::{InFlightGuard, RouteStats};
@@ -15,18 +16,68 @@ use hyper::body::Incoming;
 use crate::edge::{BodyLimit, BodyTooLarge};
 use crate::pool::{Conn, Pool};
 
+/// How far the client's request body has got: when a frame of it was last read, and when the
+/// whole of it had been handed to the backend connection. The response timeout counts from
+/// the end of the upload; `client_body_timeout` bounds the pause between two reads.
+#[derive(Debug)]
+pub(crate) struct Upload {
+    start: Instant,
+    /// Microseconds from `start` to the last frame read from the client.
+    last_read_us: AtomicU64,
+    /// Microseconds from `start` to the end of the body, plus one; 0 while it is being sent.
+    done_at_us: AtomicU64,
+}
+
+impl Upload {
+    fn new(done: bool) -> Upload {
+        Upload {
+            start: Instant::now(),
+            last_read_us: AtomicU64::new(0),
+            done_at_us: AtomicU64::new(u64::from(done)),
+        }
+    }
+
+    fn since_start(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX - 1)
+    }
+
+    fn mark_read(&self) {
+        self.last_read_us
+            .store(self.since_start(), Ordering::Relaxed);
+    }
+
+    fn mark_done(&self) {
+        let at = self.since_start() + 1;
+        let _ = self
+            .done_at_us
+            .compare_exchange(0, at, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Whether the whole body has been handed to the connection.
+    pub(crate) fn is_done(&self) -> bool {
+        self.done_at_us.load(Ordering::Acquire) != 0
+    }
+
+    /// When the whole body had been handed to the connection.
+    pub(crate) fn done_at(&self) -> Option<Instant> {
+        match self.done_at_us.load(Ordering::Acquire) {
+            0 => None,
+            us => Some(self.start + std::time::Duration::from_micros(us - 1)),
+        }
+    }
+
+    /// When a frame of the body was last read from the client (the start, before the first).
+    pub(crate) fn last_read(&self) -> Instant {
+        self.start + std::time::Duration::from_micros(self.last_read_us.load(Ordering::Relaxed))
+    }
+}
+
 /// The request body sent upstream: the client's stream, or nothing (a rebuilt retry).
 #[derive(Debug)]
 pub(crate) enum UpBody {
-    /// `done` is set once the whole body has been handed to the connection; bytes are counted
-    /// into the route's statistics; past `max_body_size` the stream fails (hyper then aborts the
-    /// upstream request).
-    Client(
-        Incoming,
-        Arc<AtomicBool>,
-        Arc<RouteStats>,
-        Option<BodyLimit>,
-    ),
+    /// The upload's progress is tracked; bytes are counted into the route's statistics; past
+    /// `max_body_size` the stream fails (hyper then aborts the upstream request).
+    Client(Incoming, Arc<Upload>, Arc<RouteStats>, Option<BodyLimit>),
     Empty,
 }
 
@@ -35,9 +86,12 @@ impl UpBody {
         body: Incoming,
         stats: Arc<RouteStats>,
         limit: Option<BodyLimit>,
-    ) -> (Self, Arc<AtomicBool>) {
-        let done = Arc::new(AtomicBool::new(body.is_end_stream()));
-        (UpBody::Client(body, Arc::clone(&done), stats, limit), done)
+    ) -> (Self, Arc<Upload>) {
+        let upload = Arc::new(Upload::new(body.is_end_stream()));
+        (
+            UpBody::Client(body, Arc::clone(&upload), stats, limit),
+            upload,
+        )
     }
 }
 
@@ -56,6 +110,7 @@ impl Body for UpBody {
             UpBody::Client(b, done, stats, limit) => {
                 let res = Pin::new(&mut *b).poll_frame(cx);
                 if let Poll::Ready(Some(Ok(frame))) = &res {
+                    done.mark_read();
                     if let Some(data) = frame.data_ref() {
                         stats.add_bytes_in(data.len() as u64);
                         if let Some(limit) = limit {
@@ -66,7 +121,7 @@ impl Body for UpBody {
                     }
                 }
                 if matches!(res, Poll::Ready(None)) || b.is_end_stream() {
-                    done.store(true, Ordering::Release);
+                    done.mark_done();
                 }
                 res.map(|f| f.map(|r| r.map_err(BoxError::from)))
             }
@@ -126,7 +181,7 @@ pub struct UpstreamBody {
     inner: Incoming,
     guard: Option<InFlightGuard>,
     conn: Option<(Conn, Arc<Pool>)>,
-    request_done: Option<Arc<AtomicBool>>,
+    request_done: Option<Arc<Upload>>,
     stats: Arc<RouteStats>,
 }
 
@@ -136,7 +191,7 @@ impl UpstreamBody {
         guard: InFlightGuard,
         conn: Conn,
         pool: Arc<Pool>,
-        request_done: Option<Arc<AtomicBool>>,
+        request_done: Option<Arc<Upload>>,
         stats: Arc<RouteStats>,
     ) -> Self {
         let mut body = UpstreamBody {
@@ -154,10 +209,7 @@ impl UpstreamBody {
 
     fn finish(&mut self) {
         if let Some((conn, pool)) = self.conn.take() {
-            let sent = self
-                .request_done
-                .as_ref()
-                .is_none_or(|d| d.load(Ordering::Acquire));
+            let sent = self.request_done.as_ref().is_none_or(|d| d.is_done());
             if sent {
                 pool.put(conn);
             }

@@ -114,9 +114,9 @@ impl Wants {
     }
 }
 
-/// The coding to apply to this response, or `None` to leave it as is.
-fn choose(wants: &Wants, resp: &Response<ProxyBody>, cfg: &Compress) -> Option<Coding> {
-    let coding = wants.coding?;
+/// Whether this response is compressed for a client that accepts a coding (whether this
+/// client does or not).
+fn eligible(wants: &Wants, resp: &Response<ProxyBody>, cfg: &Compress) -> bool {
     let h = resp.headers();
     let status = resp.status();
     if wants.head
@@ -128,7 +128,7 @@ fn choose(wants: &Wants, resp: &Response<ProxyBody>, cfg: &Compress) -> Option<C
         || h.contains_key(header::CONTENT_ENCODING)
         || h.contains_key(header::CONTENT_RANGE)
     {
-        return None;
+        return false;
     }
     let no_transform = h
         .get_all(header::CACHE_CONTROL)
@@ -144,7 +144,7 @@ fn choose(wants: &Wants, resp: &Response<ProxyBody>, cfg: &Compress) -> Option<C
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .is_some_and(|n| n < cfg.min_size);
-    (!no_transform && typed && !small).then_some(coding)
+    !no_transform && typed && !small
 }
 
 /// Compresses `resp` when the request and the response allow it.
@@ -153,16 +153,13 @@ pub(crate) fn apply(
     resp: Response<ProxyBody>,
     cfg: &Compress,
 ) -> Response<ProxyBody> {
-    let Some(coding) = choose(wants, &resp, cfg) else {
+    if !eligible(wants, &resp, cfg) {
         return resp;
-    };
+    }
     let (mut parts, body) = resp.into_parts();
     let h = &mut parts.headers;
-    h.remove(header::CONTENT_LENGTH);
-    h.insert(
-        header::CONTENT_ENCODING,
-        HeaderValue::from_static(coding.token()),
-    );
+    // Compressed or not, the answer depends on Accept-Encoding (nginx `gzip_vary`), so that a
+    // shared cache keeps the two apart.
     let varies = h
         .get_all(header::VARY)
         .iter()
@@ -172,6 +169,14 @@ pub(crate) fn apply(
     if !varies {
         h.append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
     }
+    let Some(coding) = wants.coding else {
+        return Response::from_parts(parts, body);
+    };
+    h.remove(header::CONTENT_LENGTH);
+    h.insert(
+        header::CONTENT_ENCODING,
+        HeaderValue::from_static(coding.token()),
+    );
     if let Some(etag) = h
         .get(header::ETAG)
         .filter(|e| e.as_bytes().starts_with(b"\""))

@@ -64,6 +64,18 @@ impl BodyLimit {
 
 /// A `Content-Length` already over the limit: refused before anything is forwarded.
 pub(crate) fn check_length(headers: &HeaderMap, max: Option<u64>) -> Result<(), ProxyError> {
+    // A transfer coding other than `chunked` (`gzip, chunked`) would reach the app neither
+    // decoded nor labelled: refused, as nginx does (501).
+    let codings = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii);
+    for coding in codings {
+        if !coding.eq_ignore_ascii_case(b"chunked") {
+            return Err(ProxyError::TransferCoding);
+        }
+    }
     let Some(max) = max else { return Ok(()) };
     let declared = headers
         .get(header::CONTENT_LENGTH)

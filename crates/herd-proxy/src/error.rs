@@ -21,6 +21,12 @@ pub enum ProxyError {
     /// The backend took longer than `response_timeout` to answer.
     #[error("instance {instance} did not answer within {timeout:?}")]
     Timeout { instance: String, timeout: Duration },
+    /// A request `Transfer-Encoding` other than `chunked`.
+    #[error("transfer codings other than chunked are not supported (send the body chunked or with Content-Length, and label compressed content with Content-Encoding)")]
+    TransferCoding,
+    /// The client paused its request body for longer than `client_body_timeout`.
+    #[error("the request body stalled for {timeout:?} (client_body_timeout)")]
+    ClientBodyTimeout { timeout: Duration },
     /// The exchange ran past `total_timeout` before a response head.
     #[error("request did not complete within total_timeout {timeout:?}")]
     TotalTimeout { timeout: Duration },
@@ -68,8 +74,11 @@ impl ProxyError {
                 http::StatusCode::GATEWAY_TIMEOUT
             }
             ProxyError::BadRequest { .. } => http::StatusCode::BAD_REQUEST,
+            ProxyError::ClientBodyTimeout { .. } => http::StatusCode::REQUEST_TIMEOUT,
             ProxyError::BodyTooLarge { .. } => http::StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::ConnectRefused => http::StatusCode::NOT_IMPLEMENTED,
+            ProxyError::ConnectRefused | ProxyError::TransferCoding => {
+                http::StatusCode::NOT_IMPLEMENTED
+            }
         }
     }
 }

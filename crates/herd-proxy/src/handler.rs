@@ -1,7 +1,7 @@
 //! One request end to end: route → pick → forward → retry → response.
 
+use crate::wait::{wait_for_answer, Waited};
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -69,7 +69,13 @@ pub(crate) async fn serve(
                 .as_ref()
                 .filter(|_| matches!(e, ProxyError::NoInstance { .. } | ProxyError::Held { .. }));
             let mut resp = page.map_or_else(|| error_response(&e), |p| p.response());
-            if matches!(e, ProxyError::BodyTooLarge { .. }) && version < Version::HTTP_2 {
+            if matches!(
+                e,
+                ProxyError::BodyTooLarge { .. }
+                    | ProxyError::ClientBodyTimeout { .. }
+                    | ProxyError::TransferCoding
+            ) && version < Version::HTTP_2
+            {
                 // The rest of the body is not read: the connection cannot be reused.
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -380,7 +386,7 @@ pub(crate) struct StreamHold {
 /// What `send_with_retries` needs besides the request.
 struct Sending<'a> {
     replay: Option<Request<()>>,
-    sent: Arc<AtomicBool>,
+    sent: Arc<crate::body::Upload>,
     stats: &'a Arc<RouteStats>,
     affinity: Option<u64>,
     /// The algorithm and sticky pin in force for this request.
@@ -495,7 +501,10 @@ async fn send_with_retries(
                 request,
                 stale,
             }) => {
-                if matches!(err, ProxyError::BadRequest { .. }) {
+                if matches!(
+                    err,
+                    ProxyError::BadRequest { .. } | ProxyError::ClientBodyTimeout { .. }
+                ) {
                     return Err(err); // not retried, not held against the instance
                 }
                 let timed_out = matches!(err, ProxyError::Timeout { .. });
@@ -581,7 +590,7 @@ async fn attempt(
     up: &Arc<Upstream>,
     req: Request<UpBody>,
     guard: InFlightGuard,
-    body_done: Option<Arc<AtomicBool>>,
+    body_done: Option<Arc<crate::body::Upload>>,
     stats: &Arc<RouteStats>,
     timeouts: Timeouts,
     tunnel: &mut Option<ClientUpgrade>,
@@ -612,16 +621,36 @@ async fn attempt(
         to_h2(&mut req, up.endpoint.addr);
     }
     let sent_at = Instant::now();
-    match tokio::time::timeout(timeout, conn.try_send_request(req)).await {
-        Err(_) => Err(Failure {
-            err: ProxyError::Timeout {
-                instance: instance(),
-                timeout,
-            },
-            request: None,
-            stale: false,
-        }),
-        Ok(Err(mut e)) => {
+    let answered = match wait_for_answer(
+        conn.try_send_request(req),
+        body_done.as_deref(),
+        sent_at,
+        timeout,
+        gw.settings().client_body_timeout,
+    )
+    .await
+    {
+        Waited::Answer(a) => a,
+        Waited::TimedOut => {
+            return Err(Failure {
+                err: ProxyError::Timeout {
+                    instance: instance(),
+                    timeout,
+                },
+                request: None,
+                stale: false,
+            })
+        }
+        Waited::ClientStalled(timeout) => {
+            return Err(Failure {
+                err: ProxyError::ClientBodyTimeout { timeout },
+                request: None,
+                stale: false,
+            })
+        }
+    };
+    match answered {
+        Err(mut e) => {
             if conn.is_h2() {
                 up.pool.forget_h2().await;
             }
@@ -646,7 +675,7 @@ async fn attempt(
                 request,
             })
         }
-        Ok(Ok(resp)) => {
+        Ok(resp) => {
             let took = sent_at.elapsed();
             up.endpoint
                 .stats
@@ -680,6 +709,13 @@ async fn attempt(
                 if let Some(client) = tunnel.take() {
                     return Ok(open_tunnel(gw, up, resp, client, guard));
                 }
+                // RFC 9110 §15.2.2: a 101 only answers a request that asked to upgrade.
+                let why = "answered 101 Switching Protocols to a request that asked for no upgrade";
+                tracing::warn!(instance = %up.endpoint.id, "{why}");
+                return Ok(error_response(&ProxyError::Upstream {
+                    instance: up.endpoint.id.to_string(),
+                    reason: why.to_owned(),
+                }));
             }
             // Any other answer to an upgrade request is an ordinary response.
             let (mut parts, body) = resp.into_parts();

@@ -66,6 +66,7 @@ mod target;
 pub mod tls;
 mod tunnel;
 mod upstream;
+mod wait;
 
 pub use body::{BoxError, ProxyBody};
 pub use error::ProxyError;

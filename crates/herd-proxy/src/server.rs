@@ -29,6 +29,8 @@ pub struct GatewaySettings {
     pub shutdown_timeout: Duration,
     /// HTTP/1 request heads must arrive within this (slowloris). Read when serving starts.
     pub client_header_timeout: Duration,
+    /// The longest pause between two reads of a request body (408 past it).
+    pub client_body_timeout: Duration,
     /// Open client connections at most (0: unlimited). Read when serving starts.
     pub max_connections: usize,
     /// Largest request head in bytes (431 over it). Read when serving starts.
@@ -78,6 +80,7 @@ impl From<&herd_config::Gateway> for GatewaySettings {
             pool_max_idle: g.pool_max_idle,
             shutdown_timeout: g.shutdown_timeout,
             client_header_timeout: g.client_header_timeout,
+            client_body_timeout: g.client_body_timeout,
             max_connections: g.max_connections,
             max_header_size: usize::try_from(g.max_header_size).unwrap_or(usize::MAX),
             max_body_size: g.max_body_size,

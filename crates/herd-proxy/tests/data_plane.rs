@@ -326,9 +326,14 @@ async fn responses_are_compressed_by_accept_encoding() {
         "not a compressible type"
     );
     assert!(plain(&send(addr, "HEAD", "/text/8192", &ae).await), "HEAD");
+    let identity = send(addr, "GET", "/text/8192", &[]).await;
+    assert!(plain(&identity), "no Accept-Encoding");
+    // Uncompressed only because of this request's Accept-Encoding: a shared cache must not
+    // serve it to a client that accepts gzip, nor the gzip to one that does not.
+    assert_eq!(identity.headers[header::VARY], "Accept-Encoding");
     assert!(
-        plain(&send(addr, "GET", "/text/8192", &[]).await),
-        "no Accept-Encoding"
+        !small.headers.contains_key(header::VARY),
+        "never compressed"
     );
     assert!(
         plain(&send(addr, "GET", "/plain/text/8192", &ae).await),

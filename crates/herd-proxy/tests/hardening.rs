@@ -251,6 +251,16 @@ async fn smuggling_attempts_get_400_and_never_reach_a_backend() {
     .await;
     assert_eq!(answer.matches("HTTP/1.1 400").count(), 1, "{answer}");
     assert_eq!(gw.seen.load(Ordering::SeqCst), 2, "{answer}");
+    // A transfer coding herd would drop on the way (the body would reach the app still
+    // gzipped, unlabelled): 501, as nginx answers, and the connection closes.
+    let answer = exchange(
+        gw.addr,
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 501"), "{answer}");
+    assert!(answer.contains("Content-Encoding"), "{answer}");
+    assert_eq!(gw.seen.load(Ordering::SeqCst), 2, "{answer}");
 }
 
 #[tokio::test]
@@ -272,6 +282,47 @@ async fn a_bad_chunk_after_the_head_was_forwarded_is_400_and_not_the_instances_f
     let answer = read_to_close(&mut s).await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert_eq!(gw.instance.failures(), 0);
+}
+
+#[tokio::test]
+async fn a_slow_upload_is_not_a_slow_backend() {
+    // 30 bytes over ~1.5 s, against a response_timeout of 500 ms: the timer starts once the
+    // body is all sent, so the answer is the backend's echo.
+    let gw = gateway("response_timeout = \"500ms\"\nclient_body_timeout = \"5s\"").await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 30\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    for _ in 0..5 {
+        s.write_all(b"abcdef").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let answer = read_to_close(&mut s).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with(&"abcdef".repeat(5)), "{answer}");
+    assert_eq!(gw.instance.failures(), 0);
+}
+
+#[tokio::test]
+async fn a_stalled_upload_gets_408_and_is_not_the_instances_fault() {
+    let gw = gateway("response_timeout = \"500ms\"\nclient_body_timeout = \"1s\"").await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let start = Instant::now();
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut s).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("client_body_timeout"), "{answer}");
+    assert!(
+        start.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(gw.instance.failures(), 0);
+    assert!(!gw.instance.passively_down(Instant::now()));
 }
 
 #[tokio::test]
@@ -723,4 +774,31 @@ async fn refused_framing_is_logged_with_a_request_id() {
     assert_eq!(v["status"], 400, "{line}");
     assert!(v["upstream"].is_null(), "{line}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_101_to_a_request_that_asked_for_no_upgrade_is_a_bad_gateway() {
+    // A backend that switches protocols whatever it is asked.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\n")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            });
+        }
+    });
+    let gw = common::gateway("", backend).await;
+    let answer = exchange(
+        gw.addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    gw.stop.cancel();
 }
