@@ -90,6 +90,22 @@ where
         let Some(stream) = self.handshake(stream).await else {
             return;
         };
+        // hyper's head-read timer starts with the first byte (its HTTP/1-or-2 detection waits
+        // for the first bytes without a timer), so a plain connection that sends nothing is
+        // closed here at `client_header_timeout`, as nginx does, instead of at `idle_timeout`.
+        if let Either::Left(tcp) = &stream {
+            // `peek` (unlike `readable`, which may wake falsely) waits for a byte or the end.
+            let mut byte = [0u8; 1];
+            let first = tokio::time::timeout(self.shared.handshake_timeout, tcp.peek(&mut byte));
+            tokio::select! {
+                () = self.shared.hard_stop.cancelled() => return,
+                () = self.shared.shutdown.cancelled() => return,
+                waited = first => if waited.is_err() {
+                    tracing::debug!("closing a connection that sent nothing within client_header_timeout");
+                    return;
+                },
+            }
+        }
         // Only plain HTTP/1 is released (TLS keeps its session state anyway).
         let release = (self.shared.idle_release)
             .filter(|_| self.shared.parking.is_some() && matches!(stream, Either::Left(_)));

@@ -392,6 +392,21 @@ async fn an_idle_keep_alive_connection_is_closed_after_client_header_timeout() {
     assert!(elapsed < Duration::from_secs(3), "closed after {elapsed:?}");
 }
 
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_after_client_header_timeout() {
+    // With the default idle_release and an idle_timeout far away: the header timeout closes it.
+    let gw = gateway("client_header_timeout = \"500ms\"\nidle_timeout = \"60s\"").await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let started = Instant::now();
+    let answer = read_to_close(&mut s).await;
+    assert!(answer.is_empty(), "{answer}");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(400) && elapsed < Duration::from_secs(30),
+        "closed after {elapsed:?}"
+    );
+}
+
 /// Reads one response with a `Content-Length` body; returns its head and body. Bytes read past
 /// it (a pipelined response) stay in `data` for the next call.
 async fn read_response(s: &mut TcpStream, data: &mut Vec<u8>) -> (String, String) {
