@@ -181,6 +181,36 @@ impl Record {
     }
 }
 
+/// A request's log line until its response head exists: written with status 499 if the
+/// request is dropped before that (the client closed its connection or reset its stream).
+#[derive(Debug)]
+pub(crate) struct Pending {
+    record: Option<Record>,
+    pub(crate) ex: Exchange,
+}
+
+impl Pending {
+    pub(crate) fn new(record: Option<Record>) -> Self {
+        Pending {
+            record,
+            ex: Exchange::default(),
+        }
+    }
+
+    /// The record and what was learned, for the response's way out.
+    pub(crate) fn take(&mut self) -> (Option<Record>, Exchange) {
+        (self.record.take(), std::mem::take(&mut self.ex))
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(record) = self.record.take() {
+            record.finish(499, 0, &self.ex);
+        }
+    }
+}
+
 /// What the request path learned about one exchange, for the log and the way out.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Exchange {

@@ -37,18 +37,21 @@ pub(crate) async fn serve(
     req.headers_mut()
         .insert(edge::X_REQUEST_ID.clone(), id.clone());
     let wants = compress::Wants::of(req.method(), req.headers());
-    let record = gw
-        .access_log
-        .as_ref()
-        .map(|log| Record::start(log, &req, client, &id, started));
-    let mut ex = Exchange::default();
+    // Logged as 499 (nginx's "client closed request") if the client goes away before the
+    // response head: hyper then drops this future.
+    let mut pending = crate::access_log::Pending::new(
+        gw.access_log
+            .as_ref()
+            .map(|log| Record::start(log, &req, client, &id, started)),
+    );
+    let ex = &mut pending.ex;
     let limit = max_body.map(edge::BodyLimit::new);
     if let Some(limit) = &limit {
         req.extensions_mut().insert(limit.clone());
     }
     let mut route_stats = None;
     let result = match edge::check_length(req.headers(), max_body) {
-        Ok(()) => forward(&gw, req, client, &mut route_stats, &mut ex).await,
+        Ok(()) => forward(&gw, req, client, &mut route_stats, ex).await,
         Err(e) => Err(e),
     };
     let mut resp = match result {
@@ -90,6 +93,7 @@ pub(crate) async fn serve(
     if ex.compress.unwrap_or(compress_cfg.enabled) {
         resp = compress::apply(&wants, resp, &compress_cfg);
     }
+    let (record, ex) = pending.take();
     crate::tail::wrap(resp, ex, record)
 }
 
@@ -501,6 +505,9 @@ async fn send_with_retries(
                 request,
                 stale,
             }) => {
+                // The log names the instance that failed, as nginx's `$upstream_addr`.
+                ex.instance = Some((Arc::clone(&up.endpoint.id), up.endpoint.addr));
+                ex.upstream_time = Some(sent_at.elapsed());
                 if matches!(
                     err,
                     ProxyError::BadRequest { .. } | ProxyError::ClientBodyTimeout { .. }

@@ -417,6 +417,54 @@ async fn the_access_log_has_one_json_line_per_request_without_secrets() {
 }
 
 #[tokio::test]
+async fn the_access_log_names_the_failed_instance_and_logs_abandoned_requests_as_499() {
+    let path = std::env::temp_dir().join(format!("herd-access-499-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let (gw, addr, stop, served) = gateway(
+        &format!(
+            "access_log = \"{}\"\nresponse_timeout = \"300ms\"",
+            path.display()
+        ),
+        "",
+    )
+    .await;
+    let (a, _) = backend("a", false, false).await;
+    gw.set_endpoints("web", vec![endpoint(7, "web-7", a)]);
+    // A 504: the line says which instance did not answer.
+    assert_eq!(send(addr, "GET", "/slowhead", &[]).await.status, 504);
+    // A client that gives up before the head: 499, as nginx logs it.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /slowhead HTTP/1.1\r\nHost: x\r\nX-Request-Id: gave-up\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(s);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.cancel();
+    served.await.unwrap().unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines[0]["status"], 504);
+    assert_eq!(lines[0]["upstream"]["instance"], "web-7", "{text}");
+    assert!(
+        lines[0]["upstream_time_ms"].as_f64().unwrap() >= 250.0,
+        "{text}"
+    );
+    assert_eq!(lines[1]["status"], 499, "{text}");
+    assert_eq!(lines[1]["request_id"], "gave-up");
+    assert_eq!(
+        lines[1]["upstream"]["instance"],
+        serde_json::Value::Null,
+        "not answered yet"
+    );
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[tokio::test]
 async fn total_timeout_bounds_the_head_and_the_body() {
     let (gw, addr, stop, _) = gateway("total_timeout = \"300ms\"", "").await;
     let (a, _) = backend("a", false, false).await;
