@@ -53,24 +53,18 @@ fn check_command(app: &str, command: &Command) -> Option<LaunchProblem> {
         message,
         hint,
     };
-    match std::fs::metadata(&command.cwd) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => {
-            return Some(problem(
-                "cwd",
-                format!("{} is not a directory", command.cwd.display()),
-                "point cwd at the app's directory (relative paths are relative to the config file)"
-                    .into(),
-            ))
-        }
-        Err(e) => {
-            return Some(problem(
-                "cwd",
-                format!("cannot use {}: {e}", command.cwd.display()),
-                "point cwd at the app's directory (relative paths are relative to the config file)"
-                    .into(),
-            ))
-        }
+    let cwd_problem = match std::fs::metadata(&command.cwd) {
+        Ok(m) if m.is_dir() => None,
+        Ok(_) => Some(format!("{} is not a directory", command.cwd.display())),
+        Err(e) => Some(format!("cannot use {}: {e}", command.cwd.display())),
+    };
+    if let Some(message) = cwd_problem {
+        return Some(problem(
+            "cwd",
+            message,
+            "point cwd at the app's directory (relative paths are relative to the config file)"
+                .into(),
+        ));
     }
     let program = command.argv.first()?;
     if program.contains('/') {

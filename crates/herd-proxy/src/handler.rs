@@ -628,9 +628,11 @@ async fn attempt(
         to_h2(&mut req, up.endpoint.addr);
     }
     let sent_at = Instant::now();
+    // A tunnel's request body is the tunnel itself: its answer is timed from the send.
+    let upload = body_done.as_deref().filter(|_| tunnel.is_none());
     let answered = match wait_for_answer(
         conn.try_send_request(req),
-        body_done.as_deref(),
+        upload,
         sent_at,
         timeout,
         gw.settings().client_body_timeout,

@@ -4,14 +4,19 @@ mod common;
 
 use common::*;
 
+/// Runs `herd ARGS... PATH`.
+fn herd_on(args: &[&str], path: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(herd_bin())
+        .args(args)
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
 fn check(text: &str) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = write(dir.path(), "herd.toml", text);
-    let out = std::process::Command::new(herd_bin())
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = herd_on(&["check", "-c"], &path);
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout),
@@ -54,11 +59,7 @@ fn an_app_that_cannot_be_started_is_refused_by_check_and_up() {
     ];
     for (text, expected) in cases {
         let path = write(dir.path(), "herd.toml", text);
-        let out = std::process::Command::new(herd_bin())
-            .args(["check", "-c"])
-            .arg(&path)
-            .output()
-            .unwrap();
+        let out = herd_on(&["check", "-c"], &path);
         let said = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(64), "{text}\n{said}");
         assert!(
@@ -66,22 +67,14 @@ fn an_app_that_cannot_be_started_is_refused_by_check_and_up() {
             "{expected}:\n{said}"
         );
         // The file alone is fine.
-        let out = std::process::Command::new(herd_bin())
-            .args(["check", "--config-only", "-c"])
-            .arg(&path)
-            .output()
-            .unwrap();
+        let out = herd_on(&["check", "--config-only", "-c"], &path);
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
         // `herd up` refuses it before listening on anything.
-        let out = std::process::Command::new(herd_bin())
-            .args(["up", "-c"])
-            .arg(&path)
-            .output()
-            .unwrap();
+        let out = herd_on(&["up", "-c"], &path);
         let said = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(64), "{said}");
         assert!(
@@ -95,11 +88,7 @@ fn an_app_that_cannot_be_started_is_refused_by_check_and_up() {
         "herd.toml",
         &app("[\"sh\", \"-c\", \"true\"]", "srv"),
     );
-    let out = std::process::Command::new(herd_bin())
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = herd_on(&["check", "-c"], &path);
     assert!(
         out.status.success(),
         "{}",
