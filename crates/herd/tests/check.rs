@@ -26,10 +26,10 @@ fn check(text: &str) -> (Option<i32>, String) {
 #[test]
 fn the_shipped_example_is_valid() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/herd.toml");
-    let out = std::process::Command::new(herd_bin())
-        .args(["check", "--config-only", "-c", example])
-        .output()
-        .unwrap();
+    let out = herd_on(
+        &["check", "--config-only", "-c"],
+        std::path::Path::new(example),
+    );
     assert!(
         out.status.success(),
         "{}",
