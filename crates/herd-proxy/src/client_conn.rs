@@ -66,6 +66,8 @@ pub(crate) struct Keep {
     /// Over `max_conn_per_ip`: every request is refused (and the connection closed), on a
     /// resumed connection too.
     pub(crate) over_limit: bool,
+    /// Not served yet (a resumed connection already has its next request's bytes waiting).
+    pub(crate) fresh: bool,
 }
 
 /// One connection's own state, shared with its service.
@@ -75,6 +77,8 @@ pub(crate) struct Conn<S> {
     pub(crate) activity: Arc<Activity>,
     /// Holds the connection's [`Keep`] (see [`Verdict::hold`]).
     pub(crate) verdict: Arc<Verdict>,
+    /// Its [`Keep::fresh`].
+    pub(crate) fresh: bool,
 }
 
 impl<S> Conn<S>
@@ -93,7 +97,7 @@ where
         // hyper's head-read timer starts with the first byte (its HTTP/1-or-2 detection waits
         // for the first bytes without a timer), so a plain connection that sends nothing is
         // closed here at `client_header_timeout`, as nginx does, instead of at `idle_timeout`.
-        if let Either::Left(tcp) = &stream {
+        if let (Either::Left(tcp), true) = (&stream, self.fresh) {
             // `peek` (unlike `readable`, which may wake falsely) waits for a byte or the end.
             let mut byte = [0u8; 1];
             let first = tokio::time::timeout(self.shared.handshake_timeout, tcp.peek(&mut byte));
@@ -131,7 +135,8 @@ where
         };
         // Between two requests, every byte answered: the next byte starts a new task.
         let deadline = self.activity.last() + self.shared.idle_timeout;
-        if let (Some(parking), Some(keep)) = (&self.shared.parking, self.verdict.take_keep()) {
+        if let (Some(parking), Some(mut keep)) = (&self.shared.parking, self.verdict.take_keep()) {
+            keep.fresh = false;
             parking.park(tcp, keep, deadline);
         }
     }

@@ -375,6 +375,7 @@ fn admit(gw: &Gateway, peer: SocketAddr, slot: Option<OwnedSemaphorePermit>) -> 
         _conn_guard: conn_guard.flatten(),
         _open: gw.stats.connections.opened_on(shard::current()),
         over_limit,
+        fresh: true,
     }
 }
 
@@ -413,7 +414,7 @@ fn stream_hold(
 impl Spawner {
     fn spawn(&self, stream: tokio::net::TcpStream, keep: client_conn::Keep) {
         let (gw, https, releasing) = (Arc::clone(&self.gw), self.https, self.releasing);
-        let (peer, over_limit) = (keep.peer, keep.over_limit);
+        let (peer, over_limit, fresh) = (keep.peer, keep.over_limit, keep.fresh);
         let slots = self.slots.clone();
         let activity = idle::Activity::new();
         let in_service = Arc::clone(&activity);
@@ -472,6 +473,7 @@ impl Spawner {
             ),
             activity,
             verdict,
+            fresh,
         };
         self.conns.spawn(
             conn.run(stream)
