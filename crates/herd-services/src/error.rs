@@ -25,6 +25,13 @@ pub enum ServiceError {
     /// The lease token does not match the job's current lease (expired and re-delivered, or wrong).
     #[error("job {job} is not leased with this token (state {state})")]
     WrongLease { job: String, state: &'static str },
+    /// The call does not apply to what the record is doing now (e.g. removing a leased job).
+    #[error("{what} cannot be changed: {reason}")]
+    Busy {
+        what: String,
+        reason: String,
+        hint: String,
+    },
     /// The lock is not held with this token.
     #[error("lock {name} is not held with this token")]
     NotHolder { name: String },
@@ -75,6 +82,7 @@ impl ServiceError {
             ServiceError::VersionMismatch { .. } => 412,
             ServiceError::Contended { .. }
             | ServiceError::WrongLease { .. }
+            | ServiceError::Busy { .. }
             | ServiceError::NotHolder { .. }
             | ServiceError::LockBusy { .. } => 409,
             ServiceError::Invalid { .. } => 400,
@@ -100,7 +108,7 @@ impl ServiceError {
             }
             ServiceError::NotHolder { .. } => "the lock expired or was taken over; acquire it again".into(),
             ServiceError::LockBusy { .. } => "retry later or pass a longer \"wait\"".into(),
-            ServiceError::Invalid { hint, .. } => hint.clone(),
+            ServiceError::Invalid { hint, .. } | ServiceError::Busy { hint, .. } => hint.clone(),
             ServiceError::Corrupt { .. } => "delete the record; it was not written by this version of herd".into(),
             ServiceError::Load { .. } => "check the origin the cache loads from".into(),
         }

@@ -1088,3 +1088,117 @@ async fn errors_name_the_field_and_refuse_what_would_be_ignored() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(error(&r).contains("job_id"), "{}", r.text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_listing_removal_drain_and_schedules() {
+    let api = Api::start(false).await;
+    for name in ["a", "b", "c"] {
+        let r = api
+            .json("POST", "/v1/queues/br/jobs", json!({ "name": name }))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let r = api
+        .json("POST", "/v1/queues/br/reserve", json!({"max": 1}))
+        .await;
+    let leased = r.json()["jobs"][0]["id"].as_str().unwrap().to_owned();
+
+    let r = api
+        .call("GET", "/v1/queues/br/jobs?state=active", b"")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let active = &r.json()["jobs"][0];
+    assert_eq!(active["state"], "active");
+    assert!(active.get("lease_token").is_none(), "{active}");
+    let r = api
+        .call(
+            "GET",
+            "/v1/queues/br/jobs?state=waiting&offset=1&limit=5",
+            b"",
+        )
+        .await;
+    let names: Vec<String> = r.json()["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["c"]);
+    for (query, needle) in [
+        ("", "missing query parameter `state`"),
+        ("?state=nope", "not a job state"),
+        ("?state=waiting&limit=x", "invalid query"),
+        ("?state=waiting&sort=asc", "invalid query"),
+    ] {
+        let r = api
+            .call("GET", &format!("/v1/queues/br/jobs{query}"), b"")
+            .await;
+        assert_eq!(r.status, 400, "{query}: {}", r.text());
+        assert!(r.text().contains(needle), "{query}: {}", r.text());
+    }
+
+    let r = api
+        .call("DELETE", &format!("/v1/queues/br/jobs/{leased}"), b"")
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.json()["hint"].as_str().unwrap().contains("ack or fail"));
+    let waiting = api
+        .call("GET", "/v1/queues/br/jobs?state=waiting", b"")
+        .await
+        .json()["jobs"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/v1/queues/br/jobs/{waiting}");
+    assert_eq!(api.call("DELETE", &path, b"").await.status, 204);
+    assert_eq!(api.call("DELETE", &path, b"").await.status, 404);
+    assert_eq!(api.call("GET", &path, b"").await.status, 404);
+
+    let r = api
+        .json(
+            "POST",
+            "/v1/queues/br/jobs",
+            json!({"name": "d", "delay": "1h"}),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let r = api.call("POST", "/v1/queues/br/drain", b"").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), json!({"waiting": 1, "delayed": 0}));
+    let r = api
+        .json("POST", "/v1/queues/br/drain", json!({"delayed": true}))
+        .await;
+    assert_eq!(r.json(), json!({"waiting": 0, "delayed": 1}));
+    let r = api
+        .json("POST", "/v1/queues/br/drain", json!({"delayd": true}))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let counts = api.call("GET", "/v1/queues/br", b"").await.json();
+    assert_eq!(
+        (&counts["waiting"], &counts["delayed"], &counts["active"]),
+        (&json!(0), &json!(0), &json!(1))
+    );
+
+    let r = api
+        .json(
+            "PUT",
+            "/v1/queues/br/schedules/nightly",
+            json!({"cron": "0 3 * * *", "tz": "Europe/Paris", "job": {"name": "report"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = api.call("GET", "/v1/queues/br/schedules", b"").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["schedules"][0]["name"], "nightly");
+    let r = api
+        .call("GET", "/v1/queues/br/schedules/nightly", b"")
+        .await;
+    assert_eq!(r.json()["tz"], "Europe/Paris");
+    assert_eq!(r.json()["job"]["name"], "report");
+    assert_eq!(
+        api.call("GET", "/v1/queues/br/schedules/other", b"")
+            .await
+            .status,
+        404
+    );
+}

@@ -12,6 +12,7 @@
 
 mod cache;
 mod locks;
+mod queue_browse;
 mod queues;
 mod sessions;
 

@@ -1,5 +1,6 @@
 //! `/v1/queues/{q}`: add (one or bulk), reserve (long-poll), ack / fail / extend with the lease
-//! token, counts, job records, dead letters, pause / resume / clean, repeatable schedules.
+//! token, counts, job records, dead letters, pause / resume / clean, repeatable schedules;
+//! listing, removing and draining are in `queue_browse`.
 
 use std::time::Duration;
 
@@ -8,18 +9,27 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post, put};
+use axum::routing::{get, post};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::queue_browse as browse;
 use super::{json_body, opt_duration, wait_duration, ApiError, ApiResult, AppState, Table};
 use crate::queue::{AckRequest, JobSpec, Queues};
 
 pub(super) fn routes(t: Table) -> Table {
     t.add("/v1/queues/{q}", &["get"], get(counts))
-        .add("/v1/queues/{q}/jobs", &["post"], post(add))
-        .add("/v1/queues/{q}/jobs/{id}", &["get"], get(job))
+        .add(
+            "/v1/queues/{q}/jobs",
+            &["get", "post"],
+            get(browse::list).post(add),
+        )
+        .add(
+            "/v1/queues/{q}/jobs/{id}",
+            &["get", "delete"],
+            get(job).delete(browse::remove),
+        )
         .add("/v1/queues/{q}/jobs/{id}/ack", &["post"], post(ack))
         .add("/v1/queues/{q}/jobs/{id}/fail", &["post"], post(fail))
         .add("/v1/queues/{q}/jobs/{id}/extend", &["post"], post(extend))
@@ -39,10 +49,14 @@ pub(super) fn routes(t: Table) -> Table {
         .add("/v1/queues/{q}/pause", &["post"], post(pause))
         .add("/v1/queues/{q}/resume", &["post"], post(resume))
         .add("/v1/queues/{q}/clean", &["post"], post(clean))
+        .add("/v1/queues/{q}/drain", &["post"], post(browse::drain))
+        .add("/v1/queues/{q}/schedules", &["get"], get(browse::schedules))
         .add(
             "/v1/queues/{q}/schedules/{name}",
-            &["put", "delete"],
-            put(set_schedule).delete(delete_schedule),
+            &["get", "put", "delete"],
+            get(browse::schedule)
+                .put(set_schedule)
+                .delete(delete_schedule),
         )
 }
 
@@ -295,33 +309,42 @@ async fn counts(State(s): State<AppState>, Path(q): Path<String>) -> ApiResult {
 }
 
 async fn job(State(s): State<AppState>, Path((q, id)): Path<(String, String)>) -> ApiResult {
-    let mut rec = s.services.queues.get(&q, &id).await?;
-    // The lease token proves the lease: only the reserve hands it out.
-    rec.lease_token = None;
-    let status = rec.status(s.services.queues.now_ms());
-    let mut out = serde_json::to_value(&rec).map_err(|e| ApiError::internal(e.to_string()))?;
-    out["state"] = Value::from(status);
-    Ok(Json(out).into_response())
+    let queues = &s.services.queues;
+    let rec = queues.get(&q, &id).await?;
+    Ok(Json(browse::shown(rec, queues.now_ms())?).into_response())
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DeadQuery {
+    offset: Option<usize>,
     limit: Option<usize>,
 }
 
+/// Dead letters are the `failed` state's jobs, oldest first.
 async fn dead(
     State(s): State<AppState>,
     Path(q): Path<String>,
     query: Result<Query<DeadQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
-    let Query(query) =
-        query.map_err(|e| ApiError::bad(format!("invalid query: {e}"), "use ?limit=N"))?;
-    let jobs = s
-        .services
-        .queues
-        .dead_letters(&q, query.limit.unwrap_or(100).min(10_000))
+    let query = browse::query(
+        query,
+        "use ?offset=N&limit=N (limit 100 by default, 10000 at most)",
+    )?;
+    let queues = &s.services.queues;
+    let jobs = queues
+        .list(
+            &q,
+            "failed",
+            query.offset.unwrap_or(0),
+            query.limit.unwrap_or(100).min(crate::queue::MAX_LISTED),
+        )
         .await?;
+    let now = queues.now_ms();
+    let jobs = jobs
+        .into_iter()
+        .map(|r| browse::shown(r, now))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(json!({ "jobs": jobs })).into_response())
 }
 

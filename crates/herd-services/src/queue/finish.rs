@@ -17,7 +17,7 @@ use crate::clock::millis;
 use crate::error::{ServiceError, ServiceResult};
 
 /// How many times a lease operation retries its compare-and-swap.
-const TRIES: u32 = 32;
+pub(super) const TRIES: u32 = 32;
 
 /// What a failed delivery led to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

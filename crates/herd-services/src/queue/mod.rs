@@ -9,6 +9,7 @@
 //! - `housekeep`: how often a node promotes, recovers and fires schedules per queue.
 //! - `finish`: ack (and ack-then-reserve), fail, extend; dead letters; clean.
 //! - `schedule`: repeatable jobs and the next cron firing in a time zone.
+//! - `browse`: the jobs of a state in order, removing one job, draining, reading schedules.
 //!
 //! # Layout
 //! All keys of queue `N` share the hash tag `{q:N}` (one Redis Cluster slot): the record
@@ -59,6 +60,7 @@
 //!
 //! Duplicated delivery is possible (a worker that outlives its lease); lost jobs are not.
 
+mod browse;
 mod finish;
 mod housekeep;
 pub mod job;
@@ -83,6 +85,7 @@ use tracing::Instrument as _;
 
 use crate::clock::{millis, Clock};
 use crate::error::{ServiceError, ServiceResult};
+pub use browse::{Drained, MAX_LISTED};
 pub use finish::{AckRequest, Cleaned, Failed};
 pub use job::{Backoff, BackoffKind, JobRecord, NewJob, State};
 pub use reserve::Reserved;

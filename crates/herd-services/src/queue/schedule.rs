@@ -124,7 +124,7 @@ fn zone(tz: Option<&str>) -> ServiceResult<TimeZone> {
     }
 }
 
-fn check_name(name: &str) -> ServiceResult<()> {
+pub(super) fn check_name(name: &str) -> ServiceResult<()> {
     if name.is_empty() || name.len() > 200 || name.contains(['\0', '/', ':']) {
         return Err(ServiceError::invalid(
             "schedule name",
