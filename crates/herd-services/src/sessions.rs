@@ -89,6 +89,18 @@ fn needs_touch(last: Option<Instant>, now: Instant, touch_after: Duration, ttl: 
     last.is_none_or(|at| now.saturating_duration_since(at) >= window)
 }
 
+/// A session TTL in ms, refusing zero.
+fn ttl_ms(ttl: Duration) -> ServiceResult<u64> {
+    if ttl.is_zero() {
+        return Err(ServiceError::invalid(
+            "ttl",
+            "a session TTL must be above zero",
+            "pass e.g. \"ttl\": \"1h\"",
+        ));
+    }
+    Ok(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+}
+
 fn key(id: &str) -> String {
     format!("herd:{{s:{id}}}")
 }
@@ -116,16 +128,9 @@ impl Sessions {
         ttl: Option<Duration>,
     ) -> ServiceResult<SessionRef> {
         let ttl = ttl.unwrap_or(self.config.default_ttl);
-        if ttl.is_zero() {
-            return Err(ServiceError::invalid(
-                "ttl",
-                "a session TTL must be above zero",
-                "pass e.g. \"ttl\": \"1h\"",
-            ));
-        }
         let record = Record {
             data,
-            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            ttl_ms: ttl_ms(ttl)?,
         };
         // A 128-bit random id does not collide in practice; Absent makes sure it never
         // overwrites one that does.
@@ -186,16 +191,20 @@ impl Sessions {
         })
     }
 
-    /// Replaces a session's data; with `if_match`, only if the session is at that version.
+    /// Replaces a session's data; with `if_match`, only if the session is at that version;
+    /// with `ttl`, the session keeps that TTL from now on (connect-redis sets the cookie's
+    /// `maxAge` on every save), otherwise the one it had.
     ///
     /// # Errors
-    /// `NotFound`, `VersionMismatch` (412), store errors.
+    /// `NotFound`, `VersionMismatch` (412), `Invalid` zero TTL, store errors.
     pub async fn put(
         &self,
         id: &str,
         data: Map<String, Value>,
         if_match: Option<u64>,
+        ttl: Option<Duration>,
     ) -> ServiceResult<SessionRef> {
+        let new_ttl = ttl.map(ttl_ms).transpose()?;
         // Without If-Match a PUT replaces whatever is there, last write wins (Redis SET): one
         // read for the session's TTL (and a 404 when it does not exist), then an unconditional
         // write. A PUT racing a DELETE may therefore bring the session back, as a SET after a
@@ -203,7 +212,7 @@ impl Sessions {
         let (old, _) = self.read(id).await?.ok_or_else(|| not_found(id))?;
         let record = Record {
             data,
-            ttl_ms: old.ttl_ms,
+            ttl_ms: new_ttl.unwrap_or(old.ttl_ms),
         };
         let expect = if_match.map_or(Expect::Any, Expect::Version);
         self.write(id, &record, expect).await
@@ -234,16 +243,20 @@ impl Sessions {
 
     /// Merges `fields` into the session: each field replaces the stored one, `null` removes it
     /// (JSON merge patch, top level). Without `if_match` it retries its compare-and-swap until
-    /// it wins, so concurrent patches of different fields all survive.
+    /// it wins, so concurrent patches of different fields all survive. With `ttl`, the
+    /// session keeps that TTL from now on.
     ///
     /// # Errors
-    /// `NotFound`, `VersionMismatch` (with `if_match`), `Contended`, store errors.
+    /// `NotFound`, `VersionMismatch` (with `if_match`), `Contended`, `Invalid` zero TTL, store
+    /// errors.
     pub async fn patch(
         &self,
         id: &str,
         fields: Map<String, Value>,
         if_match: Option<u64>,
+        ttl: Option<Duration>,
     ) -> ServiceResult<SessionRef> {
+        let new_ttl = ttl.map(ttl_ms).transpose()?;
         for attempt in 0..MAX_CAS_TRIES {
             let (mut record, version) = self.read(id).await?.ok_or_else(|| not_found(id))?;
             if let Some(expected) = if_match {
@@ -254,6 +267,9 @@ impl Sessions {
                         current: Some(version),
                     });
                 }
+            }
+            if let Some(ms) = new_ttl {
+                record.ttl_ms = ms;
             }
             for (k, v) in &fields {
                 if v.is_null() {
@@ -297,11 +313,16 @@ impl Sessions {
         }
     }
 
-    /// Resets a session's TTL without reading it (express-session's store `touch`).
+    /// Resets a session's TTL without reading it (express-session's store `touch`); with
+    /// `ttl`, the session gets that TTL from now on (a write of the session, so its version
+    /// grows).
     ///
     /// # Errors
-    /// `NotFound`, store errors.
-    pub async fn touch(&self, id: &str) -> ServiceResult<()> {
+    /// `NotFound`, `Invalid` zero TTL, store errors.
+    pub async fn touch(&self, id: &str, ttl: Option<Duration>) -> ServiceResult<()> {
+        if ttl.is_some() {
+            return self.patch(id, Map::new(), None, ttl).await.map(|_| ());
+        }
         let (record, _) = self.read(id).await?.ok_or_else(|| not_found(id))?;
         let ttl = Duration::from_millis(record.ttl_ms);
         if self.store.touch(&key(id), ttl, Expect::Any).await? {

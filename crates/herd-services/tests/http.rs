@@ -3,6 +3,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use common::*;
 use serde_json::json;
@@ -127,6 +128,23 @@ async fn sessions_crud_with_versions() {
         204
     );
 
+    // A new TTL, kept from then on: by touch, by a merge of the TTL alone, by a replace.
+    let ttl_of = |r: Resp| r.json()["ttl_ms"].as_u64().unwrap();
+    let r = api
+        .json("POST", &format!("{path}/touch"), json!({"ttl": "2h"}))
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(ttl_of(api.call("GET", &path, b"").await), 7_200_000);
+    let r = api.json("PATCH", &path, json!({"ttl": "3h"})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = api.call("GET", &path, b"").await;
+    assert_eq!(r.json()["data"], json!({"cart": [1, 2]}));
+    assert_eq!(ttl_of(r), 10_800_000);
+    for bad in [json!({"ttl": "0s"}), json!({"ttl": "soon"})] {
+        let r = api.json("POST", &format!("{path}/touch"), bad).await;
+        assert_eq!(r.status, 400, "{}", r.text());
+    }
+
     // Regenerate: same data under a new id, the old id gone.
     let r = api.call("POST", &format!("{path}/regenerate"), b"").await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -139,6 +157,15 @@ async fn sessions_crud_with_versions() {
     assert_eq!(r.json()["data"], json!({"cart": [1, 2]}));
 
     let new_path = format!("/v1/sessions/{new_id}");
+    // A replace with a short TTL: the store expires the session by it.
+    let r = api
+        .json("PUT", &new_path, json!({"data": {"a": 1}, "ttl": "150ms"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(api.call("GET", &new_path, b"").await.status, 404);
+    let r = api.json("POST", "/v1/sessions", json!({"data": {}})).await;
+    let new_path = format!("/v1/sessions/{}", r.json()["id"].as_str().unwrap());
     assert_eq!(api.call("DELETE", &new_path, b"").await.status, 204);
     assert_eq!(api.call("DELETE", &new_path, b"").await.status, 404);
 

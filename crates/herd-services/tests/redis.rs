@@ -80,7 +80,7 @@ async fn two_nodes(a_store: Arc<herd_store::Store>, b_store: Arc<herd_store::Sto
         tasks.push(tokio::spawn(async move {
             let mut f = serde_json::Map::new();
             f.insert(format!("f{i}"), json!(i));
-            node.sessions.patch(&id, f, None).await.unwrap();
+            node.sessions.patch(&id, f, None, None).await.unwrap();
         }));
     }
     for t in tasks {

@@ -63,11 +63,11 @@ async fn if_match_guards_every_write() {
     let node = Node::start(&store, ServicesConfig::default());
     let s = &node.services.sessions;
     let r = s.create(data(), None).await.unwrap();
-    let v2 = s.put(&r.id, data(), Some(r.version)).await.unwrap();
+    let v2 = s.put(&r.id, data(), Some(r.version), None).await.unwrap();
     assert_eq!(v2.version, 2);
     for err in [
-        s.put(&r.id, data(), Some(1)).await.unwrap_err(),
-        s.patch(&r.id, data(), Some(1)).await.unwrap_err(),
+        s.put(&r.id, data(), Some(1), None).await.unwrap_err(),
+        s.patch(&r.id, data(), Some(1), None).await.unwrap_err(),
         s.delete(&r.id, Some(1)).await.unwrap_err(),
     ] {
         assert!(
@@ -100,7 +100,7 @@ async fn concurrent_puts_without_if_match_all_succeed_last_write_wins() {
         let id = s.id.clone();
         tasks.push(tokio::spawn(async move {
             let d = json!({"n": i}).as_object().unwrap().clone();
-            services.sessions.put(&id, d, None).await
+            services.sessions.put(&id, d, None, None).await
         }));
     }
     let mut versions = Vec::new();
@@ -121,7 +121,7 @@ async fn concurrent_puts_without_if_match_all_succeed_last_write_wins() {
     let stale = node
         .services
         .sessions
-        .put(&s.id, data(), Some(s.version))
+        .put(&s.id, data(), Some(s.version), None)
         .await;
     assert!(
         matches!(stale, Err(ServiceError::VersionMismatch { .. })),

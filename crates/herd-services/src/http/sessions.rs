@@ -37,6 +37,23 @@ struct CreateBody {
 #[serde(deny_unknown_fields)]
 struct DataBody {
     data: Map<String, Value>,
+    /// A new TTL for the session, kept from now on (absent: the one it has).
+    ttl: Option<String>,
+}
+
+/// A merge may change only the TTL (`{"ttl": "2h"}`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchBody {
+    #[serde(default)]
+    data: Map<String, Value>,
+    ttl: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TouchBody {
+    ttl: Option<String>,
 }
 
 fn etag(version: u64) -> String {
@@ -95,7 +112,12 @@ async fn replace(
 ) -> ApiResult {
     let expected = if_match(&headers)?;
     let body: DataBody = json_body(body)?;
-    let r = s.services.sessions.put(&id, body.data, expected).await?;
+    let ttl = opt_duration("ttl", body.ttl.as_deref())?;
+    let r = s
+        .services
+        .sessions
+        .put(&id, body.data, expected, ttl)
+        .await?;
     Ok(written(StatusCode::OK, &r))
 }
 
@@ -106,8 +128,13 @@ async fn merge(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let expected = if_match(&headers)?;
-    let body: DataBody = json_body(body)?;
-    let r = s.services.sessions.patch(&id, body.data, expected).await?;
+    let body: PatchBody = json_body(body)?;
+    let ttl = opt_duration("ttl", body.ttl.as_deref())?;
+    let r = s
+        .services
+        .sessions
+        .patch(&id, body.data, expected, ttl)
+        .await?;
     Ok(written(StatusCode::OK, &r))
 }
 
@@ -134,8 +161,14 @@ async fn regenerate(
     Ok(written(StatusCode::OK, &r))
 }
 
-async fn touch(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
-    s.services.sessions.touch(&id).await?;
+async fn touch(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body: TouchBody = json_body(body)?;
+    let ttl = opt_duration("ttl", body.ttl.as_deref())?;
+    s.services.sessions.touch(&id, ttl).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
