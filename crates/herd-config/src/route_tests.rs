@@ -203,3 +203,45 @@ fn a_rate_limit_can_name_a_route() {
     );
     assert!(err.hint.unwrap().contains("did you mean \"canary\""));
 }
+
+#[test]
+fn matchers_that_can_never_match_and_strips_that_never_apply_are_refused() {
+    let route = |body: &str| format!("[[route]]\napp = \"web\"\n{body}\n");
+    let e = one(
+        &route("path_prefix = \"/api/\"\npath = \"/health\""),
+        10,
+        "route[0].path",
+    );
+    assert!(e.message.contains("can never match"), "{e}");
+    let e = one(
+        &route("path = \"/health\"\npath_regex = \"^/api\""),
+        10,
+        "route[0].path_regex",
+    );
+    assert!(e.message.contains("can never match"), "{e}");
+    for (matcher, strip) in [
+        ("path_prefix = \"/api/\"", "/v1"),
+        ("path_prefix = \"/apix\"", "/api"),
+        ("path = \"/health\"", "/healthz"),
+        ("path = \"/apix/a\"", "/api"),
+    ] {
+        let e = one(
+            &route(&format!("{matcher}\nstrip_prefix = \"{strip}\"")),
+            10,
+            "route[0].strip_prefix",
+        );
+        assert!(e.message.contains("never applies"), "{matcher}: {e}");
+    }
+    let e = one(&route("methods = [\"GETT\"]"), 9, "route[0].methods");
+    assert_eq!(e.hint.as_deref(), Some("did you mean \"GET\"?"));
+
+    // What is consistent stays accepted: an exact path under its prefix, a strip that
+    // applies to some or all matched paths, extension methods.
+    let cfg = ok(&route(
+        "path_prefix = \"/api\"\npath = \"/api/v1/users\"\npath_regex = \"users$\"\nstrip_prefix = \"/api/v1\"",
+    ));
+    assert_eq!(cfg.routes[0].strip_prefix.as_deref(), Some("/api/v1"));
+    ok(&route("path_prefix = \"/a\"\nstrip_prefix = \"/api\""));
+    ok(&route("path_prefix = \"/api/\"\nstrip_prefix = \"/api/\""));
+    ok(&route("methods = [\"PURGE\", \"PROPFIND\", \"mkcol\"]"));
+}

@@ -416,6 +416,9 @@ impl Validator<'_> {
         };
         let errors = self.errors.len();
         let rest = self.route_rest(&p, r);
+        if self.errors.len() == errors {
+            self.route_reachable(&p, r, path_prefix.as_deref(), &rest);
+        }
         match (ok && self.errors.len() == errors, app) {
             (true, Some(app)) => Some(Route {
                 host,

@@ -123,6 +123,64 @@ impl Validator<'_> {
         }
     }
 
+    /// Matchers that contradict each other (the route could never match) and a `strip_prefix`
+    /// that no path the route matches starts with: each is a mistake, never what was meant.
+    pub(super) fn route_reachable(
+        &mut self,
+        p: &str,
+        r: &RawRoute,
+        path_prefix: Option<&str>,
+        route: &Route,
+    ) {
+        if let (Some(path), Some(prefix), Some(raw)) = (&route.path, path_prefix, &r.path) {
+            if !path.starts_with(prefix) {
+                self.err(
+                    &raw.span(),
+                    &format!("{p}.path"),
+                    format!("path \"{path}\" does not start with path_prefix \"{prefix}\": the route can never match"),
+                    Some("keep one of them: path matches one path exactly, path_prefix every path under it".into()),
+                );
+                return;
+            }
+        }
+        if let (Some(path), Some(re), Some(raw)) = (&route.path, &route.path_regex, &r.path_regex) {
+            if regex::Regex::new(re).is_ok_and(|re| !re.is_match(path)) {
+                self.err(
+                    &raw.span(),
+                    &format!("{p}.path_regex"),
+                    format!("path_regex \"{re}\" does not match path \"{path}\": the route can never match"),
+                    Some("keep one of them: path matches one path exactly, path_regex a pattern".into()),
+                );
+                return;
+            }
+        }
+        let (Some(strip), Some(raw)) = (&route.strip_prefix, &r.strip_prefix) else {
+            return;
+        };
+        // The paths the route matches start with `path` or `path_prefix`; strip_prefix only
+        // removes a whole leading segment run (see herd-proxy's rewrite).
+        let (matched, what) = match (&route.path, path_prefix) {
+            (Some(path), _) => (path.as_str(), "path"),
+            (None, Some(prefix)) => (prefix, "path_prefix"),
+            (None, None) => return,
+        };
+        let may_apply = if matched.len() >= strip.len() {
+            matched.starts_with(strip.as_str())
+                && (matched.len() == strip.len() || matched.as_bytes()[strip.len()] == b'/')
+        } else {
+            // A prefix shorter than strip_prefix matches some paths that start with it.
+            what == "path_prefix" && strip.starts_with(matched)
+        };
+        if !may_apply {
+            self.err(
+                &raw.span(),
+                &format!("{p}.strip_prefix"),
+                format!("strip_prefix \"{strip}\" never applies: the route's {what} \"{matched}\" does not start with it at a segment boundary, so nothing would be stripped"),
+                Some(format!("strip a leading part of the {what}, e.g. strip_prefix = \"{}\"", example_strip(matched))),
+            );
+        }
+    }
+
     /// Route names must be unique: they are statistics labels.
     pub(super) fn route_names(&mut self, raw: &RawConfig) {
         let mut seen: HashMap<&str, Range<usize>> = HashMap::new();
@@ -213,7 +271,21 @@ impl Validator<'_> {
         for item in items {
             match item.as_str() {
                 Some(m) if !m.is_empty() && m.bytes().all(is_token) => {
-                    out.push(m.to_ascii_uppercase());
+                    let m = m.to_ascii_uppercase();
+                    // Extension methods (WebDAV's, PURGE) are allowed; one a letter or two
+                    // away from a standard method is a typo that would never match.
+                    if !STANDARD_METHODS.contains(&m.as_str()) {
+                        if let Some(meant) = crate::error::closest(&m, STANDARD_METHODS) {
+                            self.err(
+                                &v.span(),
+                                key,
+                                format!("unknown method \"{m}\""),
+                                Some(format!("did you mean \"{meant}\"?")),
+                            );
+                            continue;
+                        }
+                    }
+                    out.push(m);
                 }
                 _ => self.err(&v.span(), key, format!("invalid method {item}"), hint()),
             }
@@ -363,6 +435,19 @@ impl Validator<'_> {
 }
 
 /// RFC 9110 `tchar`.
+/// The methods of RFC 9110 and PATCH (RFC 5789), for spotting typos.
+const STANDARD_METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+/// The first segment of a path, as an example of a `strip_prefix` (`/api/v1/` → `/api`).
+fn example_strip(path: &str) -> String {
+    match path.trim_start_matches('/').split('/').next() {
+        Some(first) if !first.is_empty() => format!("/{first}"),
+        _ => "/api".to_owned(),
+    }
+}
+
 fn is_token(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
