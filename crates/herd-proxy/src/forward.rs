@@ -7,6 +7,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -64,8 +65,9 @@ pub(crate) fn keep_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
     headers.insert(header::UPGRADE, protocol);
 }
 
-/// Sets `X-Forwarded-For` (appending the client to any existing chain), `X-Forwarded-Proto`
-/// (herd is the edge, so a client-sent value is replaced) and `X-Forwarded-Host`.
+/// Sets `X-Forwarded-For` (appending the client to any existing chain), `X-Real-IP` and
+/// `X-Forwarded-Proto` (herd is the edge, so client-sent values are replaced: an app that
+/// trusts `X-Real-IP` cannot be handed a forged one) and `X-Forwarded-Host`.
 pub(crate) fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static str) {
     let mut xff = String::new();
     for prev in headers.get_all(&X_FORWARDED_FOR) {
@@ -76,9 +78,13 @@ pub(crate) fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'st
             }
         }
     }
-    xff.push_str(&client.to_string());
+    let ip = client.to_string();
+    xff.push_str(&ip);
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&ip) {
+        headers.insert(X_REAL_IP.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     if let Some(host) = headers.get(header::HOST).cloned() {
@@ -191,8 +197,10 @@ mod tests {
         h.insert(header::HOST, HeaderValue::from_static("example.com"));
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
         add_forwarded(&mut h, "127.0.0.1".parse().unwrap(), "http");
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h["x-real-ip"], "127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "example.com");
     }

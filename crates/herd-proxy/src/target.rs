@@ -26,6 +26,12 @@ pub(crate) fn normalize<B>(req: &mut Request<B>, merge_slashes: bool) -> Result<
         return Ok(());
     };
     let path = pq.path();
+    if path == "*" && req.method() != http::Method::OPTIONS {
+        // The asterisk form is for `OPTIONS *` only (RFC 9112 §3.2.4).
+        return Err(ProxyError::BadRequest {
+            reason: "the request target \"*\" is only valid for OPTIONS",
+        });
+    }
     if !path.starts_with('/') || !needs_work(path, merge_slashes) {
         return Ok(());
     }
@@ -95,7 +101,7 @@ fn check_authority(a: &Authority) -> Result<(), ProxyError> {
 }
 
 /// `host [":" port]`: a name or IPv4 address (letters, digits, `-`, `.`, `_`) or a bracketed
-/// IPv6 address, then 1 to 5 digits of port if there is a colon.
+/// IPv6 address, then a port (0 to 65535, in digits) if there is a colon.
 fn valid_host(text: &str) -> bool {
     let (host_ok, rest) = if let Some(v6) = text.strip_prefix('[') {
         match v6.split_once(']') {
@@ -122,7 +128,7 @@ fn valid_host(text: &str) -> bool {
     host_ok
         && (rest.is_empty()
             || rest.strip_prefix(':').is_some_and(|p| {
-                !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
+                !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok()
             }))
 }
 
@@ -266,6 +272,26 @@ mod tests {
         assert_eq!(req.uri(), "/a//b/c");
     }
 
+    #[test]
+    fn the_asterisk_form_is_for_options_only() {
+        let with = |method: &str| {
+            let mut req = Request::builder()
+                .method(method)
+                .uri("*")
+                .header("host", "h")
+                .body(())
+                .unwrap();
+            normalize(&mut req, true)
+        };
+        assert!(with("OPTIONS").is_ok());
+        for method in ["GET", "POST", "DELETE"] {
+            assert!(
+                matches!(with(method), Err(ProxyError::BadRequest { .. })),
+                "{method}"
+            );
+        }
+    }
+
     fn host_of(version: Version, uri: &str, hosts: &[&str]) -> Result<String, ProxyError> {
         let mut b = Request::builder().version(version).uri(uri);
         for h in hosts {
@@ -290,6 +316,10 @@ mod tests {
         );
         assert_eq!(host_of(v11, "/", &["[::1]:8080"]).unwrap(), "[::1]:8080");
         assert_eq!(host_of(v11, "/", &["10.0.0.1"]).unwrap(), "10.0.0.1");
+        assert_eq!(
+            host_of(v11, "/", &["a.test:65535"]).unwrap(),
+            "a.test:65535"
+        );
         for bad in [
             &["a@echo.test"][..],
             &["echo.test/../x"],
@@ -297,6 +327,9 @@ mod tests {
             &["echo.test", "other.com"],
             &["echo.test:"],
             &["echo.test:80x"],
+            &["echo.test:99999"],
+            &["echo.test:65536"],
+            &["[::1]:70000"],
             &[""],
             &[],
         ] {
