@@ -261,6 +261,8 @@ async fn forward(
     if parts.version == Version::HTTP_2 {
         forward::join_cookies(&mut parts.headers);
     }
+    // herd's sticky cookie is herd's: the app does not see it (HAProxy `cookie ... indirect`).
+    lb.strip_cookie(&mut parts.headers);
     // An upgrade (HTTP/1.1 `Upgrade`, or HTTP/2 extended CONNECT) keeps or gets its two
     // hop-by-hop headers and goes on a fresh connection.
     let upgrade = match &ext_connect {

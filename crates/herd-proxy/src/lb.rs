@@ -71,6 +71,13 @@ impl<'a> Choice<'a> {
         }
     }
 
+    /// Removes the sticky cookie from the request's `Cookie` header(s), keeping the others.
+    pub(crate) fn strip_cookie(&self, headers: &mut HeaderMap) {
+        if let Some(s) = &self.sticky {
+            sticky::strip(headers, &s.cfg.cookie);
+        }
+    }
+
     fn pinned(&self) -> Option<&str> {
         self.sticky.as_ref()?.pinned.as_ref().map(|p| p.id.as_str())
     }

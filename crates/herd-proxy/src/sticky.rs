@@ -105,6 +105,35 @@ pub(crate) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> 
         .map(|(_, v)| v.trim_matches('"'))
 }
 
+/// Removes every `name=...` pair from the `Cookie` header(s); a header left with no pair goes.
+/// Headers without the cookie are not touched (no allocation on that path).
+pub(crate) fn strip(headers: &mut HeaderMap, name: &str) {
+    if cookie(headers, name).is_none() {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| {
+            let Ok(text) = v.to_str() else {
+                return Some(v.clone());
+            };
+            let rest: Vec<&str> = text
+                .split(';')
+                .map(str::trim)
+                .filter(|pair| {
+                    !pair.is_empty() && pair.split_once('=').is_none_or(|(k, _)| k != name)
+                })
+                .collect();
+            (!rest.is_empty()).then(|| HeaderValue::from_str(&rest.join("; ")).ok())?
+        })
+        .collect();
+    headers.remove(header::COOKIE);
+    for v in kept {
+        headers.append(header::COOKIE, v);
+    }
+}
+
 /// `Set-Cookie` pinning the client for `ttl`: `Path=/; HttpOnly; SameSite=Lax; Max-Age=ttl`,
 /// plus `Secure` when the client came over TLS (HAProxy `cookie ... secure`).
 pub(crate) fn set_cookie(
@@ -179,6 +208,26 @@ mod tests {
         assert_eq!(cookie(&h, "HERD_SRV"), Some("x.1.ff"));
         assert_eq!(cookie(&h, "b"), Some("2"));
         assert_eq!(cookie(&h, "HERD"), None);
+    }
+
+    #[test]
+    fn strips_only_the_sticky_cookie() {
+        let strip_from = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(header::COOKIE, HeaderValue::from_str(v).unwrap());
+            }
+            strip(&mut h, "HERD_SRV");
+            h.get_all(header::COOKIE)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(strip_from(&["a=1; HERD_SRV=web-0.9.ab; b=2"]), ["a=1; b=2"]);
+        assert!(strip_from(&["HERD_SRV=web-0.9.ab"]).is_empty());
+        assert_eq!(strip_from(&["HERD_SRV=x", "sid=7"]), ["sid=7"]);
+        // Untouched without it, a look-alike name included.
+        assert_eq!(strip_from(&["HERD_SRVX=1;  a=2"]), ["HERD_SRVX=1;  a=2"]);
     }
 
     #[test]

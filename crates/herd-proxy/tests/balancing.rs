@@ -309,6 +309,28 @@ async fn sticky_cookie_pins_and_redispatches_when_the_instance_goes() {
 }
 
 #[tokio::test]
+async fn the_app_sees_the_clients_cookies_without_the_sticky_one() {
+    let echo = common::header_backend("cookie").await;
+    let gw = gateway(&format!(
+        "[[app]]\nname = \"web\"\nservers = [\"{echo}\"]\nsticky = {{ cookie = \"SRV\" }}\n"
+    ))
+    .await;
+    gw.gw.set_endpoints("web", vec![endpoint(1, "web-1", echo)]);
+    let (status, body, set) = send(gw.addr, "/", &[("cookie", "a=1")]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "a=1"));
+    let sticky = cookie_value(&set.expect("the cookie is set")).to_owned();
+    let (status, body, again) =
+        send(gw.addr, "/", &[("cookie", &format!("a=1; {sticky}; b=2"))]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "a=1; b=2"));
+    assert_eq!(again, None, "still pinned by the cookie herd read");
+    let (_, body, _) = send(gw.addr, "/", &[("cookie", &sticky)]).await;
+    assert_eq!(
+        body, "",
+        "a Cookie header holding only the sticky cookie goes"
+    );
+}
+
+#[tokio::test]
 async fn a_5xx_marks_the_instance_down_with_observe_layer7() {
     let (a, b) = (backend("a").await, backend("b").await);
     let text = |observe: &str| {
