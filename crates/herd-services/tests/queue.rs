@@ -62,6 +62,42 @@ async fn priority_then_order_of_adding_and_delay() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifo_jobs_go_ahead_of_the_others_newest_first() {
+    let (_d, node, clock) = setup(QueueConfig::default()).await;
+    let q = &node.services.queues;
+    let lifo = |name: &str| NewJob {
+        lifo: true,
+        ..job(name)
+    };
+    q.add("l", job("fifo-1")).await.unwrap();
+    q.add("l", lifo("lifo-1")).await.unwrap();
+    let mut high = job("prio-1");
+    high.priority = 1;
+    q.add("l", high).await.unwrap();
+    q.add("l", lifo("lifo-2")).await.unwrap();
+    q.add("l", job("fifo-2")).await.unwrap();
+    let mut later = lifo("lifo-delayed");
+    later.delay = Duration::from_secs(10);
+    q.add("l", later).await.unwrap();
+    let got = q.reserve("l", 10, None, Duration::ZERO).await.unwrap();
+    let names: Vec<&str> = got.iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(names, ["lifo-2", "lifo-1", "fifo-1", "fifo-2", "prio-1"]);
+    // A delayed lifo job is still lifo once due: ahead of a plain job added before.
+    q.add("l", job("fifo-3")).await.unwrap();
+    clock.advance(Duration::from_secs(10));
+    let got = q.reserve("l", 10, None, Duration::ZERO).await.unwrap();
+    let names: Vec<&str> = got.iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(names, ["lifo-delayed", "fifo-3"]);
+    let mut both = lifo("x");
+    both.priority = 2;
+    let e = q.add("l", both).await.unwrap_err();
+    assert!(
+        matches!(&e, ServiceError::Invalid { what, .. } if what == "lifo"),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dedupe_by_job_id() {
     let (_d, node, _clock) = setup(QueueConfig::default()).await;
     let q = &node.services.queues;

@@ -27,6 +27,7 @@ fn old_record(id: &str, state: State, generation: u64) -> JobRecord {
         seq: 1,
         keep_completed: None,
         keep_failed: None,
+        lifo: false,
         state,
         generation,
         added_ms: T0 - 1000,

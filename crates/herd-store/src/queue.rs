@@ -275,13 +275,23 @@ pub fn waiting_score(rank: u64, seq: u64) -> f64 {
     s
 }
 
+/// The score of a waiting `lifo` job (BullMQ's `lifo`): ahead of every job scored by
+/// [`waiting_score`], the newest first. Exact in an f64.
+#[must_use]
+pub fn lifo_score(seq: u64) -> f64 {
+    #[allow(clippy::cast_precision_loss)]
+    let s = -(((seq & 0x7fff_ffff) + 1) as f64);
+    s
+}
+
 /// The largest rank [`waiting_score`] keeps exact.
 pub const MAX_RANK: u64 = (1 << 22) - 1;
 
 /// A new job: the queue's counter `seq` gives it its number (and its id unless it has one);
 /// its record is written only if no record has that id (a job of that id already there is
 /// left as it is: dedupe); its member `ID#0` enters `waiting` scored by `rank`, then seq, or
-/// `delayed` scored `header.due_ms` when `rank` is `None`.
+/// `delayed` scored `header.due_ms` when `rank` is `None`; with `lifo` (rank 0 only) it enters
+/// `waiting` ahead of every job there ([`lifo_score`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Add {
     pub id: Option<String>,
@@ -289,6 +299,7 @@ pub struct Add {
     pub header: JobHeader,
     pub body: Bytes,
     pub rank: Option<u64>,
+    pub lifo: bool,
 }
 
 /// What an [`Add`] did.
@@ -391,6 +402,9 @@ impl QueueStep {
             }
             if add.rank.is_some_and(|r| r > MAX_RANK) {
                 return bad(format!("a job's rank must be at most {MAX_RANK}"));
+            }
+            if add.lifo && add.rank != Some(0) {
+                return bad("a lifo job is added waiting, at rank 0".into());
             }
             if add.body.contains(&b'\n') {
                 return bad("a job's body must be compact JSON (no newline)".into());

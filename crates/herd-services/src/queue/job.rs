@@ -78,6 +78,8 @@ pub struct NewJob {
     pub keep_completed: Option<u64>,
     /// `remove_on_fail`: how many dead-lettered jobs to keep (`None`: all).
     pub keep_failed: Option<u64>,
+    /// BullMQ `lifo`: ahead of every waiting job, the newest first (priority 0 only).
+    pub lifo: bool,
 }
 
 impl NewJob {
@@ -94,6 +96,7 @@ impl NewJob {
             job_id: None,
             keep_completed: None,
             keep_failed: None,
+            lifo: false,
         }
     }
 }
@@ -117,6 +120,9 @@ pub struct JobRecord {
     pub keep_completed: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_failed: Option<u64>,
+    /// Waits ahead of every other job, the newest first (BullMQ `lifo`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lifo: bool,
     pub state: State,
     /// Generation of `member`.
     pub generation: u64,
@@ -168,10 +174,14 @@ impl JobRecord {
         u64::from(self.priority)
     }
 
-    /// The score in `waiting`: priority first (0, none, before every prioritised job), then the
-    /// order of adding. Exact in an f64: priority < 2^22, seq < 2^31.
+    /// The score in `waiting`: `lifo` jobs first (the newest first), then by priority (0,
+    /// none, before every prioritised job), then the order of adding. Exact in an f64:
+    /// priority < 2^22, seq < 2^31.
     #[must_use]
     pub fn waiting_score(&self) -> f64 {
+        if self.lifo {
+            return herd_store::queue::lifo_score(self.seq);
+        }
         herd_store::queue::waiting_score(self.rank(), self.seq)
     }
 }
@@ -282,6 +292,7 @@ mod tests {
             seq: 1,
             keep_completed: None,
             keep_failed: None,
+            lifo: false,
             state: State::Waiting,
             generation: 0,
             added_ms: 0,

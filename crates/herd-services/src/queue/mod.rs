@@ -423,6 +423,7 @@ impl Queues {
                     header: record::header(&rec),
                     body: record::body(&rec),
                     rank: (rec.due_ms <= now).then(|| rec.rank()),
+                    lifo: rec.lifo && rec.due_ms <= now,
                 }
             })
             .collect();
@@ -460,6 +461,7 @@ impl Queues {
             seq: 0,
             keep_completed: job.keep_completed,
             keep_failed: job.keep_failed,
+            lifo: job.lifo,
             state: State::Waiting,
             generation: 0,
             added_ms: now,

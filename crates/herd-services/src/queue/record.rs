@@ -22,6 +22,8 @@ struct BodyOut<'a> {
     priority: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     keep_failed: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    lifo: bool,
     added_ms: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     failed_reason: Option<&'a str>,
@@ -40,6 +42,8 @@ struct BodyIn {
     priority: u32,
     #[serde(default)]
     keep_failed: Option<u64>,
+    #[serde(default)]
+    lifo: bool,
     added_ms: i64,
     #[serde(default)]
     failed_reason: Option<String>,
@@ -97,6 +101,7 @@ pub(crate) fn body(rec: &JobRecord) -> Bytes {
         backoff: rec.backoff.as_ref(),
         priority: rec.priority,
         keep_failed: rec.keep_failed,
+        lifo: rec.lifo,
         added_ms: rec.added_ms,
         failed_reason: rec.failed_reason.as_deref(),
         errors: &rec.errors,
@@ -140,6 +145,7 @@ pub(crate) fn decode(raw: &[u8], id: &str) -> Result<JobRecord, String> {
         seq: h.seq,
         keep_completed: h.keep_completed,
         keep_failed: b.keep_failed,
+        lifo: b.lifo,
         state: from_store(h.state),
         generation: h.generation,
         added_ms: b.added_ms,
@@ -188,6 +194,7 @@ mod tests {
             seq: 99,
             keep_completed: Some(10),
             keep_failed: None,
+            lifo: false,
             state: State::Active,
             generation: 2,
             added_ms: 1_700_000_000_000,

@@ -33,6 +33,8 @@ pub struct JobSpec {
     pub remove_on_complete: Option<KeepSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remove_on_fail: Option<KeepSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifo: Option<bool>,
 }
 
 /// `{"type": "fixed"|"exponential", "delay": "1s", "jitter": 0.5}`.
@@ -137,6 +139,7 @@ impl JobSpec {
             job_id: self.job_id.clone(),
             keep_completed: self.remove_on_complete.and_then(KeepSpec::keep),
             keep_failed: self.remove_on_fail.and_then(KeepSpec::keep),
+            lifo: self.lifo.unwrap_or(false),
         };
         check_new_job(&job)?;
         Ok(job)
@@ -157,6 +160,13 @@ pub(crate) fn check_new_job(job: &NewJob) -> ServiceResult<()> {
             "attempts",
             "attempts must be at least 1",
             "attempts counts deliveries including the first (BullMQ default 1)",
+        ));
+    }
+    if job.lifo && job.priority > 0 {
+        return Err(ServiceError::invalid(
+            "lifo",
+            "a job with a priority cannot also be lifo",
+            "leave priority out (or 0) for a lifo job; prioritised jobs run by priority, then in the order added",
         ));
     }
     if job.priority > MAX_PRIORITY {

@@ -8,8 +8,8 @@ use super::ops::{
 };
 use super::read::{live_entry, raw_entry, zrange, zset_exists};
 use crate::queue::{
-    decode_job, encode_job, member, parse_member, waiting_score, Add, Added, Finish, Finished,
-    JobHeader, JobState, Leased, QueueKeys, QueueStep, StepOutcome,
+    decode_job, encode_job, lifo_score, member, parse_member, waiting_score, Add, Added, Finish,
+    Finished, JobHeader, JobState, Leased, QueueKeys, QueueStep, StepOutcome,
 };
 use crate::StoreResult;
 
@@ -114,6 +114,7 @@ fn add(t: &mut Tables<'_>, keys: &QueueKeys, adds: &[Add], now: u64) -> StoreRes
             write_value(t, &key, &payload, None, raw, None, now)?;
             let m = member(&id, 0);
             match a.rank {
+                Some(_) if a.lifo => t.zset_insert(&keys.waiting(), &m, lifo_score(seq))?,
                 Some(rank) => t.zset_insert(&keys.waiting(), &m, waiting_score(rank, seq))?,
                 None => t.zset_insert(&keys.delayed(), &m, score(header.due_ms))?,
             }

@@ -493,7 +493,11 @@ impl Backend for RedisStore {
         inv.arg(step.adds.len());
         for a in &step.adds {
             let (before, after) = header_halves(&a.header);
-            let place = a.rank.map_or_else(|| "d".to_owned(), |r| format!("w{r}"));
+            let place = match a.rank {
+                None => "d".to_owned(),
+                Some(_) if a.lifo => "l".to_owned(),
+                Some(r) => format!("w{r}"),
+            };
             inv.arg(a.id.as_deref().unwrap_or(""))
                 .arg(place)
                 .arg(a.header.due_ms)

@@ -244,7 +244,7 @@ return {1, 0, 0}
 /// active, completed, paused, delayed, seq, and the acked job's record when there is an ack.
 /// ARGV: the records' key prefix; `1`/`0` (an ack or not), its id, token, time ms and result;
 /// the number of jobs to lease, their deadline ms and one token each; then the number of adds
-/// and per add: its id (empty: the seq), `w` rank or `d`, due ms, the header's fields before
+/// and per add: its id (empty: the seq), `w` rank, `l` (lifo) or `d`, due ms, the header's fields before
 /// seq, those after, the body. Returns {flat [id, seq, 1|0] per add, ack outcome (none,
 /// completed, deleted, missing, lease, legacy), its detail (keep, or the state), flat [id,
 /// attempt, token, body] per leased job, members moved but not leased, 1 when paused}.
@@ -306,6 +306,9 @@ if adds > 0 then
       new = '1'
       if ARGV[ai + 1] == 'd' then
         redis.call('ZADD', KEYS[5], ARGV[ai + 2], id .. '#0')
+      elseif ARGV[ai + 1] == 'l' then
+        local score = -((tonumber(seq) % 2147483648) + 1)
+        redis.call('ZADD', KEYS[1], string.format('%d', score), id .. '#0')
       else
         local rank = tonumber(string.sub(ARGV[ai + 1], 2))
         local score = rank * 2147483648 + (tonumber(seq) % 2147483648)

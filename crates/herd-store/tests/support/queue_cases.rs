@@ -2,8 +2,8 @@
 
 use bytes::Bytes;
 use herd_store::queue::{
-    decode_job, encode_job, waiting_score, Add, Added, Claim, Finish, Finished, JobHeader,
-    JobState, QueueKeys, QueueStep,
+    decode_job, encode_job, lifo_score, waiting_score, Add, Added, Claim, Finish, Finished,
+    JobHeader, JobState, QueueKeys, QueueStep,
 };
 use herd_store::{Backend, Expect, Store, StoreError};
 
@@ -234,6 +234,7 @@ pub async fn queue_steps(s: &Store, p: &str) {
             header: waiting(0, None),
             body: Bytes::from_static(b"{}"),
             rank: Some(1),
+            lifo: false,
         }],
         ..step(finish("j4", "a", ""), None)
     };
@@ -265,6 +266,7 @@ pub async fn queue_adds(s: &Store, p: &str) {
         },
         body: Bytes::from_static(br#"{"name":"n","data":[1]}"#),
         rank,
+        lifo: false,
     };
     let adds = |adds: Vec<Add>| QueueStep {
         keys: q.clone(),
@@ -335,12 +337,38 @@ pub async fn queue_adds(s: &Store, p: &str) {
         .unwrap();
     let ids: Vec<&str> = out.leased.iter().map(|j| j.id.as_str()).collect();
     assert_eq!(ids, ["5", "mine 1", "1"]);
+    // lifo jobs go ahead of every waiting job, the newest first.
+    let lifo = || Add {
+        lifo: true,
+        ..new(None, Some(0), 0)
+    };
+    s.queue_step(&adds(vec![new(None, Some(0), 0), lifo(), lifo()]))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.zscore(&q.waiting(), "7#0").await.unwrap(),
+        Some(lifo_score(7))
+    );
+    let out = s
+        .queue_step(&QueueStep {
+            keys: q.clone(),
+            claim: claim(&["d", "e", "f"]),
+            ..QueueStep::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = out.leased.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(ids, ["8", "7", "6"]);
     // Bad adds are refused before anything is written.
     let mut leased = new(None, Some(1), 0);
     leased.header.lease_token = Some("t".into());
     for bad in [
         new(Some(""), Some(1), 0),
         new(None, Some(1 << 22), 0),
+        Add {
+            lifo: true,
+            ..new(None, Some(1), 0)
+        },
         leased,
     ] {
         let err = s.queue_step(&adds(vec![bad])).await.unwrap_err();
