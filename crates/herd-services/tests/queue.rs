@@ -79,6 +79,8 @@ async fn lifo_jobs_go_ahead_of_the_others_newest_first() {
     let mut later = lifo("lifo-delayed");
     later.delay = Duration::from_secs(10);
     q.add("l", later).await.unwrap();
+    let c = q.counts("l").await.unwrap();
+    assert_eq!((c.waiting, c.prioritized, c.delayed), (5, 1, 1));
     let got = q.reserve("l", 10, None, Duration::ZERO).await.unwrap();
     let names: Vec<&str> = got.iter().map(|j| j.name.as_str()).collect();
     assert_eq!(names, ["lifo-2", "lifo-1", "fifo-1", "fifo-2", "prio-1"]);

@@ -175,6 +175,8 @@ pub trait Backend: Send + Sync {
     async fn zscore(&self, key: &str, member: &str) -> StoreResult<Option<f64>>;
     /// The number of members.
     async fn zcard(&self, key: &str) -> StoreResult<u64>;
+    /// The number of members with `min <= score <= max`.
+    async fn zcount(&self, key: &str, min: f64, max: f64) -> StoreResult<u64>;
     /// Atomically moves up to `count` members with `score <= max_score`, lowest first, from `src`
     /// to `dst`, giving each `dst_score` there; returns the moved members with their old scores.
     async fn zmove(

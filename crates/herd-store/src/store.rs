@@ -156,6 +156,9 @@ impl Backend for Store {
     async fn zcard(&self, key: &str) -> StoreResult<u64> {
         dispatch!(self, s => s.zcard(key))
     }
+    async fn zcount(&self, key: &str, min: f64, max: f64) -> StoreResult<u64> {
+        dispatch!(self, s => s.zcount(key, min, max))
+    }
     async fn zmove(
         &self,
         src: &str,

@@ -141,6 +141,9 @@ pub struct Counts {
     pub failed: u64,
     /// Waiting jobs held back because the queue is paused (then `waiting` is 0).
     pub paused: u64,
+    /// How many of the ready jobs (`waiting`, or `paused` while paused) have a priority.
+    /// Unlike BullMQ's counts, `waiting` includes them: it is every job a reserve may take.
+    pub prioritized: u64,
     pub is_paused: bool,
 }
 
@@ -505,7 +508,16 @@ impl Queues {
         let s = &self.store;
         let is_paused = self.is_paused(&keys).await?;
         let waiting = s.zcard(&keys.waiting()).await?;
+        // Rank 1 and up (a priority) scores from 2^31 (`waiting_score`).
+        let prioritized = s
+            .zcount(
+                &keys.waiting(),
+                herd_store::queue::waiting_score(1, 0),
+                f64::INFINITY,
+            )
+            .await?;
         Ok(Counts {
+            prioritized,
             waiting: if is_paused { 0 } else { waiting },
             paused: if is_paused { waiting } else { 0 },
             delayed: s.zcard(&keys.delayed()).await?,

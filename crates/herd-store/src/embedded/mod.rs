@@ -478,6 +478,19 @@ impl Backend for EmbeddedStore {
         .await
     }
 
+    async fn zcount(&self, key: &str, min: f64, max: f64) -> StoreResult<u64> {
+        let (min, max) = (args::score(key, min)?, args::score(key, max)?);
+        let key = key.to_owned();
+        self.read(move |txn| {
+            let n = read::zcount(&txn.open_table(ZO).or_backend()?, &key, min, max)?;
+            if n == 0 {
+                no_plain(txn, &key)?;
+            }
+            Ok(n)
+        })
+        .await
+    }
+
     async fn zmove(
         &self,
         src: &str,

@@ -55,6 +55,27 @@ where
     Ok(out)
 }
 
+/// How many members of `set` have `min <= score <= max`.
+pub(super) fn zcount<T>(zo: &T, set: &str, min: f64, max: f64) -> StoreResult<u64>
+where
+    T: ReadableTable<(&'static str, u64, &'static str), ()>,
+{
+    let (lo, hi) = (score_bits(min), score_bits(max));
+    let mut n = 0;
+    if lo > hi {
+        return Ok(n);
+    }
+    for item in zo.range((set, lo, "")..).or_backend()? {
+        let (k, _) = item.or_backend()?;
+        let (s, bits, _) = k.value();
+        if s != set || bits > hi {
+            break;
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// The score of `member` in `set`.
 pub(super) fn zscore<T>(zs: &T, set: &str, member: &str) -> StoreResult<Option<f64>>
 where

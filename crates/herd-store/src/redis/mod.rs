@@ -381,6 +381,13 @@ impl Backend for RedisStore {
             .await
     }
 
+    async fn zcount(&self, key: &str, min: f64, max: f64) -> StoreResult<u64> {
+        let (min, max) = (args::score(key, min)?, args::score(key, max)?);
+        let mut cmd = redis::cmd("ZCOUNT");
+        cmd.arg(key).arg(score_arg(min)).arg(score_arg(max));
+        self.run(key, self.inner.conn.query(&cmd)).await
+    }
+
     async fn zmove(
         &self,
         src: &str,

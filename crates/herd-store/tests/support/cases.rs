@@ -320,6 +320,11 @@ async fn zsets_order_and_ties(s: &Store, p: &str) {
         .unwrap()
         .is_empty());
     assert_eq!(s.zcard(&z).await.unwrap(), 5);
+    assert_eq!(s.zcount(&z, 1.0, 2.0).await.unwrap(), 3);
+    assert_eq!(s.zcount(&z, f64::NEG_INFINITY, 0.0).await.unwrap(), 1);
+    assert_eq!(s.zcount(&z, 2.0, f64::INFINITY).await.unwrap(), 3);
+    assert_eq!(s.zcount(&z, 3.0, 1.0).await.unwrap(), 0);
+    assert_eq!(s.zcount(&k(p, "z", "none"), 0.0, 9.0).await.unwrap(), 0);
     assert_eq!(s.zscore(&z, "e").await.unwrap(), Some(3.5));
     assert_eq!(s.zscore(&z, "nope").await.unwrap(), None);
     // Re-scoring moves a member; it is not added twice.
