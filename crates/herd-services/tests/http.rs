@@ -181,6 +181,12 @@ async fn sessions_crud_with_versions() {
     );
     let r = api.call("POST", "/v1/sessions", b"{not json").await;
     assert_eq!(r.status, 400);
+    for cut in [&b"{\"data\": {\"a\": 1"[..], b"{\"data\": ", b"{"] {
+        let r = api.call("POST", "/v1/sessions", cut).await;
+        assert_eq!(r.status, 400);
+        let error = r.json()["error"].as_str().unwrap().to_owned();
+        assert!(!error.contains('?') && error.contains("EOF"), "{error}");
+    }
     let r = api
         .json("POST", "/v1/sessions", json!({"data": {}, "tll": "1h"}))
         .await;

@@ -161,7 +161,13 @@ pub(crate) fn at_field(e: &serde_path_to_error::Error<serde_json::Error>, at: &s
         None => inner,
     };
     let path = e.path().to_string();
-    match (path.as_str(), at.strip_suffix('.')) {
+    // serde_path_to_error writes `?` for a place it could not name (the input ended inside
+    // a value): name what it could, or nothing.
+    let path = match path.trim_end_matches("?").trim_end_matches('.') {
+        "" => ".",
+        named => named,
+    };
+    match (path, at.strip_suffix('.')) {
         (".", None) => inner,
         (".", Some(whole)) => format!("field `{whole}`: {inner}"),
         (path, _) => format!("field `{at}{path}`: {inner}"),
