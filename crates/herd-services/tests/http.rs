@@ -314,6 +314,18 @@ async fn cache_put_get_invalidate_and_stats() {
     assert!(s["l1_hits"].as_u64().unwrap() >= 2, "{s}");
     assert!(s["l1_misses"].as_u64().unwrap() >= 2, "{s}");
     assert!(s["invalidations"].as_u64().unwrap() >= 4, "{s}");
+
+    // A key named like the invalidate endpoint is still a key.
+    let r = api.call("PUT", "/v1/cache/pages/invalidate", b"v").await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    let r = api.call("GET", "/v1/cache/pages/invalidate", b"").await;
+    assert_eq!((r.status, r.text()), (200, "v".to_owned()));
+    assert_eq!(
+        api.call("DELETE", "/v1/cache/pages/invalidate", b"")
+            .await
+            .status,
+        204
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,8 +20,19 @@ use crate::cache::{Hit, Leased, Level, PutOptions};
 use crate::ServiceError;
 
 pub(super) fn routes(t: Table) -> Table {
+    // A key named `invalidate` is a key like any other for GET, PUT and DELETE: the router
+    // picks the literal segment for every method, so those methods are served there too
+    // (documented under `{key}`, so only POST is listed for this path).
+    let as_key = |Path(ns): Path<String>| Path((ns, "invalidate".to_owned()));
     t.add("/v1/cache/stats", &["get"], get(stats))
-        .add("/v1/cache/{ns}/invalidate", &["post"], post(invalidate))
+        .add(
+            "/v1/cache/{ns}/invalidate",
+            &["post"],
+            post(invalidate)
+                .get(move |s, ns, q| read(s, as_key(ns), q))
+                .put(move |s, ns, q, h, b| write(s, as_key(ns), q, h, b))
+                .delete(move |s, ns| remove(s, as_key(ns))),
+        )
         .add(
             "/v1/cache/{ns}/{key}",
             &["get", "put", "delete"],
