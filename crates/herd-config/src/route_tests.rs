@@ -234,6 +234,19 @@ fn matchers_that_can_never_match_and_strips_that_never_apply_are_refused() {
     }
     let e = one(&route("methods = [\"GETT\"]"), 9, "route[0].methods");
     assert_eq!(e.hint.as_deref(), Some("did you mean \"GET\"?"));
+    // Each is reported, not only the first.
+    let errs = parse(
+        &format!(
+            "{APPS}{}",
+            route("methods = [\"GETT\"]\npath_prefix = \"/api/\"\nstrip_prefix = \"/v1\"")
+        ),
+        "herd.toml",
+        Path::new("/base"),
+    )
+    .unwrap_err()
+    .0;
+    let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["route[0].methods", "route[0].strip_prefix"]);
 
     // What is consistent stays accepted: an exact path under its prefix, a strip that
     // applies to some or all matched paths, extension methods.

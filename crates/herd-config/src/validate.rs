@@ -416,9 +416,8 @@ impl Validator<'_> {
         };
         let errors = self.errors.len();
         let rest = self.route_rest(&p, r);
-        if self.errors.len() == errors {
-            self.route_reachable(&p, r, path_prefix.as_deref(), &rest);
-        }
+        // Uses only values that passed their own checks (a bad one is `None` here).
+        self.route_reachable(&p, r, path_prefix.as_deref(), &rest);
         match (ok && self.errors.len() == errors, app) {
             (true, Some(app)) => Some(Route {
                 host,
