@@ -23,6 +23,15 @@ pub(super) fn shown(mut rec: JobRecord, now_ms: i64) -> Result<Value, ApiError> 
     Ok(out)
 }
 
+/// `{"jobs": [...]}`, each as [`shown`].
+pub(super) fn jobs(recs: Vec<JobRecord>, now_ms: i64) -> ApiResult {
+    let jobs = recs
+        .into_iter()
+        .map(|r| shown(r, now_ms))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(json!({ "jobs": jobs })).into_response())
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ListQuery {
@@ -54,15 +63,10 @@ pub(super) async fn list(
     };
     let limit = params.limit.unwrap_or(100).min(1000);
     let queues = &s.services.queues;
-    let jobs = queues
+    let recs = queues
         .list(&q, &state, params.offset.unwrap_or(0), limit)
         .await?;
-    let now = queues.now_ms();
-    let jobs = jobs
-        .into_iter()
-        .map(|r| shown(r, now))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(json!({ "jobs": jobs })).into_response())
+    jobs(recs, queues.now_ms())
 }
 
 /// `DELETE /v1/queues/{q}/jobs/{id}`.

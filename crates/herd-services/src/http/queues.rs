@@ -332,7 +332,7 @@ async fn dead(
         "use ?offset=N&limit=N (limit 100 by default, 10000 at most)",
     )?;
     let queues = &s.services.queues;
-    let jobs = queues
+    let recs = queues
         .list(
             &q,
             "failed",
@@ -340,12 +340,7 @@ async fn dead(
             query.limit.unwrap_or(100).min(crate::queue::MAX_LISTED),
         )
         .await?;
-    let now = queues.now_ms();
-    let jobs = jobs
-        .into_iter()
-        .map(|r| browse::shown(r, now))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(json!({ "jobs": jobs })).into_response())
+    browse::jobs(recs, queues.now_ms())
 }
 
 async fn retry_dead(State(s): State<AppState>, Path((q, id)): Path<(String, String)>) -> ApiResult {

@@ -101,26 +101,44 @@ impl Queues {
             .store
             .zrange_by_score(&set, f64::NEG_INFINITY, f64::INFINITY, reach)
             .await?;
-        let members: Vec<String> = members.into_iter().skip(offset).map(|(m, _)| m).collect();
-        self.records_of(&keys, &members).await
+        let members = members.into_iter().skip(offset).map(|(m, _)| m).collect();
+        Ok(self
+            .current_records(&keys, members)
+            .await?
+            .into_iter()
+            .filter_map(|(_, current)| current.map(|(rec, _)| rec))
+            .collect())
     }
 
-    /// The records whose current member is one of `members`, in that order (a stale member,
-    /// one a concurrent move left behind, is skipped).
-    async fn records_of(&self, keys: &Keys, members: &[String]) -> ServiceResult<Vec<JobRecord>> {
-        let ours: Vec<(&String, &str)> = members
+    /// The record and version each member currently names, in the members' order; `None`
+    /// for a member that is not a job's, whose record is gone, or that the record no longer
+    /// names (a concurrent move left it behind).
+    async fn current_records(
+        &self,
+        keys: &Keys,
+        members: Vec<String>,
+    ) -> ServiceResult<Vec<(String, Option<(JobRecord, u64)>)>> {
+        let job_keys: Vec<String> = members
             .iter()
-            .filter_map(|m| member_id(m).map(|id| (m, id)))
+            .map(|m| member_id(m).map_or_else(String::new, |id| keys.job(id)))
             .collect();
-        let job_keys: Vec<String> = ours.iter().map(|(_, id)| keys.job(id)).collect();
-        let found = self.store.get_many(&job_keys).await?;
-        let mut out = Vec::with_capacity(found.len());
-        for (((member, id), key), value) in ours.into_iter().zip(job_keys).zip(found) {
-            let Some(v) = value else { continue };
-            let rec = record::decode(&v.value, id).map_err(|e| corrupt(key, e))?;
-            if rec.member() == *member {
-                out.push(rec);
-            }
+        let wanted: Vec<String> = job_keys.iter().filter(|k| !k.is_empty()).cloned().collect();
+        let mut found = self.store.get_many(&wanted).await?.into_iter();
+        let mut out = Vec::with_capacity(members.len());
+        for (member, key) in members.into_iter().zip(job_keys) {
+            let value = if key.is_empty() {
+                None
+            } else {
+                found.next().flatten()
+            };
+            let current = match (value, member_id(&member)) {
+                (Some(v), Some(id)) => {
+                    let rec = record::decode(&v.value, id).map_err(|e| corrupt(key, e))?;
+                    (rec.member() == member).then_some((rec, v.version))
+                }
+                _ => None,
+            };
+            out.push((member, current));
         }
         Ok(out)
     }
@@ -204,29 +222,19 @@ impl Queues {
         set: &str,
         batch: Vec<(String, f64)>,
     ) -> ServiceResult<u64> {
-        let ids: Vec<&str> = batch.iter().filter_map(|(m, _)| member_id(m)).collect();
-        let job_keys: Vec<String> = ids.iter().map(|id| keys.job(id)).collect();
-        let found = self.store.get_many(&job_keys).await?;
+        let members = batch.into_iter().map(|(m, _)| m).collect();
         let mut txn = Txn::new();
         let mut jobs = Vec::new();
         let mut stale = Vec::new();
-        for (((member, _), key), value) in batch.iter().zip(&job_keys).zip(found) {
-            let id = member_id(member).unwrap_or_default();
-            let current = match value {
-                Some(v) => Some((
-                    record::decode(&v.value, id).map_err(|e| corrupt(key.clone(), e))?,
-                    v.version,
-                )),
-                None => None,
-            };
+        for (member, current) in self.current_records(keys, members).await? {
             match current {
-                Some((rec, version)) if rec.member() == *member && rec.state == State::Waiting => {
+                Some((rec, version)) if rec.state == State::Waiting => {
                     txn = txn.and(removal(keys, &rec, version));
                     jobs.push((rec, version));
                 }
                 // Reserved since the page was read, or a member a crashed move left behind:
                 // either way not a job waiting here.
-                _ => stale.push(member.clone()),
+                _ => stale.push(member),
             }
         }
         if !stale.is_empty() {

@@ -681,28 +681,13 @@ impl Queues {
         Ok(removed)
     }
 
-    /// Dead-lettered jobs, oldest first.
+    /// Dead-lettered jobs, oldest first (the first `limit`, at most [`super::MAX_LISTED`]).
     ///
     /// # Errors
     /// Store errors.
     pub async fn dead_letters(&self, queue: &str, limit: usize) -> ServiceResult<Vec<JobRecord>> {
-        check_queue(queue)?;
-        let keys = Keys::new(queue);
-        let members = self
-            .store
-            .zrange_by_score(&keys.failed(), f64::NEG_INFINITY, f64::INFINITY, limit)
-            .await?;
-        let mut out = Vec::with_capacity(members.len());
-        for (member, _) in members {
-            if let Some(id) = super::job::member_id(&member) {
-                if let Some((rec, _)) = self.read(&keys, id).await? {
-                    if rec.member() == member {
-                        out.push(rec);
-                    }
-                }
-            }
-        }
-        Ok(out)
+        self.list(queue, "failed", 0, limit.min(super::MAX_LISTED))
+            .await
     }
 
     async fn dead(&self, keys: &Keys, queue: &str, id: &str) -> ServiceResult<(JobRecord, u64)> {
