@@ -70,7 +70,7 @@ fn held(jobs: Vec<Reserved>) -> Vec<Held> {
 impl QueueClient for LibQueue {
     async fn add(&self, queue: &str, first: u64, end: u64) -> anyhow::Result<()> {
         let job = |i: u64| NewJob {
-            keep_completed: Some(0),
+            keep_completed: herd_services::queue::Keep::NONE,
             ..NewJob::new("job", job_data(i))
         };
         if end - first == 1 {

@@ -975,6 +975,33 @@ async fn errors_name_the_field_and_refuse_what_would_be_ignored() {
     assert_eq!(r.status, 400);
     assert!(error(&r).contains("`remove_on_complete`"), "{}", r.text());
     assert!(!error(&r).contains("KeepSpec"), "{}", r.text());
+    // BullMQ's KeepJobs: a misspelt key is named, an empty object refused with a hint.
+    let r = api
+        .json(
+            "POST",
+            "/v1/queues/e/jobs",
+            json!({"name": "x", "remove_on_fail": {"agee": 60}}),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(error(&r).contains("agee"), "{}", r.text());
+    let r = api
+        .json(
+            "POST",
+            "/v1/queues/e/jobs",
+            json!({"name": "x", "remove_on_complete": {}}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("neither"), "{}", r.text());
+    let r = api
+        .json(
+            "POST",
+            "/v1/queues/kept/jobs",
+            json!({"name": "x", "remove_on_complete": {"count": 10, "age": "1h"}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
     let r = api.call("POST", "/v1/queues/e/reserve", b"0").await;
     assert_eq!(r.status, 400);
     assert!(!error(&r).contains("Body"), "{}", r.text());

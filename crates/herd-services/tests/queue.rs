@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use herd_services::queue::{
-    Backoff, BackoffKind, Limiter, NewJob, QueueConfig, QueueSettings, Repeat, State,
+    Backoff, BackoffKind, Keep, Limiter, NewJob, QueueConfig, QueueSettings, Repeat, State,
 };
 use herd_services::{ManualClock, ServiceError, ServicesConfig};
 use serde_json::json;
@@ -333,7 +333,7 @@ async fn ack_and_reserve_hands_out_the_next_job_and_deletes_with_remove_on_compl
     let q = &node.services.queues;
     for name in ["a", "b", "c"] {
         let mut j = job(name);
-        j.keep_completed = Some(0);
+        j.keep_completed = Keep::NONE;
         q.add("n", j).await.unwrap();
     }
     let mut got = q.reserve("n", 1, None, Duration::ZERO).await.unwrap();
@@ -375,7 +375,7 @@ async fn an_ack_that_died_after_deleting_the_record_leaves_nothing_behind() {
     let node = Node::with_clock(&store, ServicesConfig::default(), clock.clone());
     let q = &node.services.queues;
     let mut j = job("once");
-    j.keep_completed = Some(0);
+    j.keep_completed = Keep::NONE;
     j.job_id = Some("once".into());
     q.add("r", j.clone()).await.unwrap();
     let got = q.reserve("r", 1, None, Duration::ZERO).await.unwrap();
@@ -437,7 +437,7 @@ async fn remove_on_complete_keeps_the_last_n() {
     let q = &node.services.queues;
     for i in 0..4 {
         let mut j = job(&format!("j{i}"));
-        j.keep_completed = Some(2);
+        j.keep_completed = Keep::count(2);
         q.add("k", j).await.unwrap();
     }
     for j in q.reserve("k", 4, None, Duration::ZERO).await.unwrap() {
@@ -449,13 +449,89 @@ async fn remove_on_complete_keeps_the_last_n() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_on_complete_by_age_keeps_jobs_finished_within_it() {
+    let (_d, node, clock) = setup(QueueConfig::default()).await;
+    let q = &node.services.queues;
+    // BullMQ `removeOnComplete: {age: 10}`: each ack drops completed jobs older than 10 s.
+    let by_age = Keep {
+        count: None,
+        age_ms: Some(10_000),
+    };
+    for i in 0..3 {
+        let mut j = job(&format!("a{i}"));
+        j.keep_completed = by_age;
+        q.add("age", j).await.unwrap();
+    }
+    let mut leased = q.reserve("age", 3, None, Duration::ZERO).await.unwrap();
+    leased.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut acked = Vec::new();
+    for j in leased {
+        q.ack("age", &j.id, &j.lease_token, None).await.unwrap();
+        acked.push(j.id);
+        clock.advance(Duration::from_secs(6));
+    }
+    // Acks at 0 s, 6 s and 12 s: at a2's ack a0 was 12 s old (removed), a1 6 s old (kept).
+    let kept: Vec<String> = q
+        .list("age", "completed", 0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(kept, acked[1..].to_vec());
+    // A job with a count and an age: both bounds hold.
+    for i in 0..3 {
+        let mut j = job(&format!("b{i}"));
+        j.keep_completed = Keep {
+            count: Some(1),
+            age_ms: Some(60_000),
+        };
+        q.add("both", j).await.unwrap();
+    }
+    for j in q.reserve("both", 3, None, Duration::ZERO).await.unwrap() {
+        q.ack("both", &j.id, &j.lease_token, None).await.unwrap();
+    }
+    assert_eq!(q.counts("both").await.unwrap().completed, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_on_fail_by_age_keeps_recent_dead_letters() {
+    let (_d, node, clock) = setup(QueueConfig::default()).await;
+    let q = &node.services.queues;
+    for i in 0..2 {
+        let mut j = job(&format!("d{i}"));
+        j.keep_failed = Keep {
+            count: None,
+            age_ms: Some(5_000),
+        };
+        q.add("fage", j).await.unwrap();
+    }
+    let leased = q.reserve("fage", 2, None, Duration::ZERO).await.unwrap();
+    q.fail("fage", &leased[0].id, &leased[0].lease_token, "boom", false)
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(6));
+    q.fail("fage", &leased[1].id, &leased[1].lease_token, "boom", false)
+        .await
+        .unwrap();
+    let dead: Vec<String> = q
+        .dead_letters("fage", 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(dead, vec![leased[1].id.clone()], "the older one went");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remove_on_fail_keeps_the_last_n_dead_letters_and_zero_keeps_none() {
     let (_d, node, clock) = setup(QueueConfig::default()).await;
     let q = &node.services.queues;
     let mut ids = Vec::new();
     for i in 0..4 {
         let mut j = job(&format!("f{i}"));
-        j.keep_failed = Some(2);
+        j.keep_failed = Keep::count(2);
         ids.push(q.add("rf", j).await.unwrap());
     }
     let mut leased = q.reserve("rf", 4, None, Duration::ZERO).await.unwrap();
@@ -487,7 +563,7 @@ async fn remove_on_fail_keeps_the_last_n_dead_letters_and_zero_keeps_none() {
 
     // remove_on_fail = true (keep 0): the dead-lettered job is deleted at once.
     let mut j = job("gone");
-    j.keep_failed = Some(0);
+    j.keep_failed = Keep::NONE;
     let id = q.add("rf0", j).await.unwrap();
     let got = q.reserve("rf0", 1, None, Duration::ZERO).await.unwrap();
     q.fail("rf0", &id, &got[0].lease_token, "boom", false)

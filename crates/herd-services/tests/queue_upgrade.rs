@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use herd_services::queue::{JobRecord, NewJob, State};
+use herd_services::queue::{JobRecord, Keep, NewJob, State};
 use herd_services::{ManualClock, ServicesConfig};
 use herd_store::{Backend as _, Expect};
 use serde_json::json;
@@ -25,8 +25,8 @@ fn old_record(id: &str, state: State, generation: u64) -> JobRecord {
         backoff: None,
         priority: 0,
         seq: 1,
-        keep_completed: None,
-        keep_failed: None,
+        keep_completed: Keep::ALL,
+        keep_failed: Keep::ALL,
         lifo: false,
         state,
         generation,

@@ -10,9 +10,10 @@
 //!
 //! # Record format
 //! `J1 <state> <generation> <seq> <due ms> <attempt> <stalled> <lease until ms> <finished ms|->
-//! <keep completed|-> <lease token|->` `\n` body `\n` result. State is `w`aiting, `a`ctive,
-//! `c`ompleted or `f`ailed. Body and result are compact JSON (no raw newline); the result is
-//! empty when there is none.
+//! <keep completed> <lease token|->` `\n` body `\n` result. State is `w`aiting, `a`ctive,
+//! `c`ompleted or `f`ailed. Keep completed is a [`Keep`]: `-` (all), a count, or a count (or
+//! `-`) then `/` and an age in ms. Body and result are compact JSON (no raw newline); the
+//! result is empty when there is none.
 //!
 //! # Keys
 //! All keys of queue `N` share the hash tag `{q:N}` (one Redis Cluster slot): records at
@@ -68,10 +69,83 @@ pub struct JobHeader {
     pub stalled: u32,
     pub lease_until_ms: i64,
     pub finished_ms: Option<i64>,
-    /// Completed jobs to keep (`Some(0)`: an ack deletes the record).
-    pub keep_completed: Option<u64>,
+    /// Completed jobs to keep (a count of 0: an ack deletes the record).
+    pub keep_completed: Keep,
     /// Set while active. A token is never empty, `-`, or holds whitespace.
     pub lease_token: Option<String>,
+}
+
+/// BullMQ's `KeepJobs`: how many finished jobs of a kind to keep (the newest), and for how
+/// long after they finished. Both unset: keep every one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Keep {
+    pub count: Option<u64>,
+    pub age_ms: Option<u64>,
+}
+
+impl Keep {
+    /// Keep every finished job.
+    pub const ALL: Keep = Keep {
+        count: None,
+        age_ms: None,
+    };
+    /// Keep none: the job's record goes as it finishes.
+    pub const NONE: Keep = Keep {
+        count: Some(0),
+        age_ms: None,
+    };
+
+    /// Keep the newest `n`.
+    #[must_use]
+    pub fn count(n: u64) -> Keep {
+        Keep {
+            count: Some(n),
+            age_ms: None,
+        }
+    }
+
+    /// Whether a finishing job is removed at once rather than kept.
+    #[must_use]
+    pub fn none(self) -> bool {
+        self.count == Some(0) || self.age_ms == Some(0)
+    }
+
+    /// Whether anything is ever removed.
+    #[must_use]
+    pub fn all(self) -> bool {
+        self.count.is_none() && self.age_ms.is_none()
+    }
+
+    /// Its form in a header: `-`, `N`, `N/AGE_MS` or `-/AGE_MS`.
+    #[must_use]
+    pub fn field(self) -> String {
+        let count = opt(self.count.as_ref());
+        match self.age_ms {
+            None => count,
+            Some(age) => format!("{count}/{age}"),
+        }
+    }
+
+    /// Reads [`Keep::field`]'s form; `None` when `s` is not in it.
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Keep> {
+        fn digits(s: &str) -> Option<u64> {
+            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            s.parse().ok()
+        }
+        let (count, age) = match s.split_once('/') {
+            Some((count, age)) => (count, Some(digits(age)?)),
+            None => (s, None),
+        };
+        let count = if count == "-" {
+            None
+        } else {
+            Some(digits(count)?)
+        };
+        Some(Keep { count, age_ms: age })
+    }
 }
 
 /// A record taken apart: its header, and the bytes of its body and result.
@@ -104,7 +178,7 @@ pub(crate) fn header_halves(h: &JobHeader) -> (String, String) {
         h.stalled,
         h.lease_until_ms,
         opt(h.finished_ms.as_ref()),
-        opt(h.keep_completed.as_ref()),
+        h.keep_completed.field(),
         h.lease_token.as_deref().unwrap_or("-"),
     );
     (before, after)
@@ -177,7 +251,7 @@ pub fn decode_job(raw: &[u8]) -> Option<JobParts<'_>> {
         stalled: num(stalled)?,
         lease_until_ms: num(lease_until)?,
         finished_ms: maybe(finished)?,
-        keep_completed: maybe(keep)?,
+        keep_completed: Keep::parse(keep)?,
         lease_token: (token != "-").then(|| token.to_owned()),
     };
     Some(JobParts {
@@ -312,7 +386,7 @@ pub struct Added {
 }
 
 /// The ack of a leased job: if the record is active under `token`, it is deleted (its header
-/// keeps 0 completed jobs) or becomes completed at `now_ms` under the next generation with
+/// keeps no completed job: [`Keep::none`]) or becomes completed at `now_ms` under the next generation with
 /// `result` (compact JSON, or empty), and its member leaves `active` (and, completed, enters
 /// `completed` scored `now_ms`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -347,8 +421,8 @@ pub struct QueueStep {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Finished {
     /// The record is completed; `keep` is its `keep_completed` (for trimming).
-    Completed { keep: Option<u64> },
-    /// The record was deleted (`keep_completed` 0).
+    Completed { keep: Keep },
+    /// The record was deleted (its `keep_completed` keeps none).
     Deleted,
     /// No record of that id.
     NotFound,
@@ -460,7 +534,7 @@ mod tests {
             stalled: 1,
             lease_until_ms: 1_700_000_030_000,
             finished_ms: None,
-            keep_completed: Some(0),
+            keep_completed: Keep::NONE,
             lease_token: Some("tok-_9".into()),
         }
     }
@@ -476,7 +550,10 @@ mod tests {
         let done = JobHeader {
             state: JobState::Completed,
             finished_ms: Some(5),
-            keep_completed: None,
+            keep_completed: Keep {
+                count: None,
+                age_ms: Some(3_600_000),
+            },
             lease_token: None,
             ..h
         };
@@ -516,6 +593,39 @@ mod tests {
         assert!(waiting_score(1, 99) < waiting_score(2, 1));
         assert!(waiting_score(2, 1) < waiting_score(2, 2));
         assert_eq!(waiting_score(MAX_RANK, 5) as u64, (MAX_RANK << 31) | 5);
+    }
+
+    #[test]
+    fn keep_fields_round_trip() {
+        for (field, keep) in [
+            ("-", Keep::ALL),
+            ("0", Keep::NONE),
+            ("12", Keep::count(12)),
+            (
+                "-/60000",
+                Keep {
+                    count: None,
+                    age_ms: Some(60_000),
+                },
+            ),
+            (
+                "5/0",
+                Keep {
+                    count: Some(5),
+                    age_ms: Some(0),
+                },
+            ),
+        ] {
+            assert_eq!(Keep::parse(field), Some(keep), "{field}");
+            assert_eq!(keep.field(), field);
+        }
+        for bad in [
+            "", "/", "-/", "1/", "/5", "x", "1/2/3", "-1", "1/-2", "- /1",
+        ] {
+            assert_eq!(Keep::parse(bad), None, "{bad:?}");
+        }
+        assert!(Keep::NONE.none() && Keep::parse("7/0").unwrap().none());
+        assert!(!Keep::count(1).none() && Keep::ALL.all() && !Keep::count(1).all());
     }
 
     #[test]

@@ -95,7 +95,7 @@ async fn add(
     Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
 }
 
-const JOB_FIELDS: &str = "a job is {\"name\", \"data\", \"attempts\", \"backoff\", \"delay\", \"priority\", \"job_id\", \"remove_on_complete\", \"remove_on_fail\"}";
+const JOB_FIELDS: &str = "a job is {\"name\", \"data\", \"attempts\", \"backoff\", \"delay\", \"priority\", \"job_id\", \"remove_on_complete\", \"remove_on_fail\", \"lifo\"}";
 
 /// One job of an add; `at` prefixes the field an error names (`jobs[3].`).
 fn parse_job(v: Value, at: &str) -> Result<JobSpec, ApiError> {

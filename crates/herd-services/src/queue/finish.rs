@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::housekeep::Chores;
-use super::job::{after_fail, AfterFail, JobRecord, State};
+use super::job::{after_fail, AfterFail, JobRecord, Keep, State};
 use super::{check_queue, encode, score, Keys, Queues};
 use crate::clock::millis;
 use crate::error::{ServiceError, ServiceResult};
@@ -37,6 +37,10 @@ impl Failed {
     }
 }
 
+/// The most finished jobs one trim by age removes (BullMQ's limit per finishing job); a
+/// backlog older than the age goes over the next acks.
+const MAX_TRIMMED: usize = 1000;
+
 /// What `clean` removed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Cleaned {
@@ -44,10 +48,10 @@ pub struct Cleaned {
 }
 
 /// A committed ack: whether it left a record in `completed` (not when it was deleted), and
-/// how many completed jobs to keep.
+/// which completed jobs to keep.
 struct Acked {
     completed: bool,
-    keep: Option<u64>,
+    keep: Keep,
 }
 
 fn wrong_lease(rec: &JobRecord) -> ServiceError {
@@ -158,7 +162,7 @@ impl Queues {
             },
             Some(Finished::Deleted) => Acked {
                 completed: false,
-                keep: Some(0),
+                keep: Keep::NONE,
             },
             Some(Finished::NotFound) => {
                 return Err(ServiceError::not_found(format!(
@@ -318,11 +322,11 @@ impl Queues {
             None => self.ack_each(&keys, queue, acks, firsts).await,
         };
         // Trim once per distinct `remove_on_complete` among the completed records kept.
-        let mut keeps: Vec<Option<u64>> = committed
+        let mut keeps: Vec<Keep> = committed
             .iter()
             .filter_map(|r| r.as_ref().ok().filter(|a| a.completed).map(|a| a.keep))
             .collect();
-        keeps.sort_unstable();
+        keeps.sort_unstable_by_key(|k| (k.count, k.age_ms));
         keeps.dedup();
         for keep in keeps {
             if let Err(e) = self.trim(&keys, State::Completed, keep).await {
@@ -499,7 +503,7 @@ impl Queues {
         let old = rec.member();
         let key = keys.job(&rec.id);
         let step = Txn::new().check(&key, Expect::Version(version));
-        let completed = rec.keep_completed != Some(0);
+        let completed = !rec.keep_completed.none();
         let step = if completed {
             let now = self.clock.now_ms();
             rec.state = State::Completed;
@@ -563,7 +567,7 @@ impl Queues {
             rec.next_generation();
             let key = keys.job(id);
             let step = Txn::new().check(&key, Expect::Version(version));
-            let step = if rec.state == State::Failed && rec.keep_failed == Some(0) {
+            let step = if rec.state == State::Failed && rec.keep_failed.none() {
                 step.delete(&key)
             } else {
                 let (set, s) = Self::place(&keys, &rec, now);
@@ -628,24 +632,37 @@ impl Queues {
         })
     }
 
-    /// Drops the oldest finished jobs beyond `keep`.
-    pub(crate) async fn trim(
-        &self,
-        keys: &Keys,
-        state: State,
-        keep: Option<u64>,
-    ) -> ServiceResult<()> {
-        let Some(keep) = keep else { return Ok(()) };
+    /// Drops the finished jobs `keep` does not keep: those finished longer than its age ago
+    /// (at most [`MAX_TRIMMED`] a call), then the oldest beyond its count.
+    pub(crate) async fn trim(&self, keys: &Keys, state: State, keep: Keep) -> ServiceResult<()> {
+        if keep.all() {
+            return Ok(());
+        }
         let set = if state == State::Completed {
             keys.completed()
         } else {
             keys.failed()
         };
+        // Finished sets are scored by the time each job finished: an age trims from the
+        // oldest up to `now - age` (BullMQ removes at most 1000 per finishing job too).
+        if let Some(age) = keep.age_ms {
+            let age = i64::try_from(age).unwrap_or(i64::MAX);
+            let before = self.clock.now_ms().saturating_sub(age).saturating_sub(1);
+            let old = self
+                .store
+                .zrange_by_score(&set, f64::NEG_INFINITY, score(before), MAX_TRIMMED)
+                .await?;
+            self.remove_members(keys, &set, old.into_iter().map(|(m, _)| m))
+                .await?;
+        }
+        let Some(count) = keep.count else {
+            return Ok(());
+        };
         let n = self.store.zcard(&set).await?;
-        if n <= keep {
+        if n <= count {
             return Ok(());
         }
-        let extra = usize::try_from(n - keep).unwrap_or(usize::MAX);
+        let extra = usize::try_from(n - count).unwrap_or(usize::MAX);
         let oldest = self
             .store
             .zrange_by_score(&set, f64::NEG_INFINITY, f64::INFINITY, extra)

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+pub use herd_store::queue::Keep;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -74,10 +75,10 @@ pub struct NewJob {
     pub priority: u32,
     /// Dedupe: adding an id that exists returns it and adds nothing.
     pub job_id: Option<String>,
-    /// `remove_on_complete`: how many completed jobs to keep (`None`: all; `true` = 0).
-    pub keep_completed: Option<u64>,
-    /// `remove_on_fail`: how many dead-lettered jobs to keep (`None`: all).
-    pub keep_failed: Option<u64>,
+    /// `remove_on_complete`: which completed jobs to keep (`true`: none).
+    pub keep_completed: Keep,
+    /// `remove_on_fail`: which dead-lettered jobs to keep.
+    pub keep_failed: Keep,
     /// BullMQ `lifo`: ahead of every waiting job, the newest first (priority 0 only).
     pub lifo: bool,
 }
@@ -94,10 +95,49 @@ impl NewJob {
             delay: Duration::ZERO,
             priority: 0,
             job_id: None,
-            keep_completed: None,
-            keep_failed: None,
+            keep_completed: Keep::ALL,
+            keep_failed: Keep::ALL,
             lifo: false,
         }
+    }
+}
+
+/// A [`Keep`] in a record's JSON: left out (keep all), a count (as older records hold it), or
+/// `{"count": N, "age_ms": M}` when it has an age.
+pub(crate) mod keep_json {
+    use herd_store::queue::Keep;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        Count(u64),
+        Both {
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            count: Option<u64>,
+            age_ms: Option<u64>,
+        },
+    }
+
+    #[allow(clippy::trivially_copy_pass_by_ref)] // serde's `skip_serializing_if` passes a reference
+    pub(crate) fn all(k: &Keep) -> bool {
+        k.all()
+    }
+
+    #[allow(clippy::trivially_copy_pass_by_ref)] // serde's `with` passes a reference
+    pub(crate) fn serialize<S: Serializer>(k: &Keep, s: S) -> Result<S::Ok, S::Error> {
+        match (k.count, k.age_ms) {
+            (Some(n), None) => s.serialize_u64(n),
+            (count, age_ms) => Form::Both { count, age_ms }.serialize(s),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Keep, D::Error> {
+        Ok(match Option::<Form>::deserialize(d)? {
+            None => Keep::ALL,
+            Some(Form::Count(n)) => Keep::count(n),
+            Some(Form::Both { count, age_ms }) => Keep { count, age_ms },
+        })
     }
 }
 
@@ -116,10 +156,10 @@ pub struct JobRecord {
     pub priority: u32,
     /// Order of adding among equal priorities.
     pub seq: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_completed: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_failed: Option<u64>,
+    #[serde(default, skip_serializing_if = "keep_json::all", with = "keep_json")]
+    pub keep_completed: Keep,
+    #[serde(default, skip_serializing_if = "keep_json::all", with = "keep_json")]
+    pub keep_failed: Keep,
     /// Waits ahead of every other job, the newest first (BullMQ `lifo`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub lifo: bool,
@@ -290,8 +330,8 @@ mod tests {
             backoff: None,
             priority: 0,
             seq: 1,
-            keep_completed: None,
-            keep_failed: None,
+            keep_completed: Keep::ALL,
+            keep_failed: Keep::ALL,
             lifo: false,
             state: State::Waiting,
             generation: 0,

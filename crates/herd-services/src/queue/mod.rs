@@ -87,7 +87,7 @@ use crate::clock::{millis, Clock};
 use crate::error::{ServiceError, ServiceResult};
 pub use browse::{Drained, MAX_LISTED};
 pub use finish::{AckRequest, Cleaned, Failed};
-pub use job::{Backoff, BackoffKind, JobRecord, NewJob, State};
+pub use job::{Backoff, BackoffKind, JobRecord, Keep, NewJob, State};
 pub use reserve::Reserved;
 pub use schedule::{Repeat, ScheduleInfo};
 pub use spec::JobSpec;

@@ -8,7 +8,7 @@ use herd_store::queue::{decode_job, encode_job, JobHeader, JobState, Leased};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::job::{Backoff, JobRecord, State};
+use super::job::{keep_json, Backoff, JobRecord, Keep, State};
 use super::reserve::Reserved;
 
 /// The body as written (borrowed from the record).
@@ -20,8 +20,8 @@ struct BodyOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     backoff: Option<&'a Backoff>,
     priority: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    keep_failed: Option<u64>,
+    #[serde(skip_serializing_if = "keep_json::all", with = "keep_json")]
+    keep_failed: Keep,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     lifo: bool,
     added_ms: i64,
@@ -40,8 +40,8 @@ struct BodyIn {
     #[serde(default)]
     backoff: Option<Backoff>,
     priority: u32,
-    #[serde(default)]
-    keep_failed: Option<u64>,
+    #[serde(default, with = "keep_json")]
+    keep_failed: Keep,
     #[serde(default)]
     lifo: bool,
     added_ms: i64,
@@ -192,8 +192,11 @@ mod tests {
             }),
             priority: 4,
             seq: 99,
-            keep_completed: Some(10),
-            keep_failed: None,
+            keep_completed: Keep::count(10),
+            keep_failed: Keep {
+                count: None,
+                age_ms: Some(86_400_000),
+            },
             lifo: false,
             state: State::Active,
             generation: 2,
@@ -216,7 +219,8 @@ mod tests {
         assert_eq!(decode(&encode(&rec), &rec.id).unwrap(), rec);
         let bare = JobRecord {
             backoff: None,
-            keep_completed: None,
+            keep_completed: Keep::ALL,
+            keep_failed: Keep::ALL,
             lease_token: None,
             failed_reason: None,
             errors: vec![],

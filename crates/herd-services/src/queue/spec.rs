@@ -1,11 +1,11 @@
 //! The JSON form of a job, as `POST /v1/queues/{q}/jobs` and schedules take it. Durations are
-//! text (`"30s"`, `"250ms"`); `remove_on_complete` / `remove_on_fail` take `true`, `false` or
-//! a count to keep, as BullMQ does.
+//! text (`"30s"`, `"250ms"`); `remove_on_complete` / `remove_on_fail` take `true`, `false`, a
+//! count to keep, or `{"count": N, "age": SECONDS|"1h"}` (BullMQ's `KeepJobs`).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::job::{Backoff, BackoffKind, NewJob, MAX_PRIORITY};
+use super::job::{Backoff, BackoffKind, Keep, NewJob, MAX_PRIORITY};
 use crate::error::{ServiceError, ServiceResult};
 
 /// A job as JSON.
@@ -48,22 +48,47 @@ pub struct BackoffSpec {
     pub jitter: f64,
 }
 
-/// `true` (keep none), `false` (keep all) or a count to keep.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// `true` (keep none), `false` (keep all), a count to keep, or BullMQ's `KeepJobs`
+/// (`{"count": 100, "age": 3600}`: the newest 100, each for at most an hour after it finished;
+/// `age` in seconds as BullMQ, or a duration such as `"1h"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum KeepSpec {
     Flag(bool),
     Count(u64),
+    Jobs {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        count: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        age: Option<AgeSpec>,
+    },
+}
+
+/// A `KeepJobs` age: seconds (BullMQ) or a duration text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AgeSpec {
+    Seconds(u64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeepJobs {
+    #[serde(default)]
+    count: Option<u64>,
+    #[serde(default)]
+    age: Option<AgeSpec>,
 }
 
 impl<'de> Deserialize<'de> for KeepSpec {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Visit;
-        impl serde::de::Visitor<'_> for Visit {
+        impl<'de> serde::de::Visitor<'de> for Visit {
             type Value = KeepSpec;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(
-                    "true (keep none), false (keep all) or a count of jobs to keep (0 or more)",
+                    "true (keep none), false (keep all), a count of jobs to keep (0 or more) or {\"count\": N, \"age\": SECONDS}",
                 )
             }
             fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<KeepSpec, E> {
@@ -72,18 +97,64 @@ impl<'de> Deserialize<'de> for KeepSpec {
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<KeepSpec, E> {
                 Ok(KeepSpec::Count(v))
             }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<KeepSpec, A::Error> {
+                let jobs =
+                    KeepJobs::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(KeepSpec::Jobs {
+                    count: jobs.count,
+                    age: jobs.age,
+                })
+            }
         }
         d.deserialize_any(Visit)
     }
 }
 
 impl KeepSpec {
-    fn keep(self) -> Option<u64> {
-        match self {
-            KeepSpec::Flag(false) => None,
-            KeepSpec::Flag(true) => Some(0),
-            KeepSpec::Count(n) => Some(n),
-        }
+    /// What to keep; `field` names the option in errors.
+    ///
+    /// # Errors
+    /// `Invalid` for `{}` and for an age that is not a duration of at most ten years.
+    pub fn keep(&self, field: &str) -> ServiceResult<Keep> {
+        Ok(match self {
+            KeepSpec::Flag(false) => Keep::ALL,
+            KeepSpec::Flag(true) => Keep::NONE,
+            KeepSpec::Count(n) => Keep::count(*n),
+            KeepSpec::Jobs { count, age } => {
+                let age_ms = match age {
+                    None => None,
+                    Some(age) => {
+                        let name = format!("{field}.age");
+                        let d = match age {
+                            AgeSpec::Seconds(s) => {
+                                let d = std::time::Duration::from_secs(*s);
+                                if d > MAX_DURATION {
+                                    return Err(ServiceError::invalid(
+                                        &name,
+                                        format!("{s} seconds is longer than ten years"),
+                                        "use at most 315360000 (or \"3650d\")",
+                                    ));
+                                }
+                                d
+                            }
+                            AgeSpec::Text(t) => duration(&name, t)?,
+                        };
+                        Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                    }
+                };
+                if count.is_none() && age_ms.is_none() {
+                    return Err(ServiceError::invalid(
+                        field,
+                        "an empty object names neither a count nor an age",
+                        "give {\"count\": N}, {\"age\": SECONDS} or both; false keeps every job",
+                    ));
+                }
+                Keep {
+                    count: *count,
+                    age_ms,
+                }
+            }
+        })
     }
 }
 
@@ -137,13 +208,17 @@ impl JobSpec {
             },
             priority: self.priority.unwrap_or(0),
             job_id: self.job_id.clone(),
-            keep_completed: self.remove_on_complete.and_then(KeepSpec::keep),
-            keep_failed: self.remove_on_fail.and_then(KeepSpec::keep),
+            keep_completed: keep(self.remove_on_complete.as_ref(), "remove_on_complete")?,
+            keep_failed: keep(self.remove_on_fail.as_ref(), "remove_on_fail")?,
             lifo: self.lifo.unwrap_or(false),
         };
         check_new_job(&job)?;
         Ok(job)
     }
+}
+
+fn keep(spec: Option<&KeepSpec>, field: &str) -> ServiceResult<Keep> {
+    spec.map_or(Ok(Keep::ALL), |k| k.keep(field))
 }
 
 /// Checks the values a job may take.
@@ -205,7 +280,10 @@ mod tests {
         assert_eq!(job.attempts, 3);
         assert_eq!(job.backoff.unwrap().delay_ms, 1000);
         assert_eq!(job.delay, std::time::Duration::from_millis(250));
-        assert_eq!((job.keep_completed, job.keep_failed), (Some(0), Some(100)));
+        assert_eq!(
+            (job.keep_completed, job.keep_failed),
+            (Keep::NONE, Keep::count(100))
+        );
     }
 
     #[test]
@@ -224,5 +302,47 @@ mod tests {
             serde_json::from_value::<JobSpec>(serde_json::json!({"name": "a", "atempts": 1}))
                 .is_err()
         );
+        let empty = bad(serde_json::json!({"name": "a", "remove_on_fail": {}}));
+        assert!(
+            empty.contains("remove_on_fail") && empty.contains("neither"),
+            "{empty}"
+        );
+        let age = bad(serde_json::json!({"name": "a", "remove_on_complete": {"age": "soon"}}));
+        assert!(age.contains("remove_on_complete.age"), "{age}");
+        let far = bad(serde_json::json!({"name": "a", "remove_on_complete": {"age": 400_000_000}}));
+        assert!(far.contains("ten years"), "{far}");
+        for refused in [
+            serde_json::json!({"name": "a", "remove_on_complete": {"agee": 1}}),
+            serde_json::json!({"name": "a", "remove_on_complete": [1, 2]}),
+            serde_json::json!({"name": "a", "remove_on_complete": -1}),
+        ] {
+            assert!(serde_json::from_value::<JobSpec>(refused).is_err());
+        }
+    }
+
+    #[test]
+    fn keep_jobs_take_a_count_an_age_or_both() {
+        let keep = |v: serde_json::Value| {
+            let spec: JobSpec =
+                serde_json::from_value(serde_json::json!({"name": "a", "remove_on_complete": v}))
+                    .unwrap();
+            // A spec survives being stored (schedules keep theirs as JSON).
+            let again: JobSpec =
+                serde_json::from_value(serde_json::to_value(&spec).unwrap()).unwrap();
+            assert_eq!(again, spec);
+            spec.to_new_job().unwrap().keep_completed
+        };
+        let age = |count, age_ms| Keep {
+            count,
+            age_ms: Some(age_ms),
+        };
+        assert_eq!(keep(serde_json::json!({"age": 3600})), age(None, 3_600_000));
+        assert_eq!(
+            keep(serde_json::json!({"count": 5, "age": "90s"})),
+            age(Some(5), 90_000)
+        );
+        assert_eq!(keep(serde_json::json!({"count": 7})), Keep::count(7));
+        assert_eq!(keep(serde_json::json!(false)), Keep::ALL);
+        assert!(keep(serde_json::json!({"age": 0})).none());
     }
 }

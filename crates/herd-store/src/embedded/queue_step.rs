@@ -142,7 +142,7 @@ fn finish(t: &mut Tables<'_>, keys: &QueueKeys, f: &Finish, now: u64) -> StoreRe
         return Ok(Finished::WrongLease(h.state));
     }
     let old = member(&f.id, h.generation);
-    let finished = if h.keep_completed == Some(0) {
+    let finished = if h.keep_completed.none() {
         t.remove(&key, raw.as_ref().unwrap_or(&entry))?;
         Finished::Deleted
     } else {

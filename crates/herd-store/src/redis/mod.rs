@@ -26,7 +26,9 @@ use self::codec::{decode, map_err, parse_score, redact, same_slot, score_arg};
 use self::conn::Conn;
 use self::health::Health;
 use crate::hub::Hub;
-use crate::queue::{header_halves, Added, Finished, JobState, Leased, QueueStep, StepOutcome};
+use crate::queue::{
+    header_halves, Added, Finished, JobState, Keep, Leased, QueueStep, StepOutcome,
+};
 use crate::{
     args, Backend, Expect, Gcra, GcraDecision, StoreError, StoreResult, StoreStatus, Subscription,
     Txn, TxnOp, TxnOutcome, Versioned, Written,
@@ -529,11 +531,7 @@ impl Backend for RedisStore {
         let finished = match fin.as_str() {
             "none" => None,
             "completed" => Some(Finished::Completed {
-                keep: if detail == "-" {
-                    None
-                } else {
-                    Some(detail.parse().map_err(|_| bad("a bad keep count"))?)
-                },
+                keep: Keep::parse(&detail).ok_or_else(|| bad("a bad keep field"))?,
             }),
             "deleted" => Some(Finished::Deleted),
             "missing" => Some(Finished::NotFound),

@@ -249,7 +249,7 @@ return {1, 0, 0}
 /// completed, deleted, missing, lease, legacy), its detail (keep, or the state), flat [id,
 /// attempt, token, body] per leased job, members moved but not leased, 1 when paused}.
 /// Header fields: 1 state, 2 generation, 3 seq, 4 due, 5 attempt, 6 stalled, 7 lease until,
-/// 8 finished, 9 keep, 10 token. The record keys of the added and leased jobs are not in KEYS;
+/// 8 finished, 9 keep (`Keep`'s field), 10 token. The record keys of the added and leased jobs are not in KEYS;
 /// they share the queue's hash tag, so they are in its slot.
 pub(super) static QUEUE_STEP: LazyLock<Script> = LazyLock::new(|| {
     with_prelude(
@@ -263,7 +263,8 @@ local function hdr(p)
     '^([wacf]) (%d+) (%d+) (%-?%d+) (%d+) (%d+) (%-?%d+) ([^ ]+) ([^ ]+) ([^ ]+)$')
   if not s then return nil end
   if f ~= '-' and not string.match(f, '^%-?%d+$') then return nil end
-  if k ~= '-' and not string.match(k, '^%d+$') then return nil end
+  local kc = string.match(k, '^(.-)/%d+$') or k
+  if kc ~= '-' and not string.match(kc, '^%d+$') then return nil end
   local nl2 = string.find(p, '\n', nl + 1, true)
   if not nl2 or string.find(p, '\n', nl2 + 1, true) then return nil end
   return {s, g, q, d, a, st, l, f, k, t}, string.sub(p, nl + 1, nl2 - 1), string.sub(p, nl2 + 1)
@@ -335,7 +336,10 @@ if ARGV[2] == '1' then
       fin, detail = 'lease', h[1]
     else
       local old = ARGV[3] .. '#' .. h[2]
-      if h[9] == '0' then
+      -- `Keep::none`: a count of 0 or an age of 0 keeps no completed job.
+      local kc, ka = string.match(h[9], '^(.-)/(%d+)$')
+      if not kc then kc = h[9] end
+      if tonumber(kc) == 0 or tonumber(ka or '1') == 0 then
         redis.call('DEL', key)
         fin = 'deleted'
       else

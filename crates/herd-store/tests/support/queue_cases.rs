@@ -3,14 +3,14 @@
 use bytes::Bytes;
 use herd_store::queue::{
     decode_job, encode_job, lifo_score, waiting_score, Add, Added, Claim, Finish, Finished,
-    JobHeader, JobState, QueueKeys, QueueStep,
+    JobHeader, JobState, Keep, QueueKeys, QueueStep,
 };
 use herd_store::{Backend, Expect, Store, StoreError};
 
 const DEADLINE: i64 = 1_900_000_000_000;
 const NOW: i64 = 1_800_000_000_000;
 
-fn waiting(generation: u64, keep: Option<u64>) -> JobHeader {
+fn waiting(generation: u64, keep: Keep) -> JobHeader {
     JobHeader {
         state: JobState::Waiting,
         generation,
@@ -64,9 +64,9 @@ pub async fn queue_steps(s: &Store, p: &str) {
         finish,
         claim,
     };
-    add(s, &q, "j1", &waiting(0, None), 1.0).await;
-    add(s, &q, "j2", &waiting(0, None), 2.0).await;
-    add(s, &q, "j3", &waiting(0, Some(0)), 3.0).await;
+    add(s, &q, "j1", &waiting(0, Keep::ALL), 1.0).await;
+    add(s, &q, "j2", &waiting(0, Keep::ALL), 2.0).await;
+    add(s, &q, "j3", &waiting(0, Keep::NONE), 3.0).await;
     // A member without a record, lowest first: moved, not leased, reported.
     s.zadd(&q.waiting(), &[("ghost#0".into(), 0.0)])
         .await
@@ -113,7 +113,7 @@ pub async fn queue_steps(s: &Store, p: &str) {
         .queue_step(&step(finish("j1", "t2", r#"{"ok":1}"#), claim(&["t4"])))
         .await
         .unwrap();
-    assert_eq!(out.finished, Some(Finished::Completed { keep: None }));
+    assert_eq!(out.finished, Some(Finished::Completed { keep: Keep::ALL }));
     assert_eq!(out.leased.len(), 1);
     assert_eq!(out.leased[0].id, "j2");
     let (h, result, _) = header(s, &q, "j1").await.unwrap();
@@ -148,6 +148,36 @@ pub async fn queue_steps(s: &Store, p: &str) {
     assert_eq!(s.zscore(&q.active(), "j3#0").await.unwrap(), None);
     assert_eq!(s.zscore(&q.completed(), "j3#1").await.unwrap(), None);
 
+    // Keeping by age (BullMQ `removeOnComplete: {age, count}`): the ack reports the header's
+    // keep for the trim that follows; an age of 0 keeps nothing, as a count of 0.
+    let by_age = Keep {
+        count: Some(5),
+        age_ms: Some(60_000),
+    };
+    let at_once = Keep {
+        count: None,
+        age_ms: Some(0),
+    };
+    add(s, &q, "ja", &waiting(0, by_age), 10.0).await;
+    add(s, &q, "jz", &waiting(0, at_once), 11.0).await;
+    let out = s
+        .queue_step(&step(None, claim(&["ta", "tz"])))
+        .await
+        .unwrap();
+    assert_eq!(out.leased.len(), 2);
+    let out = s
+        .queue_step(&step(finish("ja", "ta", ""), None))
+        .await
+        .unwrap();
+    assert_eq!(out.finished, Some(Finished::Completed { keep: by_age }));
+    assert_eq!(header(s, &q, "ja").await.unwrap().0.keep_completed, by_age);
+    let out = s
+        .queue_step(&step(finish("jz", "tz", ""), None))
+        .await
+        .unwrap();
+    assert_eq!(out.finished, Some(Finished::Deleted));
+    assert!(s.get(&q.job("jz")).await.unwrap().is_none());
+
     // Nothing waiting: an empty claim.
     let out = s.queue_step(&step(None, claim(&["t6"]))).await.unwrap();
     assert!(out.leased.is_empty() && out.others.is_empty() && !out.paused);
@@ -175,7 +205,7 @@ pub async fn queue_steps(s: &Store, p: &str) {
         .await
         .unwrap();
     // A stale member (its record is at another generation) is reported, not leased.
-    add(s, &q, "j4", &waiting(3, None), 2.0).await;
+    add(s, &q, "j4", &waiting(3, Keep::ALL), 2.0).await;
     s.zadd(&q.waiting(), &[("j4#2".into(), 0.5)]).await.unwrap();
     let out = s
         .queue_step(&step(None, claim(&["a", "b", "c"])))
@@ -189,7 +219,7 @@ pub async fn queue_steps(s: &Store, p: &str) {
     );
 
     // Paused: nothing moves.
-    add(s, &q, "j5", &waiting(0, None), 9.0).await;
+    add(s, &q, "j5", &waiting(0, Keep::ALL), 9.0).await;
     s.put(&q.paused(), Bytes::from_static(b"1"), Expect::Any, None)
         .await
         .unwrap();
@@ -231,7 +261,7 @@ pub async fn queue_steps(s: &Store, p: &str) {
     let both = QueueStep {
         adds: vec![Add {
             id: None,
-            header: waiting(0, None),
+            header: waiting(0, Keep::ALL),
             body: Bytes::from_static(b"{}"),
             rank: Some(1),
             lifo: false,
@@ -262,7 +292,7 @@ pub async fn queue_adds(s: &Store, p: &str) {
         id: id.map(str::to_owned),
         header: JobHeader {
             due_ms,
-            ..waiting(0, Some(0))
+            ..waiting(0, Keep::NONE)
         },
         body: Bytes::from_static(br#"{"name":"n","data":[1]}"#),
         rank,
@@ -310,7 +340,7 @@ pub async fn queue_adds(s: &Store, p: &str) {
     assert_eq!(v.version, 1);
     let parts = decode_job(&v.value).unwrap();
     assert_eq!(parts.header.seq, 2);
-    assert_eq!(parts.header.keep_completed, Some(0));
+    assert_eq!(parts.header.keep_completed, Keep::NONE);
     assert_eq!(parts.body, br#"{"name":"n","data":[1]}"#);
     // The queue's counter moved by three: the next add is number 4. A taken id is left alone.
     let out = s
