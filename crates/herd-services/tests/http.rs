@@ -713,6 +713,18 @@ async fn queue_endpoints() {
         .json("POST", "/v1/queues/mail/clean", json!({"state": "waiting"}))
         .await;
     assert_eq!(r.status, 400);
+    // BullMQ's limit 0 (no limit) would answer success and remove nothing here: refused.
+    for limit in [0, 10_001] {
+        let r = api
+            .json(
+                "POST",
+                "/v1/queues/mail/clean",
+                json!({"state": "completed", "limit": limit}),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(r.text().contains("outside 1..10000"), "{}", r.text());
+    }
 
     // Dead-letter delete.
     let r = api

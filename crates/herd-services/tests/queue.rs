@@ -217,6 +217,41 @@ async fn expired_leases_are_redelivered_then_dead_lettered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_job_with_remove_on_fail_goes_alone() {
+    let (_d, node, clock) = setup(QueueConfig::default()).await;
+    let q = &node.services.queues;
+    let kept = q.add("sr", job("kept")).await.unwrap();
+    let got = q.reserve("sr", 1, None, Duration::ZERO).await.unwrap();
+    q.fail("sr", &kept, &got[0].lease_token, "boom", false)
+        .await
+        .unwrap();
+    let mut j = job("gone");
+    j.keep_failed = Keep::NONE;
+    let id = q.add("sr", j).await.unwrap();
+    // Two lease expiries: past max_stalled (1), dead-lettered, which removes it.
+    for _ in 0..2 {
+        let got = q
+            .reserve("sr", 1, Some(Duration::from_secs(5)), Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        clock.advance(Duration::from_secs(6));
+    }
+    assert!(q
+        .reserve("sr", 1, None, Duration::ZERO)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(q.get("sr", &id).await.is_err(), "the stalled job is gone");
+    assert!(
+        q.get("sr", &kept).await.is_ok(),
+        "the other dead letter stays"
+    );
+    let c = q.counts("sr").await.unwrap();
+    assert_eq!((c.active, c.failed), (0, 1), "{c:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reserve_that_died_before_writing_its_records_loses_nothing() {
     let dir = TempDir::new("restart");
     let store = open_store(&dir, false).await;
@@ -561,7 +596,13 @@ async fn remove_on_fail_keeps_the_last_n_dead_letters_and_zero_keeps_none() {
     want.sort();
     assert_eq!(kept, want, "the last two failed (f1, f0) stay");
 
-    // remove_on_fail = true (keep 0): the dead-lettered job is deleted at once.
+    // remove_on_fail = true (keep 0): the dead-lettered job is deleted at once, and only it:
+    // a job kept by its own options stays (BullMQ removes only the failing job).
+    let kept = q.add("rf0", job("kept")).await.unwrap();
+    let got = q.reserve("rf0", 1, None, Duration::ZERO).await.unwrap();
+    q.fail("rf0", &kept, &got[0].lease_token, "boom", false)
+        .await
+        .unwrap();
     let mut j = job("gone");
     j.keep_failed = Keep::NONE;
     let id = q.add("rf0", j).await.unwrap();
@@ -569,8 +610,12 @@ async fn remove_on_fail_keeps_the_last_n_dead_letters_and_zero_keeps_none() {
     q.fail("rf0", &id, &got[0].lease_token, "boom", false)
         .await
         .unwrap();
-    assert_eq!(q.counts("rf0").await.unwrap().failed, 0);
+    assert_eq!(q.counts("rf0").await.unwrap().failed, 1);
     assert!(q.get("rf0", &id).await.is_err(), "the record is gone");
+    assert!(
+        q.get("rf0", &kept).await.is_ok(),
+        "the other dead letter stays"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -600,10 +645,15 @@ async fn repeatable_every_adds_one_job_per_firing() {
     q.ack("rep", &got[0].id, &got[0].lease_token, None)
         .await
         .unwrap();
-    // Ten missed firings add one job, not ten.
-    clock.advance(Duration::from_secs(600));
+    // Ten missed firings add one job, not ten, and the next stays on the minute grid from
+    // when the schedule was set (a late run does not push later firings back).
+    clock.advance(Duration::from_secs(605));
     let got = q.reserve("rep", 20, None, Duration::ZERO).await.unwrap();
     assert_eq!(got.len(), 1);
+    assert_eq!(
+        q.schedule("rep", "ticker").await.unwrap().next_ms,
+        T0 + 720_000
+    );
     q.ack("rep", &got[0].id, &got[0].lease_token, None)
         .await
         .unwrap();
@@ -614,6 +664,28 @@ async fn repeatable_every_adds_one_job_per_firing() {
         .await
         .unwrap()
         .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_name_leaves_room_for_its_job_ids() {
+    let (_d, node, clock) = setup(QueueConfig::default()).await;
+    let q = &node.services.queues;
+    let spec = || serde_json::from_value(json!({"name": "tick"})).unwrap();
+    let every = Repeat::Every(Duration::from_secs(1));
+    let err = q
+        .set_schedule("long", &"a".repeat(161), every.clone(), spec())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("over 160"), "{err}");
+    let longest = "b".repeat(160);
+    q.set_schedule("long", &longest, every, spec())
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(1));
+    let got = q.reserve("long", 5, None, Duration::ZERO).await.unwrap();
+    assert_eq!(got.len(), 1, "the longest name still fires");
+    assert!(got[0].id.starts_with(&format!("repeat:{longest}:")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

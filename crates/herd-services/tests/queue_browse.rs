@@ -93,7 +93,7 @@ async fn each_state_lists_in_the_queues_order_with_paging() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_is_removed_in_any_state_but_active_and_its_id_is_free_again() {
-    let (_d, node, _clock) = setup().await;
+    let (_d, node, clock) = setup().await;
     let q = &node.services.queues;
     let mut a = job("a");
     a.job_id = Some("order-1".into());
@@ -133,6 +133,20 @@ async fn a_job_is_removed_in_any_state_but_active_and_its_id_is_free_again() {
         .await
         .unwrap();
     q.remove("r", &got[0].id).await.unwrap();
+    // Active with its lease expired (stalled, nobody recovered it yet): it goes, and its
+    // worker's late ack finds no job.
+    let stalled = q.add("r", job("stalled")).await.unwrap();
+    let got = q
+        .reserve("r", 1, Some(Duration::from_secs(5)), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(q.remove("r", &stalled).await.unwrap_err().status(), 409);
+    clock.advance(Duration::from_secs(6));
+    q.remove("r", &stalled).await.unwrap();
+    assert!(matches!(
+        q.ack("r", &stalled, &got[0].lease_token, None).await,
+        Err(ServiceError::NotFound { .. })
+    ));
     let c = q.counts("r").await.unwrap();
     assert_eq!(
         (

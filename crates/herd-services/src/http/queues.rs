@@ -381,15 +381,20 @@ async fn clean(
 ) -> ApiResult {
     let body: CleanBody = json_body(body)?;
     let grace = opt_duration("grace", body.grace.as_deref())?.unwrap_or(Duration::ZERO);
+    let limit = match body.limit {
+        None => 1000,
+        Some(n @ 1..=10_000) => n,
+        Some(n) => {
+            return Err(ApiError::bad(
+                format!("limit {n} is outside 1..10000"),
+                "clean removes at most 10000 jobs a call (1000 when limit is left out); call again while `removed` comes back full (BullMQ's limit 0, no limit, is that loop)",
+            ))
+        }
+    };
     let cleaned = s
         .services
         .queues
-        .clean(
-            &q,
-            &body.state,
-            grace,
-            body.limit.unwrap_or(1000).min(10_000),
-        )
+        .clean(&q, &body.state, grace, limit)
         .await?;
     Ok(Json(cleaned).into_response())
 }

@@ -143,12 +143,14 @@ impl Queues {
         Ok(out)
     }
 
-    /// Removes a job that no worker holds: waiting (paused too), delayed, completed or
-    /// dead-lettered. Its id is free again afterwards (a later add with that `job_id` adds).
+    /// Removes a job that no worker holds: waiting (paused too), delayed, completed,
+    /// dead-lettered, or active with its lease expired (stalled, not yet recovered: its
+    /// worker's ack then finds no job). Its id is free again afterwards (a later add with that
+    /// `job_id` adds).
     ///
     /// # Errors
-    /// `NotFound`; `Busy` when the job is leased (active); `Contended` when it kept changing;
-    /// store errors.
+    /// `NotFound`; `Busy` when the job is leased (active, lease running); `Contended` when it
+    /// kept changing; store errors.
     pub async fn remove(&self, queue: &str, id: &str) -> ServiceResult<()> {
         check_queue(queue)?;
         let keys = Keys::new(queue);
@@ -158,11 +160,16 @@ impl Queues {
                     "job {id} in queue {queue}"
                 )));
             };
-            if rec.state == State::Active {
+            let now = self.clock.now_ms();
+            if rec.state == State::Active && rec.lease_until_ms > now {
                 return Err(ServiceError::Busy {
                     what: format!("job {id} in queue {queue}"),
-                    reason: "it is leased by a worker (active)".into(),
-                    hint: "let the worker ack or fail it, or remove it after its lease ends".into(),
+                    reason: format!(
+                        "it is leased by a worker (active) for {} ms more",
+                        rec.lease_until_ms - now
+                    ),
+                    hint: "let the worker ack or fail it, or remove it once its lease has expired"
+                        .into(),
                 });
             }
             if self.commit(&removal(&keys, &rec, version)).await? {

@@ -579,7 +579,10 @@ impl Queues {
                 continue;
             }
             if rec.state == State::Failed {
-                self.trim(&keys, State::Failed, rec.keep_failed).await?;
+                // The fail is committed: a trim that fails is the next finishing job's to do.
+                if let Err(e) = self.trim(&keys, State::Failed, rec.keep_failed).await {
+                    tracing::warn!(queue, job = id, error = %e, "failed to trim dead letters after a fail; the next one trims");
+                }
             } else if rec.due_ms <= now {
                 self.announce(queue, &keys).await;
             }
@@ -635,7 +638,9 @@ impl Queues {
     /// Drops the finished jobs `keep` does not keep: those finished longer than its age ago
     /// (at most [`MAX_TRIMMED`] a call), then the oldest beyond its count.
     pub(crate) async fn trim(&self, keys: &Keys, state: State, keep: Keep) -> ServiceResult<()> {
-        if keep.all() {
+        // Keeping none removes the finishing job itself (its step deletes the record), never
+        // the jobs others kept: BullMQ's `removeOnFail: true` removes only that job.
+        if keep.all() || keep.none() {
             return Ok(());
         }
         let set = if state == State::Completed {

@@ -691,6 +691,17 @@ impl Queues {
                 State::Waiting => rec.due_ms = rec.due_ms.min(now),
                 State::Completed | State::Failed => {}
             }
+            if rec.state == State::Failed && rec.keep_failed.none() {
+                // `remove_on_fail: true`: the dead-lettered job goes, as after a fail.
+                if self
+                    .store
+                    .delete(&keys.job(&rec.id), Expect::Version(version))
+                    .await?
+                {
+                    self.store.zrem(&keys.active(), &[member]).await?;
+                }
+                continue;
+            }
             rec.next_generation();
             if !self.write(keys, &rec, version).await? {
                 continue; // changed meanwhile (an ack, say); the next sweep looks again
@@ -699,7 +710,9 @@ impl Queues {
             self.store.zadd(&set, &[(rec.member(), s)]).await?;
             self.store.zrem(&keys.active(), &[member]).await?;
             if rec.state == State::Failed {
-                self.trim(keys, State::Failed, rec.keep_failed).await?;
+                if let Err(e) = self.trim(keys, State::Failed, rec.keep_failed).await {
+                    tracing::warn!(queue = %keys.name(), error = %e, "failed to trim dead letters after stalled recovery; the next one trims");
+                }
             }
         }
         Ok(handled)

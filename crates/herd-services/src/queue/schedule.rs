@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use herd_config::Cron;
-use herd_store::{Backend as _, Expect};
+use herd_store::{Backend as _, Expect, Written};
 use jiff::{tz::TimeZone, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -76,6 +76,16 @@ pub(crate) fn next_fire(cron: &Cron, tz: &TimeZone, after_ms: i64) -> Option<i64
     None
 }
 
+/// The first firing after `now` on the grid `from + k × every` (k ≥ 1).
+fn next_on_grid(from: i64, every: u64, now: i64) -> i64 {
+    let every = i64::try_from(every.max(1)).unwrap_or(i64::MAX / 4);
+    if now < from {
+        return from.saturating_add(every);
+    }
+    let k = (now - from) / every + 1;
+    from.saturating_add(k.saturating_mul(every))
+}
+
 fn next_after(info: &ScheduleInfo, after_ms: i64) -> ServiceResult<i64> {
     match (&info.every_ms, &info.cron) {
         (Some(every), _) => Ok(after_ms + i64::try_from(*every).unwrap_or(i64::MAX / 4)),
@@ -124,6 +134,11 @@ fn zone(tz: Option<&str>) -> ServiceResult<TimeZone> {
     }
 }
 
+/// The longest name a new schedule takes: its jobs' ids (`repeat:NAME:TIME`) must stay within
+/// the 200 bytes of a job id.
+pub(super) const MAX_NEW_NAME: usize = 160;
+
+/// A name as every schedule call takes it (up to 200 bytes, as older herds created them).
 pub(super) fn check_name(name: &str) -> ServiceResult<()> {
     if name.is_empty() || name.len() > 200 || name.contains(['\0', '/', ':']) {
         return Err(ServiceError::invalid(
@@ -152,6 +167,17 @@ impl Queues {
     ) -> ServiceResult<ScheduleInfo> {
         check_queue(queue)?;
         check_name(name)?;
+        if name.len() > MAX_NEW_NAME {
+            return Err(ServiceError::invalid(
+                "schedule name",
+                format!(
+                    "{} is {} bytes, over {MAX_NEW_NAME}",
+                    crate::error::quoted(name),
+                    name.len()
+                ),
+                "use a shorter name: each job the schedule adds is named repeat:NAME:TIME, and a job id is at most 200 bytes",
+            ));
+        }
         job.to_new_job()?;
         if job.job_id.is_some() {
             return Err(ServiceError::invalid(
@@ -275,20 +301,34 @@ impl Queues {
                 self.store.zrem(&keys.set("schedules"), &[name]).await?;
                 continue;
             };
-            match info.job.to_new_job() {
+            let added = match info.job.to_new_job() {
                 Ok(mut job) => {
                     job.job_id = Some(format!("repeat:{name}:{}", info.next_ms));
-                    self.add_quiet(queue, job).await?;
+                    self.add_quiet(queue, job).await
                 }
-                Err(e) => {
-                    tracing::warn!(queue, schedule = %name, error = %e, "schedule's job is invalid; skipping this firing")
+                Err(e) => Err(e),
+            };
+            match added {
+                Ok(_) => {}
+                // A job this schedule can never add (an older herd took longer names, say)
+                // must not fail the reserve that ran the schedules: this firing is skipped.
+                Err(e @ ServiceError::Invalid { .. }) => {
+                    tracing::warn!(queue, schedule = %name, error = %e, "schedule's job is invalid; skipping this firing");
                 }
+                // The store: the firing is tried again by the next run.
+                Err(e) => return Err(e),
             }
-            let next = next_after(&info, now.max(info.next_ms))?;
+            let next = match info.every_ms {
+                // Every interval from when the schedule was set: missed firings are skipped,
+                // the next stays on that grid (BullMQ's `every` does not drift).
+                Some(every) => next_on_grid(info.next_ms, every, now),
+                None => next_after(&info, now.max(info.next_ms))?,
+            };
             let mut updated = info;
             updated.next_ms = next;
             let body = Bytes::from(serde_json::to_vec(&updated).unwrap_or_default());
-            self.store
+            let written = self
+                .store
                 .put(
                     &keys.set(&format!("sched:{name}")),
                     body,
@@ -296,6 +336,10 @@ impl Queues {
                     None,
                 )
                 .await?;
+            // Changed meanwhile (set again, or another node fired it): its writer placed it.
+            if !matches!(written, Written::Ok(_)) {
+                continue;
+            }
             self.store
                 .zadd(&keys.set("schedules"), &[(name, score(next))])
                 .await?;
@@ -310,6 +354,20 @@ mod tests {
 
     fn ms(s: &str) -> i64 {
         s.parse::<Timestamp>().unwrap().as_millisecond()
+    }
+
+    #[test]
+    fn every_stays_on_its_grid() {
+        // Set at 0 with every 10: firings at 10, 20, 30...; a late run skips missed ones.
+        assert_eq!(next_on_grid(10, 10, 10), 20);
+        assert_eq!(next_on_grid(10, 10, 13), 20);
+        assert_eq!(next_on_grid(10, 10, 35), 40);
+        assert_eq!(
+            next_on_grid(10, 10, 5),
+            20,
+            "early: the next after the due one"
+        );
+        assert_eq!(next_on_grid(i64::MAX - 5, 10, i64::MAX), i64::MAX);
     }
 
     #[test]
