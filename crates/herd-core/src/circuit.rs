@@ -74,6 +74,15 @@ enum Inner {
     },
 }
 
+/// What [`Circuit::admission`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Refused,
+    Admitted,
+    /// Admitted as one of the half-open circuit's probes.
+    Probe,
+}
+
 /// One instance's breaker.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Circuit {
@@ -111,16 +120,23 @@ impl Circuit {
 
     /// Lets a request through or not; while half-open, an admitted request is a probe.
     pub fn admit(&mut self, now: Instant, s: &CircuitSettings) -> bool {
+        self.admission(now, s) != Admission::Refused
+    }
+
+    /// [`Circuit::admit`], saying whether the request took a probe slot: one whose outcome is
+    /// never recorded (the client went away, nothing reached the instance) gives it back with
+    /// [`Circuit::release_probe`].
+    pub fn admission(&mut self, now: Instant, s: &CircuitSettings) -> Admission {
         let limit = s.half_open.max(1);
         match &mut self.inner {
-            Inner::Closed { .. } => true,
-            Inner::Open { until } if now < *until => false,
+            Inner::Closed { .. } => Admission::Admitted,
+            Inner::Open { until } if now < *until => Admission::Refused,
             Inner::Open { .. } => {
                 self.inner = Inner::HalfOpen {
                     probes: 1,
                     since: now,
                 };
-                true
+                Admission::Probe
             }
             Inner::HalfOpen { probes, since } => {
                 if *probes >= limit && now.saturating_duration_since(*since) >= s.open {
@@ -130,11 +146,19 @@ impl Circuit {
                 if *probes < limit {
                     *probes += 1;
                     *since = now;
-                    true
+                    Admission::Probe
                 } else {
-                    false
+                    Admission::Refused
                 }
             }
+        }
+    }
+
+    /// Gives back a probe slot taken by [`Circuit::admission`] whose request reports no
+    /// outcome; nothing when the circuit has left half-open meanwhile.
+    pub fn release_probe(&mut self) {
+        if let Inner::HalfOpen { probes, .. } = &mut self.inner {
+            *probes = probes.saturating_sub(1);
         }
     }
 
@@ -226,6 +250,10 @@ mod tests {
         assert!(c.would_admit(t1, &s));
         assert!(c.admit(t1, &s), "the first probe");
         assert!(!c.admit(t1, &s), "only one probe at a time");
+        // A probe that reports nothing (its client left) frees its slot for the next.
+        c.release_probe();
+        assert_eq!(c.admission(t1, &s), Admission::Probe);
+        assert!(!c.admit(t1, &s));
         assert_eq!(c.record(t1, true, &s), Some(CircuitState::Closed));
         assert!(c.admit(t1, &s));
     }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::circuit::{Circuit, CircuitSettings, CircuitState};
+use crate::circuit::{Admission, Circuit, CircuitSettings, CircuitState};
 
 /// One routable instance of an app.
 #[derive(Debug, Clone)]
@@ -216,8 +216,16 @@ impl EndpointStats {
     }
 
     /// Lets a request through the breaker (taking a probe slot while half-open) or not.
-    pub fn circuit_admit(&self, now: Instant, s: &CircuitSettings) -> bool {
-        self.circuit_closed.load(Ordering::Acquire) || self.lock_circuit().admit(now, s)
+    pub fn circuit_admit(&self, now: Instant, s: &CircuitSettings) -> Admission {
+        if self.circuit_closed.load(Ordering::Acquire) {
+            return Admission::Admitted;
+        }
+        self.lock_circuit().admission(now, s)
+    }
+
+    /// Gives back a probe slot whose request will report no outcome.
+    pub fn circuit_release_probe(&self) {
+        self.lock_circuit().release_probe();
     }
 
     /// Feeds an exchange's outcome to the breaker; returns the new state when it changed.

@@ -23,7 +23,7 @@ pub mod token;
 mod window;
 
 pub use check::{LastCheck, LbView, LbWeight, Release};
-pub use circuit::{Circuit, CircuitSettings, CircuitState};
+pub use circuit::{Admission, Circuit, CircuitSettings, CircuitState};
 pub use demand::{Demand, HoldError};
 pub use endpoint::{Endpoint, EndpointStats, InFlightGuard, Rotation};
 pub use state::InstanceState;

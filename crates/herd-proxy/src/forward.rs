@@ -11,7 +11,9 @@ static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// Removes hop-by-hop headers (RFC 9110 §7.6.1): the fixed list plus any named in `Connection`.
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1): the fixed list plus any named in `Connection`,
+/// except `Host` (every HTTP/1.1 request carries one, RFC 9112 §3.2) and `X-Request-Id` (herd's
+/// own): a client listing them in `Connection` must not strip them from what the app receives.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
@@ -19,6 +21,7 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
             .iter()
             .flat_map(|v| v.to_str().unwrap_or("").split(','))
             .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .filter(|n| *n != header::HOST && *n != crate::edge::X_REQUEST_ID)
             .collect();
         for name in named {
             headers.remove(name);
@@ -65,9 +68,10 @@ pub(crate) fn keep_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
     headers.insert(header::UPGRADE, protocol);
 }
 
-/// Sets `X-Forwarded-For` (appending the client to any existing chain), `X-Real-IP` and
-/// `X-Forwarded-Proto` (herd is the edge, so client-sent values are replaced: an app that
-/// trusts `X-Real-IP` cannot be handed a forged one) and `X-Forwarded-Host`.
+/// Sets `X-Forwarded-For` (appending the client to any existing chain), `X-Real-IP`,
+/// `X-Forwarded-Proto` and `X-Forwarded-Host` (herd is the edge, so client-sent values are
+/// replaced: an app that trusts `X-Real-IP` or builds links from `X-Forwarded-Host` cannot be
+/// handed a forged one; without a `Host`, an HTTP/1.0 request, it gets none).
 pub(crate) fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static str) {
     let mut xff = String::new();
     for prev in headers.get_all(&X_FORWARDED_FOR) {
@@ -87,8 +91,13 @@ pub(crate) fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'st
         headers.insert(X_REAL_IP.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    if let Some(host) = headers.get(header::HOST).cloned() {
-        headers.insert(X_FORWARDED_HOST.clone(), host);
+    match headers.get(header::HOST).cloned() {
+        Some(host) => {
+            headers.insert(X_FORWARDED_HOST.clone(), host);
+        }
+        None => {
+            headers.remove(&X_FORWARDED_HOST);
+        }
     }
 }
 
@@ -127,6 +136,29 @@ mod tests {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
         remove_hop_by_hop_response(&mut h);
         assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn a_forged_forwarded_host_never_reaches_the_app() {
+        let client: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("good.example"));
+        h.insert(&X_FORWARDED_HOST, HeaderValue::from_static("evil.example"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("host, x-request-id"),
+        );
+        h.insert(&crate::edge::X_REQUEST_ID, HeaderValue::from_static("id-1"));
+        remove_hop_by_hop(&mut h);
+        add_forwarded(&mut h, client, "http");
+        assert_eq!(h[header::HOST], "good.example", "Host stays though listed");
+        assert_eq!(h[&X_FORWARDED_HOST], "good.example");
+        assert_eq!(h[&crate::edge::X_REQUEST_ID], "id-1");
+        // No Host (HTTP/1.0): the client's value is dropped, not passed on.
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_HOST, HeaderValue::from_static("evil.example"));
+        add_forwarded(&mut h, client, "http");
+        assert!(h.get(&X_FORWARDED_HOST).is_none());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use herd_core::{InFlightGuard, RouteStats};
+use herd_core::{Admission, InFlightGuard, RouteStats};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -448,21 +448,31 @@ async fn send_with_retries(
     let mut tried: Vec<u64> = Vec::new();
     let mut stale_retried = false;
     let mut last_err: Option<ProxyError> = None;
+    // The instance a status retry picked before it let go of the answer it retries.
+    let mut picked = None;
     loop {
         let now = Instant::now();
         // Counted in flight from the pick, so a drain never sees zero while a request is
         // on its way to this instance.
-        let Some((up, guard)) = crate::lb::acquire(app, &set, &tried, &lb, affinity).await? else {
+        let next = match picked.take() {
+            Some(next) => Some(next),
+            None => crate::lb::acquire(app, &set, &tried, &lb, affinity).await?,
+        };
+        let Some((up, guard)) = next else {
             return Err(last_err.unwrap_or_else(|| ProxyError::NoInstance {
                 app: app.name.clone(),
             }));
         };
         tried.push(up.endpoint.uid);
-        if !up.endpoint.stats.circuit_admit(now, circuit) {
+        let mut probe = match up.endpoint.stats.circuit_admit(now, circuit) {
             // Another request took the half-open probe slot since the pick: not an attempt.
-            drop(guard);
-            continue;
-        }
+            Admission::Refused => {
+                drop(guard);
+                continue;
+            }
+            Admission::Admitted => ProbeSlot(None),
+            Admission::Probe => ProbeSlot(Some(Arc::clone(&up.endpoint.stats))),
+        };
         let body_done = matches!(req.body(), UpBody::Client(..)).then(|| Arc::clone(&sent));
         let sent_at = Instant::now();
         // Boxed: an attempt's future (pool checkout, send, timeout) is a few KiB, and held
@@ -484,13 +494,26 @@ async fn send_with_retries(
                 ex.upstream_time = Some(done.saturating_duration_since(sent_at));
                 let status = resp.status().as_u16();
                 note_circuit(app, &up, done, status < 500);
+                probe.reported();
                 crate::lb::observe(app, &up, resp.status(), done);
                 if retry.on.status(status) && retry.left > 0 {
                     if let Some(orig) = &replay {
-                        if app.has_other(&set, &tried, done) && app.plane.withdraw(done) {
+                        // The next instance is taken before this answer is let go: when none
+                        // can take the request now, the client gets this answer (a retry never
+                        // waits in the `max_conn` queue, so this does not wait).
+                        let next = if app.has_other(&set, &tried, done) {
+                            crate::lb::acquire(app, &set, &tried, &lb, affinity)
+                                .await
+                                .ok()
+                                .flatten()
+                        } else {
+                            None
+                        };
+                        if next.is_some() && app.plane.withdraw(done) {
                             tracing::debug!(app = %app.name, instance = %up.endpoint.id, status,
                                 "retrying on another instance");
                             drop(resp);
+                            picked = next;
                             retry.left -= 1;
                             ex.retries += 1;
                             stats.add_retry();
@@ -524,6 +547,7 @@ async fn send_with_retries(
                     tried.pop();
                 } else {
                     note_circuit(app, &up, now, false);
+                    probe.reported();
                     if up
                         .endpoint
                         .stats
@@ -560,6 +584,27 @@ async fn send_with_retries(
                 tracing::debug!(app = %app.name, instance = %up.endpoint.id, error = %err, "retrying");
                 last_err = Some(err);
             }
+        }
+    }
+}
+
+/// A half-open circuit's probe slot taken by an attempt: given back when the attempt ends
+/// without an outcome for the breaker (the client went away or failed its body, or a stale
+/// pooled connection sent nothing), so the next request can probe at once rather than after
+/// another `circuit_open`.
+struct ProbeSlot(Option<Arc<herd_core::EndpointStats>>);
+
+impl ProbeSlot {
+    /// The attempt's outcome was fed to the breaker.
+    fn reported(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for ProbeSlot {
+    fn drop(&mut self) {
+        if let Some(stats) = self.0.take() {
+            stats.circuit_release_probe();
         }
     }
 }

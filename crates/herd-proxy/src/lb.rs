@@ -12,7 +12,7 @@ use http::{header, HeaderMap, Response, StatusCode};
 
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
-use crate::queue::QueueError;
+use crate::queue::{QueueError, Take};
 use crate::sticky::{self, Pinned, StickyKey};
 use crate::upstream::{Acquired, AppUpstreams, Upstream, UpstreamSet};
 
@@ -125,12 +125,15 @@ pub(crate) async fn acquire(
         // Gone, down, tried or full: redispatch (HAProxy `option redispatch`); the response
         // carries a new cookie.
     }
-    // Requests already waiting go first (FIFO), so a newcomer never takes their slot.
+    // Requests already waiting go first (FIFO), so a newcomer never takes their slot. A retry
+    // (something tried already) never waits in line: it has an answer to fall back on, and
+    // at the front it would hold up requests that could use the instance it has tried.
     let queued = app.queue.len() > 0;
-    if !queued {
+    if !queued || !tried.is_empty() {
         match app.acquire(set, tried, now, choice.balance, affinity) {
             Acquired::Up(up, guard) => return Ok(Some((up, guard))),
             Acquired::Empty => return Ok(None),
+            Acquired::Full if !tried.is_empty() => return Ok(None),
             Acquired::Full => {}
         }
     }
@@ -144,19 +147,20 @@ pub(crate) async fn acquire(
             choice.balance,
             affinity,
         ) {
-            Acquired::Up(up, guard) => Some((up, guard)),
-            Acquired::Full | Acquired::Empty => None,
+            Acquired::Up(up, guard) => Take::Got((up, guard)),
+            Acquired::Full => Take::Wait,
+            Acquired::Empty => Take::Never,
         }
     }))
     .await;
     match waited {
-        Ok(found) => Ok(Some(found)),
+        Ok(found) => Ok(found),
         Err(QueueError::Full) => Err(ProxyError::QueueFull {
             app: app.name.clone(),
         }),
         Err(QueueError::Timeout) => Err(ProxyError::QueueTimeout {
             app: app.name.clone(),
-            timeout: app.queue.timeout,
+            timeout: app.queue.timeout(),
         }),
     }
 }

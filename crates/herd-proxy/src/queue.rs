@@ -8,7 +8,7 @@
 //! pure order book, tested against a model.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -59,8 +59,10 @@ pub(crate) enum QueueError {
 
 #[derive(Debug)]
 pub(crate) struct Queue {
-    pub(crate) max: usize,
-    pub(crate) timeout: Duration,
+    /// `queue` and `queue_timeout`: changed in place by a reload, so that the requests in
+    /// flight (which release into this queue) and the ones waiting share one line.
+    max: AtomicUsize,
+    timeout_ms: AtomicU64,
     tickets: Mutex<Tickets>,
     waiting: AtomicUsize,
     wake: Notify,
@@ -71,13 +73,28 @@ pub(crate) struct Queue {
 impl Queue {
     pub(crate) fn new(max: usize, timeout: Duration, demand: Arc<Demand>) -> Self {
         Queue {
-            max,
-            timeout,
+            max: AtomicUsize::new(max),
+            timeout_ms: AtomicU64::new(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
             tickets: Mutex::new(Tickets::default()),
             waiting: AtomicUsize::new(0),
             wake: Notify::new(),
             demand,
         }
+    }
+
+    /// New limits (a reload); requests already in line keep their deadline.
+    pub(crate) fn set_limits(&self, max: usize, timeout: Duration) {
+        self.max.store(max, Ordering::Relaxed);
+        self.timeout_ms.store(
+            u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.wake();
+    }
+
+    /// `queue_timeout`.
+    pub(crate) fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed))
     }
 
     /// Requests waiting now.
@@ -107,26 +124,31 @@ impl Queue {
     }
 
     /// Waits in line until `take` yields (it is tried when this request is at the front and
-    /// whenever a slot frees), at most `timeout`.
+    /// whenever a slot frees), at most `timeout`. `Ok(None)` when `take` says this request
+    /// can never be served (nothing it may try): it leaves the line at once rather than
+    /// holding the front.
     pub(crate) async fn wait<T>(
         &self,
-        mut take: impl FnMut() -> Option<T>,
-    ) -> Result<T, QueueError> {
-        let ticket = self.with(|t| t.join(self.max)).ok_or(QueueError::Full)?;
+        mut take: impl FnMut() -> Take<T>,
+    ) -> Result<Option<T>, QueueError> {
+        let max = self.max.load(Ordering::Relaxed);
+        let ticket = self.with(|t| t.join(max)).ok_or(QueueError::Full)?;
         // Leaves the line however this future ends (served, timed out, client gone) and lets
         // the next one try.
         let _leave = Leave {
             queue: self,
             ticket,
         };
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        let deadline = tokio::time::Instant::now() + self.timeout();
         loop {
             let notified = self.wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             if self.with(|t| t.is_front(ticket)) {
-                if let Some(v) = take() {
-                    return Ok(v);
+                match take() {
+                    Take::Got(v) => return Ok(Some(v)),
+                    Take::Never => return Ok(None),
+                    Take::Wait => {}
                 }
             }
             tokio::select! {
@@ -135,6 +157,15 @@ impl Queue {
             }
         }
     }
+}
+
+/// What a waiter at the front of the line found.
+pub(crate) enum Take<T> {
+    Got(T),
+    /// Every instance it may use is at its `max_conn`.
+    Wait,
+    /// Nothing it may use (none in rotation, or all tried already).
+    Never,
 }
 
 struct Leave<'a> {
@@ -221,7 +252,13 @@ mod tests {
             let (q, slot, served) = (Arc::clone(&q), Arc::clone(&slot), Arc::clone(&served));
             tasks.push(tokio::spawn(async move {
                 let r = q
-                    .wait(|| slot.swap(false, Ordering::AcqRel).then_some(()))
+                    .wait(|| {
+                        if slot.swap(false, Ordering::AcqRel) {
+                            Take::Got(())
+                        } else {
+                            Take::Wait
+                        }
+                    })
                     .await;
                 served.lock().unwrap().push(i);
                 r
@@ -231,18 +268,41 @@ mod tests {
         assert_eq!(q.len(), 2);
         assert_eq!(demand.queued(), 2, "the autoscaler sees the queue");
         // The bound: a third request is refused at once.
-        assert_eq!(q.wait(|| Some(())).await, Err(QueueError::Full));
+        assert_eq!(q.wait(|| Take::Got(())).await, Err(QueueError::Full));
         for _ in 0..2 {
             slot.store(true, Ordering::Release);
             q.released();
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         for t in tasks {
-            assert_eq!(t.await.unwrap(), Ok(()));
+            assert_eq!(t.await.unwrap(), Ok(Some(())));
         }
         assert_eq!(*served.lock().unwrap(), vec![0, 1]);
         // No slot ever frees: `queue_timeout`.
-        assert_eq!(q.wait(|| None::<()>).await, Err(QueueError::Timeout));
+        assert_eq!(q.wait(|| Take::<()>::Wait).await, Err(QueueError::Timeout));
+        assert_eq!(q.len(), 0);
+        // A reload's new limits apply to the same line.
+        q.set_limits(0, Duration::from_secs(1));
+        assert_eq!(q.wait(|| Take::Got(())).await, Err(QueueError::Full));
+        assert_eq!(q.timeout(), Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_that_can_never_be_served_steps_aside() {
+        let q = Arc::new(Queue::new(4, Duration::from_secs(5), Arc::default()));
+        // The front waiter has tried every instance: it leaves at once, without its 5 s.
+        let stuck = {
+            let q = Arc::clone(&q);
+            tokio::spawn(async move { q.wait(|| Take::<()>::Never).await })
+        };
+        let next = {
+            let q = Arc::clone(&q);
+            tokio::spawn(async move { q.wait(|| Take::Got(())).await })
+        };
+        let started = tokio::time::Instant::now();
+        assert_eq!(stuck.await.unwrap(), Ok(None));
+        assert_eq!(next.await.unwrap(), Ok(Some(())));
+        assert!(started.elapsed() < Duration::from_secs(1));
         assert_eq!(q.len(), 0);
     }
 }

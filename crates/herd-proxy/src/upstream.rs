@@ -150,8 +150,10 @@ impl AppUpstreams {
     /// The same app under a new config: the instances in rotation, held and queued requests
     /// carry over.
     pub(crate) fn reconfigured(&self, app: &App) -> Self {
-        let queue = (self.queue.max == app.lb.queue && self.queue.timeout == app.lb.queue_timeout)
-            .then(|| Arc::clone(&self.queue));
+        // One line for the app across reloads: requests in flight release into it, and the
+        // ones waiting in it keep their place; only its limits change.
+        self.queue.set_limits(app.lb.queue, app.lb.queue_timeout);
+        let queue = Some(Arc::clone(&self.queue));
         let next = Self::with_state(app, Arc::clone(&self.set), Arc::clone(&self.demand), queue);
         // New parameters (weights, backup, max_conn) apply to the instances already in rotation.
         let endpoints = self.current().iter().map(|u| u.endpoint.clone()).collect();

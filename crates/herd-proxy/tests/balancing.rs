@@ -24,7 +24,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// A backend answering its name; `/slow` takes 300 ms, `/long` 30 s, `/fail` is a 500.
+/// A backend answering its name; `/slow` takes 300 ms, `/long` 30 s, `/fail` is a 500,
+/// `/unavailable` a 503.
 /// Counts the requests it has now and the most it ever had at once.
 struct Backend {
     addr: SocketAddr,
@@ -53,6 +54,7 @@ async fn backend(name: &'static str) -> Backend {
                             "/slow" => tokio::time::sleep(Duration::from_millis(300)).await,
                             "/long" => tokio::time::sleep(Duration::from_secs(30)).await,
                             "/fail" => *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR,
+                            "/unavailable" => *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE,
                             _ => {}
                         }
                         now.fetch_sub(1, Ordering::SeqCst);
@@ -241,6 +243,49 @@ async fn queue_timeout_and_a_full_queue_are_503() {
     let (status, body, _) = queued.await.unwrap();
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(body.contains("queue_timeout"), "{body}");
+    assert_eq!(gw.gw.queued("web"), 0);
+    long.abort();
+}
+
+#[tokio::test]
+async fn a_status_retry_with_no_free_instance_returns_the_answer_it_has() {
+    use herd_core::LbView as _;
+    let (a, b) = (backend("a").await, backend("b").await);
+    let gw = gateway(&format!(
+        "retry_on = [\"503\"]\n[[app]]\nname = \"web\"\nservers = [{{ addr = \"{}\", max_conn = 1 }}, {{ addr = \"{}\", max_conn = 1 }}]\nqueue_timeout = \"3s\"\n",
+        a.addr, b.addr
+    ))
+    .await;
+    gw.gw.set_endpoints(
+        "web",
+        vec![endpoint(1, "web-1", a.addr), endpoint(2, "web-2", b.addr)],
+    );
+    let addr = gw.addr;
+    // One instance is busy for longer than the test; the request goes to the other, which
+    // answers 503. A retry would need the busy one: rather than wait in the queue (and end
+    // with the queue's own 503), the client gets the backend's answer at once.
+    let long = tokio::spawn(async move { send(addr, "/long", &[]).await.0 });
+    until("the long request at a backend", || {
+        a.now.load(Ordering::SeqCst) + b.now.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let busy = if a.now.load(Ordering::SeqCst) == 1 {
+        "a"
+    } else {
+        "b"
+    };
+    let started = std::time::Instant::now();
+    let (status, body, _) = send(addr, "/unavailable", &[]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_ne!(body, busy, "answered by the free instance");
+    assert!(
+        body == "a" || body == "b",
+        "the backend's own answer: {body}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "no wait for the busy instance"
+    );
     assert_eq!(gw.gw.queued("web"), 0);
     long.abort();
 }
