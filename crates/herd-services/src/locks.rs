@@ -5,7 +5,14 @@
 //! new value is the fencing token: strictly increasing per name, so a resource that remembers
 //! the highest token it saw can refuse a writer whose lock expired while it paused (the
 //! weakness of plain Redis locks and Redlock). Renew and release compare the token first and
-//! write only at the version they read (compare-and-delete), so nobody frees a lock they lost.
+//! write only at the version they read (compare-and-delete). The lock key's version is its
+//! fence, unique per acquisition, so a holder whose lock expired between its read and its
+//! write cannot free or shorten the next holder's lock.
+//!
+//! On Redis the fence counter is as durable as Redis is: a Redis that loses writes (no AOF, a
+//! failover to a replica that lagged, eviction of the counter key) can hand out a fence again.
+//! Run Redis with persistence (`appendonly yes`) and `maxmemory-policy noeviction` (or a
+//! `volatile-*` policy: the counter has no TTL) where fences guard writes.
 //! Waiters retry with a bounded, jittered backoff and wake early on the release message
 //! (`herd:{l:NAME}:released`).
 

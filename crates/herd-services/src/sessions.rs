@@ -205,17 +205,31 @@ impl Sessions {
         ttl: Option<Duration>,
     ) -> ServiceResult<SessionRef> {
         let new_ttl = ttl.map(ttl_ms).transpose()?;
-        // Without If-Match a PUT replaces whatever is there, last write wins (Redis SET): one
-        // read for the session's TTL (and a 404 when it does not exist), then an unconditional
-        // write. A PUT racing a DELETE may therefore bring the session back, as a SET after a
-        // DEL would; a client that must not uses If-Match.
-        let (old, _) = self.read(id).await?.ok_or_else(|| not_found(id))?;
-        let record = Record {
-            data,
-            ttl_ms: new_ttl.unwrap_or(old.ttl_ms),
-        };
-        let expect = if_match.map_or(Expect::Any, Expect::Version);
-        self.write(id, &record, expect).await
+        if let Some(expected) = if_match {
+            let (old, _) = self.read(id).await?.ok_or_else(|| not_found(id))?;
+            let record = Record {
+                data,
+                ttl_ms: new_ttl.unwrap_or(old.ttl_ms),
+            };
+            return self.write(id, &record, Expect::Version(expected)).await;
+        }
+        // Without If-Match a PUT replaces whatever is there, last write wins (Redis SET), but
+        // only a session that still exists: the write is at the version read, and retried on
+        // a newer one. A PUT racing a DELETE (logout) or a regenerate (login) never brings the
+        // old id back.
+        let mut record = Record { data, ttl_ms: 0 };
+        for attempt in 0..MAX_CAS_TRIES {
+            let (old, version) = self.read(id).await?.ok_or_else(|| not_found(id))?;
+            record.ttl_ms = new_ttl.unwrap_or(old.ttl_ms);
+            match self.write(id, &record, Expect::Version(version)).await {
+                Err(ServiceError::VersionMismatch { .. }) => backoff(attempt).await,
+                done => return done,
+            }
+        }
+        Err(ServiceError::Contended {
+            what: format!("session {id}"),
+            tries: MAX_CAS_TRIES,
+        })
     }
 
     async fn write(&self, id: &str, record: &Record, expect: Expect) -> ServiceResult<SessionRef> {
@@ -323,9 +337,16 @@ impl Sessions {
         if ttl.is_some() {
             return self.patch(id, Map::new(), None, ttl).await.map(|_| ());
         }
-        let (record, _) = self.read(id).await?.ok_or_else(|| not_found(id))?;
+        let (record, version) = self.read(id).await?.ok_or_else(|| not_found(id))?;
         let ttl = Duration::from_millis(record.ttl_ms);
-        if self.store.touch(&key(id), ttl, Expect::Any).await? {
+        // At the version read: a write in between (a new TTL, say) set the expiry itself and
+        // must not be cut back to the TTL read here; the session then needs no touch.
+        if self
+            .store
+            .touch(&key(id), ttl, Expect::Version(version))
+            .await?
+            || self.store.get(&key(id)).await?.is_some()
+        {
             Ok(())
         } else {
             Err(not_found(id))

@@ -360,9 +360,10 @@ pub(super) fn apply(t: &mut Tables<'_>, op: &Op, now: u64) -> StoreResult<Reply>
             let fence = n.checked_add(1).ok_or_else(|| {
                 StoreError::Invalid(format!("fence counter {fence_key:?} overflows"))
             })?;
+            // Its version is its fence: unique per acquisition (see `Backend::acquire`).
             let lock = Entry {
                 kind: Kind::Value,
-                version: 1,
+                version: u64::try_from(fence).unwrap_or(0),
                 expires_ms: expiry(now, Some(*ttl_ms)),
                 payload: value.to_vec(),
             };

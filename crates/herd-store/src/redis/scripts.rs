@@ -99,15 +99,17 @@ return n
     )
 });
 
-/// KEYS lock, fence; ARGV payload, ttl ms. The fence, or nil when the lock is held.
+/// KEYS lock, fence; ARGV payload, ttl ms. The fence, or nil when the lock is held. The lock's
+/// version is its fence (unique per acquisition, see `Backend::acquire`).
 pub(super) static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     with_prelude(
         r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
 local f = redis.call('GET', KEYS[2])
 if f and not tonumber(f) then return wrongtype() end
-redis.call('SET', KEYS[1], enc(1, ARGV[1]), 'PX', ARGV[2])
-return redis.call('INCR', KEYS[2])
+local n = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], enc(n, ARGV[1]), 'PX', ARGV[2])
+return n
 ",
     )
 });

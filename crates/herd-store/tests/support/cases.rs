@@ -267,10 +267,13 @@ async fn acquire_exclusive_and_fenced(s: &Store, p: &str) {
     );
     let holder = s.get(&lock).await.unwrap().unwrap();
     assert!(holder.value.starts_with(b"owner-"));
-    // Release by compare-and-delete, re-acquire: fences strictly increase.
+    // Release by compare-and-delete, re-acquire: fences strictly increase, and the lock's
+    // version is its fence, so a stale holder's version check never matches a new holder.
     let mut last = winners[0];
     for _ in 0..5 {
         let held = s.get(&lock).await.unwrap().unwrap();
+        assert_eq!(held.version, last, "the lock's version is its fence");
+        assert!(!s.delete(&lock, Expect::Version(last - 1)).await.unwrap());
         assert!(s
             .delete(&lock, Expect::Version(held.version))
             .await
