@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use herd_store::{Backend as _, Expect};
+use herd_store::{Backend as _, Expect, Txn, TxnOutcome};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument as _;
 
@@ -56,7 +56,9 @@ pub(super) async fn announce(inner: &Inner, ns: &str, op: Op, arg: &str) {
 /// Drops L1 entries of `ns` matching `op`/`arg` on this node; returns how many.
 async fn drop_local(inner: &Inner, ns: &str, op: Op, arg: &str) -> u64 {
     match op {
-        Op::Key => inner.epochs.bump(&l1_key(ns, arg)),
+        Op::Key => {
+            inner.epochs.bump(&l1_key(ns, arg));
+        }
         Op::Prefix | Op::Tag => inner.epochs.bump_all(),
     }
     let mut doomed = Vec::new();
@@ -90,32 +92,66 @@ async fn drop_local(inner: &Inner, ns: &str, op: Op, arg: &str) -> u64 {
 /// Deletes `keys` of `ns` from L2, the index and this node's L1; returns how many L2 held.
 pub(super) async fn delete_keys(inner: &Inner, ns: &str, keys: &[String]) -> ServiceResult<u64> {
     let keys: Vec<(String, Expect)> = keys.iter().map(|k| (k.clone(), Expect::Any)).collect();
-    Ok(delete_expecting(inner, ns, &keys).await?.len() as u64)
+    Ok(delete_expecting(inner, ns, &keys, None).await?.len() as u64)
 }
 
 /// Deletes each key of `ns` whose L2 value is as `expect` says, from L2, the index and this
 /// node's L1; returns the keys L2 held and deleted. A key whose value changed since its
-/// `Expect::Version` was read stays, in L2 and in the index.
+/// `Expect::Version` was read stays, in L2 and in the index. With `tag_set`, a deleted key
+/// also leaves that tag's set. The value and its index entries go
+/// in one transaction (as a put writes them), so no interleaving with a put of the same key
+/// can leave a live value missing from the index.
 async fn delete_expecting(
     inner: &Inner,
     ns: &str,
     keys: &[(String, Expect)],
+    tag_set: Option<&str>,
 ) -> ServiceResult<Vec<String>> {
+    /// Tries per key when puts keep changing it (then it is left as the last put wrote it).
+    const TRIES: u32 = 8;
     let mut deleted = Vec::new();
-    let mut unindexed = Vec::new();
-    for (key, expect) in keys {
-        let gone = inner.store.delete(&l2_key(ns, key), *expect).await?;
-        if gone {
-            deleted.push(key.clone());
-        }
-        if gone || *expect == Expect::Any {
-            unindexed.push(key.clone());
+    for (key, wanted) in keys {
+        let l2 = l2_key(ns, key);
+        let unindex = || vec![key.clone()];
+        // For `Any`: first "absent, drop a stale index entry", then the version found.
+        let mut at = *wanted;
+        for _ in 0..TRIES {
+            let txn = if at == Expect::Any {
+                Txn::new()
+                    .check(&l2, Expect::Absent)
+                    .zrem(index_key(ns), unindex())
+            } else {
+                let txn = Txn::new()
+                    .check(&l2, at)
+                    .delete(&l2)
+                    .zrem(index_key(ns), unindex());
+                match tag_set {
+                    Some(tk) => txn.zrem(tk, unindex()),
+                    None => txn,
+                }
+            };
+            match (inner.store.txn(&txn).await?, *wanted) {
+                (TxnOutcome::Committed, _) => {
+                    if at != Expect::Any {
+                        deleted.push(key.clone());
+                    }
+                    break;
+                }
+                (
+                    TxnOutcome::Conflict {
+                        current: Some(v), ..
+                    },
+                    Expect::Any,
+                ) => {
+                    at = Expect::Version(v);
+                }
+                (TxnOutcome::Conflict { current: None, .. }, Expect::Any) => at = Expect::Any,
+                // Changed since its version was read: it stays.
+                (TxnOutcome::Conflict { .. }, _) => break,
+            }
         }
         inner.epochs.bump(&l1_key(ns, key));
         inner.l1.invalidate(&l1_key(ns, key)).await;
-    }
-    if !unindexed.is_empty() {
-        inner.store.zrem(&index_key(ns), &unindexed).await?;
     }
     inner
         .counters
@@ -154,10 +190,13 @@ pub(super) async fn by_tag(inner: &Inner, ns: &str, tag: &str) -> ServiceResult<
     // it is still that value), and the memberships of the others are dropped.
     #[allow(clippy::cast_precision_loss)]
     let now = inner.clock.now_ms() as f64;
-    let mut stale: Vec<String> = Vec::new();
+    // Each key with the state of its value as read: the membership is dropped (and a tagged
+    // value deleted) only while the value is still as read, so a put that tags the key again
+    // meanwhile keeps its membership.
+    let mut stale: Vec<(String, Expect)> = Vec::new();
     let mut tagged: Vec<(String, Expect)> = Vec::new();
     let (live, expired): (Vec<_>, Vec<_>) = members.into_iter().partition(|(_, s)| *s >= now);
-    stale.extend(expired.into_iter().map(|(m, _)| m));
+    stale.extend(expired.into_iter().map(|(m, _)| (m, Expect::Absent)));
     for chunk in live.chunks(TAG_CHECK_BATCH) {
         let l2: Vec<String> = chunk.iter().map(|(k, _)| l2_key(ns, k)).collect();
         let values = inner.store.get_many(&l2).await?;
@@ -168,16 +207,18 @@ pub(super) async fn by_tag(inner: &Inner, ns: &str, tag: &str) -> ServiceResult<
                 {
                     tagged.push((key.clone(), Expect::Version(v.version)));
                 }
-                _ => stale.push(key.clone()),
+                Some(v) => stale.push((key.clone(), Expect::Version(v.version))),
+                None => stale.push((key.clone(), Expect::Absent)),
             }
         }
     }
     drop_local(inner, ns, Op::Tag, tag).await;
-    let deleted = delete_expecting(inner, ns, &tagged).await?;
-    let n = deleted.len() as u64;
-    stale.extend(deleted);
-    if !stale.is_empty() {
-        inner.store.zrem(&tk, &stale).await?;
+    let n = delete_expecting(inner, ns, &tagged, Some(&tk)).await?.len() as u64;
+    for (key, expect) in stale {
+        let txn = Txn::new()
+            .check(l2_key(ns, &key), expect)
+            .zrem(&tk, vec![key]);
+        inner.store.txn(&txn).await?;
     }
     announce(inner, ns, Op::Tag, tag).await;
     Ok(n)

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use herd_store::{Backend as _, Expect, Store};
+use herd_store::{Backend as _, Store, Txn};
 use serde::Serialize;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
@@ -216,12 +216,28 @@ impl Epochs {
     fn read(&self, k1: &str) -> u64 {
         self.bucket(k1).load(Ordering::SeqCst)
     }
-    pub(crate) fn bump(&self, k1: &str) {
-        self.bucket(k1).fetch_add(1, Ordering::SeqCst);
+    /// The bucket's new epoch.
+    pub(crate) fn bump(&self, k1: &str) -> u64 {
+        self.bucket(k1).fetch_add(1, Ordering::SeqCst) + 1
     }
     pub(crate) fn bump_all(&self) {
         for e in &self.0 {
             e.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Removes up to `count` members of `set` scored at most `max` (expired entries), atomically
+/// against a put that re-scores one of them meanwhile: the store moves them to a scratch set
+/// (`zmove`, one atomic step), which is then emptied of what was moved. A read-then-remove
+/// would drop the entry of a key written again between the two. Failures only leave entries
+/// for a later put.
+async fn prune_upto(store: &herd_store::Store, ns: &str, set: &str, max: f64, count: usize) {
+    let scratch = format!("herd:{{c:{ns}}}:pruned");
+    if let Ok(moved) = store.zmove(set, &scratch, max, count, 0.0).await {
+        if !moved.is_empty() {
+            let members: Vec<String> = moved.into_iter().map(|(m, _)| m).collect();
+            let _ = store.zrem(&scratch, &members).await;
         }
     }
 }
@@ -484,17 +500,29 @@ impl Cache {
         };
         let expires = now.saturating_add(e.ttl_ms).saturating_add(millis(s.grace));
         let store = &self.inner.store;
-        // Index first: a crash after it leaves an index entry for a missing key (harmless),
-        // never a key that prefix or tag invalidation cannot find.
         #[allow(clippy::cast_precision_loss)]
         let score = expires as f64;
-        store
-            .zadd(&index_key(ns), &[(key.to_owned(), score)])
-            .await?;
+        // This node's copy goes into L1 only if no invalidation of the key (another node's
+        // write, a delete) reached this node from just before the L2 write until the insert:
+        // otherwise it could be older than L2 and served for `l1_ttl`.
+        let k1 = l1_key(ns, key);
+        let before = self.inner.epochs.read(&k1);
+        // The value and its index entries (prefix index, each tag's set) in one transaction:
+        // a delete or an invalidation interleaving with this put can never leave the value
+        // live in L2 but missing from the index that prefix and tag invalidation read.
+        let member = || vec![(key.to_owned(), score)];
+        let mut txn = Txn::new().zadd(index_key(ns), member());
         for tag in &e.tags {
-            store
-                .zadd(&tag_key(ns, tag), &[(key.to_owned(), score)])
-                .await?;
+            txn = txn.zadd(tag_key(ns, tag), member());
+        }
+        txn = txn.put(
+            l2_key(ns, key),
+            e.encode(),
+            Some(ttl.saturating_add(s.grace)),
+        );
+        store.txn(&txn).await?;
+        let mine = self.inner.epochs.bump(&k1);
+        for tag in &e.tags {
             // The tag's latest expiry: once it passes, every key of the tag has expired and
             // the tag's set is dropped (`prune_tags`), even if the tag is never written again.
             let latest = store.zscore(&tags_key(ns), tag).await?;
@@ -502,20 +530,15 @@ impl Cache {
                 store.zadd(&tags_key(ns), &[(tag.clone(), score)]).await?;
             }
         }
-        store
-            .put(
-                &l2_key(ns, key),
-                e.encode(),
-                Expect::Any,
-                Some(ttl.saturating_add(s.grace)),
-            )
-            .await?;
-        self.inner.epochs.bump(&l1_key(ns, key));
         self.prune_index(ns, now).await;
         self.prune_tags(ns, &e.tags, now).await;
         invalidate::announce(&self.inner, ns, invalidate::Op::Key, key).await;
         e.l1_for = self.l1_for(ns, &e);
-        self.inner.l1.insert(l1_key(ns, key), Arc::new(e)).await;
+        if mine == before + 1 && self.inner.epochs.read(&k1) == mine {
+            self.inner.l1.insert(k1, Arc::new(e)).await;
+        } else {
+            self.inner.l1.invalidate(&k1).await;
+        }
         Ok(())
     }
 
@@ -523,16 +546,7 @@ impl Cache {
     async fn prune_index(&self, ns: &str, now: i64) {
         #[allow(clippy::cast_precision_loss)]
         let now = now as f64;
-        let store = &self.inner.store;
-        if let Ok(gone) = store
-            .zrange_by_score(&index_key(ns), f64::NEG_INFINITY, now, 100)
-            .await
-        {
-            if !gone.is_empty() {
-                let members: Vec<String> = gone.into_iter().map(|(m, _)| m).collect();
-                let _ = store.zrem(&index_key(ns), &members).await;
-            }
-        }
+        prune_upto(&self.inner.store, ns, &index_key(ns), now, 100).await;
     }
 
     /// Drops expired memberships of the tags just written, and the sets of tags whose keys
@@ -544,16 +558,7 @@ impl Cache {
         let now = now as f64;
         let store = &self.inner.store;
         let expired_members = |tag: String| async move {
-            let tk = tag_key(ns, &tag);
-            if let Ok(gone) = store
-                .zrange_by_score(&tk, f64::NEG_INFINITY, now, 1000)
-                .await
-            {
-                if !gone.is_empty() {
-                    let members: Vec<String> = gone.into_iter().map(|(m, _)| m).collect();
-                    let _ = store.zrem(&tk, &members).await;
-                }
-            }
+            prune_upto(store, ns, &tag_key(ns, &tag), now, 1000).await;
         };
         for tag in tags {
             expired_members(tag.clone()).await;
