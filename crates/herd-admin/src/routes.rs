@@ -72,7 +72,9 @@ fn fleet_error(e: &FleetError) -> Response {
         | FleetError::NotAutoscaled { .. }
         | FleetError::Launch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         FleetError::ReloadFailed { .. } => StatusCode::CONFLICT,
-        FleetError::Stopped { .. } | FleetError::LogDir { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        FleetError::Stopped { .. } | FleetError::LogDir { .. } | FleetError::ShuttingDown => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
     };
     error(status, &e.to_string(), None)
 }

@@ -407,6 +407,26 @@ fn port_range_smaller_than_instances() {
 }
 
 #[test]
+fn scaling_max_needs_its_ports() {
+    // The default max (10) on a range of 4 ports: the autoscaler could never start them.
+    let text = format!(
+        "{APP}instances = 2\nport_range = \"20000-20003\"\n[app.scaling]\nmin = 1\nmax = 4\n"
+    );
+    let err = one(&text, 8, "app[0].scaling.max");
+    assert!(err.message.contains("scaling max 4 needs 5 ports"), "{err}");
+    assert!(
+        err.hint
+            .as_deref()
+            .unwrap_or("")
+            .contains("lower scaling max to 3"),
+        "{err:?}"
+    );
+    ok(&format!(
+        "{APP}instances = 2\nport_range = \"20000-20003\"\n[app.scaling]\nmin = 1\nmax = 3\n"
+    ));
+}
+
+#[test]
 fn instances_values() {
     let cfg = ok(&format!("{APP}instances = -1\n"));
     assert_eq!(command(&cfg, 0).instances, Instances::MaxMinusOne);

@@ -21,7 +21,7 @@ mod status;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use herd_config::Config;
@@ -67,6 +67,8 @@ pub enum FleetError {
     LogDir { path: String, reason: String },
     #[error("{}", problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Launch { problems: Vec<LaunchProblem> },
+    #[error("herd is shutting down; the config is not applied")]
+    ShuttingDown,
 }
 
 /// Process-level options that do not come from the config file.
@@ -108,6 +110,28 @@ pub struct Fleet {
     rotation: Arc<dyn Rotation>,
     options: FleetOptions,
     logs: std::sync::Mutex<herd_config::Logs>,
+    /// Set by [`Fleet::shutdown`] (under the `tasks` lock): no app starts after it.
+    stopping: std::sync::atomic::AtomicBool,
+    /// The longest graceful stop of an instance (`drain_timeout` + `kill_timeout`) of any
+    /// config applied so far, in ms: instances of a removed app may still be draining under it.
+    longest_stop_ms: std::sync::atomic::AtomicU64,
+}
+
+/// The longest graceful stop of one instance under `config`.
+fn longest_stop(config: &Config) -> Duration {
+    config
+        .apps
+        .iter()
+        .filter_map(|a| match &a.backends {
+            herd_config::Backends::Command(c) => Some(c.drain_timeout + c.kill_timeout),
+            herd_config::Backends::Servers(_) => None,
+        })
+        .max()
+        .unwrap_or_default()
+}
+
+fn millis_u64(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl std::fmt::Debug for Fleet {
@@ -213,6 +237,8 @@ impl Fleet {
             rotation,
             options,
             logs: std::sync::Mutex::new(config.logs.clone()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
+            longest_stop_ms: std::sync::atomic::AtomicU64::new(millis_u64(longest_stop(config))),
         })
     }
 
@@ -224,6 +250,9 @@ impl Fleet {
     /// [`FleetError::Launch`] when an app's `cwd` or program is missing or not usable (see
     /// [`preflight`]); [`FleetError::LogDir`] when a log directory cannot be created.
     pub fn prepare(&self, config: &Config) -> Result<(), FleetError> {
+        if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(FleetError::ShuttingDown);
+        }
         let problems = preflight(config);
         if !problems.is_empty() {
             return Err(FleetError::Launch { problems });
@@ -240,6 +269,13 @@ impl Fleet {
     /// # Errors
     /// [`FleetError::LogDir`] for a new app whose log directory cannot be created.
     pub async fn reconfigure(&self, config: &Config) -> Result<Vec<String>, FleetError> {
+        if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(FleetError::ShuttingDown);
+        }
+        self.longest_stop_ms.fetch_max(
+            millis_u64(longest_stop(config)),
+            std::sync::atomic::Ordering::AcqRel,
+        );
         let mut changes = Vec::new();
         let current = self.apps.load_full();
         let logs = config.logs.clone();
@@ -265,11 +301,18 @@ impl Fleet {
                     next.push(Arc::clone(h));
                 }
                 None => {
-                    let (handle, task) = launch_app(app, &logs, &self.rotation, &self.options)?;
-                    self.tasks
+                    // Under the lock `shutdown` takes the tasks with: an app launched here is
+                    // either awaited by the shutdown or not launched at all.
+                    let mut tasks = self
+                        .tasks
                         .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .push((app.name.clone(), task));
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+                        break;
+                    }
+                    let (handle, task) = launch_app(app, &logs, &self.rotation, &self.options)?;
+                    tasks.push((app.name.clone(), task));
+                    drop(tasks);
                     changes.push(format!("{}: new app started", app.name));
                     next.push(handle);
                 }
@@ -285,7 +328,25 @@ impl Fleet {
             }
         }
         self.apps.store(Arc::new(next));
+        if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+            // The shutdown began meanwhile and may not have seen the apps started here: stop
+            // them too (their tasks are among those it awaits).
+            for h in self.apps.load_full().iter() {
+                let _ = h.cmds.send(Cmd::Shutdown).await;
+            }
+            return Err(FleetError::ShuttingDown);
+        }
         Ok(changes)
+    }
+
+    /// How long [`Fleet::shutdown`] may take: the longest graceful stop of an instance under
+    /// any config applied so far, plus a margin.
+    #[must_use]
+    pub fn stop_deadline(&self) -> Duration {
+        Duration::from_millis(
+            self.longest_stop_ms
+                .load(std::sync::atomic::Ordering::Acquire),
+        ) + Duration::from_secs(2)
     }
 
     /// Takes instance `id` out of rotation (`drained = true`) or puts it back.
@@ -503,6 +564,14 @@ impl Fleet {
     /// Drains and stops every instance of every app; resolves when all have exited.
     /// Calling it again waits for nothing.
     pub async fn shutdown(&self) {
+        {
+            let _tasks = self
+                .tasks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.stopping
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
         for app in self.apps.load_full().iter() {
             let _ = app.cmds.send(Cmd::Shutdown).await;
         }

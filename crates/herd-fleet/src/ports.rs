@@ -66,6 +66,17 @@ impl Ports {
         None
     }
 
+    /// Whether [`Ports::take`] would find a port now (nothing stays taken).
+    pub(crate) fn any_free(&mut self) -> bool {
+        match self.take() {
+            Some(p) => {
+                self.release(p);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Marks a port as held (by an instance that predates this range).
     pub(crate) fn hold(&mut self, port: u16) {
         if self.used.insert(port) {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use herd_admin::telemetry::Telemetry;
-use herd_config::{Backends, Config, Instances};
+use herd_config::{Config, Instances};
 use herd_core::StatsRegistry;
 use herd_fleet::{Fleet, FleetOptions};
 use herd_proxy::Gateway;
@@ -228,20 +228,6 @@ pub(crate) fn up(args: UpArgs) -> ExitCode {
     }
 }
 
-/// The longest a graceful stop of one instance may take, plus a margin.
-fn fleet_deadline(config: &Config) -> Duration {
-    config
-        .apps
-        .iter()
-        .filter_map(|a| match &a.backends {
-            Backends::Command(c) => Some(c.drain_timeout + c.kill_timeout),
-            Backends::Servers(_) => None,
-        })
-        .max()
-        .unwrap_or_default()
-        + Duration::from_secs(2)
-}
-
 /// SIGHUP reloads the config file (nginx, HAProxy); errors are logged and the old config stays.
 async fn reload_on_sighup(
     reloader: Option<Arc<dyn herd_admin::ConfigReloader>>,
@@ -433,12 +419,20 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
         if let Some(task) = redirect_task {
             let _ = task.await;
         }
-        let deadline = fleet_deadline(&config);
+        // The longest stop of any config applied since start (a reload may have raised it).
+        let deadline = fleet.stop_deadline();
         if tokio::time::timeout(deadline, fleet.shutdown())
             .await
             .is_err()
         {
-            tracing::error!(?deadline, "instances did not stop in time");
+            // Never leave an instance's process group behind herd: the main process would die
+            // with herd (the launcher's parent-death signal), its children would not.
+            let killed = herd_fleet::kill_all_groups();
+            tracing::error!(
+                ?deadline,
+                killed,
+                "instances did not stop in time; killed their process groups"
+            );
         }
         // After the instances: they may call the services while they drain.
         if let Some(s) = services {

@@ -211,6 +211,71 @@ async fn rolling_reload_under_load_fails_nothing_and_replaces_every_pid() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_with_one_spare_port_replaces_every_instance_in_turn() {
+    // Two instances on three ports: each replacement needs the port its predecessor's old
+    // instance frees when it has drained.
+    let (a, b) = free_range(3);
+    let app = format!(
+        "\n[[app]]\nname = \"web\"\ncommand = [\"{{demo}}\"]\ninstances = 2\nport_range = \"{a}-{b}\"\nkill_timeout = \"2s\"\ndrain_timeout = \"5s\"\n[app.health]\npath = \"/health\"\ninterval = \"500ms\"\nfastinter = \"100ms\"\nrise = 1\nfall = 2\n"
+    );
+    let herd = Herd::start(&(base_config("") + &app));
+    let before = herd.wait_ready("web", 2).await;
+    let out = herd.cli(&["reload", "web"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = herd.wait_ready("web", 2).await;
+    let old = pids(&before);
+    assert!(
+        pids(&after).iter().all(|p| !old.contains(p)),
+        "{before:#?} {after:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_in_maintenance_that_restarts_stays_there_unharmed() {
+    let herd = Herd::start(&web_config(
+        1,
+        "ready_timeout = \"1s\"\nrestart_delay = \"100ms\"",
+    ));
+    let before = herd.wait_ready("web", 1).await;
+    let (code, body) = request(
+        http::Method::POST,
+        &herd.admin_url("/loadbalancer/instances/web-1/maint"),
+        bytes::Bytes::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let old = pids(&before)[0];
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(old), Signal::SIGKILL).unwrap();
+    let restarted = herd
+        .wait_for("web", "the restart", Duration::from_secs(20), |i| {
+            pids(i).first().is_some_and(|p| *p != old)
+        })
+        .await;
+    let pid = pids(&restarted)[0];
+    // Its checks are paused, so it cannot become ready: ready_timeout (1 s) must not kill it.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let now = herd.instances("web").await;
+    assert_eq!(pids(&now), vec![pid], "killed in maintenance: {now:#?}");
+    assert!(alive(pid));
+    // Out of maintenance, it is checked and joins the rotation.
+    let (code, body) = request(
+        http::Method::POST,
+        &herd.admin_url("/loadbalancer/instances/web-1/ready"),
+        bytes::Bytes::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let ready = herd.wait_ready("web", 1).await;
+    assert_eq!(pids(&ready), vec![pid]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_past_max_memory_is_replaced_gracefully() {
     let herd = Herd::start(&web_config(2, "max_memory = \"64MiB\""));
     let before = herd.wait_ready("web", 2).await;

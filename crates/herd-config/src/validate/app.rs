@@ -81,6 +81,33 @@ impl Validator<'_> {
             .scaling
             .as_ref()
             .map(|s| self.scaling(&format!("{p}.scaling"), s, max_memory));
+        if let (Some(sc), Backends::Command(c), Some(raw)) = (&scaling, &backends, &a.scaling) {
+            // The autoscaler runs up to `max` instances, each on a port of the range, with one
+            // spare for a reload's start-first replacement (as `instances` is checked).
+            let available = u32::from(c.port_range.1 - c.port_range.0) + 1;
+            if sc.max >= available {
+                let span = raw
+                    .get_ref()
+                    .max
+                    .as_ref()
+                    .map_or_else(|| raw.span(), Spanned::span);
+                self.err(
+                    &span,
+                    &format!("{p}.scaling.max"),
+                    format!(
+                        "scaling max {} needs {} ports (one each, plus one spare for rolling reloads) but port range {}-{} has {available}",
+                        sc.max,
+                        u64::from(sc.max) + 1,
+                        c.port_range.0,
+                        c.port_range.1,
+                    ),
+                    Some(format!(
+                        "lower scaling max to {}, or widen port_range",
+                        available.saturating_sub(1).max(1)
+                    )),
+                );
+            }
+        }
 
         App {
             name,

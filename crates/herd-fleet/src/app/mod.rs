@@ -305,8 +305,9 @@ impl AppActor {
             Ok(proc) => {
                 tracing::info!(app = %self.app.name, instance = %inst.id, pid = proc.pid.unwrap_or(0), port, "instance started");
                 inst.state = InstanceState::Starting;
-                inst.ready_deadline = Some(Instant::now() + command.ready_timeout);
-                // A restart in maintenance stays there: its checks stay paused.
+                // A restart in maintenance stays there: its checks stay paused, so it cannot
+                // become ready, and `ready_timeout` runs only once maintenance ends.
+                inst.ready_deadline = (!inst.maint).then(|| Instant::now() + command.ready_timeout);
                 proc.endpoint.stats.set_maint(inst.maint);
                 inst.proc = Some(proc);
             }
@@ -399,6 +400,9 @@ impl AppActor {
                 maint,
                 reply,
             } => {
+                let ready_timeout = self
+                    .command()
+                    .map_or(Duration::from_secs(30), |c| c.ready_timeout);
                 let found = self
                     .slots
                     .values_mut()
@@ -408,6 +412,12 @@ impl AppActor {
                         s.active.maint = maint;
                         if let Some(p) = &s.active.proc {
                             p.endpoint.stats.set_maint(maint);
+                        }
+                        // Maintenance pauses the checks, so a starting instance cannot get
+                        // ready meanwhile: its `ready_timeout` counts from when it ends.
+                        if s.active.state == InstanceState::Starting && s.active.proc.is_some() {
+                            s.active.ready_deadline =
+                                (!maint).then(|| Instant::now() + ready_timeout);
                         }
                     });
                 let res = match found {
@@ -545,6 +555,8 @@ impl AppActor {
             }
             inst.state = InstanceState::Stopped;
             tracing::info!(app = %self.app.name, instance = %inst.id, %status, "instance stopped");
+            // A rolling reload may have been waiting for this port.
+            self.advance_reload();
             return;
         }
         let Some((index, is_next)) = self.locate(uid) else {

@@ -84,6 +84,12 @@ impl AppActor {
                 }
                 Some(slot) if slot.next.is_some() => return,
                 Some(_) => {
+                    if self.waits_for_a_port() {
+                        // The old instance of the slot replaced before still drains on its
+                        // port: go on when it has stopped (`on_exit` calls back).
+                        tracing::info!(app = %self.app.name, slot = index, "rolling reload waits for a draining instance to free its port");
+                        return;
+                    }
                     if self.start_replacement(index) {
                         return;
                     }
@@ -94,6 +100,17 @@ impl AppActor {
         }
         tracing::info!(app = %self.app.name, "rolling reload complete");
         self.end_pass(&Ok(()));
+    }
+
+    /// No port is free now, but an instance on its way out holds one (a small `port_range`:
+    /// one spare port makes a reload replace one instance at a time, each after the previous
+    /// old one stopped).
+    fn waits_for_a_port(&mut self) -> bool {
+        let draining = self
+            .retiring
+            .iter()
+            .any(|i| i.proc.as_ref().is_some_and(|p| p.port.is_some()));
+        draining && self.ports.as_mut().is_some_and(|p| !p.any_free())
     }
 
     pub(super) fn abort_reload(&mut self, why: &str) {
