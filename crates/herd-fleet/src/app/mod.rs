@@ -374,7 +374,14 @@ impl AppActor {
             return;
         };
         tracing::info!(app = %self.app.name, instance = %inst.id, pid = proc.pid.unwrap_or(0), "draining instance");
-        proc.stop(cmd.drain_timeout, cmd.kill_timeout);
+        // Out of rotation before its drain starts counting in-flight requests: its slot is
+        // already gone from `slots` (scale-in, reload), so this set no longer holds it.
+        let stop = (cmd.drain_timeout, cmd.kill_timeout);
+        self.publish();
+        let Some(proc) = &inst.proc else {
+            return;
+        };
+        proc.stop(stop.0, stop.1);
         inst.state = InstanceState::Draining;
         self.retiring.push(inst);
     }
