@@ -408,7 +408,7 @@ fn port_range_smaller_than_instances() {
 
 #[test]
 fn scaling_max_needs_its_ports() {
-    // The default max (10) on a range of 4 ports: the autoscaler could never start them.
+    // max 4 on a range of 4 ports: the fourth instance would have no spare for a reload.
     let text = format!(
         "{APP}instances = 2\nport_range = \"20000-20003\"\n[app.scaling]\nmin = 1\nmax = 4\n"
     );

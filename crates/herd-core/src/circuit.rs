@@ -71,6 +71,8 @@ enum Inner {
         probes: u32,
         /// When the last probe slot was taken (to free lost probes).
         since: Instant,
+        /// Which run of probes this is: a slot is given back only to the run that gave it.
+        run: u32,
     },
 }
 
@@ -79,21 +81,26 @@ enum Inner {
 pub enum Admission {
     Refused,
     Admitted,
-    /// Admitted as one of the half-open circuit's probes.
-    Probe,
+    /// Admitted as one of the half-open circuit's probes, of this run of probes.
+    Probe(u32),
 }
 
 /// One instance's breaker.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Circuit {
     inner: Inner,
+    /// Runs of half-open probes so far (see `Inner::HalfOpen::run`).
+    runs: u32,
 }
 
 impl Circuit {
     /// A closed breaker whose first window starts at `now`.
     #[must_use]
     pub fn new(now: Instant) -> Self {
-        Circuit { inner: closed(now) }
+        Circuit {
+            inner: closed(now),
+            runs: 0,
+        }
     }
 
     /// The state as seen at `now` (an open circuit whose time is up reads half-open).
@@ -112,7 +119,7 @@ impl Circuit {
         match self.inner {
             Inner::Closed { .. } => true,
             Inner::Open { until } => now >= until,
-            Inner::HalfOpen { probes, since } => {
+            Inner::HalfOpen { probes, since, .. } => {
                 probes < s.half_open.max(1) || now.saturating_duration_since(since) >= s.open
             }
         }
@@ -125,28 +132,33 @@ impl Circuit {
 
     /// [`Circuit::admit`], saying whether the request took a probe slot: one whose outcome is
     /// never recorded (the client went away, nothing reached the instance) gives it back with
-    /// [`Circuit::release_probe`].
+    /// [`Circuit::release_probe`] (with the run the admission named).
     pub fn admission(&mut self, now: Instant, s: &CircuitSettings) -> Admission {
         let limit = s.half_open.max(1);
         match &mut self.inner {
             Inner::Closed { .. } => Admission::Admitted,
             Inner::Open { until } if now < *until => Admission::Refused,
             Inner::Open { .. } => {
+                self.runs = self.runs.wrapping_add(1);
                 self.inner = Inner::HalfOpen {
                     probes: 1,
                     since: now,
+                    run: self.runs,
                 };
-                Admission::Probe
+                Admission::Probe(self.runs)
             }
-            Inner::HalfOpen { probes, since } => {
+            Inner::HalfOpen { probes, since, run } => {
                 if *probes >= limit && now.saturating_duration_since(*since) >= s.open {
-                    // The probes in flight never reported back: presume them lost.
+                    // The probes in flight never reported back: presume them lost (a new
+                    // run: their slots, if they ever end, are not given back to this one).
                     *probes = 0;
+                    self.runs = self.runs.wrapping_add(1);
+                    *run = self.runs;
                 }
                 if *probes < limit {
                     *probes += 1;
                     *since = now;
-                    Admission::Probe
+                    Admission::Probe(*run)
                 } else {
                     Admission::Refused
                 }
@@ -156,9 +168,12 @@ impl Circuit {
 
     /// Gives back a probe slot taken by [`Circuit::admission`] whose request reports no
     /// outcome; nothing when the circuit has left half-open meanwhile.
-    pub fn release_probe(&mut self) {
-        if let Inner::HalfOpen { probes, .. } = &mut self.inner {
-            *probes = probes.saturating_sub(1);
+    pub fn release_probe(&mut self, run: u32) {
+        match &mut self.inner {
+            Inner::HalfOpen {
+                probes, run: now, ..
+            } if *now == run => *probes = probes.saturating_sub(1),
+            _ => {}
         }
     }
 
@@ -251,8 +266,11 @@ mod tests {
         assert!(c.admit(t1, &s), "the first probe");
         assert!(!c.admit(t1, &s), "only one probe at a time");
         // A probe that reports nothing (its client left) frees its slot for the next.
-        c.release_probe();
-        assert_eq!(c.admission(t1, &s), Admission::Probe);
+        c.release_probe(1);
+        assert_eq!(c.admission(t1, &s), Admission::Probe(1));
+        assert!(!c.admit(t1, &s));
+        // A slot of an earlier run is not given back to a later one.
+        c.release_probe(0);
         assert!(!c.admit(t1, &s));
         assert_eq!(c.record(t1, true, &s), Some(CircuitState::Closed));
         assert!(c.admit(t1, &s));

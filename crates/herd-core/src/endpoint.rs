@@ -223,9 +223,10 @@ impl EndpointStats {
         self.lock_circuit().admission(now, s)
     }
 
-    /// Gives back a probe slot whose request will report no outcome.
-    pub fn circuit_release_probe(&self) {
-        self.lock_circuit().release_probe();
+    /// Gives back a probe slot (of the run `Admission::Probe` named) whose request will report
+    /// no outcome.
+    pub fn circuit_release_probe(&self, run: u32) {
+        self.lock_circuit().release_probe(run);
     }
 
     /// Feeds an exchange's outcome to the breaker; returns the new state when it changed.

@@ -308,7 +308,7 @@ impl Fleet {
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
                     if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
-                        break;
+                        continue; // not started; the apps already running stay listed
                     }
                     let (handle, task) = launch_app(app, &logs, &self.rotation, &self.options)?;
                     tasks.push((app.name.clone(), task));

@@ -456,7 +456,7 @@ async fn send_with_retries(
         // on its way to this instance.
         let next = match picked.take() {
             Some(next) => Some(next),
-            None => crate::lb::acquire(app, &set, &tried, &lb, affinity).await?,
+            None => crate::lb::acquire(app, &set, &tried, &lb, affinity, true).await?,
         };
         let Some((up, guard)) = next else {
             return Err(last_err.unwrap_or_else(|| ProxyError::NoInstance {
@@ -471,7 +471,7 @@ async fn send_with_retries(
                 continue;
             }
             Admission::Admitted => ProbeSlot(None),
-            Admission::Probe => ProbeSlot(Some(Arc::clone(&up.endpoint.stats))),
+            Admission::Probe(run) => ProbeSlot(Some((Arc::clone(&up.endpoint.stats), run))),
         };
         let body_done = matches!(req.body(), UpBody::Client(..)).then(|| Arc::clone(&sent));
         let sent_at = Instant::now();
@@ -501,8 +501,10 @@ async fn send_with_retries(
                         // The next instance is taken before this answer is let go: when none
                         // can take the request now, the client gets this answer (a retry never
                         // waits in the `max_conn` queue, so this does not wait).
+                        // Boxed: a second acquire laid out in this future would be copied with
+                        // every request (see `attempt` below).
                         let next = if app.has_other(&set, &tried, done) {
-                            crate::lb::acquire(app, &set, &tried, &lb, affinity)
+                            Box::pin(crate::lb::acquire(app, &set, &tried, &lb, affinity, false))
                                 .await
                                 .ok()
                                 .flatten()
@@ -592,7 +594,7 @@ async fn send_with_retries(
 /// without an outcome for the breaker (the client went away or failed its body, or a stale
 /// pooled connection sent nothing), so the next request can probe at once rather than after
 /// another `circuit_open`.
-struct ProbeSlot(Option<Arc<herd_core::EndpointStats>>);
+struct ProbeSlot(Option<(Arc<herd_core::EndpointStats>, u32)>);
 
 impl ProbeSlot {
     /// The attempt's outcome was fed to the breaker.
@@ -603,8 +605,8 @@ impl ProbeSlot {
 
 impl Drop for ProbeSlot {
     fn drop(&mut self) {
-        if let Some(stats) = self.0.take() {
-            stats.circuit_release_probe();
+        if let Some((stats, run)) = self.0.take() {
+            stats.circuit_release_probe(run);
         }
     }
 }

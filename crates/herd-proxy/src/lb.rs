@@ -106,7 +106,8 @@ fn unix_now() -> u64 {
 
 /// An instance for the next attempt, counted in flight: the sticky pin if it can serve, else
 /// the balancer's pick; when every eligible instance is at its `max_conn`, waits in the app's
-/// queue. `Ok(None)` when nothing is left to try.
+/// queue if `may_queue`. `Ok(None)` when nothing is left to try (or, without `may_queue`,
+/// nothing is free now).
 ///
 /// # Errors
 /// [`ProxyError::QueueFull`] and [`ProxyError::QueueTimeout`] (both 503).
@@ -116,6 +117,7 @@ pub(crate) async fn acquire(
     tried: &[u64],
     choice: &Choice<'_>,
     affinity: Option<u64>,
+    may_queue: bool,
 ) -> Result<Option<(Arc<Upstream>, InFlightGuard)>, ProxyError> {
     let now = Instant::now();
     if let Some(id) = choice.pinned() {
@@ -125,15 +127,15 @@ pub(crate) async fn acquire(
         // Gone, down, tried or full: redispatch (HAProxy `option redispatch`); the response
         // carries a new cookie.
     }
-    // Requests already waiting go first (FIFO), so a newcomer never takes their slot. A retry
-    // (something tried already) never waits in line: it has an answer to fall back on, and
-    // at the front it would hold up requests that could use the instance it has tried.
+    // Requests already waiting go first (FIFO), so a newcomer never takes their slot. A caller
+    // that may not queue (a retry holding a backend's answer to fall back on) only takes a
+    // free slot.
     let queued = app.queue.len() > 0;
-    if !queued || !tried.is_empty() {
+    if !queued || !may_queue {
         match app.acquire(set, tried, now, choice.balance, affinity) {
             Acquired::Up(up, guard) => return Ok(Some((up, guard))),
             Acquired::Empty => return Ok(None),
-            Acquired::Full if !tried.is_empty() => return Ok(None),
+            Acquired::Full if !may_queue => return Ok(None),
             Acquired::Full => {}
         }
     }
@@ -149,6 +151,9 @@ pub(crate) async fn acquire(
         ) {
             Acquired::Up(up, guard) => Take::Got((up, guard)),
             Acquired::Full => Take::Wait,
+            // Nothing in rotation (a restart, open circuits): instances may come back, wait.
+            Acquired::Empty if tried.is_empty() => Take::Wait,
+            // Every instance it may use is tried already: step aside for the others.
             Acquired::Empty => Take::Never,
         }
     }))

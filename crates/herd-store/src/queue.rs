@@ -69,7 +69,8 @@ pub struct JobHeader {
     pub stalled: u32,
     pub lease_until_ms: i64,
     pub finished_ms: Option<i64>,
-    /// Completed jobs to keep (a count of 0: an ack deletes the record).
+    /// Completed jobs to keep (keeping none, a count or an age of 0: an ack deletes the
+    /// record).
     pub keep_completed: Keep,
     /// Set while active. A token is never empty, `-`, or holds whitespace.
     pub lease_token: Option<String>,

@@ -101,10 +101,14 @@ impl Validator<'_> {
                         c.port_range.0,
                         c.port_range.1,
                     ),
-                    Some(format!(
-                        "lower scaling max to {}, or widen port_range",
-                        available.saturating_sub(1).max(1)
-                    )),
+                    Some(if available >= 2 {
+                        format!(
+                            "lower scaling max to {}, or widen port_range",
+                            available - 1
+                        )
+                    } else {
+                        "widen port_range".to_owned()
+                    }),
                 );
             }
         }

@@ -415,6 +415,7 @@ impl AppActor {
                     .values_mut()
                     .find(|s| &*s.active.id == id.as_str())
                     .map(|s| {
+                        let maint_changed = s.active.maint != maint;
                         s.active.drained = drained;
                         s.active.maint = maint;
                         if let Some(p) = &s.active.proc {
@@ -422,7 +423,10 @@ impl AppActor {
                         }
                         // Maintenance pauses the checks, so a starting instance cannot get
                         // ready meanwhile: its `ready_timeout` counts from when it ends.
-                        if s.active.state == InstanceState::Starting && s.active.proc.is_some() {
+                        if maint_changed
+                            && s.active.state == InstanceState::Starting
+                            && s.active.proc.is_some()
+                        {
                             s.active.ready_deadline =
                                 (!maint).then(|| Instant::now() + ready_timeout);
                         }
