@@ -234,6 +234,15 @@ async fn a_reload_with_one_spare_port_replaces_every_instance_in_turn() {
     );
 }
 
+/// `POST /loadbalancer/instances/{id}/{action}` (drain, ready, maint), which must succeed.
+async fn switch(herd: &Herd, id: &str, action: &str) {
+    let url = herd.admin_url(&format!("/loadbalancer/instances/{id}/{action}"));
+    let (code, body) = request(http::Method::POST, &url, bytes::Bytes::new())
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_in_maintenance_that_restarts_stays_there_unharmed() {
     let herd = Herd::start(&web_config(
@@ -241,14 +250,7 @@ async fn an_instance_in_maintenance_that_restarts_stays_there_unharmed() {
         "ready_timeout = \"1s\"\nrestart_delay = \"100ms\"",
     ));
     let before = herd.wait_ready("web", 1).await;
-    let (code, body) = request(
-        http::Method::POST,
-        &herd.admin_url("/loadbalancer/instances/web-1/maint"),
-        bytes::Bytes::new(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(code, 200, "{body}");
+    switch(&herd, "web-1", "maint").await;
     let old = pids(&before)[0];
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(old), Signal::SIGKILL).unwrap();
     let restarted = herd
@@ -263,14 +265,7 @@ async fn an_instance_in_maintenance_that_restarts_stays_there_unharmed() {
     assert_eq!(pids(&now), vec![pid], "killed in maintenance: {now:#?}");
     assert!(alive(pid));
     // Out of maintenance, it is checked and joins the rotation.
-    let (code, body) = request(
-        http::Method::POST,
-        &herd.admin_url("/loadbalancer/instances/web-1/ready"),
-        bytes::Bytes::new(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(code, 200, "{body}");
+    switch(&herd, "web-1", "ready").await;
     let ready = herd.wait_ready("web", 1).await;
     assert_eq!(pids(&ready), vec![pid]);
 }
