@@ -1,5 +1,8 @@
-//! Resource sampling from `/proc`: RSS and CPU time summed over each instance's process group,
-//! so an app started through a wrapper (`npm start`, `sh -c`) is measured whole.
+//! Resource sampling from `/proc`: memory and CPU time summed over each instance's process
+//! group, so an app started through a wrapper (`npm start`, `sh -c`) is measured whole. A group
+//! of one process counts its RSS; a group of several counts each process's PSS (its private
+//! pages plus its share of pages it shares), so preforked workers that share most of their
+//! memory (gunicorn `--preload`, php-fpm, Node cluster) are not counted once per worker.
 
 use std::collections::HashMap;
 
@@ -25,12 +28,16 @@ pub(crate) fn parse_stat(line: &str) -> Option<(u32, u64, u64)> {
 
 /// Scans `/proc` once and sums usage for the wanted process groups. Blocking: run it off the
 /// async workers.
-pub(crate) fn sample_groups(pgids: &[u32]) -> HashMap<u32, GroupUsage> {
-    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+fn page_size() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
         .ok()
         .flatten()
         .and_then(|p| u64::try_from(p).ok())
-        .unwrap_or(4096);
+        .unwrap_or(4096)
+}
+
+pub(crate) fn sample_groups(pgids: &[u32]) -> HashMap<u32, GroupUsage> {
+    let page = page_size();
     let mut out: HashMap<u32, GroupUsage> = HashMap::new();
     if pgids.is_empty() {
         return out;
@@ -38,9 +45,11 @@ pub(crate) fn sample_groups(pgids: &[u32]) -> HashMap<u32, GroupUsage> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return out;
     };
+    // (pid, pgrp, rss bytes) of every member of a wanted group.
+    let mut members: Vec<(String, u32, u64)> = Vec::new();
     for entry in dir.flatten() {
-        let name = entry.file_name();
-        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
         let Ok(line) = std::fs::read_to_string(entry.path().join("stat")) else {
@@ -48,13 +57,34 @@ pub(crate) fn sample_groups(pgids: &[u32]) -> HashMap<u32, GroupUsage> {
         };
         if let Some((pgrp, ticks, rss_pages)) = parse_stat(&line) {
             if pgids.contains(&pgrp) {
-                let u = out.entry(pgrp).or_default();
-                u.rss_bytes += rss_pages * page;
-                u.cpu_ticks += ticks;
+                out.entry(pgrp).or_default().cpu_ticks += ticks;
+                members.push((name, pgrp, rss_pages * page));
             }
         }
     }
+    let mut count: HashMap<u32, usize> = HashMap::new();
+    for (_, pgrp, _) in &members {
+        *count.entry(*pgrp).or_default() += 1;
+    }
+    for (pid, pgrp, rss) in members {
+        let bytes = if count[&pgrp] > 1 {
+            std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+                .ok()
+                .and_then(|t| parse_pss(&t))
+                .unwrap_or(rss)
+        } else {
+            rss
+        };
+        out.entry(pgrp).or_default().rss_bytes += bytes;
+    }
     out
+}
+
+/// The `Pss:` line of `/proc/<pid>/smaps_rollup`, in bytes.
+pub(crate) fn parse_pss(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("Pss:"))?;
+    let kib: u64 = line.split_ascii_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Clock ticks per second for CPU time.
@@ -73,6 +103,60 @@ mod tests {
     fn parses_stat_with_spaces_in_name() {
         let line = "1234 (my (odd) app) S 1 1230 1230 0 -1 4194560 100 0 0 0 25 5 0 0 20 0 3 0 100 1000000 250 18446744073709551615";
         assert_eq!(parse_stat(line), Some((1230, 30, 250)));
+    }
+
+    #[test]
+    fn parses_pss() {
+        let text = "55a0-7ffd ---p 00000000 00:00 0 [rollup]\nRss:  10240 kB\nPss:   4096 kB\nPss_Anon: 1 kB\n";
+        assert_eq!(parse_pss(text), Some(4096 * 1024));
+        assert_eq!(parse_pss("Rss: 1 kB\n"), None);
+    }
+
+    #[test]
+    fn a_group_of_several_counts_shared_pages_once() {
+        use std::os::unix::process::CommandExt as _;
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & sleep 30 & sleep 30 & wait"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let (usage, rss_sum) = loop {
+            // The group's members and the sum of their RSS, as counting RSS would give.
+            let mut rss_sum = 0;
+            let mut n = 0;
+            for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+                let Ok(line) = std::fs::read_to_string(entry.path().join("stat")) else {
+                    continue;
+                };
+                if let Some((pgrp, _, pages)) = parse_stat(&line) {
+                    if pgrp == pgid {
+                        rss_sum += pages * page_size();
+                        n += 1;
+                    }
+                }
+            }
+            if n == 4 {
+                break (sample_groups(&[pgid])[&pgid].rss_bytes, rss_sum);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the group never had 4 processes"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(i32::try_from(pgid).unwrap()),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        let _ = child.wait();
+        assert!(usage > 0);
+        assert!(
+            usage < rss_sum,
+            "PSS {usage} should count the shared pages of sh and sleep once (RSS sum {rss_sum})"
+        );
     }
 
     #[test]
