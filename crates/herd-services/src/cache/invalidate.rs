@@ -91,63 +91,62 @@ async fn drop_local(inner: &Inner, ns: &str, op: Op, arg: &str) -> u64 {
 
 /// Deletes `keys` of `ns` from L2, the index and this node's L1; returns how many L2 held.
 pub(super) async fn delete_keys(inner: &Inner, ns: &str, keys: &[String]) -> ServiceResult<u64> {
-    let keys: Vec<(String, Expect)> = keys.iter().map(|k| (k.clone(), Expect::Any)).collect();
-    Ok(delete_expecting(inner, ns, &keys, None).await?.len() as u64)
+    // Each key at the version it has now (one read for all), following a put that changes it.
+    let l2: Vec<String> = keys.iter().map(|k| l2_key(ns, k)).collect();
+    let found = inner.store.get_many(&l2).await?;
+    let keys: Vec<(String, Expect)> = keys
+        .iter()
+        .zip(found)
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.map_or(Expect::Absent, |v| Expect::Version(v.version)),
+            )
+        })
+        .collect();
+    Ok(delete_expecting(inner, ns, &keys, None, true).await?.len() as u64)
 }
 
-/// Deletes each key of `ns` whose L2 value is as `expect` says, from L2, the index and this
-/// node's L1; returns the keys L2 held and deleted. A key whose value changed since its
-/// `Expect::Version` was read stays, in L2 and in the index. With `tag_set`, a deleted key
-/// also leaves that tag's set. The value and its index entries go
-/// in one transaction (as a put writes them), so no interleaving with a put of the same key
-/// can leave a live value missing from the index.
+/// Deletes each key of `ns` whose L2 value is as `expect` says (`Absent`: only a stale index
+/// entry to drop), from L2, the index and this node's L1; returns the keys L2 held and deleted.
+/// With `follow`, a key that changed meanwhile is deleted at its new version; without, it stays,
+/// in L2 and in the index. With `tag_set`, a deleted key also leaves that tag's set. The value
+/// and its index entries go in one transaction (as a put writes them), so no interleaving with
+/// a put of the same key can leave a live value missing from the index.
 async fn delete_expecting(
     inner: &Inner,
     ns: &str,
     keys: &[(String, Expect)],
     tag_set: Option<&str>,
+    follow: bool,
 ) -> ServiceResult<Vec<String>> {
     /// Tries per key when puts keep changing it (then it is left as the last put wrote it).
     const TRIES: u32 = 8;
     let mut deleted = Vec::new();
-    for (key, wanted) in keys {
+    for (key, expect) in keys {
         let l2 = l2_key(ns, key);
         let unindex = || vec![key.clone()];
-        // For `Any`: first "absent, drop a stale index entry", then the version found.
-        let mut at = *wanted;
+        let mut at = *expect;
         for _ in 0..TRIES {
-            let txn = if at == Expect::Any {
-                Txn::new()
-                    .check(&l2, Expect::Absent)
-                    .zrem(index_key(ns), unindex())
-            } else {
-                let txn = Txn::new()
-                    .check(&l2, at)
-                    .delete(&l2)
-                    .zrem(index_key(ns), unindex());
-                match tag_set {
-                    Some(tk) => txn.zrem(tk, unindex()),
-                    None => txn,
+            let mut txn = Txn::new().check(&l2, at);
+            if at != Expect::Absent {
+                txn = txn.delete(&l2);
+                if let Some(tk) = tag_set {
+                    txn = txn.zrem(tk, unindex());
                 }
-            };
-            match (inner.store.txn(&txn).await?, *wanted) {
-                (TxnOutcome::Committed, _) => {
-                    if at != Expect::Any {
+            }
+            match inner.store.txn(&txn.zrem(index_key(ns), unindex())).await? {
+                TxnOutcome::Committed => {
+                    if at != Expect::Absent {
                         deleted.push(key.clone());
                     }
                     break;
                 }
-                (
-                    TxnOutcome::Conflict {
-                        current: Some(v), ..
-                    },
-                    Expect::Any,
-                ) => {
-                    at = Expect::Version(v);
+                TxnOutcome::Conflict { current, .. } if follow => {
+                    at = current.map_or(Expect::Absent, Expect::Version);
                 }
-                (TxnOutcome::Conflict { current: None, .. }, Expect::Any) => at = Expect::Any,
                 // Changed since its version was read: it stays.
-                (TxnOutcome::Conflict { .. }, _) => break,
+                TxnOutcome::Conflict { .. } => break,
             }
         }
         inner.epochs.bump(&l1_key(ns, key));
@@ -213,7 +212,9 @@ pub(super) async fn by_tag(inner: &Inner, ns: &str, tag: &str) -> ServiceResult<
         }
     }
     drop_local(inner, ns, Op::Tag, tag).await;
-    let n = delete_expecting(inner, ns, &tagged, Some(&tk)).await?.len() as u64;
+    let n = delete_expecting(inner, ns, &tagged, Some(&tk), false)
+        .await?
+        .len() as u64;
     for (key, expect) in stale {
         let txn = Txn::new()
             .check(l2_key(ns, &key), expect)
