@@ -35,6 +35,18 @@ fn job(name: &str) -> NewJob {
     NewJob::new(name, json!({}))
 }
 
+/// Adds `j` to `queue` (nothing else waiting there), leases it and fails it for good: a dead
+/// letter, unless its `remove_on_fail` removes it. Returns its id.
+async fn dead_letter(q: &herd_services::queue::Queues, queue: &str, j: NewJob) -> String {
+    let id = q.add(queue, j).await.unwrap();
+    let got = q.reserve(queue, 1, None, Duration::ZERO).await.unwrap();
+    assert_eq!(got[0].id, id);
+    q.fail(queue, &id, &got[0].lease_token, "boom", false)
+        .await
+        .unwrap();
+    id
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn priority_then_order_of_adding_and_delay() {
     let (_d, node, clock) = setup(QueueConfig::default()).await;
@@ -220,11 +232,7 @@ async fn expired_leases_are_redelivered_then_dead_lettered() {
 async fn a_stalled_job_with_remove_on_fail_goes_alone() {
     let (_d, node, clock) = setup(QueueConfig::default()).await;
     let q = &node.services.queues;
-    let kept = q.add("sr", job("kept")).await.unwrap();
-    let got = q.reserve("sr", 1, None, Duration::ZERO).await.unwrap();
-    q.fail("sr", &kept, &got[0].lease_token, "boom", false)
-        .await
-        .unwrap();
+    let kept = dead_letter(q, "sr", job("kept")).await;
     let mut j = job("gone");
     j.keep_failed = Keep::NONE;
     let id = q.add("sr", j).await.unwrap();
@@ -598,18 +606,10 @@ async fn remove_on_fail_keeps_the_last_n_dead_letters_and_zero_keeps_none() {
 
     // remove_on_fail = true (keep 0): the dead-lettered job is deleted at once, and only it:
     // a job kept by its own options stays (BullMQ removes only the failing job).
-    let kept = q.add("rf0", job("kept")).await.unwrap();
-    let got = q.reserve("rf0", 1, None, Duration::ZERO).await.unwrap();
-    q.fail("rf0", &kept, &got[0].lease_token, "boom", false)
-        .await
-        .unwrap();
+    let kept = dead_letter(q, "rf0", job("kept")).await;
     let mut j = job("gone");
     j.keep_failed = Keep::NONE;
-    let id = q.add("rf0", j).await.unwrap();
-    let got = q.reserve("rf0", 1, None, Duration::ZERO).await.unwrap();
-    q.fail("rf0", &id, &got[0].lease_token, "boom", false)
-        .await
-        .unwrap();
+    let id = dead_letter(q, "rf0", j).await;
     assert_eq!(q.counts("rf0").await.unwrap().failed, 1);
     assert!(q.get("rf0", &id).await.is_err(), "the record is gone");
     assert!(
