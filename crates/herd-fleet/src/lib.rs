@@ -20,6 +20,7 @@ mod spawn;
 mod status;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -111,10 +112,10 @@ pub struct Fleet {
     options: FleetOptions,
     logs: std::sync::Mutex<herd_config::Logs>,
     /// Set by [`Fleet::shutdown`] (under the `tasks` lock): no app starts after it.
-    stopping: std::sync::atomic::AtomicBool,
+    stopping: AtomicBool,
     /// The longest graceful stop of an instance (`drain_timeout` + `kill_timeout`) of any
     /// config applied so far, in ms: instances of a removed app may still be draining under it.
-    longest_stop_ms: std::sync::atomic::AtomicU64,
+    longest_stop_ms: AtomicU64,
 }
 
 /// The longest graceful stop of one instance under `config`.
@@ -237,8 +238,8 @@ impl Fleet {
             rotation,
             options,
             logs: std::sync::Mutex::new(config.logs.clone()),
-            stopping: std::sync::atomic::AtomicBool::new(false),
-            longest_stop_ms: std::sync::atomic::AtomicU64::new(millis_u64(longest_stop(config))),
+            stopping: AtomicBool::new(false),
+            longest_stop_ms: AtomicU64::new(millis_u64(longest_stop(config))),
         })
     }
 
@@ -250,7 +251,7 @@ impl Fleet {
     /// [`FleetError::Launch`] when an app's `cwd` or program is missing or not usable (see
     /// [`preflight`]); [`FleetError::LogDir`] when a log directory cannot be created.
     pub fn prepare(&self, config: &Config) -> Result<(), FleetError> {
-        if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+        if self.stopping.load(Ordering::Acquire) {
             return Err(FleetError::ShuttingDown);
         }
         let problems = preflight(config);
@@ -269,13 +270,11 @@ impl Fleet {
     /// # Errors
     /// [`FleetError::LogDir`] for a new app whose log directory cannot be created.
     pub async fn reconfigure(&self, config: &Config) -> Result<Vec<String>, FleetError> {
-        if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+        if self.stopping.load(Ordering::Acquire) {
             return Err(FleetError::ShuttingDown);
         }
-        self.longest_stop_ms.fetch_max(
-            millis_u64(longest_stop(config)),
-            std::sync::atomic::Ordering::AcqRel,
-        );
+        self.longest_stop_ms
+            .fetch_max(millis_u64(longest_stop(config)), Ordering::AcqRel);
         let mut changes = Vec::new();
         let current = self.apps.load_full();
         let logs = config.logs.clone();
@@ -307,7 +306,7 @@ impl Fleet {
                         .tasks
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+                    if self.stopping.load(Ordering::Acquire) {
                         continue; // not started; the apps already running stay listed
                     }
                     let (handle, task) = launch_app(app, &logs, &self.rotation, &self.options)?;
@@ -328,7 +327,7 @@ impl Fleet {
             }
         }
         self.apps.store(Arc::new(next));
-        if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+        if self.stopping.load(Ordering::Acquire) {
             // The shutdown began meanwhile and may not have seen the apps started here: stop
             // them too (their tasks are among those it awaits).
             for h in self.apps.load_full().iter() {
@@ -343,10 +342,7 @@ impl Fleet {
     /// any config applied so far, plus a margin.
     #[must_use]
     pub fn stop_deadline(&self) -> Duration {
-        Duration::from_millis(
-            self.longest_stop_ms
-                .load(std::sync::atomic::Ordering::Acquire),
-        ) + Duration::from_secs(2)
+        Duration::from_millis(self.longest_stop_ms.load(Ordering::Acquire)) + Duration::from_secs(2)
     }
 
     /// Takes instance `id` out of rotation (`drained = true`) or puts it back.
@@ -569,8 +565,7 @@ impl Fleet {
                 .tasks
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            self.stopping
-                .store(true, std::sync::atomic::Ordering::Release);
+            self.stopping.store(true, Ordering::Release);
         }
         for app in self.apps.load_full().iter() {
             let _ = app.cmds.send(Cmd::Shutdown).await;
