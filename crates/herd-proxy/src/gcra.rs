@@ -61,6 +61,13 @@ impl Gcra {
             Decision::Delay(Duration::from_nanos(wait - self.free))
         }
     }
+
+    /// Gives back one admitted request's room (a request another limit then refused): the
+    /// TAT moves back one interval. A TAT at or before `now` means the same as the one the
+    /// request found, since a request only ever counts from `max(TAT, now)`.
+    pub(crate) fn refund(&self, tat: &mut u64) {
+        *tat = tat.saturating_sub(self.interval);
+    }
 }
 
 /// `Retry-After` in whole seconds, rounded up, at least 1.

@@ -132,6 +132,14 @@ impl RateLimiter {
         decision
     }
 
+    /// Gives back the room of a request [`RateLimiter::check`] admitted and another limit
+    /// then refused.
+    fn refund(&self, key: &str) {
+        if let Some(tat) = self.shard(key).get_mut(key) {
+            self.gcra.refund(tat);
+        }
+    }
+
     /// Drops the keys whose TAT has passed: they hold no state a new key would not have.
     pub(crate) fn sweep(&self, now: Instant) {
         let now = self.nanos(now);
@@ -263,12 +271,21 @@ fn record<'a>(
     now: Instant,
 ) -> Result<Duration, ProxyError> {
     let mut delay = Duration::ZERO;
+    let mut counted: Vec<(&RateLimiter, &str)> = Vec::new();
     for (limit, key) in limits {
         match limit.check(key, now) {
             Decision::Allow => {}
             Decision::Delay(d) => delay = delay.max(d),
-            Decision::Reject { retry_after } => return Err(rejected(limit, key, retry_after)),
+            Decision::Reject { retry_after } => {
+                // Every limit looked at first admitted it, but another gateway thread took
+                // this one's room in between: the limits that counted it give it back.
+                for (l, k) in counted {
+                    l.refund(k);
+                }
+                return Err(rejected(limit, key, retry_after));
+            }
         }
+        counted.push((limit, key));
     }
     Ok(delay)
 }
@@ -465,6 +482,24 @@ mod tests {
             .filter(|_| !matches!(per_ip.check("10.0.0.1", now), Decision::Reject { .. }))
             .count();
         assert_eq!(admitted, 5, "the rejected requests used up the IP's burst");
+    }
+
+    #[test]
+    fn a_limit_that_fills_between_look_and_record_leaves_the_others_uncounted() {
+        // The race of two gateway threads: both zones looked empty, then another request took
+        // the per-key zone's room before this one was recorded.
+        let per_ip = RateLimiter::new(&limit(RateKey::Ip, 5));
+        let per_key = RateLimiter::new(&limit(RateKey::Header("x-api-key".into()), 0));
+        let now = Instant::now();
+        assert_eq!(per_key.check("k1", now), Decision::Allow);
+        for _ in 0..20 {
+            let refused = record([(&per_ip, "10.0.0.1"), (&per_key, "k1")].into_iter(), now);
+            assert!(refused.is_err());
+        }
+        let admitted = (0..10)
+            .filter(|_| !matches!(per_ip.check("10.0.0.1", now), Decision::Reject { .. }))
+            .count();
+        assert_eq!(admitted, 6, "refused requests used up the IP's burst");
     }
 
     #[tokio::test]
