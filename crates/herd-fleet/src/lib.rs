@@ -166,6 +166,7 @@ fn launch_app(
         desired,
         instances: Vec::new(),
         last_scale: None,
+        last_reload: None,
         reloading: false,
         scaling: None,
         max_memory: None,

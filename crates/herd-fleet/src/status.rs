@@ -54,6 +54,10 @@ pub struct AppStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_scale: Option<ScaleRecord>,
     pub reloading: bool,
+    /// How the last rolling reload ended (`complete`, or `failed: ` and why): a reload that a
+    /// config change started runs after the config reload has answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_reload: Option<String>,
     /// The app's `max_memory` in bytes, if set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_memory: Option<u64>,
@@ -110,6 +114,7 @@ pub(crate) struct AppView {
     pub(crate) instances: Vec<InstanceView>,
     pub(crate) last_scale: Option<ScaleRecord>,
     pub(crate) reloading: bool,
+    pub(crate) last_reload: Option<String>,
     pub(crate) scaling: Option<ScalingView>,
     pub(crate) max_memory: Option<u64>,
 }
@@ -162,6 +167,7 @@ impl AppView {
                 .count(),
             instances,
             last_scale: self.last_scale.clone(),
+            last_reload: self.last_reload.clone(),
             reloading: self.reloading,
             max_memory: self.max_memory,
         }

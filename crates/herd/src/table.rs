@@ -35,6 +35,12 @@ pub(crate) fn render(v: &Value) -> String {
                 ""
             }
         );
+        if let Some(failed) = app["last_reload"]
+            .as_str()
+            .filter(|r| r.starts_with("failed"))
+        {
+            let _ = writeln!(out, "  last rolling reload {failed}");
+        }
         let header = [
             "ID",
             "PID",

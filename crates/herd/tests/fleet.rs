@@ -234,6 +234,37 @@ async fn a_reload_with_one_spare_port_replaces_every_instance_in_turn() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_drain_outlives_a_rolling_reload() {
+    let herd = Herd::start(&web_config(2, ""));
+    let before = herd.wait_ready("web", 2).await;
+    switch(&herd, "web-2", "drain").await;
+    let out = herd.cli(&["reload", "web"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let old = pids(&before);
+    let after = herd
+        .wait_for("web", "both replaced", Duration::from_secs(20), |i| {
+            i.len() == 2 && pids(i).iter().all(|p| !old.contains(p))
+        })
+        .await;
+    let web2 = after.iter().find(|i| i["id"] == "web-2").unwrap();
+    assert_eq!(web2["state"], "draining", "{after:#?}");
+    for _ in 0..20 {
+        let (code, body) = get(&herd.url("/")).await.unwrap();
+        assert_eq!(code, 200, "{body}");
+        assert!(
+            body.contains("web-1"),
+            "a drained slot got a request: {body}"
+        );
+    }
+    switch(&herd, "web-2", "ready").await;
+    herd.wait_ready("web", 2).await;
+}
+
 /// `POST /loadbalancer/instances/{id}/{action}` (drain, ready, maint), which must succeed.
 async fn switch(herd: &Herd, id: &str, action: &str) {
     let url = herd.admin_url(&format!("/loadbalancer/instances/{id}/{action}"));
@@ -563,6 +594,13 @@ async fn a_reload_onto_a_broken_build_fails_and_keeps_the_old_instances_serving(
         err.contains("web-1") && err.contains("before becoming ready"),
         "{err}"
     );
+    // `herd status` says so too (a reload that a config change started has no one to tell).
+    let status = herd.cli(&["status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("last rolling reload failed: ") && text.contains("before becoming ready"),
+        "{text}"
+    );
 
     std::fs::remove_file(work.path().join("crash")).unwrap();
     std::fs::write(work.path().join("hang"), "").unwrap();
@@ -591,4 +629,7 @@ async fn a_reload_onto_a_broken_build_fails_and_keeps_the_old_instances_serving(
     assert_eq!(report.failed, 0, "{:?}", report.failures);
     let after = pids(&herd.wait_ready("web", 2).await);
     assert!(after.iter().all(|p| !before.contains(p)));
+    let status = herd.cli(&["status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(!text.contains("last rolling reload failed"), "{text}");
 }

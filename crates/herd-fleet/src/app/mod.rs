@@ -107,6 +107,8 @@ pub(crate) struct AppActor {
     queued_reloads: Vec<Reply>,
     log_files: HashMap<Arc<str>, (LogFile, LogFile)>,
     last_scale: Option<ScaleRecord>,
+    /// How the last rolling reload ended: `complete` or `failed: …`.
+    last_reload: Option<String>,
     published: Vec<u64>,
     shutting_down: bool,
 }
@@ -160,6 +162,7 @@ impl AppActor {
             queued_reloads: Vec::new(),
             log_files: HashMap::new(),
             last_scale: None,
+            last_reload: None,
             published: Vec::new(),
             shutting_down: false,
         }
@@ -687,7 +690,15 @@ impl AppActor {
                 tracing::info!(app = %self.app.name, instance = %inst.id, "instance ready");
             }
             if is_next {
-                if let Some(next) = slot.next.take() {
+                if let Some(mut next) = slot.next.take() {
+                    // The operator's drain or maintenance of the slot outlives a replacement
+                    // (memory limit, rolling reload), as HAProxy keeps a server's admin state
+                    // across reloads: `ready` puts the slot back, whichever process runs it.
+                    next.drained = slot.active.drained;
+                    next.maint = slot.active.maint;
+                    if let Some(p) = &next.proc {
+                        p.endpoint.stats.set_maint(next.maint);
+                    }
                     let old = std::mem::replace(&mut slot.active, next);
                     // Publish the new set before the old one starts draining.
                     self.publish();
@@ -785,6 +796,7 @@ impl AppActor {
             desired: self.desired,
             instances,
             last_scale: self.last_scale.clone(),
+            last_reload: self.last_reload.clone(),
             scaling: self.scaler.as_ref().map(|s| ScalingView {
                 desired: self.desired,
                 current: u32::try_from(self.slots.len()).unwrap_or(u32::MAX),

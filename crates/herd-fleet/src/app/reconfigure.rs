@@ -54,7 +54,7 @@ impl AppActor {
                 .collect();
                 if !what.is_empty() {
                     changes.push(format!(
-                        "{name}: {} changed; rolling reload",
+                        "{name}: {} changed; rolling reload started (`herd status` shows how it ends)",
                         what.join(", ")
                     ));
                     self.reload_internal();

@@ -126,6 +126,11 @@ impl AppActor {
     }
 
     fn end_pass(&mut self, result: &Result<(), FleetError>) {
+        self.last_reload = Some(match result {
+            Ok(()) => "complete".to_owned(),
+            Err(e) => format!("failed: {e}"),
+        });
+        self.publish();
         for w in self.reload_waiters.drain(..) {
             let _ = w.send(result.clone());
         }
