@@ -29,8 +29,9 @@ use crate::rules::{proportional, RuleState, Values};
 use crate::schedule::Schedules;
 use crate::window::Windows;
 
-/// With `warmup = "auto"`, an instance that has not become ready after this long is treated as
-/// broken rather than warming up, so that it cannot block scale-in forever.
+/// An instance that has not been ready for this long (since its start, or across restarts:
+/// a crash loop, an `errored` slot) is treated as broken rather than warming up, so that it
+/// cannot block scale-in forever.
 pub const STUCK_AFTER: Duration = Duration::from_secs(300);
 
 /// `lead = "auto"` without a measured start time assumes this one.
@@ -49,6 +50,8 @@ struct State {
     started_ms: Option<u64>,
     /// Ready instances: when first seen ready, and the tick they were last seen.
     ready_since: HashMap<String, (u64, u64)>,
+    /// Instances not ready: when first seen so (restarts keep it), and the tick last seen.
+    not_ready_since: HashMap<String, (u64, u64)>,
     windows: Windows,
     schedules: Schedules,
     rules: Vec<RuleState>,
@@ -446,20 +449,43 @@ impl Engine {
 
 /// Which instances are warming up, per `warmup` (see [`Warmup`]).
 fn warming_flags(cfg: &Scaling, st: &mut State, now_ms: u64, obs: &Observation) -> Vec<bool> {
+    let tick = st.tick;
+    // Not ready for `STUCK_AFTER` by its own age or by how long its slot has gone without
+    // being ready (a restart resets the age, not this).
+    let stuck: Vec<bool> = obs
+        .instances
+        .iter()
+        .map(|i| {
+            if i.ready {
+                return false;
+            }
+            let entry = st
+                .not_ready_since
+                .entry(i.id.clone())
+                .or_insert((now_ms, tick));
+            entry.1 = tick;
+            i.age_ms >= ms(STUCK_AFTER) || now_ms.saturating_sub(entry.0) >= ms(STUCK_AFTER)
+        })
+        .collect();
+    st.not_ready_since.retain(|_, (_, seen)| *seen == tick);
     match cfg.warmup {
         Warmup::Fixed(d) => {
             let d = ms(d);
-            obs.instances.iter().map(|i| i.age_ms < d).collect()
+            obs.instances
+                .iter()
+                .zip(&stuck)
+                .map(|(i, stuck)| !stuck && i.age_ms < d)
+                .collect()
         }
         Warmup::Auto => {
             let interval = ms(cfg.interval);
-            let tick = st.tick;
             let flags = obs
                 .instances
                 .iter()
-                .map(|i| {
+                .zip(&stuck)
+                .map(|(i, stuck)| {
                     if !i.ready {
-                        return i.age_ms < ms(STUCK_AFTER);
+                        return !stuck;
                     }
                     let since = match st.ready_since.get_mut(i.id.as_str()) {
                         Some(entry) => {

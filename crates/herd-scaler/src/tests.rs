@@ -210,6 +210,38 @@ fn warmup_blocks_scale_in_and_counts_toward_capacity() {
 }
 
 #[test]
+fn a_slot_never_ready_for_five_minutes_stops_blocking_scale_in() {
+    // web-3 crash-loops (or is errored, with no process): every sample is young or age 0, but
+    // it has not been ready for 5 minutes, so it is broken, not warming.
+    for warmup in [Warmup::Auto, Warmup::Fixed(Duration::from_secs(60))] {
+        let c = Scaling {
+            scale_down: Behavior {
+                window: Duration::ZERO,
+                max_step: vec![Step::Percent(100.0)],
+            },
+            warmup,
+            ..cfg()
+        };
+        let mut e = Engine::new(&c);
+        let mut o = obs(3, 5.0);
+        let mut looping = starting(3);
+        looping.age_ms = 0;
+        o.instances.push(looping);
+        o.current = 4;
+        let ds = run(&mut e, 0, 301, &o);
+        // (The first interval, "auto" counts the ready ones as just seen ready too.)
+        for d in &ds[..299] {
+            assert_eq!(d.desired, 4, "{warmup:?} {d:?}");
+            assert!(d.warming >= 1, "{warmup:?} {d:?}");
+        }
+        assert_eq!(ds[298].warming, 1, "{warmup:?} {:?}", ds[298]);
+        let last = ds.last().unwrap();
+        assert_eq!(last.warming, 0, "{warmup:?} {last:?}");
+        assert!(last.desired < 4, "{warmup:?} {last:?}");
+    }
+}
+
+#[test]
 fn fixed_warmup_keeps_new_instances_out_of_averages() {
     let c = Scaling {
         targets: vec![MetricTarget {
