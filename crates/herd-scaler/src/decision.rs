@@ -70,6 +70,20 @@ pub enum Reason {
         /// `up` for `above`, `down` for `below`.
         direction: Direction,
     },
+    /// A scale-in stopped short so that a rule's `above` would not fire right back: at the
+    /// count asked for, the rule's metric would be over its threshold.
+    RuleHoldBack {
+        /// Index in `[[app.scaling.rule]]`.
+        index: usize,
+        /// The rule's metric.
+        metric: String,
+        /// The count the other inputs asked for.
+        asked: u32,
+        /// The metric per instance at that count.
+        would_be: f64,
+        /// The rule's `above`.
+        threshold: f64,
+    },
     /// Knative panic mode: the short-window demand is ≥ threshold × ready instances.
     Panic {
         /// Demand in instances over the panic window.
@@ -248,6 +262,7 @@ impl Reason {
             Reason::Window { .. } => "window",
             Reason::Forecast { .. } => "forecast",
             Reason::Rule { .. } => "rule",
+            Reason::RuleHoldBack { .. } => "rule_hold_back",
             Reason::Panic { .. } => "panic",
             Reason::Warmup { .. } => "warmup",
             Reason::StepLimit { .. } => "step_limit",
@@ -337,6 +352,17 @@ impl Reason {
                     num(*threshold)
                 ),
             },
+            Reason::RuleHoldBack {
+                index,
+                metric,
+                asked,
+                would_be,
+                threshold,
+            } => format!(
+                "metrics ask for {asked}, but at {asked} instances {metric} would be {} per instance, above rule {index}'s {}",
+                num(*would_be),
+                num(*threshold)
+            ),
             Reason::Panic {
                 demand,
                 ready,

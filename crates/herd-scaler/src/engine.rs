@@ -247,6 +247,7 @@ impl Engine {
 
         // 4. Rules, combined with the target opinion by taking the largest.
         let mut desired = target_opinion;
+        let mut fired_rules: Vec<(usize, Direction)> = Vec::new();
         for (i, rule) in cfg.rules.iter().enumerate() {
             let values = per_instance(rule.metric, obs, &warming).map(|v| {
                 if proportional(rule.metric) {
@@ -261,6 +262,7 @@ impl Engine {
             let Some(fired) = st.rules[i].evaluate(i, rule, now_ms, values, current) else {
                 continue;
             };
+            fired_rules.push((i, fired.direction));
             if desired.is_none_or(|d| fired.recommended > d) {
                 desired = Some(fired.recommended);
                 reason = Reason::Rule {
@@ -285,14 +287,14 @@ impl Engine {
                 let load = value * f64::from(ready.max(1));
                 let needed = ceil_u32(load / above).min(current);
                 if needed > v {
-                    v = needed;
-                    reason = Reason::Rule {
+                    reason = Reason::RuleHoldBack {
                         index: i,
                         metric: rule.metric.name().to_owned(),
-                        value,
+                        asked: v,
+                        would_be: load / f64::from(v.max(1)),
                         threshold: above,
-                        direction: Direction::Up,
                     };
+                    v = needed;
                 }
             }
         }
@@ -426,6 +428,16 @@ impl Engine {
         } else if obs.paused {
             v = current;
             reason = Reason::Paused;
+        }
+        // A rule's cooldown follows a change its way, not a firing that changed nothing.
+        for (i, direction) in fired_rules {
+            let moved = match direction {
+                Direction::Up => v > current,
+                Direction::Down => v < current,
+            };
+            if moved {
+                st.rules[i].acted(now_ms);
+            }
         }
 
         Decision {

@@ -1,6 +1,8 @@
 //! `[[app.scaling.rule]]`: seed-style threshold rules. A rule fires when its metric has been
 //! above `above` (below `below`) for `for`, asking for `step` more (fewer) instances than there
-//! are, and then waits `cooldown` before it can fire again. Rules bypass the stabilization
+//! are. When the count then moves its way, it waits `cooldown` before it can fire again (a
+//! firing that changes nothing, held back or clamped by `min`/`max`, starts no cooldown:
+//! AWS's cooldown follows a scaling activity). Rules bypass the stabilization
 //! windows (they have their own `for` and cooldown) and are combined with the target metrics by
 //! taking the largest recommendation.
 
@@ -44,7 +46,8 @@ pub(crate) struct Fired {
 }
 
 impl RuleState {
-    /// Updates the rule with this tick's values and returns a recommendation if it fires.
+    /// Updates the rule with this tick's values and returns a recommendation if it fires. A
+    /// firing goes on each tick, while the condition holds, until [`RuleState::acted`].
     pub(crate) fn evaluate(
         &mut self,
         index: usize,
@@ -99,10 +102,15 @@ impl RuleState {
         } else {
             return None;
         };
+        Some(fired)
+    }
+
+    /// The count moved the way this rule's firing asked: its cooldown starts, and its
+    /// condition must hold for `for` again.
+    pub(crate) fn acted(&mut self, now_ms: u64) {
         self.last_fired = Some(now_ms);
         self.above_since = None;
         self.below_since = None;
-        Some(fired)
     }
 }
 
@@ -141,6 +149,7 @@ mod tests {
             .evaluate(0, &r, 10_000, Some(Values::same(90.0)), 3)
             .unwrap();
         assert_eq!((f.recommended, f.direction), (5, Direction::Up));
+        s.acted(10_000);
         for t in (11..70).map(|s| s * 1000) {
             assert_eq!(
                 s.evaluate(0, &r, t, Some(Values::same(95.0)), 5),
@@ -151,6 +160,21 @@ mod tests {
         assert!(s
             .evaluate(0, &r, 70_000, Some(Values::same(95.0)), 5)
             .is_some());
+    }
+
+    #[test]
+    fn a_firing_that_changed_nothing_starts_no_cooldown() {
+        let r = rule();
+        let mut s = RuleState::default();
+        s.evaluate(0, &r, 0, Some(Values::same(10.0)), 1);
+        for t in (10..20).map(|s| s * 1000) {
+            let f = s.evaluate(0, &r, t, Some(Values::same(10.0)), 1);
+            assert_eq!(f.map(|f| f.direction), Some(Direction::Down), "at {t}");
+        }
+        // Hot now: the `for` of the other side, and no cooldown in the way.
+        assert_eq!(s.evaluate(0, &r, 20_000, Some(Values::same(90.0)), 1), None);
+        let f = s.evaluate(0, &r, 30_000, Some(Values::same(90.0)), 1);
+        assert_eq!(f.map(|f| f.recommended), Some(3));
     }
 
     #[test]

@@ -471,6 +471,75 @@ fn rules_fire_after_for_and_hold_scale_in() {
 }
 
 #[test]
+fn a_rule_clamped_by_min_does_not_delay_the_next_scale_out() {
+    // Overnight the `below` side asks for 0 again and again; `min = 1` keeps 1. A spike must
+    // then scale out after its `for`, not after a cooldown those firings started.
+    let c = Scaling {
+        targets: Vec::new(),
+        rules: vec![Rule {
+            metric: Metric::Cpu,
+            above: Some(80.0),
+            below: Some(20.0),
+            sustain: Duration::from_secs(10),
+            step: 1,
+            cooldown: Duration::from_secs(300),
+        }],
+        warmup: Warmup::Fixed(Duration::ZERO),
+        ..cfg()
+    };
+    let mut e = Engine::new(&c);
+    let quiet = run(&mut e, 0, 60, &obs(1, 0.4));
+    assert!(quiet.iter().all(|d| d.desired == 1));
+    let hot = run(&mut e, 60, 12, &obs(1, 18.0));
+    assert_eq!(hot[10].desired, 2, "{:?}", hot[10]);
+}
+
+#[test]
+fn a_held_back_scale_in_says_what_the_rule_would_see() {
+    let c = Scaling {
+        targets: vec![MetricTarget {
+            metric: Metric::Concurrency,
+            value: 20.0,
+        }],
+        rules: vec![Rule {
+            metric: Metric::Cpu,
+            above: Some(80.0),
+            below: None,
+            sustain: Duration::from_secs(10),
+            step: 1,
+            cooldown: Duration::from_secs(60),
+        }],
+        scale_down: Behavior {
+            window: Duration::ZERO,
+            max_step: vec![Step::Percent(100.0)],
+        },
+        warmup: Warmup::Fixed(Duration::ZERO),
+        ..cfg()
+    };
+    let mut e = Engine::new(&c);
+    // 10 in flight each → 50 % CPU on 4; concurrency asks for 2, where CPU would be 100 %.
+    let d = e.tick(0, MONDAY, &obs(4, 40.0));
+    assert_eq!(d.desired, 3, "{d:?}");
+    assert!(
+        matches!(
+            d.reason,
+            Reason::RuleHoldBack {
+                index: 0,
+                asked: 2,
+                ..
+            }
+        ),
+        "{d:?}"
+    );
+    assert!(
+        d.explanation
+            .contains("at 2 instances cpu would be 100 per instance, above rule 0's 80"),
+        "{}",
+        d.explanation
+    );
+}
+
+#[test]
 fn missing_metrics_keep_the_count() {
     let c = Scaling {
         targets: vec![MetricTarget {

@@ -119,6 +119,7 @@ fn reason_kind(r: &herd_scaler::Reason) -> &'static str {
         R::Window { .. } => "window",
         R::Forecast { .. } => "forecast",
         R::Rule { .. } => "rule",
+        R::RuleHoldBack { .. } => "rule_hold_back",
         R::Panic { .. } => "panic",
         R::Warmup { .. } => "warmup",
         R::StepLimit { .. } => "step_limit",
