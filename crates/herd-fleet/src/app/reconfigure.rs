@@ -80,7 +80,7 @@ impl AppActor {
             &self.app.backends,
         ) {
             (Some(s), Some(cfg), _) if Some(&cfg) != old.scaling.as_ref() => {
-                s.engine.reconfigure(&cfg);
+                s.reconfigure(&cfg, self.logs.dir.join("scaler-history.json"));
                 changes.push(format!("{name}: autoscaling policy updated"));
             }
             (None, Some(cfg), Backends::Command(_)) => {
@@ -90,7 +90,8 @@ impl AppActor {
                 ));
                 changes.push(format!("{name}: autoscaling on"));
             }
-            (Some(_), None, _) => {
+            (Some(s), None, _) => {
+                s.save_history(true);
                 self.scaler = None;
                 changes.push(format!("{name}: autoscaling off"));
             }

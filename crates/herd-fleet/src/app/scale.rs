@@ -51,22 +51,8 @@ impl Scaler {
     pub(crate) fn new(cfg: &herd_config::Scaling, history_file: std::path::PathBuf) -> Self {
         let mut engine = herd_scaler::Engine::new(cfg);
         let history_file = cfg.predictive.as_ref().map(|_| history_file);
-        if let Some(path) = &history_file {
-            match std::fs::read(path) {
-                Ok(bytes) => match serde_json::from_slice::<Vec<(i64, f64)>>(&bytes) {
-                    Ok(minutes) => {
-                        tracing::info!(path = %path.display(), minutes = minutes.len(), "restored the autoscaler's demand history");
-                        engine.restore_history(herd_scaler::History::restore(&minutes));
-                    }
-                    Err(e) => {
-                        tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable demand history")
-                    }
-                },
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "failed to read the demand history")
-                }
-            }
+        if let Some(history) = history_file.as_deref().and_then(load_history) {
+            engine.restore_history(history);
         }
         Scaler {
             engine,
@@ -79,6 +65,30 @@ impl Scaler {
             history_file,
             last_save: Instant::now(),
         }
+    }
+
+    /// A new policy (config reload). Predictive scaling turned on reads the saved history as
+    /// at start, and turned off saves it one last time.
+    pub(crate) fn reconfigure(
+        &mut self,
+        cfg: &herd_config::Scaling,
+        history_file: std::path::PathBuf,
+    ) {
+        match (&self.history_file, &cfg.predictive) {
+            (None, Some(_)) => {
+                if let Some(history) = load_history(&history_file) {
+                    self.engine.restore_history(history);
+                }
+                self.history_file = Some(history_file);
+                self.last_save = Instant::now();
+            }
+            (Some(_), None) => {
+                self.save_history(true);
+                self.history_file = None;
+            }
+            _ => {}
+        }
+        self.engine.reconfigure(cfg);
     }
 
     /// Saves the demand history (predictive scaling only): at most every 5 minutes unless `force`.
@@ -129,6 +139,27 @@ fn reason_kind(r: &herd_scaler::Reason) -> &'static str {
         R::ScaleFromZero { .. } => "scale_from_zero",
         R::Manual { .. } => "manual",
         R::Paused => "paused",
+    }
+}
+
+/// The demand history saved at `path`, if there is a readable one.
+fn load_history(path: &std::path::Path) -> Option<herd_scaler::History> {
+    match std::fs::read(path) {
+        Ok(bytes) => match serde_json::from_slice::<Vec<(i64, f64)>>(&bytes) {
+            Ok(minutes) => {
+                tracing::info!(path = %path.display(), minutes = minutes.len(), "restored the autoscaler's demand history");
+                Some(herd_scaler::History::restore(&minutes))
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable demand history");
+                None
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "failed to read the demand history");
+            None
+        }
     }
 }
 
@@ -238,5 +269,38 @@ impl AppActor {
             }
         }
         self.reconcile();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn predictive_turned_on_by_a_reload_reads_and_keeps_its_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scaler-history.json");
+        let minutes: Vec<(i64, f64)> = (0..30)
+            .map(|m| (28_401_120 + m, 3.0)) // Unix minutes from 2024-01-01
+            .collect();
+        std::fs::write(&path, serde_json::to_vec(&minutes).unwrap()).unwrap();
+        let plain = herd_config::Scaling::default();
+        let mut s = Scaler::new(&plain, path.clone());
+        assert_eq!(s.engine.history().len(), 0);
+        let predictive = herd_config::Scaling {
+            predictive: Some(herd_config::Predictive {
+                mode: herd_config::PredictiveMode::ForecastOnly,
+                lead: herd_config::Lead::Auto,
+            }),
+            ..plain.clone()
+        };
+        s.reconfigure(&predictive, path.clone());
+        assert_eq!(s.engine.history().len(), 30);
+        std::fs::remove_file(&path).unwrap();
+        // Turned off again: saved one last time.
+        s.reconfigure(&plain, path.clone());
+        let saved: Vec<(i64, f64)> =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(saved.len(), 30);
     }
 }
