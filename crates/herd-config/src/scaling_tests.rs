@@ -327,6 +327,18 @@ fn panic_errors() {
 }
 
 #[test]
+fn the_stable_window_defaults_to_the_panic_window() {
+    let s = scaling("[app.scaling]\npanic = { window = \"10s\" }\n");
+    let p = s.panic.expect("panic is on");
+    assert_eq!(p.stable_window, std::time::Duration::from_secs(10));
+    let s = scaling("[app.scaling]\npanic = { window = \"2s\", stable_window = \"30s\" }\n");
+    assert_eq!(
+        s.panic.unwrap().stable_window,
+        std::time::Duration::from_secs(30)
+    );
+}
+
+#[test]
 fn predictive_errors() {
     let err = one(
         "[app.scaling]\npredictive = { mode = \"of\" }\n",

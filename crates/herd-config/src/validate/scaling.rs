@@ -397,6 +397,10 @@ impl Validator<'_> {
                 }
             }
         }
+        if !table.contains_key("stable_window") {
+            // Defaults to the panic window, whatever that is (docs/config.md).
+            panic.stable_window = panic.window;
+        }
         if panic.stable_window < panic.window {
             self.err(
                 &span,
