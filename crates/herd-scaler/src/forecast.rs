@@ -11,7 +11,9 @@
 //! - **Holt-Winters** (additive, daily season of 1 440 minutes): level, trend and seasonal
 //!   indices updated once per completed minute, initialised from the first full day.
 //!
-//! Nothing is forecast before a day of history (AWS predictive scaling asks for 24 h).
+//! Nothing is forecast before a day of history (AWS predictive scaling asks for 24 h): a day
+//! since the first minute and at least 18 hours of minutes recorded, so a restored file with a
+//! few old minutes does not count. Holt-Winters starts from a day with 18 hours recorded.
 //! The engine uses the maximum forecast over `[now, now + lead]` and only ever raises the count.
 
 /// Minutes kept.
@@ -19,6 +21,9 @@ pub const HISTORY_MINUTES: i64 = 14 * 1440;
 const HISTORY_SLOTS: usize = 14 * 1440;
 const DAY: i64 = 1440;
 const WEEK: i64 = 7 * 1440;
+/// Minutes that must hold data before anything is forecast, and of the day Holt-Winters
+/// starts from (18 hours).
+const MIN_DAY_MINUTES: usize = 1080;
 /// Seasonal-naive looks this many minutes either side of the same time.
 const SMEAR: i64 = 2;
 /// The seasonal-naive forecast is scaled by the last this-many minutes against the same minutes
@@ -176,7 +181,7 @@ impl History {
         let values: Vec<(i64, f64)> = (start..=minute)
             .filter_map(|m| self.get(m).map(|v| (m, v)))
             .collect();
-        if values.is_empty() {
+        if values.len() < MIN_DAY_MINUTES {
             return;
         }
         #[allow(clippy::cast_precision_loss)]
@@ -237,7 +242,7 @@ impl History {
         let end = wall_unix_ms
             .saturating_add(i64::try_from(lead_ms).unwrap_or(i64::MAX))
             .div_euclid(60_000);
-        let enough = self.first.is_some_and(|f| now - f >= DAY);
+        let enough = self.first.is_some_and(|f| now - f >= DAY) && self.filled >= MIN_DAY_MINUTES;
         let mut sn: Option<f64> = None;
         let mut hw: Option<f64> = None;
         if enough {
@@ -316,6 +321,14 @@ mod tests {
         }
         let f = h.forecast(T0 + 600 * 60_000, 120_000);
         assert_eq!((f.seasonal_naive, f.holt_winters), (None, None));
+        // Ten minutes two days ago are not a day of history either.
+        let h = History::restore(&(0..10).map(|m| (T0 / 60_000 + m, 5.0)).collect::<Vec<_>>());
+        let f = h.forecast(T0 + 2 * DAY * 60_000, 120_000);
+        assert_eq!((f.seasonal_naive, f.holt_winters), (None, None));
+        let mut h = h;
+        h.record(T0 + 2 * DAY * 60_000, 5.0);
+        h.record(T0 + (2 * DAY + 1) * 60_000, 5.0);
+        assert!(h.hw.is_none(), "Holt-Winters started from a few minutes");
     }
 
     #[test]
