@@ -16,47 +16,55 @@ use jiff::{tz::TimeZone, Timestamp};
 const LOOKBACK_DAYS: u32 = 366 * 5;
 
 /// The last firing of `cron` in `tz` at or before `now_unix_ms`.
+///
+/// A local time skipped by a DST change fires at the shifted time (`compatible`); a local time
+/// that occurs twice (the hour repeated when DST ends) fires at both instants. So, within the
+/// repeated hour, the latest instant at or before now may belong to a time later on the clock
+/// face: every time of the day is looked at, not only those before the local clock.
 pub(crate) fn prev_fire(cron: &Cron, tz: &TimeZone, now_unix_ms: i64) -> Option<i64> {
     let now = Timestamp::from_millisecond(now_unix_ms).ok()?;
-    let local = now.to_zoned(tz.clone()).datetime();
-    let mut date = local.date();
-    for back in 0..=LOOKBACK_DAYS {
+    let mut date = now.to_zoned(tz.clone()).datetime().date();
+    for _ in 0..=LOOKBACK_DAYS {
         let weekday = u32::try_from(date.weekday().to_sunday_zero_offset()).unwrap_or(0);
         let (month, day) = (
             u32::try_from(date.month()).unwrap_or(0),
             u32::try_from(date.day()).unwrap_or(0),
         );
         if cron.date_matches(month, day, weekday) {
-            let max_hour = if back == 0 {
-                u32::try_from(local.hour()).unwrap_or(23)
-            } else {
-                23
-            };
-            for hour in (0..=max_hour).rev().filter(|h| cron.hour_matches(*h)) {
-                let max_minute = if back == 0 && hour == max_hour {
-                    u32::try_from(local.minute()).unwrap_or(59)
-                } else {
-                    59
-                };
-                for minute in (0..=max_minute).rev().filter(|m| cron.minute_matches(*m)) {
+            let mut best: Option<i64> = None;
+            for hour in (0..24u32).filter(|h| cron.hour_matches(*h)) {
+                for minute in (0..60u32).filter(|m| cron.minute_matches(*m)) {
                     let (Ok(h), Ok(m)) = (i8::try_from(hour), i8::try_from(minute)) else {
                         continue;
                     };
-                    let civil = date.at(h, m, 0, 0);
-                    // A time skipped by a DST change fires at the shifted time ("compatible").
-                    let Ok(zoned) = tz.to_ambiguous_zoned(civil).compatible() else {
-                        continue;
-                    };
-                    let at = zoned.timestamp().as_millisecond();
-                    if at <= now_unix_ms {
-                        return Some(at);
+                    for at in instants(tz, date.at(h, m, 0, 0)) {
+                        if at <= now_unix_ms && best.is_none_or(|b| at > b) {
+                            best = Some(at);
+                        }
                     }
                 }
+            }
+            if best.is_some() {
+                return best;
             }
         }
         date = date.yesterday().ok()?;
     }
     None
+}
+
+/// The instants (Unix ms) a local time stands for in `tz`: one, two in a fold, and the
+/// shifted one in a gap.
+fn instants(tz: &TimeZone, civil: jiff::civil::DateTime) -> Vec<i64> {
+    let ambiguous = tz.to_ambiguous_timestamp(civil);
+    let ms = |t: Result<Timestamp, jiff::Error>| t.ok().map(|t| t.as_millisecond());
+    match ambiguous.offset() {
+        jiff::tz::AmbiguousOffset::Fold { .. } => ms(ambiguous.clone().earlier())
+            .into_iter()
+            .chain(ms(ambiguous.later()))
+            .collect(),
+        _ => ms(ambiguous.compatible()).into_iter().collect(),
+    }
 }
 
 /// Bounds in force, and the schedule that set the lower (or upper) one, if any.
@@ -179,6 +187,36 @@ mod tests {
         );
         let never = Cron::parse("0 0 31 2 *").unwrap();
         assert_eq!(prev_fire(&never, &TimeZone::UTC, MONDAY), None);
+    }
+
+    #[test]
+    fn the_hour_repeated_and_the_hour_skipped_by_dst() {
+        let berlin = TimeZone::get("Europe/Berlin").unwrap();
+        // 2024-10-27: 03:00 CEST becomes 02:00 CET at 01:00 UTC; 02:xx happens twice.
+        let oct27 = 1_729_987_200_000;
+        let half_past_two = Cron::parse("30 2 * * *").unwrap();
+        // 02:20 CET (01:20 UTC): the last firing is 02:30 CEST (00:30 UTC), not yesterday's.
+        assert_eq!(
+            prev_fire(&half_past_two, &berlin, oct27 + 80 * 60_000),
+            Some(oct27 + 30 * 60_000)
+        );
+        // 02:35 CET: 02:30 CET (01:30 UTC) fired too.
+        assert_eq!(
+            prev_fire(&half_past_two, &berlin, oct27 + 95 * 60_000),
+            Some(oct27 + 90 * 60_000)
+        );
+        // Hourly: at 02:20 CET the last firing is 02:00 CET (01:00 UTC), not 02:00 CEST.
+        let hourly = Cron::parse("0 * * * *").unwrap();
+        assert_eq!(
+            prev_fire(&hourly, &berlin, oct27 + 80 * 60_000),
+            Some(oct27 + HOUR)
+        );
+        // 2024-03-31: 02:00 CET becomes 03:00 CEST at 01:00 UTC; 02:30 fires at 03:30 CEST.
+        let mar31 = 1_711_843_200_000;
+        assert_eq!(
+            prev_fire(&half_past_two, &berlin, mar31 + 105 * 60_000),
+            Some(mar31 + 90 * 60_000)
+        );
     }
 
     #[test]
