@@ -59,7 +59,7 @@ fn instants(tz: &TimeZone, civil: jiff::civil::DateTime) -> Vec<i64> {
     let ambiguous = tz.to_ambiguous_timestamp(civil);
     let ms = |t: Result<Timestamp, jiff::Error>| t.ok().map(|t| t.as_millisecond());
     match ambiguous.offset() {
-        jiff::tz::AmbiguousOffset::Fold { .. } => ms(ambiguous.clone().earlier())
+        jiff::tz::AmbiguousOffset::Fold { .. } => ms(ambiguous.earlier())
             .into_iter()
             .chain(ms(ambiguous.later()))
             .collect(),
