@@ -37,6 +37,7 @@ mod body;
 mod client_conn;
 mod compress;
 mod connlimit;
+mod cookie;
 mod edge;
 mod error;
 mod extconnect;

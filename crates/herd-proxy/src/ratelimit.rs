@@ -88,7 +88,9 @@ impl RateLimiter {
                 .get(name.as_str())
                 .map(|v| String::from_utf8_lossy(v.as_bytes()))
                 .filter(|v| !v.is_empty()),
-            RateKey::Cookie(name) => cookie(headers, name).map(Cow::Borrowed),
+            RateKey::Cookie(name) => {
+                crate::cookie::find(headers, name).map(String::from_utf8_lossy)
+            }
         }
     }
 
@@ -161,18 +163,6 @@ impl RateLimiter {
 }
 
 /// A cookie's value from the `Cookie` header(s).
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim())
-        .filter(|v| !v.is_empty())
-}
-
 /// Shared limits (`shared = true`) that apply to a request, with its key for each: checked in
 /// the store by [`check_shared`] once the routing tables are released.
 pub(crate) type Pending = Vec<(Arc<RateLimiter>, String)>;

@@ -93,46 +93,14 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// The value of cookie `name` in the request's `Cookie` header(s), if any.
+/// The value of cookie `name` in the request's `Cookie` header(s), if any (quotes removed).
 pub(crate) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"'))
+    crate::cookie::find(headers, name)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(|v| v.trim_matches('"'))
 }
 
-/// Removes every `name=...` pair from the `Cookie` header(s); a header left with no pair goes.
-/// Headers without the cookie are not touched (no allocation on that path).
-pub(crate) fn strip(headers: &mut HeaderMap, name: &str) {
-    if cookie(headers, name).is_none() {
-        return;
-    }
-    let kept: Vec<HeaderValue> = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| {
-            let Ok(text) = v.to_str() else {
-                return Some(v.clone());
-            };
-            let rest: Vec<&str> = text
-                .split(';')
-                .map(str::trim)
-                .filter(|pair| {
-                    !pair.is_empty() && pair.split_once('=').is_none_or(|(k, _)| k != name)
-                })
-                .collect();
-            (!rest.is_empty()).then(|| HeaderValue::from_str(&rest.join("; ")).ok())?
-        })
-        .collect();
-    headers.remove(header::COOKIE);
-    for v in kept {
-        headers.append(header::COOKIE, v);
-    }
-}
+pub(crate) use crate::cookie::strip;
 
 /// `Set-Cookie` pinning the client for `ttl`: `Path=/; HttpOnly; SameSite=Lax; Max-Age=ttl`,
 /// plus `Secure` when the client came over TLS (HAProxy `cookie ... secure`).

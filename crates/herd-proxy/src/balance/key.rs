@@ -34,21 +34,10 @@ fn value<'a>(key: &HashKey, headers: &'a HeaderMap, uri: &'a Uri) -> Option<&'a 
         HashKey::Cookie(name) => headers
             .get_all(header::COOKIE)
             .iter()
-            .find_map(|v| cookie(v.as_bytes(), name.as_bytes())),
+            .find_map(|v| crate::cookie::in_header(v.as_bytes(), name.as_bytes())),
         HashKey::Query(name) => uri.query().and_then(|q| query(q, name)),
         HashKey::Path => Some(uri.path().as_bytes()),
     }
-}
-
-/// The value of cookie `name` in one `Cookie` header (`a=1; b=2`).
-fn cookie<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
-    header.split(|b| *b == b';').find_map(|pair| {
-        let pair = pair.trim_ascii();
-        let eq = pair.iter().position(|b| *b == b'=')?;
-        (pair[..eq].trim_ascii() == name)
-            .then(|| pair[eq + 1..].trim_ascii())
-            .filter(|v| !v.is_empty())
-    })
 }
 
 /// The raw value of query parameter `name` (first occurrence, not percent-decoded).
