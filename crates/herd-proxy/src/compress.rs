@@ -173,6 +173,9 @@ pub(crate) fn apply(
         return Response::from_parts(parts, body);
     };
     h.remove(header::CONTENT_LENGTH);
+    // Ranges of the backend's bytes are not ranges of these (nginx's gzip filter clears it too):
+    // a client resuming a download would splice plain bytes into compressed ones.
+    h.remove(header::ACCEPT_RANGES);
     h.insert(
         header::CONTENT_ENCODING,
         HeaderValue::from_static(coding.token()),

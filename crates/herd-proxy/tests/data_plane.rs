@@ -71,6 +71,7 @@ fn respond(
                     },
                 )
                 .header(header::CONTENT_LENGTH, n)
+                .header(header::ACCEPT_RANGES, "bytes")
                 .header(header::ETAG, "\"v1\"")
                 .body(full(body))
                 .unwrap()
@@ -293,6 +294,10 @@ async fn responses_are_compressed_by_accept_encoding() {
     assert_eq!(r.headers[header::VARY], "Accept-Encoding");
     assert_eq!(r.headers[header::ETAG], "W/\"v1\"");
     assert!(!r.headers.contains_key(header::CONTENT_LENGTH));
+    assert!(
+        !r.headers.contains_key(header::ACCEPT_RANGES),
+        "ranges of the plain bytes offered on compressed ones"
+    );
     let mut out = String::new();
     flate2::read::GzDecoder::new(&r.body[..])
         .read_to_string(&mut out)
