@@ -99,14 +99,19 @@ impl RouteTable {
     }
 }
 
+/// The host a route compares: without the port, and without the one trailing dot of a fully
+/// qualified name (`api.example.com.` is `api.example.com`, as nginx's `server_name` and herd's
+/// SNI lookup read it).
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         // IPv6 literal: "[::1]:8080"
         return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
     }
-    host.rsplit_once(':')
+    let host = host
+        .rsplit_once(':')
         .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
-        .map_or(host, |(h, _)| h)
+        .map_or(host, |(h, _)| h);
+    host.strip_suffix('.').unwrap_or(host)
 }
 
 #[cfg(test)]
@@ -160,6 +165,9 @@ mod tests {
         assert_eq!(app_of(&t, Some("other"), "/api/v1"), Some(0));
         assert_eq!(app_of(&t, None, "/static/a.css"), Some(2));
         assert_eq!(app_of(&t, Some("api.example.com"), "/"), Some(0));
+        // A fully qualified name (trailing dot) is the same host.
+        assert_eq!(app_of(&t, Some("api.example.com."), "/api/v1"), Some(1));
+        assert_eq!(app_of(&t, Some("api.example.com.:443"), "/api/v1"), Some(1));
         let m = find(&t, None, "/static/x").unwrap();
         assert_eq!(
             (m.stats.app.as_str(), m.stats.route.as_str()),
@@ -196,6 +204,16 @@ mod tests {
     }
 
     #[test]
+    fn a_bracketed_ipv6_or_dotted_route_host_matches() {
+        let t = compile(&[
+            route(Some("[::1]"), None, 1),
+            route(Some("b.example."), None, 2),
+        ]);
+        assert_eq!(app_of(&t, Some("[::1]:8080"), "/"), Some(1));
+        assert_eq!(app_of(&t, Some("b.example"), "/"), Some(2));
+    }
+
+    #[test]
     fn unmatched_is_none() {
         let t = compile(&[route(Some("a"), None, 0)]);
         assert_eq!(app_of(&t, Some("b"), "/"), None);
@@ -207,5 +225,7 @@ mod tests {
         assert_eq!(strip_port("a.b:80"), "a.b");
         assert_eq!(strip_port("[::1]:80"), "::1");
         assert_eq!(strip_port("a.b"), "a.b");
+        assert_eq!(strip_port("a.b.:80"), "a.b");
+        assert_eq!(strip_port("a.b."), "a.b");
     }
 }

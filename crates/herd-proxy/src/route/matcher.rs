@@ -34,8 +34,15 @@ pub(super) enum HostMatch {
 }
 
 impl HostMatch {
+    /// A route's `host`, compared as requests' hosts are (see `strip_port`): an IPv6
+    /// literal without brackets, a name without its trailing dot.
     pub(super) fn parse(host: &str) -> Self {
         let host = host.to_ascii_lowercase();
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(&host);
+        let host = host.strip_suffix('.').unwrap_or(host);
         match host.strip_prefix('*') {
             Some(suffix) => HostMatch::Wildcard(suffix.into()),
             None => HostMatch::Exact(host.into()),
