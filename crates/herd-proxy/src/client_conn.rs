@@ -209,6 +209,16 @@ where
                 tracing::debug!(idle_timeout = ?shared.idle_timeout, "closing an idle client connection");
                 None
             }
+            () = activity.goaway_asked() => {
+                // An HTTP/2 connection over `max_conn_per_ip`: its refused streams are
+                // answered, then GOAWAY makes the client reconnect (and be counted afresh).
+                conn.as_mut().graceful_shutdown();
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    () = shared.hard_stop.cancelled() => {}
+                }
+                None
+            }
             () = shared.shutdown.cancelled() => {
                 // Stop after the requests in flight (HTTP/2: GOAWAY).
                 conn.as_mut().graceful_shutdown();

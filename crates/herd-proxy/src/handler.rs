@@ -146,7 +146,8 @@ pub(crate) fn refused<B>(
     resp
 }
 
-/// The answer on a connection over `[gateway] max_conn_per_ip`: 503, and close it (HTTP/1).
+/// The answer on a connection over `[gateway] max_conn_per_ip`: 503, and close it (HTTP/1;
+/// an HTTP/2 connection gets GOAWAY after its streams in flight).
 pub(crate) fn too_many_connections(version: Version) -> Response<ProxyBody> {
     let mut resp = error_response(&ProxyError::TooManyConnections);
     if version < Version::HTTP_2 {

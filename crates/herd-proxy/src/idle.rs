@@ -41,6 +41,9 @@ pub(crate) struct Activity {
     /// A response ended the connection's keep-alive (`Connection: close`, HTTP/1.0): hyper
     /// closes it, so it must not be released.
     closing: AtomicBool,
+    /// An HTTP/2 connection must end after its streams in flight (GOAWAY): the connection is
+    /// over `max_conn_per_ip`, the HTTP/2 counterpart of `Connection: close`.
+    goaway: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -55,6 +58,7 @@ impl Activity {
             answering: AtomicUsize::new(0),
             write_blocked: AtomicBool::new(false),
             closing: AtomicBool::new(false),
+            goaway: tokio::sync::Notify::new(),
         })
     }
 
@@ -95,6 +99,17 @@ impl Activity {
     /// Notes that a response ends the connection's keep-alive: never release it.
     pub(crate) fn closing(&self) {
         self.closing.store(true, Ordering::Release);
+    }
+
+    /// Asks the connection's task to end an HTTP/2 connection gracefully (GOAWAY).
+    pub(crate) fn goaway(&self) {
+        self.goaway.notify_one();
+    }
+
+    /// Resolves once [`Activity::goaway`] has been asked for (a permit is kept if it was asked
+    /// before anyone waited).
+    pub(crate) async fn goaway_asked(&self) {
+        self.goaway.notified().await;
     }
 
     /// Notes the outcome of a write to the client: `Pending` means hyper holds unsent bytes.

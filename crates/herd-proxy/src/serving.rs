@@ -438,6 +438,9 @@ impl Spawner {
             async move {
                 let _busy = busy;
                 let resp = if over_limit {
+                    if version == http::Version::HTTP_2 {
+                        activity.goaway();
+                    }
                     let log = gw.access_log.as_ref();
                     handler::refused(log, &req, peer, handler::too_many_connections(version))
                 } else {

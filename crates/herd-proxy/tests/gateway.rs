@@ -528,6 +528,38 @@ async fn connections_over_max_conn_per_ip_get_503_and_are_closed() {
 }
 
 #[tokio::test]
+async fn an_h2_connection_over_max_conn_per_ip_gets_503_then_goaway() {
+    let gw = gateway("max_conn_per_ip = 1").await;
+    gw.gw
+        .set_endpoints("web", vec![endpoint(1, "web-1", backend("a").await)]);
+    let held = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let driver = tokio::spawn(conn);
+    let resp = sender
+        .send_request(
+            Request::get(format!("http://{}/", gw.addr))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // The server ends the connection (GOAWAY, then close) instead of refusing every stream
+    // for as long as the client keeps it busy.
+    tokio::time::timeout(Duration::from_secs(5), driver)
+        .await
+        .expect("the over-limit HTTP/2 connection was not closed")
+        .unwrap()
+        .ok();
+    drop(held);
+    gw.stop.cancel();
+}
+
+#[tokio::test]
 async fn hash_on_a_header_sends_the_same_user_to_the_same_backend() {
     let text = "[gateway]\nlisten = \"127.0.0.1:0\"\n[[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\nbalance = \"hash\"\nhash_key = \"header:X-User\"\n";
     let config = herd_config::parse(text, "test.toml", std::path::Path::new(".")).unwrap();
