@@ -24,10 +24,11 @@ pub struct EndpointStats {
     in_flight: AtomicUsize,
     requests: AtomicU64,
     failures: AtomicU64,
-    /// Consecutive failures inside the current `fail_timeout` window (passive health).
+    /// Failures counted toward `max_fails` (passive health): each within `fail_timeout` of the
+    /// one before.
     window_fails: AtomicU64,
-    /// Milliseconds since `epoch` at which the current failure window started.
-    window_start_ms: AtomicU64,
+    /// Milliseconds since `epoch` of the last failure counted.
+    last_fail_ms: AtomicU64,
     /// Milliseconds since `epoch` until which the instance is passively marked down (0 = not down).
     down_until_ms: AtomicU64,
     epoch: Instant,
@@ -61,7 +62,7 @@ impl EndpointStats {
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             window_fails: AtomicU64::new(0),
-            window_start_ms: AtomicU64::new(0),
+            last_fail_ms: AtomicU64::new(0),
             down_until_ms: AtomicU64::new(0),
             epoch,
             idle: Notify::new(),
@@ -150,19 +151,18 @@ impl EndpointStats {
         u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Records a failed attempt (connect error, reset). After `max_fails` failures within
-    /// `fail_timeout` the instance is passively down for `fail_timeout` (nginx semantics).
-    /// Returns true when this failure marked it down.
+    /// Records a failed attempt (connect error, reset). After `max_fails` failures, each within
+    /// `fail_timeout` of the last, the instance is passively down for `fail_timeout`; successes
+    /// in between do not wipe the count (nginx: `fails` is reset by a success only once
+    /// `fail_timeout` has passed since the last failure). Returns true when this failure marked
+    /// it down.
     pub fn record_failure(&self, now: Instant, max_fails: u32, fail_timeout: Duration) -> bool {
         self.failures.fetch_add(1, Ordering::Relaxed);
         self.window.record_error();
         let now_ms = self.ms_since_epoch(now);
         let window_ms = u64::try_from(fail_timeout.as_millis()).unwrap_or(u64::MAX);
-        let start = self.window_start_ms.load(Ordering::Relaxed);
-        if now_ms.saturating_sub(start) > window_ms
-            || self.window_fails.load(Ordering::Relaxed) == 0
-        {
-            self.window_start_ms.store(now_ms, Ordering::Relaxed);
+        let last = self.last_fail_ms.swap(now_ms, Ordering::Relaxed);
+        if now_ms.saturating_sub(last) > window_ms {
             self.window_fails.store(0, Ordering::Relaxed);
         }
         let fails = self.window_fails.fetch_add(1, Ordering::Relaxed) + 1;
@@ -175,9 +175,15 @@ impl EndpointStats {
         false
     }
 
-    /// Records a successful exchange: clears the failure window.
-    pub fn record_success(&self) {
-        if self.window_fails.load(Ordering::Relaxed) != 0 {
+    /// Records a successful exchange: clears the failure count once `fail_timeout` has passed
+    /// since the last failure (an instance failing every other request still adds up).
+    pub fn record_success(&self, now: Instant, fail_timeout: Duration) {
+        if self.window_fails.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let window_ms = u64::try_from(fail_timeout.as_millis()).unwrap_or(u64::MAX);
+        let last = self.last_fail_ms.load(Ordering::Relaxed);
+        if self.ms_since_epoch(now).saturating_sub(last) > window_ms {
             self.window_fails.store(0, Ordering::Relaxed);
         }
     }
@@ -320,6 +326,25 @@ mod tests {
         assert!(s.record_failure(t0 + Duration::from_secs(1), 2, Duration::from_secs(10)));
         assert!(s.passively_down(t0 + Duration::from_secs(2)));
         assert!(!s.passively_down(t0 + Duration::from_secs(12)));
+    }
+
+    #[test]
+    fn successes_in_between_do_not_wipe_the_count() {
+        let s = EndpointStats::new();
+        let t0 = s.epoch + Duration::from_secs(1);
+        let ft = Duration::from_secs(10);
+        let mut down = false;
+        for i in 0..3u64 {
+            let t = t0 + Duration::from_secs(i);
+            down = s.record_failure(t, 3, ft);
+            s.record_success(t + Duration::from_millis(500), ft);
+        }
+        assert!(down, "3 failures within fail_timeout, every other request");
+        // A success after a quiet fail_timeout does clear the count.
+        let s = EndpointStats::new();
+        assert!(!s.record_failure(t0, 2, ft));
+        s.record_success(t0 + Duration::from_secs(11), ft);
+        assert!(!s.record_failure(t0 + Duration::from_secs(12), 2, ft));
     }
 
     #[test]

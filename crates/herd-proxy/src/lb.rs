@@ -171,7 +171,8 @@ pub(crate) async fn acquire(
 }
 
 /// Passive health from a response: with `observe = "layer7"` a 5xx counts toward `max_fails`
-/// like a connect error; anything else clears the failure streak.
+/// like a connect error; anything else is a success (which clears the failure count once
+/// `fail_timeout` has passed since the last failure).
 pub(crate) fn observe(app: &AppUpstreams, up: &Upstream, status: StatusCode, now: Instant) {
     let stats = &up.endpoint.stats;
     if app.lb.observe_layer7 && status.is_server_error() {
@@ -180,6 +181,6 @@ pub(crate) fn observe(app: &AppUpstreams, up: &Upstream, status: StatusCode, now
                 "instance marked down by passive health (layer 7)");
         }
     } else {
-        stats.record_success();
+        stats.record_success(now, app.fail_timeout);
     }
 }
