@@ -269,7 +269,7 @@ pub struct Health {
     pub rise: u32,
     /// `fall`, default 3.
     pub fall: u32,
-    /// `downinter` (HAProxy): interval while an instance that was up is down; `None` = `fastinter`.
+    /// `downinter` (HAProxy): interval while an instance that was up is down; `None` = `interval` (HAProxy's default).
     pub downinter: Option<Duration>,
     /// `expect_status`, default `200-399`: inclusive status ranges an HTTP check accepts.
     pub expect_status: Vec<(u16, u16)>,

@@ -35,8 +35,9 @@ impl HealthState {
         }
     }
 
-    /// The wait before the next probe: `fastinter` while starting or changing state,
-    /// `downinter` (when set) while an instance that was up is fully down, else `inter`.
+    /// The wait before the next probe, as HAProxy: `fastinter` while starting or changing
+    /// state (a `fall` or `rise` streak under way), `downinter` (default `inter`) while an
+    /// instance that was up is fully down, else `inter`.
     #[must_use]
     pub fn next_interval(
         &self,
@@ -44,10 +45,12 @@ impl HealthState {
         fastinter: Duration,
         downinter: Option<Duration>,
     ) -> Duration {
-        match downinter {
-            Some(d) if !self.up && self.was_up && self.ok_streak == 0 => d,
-            _ if self.transitioning() => fastinter,
-            _ => inter,
+        if !self.up && self.was_up && self.ok_streak == 0 {
+            downinter.unwrap_or(inter)
+        } else if self.transitioning() {
+            fastinter
+        } else {
+            inter
         }
     }
 
@@ -199,7 +202,16 @@ mod tests {
         assert_eq!(h.next_interval(inter, fast, down), inter);
         h.observe(false);
         assert_eq!(h.next_interval(inter, fast, down), down.unwrap());
-        assert_eq!(h.next_interval(inter, fast, None), fast);
+        // Without downinter, a dead server is probed at `inter` (HAProxy's default), not at
+        // fastinter forever.
+        assert_eq!(h.next_interval(inter, fast, None), inter);
+        // A rise streak under way: fastinter.
+        let mut h = HealthState::new(2, 1);
+        h.observe(true);
+        h.observe(true);
+        h.observe(false);
+        h.observe(true);
+        assert_eq!(h.next_interval(inter, fast, down), fast);
     }
 
     #[tokio::test]
