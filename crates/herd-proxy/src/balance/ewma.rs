@@ -74,7 +74,7 @@ impl PeakEwma {
     /// The estimate at `now`, in microseconds.
     pub(crate) fn get(&self, now: Instant) -> f64 {
         let (est, at) = unpack(self.state.load(Ordering::Relaxed));
-        decayed(est, self.ms(now).wrapping_sub(at))
+        decayed(est, since(self.ms(now), at))
     }
 
     /// Records a response that took `rtt` (to its head).
@@ -86,14 +86,47 @@ impl PeakEwma {
             .state
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
                 let (est, at) = unpack(v);
-                Some(pack(observe(est, now_ms.wrapping_sub(at), rtt_us), now_ms))
+                let elapsed = since(now_ms, at);
+                // A `now` taken before another thread's update keeps that update's time.
+                let stamp = if elapsed == 0 { at } else { now_ms };
+                Some(pack(observe(est, elapsed, rtt_us), stamp))
             });
+    }
+}
+
+/// Milliseconds from `at` to `now` on the wrapping clock; 0 when `now` is (slightly) before
+/// `at`, which happens when another thread stored a later time after `now` was read: without
+/// this the wrap would read as 49 days of decay.
+fn since(now: u32, at: u32) -> u32 {
+    let d = now.wrapping_sub(at);
+    if d > u32::MAX / 2 {
+        0
+    } else {
+        d
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_time_read_before_another_threads_update_is_no_decay() {
+        let e = PeakEwma::new(Instant::now());
+        let t0 = e.epoch + Duration::from_secs(5);
+        e.record(t0, Duration::from_millis(50));
+        // A pick that read its clock a moment before the record: the peak stands.
+        let before = t0 - Duration::from_millis(1);
+        assert!(e.get(before) > 40_000.0, "{}", e.get(before));
+        e.record(before, Duration::from_millis(1));
+        assert!(
+            e.get(t0) > 40_000.0,
+            "a late sample erased the peak: {}",
+            e.get(t0)
+        );
+        assert_eq!(since(5, 10), 0);
+        assert_eq!(since(3, u32::MAX - 1), 5);
+    }
 
     #[test]
     fn peaks_at_once_and_decays() {
