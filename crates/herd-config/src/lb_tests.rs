@@ -194,3 +194,16 @@ fn errors_name_the_key_and_line() {
         "route[0].hash_key",
     );
 }
+
+#[test]
+fn two_apps_cannot_pin_with_one_cookie() {
+    let text = "[[app]]\nname = \"web\"\ncommand = [\"./app\"]\nsticky = true\n\n[[app]]\nname = \"api\"\ncommand = [\"./app\"]\nsticky = true\n";
+    let err = one(text, 9, "app[1].sticky");
+    assert!(
+        err.message
+            .contains("\"HERD_SRV\" is already app \"web\"'s"),
+        "{err}"
+    );
+    assert!(err.hint.unwrap().contains("HERD_SRV_api"));
+    ok("[[app]]\nname = \"web\"\ncommand = [\"./app\"]\nsticky = true\n\n[[app]]\nname = \"api\"\ncommand = [\"./app\"]\nsticky = { cookie = \"HERD_SRV_api\" }\n");
+}

@@ -61,6 +61,7 @@ pub(crate) fn validate(
     for (i, app) in raw.app.iter().enumerate() {
         apps.push(v.app(i, app, &mut names));
     }
+    v.sticky_cookies_apart(raw, &apps);
     let mut known: Vec<(&str, usize)> = names.iter().map(|(n, (i, _))| (n.as_str(), *i)).collect();
     known.sort_by_key(|(_, i)| *i);
     let routes = raw

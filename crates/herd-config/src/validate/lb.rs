@@ -155,6 +155,41 @@ impl Validator<'_> {
         addr.map(|a| (a, params))
     }
 
+    /// Two apps may not pin with one cookie name: each app's answer would overwrite the other's
+    /// cookie (both `Path=/`), and every request that switches app would be redispatched.
+    pub(super) fn sticky_cookies_apart(
+        &mut self,
+        raw: &crate::raw::RawConfig,
+        apps: &[crate::App],
+    ) {
+        let mut owners: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+        for (i, (app, raw_app)) in apps.iter().zip(&raw.app).enumerate() {
+            let (Some(sticky), Some(v)) = (&app.lb.sticky, &raw_app.get_ref().sticky) else {
+                continue;
+            };
+            match owners.get(sticky.cookie.as_str()) {
+                Some(first) if *first != app.name => {
+                    let first = (*first).to_owned();
+                    self.err(
+                        &v.span(),
+                        &format!("app[{i}].sticky"),
+                        format!(
+                            "sticky cookie \"{}\" is already app \"{first}\"'s",
+                            sticky.cookie
+                        ),
+                        Some(format!(
+                            "give each sticky app its own cookie, e.g. sticky = {{ cookie = \"HERD_SRV_{}\" }}",
+                            app.name
+                        )),
+                    );
+                }
+                _ => {
+                    owners.insert(&sticky.cookie, &app.name);
+                }
+            }
+        }
+    }
+
     /// `sticky = { cookie, ttl }`, or `true` for the defaults, `false` for none.
     fn sticky(&mut self, p: &str, v: &Val) -> Option<Sticky> {
         let key = format!("{p}.sticky");
