@@ -120,17 +120,18 @@ pub(crate) async fn acquire(
     may_queue: bool,
 ) -> Result<Option<(Arc<Upstream>, InFlightGuard)>, ProxyError> {
     let now = Instant::now();
-    if let Some(id) = choice.pinned() {
+    // Requests already waiting go first (FIFO), so a newcomer never takes their slot, pinned
+    // or not (HAProxy serves a server's queue and the backend's in arrival order). A caller
+    // that may not queue (a retry holding a backend's answer to fall back on) only takes a
+    // free slot.
+    let queued = app.queue.len() > 0;
+    if let (Some(id), false) = (choice.pinned(), queued && may_queue) {
         if let Some(found) = app.acquire_pinned(set, id, tried, now) {
             return Ok(Some(found));
         }
         // Gone, down, tried or full: redispatch (HAProxy `option redispatch`); the response
         // carries a new cookie.
     }
-    // Requests already waiting go first (FIFO), so a newcomer never takes their slot. A caller
-    // that may not queue (a retry holding a backend's answer to fall back on) only takes a
-    // free slot.
-    let queued = app.queue.len() > 0;
     if !queued || !may_queue {
         match app.acquire(set, tried, now, choice.balance, affinity) {
             Acquired::Up(up, guard) => return Ok(Some((up, guard))),
@@ -142,13 +143,14 @@ pub(crate) async fn acquire(
     // Boxed, like every cold path of a request: an unboxed wait would size every request's
     // future (see `handler`).
     let waited = Box::pin(app.queue.wait(|| {
-        match app.acquire(
-            &app.current(),
-            tried,
-            Instant::now(),
-            choice.balance,
-            affinity,
-        ) {
+        let (current, now) = (app.current(), Instant::now());
+        if let Some(found) = choice
+            .pinned()
+            .and_then(|id| app.acquire_pinned(&current, id, tried, now))
+        {
+            return Take::Got(found);
+        }
+        match app.acquire(&current, tried, now, choice.balance, affinity) {
             Acquired::Up(up, guard) => Take::Got((up, guard)),
             Acquired::Full => Take::Wait,
             // Nothing in rotation (a restart, open circuits): instances may come back, wait.

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use herd_config::{RateKey, RateLimit};
-use http::{header, HeaderMap, StatusCode};
+use http::{HeaderMap, StatusCode};
 
 use crate::error::ProxyError;
 use crate::gcra::{Decision, Gcra};
@@ -397,7 +397,7 @@ mod tests {
     fn extracts_keys() {
         let mut h = HeaderMap::new();
         h.insert("x-api-key", "k1".parse().unwrap());
-        h.append(header::COOKIE, "a=1; session=s2".parse().unwrap());
+        h.append(http::header::COOKIE, "a=1; session=s2".parse().unwrap());
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let key = |k| {
             RateLimiter::new(&limit(k, 0))

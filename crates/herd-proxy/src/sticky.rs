@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use http::{header, HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderValue};
 use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -169,10 +169,10 @@ mod tests {
     fn reads_the_named_cookie() {
         let mut h = HeaderMap::new();
         h.append(
-            header::COOKIE,
+            http::header::COOKIE,
             HeaderValue::from_static("a=1; HERD_SRV=x.1.ff"),
         );
-        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        h.append(http::header::COOKIE, HeaderValue::from_static("b=2"));
         assert_eq!(cookie(&h, "HERD_SRV"), Some("x.1.ff"));
         assert_eq!(cookie(&h, "b"), Some("2"));
         assert_eq!(cookie(&h, "HERD"), None);
@@ -183,10 +183,10 @@ mod tests {
         let strip_from = |values: &[&str]| {
             let mut h = HeaderMap::new();
             for v in values {
-                h.append(header::COOKIE, HeaderValue::from_str(v).unwrap());
+                h.append(http::header::COOKIE, HeaderValue::from_str(v).unwrap());
             }
             strip(&mut h, "HERD_SRV");
-            h.get_all(header::COOKIE)
+            h.get_all(http::header::COOKIE)
                 .iter()
                 .map(|v| v.to_str().unwrap().to_owned())
                 .collect::<Vec<_>>()
