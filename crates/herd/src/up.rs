@@ -169,11 +169,13 @@ fn init_tracing() {
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
     use std::io::IsTerminal as _;
-    // Colours only on a terminal: a redirect to a file or a pipe gets plain lines.
+    // herd's own log goes to stderr, so that stdout can carry the access log alone
+    // (`access_log = "stdout"`). Colours only on a terminal: a redirect gets plain lines.
     let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(filter)
         .with_target(false)
-        .with_ansi(std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none());
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none());
     if std::env::var("HERD_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().init();
     } else {
@@ -230,10 +232,11 @@ pub(crate) fn up(args: UpArgs) -> ExitCode {
 
 /// SIGHUP reloads the config file (nginx, HAProxy); errors are logged and the old config stays.
 async fn reload_on_sighup(
+    hup: Option<tokio::signal::unix::Signal>,
     reloader: Option<Arc<dyn herd_admin::ConfigReloader>>,
     stop: CancellationToken,
 ) {
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+    let Some(mut hup) = hup else {
         tracing::warn!("failed to install the SIGHUP handler; use POST /config/reload");
         return;
     };
@@ -258,6 +261,14 @@ async fn reload_on_sighup(
 }
 
 async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    // Signal handlers first, before anything that can take a while (opening the store, a
+    // Redis connect): a SIGHUP (`systemctl reload`) or SIGTERM meanwhile is then acted on once
+    // herd runs, instead of killing it by the signal's default action.
+    let hup = signal(SignalKind::hangup()).ok();
+    let mut term =
+        signal(SignalKind::terminate()).context("failed to install the SIGTERM handler")?;
+    let mut int =
+        signal(SignalKind::interrupt()).context("failed to install the SIGINT handler")?;
     // One listening socket per gateway thread (`SO_REUSEPORT` when more than one).
     let threads = config
         .gateway
@@ -317,9 +328,16 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
     )));
     let (notifier, notifier_task) =
         herd_alerts::Notifier::start(&config.alerts, admin_stop.clone());
+    // Set when the shutdown begins: the drain empties the fleet and the gateway, which rules
+    // like `ready below 1` would page about, with no "resolved" ever to follow.
+    let shutting_down = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let on_sample = {
         let (alerts, notifier) = (Arc::clone(&alerts), notifier.clone());
+        let shutting_down = Arc::clone(&shutting_down);
         Box::new(move |sample: &herd_core::telemetry::Sample| {
+            if shutting_down.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
             let fired = alerts
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -345,7 +363,7 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
             current: tokio::sync::Mutex::new(config.clone()),
         }) as Arc<dyn herd_admin::ConfigReloader>
     });
-    let sighup_task = tokio::spawn(reload_on_sighup(reloader.clone(), admin_stop.clone()));
+    let sighup_task = tokio::spawn(reload_on_sighup(hup, reloader.clone(), admin_stop.clone()));
     let redirect_task = redirect_listener.map(|l| {
         let https_port = gateway_listeners[0].local_addr().map_or(443, |a| a.port());
         tokio::spawn(herd_proxy::serve_redirect(
@@ -375,10 +393,6 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
         },
     ));
 
-    let mut term =
-        signal(SignalKind::terminate()).context("failed to install the SIGTERM handler")?;
-    let mut int =
-        signal(SignalKind::interrupt()).context("failed to install the SIGINT handler")?;
     // The gateway ends on its own only when it failed (a gateway thread could not start or
     // panicked): herd then shuts down too, rather than run on with nothing listening.
     let mut gateway_ended = None;
@@ -390,9 +404,10 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
             "none (the gateway stopped)"
         }
     };
+    shutting_down.store(true, std::sync::atomic::Ordering::Release);
     tracing::info!(
         signal = which,
-        "shutting down: draining the gateway, then the instances"
+        "shutting down: draining the gateway, then the instances (alert rules are no longer evaluated)"
     );
     let mut gateway_failed = false;
 

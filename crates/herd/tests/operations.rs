@@ -385,3 +385,38 @@ async fn a_latency_alert_fires_to_a_webhook_and_resolves() {
     assert_eq!(firing["severity"], "warning");
     assert!(herd.log().contains("slow"), "the alert is logged too");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_drain_pages_no_one() {
+    // `ready below 1` would fire while the drain empties the fleet, and never resolve.
+    let (port, got) = webhook_receiver().await;
+    let config = format!(
+        "{}{}\n[alerts]\ndefaults = false\n\n[[alert]]\nname = \"no_capacity\"\nmetric = \"ready\"\nbelow = true\ncritical = 1\nwebhooks = [\"http://127.0.0.1:{port}/hook\"]\n",
+        base_config(""),
+        // An app that takes 3 s to stop after SIGTERM: the fleet is empty meanwhile.
+        demo_app(
+            "web",
+            1,
+            &format!(
+                "command = [\"sh\", \"-c\", {:?}, \"{{demo}}\"]\nkill_timeout = \"5s\"\n{}",
+                "\"$0\" & trap 'sleep 3; exit 0' TERM; wait",
+                fast_health()
+            )
+        )
+        .replacen("command = [\"{demo}\"]\n", "", 1)
+    );
+    let mut herd = Herd::start(&config);
+    herd.wait_ready("web", 1).await;
+    herd.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(
+        herd.wait_exit(Duration::from_secs(15)),
+        Some(0),
+        "{}",
+        herd.log()
+    );
+    let events = got.lock().unwrap().clone();
+    assert!(
+        events.is_empty(),
+        "alerts sent during the shutdown: {events:?}"
+    );
+}
