@@ -587,6 +587,18 @@ fn admin_token_required_off_loopback() {
         "admin.token",
     );
     assert!(short.message.contains("at least 16"), "{short}");
+    // A token no client could present as written: a trailing space, a letter outside ASCII.
+    let spaced = one(
+        &format!("[admin]\ntoken = \"0123456789abcdef \"\n{APP}"),
+        2,
+        "admin.token",
+    );
+    assert!(spaced.message.contains("visible ASCII"), "{spaced}");
+    one(
+        &format!("[services]\ntoken = \"0123456789abcdéf0\"\n{APP}"),
+        2,
+        "services.token",
+    );
 }
 
 #[test]

@@ -16,7 +16,7 @@ use toml::Spanned;
 use crate::defaults as d;
 use crate::error::{closest, ConfigError, ConfigErrors, Source};
 use crate::model::{Admin, Config, Gateway, Logs, Route};
-use crate::raw::{RawConfig, RawRoute, Val};
+use crate::raw::{RawConfig, RawRoute, Str, Val};
 
 mod alerts;
 mod app;
@@ -238,25 +238,43 @@ impl Validator<'_> {
         }
     }
 
+    /// A bearer token (`[admin]`, `[services]`): at least 16 characters, all visible ASCII, so
+    /// that it can be sent in a header as written (a space at either end, or a letter outside
+    /// ASCII, made a token no client could ever present).
+    fn token(&mut self, t: &Str, key: &str) -> Option<String> {
+        let value = t.get_ref();
+        let problem = if value.len() < 16 {
+            Some("token must be at least 16 characters".to_owned())
+        } else {
+            value
+                .chars()
+                .find(|c| !c.is_ascii_graphic())
+                .map(|c| format!("token must be visible ASCII characters only, found {c:?}"))
+        };
+        match problem {
+            Some(message) => {
+                self.err(
+                    &t.span(),
+                    key,
+                    message,
+                    Some(
+                        "use a long random string without spaces, e.g. from `openssl rand -hex 32`"
+                            .into(),
+                    ),
+                );
+                None
+            }
+            None => Some(value.clone()),
+        }
+    }
+
     fn admin(&mut self, raw: &RawConfig, gateway_listen: SocketAddr) -> Admin {
         let Some(a) = &raw.admin else {
             return Admin::default();
         };
         let listen = self.addr(a.listen.as_ref(), "admin.listen", d::ADMIN_LISTEN);
         let listen_span = a.listen.as_ref().map_or(0..0, Spanned::span);
-        let mut token = None;
-        if let Some(t) = &a.token {
-            if t.get_ref().trim().chars().count() < 16 {
-                self.err(
-                    &t.span(),
-                    "admin.token",
-                    "token must be at least 16 characters",
-                    Some("use a long random string, e.g. from `openssl rand -hex 32`".into()),
-                );
-            } else {
-                token = Some(t.get_ref().clone());
-            }
-        }
+        let token = a.token.as_ref().and_then(|t| self.token(t, "admin.token"));
         if token.is_none() && a.token.is_none() && !listen.ip().is_loopback() {
             self.err(
                 &listen_span,

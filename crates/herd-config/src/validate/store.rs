@@ -180,16 +180,7 @@ impl Validator<'_> {
         out.enabled = s.enabled.as_ref().is_none_or(|e| *e.get_ref());
         out.listen = self.addr(s.listen.as_ref(), "services.listen", d::SERVICES_LISTEN);
         if let Some(t) = &s.token {
-            if t.get_ref().trim().len() < 16 {
-                self.err(
-                    &t.span(),
-                    "services.token",
-                    "token must be at least 16 characters",
-                    Some("use a long random string, e.g. from `openssl rand -hex 32`".into()),
-                );
-            } else {
-                out.token = Some(t.get_ref().clone());
-            }
+            out.token = self.token(t, "services.token");
         }
         if s.token.is_none() && !out.listen.ip().is_loopback() {
             let span = s.listen.as_ref().map_or(0..0, Spanned::span);
