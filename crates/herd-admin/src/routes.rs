@@ -81,8 +81,11 @@ fn fleet_error(e: &FleetError) -> Response {
 
 async fn health(State(s): State<AdminState>) -> Response {
     let apps = s.fleet.status();
-    // An app scaled to zero on purpose is healthy: its first request starts an instance.
-    let healthy = apps.iter().all(|a| a.ready > 0 || a.desired == 0);
+    // An app scaled to zero by its autoscaler (`min = 0`) is healthy: its first request starts
+    // an instance. One scaled to zero otherwise (`herd scale web 0`) answers every request 503.
+    let healthy = apps
+        .iter()
+        .all(|a| a.ready > 0 || (a.desired == 0 && a.scale_from_zero));
     let detail: Vec<_> = apps
         .iter()
         .map(|a| json!({"name": a.name, "ready": a.ready, "desired": a.desired}))

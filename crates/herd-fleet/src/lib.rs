@@ -168,6 +168,7 @@ fn launch_app(
         last_scale: None,
         last_reload: None,
         reloading: false,
+        scale_from_zero: false,
         scaling: None,
         max_memory: None,
     }));

@@ -54,6 +54,9 @@ pub struct AppStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_scale: Option<ScaleRecord>,
     pub reloading: bool,
+    /// `[app.scaling] min = 0`: with no instance, the next request starts one (so none ready
+    /// is not a fault).
+    pub scale_from_zero: bool,
     /// How the last rolling reload ended (`complete`, or `failed: ` and why): a reload that a
     /// config change started runs after the config reload has answered.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -114,6 +117,7 @@ pub(crate) struct AppView {
     pub(crate) instances: Vec<InstanceView>,
     pub(crate) last_scale: Option<ScaleRecord>,
     pub(crate) reloading: bool,
+    pub(crate) scale_from_zero: bool,
     pub(crate) last_reload: Option<String>,
     pub(crate) scaling: Option<ScalingView>,
     pub(crate) max_memory: Option<u64>,
@@ -169,6 +173,7 @@ impl AppView {
             last_scale: self.last_scale.clone(),
             last_reload: self.last_reload.clone(),
             reloading: self.reloading,
+            scale_from_zero: self.scale_from_zero,
             max_memory: self.max_memory,
         }
     }

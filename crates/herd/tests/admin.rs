@@ -43,6 +43,28 @@ async fn gateway_answers_503_when_no_instance_is_ready_and_health_says_why() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_scaled_to_zero_by_hand_is_not_healthy() {
+    // Without `[app.scaling] min = 0` no request starts an instance: every one gets 503.
+    let herd = Herd::start(&(base_config("") + &demo_app("web", 1, "")));
+    herd.wait_ready("web", 1).await;
+    let out = herd.cli(&["scale", "web", "0"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    herd.wait_for(
+        "web",
+        "scale to 0",
+        std::time::Duration::from_secs(15),
+        |i| i.is_empty(),
+    )
+    .await;
+    let (code, body) = get(&herd.admin_url("/health")).await.unwrap();
+    assert_eq!(code, 503, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_admin_requests_get_clear_errors() {
     let herd = Herd::start(&(base_config("") + &demo_app("web", 1, "")));
     let (code, body) = request(

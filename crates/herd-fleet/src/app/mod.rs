@@ -808,6 +808,7 @@ impl AppActor {
                 decisions: s.decisions.clone(),
             }),
             reloading: !self.reload_queue.is_empty(),
+            scale_from_zero: self.app.scaling.as_ref().is_some_and(|s| s.min == 0),
             max_memory: self.command().and_then(|c| c.max_memory),
         }));
     }
