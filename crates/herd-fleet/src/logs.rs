@@ -239,13 +239,43 @@ pub(crate) async fn pump(
     file.flush().await;
 }
 
-/// The last `n` lines of a file (whole file read; log files are bounded by `max_size`).
+/// The last `n` lines of a file, read backwards from its end in blocks (a 1 GiB log costs only
+/// the blocks that hold those lines; at most `MAX_TAIL_BYTES` are read).
 pub async fn tail_lines(path: &Path, n: usize) -> Vec<String> {
-    let Ok(text) = tokio::fs::read(path).await else {
+    use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+    const BLOCK: u64 = 64 * 1024;
+    const MAX_TAIL_BYTES: u64 = 16 * 1024 * 1024;
+    if n == 0 {
+        return Vec::new();
+    }
+    let Ok(mut file) = tokio::fs::File::open(path).await else {
         return Vec::new();
     };
-    let text = String::from_utf8_lossy(&text);
-    let lines: Vec<&str> = text.lines().collect();
+    let Ok(len) = file.metadata().await.map(|m| m.len()) else {
+        return Vec::new();
+    };
+    let floor = len.saturating_sub(MAX_TAIL_BYTES);
+    let mut start = len;
+    let mut tail: Vec<u8> = Vec::new();
+    // n lines need n newlines before them (the last line may end with one of its own).
+    while start > floor && tail.iter().filter(|b| **b == b'\n').count() <= n {
+        let from = start.saturating_sub(BLOCK).max(floor);
+        let mut block = vec![0u8; usize::try_from(start - from).unwrap_or(0)];
+        if file.seek(std::io::SeekFrom::Start(from)).await.is_err()
+            || file.read_exact(&mut block).await.is_err()
+        {
+            break;
+        }
+        block.extend_from_slice(&tail);
+        tail = block;
+        start = from;
+    }
+    let text = String::from_utf8_lossy(&tail);
+    let mut lines: Vec<&str> = text.lines().collect();
+    // Unless the file was read from its start, the first line may be cut: not a whole line.
+    if start > 0 && !lines.is_empty() {
+        lines.remove(0);
+    }
     lines[lines.len().saturating_sub(n)..]
         .iter()
         .map(|s| (*s).to_owned())
@@ -255,6 +285,29 @@ pub async fn tail_lines(path: &Path, n: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn tail_reads_the_last_lines_from_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.log");
+        // ~1.3 MB: many blocks; lines of varying length cross block boundaries.
+        let text: String = (0..60_000)
+            .map(|i| format!("line {i} {}\n", "x".repeat(i % 13)))
+            .collect();
+        std::fs::write(&path, &text).unwrap();
+        let last = tail_lines(&path, 3).await;
+        assert_eq!(last.len(), 3);
+        assert!(last[0].starts_with("line 59997 "), "{last:?}");
+        assert!(last[2].starts_with("line 59999 "), "{last:?}");
+        let many = tail_lines(&path, 10_000).await;
+        assert_eq!(many.len(), 10_000);
+        assert!(many[0].starts_with("line 50000 "), "{:?}", &many[0]);
+        // A file shorter than asked: every line; no trailing newline: the last line still.
+        std::fs::write(&path, "a\nb\nc").unwrap();
+        assert_eq!(tail_lines(&path, 10).await, vec!["a", "b", "c"]);
+        assert!(tail_lines(&path, 0).await.is_empty());
+        assert!(tail_lines(&dir.path().join("none"), 5).await.is_empty());
+    }
 
     #[tokio::test]
     async fn rotates_by_size_and_keeps_max_files() {
