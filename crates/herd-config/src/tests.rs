@@ -607,6 +607,13 @@ fn admin_and_gateway_on_same_address() {
         "[gateway]\nlisten = \"127.0.0.1:8000\"\n[admin]\nlisten = \"127.0.0.1:8000\"\n{APP}"
     );
     one(&text, 4, "admin.listen");
+    // Without an [admin] table, on the admin API's default address.
+    let err = one(
+        &format!("[gateway]\nlisten = \"127.0.0.1:9090\"\n{APP}"),
+        2,
+        "gateway.listen",
+    );
+    assert!(err.message.contains("admin API's default"), "{err}");
 }
 
 #[test]

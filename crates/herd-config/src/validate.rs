@@ -270,7 +270,23 @@ impl Validator<'_> {
 
     fn admin(&mut self, raw: &RawConfig, gateway_listen: SocketAddr) -> Admin {
         let Some(a) = &raw.admin else {
-            return Admin::default();
+            let admin = Admin::default();
+            if admin.listen == gateway_listen {
+                let span = raw
+                    .gateway
+                    .as_ref()
+                    .and_then(|g| g.listen.as_ref())
+                    .map_or(0..0, Spanned::span);
+                self.err(
+                    &span,
+                    "gateway.listen",
+                    format!(
+                        "gateway.listen {gateway_listen} is the admin API's default address"
+                    ),
+                    Some("give the gateway another port, or move the admin API: [admin] listen = \"127.0.0.1:9095\"".into()),
+                );
+            }
+            return admin;
         };
         let listen = self.addr(a.listen.as_ref(), "admin.listen", d::ADMIN_LISTEN);
         let listen_span = a.listen.as_ref().map_or(0..0, Spanned::span);
@@ -288,7 +304,7 @@ impl Validator<'_> {
                 ),
             );
         }
-        if a.listen.is_some() && listen == gateway_listen && listen.port() != 0 {
+        if listen == gateway_listen && listen.port() != 0 {
             self.err(
                 &listen_span,
                 "admin.listen",

@@ -76,15 +76,16 @@ pub(crate) struct UpArgs {
     /// Quick mode: number of instances, or `max` (one per CPU core), or -1 (cores - 1).
     #[arg(short = 'i', long, allow_hyphen_values = true)]
     pub(crate) instances: Option<String>,
-    /// Quick mode: gateway port on 127.0.0.1.
-    #[arg(long, default_value_t = 8080)]
-    pub(crate) port: u16,
-    /// Quick mode: admin API address.
-    #[arg(long, default_value = "127.0.0.1:9090")]
-    pub(crate) admin: SocketAddr,
-    /// Quick mode: services API address (sessions, cache, queue, locks for the instances).
-    #[arg(long, default_value = "127.0.0.1:9091")]
-    pub(crate) services: SocketAddr,
+    /// Quick mode: gateway port on 127.0.0.1 [default: 8080].
+    #[arg(long)]
+    pub(crate) port: Option<u16>,
+    /// Quick mode: admin API address [default: 127.0.0.1:9090].
+    #[arg(long)]
+    pub(crate) admin: Option<SocketAddr>,
+    /// Quick mode: services API address (sessions, cache, queue, locks for the instances)
+    /// [default: 127.0.0.1:9091].
+    #[arg(long)]
+    pub(crate) services: Option<SocketAddr>,
     /// Quick mode: the ports the instances get, e.g. 21000-21099 (default 20000-20999).
     #[arg(long, value_name = "FIRST-LAST")]
     pub(crate) port_range: Option<String>,

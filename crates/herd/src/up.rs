@@ -1,6 +1,7 @@
 //! `herd up` and `herd check`: build the parts from a validated config, run until a signal,
 //! then drain with deadlines.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -106,8 +107,24 @@ fn default_name(argv: &[String]) -> String {
 fn load_config(args: &UpArgs) -> Result<Config, ExitCode> {
     let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
     if args.command.is_empty() {
-        if args.instances.is_some() || args.name.is_some() {
-            eprintln!("herd up: -i/--name are for quick mode; give the app's command after `--`, e.g. `herd up -i 3 -- node server.js`");
+        let quick_only: Vec<&str> = [
+            ("-i/--instances", args.instances.is_some()),
+            ("--name", args.name.is_some()),
+            ("--port", args.port.is_some()),
+            ("--admin", args.admin.is_some()),
+            ("--services", args.services.is_some()),
+            ("--port-range", args.port_range.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect();
+        if !quick_only.is_empty() {
+            eprintln!(
+                "herd up: {} {} for quick mode only, and would be ignored with {}\n  hint: set them in the config file ([gateway] listen, [admin] listen, [services] listen, the app's instances and port_range), or give the app's command after `--`, e.g. `herd up -i 3 -- node server.js`",
+                quick_only.join(", "),
+                if quick_only.len() == 1 { "is" } else { "are" },
+                args.config.display()
+            );
             return Err(ExitCode::from(EX_CONFIG));
         }
         return herd_config::load(&args.config).map_err(|errors| {
@@ -137,7 +154,13 @@ fn load_config(args: &UpArgs) -> Result<Config, ExitCode> {
         .name
         .clone()
         .unwrap_or_else(|| default_name(&args.command));
-    for (flag, addr) in [("--admin", args.admin), ("--services", args.services)] {
+    let admin = args
+        .admin
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9090)));
+    let services = args
+        .services
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9091)));
+    for (flag, addr) in [("--admin", admin), ("--services", services)] {
         if !addr.ip().is_loopback() {
             eprintln!(
                 "herd up: {flag} {addr} is not a loopback address, and quick mode has no token to protect it\n  hint: keep {flag} on 127.0.0.1, or write a herd.toml with [admin] / [services] listen and token (see docs/config.md) and run `herd up -c herd.toml`"
@@ -149,9 +172,9 @@ fn load_config(args: &UpArgs) -> Result<Config, ExitCode> {
         herd_config::Quick {
             argv: args.command.clone(),
             instances,
-            port: args.port,
-            admin: args.admin,
-            services: args.services,
+            port: args.port.unwrap_or(8080),
+            admin,
+            services,
             name,
             port_range: args.port_range.clone(),
         },
@@ -198,6 +221,15 @@ pub(crate) fn up(args: UpArgs) -> ExitCode {
             problems.len()
         );
         return ExitCode::from(EX_CONFIG);
+    }
+    // The certificates too, as `herd check` does: a file problem is a config error (64, which
+    // the systemd unit does not restart on), not a failure to retry.
+    if let Some(tls) = &config.gateway.tls {
+        if let Err(e) = herd_proxy::tls::TlsCerts::load(tls) {
+            eprintln!("error: [gateway.tls]: {e}\n  hint: point cert and key at readable PEM files (paths are relative to the config file)");
+            eprintln!("herd: not starting: the certificates of [gateway.tls] cannot be loaded");
+            return ExitCode::from(EX_CONFIG);
+        }
     }
     init_tracing();
     let mut builder = tokio::runtime::Builder::new_multi_thread();

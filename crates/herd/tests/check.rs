@@ -166,3 +166,47 @@ fn quick_mode_rejects_bad_flags_with_64() {
     assert_eq!(out.status.code(), Some(64), "{said}");
     assert!(said.starts_with("command line: --port-range: "), "{said}");
 }
+
+#[test]
+fn quick_mode_flags_with_a_config_file_are_refused_not_ignored() {
+    let out = std::process::Command::new(herd_bin())
+        .args([
+            "up",
+            "-c",
+            "examples/demo.toml",
+            "--port",
+            "3000",
+            "--admin",
+            "127.0.0.1:9999",
+        ])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{said}");
+    assert!(
+        said.contains("--port, --admin are for quick mode only"),
+        "{said}"
+    );
+}
+
+#[test]
+fn unloadable_certificates_stop_up_with_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("herd.toml");
+    std::fs::write(
+        &path,
+        "[gateway]\nlisten = \"127.0.0.1:0\"\n[gateway.tls]\ncert = \"bad.pem\"\nkey = \"bad.key\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\n",
+    )
+    .unwrap();
+    // Files that exist but hold no certificate: only loading them finds out.
+    std::fs::write(dir.path().join("bad.pem"), "not a certificate").unwrap();
+    std::fs::write(dir.path().join("bad.key"), "not a key").unwrap();
+    let out = herd_on(&["up", "-c"], &path);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{said}");
+    assert!(
+        said.contains("not starting: the certificates of [gateway.tls]"),
+        "{said}"
+    );
+}
