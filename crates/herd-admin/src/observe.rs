@@ -161,11 +161,9 @@ async fn lb_action(
             "maint": action == "maint",
         }))
         .into_response(),
-        Err(e) => (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": e.to_string(), "hint": "instance ids are listed by GET /cluster/status"})),
-        )
-            .into_response(),
+        // 404 for an unknown id (its message says where ids are listed), 503 while herd
+        // shuts down, and so on.
+        Err(e) => crate::routes::fleet_error(&e),
     }
 }
 
@@ -224,6 +222,10 @@ async fn config_reload(State(s): State<AdminState>) -> Response {
     };
     match tokio::time::timeout(Duration::from_secs(60), reloader.reload()).await {
         Ok(Ok(report)) => Json(json!({"reloaded": true, "report": report})).into_response(),
+        // Not the file's fault: nothing is applied once the shutdown has begun.
+        Ok(Err(_)) if s.fleet.is_stopping() => crate::routes::fleet_error(
+            &herd_fleet::FleetError::ShuttingDown,
+        ),
         Ok(Err(errors)) => (
             StatusCode::UNPROCESSABLE_ENTITY,
             Json(json!({"reloaded": false, "error": "the new config is invalid; the running config stays in force", "errors": errors})),

@@ -64,7 +64,7 @@ fn error(status: StatusCode, msg: &str, hint: Option<&str>) -> Response {
     api_error(status, msg, hint).into_response()
 }
 
-fn fleet_error(e: &FleetError) -> Response {
+pub(crate) fn fleet_error(e: &FleetError) -> Response {
     let status = match e {
         FleetError::UnknownApp { .. } | FleetError::UnknownInstance { .. } => StatusCode::NOT_FOUND,
         FleetError::NotSupervised { .. }

@@ -559,6 +559,12 @@ impl Fleet {
         Ok((handle.logs.subscribe(), files))
     }
 
+    /// The shutdown has begun: no config is applied any more.
+    #[must_use]
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
     /// Drains and stops every instance of every app; resolves when all have exited.
     /// Calling it again waits for nothing.
     pub async fn shutdown(&self) {
