@@ -74,8 +74,17 @@ impl Demand {
         queue: usize,
         ready: impl Fn() -> bool,
     ) -> Result<(), HoldError> {
+        // Counted until the hold ends, however it ends: a client that gives up drops this
+        // future mid-wait, and a count left behind would read as demand (and fill the queue)
+        // for good.
+        struct Held<'a>(&'a AtomicUsize);
+        impl Drop for Held<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let held = Held(&self.held);
         if self.held.fetch_add(1, Ordering::AcqRel) >= queue {
-            self.held.fetch_sub(1, Ordering::AcqRel);
             return Err(HoldError::QueueFull);
         }
         self.wake.notify_one();
@@ -91,7 +100,7 @@ impl Demand {
             }
         })
         .await;
-        self.held.fetch_sub(1, Ordering::AcqRel);
+        drop(held);
         waited.map_err(|_| HoldError::TimedOut)
     }
 }
@@ -124,5 +133,20 @@ mod tests {
             d.hold(Duration::from_secs(1), 0, || true).await,
             Err(HoldError::QueueFull)
         );
+        assert_eq!(d.held(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hold_given_up_by_its_client_is_no_longer_counted() {
+        let d = Arc::new(Demand::default());
+        let d2 = Arc::clone(&d);
+        let waiter =
+            tokio::spawn(async move { d2.hold(Duration::from_secs(30), 4, || false).await });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(d.held(), 1);
+        // The client left: hyper drops the request's future mid-wait.
+        waiter.abort();
+        let _ = waiter.await;
+        assert_eq!(d.held(), 0, "a dropped hold still counts as demand");
     }
 }
