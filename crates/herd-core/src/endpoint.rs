@@ -157,8 +157,19 @@ impl EndpointStats {
     /// `fail_timeout` has passed since the last failure). Returns true when this failure marked
     /// it down.
     pub fn record_failure(&self, now: Instant, max_fails: u32, fail_timeout: Duration) -> bool {
-        self.failures.fetch_add(1, Ordering::Relaxed);
         self.window.record_error();
+        self.record_failed_response(now, max_fails, fail_timeout)
+    }
+
+    /// [`EndpointStats::record_failure`] for a response passive health counts as a failure
+    /// (`observe = "layer7"`: a 5xx), which the window has already counted as a response.
+    pub fn record_failed_response(
+        &self,
+        now: Instant,
+        max_fails: u32,
+        fail_timeout: Duration,
+    ) -> bool {
+        self.failures.fetch_add(1, Ordering::Relaxed);
         let now_ms = self.ms_since_epoch(now);
         let window_ms = u64::try_from(fail_timeout.as_millis()).unwrap_or(u64::MAX);
         let last = self.last_fail_ms.swap(now_ms, Ordering::Relaxed);

@@ -17,22 +17,41 @@ pub struct WindowStats {
     pub responses: u64,
     /// 5xx responses plus failed attempts (connect errors, resets, timeouts).
     pub errors: u64,
+    /// Failed attempts alone (no response, so not among `responses`): the error rate is
+    /// `errors / (responses + failures)`.
+    pub failures: u64,
     /// 95th percentile of time to response head, if any response arrived.
     pub latency_p95: Option<Duration>,
 }
 
-/// Lock-free latency histogram and error counter.
+impl WindowStats {
+    /// Failed exchanges over all exchanges, 0..=1: each response once (a 5xx is among
+    /// `responses` and `errors`), each failed attempt once; 10 answers, all 503, is 1.
+    #[must_use]
+    pub fn error_rate(&self) -> f64 {
+        let all = self.responses + self.failures;
+        if all == 0 {
+            0.0
+        } else {
+            self.errors as f64 / all as f64
+        }
+    }
+}
+
+/// Lock-free latency histogram and error counters.
 #[derive(Debug)]
 pub struct Window {
     buckets: [AtomicU64; BUCKETS],
-    errors: AtomicU64,
+    server_errors: AtomicU64,
+    failures: AtomicU64,
 }
 
 impl Default for Window {
     fn default() -> Self {
         Window {
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            errors: AtomicU64::new(0),
+            server_errors: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
         }
     }
 }
@@ -55,12 +74,13 @@ impl Window {
     pub fn record(&self, latency: Duration, server_error: bool) {
         self.buckets[bucket_of(latency)].fetch_add(1, Ordering::Relaxed);
         if server_error {
-            self.errors.fetch_add(1, Ordering::Relaxed);
+            self.server_errors.fetch_add(1, Ordering::Relaxed);
         }
     }
 
+    /// An attempt that got no response (connect error, reset, timeout).
     pub fn record_error(&self) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.failures.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Returns the window's figures and starts a new window.
@@ -70,11 +90,13 @@ impl Window {
             .iter()
             .map(|b| b.swap(0, Ordering::Relaxed))
             .collect();
-        let errors = self.errors.swap(0, Ordering::Relaxed);
+        let failures = self.failures.swap(0, Ordering::Relaxed);
+        let errors = self.server_errors.swap(0, Ordering::Relaxed) + failures;
         let responses: u64 = counts.iter().sum();
         WindowStats {
             responses,
             errors,
+            failures,
             latency_p95: quantile(&counts, responses, 0.95),
         }
     }
@@ -99,6 +121,25 @@ fn quantile(counts: &[u64], total: u64, q: f64) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_error_rate_counts_each_exchange_once() {
+        let w = Window::default();
+        for _ in 0..10 {
+            w.record(Duration::from_millis(1), true);
+        }
+        assert!((w.take().error_rate() - 1.0).abs() < 1e-9);
+        for _ in 0..6 {
+            w.record(Duration::from_millis(1), false);
+        }
+        w.record(Duration::from_millis(1), true);
+        w.record_error();
+        w.record_error();
+        let s = w.take();
+        assert_eq!((s.responses, s.errors, s.failures), (7, 3, 2));
+        assert!((s.error_rate() - 3.0 / 9.0).abs() < 1e-9);
+        assert!(WindowStats::default().error_rate().abs() < 1e-9);
+    }
 
     #[test]
     fn p95_lands_within_one_bucket_of_the_truth() {

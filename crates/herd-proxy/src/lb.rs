@@ -178,7 +178,7 @@ pub(crate) async fn acquire(
 pub(crate) fn observe(app: &AppUpstreams, up: &Upstream, status: StatusCode, now: Instant) {
     let stats = &up.endpoint.stats;
     if app.lb.observe_layer7 && status.is_server_error() {
-        if stats.record_failure(now, app.max_fails, app.fail_timeout) {
+        if stats.record_failed_response(now, app.max_fails, app.fail_timeout) {
             tracing::warn!(app = %app.name, instance = %up.endpoint.id, status = status.as_u16(),
                 "instance marked down by passive health (layer 7)");
         }

@@ -184,11 +184,7 @@ fn sample(inst: &Inst, now: Instant, memory_limit: Option<u64>) -> InstanceSampl
         rss_bytes: p.map_or(0, |p| p.rss_bytes),
         memory_limit,
         latency_p95_ms: window.latency_p95.map(|d| d.as_secs_f64() * 1000.0),
-        error_rate: if window.responses + window.errors == 0 {
-            0.0
-        } else {
-            window.errors as f64 / (window.responses + window.errors).max(1) as f64
-        },
+        error_rate: window.error_rate(),
     }
 }
 
