@@ -1149,11 +1149,14 @@
       const seen = new Set();
       let prev = null;
       for (const inst of sorted) {
-        seen.add(inst.id);
-        let row = this.rows.get(inst.id);
+        // During a replacement two processes share an id (the new one, and the old one
+        // draining): one row each, keyed by process.
+        const key = `${inst.id}#${inst.pid ?? ''}`;
+        seen.add(key);
+        let row = this.rows.get(key);
         if (!row) {
           row = new Row(this, inst.id);
-          this.rows.set(inst.id, row);
+          this.rows.set(key, row);
         }
         row.update(inst, supervised);
         const want = prev ? prev.nextSibling : this.tbody.firstChild;

@@ -275,7 +275,11 @@ impl Collector for FleetCollector {
         let mut in_flight = Vec::new();
         let mut requests = Vec::new();
         for a in &apps {
-            for i in &a.instances {
+            // During a replacement (rolling reload, max_memory, a slot reused while its old
+            // instance drains) two processes share an id: the first listed is the slot's
+            // current one; one series per label set, as Prometheus requires.
+            let mut ids = std::collections::HashSet::new();
+            for i in a.instances.iter().filter(|i| ids.insert(i.id.as_str())) {
                 // Every state, 1 for the one it is in (as kube-state-metrics does), so a state
                 // left shows as 0 instead of a series that stops.
                 for s in herd_core::InstanceState::ALL {
