@@ -74,9 +74,12 @@ impl Collector for RequestCollector {
                     .map(|(ub, n)| (*ub, *n))
                     .collect();
                 buckets.push((f64::MAX, c.buckets[LATENCY_BUCKETS.len()]));
+                // `_count` from the same loads as the buckets (the response counters are other
+                // atomics, read at another moment): `_count` must equal the `+Inf` bucket.
+                let count = c.buckets.iter().sum();
                 family.encode_family(&labels)?.encode_histogram::<Labels>(
                     c.latency_sum_s,
-                    c.responses(),
+                    count,
                     &buckets,
                     None,
                 )?;
