@@ -86,10 +86,32 @@ fn wall_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-fn per_app(stats: &StatsRegistry) -> HashMap<String, RouteCounters> {
+/// Every route entry's counters, by entry (the `Arc` keeps the entry, hence its address, alive
+/// until the next snapshot replaces this one).
+type Snapshot = HashMap<usize, (Arc<herd_core::RouteStats>, RouteCounters)>;
+
+fn snapshot(stats: &StatsRegistry) -> Snapshot {
+    stats
+        .all()
+        .into_iter()
+        .map(|r| {
+            let c = r.counters();
+            (Arc::as_ptr(&r) as usize, (r, c))
+        })
+        .collect()
+}
+
+/// What each app's routes counted since `prev`, entry by entry: a route a reload removed is
+/// left out (its counts would otherwise come off the app's sum and hide new ones), a new one
+/// counts from zero.
+fn deltas_per_app(current: &Snapshot, prev: &Snapshot) -> HashMap<String, RouteCounters> {
     let mut out: HashMap<String, RouteCounters> = HashMap::new();
-    for r in stats.all() {
-        out.entry(r.app.clone()).or_default().add(&r.counters());
+    for (key, (r, c)) in current {
+        let d = match prev.get(key) {
+            Some((_, p)) => c.delta(p),
+            None => c.clone(),
+        };
+        out.entry(r.app.clone()).or_default().add(&d);
     }
     out
 }
@@ -138,7 +160,7 @@ impl Telemetry {
         let me = Arc::clone(&t);
         let task = tokio::spawn(tracing::Instrument::instrument(
             async move {
-                let mut prev = per_app(&stats);
+                let mut prev = snapshot(&stats);
                 let mut prev_at = Instant::now();
                 let mut last_event_ms = wall_ms();
                 let mut every = tokio::time::interval(Duration::from_secs(1));
@@ -151,17 +173,14 @@ impl Telemetry {
                     }
                     let now = Instant::now();
                     let seconds = now.duration_since(prev_at).as_secs_f64();
-                    let current = per_app(&stats);
+                    let current = snapshot(&stats);
                     let apps = fleet.status();
+                    let mut by_app = deltas_per_app(&current, &prev);
                     let mut deltas = HashMap::new();
                     let samples = apps
                         .iter()
                         .map(|a| {
-                            let d = match (current.get(&a.name), prev.get(&a.name)) {
-                                (Some(c), Some(p)) => c.delta(p),
-                                (Some(c), None) => c.clone(),
-                                _ => RouteCounters::default(),
-                            };
+                            let d = by_app.remove(&a.name).unwrap_or_default();
                             let s = app_sample(a, &d, seconds);
                             deltas.insert(a.name.clone(), d);
                             s
@@ -263,5 +282,34 @@ impl Telemetry {
     #[must_use]
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Tick>> {
         self.ticks.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_route_removed_by_a_reload_does_not_hide_the_new_counts() {
+        let reg = StatsRegistry::default();
+        let kept = reg.entry("web", "default");
+        let gone = reg.entry("web", "old");
+        for _ in 0..1000 {
+            gone.record(200, Duration::from_millis(1));
+        }
+        let prev = snapshot(&reg);
+        reg.retain([&kept]);
+        for _ in 0..15 {
+            kept.record(500, Duration::from_millis(1));
+        }
+        for _ in 0..5 {
+            kept.record(200, Duration::from_millis(1));
+        }
+        let fresh = reg.entry("web", "new");
+        fresh.record(200, Duration::from_millis(1));
+        let d = deltas_per_app(&snapshot(&reg), &prev);
+        let web = &d["web"];
+        assert_eq!(web.responses(), 21, "{web:?}");
+        assert_eq!(web.by_class[4], 15, "{web:?}");
     }
 }
