@@ -124,7 +124,12 @@ retries = true
     let r = &cfg.routes[0];
     assert_eq!(r.retries, Some(1));
     assert!(r.data_plane.retry_on.unwrap().status_504);
-    assert_eq!(r.data_plane.total_timeout, None);
+    assert_eq!(
+        r.data_plane.total_timeout,
+        Some(None),
+        "\"off\" turns it off"
+    );
+    assert_eq!(cfg.routes[1].data_plane.total_timeout, None, "not given");
     assert_eq!(r.data_plane.compress, Some(false));
     assert_eq!(cfg.routes[1].retries, None);
     std::fs::remove_dir_all(&dir).unwrap();

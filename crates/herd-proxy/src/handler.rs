@@ -229,7 +229,7 @@ async fn forward(
             left: policy.retries.unwrap_or(s.retries),
             on: policy.retry_on.unwrap_or(s.retry_on),
         };
-        (retry, policy.total_timeout.or(s.total_timeout))
+        (retry, policy.total_timeout.unwrap_or(s.total_timeout))
     };
     if gw.access_log.is_some() {
         ex.route = Some(Arc::from(stats.route.as_str()));

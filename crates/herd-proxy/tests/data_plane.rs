@@ -496,6 +496,30 @@ async fn total_timeout_bounds_the_head_and_the_body() {
 }
 
 #[tokio::test]
+async fn a_route_turns_the_total_timeout_off() {
+    let (gw, addr, stop, _) = gateway(
+        "total_timeout = \"300ms\"",
+        "[[route]]\npath_prefix = \"/slowbody\"\napp = \"web\"\ntotal_timeout = \"off\"\n[[route]]\napp = \"web\"",
+    )
+    .await;
+    let (a, _) = backend("a", false, false).await;
+    gw.set_endpoints("web", vec![endpoint(1, "web-1", a)]);
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let resp = client
+        .get(format!("http://{addr}/slowbody").parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // The gateway's 300 ms would have cut the body by now; the route's "off" lets it stream.
+    let body = tokio::time::timeout(Duration::from_millis(1500), resp.into_body().collect()).await;
+    assert!(
+        body.is_err(),
+        "the body ended (cut?) within 1.5 s: {body:?}"
+    );
+    stop.cancel();
+}
+
+#[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
     let (gw, addr, stop, _) = gateway("idle_timeout = \"200ms\"", "").await;
     let (a, _) = backend("a", false, false).await;

@@ -162,8 +162,9 @@ pub enum Protocol {
 pub struct RouteDataPlane {
     /// `retry_on`: replaces the gateway's.
     pub retry_on: Option<RetryOn>,
-    /// `total_timeout`: replaces the gateway's.
-    pub total_timeout: Option<Duration>,
+    /// `total_timeout`: replaces the gateway's; `Some(None)` (`"off"`) turns it off for the
+    /// route, `None` keeps the gateway's.
+    pub total_timeout: Option<Option<Duration>>,
     /// `compress`: replaces the gateway's `compress`.
     pub compress: Option<bool>,
 }

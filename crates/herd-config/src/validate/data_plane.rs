@@ -170,8 +170,11 @@ impl Validator<'_> {
                 .retry_on
                 .as_ref()
                 .map(|v| self.retry_on(v, &format!("{p}.retry_on"))),
-            total_timeout: self
-                .optional_timeout(r.total_timeout.as_ref(), &format!("{p}.total_timeout")),
+            // Given: the route's own (`"off"` included); not given: the gateway's.
+            total_timeout: r
+                .total_timeout
+                .as_ref()
+                .map(|v| self.optional_timeout(Some(v), &format!("{p}.total_timeout"))),
             compress: r.compress.as_ref().map(|b| *b.get_ref()),
         };
         (retries, plane)

@@ -56,7 +56,7 @@ pub(crate) struct RoutePolicy {
     /// again).
     pub(crate) retries: Option<u32>,
     pub(crate) retry_on: Option<herd_config::RetryOn>,
-    pub(crate) total_timeout: Option<Duration>,
+    pub(crate) total_timeout: Option<Option<Duration>>,
     pub(crate) compress: Option<bool>,
     /// `balance`/`hash_key`/`sticky` overriding the app's.
     pub(crate) overrides: herd_config::RouteBalance,
