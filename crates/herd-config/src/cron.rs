@@ -195,7 +195,10 @@ fn parse_field(text: &str, field: &Field) -> Result<u64, String> {
         let mut v = lo;
         while v <= hi {
             bits |= 1 << v;
-            v += step;
+            let Some(next) = v.checked_add(step) else {
+                break;
+            };
+            v = next;
         }
     }
     Ok(bits)
@@ -242,6 +245,9 @@ mod tests {
 
     #[test]
     fn steps_lists_names_and_sunday_seven() {
+        // A step past u32::MAX neither wraps nor panics: only the start matches.
+        let big = Cron::parse("5/4294967295 * * * *").unwrap();
+        assert!(big.minute_matches(5) && !big.minute_matches(0));
         let c = Cron::parse("*/15 9-17/4 * jan,JUL sun,7").unwrap();
         for m in [0, 15, 30, 45] {
             assert!(c.minute_matches(m));

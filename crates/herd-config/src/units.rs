@@ -16,6 +16,9 @@ pub(crate) const DURATION_HINT: &str = "use a number with ms, s, m, h or d, e.g.
 pub(crate) const SIZE_HINT: &str =
     "use a number of bytes with an optional unit: B, KB, MB, GB (powers of 1000) or KiB, MiB, GiB (powers of 1024), e.g. \"512MiB\"";
 
+/// The longest duration any key takes: 100 years.
+pub const MAX_DURATION_SECS: u64 = 36_500 * 86_400;
+
 /// Parses a duration such as `"500ms"`, `"2s"`, `"5m"`, `"1h"`, `"1d"`, `"1.5s"` or `"1m30s"`.
 ///
 /// A unit is required for every number; `"0"` alone is accepted as zero. Negative values,
@@ -63,6 +66,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         rest = tail.trim_start();
     }
     let secs = u64::try_from(total_nanos / 1_000_000_000).map_err(|_| "duration is too large")?;
+    // Every duration is added to a clock somewhere (`now + ttl`, a deadline, a cache's TTL):
+    // a bound keeps those from overflowing, far above any useful setting.
+    if secs > MAX_DURATION_SECS {
+        return Err("duration is too large (at most 100 years, \"36500d\")".to_owned());
+    }
     // The remainder is < 1e9 and always fits.
     let sub = u32::try_from(total_nanos % 1_000_000_000).unwrap_or(0);
     Ok(Duration::new(secs, sub))
@@ -241,7 +249,10 @@ mod tests {
             ("1.2.3s", "invalid number \"1.2.3\""),
             ("1s-", "unknown unit \"s-\""),
             ("99999999999999999999999d", "too large"),
+            // Would overflow a clock once added to now (a TTL, a deadline).
+            ("400000d", "at most 100 years"),
         ];
+        assert!(parse_duration("36500d").is_ok());
         for (input, want) in bad {
             let err = parse_duration(input).unwrap_err();
             assert!(err.contains(want), "{input:?}: {err}");
