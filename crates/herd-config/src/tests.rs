@@ -415,15 +415,25 @@ fn scaling_max_needs_its_ports() {
     let err = one(&text, 8, "app[0].scaling.max");
     assert!(err.message.contains("scaling max 4 needs 5 ports"), "{err}");
     assert!(
-        err.hint
-            .as_deref()
-            .unwrap_or("")
-            .contains("lower scaling max to 3"),
+        err.hint.as_deref().unwrap_or("").contains("at most 3"),
         "{err:?}"
     );
     ok(&format!(
         "{APP}instances = 2\nport_range = \"20000-20003\"\n[app.scaling]\nmin = 1\nmax = 3\n"
     ));
+    // A schedule that raises the bounds past the range is caught too.
+    let err = one(
+        &format!(
+            "{APP}instances = 2\nport_range = \"20000-20003\"\n[app.scaling]\nmin = 1\nmax = 3\n[[app.scaling.schedule]]\ncron = \"0 8 * * *\"\nmin = 6\nmax = 6\n"
+        ),
+        8,
+        "app[0].scaling.max",
+    );
+    assert!(
+        err.message
+            .contains("a schedule's instance count 6 needs 7 ports"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -85,7 +85,14 @@ impl Validator<'_> {
             // The autoscaler runs up to `max` instances, each on a port of the range, with one
             // spare for a reload's start-first replacement (as `instances` is checked).
             let available = u32::from(c.port_range.1 - c.port_range.0) + 1;
-            if sc.max >= available {
+            // A schedule raises the bounds while it is in force: its `min`/`max` count too.
+            let peak = sc
+                .schedules
+                .iter()
+                .flat_map(|s| [s.min, s.max])
+                .flatten()
+                .fold(sc.max, u32::max);
+            if peak >= available {
                 let span = raw
                     .get_ref()
                     .max
@@ -95,15 +102,15 @@ impl Validator<'_> {
                     &span,
                     &format!("{p}.scaling.max"),
                     format!(
-                        "scaling max {} needs {} ports (one each, plus one spare for rolling reloads) but port range {}-{} has {available}",
-                        sc.max,
-                        u64::from(sc.max) + 1,
+                        "{} {peak} needs {} ports (one each, plus one spare for rolling reloads) but port range {}-{} has {available}",
+                        if peak > sc.max { "a schedule's instance count" } else { "scaling max" },
+                        u64::from(peak) + 1,
                         c.port_range.0,
                         c.port_range.1,
                     ),
                     Some(if available >= 2 {
                         format!(
-                            "lower scaling max to {}, or widen port_range",
+                            "keep scaling max and every schedule's min and max at most {}, or widen port_range",
                             available - 1
                         )
                     } else {
