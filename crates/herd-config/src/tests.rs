@@ -624,6 +624,26 @@ fn admin_and_gateway_on_same_address() {
         "gateway.listen",
     );
     assert!(err.message.contains("admin API's default"), "{err}");
+    // A wildcard gateway takes the port on loopback too.
+    let err = one(
+        &format!("[gateway]\nlisten = \"0.0.0.0:9090\"\n{APP}"),
+        2,
+        "gateway.listen",
+    );
+    assert!(err.message.contains("admin API's default"), "{err}");
+    // The services API's default address, taken by the gateway: reported where it was written,
+    // with a hint that does not name the same address again.
+    let err = one(
+        &format!("[gateway]\nlisten = \"127.0.0.1:9091\"\n{APP}"),
+        2,
+        "gateway.listen",
+    );
+    assert!(
+        err.message.contains("services API's default address"),
+        "{err}"
+    );
+    assert!(err.hint.unwrap().contains("9092"));
+    ok(&format!("[gateway]\nlisten = \"0.0.0.0:8080\"\n{APP}"));
 }
 
 #[test]

@@ -17,7 +17,7 @@ pub(crate) const SIZE_HINT: &str =
     "use a number of bytes with an optional unit: B, KB, MB, GB (powers of 1000) or KiB, MiB, GiB (powers of 1024), e.g. \"512MiB\"";
 
 /// The longest duration any key takes: 100 years.
-pub const MAX_DURATION_SECS: u64 = 36_500 * 86_400;
+pub(crate) const MAX_DURATION_SECS: u64 = 36_500 * 86_400;
 
 /// Parses a duration such as `"500ms"`, `"2s"`, `"5m"`, `"1h"`, `"1d"`, `"1.5s"` or `"1m30s"`.
 ///

@@ -98,6 +98,14 @@ pub(crate) fn validate(
     }
 }
 
+/// Two listeners that cannot both bind: the same port on the same address, or on a wildcard
+/// (`0.0.0.0` takes the port on every IPv4 address, `[::]` on every address).
+pub(crate) fn clash(a: SocketAddr, b: SocketAddr) -> bool {
+    let wildcard =
+        |x: SocketAddr, y: SocketAddr| x.ip().is_unspecified() && (x.is_ipv6() || y.is_ipv4());
+    a.port() == b.port() && a.port() != 0 && (a.ip() == b.ip() || wildcard(a, b) || wildcard(b, a))
+}
+
 struct Validator<'a> {
     src: &'a Source<'a>,
     base_dir: &'a Path,
@@ -271,7 +279,7 @@ impl Validator<'_> {
     fn admin(&mut self, raw: &RawConfig, gateway_listen: SocketAddr) -> Admin {
         let Some(a) = &raw.admin else {
             let admin = Admin::default();
-            if admin.listen == gateway_listen {
+            if clash(admin.listen, gateway_listen) {
                 let span = raw
                     .gateway
                     .as_ref()
@@ -304,7 +312,7 @@ impl Validator<'_> {
                 ),
             );
         }
-        if listen == gateway_listen && listen.port() != 0 {
+        if clash(listen, gateway_listen) {
             self.err(
                 &listen_span,
                 "admin.listen",

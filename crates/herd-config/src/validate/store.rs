@@ -313,24 +313,45 @@ impl Validator<'_> {
         if !services.enabled || services.listen.port() == 0 {
             return;
         }
-        let span = raw
-            .services
-            .as_ref()
-            .and_then(|s| s.listen.as_ref())
-            .map_or(0..0, Spanned::span);
-        self.own_address(
-            &span,
-            "services.listen",
-            services.listen,
-            &[
-                (gateway.listen, "gateway.listen"),
-                (admin.listen, "admin.listen"),
-            ],
-            "give the services API its own port, e.g. listen = \"127.0.0.1:9091\"",
-        );
+        let given = raw.services.as_ref().and_then(|s| s.listen.as_ref());
+        let others = [
+            (
+                gateway.listen,
+                "gateway.listen",
+                raw.gateway.as_ref().and_then(|g| g.listen.as_ref()),
+            ),
+            (
+                admin.listen,
+                "admin.listen",
+                raw.admin.as_ref().and_then(|a| a.listen.as_ref()),
+            ),
+        ];
+        for (other, what, other_val) in others {
+            if !super::clash(services.listen, other) {
+                continue;
+            }
+            match given {
+                Some(v) => self.err(
+                    &v.span(),
+                    "services.listen",
+                    format!("services.listen {} clashes with {what} {other}", services.listen),
+                    Some("give the services API a port of its own, e.g. listen = \"127.0.0.1:9092\"".into()),
+                ),
+                // Not written: the other key took the services API's default address.
+                None => self.err(
+                    &other_val.map_or(0..0, Spanned::span),
+                    what,
+                    format!(
+                        "{what} {other} is the services API's default address {}",
+                        services.listen
+                    ),
+                    Some("move it to another port, or the services API: [services] listen = \"127.0.0.1:9092\"".into()),
+                ),
+            }
+        }
     }
 
-    /// An error on `key` for each of `others` that `addr` is the same address as.
+    /// An error on `key` for each of `others` that `addr` clashes with (see `clash`).
     fn own_address(
         &mut self,
         span: &std::ops::Range<usize>,
@@ -340,7 +361,7 @@ impl Validator<'_> {
         hint: &str,
     ) {
         for (other, what) in others {
-            if addr == *other {
+            if super::clash(addr, *other) {
                 self.err(
                     span,
                     key,
