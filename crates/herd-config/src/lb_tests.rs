@@ -206,4 +206,11 @@ fn two_apps_cannot_pin_with_one_cookie() {
     );
     assert!(err.hint.unwrap().contains("HERD_SRV_api"));
     ok("[[app]]\nname = \"web\"\ncommand = [\"./app\"]\nsticky = true\n\n[[app]]\nname = \"api\"\ncommand = [\"./app\"]\nsticky = { cookie = \"HERD_SRV_api\" }\n");
+    // A route's own sticky pins for its app.
+    let err = one(
+        "[[app]]\nname = \"web\"\ncommand = [\"./app\"]\nsticky = true\n\n[[app]]\nname = \"api\"\ncommand = [\"./app\"]\n\n[[route]]\napp = \"api\"\nsticky = true\n",
+        12,
+        "route[0].sticky",
+    );
+    assert!(err.message.contains("already app \"web\"'s"), "{err}");
 }

@@ -61,16 +61,16 @@ pub(crate) fn validate(
     for (i, app) in raw.app.iter().enumerate() {
         apps.push(v.app(i, app, &mut names));
     }
-    v.sticky_cookies_apart(raw, &apps);
     let mut known: Vec<(&str, usize)> = names.iter().map(|(n, (i, _))| (n.as_str(), *i)).collect();
     known.sort_by_key(|(_, i)| *i);
-    let routes = raw
+    let routes: Vec<crate::Route> = raw
         .route
         .iter()
         .enumerate()
         .filter_map(|(i, r)| v.route(i, r, &known))
         .collect();
     v.route_names(raw);
+    v.sticky_cookies_apart(raw, &apps, &routes);
     let alerts = v.alerts(raw, &apps);
     let rate_limits = v.rate_limits(raw, &known);
     let store = v.store(raw);

@@ -156,35 +156,60 @@ impl Validator<'_> {
     }
 
     /// Two apps may not pin with one cookie name: each app's answer would overwrite the other's
-    /// cookie (both `Path=/`), and every request that switches app would be redispatched.
+    /// cookie (both `Path=/`), and every request that switches app would be redispatched. A
+    /// route's own `sticky` pins for the route's app, so it counts for that app.
     pub(super) fn sticky_cookies_apart(
         &mut self,
         raw: &crate::raw::RawConfig,
         apps: &[crate::App],
+        routes: &[crate::Route],
     ) {
-        let mut owners: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+        let mut users: Vec<(&str, &str, String, Range<usize>)> = Vec::new();
         for (i, (app, raw_app)) in apps.iter().zip(&raw.app).enumerate() {
-            let (Some(sticky), Some(v)) = (&app.lb.sticky, &raw_app.get_ref().sticky) else {
-                continue;
-            };
-            match owners.get(sticky.cookie.as_str()) {
-                Some(first) if *first != app.name => {
+            if let (Some(sticky), Some(v)) = (&app.lb.sticky, &raw_app.get_ref().sticky) {
+                users.push((
+                    &sticky.cookie,
+                    &app.name,
+                    format!("app[{i}].sticky"),
+                    v.span(),
+                ));
+            }
+        }
+        // Routes that failed validation are left out of `routes`: positions then differ, and
+        // the file is refused anyway.
+        if routes.len() == raw.route.len() {
+            for (i, (route, raw_route)) in routes.iter().zip(&raw.route).enumerate() {
+                let (Some(Some(sticky)), Some(v), Some(app)) = (
+                    &route.overrides.sticky,
+                    &raw_route.get_ref().sticky,
+                    apps.get(route.app),
+                ) else {
+                    continue;
+                };
+                users.push((
+                    &sticky.cookie,
+                    &app.name,
+                    format!("route[{i}].sticky"),
+                    v.span(),
+                ));
+            }
+        }
+        let mut owners: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+        for (cookie, app, key, span) in users {
+            match owners.get(cookie) {
+                Some(first) if *first != app => {
                     let first = (*first).to_owned();
                     self.err(
-                        &v.span(),
-                        &format!("app[{i}].sticky"),
-                        format!(
-                            "sticky cookie \"{}\" is already app \"{first}\"'s",
-                            sticky.cookie
-                        ),
+                        &span,
+                        &key,
+                        format!("sticky cookie \"{cookie}\" is already app \"{first}\"'s"),
                         Some(format!(
-                            "give each sticky app its own cookie, e.g. sticky = {{ cookie = \"HERD_SRV_{}\" }}",
-                            app.name
+                            "give each sticky app its own cookie, e.g. sticky = {{ cookie = \"HERD_SRV_{app}\" }}"
                         )),
                     );
                 }
                 _ => {
-                    owners.insert(&sticky.cookie, &app.name);
+                    owners.insert(cookie, app);
                 }
             }
         }
