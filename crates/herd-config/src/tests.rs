@@ -612,6 +612,22 @@ fn admin_token_required_off_loopback() {
 }
 
 #[test]
+fn logs_max_files_is_bounded() {
+    let err = one(
+        &format!("[logs]\nmax_files = 100000000\n{APP}"),
+        2,
+        "logs.max_files",
+    );
+    assert!(err.message.contains("at most 1000"), "{err}");
+    assert_eq!(
+        ok(&format!("[logs]\nmax_files = 1000\n{APP}"))
+            .logs
+            .max_files,
+        1000
+    );
+}
+
+#[test]
 fn admin_and_gateway_on_same_address() {
     let text = format!(
         "[gateway]\nlisten = \"127.0.0.1:8000\"\n[admin]\nlisten = \"127.0.0.1:8000\"\n{APP}"

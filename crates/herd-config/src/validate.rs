@@ -359,7 +359,13 @@ impl Validator<'_> {
         Logs {
             dir: resolve(self.base_dir, Path::new(dir)),
             max_size,
-            max_files: self.u32(l.max_files.as_ref(), "logs.max_files", d::LOGS_MAX_FILES, 0),
+            // Each rotation renames every kept file while the instance's output waits.
+            max_files: self.u32_in(
+                l.max_files.as_ref(),
+                "logs.max_files",
+                d::LOGS_MAX_FILES,
+                (0, 1000),
+            ),
         }
     }
 

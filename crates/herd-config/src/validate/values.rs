@@ -104,6 +104,30 @@ impl Validator<'_> {
         }
     }
 
+    /// An integer from `min` to `max`.
+    pub(super) fn u32_in(
+        &mut self,
+        v: Option<&Int>,
+        key: &str,
+        default: u32,
+        (min, max): (u32, u32),
+    ) -> u32 {
+        let n = self.u32(v, key, default, min);
+        match v {
+            Some(v) if n > max => {
+                let field = key.rsplit('.').next().unwrap_or(key);
+                self.err(
+                    &v.span(),
+                    key,
+                    format!("{field} must be at most {max}, got {n}"),
+                    Some(format!("e.g. {field} = {default}")),
+                );
+                default
+            }
+            _ => n,
+        }
+    }
+
     /// `[gateway] max_headers`: 1 to 10 000.
     pub(super) fn max_headers(&mut self, v: Option<&Int>) -> usize {
         const MAX: u32 = 10_000;
