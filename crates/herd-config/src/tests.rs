@@ -757,6 +757,11 @@ fn bad_hash_keys() {
         4,
         "app[0].hash_balance_factor",
     );
+    // A route to the app that hashes uses the app's factor.
+    let cfg = ok(&format!(
+        "{APP}hash_balance_factor = 150\n[[route]]\napp = \"web\"\nbalance = \"hash\"\nhash_key = \"path\"\n"
+    ));
+    assert_eq!(cfg.apps[0].hash_balance_factor, 150);
 }
 
 #[test]

@@ -71,6 +71,7 @@ pub(crate) fn validate(
         .collect();
     v.route_names(raw);
     v.sticky_cookies_apart(raw, &apps, &routes);
+    v.hash_factor_used(raw, &apps, &routes);
     let alerts = v.alerts(raw, &apps);
     let rate_limits = v.rate_limits(raw, &known);
     let store = v.store(raw);

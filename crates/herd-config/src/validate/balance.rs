@@ -46,18 +46,38 @@ impl Validator<'_> {
                 }
             },
         };
-        if let (Some(v), false) = (
-            &a.hash_balance_factor,
-            matches!(balance, Balance::Hash | Balance::IpHash),
-        ) {
-            self.err(
-                &v.span(),
-                &key,
-                "hash_balance_factor only applies with balance = \"hash\" or \"ip_hash\"",
-                Some("remove hash_balance_factor, or use a hashing balance".into()),
-            );
-        }
         (balance, hash_key, factor)
+    }
+
+    /// `hash_balance_factor` on an app that hashes nowhere: not its own `balance`, nor a route
+    /// to it that overrides to `hash`/`ip_hash` (those use the app's factor).
+    pub(super) fn hash_factor_used(
+        &mut self,
+        raw: &crate::raw::RawConfig,
+        apps: &[crate::App],
+        routes: &[crate::Route],
+    ) {
+        let hashing = |b: &Balance| matches!(b, Balance::Hash | Balance::IpHash);
+        for (i, (app, raw_app)) in apps.iter().zip(&raw.app).enumerate() {
+            let Some(v) = &raw_app.get_ref().hash_balance_factor else {
+                continue;
+            };
+            let by_route = routes.iter().any(|r| {
+                r.app == i
+                    && r.overrides
+                        .balance
+                        .as_ref()
+                        .is_some_and(|(b, _)| hashing(b))
+            });
+            if !hashing(&app.balance) && !by_route {
+                self.err(
+                    &v.span(),
+                    &format!("app[{i}].hash_balance_factor"),
+                    "hash_balance_factor only applies with balance = \"hash\" or \"ip_hash\" (the app's, or a route's to it)",
+                    Some("remove hash_balance_factor, or use a hashing balance".into()),
+                );
+            }
+        }
     }
 
     /// `balance` and `hash_key` (for an app, or a route's override).
