@@ -85,6 +85,14 @@ pub(super) fn same_slot(call: &str, keys: &[&str]) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Redis error codes of a passing state: the call may succeed if made again later.
+fn transient_code(code: Option<&str>) -> bool {
+    matches!(
+        code,
+        Some("LOADING" | "MASTERDOWN" | "READONLY" | "BUSY" | "TRYAGAIN" | "CLUSTERDOWN")
+    )
+}
+
 /// Maps a Redis error to the store's error for a call on `key`.
 pub(super) fn map_err(backend: &'static str, key: &str, e: &RedisError) -> StoreError {
     let text = e.to_string();
@@ -102,6 +110,14 @@ pub(super) fn map_err(backend: &'static str, key: &str, e: &RedisError) -> Store
         return StoreError::Unavailable {
             backend,
             reason: format!("timed out: {text}"),
+        };
+    }
+    // States a server gets out of by itself: loading its AOF/RDB after a restart, a replica
+    // cut from its primary, a URL left on a demoted primary, a long script, a resharding.
+    if transient_code(e.code()) {
+        return StoreError::Unavailable {
+            backend,
+            reason: text,
         };
     }
     if text.contains("WRONGTYPE") {
@@ -170,6 +186,23 @@ pub(super) fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_loading_or_cut_from_its_primary_is_unavailable_not_broken() {
+        for code in [
+            "LOADING",
+            "MASTERDOWN",
+            "READONLY",
+            "BUSY",
+            "TRYAGAIN",
+            "CLUSTERDOWN",
+        ] {
+            assert!(transient_code(Some(code)), "{code}");
+        }
+        assert!(!transient_code(Some("WRONGTYPE")));
+        assert!(!transient_code(Some("ERR")));
+        assert!(!transient_code(None));
+    }
 
     #[test]
     fn slots_follow_hash_tags() {
