@@ -535,6 +535,7 @@ impl Backend for EmbeddedStore {
             .write(Op::Gcra {
                 key: key.to_owned(),
                 params,
+                now_us: args::now_us(),
             })
             .await?
         {

@@ -259,3 +259,39 @@ proptest! {
         }
     }
 }
+
+/// Two rate-limit calls 1.1 ms apart that land in one write batch (one batch clock): each is
+/// decided at its own call time, as Redis decides each at its `TIME`.
+#[test]
+fn gcra_calls_in_one_batch_count_at_their_own_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = redb::Database::create(dir.path().join("g.redb")).unwrap();
+    let params = crate::Gcra {
+        emission_interval: std::time::Duration::from_millis(1),
+        burst_tolerance: std::time::Duration::ZERO,
+    };
+    let batch_now_ms = 5_000u64;
+    let mut txn = db.begin_write().unwrap();
+    txn.set_durability(redb::Durability::None).unwrap();
+    let replies: Vec<Reply> = {
+        let mut t = Tables::open(&txn).unwrap();
+        [4_998_000u64, 4_999_100]
+            .into_iter()
+            .map(|now_us| {
+                let op = Op::Gcra {
+                    key: "rl".to_owned(),
+                    params,
+                    now_us,
+                };
+                apply(&mut t, &op, batch_now_ms).unwrap()
+            })
+            .collect()
+    };
+    txn.commit().unwrap();
+    for r in replies {
+        assert!(
+            matches!(r, Reply::Gcra(crate::GcraDecision::Allow { .. })),
+            "{r:?}"
+        );
+    }
+}

@@ -64,6 +64,9 @@ pub(super) enum Op {
     Gcra {
         key: String,
         params: Gcra,
+        /// When the call was made (µs): a batch waits for the commit before it, so the
+        /// batch's own clock would put every request of a busy millisecond at one instant.
+        now_us: u64,
     },
     /// Checks, then several writes, all or nothing.
     Txn(Box<Txn>),
@@ -414,7 +417,11 @@ pub(super) fn apply(t: &mut Tables<'_>, op: &Op, now: u64) -> StoreResult<Reply>
             }
             Ok(Reply::Members(moved))
         }
-        Op::Gcra { key, params } => {
+        Op::Gcra {
+            key,
+            params,
+            now_us,
+        } => {
             let (t_us, tau_us) = args::gcra_us(key, *params)?;
             no_zset(t, key, "rate-limit state")?;
             let raw = raw_entry(&t.kv, key)?;
@@ -424,8 +431,7 @@ pub(super) fn apply(t: &mut Tables<'_>, op: &Op, now: u64) -> StoreResult<Reply>
                 Some(e) if e.kind == Kind::Gcra => Some(e.int(key)? as u64),
                 Some(e) => return Err(wrong_type(key, "rate-limit state", e.kind)),
             };
-            let now_us = now * 1000;
-            let (decision, new_tat) = args::gcra_step(tat, now_us, t_us, tau_us);
+            let (decision, new_tat) = args::gcra_step(tat, *now_us, t_us, tau_us);
             if let Some(new_tat) = new_tat {
                 // The state is worthless once the key is back at the steady rate: expire it then.
                 let expires_ms = new_tat / 1000 + 1;
