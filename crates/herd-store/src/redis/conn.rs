@@ -10,6 +10,32 @@ use redis::{Cmd, FromRedisValue, RedisResult, ScriptInvocation};
 use super::codec::redact;
 use crate::{StoreError, StoreResult};
 
+/// The socket options of every connection to Redis. A Redis host that vanishes without a reset
+/// (a lost VM, a moved address, a firewall dropping idle flows) would otherwise keep its dead
+/// connection for the kernel's ~15 minutes of retransmissions: the client reconnects only once
+/// the socket fails, and a timeout alone does not fail it. `TCP_USER_TIMEOUT` fails it once
+/// data stays unacknowledged that long, keepalive probes find an idle one dead. No Nagle delay
+/// either: every command is a small write waiting for its answer.
+pub(super) fn tcp_settings(timeout: Duration) -> redis::io::tcp::TcpSettings {
+    let keepalive = redis::io::tcp::socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(10))
+        .with_interval(Duration::from_secs(5))
+        .with_retries(3);
+    redis::io::tcp::TcpSettings::default()
+        .set_nodelay(true)
+        .set_keepalive(keepalive)
+        .set_user_timeout((timeout * 4).max(Duration::from_secs(5)))
+}
+
+/// A client for one URL with [`tcp_settings`].
+pub(super) fn client(url: &str, timeout: Duration) -> RedisResult<redis::Client> {
+    use redis::IntoConnectionInfo as _;
+    let info = url
+        .into_connection_info()?
+        .set_tcp_settings(tcp_settings(timeout));
+    redis::Client::open(info)
+}
+
 /// The multiplexed connection; both kinds reconnect by themselves and are cheap to clone.
 #[derive(Clone)]
 pub(super) enum Conn {
@@ -52,6 +78,7 @@ impl Conn {
         let connecting = async {
             if cluster {
                 let client = ClusterClientBuilder::new(urls.to_vec())
+                    .tcp_settings(tcp_settings(timeout))
                     .connection_timeout(timeout)
                     .response_timeout(timeout)
                     // Few, short retries: a call must come back within its timeout, and the
@@ -73,8 +100,7 @@ impl Conn {
                         urls.len()
                     )));
                 };
-                let client =
-                    redis::Client::open(url.as_str()).map_err(|e| bad_url(&targets, &e))?;
+                let client = client(url, timeout).map_err(|e| bad_url(&targets, &e))?;
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(timeout))
                     .set_response_timeout(Some(timeout))

@@ -17,6 +17,9 @@ use tracing::Instrument;
 use crate::hub::Hub;
 use crate::{StoreError, StoreResult};
 
+/// How often an idle subscriber connection is checked.
+const PING_EVERY: Duration = Duration::from_secs(5);
+
 /// A request to SUBSCRIBE on the live connection, answered once the server confirmed.
 pub(super) type Request = (String, oneshot::Sender<StoreResult<()>>);
 
@@ -72,9 +75,27 @@ async fn run(
                 continue;
             }
         };
+        // An idle subscriber hears nothing either way: a PING now and then finds out whether
+        // the connection still leads anywhere (reconnecting, and subscribing again, if not).
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.tick().await;
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return,
+                _ = ping.tick() => {
+                    match tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "subscriber connection failed its ping; reconnecting");
+                            break;
+                        }
+                        Err(_) => {
+                            tracing::warn!(?timeout, "subscriber connection did not answer its ping; reconnecting");
+                            break;
+                        }
+                    }
+                }
                 msg = stream.next() => match msg {
                     Some(m) => { hub.deliver(m.get_channel_name(), &Bytes::copy_from_slice(m.get_payload_bytes())); }
                     None => {
@@ -115,7 +136,7 @@ async fn connect(
     let mut last = String::from("no URL given");
     for url in urls {
         let attempt = async {
-            let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
+            let client = super::conn::client(url, timeout).map_err(|e| e.to_string())?;
             let pubsub = client.get_async_pubsub().await.map_err(|e| e.to_string())?;
             let (mut sink, stream) = pubsub.split();
             for channel in hub.channels() {
