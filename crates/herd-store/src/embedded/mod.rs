@@ -568,11 +568,18 @@ impl Backend for EmbeddedStore {
             .unwrap()
             .as_ref()
             .is_some_and(|tx| !tx.is_closed());
+        let disk = self
+            .inner
+            .counters
+            .disk_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         StoreStatus {
             backend: "embedded",
-            state: if open { "ok" } else { "down" },
+            state: if open && disk.is_none() { "ok" } else { "down" },
             target: self.inner.path.display().to_string(),
-            last_error: (!open).then(|| "the store is shut down".to_owned()),
+            last_error: disk.or_else(|| (!open).then(|| "the store is shut down".to_owned())),
         }
     }
 }

@@ -12,7 +12,6 @@ use redb::Database;
 use tokio::sync::{mpsc, oneshot};
 
 use super::ops::{apply, Op, Reply, Tables};
-use super::OrBackend;
 use crate::{args, StoreError, StoreResult};
 
 /// The most ops one transaction takes, so one huge burst does not hold every answer back.
@@ -24,11 +23,34 @@ pub(super) struct Job {
     pub(super) reply: oneshot::Sender<StoreResult<Reply>>,
 }
 
-/// How much batching the writer achieved (for metrics, and for the test that batching happens).
+/// How much batching the writer achieved (for metrics, and for the test that batching happens),
+/// and the disk error that stopped it, if one did.
 #[derive(Debug, Default)]
 pub(super) struct Counters {
     pub(super) batches: AtomicU64,
     pub(super) ops: AtomicU64,
+    /// Set by a failed read or write of the file. redb refuses every later transaction until
+    /// the file is opened again (after a failed fsync the kernel may have dropped the pages,
+    /// so nothing written since the last good commit can be trusted, PostgreSQL's reasoning
+    /// too): the store reports itself down, with this, until herd is restarted.
+    pub(super) disk_error: std::sync::Mutex<Option<String>>,
+}
+
+/// A redb failure as the store's error: the file's I/O failing is `Unavailable` (503, and
+/// the store's status says so); anything else is a backend fault.
+fn storage(e: impl Into<redb::Error>) -> StoreError {
+    let e = e.into();
+    if matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo) {
+        StoreError::Unavailable {
+            backend: "embedded",
+            reason: format!("disk error on the store's file: {e}; fix the disk, then restart herd"),
+        }
+    } else {
+        StoreError::Backend {
+            backend: "embedded",
+            reason: e.to_string(),
+        }
+    }
 }
 
 /// Runs until every sender is gone; then the thread returns and drops its handle on the file.
@@ -44,7 +66,7 @@ pub(super) fn run(db: Arc<Database>, mut rx: mpsc::Receiver<Job>, counters: Arc<
             }
         }
         let (started, ops) = (std::time::Instant::now(), batch.len());
-        commit(&db, &mut batch);
+        commit(&db, &mut batch, &counters);
         counters.batches.fetch_add(1, Ordering::Relaxed);
         counters.ops.fetch_add(ops as u64, Ordering::Relaxed);
         tracing::trace!(
@@ -56,7 +78,7 @@ pub(super) fn run(db: Arc<Database>, mut rx: mpsc::Receiver<Job>, counters: Arc<
     tracing::debug!("store writer stopped");
 }
 
-fn commit(db: &Database, batch: &mut Vec<Job>) {
+fn commit(db: &Database, batch: &mut Vec<Job>, counters: &Counters) {
     match apply_all(db, batch) {
         Ok(replies) => {
             for (job, reply) in batch.drain(..).zip(replies) {
@@ -66,11 +88,33 @@ fn commit(db: &Database, batch: &mut Vec<Job>) {
         }
         Err(e) => {
             tracing::error!(error = %e, ops = batch.len(), "failed to commit a batch of store writes");
+            if let StoreError::Unavailable { reason, .. } = &e {
+                let mut disk = counters
+                    .disk_error
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                disk.get_or_insert_with(|| reason.clone());
+            }
+            let unavailable = matches!(e, StoreError::Unavailable { .. });
+            let reason = match &e {
+                StoreError::Unavailable { reason, .. } | StoreError::Backend { reason, .. } => {
+                    reason.clone()
+                }
+                other => other.to_string(),
+            };
             for job in batch.drain(..) {
-                let _ = job.reply.send(Err(StoreError::Backend {
-                    backend: "embedded",
-                    reason: e.to_string(),
-                }));
+                let err = if unavailable {
+                    StoreError::Unavailable {
+                        backend: "embedded",
+                        reason: reason.clone(),
+                    }
+                } else {
+                    StoreError::Backend {
+                        backend: "embedded",
+                        reason: reason.clone(),
+                    }
+                };
+                let _ = job.reply.send(Err(err));
             }
         }
     }
@@ -78,7 +122,7 @@ fn commit(db: &Database, batch: &mut Vec<Job>) {
 
 /// Applies the batch in one transaction; an `Err` means nothing was committed.
 fn apply_all(db: &Database, batch: &[Job]) -> StoreResult<Vec<StoreResult<Reply>>> {
-    let txn = db.begin_write().or_backend()?;
+    let txn = db.begin_write().map_err(storage)?;
     let now = args::now_ms();
     let mut replies = Vec::with_capacity(batch.len());
     {
@@ -91,7 +135,7 @@ fn apply_all(db: &Database, batch: &[Job]) -> StoreResult<Vec<StoreResult<Reply>
             }
         }
     }
-    txn.commit().or_backend()?;
+    txn.commit().map_err(storage)?;
     Ok(replies)
 }
 
@@ -99,6 +143,22 @@ fn apply_all(db: &Database, batch: &[Job]) -> StoreResult<Vec<StoreResult<Reply>
 mod tests {
     use super::*;
     use crate::Expect;
+
+    #[test]
+    fn a_disk_error_is_unavailable_and_other_faults_are_backend_errors() {
+        let io = redb::Error::Io(std::io::Error::other("EIO"));
+        assert!(
+            matches!(storage(io), StoreError::Unavailable { reason, .. } if reason.contains("restart herd"))
+        );
+        assert!(matches!(
+            storage(redb::Error::PreviousIo),
+            StoreError::Unavailable { .. }
+        ));
+        assert!(matches!(
+            storage(redb::Error::DatabaseAlreadyOpen),
+            StoreError::Backend { .. }
+        ));
+    }
 
     #[test]
     fn queued_ops_commit_in_one_batch() {
