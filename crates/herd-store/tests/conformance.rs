@@ -452,3 +452,51 @@ async fn redis_frozen_server_times_out() {
     }
     store.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_gives_back_channels_nobody_listens_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = support::RedisServer::start(dir.path(), support::free_port(), false);
+    let store = redis(vec![server.url()], false).await;
+    let channel = "herd:{l:order-123}:released";
+    let sub = store.subscribe(channel).await.unwrap();
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let numsub = |conn: &mut redis::aio::MultiplexedConnection| {
+        let mut conn = conn.clone();
+        async move {
+            let (_, n): (String, u64) = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(channel)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            n
+        }
+    };
+    assert_eq!(numsub(&mut conn).await, 1);
+    drop(sub);
+    // Given back at the subscriber's next check (every 5 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while numsub(&mut conn).await != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still subscribed on the server 15 s after the last listener left"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // And taken again when someone listens again.
+    let mut again = store.subscribe(channel).await.unwrap();
+    store
+        .publish(channel, Bytes::from_static(b"m"))
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures_util::StreamExt::next(&mut again),
+    )
+    .await
+    .unwrap();
+    assert_eq!(got, Some(Bytes::from_static(b"m")));
+    store.shutdown().await;
+}

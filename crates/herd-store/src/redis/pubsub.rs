@@ -5,6 +5,7 @@
 //! reconnects and subscribes again. Channels stay subscribed on the server after their last local
 //! subscriber leaves; the hub drops their messages (cheap, and saves a race with a new subscriber).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,7 +52,7 @@ async fn run(
             () = cancel.cancelled() => return,
             c = connect(&urls, timeout, &hub) => c,
         };
-        let (mut sink, mut stream) = match connected {
+        let (mut sink, mut stream, mut on_server) = match connected {
             Ok(c) => {
                 backoff = Duration::from_millis(100);
                 c
@@ -84,6 +85,21 @@ async fn run(
             tokio::select! {
                 () = cancel.cancelled() => return,
                 _ = ping.tick() => {
+                    // Channels nobody listens to any more (a lock waited on once) are given
+                    // back, or the server would fan their messages out to this node forever.
+                    let live: HashSet<String> = hub.channels().into_iter().collect();
+                    let stale: Vec<String> = on_server.difference(&live).cloned().collect();
+                    let mut failed = false;
+                    for channel in stale {
+                        match tokio::time::timeout(timeout, sink.unsubscribe(&channel)).await {
+                            Ok(Ok(())) => { on_server.remove(&channel); }
+                            _ => { failed = true; break; }
+                        }
+                    }
+                    if failed {
+                        tracing::warn!("subscriber connection failed to unsubscribe; reconnecting");
+                        break;
+                    }
                     match tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await {
                         Ok(Ok(_)) => {}
                         Ok(Err(e)) => {
@@ -107,7 +123,10 @@ async fn run(
                     let Some((channel, reply)) = req else { return };
                     let res = tokio::time::timeout(timeout, sink.subscribe(&channel)).await;
                     match res {
-                        Ok(Ok(())) => { let _ = reply.send(Ok(())); }
+                        Ok(Ok(())) => {
+                            on_server.insert(channel);
+                            let _ = reply.send(Ok(()));
+                        }
                         Ok(Err(e)) => {
                             let _ = reply.send(Err(unavailable(e.to_string())));
                             break;
@@ -128,21 +147,30 @@ fn millis(d: Duration) -> u64 {
 }
 
 /// Connects to the first URL that answers and subscribes to the hub's channels.
+/// A subscriber connection, subscribed to every channel the hub has listeners for (returned).
 async fn connect(
     urls: &[String],
     timeout: Duration,
     hub: &Hub,
-) -> Result<(redis::aio::PubSubSink, redis::aio::PubSubStream), String> {
+) -> Result<
+    (
+        redis::aio::PubSubSink,
+        redis::aio::PubSubStream,
+        HashSet<String>,
+    ),
+    String,
+> {
     let mut last = String::from("no URL given");
     for url in urls {
         let attempt = async {
             let client = super::conn::client(url, timeout).map_err(|e| e.to_string())?;
             let pubsub = client.get_async_pubsub().await.map_err(|e| e.to_string())?;
             let (mut sink, stream) = pubsub.split();
-            for channel in hub.channels() {
-                sink.subscribe(&channel).await.map_err(|e| e.to_string())?;
+            let channels = hub.channels();
+            for channel in &channels {
+                sink.subscribe(channel).await.map_err(|e| e.to_string())?;
             }
-            Ok::<_, String>((sink, stream))
+            Ok::<_, String>((sink, stream, channels.into_iter().collect()))
         };
         match tokio::time::timeout(timeout, attempt).await {
             Ok(Ok(c)) => return Ok(c),
