@@ -660,6 +660,15 @@ fn admin_and_gateway_on_same_address() {
     );
     assert!(err.hint.unwrap().contains("9092"));
     ok(&format!("[gateway]\nlisten = \"0.0.0.0:8080\"\n{APP}"));
+    // An [admin] table with a token only: the same, at the gateway's line.
+    let err = one(
+        &format!(
+            "[gateway]\nlisten = \"0.0.0.0:9090\"\n[admin]\ntoken = \"0123456789abcdef\"\n{APP}"
+        ),
+        2,
+        "gateway.listen",
+    );
+    assert!(err.hint.unwrap().contains("9095"));
 }
 
 #[test]

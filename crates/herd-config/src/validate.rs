@@ -277,25 +277,29 @@ impl Validator<'_> {
         }
     }
 
+    /// The admin API left on its default address, which `gateway.listen` takes: reported at
+    /// the gateway's key, where the address was written.
+    fn admin_default_taken(&mut self, raw: &RawConfig, gateway_listen: SocketAddr) {
+        if !clash(Admin::default().listen, gateway_listen) {
+            return;
+        }
+        let span = raw
+            .gateway
+            .as_ref()
+            .and_then(|g| g.listen.as_ref())
+            .map_or(0..0, Spanned::span);
+        self.err(
+            &span,
+            "gateway.listen",
+            format!("gateway.listen {gateway_listen} is the admin API's default address"),
+            Some("give the gateway another port, or move the admin API: [admin] listen = \"127.0.0.1:9095\"".into()),
+        );
+    }
+
     fn admin(&mut self, raw: &RawConfig, gateway_listen: SocketAddr) -> Admin {
         let Some(a) = &raw.admin else {
-            let admin = Admin::default();
-            if clash(admin.listen, gateway_listen) {
-                let span = raw
-                    .gateway
-                    .as_ref()
-                    .and_then(|g| g.listen.as_ref())
-                    .map_or(0..0, Spanned::span);
-                self.err(
-                    &span,
-                    "gateway.listen",
-                    format!(
-                        "gateway.listen {gateway_listen} is the admin API's default address"
-                    ),
-                    Some("give the gateway another port, or move the admin API: [admin] listen = \"127.0.0.1:9095\"".into()),
-                );
-            }
-            return admin;
+            self.admin_default_taken(raw, gateway_listen);
+            return Admin::default();
         };
         let listen = self.addr(a.listen.as_ref(), "admin.listen", d::ADMIN_LISTEN);
         let listen_span = a.listen.as_ref().map_or(0..0, Spanned::span);
@@ -313,12 +317,16 @@ impl Validator<'_> {
                 ),
             );
         }
-        if clash(listen, gateway_listen) {
+        if a.listen.is_none() {
+            self.admin_default_taken(raw, gateway_listen);
+        } else if clash(listen, gateway_listen) {
             self.err(
                 &listen_span,
                 "admin.listen",
-                format!("admin.listen {listen} is the same address as gateway.listen"),
-                Some("give the admin API its own port, e.g. 127.0.0.1:9090".into()),
+                format!("admin.listen {listen} clashes with gateway.listen {gateway_listen}"),
+                Some(
+                    "give the admin API a port of its own, e.g. listen = \"127.0.0.1:9095\"".into(),
+                ),
             );
         }
         Admin { listen, token }

@@ -256,9 +256,11 @@ pub async fn tail_lines(path: &Path, n: usize) -> Vec<String> {
     };
     let floor = len.saturating_sub(MAX_TAIL_BYTES);
     let mut start = len;
-    let mut tail: Vec<u8> = Vec::new();
+    // Blocks from the end backwards, joined once at the end.
+    let mut blocks: Vec<Vec<u8>> = Vec::new();
+    let mut newlines = 0;
     // n lines need n newlines before them (the last line may end with one of its own).
-    while start > floor && tail.iter().filter(|b| **b == b'\n').count() <= n {
+    while start > floor && newlines <= n {
         let from = start.saturating_sub(BLOCK).max(floor);
         let mut block = vec![0u8; usize::try_from(start - from).unwrap_or(0)];
         if file.seek(std::io::SeekFrom::Start(from)).await.is_err()
@@ -266,10 +268,11 @@ pub async fn tail_lines(path: &Path, n: usize) -> Vec<String> {
         {
             break;
         }
-        block.extend_from_slice(&tail);
-        tail = block;
+        newlines += block.iter().filter(|b| **b == b'\n').count();
+        blocks.push(block);
         start = from;
     }
+    let tail: Vec<u8> = blocks.into_iter().rev().flatten().collect();
     let text = String::from_utf8_lossy(&tail);
     let mut lines: Vec<&str> = text.lines().collect();
     // Unless the file was read from its start, the first line may be cut: not a whole line.

@@ -275,6 +275,7 @@ impl Engine {
             }
         }
         let mut v = desired.unwrap_or(current);
+        let asked = v;
         if v < current {
             // Do not scale in so far that a rule's `above` would fire right back.
             for (i, rule) in cfg.rules.iter().enumerate() {
@@ -290,8 +291,8 @@ impl Engine {
                     reason = Reason::RuleHoldBack {
                         index: i,
                         metric: rule.metric.name().to_owned(),
-                        asked: v,
-                        would_be: load / f64::from(v.max(1)),
+                        asked,
+                        would_be: load / f64::from(asked.max(1)),
                         threshold: above,
                     };
                     v = needed;

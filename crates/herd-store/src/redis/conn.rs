@@ -21,10 +21,15 @@ pub(super) fn tcp_settings(timeout: Duration) -> redis::io::tcp::TcpSettings {
         .with_time(Duration::from_secs(10))
         .with_interval(Duration::from_secs(5))
         .with_retries(3);
-    redis::io::tcp::TcpSettings::default()
+    let settings = redis::io::tcp::TcpSettings::default()
         .set_nodelay(true)
-        .set_keepalive(keepalive)
-        .set_user_timeout((timeout * 4).max(Duration::from_secs(5)))
+        .set_keepalive(keepalive);
+    // TCP_USER_TIMEOUT is Linux's (keepalive alone elsewhere).
+    #[cfg(target_os = "linux")]
+    let settings = settings.set_user_timeout((timeout * 4).max(Duration::from_secs(5)));
+    #[cfg(not(target_os = "linux"))]
+    let _ = timeout;
+    settings
 }
 
 /// A client for one URL with [`tcp_settings`].

@@ -2,8 +2,10 @@
 //!
 //! It connects to the first reachable URL (on a cluster any node will do: PUBLISH reaches every
 //! node), subscribes to every channel the hub has subscribers for, and after a lost connection
-//! reconnects and subscribes again. Channels stay subscribed on the server after their last local
-//! subscriber leaves; the hub drops their messages (cheap, and saves a race with a new subscriber).
+//! reconnects and subscribes again. A channel whose last local subscriber left stays subscribed on
+//! the server until the next check (every 5 s, with a PING that finds a dead connection), which
+//! UNSUBSCRIBEs every such channel: a new subscriber meanwhile asks for a SUBSCRIBE of its own,
+//! handled after the check, so none is left deaf.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -90,9 +92,15 @@ async fn run(
                     let live: HashSet<String> = hub.channels().into_iter().collect();
                     let stale: Vec<String> = on_server.difference(&live).cloned().collect();
                     let mut failed = false;
-                    for channel in stale {
-                        match tokio::time::timeout(timeout, sink.unsubscribe(&channel)).await {
-                            Ok(Ok(())) => { on_server.remove(&channel); }
+                    // A few UNSUBSCRIBE commands of many channels each, not a round trip per
+                    // channel (messages and new subscriptions wait meanwhile).
+                    for chunk in stale.chunks(256) {
+                        match tokio::time::timeout(timeout, sink.unsubscribe(chunk)).await {
+                            Ok(Ok(())) => {
+                                for channel in chunk {
+                                    on_server.remove(channel);
+                                }
+                            }
                             _ => { failed = true; break; }
                         }
                     }
