@@ -46,10 +46,25 @@ pub(crate) trait OrBackend<T> {
 
 impl<T, E: Into<redb::Error>> OrBackend<T> for Result<T, E> {
     fn or_backend(self) -> StoreResult<T> {
-        self.map_err(|e| StoreError::Backend {
+        self.map_err(storage_error)
+    }
+}
+
+/// A redb failure as the store's error: the file's I/O failing is `Unavailable` (503, and the
+/// store's status says so, see `writer::Counters::disk_error`); anything else is a backend
+/// fault.
+pub(crate) fn storage_error(e: impl Into<redb::Error>) -> StoreError {
+    let e = e.into();
+    if matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo) {
+        StoreError::Unavailable {
             backend: "embedded",
-            reason: e.into().to_string(),
-        })
+            reason: format!("disk error on the store's file: {e}; fix the disk, then restart herd"),
+        }
+    } else {
+        StoreError::Backend {
+            backend: "embedded",
+            reason: e.to_string(),
+        }
     }
 }
 
@@ -191,12 +206,21 @@ impl EmbeddedStore {
             .unwrap()
             .clone()
             .ok_or_else(|| unavailable("the store is shut down"))?;
+        if let Some(reason) = self.inner.counters.disk_error() {
+            return Err(StoreError::Unavailable {
+                backend: "embedded",
+                reason,
+            });
+        }
         // Inline, not on the blocking pool: the services' reads are point lookups and short
         // ranges that redb answers from its page cache in microseconds (an MVCC snapshot, never
         // waiting for the writer), less than the thread hand-off of `spawn_blocking` costs in
         // latency. A cold page is one `pread`, served by the OS page cache in the common case.
-        let txn = db.begin_read().or_backend()?;
-        f(&txn)
+        let read = db.begin_read().or_backend().and_then(|txn| f(&txn));
+        if let Err(StoreError::Unavailable { reason, .. }) = &read {
+            self.inner.counters.note_disk_error(reason);
+        }
+        read
     }
 }
 

@@ -12,6 +12,7 @@ use redb::Database;
 use tokio::sync::{mpsc, oneshot};
 
 use super::ops::{apply, Op, Reply, Tables};
+use super::storage_error;
 use crate::{args, StoreError, StoreResult};
 
 /// The most ops one transaction takes, so one huge burst does not hold every answer back.
@@ -36,20 +37,21 @@ pub(super) struct Counters {
     pub(super) disk_error: std::sync::Mutex<Option<String>>,
 }
 
-/// A redb failure as the store's error: the file's I/O failing is `Unavailable` (503, and
-/// the store's status says so); anything else is a backend fault.
-fn storage(e: impl Into<redb::Error>) -> StoreError {
-    let e = e.into();
-    if matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo) {
-        StoreError::Unavailable {
-            backend: "embedded",
-            reason: format!("disk error on the store's file: {e}; fix the disk, then restart herd"),
-        }
-    } else {
-        StoreError::Backend {
-            backend: "embedded",
-            reason: e.to_string(),
-        }
+impl Counters {
+    /// Notes a failure of the file (the first one is kept).
+    pub(super) fn note_disk_error(&self, reason: &str) {
+        self.disk_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_or_insert_with(|| reason.to_owned());
+    }
+
+    /// The failure of the file, if there was one.
+    pub(super) fn disk_error(&self) -> Option<String> {
+        self.disk_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -89,11 +91,7 @@ fn commit(db: &Database, batch: &mut Vec<Job>, counters: &Counters) {
         Err(e) => {
             tracing::error!(error = %e, ops = batch.len(), "failed to commit a batch of store writes");
             if let StoreError::Unavailable { reason, .. } = &e {
-                let mut disk = counters
-                    .disk_error
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                disk.get_or_insert_with(|| reason.clone());
+                counters.note_disk_error(reason);
             }
             let unavailable = matches!(e, StoreError::Unavailable { .. });
             let reason = match &e {
@@ -122,7 +120,7 @@ fn commit(db: &Database, batch: &mut Vec<Job>, counters: &Counters) {
 
 /// Applies the batch in one transaction; an `Err` means nothing was committed.
 fn apply_all(db: &Database, batch: &[Job]) -> StoreResult<Vec<StoreResult<Reply>>> {
-    let txn = db.begin_write().map_err(storage)?;
+    let txn = db.begin_write().map_err(storage_error)?;
     let now = args::now_ms();
     let mut replies = Vec::with_capacity(batch.len());
     {
@@ -130,12 +128,14 @@ fn apply_all(db: &Database, batch: &[Job]) -> StoreResult<Vec<StoreResult<Reply>
         for job in batch {
             match apply(&mut tables, &job.op, now) {
                 // A storage error may have left an op half-written: abort everything.
-                Err(e @ StoreError::Backend { .. }) => return Err(e),
+                Err(e @ (StoreError::Backend { .. } | StoreError::Unavailable { .. })) => {
+                    return Err(e)
+                }
                 other => replies.push(other),
             }
         }
     }
-    txn.commit().map_err(storage)?;
+    txn.commit().map_err(storage_error)?;
     Ok(replies)
 }
 
@@ -148,14 +148,14 @@ mod tests {
     fn a_disk_error_is_unavailable_and_other_faults_are_backend_errors() {
         let io = redb::Error::Io(std::io::Error::other("EIO"));
         assert!(
-            matches!(storage(io), StoreError::Unavailable { reason, .. } if reason.contains("restart herd"))
+            matches!(storage_error(io), StoreError::Unavailable { reason, .. } if reason.contains("restart herd"))
         );
         assert!(matches!(
-            storage(redb::Error::PreviousIo),
+            storage_error(redb::Error::PreviousIo),
             StoreError::Unavailable { .. }
         ));
         assert!(matches!(
-            storage(redb::Error::DatabaseAlreadyOpen),
+            storage_error(redb::Error::DatabaseAlreadyOpen),
             StoreError::Backend { .. }
         ));
     }
