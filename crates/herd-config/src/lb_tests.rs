@@ -197,18 +197,30 @@ fn errors_name_the_key_and_line() {
 
 #[test]
 fn two_apps_cannot_pin_with_one_cookie() {
-    let text = "[[app]]\nname = \"web\"\ncommand = [\"./app\"]\nsticky = true\n\n[[app]]\nname = \"api\"\ncommand = [\"./app\"]\nsticky = true\n";
-    let err = one(text, 9, "app[1].sticky");
+    const APPS: &str = "[[app]]\nname = \"web\"\ncommand = [\"./app\"]\nsticky = true\n\n[[app]]\nname = \"api\"\ncommand = [\"./app\"]\n";
+    // Both on every host: /api to one, the rest to the other.
+    let text = format!("{APPS}sticky = true\n[[route]]\npath_prefix = \"/api\"\napp = \"api\"\n[[route]]\napp = \"web\"\n");
+    let err = one(&text, 9, "app[1].sticky");
     assert!(
         err.message
-            .contains("\"HERD_SRV\" is already app \"web\"'s"),
+            .contains("\"HERD_SRV\" is already app \"web\"'s on the same host"),
         "{err}"
     );
     assert!(err.hint.unwrap().contains("HERD_SRV_api"));
-    ok("[[app]]\nname = \"web\"\ncommand = [\"./app\"]\nsticky = true\n\n[[app]]\nname = \"api\"\ncommand = [\"./app\"]\nsticky = { cookie = \"HERD_SRV_api\" }\n");
+    ok(&format!("{APPS}sticky = {{ cookie = \"HERD_SRV_api\" }}\n[[route]]\npath_prefix = \"/api\"\napp = \"api\"\n[[route]]\napp = \"web\"\n"));
+    // Apps on different hosts may share the name: a cookie goes back only to its host.
+    ok(&format!("{APPS}sticky = true\n[[route]]\nhost = \"api.example.com\"\napp = \"api\"\n[[route]]\nhost = \"www.example.com\"\napp = \"web\"\n"));
+    // A wildcard covers the name under it.
+    one(
+        &format!("{APPS}sticky = true\n[[route]]\nhost = \"*.example.com\"\napp = \"api\"\n[[route]]\nhost = \"www.example.com\"\napp = \"web\"\n"),
+        9,
+        "app[1].sticky",
+    );
+    // With no routes only the first app is reached: the second's cookie meets no one.
+    ok(&format!("{APPS}sticky = true\n"));
     // A route's own sticky pins for its app.
     let err = one(
-        "[[app]]\nname = \"web\"\ncommand = [\"./app\"]\nsticky = true\n\n[[app]]\nname = \"api\"\ncommand = [\"./app\"]\n\n[[route]]\napp = \"api\"\nsticky = true\n",
+        &format!("{APPS}[[route]]\npath_prefix = \"/api\"\napp = \"api\"\nsticky = true\n[[route]]\napp = \"web\"\n"),
         12,
         "route[0].sticky",
     );

@@ -155,62 +155,65 @@ impl Validator<'_> {
         addr.map(|a| (a, params))
     }
 
-    /// Two apps may not pin with one cookie name: each app's answer would overwrite the other's
-    /// cookie (both `Path=/`), and every request that switches app would be redispatched. A
-    /// route's own `sticky` pins for the route's app, so it counts for that app.
+    /// Two apps may not pin with one cookie name where a browser can reach both: each app's
+    /// answer would overwrite the other's cookie (`Path=/`, no `Domain`, so per host), and every
+    /// request that switches app would be redispatched. Apps routed by different hosts may share
+    /// one. A route's own `sticky` pins for the route's app, on the route's host.
     pub(super) fn sticky_cookies_apart(
         &mut self,
         raw: &crate::raw::RawConfig,
         apps: &[crate::App],
         routes: &[crate::Route],
     ) {
-        let mut users: Vec<(&str, &str, String, Range<usize>)> = Vec::new();
+        // Routes that failed validation are left out of `routes`: positions then differ, and
+        // the file is refused anyway.
+        if routes.len() != raw.route.len() {
+            return;
+        }
+        let mut users: Vec<(&str, &str, Reach, String, Range<usize>)> = Vec::new();
         for (i, (app, raw_app)) in apps.iter().zip(&raw.app).enumerate() {
             if let (Some(sticky), Some(v)) = (&app.lb.sticky, &raw_app.get_ref().sticky) {
+                let Some(reach) = app_reach(i, routes) else {
+                    continue; // no request can reach it
+                };
                 users.push((
                     &sticky.cookie,
                     &app.name,
+                    reach,
                     format!("app[{i}].sticky"),
                     v.span(),
                 ));
             }
         }
-        // Routes that failed validation are left out of `routes`: positions then differ, and
-        // the file is refused anyway.
-        if routes.len() == raw.route.len() {
-            for (i, (route, raw_route)) in routes.iter().zip(&raw.route).enumerate() {
-                let (Some(Some(sticky)), Some(v), Some(app)) = (
-                    &route.overrides.sticky,
-                    &raw_route.get_ref().sticky,
-                    apps.get(route.app),
-                ) else {
-                    continue;
-                };
-                users.push((
-                    &sticky.cookie,
-                    &app.name,
-                    format!("route[{i}].sticky"),
-                    v.span(),
-                ));
-            }
+        for (i, (route, raw_route)) in routes.iter().zip(&raw.route).enumerate() {
+            let (Some(Some(sticky)), Some(v), Some(app)) = (
+                &route.overrides.sticky,
+                &raw_route.get_ref().sticky,
+                apps.get(route.app),
+            ) else {
+                continue;
+            };
+            users.push((
+                &sticky.cookie,
+                &app.name,
+                route_reach(route),
+                format!("route[{i}].sticky"),
+                v.span(),
+            ));
         }
-        let mut owners: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
-        for (cookie, app, key, span) in users {
-            match owners.get(cookie) {
-                Some(first) if *first != app => {
-                    let first = (*first).to_owned();
-                    self.err(
-                        &span,
-                        &key,
-                        format!("sticky cookie \"{cookie}\" is already app \"{first}\"'s"),
-                        Some(format!(
-                            "give each sticky app its own cookie, e.g. sticky = {{ cookie = \"HERD_SRV_{app}\" }}"
-                        )),
-                    );
-                }
-                _ => {
-                    owners.insert(cookie, app);
-                }
+        for (n, (cookie, app, reach, key, span)) in users.iter().enumerate() {
+            let clash = users[..n]
+                .iter()
+                .find(|(c, a, r, _, _)| c == cookie && a != app && reach.meets(r));
+            if let Some((_, first, _, _, _)) = clash {
+                self.err(
+                    span,
+                    key,
+                    format!("sticky cookie \"{cookie}\" is already app \"{first}\"'s on the same host"),
+                    Some(format!(
+                        "give each sticky app its own cookie, e.g. sticky = {{ cookie = \"HERD_SRV_{app}\" }}"
+                    )),
+                );
             }
         }
     }
@@ -340,6 +343,63 @@ fn cookie_name(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// The hosts a browser reaches an app (or a route) on: any, or some exact names and
+/// one-label wildcards.
+enum Reach {
+    Any,
+    Hosts(Vec<String>),
+}
+
+impl Reach {
+    fn meets(&self, other: &Reach) -> bool {
+        match (self, other) {
+            (Reach::Any, _) | (_, Reach::Any) => true,
+            (Reach::Hosts(a), Reach::Hosts(b)) => {
+                a.iter().any(|x| b.iter().any(|y| hosts_meet(x, y)))
+            }
+        }
+    }
+}
+
+/// A route's `host`, as the router compares it (lowercase, no trailing dot).
+fn route_reach(route: &crate::Route) -> Reach {
+    match &route.host {
+        None => Reach::Any,
+        Some(h) => {
+            let h = h.to_ascii_lowercase();
+            Reach::Hosts(vec![h.strip_suffix('.').unwrap_or(&h).to_owned()])
+        }
+    }
+}
+
+/// Where app `i` can be reached: with no routes only app 0 is (everywhere); with routes, on
+/// the hosts of the routes to it (`None`: no route leads to it).
+fn app_reach(i: usize, routes: &[crate::Route]) -> Option<Reach> {
+    if routes.is_empty() {
+        return (i == 0).then_some(Reach::Any);
+    }
+    let mut hosts = Vec::new();
+    for r in routes.iter().filter(|r| r.app == i) {
+        match route_reach(r) {
+            Reach::Any => return Some(Reach::Any),
+            Reach::Hosts(h) => hosts.extend(h),
+        }
+    }
+    (!hosts.is_empty()).then_some(Reach::Hosts(hosts))
+}
+
+/// Whether some host name matches both (exact names, or `*.x` wildcards on one label).
+fn hosts_meet(a: &str, b: &str) -> bool {
+    let under = |wild: &str, name: &str| {
+        wild.strip_prefix('*').is_some_and(|suffix| {
+            name.len() > suffix.len()
+                && name.ends_with(suffix)
+                && !name[..name.len() - suffix.len()].contains('.')
+        })
+    };
+    a == b || under(a, b) || under(b, a)
 }
 
 #[cfg(test)]
