@@ -162,7 +162,15 @@ impl Telemetry {
             async move {
                 let mut prev = snapshot(&stats);
                 let mut prev_at = Instant::now();
-                let mut last_event_ms = wall_ms();
+                // Events are streamed by their sequence number, not their time: two apps can
+                // stamp the same millisecond, and the wall clock can step back.
+                let mut last_event = fleet
+                    .scaling_events(None)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|e| e.seq)
+                    .max()
+                    .unwrap_or(0);
                 let mut every = tokio::time::interval(Duration::from_secs(1));
                 every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 every.tick().await;
@@ -191,14 +199,15 @@ impl Telemetry {
                         apps: samples,
                     });
                     on_sample(&sample);
-                    let events: Vec<ScalingEvent> = fleet
+                    let mut events: Vec<ScalingEvent> = fleet
                         .scaling_events(None)
                         .unwrap_or_default()
                         .into_iter()
-                        .filter(|e| e.at_unix_ms > last_event_ms)
+                        .filter(|e| e.seq > last_event)
                         .collect();
+                    events.sort_by_key(|e| e.seq);
                     if let Some(e) = events.last() {
-                        last_event_ms = e.at_unix_ms;
+                        last_event = e.seq;
                     }
                     {
                         let mut entries = me

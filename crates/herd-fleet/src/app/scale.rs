@@ -18,6 +18,9 @@ pub(crate) const EVENTS_KEPT: usize = 200;
 /// One decision that changed (or tried to change) the instance count, or an operator action.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScalingEvent {
+    /// Order of events across every app of this herd (strictly increasing): a reader that has
+    /// seen event `seq` has seen every earlier one, whatever the clock said.
+    pub seq: u64,
     /// Wall-clock time, milliseconds since the Unix epoch.
     pub at_unix_ms: i64,
     pub app: String,
@@ -26,6 +29,9 @@ pub struct ScalingEvent {
     /// The decision, with the input that won and why.
     pub decision: Decision,
 }
+
+/// The last [`ScalingEvent::seq`] handed out (process-wide).
+static EVENT_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// How often the demand history is saved (also at shutdown).
 const SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
@@ -222,6 +228,7 @@ impl AppActor {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             events.push_back(ScalingEvent {
+                seq: EVENT_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
                 at_unix_ms: wall_ms(),
                 app: self.app.name.clone(),
                 from: current,
