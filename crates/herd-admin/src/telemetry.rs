@@ -31,6 +31,8 @@ struct Entry {
     sample: Arc<Sample>,
     /// Per app: the request counters of that second (for 1 m / 5 m quantiles).
     deltas: HashMap<String, RouteCounters>,
+    /// How long the entry covers: about 1 s, more after a stalled tick.
+    seconds: f64,
 }
 
 /// Shared by the sampler task and the handlers.
@@ -220,6 +222,7 @@ impl Telemetry {
                         entries.push_back(Entry {
                             sample: Arc::clone(&sample),
                             deltas,
+                            seconds,
                         });
                     }
                     if me.ticks.receiver_count() > 0 {
@@ -271,7 +274,8 @@ impl Telemetry {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let skip = entries.len().saturating_sub(seconds);
-        let covered = (entries.len() - skip) as f64;
+        // The time the entries really cover (a tick delayed by a stall covers more than 1 s).
+        let covered: f64 = entries.iter().skip(skip).map(|e| e.seconds).sum();
         let mut sums: Vec<(String, RouteCounters)> = Vec::new();
         for e in entries.iter().skip(skip) {
             for (app, d) in &e.deltas {
