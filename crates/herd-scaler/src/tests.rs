@@ -49,6 +49,14 @@ fn cfg() -> Scaling {
     Scaling::default()
 }
 
+/// No scale-down window and no step limit: a scale-in shows in the very tick.
+fn scale_in_at_once() -> Behavior {
+    Behavior {
+        window: Duration::ZERO,
+        max_step: vec![Step::Percent(100.0)],
+    }
+}
+
 /// Ticks once a second from `from` for `secs` with the same observation; returns the decisions.
 fn run(e: &mut Engine, from: u64, secs: u64, o: &Observation) -> Vec<crate::Decision> {
     (0..secs)
@@ -132,10 +140,7 @@ fn scale_down_waits_for_the_window() {
 #[test]
 fn panic_mode_holds_the_count() {
     let c = Scaling {
-        scale_down: Behavior {
-            window: Duration::ZERO,
-            max_step: vec![Step::Percent(100.0)],
-        },
+        scale_down: scale_in_at_once(),
         // Knative's 60 s stable window (herd's default is the 6 s panic window).
         panic: Some(herd_config::Panic {
             window: Duration::from_secs(6),
@@ -172,10 +177,7 @@ fn panic_mode_holds_the_count() {
 #[test]
 fn warmup_blocks_scale_in_and_counts_toward_capacity() {
     let c = Scaling {
-        scale_down: Behavior {
-            window: Duration::ZERO,
-            max_step: vec![Step::Percent(100.0)],
-        },
+        scale_down: scale_in_at_once(),
         ..cfg()
     };
     let mut e = Engine::new(&c);
@@ -215,10 +217,7 @@ fn a_slot_never_ready_for_five_minutes_stops_blocking_scale_in() {
     // it has not been ready for 5 minutes, so it is broken, not warming.
     for warmup in [Warmup::Auto, Warmup::Fixed(Duration::from_secs(60))] {
         let c = Scaling {
-            scale_down: Behavior {
-                window: Duration::ZERO,
-                max_step: vec![Step::Percent(100.0)],
-            },
+            scale_down: scale_in_at_once(),
             warmup,
             ..cfg()
         };
@@ -270,10 +269,7 @@ fn idle_to_zero_and_back() {
     let c = Scaling {
         min: 0,
         idle_to_zero: Duration::from_secs(60),
-        scale_down: Behavior {
-            window: Duration::ZERO,
-            max_step: vec![Step::Percent(100.0)],
-        },
+        scale_down: scale_in_at_once(),
         ..cfg()
     };
     let mut e = Engine::new(&c);
@@ -312,10 +308,7 @@ fn schedule_raises_min_in_its_time_zone() {
             max: None,
             duration: Some(Duration::from_secs(3600)),
         }],
-        scale_down: Behavior {
-            window: Duration::ZERO,
-            max_step: vec![Step::Percent(100.0)],
-        },
+        scale_down: scale_in_at_once(),
         ..cfg()
     };
     let mut e = Engine::new(&c);
@@ -509,10 +502,7 @@ fn a_held_back_scale_in_says_what_the_rule_would_see() {
             step: 1,
             cooldown: Duration::from_secs(60),
         }],
-        scale_down: Behavior {
-            window: Duration::ZERO,
-            max_step: vec![Step::Percent(100.0)],
-        },
+        scale_down: scale_in_at_once(),
         warmup: Warmup::Fixed(Duration::ZERO),
         ..cfg()
     };
@@ -558,10 +548,7 @@ fn missing_metrics_keep_the_count() {
 #[test]
 fn scale_in_picks_the_idlest() {
     let c = Scaling {
-        scale_down: Behavior {
-            window: Duration::ZERO,
-            max_step: vec![Step::Percent(100.0)],
-        },
+        scale_down: scale_in_at_once(),
         warmup: Warmup::Fixed(Duration::ZERO),
         ..cfg()
     };
