@@ -49,6 +49,18 @@ fn cfg() -> Scaling {
     Scaling::default()
 }
 
+/// CPU above 80 % (and below `below`) for 10 s: `step` instances, then `cooldown_s`.
+fn cpu_rule(below: Option<f64>, step: u32, cooldown_s: u64) -> Rule {
+    Rule {
+        metric: Metric::Cpu,
+        above: Some(80.0),
+        below,
+        sustain: Duration::from_secs(10),
+        step,
+        cooldown: Duration::from_secs(cooldown_s),
+    }
+}
+
 /// No scale-down window and no step limit: a scale-in shows in the very tick.
 fn scale_in_at_once() -> Behavior {
     Behavior {
@@ -415,14 +427,7 @@ fn manual_and_pause() {
 fn rules_fire_after_for_and_hold_scale_in() {
     let c = Scaling {
         targets: Vec::new(),
-        rules: vec![Rule {
-            metric: Metric::Cpu,
-            above: Some(80.0),
-            below: Some(20.0),
-            sustain: Duration::from_secs(10),
-            step: 2,
-            cooldown: Duration::from_secs(30),
-        }],
+        rules: vec![cpu_rule(Some(20.0), 2, 30)],
         ..cfg()
     };
     let mut e = Engine::new(&c);
@@ -469,14 +474,7 @@ fn a_rule_clamped_by_min_does_not_delay_the_next_scale_out() {
     // then scale out after its `for`, not after a cooldown those firings started.
     let c = Scaling {
         targets: Vec::new(),
-        rules: vec![Rule {
-            metric: Metric::Cpu,
-            above: Some(80.0),
-            below: Some(20.0),
-            sustain: Duration::from_secs(10),
-            step: 1,
-            cooldown: Duration::from_secs(300),
-        }],
+        rules: vec![cpu_rule(Some(20.0), 1, 300)],
         warmup: Warmup::Fixed(Duration::ZERO),
         ..cfg()
     };
@@ -494,14 +492,7 @@ fn a_held_back_scale_in_says_what_the_rule_would_see() {
             metric: Metric::Concurrency,
             value: 20.0,
         }],
-        rules: vec![Rule {
-            metric: Metric::Cpu,
-            above: Some(80.0),
-            below: None,
-            sustain: Duration::from_secs(10),
-            step: 1,
-            cooldown: Duration::from_secs(60),
-        }],
+        rules: vec![cpu_rule(None, 1, 60)],
         scale_down: scale_in_at_once(),
         warmup: Warmup::Fixed(Duration::ZERO),
         ..cfg()
