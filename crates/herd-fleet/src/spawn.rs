@@ -45,6 +45,9 @@ pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> std::io::Result<Child> {
         }
     };
     cmd.current_dir(&spec.command.cwd)
+        // herd's own secret is not the app's: an instance holding the admin token could scale,
+        // drain and reload the fleet (the app's `env` may still set it on purpose).
+        .env_remove(ADMIN_TOKEN_ENV)
         .envs(&spec.command.env)
         // herd's variables after the app's: HERD_* and PORT are herd's to set.
         .envs(spec.extra_env.iter().map(|(k, v)| (k, v)))
@@ -65,6 +68,9 @@ pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> std::io::Result<Child> {
         .kill_on_drop(false);
     cmd.spawn()
 }
+
+/// The variable herd's CLI reads the admin token from (see `herd status --token`).
+const ADMIN_TOKEN_ENV: &str = "HERD_ADMIN_TOKEN";
 
 /// The body of `herd __spawn -- CMD ARGS...`: arm the parent-death signal, check herd did not
 /// already die, then replace this process with the app. Returns only on failure, with the exit

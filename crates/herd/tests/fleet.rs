@@ -38,7 +38,11 @@ async fn round_robin_spreads_300_gets_evenly_over_three_instances() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_instance_gets_its_port_and_its_names() {
-    let herd = Herd::start(&web_config(2, ""));
+    // herd's admin token (from its environment, as the deploy files pass it) is not the apps'.
+    let herd = Herd::start_with_env(
+        &web_config(2, ""),
+        &[("HERD_ADMIN_TOKEN", "secret-0123456789abcdef")],
+    );
     let instances = herd.wait_ready("web", 2).await;
     for inst in &instances {
         let pid = inst["pid"].as_i64().unwrap();
@@ -54,6 +58,10 @@ async fn each_instance_gets_its_port_and_its_names() {
         assert_eq!(env["HERD_INSTANCE"], id);
         assert_eq!(env["NODE_APP_INSTANCE"], (n - 1).to_string(), "{id}");
         assert_eq!(env["PORT"], inst["port"].as_u64().unwrap().to_string());
+        assert!(
+            !env.contains_key("HERD_ADMIN_TOKEN"),
+            "{id} got the admin token"
+        );
     }
 }
 
