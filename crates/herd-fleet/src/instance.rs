@@ -29,6 +29,9 @@ pub(crate) enum Event {
     Health { uid: u64, up: bool },
 }
 
+/// When the group's stragglers get SIGKILL after the leader exited during a graceful stop.
+type Grace = Arc<std::sync::Mutex<Option<Instant>>>;
+
 /// A running process (or, for `servers` apps, a configured address) being watched.
 #[derive(Debug)]
 pub(crate) struct Proc {
@@ -41,6 +44,10 @@ pub(crate) struct Proc {
     checks: CancellationToken,
     /// Cancelled by the waiter once the process has exited.
     pub(crate) exited: CancellationToken,
+    /// Set by a graceful stop when it sends SIGTERM: until then the rest of the group may
+    /// finish after the leader has exited (a wrapper script, a cluster primary without a
+    /// handler), as `kill_timeout` promises.
+    grace: Grace,
     pub(crate) rss_bytes: u64,
     pub(crate) cpu_percent: f64,
     pub(crate) rps: f64,
@@ -156,11 +163,21 @@ impl Launch<'_> {
             }
         }
         let exited = CancellationToken::new();
+        let grace = Grace::default();
         tokio::spawn(
-            wait_exit(uid, child, self.events.clone(), exited.clone()).instrument(span.clone()),
+            wait_exit(
+                uid,
+                child,
+                self.events.clone(),
+                exited.clone(),
+                Arc::clone(&grace),
+            )
+            .instrument(span.clone()),
         );
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        Ok(self.watch(uid, id, addr, pid, Some(port), exited, span))
+        let mut proc = self.watch(uid, id, addr, pid, Some(port), exited, span);
+        proc.grace = grace;
+        Ok(proc)
     }
 
     /// Watches a fixed server (`servers = [...]`): health checks only.
@@ -208,6 +225,7 @@ impl Launch<'_> {
             started: now,
             checks,
             exited,
+            grace: Grace::default(),
             rss_bytes: 0,
             cpu_percent: 0.0,
             rps: 0.0,
@@ -232,6 +250,7 @@ impl Proc {
         let Some(pid) = self.pid else { return };
         let stats = Arc::clone(&self.endpoint.stats);
         let exited = self.exited.clone();
+        let grace = Arc::clone(&self.grace);
         let span = tracing::info_span!("stop", instance = %self.endpoint.id, pid);
         tokio::spawn(
             async move {
@@ -242,6 +261,8 @@ impl Proc {
                     }
                     () = exited.cancelled() => return,
                 }
+                *grace.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some(Instant::now() + kill);
                 spawn::signal_group(pid, Signal::SIGTERM);
                 tokio::select! {
                     () = exited.cancelled() => {}
@@ -268,14 +289,24 @@ async fn wait_exit(
     mut child: Child,
     events: mpsc::UnboundedSender<Event>,
     exited: CancellationToken,
+    grace: Grace,
 ) {
     let pid = child.id();
     let status = match child.wait().await {
         Ok(s) => s.to_string(),
         Err(e) => format!("wait failed: {e}"),
     };
-    // Whatever the leader left behind in its group goes too, so the port is free for a restart.
+    // Whatever the leader left behind in its group goes too, so the port is free for a restart;
+    // during a graceful stop, only once the group has had its `kill_timeout` since SIGTERM.
     if let Some(pid) = pid {
+        let deadline = *grace
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(deadline) = deadline {
+            while Instant::now() < deadline && spawn::group_alive(pid) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
         spawn::signal_group(pid, Signal::SIGKILL);
         spawn::group_ended(pid);
     }

@@ -136,6 +136,14 @@ pub fn kill_all_groups() -> usize {
 }
 
 /// Sends `sig` to the whole process group led by `pgid`. A group that is already gone is fine.
+/// Whether a process of group `pgid` is still alive.
+pub(crate) fn group_alive(pgid: u32) -> bool {
+    let Ok(raw) = i32::try_from(pgid) else {
+        return false;
+    };
+    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(raw), None).is_ok()
+}
+
 pub(crate) fn signal_group(pgid: u32, sig: nix::sys::signal::Signal) {
     let Ok(raw) = i32::try_from(pgid) else { return };
     match nix::sys::signal::killpg(nix::unistd::Pid::from_raw(raw), sig) {

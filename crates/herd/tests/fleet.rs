@@ -641,3 +641,36 @@ async fn a_reload_onto_a_broken_build_fails_and_keeps_the_old_instances_serving(
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(!text.contains("last rolling reload failed"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rest_of_the_group_gets_kill_timeout_after_its_leader_exits() {
+    // The leader (a wrapper shell) dies at SIGTERM at once; a worker it started takes a second
+    // to finish: it must get that second (kill_timeout), not SIGKILL with the leader.
+    let work = tempfile::tempdir().unwrap();
+    let marker = work.path().join("finished");
+    let script = format!(
+        "\"$0\" & (trap 'sleep 1; echo ok > {}; exit 0' TERM; while :; do sleep 0.1; done) & wait",
+        marker.display()
+    );
+    let app = demo_app(
+        "web",
+        1,
+        &format!(
+            "command = [\"sh\", \"-c\", {script:?}, \"{{demo}}\"]\nkill_timeout = \"5s\"\n[app.health]\npath = \"/health\"\ninterval = \"500ms\"\nfastinter = \"100ms\"\nrise = 1"
+        ),
+    )
+    .replacen("command = [\"{demo}\"]\n", "", 1);
+    let mut herd = Herd::start(&(base_config("") + &app));
+    herd.wait_ready("web", 1).await;
+    herd.signal(Signal::SIGTERM);
+    assert!(
+        herd.wait_exit(Duration::from_secs(15)).is_some(),
+        "{}",
+        herd.log()
+    );
+    assert!(
+        marker.exists(),
+        "the worker was killed before it could finish; log:\n{}",
+        herd.log()
+    );
+}
