@@ -276,8 +276,12 @@ impl Proc {
         );
     }
 
-    /// Immediate stop (failed readiness): SIGKILL the group.
+    /// Immediate stop (failed readiness): SIGKILL the group. Not once the waiter has seen the
+    /// group end: its number may belong to another group by now.
     pub(crate) fn kill(&self) {
+        if self.exited.is_cancelled() {
+            return;
+        }
         if let Some(pid) = self.pid {
             spawn::signal_group(pid, Signal::SIGKILL);
         }

@@ -22,8 +22,16 @@ pub(crate) fn parse_stat(line: &str) -> Option<(u32, u64, u64)> {
     let pgrp = f.get(2)?.parse().ok()?;
     let utime: u64 = f.get(11)?.parse().ok()?;
     let stime: u64 = f.get(12)?.parse().ok()?;
+    // With the CPU of its children that exited and were waited for (a recycled gunicorn worker,
+    // an ffmpeg run per request): they leave the group, their time stays in the total.
+    let cutime: u64 = f.get(13)?.parse().ok()?;
+    let cstime: u64 = f.get(14)?.parse().ok()?;
     let rss: i64 = f.get(21)?.parse().ok()?;
-    Some((pgrp, utime + stime, u64::try_from(rss).unwrap_or(0)))
+    Some((
+        pgrp,
+        utime + stime + cutime + cstime,
+        u64::try_from(rss).unwrap_or(0),
+    ))
 }
 
 /// Scans `/proc` once and sums usage for the wanted process groups. Blocking: run it off the
@@ -103,6 +111,9 @@ mod tests {
     fn parses_stat_with_spaces_in_name() {
         let line = "1234 (my (odd) app) S 1 1230 1230 0 -1 4194560 100 0 0 0 25 5 0 0 20 0 3 0 100 1000000 250 18446744073709551615";
         assert_eq!(parse_stat(line), Some((1230, 30, 250)));
+        // Children waited for count in (cutime 7, cstime 3).
+        let line = "1234 (app) S 1 1230 1230 0 -1 4194560 100 0 0 0 25 5 7 3 20 0 3 0 100 1000000 250 18446744073709551615";
+        assert_eq!(parse_stat(line), Some((1230, 40, 250)));
     }
 
     #[test]

@@ -84,6 +84,11 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     if old.store != new.store {
         out.push("[store] (the store in use stays open until a restart)".to_owned());
     }
+    if old.logs != new.logs {
+        out.push(
+            "[logs] (the instances' log files keep their settings until a restart)".to_owned(),
+        );
+    }
     if old.services != new.services {
         out.push(
             "[services] (listen, token, limits and cache strategies apply at start)".to_owned(),
@@ -127,6 +132,7 @@ fn in_force(old: &Config, mut new: Config) -> Config {
     }
     new.store.clone_from(&old.store);
     new.services.clone_from(&old.services);
+    new.logs.clone_from(&old.logs);
     new
 }
 
@@ -326,10 +332,11 @@ mod tests {
              [alerts]\nwebhooks = [\"http://127.0.0.1:1/hook\"]\nwebhook_timeout = \"2s\"\nwebhook_retries = 1\n\
              [store]\npath = \"other.redb\"\n\
              [services]\nlisten = \"127.0.0.1:9098\"\n\
+             [logs]\nmax_files = 9\n\
              [[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\n",
         );
         assert!(
-            needs_restart(&old, &new).len() >= 7,
+            needs_restart(&old, &new).len() >= 8,
             "{:?}",
             needs_restart(&old, &new)
         );
