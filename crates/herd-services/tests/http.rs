@@ -1065,6 +1065,12 @@ async fn errors_name_the_field_and_refuse_what_would_be_ignored() {
             r.text()
         );
     }
+    // One object and nothing after it: a second object is not half accepted.
+    let r = api
+        .call("POST", "/v1/queues/e/jobs", br#"{"name":"a"}{"name":"b"}"#)
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(error(&r).contains("invalid JSON body"), "{}", r.text());
     assert_eq!(
         api.call("GET", "/v1/queues/e", b"").await.json()["waiting"],
         0

@@ -412,7 +412,12 @@ impl Cache {
             content_type: e.content_type.clone(),
         };
         if self.inner.epochs.read(&k1) == epoch {
-            self.inner.l1.insert(k1, Arc::new(e)).await;
+            self.inner.l1.insert(k1.clone(), Arc::new(e)).await;
+            // An invalidation between the check and the insert bumped the epoch first:
+            // the copy just put back is stale.
+            if self.inner.epochs.read(&k1) != epoch {
+                self.inner.l1.invalidate(&k1).await;
+            }
         }
         Ok(Some(hit))
     }
@@ -525,9 +530,18 @@ impl Cache {
         for tag in &e.tags {
             // The tag's latest expiry: once it passes, every key of the tag has expired and
             // the tag's set is dropped (`prune_tags`), even if the tag is never written again.
-            let latest = store.zscore(&tags_key(ns), tag).await?;
-            if latest.is_none_or(|l| l < score) {
-                store.zadd(&tags_key(ns), &[(tag.clone(), score)]).await?;
+            // Bookkeeping only: the value is in L2 already, so a failure here must not skip
+            // dropping the old L1 copies below (here and on the other nodes).
+            let noted = match store.zscore(&tags_key(ns), tag).await {
+                Ok(latest) if latest.is_none_or(|l| l < score) => store
+                    .zadd(&tags_key(ns), &[(tag.clone(), score)])
+                    .await
+                    .map(|_| ()),
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            };
+            if let Err(err) = noted {
+                tracing::warn!(namespace = ns, error = %err, "cache: failed to note a tag's expiry; its set is pruned later");
             }
         }
         self.prune_index(ns, now).await;
@@ -535,7 +549,10 @@ impl Cache {
         invalidate::announce(&self.inner, ns, invalidate::Op::Key, key).await;
         e.l1_for = self.l1_for(ns, &e);
         if mine == before + 1 && self.inner.epochs.read(&k1) == mine {
-            self.inner.l1.insert(k1, Arc::new(e)).await;
+            self.inner.l1.insert(k1.clone(), Arc::new(e)).await;
+            if self.inner.epochs.read(&k1) != mine {
+                self.inner.l1.invalidate(&k1).await;
+            }
         } else {
             self.inner.l1.invalidate(&k1).await;
         }

@@ -136,13 +136,21 @@ pub(crate) fn json_body<T: DeserializeOwned>(
             "send a JSON object as documented in GET /openapi.json",
         ));
     }
-    let de = &mut serde_json::Deserializer::from_slice(&bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let mut de = serde_json::Deserializer::from_slice(&bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         ApiError::bad(
             format!("invalid JSON body: {}", at_field(&e, "")),
             "send a JSON object as documented in GET /openapi.json",
         )
-    })
+    })?;
+    // One object, nothing after it (`{..}{..}` or `{..}garbage` is not half accepted).
+    de.end().map_err(|e| {
+        ApiError::bad(
+            format!("invalid JSON body: {e}"),
+            "send exactly one JSON object, with nothing after it",
+        )
+    })?;
+    Ok(value)
 }
 
 /// A JSON decoding error that names the field it is about (`backoff.delay`, `jobs[1].priority`)
