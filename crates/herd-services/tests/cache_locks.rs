@@ -443,3 +443,51 @@ async fn a_tag_removes_only_values_that_still_carry_it_and_expired_tags_are_drop
         assert!(!listed(i).await, "user{i}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_whose_caller_left_does_not_block_refresh_ahead_for_good() {
+    let dir = TempDir::new("dev");
+    let (node, clock, _version, loader) = node_with_strategy(
+        &dir,
+        "dev",
+        Strategy {
+            l1_ttl: Duration::from_secs(300),
+            l2_ttl: Duration::from_secs(100),
+            refresh_ahead: Some(0.8),
+            grace: Duration::ZERO,
+        },
+    )
+    .await;
+    let c = &node.services.cache;
+    // A caller gives up on a load that hangs (a client gone, a timeout around the call).
+    let hang = || async {
+        std::future::pending::<()>().await;
+        Ok(bytes::Bytes::new())
+    };
+    let gave_up =
+        tokio::time::timeout(Duration::from_millis(100), c.get_or_load("dev", "d1", hang)).await;
+    assert!(gave_up.is_err());
+    // The key gets a value another way; near its expiry, a read must start a refresh.
+    c.put(
+        "dev",
+        "d1",
+        bytes::Bytes::from_static(b"v0"),
+        None,
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    clock.advance(Duration::from_secs(81));
+    assert_eq!(
+        c.get_or_load("dev", "d1", loader.clone()).await.unwrap(),
+        "v0"
+    );
+    let refreshed = eventually(Duration::from_secs(10), || async {
+        c.stats_exact().await.refreshes == 1
+    })
+    .await;
+    assert!(
+        refreshed,
+        "refresh-ahead never ran for a key whose earlier caller left"
+    );
+}

@@ -709,6 +709,14 @@ impl Cache {
                 .entry(k1.clone())
                 .or_default(),
         );
+        // Takes the entry out however this call ends: a cancelled caller (a client gone, a
+        // timeout) or a panicking loader would otherwise leave it behind for good, and
+        // refresh-ahead would then never run for the key.
+        let _leave = Leave {
+            inflight: &self.inner.inflight,
+            key: &k1,
+            cell: &cell,
+        };
         let result = cell
             .get_or_init(|| async {
                 // A caller that arrives just after another load finished finds its value.
@@ -738,12 +746,6 @@ impl Cache {
             })
             .await
             .clone();
-        {
-            let mut inflight = self.inner.inflight.lock().unwrap();
-            if inflight.get(&k1).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-                inflight.remove(&k1);
-            }
-        }
         result.map_err(|reason| ServiceError::Load {
             key: key.to_owned(),
             reason,
@@ -791,5 +793,29 @@ impl Cache {
     pub(crate) async fn closed(&self) {
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
+    }
+}
+/// Removes a coalesced load's entry from `inflight` when a caller of it goes: at once when the
+/// load is done (every caller has its result), or when the last caller waiting on an unfinished
+/// load is dropped (nobody is left to finish it).
+struct Leave<'a> {
+    inflight: &'a std::sync::Mutex<HashMap<String, Arc<OnceCell<Loaded>>>>,
+    key: &'a str,
+    cell: &'a Arc<OnceCell<Loaded>>,
+}
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        let mut inflight = self
+            .inflight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ours = inflight
+            .get(self.key)
+            .is_some_and(|c| Arc::ptr_eq(c, self.cell));
+        // The map's reference and this caller's: nobody else waits on it.
+        if ours && (self.cell.initialized() || Arc::strong_count(self.cell) <= 2) {
+            inflight.remove(self.key);
+        }
     }
 }
