@@ -117,7 +117,11 @@ impl RotatingFile {
             for n in (1..keep).rev() {
                 tokio::fs::rename(numbered(n), numbered(n + 1)).await.ok();
             }
-            tokio::fs::rename(&self.path, numbered(1)).await?;
+            // Gone already (an operator removed it): nothing to keep, start a new one.
+            match tokio::fs::rename(&self.path, numbered(1)).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
         }
         self.file = OpenOptions::new()
             .create(true)
@@ -141,8 +145,13 @@ pub(crate) struct LogFile {
 enum FileState {
     Closed,
     Open(RotatingFile),
-    Failed,
+    /// Opening or writing failed (a full disk, a removed directory): the output is only
+    /// broadcast until this time, then the file is opened again.
+    Failed(std::time::Instant),
 }
+
+/// How long a log file that failed stays skipped before it is tried again.
+const RETRY_FAILED: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl std::fmt::Debug for LogFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -159,23 +168,27 @@ impl LogFile {
         }
     }
 
-    /// Appends whole lines (opening the file on first use). A file that cannot be written is
-    /// reported once and then skipped; the output is still broadcast.
+    /// Appends whole lines (opening the file on first use). A file that cannot be opened or
+    /// written is reported and skipped for [`RETRY_FAILED`], then tried again (a disk that was
+    /// full has room again); the output is broadcast meanwhile.
     async fn write_line(&self, line: &[u8]) {
         let mut state = self.state.lock().await;
+        if matches!(*state, FileState::Failed(until) if std::time::Instant::now() >= until) {
+            *state = FileState::Closed;
+        }
         if matches!(*state, FileState::Closed) {
             *state = match RotatingFile::open(self.path.clone(), self.settings.clone()).await {
                 Ok(f) => FileState::Open(f),
                 Err(e) => {
-                    tracing::warn!(path = %self.path.display(), error = %e, "failed to open instance log file; output is only broadcast");
-                    FileState::Failed
+                    tracing::warn!(path = %self.path.display(), error = %e, retry_in = ?RETRY_FAILED, "failed to open instance log file; output is only broadcast meanwhile");
+                    FileState::Failed(std::time::Instant::now() + RETRY_FAILED)
                 }
             };
         }
         if let FileState::Open(f) = &mut *state {
             if let Err(e) = f.write(line).await {
-                tracing::warn!(path = %self.path.display(), error = %e, "failed to write instance log; disabling the file");
-                *state = FileState::Failed;
+                tracing::warn!(path = %self.path.display(), error = %e, retry_in = ?RETRY_FAILED, "failed to write instance log; output is only broadcast meanwhile");
+                *state = FileState::Failed(std::time::Instant::now() + RETRY_FAILED);
             }
         }
     }
@@ -310,6 +323,28 @@ mod tests {
         assert_eq!(tail_lines(&path, 10).await, vec!["a", "b", "c"]);
         assert!(tail_lines(&path, 0).await.is_empty());
         assert!(tail_lines(&dir.path().join("none"), 5).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_log_file_removed_by_an_operator_comes_back_at_the_next_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = LogSettings {
+            dir: dir.path().to_path_buf(),
+            max_size: 100,
+            max_files: 2,
+        };
+        let file = LogFile::new(&settings, "web-1", Stream::Out);
+        let base = log_path(dir.path(), "web-1", Stream::Out);
+        for i in 0..3 {
+            file.write_line(format!("line {i:04}\n").as_bytes()).await;
+        }
+        std::fs::remove_file(&base).unwrap();
+        for i in 3..30 {
+            file.write_line(format!("line {i:04}\n").as_bytes()).await;
+        }
+        file.flush().await;
+        let current = std::fs::read_to_string(&base).expect("the log file is written again");
+        assert!(current.ends_with("line 0029\n"), "{current}");
     }
 
     #[tokio::test]
