@@ -74,7 +74,7 @@ impl Services {
             sessions: sessions::Sessions::new(Arc::clone(&store), config.sessions),
             cache,
             queues: queue::Queues::new(Arc::clone(&store), clock, config.queues, shutdown.clone()),
-            locks: locks::Locks::new(Arc::clone(&store)),
+            locks: locks::Locks::new(Arc::clone(&store), shutdown.clone()),
             rate_limits: ratelimit::RateLimits::new(Arc::clone(&store)),
             store,
             shutdown,

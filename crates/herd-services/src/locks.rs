@@ -39,6 +39,8 @@ pub struct Lease {
 /// The lock service.
 pub struct Locks {
     store: Arc<Store>,
+    /// Ends waits at shutdown (503), as a queue's long poll ends.
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 fn key(name: &str) -> String {
@@ -79,8 +81,8 @@ fn check_ttl(ttl: Duration) -> ServiceResult<()> {
 }
 
 impl Locks {
-    pub(crate) fn new(store: Arc<Store>) -> Self {
-        Locks { store }
+    pub(crate) fn new(store: Arc<Store>, shutdown: tokio_util::sync::CancellationToken) -> Self {
+        Locks { store, shutdown }
     }
 
     /// Takes the lock for `ttl`, waiting up to `wait` for the current holder to release it or
@@ -126,14 +128,26 @@ impl Locks {
                 Duration::from_millis(rand::rng().random_range(0..=pause.as_millis() as u64 / 2))
             };
             let sleep_until = (now + pause + jitter).min(deadline);
+            let shutting_down = async {
+                self.shutdown.cancelled().await;
+                ServiceError::Store(herd_store::StoreError::Unavailable {
+                    backend: "services",
+                    reason: "herd is shutting down; try again on another node or after the restart"
+                        .to_owned(),
+                })
+            };
             match released.as_mut() {
                 Some(sub) => {
                     tokio::select! {
                         _ = sub.next() => {}
                         () = tokio::time::sleep_until(sleep_until) => {}
+                        e = shutting_down => return Err(e),
                     }
                 }
-                None => tokio::time::sleep_until(sleep_until).await,
+                None => tokio::select! {
+                    () = tokio::time::sleep_until(sleep_until) => {}
+                    e = shutting_down => return Err(e),
+                },
             }
             pause = (pause * 2).min(Duration::from_millis(500));
         }

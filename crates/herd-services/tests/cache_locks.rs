@@ -491,3 +491,35 @@ async fn a_load_whose_caller_left_does_not_block_refresh_ahead_for_good() {
         "refresh-ahead never ran for a key whose earlier caller left"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_wait_ends_at_shutdown() {
+    let dir = TempDir::new("locks");
+    let store = open_store(&dir, false).await;
+    let node = Node::start(&store, ServicesConfig::default());
+    let held = node
+        .services
+        .locks
+        .acquire("busy", Duration::from_secs(60), Duration::ZERO)
+        .await
+        .unwrap();
+    let services = Arc::clone(&node.services);
+    let waiter = tokio::spawn(async move {
+        services
+            .locks
+            .acquire("busy", Duration::from_secs(60), Duration::from_secs(60))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    node.shutdown.cancel();
+    let got = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the wait went on past the shutdown")
+        .unwrap();
+    assert!(
+        matches!(&got, Err(e) if e.status() == 503),
+        "{:?}",
+        got.map(|l| l.fence)
+    );
+    drop(held);
+}
