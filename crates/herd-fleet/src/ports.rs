@@ -38,6 +38,26 @@ pub(crate) struct Ports {
     used: HashSet<u16>,
 }
 
+/// Whether an app could listen on port `p` now, the way servers do: on every address
+/// (`0.0.0.0`, and `[::]` dual-stack as Node does where IPv6 is there), with `SO_REUSEADDR` as
+/// Node, Go, Python's `http.server` and tokio set it (so a port whose last connections are in
+/// `TIME_WAIT` after a stop is usable again at once, as it is for them).
+fn bindable(p: u16) -> bool {
+    use socket2::{Domain, Socket, Type};
+    let try_bind = |domain: Domain, addr: std::net::SocketAddr| -> Option<bool> {
+        let socket = Socket::new(domain, Type::STREAM, None).ok()?;
+        let _ = socket.set_reuse_address(true);
+        if domain == Domain::IPV6 {
+            let _ = socket.set_only_v6(false);
+        }
+        Some(socket.bind(&addr.into()).is_ok())
+    };
+    let v4 = try_bind(Domain::IPV4, std::net::SocketAddr::from(([0, 0, 0, 0], p)));
+    // No IPv6 on this host: the IPv4 answer is the whole answer.
+    let v6 = try_bind(Domain::IPV6, std::net::SocketAddr::from(([0u16; 8], p)));
+    v4.unwrap_or(false) && v6.unwrap_or(true)
+}
+
 impl Ports {
     pub(crate) fn new((first, last): (u16, u16)) -> Self {
         Ports {
@@ -57,7 +77,7 @@ impl Ports {
             if self.used.contains(&p) || held(|h| h.contains_key(&p)) {
                 continue;
             }
-            if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            if bindable(p) {
                 self.used.insert(p);
                 hold_global(p);
                 return Some(p);
@@ -118,6 +138,20 @@ mod tests {
             p.release(port);
             assert_eq!(p.take(), Some(port));
         }
+    }
+
+    #[test]
+    fn a_port_taken_on_another_address_is_skipped() {
+        // An app of another kind listening on IPv6 only: an instance binding `::` (Node) or
+        // `0.0.0.0` there would fail, though 127.0.0.1 looks free.
+        let Ok(v6) = std::net::TcpListener::bind("[::1]:0") else {
+            return; // no IPv6 on this machine
+        };
+        let port = v6.local_addr().unwrap().port();
+        let mut p = Ports::new((port, port));
+        assert_eq!(p.take(), None);
+        drop(v6);
+        assert_eq!(p.take(), Some(port));
     }
 
     #[test]
