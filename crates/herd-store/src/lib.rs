@@ -150,7 +150,9 @@ pub trait Backend: Send + Sync {
     async fn incr(&self, key: &str, by: i64, ttl: Option<Duration>) -> StoreResult<i64>;
     /// Lock acquisition in one atomic step: if `key` is absent, set it to `value` with `ttl`,
     /// add one to the counter `fence_key` and return the counter's new value (the fencing
-    /// token, strictly increasing per `fence_key`). `None` when `key` is held. The lock's
+    /// token, strictly increasing per `fence_key`). `None` when `key` is held, except by
+    /// `value` itself: then the holder's fence (a retried call whose answer was lost; callers
+    /// give each acquisition a unique value). The lock's
     /// version is that fence, not 1: a version check on it (renew, release) can never match
     /// a later acquisition of the same lock after this one expired.
     async fn acquire(

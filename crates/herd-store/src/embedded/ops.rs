@@ -356,7 +356,12 @@ pub(super) fn apply(t: &mut Tables<'_>, op: &Op, now: u64) -> StoreResult<Reply>
             ttl_ms,
         } => {
             let raw = raw_entry(&t.kv, key)?;
-            if raw.as_ref().is_some_and(|e| !e.expired(now)) || zset_exists(&t.zs, key)? {
+            if let Some(e) = raw.as_ref().filter(|e| !e.expired(now)) {
+                // Held with this very value: the holder's fence (a call sent again).
+                let again = e.kind == Kind::Value && e.payload == value.as_ref();
+                return Ok(Reply::Fence(again.then_some(e.version)));
+            }
+            if zset_exists(&t.zs, key)? {
                 return Ok(Reply::Fence(None));
             }
             let (fence_raw, n) = counter(t, fence_key, now)?;

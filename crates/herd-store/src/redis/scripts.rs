@@ -100,11 +100,19 @@ return n
 });
 
 /// KEYS lock, fence; ARGV payload, ttl ms. The fence, or nil when the lock is held. The lock's
-/// version is its fence (unique per acquisition, see `Backend::acquire`).
+/// version is its fence (unique per acquisition, see `Backend::acquire`). Held with this very
+/// payload: the holder's fence (the cluster client re-sends a script whose reply was lost).
 pub(super) static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     with_prelude(
         r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('TYPE', KEYS[1]).ok == 'string' then
+    local cur = redis.call('GET', KEYS[1])
+    local v = ver(cur)
+    if v and string.sub(cur, 10) == ARGV[1] then return v end
+  end
+  return false
+end
 local f = redis.call('GET', KEYS[2])
 if f and not tonumber(f) then return wrongtype() end
 local n = redis.call('INCR', KEYS[2])

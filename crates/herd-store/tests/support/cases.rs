@@ -149,6 +149,11 @@ async fn ttl_expiry_and_touch(s: &Store, p: &str) {
         .unwrap()
         .unwrap();
     assert_eq!(s.acquire(&lock, &fence, b("you"), TTL).await.unwrap(), None);
+    // The same call again (its answer lost, the client sends it anew): the same fence.
+    assert_eq!(
+        s.acquire(&lock, &fence, b("me"), TTL).await.unwrap(),
+        Some(f1)
+    );
 
     tokio::time::sleep(PAST_TTL).await;
 
