@@ -49,8 +49,11 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     if od.threads != nd.threads
         || od.access_log != nd.access_log
         || od.idle_timeout != nd.idle_timeout
+        || od.idle_release != nd.idle_release
     {
-        out.push("gateway.threads, access_log or idle_timeout (read at start)".to_owned());
+        out.push(
+            "gateway.threads, access_log, idle_timeout or idle_release (read at start)".to_owned(),
+        );
     }
     if old.admin.listen != new.admin.listen {
         out.push(format!(
@@ -115,6 +118,7 @@ fn in_force(old: &Config, mut new: Config) -> Config {
     n.data_plane.threads = o.data_plane.threads;
     n.data_plane.access_log.clone_from(&o.data_plane.access_log);
     n.data_plane.idle_timeout = o.data_plane.idle_timeout;
+    n.data_plane.idle_release = o.data_plane.idle_release;
     new.admin.listen = old.admin.listen;
     new.admin.token.clone_from(&old.admin.token);
     new.alerts.webhooks.clone_from(&old.alerts.webhooks);
@@ -141,14 +145,20 @@ fn in_force(old: &Config, mut new: Config) -> Config {
 fn live_changes(old: &Config, new: &Config) -> Vec<String> {
     let (o, n) = (&old.gateway, &new.gateway);
     let (od, nd) = (&o.data_plane, &n.data_plane);
-    let changed: Vec<&str> = [
+    // Kept by each instance's connection pool from when the instance joined.
+    let pooled: Vec<&str> = [
         ("connect_timeout", o.connect_timeout != n.connect_timeout),
-        ("response_timeout", o.response_timeout != n.response_timeout),
         (
             "pool_idle_timeout",
             o.pool_idle_timeout != n.pool_idle_timeout,
         ),
         ("pool_max_idle", o.pool_max_idle != n.pool_max_idle),
+    ]
+    .into_iter()
+    .filter_map(|(name, differs)| differs.then_some(name))
+    .collect();
+    let changed: Vec<&str> = [
+        ("response_timeout", o.response_timeout != n.response_timeout),
         ("shutdown_timeout", o.shutdown_timeout != n.shutdown_timeout),
         ("max_conn_per_ip", o.max_conn_per_ip != n.max_conn_per_ip),
         ("max_body_size", o.max_body_size != n.max_body_size),
@@ -159,7 +169,6 @@ fn live_changes(old: &Config, new: &Config) -> Vec<String> {
             o.tunnel_idle_timeout != n.tunnel_idle_timeout,
         ),
         ("sticky_secret", o.sticky_secret != n.sticky_secret),
-        ("idle_release", od.idle_release != nd.idle_release),
         ("total_timeout", od.total_timeout != nd.total_timeout),
         ("retries", od.retries != nd.retries),
         ("retry_on", od.retry_on != nd.retry_on),
@@ -178,6 +187,12 @@ fn live_changes(old: &Config, new: &Config) -> Vec<String> {
     let mut out = Vec::new();
     if !changed.is_empty() {
         out.push(format!("gateway: {}", changed.join(", ")));
+    }
+    if !pooled.is_empty() {
+        out.push(format!(
+            "gateway: {} (for instances that join from now on; the others keep their connection pool's settings until they are replaced or herd restarts)",
+            pooled.join(", ")
+        ));
     }
     if old.rate_limits != new.rate_limits {
         out.push(format!(
@@ -328,6 +343,7 @@ mod tests {
             "[gateway]\nlisten = \"127.0.0.1:8081\"\nproxy_protocol = true\n\
              client_header_timeout = \"5s\"\nmax_connections = 10\nmax_header_size = \"16KiB\"\n\
              max_headers = 50\nthreads = 3\naccess_log = \"stdout\"\nidle_timeout = \"9s\"\n\
+             idle_release = \"off\"\n\
              [admin]\nlisten = \"127.0.0.1:9099\"\ntoken = \"0123456789abcdef0123\"\n\
              [alerts]\nwebhooks = [\"http://127.0.0.1:1/hook\"]\nwebhook_timeout = \"2s\"\nwebhook_retries = 1\n\
              [store]\npath = \"other.redb\"\n\
