@@ -546,7 +546,17 @@ fn sweep(t: &mut Tables<'_>, now: u64, limit: usize) -> StoreResult<usize> {
     for (at, key) in &due {
         t.exp.remove((*at, key.as_str())).or_backend()?;
         // The index may be stale if the key was rewritten; only an entry still due goes.
-        if live_entry(&t.kv, key, now)?.is_none() && raw_entry(&t.kv, key)?.is_some() {
+        let live = match live_entry(&t.kv, key, now) {
+            Ok(live) => live,
+            // An entry that cannot be decoded stays for whoever reads it to see the error, but
+            // does not fail the sweep (and with it every write in the same batch) each second.
+            Err(StoreError::Backend { reason, .. }) => {
+                tracing::warn!(key, %reason, "store sweep: skipping an entry that cannot be decoded");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if live.is_none() && raw_entry(&t.kv, key)?.is_some() {
             t.kv.remove(key.as_str()).or_backend()?;
         }
     }
@@ -576,6 +586,23 @@ mod tests {
             expect: Expect::Any,
             ttl_ms,
         }
+    }
+
+    #[test]
+    fn an_undecodable_entry_does_not_fail_the_sweep() {
+        with_tables(|t| {
+            apply(t, &put("a", Some(10)), 1_000).unwrap();
+            t.kv.insert("bad", &[0xffu8, 1, 2][..]).unwrap();
+            t.exp.insert((1_005, "bad"), ()).unwrap();
+            assert!(matches!(
+                apply(t, &Op::Sweep { limit: 100 }, 2_000).unwrap(),
+                Reply::Count(2)
+            ));
+            assert!(
+                raw_entry(&t.kv, "a").unwrap().is_none(),
+                "a expired and went"
+            );
+        });
     }
 
     #[test]
