@@ -40,6 +40,8 @@ pub(crate) struct Shared {
     pub(crate) builder: auto::Builder<TokioExecutor>,
     pub(crate) acceptor: Option<TlsAcceptor>,
     pub(crate) max_header_size: usize,
+    /// `[gateway] max_headers`: the framing scanner parses as many as hyper accepts.
+    pub(crate) max_headers: usize,
     /// Bounds the TLS handshake (`client_header_timeout`).
     pub(crate) handshake_timeout: Duration,
     pub(crate) idle_timeout: Duration,
@@ -118,6 +120,7 @@ where
         let io = Scan::new(
             stream,
             self.shared.max_header_size,
+            self.shared.max_headers,
             Arc::clone(&self.verdict),
         );
         let Some(marks) = self.cycle(io, &home, release).await else {
@@ -152,6 +155,8 @@ where
             acceptor.accept(stream),
         ));
         tokio::select! {
+            // A handshake has no request to finish: a shutdown need not wait for it.
+            () = self.shared.shutdown.cancelled() => None,
             () = self.shared.hard_stop.cancelled() => None,
             tls = accept => match tls {
                 Ok(Ok(tls)) => Some(Either::Right(Box::new(tls))),
@@ -212,10 +217,13 @@ where
             () = activity.goaway_asked() => {
                 // An HTTP/2 connection over `max_conn_per_ip`: its refused streams are
                 // answered, then GOAWAY makes the client reconnect (and be counted afresh).
+                // hyper closes once the client answers GOAWAY's PING: one that never does (or
+                // keeps sending) is closed after `idle_timeout` all the same.
                 conn.as_mut().graceful_shutdown();
                 tokio::select! {
                     _ = conn.as_mut() => {}
                     () = shared.hard_stop.cancelled() => {}
+                    () = tokio::time::sleep(shared.idle_timeout) => {}
                 }
                 None
             }

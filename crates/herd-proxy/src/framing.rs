@@ -128,17 +128,21 @@ pub(crate) struct Scanner {
     state: State,
     heads: u64,
     max_head: usize,
+    /// As many header fields as hyper accepts (`[gateway] max_headers`): a head with more
+    /// than the scanner can parse would otherwise turn the checks off for the connection.
+    max_headers: usize,
     verdict: Arc<Verdict>,
 }
 
 impl Scanner {
     /// `max_head` should be at least hyper's `max_buf_size`, so no head hyper parses goes
     /// unchecked.
-    pub(crate) fn new(max_head: usize, verdict: Arc<Verdict>) -> Self {
+    pub(crate) fn new(max_head: usize, max_headers: usize, verdict: Arc<Verdict>) -> Self {
         Scanner {
             state: State::Head(Vec::new()),
             heads: 0,
             max_head,
+            max_headers,
             verdict,
         }
     }
@@ -244,8 +248,16 @@ impl Scanner {
 
     /// Checks a head; returns its length once it is complete.
     fn head(&mut self, buf: &[u8]) -> Option<usize> {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
+        // On the stack up to hyper's default; a larger `max_headers` takes a heap array.
+        let mut stack = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut heap;
+        let headers: &mut [httparse::Header<'_>] = if self.max_headers <= MAX_HEADERS {
+            &mut stack
+        } else {
+            heap = vec![httparse::EMPTY_HEADER; self.max_headers];
+            &mut heap
+        };
+        let mut req = httparse::Request::new(headers);
         let len = match req.parse(buf) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if buf.len() <= self.max_head => {
@@ -330,10 +342,15 @@ pub(crate) struct Scan<T> {
 }
 
 impl<T> Scan<T> {
-    pub(crate) fn new(inner: T, max_head: usize, verdict: Arc<Verdict>) -> Self {
+    pub(crate) fn new(
+        inner: T,
+        max_head: usize,
+        max_headers: usize,
+        verdict: Arc<Verdict>,
+    ) -> Self {
         Scan {
             inner,
-            scanner: Scanner::new(max_head, verdict),
+            scanner: Scanner::new(max_head, max_headers, verdict),
         }
     }
 
@@ -452,12 +469,30 @@ mod tests {
 
     fn scan(chunks: &[&[u8]]) -> Vec<Option<&'static str>> {
         let verdict = Arc::new(Verdict::default());
-        let mut s = Scanner::new(64 * 1024, Arc::clone(&verdict));
+        let mut s = Scanner::new(64 * 1024, MAX_HEADERS, Arc::clone(&verdict));
         for c in chunks {
             s.feed(c);
         }
         let heads = s.heads;
         (0..heads).map(|_| verdict.next_request()).collect()
+    }
+
+    #[test]
+    fn a_head_with_more_fields_than_hypers_default_is_still_checked() {
+        // `max_headers = 300`: hyper accepts 150 fields, so the scanner must read them all.
+        let mut head = b"POST /a HTTP/1.1\r\nHost: x\r\n".to_vec();
+        for i in 0..150 {
+            head.extend_from_slice(format!("X-F{i}: v\r\n").as_bytes());
+        }
+        head.extend_from_slice(b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let verdict = Arc::new(Verdict::default());
+        let mut s = Scanner::new(64 * 1024, 300, Arc::clone(&verdict));
+        s.feed(&head);
+        assert_eq!(s.heads, 1, "the head was parsed");
+        assert!(
+            verdict.next_request().is_some(),
+            "smuggling framing passed unflagged"
+        );
     }
 
     #[test]
@@ -485,7 +520,7 @@ mod tests {
     #[test]
     fn a_tunnel_is_not_scanned() {
         let verdict = Arc::new(Verdict::default());
-        let mut s = Scanner::new(64 * 1024, Arc::clone(&verdict));
+        let mut s = Scanner::new(64 * 1024, MAX_HEADERS, Arc::clone(&verdict));
         s.feed(b"GET / HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n");
         Upgrading(Arc::clone(&verdict)).tunnel();
         s.feed(b"POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n");

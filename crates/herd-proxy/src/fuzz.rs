@@ -58,7 +58,7 @@ pub fn route(config: &Config, requests: &[Request]) -> Vec<Option<usize>> {
 #[must_use]
 pub fn framing(max_head: usize, chunks: &[&[u8]]) -> Option<&'static str> {
     let verdict = Arc::new(Verdict::default());
-    let mut scanner = Scanner::new(max_head, Arc::clone(&verdict));
+    let mut scanner = Scanner::new(max_head, 100, Arc::clone(&verdict));
     for c in chunks {
         scanner.feed(c);
     }

@@ -264,6 +264,7 @@ async fn accept_and_drain(ctx: &Arc<Ctx>, listener: TcpListener) -> io::Result<(
         builder,
         acceptor: ctx.acceptor.clone(),
         max_header_size: settings.max_header_size,
+        max_headers: settings.max_headers,
         handshake_timeout: settings.client_header_timeout,
         idle_timeout: settings.idle_timeout,
         idle_release: settings.idle_release,
@@ -318,13 +319,10 @@ async fn accept_loop(ctx: &Ctx, listener: &TcpListener, spawner: &Arc<Spawner>) 
         (s.proxy_protocol, s.proxy_protocol_from.clone())
     };
     loop {
-        let slot = match &ctx.slots {
-            Some(slots) => tokio::select! {
-                () = ctx.stop.cancelled() => return,
-                permit = Arc::clone(slots).acquire_owned() => permit.ok(),
-            },
-            None => None,
-        };
+        // Accept first, then wait for a `max_connections` slot: a shard that took a slot
+        // before accepting would sit on it while clients wait in another shard's backlog (each
+        // shard has its own listening socket). At most one accepted connection per shard waits
+        // for a slot, unserved.
         let (stream, peer) = tokio::select! {
             () = ctx.stop.cancelled() => return,
             accepted = listener.accept() => match accepted {
@@ -336,6 +334,13 @@ async fn accept_loop(ctx: &Ctx, listener: &TcpListener, spawner: &Arc<Spawner>) 
                     continue;
                 }
             },
+        };
+        let slot = match &ctx.slots {
+            Some(slots) => tokio::select! {
+                () = ctx.stop.cancelled() => return,
+                permit = Arc::clone(slots).acquire_owned() => permit.ok(),
+            },
+            None => None,
         };
         let _ = stream.set_nodelay(true);
         if proxy_protocol {

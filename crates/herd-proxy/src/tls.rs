@@ -95,6 +95,28 @@ pub struct TlsCerts {
     stamps: Mutex<Vec<Option<(SystemTime, u64)>>>,
 }
 
+/// Every certificate and key file of a `[gateway.tls]` table.
+fn paths_of(config: &Tls) -> impl Iterator<Item = &Path> {
+    [config.cert.as_path(), config.key.as_path()]
+        .into_iter()
+        .chain(
+            config
+                .sni
+                .iter()
+                .flat_map(|s| [s.cert.as_path(), s.key.as_path()]),
+        )
+}
+
+/// Each file's modification time and size (`None`: unreadable now).
+fn stamps_of<'a>(paths: impl Iterator<Item = &'a Path>) -> Vec<Option<(SystemTime, u64)>> {
+    paths
+        .map(|p| {
+            let m = std::fs::metadata(p).ok()?;
+            Some((m.modified().ok()?, m.len()))
+        })
+        .collect()
+}
+
 impl TlsCerts {
     /// Loads every certificate and key named in `config`.
     ///
@@ -102,18 +124,15 @@ impl TlsCerts {
     /// A file that cannot be read, holds no certificate or key, or whose key does not match its
     /// certificate; the error names the file.
     pub fn load(config: &Tls) -> Result<Arc<Self>, TlsError> {
+        // Stamps first, files second: a file replaced in between then differs from its stamp
+        // and is read again at the next look, instead of its old content staying for good.
+        let stamps = stamps_of(paths_of(config));
         let set = load_set(config)?;
-        let certs = TlsCerts {
+        Ok(Arc::new(TlsCerts {
             config: config.clone(),
             current: ArcSwap::from_pointee(set),
-            stamps: Mutex::new(Vec::new()),
-        };
-        let stamps = certs.stamps();
-        *certs
-            .stamps
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = stamps;
-        Ok(Arc::new(certs))
+            stamps: Mutex::new(stamps),
+        }))
     }
 
     /// Reads the files again and swaps the new set in atomically. New handshakes use it;
@@ -142,24 +161,8 @@ impl TlsCerts {
         Ok(TlsAcceptor::from(Arc::new(config)))
     }
 
-    fn paths(&self) -> impl Iterator<Item = &Path> {
-        [self.config.cert.as_path(), self.config.key.as_path()]
-            .into_iter()
-            .chain(
-                self.config
-                    .sni
-                    .iter()
-                    .flat_map(|s| [s.cert.as_path(), s.key.as_path()]),
-            )
-    }
-
     fn stamps(&self) -> Vec<Option<(SystemTime, u64)>> {
-        self.paths()
-            .map(|p| {
-                let m = std::fs::metadata(p).ok()?;
-                Some((m.modified().ok()?, m.len()))
-            })
-            .collect()
+        stamps_of(paths_of(&self.config))
     }
 
     /// Reloads when a file's modification time or size changes, until `shutdown`. A failed
