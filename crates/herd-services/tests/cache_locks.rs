@@ -53,6 +53,16 @@ async fn concurrent_get_or_load_runs_one_loader() {
     assert!(matches!(err, ServiceError::Load { .. }), "{err}");
 }
 
+/// L2 for 100 s, refreshed in the background from 80 % of that, no grace.
+fn refresh_at_80_percent() -> Strategy {
+    Strategy {
+        l1_ttl: Duration::from_secs(300),
+        l2_ttl: Duration::from_secs(100),
+        refresh_ahead: Some(0.8),
+        grace: Duration::ZERO,
+    }
+}
+
 /// A node on a manual clock whose namespace `ns` uses `strategy`, and a loader that answers
 /// "v0", "v1", ... (counting its calls in the returned counter).
 async fn node_with_strategy(
@@ -91,17 +101,8 @@ async fn node_with_strategy(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_ahead_serves_the_old_value_and_reloads_in_the_background() {
     let dir = TempDir::new("dev");
-    let (node, clock, version, loader) = node_with_strategy(
-        &dir,
-        "dev",
-        Strategy {
-            l1_ttl: Duration::from_secs(300),
-            l2_ttl: Duration::from_secs(100),
-            refresh_ahead: Some(0.8),
-            grace: Duration::ZERO,
-        },
-    )
-    .await;
+    let (node, clock, version, loader) =
+        node_with_strategy(&dir, "dev", refresh_at_80_percent()).await;
     let c = &node.services.cache;
     assert_eq!(
         c.get_or_load("dev", "d1", loader.clone()).await.unwrap(),
@@ -447,17 +448,8 @@ async fn a_tag_removes_only_values_that_still_carry_it_and_expired_tags_are_drop
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_load_whose_caller_left_does_not_block_refresh_ahead_for_good() {
     let dir = TempDir::new("dev");
-    let (node, clock, _version, loader) = node_with_strategy(
-        &dir,
-        "dev",
-        Strategy {
-            l1_ttl: Duration::from_secs(300),
-            l2_ttl: Duration::from_secs(100),
-            refresh_ahead: Some(0.8),
-            grace: Duration::ZERO,
-        },
-    )
-    .await;
+    let (node, clock, _version, loader) =
+        node_with_strategy(&dir, "dev", refresh_at_80_percent()).await;
     let c = &node.services.cache;
     // A caller gives up on a load that hangs (a client gone, a timeout around the call).
     let hang = || async {
