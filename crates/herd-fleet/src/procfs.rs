@@ -34,6 +34,29 @@ pub(crate) fn parse_stat(line: &str) -> Option<(u32, u64, u64)> {
     ))
 }
 
+/// Whether a process of group `pgid` runs (one whose state is not `Z`, a zombie).
+pub(crate) fn group_running(pgid: u32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten().any(|entry| {
+        let name = entry.file_name();
+        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            return false;
+        }
+        let Ok(line) = std::fs::read_to_string(entry.path().join("stat")) else {
+            return false;
+        };
+        let Some(rest) = line.rfind(')').map(|i| &line[i + 1..]) else {
+            return false;
+        };
+        let mut f = rest.split_ascii_whitespace();
+        let state = f.next();
+        let pgrp = f.nth(1).and_then(|p| p.parse::<u32>().ok());
+        pgrp == Some(pgid) && state != Some("Z")
+    })
+}
+
 /// Scans `/proc` once and sums usage for the wanted process groups. Blocking: run it off the
 /// async workers.
 fn page_size() -> u64 {
@@ -106,6 +129,33 @@ pub(crate) fn clock_ticks() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_group_of_zombies_is_not_running() {
+        use std::os::unix::process::CommandExt as _;
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = child.id();
+        assert!(group_running(pgid));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(pgid).unwrap()),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        // Dead but not reaped yet: a zombie, which `killpg(pgid, 0)` would still find.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while group_running(pgid) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a zombie counted as running"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        child.wait().unwrap();
+    }
 
     #[test]
     fn parses_stat_with_spaces_in_name() {

@@ -135,15 +135,14 @@ pub fn kill_all_groups() -> usize {
     groups.len()
 }
 
-/// Sends `sig` to the whole process group led by `pgid`. A group that is already gone is fine.
-/// Whether a process of group `pgid` is still alive.
+/// Whether a process of group `pgid` is still running. Zombies do not count: with herd as
+/// PID 1 (a container) the group's orphans are re-parented to herd, which does not reap them
+/// while it waits, and `killpg(pgid, 0)` would find them for good.
 pub(crate) fn group_alive(pgid: u32) -> bool {
-    let Ok(raw) = i32::try_from(pgid) else {
-        return false;
-    };
-    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(raw), None).is_ok()
+    crate::procfs::group_running(pgid)
 }
 
+/// Sends `sig` to the whole process group led by `pgid`. A group that is already gone is fine.
 pub(crate) fn signal_group(pgid: u32, sig: nix::sys::signal::Signal) {
     let Ok(raw) = i32::try_from(pgid) else { return };
     match nix::sys::signal::killpg(nix::unistd::Pid::from_raw(raw), sig) {

@@ -712,12 +712,13 @@ impl Cache {
         // Takes the entry out however this call ends: a cancelled caller (a client gone, a
         // timeout) or a panicking loader would otherwise leave it behind for good, and
         // refresh-ahead would then never run for the key.
-        let _leave = Leave {
+        let leave = Leave {
             inflight: &self.inner.inflight,
             key: &k1,
-            cell: &cell,
+            cell: Some(cell),
         };
-        let result = cell
+        let result = leave
+            .cell()
             .get_or_init(|| async {
                 // A caller that arrives just after another load finished finds its value.
                 if recheck {
@@ -801,7 +802,17 @@ impl Cache {
 struct Leave<'a> {
     inflight: &'a std::sync::Mutex<HashMap<String, Arc<OnceCell<Loaded>>>>,
     key: &'a str,
-    cell: &'a Arc<OnceCell<Loaded>>,
+    /// This caller's reference, given up under the map's lock, so that the count of
+    /// references the last one reads is exact (two callers leaving at once both see it).
+    cell: Option<Arc<OnceCell<Loaded>>>,
+}
+
+impl Leave<'_> {
+    fn cell(&self) -> &OnceCell<Loaded> {
+        self.cell
+            .as_deref()
+            .unwrap_or_else(|| unreachable!("taken only on drop"))
+    }
 }
 
 impl Drop for Leave<'_> {
@@ -810,12 +821,14 @@ impl Drop for Leave<'_> {
             .inflight
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(cell) = self.cell.take() else { return };
         let ours = inflight
             .get(self.key)
-            .is_some_and(|c| Arc::ptr_eq(c, self.cell));
+            .is_some_and(|c| Arc::ptr_eq(c, &cell));
         // The map's reference and this caller's: nobody else waits on it.
-        if ours && (self.cell.initialized() || Arc::strong_count(self.cell) <= 2) {
+        if ours && (cell.initialized() || Arc::strong_count(&cell) <= 2) {
             inflight.remove(self.key);
         }
+        drop(cell); // still under the lock
     }
 }
