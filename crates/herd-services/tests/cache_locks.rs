@@ -515,3 +515,32 @@ async fn a_lock_wait_ends_at_shutdown() {
     );
     drop(held);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_wait_ends_at_shutdown() {
+    let dir = TempDir::new("fill");
+    let store = open_store(&dir, false).await;
+    let node = Node::start(&store, ServicesConfig::default());
+    let c = &node.services.cache;
+    // The first caller holds the key's fill lease; the second waits for its put.
+    let first = c
+        .get_or_lease("pages", "home", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(matches!(first, herd_services::cache::Leased::Load));
+    let services = Arc::clone(&node.services);
+    let second = tokio::spawn(async move {
+        services
+            .cache
+            .get_or_lease("pages", "home", Duration::from_secs(60))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    node.shutdown.cancel();
+    let got = tokio::time::timeout(Duration::from_secs(5), second)
+        .await
+        .expect("the fill wait went on past the shutdown")
+        .unwrap()
+        .unwrap();
+    assert!(matches!(got, herd_services::cache::Leased::Load));
+}

@@ -94,7 +94,12 @@ impl Cache {
                 Claim::Wait(_) if Instant::now() >= deadline => return Ok(Leased::Load),
                 Claim::Wait(wait) => {
                     waited = true;
-                    let _ = tokio::time::timeout_at(deadline, wait.finished()).await;
+                    tokio::select! {
+                        _ = tokio::time::timeout_at(deadline, wait.finished()) => {}
+                        // Shutting down: the caller loads the value itself rather than hold
+                        // the shutdown for the rest of its wait.
+                        () = self.inner.shutdown.cancelled() => return Ok(Leased::Load),
+                    }
                 }
             }
         }
