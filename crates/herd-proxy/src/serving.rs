@@ -352,9 +352,16 @@ async fn accept_loop(ctx: &Ctx, listener: &TcpListener, spawner: &Arc<Spawner>) 
             // loop, in a task the shard's drain waits for.
             let (gw, spawner2) = (Arc::clone(gw), Arc::clone(spawner));
             let timeout = gw.settings().client_header_timeout;
+            let stop = ctx.stop.clone();
             spawner.conns.spawn(async move {
                 let mut stream = stream;
-                match crate::proxyproto::read_header(&mut stream, peer, timeout).await {
+                // As a TLS handshake: no request has started yet, so a shutdown need not wait
+                // for the header (a slow or silent balancer would hold it to the timeout).
+                let header = tokio::select! {
+                    () = stop.cancelled() => return,
+                    header = crate::proxyproto::read_header(&mut stream, peer, timeout) => header,
+                };
+                match header {
                     Ok(client) => spawner2.spawn(stream, admit(&gw, client, slot)),
                     Err(e) => tracing::debug!(%peer, error = %e, "closed a connection without a PROXY protocol header"),
                 }

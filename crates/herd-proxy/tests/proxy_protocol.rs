@@ -138,3 +138,24 @@ async fn max_conn_per_ip_counts_the_address_from_the_header() {
     drop(first);
     gw.stop.cancel();
 }
+
+#[tokio::test]
+async fn a_shutdown_does_not_wait_for_a_silent_balancer() {
+    // The header timeout (client_header_timeout) is 30 s and the shutdown timeout 20 s: a
+    // shutdown that waited for the header read would take 20 s.
+    let gw = pp_gateway("client_header_timeout = \"30s\"\nshutdown_timeout = \"20s\"").await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"PROXY TCP4 192.0.2.").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    gw.stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), gw.served)
+        .await
+        .expect("the shutdown ends without waiting for the PROXY header")
+        .unwrap()
+        .unwrap();
+    let mut out = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .expect("the connection is closed");
+    assert!(matches!(n, Ok(0) | Err(_)), "{out:?}");
+}
