@@ -798,3 +798,82 @@ async fn shutdown_ends_long_polls_and_background_tasks() {
         .await
         .expect("background tasks stop at shutdown");
 }
+
+/// Acks `names`' jobs (all leased) in one batch; each keeps what `keeps` says.
+async fn batch_ack_keeping(queue: &str, prior: &[&str], batch: &[(&str, Keep)]) -> Vec<String> {
+    let (_d, node, clock) = setup(QueueConfig::default()).await;
+    let q = &node.services.queues;
+    for name in prior {
+        q.add(queue, job(name)).await.unwrap();
+        let got = q.reserve(queue, 1, None, Duration::ZERO).await.unwrap();
+        q.ack(queue, &got[0].id, &got[0].lease_token, None)
+            .await
+            .unwrap();
+        clock.advance(Duration::from_millis(5));
+    }
+    for (name, keep) in batch {
+        let mut j = job(name);
+        j.keep_completed = *keep;
+        q.add(queue, j).await.unwrap();
+    }
+    let got = q.reserve(queue, 100, None, Duration::ZERO).await.unwrap();
+    assert_eq!(got.len(), batch.len());
+    let acks = got
+        .iter()
+        .map(|r| herd_services::queue::AckRequest {
+            id: r.id.clone(),
+            lease_token: r.lease_token.clone(),
+            result: None,
+        })
+        .collect();
+    for r in q.ack_many(queue, acks).await.unwrap() {
+        r.unwrap();
+    }
+    let mut names: Vec<String> = q
+        .list(queue, "completed", 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.name)
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_ack_trims_completed_jobs_as_acks_one_by_one_would() {
+    // As BullMQ, each job's `remove_on_complete` trims when that job completes: the jobs
+    // acked after it in the batch are not its to remove.
+    let got = batch_ack_keeping(
+        "t1",
+        &[],
+        &[("a", Keep::count(1)), ("b", Keep::ALL), ("c", Keep::ALL)],
+    )
+    .await;
+    assert_eq!(got, ["a", "b", "c"]);
+    // p, then p q, then p q r trimmed to q r, then q r s.
+    let two = Keep::count(2);
+    let got = batch_ack_keeping(
+        "t2",
+        &[],
+        &[("p", two), ("q", two), ("r", two), ("s", Keep::ALL)],
+    )
+    .await;
+    assert_eq!(got, ["q", "r", "s"]);
+    // Jobs completed before the batch are the oldest: x y k trimmed to k, then k m.
+    let got = batch_ack_keeping(
+        "t3",
+        &["x", "y"],
+        &[("k", Keep::count(1)), ("m", Keep::ALL)],
+    )
+    .await;
+    assert_eq!(got, ["k", "m"]);
+    // A count reaching into the batch: x y k m, trimmed to 1 at m.
+    let got = batch_ack_keeping(
+        "t4",
+        &["x", "y"],
+        &[("k", Keep::ALL), ("m", Keep::count(1))],
+    )
+    .await;
+    assert_eq!(got, ["m"]);
+}

@@ -317,21 +317,21 @@ impl Queues {
                     .and_then(|rec| check_lease(&rec, &ack.lease_token).map(|()| (rec, v.version))),
             });
         }
+        let ids: Vec<String> = acks.iter().map(|a| a.id.clone()).collect();
         let committed = match self.ack_together(&keys, &acks, &firsts).await? {
             Some(committed) => committed,
             None => self.ack_each(&keys, queue, acks, firsts).await,
         };
-        // Trim once per distinct `remove_on_complete` among the completed records kept.
-        let mut keeps: Vec<Keep> = committed
+        let done: Vec<(&str, Keep)> = ids
             .iter()
-            .filter_map(|r| r.as_ref().ok().filter(|a| a.completed).map(|a| a.keep))
+            .zip(&committed)
+            .filter_map(|(id, r)| {
+                let a = r.as_ref().ok().filter(|a| a.completed)?;
+                Some((id.as_str(), a.keep))
+            })
             .collect();
-        keeps.sort_unstable_by_key(|k| (k.count, k.age_ms));
-        keeps.dedup();
-        for keep in keeps {
-            if let Err(e) = self.trim(&keys, State::Completed, keep).await {
-                tracing::warn!(queue, error = %e, "failed to trim completed jobs after a batch ack; the next ack trims");
-            }
+        if let Err(e) = self.trim_batch(&keys, &done).await {
+            tracing::warn!(queue, error = %e, "failed to trim completed jobs after a batch ack; the next ack trims");
         }
         Ok(committed.into_iter().map(|r| r.map(drop)).collect())
     }
@@ -674,6 +674,64 @@ impl Queues {
             .await?;
         self.remove_members(keys, &set, oldest.into_iter().map(|(m, _)| m))
             .await?;
+        Ok(())
+    }
+
+    /// Trims `completed` after a batch of acks (`done`: the ids kept in it, in the batch's
+    /// order) as if each job had finished on its own, each trim by its own
+    /// `remove_on_complete`, as BullMQ trims when each job completes: a job keeping 1 early in
+    /// a batch does not remove the jobs acked after it.
+    async fn trim_batch(&self, keys: &Keys, done: &[(&str, Keep)]) -> ServiceResult<()> {
+        // Every job of the batch finished now: an age trims only what finished before it, and
+        // the smallest age trims all that the others would.
+        if let Some(age) = done.iter().filter_map(|(_, k)| k.age_ms).min() {
+            let by_age = Keep {
+                count: None,
+                age_ms: Some(age),
+            };
+            self.trim(keys, State::Completed, by_age).await?;
+        }
+        let set = keys.completed();
+        let n = self.store.zcard(&set).await?;
+        let before = n.saturating_sub(done.len() as u64);
+        // After the i-th job of the batch finished, the set held `before + i + 1` and its
+        // count trim removed the oldest beyond its count; trims take from the oldest, so
+        // together they remove the oldest `front`.
+        let mut front = 0u64;
+        for (i, (_, keep)) in done.iter().enumerate() {
+            if let Some(count) = keep.count {
+                front = front.max((before + i as u64 + 1).saturating_sub(count));
+            }
+        }
+        if front == 0 {
+            return Ok(());
+        }
+        // The oldest are those finished before the batch (by score), then the batch's own in
+        // its order (their scores tie at the same millisecond).
+        let ours: std::collections::HashSet<&str> = done.iter().map(|(id, _)| *id).collect();
+        let front = usize::try_from(front).unwrap_or(usize::MAX);
+        let mut members: Vec<String> = self
+            .store
+            .zrange_by_score(
+                &set,
+                f64::NEG_INFINITY,
+                f64::INFINITY,
+                front.saturating_add(done.len()),
+            )
+            .await?
+            .into_iter()
+            .map(|(m, _)| m)
+            .filter(|m| super::job::member_id(m).is_none_or(|id| !ours.contains(id)))
+            .take(front)
+            .collect();
+        for (id, _) in done.iter().take(front - members.len()) {
+            if let Some((rec, _)) = self.read(keys, id).await? {
+                if rec.state == State::Completed {
+                    members.push(rec.member());
+                }
+            }
+        }
+        self.remove_members(keys, &set, members.into_iter()).await?;
         Ok(())
     }
 
