@@ -219,6 +219,9 @@ pub(crate) struct Exchange {
     pub(crate) instance: Option<(Arc<str>, SocketAddr)>,
     /// Time to the response head from the instance that answered.
     pub(crate) upstream_time: Option<Duration>,
+    /// When the request went to the last instance tried (for `upstream_time` when the
+    /// exchange ends before that instance answers: `total_timeout`).
+    pub(crate) sent_at: Option<Instant>,
     /// Attempts after the first.
     pub(crate) retries: u32,
     /// The route's `compress`, if it sets one.

@@ -330,11 +330,16 @@ async fn forward(
     let deadline = ex.deadline;
     let sent = send_with_retries(gw, &app, req, sending, tunnel, ex);
     let mut resp = match deadline {
-        Some(at) => tokio::time::timeout_at(at.into(), sent)
-            .await
-            .map_err(|_| ProxyError::TotalTimeout {
-                timeout: total_timeout.unwrap_or_default(),
-            })??,
+        Some(at) => match tokio::time::timeout_at(at.into(), sent).await {
+            Ok(resp) => resp?,
+            Err(_) => {
+                // Timed from the last send, as a `response_timeout`'s 504 is.
+                ex.upstream_time = ex.sent_at.map(|at| at.elapsed());
+                return Err(ProxyError::TotalTimeout {
+                    timeout: total_timeout.unwrap_or_default(),
+                });
+            }
+        },
         None => sent.await?,
     };
     policy.rewrite_response(resp.headers_mut());
@@ -476,6 +481,10 @@ async fn send_with_retries(
         };
         let body_done = matches!(req.body(), UpBody::Client(..)).then(|| Arc::clone(&sent));
         let sent_at = Instant::now();
+        // The log names the instance tried, as nginx's `$upstream_addr`, also when the
+        // exchange ends (`total_timeout`) before it answers.
+        ex.instance = Some((Arc::clone(&up.endpoint.id), up.endpoint.addr));
+        ex.sent_at = Some(sent_at);
         // Boxed: an attempt's future (pool checkout, send, timeout) is a few KiB, and held
         // unboxed it would be laid out more than once in every request's future.
         let attempted = Box::pin(attempt(
@@ -491,7 +500,6 @@ async fn send_with_retries(
         match attempted.await {
             Ok(mut resp) => {
                 let done = Instant::now();
-                ex.instance = Some((Arc::clone(&up.endpoint.id), up.endpoint.addr));
                 ex.upstream_time = Some(done.saturating_duration_since(sent_at));
                 let status = resp.status().as_u16();
                 note_circuit(app, &up, done, status < 500);
@@ -533,8 +541,6 @@ async fn send_with_retries(
                 request,
                 stale,
             }) => {
-                // The log names the instance that failed, as nginx's `$upstream_addr`.
-                ex.instance = Some((Arc::clone(&up.endpoint.id), up.endpoint.addr));
                 ex.upstream_time = Some(sent_at.elapsed());
                 if matches!(
                     err,
@@ -560,28 +566,38 @@ async fn send_with_retries(
                             "instance marked down by passive health");
                     }
                 }
-                req = match request {
-                    // Never sent: always moves on (it cost the backend nothing).
-                    Some(r) => r,
-                    None => {
-                        let wanted = if timed_out {
-                            retry.on.timeout
-                        } else {
-                            retry.on.reset
-                        };
-                        match &replay {
-                            Some(orig)
-                                if wanted
-                                    && retry.left > 0
-                                    && app.plane.withdraw(Instant::now()) =>
-                            {
-                                retry.left -= 1;
-                                rebuild(orig)
-                            }
-                            _ => return Err(err),
-                        }
+                // Never sent: always moves on (it cost the backend nothing). Sent: a replay,
+                // when `retry_on` and the retries left allow.
+                let replayed = match (&request, &replay) {
+                    (Some(_), _) => None,
+                    (None, Some(orig))
+                        if retry.left > 0
+                            && if timed_out {
+                                retry.on.timeout
+                            } else {
+                                retry.on.reset
+                            } =>
+                    {
+                        Some(orig)
                     }
+                    (None, _) => return Err(err),
                 };
+                // The next instance first: a retry that finds none spends no budget, counts no
+                // retry, and the client gets this failure.
+                let Some(next) =
+                    Box::pin(crate::lb::acquire(app, &set, &tried, &lb, affinity, true)).await?
+                else {
+                    return Err(err);
+                };
+                req = match (request, replayed) {
+                    (Some(r), _) => r,
+                    (None, Some(orig)) if app.plane.withdraw(Instant::now()) => {
+                        retry.left -= 1;
+                        rebuild(orig)
+                    }
+                    _ => return Err(err),
+                };
+                picked = Some(next);
                 ex.retries += 1;
                 stats.add_retry();
                 tracing::debug!(app = %app.name, instance = %up.endpoint.id, error = %err, "retrying");
@@ -624,6 +640,22 @@ fn note_circuit(app: &AppUpstreams, up: &Upstream, now: Instant, ok: bool) {
     }
 }
 
+/// The connection ended (closed or reset) before any answer to the request.
+fn closed_unanswered(e: &hyper::Error) -> bool {
+    use std::io::ErrorKind;
+    e.is_incomplete_message()
+        || std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    ErrorKind::ConnectionReset
+                        | ErrorKind::BrokenPipe
+                        | ErrorKind::ConnectionAborted
+                )
+            })
+}
+
 fn rebuild(orig: &Request<()>) -> Request<UpBody> {
     let mut r = Request::new(UpBody::Empty);
     *r.method_mut() = orig.method().clone();
@@ -654,13 +686,16 @@ async fn attempt(
 ) -> Result<Response<ProxyBody>, Failure> {
     let instance = || up.endpoint.id.to_string();
     let conn = if tunnel.is_some() {
-        up.pool.connect_for_upgrade(timeouts.connect).await
+        up.pool
+            .connect_for_upgrade(timeouts.connect)
+            .await
+            .map(|c| (c, false))
     } else {
-        up.pool.get(timeouts.connect).await
+        up.pool.checkout(timeouts.connect).await
     };
     let timeout = timeouts.response;
     let mut req = req;
-    let mut conn = match conn {
+    let (mut conn, reused) = match conn {
         Ok(c) => c,
         Err(e) => {
             stats.add_connect_error();
@@ -725,8 +760,12 @@ async fn attempt(
                     stale: false,
                 });
             }
+            // A reused connection that the instance closed as the request went out (it
+            // answered nothing): the keep-alive race again, after the write. nginx tries such
+            // a request once more too (a cached connection's failure adds a try).
+            let closed = reused && request.is_none() && closed_unanswered(e.error());
             Err(Failure {
-                stale: request.is_some(),
+                stale: request.is_some() || closed,
                 err: ProxyError::Upstream {
                     instance: instance(),
                     reason: e.into_error().to_string(),

@@ -135,14 +135,29 @@ impl Pool {
 
     /// A ready connection: pooled if one is usable, else a new one, dialled within
     /// `connect_timeout` (else the gateway's).
+    #[cfg(test)]
     pub(crate) async fn get(
         &self,
         connect_timeout: Option<Duration>,
     ) -> Result<Conn, ConnectError> {
+        self.checkout(connect_timeout).await.map(|(c, _)| c)
+    }
+
+    /// As `get`, and whether the connection served an exchange before (an HTTP/1.1
+    /// connection from the idle list, which the instance may be closing as it is used).
+    pub(crate) async fn checkout(
+        &self,
+        connect_timeout: Option<Duration>,
+    ) -> Result<(Conn, bool), ConnectError> {
         if let Some(slot) = self.h2_slot() {
-            return self.get_h2(slot, connect_timeout).await.map(Conn::H2);
+            return self
+                .get_h2(slot, connect_timeout)
+                .await
+                .map(|c| (Conn::H2(c), false));
         }
-        self.get_h1(connect_timeout).await.map(Conn::H1)
+        self.get_h1(connect_timeout)
+            .await
+            .map(|(c, reused)| (Conn::H1(c), reused))
     }
 
     async fn get_h2(
@@ -195,7 +210,7 @@ impl Pool {
     async fn get_h1(
         &self,
         connect_timeout: Option<Duration>,
-    ) -> Result<SendRequest<UpBody>, ConnectError> {
+    ) -> Result<(SendRequest<UpBody>, bool), ConnectError> {
         loop {
             let idle = self.idle().lock().unwrap_or_else(|e| e.into_inner()).pop();
             let Some(mut idle) = idle else { break };
@@ -203,16 +218,18 @@ impl Pool {
                 continue;
             }
             if idle.conn.is_ready() {
-                return Ok(idle.conn);
+                return Ok((idle.conn, true));
             }
             // Pooled only after both directions finished, so readiness is a poll away; bound it
             // anyway rather than stall a request behind a connection that never frees up.
             if let Ok(Ok(())) = tokio::time::timeout(READY_WAIT, idle.conn.ready()).await {
-                return Ok(idle.conn);
+                return Ok((idle.conn, true));
             }
         }
         // Boxed: dialling is the cold path, and its state would size every request's future.
-        Box::pin(self.connect(false, connect_timeout)).await
+        Box::pin(self.connect(false, connect_timeout))
+            .await
+            .map(|c| (c, false))
     }
 
     /// A new connection, never pooled before, that can switch protocols (`101`).

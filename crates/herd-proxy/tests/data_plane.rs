@@ -461,10 +461,12 @@ async fn the_access_log_names_the_failed_instance_and_logs_abandoned_requests_as
     );
     assert_eq!(lines[1]["status"], 499, "{text}");
     assert_eq!(lines[1]["request_id"], "gave-up");
+    // As nginx's `$upstream_addr` for a 499: the instance the request was waiting on.
+    assert_eq!(lines[1]["upstream"]["instance"], "web-7", "{text}");
     assert_eq!(
-        lines[1]["upstream"]["instance"],
+        lines[1]["upstream_time_ms"],
         serde_json::Value::Null,
-        "not answered yet"
+        "{text}"
     );
     std::fs::remove_file(&path).unwrap();
 }
