@@ -64,6 +64,19 @@ impl BodyLimit {
 
 /// A `Content-Length` already over the limit: refused before anything is forwarded.
 pub(crate) fn check_length(headers: &HeaderMap, max: Option<u64>) -> Result<(), ProxyError> {
+    // More than one `Content-Length` field, even equal ones: refused in every protocol. An
+    // HTTP/1 head never gets here with two (the framing guard refuses it first); an HTTP/2
+    // request would otherwise reach the backend with both.
+    if headers
+        .get_all(header::CONTENT_LENGTH)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        return Err(ProxyError::BadRequest {
+            reason: "more than one Content-Length field",
+        });
+    }
     // A transfer coding other than `chunked` (`gzip, chunked`) would reach the app neither
     // decoded nor labelled: refused, as nginx does (501).
     let codings = headers
@@ -150,5 +163,10 @@ mod tests {
         assert!(check_length(&h, Some(10)).is_err());
         assert!(check_length(&h, Some(11)).is_ok());
         assert!(check_length(&h, None).is_ok());
+        h.append(header::CONTENT_LENGTH, HeaderValue::from_static("11"));
+        assert!(matches!(
+            check_length(&h, None),
+            Err(ProxyError::BadRequest { .. })
+        ));
     }
 }

@@ -817,3 +817,28 @@ async fn a_101_to_a_request_that_asked_for_no_upgrade_is_a_bad_gateway() {
     assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
     gw.stop.cancel();
 }
+
+#[tokio::test]
+async fn an_http2_request_with_two_content_lengths_is_refused() {
+    let (backend, seen) = counting_backend().await;
+    let gw = common::gateway("", backend).await;
+    let io = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(io),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = Request::post(format!("http://{}/echo", gw.addr))
+        .header("content-length", "3")
+        .header("content-length", "3")
+        .body(Full::new(Bytes::from_static(b"abc")))
+        .unwrap();
+    // The gateway answers 400, or resets the stream; the backend never sees the request.
+    if let Ok(resp) = send.send_request(req).await {
+        assert_eq!(resp.status(), 400);
+    }
+    assert_eq!(seen.load(Ordering::SeqCst), 0);
+    gw.stop.cancel();
+}
