@@ -67,10 +67,15 @@ pub(crate) async fn serve(
             } else {
                 tracing::debug!(error = %e, "request not proxied");
             }
-            let page = ex
-                .error_page
-                .as_ref()
-                .filter(|_| matches!(e, ProxyError::NoInstance { .. } | ProxyError::Held { .. }));
+            let page = ex.error_page.as_ref().filter(|_| {
+                matches!(
+                    e,
+                    ProxyError::NoInstance { .. }
+                        | ProxyError::Held { .. }
+                        | ProxyError::QueueFull { .. }
+                        | ProxyError::QueueTimeout { .. }
+                )
+            });
             let mut resp = page.map_or_else(|| error_response(&e), |p| p.response());
             if matches!(
                 e,

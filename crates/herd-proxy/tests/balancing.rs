@@ -454,3 +454,35 @@ app = "web"
         }
     }
 }
+
+#[tokio::test]
+async fn the_503_page_answers_a_full_queue_and_a_queue_timeout() {
+    use herd_core::LbView as _;
+    let page = std::env::temp_dir().join(format!("herd-queue-page-{}.html", std::process::id()));
+    std::fs::write(&page, "<h1>busy, come back soon</h1>").unwrap();
+    let a = backend("a").await;
+    let gw = gateway(&format!(
+        "[[app]]\nname = \"web\"\nservers = [{{ addr = \"{}\", max_conn = 1 }}]\nqueue = 1\nqueue_timeout = \"500ms\"\nerror_page_503 = \"{}\"\n",
+        a.addr,
+        page.display()
+    ))
+    .await;
+    gw.gw
+        .set_endpoints("web", vec![endpoint(1, "web-1", a.addr)]);
+    let addr = gw.addr;
+    let long = tokio::spawn(async move { send(addr, "/long", &[]).await.0 });
+    until("the long request at the backend", || {
+        a.now.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let queued = tokio::spawn(async move { send(addr, "/", &[]).await });
+    until("a request in the queue", || gw.gw.queued("web") == 1).await;
+    let (status, body, _) = send(addr, "/", &[]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body, "<h1>busy, come back soon</h1>");
+    let (status, body, _) = queued.await.unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body, "<h1>busy, come back soon</h1>");
+    long.abort();
+    std::fs::remove_file(&page).unwrap();
+}
