@@ -83,6 +83,23 @@ pub(crate) struct Conn<S> {
     pub(crate) fresh: bool,
 }
 
+/// nginx's answer to plain HTTP on a TLS port, instead of a TLS alert a browser or curl
+/// shows as garbage.
+const PLAIN_TO_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 61\r\nConnection: close\r\n\r\nThe plain HTTP request was sent to the HTTPS port: use https\n";
+
+/// A TLS connection whose first byte starts an HTTP method (a TLS handshake starts with
+/// 0x16) gets [`PLAIN_TO_TLS`] and is closed (the error says why).
+async fn refuse_plain_http(stream: &mut TcpStream) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut first = [0u8; 1];
+    if stream.peek(&mut first).await? == 1 && first[0].is_ascii_uppercase() {
+        stream.write_all(PLAIN_TO_TLS).await?;
+        let _ = stream.shutdown().await;
+        return Err(std::io::Error::other("plain HTTP sent to the TLS listener"));
+    }
+    Ok(())
+}
+
 impl<S> Conn<S>
 where
     S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
@@ -152,7 +169,11 @@ where
         // Boxed: the handshake's state would otherwise size every connection's task.
         let accept = Box::pin(tokio::time::timeout(
             self.shared.handshake_timeout,
-            acceptor.accept(stream),
+            async move {
+                let mut stream = stream;
+                refuse_plain_http(&mut stream).await?;
+                acceptor.accept(stream).await
+            },
         ));
         tokio::select! {
             // A handshake has no request to finish: a shutdown need not wait for it.

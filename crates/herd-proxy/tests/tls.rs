@@ -249,7 +249,13 @@ async fn plain_http_on_the_tls_listener_is_refused() {
         .unwrap();
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut buf)).await;
-    assert!(!buf.starts_with(b"HTTP/1.1 200"));
+    // As nginx: a 400 that says what happened, not a TLS alert shown as garbage.
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
+    assert!(
+        text.ends_with("\r\n\r\nThe plain HTTP request was sent to the HTTPS port: use https\n"),
+        "{text}"
+    );
     gw.stop.cancel();
 }
 
