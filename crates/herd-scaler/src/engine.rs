@@ -339,7 +339,13 @@ impl Engine {
             #[allow(clippy::cast_precision_loss)] // a handful of samples
             let avg = st.panic_samples.iter().map(|(_, d)| d).sum::<f64>()
                 / st.panic_samples.len().max(1) as f64;
-            let over = avg > 0.0 && avg >= p.threshold * f64::from(ready.max(1));
+            // Over when the window's average and the demand now both reach the threshold: the
+            // average alone still holds a burst that is over, and after a scale-in (a short
+            // `scale_down.window`) it would read that past burst against the fewer ready
+            // instances and add instances to a fleet with no demand.
+            let bar = p.threshold * f64::from(ready.max(1));
+            let now_demand = demand.unwrap_or(0.0);
+            let over = avg > 0.0 && avg >= bar && now_demand >= bar;
             if over {
                 st.in_panic = true;
                 st.last_over = Some(now_ms);

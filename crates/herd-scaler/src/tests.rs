@@ -187,6 +187,28 @@ fn panic_mode_holds_the_count() {
 }
 
 #[test]
+fn panic_never_adds_instances_once_the_burst_is_over() {
+    // A short scale-down window: the fleet shrinks as soon as the burst ends, while the
+    // panic window's average still holds the burst.
+    let c = Scaling {
+        scale_down: scale_in_at_once(),
+        panic: Some(herd_config::Panic {
+            window: Duration::from_secs(6),
+            threshold: 2.0,
+            stable_window: Duration::from_secs(6),
+        }),
+        ..cfg()
+    };
+    let mut e = Engine::new(&c);
+    run(&mut e, 0, 3, &obs(6, 60.0));
+    let after = run(&mut e, 3, 10, &obs(1, 0.0));
+    for d in &after {
+        assert!(d.desired <= 1, "no demand, yet scaled up: {d:#?}");
+        assert!(!d.panic, "{d:#?}");
+    }
+}
+
+#[test]
 fn warmup_blocks_scale_in_and_counts_toward_capacity() {
     let c = Scaling {
         scale_down: scale_in_at_once(),
