@@ -6,8 +6,9 @@
 //! two Prometheus rules with the same `for`: inactive → pending → firing(warning) →
 //! firing(critical) needs the critical condition to hold for `for` too, while de-escalation and
 //! resolution take effect on the first sample that shows them. A missing value leaves
-//! everything as it is (it is no evidence either way) until [`NO_DATA_TIMEOUT`] has passed
-//! without a value: then a firing alert resolves and a pending one resets.
+//! a firing alert as it is (it is no evidence either way) until [`NO_DATA_TIMEOUT`] has passed
+//! without a value: then it resolves. A pending alert resets once its condition has gone
+//! unobserved for its `for`: the time it was pending must have been watched.
 
 use herd_config::AlertRule;
 
@@ -109,9 +110,26 @@ impl Track {
                     why: Resolution::NoData,
                 })
             }
-            None => None,
+            None => {
+                // A pending alert whose condition went unobserved for as long as its `for`
+                // starts again: two slow answers a minute apart are not a minute of slowness.
+                // Shorter gaps (sparse traffic) leave it pending. A firing one stays firing.
+                let sustain = i64::try_from(rule.sustain.as_millis()).unwrap_or(i64::MAX);
+                let unobserved = self
+                    .last_data_ms
+                    .is_none_or(|last| t.saturating_sub(last) >= sustain);
+                if self.firing.is_none() && unobserved {
+                    self.warning_since = None;
+                    self.critical_since = None;
+                }
+                None
+            }
             Some(v) => {
-                if stale {
+                let sustain = i64::try_from(rule.sustain.as_millis()).unwrap_or(i64::MAX);
+                let unobserved = self
+                    .last_data_ms
+                    .is_some_and(|last| t.saturating_sub(last) > sustain);
+                if stale || (self.firing.is_none() && unobserved) {
                     // Nothing is known about the gap: the timers start again.
                     self.warning_since = None;
                     self.critical_since = None;

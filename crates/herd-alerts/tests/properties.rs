@@ -71,8 +71,12 @@ proptest! {
         let mut engine = AlertEngine::new(std::slice::from_ref(&rule), &["web".to_owned()]);
         let sustain = i64::try_from(rule.sustain.as_millis()).unwrap();
         let mut t = T0;
-        let mut seen: Vec<(i64, f64)> = Vec::new();
+        // Since when each condition (warning-or-worse, critical) has held on every value, with
+        // no stretch unobserved for `for` while not firing (then it starts again).
+        let mut runs: [Option<i64>; 2] = [None, None];
+        let mut last_value: Option<i64> = None;
         let mut firing: Option<Severity> = None;
+        let idx = |s: Severity| usize::from(s == Severity::Critical);
 
         for (dt, value) in series {
             t += dt * 1000;
@@ -80,8 +84,21 @@ proptest! {
                 at_unix_ms: t,
                 apps: vec![AppSample { app: "web".into(), rps: value.unwrap_or(f64::NAN), ..AppSample::default() }],
             };
-            if let Some(v) = value {
-                seen.push((t, v));
+            match value {
+                Some(v) => {
+                    if firing.is_none() && last_value.is_some_and(|l| t - l > sustain) {
+                        runs = [None, None];
+                    }
+                    for s in [Severity::Warning, Severity::Critical] {
+                        runs[idx(s)] = if meets(&rule, v, s) { runs[idx(s)].or(Some(t)) } else { None };
+                    }
+                    last_value = Some(t);
+                }
+                None => {
+                    if firing.is_none() && last_value.is_none_or(|l| t - l >= sustain) {
+                        runs = [None, None];
+                    }
+                }
             }
             let out = engine.evaluate(&sample);
             prop_assert!(out.len() <= 1);
@@ -95,11 +112,11 @@ proptest! {
                         prop_assert_eq!(n.value, Some(v));
                         prop_assert_eq!(n.previous, firing, "alternation");
                         prop_assert_ne!(Some(n.severity), firing, "a change of severity");
-                        // The condition of this severity held on every sample of the last `for`,
-                        // and started at least `for` ago.
-                        let start = seen.iter().rposition(|(_, v)| !meets(&rule, *v, n.severity)).map_or(0, |i| i + 1);
-                        prop_assert!(start < seen.len());
-                        prop_assert!(t - seen[start].0 >= sustain, "fired {}ms after the condition began, for is {}ms", t - seen[start].0, sustain);
+                        // The condition of this severity held, watched, for at least `for`.
+                        let start = runs[idx(n.severity)];
+                        prop_assert!(start.is_some(), "fired {:?} without its condition", n.severity);
+                        let start = start.unwrap_or(t);
+                        prop_assert!(t - start >= sustain, "fired {}ms after the condition began, for is {}ms", t - start, sustain);
                         firing = Some(n.severity);
                     }
                     NotificationState::Resolved => {
@@ -115,9 +132,10 @@ proptest! {
             }
 
             // And it fires as soon as the lowest condition has held for `for`.
-            let held = seen.iter().rposition(|(_, v)| !meets(&rule, *v, lowest)).map_or(0, |i| i + 1);
-            if value.is_some() && held < seen.len() && t - seen[held].0 >= sustain {
-                prop_assert!(firing.is_some(), "held for {}ms, for is {}ms", t - seen[held].0, sustain);
+            if let (Some(_), Some(start)) = (value, runs[idx(lowest)]) {
+                if t - start >= sustain {
+                    prop_assert!(firing.is_some(), "held for {}ms, for is {}ms", t - start, sustain);
+                }
             }
 
             let status = &engine.status()[0];

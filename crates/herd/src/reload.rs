@@ -267,8 +267,10 @@ impl ConfigReloader for FileReloader {
                     tracing::error!(error = %e, "failed to reload TLS certificates; keeping the old ones");
                 }
             }
-            if current.alerts.rules != new.alerts.rules {
-                let names: Vec<String> = new.apps.iter().map(|a| a.name.clone()).collect();
+            let names: Vec<String> = new.apps.iter().map(|a| a.name.clone()).collect();
+            let apps_changed = !current.apps.iter().map(|a| &a.name).eq(names.iter());
+            // Removed apps count too: their alerts resolve now, not after the no-data timeout.
+            if current.alerts.rules != new.alerts.rules || apps_changed {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
@@ -278,10 +280,12 @@ impl ConfigReloader for FileReloader {
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .reload(&new.alerts.rules, &names, now);
                 self.notifier.notify(resolved);
-                changes.push(format!(
-                    "alerts: {}",
-                    named_changes(&current.alerts.rules, &new.alerts.rules, |r| &r.name)
-                ));
+                if current.alerts.rules != new.alerts.rules {
+                    changes.push(format!(
+                        "alerts: {}",
+                        named_changes(&current.alerts.rules, &new.alerts.rules, |r| &r.name)
+                    ));
+                }
             }
             if current.routes != new.routes {
                 changes.push(format!("routes: {} rule(s)", new.routes.len()));

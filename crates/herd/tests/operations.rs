@@ -420,3 +420,70 @@ async fn a_shutdown_drain_pages_no_one() {
         "alerts sent during the shutdown: {events:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_alerts_of_an_app_removed_by_a_reload_resolve_at_once() {
+    let (port, got) = webhook_receiver().await;
+    let bad = demo_app("bad", 1, fast_health()).replacen(
+        "command = [\"{demo}\"]",
+        "command = [\"sleep\", \"1000\"]",
+        1,
+    );
+    let rule = format!("\n[alerts]\ndefaults = false\n\n[[alert]]\nname = \"noready\"\nmetric = \"ready\"\nbelow = true\ncritical = 1\nfor = \"0s\"\nwebhooks = [\"http://127.0.0.1:{port}/hook\"]\n");
+    let herd = Herd::start(&format!(
+        "{}{}{rule}{bad}",
+        base_config(""),
+        demo_app("web", 1, fast_health())
+    ));
+    herd.wait_ready("web", 1).await;
+    let seen = |state: &'static str| {
+        let got = Arc::clone(&got);
+        async move {
+            for _ in 0..200 {
+                if got
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|v| v["state"] == state && v["app"] == "bad")
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("no {state} webhook for bad; got {:?}", got.lock().unwrap());
+        }
+    };
+    seen("firing").await;
+    let text = std::fs::read_to_string(&herd.config).unwrap();
+    let cut = text.find("\n[[app]]\nname = \"bad\"").unwrap();
+    std::fs::write(&herd.config, &text[..cut]).unwrap();
+    let out = herd.cli(&["reload", "--config"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Resolved at the reload, not after 5 minutes without data.
+    seen("resolved").await;
+    let resolved = got
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|v| v["state"] == "resolved")
+        .cloned()
+        .unwrap();
+    assert!(
+        resolved["summary"].as_str().unwrap().contains("removed"),
+        "{resolved}"
+    );
+    // Once the app has stopped, `GET /alerts` lists no alert of it.
+    for _ in 0..100 {
+        let (_, alerts) = get(&herd.admin_url("/alerts")).await.unwrap();
+        if !alerts.contains("\"bad\"") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, alerts) = get(&herd.admin_url("/alerts")).await.unwrap();
+    panic!("alerts of the removed app are still listed: {alerts}");
+}

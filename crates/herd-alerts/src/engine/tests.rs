@@ -212,15 +212,24 @@ fn critical_only_and_below_rules() {
 #[test]
 fn missing_values_hold_the_state_until_the_no_data_timeout() {
     let mut e = AlertEngine::new(&[latency(5)], &apps(&["web"]));
-    // Pending across a gap: the gap neither fires nor resets it.
+    // Pending across a gap shorter than `for` (sparse traffic): it stays pending, and fires
+    // once every value seen for `for` was past the threshold.
     assert!(e.evaluate(&web(0, Some(2000.0))).is_empty());
-    for s in 1..=10 {
+    for s in 1..=4 {
         assert!(e.evaluate(&web(s, None)).is_empty());
     }
     assert_eq!(e.status()[0].state, AlertState::Pending);
     assert_eq!(e.status()[0].value, None);
+    assert!(e.evaluate(&web(5, None)).is_empty());
+    // A gap as long as `for`: nothing was watched for that long, pending starts again.
+    assert_eq!(e.status()[0].state, AlertState::Inactive);
+    assert!(e.evaluate(&web(6, Some(2000.0))).is_empty());
+    for s in 7..=10 {
+        assert!(e.evaluate(&web(s, None)).is_empty());
+    }
     let n = e.evaluate(&web(11, Some(2000.0)));
     assert_eq!(states(&n), [(NotificationState::Firing, Severity::Warning)]);
+    assert_eq!(e.status()[0].since_unix_ms, Some(T0 + 11_000));
 
     // Firing across a gap: held, and a sample past the threshold continues it quietly.
     let gap = NO_DATA_TIMEOUT.as_secs() as i64;
@@ -252,6 +261,24 @@ fn missing_values_hold_the_state_until_the_no_data_timeout() {
     assert!(e.evaluate(&p95(1, &[])).is_empty());
     assert!(e.evaluate(&web(2, Some(f64::NAN))).is_empty());
     assert_eq!(e.status()[0].state, AlertState::Firing);
+}
+
+#[test]
+fn two_slow_answers_far_apart_do_not_fire() {
+    // The false page: one slow answer, half a minute of quiet, another slow answer.
+    let mut e = AlertEngine::new(&[latency(10)], &apps(&["web"]));
+    assert!(e.evaluate(&web(0, Some(2000.0))).is_empty());
+    for s in 1..33 {
+        assert!(e.evaluate(&web(s, None)).is_empty());
+    }
+    assert!(e.evaluate(&web(33, Some(2000.0))).is_empty());
+    assert_eq!(e.status()[0].state, AlertState::Pending);
+    assert_eq!(e.status()[0].since_unix_ms, Some(T0 + 33_000));
+    // Without samples in between (herd was busy), the same.
+    let mut e = AlertEngine::new(&[latency(10)], &apps(&["web"]));
+    assert!(e.evaluate(&web(0, Some(2000.0))).is_empty());
+    assert!(e.evaluate(&web(33, Some(2000.0))).is_empty());
+    assert_eq!(e.status()[0].since_unix_ms, Some(T0 + 33_000));
 }
 
 #[test]
