@@ -12,7 +12,8 @@
 //!    `idle_to_zero` without traffic, then go to zero;
 //! 6. **panic**: while in panic, never below the current count nor the panic-window demand;
 //! 7. **warmup**: while an instance warms up, never below the current count;
-//! 8. **max_step**: at most that many instances added/removed per interval;
+//! 8. **max_step**: at most that many instances added/removed per interval (a fired rule
+//!    still moves by its own `step`);
 //! 9. **bounds**: `min`/`max`, raised by active schedules;
 //! 10. **manual** override (clamped to the bounds), else **pause** (the count stays).
 
@@ -380,9 +381,20 @@ impl Engine {
             v = current;
         }
 
-        // 8. Step limits.
+        // 8. Step limits, on what the targets ask for: a fired rule moves by its own `step`.
+        let rule_step = |dir: Direction| {
+            fired_rules
+                .iter()
+                .filter(|(_, d)| *d == dir)
+                .map(|(i, _)| cfg.rules[*i].step)
+                .max()
+                .unwrap_or(0)
+        };
         if v > current {
-            let limit = cfg.scale_up.step_limit(current);
+            let limit = cfg
+                .scale_up
+                .step_limit(current)
+                .max(rule_step(Direction::Up));
             if v - current > limit {
                 reason = Reason::StepLimit {
                     direction: Direction::Up,
@@ -392,7 +404,10 @@ impl Engine {
                 v = current.saturating_add(limit);
             }
         } else if v < current {
-            let limit = cfg.scale_down.step_limit(current);
+            let limit = cfg
+                .scale_down
+                .step_limit(current)
+                .max(rule_step(Direction::Down));
             if current - v > limit {
                 reason = Reason::StepLimit {
                     direction: Direction::Down,

@@ -491,6 +491,34 @@ fn rules_fire_after_for_and_hold_scale_in() {
 }
 
 #[test]
+fn a_rule_moves_by_its_own_step_whatever_max_step_says() {
+    // `max_step` limits what targets ask for; a rule's `step` is its own amount.
+    let c = Scaling {
+        targets: Vec::new(),
+        rules: vec![cpu_rule(Some(20.0), 3, 30)],
+        scale_up: Behavior {
+            window: Duration::ZERO,
+            max_step: vec![Step::Instances(1)],
+        },
+        scale_down: Behavior {
+            window: Duration::ZERO,
+            max_step: vec![Step::Instances(1)],
+        },
+        ..cfg()
+    };
+    let mut e = Engine::new(&c);
+    let ds = run(&mut e, 0, 12, &obs(2, 36.0));
+    assert_eq!(ds[11].desired, 5, "{:?}", ds[11]);
+    assert!(matches!(ds[11].reason, Reason::Rule { .. }), "{:?}", ds[11]);
+    let ds = run(&mut e, 12, 60, &obs(5, 1.0));
+    assert!(
+        ds.iter().any(|d| d.desired == 2),
+        "{:?}",
+        ds.iter().map(|d| d.desired).collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn a_rule_clamped_by_min_does_not_delay_the_next_scale_out() {
     // Overnight the `below` side asks for 0 again and again; `min = 1` keeps 1. A spike must
     // then scale out after its `for`, not after a cooldown those firings started.
