@@ -32,10 +32,12 @@ pub(crate) enum Cmd {
     },
     /// Show apps and instances of a running herd.
     Status(ClientArgs),
-    /// Set the number of instances of an app.
+    /// Set the number of instances of an app: N, +N (add), -N (remove), max (one per core), or
+    /// auto (drop the manual count: the autoscaler decides again).
     Scale {
         app: String,
-        instances: u32,
+        #[arg(allow_hyphen_values = true, value_parser = parse_count, value_name = "N|+N|-N|max|auto")]
+        instances: Count,
         /// Why (recorded and logged).
         #[arg(long)]
         reason: Option<String>,
@@ -134,4 +136,38 @@ pub(crate) struct ClientArgs {
     /// Admin token (sent as a Bearer token).
     #[arg(long, env = "HERD_ADMIN_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
+}
+
+/// What `herd scale` asks for (PM2's `pm2 scale app N|+N|-N`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Count {
+    Set(u32),
+    Add(u32),
+    Remove(u32),
+    /// One per core of this machine (as `instances = "max"`).
+    Max,
+    /// No manual count: the autoscaler's again.
+    Auto,
+}
+
+pub(crate) fn parse_count(s: &str) -> Result<Count, String> {
+    let number = |n: &str| {
+        (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| n.parse::<u32>().ok())
+            .flatten()
+    };
+    let count = match s {
+        "max" => Some(Count::Max),
+        "auto" => Some(Count::Auto),
+        _ => match s.as_bytes().first() {
+            Some(b'+') => number(&s[1..]).map(Count::Add),
+            Some(b'-') => number(&s[1..]).map(Count::Remove),
+            _ => number(s).map(Count::Set),
+        },
+    };
+    count.ok_or_else(|| {
+        format!(
+            "{s:?} is not a count: give N (that many), +N (add), -N (remove), max (one per core) or auto (the autoscaler decides again)"
+        )
+    })
 }

@@ -19,7 +19,7 @@ pub(crate) enum Action {
     Status,
     Scale {
         app: String,
-        instances: u32,
+        instances: crate::cli::Count,
         reason: Option<String>,
     },
     Reload {
@@ -51,6 +51,35 @@ pub(crate) fn run(args: ClientArgs, action: Action) -> ExitCode {
             ExitCode::from(e.downcast_ref::<Failure>().map_or(1, |f| f.code))
         }
     }
+}
+
+/// The count `herd scale` sets (`None`: `auto`). `+N`/`-N` start from the app's desired
+/// count in the running herd.
+async fn resolve_count(
+    args: &ClientArgs,
+    app: &str,
+    count: crate::cli::Count,
+) -> anyhow::Result<Option<u32>> {
+    use crate::cli::Count;
+    let delta = match count {
+        Count::Auto => return Ok(None),
+        Count::Set(n) => return Ok(Some(n)),
+        Count::Max => {
+            let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+            return Ok(Some(u32::try_from(cores).unwrap_or(u32::MAX)));
+        }
+        Count::Add(n) => i64::from(n),
+        Count::Remove(n) => -i64::from(n),
+    };
+    let v = request(args, Method::GET, "/cluster/status", None).await?;
+    let desired = v["apps"]
+        .as_array()
+        .and_then(|apps| apps.iter().find(|a| a["name"] == app))
+        .and_then(|a| a["desired"].as_i64())
+        .ok_or_else(|| anyhow::anyhow!("no app named {app:?} in the running herd"))?;
+    Ok(Some(
+        u32::try_from((desired + delta).max(0)).unwrap_or(u32::MAX),
+    ))
 }
 
 /// A failure with its own exit code: 69 when the admin API could not be reached at all, 64
@@ -96,6 +125,12 @@ async fn execute(args: &ClientArgs, action: Action) -> anyhow::Result<()> {
             instances,
             reason,
         } => {
+            let Some(instances) = resolve_count(args, &app, instances).await? else {
+                let body = json!({"app": app, "clear": true});
+                request(args, Method::POST, "/scaling/manual", Some(body)).await?;
+                println!("{app}: manual count dropped; the autoscaler decides again");
+                return Ok(());
+            };
             let body = json!({"app": app, "instances": instances, "reason": reason.unwrap_or_else(|| "herd scale".into())});
             let v = request(args, Method::POST, "/scaling/manual", Some(body)).await?;
             match v["instances"].as_u64() {

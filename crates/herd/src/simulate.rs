@@ -11,17 +11,34 @@ use crate::cli::SimulateArgs;
 
 use crate::EX_CONFIG;
 
+/// Why a simulation did not run or finish: bad input (exit 64) or a plot that could not be
+/// written (exit 1).
+enum Failed {
+    Usage(String),
+    Write(String),
+}
+
+impl From<String> for Failed {
+    fn from(msg: String) -> Self {
+        Failed::Usage(msg)
+    }
+}
+
 pub(crate) fn run(args: &SimulateArgs) -> ExitCode {
     match simulate_all(args) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(msg) => {
+        Err(Failed::Usage(msg)) => {
             eprintln!("herd simulate: {msg}");
             ExitCode::from(EX_CONFIG)
+        }
+        Err(Failed::Write(msg)) => {
+            eprintln!("herd simulate: {msg}");
+            ExitCode::FAILURE
         }
     }
 }
 
-fn simulate_all(args: &SimulateArgs) -> Result<(), String> {
+fn simulate_all(args: &SimulateArgs) -> Result<(), Failed> {
     let config = herd_config::load(&args.config).map_err(|e| format!("{e}"))?;
     let app = match &args.app {
         Some(name) => config
@@ -52,6 +69,12 @@ fn simulate_all(args: &SimulateArgs) -> Result<(), String> {
     let service_time_s = herd_config::parse_duration(&args.service_time)
         .map_err(|e| format!("--service-time: {e}"))?
         .as_secs_f64();
+    if service_time_s <= 0.0 {
+        return Err(Failed::Usage(format!(
+            "--service-time must be longer than 0, got {:?}\n  hint: the time one request takes, e.g. \"100ms\"",
+            args.service_time
+        )));
+    }
     let start_time_s = herd_config::parse_duration(&args.start_time)
         .map_err(|e| format!("--start-time: {e}"))?
         .as_secs_f64();
@@ -59,20 +82,34 @@ fn simulate_all(args: &SimulateArgs) -> Result<(), String> {
         .capacity
         .unwrap_or_else(|| SimOptions::default_capacity(scaling, trace.kind, service_time_s));
     if !(capacity > 0.0 && capacity.is_finite()) {
-        return Err(format!(
+        return Err(Failed::Usage(format!(
             "--capacity must be a positive number, got {capacity}"
-        ));
+        )));
     }
     let policies: &[Policy] = match args.policy.as_str() {
         "herd" => &[Policy::Herd],
         "hpa-default" => &[Policy::HpaDefault],
         "both" => &[Policy::Herd, Policy::HpaDefault],
         other => {
-            return Err(format!(
+            return Err(Failed::Usage(format!(
                 "unknown --policy {other:?}\n  hint: one of herd, hpa-default, both"
-            ))
+            )))
         }
     };
+    let unmodelled: Vec<&str> = scaling
+        .targets
+        .iter()
+        .map(|t| t.metric)
+        .chain(scaling.rules.iter().map(|r| r.metric))
+        .filter(|m| !m.is_total() && *m != herd_config::Metric::Cpu)
+        .map(herd_config::Metric::name)
+        .collect();
+    if !unmodelled.is_empty() {
+        println!(
+            "note: the simulation models load (concurrency, rps, queue_depth) and CPU only; {} read as missing, so they ask for nothing here",
+            unmodelled.join(", ")
+        );
+    }
     println!(
         "app {}: trace {} ({:.0} s, peak {:.1} {}), capacity {capacity:.1} per instance, start time {start_time_s:.0} s",
         app.name,
@@ -92,8 +129,9 @@ fn simulate_all(args: &SimulateArgs) -> Result<(), String> {
         let result = simulate::run(scaling, &trace, &opts);
         println!("{}", result.report);
         let plot = plot_path(args, policy, policies.len() > 1);
-        std::fs::write(&plot, &result.svg)
-            .map_err(|e| format!("failed to write the plot {}: {e}", plot.display()))?;
+        std::fs::write(&plot, &result.svg).map_err(|e| {
+            Failed::Write(format!("failed to write the plot {}: {e}", plot.display()))
+        })?;
         println!("  plot: {}", plot.display());
     }
     Ok(())

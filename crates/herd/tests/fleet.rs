@@ -509,14 +509,31 @@ async fn scale_status_and_logs_through_the_cli() {
     ] {
         assert!(table.contains(needle), "{needle} missing in:\n{table}");
     }
-    let out = herd.cli(&["scale", "web", "1"]);
-    assert!(out.status.success());
+    // PM2's relative counts: +N adds, -N removes (never "set to N").
+    let out = herd.cli(&["scale", "web", "+1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    herd.wait_ready("web", 4).await;
+    let out = herd.cli(&["scale", "web", "-3"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     herd.wait_ready("web", 1).await;
+    let out = herd.cli(&["scale", "web", "++2"]);
+    assert_eq!(out.status.code(), Some(64), "a usage error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a count"));
     let out = herd.cli(&["logs", "web", "-n", "5"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("web-1.out | demo-app web-1 listening"));
-    let out = herd.cli(&["scale", "nope", "2"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no app named \"nope\""));
+    for count in ["2", "+2"] {
+        let out = herd.cli(&["scale", "nope", count]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no app named \"nope\""));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

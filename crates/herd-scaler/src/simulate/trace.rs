@@ -56,6 +56,10 @@ pub enum TraceError {
     Empty,
 }
 
+/// The longest trace replayed (400 days: a year with its seasons; 14 days replay in about
+/// 2 s, one engine tick a second).
+pub(super) const MAX_SPAN_S: f64 = 400.0 * 86_400.0;
+
 impl Trace {
     /// Parses CSV text.
     ///
@@ -111,6 +115,17 @@ impl Trace {
                         "time {t} goes back (previous row: {prev})"
                     )));
                 }
+                if t == *prev {
+                    return Err(row_err(format!(
+                        "time {t} repeats the previous row's: give each row its own time"
+                    )));
+                }
+            }
+            if t - points.first().map_or(t, |p| p.0) > MAX_SPAN_S {
+                return Err(row_err(format!(
+                    "time {t} is more than {} days after the first row: split the trace",
+                    MAX_SPAN_S / 86_400.0
+                )));
             }
             points.push((t, v));
         }
@@ -198,5 +213,12 @@ mod tests {
         assert!(err.to_string().contains("goes back"), "{err}");
         assert!(Trace::parse("time,rps\n0,1,2\n").is_err());
         assert!(Trace::parse("time,rps\n-1,1\n").is_err());
+        let err = Trace::parse("time,rps\n0,100\n0,200\n").unwrap_err();
+        assert!(
+            err.to_string().starts_with("line 3: time 0 repeats"),
+            "{err}"
+        );
+        let err = Trace::parse("time,rps\n0,100\n1e12,100\n").unwrap_err();
+        assert!(err.to_string().contains("more than 400 days"), "{err}");
     }
 }
