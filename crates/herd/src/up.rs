@@ -445,10 +445,20 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
 
     // A second signal skips the rest of the drain: every instance's process group is killed
     // (what the apps started too; the parent-death signal alone reaches only each leader).
+    // One Ctrl-C can arrive twice at once: from the terminal to the process group, and again
+    // from a wrapper that forwards it (npm, `timeout`, a shell script); only a signal after
+    // `DUPLICATE_SIGNAL` is a second one.
+    let first_signal = std::time::Instant::now();
     let forced = async {
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = int.recv() => {},
+        loop {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+            if first_signal.elapsed() >= DUPLICATE_SIGNAL {
+                break;
+            }
+            tracing::info!("ignored a signal that came with the first (the same Ctrl-C, delivered twice); send another to stop at once");
         }
     };
     let graceful = async {
@@ -511,6 +521,9 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
     }
     Ok(())
 }
+
+/// Signals within this long of the first are the same one delivered twice.
+const DUPLICATE_SIGNAL: Duration = Duration::from_millis(200);
 
 #[cfg(test)]
 mod tests {

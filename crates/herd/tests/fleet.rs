@@ -425,6 +425,30 @@ async fn an_instance_past_max_memory_that_is_not_ready_is_killed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_ctrl_c_delivered_twice_still_drains() {
+    // The terminal signals the process group, and a wrapper (npm, `timeout`) forwards the
+    // same Ctrl-C: two SIGINTs at once are one request to stop gracefully.
+    let mut herd = Herd::start(&web_config(1, ""));
+    herd.wait_ready("web", 1).await;
+    let url = herd.url("/sleep?ms=1000");
+    let slow = tokio::spawn(async move { get(&url).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    herd.signal(Signal::SIGINT);
+    // Apart enough that the kernel does not merge them into one pending signal.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    herd.signal(Signal::SIGINT);
+    let (code, body) = slow.await.unwrap().unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        herd.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        herd.log()
+    );
+    assert!(herd.log().contains("ignored a signal"), "{}", herd.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_kills_what_the_instances_started_too() {
     // A shell that ignores SIGTERM and runs an app that ignores it too, as its child (a
     // grandchild of herd): the drain cannot finish by itself within kill_timeout.
@@ -448,7 +472,7 @@ async fn a_second_signal_kills_what_the_instances_started_too() {
         .collect();
     assert!(group.len() >= 2, "the shell and its app: {group:?}");
     herd.signal(Signal::SIGINT);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
     herd.signal(Signal::SIGINT);
     let code = herd.wait_exit(Duration::from_secs(10));
     assert!(
