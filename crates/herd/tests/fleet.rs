@@ -684,6 +684,47 @@ async fn a_reload_onto_a_broken_build_fails_and_keeps_the_old_instances_serving(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_reload_onto_a_broken_command_puts_the_old_one_back() {
+    let herd = Herd::start(&web_config(2, "ready_timeout = \"2s\""));
+    herd.wait_ready("web", 2).await;
+    let text = std::fs::read_to_string(&herd.config).unwrap();
+    let demo = demo_bin().display().to_string();
+    let broken = text.replacen(
+        &format!("command = [\"{demo}\"]"),
+        "command = [\"sh\", \"-c\", \"exit 2\"]",
+        1,
+    );
+    assert_ne!(broken, text);
+    std::fs::write(&herd.config, broken).unwrap();
+    let out = herd.cli(&["reload", "--config"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut said = String::new();
+    for _ in 0..100 {
+        said = String::from_utf8_lossy(&herd.cli(&["status"]).stdout).into_owned();
+        if said.contains("last rolling reload failed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        said.contains("the previous command, cwd and env stay in force"),
+        "{said}"
+    );
+    // A new instance starts what ran before, not what could not become ready.
+    let out = herd.cli(&["scale", "web", "3"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    herd.wait_ready("web", 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rest_of_the_group_gets_kill_timeout_after_its_leader_exits() {
     // The leader (a wrapper shell) dies at SIGTERM at once; a worker it started takes a second
     // to finish: it must get that second (kill_timeout), not SIGKILL with the leader.

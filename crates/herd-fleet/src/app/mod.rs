@@ -109,6 +109,12 @@ pub(crate) struct AppActor {
     last_scale: Option<ScaleRecord>,
     /// How the last rolling reload ended: `complete` or `failed: …`.
     last_reload: Option<String>,
+    /// Rolling reload passes begun so far.
+    passes: u64,
+    /// A config change of the command, cwd or env, until the pass that deploys it ends: what
+    /// ran before (put back if that pass fails, so restarts and new instances do not start
+    /// what could not become ready), and that pass's number.
+    undo: Option<(herd_config::Command, u64)>,
     published: Vec<u64>,
     shutting_down: bool,
 }
@@ -163,6 +169,8 @@ impl AppActor {
             log_files: HashMap::new(),
             last_scale: None,
             last_reload: None,
+            passes: 0,
+            undo: None,
             published: Vec::new(),
             shutting_down: false,
         }

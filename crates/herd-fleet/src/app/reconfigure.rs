@@ -57,6 +57,12 @@ impl AppActor {
                         "{name}: {} changed; rolling reload started (`herd status` shows how it ends)",
                         what.join(", ")
                     ));
+                    // The pass that deploys it is the next one to begin (at once, or after
+                    // the one under way). Several changes before it ends keep the first
+                    // command, the last that ran.
+                    let pass = self.passes + 1;
+                    let known_good = self.undo.take().map_or_else(|| o.clone(), |(c, _)| c);
+                    self.undo = Some((known_good, pass));
                     self.reload_internal();
                 }
             }

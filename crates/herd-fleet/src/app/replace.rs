@@ -66,6 +66,7 @@ impl AppActor {
     }
 
     fn begin_pass(&mut self) {
+        self.passes += 1;
         self.reload_queue = self.slots.keys().copied().collect();
         tracing::info!(app = %self.app.name, instances = self.reload_queue.len(), "rolling reload started");
         self.advance_reload();
@@ -126,8 +127,19 @@ impl AppActor {
     }
 
     fn end_pass(&mut self, result: &Result<(), FleetError>) {
+        let mut reverted = false;
+        if let Some((_, pass)) = &self.undo {
+            if *pass <= self.passes {
+                if let (Some((before, _)), Err(_)) = (self.undo.take(), result) {
+                    reverted = self.put_back(before);
+                }
+            }
+        }
         self.last_reload = Some(match result {
             Ok(()) => "complete".to_owned(),
+            Err(e) if reverted => format!(
+                "failed: {e}; the previous command, cwd and env stay in force for restarts and new instances"
+            ),
             Err(e) => format!("failed: {e}"),
         });
         self.publish();
@@ -138,6 +150,19 @@ impl AppActor {
             self.reload_waiters = std::mem::take(&mut self.queued_reloads);
             self.begin_pass();
         }
+    }
+
+    /// Puts back the command, cwd and env that ran before a config change whose rolling
+    /// reload failed (the rest of the new config stays). Returns whether it did.
+    fn put_back(&mut self, before: herd_config::Command) -> bool {
+        let herd_config::Backends::Command(now) = &mut self.app.backends else {
+            return false;
+        };
+        now.argv = before.argv;
+        now.cwd = before.cwd;
+        now.env = before.env;
+        tracing::warn!(app = %self.app.name, "the new command, cwd or env did not become ready: the previous ones stay in force for restarts and new instances (fix the config and reload it)");
+        true
     }
 
     pub(super) fn reject_queued_reloads(&mut self) {
