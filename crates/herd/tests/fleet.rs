@@ -725,6 +725,37 @@ async fn a_config_reload_onto_a_broken_command_puts_the_old_one_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_count_set_by_herd_scale_survives_an_unrelated_config_edit() {
+    let herd = Herd::start(&web_config(2, ""));
+    herd.wait_ready("web", 2).await;
+    let out = herd.cli(&["scale", "web", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    herd.wait_ready("web", 1).await;
+    let text = std::fs::read_to_string(&herd.config).unwrap();
+    let edited = text.replacen("kill_timeout = \"2s\"", "kill_timeout = \"3s\"", 1);
+    assert_ne!(edited, text);
+    std::fs::write(&herd.config, &edited).unwrap();
+    let out = herd.cli(&["reload", "--config"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(!said.contains("instances"), "{said}");
+    assert_eq!(herd.status().await["apps"][0]["desired"], 1);
+    // A change of `instances` in the file does set the count.
+    std::fs::write(
+        &herd.config,
+        edited.replacen("instances = 2", "instances = 3", 1),
+    )
+    .unwrap();
+    let out = herd.cli(&["reload", "--config"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("instances 1 → 3"), "{said}");
+    herd.wait_ready("web", 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rest_of_the_group_gets_kill_timeout_after_its_leader_exits() {
     // The leader (a wrapper shell) dies at SIGTERM at once; a worker it started takes a second
     // to finish: it must get that second (kill_timeout), not SIGKILL with the leader.

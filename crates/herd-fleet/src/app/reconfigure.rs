@@ -2,7 +2,8 @@
 //!
 //! - Command, arguments, working directory or environment changed: a rolling, start-first
 //!   reload replaces every instance (so the new settings, health checks included, apply).
-//! - Instance count (without autoscaling): scale to it. Autoscaling added, changed or removed:
+//! - Instance count (without autoscaling), when it changed in the file: scale to it (an
+//!   unrelated edit keeps a count set by `herd scale`). Autoscaling added, changed or removed:
 //!   the engine is created, reconfigured (keeping its history) or dropped.
 //! - Port range: new instances take ports from the new range.
 //! - Fixed `servers` changed: the watched set is rebuilt.
@@ -107,7 +108,15 @@ impl AppActor {
             if let Backends::Command(c) = &self.app.backends {
                 let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
                 let n = c.instances.resolve(cores);
-                if n != self.desired {
+                // Only a change of `instances` in the file (or autoscaling turned off) sets
+                // the count: an unrelated edit keeps a count set by `herd scale`.
+                let was = match &old.backends {
+                    Backends::Command(o) if old.scaling.is_none() => {
+                        Some(o.instances.resolve(cores))
+                    }
+                    _ => None,
+                };
+                if n != self.desired && was != Some(n) {
                     changes.push(format!("{name}: instances {} → {n}", self.desired));
                     self.apply_scale(n, &[]);
                 }
