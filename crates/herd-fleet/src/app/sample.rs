@@ -95,7 +95,16 @@ impl AppActor {
             if let Some(slot) = self.slots.get_mut(&index) {
                 slot.active.tracker.restarts += 1;
             }
-            self.start_replacement(index);
+            if self.start_replacement(index) {
+                // The slot's new process says why its predecessor went, as after a kill.
+                if let Some(next) = self.slots.get_mut(&index).and_then(|s| s.next.as_mut()) {
+                    next.last_exit = Some(format!(
+                        "replaced by herd: over max_memory ({:.0} MiB > {:.0} MiB)",
+                        rss as f64 / MIB,
+                        max_memory.unwrap_or(0) as f64 / MIB
+                    ));
+                }
+            }
         }
     }
 }
