@@ -83,9 +83,10 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigEr
         match raw::from_str(&working) {
             Ok(raw) if unknown.is_empty() => return validate::validate(&raw, &src, base_dir),
             Ok(raw) => {
-                // Unknown keys, then what validation finds in the rest of the file. A table with
-                // an unknown key is left out of validation: the key is most likely a misspelt
-                // one, and "needs warning or critical" after "unknown key warn" says it twice.
+                // Unknown keys, then what validation finds in the rest of the file. In a table
+                // with an unknown key, only the values written there are checked: the unknown
+                // key is most likely a misspelt one, and "needs warning or critical" after
+                // "unknown key warn" says it twice; a bad value beside it is its own problem.
                 let tables: Vec<String> = unknown
                     .iter()
                     .filter_map(|e| e.key.rsplit_once('.').map(|(t, _)| t.to_owned()))
@@ -96,9 +97,15 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigEr
                             .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
                     })
                 };
+                let doc = toml_edit::ImDocument::parse(text).ok();
+                let written = |key: &str| doc.as_ref().is_some_and(|d| unknown::is_value(d, key));
                 let mut errors: Vec<ConfigError> = unknown;
                 if let Err(more) = validate::validate(&raw, &src, base_dir) {
-                    errors.extend(more.0.into_iter().filter(|e| !in_table(&e.key)));
+                    errors.extend(
+                        more.0
+                            .into_iter()
+                            .filter(|e| !in_table(&e.key) || written(&e.key)),
+                    );
                 }
                 errors.sort_by_key(|e| (e.line, e.col));
                 return Err(ConfigErrors(errors));

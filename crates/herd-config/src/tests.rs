@@ -286,6 +286,23 @@ fn every_unknown_key_then_the_rest_of_validation() {
 }
 
 #[test]
+fn a_bad_value_beside_an_unknown_key_is_reported_too() {
+    let text = "[gateway]\nlisten = \"127.0.0.1:99999\"\nworkers = 4\n[[app]]\nname = \"web\"\ncommand = [\"true\"]\ninstances = 0\nmax_memory_restart = \"60M\"\n";
+    let all = errs(text);
+    let keys: Vec<&str> = all.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "gateway.listen",
+            "gateway.workers",
+            "app[0].instances",
+            "app[0].max_memory_restart"
+        ],
+        "{all:#?}"
+    );
+}
+
+#[test]
 fn a_table_with_an_unknown_key_is_not_validated_twice() {
     // "comand" is reported once: not also as "needs either command or servers".
     let text = "[[app]]\nname = \"web\"\ncomand = [\"./app\"]\n";

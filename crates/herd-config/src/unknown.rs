@@ -34,6 +34,56 @@ pub(crate) fn without_entry(text: &str, key_start: usize) -> Option<String> {
     Some(out)
 }
 
+/// Whether `key` (a path as errors name it: `gateway.listen`, `app[0].health.path`,
+/// `app[1].servers[0]`) is a value written in `doc`, not a table nor a missing key.
+pub(crate) fn is_value(doc: &ImDocument<&str>, key: &str) -> bool {
+    let mut node = Some(Node::Table(doc.as_table()));
+    for segment in key.split('.') {
+        let (name, index) = match segment.split_once('[') {
+            Some((name, rest)) => (name, rest.strip_suffix(']').and_then(|i| i.parse().ok())),
+            None => (segment, None),
+        };
+        node = node.and_then(|n| n.child(name));
+        if let Some(i) = index {
+            node = node.and_then(|n| n.index(i));
+        }
+    }
+    match node {
+        Some(Node::Value(v) | Node::Item(Item::Value(v))) => !matches!(v, Value::InlineTable(_)),
+        _ => false,
+    }
+}
+
+/// A place in a TOML document, for [`is_value`].
+#[derive(Clone, Copy)]
+enum Node<'a> {
+    Table(&'a Table),
+    Item(&'a Item),
+    Value(&'a Value),
+}
+
+impl<'a> Node<'a> {
+    fn child(self, name: &str) -> Option<Node<'a>> {
+        match self {
+            Node::Table(t) | Node::Item(Item::Table(t)) => t.get(name).map(Node::Item),
+            Node::Item(Item::Value(Value::InlineTable(t))) | Node::Value(Value::InlineTable(t)) => {
+                t.get(name).map(Node::Value)
+            }
+            _ => None,
+        }
+    }
+
+    fn index(self, i: usize) -> Option<Node<'a>> {
+        match self {
+            Node::Item(Item::ArrayOfTables(a)) => a.get(i).map(Node::Table),
+            Node::Item(Item::Value(Value::Array(a))) | Node::Value(Value::Array(a)) => {
+                a.get(i).map(Node::Value)
+            }
+            _ => None,
+        }
+    }
+}
+
 fn find_in_table(table: &Table, text: &str, at: usize, out: &mut Vec<Range<usize>>) -> bool {
     for (name, _) in table.iter() {
         let Some((key, item)) = table.get_key_value(name) else {
@@ -159,7 +209,8 @@ fn with_comma(text: &str, r: &mut Range<usize>) {
 
 #[cfg(test)]
 mod tests {
-    use super::without_entry;
+    use super::{is_value, without_entry};
+    use toml_edit::ImDocument;
 
     fn blank(text: &str, key: &str) -> String {
         let at = text.find(key).unwrap();
@@ -192,6 +243,33 @@ mod tests {
         assert_eq!(app["health"].as_table().unwrap().len(), 1);
         assert_eq!(app["sticky"]["cookie"].as_str(), Some("S"));
         assert!(app["sticky"].get("bad").is_none());
+    }
+
+    #[test]
+    fn finds_written_values_by_their_error_path() {
+        let text = "[gateway]\nlisten = \"x\"\n[[app]]\nname = \"a\"\nhealth = { path = \"h\" }\nservers = [\"1\", \"2\"]\n[app.sticky]\ncookie = \"c\"\n";
+        let doc = ImDocument::parse(text).unwrap();
+        for key in [
+            "gateway.listen",
+            "app[0].name",
+            "app[0].health.path",
+            "app[0].servers",
+            "app[0].servers[1]",
+            "app[0].sticky.cookie",
+        ] {
+            assert!(is_value(&doc, key), "{key}");
+        }
+        for key in [
+            "gateway",
+            "gateway.threads",
+            "app[0]",
+            "app[1].name",
+            "app[0].health",
+            "app[0].servers[2]",
+            "app[0].sticky",
+        ] {
+            assert!(!is_value(&doc, key), "{key}");
+        }
     }
 
     #[test]

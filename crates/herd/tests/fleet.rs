@@ -344,7 +344,10 @@ async fn an_instance_past_max_memory_is_replaced_gracefully() {
     let replaced = after.iter().find(|i| i["id"] == fat.as_str()).unwrap();
     assert_eq!(replaced["restarts"], 1);
     let why = replaced["last_exit"].as_str().unwrap_or_default();
-    assert!(why.starts_with("replaced by herd: over max_memory ("), "{replaced}");
+    assert!(
+        why.starts_with("replaced by herd: over max_memory ("),
+        "{replaced}"
+    );
     assert!(replaced["rss_bytes"].as_u64().unwrap() < 64 * 1024 * 1024);
     assert!(herd.log().contains("over max_memory"));
 }
