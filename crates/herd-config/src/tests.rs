@@ -1133,3 +1133,32 @@ fn redirect_listener_needs_its_own_address_and_max_headers_has_bounds() {
         );
     }
 }
+
+#[test]
+fn a_port_range_may_not_hold_herds_own_listeners() {
+    let err = one(
+        &format!("[gateway]\nlisten = \"127.0.0.1:31980\"\n{APP}port_range = \"31980-31983\"\n"),
+        6,
+        "app[0].port_range",
+    );
+    assert!(
+        err.message.contains(
+            "holds port 31980, where herd listens itself (gateway.listen = 127.0.0.1:31980)"
+        ),
+        "{err}"
+    );
+    // The default range (20000-20999) counts too.
+    let err = one(
+        &format!("[admin]\nlisten = \"127.0.0.1:20500\"\n{APP}"),
+        3,
+        "app[0]",
+    );
+    assert!(
+        err.message.contains("(the default) holds port 20500"),
+        "{err}"
+    );
+    // A disabled services API listens nowhere.
+    ok(&format!(
+        "[services]\nenabled = false\nlisten = \"127.0.0.1:20001\"\n{APP}"
+    ));
+}

@@ -79,6 +79,17 @@ pub(crate) fn validate(
     v.shared_limits_need_the_store(raw, &services);
     v.services_listen(raw, &services, &gateway, &admin);
     v.redirect_listen(raw, &gateway, &admin, &services);
+    let mut listeners = vec![
+        ("gateway.listen", gateway.listen),
+        ("admin.listen", admin.listen),
+    ];
+    if services.enabled {
+        listeners.push(("services.listen", services.listen));
+    }
+    if let Some(r) = gateway.redirect_http {
+        listeners.push(("gateway.redirect_http", r));
+    }
+    v.port_ranges_clear_of(raw, &apps, &listeners);
 
     if v.errors.is_empty() {
         Ok(Config {

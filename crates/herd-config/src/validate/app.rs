@@ -628,3 +628,50 @@ fn check_name(name: &str) -> Result<(), &'static str> {
     }
     Ok(())
 }
+
+impl Validator<'_> {
+    /// An app's `port_range` must not hold a port herd listens on itself: an instance given
+    /// that port could not bind it, and would restart for ever.
+    pub(super) fn port_ranges_clear_of(
+        &mut self,
+        raw: &crate::raw::RawConfig,
+        apps: &[App],
+        listeners: &[(&str, std::net::SocketAddr)],
+    ) {
+        for (i, app) in apps.iter().enumerate() {
+            let Backends::Command(c) = &app.backends else {
+                continue;
+            };
+            let (lo, hi) = c.port_range;
+            for (key, addr) in listeners {
+                let port = addr.port();
+                if port == 0 || port < lo || port > hi {
+                    continue;
+                }
+                let Some(whole) = raw.app.get(i) else {
+                    continue;
+                };
+                let r = whole.get_ref();
+                let (span, at) = match &r.port_range {
+                    Some(p) => (p.span(), format!("app[{i}].port_range")),
+                    None => (whole.span(), format!("app[{i}]")),
+                };
+                let given = if r.port_range.is_some() {
+                    ""
+                } else {
+                    " (the default)"
+                };
+                self.err(
+                    &span,
+                    &at,
+                    format!("port range {lo}-{hi}{given} holds port {port}, where herd listens itself ({key} = {addr})"),
+                    Some(format!(
+                        "give the app a port_range clear of herd's listeners, e.g. port_range = \"{}-{}\"",
+                        if port >= 30000 { 20000 } else { 30000 },
+                        if port >= 30000 { 20999 } else { 30999 },
+                    )),
+                );
+            }
+        }
+    }
+}
