@@ -750,6 +750,63 @@ async fn long_poll_wakes_when_a_delayed_job_comes_due() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_on_a_capped_queue_wakes_when_a_slot_frees() {
+    let mut config = QueueConfig::default();
+    config.queues.insert(
+        "cap".into(),
+        QueueSettings {
+            limiter: None,
+            concurrency: Some(1),
+        },
+    );
+    let dir = TempDir::new("pollcap");
+    let store = open_store(&dir, false).await;
+    let node = Node::start(
+        &store,
+        ServicesConfig {
+            queues: config,
+            ..ServicesConfig::default()
+        },
+    );
+    let q = Arc::clone(&node.services);
+    q.queues
+        .add_bulk("cap", vec![job("first"), job("second")])
+        .await
+        .unwrap();
+    let held = q
+        .queues
+        .reserve("cap", 1, None, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 1);
+    let started = std::time::Instant::now();
+    let waiter = {
+        let q = Arc::clone(&q);
+        tokio::spawn(async move {
+            let got = q
+                .queues
+                .reserve("cap", 1, None, Duration::from_secs(20))
+                .await
+                .unwrap();
+            (got, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    q.queues
+        .ack("cap", &held[0].id, &held[0].lease_token, None)
+        .await
+        .unwrap();
+    let (got, took) = waiter.await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].name, "second");
+    // Its own re-check comes a second after it started waiting.
+    assert!(
+        took < Duration::from_millis(900),
+        "the ack should wake the waiter, not its 1 s re-check: {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cron_schedule_fires_in_its_zone() {
     let (_d, node, clock) = setup(QueueConfig::default()).await;
     let q = &node.services.queues;

@@ -128,7 +128,16 @@ impl Queues {
             Some((acked, _)) => acked,
             None => self.ack_commit(&keys, queue, id, token, result).await?,
         };
+        self.slot_freed(queue, &keys).await;
         self.ack_finish(&keys, acked).await
+    }
+
+    /// A job left `active`: on a queue with a concurrency cap, that frees a slot, so waiting
+    /// reserves (here and on other nodes) look again now rather than at their next re-check.
+    async fn slot_freed(&self, queue: &str, keys: &Keys) {
+        if self.settings(queue).concurrency.is_some() {
+            self.announce(queue, keys).await;
+        }
     }
 
     /// The ack as one queue step, with the lease of the next jobs when `claim` names them:
@@ -332,6 +341,9 @@ impl Queues {
             .collect();
         if let Err(e) = self.trim_batch(&keys, &done).await {
             tracing::warn!(queue, error = %e, "failed to trim completed jobs after a batch ack; the next ack trims");
+        }
+        if committed.iter().any(Result::is_ok) {
+            self.slot_freed(queue, &keys).await;
         }
         Ok(committed.into_iter().map(|r| r.map(drop)).collect())
     }
@@ -583,8 +595,11 @@ impl Queues {
                 if let Err(e) = self.trim(&keys, State::Failed, rec.keep_failed).await {
                     tracing::warn!(queue, job = id, error = %e, "failed to trim dead letters after a fail; the next one trims");
                 }
+                self.slot_freed(queue, &keys).await;
             } else if rec.due_ms <= now {
                 self.announce(queue, &keys).await;
+            } else {
+                self.slot_freed(queue, &keys).await;
             }
             return Ok(Failed {
                 state: rec.state,
