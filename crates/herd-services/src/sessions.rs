@@ -282,6 +282,31 @@ impl Sessions {
                     });
                 }
             }
+            let changes = fields.iter().any(|(k, v)| {
+                if v.is_null() {
+                    record.data.contains_key(k)
+                } else {
+                    record.data.get(k) != Some(v)
+                }
+            });
+            if !changes && new_ttl.is_none() {
+                // Nothing to write: the version stays (a client holding it as its ETag keeps
+                // a valid If-Match); the expiry is renewed as the write would have.
+                let ttl = Duration::from_millis(record.ttl_ms);
+                if self
+                    .store
+                    .touch(&key(id), ttl, Expect::Version(version))
+                    .await?
+                {
+                    return Ok(SessionRef {
+                        id: id.to_owned(),
+                        version,
+                    });
+                }
+                // Changed or gone since the read: look again.
+                backoff(attempt).await;
+                continue;
+            }
             if let Some(ms) = new_ttl {
                 record.ttl_ms = ms;
             }
