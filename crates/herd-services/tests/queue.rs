@@ -934,3 +934,57 @@ async fn a_batch_ack_trims_completed_jobs_as_acks_one_by_one_would() {
     .await;
     assert_eq!(got, ["m"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_lease_error_names_the_state_the_job_is_in() {
+    let (_d, node, _clock) = setup(QueueConfig::default()).await;
+    let q = &node.services.queues;
+    let mut j = job("r");
+    j.attempts = 3;
+    j.backoff = Some(Backoff {
+        kind: BackoffKind::Fixed,
+        delay_ms: 3000,
+        jitter: 0.0,
+    });
+    q.add("st", j).await.unwrap();
+    let got = q.reserve("st", 1, None, Duration::ZERO).await.unwrap();
+    q.fail("st", &got[0].id, &got[0].lease_token, "boom", true)
+        .await
+        .unwrap();
+    let err = q
+        .fail("st", &got[0].id, &got[0].lease_token, "boom", true)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ServiceError::WrongLease {
+                state: "delayed",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.hint().contains("waits for a retry"), "{}", err.hint());
+
+    q.add("st2", job("once")).await.unwrap();
+    let got = q.reserve("st2", 1, None, Duration::ZERO).await.unwrap();
+    q.ack("st2", &got[0].id, &got[0].lease_token, None)
+        .await
+        .unwrap();
+    let err = q
+        .ack("st2", &got[0].id, &got[0].lease_token, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ServiceError::WrongLease {
+                state: "completed",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.hint().contains("acked already"), "{}", err.hint());
+}

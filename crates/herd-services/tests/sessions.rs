@@ -137,14 +137,20 @@ async fn a_patch_that_changes_nothing_keeps_the_version() {
     let s = &node.services.sessions;
     let r = s.create(data(), None).await.unwrap();
     // Nothing, the same value, and removing a field that is not there: no write.
-    let none = json!({"user": "ada", "gone": null}).as_object().unwrap().clone();
+    let none = json!({"user": "ada", "gone": null})
+        .as_object()
+        .unwrap()
+        .clone();
     for fields in [Map::new(), data(), none] {
         let same = s.patch(&r.id, fields, Some(r.version), None).await.unwrap();
         assert_eq!(same.version, r.version);
     }
     // A real change writes.
     let changed = json!({"user": "grace"}).as_object().unwrap().clone();
-    let next = s.patch(&r.id, changed, Some(r.version), None).await.unwrap();
+    let next = s
+        .patch(&r.id, changed, Some(r.version), None)
+        .await
+        .unwrap();
     assert_eq!(next.version, r.version + 1);
     // A new TTL always writes (the expiry restarts from now).
     let ttl = s

@@ -54,10 +54,11 @@ struct Acked {
     keep: Keep,
 }
 
-fn wrong_lease(rec: &JobRecord) -> ServiceError {
+fn wrong_lease(rec: &JobRecord, now_ms: i64) -> ServiceError {
     ServiceError::WrongLease {
         job: rec.id.clone(),
-        state: rec.state.as_str(),
+        // "delayed" for a job waiting out a retry's backoff (its record says waiting).
+        state: rec.status(now_ms),
     }
 }
 
@@ -71,9 +72,9 @@ fn after_ack(queue: &str, jobs: ServiceResult<Vec<super::Reserved>>) -> Vec<supe
     })
 }
 
-fn check_lease(rec: &JobRecord, token: &str) -> ServiceResult<()> {
+fn check_lease(rec: &JobRecord, token: &str, now_ms: i64) -> ServiceResult<()> {
     if rec.state != State::Active || rec.lease_token.as_deref() != Some(token) {
-        return Err(wrong_lease(rec));
+        return Err(wrong_lease(rec, now_ms));
     }
     Ok(())
 }
@@ -102,7 +103,7 @@ impl Queues {
             .read(keys, id)
             .await?
             .ok_or_else(|| ServiceError::not_found(format!("job {id} in queue {queue}")))?;
-        check_lease(&rec, token)?;
+        check_lease(&rec, token, self.clock.now_ms())?;
         Ok((rec, version))
     }
 
@@ -179,10 +180,16 @@ impl Queues {
                 )))
             }
             Some(Finished::WrongLease(state)) => {
+                // The record says whether a waiting job is delayed (a retry's backoff).
+                let now = self.clock.now_ms();
+                let state = match self.read(keys, id).await {
+                    Ok(Some((rec, _))) => rec.status(now),
+                    _ => super::record::from_store(state).as_str(),
+                };
                 return Err(ServiceError::WrongLease {
                     job: id.to_owned(),
-                    state: super::record::from_store(state).as_str(),
-                })
+                    state,
+                });
             }
             Some(Finished::Unreadable) | None => return Ok(None),
         };
@@ -314,6 +321,7 @@ impl Queues {
         let keys = Keys::new(queue);
         let record_keys: Vec<String> = acks.iter().map(|a| keys.job(&a.id)).collect();
         let records = self.store.get_many(&record_keys).await?;
+        let now = self.clock.now_ms();
         let mut firsts = Vec::with_capacity(acks.len());
         for (ack, found) in acks.iter().zip(records) {
             firsts.push(match found {
@@ -323,7 +331,9 @@ impl Queues {
                 ))),
                 Some(v) => super::record::decode(&v.value, &ack.id)
                     .map_err(|e| super::corrupt(keys.job(&ack.id), e))
-                    .and_then(|rec| check_lease(&rec, &ack.lease_token).map(|()| (rec, v.version))),
+                    .and_then(|rec| {
+                        check_lease(&rec, &ack.lease_token, now).map(|()| (rec, v.version))
+                    }),
             });
         }
         let ids: Vec<String> = acks.iter().map(|a| a.id.clone()).collect();
@@ -485,7 +495,7 @@ impl Queues {
         for attempt in 0..TRIES {
             let (mut rec, version) = match first.take() {
                 Some((rec, version)) => {
-                    check_lease(&rec, token)?;
+                    check_lease(&rec, token, self.clock.now_ms())?;
                     (rec, version)
                 }
                 None => self.leased(keys, queue, id, token).await?,
