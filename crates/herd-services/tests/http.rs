@@ -357,6 +357,7 @@ async fn ack_with_next_leases_the_following_job_in_the_same_call() {
         )
         .await;
     assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("next.max"), "{}", r.text());
     let r = api
         .json(
             "POST",
@@ -1014,6 +1015,29 @@ async fn errors_name_the_field_and_refuse_what_would_be_ignored() {
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.text());
+    let r = api
+        .json(
+            "POST",
+            "/v1/queues/e/jobs",
+            json!({"name": "x", "remove_on_complete": {"age": -5}, }),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        error(&r).contains("expected a number of seconds or a duration")
+            && !error(&r).contains("AgeSpec"),
+        "{}",
+        r.text()
+    );
+    let r = api
+        .json(
+            "POST",
+            "/v1/queues/e/jobs",
+            json!({"name": "x", "attempts": -1}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(!error(&r).contains("u32"), "{}", r.text());
     let r = api.call("POST", "/v1/queues/e/reserve", b"0").await;
     assert_eq!(r.status, 400);
     assert!(!error(&r).contains("Body"), "{}", r.text());

@@ -168,6 +168,7 @@ pub(crate) fn at_field(e: &serde_path_to_error::Error<serde_json::Error>, at: &s
         }
         None => inner,
     };
+    let inner = plain_types(&inner);
     let path = e.path().to_string();
     // serde_path_to_error writes `?` for a place it could not name (the input ended inside
     // a value): name what it could, or nothing.
@@ -180,6 +181,45 @@ pub(crate) fn at_field(e: &serde_path_to_error::Error<serde_json::Error>, at: &s
         (".", Some(whole)) => format!("field `{whole}`: {inner}"),
         (path, _) => format!("field `{at}{path}`: {inner}"),
     }
+}
+
+/// serde's words for what it wanted, in JSON's terms rather than the server's Rust types.
+fn plain_types(message: &str) -> String {
+    const WORDS: [(&str, &str); 9] = [
+        (
+            "data did not match any variant of untagged enum AgeSpec",
+            "expected a number of seconds or a duration such as \"1h\"",
+        ),
+        (
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        ("expected u64", "expected a whole number of 0 or more"),
+        ("expected usize", "expected a whole number of 0 or more"),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        ("expected u8", "expected a whole number from 0 to 255"),
+        ("expected i64", "expected a whole number"),
+        ("expected i32", "expected a whole number"),
+        ("expected f64", "expected a number"),
+    ];
+    let mut out = message.to_owned();
+    for (rust, json) in WORDS {
+        // Whole words only: "expected u32" must not match inside "expected u320".
+        while let Some(i) = out.find(rust) {
+            let end = i + rust.len();
+            if out[end..].starts_with(|c: char| c.is_alphanumeric()) {
+                break;
+            }
+            out.replace_range(i..end, json);
+        }
+    }
+    if let Some(i) = out.find("data did not match any variant of untagged enum ") {
+        out.replace_range(
+            i..,
+            "expected one of the forms GET /openapi.json documents for it",
+        );
+    }
+    out
 }
 
 /// The raw body, with 413 for one past the limit.
@@ -385,6 +425,11 @@ mod tests {
             err(r#"{"inner":{"n":"x"}}"#).starts_with("field `inner.n`: "),
             "{}",
             err(r#"{"inner":{"n":"x"}}"#)
+        );
+        let n = err(r#"{"inner":{"n":-1}}"#);
+        assert!(
+            n.contains("expected a whole number from 0 to 4294967295") && !n.contains("u32"),
+            "{n}"
         );
         assert!(super::is_public("/health"));
         assert!(!super::is_public("/health/"));

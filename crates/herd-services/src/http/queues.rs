@@ -191,8 +191,23 @@ async fn ack(
             next.max.unwrap_or(1),
             lease,
         )
-        .await?;
+        .await
+        .map_err(in_next)?;
     Ok(Json(json!({ "jobs": jobs })).into_response())
+}
+
+/// An ack's `next` reserve names its own fields (`next.max`, not `max`) in errors.
+fn in_next(e: crate::ServiceError) -> crate::ServiceError {
+    match e {
+        crate::ServiceError::Invalid { what, reason, hint } if what == "max" || what == "lease" => {
+            crate::ServiceError::Invalid {
+                what: format!("next.{what}"),
+                reason,
+                hint,
+            }
+        }
+        e => e,
+    }
 }
 
 #[derive(Deserialize)]
@@ -237,7 +252,8 @@ async fn ack_many(
             let lease = opt_duration("next.lease", next.lease.as_deref())?;
             queues
                 .ack_many_and_reserve(&q, acks, next.max.unwrap_or(1), lease)
-                .await?
+                .await
+                .map_err(in_next)?
         }
     };
     let mut acked = Vec::new();
@@ -329,15 +345,16 @@ async fn dead(
 ) -> ApiResult {
     let query = browse::query(
         query,
-        "use ?offset=N&limit=N (limit 100 by default, 10000 at most)",
+        "use ?offset=N&limit=N (limit 100 by default, 1000 at most)",
     )?;
     let queues = &s.services.queues;
+    // Pages as `GET .../jobs?state=failed` does: a limit over 1000 is served as 1000.
     let recs = queues
         .list(
             &q,
             "failed",
             query.offset.unwrap_or(0),
-            query.limit.unwrap_or(100).min(crate::queue::MAX_LISTED),
+            query.limit.unwrap_or(100).min(1000),
         )
         .await?;
     browse::jobs(recs, queues.now_ms())

@@ -174,21 +174,24 @@ pub struct Queues {
 
 /// Queue names become part of a hash tag.
 fn check_queue(queue: &str) -> ServiceResult<()> {
-    if queue.is_empty()
-        || queue.len() > 200
-        || queue.contains(['{', '}', ':', '/'])
-        || queue.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
-        return Err(ServiceError::invalid(
-            "queue name",
-            format!(
-                "{} is empty, over 200 bytes, or contains '{{', '}}', ':', '/', a space or a control character",
-                crate::error::quoted(queue)
-            ),
-            "use letters, digits, '-', '_' or '.'",
-        ));
-    }
-    Ok(())
+    let why = if queue.is_empty() {
+        "is empty".to_owned()
+    } else if queue.len() > 200 {
+        format!("is {} bytes long, over 200", queue.len())
+    } else if let Some(c) = queue.chars().find(|c| matches!(c, '{' | '}' | ':' | '/')) {
+        format!("contains '{c}'")
+    } else if queue.chars().any(char::is_whitespace) {
+        "contains a space".to_owned()
+    } else if queue.chars().any(char::is_control) {
+        "contains a control character".to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(ServiceError::invalid(
+        "queue name",
+        format!("{} {why}", crate::error::quoted(queue)),
+        "use 1 to 200 bytes of letters, digits, '-', '_' or '.' (no '{', '}', ':', '/', spaces or control characters)",
+    ))
 }
 
 fn check_job_id(id: &str) -> ServiceResult<()> {

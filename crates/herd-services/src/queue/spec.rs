@@ -165,7 +165,18 @@ pub(crate) const MAX_DURATION: std::time::Duration =
 
 /// Parses a duration such as `"30s"`, naming the field on error.
 pub(crate) fn duration(field: &str, text: &str) -> ServiceResult<std::time::Duration> {
+    let too_long = || {
+        ServiceError::invalid(
+            field,
+            format!("{} is longer than ten years", crate::error::quoted(text)),
+            "use at most \"3650d\"",
+        )
+    };
     let d = herd_config::parse_duration(text).map_err(|reason| {
+        // The config's own ceiling (100 years) is not this API's: name this one.
+        if reason.starts_with("duration is too large") {
+            return too_long();
+        }
         ServiceError::invalid(
             field,
             format!("{}: {reason}", crate::error::quoted(text)),
@@ -173,11 +184,7 @@ pub(crate) fn duration(field: &str, text: &str) -> ServiceResult<std::time::Dura
         )
     })?;
     if d > MAX_DURATION {
-        return Err(ServiceError::invalid(
-            field,
-            format!("{} is longer than ten years", crate::error::quoted(text)),
-            "use at most \"3650d\"",
-        ));
+        return Err(too_long());
     }
     Ok(d)
 }
@@ -311,6 +318,12 @@ mod tests {
         assert!(age.contains("remove_on_complete.age"), "{age}");
         let far = bad(serde_json::json!({"name": "a", "remove_on_complete": {"age": 400_000_000}}));
         assert!(far.contains("ten years"), "{far}");
+        // Past the config's own 100-year ceiling, the message is still this API's limit.
+        let huge = bad(serde_json::json!({"name": "a", "delay": "100000d"}));
+        assert!(
+            huge.contains("longer than ten years") && !huge.contains("100 years"),
+            "{huge}"
+        );
         for refused in [
             serde_json::json!({"name": "a", "remove_on_complete": {"agee": 1}}),
             serde_json::json!({"name": "a", "remove_on_complete": [1, 2]}),
