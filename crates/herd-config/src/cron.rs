@@ -99,6 +99,24 @@ impl Cron {
         if weekdays & (1 << 7) != 0 {
             weekdays = (weekdays | 1) & 0x7f;
         }
+        let days_restricted = !fields[2].starts_with('*');
+        let weekdays_restricted = !fields[4].starts_with('*');
+        // Days of the month alone (`30 2`, Feb 30) may name no date any month it names has.
+        if days_restricted && !weekdays_restricted {
+            let longest = |m: u32| match m {
+                2 => 29,
+                4 | 6 | 9 | 11 => 30,
+                _ => 31,
+            };
+            let possible = (1..=12u32)
+                .filter(|m| months & (1 << m) != 0)
+                .any(|m| (1..=longest(m)).any(|d| days & (1 << d) != 0));
+            if !possible {
+                return Err(format!(
+                    "\"{trimmed}\" never fires: no month it names has the days of the month it names"
+                ));
+            }
+        }
         Ok(Cron {
             source: trimmed.to_owned(),
             minutes,
@@ -106,8 +124,8 @@ impl Cron {
             days: u32::try_from(days).unwrap_or(0),
             months: u16::try_from(months).unwrap_or(0),
             weekdays: u8::try_from(weekdays).unwrap_or(0),
-            days_restricted: !fields[2].starts_with('*'),
-            weekdays_restricted: !fields[4].starts_with('*'),
+            days_restricted,
+            weekdays_restricted,
         })
     }
 
@@ -272,6 +290,18 @@ mod tests {
         assert!(!c.date_matches(3, 5, 2));
         let c = Cron::parse("0 0 1 * *").unwrap();
         assert!(!c.date_matches(3, 5, 1), "only the day field is restricted");
+    }
+
+    #[test]
+    fn a_date_that_never_comes_is_refused() {
+        for never in ["0 8 30 2 *", "0 0 31 4,6,9,11 *", "0 0 30,31 feb *"] {
+            let err = Cron::parse(never).unwrap_err();
+            assert!(err.contains("never fires"), "{never}: {err}");
+        }
+        // Feb 29 comes in leap years; with a day of the week too, either matches.
+        for ok in ["0 0 29 2 *", "0 0 31 * *", "0 8 30 2 mon", "0 0 31 1-4 *"] {
+            Cron::parse(ok).unwrap();
+        }
     }
 
     #[test]

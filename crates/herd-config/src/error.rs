@@ -225,6 +225,15 @@ fn explain_serde_message(message: &str, key: &str) -> (String, Option<String>) {
         Some(format!(
             "write [[{key}]] with double brackets: each {key} is one entry in an array of tables"
         ))
+    } else if let Some(table) = ["app", "route", "alert", "rate_limit"]
+        .into_iter()
+        .find(|t| message.contains(&format!("duplicate key `{t}`")))
+    {
+        // `[app.health]` above the first `[[app]]` makes `app` a table, and `[[app]]` then
+        // clashes with it.
+        Some(format!(
+            "a [{table}.<name>] table belongs after its [[{table}]] entry (it applies to the last [[{table}]] above it); and each {table} is written [[{table}]], with double brackets"
+        ))
     } else if message.contains("duplicate key") {
         Some("each key may appear only once per table".to_owned())
     } else if message.contains("invalid type") {

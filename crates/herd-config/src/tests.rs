@@ -1162,3 +1162,28 @@ fn a_port_range_may_not_hold_herds_own_listeners() {
         "[services]\nenabled = false\nlisten = \"127.0.0.1:20001\"\n{APP}"
     ));
 }
+
+#[test]
+fn env_may_not_set_what_herd_sets_for_each_instance() {
+    let err = one(
+        &format!("{APP}env = {{ PORT = \"3000\" }}\n"),
+        4,
+        "app[0].env.PORT",
+    );
+    assert!(err.hint.unwrap().contains("listen on $PORT"));
+    one(
+        &format!("{APP}env = {{ HERD_INSTANCE = \"x\" }}\n"),
+        4,
+        "app[0].env.HERD_INSTANCE",
+    );
+    ok(&format!(
+        "{APP}env = {{ NODE_ENV = \"production\", PORTS = \"1\" }}\n"
+    ));
+}
+
+#[test]
+fn a_sub_table_above_its_app_gets_a_hint() {
+    let all = errs("[app.health]\npath = \"/h\"\n[[app]]\nname = \"web\"\ncommand = [\"./app\"]\n");
+    let hint = all[0].hint.as_deref().unwrap_or_default();
+    assert!(hint.contains("belongs after its [[app]]"), "{all:#?}");
+}

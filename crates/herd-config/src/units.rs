@@ -14,7 +14,7 @@ use crate::model::Instances;
 pub(crate) const DURATION_HINT: &str = "use a number with ms, s, m, h or d, e.g. \"2s\"";
 /// Hint shown for an invalid size.
 pub(crate) const SIZE_HINT: &str =
-    "use a number of bytes with an optional unit: B, KB, MB, GB (powers of 1000) or KiB, MiB, GiB (powers of 1024), e.g. \"512MiB\"";
+    "use a number of bytes with an optional unit: B, KB, MB, GB (powers of 1000) or KiB, MiB, GiB (powers of 1024; PM2's K, M, G mean these), e.g. \"512MiB\" or \"512M\"";
 
 /// The longest duration any key takes: 100 years.
 pub(crate) const MAX_DURATION_SECS: u64 = 36_500 * 86_400;

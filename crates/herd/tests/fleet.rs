@@ -608,6 +608,10 @@ async fn an_instance_killed_for_ready_timeout_shows_why_in_its_last_exit() {
         exit.contains("killed by herd: not ready within ready_timeout (last check: connect"),
         "{exit}"
     );
+    assert!(
+        exit.contains("the app must listen on the port in $PORT"),
+        "{exit}"
+    );
     let out = herd.cli(&["status"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("mute-1 last exit: "), "{text}");

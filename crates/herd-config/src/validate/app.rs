@@ -473,6 +473,30 @@ impl Validator<'_> {
                 );
                 continue;
             }
+            // herd sets these for each instance, over the app's `env`: a value here would be
+            // silently replaced.
+            if matches!(
+                name.as_str(),
+                "PORT"
+                    | "HERD_APP"
+                    | "HERD_INSTANCE"
+                    | "NODE_APP_INSTANCE"
+                    | "HERD_SERVICES_URL"
+                    | "HERD_SERVICES_TOKEN"
+            ) {
+                let hint = if name == "PORT" {
+                    "remove it: herd gives each instance its own port in PORT (from port_range); make the app listen on $PORT".to_owned()
+                } else {
+                    format!("remove it: herd sets {name} for each instance")
+                };
+                self.err(
+                    &span,
+                    &key,
+                    format!("{name} is set by herd for each instance and cannot be set in env"),
+                    Some(hint),
+                );
+                continue;
+            }
             let text = match value.get_ref() {
                 Value::String(s) => s.clone(),
                 Value::Integer(n) => n.to_string(),

@@ -766,7 +766,17 @@ impl AppActor {
                         .as_ref()
                         .and_then(|p| p.endpoint.stats.last_check())
                         .map_or_else(|| "no check finished".to_owned(), |c| c.detail);
-                    let why = format!("not ready within ready_timeout (last check: {last_check})");
+                    // Nothing listening on the port herd gave: the usual cause is an app that
+                    // does not read $PORT (a port fixed in its code or config).
+                    let port = inst.proc.as_ref().and_then(|p| p.port);
+                    let hint = match port {
+                        Some(port) if last_check.contains("refused") => format!(
+                            "; nothing listens on its port {port}: the app must listen on the port in $PORT"
+                        ),
+                        _ => String::new(),
+                    };
+                    let why =
+                        format!("not ready within ready_timeout (last check: {last_check}){hint}");
                     tracing::warn!(app = %self.app.name, instance = %inst.id, %last_check, "not ready within ready_timeout; killing it");
                     inst.killed_for = Some(why);
                     if let Some(p) = &inst.proc {

@@ -262,6 +262,14 @@ fn open_db(path: &Path) -> StoreResult<Database> {
                     ),
                 ))
             }
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(fail(
+                    "open",
+                    &"another process holds it open: most likely another herd runs from this \
+                      directory (stop it, or give this one its own [store] path; in quick mode, \
+                      run it from another directory)",
+                ))
+            }
             other => break other.map_err(|e| fail("open", &e))?,
         }
     };
@@ -605,5 +613,20 @@ impl Backend for EmbeddedStore {
             target: self.inner.path.display().to_string(),
             last_error: disk.or_else(|| (!open).then(|| "the store is shut down".to_owned())),
         }
+    }
+}
+
+#[cfg(test)]
+mod open_tests {
+    #[tokio::test]
+    async fn a_file_another_store_holds_open_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        let _first = super::EmbeddedStore::open(&path).await.unwrap();
+        let err = super::EmbeddedStore::open(&path).await.err().unwrap();
+        assert!(
+            err.to_string().contains("another herd runs from this directory"),
+            "{err}"
+        );
     }
 }
