@@ -625,7 +625,8 @@ mod open_tests {
         let _first = super::EmbeddedStore::open(&path).await.unwrap();
         let err = super::EmbeddedStore::open(&path).await.err().unwrap();
         assert!(
-            err.to_string().contains("another herd runs from this directory"),
+            err.to_string()
+                .contains("another herd runs from this directory"),
             "{err}"
         );
     }
