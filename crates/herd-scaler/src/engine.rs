@@ -314,9 +314,8 @@ impl Engine {
                     queue_depth: obs.queue_depth,
                 };
             } else if !traffic && idle_ms >= ms(cfg.idle_to_zero) {
-                if v > 0 || current > 0 {
-                    reason = idle;
-                }
+                // At zero too: "no traffic" is why it stays there, not a metric's tolerance.
+                reason = idle;
                 v = 0;
             } else if v == 0 {
                 v = 1;
@@ -432,11 +431,17 @@ impl Engine {
                 recommended,
             },
         };
+        // What was asked before a step limit cut it: "18 asked for, clamped to 1..=6" says more
+        // than the step limit's own 7.
+        let asked_for = match &reason {
+            Reason::StepLimit { recommended, .. } => *recommended,
+            _ => v,
+        };
         if v < active.min {
-            reason = bound_reason(active.min_from, v);
+            reason = bound_reason(active.min_from, asked_for.min(v));
             v = active.min;
         } else if v > active.max {
-            reason = bound_reason(active.max_from, v);
+            reason = bound_reason(active.max_from, asked_for.max(v));
             v = active.max;
         }
 

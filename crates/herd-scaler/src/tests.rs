@@ -299,6 +299,32 @@ fn fixed_warmup_keeps_new_instances_out_of_averages() {
 }
 
 #[test]
+fn a_count_at_max_names_what_was_asked_before_the_step_limit() {
+    let c = Scaling {
+        max: 6,
+        scale_up: Behavior {
+            window: Duration::ZERO,
+            max_step: vec![Step::Instances(1)],
+        },
+        ..cfg()
+    };
+    let mut e = Engine::new(&c);
+    // 180 in flight on 6, target 10: 18 asked for; the step limit says 7, max says 6.
+    let d = e.tick(0, MONDAY, &obs(6, 180.0));
+    assert_eq!(d.desired, 6);
+    assert!(
+        matches!(
+            d.reason,
+            Reason::Bounds {
+                recommended: 18,
+                ..
+            }
+        ),
+        "{d:?}"
+    );
+}
+
+#[test]
 fn idle_to_zero_and_back() {
     let c = Scaling {
         min: 0,
@@ -324,7 +350,10 @@ fn idle_to_zero_and_back() {
         "{}",
         d.explanation
     );
-    assert_eq!(run(&mut e, 65, 1, &obs(0, 0.0))[0].desired, 0);
+    let d = run(&mut e, 65, 1, &obs(0, 0.0)).remove(0);
+    assert_eq!(d.desired, 0);
+    // At zero, the reason to stay there is the lack of traffic, not a metric's tolerance.
+    assert!(matches!(d.reason, Reason::IdleToZero { .. }), "{d:?}");
     // Three requests wait in the gateway: scale from zero at once.
     let d = run(&mut e, 66, 1, &obs(0, 3.0)).remove(0);
     assert_eq!(d.desired, 1);

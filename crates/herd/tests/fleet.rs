@@ -751,6 +751,7 @@ async fn a_count_set_by_herd_scale_survives_an_unrelated_config_edit() {
     let out = herd.cli(&["reload", "--config"]);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(!said.contains("instances"), "{said}");
+    assert!(said.contains("web: kill_timeout updated"), "{said}");
     assert_eq!(herd.status().await["apps"][0]["desired"], 1);
     // A change of `instances` in the file does set the count.
     std::fs::write(

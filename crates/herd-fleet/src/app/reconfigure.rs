@@ -128,7 +128,12 @@ impl AppActor {
             ));
         }
         if changes.is_empty() {
-            changes.push(format!("{name}: settings updated"));
+            let keys = changed_keys(&old, &self.app);
+            changes.push(if keys.is_empty() {
+                format!("{name}: settings updated")
+            } else {
+                format!("{name}: {} updated", keys.join(", "))
+            });
         }
         changes
     }
@@ -164,4 +169,50 @@ impl AppActor {
         }
         self.desired = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
     }
+}
+
+/// The keys of an app that differ between two configs, by their names in herd.toml (those a
+/// reload applies without a change of its own to report).
+fn changed_keys(old: &App, new: &App) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    let mut check = |key: &'static str, differs: bool| {
+        if differs {
+            keys.push(key);
+        }
+    };
+    check("balance", old.balance != new.balance);
+    check("hash_key", old.hash_key != new.hash_key);
+    check(
+        "hash_balance_factor",
+        old.hash_balance_factor != new.hash_balance_factor,
+    );
+    check("max_fails", old.max_fails != new.max_fails);
+    check("fail_timeout", old.fail_timeout != new.fail_timeout);
+    check("protocol", old.protocol != new.protocol);
+    check("sticky", old.lb.sticky != new.lb.sticky);
+    check(
+        "servers' weight, max_conn or backup",
+        old.lb.defaults != new.lb.defaults || old.lb.servers != new.lb.servers,
+    );
+    check("queue", old.lb.queue != new.lb.queue);
+    check(
+        "queue_timeout",
+        old.lb.queue_timeout != new.lb.queue_timeout,
+    );
+    check("slow_start", old.lb.slow_start != new.lb.slow_start);
+    if let (Backends::Command(o), Backends::Command(n)) = (&old.backends, &new.backends) {
+        check("max_memory", o.max_memory != n.max_memory);
+        check("kill_timeout", o.kill_timeout != n.kill_timeout);
+        check("drain_timeout", o.drain_timeout != n.drain_timeout);
+        check("ready_timeout", o.ready_timeout != n.ready_timeout);
+        check("min_uptime", o.min_uptime != n.min_uptime);
+        check("max_restarts", o.max_restarts != n.max_restarts);
+        check("restart_delay", o.restart_delay != n.restart_delay);
+        check(
+            "max_restart_delay",
+            o.max_restart_delay != n.max_restart_delay,
+        );
+        check("instances", o.instances != n.instances);
+    }
+    keys
 }
