@@ -110,12 +110,20 @@ async fn cluster_status(State(s): State<AdminState>) -> Response {
 #[serde(deny_unknown_fields)]
 struct ScaleBody {
     app: Option<String>,
-    /// Required unless `clear` is true.
-    instances: Option<u32>,
+    /// Required unless `clear` is true: a count, or `"max"` (one per core of this machine,
+    /// as `instances = "max"`).
+    instances: Option<Instances>,
     reason: Option<String>,
     /// Drop a manual override and let the autoscaler decide again.
     #[serde(default)]
     clear: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Instances {
+    Count(u32),
+    Word(String),
 }
 
 fn pick_app(s: &AdminState, app: Option<String>) -> Result<String, ApiError> {
@@ -166,12 +174,26 @@ async fn scale(State(s): State<AdminState>, body: Bytes) -> Response {
             Err(e) => fleet_error(&e),
         };
     }
-    let Some(instances) = body.instances else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "\"instances\" is required",
-            Some(r#"{"app":"web","instances":3,"reason":"..."} or {"app":"web","clear":true}"#),
-        );
+    let instances = match body.instances {
+        Some(Instances::Count(n)) => n,
+        Some(Instances::Word(w)) if w == "max" => {
+            let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+            u32::try_from(cores).unwrap_or(u32::MAX)
+        }
+        Some(Instances::Word(w)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("\"instances\" is {w:?}: expected a count or \"max\""),
+                Some(r#"{"app":"web","instances":3} or {"app":"web","instances":"max"}"#),
+            );
+        }
+        None => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "\"instances\" is required",
+                Some(r#"{"app":"web","instances":3,"reason":"..."} or {"app":"web","clear":true}"#),
+            );
+        }
     };
     let reason = match crate::errors::reason(body.reason) {
         Ok(r) => r,

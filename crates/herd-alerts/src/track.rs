@@ -111,28 +111,16 @@ impl Track {
                 })
             }
             None => {
-                // A pending alert whose condition went unobserved for as long as its `for`
-                // starts again: two slow answers a minute apart are not a minute of slowness.
-                // Shorter gaps (sparse traffic) leave it pending. A firing one stays firing.
-                let sustain = i64::try_from(rule.sustain.as_millis()).unwrap_or(i64::MAX);
-                let unobserved = self
-                    .last_data_ms
-                    .is_none_or(|last| t.saturating_sub(last) >= sustain);
-                if self.firing.is_none() && unobserved {
-                    self.warning_since = None;
-                    self.critical_since = None;
-                }
+                self.forget_unwatched(rule, t);
                 None
             }
             Some(v) => {
-                let sustain = i64::try_from(rule.sustain.as_millis()).unwrap_or(i64::MAX);
-                let unobserved = self
-                    .last_data_ms
-                    .is_some_and(|last| t.saturating_sub(last) > sustain);
-                if stale || (self.firing.is_none() && unobserved) {
+                if stale {
                     // Nothing is known about the gap: the timers start again.
                     self.warning_since = None;
                     self.critical_since = None;
+                } else {
+                    self.forget_unwatched(rule, t);
                 }
                 self.last_data_ms = Some(t);
                 self.apply(rule, t, v)
@@ -142,6 +130,29 @@ impl Track {
             self.last_change_ms = Some(t);
         }
         change
+    }
+
+    /// A condition that went unobserved for longer than the rule's `for` has not been seen
+    /// holding for `for`: its timer starts again (two slow answers a minute apart are not a
+    /// minute of slowness; shorter gaps, sparse traffic, keep it). That is the pending alert's
+    /// timers, or while firing at warning, the critical one's (an escalation needs `for`
+    /// too). A firing alert itself stays firing.
+    fn forget_unwatched(&mut self, rule: &AlertRule, t: i64) {
+        let sustain = i64::try_from(rule.sustain.as_millis()).unwrap_or(i64::MAX);
+        let unwatched = self
+            .last_data_ms
+            .is_none_or(|last| t.saturating_sub(last) > sustain);
+        if !unwatched {
+            return;
+        }
+        match self.firing.map(|f| f.severity) {
+            None => {
+                self.warning_since = None;
+                self.critical_since = None;
+            }
+            Some(Severity::Warning) => self.critical_since = None,
+            Some(Severity::Critical) => {}
+        }
     }
 
     fn apply(&mut self, rule: &AlertRule, t: i64, v: f64) -> Option<Change> {

@@ -63,6 +63,16 @@ fn meets(rule: &AlertRule, v: f64, severity: Severity) -> bool {
     }
 }
 
+/// A stretch unobserved for longer than `for`: the timers not yet fired start again (while
+/// firing at warning, the critical one).
+fn forget(runs: &mut [Option<i64>; 2], firing: Option<Severity>) {
+    match firing {
+        None => *runs = [None, None],
+        Some(Severity::Warning) => runs[1] = None,
+        Some(Severity::Critical) => {}
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
@@ -86,8 +96,8 @@ proptest! {
             };
             match value {
                 Some(v) => {
-                    if firing.is_none() && last_value.is_some_and(|l| t - l > sustain) {
-                        runs = [None, None];
+                    if last_value.is_some_and(|l| t - l > sustain) {
+                        forget(&mut runs, firing);
                     }
                     for s in [Severity::Warning, Severity::Critical] {
                         runs[idx(s)] = if meets(&rule, v, s) { runs[idx(s)].or(Some(t)) } else { None };
@@ -95,8 +105,8 @@ proptest! {
                     last_value = Some(t);
                 }
                 None => {
-                    if firing.is_none() && last_value.is_none_or(|l| t - l >= sustain) {
-                        runs = [None, None];
+                    if last_value.is_none_or(|l| t - l > sustain) {
+                        forget(&mut runs, firing);
                     }
                 }
             }

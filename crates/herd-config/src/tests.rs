@@ -1179,6 +1179,16 @@ fn env_may_not_set_what_herd_sets_for_each_instance() {
     ok(&format!(
         "{APP}env = {{ NODE_ENV = \"production\", PORTS = \"1\" }}\n"
     ));
+    // The services' variables are herd's only while its services API is on.
+    let err = one(
+        &format!("{APP}env = {{ HERD_SERVICES_URL = \"http://10.0.0.9:9091\" }}\n"),
+        4,
+        "app[0].env.HERD_SERVICES_URL",
+    );
+    assert!(err.hint.unwrap().contains("enabled = false"));
+    ok(&format!(
+        "[services]\nenabled = false\n{APP}env = {{ HERD_SERVICES_URL = \"http://10.0.0.9:9091\" }}\n"
+    ));
 }
 
 #[test]

@@ -90,6 +90,7 @@ pub(crate) fn validate(
         listeners.push(("gateway.redirect_http", r));
     }
     v.port_ranges_clear_of(raw, &apps, &listeners);
+    v.services_env_reserved(raw, services.enabled);
 
     if v.errors.is_empty() {
         Ok(Config {

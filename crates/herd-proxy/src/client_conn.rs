@@ -93,8 +93,22 @@ async fn refuse_plain_http(stream: &mut TcpStream) -> std::io::Result<()> {
     use tokio::io::AsyncWriteExt as _;
     let mut first = [0u8; 1];
     if stream.peek(&mut first).await? == 1 && first[0].is_ascii_uppercase() {
+        use tokio::io::AsyncReadExt as _;
         stream.write_all(PLAIN_TO_TLS).await?;
         let _ = stream.shutdown().await;
+        // Read what the client sent before closing (nginx's lingering close): closing with
+        // unread bytes sends a reset, which may reach the client before the 400 does.
+        let mut sink = [0u8; 4096];
+        let linger = async {
+            let mut left = 64 * 1024usize;
+            while left > 0 {
+                match stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), linger).await;
         return Err(std::io::Error::other("plain HTTP sent to the TLS listener"));
     }
     Ok(())

@@ -490,6 +490,7 @@ async fn send_with_retries(
         // exchange ends (`total_timeout`) before it answers.
         ex.instance = Some((Arc::clone(&up.endpoint.id), up.endpoint.addr));
         ex.sent_at = Some(sent_at);
+        ex.upstream_time = None;
         // Boxed: an attempt's future (pool checkout, send, timeout) is a few KiB, and held
         // unboxed it would be laid out more than once in every request's future.
         let attempted = Box::pin(attempt(
@@ -554,6 +555,16 @@ async fn send_with_retries(
                     return Err(err); // not retried, not held against the instance
                 }
                 let timed_out = matches!(err, ProxyError::Timeout { .. });
+                // A request sent on a reused connection is a keep-alive race only if it will
+                // be sent again; otherwise its failure counts like any other.
+                let will_replay = replay.is_some()
+                    && retry.left > 0
+                    && if timed_out {
+                        retry.on.timeout
+                    } else {
+                        retry.on.reset
+                    };
+                let stale = stale && (request.is_some() || will_replay);
                 if stale && !stale_retried {
                     // A pooled connection closed before the write: a keep-alive race, not a sign
                     // the instance is unhealthy. Try it once more, on a fresh connection if need be.
@@ -575,32 +586,43 @@ async fn send_with_retries(
                 // when `retry_on` and the retries left allow.
                 let replayed = match (&request, &replay) {
                     (Some(_), _) => None,
-                    (None, Some(orig))
-                        if retry.left > 0
-                            && if timed_out {
-                                retry.on.timeout
-                            } else {
-                                retry.on.reset
-                            } =>
-                    {
-                        Some(orig)
-                    }
+                    (None, Some(orig)) if will_replay => Some(orig),
                     (None, _) => return Err(err),
                 };
-                // The next instance first: a retry that finds none spends no budget, counts no
-                // retry, and the client gets this failure.
-                let Some(next) =
-                    Box::pin(crate::lb::acquire(app, &set, &tried, &lb, affinity, true)).await?
-                else {
-                    return Err(err);
+                // A replay takes its retry from the budget first (an exhausted budget answers
+                // at once, never after a wait in the `max_conn` queue), then the next
+                // instance; one that finds none gives the retry back, counts none, and the
+                // client gets this failure.
+                let withdrawn = match replayed {
+                    Some(_) => {
+                        let at = Instant::now();
+                        if !app.plane.withdraw(at) {
+                            return Err(err);
+                        }
+                        Some(at)
+                    }
+                    None => None,
+                };
+                let next =
+                    Box::pin(crate::lb::acquire(app, &set, &tried, &lb, affinity, true)).await;
+                let next = match next {
+                    Ok(Some(next)) => next,
+                    found => {
+                        if let Some(at) = withdrawn {
+                            app.plane.refund(at);
+                        }
+                        // No instance left: this failure; the queue's own error otherwise.
+                        found?;
+                        return Err(err);
+                    }
                 };
                 req = match (request, replayed) {
                     (Some(r), _) => r,
-                    (None, Some(orig)) if app.plane.withdraw(Instant::now()) => {
+                    (None, Some(orig)) => {
                         retry.left -= 1;
                         rebuild(orig)
                     }
-                    _ => return Err(err),
+                    (None, None) => return Err(err),
                 };
                 picked = Some(next);
                 ex.retries += 1;
@@ -644,6 +666,11 @@ fn note_circuit(app: &AppUpstreams, up: &Upstream, now: Instant, ok: bool) {
             "circuit breaker changed state");
     }
 }
+
+/// How soon after the write a reused connection's close counts as the keep-alive race (the
+/// instance had closed it as idle; its RST comes back within a round trip). Later, the
+/// instance failed while working on the request.
+const KEEPALIVE_RACE: Duration = Duration::from_secs(1);
 
 /// The connection ended (closed or reset) before any answer to the request.
 fn closed_unanswered(e: &hyper::Error) -> bool {
@@ -768,7 +795,10 @@ async fn attempt(
             // A reused connection that the instance closed as the request went out (it
             // answered nothing): the keep-alive race again, after the write. nginx tries such
             // a request once more too (a cached connection's failure adds a try).
-            let closed = reused && request.is_none() && closed_unanswered(e.error());
+            let closed = reused
+                && request.is_none()
+                && sent_at.elapsed() < KEEPALIVE_RACE
+                && closed_unanswered(e.error());
             Err(Failure {
                 stale: request.is_some() || closed,
                 err: ProxyError::Upstream {

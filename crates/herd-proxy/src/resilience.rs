@@ -96,4 +96,13 @@ impl AppPlane {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .withdraw(sec)
     }
+
+    /// Gives back a retry withdrawn at `at` that was not made.
+    pub(crate) fn refund(&self, at: Instant) {
+        let sec = self.sec(at);
+        self.budget
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .refund(sec);
+    }
 }

@@ -95,6 +95,13 @@ impl RetryBudget {
         }
         ok
     }
+
+    /// Gives back a retry taken at second `sec` that did not happen (no instance to send it
+    /// to).
+    pub(crate) fn refund(&mut self, sec: u64) {
+        let b = self.bucket(sec);
+        b.retries = b.retries.saturating_sub(1);
+    }
 }
 
 #[cfg(test)]
@@ -126,6 +133,19 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, floor);
+    }
+
+    #[test]
+    fn a_refunded_retry_can_be_taken_again() {
+        let mut b = RetryBudget::new(0.2, 1);
+        let floor = WINDOW_SECS;
+        for _ in 0..floor {
+            assert!(b.withdraw(5));
+        }
+        assert!(!b.withdraw(5));
+        b.refund(5);
+        assert!(b.withdraw(5));
+        assert!(!b.withdraw(5));
     }
 
     #[test]

@@ -115,9 +115,11 @@ async fn an_idempotent_request_on_a_connection_closed_under_it_goes_again_on_a_f
     assert_eq!(conns.load(Ordering::SeqCst), 2);
     // Not held against the instance: no passive failure was recorded.
     assert!(!gw.stats.passively_down(std::time::Instant::now()));
-    // A POST is never sent twice: the client gets the failure.
+    // A POST is never sent twice: the client gets the failure, and it counts against the
+    // instance (max_fails 1: marked down).
     assert_eq!(status(gw.addr, "POST", &mut client).await, 502);
     assert_eq!(conns.load(Ordering::SeqCst), 2);
+    assert!(gw.stats.passively_down(std::time::Instant::now()));
     gw.stop.cancel();
 }
 

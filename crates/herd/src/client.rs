@@ -53,21 +53,19 @@ pub(crate) fn run(args: ClientArgs, action: Action) -> ExitCode {
     }
 }
 
-/// The count `herd scale` sets (`None`: `auto`). `+N`/`-N` start from the app's desired
-/// count in the running herd.
+/// What `herd scale` asks the running herd for (`None`: `auto`): a count, or `"max"`, which
+/// that herd resolves against its own machine's cores. `+N`/`-N` start from the app's
+/// desired count there.
 async fn resolve_count(
     args: &ClientArgs,
     app: &str,
     count: crate::cli::Count,
-) -> anyhow::Result<Option<u32>> {
+) -> anyhow::Result<Option<Value>> {
     use crate::cli::Count;
     let delta = match count {
         Count::Auto => return Ok(None),
-        Count::Set(n) => return Ok(Some(n)),
-        Count::Max => {
-            let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-            return Ok(Some(u32::try_from(cores).unwrap_or(u32::MAX)));
-        }
+        Count::Set(n) => return Ok(Some(json!(n))),
+        Count::Max => return Ok(Some(json!("max"))),
         Count::Add(n) => i64::from(n),
         Count::Remove(n) => -i64::from(n),
     };
@@ -77,9 +75,9 @@ async fn resolve_count(
         .and_then(|apps| apps.iter().find(|a| a["name"] == app))
         .and_then(|a| a["desired"].as_i64())
         .ok_or_else(|| anyhow::anyhow!("no app named {app:?} in the running herd"))?;
-    Ok(Some(
-        u32::try_from((desired + delta).max(0)).unwrap_or(u32::MAX),
-    ))
+    Ok(Some(json!(
+        u32::try_from((desired + delta).max(0)).unwrap_or(u32::MAX)
+    )))
 }
 
 /// A failure with its own exit code: 69 when the admin API could not be reached at all, 64
@@ -133,10 +131,11 @@ async fn execute(args: &ClientArgs, action: Action) -> anyhow::Result<()> {
             };
             let body = json!({"app": app, "instances": instances, "reason": reason.unwrap_or_else(|| "herd scale".into())});
             let v = request(args, Method::POST, "/scaling/manual", Some(body)).await?;
-            match v["instances"].as_u64() {
-                Some(n) if n != u64::from(instances) => println!(
-                    "{app}: scaling to {n} instance(s) (asked for {instances}; autoscaling's min/max bound it)"
+            match (v["instances"].as_u64(), v["requested"].as_u64()) {
+                (Some(n), Some(asked)) if n != asked => println!(
+                    "{app}: scaling to {n} instance(s) (asked for {asked}; autoscaling's min/max bound it)"
                 ),
+                (Some(n), _) => println!("{app}: scaling to {n} instance(s)"),
                 _ => println!("{app}: scaling to {instances} instance(s)"),
             }
         }

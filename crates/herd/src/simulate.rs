@@ -96,7 +96,7 @@ fn simulate_all(args: &SimulateArgs) -> Result<(), Failed> {
             )))
         }
     };
-    let unmodelled: Vec<&str> = scaling
+    let mut unmodelled: Vec<&str> = scaling
         .targets
         .iter()
         .map(|t| t.metric)
@@ -104,6 +104,8 @@ fn simulate_all(args: &SimulateArgs) -> Result<(), Failed> {
         .filter(|m| !m.is_total() && *m != herd_config::Metric::Cpu)
         .map(herd_config::Metric::name)
         .collect();
+    unmodelled.sort_unstable();
+    unmodelled.dedup();
     if !unmodelled.is_empty() {
         println!(
             "note: the simulation models load (concurrency, rps, queue_depth) and CPU only; {} read as missing, so they ask for nothing here",

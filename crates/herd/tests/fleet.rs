@@ -553,6 +553,20 @@ async fn scale_status_and_logs_through_the_cli() {
         String::from_utf8_lossy(&out.stderr)
     );
     herd.wait_ready("web", 1).await;
+    // `max`: one per core of the machine herd runs on (resolved there).
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    if cores < 8 {
+        let out = herd.cli(&["scale", "web", "max"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        herd.wait_ready("web", cores).await;
+        let out = herd.cli(&["scale", "web", "1"]);
+        assert!(out.status.success());
+        herd.wait_ready("web", 1).await;
+    }
     let out = herd.cli(&["scale", "web", "++2"]);
     assert_eq!(out.status.code(), Some(64), "a usage error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a count"));

@@ -221,15 +221,17 @@ fn missing_values_hold_the_state_until_the_no_data_timeout() {
     assert_eq!(e.status()[0].state, AlertState::Pending);
     assert_eq!(e.status()[0].value, None);
     assert!(e.evaluate(&web(5, None)).is_empty());
-    // A gap as long as `for`: nothing was watched for that long, pending starts again.
+    assert_eq!(e.status()[0].state, AlertState::Pending);
+    assert!(e.evaluate(&web(6, None)).is_empty());
+    // A gap longer than `for`: nothing was watched for that long, pending starts again.
     assert_eq!(e.status()[0].state, AlertState::Inactive);
-    assert!(e.evaluate(&web(6, Some(2000.0))).is_empty());
-    for s in 7..=10 {
+    assert!(e.evaluate(&web(7, Some(2000.0))).is_empty());
+    for s in 8..=11 {
         assert!(e.evaluate(&web(s, None)).is_empty());
     }
-    let n = e.evaluate(&web(11, Some(2000.0)));
+    let n = e.evaluate(&web(12, Some(2000.0)));
     assert_eq!(states(&n), [(NotificationState::Firing, Severity::Warning)]);
-    assert_eq!(e.status()[0].since_unix_ms, Some(T0 + 11_000));
+    assert_eq!(e.status()[0].since_unix_ms, Some(T0 + 12_000));
 
     // Firing across a gap: held, and a sample past the threshold continues it quietly.
     let gap = NO_DATA_TIMEOUT.as_secs() as i64;
@@ -249,7 +251,7 @@ fn missing_values_hold_the_state_until_the_no_data_timeout() {
     assert_eq!(n[0].value, None);
     assert!(
         n[0].summary
-            .starts_with("no latency_p95 data for web for 5m; resolved after firing for 9m59s"),
+            .starts_with("no latency_p95 data for web for 5m; resolved after firing for 9m58s"),
         "{}",
         n[0].summary
     );
@@ -279,6 +281,17 @@ fn two_slow_answers_far_apart_do_not_fire() {
     assert!(e.evaluate(&web(0, Some(2000.0))).is_empty());
     assert!(e.evaluate(&web(33, Some(2000.0))).is_empty());
     assert_eq!(e.status()[0].since_unix_ms, Some(T0 + 33_000));
+    // Firing at warning: two critical answers a minute apart do not escalate it either.
+    for s in 34..=43 {
+        e.evaluate(&web(s, Some(2000.0)));
+    }
+    assert_eq!(e.status()[0].severity, Some(Severity::Warning));
+    assert!(e.evaluate(&web(44, Some(5000.0))).is_empty());
+    for s in 45..104 {
+        assert!(e.evaluate(&web(s, None)).is_empty());
+    }
+    assert!(e.evaluate(&web(104, Some(5000.0))).is_empty());
+    assert_eq!(e.status()[0].severity, Some(Severity::Warning));
 }
 
 #[test]

@@ -475,14 +475,11 @@ impl Validator<'_> {
             }
             // herd sets these for each instance, over the app's `env`: a value here would be
             // silently replaced.
+            // (HERD_SERVICES_URL and _TOKEN too, while the services API is on:
+            // `services_env_reserved`.)
             if matches!(
                 name.as_str(),
-                "PORT"
-                    | "HERD_APP"
-                    | "HERD_INSTANCE"
-                    | "NODE_APP_INSTANCE"
-                    | "HERD_SERVICES_URL"
-                    | "HERD_SERVICES_TOKEN"
+                "PORT" | "HERD_APP" | "HERD_INSTANCE" | "NODE_APP_INSTANCE"
             ) {
                 let hint = if name == "PORT" {
                     "remove it: herd gives each instance its own port in PORT (from port_range); make the app listen on $PORT".to_owned()
@@ -695,6 +692,31 @@ impl Validator<'_> {
                         if port >= 30000 { 20999 } else { 30999 },
                     )),
                 );
+            }
+        }
+    }
+}
+
+impl Validator<'_> {
+    /// With the services API on, herd passes `HERD_SERVICES_URL` and `HERD_SERVICES_TOKEN` to
+    /// every instance, over the app's `env` (with it off, an app may point them elsewhere).
+    pub(super) fn services_env_reserved(&mut self, raw: &crate::raw::RawConfig, enabled: bool) {
+        if !enabled {
+            return;
+        }
+        for (i, app) in raw.app.iter().enumerate() {
+            let Some(env) = &app.get_ref().env else {
+                continue;
+            };
+            for (name, value) in env.get_ref() {
+                if name == "HERD_SERVICES_URL" || name == "HERD_SERVICES_TOKEN" {
+                    self.err(
+                        &value.span(),
+                        &format!("app[{i}].env.{name}"),
+                        format!("{name} is set by herd for each instance while [services] is enabled, and cannot be set in env"),
+                        Some(format!("remove it, or set [services] enabled = false to pass your own {name}")),
+                    );
+                }
             }
         }
     }

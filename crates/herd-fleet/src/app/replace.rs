@@ -130,7 +130,10 @@ impl AppActor {
         let mut reverted = false;
         if let Some((_, pass)) = &self.undo {
             if *pass <= self.passes {
-                if let (Some((before, _)), Err(_)) = (self.undo.take(), result) {
+                // A pass cut short by the shutdown says nothing about the new command.
+                if let (Some((before, _)), Err(_), false) =
+                    (self.undo.take(), result, self.shutting_down)
+                {
                     reverted = self.put_back(before);
                 }
             }
