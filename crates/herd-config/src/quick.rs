@@ -102,6 +102,9 @@ pub fn quick(q: Quick, base_dir: &Path) -> Result<Config, ConfigErrors> {
     validate(&raw, &Source::synthetic(QUICK_FILE), base_dir).map_err(|mut errors| {
         for err in &mut errors.0 {
             err.key = cli_flag(&err.key).to_owned();
+            if let Some(hint) = &mut err.hint {
+                *hint = cli_hint(hint);
+            }
         }
         errors
     })
@@ -109,6 +112,25 @@ pub fn quick(q: Quick, base_dir: &Path) -> Result<Config, ConfigErrors> {
 
 fn synthetic<T>(value: T) -> Spanned<T> {
     Spanned::new(0..0, value)
+}
+
+/// A hint written for a config file, in the command line's terms: `port_range = "A-B"` is
+/// `--port-range A-B`, `name = "x"` is `--name x`, `instances` is `-i`.
+fn cli_hint(hint: &str) -> String {
+    let mut out = hint.to_owned();
+    for (key, flag) in [("port_range", "--port-range"), ("name", "--name")] {
+        let prefix = format!("{key} = \"");
+        while let Some(at) = out.find(&prefix) {
+            let value_at = at + prefix.len();
+            let Some(len) = out[value_at..].find('"') else {
+                break;
+            };
+            let value = out[value_at..value_at + len].to_owned();
+            out.replace_range(at..value_at + len + 1, &format!("{flag} {value}"));
+        }
+    }
+    out.replace("lower instances", "lower -i")
+        .replace("widen port_range", "widen --port-range")
 }
 
 /// Maps a config key to the CLI flag it came from in quick mode.
@@ -137,6 +159,15 @@ mod tests {
     use super::*;
     use crate::model::{Backends, Balance};
     use std::path::PathBuf;
+
+    #[test]
+    fn hints_speak_the_command_line() {
+        assert_eq!(
+            cli_hint("widen port_range, e.g. port_range = \"31510-32510\", or lower instances"),
+            "widen --port-range, e.g. --port-range 31510-32510, or lower -i"
+        );
+        assert_eq!(cli_hint("e.g. name = \"bad-name\""), "e.g. --name bad-name");
+    }
 
     #[test]
     fn builds_a_default_config() {

@@ -81,12 +81,12 @@ pub(crate) struct UpArgs {
     /// Quick mode: gateway port on 127.0.0.1 [default: 8080].
     #[arg(long)]
     pub(crate) port: Option<u16>,
-    /// Quick mode: admin API address [default: 127.0.0.1:9090].
-    #[arg(long)]
+    /// Quick mode: admin API address, or a port on 127.0.0.1 [default: 127.0.0.1:9090].
+    #[arg(long, value_parser = parse_listen, value_name = "ADDR|PORT")]
     pub(crate) admin: Option<SocketAddr>,
-    /// Quick mode: services API address (sessions, cache, queue, locks for the instances)
-    /// [default: 127.0.0.1:9091].
-    #[arg(long)]
+    /// Quick mode: services API address (sessions, cache, queue, locks for the instances), or
+    /// a port on 127.0.0.1 [default: 127.0.0.1:9091].
+    #[arg(long, value_parser = parse_listen, value_name = "ADDR|PORT")]
     pub(crate) services: Option<SocketAddr>,
     /// Quick mode: the ports the instances get, e.g. 21000-21099 (default 20000-20999).
     #[arg(long, value_name = "FIRST-LAST")]
@@ -170,4 +170,46 @@ pub(crate) fn parse_count(s: &str) -> Result<Count, String> {
             "{s:?} is not a count: give N (that many), +N (add), -N (remove), max (one per core) or auto (the autoscaler decides again)"
         )
     })
+}
+
+/// An address to listen on, or a bare port on 127.0.0.1 (as `--port` takes).
+pub(crate) fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse().map_err(|_| {
+        format!(
+            "{s:?} is not an address to listen on: give IP:PORT (e.g. 127.0.0.1:9090) or a port"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses_and_bare_ports() {
+        assert_eq!(
+            parse_listen("9095").unwrap(),
+            "127.0.0.1:9095".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("0.0.0.0:80").unwrap(),
+            "0.0.0.0:80".parse().unwrap()
+        );
+        assert!(parse_listen("nope").unwrap_err().contains("IP:PORT"));
+    }
+
+    #[test]
+    fn scale_counts() {
+        assert_eq!(parse_count("3"), Ok(Count::Set(3)));
+        assert_eq!(parse_count("+2"), Ok(Count::Add(2)));
+        assert_eq!(parse_count("-1"), Ok(Count::Remove(1)));
+        assert_eq!(parse_count("max"), Ok(Count::Max));
+        assert_eq!(parse_count("auto"), Ok(Count::Auto));
+        for bad in ["", "+", "++2", "-x", "2.5", "4294967296"] {
+            assert!(parse_count(bad).is_err(), "{bad}");
+        }
+    }
 }

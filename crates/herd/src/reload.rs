@@ -237,7 +237,16 @@ impl ConfigReloader for FileReloader {
     fn reload(&self) -> ReloadFuture<'_> {
         Box::pin(async move {
             let mut current = self.current.lock().await;
-            let new = herd_config::load(&self.path).map_err(|errors| {
+            let new = herd_config::load(&self.path).map_err(|mut errors| {
+                // herd runs already: quick mode is no way out of a missing file.
+                for e in &mut errors.0 {
+                    if e.message.starts_with("cannot read config file") {
+                        e.hint = Some(
+                            "put the file back (or fix its permissions); the running config stays in force"
+                                .to_owned(),
+                        );
+                    }
+                }
                 let lines: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
                 for l in &lines {
                     tracing::error!(error = %l, "config reload rejected");

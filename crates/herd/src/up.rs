@@ -146,7 +146,7 @@ fn load_config(args: &UpArgs) -> Result<Config, ExitCode> {
     {
         Ok(i) => i.unwrap_or(Instances::Count(1)),
         Err(e) => {
-            eprintln!("herd up: -i/--instances: {e}\n  hint: use a number >= 1, \"max\" (one per CPU core) or -1 (cores - 1)");
+            eprintln!("command line: --instances: {e}\n  hint: use a number >= 1, \"max\" (one per CPU core) or -1 (cores - 1)");
             return Err(ExitCode::from(EX_CONFIG));
         }
     };
@@ -255,8 +255,13 @@ pub(crate) fn up(args: UpArgs) -> ExitCode {
     match runtime.block_on(run(config, path)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("herd: {e:#}");
+            // herd's log is on stderr: one line, not the same error twice (unless the log is
+            // filtered to below errors).
+            if tracing::enabled!(tracing::Level::ERROR) {
+                tracing::error!("{e:#}");
+            } else {
+                eprintln!("herd: {e:#}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -387,7 +392,8 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
     );
     let reloader: Option<Arc<dyn herd_admin::ConfigReloader>> = path.map(|path| {
         Arc::new(crate::reload::FileReloader {
-            path,
+            // Reloads name the file herd reads, wherever the reload is asked from.
+            path: std::path::absolute(&path).unwrap_or(path),
             gateway: Arc::clone(&gateway),
             fleet: Arc::clone(&fleet),
             alerts: Arc::clone(&alerts),
