@@ -588,6 +588,18 @@ async fn queue_endpoints() {
         )
         .await;
     assert_eq!(r.json()["id"], "fixed");
+    // Nothing was added: 200 and `duplicate`, not 201.
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["duplicate"], true);
+    let r = api
+        .json(
+            "POST",
+            "/v1/queues/other/jobs",
+            json!({"name": "fresh", "job_id": "fresh"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json().get("duplicate"), None);
     let r = api.call("GET", "/v1/queues/mail", b"").await;
     assert_eq!(r.json()["waiting"], 3, "{}", r.text());
 

@@ -91,8 +91,14 @@ async fn add(
         return Ok((StatusCode::CREATED, Json(json!({ "ids": ids }))).into_response());
     }
     let job = parse_job(body, "")?.to_new_job()?;
-    let id = s.services.queues.add(&q, job).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
+    // A `job_id` already there adds nothing: 200 with the id, as BullMQ hands back the job
+    // it has, instead of 201.
+    let (id, created) = s.services.queues.add_new(&q, job).await?;
+    if created {
+        Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
+    } else {
+        Ok(Json(json!({ "id": id, "duplicate": true })).into_response())
+    }
 }
 
 const JOB_FIELDS: &str = "a job is {\"name\", \"data\", \"attempts\", \"backoff\", \"delay\", \"priority\", \"job_id\", \"remove_on_complete\", \"remove_on_fail\", \"lifo\"}";

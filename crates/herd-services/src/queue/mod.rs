@@ -367,9 +367,27 @@ impl Queues {
     /// # Errors
     /// `Invalid` queue, id, attempts or priority; store errors.
     pub async fn add(&self, queue: &str, job: NewJob) -> ServiceResult<String> {
-        let id = self.add_quiet(queue, job).await?;
-        self.announce(queue, &Keys::new(queue)).await;
-        Ok(id)
+        self.add_new(queue, job).await.map(|(id, _)| id)
+    }
+
+    /// [`Queues::add`], and whether the job was added: `false` when its `job_id` named a job
+    /// already there (nothing was added).
+    ///
+    /// # Errors
+    /// As [`Queues::add`].
+    pub async fn add_new(&self, queue: &str, job: NewJob) -> ServiceResult<(String, bool)> {
+        check_queue(queue)?;
+        spec::check_new_job(&job)?;
+        if let Some(id) = &job.job_id {
+            check_job_id(id)?;
+        }
+        let keys = Keys::new(queue);
+        let added = self.add_checked(&keys, vec![job]).await?;
+        let added = added.into_iter().next().unwrap_or_default();
+        if added.1 {
+            self.announce(queue, &keys).await;
+        }
+        Ok(added)
     }
 
     /// Adds several jobs; returns their ids, in order. Every job is checked before any is
@@ -400,7 +418,7 @@ impl Queues {
         let keys = Keys::new(queue);
         let ids = self.add_checked(&keys, jobs).await?;
         self.announce(queue, &keys).await;
-        Ok(ids)
+        Ok(ids.into_iter().map(|(id, _)| id).collect())
     }
 
     async fn add_quiet(&self, queue: &str, job: NewJob) -> ServiceResult<String> {
@@ -410,14 +428,18 @@ impl Queues {
             check_job_id(id)?;
         }
         let ids = self.add_checked(&Keys::new(queue), vec![job]).await?;
-        Ok(ids.into_iter().next().unwrap_or_default())
+        Ok(ids.into_iter().next().map(|(id, _)| id).unwrap_or_default())
     }
 
     /// Adds checked jobs in one store step: the queue's counter gives each its number (the
     /// order of adding, and the id unless the job names one), and each record is written with
     /// its member only if its id is free. A job whose id is taken is left as it is (dedupe);
     /// its member is put back if a crashed older herd left it without one.
-    async fn add_checked(&self, keys: &Keys, jobs: Vec<NewJob>) -> ServiceResult<Vec<String>> {
+    async fn add_checked(
+        &self,
+        keys: &Keys,
+        jobs: Vec<NewJob>,
+    ) -> ServiceResult<Vec<(String, bool)>> {
         let now = self.clock.now_ms();
         let adds = jobs
             .into_iter()
@@ -451,7 +473,7 @@ impl Queues {
                 tracing::warn!(job = %taken.id, error = %e, "could not check the member of an existing job after a deduplicated add");
             }
         }
-        Ok(out.added.into_iter().map(|a| a.id).collect())
+        Ok(out.added.into_iter().map(|a| (a.id, a.new)).collect())
     }
 
     /// The record of a new job, before the store gives it its number (`seq`, and the id
