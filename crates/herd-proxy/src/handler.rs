@@ -77,6 +77,11 @@ pub(crate) async fn serve(
                 )
             });
             let mut resp = page.map_or_else(|| error_response(&e), |p| p.response());
+            if matches!(e, ProxyError::Held { .. }) {
+                // The app is starting from zero: worth trying again in a moment.
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
             if matches!(
                 e,
                 ProxyError::BodyTooLarge { .. }

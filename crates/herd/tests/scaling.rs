@@ -247,3 +247,52 @@ async fn manual_override_and_pause_switch() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_held_past_hold_timeout_gets_503_with_retry_after() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = demo_app(
+        "web",
+        1,
+        "[app.health]\npath = \"/health\"\ninterval = \"500ms\"\nfastinter = \"50ms\"\nrise = 1\n\
+         [app.scaling]\nmin = 0\nmax = 1\ntarget = { concurrency = 10 }\nidle_to_zero = \"1s\"\nscale_down = { window = \"1s\" }\nhold_timeout = \"500ms\"",
+    );
+    let herd = Herd::start(&(base_config("") + &app));
+    herd.wait_for("web", "scale to zero", Duration::from_secs(20), |i| {
+        i.is_empty()
+    })
+    .await;
+    // At zero, the app's next start never listens: the held request times out.
+    let text = std::fs::read_to_string(&herd.config).unwrap();
+    let demo = demo_bin().display().to_string();
+    let broken = text.replacen(
+        &format!("command = [\"{demo}\"]"),
+        "command = [\"sleep\", \"60\"]",
+        1,
+    );
+    assert_ne!(broken, text);
+    std::fs::write(&herd.config, broken).unwrap();
+    let out = herd.cli(&["reload", "--config"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let url = herd.url("/");
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("an answer after hold_timeout")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 503"), "{text}");
+    assert!(text.contains("\r\nretry-after: 1\r\n"), "{text}");
+}
