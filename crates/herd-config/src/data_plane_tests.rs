@@ -84,6 +84,7 @@ servers = ["127.0.0.1:7001"]
 protocol = "h2c"
 error_page_503 = "api.json"
 [[route]]
+path_prefix = "/api"
 app = "web"
 retries = 1
 retry_on = ["504"]

@@ -172,8 +172,8 @@ fn matcher_and_override_errors() {
     one(&route("name = \"Bad Name\""), 9, "route[0].name");
     one(&route("name = \"route3\""), 9, "route[0].name");
     let err = one(
-        "[[route]]\nname = \"x\"\napp = \"web\"\n[[route]]\nname = \"x\"\napp = \"api\"\n",
-        11,
+        "[[route]]\nname = \"x\"\npath = \"/x\"\napp = \"web\"\n[[route]]\nname = \"x\"\napp = \"api\"\n",
+        12,
         "route[1].name",
     );
     assert!(err.hint.unwrap().contains("line 8"));
@@ -257,4 +257,25 @@ fn matchers_that_can_never_match_and_strips_that_never_apply_are_refused() {
     ok(&route("path_prefix = \"/a\"\nstrip_prefix = \"/api\""));
     ok(&route("path_prefix = \"/api/\"\nstrip_prefix = \"/api/\""));
     ok(&route("methods = [\"PURGE\", \"PROPFIND\", \"mkcol\"]"));
+}
+
+#[test]
+fn a_route_after_a_catch_all_is_refused() {
+    let text = "[[app]]\nname = \"web\"\ncommand = [\"./app\"]\n[[route]]\napp = \"web\"\n[[route]]\npath_prefix = \"/api\"\napp = \"web\"\n";
+    let errs = match crate::parse(text, "herd.toml", std::path::Path::new("/base")) {
+        Ok(_) => panic!("accepted a route after a catch-all"),
+        Err(e) => e.0,
+    };
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(errs[0].key, "route[1]");
+    assert!(
+        errs[0]
+            .message
+            .contains("route[0] above it matches every request"),
+        "{}",
+        errs[0]
+    );
+    // The catch-all last is the usual layout.
+    let ok = "[[app]]\nname = \"web\"\ncommand = [\"./app\"]\n[[route]]\npath_prefix = \"/api\"\napp = \"web\"\n[[route]]\napp = \"web\"\n";
+    crate::parse(ok, "herd.toml", std::path::Path::new("/base")).unwrap();
 }

@@ -70,6 +70,7 @@ pub(crate) fn validate(
         .filter_map(|(i, r)| v.route(i, r, &known))
         .collect();
     v.route_names(raw);
+    v.routes_after_a_catch_all(raw, &routes);
     v.sticky_cookies_apart(raw, &apps, &routes);
     v.hash_factor_used(raw, &apps, &routes);
     let alerts = v.alerts(raw, &apps);

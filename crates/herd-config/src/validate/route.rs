@@ -181,6 +181,36 @@ impl Validator<'_> {
         }
     }
 
+    /// A route that matches every request (no host, path, method, header or WebSocket
+    /// condition) leaves every route after it unreachable: first match wins.
+    pub(super) fn routes_after_a_catch_all(&mut self, raw: &RawConfig, routes: &[Route]) {
+        let catch_all = |r: &Route| {
+            r.host.is_none()
+                && r.path.is_none()
+                && r.path_prefix.as_deref().is_none_or(|p| p == "/")
+                && r.path_regex.is_none()
+                && r.methods.is_empty()
+                && r.header.is_none()
+                && !r.websocket
+        };
+        // `routes` holds the valid routes only: line them up with the raw ones by position
+        // only when none was dropped.
+        if routes.len() != raw.route.len() {
+            return;
+        }
+        let Some(first) = routes.iter().position(catch_all) else {
+            return;
+        };
+        for (j, r) in raw.route.iter().enumerate().skip(first + 1) {
+            self.err(
+                &r.span(),
+                &format!("route[{j}]"),
+                format!("this route can never match: route[{first}] above it matches every request, and the first route that matches wins"),
+                Some(format!("move the catch-all route[{first}] to the end, or give it a condition")),
+            );
+        }
+    }
+
     /// Route names must be unique: they are statistics labels.
     pub(super) fn route_names(&mut self, raw: &RawConfig) {
         let mut seen: HashMap<&str, Range<usize>> = HashMap::new();
