@@ -115,7 +115,18 @@ impl std::error::Error for Failure {}
 async fn execute(args: &ClientArgs, action: Action) -> anyhow::Result<()> {
     match action {
         Action::Status => {
-            let v = request(args, Method::GET, "/cluster/status", None).await?;
+            let mut v = request(args, Method::GET, "/cluster/status", None).await?;
+            // Each app's autoscaler, for what overrides it (a manual count, a pause).
+            if let Ok(scaling) = request(args, Method::GET, "/scaling/status", None).await {
+                let by_name = scaling["apps"].as_array().cloned().unwrap_or_default();
+                if let Some(apps) = v["apps"].as_array_mut() {
+                    for app in apps {
+                        if let Some(s) = by_name.iter().find(|s| s["name"] == app["name"]) {
+                            app["scaling"] = s.clone();
+                        }
+                    }
+                }
+            }
             print!("{}", crate::table::render(&v));
         }
         Action::Scale {

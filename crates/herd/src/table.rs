@@ -18,6 +18,23 @@ fn mib(b: u64) -> String {
     format!("{:.1}MiB", b as f64 / (1024.0 * 1024.0))
 }
 
+/// What overrides an app's autoscaler, from its entry of `GET /scaling/status`
+/// (`{"enabled", "status": {"manual", "paused"}}`): a count set by hand, or a pause.
+fn scaling_line(s: &Value) -> Option<String> {
+    if s["enabled"].as_bool() != Some(true) {
+        return None;
+    }
+    let status = &s["status"];
+    if let Some(n) = status["manual"]["instances"].as_u64() {
+        let why = status["manual"]["reason"].as_str().unwrap_or("");
+        return Some(format!(
+            "autoscaling overridden: {n} set by hand ({why}); `herd scale APP auto` hands the count back"
+        ));
+    }
+    (status["paused"].as_bool() == Some(true))
+        .then(|| "autoscaling paused: the count stays as it is".to_owned())
+}
+
 pub(crate) fn render(v: &Value) -> String {
     let mut out = String::new();
     let empty = Vec::new();
@@ -40,6 +57,9 @@ pub(crate) fn render(v: &Value) -> String {
             .filter(|r| r.starts_with("failed"))
         {
             let _ = writeln!(out, "  last rolling reload {failed}");
+        }
+        if let Some(line) = scaling_line(&app["scaling"]) {
+            let _ = writeln!(out, "  {line}");
         }
         let header = [
             "ID",
@@ -122,6 +142,26 @@ mod tests {
         assert!(t.contains("1m15s"));
         assert!(t.contains("10.0MiB"));
         assert!(!t.contains("last exit"));
+    }
+
+    #[test]
+    fn a_manual_count_or_a_pause_over_the_autoscaler_shows() {
+        let app = |scaling: Value| {
+            serde_json::json!({"apps":[{"name":"web","kind":"command","ready":3,"desired":3,
+                "reloading":false,"instances":[],"scaling":scaling}]})
+        };
+        let t = render(&app(serde_json::json!({"enabled":true,
+            "status":{"manual":{"instances":3,"reason":"herd scale"},"paused":false}})));
+        assert!(
+            t.contains("autoscaling overridden: 3 set by hand (herd scale); `herd scale APP auto`"),
+            "{t}"
+        );
+        let t = render(&app(serde_json::json!({"enabled":true,
+            "status":{"manual":null,"paused":true}})));
+        assert!(t.contains("autoscaling paused"), "{t}");
+        let t = render(&app(serde_json::json!({"enabled":true,
+            "status":{"manual":null,"paused":false}})));
+        assert!(!t.contains("autoscaling"), "{t}");
     }
 
     #[test]
