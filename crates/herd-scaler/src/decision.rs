@@ -152,8 +152,10 @@ pub enum Reason {
     Paused,
 }
 
-/// One target metric's view of this tick.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One target metric's view of this tick. Serialized with `value`, `demand` and `ratio` as
+/// `null` when no instance reports the metric (`recommended` is `None`): a 0 would read as a
+/// measurement.
+#[derive(Debug, Clone, PartialEq)]
 pub struct MetricRecommendation {
     /// `concurrency`, `rps`, `cpu`, `memory`, `latency_p95`, `queue_depth`, `error_rate`.
     pub metric: String,
@@ -168,6 +170,22 @@ pub struct MetricRecommendation {
     pub ratio: f64,
     /// The count this metric asks for; `None` when no instance reports it.
     pub recommended: Option<u32>,
+}
+
+impl Serialize for MetricRecommendation {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let measured = self.recommended.is_some();
+        let shown = |v: f64| measured.then_some(v);
+        let mut st = s.serialize_struct("MetricRecommendation", 6)?;
+        st.serialize_field("metric", &self.metric)?;
+        st.serialize_field("value", &shown(self.value))?;
+        st.serialize_field("target", &self.target)?;
+        st.serialize_field("demand", &shown(self.demand))?;
+        st.serialize_field("ratio", &shown(self.ratio))?;
+        st.serialize_field("recommended", &self.recommended)?;
+        st.end()
+    }
 }
 
 impl MetricRecommendation {

@@ -661,3 +661,21 @@ fn reconfigure_keeps_history() {
     assert_eq!(e.history().len(), n);
     assert_eq!(e.config().max, 20);
 }
+
+#[test]
+fn a_metric_no_instance_reports_serializes_as_null() {
+    let c = Scaling {
+        targets: vec![MetricTarget {
+            metric: Metric::LatencyP95,
+            value: 200.0,
+        }],
+        ..cfg()
+    };
+    let mut e = Engine::new(&c);
+    // No latency figure from any instance (no traffic).
+    let d = e.tick(0, MONDAY, &obs(2, 0.0));
+    let v = serde_json::to_value(&d.per_metric[0]).unwrap();
+    assert_eq!(v["value"], serde_json::Value::Null, "{v}");
+    assert_eq!(v["recommended"], serde_json::Value::Null, "{v}");
+    assert_eq!(v["target"], 200.0);
+}
