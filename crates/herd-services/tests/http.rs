@@ -545,6 +545,8 @@ async fn batch_add_reserve_and_ack() {
         )
         .await;
     assert_eq!(r.json()["ids"], json!(["dup", "dup"]), "{}", r.text());
+    // The second one added nothing.
+    assert_eq!(r.json()["duplicates"], json!(["dup"]), "{}", r.text());
     let r = api
         .json(
             "POST",
@@ -553,6 +555,7 @@ async fn batch_add_reserve_and_ack() {
         )
         .await;
     assert_eq!(r.json()["ids"][1], "dup", "{}", r.text());
+    assert_eq!(r.json()["duplicates"], json!(["dup"]), "{}", r.text());
     let r = api.call("GET", "/v1/queues/dedupe", b"").await;
     assert_eq!(r.json()["waiting"], 2, "{}", r.text());
     let r = api.call("GET", "/v1/queues/dedupe/jobs/dup", b"").await;

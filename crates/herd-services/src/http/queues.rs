@@ -87,8 +87,20 @@ async fn add(
             let job = parse_job(v.clone(), &format!("jobs[{i}]."))?;
             new.push(job.to_new_job().map_err(|e| in_job(e, i))?);
         }
-        let ids = s.services.queues.add_bulk(&q, new).await?;
-        return Ok((StatusCode::CREATED, Json(json!({ "ids": ids }))).into_response());
+        let added = s.services.queues.add_bulk_new(&q, new).await?;
+        let duplicates: Vec<&str> = added
+            .iter()
+            .filter(|(_, new)| !new)
+            .map(|(id, _)| id.as_str())
+            .collect();
+        let ids: Vec<&str> = added.iter().map(|(id, _)| id.as_str()).collect();
+        let body = if duplicates.is_empty() {
+            json!({ "ids": ids })
+        } else {
+            // The ids whose job_id named a job already there (nothing added for them).
+            json!({ "ids": ids, "duplicates": duplicates })
+        };
+        return Ok((StatusCode::CREATED, Json(body)).into_response());
     }
     let job = parse_job(body, "")?.to_new_job()?;
     // A `job_id` already there adds nothing: 200 with the id, as BullMQ hands back the job

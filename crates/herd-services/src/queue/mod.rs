@@ -398,6 +398,20 @@ impl Queues {
     /// As [`Queues::add`]. When the store fails part-way, some of the jobs may be added:
     /// resending them with `job_id`s set adds each once.
     pub async fn add_bulk(&self, queue: &str, jobs: Vec<NewJob>) -> ServiceResult<Vec<String>> {
+        let added = self.add_bulk_new(queue, jobs).await?;
+        Ok(added.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// [`Queues::add_bulk`], and for each job whether it was added (`false`: its `job_id`
+    /// named a job already there).
+    ///
+    /// # Errors
+    /// As [`Queues::add_bulk`].
+    pub async fn add_bulk_new(
+        &self,
+        queue: &str,
+        jobs: Vec<NewJob>,
+    ) -> ServiceResult<Vec<(String, bool)>> {
         check_queue(queue)?;
         if jobs.len() > MAX_BULK {
             return Err(ServiceError::invalid(
@@ -416,9 +430,11 @@ impl Queues {
             return Ok(Vec::new());
         }
         let keys = Keys::new(queue);
-        let ids = self.add_checked(&keys, jobs).await?;
-        self.announce(queue, &keys).await;
-        Ok(ids.into_iter().map(|(id, _)| id).collect())
+        let added = self.add_checked(&keys, jobs).await?;
+        if added.iter().any(|(_, new)| *new) {
+            self.announce(queue, &keys).await;
+        }
+        Ok(added)
     }
 
     async fn add_quiet(&self, queue: &str, job: NewJob) -> ServiceResult<String> {
