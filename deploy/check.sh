@@ -29,10 +29,10 @@ import re, sys, yaml
 tmp = sys.argv[1]
 compose = yaml.safe_load(open("deploy/docker/docker-compose.yml"))
 text = compose["configs"]["herd_toml"]["content"]
-open(f"{tmp}/compose-herd.toml", "w").write(re.sub(r"\$\{HERD_ADMIN_TOKEN[^}]*\}", "0123abcd", text))
+open(f"{tmp}/compose-herd.toml", "w").write(re.sub(r"\$\{HERD_ADMIN_TOKEN[^}]*\}", "0123abcd0123abcd0123abcd", text))
 for doc in yaml.safe_load_all(open("deploy/kubernetes/herd.yaml")):
     if doc and doc.get("kind") == "ConfigMap":
-        text = doc["data"]["herd.toml"].replace("@HERD_ADMIN_TOKEN@", "0123abcd")
+        text = doc["data"]["herd.toml"].replace("@HERD_ADMIN_TOKEN@", "0123abcd0123abcd0123abcd")
         open(f"{tmp}/k8s-herd.toml", "w").write(text)
 EOF
         for f in compose-herd.toml k8s-herd.toml; do
@@ -72,7 +72,7 @@ if docker compose version >/dev/null 2>&1; then compose=(docker compose)
 elif command -v docker-compose >/dev/null && docker-compose version 2>/dev/null | grep -q 'v2\.'; then compose=(docker-compose)
 fi
 if [ ${#compose[@]} -gt 0 ]; then
-    if err=$(HERD_ADMIN_TOKEN=0123abcd "${compose[@]}" -f deploy/docker/docker-compose.yml config -q 2>&1 >/dev/null) \
+    if err=$(HERD_ADMIN_TOKEN=0123abcd0123abcd0123abcd "${compose[@]}" -f deploy/docker/docker-compose.yml config -q 2>&1 >/dev/null) \
         && [ -z "$err" ]; then pass "${compose[*]} config"; else fail "${compose[*]} config"; echo "$err"; fi
     err=$(env -u HERD_ADMIN_TOKEN "${compose[@]}" -f deploy/docker/docker-compose.yml config -q 2>&1 >/dev/null)
     if echo "$err" | grep -q 'HERD_ADMIN_TOKEN'; then pass "${compose[*]} config refuses to run without HERD_ADMIN_TOKEN"; else fail "compose without HERD_ADMIN_TOKEN"; echo "$err"; fi
