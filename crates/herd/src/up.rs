@@ -21,6 +21,54 @@ use crate::cli::UpArgs;
 
 use crate::EX_CONFIG;
 
+/// Whether herd could create and write the embedded store's file (with `[services]` on): its
+/// directory, or the nearest existing one above it, must be a writable directory. A read-only
+/// place (a system directory under a sandbox, a root-owned one) stopped `herd up` after
+/// `herd check` had said ok.
+fn store_problem(cfg: &herd_config::Config) -> Option<String> {
+    use nix::unistd::{access, AccessFlags};
+    let herd_config::Store::Embedded { path } = &cfg.store else {
+        return None;
+    };
+    if !cfg.services.enabled {
+        return None;
+    }
+    let hint = "set [store] path to a file in a directory herd may write (e.g. /var/lib/herd/store.redb), or [services] enabled = false";
+    if path.exists() {
+        return access(path.as_path(), AccessFlags::R_OK | AccessFlags::W_OK)
+            .err()
+            .map(|e| {
+                format!(
+                    "store.path: cannot write {}: {e}
+  hint: {hint}",
+                    path.display()
+                )
+            });
+    }
+    let mut dir = path.parent()?;
+    while !dir.exists() {
+        dir = dir.parent()?;
+    }
+    if !dir.is_dir() {
+        return Some(format!(
+            "store.path: {} is not a directory, so {} cannot be created
+  hint: {hint}",
+            dir.display(),
+            path.display()
+        ));
+    }
+    access(dir, AccessFlags::W_OK | AccessFlags::X_OK)
+        .err()
+        .map(|e| {
+            format!(
+                "store.path: {} cannot be created: {}: {e}
+  hint: {hint}",
+                path.display(),
+                dir.display()
+            )
+        })
+}
+
 pub(crate) fn check(path: &Path, config_only: bool) -> ExitCode {
     match herd_config::load(path) {
         Ok(cfg) => {
@@ -39,13 +87,21 @@ pub(crate) fn check(path: &Path, config_only: bool) -> ExitCode {
                     return ExitCode::from(EX_CONFIG);
                 }
             }
-            // And that every app's command can be started.
+            // And that every app's command can be started, and the embedded store written.
             let problems = herd_fleet::preflight(&cfg);
-            if !problems.is_empty() {
+            let store = store_problem(&cfg);
+            if !problems.is_empty() || store.is_some() {
                 for p in &problems {
                     eprintln!("{}: {p}", path.display());
                 }
-                eprintln!("{} error(s) in {}", problems.len(), path.display());
+                if let Some(s) = &store {
+                    eprintln!("{}: {s}", path.display());
+                }
+                eprintln!(
+                    "{} error(s) in {}",
+                    problems.len() + usize::from(store.is_some()),
+                    path.display()
+                );
                 return ExitCode::from(EX_CONFIG);
             }
             println!(

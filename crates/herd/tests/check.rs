@@ -210,3 +210,25 @@ fn unloadable_certificates_stop_up_with_64() {
         "{said}"
     );
 }
+
+#[test]
+fn an_embedded_store_that_cannot_be_created_is_refused_by_check() {
+    let dir = tempfile::tempdir().unwrap();
+    // A regular file where the store's directory should be.
+    write(dir.path(), "blocker", "x");
+    let (code, said) = check(&format!(
+        "[store]\npath = \"{}/blocker/store.redb\"\n[[app]]\nname = \"web\"\ncommand = [\"sh\"]\n",
+        dir.path().display()
+    ));
+    assert_eq!(code, Some(64), "{said}");
+    assert!(
+        said.contains("store.path: ") && said.contains("is not a directory"),
+        "{said}"
+    );
+    // Without the services, herd opens no store.
+    let (code, said) = check(&format!(
+        "[services]\nenabled = false\n[store]\npath = \"{}/blocker/store.redb\"\n[[app]]\nname = \"web\"\ncommand = [\"sh\"]\n",
+        dir.path().display()
+    ));
+    assert_eq!(code, Some(0), "{said}");
+}
