@@ -103,7 +103,7 @@ pub fn quick(q: Quick, base_dir: &Path) -> Result<Config, ConfigErrors> {
         for err in &mut errors.0 {
             err.key = cli_flag(&err.key).to_owned();
             if let Some(hint) = &mut err.hint {
-                *hint = cli_hint(hint);
+                *hint = cli_hint(hint, &err.key);
             }
         }
         errors
@@ -116,9 +116,19 @@ fn synthetic<T>(value: T) -> Spanned<T> {
 
 /// A hint written for a config file, in the command line's terms: `port_range = "A-B"` is
 /// `--port-range A-B`, `name = "x"` is `--name x`, `instances` is `-i`.
-fn cli_hint(hint: &str) -> String {
+fn cli_hint(hint: &str, flag: &str) -> String {
     let mut out = hint.to_owned();
-    for (key, flag) in [("port_range", "--port-range"), ("name", "--name")] {
+    // A listener's `listen = "IP:PORT"` is the flag the error is about (`--admin`, ...).
+    let listen = if flag.starts_with("--") {
+        flag
+    } else {
+        "--admin"
+    };
+    for (key, flag) in [
+        ("port_range", "--port-range"),
+        ("name", "--name"),
+        ("listen", listen),
+    ] {
         let prefix = format!("{key} = \"");
         while let Some(at) = out.find(&prefix) {
             let value_at = at + prefix.len();
@@ -163,10 +173,20 @@ mod tests {
     #[test]
     fn hints_speak_the_command_line() {
         assert_eq!(
-            cli_hint("widen port_range, e.g. port_range = \"31510-32510\", or lower instances"),
+            cli_hint(
+                "widen port_range, e.g. port_range = \"31510-32510\", or lower instances",
+                "--port-range"
+            ),
             "widen --port-range, e.g. --port-range 31510-32510, or lower -i"
         );
-        assert_eq!(cli_hint("e.g. name = \"bad-name\""), "e.g. --name bad-name");
+        assert_eq!(
+            cli_hint("e.g. name = \"bad-name\"", "--name"),
+            "e.g. --name bad-name"
+        );
+        assert_eq!(
+            cli_hint("e.g. listen = \"127.0.0.1:9095\"", "--admin"),
+            "e.g. --admin 127.0.0.1:9095"
+        );
     }
 
     #[test]

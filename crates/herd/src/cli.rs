@@ -130,12 +130,32 @@ pub(crate) struct SimulateArgs {
 
 #[derive(Debug, Args, Clone)]
 pub(crate) struct ClientArgs {
-    /// Admin API base URL.
-    #[arg(long, default_value = "http://127.0.0.1:9090", env = "HERD_ADMIN_URL")]
+    /// Admin API base URL (a bare port, or HOST:PORT, means http:// on it).
+    #[arg(long, default_value = "http://127.0.0.1:9090", env = "HERD_ADMIN_URL", value_parser = admin_url)]
     pub(crate) admin: String,
     /// Admin token (sent as a Bearer token).
     #[arg(long, env = "HERD_ADMIN_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
+}
+
+/// The admin API's base URL: as given with a scheme; `9090` is `http://127.0.0.1:9090` (the
+/// form `herd up --admin` takes), `host:9090` is `http://host:9090`.
+pub(crate) fn admin_url(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.starts_with("http://") || s.starts_with("https://") {
+        return Ok(s.to_owned());
+    }
+    if s.parse::<u16>().is_ok() {
+        return Ok(format!("http://127.0.0.1:{s}"));
+    }
+    if s.rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+    {
+        return Ok(format!("http://{s}"));
+    }
+    Err(format!(
+        "{s:?} is not the admin API's address: give a URL (http://127.0.0.1:9090), HOST:PORT or a port"
+    ))
 }
 
 /// What `herd scale` asks for (PM2's `pm2 scale app N|+N|-N`).
@@ -199,6 +219,14 @@ mod tests {
             "0.0.0.0:80".parse().unwrap()
         );
         assert!(parse_listen("nope").unwrap_err().contains("IP:PORT"));
+    }
+
+    #[test]
+    fn admin_urls() {
+        assert_eq!(admin_url("36090").unwrap(), "http://127.0.0.1:36090");
+        assert_eq!(admin_url("10.0.0.5:9090").unwrap(), "http://10.0.0.5:9090");
+        assert_eq!(admin_url("https://h:9090/").unwrap(), "https://h:9090/");
+        assert!(admin_url("nope").is_err());
     }
 
     #[test]

@@ -146,6 +146,9 @@ async fn execute(args: &ClientArgs, action: Action) -> anyhow::Result<()> {
                 (Some(n), Some(asked)) if n != asked => println!(
                     "{app}: scaling to {n} instance(s) (asked for {asked}; autoscaling's min/max bound it)"
                 ),
+                (Some(0), _) => println!(
+                    "{app}: scaling to 0 instances: every request gets 503 until it is scaled up again"
+                ),
                 (Some(n), _) => println!("{app}: scaling to {n} instance(s)"),
                 _ => println!("{app}: scaling to {instances} instance(s)"),
             }

@@ -102,6 +102,15 @@ pub(crate) fn render(v: &Value) -> String {
                 opt("in_flight"),
                 measured(format!("{:.1}", i["rps"].as_f64().unwrap_or(0.0))),
             ]);
+            // Why a running instance is not in rotation: its last health check failed.
+            if i["state"] == "starting" && i["last_check"]["ok"] == false {
+                if let Some(detail) = i["last_check"]["detail"].as_str() {
+                    exits.push(format!(
+                        "  {} not ready: last health check: {detail}",
+                        i["id"].as_str().unwrap_or("?")
+                    ));
+                }
+            }
             if let Some(exit) = i["last_exit"].as_str() {
                 exits.push(format!(
                     "  {} last exit: {exit}",
@@ -142,6 +151,19 @@ mod tests {
         assert!(t.contains("1m15s"));
         assert!(t.contains("10.0MiB"));
         assert!(!t.contains("last exit"));
+    }
+
+    #[test]
+    fn a_starting_instance_says_why_it_is_not_ready() {
+        let v = serde_json::json!({"apps":[{"name":"web","kind":"command","ready":0,"desired":1,"reloading":false,
+            "instances":[{"id":"web-1","pid":42,"port":20000,"state":"starting","uptime_s":5.0,"restarts":0,
+            "rss_bytes":0,"cpu_percent":0.0,"in_flight":0,"requests_total":0,"rps":0.0,"next_restart_in_ms":null,
+            "last_check":{"at_unix_ms":1,"ok":false,"detail":"HTTP 500"}}]}]});
+        let t = render(&v);
+        assert!(
+            t.contains("  web-1 not ready: last health check: HTTP 500"),
+            "{t}"
+        );
     }
 
     #[test]

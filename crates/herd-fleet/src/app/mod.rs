@@ -720,7 +720,12 @@ impl AppActor {
         } else if inst.state == InstanceState::Ready {
             inst.state = InstanceState::Starting;
             inst.ready_deadline = ready_timeout.map(|t| Instant::now() + t);
-            tracing::warn!(app = %self.app.name, instance = %inst.id, "instance failed health checks; out of rotation");
+            let last_check = inst
+                .proc
+                .as_ref()
+                .and_then(|p| p.endpoint.stats.last_check())
+                .map_or_else(|| "none".to_owned(), |c| c.detail);
+            tracing::warn!(app = %self.app.name, instance = %inst.id, %last_check, "instance failed health checks; out of rotation");
         }
     }
 
