@@ -8,6 +8,8 @@ use std::time::Duration;
 #[derive(Debug, Default)]
 pub(crate) struct Windows {
     history: VecDeque<(u64, u32)>,
+    /// The first tick's time and the count running then.
+    start: Option<(u64, u32)>,
 }
 
 impl Windows {
@@ -30,9 +32,21 @@ impl Windows {
         {
             self.history.pop_front();
         }
+        // The first tick: the count running then counts as recommended just before it, so a
+        // scale-down waits a whole window from herd's start too (a fleet started with more
+        // instances than the metrics ask for is not cut in its first second). Windows of 0 s
+        // ignore it and react at once.
+        let start = *self.start.get_or_insert((now_ms, current));
         self.history.push_back((now_ms, rec));
         let mut up_rec = rec;
         let mut down_rec = rec;
+        let start_age = now_ms.saturating_sub(start.0);
+        if up > 0 && start_age <= up {
+            up_rec = up_rec.min(start.1);
+        }
+        if down > 0 && start_age <= down {
+            down_rec = down_rec.max(start.1);
+        }
         for (t, r) in &self.history {
             let age = now_ms.saturating_sub(*t);
             if age <= up {

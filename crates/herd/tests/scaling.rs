@@ -296,3 +296,30 @@ async fn a_request_held_past_hold_timeout_gets_503_with_retry_after() {
     assert!(text.starts_with("http/1.1 503"), "{text}");
     assert!(text.contains("\r\nretry-after: 1\r\n"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scale_down_window_holds_the_count_herd_started_with() {
+    // Started with 3 and no traffic: the metrics ask for 1 at once, but a scale-down waits a
+    // whole window from the start too.
+    let app = demo_app(
+        "web",
+        3,
+        "[app.health]\npath = \"/health\"\ninterval = \"500ms\"\nfastinter = \"50ms\"\nrise = 1\n\
+         [app.scaling]\nmin = 1\nmax = 4\ntarget = { concurrency = 5 }\nscale_down = { window = \"4s\" }\nwarmup = \"0s\"",
+    );
+    let herd = Herd::start(&(base_config("") + &app));
+    herd.wait_ready("web", 3).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        herd.status().await["apps"][0]["desired"],
+        3,
+        "cut before the window"
+    );
+    herd.wait_for(
+        "web",
+        "the scale-in after the window",
+        Duration::from_secs(20),
+        |i| i.len() == 1,
+    )
+    .await;
+}
