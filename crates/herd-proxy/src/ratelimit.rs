@@ -286,6 +286,9 @@ fn record<'a>(
 ///
 /// # Errors
 /// [`ProxyError::RateLimited`] for the first limit that rejects the request.
+/// How long a shared rate limit waits for the store before it counts on this node.
+const SHARED_WAIT: Duration = Duration::from_millis(100);
+
 pub(crate) async fn check_shared(
     store: Option<&herd_store::Store>,
     pending: Pending,
@@ -298,8 +301,23 @@ pub(crate) async fn check_shared(
             burst_tolerance: limit.config.rate.interval() * limit.config.burst,
         };
         let store_key = format!("herd:{{rl:zone:{}:{key}}}", limit.config.name);
+        // A store known to be out (reconnecting, down) is not asked, and one that answers
+        // slowly (a hung Redis) is not waited for past `SHARED_WAIT`: the request is counted
+        // on this node instead, as documented, rather than paying the store's timeout.
         let decided = match store {
-            Some(store) => store.gcra(&store_key, params).await,
+            Some(store) if store.status().state == "ok" => {
+                match tokio::time::timeout(SHARED_WAIT, store.gcra(&store_key, params)).await {
+                    Ok(decided) => decided,
+                    Err(_) => Err(herd_store::StoreError::Unavailable {
+                        backend: store.status().backend,
+                        reason: format!("no answer within {SHARED_WAIT:?}"),
+                    }),
+                }
+            }
+            Some(store) => Err(herd_store::StoreError::Unavailable {
+                backend: store.status().backend,
+                reason: format!("the store is {}", store.status().state),
+            }),
             None => Err(herd_store::StoreError::Invalid("no store".into())),
         };
         let decision = match decided {

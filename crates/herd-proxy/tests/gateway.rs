@@ -474,6 +474,43 @@ async fn delay_serves_the_first_excess_requests_at_once() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A shared limit whose store hangs (a stopped Redis) counts on this node at once rather than
+/// adding the store's timeout to every request it covers.
+#[tokio::test]
+async fn a_shared_limit_does_not_wait_for_a_hung_store() {
+    let dir = std::env::temp_dir().join(format!("herd-hung-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = herd_store::Store::open(&herd_store::StoreOptions::Embedded {
+        path: dir.join("store.redb"),
+    })
+    .await
+    .unwrap();
+    let store = Arc::new(herd_store::Unreliable::wrap(store));
+    store
+        .unreliable()
+        .unwrap()
+        .set_latency(Duration::from_secs(5));
+    let gw = gateway(&format!(
+        "{PER_IP}rate = \"100r/s\"\nburst = 100\nshared = true\n"
+    ))
+    .await;
+    gw.gw.set_shared_store(Arc::clone(&store));
+    gw.gw
+        .set_endpoints("web", vec![endpoint(1, "web-1", backend("a").await)]);
+    let started = std::time::Instant::now();
+    let (results, _) = burst(&gw, 3).await;
+    assert!(results.iter().all(|r| r.0 == StatusCode::OK), "{results:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "waited for the hung store: {:?}",
+        started.elapsed()
+    );
+    gw.stop.cancel();
+    store.unreliable().unwrap().set_latency(Duration::ZERO);
+    store.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// Sends a raw HTTP/1.1 GET on `stream` and reads until the server closes or 2 s pass.
 async fn raw_get(stream: &mut tokio::net::TcpStream) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
