@@ -51,6 +51,9 @@ pub enum ServiceError {
     /// A cache loader failed.
     #[error("loader for cache key {key} failed: {reason}")]
     Load { key: String, reason: String },
+    /// This node is shutting down: a wait it held (a lock's) ended unanswered.
+    #[error("{what} ended unanswered: this herd node is shutting down")]
+    ShuttingDown { what: String },
 }
 
 impl ServiceError {
@@ -87,6 +90,7 @@ impl ServiceError {
             | ServiceError::LockBusy { .. } => 409,
             ServiceError::Invalid { .. } => 400,
             ServiceError::Load { .. } => 502,
+            ServiceError::ShuttingDown { .. } => 503,
         }
     }
 
@@ -114,6 +118,9 @@ impl ServiceError {
             ServiceError::Invalid { hint, .. } | ServiceError::Busy { hint, .. } => hint.clone(),
             ServiceError::Corrupt { .. } => "delete the record; it was not written by this version of herd".into(),
             ServiceError::Load { .. } => "check the origin the cache loads from".into(),
+            ServiceError::ShuttingDown { .. } => {
+                "nothing was done; retry on another node, or on this one after its restart".into()
+            }
         }
     }
 }

@@ -130,11 +130,9 @@ impl Locks {
             let sleep_until = (now + pause + jitter).min(deadline);
             let shutting_down = async {
                 self.shutdown.cancelled().await;
-                ServiceError::Store(herd_store::StoreError::Unavailable {
-                    backend: "services",
-                    reason: "herd is shutting down; try again on another node or after the restart"
-                        .to_owned(),
-                })
+                ServiceError::ShuttingDown {
+                    what: format!("the wait for lock {name}"),
+                }
             };
             match released.as_mut() {
                 Some(sub) => {

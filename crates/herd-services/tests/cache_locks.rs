@@ -513,6 +513,16 @@ async fn a_lock_wait_ends_at_shutdown() {
         "{:?}",
         got.map(|l| l.fence)
     );
+    // Said as what it is: this node stopping, not a store outage.
+    let hint = got
+        .as_ref()
+        .err()
+        .map(ServiceError::hint)
+        .unwrap_or_default();
+    assert!(
+        hint.starts_with("nothing was done; retry on another node"),
+        "{hint}"
+    );
     drop(held);
 }
 

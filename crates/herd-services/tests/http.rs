@@ -1199,7 +1199,7 @@ async fn errors_name_the_field_and_refuse_what_would_be_ignored() {
             b"",
         )
         .await;
-    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.status, 412, "{}", r.text());
     assert_eq!(
         api.call("GET", &format!("/v1/sessions/{sid}"), b"")
             .await

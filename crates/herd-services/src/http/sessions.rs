@@ -70,11 +70,15 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
         return Ok(None);
     }
     if text.starts_with("W/") {
-        // If-Match compares strongly (RFC 9110 §13.1.1): a weak tag never matches.
-        return Err(ApiError::bad(
-            format!("invalid If-Match header {text:?}: a weak ETag (W/) never matches"),
-            "send the strong ETag from the last read, e.g. If-Match: \"3\"",
-        ));
+        // If-Match compares strongly (RFC 9110 §13.1.1): a weak tag never matches, which is
+        // a failed precondition (412), not a malformed request.
+        return Err(ApiError::Plain {
+            status: StatusCode::PRECONDITION_FAILED,
+            error: format!(
+                "If-Match {text:?} is a weak ETag, which never matches (RFC 9110 §13.1.1)"
+            ),
+            hint: "send the ETag header of your last read as it came, without W/".into(),
+        });
     }
     let bare = text
         .strip_prefix('"')
