@@ -710,21 +710,7 @@ async fn a_reload_onto_a_broken_build_fails_and_keeps_the_old_instances_serving(
 async fn a_config_reload_onto_a_broken_command_puts_the_old_one_back() {
     let herd = Herd::start(&web_config(2, "ready_timeout = \"2s\""));
     herd.wait_ready("web", 2).await;
-    let text = std::fs::read_to_string(&herd.config).unwrap();
-    let demo = demo_bin().display().to_string();
-    let broken = text.replacen(
-        &format!("command = [\"{demo}\"]"),
-        "command = [\"sh\", \"-c\", \"exit 2\"]",
-        1,
-    );
-    assert_ne!(broken, text);
-    std::fs::write(&herd.config, broken).unwrap();
-    let out = herd.cli(&["reload", "--config"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    herd.reload_with_command("[\"sh\", \"-c\", \"exit 2\"]");
     let mut said = String::new();
     for _ in 0..100 {
         said = String::from_utf8_lossy(&herd.cli(&["status"]).stdout).into_owned();

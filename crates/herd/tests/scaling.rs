@@ -263,21 +263,7 @@ async fn a_request_held_past_hold_timeout_gets_503_with_retry_after() {
     })
     .await;
     // At zero, the app's next start never listens: the held request times out.
-    let text = std::fs::read_to_string(&herd.config).unwrap();
-    let demo = demo_bin().display().to_string();
-    let broken = text.replacen(
-        &format!("command = [\"{demo}\"]"),
-        "command = [\"sleep\", \"60\"]",
-        1,
-    );
-    assert_ne!(broken, text);
-    std::fs::write(&herd.config, broken).unwrap();
-    let out = herd.cli(&["reload", "--config"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    herd.reload_with_command("[\"sleep\", \"60\"]");
     let url = herd.url("/");
     let addr = url
         .trim_start_matches("http://")

@@ -247,6 +247,26 @@ impl Herd {
             .unwrap()
     }
 
+    /// Replaces the demo-app `command` in the config file with `command` (a TOML array) and
+    /// applies it with `herd reload --config`, which must accept it.
+    pub fn reload_with_command(&self, command: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let demo = demo_bin().display().to_string();
+        let changed = text.replacen(
+            &format!("command = [\"{demo}\"]"),
+            &format!("command = {command}"),
+            1,
+        );
+        assert_ne!(changed, text, "no demo-app command to replace");
+        std::fs::write(&self.config, changed).unwrap();
+        let out = self.cli(&["reload", "--config"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).unwrap();
     }
