@@ -295,6 +295,8 @@ pub(crate) async fn check_shared(
 ) -> Result<Duration, ProxyError> {
     use herd_store::Backend as _;
     let mut delay = Duration::ZERO;
+    // Read once per request, not per limit.
+    let status = store.map(herd_store::Backend::status);
     for (limit, key) in pending {
         let params = herd_store::Gcra {
             emission_interval: limit.config.rate.interval(),
@@ -304,21 +306,21 @@ pub(crate) async fn check_shared(
         // A store known to be out (reconnecting, down) is not asked, and one that answers
         // slowly (a hung Redis) is not waited for past `SHARED_WAIT`: the request is counted
         // on this node instead, as documented, rather than paying the store's timeout.
-        let decided = match store {
-            Some(store) if store.status().state == "ok" => {
+        let decided = match (store, &status) {
+            (Some(store), Some(status)) if status.state == "ok" => {
                 match tokio::time::timeout(SHARED_WAIT, store.gcra(&store_key, params)).await {
                     Ok(decided) => decided,
                     Err(_) => Err(herd_store::StoreError::Unavailable {
-                        backend: store.status().backend,
+                        backend: status.backend,
                         reason: format!("no answer within {SHARED_WAIT:?}"),
                     }),
                 }
             }
-            Some(store) => Err(herd_store::StoreError::Unavailable {
-                backend: store.status().backend,
-                reason: format!("the store is {}", store.status().state),
+            (Some(_), Some(status)) => Err(herd_store::StoreError::Unavailable {
+                backend: status.backend,
+                reason: format!("the store is {}", status.state),
             }),
-            None => Err(herd_store::StoreError::Invalid("no store".into())),
+            _ => Err(herd_store::StoreError::Invalid("no store".into())),
         };
         let decision = match decided {
             // The store says how far ahead of the rate the key is; the first `delay` (or, with
