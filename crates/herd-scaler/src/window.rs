@@ -8,8 +8,9 @@ use std::time::Duration;
 #[derive(Debug, Default)]
 pub(crate) struct Windows {
     history: VecDeque<(u64, u32)>,
-    /// The first tick's time and the count running then.
+    /// The first tick's time and the count running then, until it ages out of the windows.
     start: Option<(u64, u32)>,
+    began: bool,
 }
 
 impl Windows {
@@ -36,16 +37,29 @@ impl Windows {
         // scale-down waits a whole window from herd's start too (a fleet started with more
         // instances than the metrics ask for is not cut in its first second). Windows of 0 s
         // ignore it and react at once.
-        let start = *self.start.get_or_insert((now_ms, current));
+        if !self.began {
+            self.began = true;
+            self.start = Some((now_ms, current));
+        }
+        // It ages out as the history does, for good: a reload that lengthens a window later
+        // does not bring it back.
+        if self
+            .start
+            .is_some_and(|(t, _)| now_ms.saturating_sub(t) > keep)
+        {
+            self.start = None;
+        }
         self.history.push_back((now_ms, rec));
         let mut up_rec = rec;
         let mut down_rec = rec;
-        let start_age = now_ms.saturating_sub(start.0);
-        if up > 0 && start_age <= up {
-            up_rec = up_rec.min(start.1);
-        }
-        if down > 0 && start_age <= down {
-            down_rec = down_rec.max(start.1);
+        if let Some((t, count)) = self.start {
+            let age = now_ms.saturating_sub(t);
+            if up > 0 && age <= up {
+                up_rec = up_rec.min(count);
+            }
+            if down > 0 && age <= down {
+                down_rec = down_rec.max(count);
+            }
         }
         for (t, r) in &self.history {
             let age = now_ms.saturating_sub(*t);
@@ -81,6 +95,19 @@ mod tests {
         assert_eq!(w.stabilize(S, 5, 8, up, down), 8);
         assert_eq!(w.stabilize(299 * S, 5, 8, up, down), 8);
         assert_eq!(w.stabilize(301 * S, 5, 8, up, down), 5);
+    }
+
+    #[test]
+    fn the_start_count_ages_out_for_good() {
+        let mut w = Windows::default();
+        let down = Duration::from_secs(300);
+        // Started with 10, asked for 3: held for the window, then down.
+        assert_eq!(w.stabilize(0, 3, 10, Duration::ZERO, down), 10);
+        assert_eq!(w.stabilize(301 * S, 3, 10, Duration::ZERO, down), 3);
+        // A longer window later (a reload) does not bring the start back.
+        let longer = Duration::from_secs(3600);
+        assert_eq!(w.stabilize(600 * S, 3, 3, Duration::ZERO, longer), 3);
+        assert_eq!(w.stabilize(601 * S, 9, 3, longer, longer), 3, "up waits its own window");
     }
 
     #[test]
