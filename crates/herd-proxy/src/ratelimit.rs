@@ -295,8 +295,9 @@ pub(crate) async fn check_shared(
 ) -> Result<Duration, ProxyError> {
     use herd_store::Backend as _;
     let mut delay = Duration::ZERO;
-    // Read once per request, not per limit.
+    // Read once per request, not per limit; and one wait for all of a request's limits.
     let status = store.map(herd_store::Backend::status);
+    let deadline = tokio::time::Instant::now() + SHARED_WAIT;
     for (limit, key) in pending {
         let params = herd_store::Gcra {
             emission_interval: limit.config.rate.interval(),
@@ -308,7 +309,7 @@ pub(crate) async fn check_shared(
         // on this node instead, as documented, rather than paying the store's timeout.
         let decided = match (store, &status) {
             (Some(store), Some(status)) if status.state == "ok" => {
-                match tokio::time::timeout(SHARED_WAIT, store.gcra(&store_key, params)).await {
+                match tokio::time::timeout_at(deadline, store.gcra(&store_key, params)).await {
                     Ok(decided) => decided,
                     Err(_) => Err(herd_store::StoreError::Unavailable {
                         backend: status.backend,

@@ -107,7 +107,11 @@ mod tests {
         // A longer window later (a reload) does not bring the start back.
         let longer = Duration::from_secs(3600);
         assert_eq!(w.stabilize(600 * S, 3, 3, Duration::ZERO, longer), 3);
-        assert_eq!(w.stabilize(601 * S, 9, 3, longer, longer), 3, "up waits its own window");
+        assert_eq!(
+            w.stabilize(601 * S, 9, 3, longer, longer),
+            3,
+            "up waits its own window"
+        );
     }
 
     #[test]

@@ -34,6 +34,12 @@ fn store_problem(cfg: &herd_config::Config) -> Option<String> {
         return None;
     }
     let hint = "set [store] path to a file in a directory herd may write (e.g. /var/lib/herd/store.redb), or [services] enabled = false";
+    if path.is_dir() {
+        return Some(format!(
+            "store.path: {} is a directory; the store is a file\n  hint: {hint}",
+            path.display()
+        ));
+    }
     if path.exists() {
         return access(path.as_path(), AccessFlags::R_OK | AccessFlags::W_OK)
             .err()

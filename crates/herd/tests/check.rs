@@ -225,6 +225,13 @@ fn an_embedded_store_that_cannot_be_created_is_refused_by_check() {
         said.contains("store.path: ") && said.contains("is not a directory"),
         "{said}"
     );
+    // A directory where the store's file should be.
+    let (code, said) = check(&format!(
+        "[store]\npath = \"{}\"\n[[app]]\nname = \"web\"\ncommand = [\"sh\"]\n",
+        dir.path().display()
+    ));
+    assert_eq!(code, Some(64), "{said}");
+    assert!(said.contains("is a directory"), "{said}");
     // Without the services, herd opens no store.
     let (code, said) = check(&format!(
         "[services]\nenabled = false\n[store]\npath = \"{}/blocker/store.redb\"\n[[app]]\nname = \"web\"\ncommand = [\"sh\"]\n",

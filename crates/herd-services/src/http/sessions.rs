@@ -60,7 +60,7 @@ fn etag(version: u64) -> String {
     format!("\"{version}\"")
 }
 
-/// `If-Match: "3"` (also `W/"3"`, `3`); `*` or absent means any version.
+/// `If-Match: "3"` (also `3`); `*` or absent means any version; a weak `W/"3"` never matches (412).
 fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     let Some(v) = headers.get(header::IF_MATCH) else {
         return Ok(None);

@@ -384,9 +384,9 @@ impl Queues {
         let keys = Keys::new(queue);
         let added = self.add_checked(&keys, vec![job]).await?;
         let added = added.into_iter().next().unwrap_or_default();
-        if added.1 {
-            self.announce(queue, &keys).await;
-        }
+        // Also for a duplicate: it may be the retry of an add whose answer was lost (which
+        // announced nothing), or have put back a missing waiting entry.
+        self.announce(queue, &keys).await;
         Ok(added)
     }
 
@@ -431,9 +431,8 @@ impl Queues {
         }
         let keys = Keys::new(queue);
         let added = self.add_checked(&keys, jobs).await?;
-        if added.iter().any(|(_, new)| *new) {
-            self.announce(queue, &keys).await;
-        }
+        // Duplicates too (see `add_new`).
+        self.announce(queue, &keys).await;
         Ok(added)
     }
 
