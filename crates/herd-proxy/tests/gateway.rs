@@ -431,17 +431,23 @@ async fn a_burst_without_nodelay_is_delayed_to_the_rate() {
     gw.stop.cancel();
 }
 
-/// nginx `delay=`: the first `delay` requests over the rate pass at once, the rest of the burst
-/// waits for its slot; the same on one node and counted in a store (`shared = true`).
-#[tokio::test]
-async fn delay_serves_the_first_excess_requests_at_once() {
-    let dir = std::env::temp_dir().join(format!("herd-delay-{}", std::process::id()));
+/// An embedded store in a fresh temp dir named after `name` (the dir, to remove after).
+async fn temp_store(name: &str) -> (std::path::PathBuf, herd_store::Store) {
+    let dir = std::env::temp_dir().join(format!("herd-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let store = herd_store::Store::open(&herd_store::StoreOptions::Embedded {
         path: dir.join("store.redb"),
     })
     .await
     .unwrap();
+    (dir, store)
+}
+
+/// nginx `delay=`: the first `delay` requests over the rate pass at once, the rest of the burst
+/// waits for its slot; the same on one node and counted in a store (`shared = true`).
+#[tokio::test]
+async fn delay_serves_the_first_excess_requests_at_once() {
+    let (dir, store) = temp_store("delay").await;
     let store = Arc::new(store);
     for shared in [false, true] {
         // 1r/m: nothing refills during the test, so a delayed request would wait a minute.
@@ -478,13 +484,7 @@ async fn delay_serves_the_first_excess_requests_at_once() {
 /// adding the store's timeout to every request it covers.
 #[tokio::test]
 async fn a_shared_limit_does_not_wait_for_a_hung_store() {
-    let dir = std::env::temp_dir().join(format!("herd-hung-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let store = herd_store::Store::open(&herd_store::StoreOptions::Embedded {
-        path: dir.join("store.redb"),
-    })
-    .await
-    .unwrap();
+    let (dir, store) = temp_store("hung").await;
     let store = Arc::new(herd_store::Unreliable::wrap(store));
     store
         .unreliable()

@@ -149,16 +149,21 @@ fn scale_down_waits_for_the_window() {
     assert_eq!(d.scale_in_candidates.len(), 4);
 }
 
+/// Knative's panic mode: a 6 s window, threshold 2, and this stable window.
+fn panic(stable_s: u64) -> herd_config::Panic {
+    herd_config::Panic {
+        window: Duration::from_secs(6),
+        threshold: 2.0,
+        stable_window: Duration::from_secs(stable_s),
+    }
+}
+
 #[test]
 fn panic_mode_holds_the_count() {
     let c = Scaling {
         scale_down: scale_in_at_once(),
         // Knative's 60 s stable window (herd's default is the 6 s panic window).
-        panic: Some(herd_config::Panic {
-            window: Duration::from_secs(6),
-            threshold: 2.0,
-            stable_window: Duration::from_secs(60),
-        }),
+        panic: Some(panic(60)),
         ..cfg()
     };
     let mut e = Engine::new(&c);
@@ -192,11 +197,7 @@ fn panic_never_adds_instances_once_the_burst_is_over() {
     // panic window's average still holds the burst.
     let c = Scaling {
         scale_down: scale_in_at_once(),
-        panic: Some(herd_config::Panic {
-            window: Duration::from_secs(6),
-            threshold: 2.0,
-            stable_window: Duration::from_secs(6),
-        }),
+        panic: Some(panic(6)),
         ..cfg()
     };
     let mut e = Engine::new(&c);
