@@ -26,6 +26,11 @@ pub(crate) struct Upload {
     last_read_us: AtomicU64,
     /// Microseconds from `start` to the end of the body, plus one; 0 while it is being sent.
     done_at_us: AtomicU64,
+    /// Reading the client's body failed (the client broke it off, sent a malformed one, or
+    /// passed `max_body_size`): the upstream request that fails with it is not the
+    /// instance's fault, whatever error the upstream connection reports (HTTP/2 reports a
+    /// reset stream, not hyper's "user" error).
+    client_failed: std::sync::atomic::AtomicBool,
 }
 
 impl Upload {
@@ -34,6 +39,7 @@ impl Upload {
             start: Instant::now(),
             last_read_us: AtomicU64::new(0),
             done_at_us: AtomicU64::new(u64::from(done)),
+            client_failed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -64,6 +70,11 @@ impl Upload {
             0 => None,
             us => Some(self.start + std::time::Duration::from_micros(us - 1)),
         }
+    }
+
+    /// Whether reading the client's body failed (see [`Upload::client_failed`]).
+    pub(crate) fn client_failed(&self) -> bool {
+        self.client_failed.load(Ordering::Acquire)
     }
 
     /// When a frame of the body was last read from the client (the start, before the first).
@@ -115,10 +126,14 @@ impl Body for UpBody {
                         stats.add_bytes_in(data.len() as u64);
                         if let Some(limit) = limit {
                             if !limit.admit(data.len()) {
+                                done.client_failed.store(true, Ordering::Release);
                                 return Poll::Ready(Some(Err(BodyTooLarge(limit.max).into())));
                             }
                         }
                     }
+                }
+                if let Poll::Ready(Some(Err(_))) = &res {
+                    done.client_failed.store(true, Ordering::Release);
                 }
                 if matches!(res, Poll::Ready(None)) || b.is_end_stream() {
                     done.mark_done();

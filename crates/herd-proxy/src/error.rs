@@ -18,6 +18,16 @@ pub enum ProxyError {
     /// Every attempt failed before a response head arrived.
     #[error("instance {instance} failed: {reason}")]
     Upstream { instance: String, reason: String },
+    /// The instance answered a tunnel request (an upgrade, or HTTP/2's extended CONNECT)
+    /// with something that cannot be passed on as the answer to it: a 2xx to an extended
+    /// CONNECT (to the client, "tunnel open"), a 101 to a request that asked for no upgrade,
+    /// or a handshake that does not match the request. 502, but not the instance's failure:
+    /// it answered.
+    #[error("instance {instance} did not open the tunnel: {reason}")]
+    NotATunnel {
+        instance: String,
+        reason: &'static str,
+    },
     /// The backend took longer than `response_timeout` to answer.
     #[error("instance {instance} did not answer within {timeout:?}")]
     Timeout { instance: String, timeout: Duration },
@@ -69,7 +79,9 @@ impl ProxyError {
             | ProxyError::QueueTimeout { .. }
             | ProxyError::TooManyConnections => http::StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::RateLimited { status, .. } => *status,
-            ProxyError::Upstream { .. } => http::StatusCode::BAD_GATEWAY,
+            ProxyError::Upstream { .. } | ProxyError::NotATunnel { .. } => {
+                http::StatusCode::BAD_GATEWAY
+            }
             ProxyError::Timeout { .. } | ProxyError::TotalTimeout { .. } => {
                 http::StatusCode::GATEWAY_TIMEOUT
             }

@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
 use crate::access_log::{Exchange, Record};
-use crate::body::{ProxyBody, UpBody, UpstreamBody};
+use crate::body::{ProxyBody, UpBody, Upload, UpstreamBody};
 use crate::compress;
 use crate::edge;
 use crate::error::ProxyError;
@@ -111,7 +111,7 @@ pub(crate) fn error_response(e: &ProxyError) -> Response<ProxyBody> {
     // What went wrong with an instance (its name, address, OS error) is for herd's log, not
     // for whoever sent the request.
     let text = match e {
-        ProxyError::Upstream { .. } => {
+        ProxyError::Upstream { .. } | ProxyError::NotATunnel { .. } => {
             "herd: bad gateway: no valid response from the app (herd's log says why; quote the X-Request-Id)\n".to_owned()
         }
         ProxyError::Timeout { .. } => {
@@ -555,9 +555,15 @@ async fn send_with_retries(
                 ex.upstream_time = Some(sent_at.elapsed());
                 if matches!(
                     err,
-                    ProxyError::BadRequest { .. } | ProxyError::ClientBodyTimeout { .. }
+                    ProxyError::BadRequest { .. }
+                        | ProxyError::ClientBodyTimeout { .. }
+                        | ProxyError::NotATunnel { .. }
                 ) {
-                    return Err(err); // not retried, not held against the instance
+                    // Not retried, not held against the instance: the client's body failed,
+                    // or the instance answered, only not with the tunnel asked for (an
+                    // ordinary page at that path: a client could otherwise open the circuit
+                    // of every instance by asking for tunnels where there are none).
+                    return Err(err);
                 }
                 let timed_out = matches!(err, ProxyError::Timeout { .. });
                 // A request sent on a reused connection is a keep-alive race only if it will
@@ -782,11 +788,12 @@ async fn attempt(
     };
     match answered {
         Err(mut e) => {
-            if conn.is_h2() {
+            let client_failed = body_done.as_deref().is_some_and(Upload::client_failed);
+            if conn.is_h2() && !client_failed {
                 up.pool.forget_h2().await;
             }
             let request = e.take_message();
-            if e.error().is_user() {
+            if e.error().is_user() || client_failed {
                 // The client's body failed (malformed, or past `max_body_size`): the client's
                 // fault, not the instance's.
                 return Err(Failure {
@@ -837,10 +844,14 @@ async fn attempt(
                 };
                 if let Some(why) = refused {
                     tracing::warn!(instance = %up.endpoint.id, "refused an HTTP/2 WebSocket tunnel: {why}");
-                    return Ok(error_response(&ProxyError::Upstream {
-                        instance: up.endpoint.id.to_string(),
-                        reason: why.to_owned(),
-                    }));
+                    return Err(Failure {
+                        err: ProxyError::NotATunnel {
+                            instance: instance(),
+                            reason: why,
+                        },
+                        request: None,
+                        stale: false,
+                    });
                 }
             }
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -850,10 +861,14 @@ async fn attempt(
                 // RFC 9110 §15.2.2: a 101 only answers a request that asked to upgrade.
                 let why = "answered 101 Switching Protocols to a request that asked for no upgrade";
                 tracing::warn!(instance = %up.endpoint.id, "{why}");
-                return Ok(error_response(&ProxyError::Upstream {
-                    instance: up.endpoint.id.to_string(),
-                    reason: why.to_owned(),
-                }));
+                return Err(Failure {
+                    err: ProxyError::NotATunnel {
+                        instance: instance(),
+                        reason: why,
+                    },
+                    request: None,
+                    stale: false,
+                });
             }
             // Any other answer to an upgrade request is an ordinary response.
             let (mut parts, body) = resp.into_parts();

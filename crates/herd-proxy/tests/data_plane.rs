@@ -719,3 +719,77 @@ async fn a_route_overrides_connect_timeout() {
     );
     stop.cancel();
 }
+
+/// An HTTP/2-only backend (prior knowledge) that answers each request with its body, read
+/// whole first.
+async fn h2_echo_backend() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(|req: Request<Incoming>| async move {
+                    let body = match req.into_body().collect().await {
+                        Ok(b) => b.to_bytes(),
+                        Err(_) => Bytes::new(),
+                    };
+                    Ok::<_, std::convert::Infallible>(Response::new(full(body)))
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_h2c_instance_is_not_blamed_for_a_client_body_that_fails() {
+    let (gw, addr, stop, _) = gateway("max_body_size = 10", "protocol = \"h2c\"").await;
+    let stats = Arc::new(EndpointStats::new());
+    gw.set_endpoints(
+        "web",
+        vec![endpoint_with(
+            1,
+            "web-1",
+            h2_echo_backend().await,
+            Arc::clone(&stats),
+        )],
+    );
+    // Over the limit with no length up front: the body is cut on its way to the instance,
+    // which HTTP/2 reports as a reset stream (not hyper's "user" error, as HTTP/1 does).
+    for _ in 0..6 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n\
+              8\r\n01234567\r\n8\r\n89abcdef\r\n0\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut answer))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    }
+    // A client that breaks its upload off.
+    for _ in 0..6 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(s);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        stats.failures(),
+        0,
+        "the clients' fault, not the instance's"
+    );
+    let ok = send(addr, "GET", "/", &[]).await;
+    assert_eq!(ok.status, 200, "the instance is still in service");
+    stop.cancel();
+}

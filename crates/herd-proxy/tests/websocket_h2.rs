@@ -184,6 +184,29 @@ async fn a_backend_that_ignores_the_upgrade_is_a_502_not_an_open_tunnel() {
         StatusCode::BAD_GATEWAY,
         "a 200 would mean: tunnel open"
     );
+    // The instance answered (an ordinary page where no WebSocket is served): not its
+    // failure. Counted as one, a dozen such requests took the only instance out of service
+    // (passive health and the circuit breaker) for every client.
+    for _ in 0..12 {
+        send.ready().await.unwrap();
+        let resp = send
+            .send_request(connect_request(gw.addr, Some("websocket")))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    }
+    send.ready().await.unwrap();
+    let get = Request::builder()
+        .uri(format!("http://{}/", gw.addr))
+        .version(Version::HTTP_2)
+        .body(Empty::new())
+        .unwrap();
+    let resp = send.send_request(get).await.unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "the instance is still in service"
+    );
     gw.stop.cancel();
 }
 
