@@ -73,4 +73,4 @@ pub use body::{BoxError, ProxyBody};
 pub use error::ProxyError;
 pub use redirect::serve_redirect;
 pub use server::{Gateway, GatewaySettings};
-pub use tls::{TlsCerts, TlsError};
+pub use tls::{StagedCerts, TlsCerts, TlsError};

@@ -243,6 +243,22 @@ impl Gateway {
         }
     }
 
+    /// Reads the certificate files in force again without swapping them in (`None` without
+    /// TLS): a config reload does this first, so a bad file refuses it before anything changes.
+    ///
+    /// # Errors
+    /// A file that fails to load.
+    pub fn read_tls(&self) -> Result<Option<crate::tls::StagedCerts>, TlsError> {
+        self.tls.get().map(|certs| certs.read()).transpose()
+    }
+
+    /// Swaps in certificates [`Gateway::read_tls`] read, for new handshakes.
+    pub fn install_tls(&self, staged: crate::tls::StagedCerts) {
+        if let Some(certs) = self.tls.get() {
+            certs.install(staged);
+        }
+    }
+
     /// Applies a new config atomically: routes, apps, balancing, timeouts. Requests in flight
     /// finish under the tables they started with; instances in rotation stay. The listen address
     /// cannot change without a restart (the caller reports that).

@@ -58,6 +58,9 @@ pub enum TlsError {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ClientTls;
 
+/// Certificates read from the files and not yet in force (see [`TlsCerts::read`]).
+pub struct StagedCerts(CertSet);
+
 #[derive(Debug)]
 struct CertSet {
     default: Arc<CertifiedKey>,
@@ -141,9 +144,23 @@ impl TlsCerts {
     /// # Errors
     /// As [`TlsCerts::load`]; the certificates in force then stay.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let set = load_set(&self.config)?;
-        self.current.store(Arc::new(set));
+        let staged = self.read()?;
+        self.install(staged);
         Ok(())
+    }
+
+    /// Reads the files again without swapping them in: a config reload reads them before it
+    /// changes anything, so that a bad file refuses the whole reload.
+    ///
+    /// # Errors
+    /// As [`TlsCerts::load`].
+    pub fn read(&self) -> Result<StagedCerts, TlsError> {
+        load_set(&self.config).map(StagedCerts)
+    }
+
+    /// Swaps in certificates [`TlsCerts::read`] loaded, for new handshakes.
+    pub fn install(&self, staged: StagedCerts) {
+        self.current.store(Arc::new(staged.0));
     }
 
     /// A rustls acceptor offering ALPN `h2` and `http/1.1`, resolving certificates by SNI.

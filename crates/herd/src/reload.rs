@@ -255,6 +255,16 @@ impl ConfigReloader for FileReloader {
             })?;
             let restart = needs_restart(&current, &new);
             // What can fail is done before anything changes, so a reload is all or nothing.
+            // Certificates are re-read from the files in force (new paths need a restart): a
+            // certificate being renewed (certbot's deploy hook reloads) must not report
+            // success while the old one stays.
+            let certs = self.gateway.read_tls().map_err(|e| {
+                let line = format!(
+                    "[gateway.tls]: {e} (fix the file; the running config and certificates stay in force)"
+                );
+                tracing::error!(error = %line, "config reload rejected");
+                vec![line]
+            })?;
             self.fleet
                 .prepare(&new)
                 .map_err(|e| vec![format!("cannot apply the new config: {e}")])?;
@@ -266,15 +276,9 @@ impl ConfigReloader for FileReloader {
                 .reconfigure(&new)
                 .await
                 .map_err(|e| vec![e.to_string()])?;
-            // Certificates are re-read from the files in force (new paths need a restart).
-            match self.gateway.reload_tls() {
-                Ok(()) if current.gateway.tls.is_some() => {
-                    changes.push("tls: certificates re-read".to_owned());
-                }
-                Ok(()) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "failed to reload TLS certificates; keeping the old ones");
-                }
+            if let Some(certs) = certs {
+                self.gateway.install_tls(certs);
+                changes.push("tls: certificates re-read".to_owned());
             }
             let names: Vec<String> = new.apps.iter().map(|a| a.name.clone()).collect();
             let apps_changed = !current.apps.iter().map(|a| &a.name).eq(names.iter());

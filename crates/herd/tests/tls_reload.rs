@@ -144,4 +144,19 @@ async fn replaced_certificates_are_served_after_a_reload_without_dropping_connec
         "{}",
         herd.log()
     );
+    // A certificate file that cannot be loaded refuses the whole reload (a renewal hook
+    // must not hear "reloaded" while the old certificate stays), and the one in force stays.
+    std::fs::write(certs.path().join("cert.pem"), "garbage\n").unwrap();
+    let (code, body) = request(
+        http::Method::POST,
+        &herd.admin_url("/config/reload"),
+        "".into(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("[gateway.tls]"), "{body}");
+    assert!(body.contains("cert.pem"), "names the file: {body}");
+    let still = connect(herd.gateway, &[&old, &new, &newer]).await;
+    assert_eq!(peer(&still), newer);
 }
