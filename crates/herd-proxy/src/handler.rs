@@ -754,6 +754,13 @@ async fn attempt(
     };
     if conn.is_h2() {
         to_h2(&mut req, up.endpoint.addr);
+    } else if !req.headers().contains_key(header::HOST) {
+        // An HTTP/1.0 request may come without one, but herd speaks HTTP/1.1 upstream, where
+        // it is required (RFC 9112 §3.2: a server answers 400 without it). nginx sends the
+        // upstream's name; here, the instance's address.
+        if let Ok(host) = HeaderValue::from_str(&up.endpoint.addr.to_string()) {
+            req.headers_mut().insert(header::HOST, host);
+        }
     }
     let sent_at = Instant::now();
     // A tunnel's request body is the tunnel itself: its answer is timed from the send.

@@ -842,3 +842,16 @@ async fn an_http2_request_with_two_content_lengths_is_refused() {
     assert_eq!(seen.load(Ordering::SeqCst), 0);
     gw.stop.cancel();
 }
+
+#[tokio::test]
+async fn an_http_1_0_request_without_host_reaches_the_instance_with_one() {
+    let gw = gateway("").await;
+    let answer = exchange(gw.addr, b"GET /headers HTTP/1.0\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    // herd speaks HTTP/1.1 upstream, where a request without Host is a 400.
+    let host = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .unwrap_or_else(|| panic!("no Host reached the instance: {answer}"));
+    assert!(host.starts_with("127.0.0.1:"), "{answer}");
+}
