@@ -100,4 +100,17 @@ fi
 # 6. The Grafana dashboard.
 if python3 deploy/grafana/check.py deploy/grafana/herd-dashboard.json; then pass "grafana/check.py"; else fail "grafana/check.py"; fi
 
+# 7. logrotate's parser on the access log rotation (debug mode: nothing is rotated).
+if command -v logrotate >/dev/null; then
+    # The herd user may not exist here: check the file as root's.
+    sed 's/herd herd$/root root/' deploy/systemd/herd.logrotate > "$tmp/herd.logrotate"
+    if out=$(logrotate -d -s "$tmp/logrotate.state" "$tmp/herd.logrotate" 2>&1) && ! grep -qi "error" <<<"$out"; then
+        pass "logrotate -d systemd/herd.logrotate"
+    else
+        fail "logrotate -d systemd/herd.logrotate"; echo "$out"
+    fi
+else
+    skip "logrotate -d systemd/herd.logrotate" "logrotate not installed"
+fi
+
 exit $failed

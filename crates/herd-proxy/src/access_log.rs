@@ -26,6 +26,9 @@ pub(crate) struct AccessLogger {
     rx: Mutex<Option<mpsc::Receiver<String>>>,
     target: AccessLogTarget,
     dropped: AtomicU64,
+    /// Close the file and open it again by its path (SIGUSR1, a config reload): after
+    /// logrotate (or a `mv`) renamed it, lines go to a new file, as nginx's `-s reopen`.
+    reopen: tokio::sync::Notify,
 }
 
 impl AccessLogger {
@@ -36,7 +39,33 @@ impl AccessLogger {
             rx: Mutex::new(Some(rx)),
             target: cfg.target.clone(),
             dropped: AtomicU64::new(0),
+            reopen: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Asks the writer to reopen the file (see [`AccessLogger::reopen`]); nothing for stdout.
+    pub(crate) fn reopen(&self) {
+        self.reopen.notify_one();
+    }
+
+    async fn open(&self) -> Option<Box<dyn tokio::io::AsyncWrite + Send + Unpin>> {
+        match &self.target {
+            AccessLogTarget::Stdout => Some(Box::new(tokio::io::stdout())),
+            AccessLogTarget::File(path) => {
+                match tokio::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .await
+                {
+                    Ok(f) => Some(Box::new(f)),
+                    Err(e) => {
+                        tracing::error!(path = %path.display(), error = %e, "failed to open the access log; requests are not logged");
+                        None
+                    }
+                }
+            }
+        }
     }
 
     /// Lines dropped because the writer was behind.
@@ -56,28 +85,26 @@ impl AccessLogger {
         let Some(mut rx) = self.rx.lock().unwrap_or_else(|e| e.into_inner()).take() else {
             return;
         };
-        let mut out: Box<dyn tokio::io::AsyncWrite + Send + Unpin> = match &self.target {
-            AccessLogTarget::Stdout => Box::new(tokio::io::stdout()),
-            AccessLogTarget::File(path) => {
-                match tokio::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .await
-                {
-                    Ok(f) => Box::new(f),
-                    Err(e) => {
-                        tracing::error!(path = %path.display(), error = %e, "failed to open the access log; requests are not logged");
-                        return;
-                    }
-                }
-            }
+        let Some(file) = self.open().await else {
+            return;
         };
-        let mut out = tokio::io::BufWriter::new(&mut out);
+        let mut out = tokio::io::BufWriter::new(file);
         let mut reported = 0;
         loop {
             let line = tokio::select! {
                 line = rx.recv() => line,
+                () = self.reopen.notified() => {
+                    if matches!(self.target, AccessLogTarget::File(_)) {
+                        let _ = out.flush().await;
+                        // Lines keep queueing meanwhile; a file that cannot be opened now
+                        // leaves the old one in use.
+                        if let Some(file) = self.open().await {
+                            out = tokio::io::BufWriter::new(file);
+                            tracing::info!("access log reopened");
+                        }
+                    }
+                    continue;
+                }
                 () = stop.cancelled() => None,
             };
             let Some(line) = line else { break };

@@ -204,6 +204,14 @@ impl Gateway {
         })
     }
 
+    /// Reopens the access log file by its path (SIGUSR1, a config reload), so that lines go
+    /// to a new file once logrotate has renamed the old one (nginx's `-s reopen`).
+    pub fn reopen_logs(&self) {
+        if let Some(log) = &self.access_log {
+            log.reopen();
+        }
+    }
+
     /// Access log lines dropped so far because the writer was behind (0 without a log).
     #[must_use]
     pub fn access_log_dropped(&self) -> u64 {

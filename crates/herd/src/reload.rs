@@ -276,6 +276,8 @@ impl ConfigReloader for FileReloader {
                 .reconfigure(&new)
                 .await
                 .map_err(|e| vec![e.to_string()])?;
+            // As nginx's reload: log files are opened again by their paths (after logrotate).
+            self.gateway.reopen_logs();
             if let Some(certs) = certs {
                 self.gateway.install_tls(certs);
                 changes.push("tls: certificates re-read".to_owned());

@@ -329,6 +329,25 @@ pub(crate) fn up(args: UpArgs) -> ExitCode {
     }
 }
 
+/// SIGUSR1 reopens the access log by its path (nginx's `-s reopen`, for logrotate's
+/// `postrotate`). Installed before start-up, so an early one does not kill herd.
+async fn reopen_on_sigusr1(
+    usr1: Option<tokio::signal::unix::Signal>,
+    gateway: Arc<Gateway>,
+    stop: CancellationToken,
+) {
+    let Some(mut usr1) = usr1 else {
+        tracing::warn!("failed to install the SIGUSR1 handler; the access log cannot be reopened");
+        return;
+    };
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = usr1.recv() => gateway.reopen_logs(),
+        }
+    }
+}
+
 /// SIGHUP reloads the config file (nginx, HAProxy); errors are logged and the old config stays.
 async fn reload_on_sighup(
     hup: Option<tokio::signal::unix::Signal>,
@@ -364,6 +383,7 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
     // Redis connect): a SIGHUP (`systemctl reload`) or SIGTERM meanwhile is then acted on once
     // herd runs, instead of killing it by the signal's default action.
     let hup = signal(SignalKind::hangup()).ok();
+    let usr1 = signal(SignalKind::user_defined1()).ok();
     let mut term =
         signal(SignalKind::terminate()).context("failed to install the SIGTERM handler")?;
     let mut int =
@@ -464,6 +484,11 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
         }) as Arc<dyn herd_admin::ConfigReloader>
     });
     let sighup_task = tokio::spawn(reload_on_sighup(hup, reloader.clone(), admin_stop.clone()));
+    let usr1_task = tokio::spawn(reopen_on_sigusr1(
+        usr1,
+        Arc::clone(&gateway),
+        admin_stop.clone(),
+    ));
     let redirect_task = redirect_listener.map(|l| {
         let https_port = gateway_listeners[0].local_addr().map_or(443, |a| a.port());
         tokio::spawn(herd_proxy::serve_redirect(
@@ -579,6 +604,7 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
     // Alert deliveries still queued get the notifier's own bounded drain.
     let _ = tokio::time::timeout(Duration::from_secs(10), notifier_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), sighup_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), usr1_task).await;
     if gateway_failed {
         anyhow::bail!("the gateway failed (see the log above); herd stopped");
     }

@@ -487,3 +487,55 @@ async fn the_alerts_of_an_app_removed_by_a_reload_resolve_at_once() {
     let (_, alerts) = get(&herd.admin_url("/alerts")).await.unwrap();
     panic!("alerts of the removed app are still listed: {alerts}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr1_reopens_the_access_log_after_logrotate_renamed_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let config = format!(
+        "[gateway]\nlisten = \"{{gateway}}\"\naccess_log = \"{}\"\n[admin]\nlisten = \"{{admin}}\"\n[logs]\ndir = \"{{logs}}\"\n{}",
+        log.display(),
+        demo_app("web", 1, fast_health())
+    );
+    let herd = Herd::start(&config);
+    herd.wait_ready("web", 1).await;
+    let lines = |p: &std::path::Path| {
+        std::fs::read_to_string(p)
+            .map(|t| {
+                t.lines()
+                    .filter(|l| l.contains("\"/first\"") || l.contains("\"/second\""))
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    let wait_for = |p: std::path::PathBuf, what: &'static str| async move {
+        for _ in 0..100 {
+            if lines(&p).iter().any(|l| l.contains(what)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{what} never logged in {}", p.display());
+    };
+    get(&herd.url("/first")).await.unwrap();
+    wait_for(log.clone(), "/first").await;
+    let rotated = dir.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    herd.signal(nix::sys::signal::Signal::SIGUSR1);
+    // The reopen is asynchronous: wait for the new file before the next request.
+    for _ in 0..100 {
+        if log.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    get(&herd.url("/second")).await.unwrap();
+    wait_for(log.clone(), "/second").await;
+    assert_eq!(
+        lines(&rotated).len(),
+        1,
+        "the rotated file keeps the first line only"
+    );
+    assert!(herd.log().contains("access log reopened"), "{}", herd.log());
+}
