@@ -1105,14 +1105,21 @@ fn tls_sni_hosts_exact_and_wildcard() {
 #[test]
 fn redirect_listener_needs_its_own_address_and_max_headers_has_bounds() {
     const APP: &str = "[[app]]\nname = \"web\"\ncommand = [\"./app\"]\n";
+    let e = errs(&format!(
+        "[gateway]\nlisten = \"127.0.0.1:8443\"\nredirect_http = \"127.0.0.1:8443\"\n{APP}"
+    ));
+    assert!(
+        e.iter().any(|e| e.key == "gateway.redirect_http"
+            && e.line == 3
+            && e.message.contains("same address as gateway.listen")),
+        "{e:?}"
+    );
     let e = one(
-        &format!(
-            "[gateway]\nlisten = \"127.0.0.1:8443\"\nredirect_http = \"127.0.0.1:8443\"\n{APP}"
-        ),
-        3,
+        &format!("[gateway]\nredirect_http = \"127.0.0.1:8180\"\n{APP}"),
+        2,
         "gateway.redirect_http",
     );
-    assert!(e.message.contains("same address as gateway.listen"), "{e}");
+    assert!(e.message.contains("no [gateway.tls]"), "{e}");
     let cfg = ok(&format!(
         "[gateway]\nmax_headers = 300\nmerge_slashes = false\n{APP}"
     ));

@@ -166,6 +166,16 @@ impl Validator<'_> {
         let Some(g) = &raw.gateway else {
             return Gateway::default();
         };
+        if let (Some(r), None) = (&g.redirect_http, &g.tls) {
+            // It sends every client to https:// on the gateway's port, which would then speak
+            // plain HTTP: a redirect no browser can follow.
+            self.err(
+                &r.span(),
+                "gateway.redirect_http",
+                "redirect_http sends clients to https:// on the gateway's port, but the gateway has no [gateway.tls]",
+                Some("add [gateway.tls] with cert and key, or remove redirect_http".into()),
+            );
+        }
         Gateway {
             listen: self.addr(g.listen.as_ref(), "gateway.listen", d::GATEWAY_LISTEN),
             connect_timeout: self.duration(
