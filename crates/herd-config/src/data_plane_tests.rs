@@ -73,7 +73,7 @@ circuit_open = "2s"
 circuit_half_open = 2
 error_page_503 = "busy.html"
 compress = true
-compress_types = ["text/html", "Application/JSON"]
+compress_types = ["text/html", "Application/JSON", "application/*+json", "*/*"]
 compress_min_size = "2KiB"
 access_log = "access.log"
 access_log_format = "json"
@@ -110,7 +110,10 @@ retries = true
     let page = d.error_page_503.as_ref().unwrap();
     assert_eq!(page.body, b"<h1>busy</h1>");
     assert_eq!(page.content_type, "text/html; charset=utf-8");
-    assert_eq!(d.compress.types, ["text/html", "application/json"]);
+    assert_eq!(
+        d.compress.types,
+        ["text/html", "application/json", "application/*+json", "*"]
+    );
     assert_eq!(d.compress.min_size, 2048);
     assert_eq!(
         d.access_log.as_ref().unwrap().target,
@@ -165,6 +168,16 @@ fn bad_values_are_located_errors() {
         ),
         (
             "[gateway]\ncompress_types = [\"json\"]\n",
+            2,
+            "gateway.compress_types",
+        ),
+        (
+            "[gateway]\ncompress_types = [\"application/*json\"]\n",
+            2,
+            "gateway.compress_types",
+        ),
+        (
+            "[gateway]\ncompress_types = [\"*/json\"]\n",
             2,
             "gateway.compress_types",
         ),

@@ -85,12 +85,23 @@ fn compressible(content_type: &str, types: &[String]) -> bool {
     if media == "text/event-stream" {
         return false;
     }
-    let Some((top, _)) = media.split_once('/') else {
+    let Some((top, sub)) = media.split_once('/') else {
         return false;
     };
-    types
-        .iter()
-        .any(|t| *t == media || t.strip_suffix("/*").is_some_and(|wild| wild == top))
+    types.iter().any(|t| {
+        if *t == media || t == "*" {
+            return true;
+        }
+        let Some((t_top, t_sub)) = t.split_once('/') else {
+            return false;
+        };
+        t_top == top
+            && (t_sub == "*"
+                // `application/*+json`: every JSON-based type (`ld+json`, `problem+json`).
+                || t_sub
+                    .strip_prefix('*')
+                    .is_some_and(|suffix| suffix.starts_with('+') && sub.ends_with(suffix)))
+    })
 }
 
 /// What the request said that compression needs, read before the request is forwarded.
@@ -237,5 +248,16 @@ mod tests {
         assert!(!compressible("image/png", &types));
         assert!(!compressible("text/event-stream", &types));
         assert!(!compressible("garbage", &types));
+        let suffix = vec!["application/*+json".to_owned()];
+        assert!(compressible("application/ld+json", &suffix));
+        assert!(compressible(
+            "application/problem+json; charset=utf-8",
+            &suffix
+        ));
+        assert!(!compressible("application/json", &suffix));
+        assert!(!compressible("text/x+json", &suffix));
+        let all = vec!["*".to_owned()];
+        assert!(compressible("image/png", &all));
+        assert!(!compressible("text/event-stream", &all), "never a stream");
     }
 }

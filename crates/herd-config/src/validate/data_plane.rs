@@ -305,18 +305,18 @@ impl Validator<'_> {
             key,
             "compress_types = [\"text/*\", \"application/json\"]",
         ) {
-            let t = s.trim().to_ascii_lowercase();
-            let valid = t
-                .split_once('/')
-                .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty() && !t.contains([' ', ';']));
-            if valid {
+            let mut t = s.trim().to_ascii_lowercase();
+            if t == "*/*" {
+                t = "*".to_owned(); // nginx's `gzip_types *`
+            }
+            if media_type_pattern(&t) {
                 out.push(t);
             } else {
                 self.err(
                     &span,
                     key,
                     format!("invalid media type \"{s}\""),
-                    Some("write type/subtype without parameters, e.g. \"application/json\" or \"text/*\"".into()),
+                    Some("write type/subtype without parameters, e.g. \"application/json\"; the wildcards are \"text/*\" (a whole type), \"application/*+json\" (a suffix) and \"*\" (everything)".into()),
                 );
             }
         }
@@ -400,4 +400,25 @@ impl Validator<'_> {
             },
         })
     }
+}
+
+/// A `compress_types` entry: `type/subtype`, `type/*`, `type/*+suffix` or `*`.
+fn media_type_pattern(t: &str) -> bool {
+    if t == "*" {
+        return true;
+    }
+    let token = |x: &str| {
+        !x.is_empty()
+            && x.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    let Some((top, sub)) = t.split_once('/') else {
+        return false;
+    };
+    token(top)
+        && (token(sub)
+            || sub == "*"
+            || sub
+                .strip_prefix("*+")
+                .is_some_and(|suffix| token(suffix) && !suffix.contains('+')))
 }
