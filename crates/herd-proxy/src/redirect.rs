@@ -80,19 +80,26 @@ fn redirect(req: &Request<Incoming>, https_port: u16) -> Response<ProxyBody> {
     )
 }
 
+/// `None` (a 400, as the gateway answers) for a request without exactly one valid Host (or an
+/// absolute target's host), or whose target is not a path (`OPTIONS *`).
 fn location(req: &Request<Incoming>, https_port: u16) -> Option<HeaderValue> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return None;
+    }
     let authority: http::uri::Authority = match req.uri().authority() {
         Some(a) => a.clone(),
-        None => req
-            .headers()
-            .get(header::HOST)?
-            .to_str()
-            .ok()?
-            .parse()
-            .ok()?,
+        None => first?.to_str().ok()?.parse().ok()?,
     };
+    if !crate::target::valid_host(authority.as_str()) {
+        return None;
+    }
     let host = authority.host();
     let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    if !path.starts_with('/') {
+        return None;
+    }
     let loc = if https_port == 443 {
         format!("https://{host}{path}")
     } else {

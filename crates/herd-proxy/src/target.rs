@@ -102,7 +102,7 @@ fn check_authority(a: &Authority) -> Result<(), ProxyError> {
 
 /// `host [":" port]`: a name or IPv4 address (letters, digits, `-`, `.`, `_`) or a bracketed
 /// IPv6 address, then a port (0 to 65535, in digits) if there is a colon.
-fn valid_host(text: &str) -> bool {
+pub(crate) fn valid_host(text: &str) -> bool {
     let (host_ok, rest) = if let Some(v6) = text.strip_prefix('[') {
         match v6.split_once(']') {
             Some((addr, rest)) => (

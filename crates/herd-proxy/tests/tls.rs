@@ -366,5 +366,21 @@ async fn redirect_listener_answers_308() {
         text.contains("location: https://example.com:8443/a/b?c=1\r\n"),
         "{text}"
     );
+    // What the gateway refuses is refused here too, rather than redirected to a bad URL.
+    for bad in [
+        "OPTIONS * HTTP/1.1\r\nHost: example.com\r\n",
+        "GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n",
+        "GET / HTTP/1.1\r\nHost: example.com:abc\r\n",
+        "GET / HTTP/1.1\r\nHost: example.com:99999\r\n",
+    ] {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(format!("{bad}Connection: close\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        tcp.read_to_end(&mut buf).await.unwrap();
+        let text = String::from_utf8_lossy(&buf);
+        assert!(text.starts_with("HTTP/1.1 400"), "{bad:?}: {text}");
+    }
     stop.cancel();
 }
