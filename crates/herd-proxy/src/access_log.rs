@@ -130,6 +130,23 @@ impl AccessLogger {
     }
 }
 
+/// A header value as text: visible ASCII as is, any other byte as `\xHH` (nginx's access log
+/// escaping), so a value with a byte outside ASCII is logged, not hidden as `null`.
+fn escaped(v: &http::HeaderValue) -> String {
+    if let Ok(text) = v.to_str() {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(v.len() + 8);
+    for &b in v.as_bytes() {
+        if b == b' ' || b.is_ascii_graphic() {
+            out.push(char::from(b));
+        } else {
+            let _ = std::fmt::Write::write_fmt(&mut out, format_args!("\\x{b:02X}"));
+        }
+    }
+    out
+}
+
 /// What is known of a request when it arrives.
 #[derive(Debug)]
 pub(crate) struct Record {
@@ -154,8 +171,7 @@ impl Record {
         request_id: &http::HeaderValue,
         started: Instant,
     ) -> Self {
-        let text =
-            |v: Option<&http::HeaderValue>| v.and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let text = |v: Option<&http::HeaderValue>| v.map(escaped);
         Record {
             logger: Arc::clone(logger),
             time: jiff::Timestamp::now(),
@@ -263,6 +279,13 @@ pub(crate) struct Exchange {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_outside_ascii_are_escaped_not_dropped() {
+        let v = http::HeaderValue::from_bytes(b"ev\"il\xff\xfe").unwrap();
+        assert_eq!(escaped(&v), "ev\"il\\xFF\\xFE");
+        assert_eq!(escaped(&http::HeaderValue::from_static("curl/8")), "curl/8");
+    }
 
     #[tokio::test]
     async fn a_full_queue_drops_and_counts_instead_of_waiting() {
