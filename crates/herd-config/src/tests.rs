@@ -1091,6 +1091,9 @@ fn tls_sni_hosts_exact_and_wildcard() {
         ("*..com", "empty labels"),
         ("a..b", "empty labels"),
         (" ", "empty"),
+        ("127.0.0.1", "never sent as SNI"),
+        ("::1", "never sent as SNI"),
+        ("[::1]", "never sent as SNI"),
     ] {
         let e = errs(&tls(&[bad]));
         assert_eq!(e.len(), 1, "{bad}: {e:?}");

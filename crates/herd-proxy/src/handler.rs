@@ -818,11 +818,12 @@ async fn attempt(
                 && request.is_none()
                 && sent_at.elapsed() < KEEPALIVE_RACE
                 && closed_unanswered(e.error());
+            let reason = e.into_error().to_string();
             Err(Failure {
                 stale: request.is_some() || closed,
                 err: ProxyError::Upstream {
                     instance: instance(),
-                    reason: e.into_error().to_string(),
+                    reason,
                 },
                 request,
             })

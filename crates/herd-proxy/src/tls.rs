@@ -44,6 +44,8 @@ pub enum TlsError {
     NoCert { path: PathBuf },
     #[error("no PEM private key in {}", path.display())]
     NoKey { path: PathBuf },
+    #[error("{} holds an encrypted private key, which herd cannot use (it would need the passphrase at every start); write it decrypted with `openssl pkey -in {0} -out key.pem` and keep that file readable by herd alone", path.display())]
+    EncryptedKey { path: PathBuf },
     #[error("unusable private key {} (for {}): {reason}", key.display(), cert.display())]
     BadKey {
         cert: PathBuf,
@@ -258,8 +260,17 @@ fn load_pair(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
             path: key.to_owned(),
             error,
         })?
-        .ok_or_else(|| TlsError::NoKey {
-            path: key.to_owned(),
+        .ok_or_else(|| {
+            // rustls-pemfile skips an `ENCRYPTED PRIVATE KEY` block as unknown.
+            if pem.windows(21).any(|w| w == b"ENCRYPTED PRIVATE KEY") {
+                TlsError::EncryptedKey {
+                    path: key.to_owned(),
+                }
+            } else {
+                TlsError::NoKey {
+                    path: key.to_owned(),
+                }
+            }
         })?;
     let bad = |e: &dyn std::fmt::Display| TlsError::BadKey {
         cert: cert.to_owned(),

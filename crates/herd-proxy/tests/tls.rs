@@ -301,6 +301,17 @@ async fn certificate_reload_drops_no_connection() {
     std::fs::write(gw.dir.join("api.key"), "not a key").unwrap();
     let err = gw.gw.reload_tls().unwrap_err().to_string();
     assert!(err.contains("api.key"), "{err}");
+    // An encrypted key says so (it used to read "no PEM private key").
+    std::fs::write(
+        gw.dir.join("api.key"),
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBvTBXBgkqhkiG9w0BBQ0wSjApBgkqhkiG9w0BBQwwHAQI\n-----END ENCRYPTED PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let err = gw.gw.reload_tls().unwrap_err().to_string();
+    assert!(
+        err.contains("encrypted private key") && err.contains("openssl pkey"),
+        "{err}"
+    );
     let again = connect(gw.addr, "api.test", &[&gw.api], b"h2").await;
     assert_eq!(peer_cert(&again), gw.api);
     gw.stop.cancel();

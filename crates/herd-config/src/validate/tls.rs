@@ -74,6 +74,15 @@ impl Validator<'_> {
             Some("'*' may only be the whole first label")
         } else if labels[0] == "*" && labels.len() < 3 {
             Some("a wildcard needs at least two labels after '*.' (clients refuse *.com)")
+        } else if host.parse::<std::net::IpAddr>().is_ok()
+            || host
+                .trim_matches(|c| c == '[' || c == ']')
+                .parse::<std::net::Ipv6Addr>()
+                .is_ok()
+        {
+            // RFC 6066 §3: SNI carries host names only; a client connecting by address sends
+            // none, and gets the default certificate.
+            Some("an IP address is never sent as SNI (clients send host names only); the default cert/key serves clients that connect by address")
         } else {
             None
         };
