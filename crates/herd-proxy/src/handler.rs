@@ -104,6 +104,18 @@ pub(crate) async fn serve(
         resp = compress::apply(&wants, resp, &compress_cfg);
     }
     let (record, ex) = pending.take();
+    if let Some(tunnel) = resp.extensions_mut().remove::<crate::tunnel::TunnelLog>() {
+        // A tunnel is logged when it closes, with its length and bytes.
+        let sender = tunnel
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let (Some(record), Some(sender)) = (record, sender) {
+            let _ = sender.send((record, ex, resp.status().as_u16()));
+        }
+        return resp;
+    }
     crate::tail::wrap(resp, ex, record)
 }
 
@@ -950,6 +962,13 @@ fn open_tunnel(
         _conn: keep,
         _stream: busy,
     };
-    gw.tunnels.spawn(client.client, upstream, held, idle, span);
-    Response::from_parts(parts, ProxyBody::text(""))
+    let (log_tx, log_rx) = tokio::sync::oneshot::channel();
+    gw.tunnels
+        .spawn(client.client, upstream, held, idle, span, log_rx);
+    let mut resp = Response::from_parts(parts, ProxyBody::text(""));
+    resp.extensions_mut()
+        .insert(crate::tunnel::TunnelLog(Arc::new(std::sync::Mutex::new(
+            Some(log_tx),
+        ))));
+    resp
 }

@@ -36,6 +36,18 @@ pub(crate) struct Held {
     pub(crate) _stream: Option<crate::handler::StreamBusy>,
 }
 
+/// A tunnel's access log line, handed over by the request path once the `101` (or an HTTP/2
+/// stream's `200`) is on its way: written when the tunnel closes, with the tunnel's length and
+/// the bytes sent to the client (nginx logs an upgraded connection when it closes).
+pub(crate) type LogLine = (crate::access_log::Record, crate::access_log::Exchange, u16);
+
+/// Put in the extensions of a tunnel's response: the request path sends the line here
+/// instead of writing it at the `101`.
+#[derive(Debug, Clone)]
+pub(crate) struct TunnelLog(
+    pub(crate) std::sync::Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<LogLine>>>>,
+);
+
 /// The gateway's open tunnels: a tracker to wait for them and a token to end them.
 #[derive(Debug, Default)]
 pub(crate) struct Tunnels {
@@ -53,14 +65,20 @@ impl Tunnels {
         held: Held,
         idle: Duration,
         span: tracing::Span,
+        log: tokio::sync::oneshot::Receiver<LogLine>,
     ) {
         let stop = self.stop.clone();
         self.tracker.spawn(
             async move {
                 let _held = held;
+                let down = AtomicU64::new(0);
                 tokio::select! {
-                    () = run(client, upstream, idle) => {}
+                    () = run(client, upstream, idle, &down) => {}
                     () = stop.cancelled() => tracing::debug!("tunnel closed by shutdown"),
+                }
+                // Sent before the client could upgrade; none without an access log.
+                if let Ok((record, ex, status)) = log.await {
+                    record.finish(status, down.load(Ordering::Relaxed), &ex);
                 }
             }
             .instrument(span),
@@ -79,7 +97,8 @@ impl Tunnels {
     }
 }
 
-async fn run(client: OnUpgrade, upstream: OnUpgrade, idle: Duration) {
+/// Splices until close or idle; `down` counts the bytes written to the client meanwhile.
+async fn run(client: OnUpgrade, upstream: OnUpgrade, idle: Duration, down: &AtomicU64) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,
         Err(e) => {
@@ -89,8 +108,8 @@ async fn run(client: OnUpgrade, upstream: OnUpgrade, idle: Duration) {
     };
     let start = Instant::now();
     let last = AtomicU64::new(0);
-    let mut client = Active::new(TokioIo::new(client), start, &last);
-    let mut upstream = Active::new(TokioIo::new(upstream), start, &last);
+    let mut client = Active::new(TokioIo::new(client), start, &last, Some(down));
+    let mut upstream = Active::new(TokioIo::new(upstream), start, &last, None);
     tokio::select! {
         res = tokio::io::copy_bidirectional(&mut client, &mut upstream) => match res {
             Ok((up, down)) => tracing::debug!(bytes_up = up, bytes_down = down, "tunnel closed"),
@@ -112,15 +131,22 @@ async fn idle_for(idle: Duration, start: Instant, last: &AtomicU64) {
 }
 
 /// An IO that notes the time of its last read of at least one byte (every write follows one).
+/// Optionally counts the bytes written to it.
 struct Active<'a, T> {
     inner: T,
     start: Instant,
     last: &'a AtomicU64,
+    written: Option<&'a AtomicU64>,
 }
 
 impl<'a, T> Active<'a, T> {
-    fn new(inner: T, start: Instant, last: &'a AtomicU64) -> Self {
-        Active { inner, start, last }
+    fn new(inner: T, start: Instant, last: &'a AtomicU64, written: Option<&'a AtomicU64>) -> Self {
+        Active {
+            inner,
+            start,
+            last,
+            written,
+        }
     }
 }
 
@@ -147,7 +173,12 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Active<'_, T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let res = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let (Poll::Ready(Ok(n)), Some(written)) = (&res, this.written) {
+            written.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        res
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

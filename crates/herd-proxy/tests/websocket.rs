@@ -283,3 +283,49 @@ async fn a_thousand_concurrent_websockets_for_ten_seconds() {
         .await
         .expect("every tunnel closed");
 }
+
+#[tokio::test]
+async fn a_tunnel_is_logged_when_it_closes_with_its_length_and_bytes() {
+    let path = std::env::temp_dir().join(format!("herd-tunnel-log-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let gw = gateway(
+        &format!("access_log = \"{}\"", path.display()),
+        raw_echo_backend().await,
+    )
+    .await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET /raw HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let chunk = vec![b'x'; 10_000];
+    for _ in 0..3 {
+        s.write_all(&chunk).await.unwrap();
+        let mut back = vec![0u8; chunk.len()];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        before.is_empty(),
+        "logged before the tunnel closed: {before}"
+    );
+    drop(s);
+    let mut line = String::new();
+    for _ in 0..100 {
+        line = std::fs::read_to_string(&path).unwrap_or_default();
+        if !line.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(v["status"], 101, "{line}");
+    assert!(v["bytes_sent"].as_u64().unwrap() >= 30_000, "{line}");
+    assert!(v["duration_ms"].as_f64().unwrap() >= 300.0, "{line}");
+    let _ = std::fs::remove_file(&path);
+}
