@@ -303,7 +303,9 @@ pub(crate) async fn check_shared(
             emission_interval: limit.config.rate.interval(),
             burst_tolerance: limit.config.rate.interval() * limit.config.burst,
         };
-        let store_key = format!("herd:{{rl:zone:{}:{key}}}", limit.config.name);
+        // Its own key space: an app's `POST /v1/ratelimit/{key}` (`herd:{rl:KEY}`) can never
+        // name, and so never spend, a zone's bucket.
+        let store_key = format!("herd:{{rlz:{}:{key}}}", limit.config.name);
         // A store known to be out (reconnecting, down) is not asked, and one that answers
         // slowly (a hung Redis) is not waited for past `SHARED_WAIT`: the request is counted
         // on this node instead, as documented, rather than paying the store's timeout.

@@ -107,6 +107,18 @@ async fn two_herds_share_sessions_locks_and_rate_limits() {
         "{la} {lb}"
     );
 
+    // An app's own counters never reach a zone's bucket, whatever their key (the zone's store
+    // key was once `herd:{rl:zone:NAME:KEY}`, which `/v1/ratelimit/zone:NAME:KEY` named).
+    for _ in 0..5 {
+        let (code, v) = api(
+            &a,
+            Method::POST,
+            "/v1/ratelimit/zone:everyone:default",
+            json!({"rate": "1r/m"}),
+        )
+        .await;
+        assert_eq!(code, 200, "{v}");
+    }
     // The gateway's shared rate limit counts requests to both nodes together.
     let mut allowed = 0;
     let mut limited = 0;
