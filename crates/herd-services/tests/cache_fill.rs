@@ -75,7 +75,15 @@ async fn a_lease_passes_on_when_it_runs_out_or_is_given_up() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(
         api.call("DELETE", "/v1/cache/pages/b", b"").await.status,
-        404
+        204,
+        "giving a lease up is not an error"
+    );
+    assert_eq!(
+        api.call("DELETE", "/v1/cache/pages/nothing", b"")
+            .await
+            .status,
+        404,
+        "neither a key nor a lease"
     );
     let r = tokio::time::timeout(Duration::from_secs(20), waiter)
         .await
@@ -143,4 +151,65 @@ async fn bad_fill_values_are_400_with_a_hint() {
     assert_eq!((r.status, r.header("x-cache-fill")), (404, None));
     let s = api.call("GET", "/v1/cache/stats", b"").await.json();
     assert_eq!(s["fill_leases"], 0, "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_follow_the_next_lease_when_a_loader_vanishes() {
+    let api = Arc::new(Api::start(false).await);
+    // The first loader never puts.
+    let r = api.call("GET", "/v1/cache/pages/v?fill=600ms", b"").await;
+    assert_eq!(r.header("x-cache-fill"), Some("load"));
+    let (told, mut loader) = tokio::sync::mpsc::unbounded_channel();
+    let mut waiters = Vec::new();
+    for i in 0..6 {
+        let (api, told) = (Arc::clone(&api), told.clone());
+        waiters.push(tokio::spawn(async move {
+            let r = api.call("GET", "/v1/cache/pages/v?fill=600ms", b"").await;
+            if r.header("x-cache-fill") == Some("load") {
+                told.send(i).unwrap();
+            }
+            r
+        }));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    // Its lease runs out: one waiter is told to load, and it puts.
+    let next = tokio::time::timeout(Duration::from_secs(10), loader.recv())
+        .await
+        .expect("nobody took the lease over")
+        .unwrap();
+    let r = api.call("PUT", "/v1/cache/pages/v", b"loaded").await;
+    assert_eq!(r.status, 204);
+    for (i, w) in waiters.into_iter().enumerate() {
+        let r = w.await.unwrap();
+        if i == next {
+            continue;
+        }
+        assert_eq!((r.status, &r.body[..]), (200, &b"loaded"[..]), "waiter {i}");
+    }
+    assert!(
+        loader.try_recv().is_err(),
+        "every waiter was told to load at the first lease's end"
+    );
+    // One count per call, by its answer: 2 loads (misses), 5 served from the cache.
+    let s = api.call("GET", "/v1/cache/stats", b"").await.json();
+    assert_eq!(
+        (s["l1_misses"].as_u64(), s["l2_misses"].as_u64()),
+        (Some(2), Some(2)),
+        "{s}"
+    );
+    assert_eq!(s["loads"], 2, "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_never_takes_a_lease() {
+    let api = Api::start(false).await;
+    let r = api.call("HEAD", "/v1/cache/pages/h?fill=30s", b"").await;
+    assert_eq!((r.status, r.header("x-cache-fill")), (404, None));
+    let started = Instant::now();
+    let r = api.call("GET", "/v1/cache/pages/h?fill=30s", b"").await;
+    assert_eq!((r.status, r.header("x-cache-fill")), (404, Some("load")));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "waited on the HEAD's lease"
+    );
 }

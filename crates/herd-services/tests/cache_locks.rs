@@ -554,3 +554,43 @@ async fn a_fill_wait_ends_at_shutdown() {
         .unwrap();
     assert!(matches!(got, herd_services::cache::Leased::Load));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_on_another_node_ends_this_node_s_fill_wait() {
+    let dir = TempDir::new("fillx");
+    let store = open_store(&dir, false).await;
+    let a = Node::start(&store, ServicesConfig::default());
+    let b = Node::start(&store, ServicesConfig::default());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // B's own loader takes the lease and never puts; a second caller on B waits for it.
+    let first = b
+        .services
+        .cache
+        .get_or_lease("pages", "x", Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(matches!(first, herd_services::cache::Leased::Load));
+    let services = Arc::clone(&b.services);
+    let waiter = tokio::spawn(async move {
+        services
+            .cache
+            .get_or_lease("pages", "x", Duration::from_secs(30))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A stores the value: B's waiter reads it now, not at the end of B's 30 s lease.
+    a.services
+        .cache
+        .put("pages", "x", Bytes::from_static(b"from a"), None, vec![])
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("the waiter sat out the lease")
+        .unwrap()
+        .unwrap();
+    match got {
+        herd_services::cache::Leased::Hit(hit) => assert_eq!(hit.value.as_ref(), b"from a"),
+        other => panic!("{other:?}"),
+    }
+}

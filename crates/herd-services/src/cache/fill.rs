@@ -4,7 +4,8 @@
 //! On a miss, the first caller of a key gets the lease: it loads the value and stores it (a
 //! put). Callers that miss the same key meanwhile wait for that put instead of loading too,
 //! up to the lease's length; if the lease ends without a put (the loader failed or went away)
-//! the next waiter gets it. A value due for refresh is served to everyone, and one caller gets
+//! the next waiter gets it and the others wait for that one, for at most [`MAX_FOLLOWED`]
+//! leases in all. A value due for refresh is served to everyone, and one caller gets
 //! the lease to refresh it. Leases are per node: with several herd nodes, at most one load per
 //! key and node. A node keeps at most [`MAX_LEASES`] live leases (past it, callers load without
 //! one); leases that ran out are swept as the map doubles.
@@ -63,48 +64,72 @@ impl Cache {
         let fills = &self.inner.fills;
         let counters = &self.inner.counters;
         let k1 = l1_key(ns, key);
-        let deadline = Instant::now() + lease;
         let mut waited = false;
-        loop {
-            if let Some(hit) = self.get(ns, key).await? {
+        // The lease waited on last (its end), and how many leases were waited on.
+        let mut seen: Option<Instant> = None;
+        let mut followed = 0;
+        // One call counts once in the hit and miss counters, by what it was answered (a
+        // waiter served the loader's value is a hit), however often it read meanwhile.
+        let leased = loop {
+            if let Some(hit) = self.read(ns, key, false).await? {
                 if hit.freshness.wants_refresh()
                     && matches!(fills.claim(&k1, lease), Claim::Granted)
                 {
                     counters.fill_leases.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Leased::Refresh(hit));
+                    counters.refreshes.fetch_add(1, Ordering::Relaxed);
+                    counters.loads.fetch_add(1, Ordering::Relaxed);
+                    break Leased::Refresh(hit);
                 }
                 if waited {
                     counters.fill_waits.fetch_add(1, Ordering::Relaxed);
                 }
-                return Ok(Leased::Hit(hit));
+                break Leased::Hit(hit);
             }
             match fills.claim(&k1, lease) {
                 Claim::Granted => {
                     // A put may have landed between the read and the claim: read once more
                     // rather than have the value loaded twice.
-                    if let Ok(Some(hit)) = self.get(ns, key).await {
+                    if let Ok(Some(hit)) = self.read(ns, key, false).await {
                         fills.release(ns, key);
-                        return Ok(Leased::Hit(hit));
+                        break Leased::Hit(hit);
                     }
                     counters.fill_leases.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Leased::Load);
+                    counters.loads.fetch_add(1, Ordering::Relaxed);
+                    break Leased::Load;
                 }
                 // Too many leases on this node: load without one (no coalescing, no waiting).
-                Claim::Full => return Ok(Leased::Load),
-                Claim::Wait(_) if Instant::now() >= deadline => return Ok(Leased::Load),
+                Claim::Full => break Leased::Load,
+                // This caller waited its own `lease` on this holder, which has not put yet.
+                Claim::Wait(wait) if seen == Some(wait.until) => break Leased::Load,
+                // A holder that failed hands the lease to the next waiter and the others go
+                // on waiting for that one (nginx's proxy_cache_lock, Varnish's waiting list
+                // keep coalescing too), but not for ever.
+                Claim::Wait(_) if followed >= MAX_FOLLOWED => break Leased::Load,
                 Claim::Wait(wait) => {
                     waited = true;
+                    followed += 1;
+                    seen = Some(wait.until);
+                    let until = wait.until.min(Instant::now() + lease);
                     tokio::select! {
-                        _ = tokio::time::timeout_at(deadline, wait.finished()) => {}
+                        _ = tokio::time::timeout_at(until, wait.finished()) => {}
                         // Shutting down: the caller loads the value itself rather than hold
                         // the shutdown for the rest of its wait.
-                        () = self.inner.shutdown.cancelled() => return Ok(Leased::Load),
+                        () = self.inner.shutdown.cancelled() => break Leased::Load,
                     }
                 }
             }
-        }
+        };
+        self.count_outcome(match &leased {
+            Leased::Hit(hit) | Leased::Refresh(hit) => Some(hit),
+            Leased::Load => None,
+        });
+        Ok(leased)
     }
 }
+
+/// How many leases in a row a waiter waits on (each holder's, at most the waiter's own
+/// `lease`) before it loads the value itself.
+const MAX_FOLLOWED: u32 = 3;
 
 /// The fewest leases at which a claim first drops the ones that ran out; after a sweep the
 /// next one waits until the map has doubled (amortised O(1) per claim).
@@ -200,9 +225,10 @@ impl Fills {
 
     /// `key` of `ns` was stored or deleted (a loader that failed may delete the key to give
     /// up at once): its lease (if any) ends and its waiters read again.
-    pub(crate) fn release(&self, ns: &str, key: &str) {
+    /// Returns whether a lease ended.
+    pub(crate) fn release(&self, ns: &str, key: &str) -> bool {
         if self.held.load(Ordering::Relaxed) == 0 {
-            return;
+            return false;
         }
         let lease = {
             let mut state = self.state.lock().unwrap();
@@ -210,8 +236,12 @@ impl Fills {
             self.held.store(state.leases.len(), Ordering::Relaxed);
             lease
         };
-        if let Some(l) = lease {
-            l.done.send_replace(true);
+        match lease {
+            Some(l) => {
+                l.done.send_replace(true);
+                true
+            }
+            None => false,
         }
     }
 

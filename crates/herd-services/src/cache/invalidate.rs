@@ -270,4 +270,10 @@ async fn apply(inner: &Inner, raw: &Bytes) {
     }
     let n = drop_local(inner, &msg.ns, msg.op, &msg.arg).await;
     inner.counters.invalidations.fetch_add(n, Ordering::Relaxed);
+    if matches!(msg.op, Op::Key) {
+        // Another node stored (or deleted) the key: this node's callers waiting for their own
+        // loader read again now (and find the other node's value in L2) instead of waiting
+        // out the lease. The local loader's put, if it comes, just stores again.
+        inner.fills.release(&msg.ns, &msg.arg);
+    }
 }

@@ -127,9 +127,11 @@ pub struct CacheStats {
     pub l1_misses: u64,
     pub l2_hits: u64,
     pub l2_misses: u64,
-    /// Loader calls (get-or-load misses and background refreshes).
+    /// Loader calls (get-or-load misses and background refreshes), and `get_or_lease`
+    /// callers told to load or refresh.
     pub loads: u64,
-    /// Background refreshes started (refresh-ahead and stale).
+    /// Refreshes started (refresh-ahead and stale): background ones of `get_or_load`, and
+    /// `get_or_lease` callers told to refresh.
     pub refreshes: u64,
     /// Keys invalidated (deletes, prefix and tag invalidations, including from other nodes).
     pub invalidations: u64,
@@ -366,15 +368,49 @@ impl Cache {
     /// # Errors
     /// `Invalid` names, store errors on an L1 miss.
     pub async fn get(&self, ns: &str, key: &str) -> ServiceResult<Option<Hit>> {
+        self.read(ns, key, true).await
+    }
+
+    /// Counts one call's outcome in the hit and miss counters: a hit at its level, or a miss
+    /// of both (for calls that read more than once, such as `get_or_lease`).
+    pub(crate) fn count_outcome(&self, hit: Option<&Hit>) {
+        let c = &self.inner.counters;
+        match hit.map(|h| h.level) {
+            Some(Level::L1) => {
+                c.l1_hits.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(Level::L2) => {
+                c.l1_misses.fetch_add(1, Ordering::Relaxed);
+                c.l2_hits.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {
+                c.l1_misses.fetch_add(1, Ordering::Relaxed);
+                c.l2_misses.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// [`Cache::get`], counting hits and misses only with `count`.
+    pub(crate) async fn read(
+        &self,
+        ns: &str,
+        key: &str,
+        count: bool,
+    ) -> ServiceResult<Option<Hit>> {
         check_names(ns, key)?;
         let c = &self.inner.counters;
+        let tally = |n: &AtomicU64| {
+            if count {
+                n.fetch_add(1, Ordering::Relaxed);
+            }
+        };
         let k1 = l1_key(ns, key);
         if let Some(e) = self.inner.l1.get(&k1).await {
             let f = self.classify(ns, &e);
             if f == Freshness::Expired {
                 self.inner.l1.invalidate(&k1).await;
             } else {
-                c.l1_hits.fetch_add(1, Ordering::Relaxed);
+                tally(&c.l1_hits);
                 return Ok(Some(Hit {
                     value: e.value.clone(),
                     level: Level::L1,
@@ -384,7 +420,7 @@ impl Cache {
                 }));
             }
         }
-        c.l1_misses.fetch_add(1, Ordering::Relaxed);
+        tally(&c.l1_misses);
         let epoch = self.inner.epochs.read(&k1);
         let found = match self.inner.store.get(&l2_key(ns, key)).await {
             Ok(found) => found,
@@ -394,15 +430,15 @@ impl Cache {
             }
         };
         let Some(mut e) = found.and_then(|v| Entry::decode(&v.value)) else {
-            c.l2_misses.fetch_add(1, Ordering::Relaxed);
+            tally(&c.l2_misses);
             return Ok(None);
         };
         let f = self.classify(ns, &e);
         if f == Freshness::Expired {
-            c.l2_misses.fetch_add(1, Ordering::Relaxed);
+            tally(&c.l2_misses);
             return Ok(None);
         }
-        c.l2_hits.fetch_add(1, Ordering::Relaxed);
+        tally(&c.l2_hits);
         e.l1_for = self.l1_for(ns, &e);
         let hit = Hit {
             value: e.value.clone(),
@@ -597,17 +633,18 @@ impl Cache {
         }
     }
 
-    /// Removes a key from L2 and every node's L1. True when L2 had it.
+    /// Removes a key from L2 and every node's L1. True when L2 had it, or when this ended a
+    /// fill lease on it (a loader that failed gives its lease up with a delete).
     ///
     /// # Errors
     /// `Invalid` names, store errors.
     pub async fn delete(&self, ns: &str, key: &str) -> ServiceResult<bool> {
         check_names(ns, key)?;
         let n = invalidate::delete_keys(&self.inner, ns, &[key.to_owned()]).await;
-        self.inner.fills.release(ns, key);
+        let gave_up = self.inner.fills.release(ns, key);
         let n = n?;
         invalidate::announce(&self.inner, ns, invalidate::Op::Key, key).await;
-        Ok(n > 0)
+        Ok(n > 0 || gave_up)
     }
 
     /// Removes every key of `ns` starting with `prefix`; returns how many L2 held.

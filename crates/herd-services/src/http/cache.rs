@@ -29,7 +29,7 @@ pub(super) fn routes(t: Table) -> Table {
             "/v1/cache/{ns}/invalidate",
             &["post"],
             post(invalidate)
-                .get(move |s, ns, q| read(s, as_key(ns), q))
+                .get(move |s, m, ns, q| read(s, m, as_key(ns), q))
                 .put(move |s, ns, q, h, b| write(s, as_key(ns), q, h, b))
                 .delete(move |s, ns| remove(s, as_key(ns))),
         )
@@ -62,6 +62,7 @@ struct InvalidateBody {
 
 async fn read(
     State(s): State<AppState>,
+    method: axum::http::Method,
     Path((ns, key)): Path<(String, String)>,
     query: Result<Query<GetQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
@@ -72,7 +73,11 @@ async fn read(
         )
     })?;
     let cache = &s.services.cache;
-    let (hit, fill) = match opt_duration("fill", q.fill.as_deref())? {
+    let lease = opt_duration("fill", q.fill.as_deref())?;
+    // A HEAD (an existence probe, a monitor) never takes a lease: nobody would load the
+    // value, and callers would wait out the lease for nothing.
+    let lease = lease.filter(|_| method != axum::http::Method::HEAD);
+    let (hit, fill) = match lease {
         None => (cache.get(&ns, &key).await?, None),
         Some(lease) => match cache.get_or_lease(&ns, &key, lease).await? {
             Leased::Hit(hit) => (Some(hit), None),
