@@ -68,6 +68,10 @@ pub(crate) struct Inst {
     pub(crate) ready_deadline: Option<Instant>,
     /// Killed for missing `ready_timeout`: its exit counts as unstable.
     pub(crate) failed_readiness: bool,
+    /// The running process has been ready (in rotation) at least once. Failing its checks
+    /// later is not a failed start: it is kept while it answers them (see `on_timers`), and a
+    /// restart for checks that get no answer is a stable exit.
+    pub(crate) served: bool,
     /// Why herd killed the running process, if it did (shown in `last_exit`).
     pub(crate) killed_for: Option<String>,
     /// How the last process of this instance ended (status, uptime, and herd's reason if it

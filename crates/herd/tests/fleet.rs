@@ -797,3 +797,47 @@ async fn the_rest_of_the_group_gets_kill_timeout_after_its_leader_exits() {
         herd.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_answers_failing_checks_is_kept_and_comes_back() {
+    // A database-backed health check: 503 while `down` exists. The app itself stays up.
+    let dir = tempfile::tempdir().unwrap();
+    let down = dir.path().join("down");
+    let script = write(
+        dir.path(),
+        "dep.py",
+        &format!(
+            "import os, http.server\n\
+             class H(http.server.BaseHTTPRequestHandler):\n\
+             \x20   def do_GET(self):\n\
+             \x20       code = 503 if os.path.exists({down:?}) else 200\n\
+             \x20       self.send_response(code); self.send_header('Content-Length', '2'); self.end_headers(); self.wfile.write(b'ok')\n\
+             \x20   def log_message(self, *a): pass\n\
+             http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()\n",
+            down = down.display().to_string()
+        ),
+    );
+    let (a, b) = free_range(12);
+    let config = base_config("")
+        + &format!(
+            "\n[[app]]\nname = \"dep\"\ncommand = [\"python3\", \"{}\"]\ninstances = 1\n\
+             port_range = \"{a}-{b}\"\nready_timeout = \"1s\"\nmax_restarts = 1\n\
+             [app.health]\npath = \"/health\"\ninterval = \"200ms\"\nfastinter = \"100ms\"\nrise = 1\nfall = 1\n",
+            script.display()
+        );
+    let herd = Herd::start(&config);
+    let ready = herd.wait_ready("dep", 1).await;
+    let pid = ready[0]["pid"].clone();
+    std::fs::write(&down, "").unwrap();
+    // Several ready_timeouts pass: the instance is out of rotation but never killed, and
+    // nothing is counted towards max_restarts.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let now = herd.instances("dep").await;
+    assert_eq!(now[0]["pid"], pid, "restarted: {now:?}\n{}", herd.log());
+    assert_ne!(now[0]["state"], "errored", "{now:?}");
+    assert_eq!(get(&herd.url("/")).await.unwrap().0, 503, "out of rotation");
+    std::fs::remove_file(&down).unwrap();
+    let back = herd.wait_ready("dep", 1).await;
+    assert_eq!(back[0]["pid"], pid, "the same process serves again");
+    assert_eq!(get(&herd.url("/")).await.unwrap().0, 200);
+}

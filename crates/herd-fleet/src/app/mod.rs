@@ -280,6 +280,7 @@ impl AppActor {
             restart_at: None,
             ready_deadline: None,
             failed_readiness: false,
+            served: false,
             killed_for: None,
             last_exit: None,
             drained: false,
@@ -316,6 +317,7 @@ impl AppActor {
             Ok(proc) => {
                 tracing::info!(app = %self.app.name, instance = %inst.id, pid = proc.pid.unwrap_or(0), port, "instance started");
                 inst.state = InstanceState::Starting;
+                inst.served = false;
                 // A restart in maintenance stays there: its checks stay paused, so it cannot
                 // become ready, and `ready_timeout` runs only once maintenance ends.
                 inst.ready_deadline = (!inst.maint).then(|| Instant::now() + command.ready_timeout);
@@ -688,6 +690,7 @@ impl AppActor {
             if inst.state == InstanceState::Starting {
                 inst.state = InstanceState::Ready;
                 inst.ready_deadline = None;
+                inst.served = true;
                 if let Some(p) = &inst.proc {
                     p.endpoint.stats.clear_down();
                     if let Some(s) = self.scaler.as_mut() {
@@ -765,12 +768,46 @@ impl AppActor {
                     }
                 } else if inst.ready_deadline.is_some_and(|t| t <= now) {
                     inst.ready_deadline = None;
-                    inst.failed_readiness = true;
                     let last_check = inst
                         .proc
                         .as_ref()
                         .and_then(|p| p.endpoint.stats.last_check())
                         .map_or_else(|| "no check finished".to_owned(), |c| c.detail);
+                    if inst.served {
+                        // It served, then failed its checks for `ready_timeout`. An app that
+                        // answers them ("HTTP 503": its database is down) is alive, and a
+                        // restart would not help: it stays, out of rotation, until its checks
+                        // pass again (Kubernetes' readiness). One whose checks get no answer
+                        // is hung: it is restarted, gracefully (it may hold requests), and
+                        // that exit is a stable one: it had served. Neither turns an outage
+                        // of a dependency into an errored fleet.
+                        if last_check.starts_with("HTTP ") {
+                            tracing::warn!(app = %self.app.name, instance = %inst.id, %last_check, "instance still answers its health check with an error after ready_timeout; kept running out of rotation until its checks pass");
+                            continue;
+                        }
+                        let why = format!(
+                            "its health checks got no answer for ready_timeout (last check: {last_check})"
+                        );
+                        tracing::warn!(app = %self.app.name, instance = %inst.id, %last_check, "health checks get no answer; restarting the instance");
+                        inst.killed_for = Some(why);
+                        let stop = self.command().map(|c| (c.drain_timeout, c.kill_timeout));
+                        let Some(slot) = self.slots.get_mut(&index) else {
+                            continue;
+                        };
+                        let inst = if is_next {
+                            match slot.next.as_mut() {
+                                Some(i) => i,
+                                None => continue,
+                            }
+                        } else {
+                            &mut slot.active
+                        };
+                        if let (Some(p), Some((drain, kill))) = (&inst.proc, stop) {
+                            p.stop(drain, kill);
+                        }
+                        continue;
+                    }
+                    inst.failed_readiness = true;
                     // Nothing listening on the port herd gave: the usual cause is an app that
                     // does not read $PORT (a port fixed in its code or config).
                     let port = inst.proc.as_ref().and_then(|p| p.port);
@@ -851,6 +888,7 @@ fn placeholder() -> Inst {
         restart_at: None,
         ready_deadline: None,
         failed_readiness: false,
+        served: false,
         killed_for: None,
         last_exit: None,
         drained: false,
