@@ -841,3 +841,32 @@ async fn an_instance_that_answers_failing_checks_is_kept_and_comes_back() {
     assert_eq!(back[0]["pid"], pid, "the same process serves again");
     assert_eq!(get(&herd.url("/")).await.unwrap().0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_in_keeps_serving_instances_and_drops_the_drained_one() {
+    let herd = Herd::start(&web_config(3, ""));
+    herd.wait_ready("web", 3).await;
+    switch(&herd, "web-1", "drain").await;
+    let out = herd.cli(&["scale", "web", "1"]);
+    assert!(out.status.success(), "{out:?}");
+    let t0 = Instant::now();
+    loop {
+        let left = herd.instances("web").await;
+        let ids: Vec<&str> = left
+            .iter()
+            .filter(|i| i["state"] != "stopped")
+            .map(|i| i["id"].as_str().unwrap())
+            .collect();
+        if ids.len() == 1 {
+            assert_ne!(ids[0], "web-1", "kept the drained instance: {left:?}");
+            assert_eq!(
+                left.iter().find(|i| i["id"] == ids[0]).unwrap()["state"],
+                "ready"
+            );
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "{left:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(get(&herd.url("/")).await.unwrap().0, 200);
+}

@@ -364,7 +364,19 @@ impl AppActor {
             index += 1;
         }
         while self.slots.len() > want {
-            let Some((_, slot)) = self.slots.pop_last() else {
+            // Instances not serving go first (errored, restarting, starting, failing checks,
+            // drained or in maintenance: a ReplicaSet deletes not-ready pods first), the
+            // highest-numbered first; then serving ones, highest-numbered first. Scaling in
+            // must not keep a drained instance and stop the only ones serving.
+            let serving = |i: &Inst| i.state == InstanceState::Ready && !i.drained && !i.maint;
+            let victim = self
+                .slots
+                .iter()
+                .rev()
+                .find(|(_, s)| !serving(&s.active))
+                .or_else(|| self.slots.iter().next_back())
+                .map(|(&k, _)| k);
+            let Some(slot) = victim.and_then(|k| self.slots.remove(&k)) else {
                 break;
             };
             self.retire(slot.active);
