@@ -457,7 +457,7 @@ async fn send_with_retries(
     } = sending;
     let mut set = app.current();
     if set.is_empty() {
-        if let Some(hold) = app.hold {
+        if let Some(hold) = app.hold() {
             // Scaled to zero: wait for the first instance instead of failing.
             Box::pin(
                 app.demand

@@ -127,9 +127,19 @@ pub(crate) struct AppUpstreams {
     /// For apps that scale to zero: how long and how many requests to hold while the first
     /// instance starts (Knative's activator).
     pub(crate) hold: Option<Hold>,
+    /// A supervised app until its first instance is in rotation (herd starting, or an app a
+    /// config reload just added, perhaps with a route to it already): requests wait for that
+    /// instance instead of a 503, until `ready_timeout` after the app was added (an app that
+    /// never starts does not hold every request).
+    first_start: Option<Instant>,
+    /// An instance of the app has been in rotation (kept across reloads).
+    served: Arc<std::sync::atomic::AtomicBool>,
     /// Protocol, circuit breaker settings, retry budget, 503 page (see `resilience`).
     pub(crate) plane: AppPlane,
 }
+
+/// Requests that may wait at once for a new app's first instance (as `hold_queue`'s default).
+const FIRST_START_QUEUE: usize = 1000;
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Hold {
@@ -144,7 +154,26 @@ impl AppUpstreams {
             Arc::new(ArcSwap::from_pointee(UpstreamSet::default())),
             Arc::new(Demand::default()),
             None,
+            Arc::default(),
+            match &app.backends {
+                Backends::Command(cmd) => Some(Instant::now() + cmd.ready_timeout),
+                Backends::Servers(_) => None,
+            },
         )
+    }
+
+    /// How a request waits when the app has no instance in rotation: scale-from-zero's hold,
+    /// or, until the first instance of a supervised app is in rotation, a wait for it.
+    pub(crate) fn hold(&self) -> Option<Hold> {
+        self.hold.or_else(|| {
+            let left = self.first_start?.checked_duration_since(Instant::now())?;
+            (!self.served.load(std::sync::atomic::Ordering::Acquire) && !left.is_zero()).then_some(
+                Hold {
+                    timeout: left,
+                    queue: FIRST_START_QUEUE,
+                },
+            )
+        })
     }
 
     /// The same app under a new config: the instances in rotation, held and queued requests
@@ -154,7 +183,14 @@ impl AppUpstreams {
         // ones waiting in it keep their place; only its limits change.
         self.queue.set_limits(app.lb.queue, app.lb.queue_timeout);
         let queue = Some(Arc::clone(&self.queue));
-        let next = Self::with_state(app, Arc::clone(&self.set), Arc::clone(&self.demand), queue);
+        let next = Self::with_state(
+            app,
+            Arc::clone(&self.set),
+            Arc::clone(&self.demand),
+            queue,
+            Arc::clone(&self.served),
+            self.first_start,
+        );
         // New parameters (weights, backup, max_conn) apply to the instances already in rotation.
         let endpoints = self.current().iter().map(|u| u.endpoint.clone()).collect();
         next.rebuild(endpoints, None);
@@ -167,6 +203,8 @@ impl AppUpstreams {
         set: Arc<ArcSwap<UpstreamSet>>,
         demand: Arc<Demand>,
         queue: Option<Arc<Queue>>,
+        served: Arc<std::sync::atomic::AtomicBool>,
+        first_start: Option<Instant>,
     ) -> Self {
         AppUpstreams {
             name: app.name.clone(),
@@ -195,6 +233,8 @@ impl AppUpstreams {
                 timeout: s.hold_timeout,
                 queue: s.hold_queue,
             }),
+            first_start,
+            served,
             plane: AppPlane::new(app, &herd_config::DataPlane::default()),
         }
     }
@@ -213,6 +253,8 @@ impl AppUpstreams {
         let arrived = !endpoints.is_empty();
         self.rebuild(endpoints, Some(settings));
         if arrived {
+            self.served
+                .store(true, std::sync::atomic::Ordering::Release);
             self.demand.instances_arrived();
         }
         // A new instance is a free slot for queued requests.

@@ -539,3 +539,34 @@ async fn sigusr1_reopens_the_access_log_after_logrotate_renamed_it() {
     );
     assert!(herd.log().contains("access log reopened"), "{}", herd.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_to_an_app_a_reload_adds_waits_for_its_first_instance() {
+    let herd = Herd::start(&(base_config("") + &demo_app("web", 1, fast_health())));
+    herd.wait_ready("web", 1).await;
+    let original = std::fs::read_to_string(&herd.config).unwrap();
+    // The new app's first instance is in rotation only after its first check (500 ms).
+    let gamma = demo_app(
+        "gamma",
+        1,
+        "[app.health]\npath = \"/health\"\ninterval = \"500ms\"\nfastinter = \"500ms\"\nrise = 1",
+    )
+    .replace("{demo}", &demo_bin().display().to_string());
+    std::fs::write(
+        &herd.config,
+        format!("{original}\n{gamma}\n[[route]]\npath_prefix = \"/\"\napp = \"gamma\"\n"),
+    )
+    .unwrap();
+    let (code, body) = request(
+        http::Method::POST,
+        &herd.admin_url("/config/reload"),
+        "".into(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    // Routed to gamma at once: the request waits for its instance instead of a 503.
+    let (code, body) = get(&herd.url("/")).await.unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("gamma-1"), "{body}");
+}
