@@ -118,7 +118,7 @@ pub fn router(state: AdminState) -> axum::Router {
 pub async fn serve(listener: TcpListener, state: AdminState) -> std::io::Result<()> {
     tracing::info!(local = %listener.local_addr()?, auth = state.token.is_some(), "admin API listening");
     let shutdown = state.shutdown.clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    // A head read timeout and a connection cap: the admin port may face the network (with a
+    // token), and idle connections must not take herd's file descriptors.
+    herd_services::http::serve_router(listener, router(state), shutdown).await
 }

@@ -140,13 +140,7 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Option<Running>> {
     let task = tokio::spawn({
         let stop = stop.clone();
         async move {
-            use axum::serve::ListenerExt as _;
-            // Small JSON answers: send them at once rather than wait for Nagle.
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let serve =
-                axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned());
+            let serve = herd_services::http::serve_router(listener, router, stop);
             if let Err(e) = serve.await {
                 tracing::error!(error = %e, "services API failed");
             }

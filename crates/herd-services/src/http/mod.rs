@@ -14,7 +14,10 @@ mod cache;
 mod locks;
 mod queue_browse;
 mod queues;
+mod serve;
 mod sessions;
+
+pub use serve::{serve_router, serve_router_with, ApiLimits, HEADER_READ_TIMEOUT, MAX_CONNECTIONS};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,205 @@
+//! Serving an API router (the services API, the admin API) with the limits an outside client
+//! must not be able to escape, which `axum::serve` does not set: a request head must arrive
+//! within [`HEADER_READ_TIMEOUT`] (a slowloris, or a connection that sends nothing, is closed),
+//! and at most [`MAX_CONNECTIONS`] connections are open at once (more are closed at accept), so
+//! idle connections cannot take every file descriptor of herd. A shutdown stops accepting,
+//! lets requests in flight finish for at most [`DRAIN`], then closes the rest.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// Time allowed for a request head, and between requests on a keep-alive connection.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections open at once; the next ones are closed as they are accepted.
+pub const MAX_CONNECTIONS: usize = 512;
+/// How long a shutdown waits for requests in flight (a dashboard's event stream ends then).
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// The limits [`serve_router_with`] applies.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiLimits {
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown`, with the default [`ApiLimits`].
+///
+/// # Errors
+/// None once listening: accept errors are logged and retried (a full descriptor table
+/// recovers by itself once connections close).
+pub async fn serve_router(
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    serve_router_with(listener, router, shutdown, ApiLimits::default()).await
+}
+
+/// [`serve_router`] with other limits.
+///
+/// # Errors
+/// As [`serve_router`].
+pub async fn serve_router_with(
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: CancellationToken,
+    limits: ApiLimits,
+) -> std::io::Result<()> {
+    let head = limits.header_read_timeout;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(head);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(head));
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let tasks = tokio_util::task::TaskTracker::new();
+    loop {
+        let (stream, _peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "failed to accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::warn!(
+                max = limits.max_connections,
+                "too many open connections; closing a new one"
+            );
+            continue;
+        };
+        // Small JSON answers: send them at once rather than wait for Nagle.
+        let _ = stream.set_nodelay(true);
+        let (builder, router, shutdown) = (builder.clone(), router.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let _slot = slot;
+            // The protocol sniffing of `auto` reads the first bytes without a timer: a
+            // connection that sends nothing is closed here instead.
+            let mut byte = [0u8; 1];
+            let first = tokio::time::timeout(head, stream.peek(&mut byte));
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                got = first => if !matches!(got, Ok(Ok(n)) if n > 0) {
+                    return;
+                },
+            }
+            let conn = builder.serve_connection_with_upgrades(
+                TokioIo::new(stream),
+                TowerToHyperService::new(router),
+            );
+            tokio::pin!(conn);
+            let ended = tokio::select! {
+                res = conn.as_mut() => Some(res),
+                () = shutdown.cancelled() => None,
+            };
+            let res = match ended {
+                Some(res) => res,
+                None => {
+                    // Requests in flight finish (at most `DRAIN`); idle connections close.
+                    conn.as_mut().graceful_shutdown();
+                    match tokio::time::timeout(DRAIN, conn.as_mut()).await {
+                        Ok(res) => res,
+                        Err(_) => return,
+                    }
+                }
+            };
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "API connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tasks.close();
+    let _ = tokio::time::timeout(DRAIN + Duration::from_secs(1), tasks.wait()).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    async fn closed_within(s: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+        let mut buf = [0u8; 256];
+        loop {
+            match tokio::time::timeout(limit, s.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => return true,
+                Ok(Ok(_)) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn silent_and_slow_clients_are_closed_and_connections_capped() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let stop = CancellationToken::new();
+        let limits = ApiLimits {
+            header_read_timeout: Duration::from_millis(300),
+            max_connections: 2,
+        };
+        let served = tokio::spawn(serve_router_with(listener, router, stop.clone(), limits));
+        // Sends nothing.
+        let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // Sends half a head.
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // A third connection while both are open: over the cap, closed at once.
+        let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(
+            closed_within(&mut third, Duration::from_secs(2)).await,
+            "over the cap"
+        );
+        assert!(
+            closed_within(&mut silent, Duration::from_secs(3)).await,
+            "silent"
+        );
+        assert!(
+            closed_within(&mut slow, Duration::from_secs(3)).await,
+            "slowloris"
+        );
+        // Slots are free again: a real request is served.
+        let mut ok = tokio::net::TcpStream::connect(addr).await.unwrap();
+        ok.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        ok.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(10), served)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+}
