@@ -102,3 +102,25 @@ pub trait LbView: Send + Sync + 'static {
     /// Requests of `app` waiting for a server under its `max_conn`.
     fn queued(&self, app: &str) -> usize;
 }
+
+/// Whether an I/O error is herd running out of its own resources (file descriptors, socket
+/// buffers, memory) rather than anything the other side did: a check or a connect that fails
+/// so says nothing about the instance, and must not count against it.
+#[must_use]
+pub fn local_exhaustion(e: &std::io::Error) -> bool {
+    // EMFILE, ENFILE (the process's and the system's descriptor tables), ENOBUFS, ENOMEM.
+    matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
+}
+
+#[cfg(test)]
+mod exhaustion_tests {
+    #[test]
+    fn descriptor_tables_full_are_local() {
+        assert!(super::local_exhaustion(&std::io::Error::from_raw_os_error(
+            24
+        )));
+        assert!(!super::local_exhaustion(&std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused
+        )));
+    }
+}

@@ -22,7 +22,7 @@ pub mod telemetry;
 pub mod token;
 mod window;
 
-pub use check::{LastCheck, LbView, LbWeight, Release};
+pub use check::{local_exhaustion, LastCheck, LbView, LbWeight, Release};
 pub use circuit::{Admission, Circuit, CircuitSettings, CircuitState};
 pub use demand::{Demand, HoldError};
 pub use endpoint::{Endpoint, EndpointStats, InFlightGuard, Rotation};

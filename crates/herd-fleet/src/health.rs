@@ -87,6 +87,10 @@ impl HealthState {
     }
 }
 
+/// How a probe's detail starts when herd itself could not probe (out of file descriptors):
+/// such a check is neither a pass nor a failure of the instance.
+pub(crate) const LOCAL: &str = "herd itself: ";
+
 /// One probe: a TCP connect, or an HTTP/1.1 GET of `path` whose status must fall in
 /// `expect` (inclusive ranges; HAProxy `http-check expect status`), within `timeout`.
 pub async fn probe(addr: SocketAddr, path: Option<&str>, timeout: Duration) -> bool {
@@ -113,9 +117,13 @@ pub async fn probe_detailed(
 
 /// `Ok(None)`: TCP connect succeeded (no path); `Ok(Some(status))`: the HTTP answer.
 async fn probe_inner(addr: SocketAddr, path: Option<&str>) -> Result<Option<u16>, String> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
+    let stream = TcpStream::connect(addr).await.map_err(|e| {
+        if herd_core::local_exhaustion(&e) {
+            format!("{LOCAL}{e}")
+        } else {
+            format!("connect: {e}")
+        }
+    })?;
     let Some(path) = path else { return Ok(None) };
     let (mut send, conn) =
         hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))

@@ -353,6 +353,12 @@ async fn check_loop(
                 None => continue,
             },
         };
+        if detail.starts_with(crate::health::LOCAL) {
+            // herd is out of descriptors (say, under a flood of idle connections): the
+            // instance is not to blame, and killing it would turn the flood into an outage.
+            tracing::warn!(%detail, "health check not run: herd is out of resources");
+            continue;
+        }
         stats.set_last_check(herd_core::LastCheck::now(ok, detail));
         if let Some(up) = state.observe(ok) {
             if events.send(Event::Health { uid, up }).is_err() {

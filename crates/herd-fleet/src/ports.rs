@@ -38,6 +38,15 @@ pub(crate) struct Ports {
     used: HashSet<u16>,
 }
 
+/// Whether herd cannot open a socket at all now (its descriptor table is full): then no port
+/// looks free, though the range is not the problem.
+pub(crate) fn out_of_descriptors() -> bool {
+    match socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None) {
+        Ok(_) => false,
+        Err(e) => herd_core::local_exhaustion(&e),
+    }
+}
+
 /// Whether an app could listen on port `p` now, the way servers do: on every address
 /// (`0.0.0.0`, and `[::]` dual-stack as Node does where IPv6 is there), with `SO_REUSEADDR` as
 /// Node, Go, Python's `http.server` and tokio set it (so a port whose last connections are in

@@ -62,6 +62,10 @@ pub enum ProxyError {
     /// The client already has `[gateway] max_conn_per_ip` connections open.
     #[error("too many connections from this address")]
     TooManyConnections,
+    /// herd could not open a connection to the instance for want of its own resources (file
+    /// descriptors): 503, not counted against the instance.
+    #[error("herd is out of resources ({reason}); try again shortly")]
+    Exhausted { reason: String },
     /// A CONNECT without `:protocol`: herd is a reverse proxy, not a forward proxy's tunnel.
     #[error("CONNECT is not supported (herd is a reverse proxy; WebSockets use Upgrade, or extended CONNECT with :protocol over HTTP/2)")]
     ConnectRefused,
@@ -77,7 +81,8 @@ impl ProxyError {
             | ProxyError::Held { .. }
             | ProxyError::QueueFull { .. }
             | ProxyError::QueueTimeout { .. }
-            | ProxyError::TooManyConnections => http::StatusCode::SERVICE_UNAVAILABLE,
+            | ProxyError::TooManyConnections
+            | ProxyError::Exhausted { .. } => http::StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::RateLimited { status, .. } => *status,
             ProxyError::Upstream { .. } | ProxyError::NotATunnel { .. } => {
                 http::StatusCode::BAD_GATEWAY

@@ -570,6 +570,7 @@ async fn send_with_retries(
                     ProxyError::BadRequest { .. }
                         | ProxyError::ClientBodyTimeout { .. }
                         | ProxyError::NotATunnel { .. }
+                        | ProxyError::Exhausted { .. }
                 ) {
                     // Not retried, not held against the instance: the client's body failed,
                     // or the instance answered, only not with the tunnel asked for (an
@@ -752,6 +753,17 @@ async fn attempt(
     let mut req = req;
     let (mut conn, reused) = match conn {
         Ok(c) => c,
+        Err(crate::pool::ConnectError::Io(e)) if herd_core::local_exhaustion(&e) => {
+            // herd is out of descriptors: not the instance's failure (a flood of idle
+            // client connections must not open every instance's circuit).
+            return Err(Failure {
+                err: ProxyError::Exhausted {
+                    reason: e.to_string(),
+                },
+                request: None,
+                stale: false,
+            });
+        }
         Err(e) => {
             stats.add_connect_error();
             return Err(Failure {

@@ -378,7 +378,24 @@ async fn reload_on_sighup(
     }
 }
 
+/// Raises the soft limit on open files to the hard one (nginx's `worker_rlimit_nofile`): a
+/// shell's or a container's 1 024 is a few hundred idle client connections, and running out
+/// of descriptors stops health checks and instance starts. The instances inherit it.
+fn raise_nofile() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open files limit"),
+            Err(e) => {
+                tracing::warn!(soft, hard, error = %e, "failed to raise the open files limit")
+            }
+        },
+        Ok(_) | Err(_) => {}
+    }
+}
+
 async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    raise_nofile();
     // Signal handlers first, before anything that can take a while (opening the store, a
     // Redis connect): a SIGHUP (`systemctl reload`) or SIGTERM meanwhile is then acted on once
     // herd runs, instead of killing it by the signal's default action.

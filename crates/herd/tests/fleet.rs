@@ -870,3 +870,48 @@ async fn scaling_in_keeps_serving_instances_and_drops_the_drained_one() {
     }
     assert_eq!(get(&herd.url("/")).await.unwrap().0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_descriptors_is_not_blamed_on_the_instances() {
+    let herd = Herd::start(&web_config(1, "ready_timeout = \"1s\"\nmax_restarts = 1"));
+    let ready = herd.wait_ready("web", 1).await;
+    let pid = ready[0]["pid"].clone();
+    // Squeeze herd's descriptor table, then fill it with idle client connections.
+    let limited = std::process::Command::new("prlimit")
+        .args(["--pid", &herd.pid().to_string(), "--nofile=64:64"])
+        .status()
+        .unwrap();
+    assert!(limited.success());
+    let addr = herd
+        .url("/")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut idle = Vec::new();
+    for _ in 0..100 {
+        if let Ok(Ok(s)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(&addr),
+        )
+        .await
+        {
+            idle.push(s);
+        }
+    }
+    // Several ready_timeouts with every check unable to run: nothing is killed or counted.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let now = herd.instances("web").await;
+    assert_eq!(now[0]["pid"], pid, "{now:?}\n{}", herd.log());
+    assert_ne!(now[0]["state"], "errored");
+    drop(idle);
+    let t0 = Instant::now();
+    while get(&herd.url("/")).await.map(|r| r.0).unwrap_or(0) != 200 {
+        assert!(t0.elapsed() < Duration::from_secs(20), "{}", herd.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        herd.log().contains("herd is out of resources"),
+        "{}",
+        herd.log()
+    );
+}

@@ -295,6 +295,13 @@ impl AppActor {
         };
         inst.restart_at = None;
         let Some(port) = self.ports.as_mut().and_then(Ports::take) else {
+            if crate::ports::out_of_descriptors() {
+                // Not the app's failure, nor the range's: try again shortly, uncounted.
+                tracing::error!(app = %self.app.name, instance = %inst.id, "herd is out of file descriptors; starting the instance again in 1 s (raise LimitNOFILE / ulimit -n, or set [gateway] max_connections)");
+                inst.state = InstanceState::Restarting;
+                inst.restart_at = Some(Instant::now() + Duration::from_secs(1));
+                return;
+            }
             tracing::error!(app = %self.app.name, instance = %inst.id, "no free port in port_range; widen `port_range`");
             self.after_exit(inst, Duration::ZERO, "no free port");
             return;
