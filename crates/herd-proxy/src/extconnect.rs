@@ -43,6 +43,12 @@ pub(crate) fn normalize<B>(req: &mut Request<B>) -> Result<Option<ExtConnect>, P
         Some(p) if req.version() == Version::HTTP_2 => p,
         _ => return Err(ProxyError::ConnectRefused),
     };
+    if crate::forward::is_http_protocol(protocol.as_str()) {
+        // A tunnel speaking HTTP would carry requests past routing and rate limits.
+        return Err(ProxyError::BadRequest {
+            reason: "an HTTP protocol (h2c) is not tunnelled",
+        });
+    }
     let protocol =
         HeaderValue::from_str(protocol.as_str()).map_err(|_| ProxyError::BadRequest {
             reason: "the :protocol pseudo-header is not a valid token",

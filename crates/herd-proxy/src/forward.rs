@@ -52,14 +52,33 @@ pub(crate) fn remove_hop_by_hop_response(headers: &mut HeaderMap) {
 
 /// The protocol an HTTP/1.1 request asks to switch to: `Upgrade` present and `upgrade` among
 /// the `Connection` options (RFC 9110 §7.8). Read before the hop-by-hop headers go.
+///
+/// An upgrade to HTTP itself (`h2c`, `HTTP/2.0`) is not one: tunnelled, it would carry requests
+/// past routing, rate limits, the forwarding headers and the access log (h2c smuggling). It
+/// goes on as an ordinary request without its `Upgrade`, as nginx and HAProxy send it.
 pub(crate) fn upgrade_request(headers: &HeaderMap) -> Option<HeaderValue> {
     let upgrade = headers.get(header::UPGRADE)?;
+    if upgrade
+        .to_str()
+        .unwrap_or("")
+        .split(',')
+        .any(|p| is_http_protocol(p.trim()))
+    {
+        return None;
+    }
     headers
         .get_all(header::CONNECTION)
         .iter()
         .flat_map(|v| v.to_str().unwrap_or("").split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
         .then(|| upgrade.clone())
+}
+
+/// Whether an `Upgrade` protocol (or an extended CONNECT `:protocol`) is HTTP itself.
+pub(crate) fn is_http_protocol(p: &str) -> bool {
+    p.eq_ignore_ascii_case("h2c")
+        || p.eq_ignore_ascii_case("h2")
+        || p.get(..5).is_some_and(|h| h.eq_ignore_ascii_case("http/"))
 }
 
 /// Puts back the two hop-by-hop headers an upgrade needs on the next hop.

@@ -31,7 +31,12 @@ async fn raw_echo_backend() -> SocketAddr {
         while let Ok((s, _)) = l.accept().await {
             tokio::spawn(async move {
                 let svc = service_fn(|mut req: Request<Incoming>| async move {
-                    if req.headers().get("upgrade").is_some_and(|v| v == "echo") {
+                    // `h2c` too: such a backend (hypercorn, say) would switch if asked.
+                    if req
+                        .headers()
+                        .get("upgrade")
+                        .is_some_and(|v| v == "echo" || v == "h2c")
+                    {
                         let on = hyper::upgrade::on(&mut req);
                         tokio::spawn(async move {
                             let io = TokioIo::new(on.await.unwrap());
@@ -328,4 +333,22 @@ async fn a_tunnel_is_logged_when_it_closes_with_its_length_and_bytes() {
     assert!(v["bytes_sent"].as_u64().unwrap() >= 30_000, "{line}");
     assert!(v["duration_ms"].as_f64().unwrap() >= 300.0, "{line}");
     let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::test]
+async fn an_upgrade_to_h2c_is_never_tunnelled() {
+    let gw = gateway("", raw_echo_backend().await).await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(
+        b"GET /raw HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let head = read_head(&mut s).await;
+    // An ordinary request: the backend never saw the Upgrade (a tunnel of HTTP/2 would carry
+    // requests past routing and rate limits).
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut body = [0u8; 5];
+    s.read_exact(&mut body).await.unwrap();
+    assert_eq!(&body, b"plain");
 }

@@ -245,3 +245,15 @@ async fn each_h2_tunnel_counts_under_max_conn_per_ip() {
     assert!(again.is_some(), "the closed tunnel still counts");
     gw.stop.cancel();
 }
+
+#[tokio::test]
+async fn an_extended_connect_for_h2c_is_refused() {
+    let gw = gateway("", ws_echo_backend().await).await;
+    let mut send = h2(gw.addr).await;
+    let resp = send
+        .send_request(connect_request(gw.addr, Some("h2c")))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    gw.stop.cancel();
+}
