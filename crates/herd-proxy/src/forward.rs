@@ -9,6 +9,17 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+/// What a client sends to pose as a proxy in front of herd, which frameworks behind a trusted
+/// proxy believe (Spring's `ForwardedHeaderFilter`, Rack, Symfony's `X-Original-URL`): herd is
+/// that proxy, so a client's values are removed (`Forwarded` is then written by herd).
+static SPOOFABLE: [HeaderName; 6] = [
+    HeaderName::from_static("forwarded"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-forwarded-server"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+];
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1): the fixed list plus any named in `Connection`,
@@ -88,8 +99,9 @@ pub(crate) fn keep_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
 }
 
 /// Sets `X-Forwarded-For` (appending the client to any existing chain), `X-Real-IP`,
-/// `X-Forwarded-Proto` and `X-Forwarded-Host` (herd is the edge, so client-sent values are
-/// replaced: an app that trusts `X-Real-IP` or builds links from `X-Forwarded-Host` cannot be
+/// `X-Forwarded-Proto`, `X-Forwarded-Host` and `Forwarded` (RFC 7239), and removes a client's
+/// `X-Forwarded-Port`, `-Prefix`, `-Server`, `X-Original-URL` and `X-Rewrite-URL` (herd is the
+/// edge, so client-sent values are replaced: an app that trusts `X-Real-IP` or builds links from `X-Forwarded-Host` cannot be
 /// handed a forged one; without a `Host`, an HTTP/1.0 request, it gets none).
 pub(crate) fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static str) {
     let mut xff = String::new();
@@ -110,7 +122,25 @@ pub(crate) fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'st
         headers.insert(X_REAL_IP.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    match headers.get(header::HOST).cloned() {
+    for name in &SPOOFABLE {
+        headers.remove(name);
+    }
+    // RFC 7239, as herd sees the request: `for` (IPv6 quoted and bracketed), `proto`, `host`.
+    let host = headers.get(header::HOST).cloned();
+    let for_ = match client {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("\"[{a}]\""),
+    };
+    let mut forwarded = format!("for={for_};proto={proto}");
+    if let Some(h) = host.as_ref().and_then(|h| h.to_str().ok()) {
+        forwarded.push_str(";host=\"");
+        forwarded.push_str(h);
+        forwarded.push('"');
+    }
+    if let Ok(v) = HeaderValue::from_str(&forwarded) {
+        headers.insert(SPOOFABLE[0].clone(), v);
+    }
+    match host {
         Some(host) => {
             headers.insert(X_FORWARDED_HOST.clone(), host);
         }
@@ -254,5 +284,40 @@ mod tests {
         assert_eq!(h["x-real-ip"], "127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "example.com");
+        assert_eq!(
+            h["forwarded"],
+            "for=127.0.0.1;proto=http;host=\"example.com\""
+        );
+    }
+
+    #[test]
+    fn a_client_cannot_pose_as_a_proxy_in_front_of_herd() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("example.com"));
+        for (k, v) in [
+            ("forwarded", "for=1.2.3.4;proto=https;host=evil"),
+            ("x-forwarded-port", "443"),
+            ("x-forwarded-prefix", "/admin"),
+            ("x-forwarded-server", "evil"),
+            ("x-original-url", "/internal/x"),
+            ("x-rewrite-url", "/internal/x"),
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        add_forwarded(&mut h, "::1".parse().unwrap(), "https");
+        assert_eq!(h.get_all("forwarded").iter().count(), 1);
+        assert_eq!(
+            h["forwarded"],
+            "for=\"[::1]\";proto=https;host=\"example.com\""
+        );
+        for k in [
+            "x-forwarded-port",
+            "x-forwarded-prefix",
+            "x-forwarded-server",
+            "x-original-url",
+            "x-rewrite-url",
+        ] {
+            assert!(h.get(k).is_none(), "{k}");
+        }
     }
 }
