@@ -86,11 +86,10 @@ impl RateLimiter {
             RateKey::Route => Some(Cow::Borrowed(route)),
             RateKey::Header(name) => headers
                 .get(name.as_str())
-                .map(|v| String::from_utf8_lossy(v.as_bytes()))
-                .filter(|v| !v.is_empty()),
-            RateKey::Cookie(name) => {
-                crate::cookie::find(headers, name).map(String::from_utf8_lossy)
-            }
+                .map(|v| v.as_bytes())
+                .filter(|v| !v.is_empty())
+                .map(digest),
+            RateKey::Cookie(name) => crate::cookie::find(headers, name).map(digest),
         }
     }
 
@@ -191,6 +190,20 @@ pub(crate) struct Checked {
     /// Node-local limits looked at but not recorded yet, because shared limits apply too:
     /// recorded by [`commit`] once the store admits the request.
     pub(crate) deferred: Pending,
+}
+
+/// A header's or cookie's value as a limit's key: 128 bits of its SHA-256, in hex. A key of
+/// fixed size whatever a client sends (a 60 KB `X-Api-Key` is 32 bytes in the table), and no
+/// API key or session cookie in memory or in a shared store (Redis) as it was sent.
+fn digest(value: &[u8]) -> Cow<'static, str> {
+    use sha2::Digest as _;
+    use std::fmt::Write as _;
+    let hash = sha2::Sha256::digest(value);
+    let mut hex = String::with_capacity(32);
+    for b in &hash[..16] {
+        let _ = write!(hex, "{b:02x}");
+    }
+    Cow::Owned(hex)
 }
 
 /// Checks every node-local limit that applies to a request. Without shared limits, an
@@ -429,15 +442,18 @@ mod tests {
         };
         assert_eq!(key(RateKey::Ip).as_deref(), Some("10.0.0.1"));
         assert_eq!(key(RateKey::Route).as_deref(), Some("route0"));
-        assert_eq!(
-            key(RateKey::Header("x-api-key".into())).as_deref(),
-            Some("k1")
-        );
+        // Header and cookie values are keyed by a digest: fixed size, never the secret itself.
+        let api = key(RateKey::Header("x-api-key".into())).unwrap();
+        assert_eq!(api, digest(b"k1"));
+        assert_eq!(api.len(), 32);
+        assert_ne!(digest(b"k1"), digest(b"k2"));
         assert_eq!(key(RateKey::Header("x-other".into())), None);
         assert_eq!(
             key(RateKey::Cookie("session".into())).as_deref(),
-            Some("s2")
+            Some(digest(b"s2").as_ref())
         );
+        let huge = vec![b'x'; 60_000];
+        assert_eq!(digest(&huge).len(), 32);
         assert_eq!(key(RateKey::Cookie("nope".into())), None);
     }
 
