@@ -60,11 +60,16 @@ struct RotatingFile {
     settings: LogSettings,
 }
 
+/// Instance output may hold what an app logs of its users: readable by herd's user and group
+/// only (as nginx's logs), whatever the umask.
+const LOG_MODE: u32 = 0o640;
+
 impl RotatingFile {
     async fn open(path: PathBuf, settings: LogSettings) -> std::io::Result<Self> {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(LOG_MODE)
             .open(&path)
             .await?;
         let size = file.metadata().await?.len();
@@ -126,6 +131,7 @@ impl RotatingFile {
         self.file = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(LOG_MODE)
             .open(&self.path)
             .await?;
         self.size = 0;

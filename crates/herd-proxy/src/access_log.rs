@@ -55,6 +55,7 @@ impl AccessLogger {
                 match tokio::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
+                    .mode(0o640)
                     .open(path)
                     .await
                 {

@@ -114,7 +114,12 @@ pub(crate) async fn start(config: &Config) -> anyhow::Result<Option<Running>> {
     let addr = listener.local_addr().context("services listener address")?;
     if let StoreConfig::Embedded { path } = &config.store {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| {
+            std::os::unix::fs::DirBuilderExt::mode(
+                std::fs::DirBuilder::new().recursive(true),
+                0o700,
+            )
+            .create(dir)
+            .with_context(|| {
                 format!("failed to create {} for the embedded store", dir.display())
             })?;
         }

@@ -230,7 +230,11 @@ fn open_db(path: &Path) -> StoreResult<Database> {
         reason: format!("failed to {what} store file {}: {e}", path.display()),
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| fail("create the directory of", &e))?;
+        // Private: the file holds session ids, cache values and jobs (a directory that exists
+        // keeps its mode).
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(dir)
+            .map_err(|e| fail("create the directory of", &e))?;
     }
     // A store dropped a moment ago may still be closing its file on the writer thread: wait a
     // little for it rather than failing a reopen in the same process.
@@ -273,6 +277,11 @@ fn open_db(path: &Path) -> StoreResult<Database> {
             other => break other.map_err(|e| fail("open", &e))?,
         }
     };
+    // Readable by herd's user alone, whatever the umask: the file holds session ids (the
+    // cookies of logged-in users), cache values and job payloads.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| fail("set the permissions of", &e))?;
     // Create every table once so read transactions never meet a missing one.
     let txn = db.begin_write().map_err(|e| fail("write", &e))?;
     {
@@ -629,5 +638,16 @@ mod open_tests {
                 .contains("another herd runs from this directory"),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn the_store_is_private_to_herd_s_user() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state").join("store.redb");
+        let _store = super::EmbeddedStore::open(&path).await.unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
     }
 }
