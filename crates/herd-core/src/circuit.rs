@@ -116,6 +116,9 @@ impl Circuit {
     /// Whether [`Circuit::admit`] would let a request through now, without taking a probe slot.
     #[must_use]
     pub fn would_admit(&self, now: Instant, s: &CircuitSettings) -> bool {
+        if !s.enabled() {
+            return true;
+        }
         match self.inner {
             Inner::Closed { .. } => true,
             Inner::Open { until } => now >= until,
@@ -134,6 +137,11 @@ impl Circuit {
     /// never recorded (the client went away, nothing reached the instance) gives it back with
     /// [`Circuit::release_probe`] (with the run the admission named).
     pub fn admission(&mut self, now: Instant, s: &CircuitSettings) -> Admission {
+        if !s.enabled() {
+            // Turned off (by a reload) while open or half-open: closed, for good.
+            self.inner = closed(now);
+            return Admission::Admitted;
+        }
         let limit = s.half_open.max(1);
         match &mut self.inner {
             Inner::Closed { .. } => Admission::Admitted,
@@ -180,7 +188,11 @@ impl Circuit {
     /// Records an exchange's outcome. Returns the new state when this outcome changed it.
     pub fn record(&mut self, now: Instant, ok: bool, s: &CircuitSettings) -> Option<CircuitState> {
         if !s.enabled() {
-            return None;
+            if matches!(self.inner, Inner::Closed { .. }) {
+                return None;
+            }
+            self.inner = closed(now);
+            return Some(CircuitState::Closed);
         }
         match &mut self.inner {
             Inner::Closed {
@@ -274,6 +286,34 @@ mod tests {
         assert!(!c.admit(t1, &s));
         assert_eq!(c.record(t1, true, &s), Some(CircuitState::Closed));
         assert!(c.admit(t1, &s));
+    }
+
+    #[test]
+    fn a_breaker_turned_off_while_open_or_half_open_closes() {
+        let s = settings();
+        let off = CircuitSettings {
+            consecutive: 0,
+            error_rate: 0.0,
+            ..settings()
+        };
+        assert!(!off.enabled());
+        let t0 = Instant::now();
+        for probe_first in [false, true] {
+            let mut c = Circuit::new(t0);
+            for _ in 0..5 {
+                c.record(t0, false, &s);
+            }
+            let t1 = t0 + Duration::from_secs(10);
+            if probe_first {
+                assert!(c.admit(t1, &s), "half-open, its probe out");
+            }
+            // A reload turns the breaker off: everything is admitted, as many as come.
+            for _ in 0..3 {
+                assert!(c.would_admit(t1, &off));
+                assert!(c.admit(t1, &off));
+            }
+            assert_eq!(c.state(t1), CircuitState::Closed);
+        }
     }
 
     #[test]

@@ -229,7 +229,9 @@ impl EndpointStats {
     /// Whether the breaker would admit a request now (no probe slot taken): for the pick.
     #[must_use]
     pub fn circuit_would_admit(&self, now: Instant, s: &CircuitSettings) -> bool {
-        self.circuit_closed.load(Ordering::Acquire) || self.lock_circuit().would_admit(now, s)
+        !s.enabled()
+            || self.circuit_closed.load(Ordering::Acquire)
+            || self.lock_circuit().would_admit(now, s)
     }
 
     /// Lets a request through the breaker (taking a probe slot while half-open) or not.
@@ -237,7 +239,13 @@ impl EndpointStats {
         if self.circuit_closed.load(Ordering::Acquire) {
             return Admission::Admitted;
         }
-        self.lock_circuit().admission(now, s)
+        let mut c = self.lock_circuit();
+        let admission = c.admission(now, s);
+        if !s.enabled() {
+            // The breaker was turned off while this circuit was not closed: it is now.
+            self.circuit_closed.store(true, Ordering::Release);
+        }
+        admission
     }
 
     /// Gives back a probe slot (of the run `Admission::Probe` named) whose request will report
@@ -253,7 +261,7 @@ impl EndpointStats {
         ok: bool,
         s: &CircuitSettings,
     ) -> Option<CircuitState> {
-        if !s.enabled() {
+        if !s.enabled() && self.circuit_closed.load(Ordering::Acquire) {
             return None;
         }
         let mut c = self.lock_circuit();
