@@ -9,6 +9,9 @@ pub enum ProxyError {
     /// No instance of the app is in rotation.
     #[error("no ready instance for app {app}")]
     NoInstance { app: String },
+    /// Instances are in rotation, but every one's circuit is open after failures.
+    #[error("every instance of app {app} has its circuit open after failures; retry shortly")]
+    CircuitOpen { app: String },
     /// The app is scaled to zero and no instance arrived in time (or too many requests wait).
     #[error("no instance of app {app} is ready: {why}")]
     Held {
@@ -78,6 +81,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => http::StatusCode::NOT_FOUND,
             ProxyError::NoInstance { .. }
+            | ProxyError::CircuitOpen { .. }
             | ProxyError::Held { .. }
             | ProxyError::QueueFull { .. }
             | ProxyError::QueueTimeout { .. }

@@ -71,6 +71,7 @@ pub(crate) async fn serve(
                 matches!(
                     e,
                     ProxyError::NoInstance { .. }
+                        | ProxyError::CircuitOpen { .. }
                         | ProxyError::Held { .. }
                         | ProxyError::QueueFull { .. }
                         | ProxyError::QueueTimeout { .. }
@@ -487,8 +488,21 @@ async fn send_with_retries(
             None => crate::lb::acquire(app, &set, &tried, &lb, affinity, true).await?,
         };
         let Some((up, guard)) = next else {
-            return Err(last_err.unwrap_or_else(|| ProxyError::NoInstance {
-                app: app.name.clone(),
+            return Err(last_err.unwrap_or_else(|| {
+                let now = Instant::now();
+                if !set.is_empty()
+                    && set
+                        .iter()
+                        .all(|u| !u.endpoint.stats.circuit_would_admit(now, circuit))
+                {
+                    ProxyError::CircuitOpen {
+                        app: app.name.clone(),
+                    }
+                } else {
+                    ProxyError::NoInstance {
+                        app: app.name.clone(),
+                    }
+                }
             }));
         };
         tried.push(up.endpoint.uid);
@@ -525,7 +539,10 @@ async fn send_with_retries(
                 let done = Instant::now();
                 ex.upstream_time = Some(done.saturating_duration_since(sent_at));
                 let status = resp.status().as_u16();
-                note_circuit(app, &up, done, status < 500);
+                // A gateway failure (Envoy's): the instance could not serve. A `500` is the
+                // app's answer about one request; counted, a few calls to one broken URL
+                // opened the circuit of every healthy instance.
+                note_circuit(app, &up, done, !matches!(status, 502..=504));
                 probe.reported();
                 crate::lb::observe(app, &up, resp.status(), done);
                 if retry.on.status(status) && retry.left > 0 {
