@@ -132,3 +132,82 @@ async fn a_web_page_cannot_drive_the_tokenless_admin_api() {
     assert_eq!(code, 200, "{body}");
     assert!(herd.cli(&["status"]).status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_servers_keeps_those_that_stay_their_ids_and_marks() {
+    let ports = [free_port(), free_port(), free_port()];
+    /// Killed on drop, also when an assertion fails (a child left running keeps the test's
+    /// output open).
+    struct Backends(Vec<std::process::Child>);
+    impl Drop for Backends {
+        fn drop(&mut self) {
+            for b in &mut self.0 {
+                let _ = b.kill();
+                let _ = b.wait();
+            }
+        }
+    }
+    let _backends = Backends(
+        ports
+            .iter()
+            .map(|p| {
+                std::process::Command::new(demo_bin())
+                    .env("PORT", p.to_string())
+                    .env("HERD_INSTANCE", format!("s{p}"))
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    );
+    let app = |ports: &[u16]| {
+        let list: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+        format!(
+            "\n[[app]]\nname = \"pool\"\nservers = [{}]\n[app.health]\npath = \"/health\"\ninterval = \"500ms\"\nfastinter = \"500ms\"\nrise = 2\n",
+            list.join(", ")
+        )
+    };
+    let herd = Herd::start(&(base_config("") + &app(&ports)));
+    herd.wait_ready("pool", 3).await;
+    let by_id = |list: &[serde_json::Value]| -> Vec<(String, String, String)> {
+        let mut v: Vec<_> = list
+            .iter()
+            .map(|i| {
+                (
+                    i["id"].as_str().unwrap().to_owned(),
+                    i["addr"].as_str().unwrap_or("").to_owned(),
+                    i["state"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = by_id(&herd.instances("pool").await);
+    let url = herd.admin_url("/loadbalancer/instances/pool-3/maint");
+    let (code, body) = request(http::Method::POST, &url, bytes::Bytes::new())
+        .await
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    // The first server leaves: the other two keep their ids, state and marks, and requests
+    // never find the pool empty meanwhile.
+    let text = std::fs::read_to_string(&herd.config).unwrap();
+    let first = format!("\"127.0.0.1:{}\", ", ports[0]);
+    std::fs::write(&herd.config, text.replace(&first, "")).unwrap();
+    let (code, body) = request(
+        http::Method::POST,
+        &herd.admin_url("/config/reload"),
+        "".into(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    for _ in 0..10 {
+        assert_eq!(get(&herd.url("/")).await.unwrap().0, 200);
+    }
+    let after = by_id(&herd.instances("pool").await);
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert_eq!(after[0], before[1], "pool-2 kept: {before:?} {after:?}");
+    assert_eq!(after[1].0, "pool-3");
+    assert_eq!(after[1].1, before[2].1, "pool-3 names the same server");
+    assert_eq!(after[1].2, "maint", "the operator's mark stays");
+}

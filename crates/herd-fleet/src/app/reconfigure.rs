@@ -145,15 +145,28 @@ impl AppActor {
     }
 
     /// (Re)creates one watched slot per fixed server.
+    /// A new `servers` list: servers that stay keep their slot, id, health state, counters
+    /// and operator marks (HAProxy keeps a server's state across a reload, by name); removed
+    /// ones stop being checked; added ones take the lowest free numbers. Ids so never move
+    /// from one address to another (a hash ring, a sticky cookie and an operator's drain name
+    /// the same server after the reload).
     pub(super) fn rebuild_servers(&mut self, addrs: Vec<std::net::SocketAddr>) {
+        let addr_of = |slot: &Slot| slot.active.proc.as_ref().map(|p| p.endpoint.addr);
         let old = std::mem::take(&mut self.slots);
-        for (_, slot) in old {
-            if let Some(p) = &slot.active.proc {
+        for (index, slot) in old {
+            if addr_of(&slot).is_some_and(|a| addrs.contains(&a)) {
+                self.slots.insert(index, slot);
+            } else if let Some(p) = &slot.active.proc {
                 p.stop_checks();
             }
         }
-        for (i, addr) in addrs.into_iter().enumerate() {
-            let index = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        for addr in addrs {
+            if self.slots.values().any(|s| addr_of(s) == Some(addr)) {
+                continue;
+            }
+            let index = (1..)
+                .find(|i| !self.slots.contains_key(i))
+                .unwrap_or(u32::MAX);
             let id: Arc<str> = Arc::from(format!("{}-{index}", self.app.name));
             let proc = self.launch().watch_server(&id, addr);
             let mut inst = self.blank_inst(id);
