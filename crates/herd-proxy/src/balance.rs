@@ -110,18 +110,29 @@ fn round_robin(
     candidate: impl Fn(usize) -> Candidate,
 ) -> Option<usize> {
     if schedule.is_empty() {
-        let start = usize::try_from(rr % n as u64).unwrap_or(0);
-        return (0..n)
-            .map(|k| (start + k) % n)
-            .find(|&i| !candidate(i).skip);
+        let open: Vec<usize> = (0..n).filter(|&i| !candidate(i).skip).collect();
+        return (!open.is_empty())
+            .then(|| open[usize::try_from(rr % open.len() as u64).unwrap_or(0)]);
     }
     let len = schedule.len();
     let start = usize::try_from(rr % len as u64).unwrap_or(0);
-    let found = (0..len)
-        .map(|k| schedule[(start + k) % len] as usize)
-        .find(|&i| i < n && !candidate(i).skip);
+    let first = schedule[start] as usize;
+    if first < n && !candidate(first).skip {
+        return Some(first);
+    }
+    // Its turn is skipped (down, full, circuit open, a backup): the turn goes to one of the
+    // others by the same rotation, not to the next in the period, which would take twice its
+    // share (a skipped instance's neighbour got 30 of 40 requests).
+    let open: Vec<usize> = schedule
+        .iter()
+        .map(|&i| i as usize)
+        .filter(|&i| i < n && !candidate(i).skip)
+        .collect();
+    if !open.is_empty() {
+        return Some(open[usize::try_from(rr % open.len() as u64).unwrap_or(0)]);
+    }
     // A weight-0 instance appears in no period; it still serves when nothing else can.
-    found.or_else(|| (0..n).find(|&i| !candidate(i).skip))
+    (0..n).find(|&i| !candidate(i).skip)
 }
 
 /// A draw proportional to the effective weights of the candidates not skipped (weight 0 only
@@ -154,14 +165,21 @@ fn least_conn(
     input: &Inputs<'_>,
     candidate: impl Fn(usize) -> Candidate,
 ) -> Option<usize> {
-    let start = usize::try_from(input.rr % n as u64).unwrap_or(0);
+    // Ties go round among the instances that may serve (a start among all of them gave a
+    // skipped instance's turn to its neighbour).
+    let open: Vec<(usize, Candidate)> = (0..n)
+        .map(|i| (i, candidate(i)))
+        .filter(|(_, c)| !c.skip)
+        .collect();
+    let m = open.len();
+    if m == 0 {
+        return None;
+    }
+    let start = usize::try_from(input.rr % m as u64).unwrap_or(0);
     let mut best: Option<(usize, u64, u64)> = None;
-    for k in 0..n {
-        let i = (start + k) % n;
-        let c = candidate(i);
-        if c.skip {
-            continue;
-        }
+    for k in 0..m {
+        let (i, c) = &open[(start + k) % m];
+        let i = *i;
         let load = c.in_flight as u64 + 1;
         let w = input.weight(i);
         let better = |(_, bl, bw): (usize, u64, u64)| match (w, bw) {

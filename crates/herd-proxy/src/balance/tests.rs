@@ -97,6 +97,23 @@ fn round_robin_is_exact_over_a_stable_set() {
 }
 
 #[test]
+fn a_skipped_instance_s_turns_are_shared_by_the_others() {
+    // web-1 skipped (down, full, circuit open, or a backup while primaries serve): its turns
+    // used to go to web-2, which took twice web-3's and web-4's share.
+    for algo in [Balance::RoundRobin, Balance::LeastConn] {
+        let w = World::new(vec![0; 4], vec![true, false, false, false]);
+        let mut hits = [0u32; 4];
+        for rr in 0..600 {
+            hits[w.pick(algo, rr, 0, None, 0).unwrap()] += 1;
+        }
+        assert_eq!(hits[0], 0, "{algo:?}");
+        for h in &hits[1..] {
+            assert!((190..=210).contains(h), "{algo:?}: {hits:?}");
+        }
+    }
+}
+
+#[test]
 fn least_conn_prefers_the_idlest_and_rotates_ties() {
     let w = World::new(vec![5, 1, 3], vec![false; 3]);
     for rr in 0..10 {
