@@ -166,6 +166,7 @@ fn bad_values_are_located_errors() {
             2,
             "gateway.circuit_half_open",
         ),
+        ("[gateway]\nretry_on = [\"500\"]\n", 2, "gateway.retry_on"),
         (
             "[gateway]\ncompress_types = [\"json\"]\n",
             2,
@@ -212,4 +213,12 @@ fn bad_values_are_located_errors() {
     let keys: Vec<&str> = errs.0.iter().map(|e| e.key.as_str()).collect();
     assert_eq!(keys, ["app[0].protocol", "route[0].retries"], "{errs}");
     assert!(errs.to_string().contains("missing.html") || !errs.to_string().is_empty());
+}
+
+#[test]
+fn haproxy_retry_on_names_are_accepted() {
+    let text = "[gateway]\nretry_on = [\"conn-failure\", \"empty-response\", \"response-timeout\"]\n[[app]]\nname = \"web\"\nservers = [\"127.0.0.1:7001\"]\n";
+    let cfg = crate::parse(text, "t.toml", std::path::Path::new(".")).unwrap();
+    let on = cfg.gateway.data_plane.retry_on;
+    assert!(on.reset && on.timeout && !on.status_503);
 }

@@ -246,18 +246,33 @@ impl Validator<'_> {
         let mut on = RetryOn::none();
         for (s, span) in self.strings(v, key, example) {
             match s {
-                "connect-failure" => {}
+                // HAProxy's `retry-on` keywords are accepted for herd's own.
+                "connect-failure" | "conn-failure" => {}
                 "502" => on.status_502 = true,
                 "503" => on.status_503 = true,
                 "504" => on.status_504 = true,
-                "reset" => on.reset = true,
-                "timeout" => on.timeout = true,
-                other => self.err(
-                    &span,
-                    key,
-                    format!("unknown retry_on value \"{other}\""),
-                    Some(format!("allowed: {}", RETRY_ON_VALUES.join(", "))),
-                ),
+                "reset" | "empty-response" => on.reset = true,
+                "timeout" | "response-timeout" => on.timeout = true,
+                other => {
+                    let hint = match other {
+                        "500" | "501" | "404" | "408" | "425" => format!(
+                            "herd retries on 502, 503 and 504 only (a {other} is the app's own answer, the same on another instance); allowed: {}",
+                            RETRY_ON_VALUES.join(", ")
+                        ),
+                        "junk-response" => "herd refuses a malformed response head as a 502: list \"502\"".to_owned(),
+                        "all-retryable-errors" => "list the cases one by one: [\"connect-failure\", \"reset\", \"timeout\", \"502\", \"503\", \"504\"]".to_owned(),
+                        _ => format!(
+                            "allowed: {} (HAProxy's conn-failure, empty-response and response-timeout are accepted too)",
+                            RETRY_ON_VALUES.join(", ")
+                        ),
+                    };
+                    self.err(
+                        &span,
+                        key,
+                        format!("unknown retry_on value \"{other}\""),
+                        Some(hint),
+                    );
+                }
             }
         }
         on
