@@ -88,10 +88,21 @@ pub(crate) fn pick(
             load
         }),
         (Balance::PeakEwma, _) => p2c(n, input, candidate, peak_cost),
+        // A `weight = 0` server takes no balanced traffic (HAProxy), by key or by order
+        // either, while another can serve: on the ring only its own keys move elsewhere.
+        // (During a slow start ramp the weights are the ramp's, not configured zeros.)
         (Balance::IpHash | Balance::Hash, Some(key)) => {
-            input.ring.pick(key, n, input.factor, &candidate)
+            let zero = |i: usize| !input.ramping && input.weight(i) == 0;
+            let others = (0..n).any(|i| !zero(i) && !candidate(i).skip);
+            input.ring.pick(key, n, input.factor, &|i| {
+                let mut c = candidate(i);
+                c.skip |= others && zero(i);
+                c
+            })
         }
-        (Balance::First, _) => (0..n).find(|&i| !candidate(i).skip),
+        (Balance::First, _) => (0..n)
+            .find(|&i| !candidate(i).skip && (input.ramping || input.weight(i) > 0))
+            .or_else(|| (0..n).find(|&i| !candidate(i).skip)),
     }
 }
 

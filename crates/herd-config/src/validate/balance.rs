@@ -40,7 +40,7 @@ impl Validator<'_> {
                             "hash_balance_factor must be 0 or at least 100, got {}",
                             v.get_ref()
                         ),
-                        Some("a percentage of the mean load, e.g. hash_balance_factor = 125 (HAProxy's range is 125-200); 0 = unbounded".into()),
+                        Some("a percentage of the mean load, e.g. hash_balance_factor = 125 (herd's default; HAProxy's usual range is 125-200, and its default is 0); 0 = unbounded".into()),
                     );
                     d::HASH_BALANCE_FACTOR
                 }

@@ -114,6 +114,40 @@ fn a_skipped_instance_s_turns_are_shared_by_the_others() {
 }
 
 #[test]
+fn a_weight_0_server_gets_no_hashed_or_first_traffic() {
+    let w = World::new(vec![0; 3], vec![false; 3]);
+    let weights = [0u32, 1, 1];
+    let input = |key| Inputs {
+        rr: 0,
+        rand: 0,
+        key,
+        schedule: &w.schedule,
+        ring: &w.ring,
+        factor: 0,
+        weights: &weights,
+        ramping: false,
+    };
+    for key in 0..300u64 {
+        let got = pick(Balance::Hash, 3, &input(Some(key)), w.cand()).unwrap();
+        assert_ne!(got, 0, "key {key}");
+    }
+    assert_eq!(pick(Balance::First, 3, &input(None), w.cand()), Some(1));
+    // Alone, it still serves.
+    let only = World::new(vec![0; 3], vec![false, true, true]);
+    let input = Inputs {
+        rr: 0,
+        rand: 0,
+        key: Some(7),
+        schedule: &only.schedule,
+        ring: &only.ring,
+        factor: 0,
+        weights: &weights,
+        ramping: false,
+    };
+    assert_eq!(pick(Balance::Hash, 3, &input, only.cand()), Some(0));
+}
+
+#[test]
 fn least_conn_prefers_the_idlest_and_rotates_ties() {
     let w = World::new(vec![5, 1, 3], vec![false; 3]);
     for rr in 0..10 {
