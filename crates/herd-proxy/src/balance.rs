@@ -94,7 +94,7 @@ pub(crate) fn pick(
         (Balance::IpHash | Balance::Hash, Some(key)) => {
             let zero = |i: usize| !input.ramping && input.weight(i) == 0;
             let others = (0..n).any(|i| !zero(i) && !candidate(i).skip);
-            input.ring.pick(key, n, input.factor, &|i| {
+            input.ring.pick(key, n, input.factor, |i| {
                 let mut c = candidate(i);
                 c.skip |= others && zero(i);
                 c
