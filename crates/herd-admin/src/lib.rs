@@ -45,6 +45,9 @@ pub struct AdminState {
     pub lb: Option<Arc<dyn herd_core::LbView>>,
     /// Cancelled at shutdown: ends followed log streams so the listener can close.
     pub shutdown: CancellationToken,
+    /// Cancelled when herd's shutdown begins (the gateway stops taking connections): `/health`
+    /// answers 503 `stopping` from then on, while the API itself still serves.
+    pub stopping: CancellationToken,
 }
 
 /// Applies a new config file; errors come back as readable lines (file:line:col key: message).

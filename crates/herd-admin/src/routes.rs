@@ -80,6 +80,15 @@ pub(crate) fn fleet_error(e: &FleetError) -> Response {
 }
 
 async fn health(State(s): State<AdminState>) -> Response {
+    if s.stopping.is_cancelled() || s.fleet.is_stopping() {
+        // Shutting down: the gateway no longer takes connections. A load balancer or
+        // Kubernetes probe in front must take this node out now, not at its next failure.
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "stopping"})),
+        )
+            .into_response();
+    }
     let apps = s.fleet.status();
     // An app scaled to zero by its autoscaler (`min = 0`) is healthy: its first request starts
     // an instance. One scaled to zero otherwise (`herd scale web 0`) answers every request 503.

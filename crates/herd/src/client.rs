@@ -75,8 +75,17 @@ async fn resolve_count(
         .and_then(|apps| apps.iter().find(|a| a["name"] == app))
         .and_then(|a| a["desired"].as_i64())
         .ok_or_else(|| anyhow::anyhow!("no app named {app:?} in the running herd"))?;
+    if desired + delta < 0 || (desired + delta == 0 && delta < 0) {
+        // A relative count that would reach zero is most likely a slip (`-5` for `-1`): zero
+        // stops every instance, so it is said outright.
+        anyhow::bail!(
+            "{app} runs {desired} instance(s); removing {} would leave {}: to stop every instance, run `herd scale {app} 0`",
+            -delta,
+            if desired + delta < 0 { "fewer than none".to_owned() } else { "none".to_owned() }
+        );
+    }
     Ok(Some(json!(
-        u32::try_from((desired + delta).max(0)).unwrap_or(u32::MAX)
+        u32::try_from(desired + delta).unwrap_or(u32::MAX)
     )))
 }
 

@@ -532,6 +532,7 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
             token: config.admin.token.as_deref().map(Arc::from),
             lb: Some(gateway.clone() as Arc<dyn herd_core::LbView>),
             shutdown: admin_stop.clone(),
+            stopping: gateway_stop.clone(),
         },
     ));
 

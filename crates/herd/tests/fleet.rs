@@ -365,6 +365,10 @@ async fn sigterm_finishes_in_flight_requests_and_stops_every_child_in_time() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let t0 = Instant::now();
     herd.signal(Signal::SIGTERM);
+    // While it drains, its health endpoint takes the node out of a balancer's rotation.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (code, body) = get(&herd.admin_url("/health")).await.unwrap();
+    assert_eq!((code, body.contains("stopping")), (503, true), "{body}");
     for r in in_flight {
         let (code, body) = r.await.unwrap().unwrap();
         assert_eq!(code, 200, "{body}");
@@ -553,6 +557,14 @@ async fn scale_status_and_logs_through_the_cli() {
         String::from_utf8_lossy(&out.stderr)
     );
     herd.wait_ready("web", 1).await;
+    // A relative count that would go to zero (or below) is refused: `0` is said outright.
+    let out = herd.cli(&["scale", "web", "-5"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("herd scale web 0"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // `max`: one per core of the machine herd runs on (resolved there).
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     if cores < 8 {
