@@ -80,6 +80,18 @@ pub(crate) struct Source<'a> {
 }
 
 impl<'a> Source<'a> {
+    /// Where `needle` first appears after `after` in the file (a table name, for an error
+    /// about a key of a map whose keys carry no position); the start of the file otherwise.
+    pub(crate) fn find(&self, after: &str, needle: &str) -> std::ops::Range<usize> {
+        let Some(text) = self.text else {
+            return 0..0;
+        };
+        let from = text.find(after).unwrap_or(0);
+        text[from..]
+            .find(needle)
+            .map_or(0..0, |i| from + i..from + i + needle.len())
+    }
+
     pub(crate) fn file(file: &'a str, text: &'a str) -> Self {
         Source {
             file,

@@ -1044,20 +1044,30 @@ fn store_redis_and_cache_strategies() {
 
 #[test]
 fn store_and_services_errors_point_at_keys() {
-    let errs = errs(
+    let found = errs(
         "[[app]]\nname = \"web\"\ncommand = [\"x\"]\n[store]\nbackend = \"redis\"\nurl = \"http://x\"\n[services]\nlisten = \"0.0.0.0:9091\"\n[services.cache.a]\nrefresh_ahead = 2\ngrace = \"soon\"\n",
     );
-    let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+    let keys: Vec<&str> = found.iter().map(|e| e.key.as_str()).collect();
     assert!(keys.contains(&"store.url"), "{keys:?}");
     assert!(keys.contains(&"services.token"), "{keys:?}");
     assert!(keys.contains(&"services.cache.a.refresh_ahead"), "{keys:?}");
     assert!(keys.contains(&"services.cache.a.grace"), "{keys:?}");
-    let url = errs.iter().find(|e| e.key == "store.url").unwrap();
+    let url = found.iter().find(|e| e.key == "store.url").unwrap();
     assert_eq!(url.line, 6);
     assert!(
         !url.to_string().contains("http://x"),
         "URLs may hold passwords: {url}"
     );
+    let e = errs(
+        "[[app]]\nname = \"web\"\ncommand = [\"x\"]\n[services.cache.\"a:b\"]\nl1_ttl = \"1s\"\n",
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(
+        (e[0].key.as_str(), e[0].line),
+        ("services.cache.a:b", 4),
+        "{e:?}"
+    );
+    assert!(e[0].message.contains("can never be used"), "{}", e[0]);
 }
 
 #[test]

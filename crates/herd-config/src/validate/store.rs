@@ -261,6 +261,21 @@ impl Validator<'_> {
         if let Some(cache) = &s.cache {
             for (name, strategy) in cache {
                 let p = format!("services.cache.{name}");
+                // As the services API checks a namespace: a name it refuses could never be
+                // used, so its strategy would silently apply to nothing.
+                if name.is_empty()
+                    || name.len() > 200
+                    || name.contains(['{', '}', ':'])
+                    || name.chars().any(|c| c.is_whitespace() || c.is_control())
+                {
+                    let span = self.src.find("services.cache", name);
+                    self.err(
+                        &span,
+                        &p,
+                        format!("cache namespace {name:?} can never be used: a namespace is 1 to 200 bytes without '{{', '}}', ':', spaces or control characters"),
+                        Some("use letters, digits, '-', '_' or '.', e.g. [services.cache.users]".into()),
+                    );
+                }
                 let st = self.cache_strategy(&p, strategy);
                 out.cache.insert(name.clone(), st);
             }
