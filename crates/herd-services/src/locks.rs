@@ -27,6 +27,9 @@ use serde::Serialize;
 use crate::error::{ServiceError, ServiceResult};
 use crate::ids;
 
+/// The longest pause between two tries of a waiter (plus up to half of it as jitter).
+const MAX_POLL: Duration = Duration::from_millis(100);
+
 /// A held lock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Lease {
@@ -147,7 +150,9 @@ impl Locks {
                     e = shutting_down => return Err(e),
                 },
             }
-            pause = (pause * 2).min(Duration::from_millis(500));
+            // A release wakes waiters at once (pub/sub); an expiry is found by this polling,
+            // so its pause stays short: a waiter gets an expired lock within ~150 ms.
+            pause = (pause * 2).min(MAX_POLL);
         }
     }
 
