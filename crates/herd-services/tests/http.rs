@@ -1331,3 +1331,19 @@ async fn queue_listing_removal_drain_and_schedules() {
         404
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_segment_that_is_not_utf8_gets_the_json_error() {
+    let api = Api::start(false).await;
+    for (method, path) in [
+        ("PUT", "/v1/cache/keys/%FF"),
+        ("GET", "/v1/sessions/%FF"),
+        ("POST", "/v1/locks/%FF"),
+    ] {
+        let r = api.call(method, path, b"{}").await;
+        assert_eq!(r.status, 400, "{method} {path}: {}", r.text());
+        let v = r.json();
+        assert!(v["error"].as_str().unwrap().contains("invalid path"), "{v}");
+        assert!(v["hint"].is_string(), "{v}");
+    }
+}

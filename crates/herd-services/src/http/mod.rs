@@ -122,6 +122,31 @@ impl IntoResponse for ApiError {
 
 pub(crate) type ApiResult = Result<Response, ApiError>;
 
+/// axum's `Path`, refusing a bad segment (not UTF-8, say) with the API's JSON error instead of
+/// axum's plain-text one.
+pub(crate) struct Path<T>(pub(crate) T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Path(v)),
+            Err(e) => Err(ApiError::bad(
+                format!("invalid path: {}", e.body_text()),
+                "each path segment is percent-encoded UTF-8 (names and keys are text)",
+            )),
+        }
+    }
+}
+
 /// Parses a JSON body, turning size and syntax problems into 413 / 400 with a hint.
 pub(crate) fn json_body<T: DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,

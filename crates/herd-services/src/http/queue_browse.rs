@@ -3,7 +3,9 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
+
+use super::Path;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
