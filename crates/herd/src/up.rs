@@ -396,6 +396,12 @@ fn raise_nofile() {
 
 async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     raise_nofile();
+    // The instances run as herd's user: without this, any of them could read herd's
+    // environment (the admin token) and memory through /proc/<herd>/environ and ptrace. The
+    // instances themselves stay dumpable (the flag resets at their exec).
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!(error = %e, "failed to make herd's process undumpable");
+    }
     // Signal handlers first, before anything that can take a while (opening the store, a
     // Redis connect): a SIGHUP (`systemctl reload`) or SIGTERM meanwhile is then acted on once
     // herd runs, instead of killing it by the signal's default action.

@@ -124,7 +124,7 @@ impl AppActor {
         }
         if old.health != self.app.health {
             changes.push(format!(
-                "{name}: health checks apply to instances started from now on"
+                "{name}: health checks apply to instances started from now on (`herd reload {name}` applies them to every instance; fixed servers keep theirs until herd restarts)"
             ));
         }
         if changes.is_empty() {
