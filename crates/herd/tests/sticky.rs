@@ -172,7 +172,7 @@ async fn a_client_stays_on_its_instance_and_moves_with_a_new_cookie_when_it_dies
     assert_eq!(code, 404, "{body}");
 }
 
-/// A backend that answers `/health` with 200 and everything else with 500.
+/// A backend that answers `/health` with 200 and everything else with 502.
 async fn failing_backend() -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -197,7 +197,8 @@ async fn failing_backend() -> u16 {
                     let code = if head.starts_with("GET /health ") {
                         "200 OK"
                     } else {
-                        "500 Internal Server Error"
+                        // A gateway failure: what the breaker counts (a 500 is the app's answer).
+                        "502 Bad Gateway"
                     };
                     let answer = format!("HTTP/1.1 {code}\r\ncontent-length: 3\r\n\r\nxyz");
                     if conn.write_all(answer.as_bytes()).await.is_err() {
@@ -229,8 +230,8 @@ async fn the_status_page_shows_an_open_circuit() {
     for _ in 0..5 {
         codes.push(hit(&herd, None).await.0);
     }
-    // Three 500s reach the instance and open its circuit; then nothing is sent to it.
-    assert_eq!(codes, [500, 500, 500, 503, 503]);
+    // Three 502s reach the instance and open its circuit; then nothing is sent to it.
+    assert_eq!(codes, [502, 502, 502, 503, 503]);
     let s = lb_instance(&herd, &id).await;
     assert_eq!(s["circuit"], "open", "{s}");
     assert_eq!(s["failures"], 3, "{s}");
