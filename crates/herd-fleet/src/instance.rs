@@ -356,7 +356,10 @@ async fn check_loop(
         if detail.starts_with(crate::health::LOCAL) {
             // herd is out of descriptors (say, under a flood of idle connections): the
             // instance is not to blame, and killing it would turn the flood into an outage.
+            // Shown as the last check (the supervisor then waits instead of judging), never
+            // counted.
             tracing::warn!(%detail, "health check not run: herd is out of resources");
+            stats.set_last_check(herd_core::LastCheck::now(false, detail));
             continue;
         }
         stats.set_last_check(herd_core::LastCheck::now(ok, detail));

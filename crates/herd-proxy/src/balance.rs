@@ -90,9 +90,9 @@ pub(crate) fn pick(
         (Balance::PeakEwma, _) => p2c(n, input, candidate, peak_cost),
         // A `weight = 0` server takes no balanced traffic (HAProxy), by key or by order
         // either, while another can serve: on the ring only its own keys move elsewhere.
-        // (During a slow start ramp the weights are the ramp's, not configured zeros.)
+        // (A slow start's ramp keeps a 0 at 0 and any other weight above it.)
         (Balance::IpHash | Balance::Hash, Some(key)) => {
-            let zero = |i: usize| !input.ramping && input.weight(i) == 0;
+            let zero = |i: usize| input.weight(i) == 0;
             let others = (0..n).any(|i| !zero(i) && !candidate(i).skip);
             input.ring.pick(key, n, input.factor, |i| {
                 let mut c = candidate(i);
@@ -101,7 +101,7 @@ pub(crate) fn pick(
             })
         }
         (Balance::First, _) => (0..n)
-            .find(|&i| !candidate(i).skip && (input.ramping || input.weight(i) > 0))
+            .find(|&i| !candidate(i).skip && input.weight(i) > 0)
             .or_else(|| (0..n).find(|&i| !candidate(i).skip)),
     }
 }
@@ -121,9 +121,9 @@ fn round_robin(
     candidate: impl Fn(usize) -> Candidate,
 ) -> Option<usize> {
     if schedule.is_empty() {
-        let open: Vec<usize> = (0..n).filter(|&i| !candidate(i).skip).collect();
-        return (!open.is_empty())
-            .then(|| open[usize::try_from(rr % open.len() as u64).unwrap_or(0)]);
+        let m = (0..n).filter(|&i| !candidate(i).skip).count();
+        let k = usize::try_from(rr % m.max(1) as u64).unwrap_or(0);
+        return (0..n).filter(|&i| !candidate(i).skip).nth(k);
     }
     let len = schedule.len();
     let start = usize::try_from(rr % len as u64).unwrap_or(0);
@@ -133,14 +133,22 @@ fn round_robin(
     }
     // Its turn is skipped (down, full, circuit open, a backup): the turn goes to one of the
     // others by the same rotation, not to the next in the period, which would take twice its
-    // share (a skipped instance's neighbour got 30 of 40 requests).
-    let open: Vec<usize> = schedule
-        .iter()
-        .map(|&i| i as usize)
-        .filter(|&i| i < n && !candidate(i).skip)
-        .collect();
-    if !open.is_empty() {
-        return Some(open[usize::try_from(rr % open.len() as u64).unwrap_or(0)]);
+    // share (a skipped instance's neighbour got 30 of 40 requests). Candidates are judged
+    // once each (not once per entry of the period), and nothing is allocated.
+    let open = |i: usize| i < n && !candidate(i).skip;
+    let mut judged: [Option<bool>; 64] = [None; 64];
+    let mut is_open = |i: usize| match judged.get_mut(i) {
+        Some(slot) => *slot.get_or_insert_with(|| open(i)),
+        None => open(i),
+    };
+    let m = schedule.iter().filter(|&&i| is_open(i as usize)).count();
+    if m > 0 {
+        let k = usize::try_from(rr % m as u64).unwrap_or(0);
+        return schedule
+            .iter()
+            .map(|&i| i as usize)
+            .filter(|&i| is_open(i))
+            .nth(k);
     }
     // A weight-0 instance appears in no period; it still serves when nothing else can.
     (0..n).find(|&i| !candidate(i).skip)
@@ -177,20 +185,24 @@ fn least_conn(
     candidate: impl Fn(usize) -> Candidate,
 ) -> Option<usize> {
     // Ties go round among the instances that may serve (a start among all of them gave a
-    // skipped instance's turn to its neighbour).
-    let open: Vec<(usize, Candidate)> = (0..n)
-        .map(|i| (i, candidate(i)))
-        .filter(|(_, c)| !c.skip)
-        .collect();
-    let m = open.len();
+    // skipped instance's turn to its neighbour): the scan starts at the `rr % m`-th of the
+    // `m` open ones.
+    let m = (0..n).filter(|&i| !candidate(i).skip).count();
     if m == 0 {
         return None;
     }
-    let start = usize::try_from(input.rr % m as u64).unwrap_or(0);
+    let skip_open = usize::try_from(input.rr % m as u64).unwrap_or(0);
+    let start = (0..n)
+        .filter(|&i| !candidate(i).skip)
+        .nth(skip_open)
+        .unwrap_or(0);
     let mut best: Option<(usize, u64, u64)> = None;
-    for k in 0..m {
-        let (i, c) = &open[(start + k) % m];
-        let i = *i;
+    for k in 0..n {
+        let i = (start + k) % n;
+        let c = candidate(i);
+        if c.skip {
+            continue;
+        }
         let load = c.in_flight as u64 + 1;
         let w = input.weight(i);
         let better = |(_, bl, bw): (usize, u64, u64)| match (w, bw) {

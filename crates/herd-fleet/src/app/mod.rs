@@ -336,6 +336,12 @@ impl AppActor {
                 if let Some(p) = self.ports.as_mut() {
                     p.release(port);
                 }
+                if crate::ports::out_of_descriptors() {
+                    // Its pipes could not be opened: herd's shortage, not the app's failure.
+                    inst.state = InstanceState::Restarting;
+                    inst.restart_at = Some(Instant::now() + Duration::from_secs(1));
+                    return;
+                }
                 self.after_exit(inst, Duration::ZERO, &format!("failed to start: {e}"));
             }
         }
@@ -761,6 +767,7 @@ impl AppActor {
     }
 
     fn on_timers(&mut self, now: Instant) {
+        let ready_timeout = self.command().map(|c| c.ready_timeout);
         let indices: Vec<u32> = self.slots.keys().copied().collect();
         for index in indices {
             for is_next in [false, true] {
@@ -792,6 +799,12 @@ impl AppActor {
                         .as_ref()
                         .and_then(|p| p.endpoint.stats.last_check())
                         .map_or_else(|| "no check finished".to_owned(), |c| c.detail);
+                    if last_check.starts_with(crate::health::LOCAL) {
+                        // herd could not run the checks (out of descriptors): nothing was
+                        // learned about the instance; judge it again a period later.
+                        inst.ready_deadline = ready_timeout.map(|t| now + t);
+                        continue;
+                    }
                     if inst.served {
                         // It served, then failed its checks for `ready_timeout`. An app that
                         // answers them ("HTTP 503": its database is down) is alive, and a
@@ -802,6 +815,9 @@ impl AppActor {
                         // of a dependency into an errored fleet.
                         if last_check.starts_with("HTTP ") {
                             tracing::warn!(app = %self.app.name, instance = %inst.id, %last_check, "instance still answers its health check with an error after ready_timeout; kept running out of rotation until its checks pass");
+                            // Judged again each period: should it stop answering (hung), it
+                            // is restarted then.
+                            inst.ready_deadline = ready_timeout.map(|t| now + t);
                             continue;
                         }
                         let why = format!(
