@@ -36,7 +36,7 @@ pub use health::{probe, probe_detailed, HealthState};
 pub use logs::{tail_lines, LogLine, Stream};
 pub use preflight::{preflight, LaunchProblem};
 pub use restart::{RestartPolicy, RestartTracker, Verdict};
-pub use spawn::{exec_shim, kill_all_groups, SHIM_ARG};
+pub use spawn::{exec_shim, kill_all_groups, set_apps_nofile, SHIM_ARG};
 pub use status::{AppStatus, InstanceStatus, ScaleRecord, ScalingView};
 
 use app::{AppActor, Cmd};

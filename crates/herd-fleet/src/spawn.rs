@@ -17,6 +17,18 @@ use tokio::process::{Child, Command as TokioCommand};
 /// Name of the hidden subcommand that runs [`exec_shim`].
 pub const SHIM_ARG: &str = "__spawn";
 const PARENT_ENV: &str = "HERD_PARENT_PID";
+/// The soft open-files limit herd started with, which the shim puts back before the app runs:
+/// herd raises its own (see [`set_apps_nofile`]), an app keeps what it would have had.
+const NOFILE_ENV: &str = "HERD_NOFILE_SOFT";
+
+static APPS_NOFILE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// Records the soft open-files limit herd started with, before it raised its own: instances
+/// started through the shim get it back (apps that size tables by it, or use `select()`, are
+/// not handed a container's hard limit of a million).
+pub fn set_apps_nofile(soft: u64) {
+    let _ = APPS_NOFILE.set(soft);
+}
 
 /// Everything one process start needs.
 #[derive(Debug)]
@@ -36,6 +48,9 @@ pub(crate) fn spawn(spec: &SpawnSpec<'_>) -> std::io::Result<Child> {
             let mut c = TokioCommand::new(shim);
             c.arg(SHIM_ARG).arg("--").args(argv);
             c.env(PARENT_ENV, std::process::id().to_string());
+            if let Some(soft) = APPS_NOFILE.get() {
+                c.env(NOFILE_ENV, soft.to_string());
+            }
             c
         }
         None => {
@@ -91,9 +106,16 @@ pub fn exec_shim(args: &[OsString]) -> i32 {
             return 1;
         }
     }
+    if let Some(soft) = std::env::var_os(NOFILE_ENV).and_then(|v| v.to_str()?.parse::<u64>().ok()) {
+        use nix::sys::resource::{getrlimit, setrlimit, Resource};
+        if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, soft.min(hard), hard);
+        }
+    }
     let err = std::process::Command::new(program)
         .args(rest)
         .env_remove(PARENT_ENV)
+        .env_remove(NOFILE_ENV)
         .exec();
     eprintln!(
         "herd: failed to start {}: {err} (check `command` and `cwd` in the app's config)",

@@ -380,12 +380,17 @@ async fn reload_on_sighup(
 
 /// Raises the soft limit on open files to the hard one (nginx's `worker_rlimit_nofile`): a
 /// shell's or a container's 1 024 is a few hundred idle client connections, and running out
-/// of descriptors stops health checks and instance starts. The instances inherit it.
+/// of descriptors stops health checks and instance starts. The instances get the limit herd
+/// started with back (the launcher shim restores it before the app runs).
 fn raise_nofile() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open files limit"),
+            Ok(()) => {
+                // The instances get the limit herd started with back.
+                herd_fleet::set_apps_nofile(soft);
+                tracing::debug!(from = soft, to = hard, "raised the open files limit");
+            }
             Err(e) => {
                 tracing::warn!(soft, hard, error = %e, "failed to raise the open files limit")
             }

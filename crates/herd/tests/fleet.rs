@@ -928,3 +928,34 @@ async fn running_out_of_descriptors_is_not_blamed_on_the_instances() {
         herd.log()
     );
 }
+
+/// The soft "Max open files" of a process, from /proc.
+fn soft_nofile(pid: &str) -> String {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .to_owned();
+    line.split_whitespace().nth(3).unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_keep_the_open_files_limit_herd_started_with() {
+    // A soft limit below the hard one (a shell's 1 024 under a container's million), passed
+    // on to herd: herd raises its own, and must hand the original to the app.
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    setrlimit(Resource::RLIMIT_NOFILE, 1024.min(hard), hard).unwrap();
+    let herd = Herd::start(&web_config(1, ""));
+    let inst = herd.wait_ready("web", 1).await;
+    let pid = inst[0]["pid"].as_i64().unwrap().to_string();
+    assert_eq!(soft_nofile(&pid), soft_nofile("self"));
+    if hard > 1024 {
+        assert_eq!(
+            soft_nofile(&herd.pid().to_string()),
+            hard.to_string(),
+            "herd raised its own"
+        );
+    }
+}

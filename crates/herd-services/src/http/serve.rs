@@ -17,8 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Time allowed for a request head, and between requests on a keep-alive connection.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections open at once; the next ones are closed as they are accepted.
-pub const MAX_CONNECTIONS: usize = 512;
+/// Connections open at once; the next ones are closed as they are accepted. Room for many
+/// workers' long polls (a queue's `wait`, a lock's, a fill's) while far below herd's
+/// descriptor limit.
+pub const MAX_CONNECTIONS: usize = 4096;
 /// How long a shutdown waits for requests in flight (a dashboard's event stream ends then).
 const DRAIN: Duration = Duration::from_secs(5);
 
@@ -62,15 +64,14 @@ pub async fn serve_router_with(
     limits: ApiLimits,
 ) -> std::io::Result<()> {
     let head = limits.header_read_timeout;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only: its head timer also bounds an idle kept-alive connection, which an
+    // HTTP/2 connection answering pings would not be (no client of these APIs needs h2).
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(head);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(head));
+    let mut last_warned: Option<tokio::time::Instant> = None;
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let tasks = tokio_util::task::TaskTracker::new();
     loop {
@@ -86,10 +87,14 @@ pub async fn serve_router_with(
             },
         };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::warn!(
-                max = limits.max_connections,
-                "too many open connections; closing a new one"
-            );
+            // Once a minute at most: a flood must not flood the log too.
+            if last_warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                last_warned = Some(tokio::time::Instant::now());
+                tracing::warn!(
+                    max = limits.max_connections,
+                    "too many open connections; closing new ones"
+                );
+            }
             continue;
         };
         // Small JSON answers: send them at once rather than wait for Nagle.
