@@ -62,7 +62,12 @@ pub(crate) async fn serve(
                 Some(l) if l.was_exceeded() => ProxyError::BodyTooLarge { limit: l.max },
                 _ => e,
             };
-            if matches!(e, ProxyError::Upstream { .. } | ProxyError::Timeout { .. }) {
+            if matches!(
+                e,
+                ProxyError::Upstream { .. }
+                    | ProxyError::Timeout { .. }
+                    | ProxyError::Exhausted { .. }
+            ) {
                 tracing::warn!(request_id = ?id, error = %e, "request not proxied");
             } else {
                 tracing::debug!(error = %e, "request not proxied");

@@ -20,6 +20,16 @@ pub(crate) struct FileReloader {
     pub(crate) current: tokio::sync::Mutex<Config>,
 }
 
+/// Every certificate and key path of a `[gateway.tls]` table.
+fn tls_paths(t: &herd_config::Tls) -> Vec<&std::path::Path> {
+    let mut paths = vec![t.cert.as_path(), t.key.as_path()];
+    for s in &t.sni {
+        paths.push(s.cert.as_path());
+        paths.push(s.key.as_path());
+    }
+    paths
+}
+
 fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     let mut out = Vec::new();
     if old.gateway.listen != new.gateway.listen {
@@ -258,7 +268,16 @@ impl ConfigReloader for FileReloader {
             // Certificates are re-read from the files in force (new paths need a restart): a
             // certificate being renewed (certbot's deploy hook reloads) must not report
             // success while the old one stays.
-            let certs = self.gateway.read_tls().map_err(|e| {
+            // New paths need a restart (reported below): the files in force may be gone by
+            // then, and must not block the rest of the reload.
+            let same_files = current.gateway.tls.as_ref().map(tls_paths)
+                == new.gateway.tls.as_ref().map(tls_paths);
+            let certs = if same_files {
+                self.gateway.read_tls()
+            } else {
+                Ok(None)
+            };
+            let certs = certs.map_err(|e| {
                 let line = format!(
                     "[gateway.tls]: {e} (fix the file; the running config and certificates stay in force)"
                 );

@@ -35,7 +35,7 @@ pub enum Leased {
     Refresh(Hit),
     /// A miss, and this caller holds the lease: load the value and put it. Callers that miss
     /// meanwhile wait for that put. Also answered, without the lease, to a caller that waited
-    /// its whole `lease` for someone else's load.
+    /// its whole `lease` on a holder, or on three holders in turn, for someone else's load.
     Load,
 }
 
@@ -43,7 +43,7 @@ impl Cache {
     /// Reads a value, and on a miss coordinates who loads it (see the module's docs): the
     /// caller that gets [`Leased::Load`] or [`Leased::Refresh`] should put the value within
     /// `lease`; a caller that misses while another holds the lease waits for its put (at most
-    /// `lease`) and gets the value. For callers that cannot hand a loader to
+    /// `lease` per holder, following up to three holders in turn) and gets the value. For callers that cannot hand a loader to
     /// [`Cache::get_or_load`], such as HTTP clients.
     ///
     /// # Errors
@@ -68,6 +68,7 @@ impl Cache {
         // The lease waited on last (its end), and how many leases were waited on.
         let mut seen: Option<Instant> = None;
         let mut followed = 0;
+        let mut granted = false;
         // One call counts once in the hit and miss counters, by what it was answered (a
         // waiter served the loader's value is a hit), however often it read meanwhile.
         let leased = loop {
@@ -95,6 +96,7 @@ impl Cache {
                     }
                     counters.fill_leases.fetch_add(1, Ordering::Relaxed);
                     counters.loads.fetch_add(1, Ordering::Relaxed);
+                    granted = true;
                     break Leased::Load;
                 }
                 // Too many leases on this node: load without one (no coalescing, no waiting).
@@ -123,6 +125,11 @@ impl Cache {
             Leased::Hit(hit) | Leased::Refresh(hit) => Some(hit),
             Leased::Load => None,
         });
+        if matches!(leased, Leased::Load) && !granted {
+            // Told to load without the lease (the node's leases are full, or it waited its
+            // own `lease` out): a load all the same.
+            counters.loads.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(leased)
     }
 }

@@ -279,9 +279,12 @@ fn open_db(path: &Path) -> StoreResult<Database> {
     };
     // Readable by herd's user alone, whatever the umask: the file holds session ids (the
     // cookies of logged-in users), cache values and job payloads.
+    // Only warned about when it fails: a file owned by another user, or on a filesystem that
+    // refuses chmod, still opens as before.
     use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| fail("set the permissions of", &e))?;
+    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+        tracing::warn!(path = %path.display(), error = %e, "failed to make the store file private (mode 0600)");
+    }
     // Create every table once so read transactions never meet a missing one.
     let txn = db.begin_write().map_err(|e| fail("write", &e))?;
     {
