@@ -10,6 +10,9 @@ use tokio::sync::Notify;
 #[derive(Debug, Default)]
 pub struct Demand {
     held: AtomicUsize,
+    /// Requests waiting for a new app's first instance (not demand: never seen by the
+    /// autoscaler, which would scale on them).
+    first: AtomicUsize,
     /// Requests waiting for a server under its `max_conn` (the gateway's queue keeps it).
     queued: AtomicUsize,
     wake: Notify,
@@ -23,6 +26,10 @@ pub enum HoldError {
     QueueFull,
     /// No instance became ready within the hold timeout.
     TimedOut,
+    /// [`Demand::wait_first`]: its `queue` requests already wait.
+    FirstQueueFull,
+    /// [`Demand::wait_first`]: no instance within its timeout.
+    FirstTimedOut,
 }
 
 impl std::fmt::Display for HoldError {
@@ -30,6 +37,10 @@ impl std::fmt::Display for HoldError {
         f.write_str(match self {
             HoldError::QueueFull => "hold_queue requests already wait for one",
             HoldError::TimedOut => "none became ready within hold_timeout",
+            HoldError::FirstQueueFull => "1000 requests already wait for its first instance",
+            HoldError::FirstTimedOut => {
+                "its first instance was not ready within ready_timeout of the app's start"
+            }
         })
     }
 }
@@ -88,7 +99,40 @@ impl Demand {
             return Err(HoldError::QueueFull);
         }
         self.wake.notify_one();
-        let waited = tokio::time::timeout(timeout, async {
+        let waited = self.until_ready(timeout, ready).await;
+        drop(held);
+        waited.map_err(|()| HoldError::TimedOut)
+    }
+
+    /// Holds one request until `ready()` as [`Demand::hold`] does, for an app whose first
+    /// instance is starting anyway (herd's start, a reload that added the app): not counted as
+    /// demand, and the autoscaler is not woken.
+    ///
+    /// # Errors
+    /// [`HoldError::FirstQueueFull`] or [`HoldError::FirstTimedOut`].
+    pub async fn wait_first(
+        &self,
+        timeout: Duration,
+        queue: usize,
+        ready: impl Fn() -> bool,
+    ) -> Result<(), HoldError> {
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let waiting = Waiting(&self.first);
+        if self.first.fetch_add(1, Ordering::AcqRel) >= queue {
+            return Err(HoldError::FirstQueueFull);
+        }
+        let waited = self.until_ready(timeout, ready).await;
+        drop(waiting);
+        waited.map_err(|()| HoldError::FirstTimedOut)
+    }
+
+    async fn until_ready(&self, timeout: Duration, ready: impl Fn() -> bool) -> Result<(), ()> {
+        tokio::time::timeout(timeout, async {
             loop {
                 let arrived = self.arrived.notified();
                 tokio::pin!(arrived);
@@ -99,9 +143,8 @@ impl Demand {
                 arrived.await;
             }
         })
-        .await;
-        drop(held);
-        waited.map_err(|_| HoldError::TimedOut)
+        .await
+        .map_err(|_| ())
     }
 }
 

@@ -464,13 +464,15 @@ async fn send_with_retries(
     let mut set = app.current();
     if set.is_empty() {
         if let Some(hold) = app.hold() {
-            // Scaled to zero: wait for the first instance instead of failing.
-            Box::pin(
-                app.demand
-                    .hold(hold.timeout, hold.queue, || !app.current().is_empty()),
-            )
-            .await
-            .map_err(|e| ProxyError::Held {
+            // Scaled to zero, or not started yet: wait for the first instance instead of
+            // failing.
+            let ready = || !app.current().is_empty();
+            let waited = if hold.first {
+                Box::pin(app.demand.wait_first(hold.timeout, hold.queue, ready)).await
+            } else {
+                Box::pin(app.demand.hold(hold.timeout, hold.queue, ready)).await
+            };
+            waited.map_err(|e| ProxyError::Held {
                 app: app.name.clone(),
                 why: e,
             })?;

@@ -145,6 +145,8 @@ const FIRST_START_QUEUE: usize = 1000;
 pub(crate) struct Hold {
     pub(crate) timeout: Duration,
     pub(crate) queue: usize,
+    /// A wait for a new app's first instance, not scale from zero's hold: not demand.
+    pub(crate) first: bool,
 }
 
 impl AppUpstreams {
@@ -171,6 +173,7 @@ impl AppUpstreams {
                 Hold {
                     timeout: left,
                     queue: FIRST_START_QUEUE,
+                    first: true,
                 },
             )
         })
@@ -232,6 +235,7 @@ impl AppUpstreams {
             hold: app.scaling.as_ref().filter(|s| s.min == 0).map(|s| Hold {
                 timeout: s.hold_timeout,
                 queue: s.hold_queue,
+                first: false,
             }),
             first_start,
             served,
