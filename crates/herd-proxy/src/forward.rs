@@ -127,17 +127,24 @@ pub(crate) fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'st
     }
     // RFC 7239, as herd sees the request: `for` (IPv6 quoted and bracketed), `proto`, `host`.
     let host = headers.get(header::HOST).cloned();
-    let for_ = match client {
-        IpAddr::V4(a) => a.to_string(),
-        IpAddr::V6(a) => format!("\"[{a}]\""),
-    };
-    let mut forwarded = format!("for={for_};proto={proto}");
+    // One buffer, handed to the header without a copy.
+    let mut forwarded = String::with_capacity(48 + host.as_ref().map_or(0, HeaderValue::len));
+    forwarded.push_str("for=");
+    if client.is_ipv6() {
+        forwarded.push_str("\"[");
+        forwarded.push_str(&ip);
+        forwarded.push_str("]\"");
+    } else {
+        forwarded.push_str(&ip);
+    }
+    forwarded.push_str(";proto=");
+    forwarded.push_str(proto);
     if let Some(h) = host.as_ref().and_then(|h| h.to_str().ok()) {
         forwarded.push_str(";host=\"");
         forwarded.push_str(h);
         forwarded.push('"');
     }
-    if let Ok(v) = HeaderValue::from_str(&forwarded) {
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(forwarded)) {
         headers.insert(SPOOFABLE[0].clone(), v);
     }
     match host {
