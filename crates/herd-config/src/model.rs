@@ -238,8 +238,11 @@ pub struct Command {
     pub port_range: (u16, u16),
     /// `max_memory`: RSS limit (bytes) of the instance's process group; over it, the instance is replaced.
     pub max_memory: Option<u64>,
-    /// `kill_timeout`, default 5s: SIGTERM → SIGKILL.
+    /// `kill_timeout`, default 5s: `kill_signal` → SIGKILL.
     pub kill_timeout: Duration,
+    /// `kill_signal`, default SIGTERM: what a graceful stop sends the instance's process group
+    /// (PM2 sends SIGINT; Docker's `STOPSIGNAL`, systemd's `KillSignal`).
+    pub kill_signal: StopSignal,
     /// `drain_timeout`, default 30s: how long in-flight requests may take once an instance leaves rotation.
     pub drain_timeout: Duration,
     /// `ready_timeout`, default 30s: a starting instance that is not ready by then is restarted.
@@ -401,5 +404,38 @@ impl HeaderRewrite {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// The signal a graceful stop sends (`kill_signal`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StopSignal {
+    #[default]
+    Term,
+    Int,
+    Quit,
+    Hup,
+    Usr1,
+    Usr2,
+}
+
+impl StopSignal {
+    /// Every one, with its name.
+    pub const ALL: [(StopSignal, &'static str); 6] = [
+        (StopSignal::Term, "SIGTERM"),
+        (StopSignal::Int, "SIGINT"),
+        (StopSignal::Quit, "SIGQUIT"),
+        (StopSignal::Hup, "SIGHUP"),
+        (StopSignal::Usr1, "SIGUSR1"),
+        (StopSignal::Usr2, "SIGUSR2"),
+    ];
+
+    /// `SIGTERM`, `SIGINT`, …
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        StopSignal::ALL
+            .iter()
+            .find(|(s, _)| *s == self)
+            .map_or("SIGTERM", |(_, n)| n)
     }
 }

@@ -181,6 +181,7 @@ pub(crate) struct RawApp {
     pub(crate) env: Option<Spanned<BTreeMap<String, Val>>>,
     pub(crate) max_memory: Option<Val>,
     pub(crate) kill_timeout: Option<Val>,
+    pub(crate) kill_signal: Option<Str>,
     pub(crate) drain_timeout: Option<Val>,
     pub(crate) ready_timeout: Option<Val>,
     pub(crate) min_uptime: Option<Val>,
@@ -221,6 +222,7 @@ impl RawApp {
             "kill_timeout",
             self.kill_timeout.as_ref().map(Spanned::span),
         );
+        add("kill_signal", self.kill_signal.as_ref().map(Spanned::span));
         add(
             "drain_timeout",
             self.drain_timeout.as_ref().map(Spanned::span),

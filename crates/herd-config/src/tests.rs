@@ -1217,3 +1217,26 @@ fn a_sub_table_above_its_app_gets_a_hint() {
     let hint = all[0].hint.as_deref().unwrap_or_default();
     assert!(hint.contains("belongs after its [[app]]"), "{all:#?}");
 }
+
+#[test]
+fn kill_signal_takes_pm2_s_sigint_and_refuses_the_rest() {
+    let cfg = parse(
+        "[[app]]\nname = \"web\"\ncommand = [\"x\"]\nkill_signal = \"int\"\n",
+        "t.toml",
+        Path::new("."),
+    )
+    .unwrap();
+    let Backends::Command(c) = &cfg.apps[0].backends else {
+        panic!()
+    };
+    assert_eq!(c.kill_signal, crate::StopSignal::Int);
+    let e = errs("[[app]]\nname = \"web\"\ncommand = [\"x\"]\nkill_signal = \"SIGKILL\"\n");
+    assert_eq!(
+        (e.len(), e[0].key.as_str(), e[0].line),
+        (1, "app[0].kill_signal", 4),
+        "{e:?}"
+    );
+    let e =
+        errs("[[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\nkill_signal = \"SIGINT\"\n");
+    assert_eq!(e.len(), 1, "only with command: {e:?}");
+}

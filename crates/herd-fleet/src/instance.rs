@@ -246,10 +246,19 @@ impl Proc {
         self.checks.cancel();
     }
 
-    /// Graceful stop: wait for in-flight requests (at most `drain`), SIGTERM the group, wait at
-    /// most `kill` for the exit, then SIGKILL the group. Runs as its own task; the exit itself is
+    /// Graceful stop: wait for in-flight requests (at most `drain`), send the group `signal`
+    /// (`kill_signal`, SIGTERM by default), wait at most `kill` for the exit, then SIGKILL the
+    /// group. Runs as its own task; the exit itself is
     /// reported by the waiter.
-    pub(crate) fn stop(&self, drain: Duration, kill: Duration) {
+    pub(crate) fn stop(&self, drain: Duration, kill: Duration, signal: herd_config::StopSignal) {
+        let signal = match signal {
+            herd_config::StopSignal::Term => Signal::SIGTERM,
+            herd_config::StopSignal::Int => Signal::SIGINT,
+            herd_config::StopSignal::Quit => Signal::SIGQUIT,
+            herd_config::StopSignal::Hup => Signal::SIGHUP,
+            herd_config::StopSignal::Usr1 => Signal::SIGUSR1,
+            herd_config::StopSignal::Usr2 => Signal::SIGUSR2,
+        };
         self.stop_checks();
         let Some(pid) = self.pid else { return };
         let stats = Arc::clone(&self.endpoint.stats);
@@ -267,7 +276,7 @@ impl Proc {
                 }
                 *grace.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
                     Some(Instant::now() + kill);
-                spawn::signal_group(pid, Signal::SIGTERM);
+                spawn::signal_group(pid, signal);
                 tokio::select! {
                     () = exited.cancelled() => {}
                     () = tokio::time::sleep(kill) => {

@@ -959,3 +959,51 @@ async fn instances_keep_the_open_files_limit_herd_started_with() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_signal_sigint_reaches_an_app_written_for_pm2() {
+    // Cleans up on SIGINT only (PM2's signal) and says so in a file.
+    let dir = tempfile::tempdir().unwrap();
+    let done = dir.path().join("cleaned");
+    let script = write(
+        dir.path(),
+        "pm2.py",
+        &format!(
+            "import os, signal, sys, http.server\n\
+             def bye(*_):\n\
+             \x20   open({done:?}, 'w').write('SIGINT')\n\
+             \x20   sys.exit(0)\n\
+             signal.signal(signal.SIGINT, bye)\n\
+             signal.signal(signal.SIGTERM, signal.SIG_IGN)\n\
+             class H(http.server.BaseHTTPRequestHandler):\n\
+             \x20   def do_GET(self):\n\
+             \x20       self.send_response(200); self.send_header('Content-Length', '2'); self.end_headers(); self.wfile.write(b'ok')\n\
+             \x20   def log_message(self, *a): pass\n\
+             http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()\n",
+            done = done.display().to_string()
+        ),
+    );
+    let (a, b) = free_range(12);
+    let config = base_config("")
+        + &format!(
+            "\n[[app]]\nname = \"pm2\"\ncommand = [\"python3\", \"{}\"]\ninstances = 1\n\
+             port_range = \"{a}-{b}\"\nkill_signal = \"sigint\"\nkill_timeout = \"10s\"\n\
+             [app.health]\npath = \"/\"\ninterval = \"200ms\"\nfastinter = \"100ms\"\nrise = 1\n",
+            script.display()
+        );
+    let herd = Herd::start(&config);
+    herd.wait_ready("pm2", 1).await;
+    let out = herd.cli(&["scale", "pm2", "0"]);
+    assert!(out.status.success(), "{out:?}");
+    let t0 = Instant::now();
+    while !done.exists() {
+        // SIGTERM is ignored: only SIGINT ends it before kill_timeout's SIGKILL.
+        assert!(
+            t0.elapsed() < Duration::from_secs(8),
+            "no SIGINT seen\n{}",
+            herd.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(std::fs::read_to_string(&done).unwrap(), "SIGINT");
+}

@@ -15,6 +15,33 @@ use crate::raw::{RawApp, RawHealth, Val};
 use crate::units::{instances_from_int, parse_port_range};
 
 impl Validator<'_> {
+    /// `kill_signal`: a name, with or without `SIG`, any case.
+    fn kill_signal(&mut self, v: Option<&crate::raw::Str>, key: &str) -> crate::StopSignal {
+        let Some(v) = v else {
+            return crate::StopSignal::default();
+        };
+        let name = v.get_ref().trim().to_ascii_uppercase();
+        let name = if name.starts_with("SIG") {
+            name
+        } else {
+            format!("SIG{name}")
+        };
+        if let Some((sig, _)) = crate::StopSignal::ALL.iter().find(|(_, n)| *n == name) {
+            return *sig;
+        }
+        let names: Vec<&str> = crate::StopSignal::ALL.iter().map(|(_, n)| *n).collect();
+        self.err(
+            &v.span(),
+            key,
+            format!("unknown kill_signal {:?}", v.get_ref()),
+            Some(format!(
+                "one of {} (PM2 apps listen for SIGINT: kill_signal = \"SIGINT\")",
+                names.join(", ")
+            )),
+        );
+        crate::StopSignal::default()
+    }
+
     pub(super) fn app(
         &mut self,
         i: usize,
@@ -349,6 +376,7 @@ impl Validator<'_> {
                 d::KILL_TIMEOUT,
                 false,
             ),
+            kill_signal: self.kill_signal(a.kill_signal.as_ref(), &format!("{p}.kill_signal")),
             drain_timeout: self.duration(
                 a.drain_timeout.as_ref(),
                 &format!("{p}.drain_timeout"),

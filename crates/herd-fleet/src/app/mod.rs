@@ -414,12 +414,12 @@ impl AppActor {
         tracing::info!(app = %self.app.name, instance = %inst.id, pid = proc.pid.unwrap_or(0), "draining instance");
         // Out of rotation before its drain starts counting in-flight requests: its slot is
         // already gone from `slots` (scale-in, reload), so this set no longer holds it.
-        let stop = (cmd.drain_timeout, cmd.kill_timeout);
+        let stop = (cmd.drain_timeout, cmd.kill_timeout, cmd.kill_signal);
         self.publish();
         let Some(proc) = &inst.proc else {
             return;
         };
-        proc.stop(stop.0, stop.1);
+        proc.stop(stop.0, stop.1, stop.2);
         inst.state = InstanceState::Draining;
         self.retiring.push(inst);
     }
@@ -825,7 +825,9 @@ impl AppActor {
                         );
                         tracing::warn!(app = %self.app.name, instance = %inst.id, %last_check, "health checks get no answer; restarting the instance");
                         inst.killed_for = Some(why);
-                        let stop = self.command().map(|c| (c.drain_timeout, c.kill_timeout));
+                        let stop = self
+                            .command()
+                            .map(|c| (c.drain_timeout, c.kill_timeout, c.kill_signal));
                         let Some(slot) = self.slots.get_mut(&index) else {
                             continue;
                         };
@@ -837,8 +839,8 @@ impl AppActor {
                         } else {
                             &mut slot.active
                         };
-                        if let (Some(p), Some((drain, kill))) = (&inst.proc, stop) {
-                            p.stop(drain, kill);
+                        if let (Some(p), Some((drain, kill, signal))) = (&inst.proc, stop) {
+                            p.stop(drain, kill, signal);
                         }
                         continue;
                     }

@@ -216,6 +216,7 @@ fn changed_keys(old: &App, new: &App) -> Vec<&'static str> {
     if let (Backends::Command(o), Backends::Command(n)) = (&old.backends, &new.backends) {
         check("max_memory", o.max_memory != n.max_memory);
         check("kill_timeout", o.kill_timeout != n.kill_timeout);
+        check("kill_signal", o.kill_signal != n.kill_signal);
         check("drain_timeout", o.drain_timeout != n.drain_timeout);
         check("ready_timeout", o.ready_timeout != n.ready_timeout);
         check("min_uptime", o.min_uptime != n.min_uptime);
