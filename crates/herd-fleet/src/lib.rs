@@ -6,7 +6,7 @@
 //! samples RSS/CPU from `/proc` every second (`procfs`) to enforce `max_memory`, writes their
 //! output to rotated files (`logs`), and publishes the ready set to the gateway through
 //! [`herd_core::Rotation`]. Stops are graceful: out of rotation → in-flight requests finish →
-//! SIGTERM → `kill_timeout` → SIGKILL of the group. States and transitions: `LIFECYCLE.md`.
+//! `kill_signal` (SIGTERM) → `kill_timeout` → SIGKILL of the group. States and transitions: `LIFECYCLE.md`.
 
 mod app;
 mod health;
