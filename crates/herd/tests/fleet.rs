@@ -1007,3 +1007,21 @@ async fn kill_signal_sigint_reaches_an_app_written_for_pm2() {
     }
     assert_eq!(std::fs::read_to_string(&done).unwrap(), "SIGINT");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_without_a_spare_port_says_so() {
+    // Two ports, the spare one taken by another process.
+    let (a, b) = free_range(2);
+    let _other = std::net::TcpListener::bind(("0.0.0.0", b)).unwrap();
+    let config = base_config("")
+        + &format!(
+            "\n[[app]]\nname = \"tight\"\ncommand = [\"{{demo}}\"]\ninstances = 1\nport_range = \"{a}-{b}\"\n"
+        );
+    let herd = Herd::start(&config);
+    herd.wait_ready("tight", 1).await;
+    let out = herd.cli(&["reload", "tight"]);
+    assert!(!out.status.success());
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("no free port in port_range"), "{text}");
+}

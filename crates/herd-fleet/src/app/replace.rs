@@ -23,7 +23,13 @@ impl AppActor {
         };
         if next.proc.is_none() {
             // Spawn failed or no port: the old instance keeps serving.
-            self.replacement_failed(index, "the new instance could not be started");
+            // Say why (it was only in herd's log): no free port is the usual cause.
+            let why = match next.last_exit.as_deref() {
+                Some("no free port") => "the new instance could not be started: no free port in port_range (a start-first replacement needs one spare port beside the running instances; widen port_range)".to_owned(),
+                Some(cause) => format!("the new instance could not be started: {cause}"),
+                None => "the new instance could not be started".to_owned(),
+            };
+            self.replacement_failed(index, &why);
             return false;
         }
         // A fresh start (LIFECYCLE.md): the count of restarts carries over for the user to see,
