@@ -82,6 +82,17 @@ struct Slot {
     no_replace_before: Option<Instant>,
 }
 
+impl Slot {
+    /// The slot's replacement (`next`) or its active instance.
+    fn inst_mut(&mut self, next: bool) -> Option<&mut Inst> {
+        if next {
+            self.next.as_mut()
+        } else {
+            Some(&mut self.active)
+        }
+    }
+}
+
 pub(crate) struct AppActor {
     app: App,
     shim: Option<PathBuf>,
@@ -703,13 +714,8 @@ impl AppActor {
         let Some(slot) = self.slots.get_mut(&index) else {
             return;
         };
-        let inst = if is_next {
-            match slot.next.as_mut() {
-                Some(i) => i,
-                None => return,
-            }
-        } else {
-            &mut slot.active
+        let Some(inst) = slot.inst_mut(is_next) else {
+            return;
         };
         if up {
             if inst.state == InstanceState::Starting {
@@ -774,13 +780,8 @@ impl AppActor {
                 let Some(slot) = self.slots.get_mut(&index) else {
                     continue;
                 };
-                let inst = if is_next {
-                    match slot.next.as_mut() {
-                        Some(i) => i,
-                        None => continue,
-                    }
-                } else {
-                    &mut slot.active
+                let Some(inst) = slot.inst_mut(is_next) else {
+                    continue;
                 };
                 if inst.restart_at.is_some_and(|t| t <= now) {
                     let mut taken = std::mem::replace(inst, placeholder());
@@ -831,13 +832,8 @@ impl AppActor {
                         let Some(slot) = self.slots.get_mut(&index) else {
                             continue;
                         };
-                        let inst = if is_next {
-                            match slot.next.as_mut() {
-                                Some(i) => i,
-                                None => continue,
-                            }
-                        } else {
-                            &mut slot.active
+                        let Some(inst) = slot.inst_mut(is_next) else {
+                            continue;
                         };
                         if let (Some(p), Some((drain, kill, signal))) = (&inst.proc, stop) {
                             p.stop(drain, kill, signal);
