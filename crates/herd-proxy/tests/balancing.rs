@@ -145,10 +145,11 @@ async fn weights_share_requests_in_proportion() {
 #[tokio::test]
 async fn backups_serve_only_when_no_primary_is_up() {
     let (a, b) = (backend("a").await, backend("b").await);
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // Bound but never listening: connections are refused, and no other test's listener can
+    // take the port meanwhile (a dropped listener's port could be reused and answer).
+    let dead_socket = tokio::net::TcpSocket::new_v4().unwrap();
+    dead_socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let dead = dead_socket.local_addr().unwrap();
     let gw = gateway(&format!(
         "[[app]]\nname = \"web\"\nservers = [\"{}\", \"{dead}\", {{ addr = \"{}\", backup = true }}]\n",
         a.addr, b.addr

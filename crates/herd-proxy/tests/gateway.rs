@@ -62,9 +62,12 @@ async fn backend(name: &'static str) -> SocketAddr {
     addr
 }
 
-fn dead_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+/// An address that refuses connections for as long as the returned socket lives: bound, never
+/// listening, so no other test's listener can take the port meanwhile.
+fn dead_addr() -> (SocketAddr, tokio::net::TcpSocket) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    (socket.local_addr().unwrap(), socket)
 }
 
 struct Running {
@@ -153,12 +156,10 @@ async fn streams_large_bodies_both_ways() {
 async fn a_refused_connect_is_retried_on_another_instance_even_with_a_body() {
     let gw = gateway("").await;
     let live = backend("live").await;
+    let (dead, _dead) = dead_addr();
     gw.gw.set_endpoints(
         "web",
-        vec![
-            endpoint(1, "web-1", dead_addr()),
-            endpoint(2, "web-2", live),
-        ],
+        vec![endpoint(1, "web-1", dead), endpoint(2, "web-2", live)],
     );
     for i in 0..20 {
         let req = Request::post("/echo")
@@ -178,8 +179,8 @@ async fn nothing_to_serve_is_503_and_a_dead_only_set_is_502() {
     let (status, body) = send(gw.addr, get("/")).await;
     assert_eq!(status, 503);
     assert!(String::from_utf8_lossy(&body).contains("no ready instance for app web"));
-    gw.gw
-        .set_endpoints("web", vec![endpoint(1, "web-1", dead_addr())]);
+    let (dead, _dead) = dead_addr();
+    gw.gw.set_endpoints("web", vec![endpoint(1, "web-1", dead)]);
     let (status, body) = send(gw.addr, get("/")).await;
     assert_eq!(status, 502);
     let text = String::from_utf8_lossy(&body);
