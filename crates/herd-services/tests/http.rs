@@ -14,6 +14,10 @@ async fn token_is_required_except_on_health_and_openapi() {
     let r = api.raw("GET", "/health", &[], b"").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["store"]["backend"], "embedded");
+    // Where the store is, and its last error, only with the token.
+    assert!(r.json()["store"].get("target").is_none(), "{}", r.text());
+    let r = api.call("GET", "/health", b"").await;
+    assert!(r.json()["store"]["target"].is_string(), "{}", r.text());
     let r = api.raw("GET", "/openapi.json", &[], b"").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["openapi"], "3.0.3");

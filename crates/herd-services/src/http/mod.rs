@@ -324,16 +324,28 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
     }
 }
 
-async fn health(State(state): State<AppState>) -> Response {
+async fn health(State(state): State<AppState>, headers: header::HeaderMap) -> Response {
     let status = state.services.store().status();
     let code = if status.state == "ok" {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    // Open to probes without the token: they get the state. Where the store is (a path, a
+    // Redis host) and its last error are for callers with the token.
+    let authorized = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer)
+        .is_some_and(|p| constant_time_eq(p.as_bytes(), state.token.as_bytes()));
+    let store = if authorized {
+        json!(status)
+    } else {
+        json!({ "backend": status.backend, "state": status.state })
+    };
     (
         code,
-        Json(json!({ "status": status.state, "store": status })),
+        Json(json!({ "status": status.state, "store": store })),
     )
         .into_response()
 }
