@@ -996,8 +996,9 @@ async fn kill_signal_sigint_reaches_an_app_written_for_pm2() {
     let out = herd.cli(&["scale", "pm2", "0"]);
     assert!(out.status.success(), "{out:?}");
     let t0 = Instant::now();
-    while !done.exists() {
-        // SIGTERM is ignored: only SIGINT ends it before kill_timeout's SIGKILL.
+    // SIGTERM is ignored: only SIGINT ends it before kill_timeout's SIGKILL. (The file may be
+    // seen created before its content is written: wait for the content.)
+    while std::fs::read_to_string(&done).unwrap_or_default() != "SIGINT" {
         assert!(
             t0.elapsed() < Duration::from_secs(8),
             "no SIGINT seen\n{}",
@@ -1005,7 +1006,6 @@ async fn kill_signal_sigint_reaches_an_app_written_for_pm2() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(std::fs::read_to_string(&done).unwrap(), "SIGINT");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
