@@ -23,6 +23,17 @@ pub struct HealthState {
 }
 
 impl HealthState {
+    /// For a fixed server (`servers = [...]`): down until its checks pass, like a starting
+    /// instance, but probed at `downinter` (else `inter`) while it fails, as HAProxy probes
+    /// every DOWN server; only a process herd started is probed at `fastinter` until ready.
+    #[must_use]
+    pub fn new_server(rise: u32, fall: u32) -> Self {
+        HealthState {
+            was_up: true,
+            ..HealthState::new(rise, fall)
+        }
+    }
+
     #[must_use]
     pub fn new(rise: u32, fall: u32) -> Self {
         HealthState {
@@ -192,6 +203,24 @@ mod tests {
                 prop_assert_eq!(h.is_up(), up);
             }
         }
+    }
+
+    #[test]
+    fn a_fixed_server_down_from_the_start_is_probed_at_downinter() {
+        let (inter, fast, down) = (
+            Duration::from_secs(2),
+            Duration::from_millis(250),
+            Some(Duration::from_secs(10)),
+        );
+        let mut h = HealthState::new_server(2, 1);
+        h.observe(false);
+        assert_eq!(h.next_interval(inter, fast, down), down.unwrap());
+        // A pass on its way up is followed at fastinter (rise 2), as HAProxy.
+        h.observe(true);
+        assert_eq!(h.next_interval(inter, fast, down), fast);
+        h.observe(true);
+        assert!(h.is_up());
+        assert_eq!(h.next_interval(inter, fast, down), inter);
     }
 
     #[test]

@@ -212,6 +212,7 @@ impl Launch<'_> {
                 self.events.clone(),
                 checks.clone(),
                 Arc::clone(&stats),
+                pid.is_none(),
             )
             .instrument(span),
         );
@@ -338,8 +339,13 @@ async fn check_loop(
     events: mpsc::UnboundedSender<Event>,
     cancel: CancellationToken,
     stats: Arc<EndpointStats>,
+    server: bool,
 ) {
-    let mut state = HealthState::new(health.rise, health.fall);
+    let mut state = if server {
+        HealthState::new_server(health.rise, health.fall)
+    } else {
+        HealthState::new(health.rise, health.fall)
+    };
     let mut first = true;
     loop {
         let wait = if first {
