@@ -193,13 +193,7 @@ async fn a_reload_that_changes_servers_keeps_those_that_stay_their_ids_and_marks
     let text = std::fs::read_to_string(&herd.config).unwrap();
     let first = format!("\"127.0.0.1:{}\", ", ports[0]);
     std::fs::write(&herd.config, text.replace(&first, "")).unwrap();
-    let (code, body) = request(
-        http::Method::POST,
-        &herd.admin_url("/config/reload"),
-        "".into(),
-    )
-    .await
-    .unwrap();
+    let (code, body) = herd.reload_config().await;
     assert_eq!(code, 200, "{body}");
     for _ in 0..10 {
         assert_eq!(get(&herd.url("/")).await.unwrap().0, 200);

@@ -144,13 +144,7 @@ async fn a_broken_reload_keeps_serving_and_a_good_one_changes_routing() {
         format!("{original}\n[[route]]\napp = \"nope\"\nbogus = 1\n"),
     )
     .unwrap();
-    let (code, body) = request(
-        http::Method::POST,
-        &herd.admin_url("/config/reload"),
-        "".into(),
-    )
-    .await
-    .unwrap();
+    let (code, body) = herd.reload_config().await;
     assert_eq!(code, 422, "{body}");
     assert!(
         body.contains("herd.toml:"),
@@ -177,13 +171,7 @@ async fn a_broken_reload_keeps_serving_and_a_good_one_changes_routing() {
         format!("{original}\n[[route]]\npath_prefix = \"/api/\"\napp = \"api\"\n[[route]]\napp = \"web\"\n"),
     )
     .unwrap();
-    let (code, body) = request(
-        http::Method::POST,
-        &herd.admin_url("/config/reload"),
-        "".into(),
-    )
-    .await
-    .unwrap();
+    let (code, body) = herd.reload_config().await;
     assert_eq!(code, 200, "{body}");
     // Reloading the same file again through the CLI: valid, nothing changed.
     let out = herd.cli(&["reload", "--config"]);
@@ -557,13 +545,7 @@ async fn a_route_to_an_app_a_reload_adds_waits_for_its_first_instance() {
         format!("{original}\n{gamma}\n[[route]]\npath_prefix = \"/\"\napp = \"gamma\"\n"),
     )
     .unwrap();
-    let (code, body) = request(
-        http::Method::POST,
-        &herd.admin_url("/config/reload"),
-        "".into(),
-    )
-    .await
-    .unwrap();
+    let (code, body) = herd.reload_config().await;
     assert_eq!(code, 200, "{body}");
     // Routed to gamma at once: the request waits for its instance instead of a 503.
     let (code, body) = get(&herd.url("/")).await.unwrap();

@@ -98,13 +98,7 @@ async fn replaced_certificates_are_served_after_a_reload_without_dropping_connec
 
     // Replace the files; POST /config/reload re-reads them.
     let new = write_cert(certs.path());
-    let (code, body) = request(
-        http::Method::POST,
-        &herd.admin_url("/config/reload"),
-        "".into(),
-    )
-    .await
-    .unwrap();
+    let (code, body) = herd.reload_config().await;
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("tls: certificates re-read"), "{body}");
     let fresh = connect(herd.gateway, &[&old, &new]).await;
@@ -147,13 +141,7 @@ async fn replaced_certificates_are_served_after_a_reload_without_dropping_connec
     // A certificate file that cannot be loaded refuses the whole reload (a renewal hook
     // must not hear "reloaded" while the old certificate stays), and the one in force stays.
     std::fs::write(certs.path().join("cert.pem"), "garbage\n").unwrap();
-    let (code, body) = request(
-        http::Method::POST,
-        &herd.admin_url("/config/reload"),
-        "".into(),
-    )
-    .await
-    .unwrap();
+    let (code, body) = herd.reload_config().await;
     assert_eq!(code, 422, "{body}");
     assert!(body.contains("[gateway.tls]"), "{body}");
     assert!(body.contains("cert.pem"), "names the file: {body}");

@@ -187,6 +187,17 @@ impl Herd {
         format!("http://127.0.0.1:{}{path}", self.admin)
     }
 
+    /// `POST /config/reload`: the status and body of the answer.
+    pub async fn reload_config(&self) -> (u16, String) {
+        request(
+            http::Method::POST,
+            &self.admin_url("/config/reload"),
+            bytes::Bytes::new(),
+        )
+        .await
+        .unwrap()
+    }
+
     pub async fn status(&self) -> Value {
         let (code, body) = get(&self.admin_url("/cluster/status")).await.unwrap();
         assert_eq!(code, 200, "{body}");
