@@ -229,7 +229,7 @@ pub(crate) fn resolve(base: &Path, path: &Path) -> PathBuf {
 /// Formats a duration the way it is written in the config file.
 pub(super) fn fmt_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

@@ -262,7 +262,7 @@ fn least_conn_spreads_concurrent_load_evenly() {
     let mut hits = vec![0u32; n];
     let mut open: Vec<usize> = Vec::new();
     for rr in 0..40_000u64 {
-        if !open.is_empty() && splitmix(&mut state) % 3 == 0 {
+        if !open.is_empty() && splitmix(&mut state).is_multiple_of(3) {
             let done = open
                 .swap_remove(usize::try_from(splitmix(&mut state) % open.len() as u64).unwrap());
             w.loads[done] -= 1;
