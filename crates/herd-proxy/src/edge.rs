@@ -25,8 +25,18 @@ pub(crate) fn request_id(headers: &HeaderMap) -> HeaderValue {
             return v.clone();
         }
     }
-    let id = format!("{:032x}", rand::random::<u128>());
-    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    hex_id(rand::random::<u128>())
+}
+
+/// `n` as 32 lower-case hex digits, written in place: one allocation (the value's), no
+/// formatting machinery.
+fn hex_id(n: u128) -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = [0u8; 32];
+    for (i, d) in id.iter_mut().enumerate() {
+        *d = HEX[usize::try_from((n >> (124 - 4 * i)) & 0xf).unwrap_or(0)];
+    }
+    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// `[gateway] max_body_size` for one request, carried to the upstream body in the request's
@@ -129,6 +139,13 @@ pub(crate) fn finish(resp: &mut Response<ProxyBody>, id: HeaderValue, security: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generated_ids_are_the_number_in_hex() {
+        for n in [0, 1, 0xdead_beef, u128::MAX, u128::MAX / 3 * 2] {
+            assert_eq!(hex_id(n), format!("{n:032x}").as_str());
+        }
+    }
 
     #[test]
     fn sane_request_ids_pass_and_others_are_replaced() {

@@ -104,6 +104,9 @@ pub(crate) fn keep_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
 /// edge, so client-sent values are replaced: an app that trusts `X-Real-IP` or builds links from `X-Forwarded-Host` cannot be
 /// handed a forged one; without a `Host`, an HTTP/1.0 request, it gets none).
 pub(crate) fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static str) {
+    let ip = client.to_string();
+    // The address's value is shared by `X-Real-IP` and a chain that starts here (no copy).
+    let ip_value = HeaderValue::from_maybe_shared(bytes::Bytes::from(ip.clone())).ok();
     let mut xff = String::new();
     for prev in headers.get_all(&X_FORWARDED_FOR) {
         if let Ok(prev) = prev.to_str() {
@@ -113,12 +116,16 @@ pub(crate) fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'st
             }
         }
     }
-    let ip = client.to_string();
-    xff.push_str(&ip);
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    let chain = if xff.is_empty() {
+        ip_value.clone()
+    } else {
+        xff.push_str(&ip);
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)).ok()
+    };
+    if let Some(v) = chain {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    if let Ok(v) = HeaderValue::from_str(&ip) {
+    if let Some(v) = ip_value {
         headers.insert(X_REAL_IP.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));

@@ -531,16 +531,9 @@ async fn send_with_retries(
         ex.upstream_time = None;
         // Boxed: an attempt's future (pool checkout, send, timeout) is a few KiB, and held
         // unboxed it would be laid out more than once in every request's future.
-        let attempted = Box::pin(attempt(
-            gw,
-            &up,
-            req,
-            guard,
-            body_done,
-            stats,
-            timeout,
-            &mut tunnel,
-        ));
+        let attempted = crate::heap::pinned(|| {
+            attempt(gw, &up, req, guard, body_done, stats, timeout, &mut tunnel)
+        });
         match attempted.await {
             Ok(mut resp) => {
                 let done = Instant::now();

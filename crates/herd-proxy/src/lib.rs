@@ -47,6 +47,7 @@ mod framing;
 pub mod fuzz;
 mod gcra;
 mod handler;
+mod heap;
 mod idle;
 mod lb;
 mod parking;

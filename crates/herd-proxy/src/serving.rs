@@ -458,7 +458,7 @@ impl Spawner {
                 } else {
                     // Boxed: the request's future is KiBs, and hyper moves the service's
                     // future into its dispatcher (HTTP/1) or a spawned task (HTTP/2).
-                    Box::pin(handler::serve(gw, req, peer)).await
+                    crate::heap::pinned(|| handler::serve(gw, req, peer)).await
                 };
                 if !track {
                     return Ok::<_, std::convert::Infallible>(resp);
