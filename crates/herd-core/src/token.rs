@@ -8,14 +8,19 @@ pub fn bearer(value: &str) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// Compares in time independent of where the inputs differ (a token check must not tell
-/// how much of a guess was right).
+/// Compares a presented credential `guess` with the `secret` in time that depends only on the
+/// guess's length: neither where the two differ nor the secret's length shows (a token check
+/// must not tell how much of a guess was right, nor how long the token is).
 #[must_use]
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+pub fn constant_time_eq(guess: &[u8], secret: &[u8]) -> bool {
+    if secret.is_empty() {
+        return guess.is_empty();
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    let mut diff = usize::from(guess.len() != secret.len());
+    for (i, x) in guess.iter().enumerate() {
+        diff |= usize::from(x ^ secret[i % secret.len()]);
+    }
+    diff == 0
 }
 
 #[cfg(test)]
@@ -36,5 +41,9 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"abcabc", b"abc"), "a repeat of the secret");
+        assert!(!constant_time_eq(b"", b"abc"));
+        assert!(!constant_time_eq(b"a", b""));
+        assert!(constant_time_eq(b"", b""));
     }
 }
