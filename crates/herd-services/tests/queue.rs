@@ -370,6 +370,75 @@ async fn rate_limit_and_concurrency_cap() {
     );
 }
 
+/// BullMQ's `limiter {max: 3, duration: 1s}`: 3 jobs in a window, then none until it closes
+/// (a token bucket would hand out one more every third of a second: up to 2 × max − 1 in the
+/// first second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_is_a_window_of_max_jobs() {
+    let mut config = QueueConfig::default();
+    config.queues.insert(
+        "win".into(),
+        QueueSettings {
+            limiter: Some(Limiter {
+                max: 3,
+                duration: Duration::from_secs(1),
+            }),
+            concurrency: None,
+        },
+    );
+    let (_d, node, clock) = setup(config).await;
+    let q = &node.services.queues;
+    q.add_bulk("win", (0..20).map(|i| job(&format!("j{i}"))).collect())
+        .await
+        .unwrap();
+    let mut per_window = Vec::new();
+    for _ in 0..3 {
+        let mut got = 0;
+        // Ten reserves spread over the window: only the first 3 jobs come out.
+        for _ in 0..10 {
+            got += q
+                .reserve("win", 5, None, Duration::ZERO)
+                .await
+                .unwrap()
+                .len();
+            clock.advance(Duration::from_millis(99));
+        }
+        per_window.push(got);
+        clock.advance(Duration::from_millis(20));
+    }
+    assert_eq!(per_window, [3, 3, 3]);
+}
+
+/// A reserve that finds fewer jobs waiting than its window allows takes only those from the
+/// window: the rest is left for the next reserve in the same window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_counts_only_jobs_handed_out() {
+    let mut config = QueueConfig::default();
+    config.queues.insert(
+        "few".into(),
+        QueueSettings {
+            limiter: Some(Limiter {
+                max: 5,
+                duration: Duration::from_secs(60),
+            }),
+            concurrency: None,
+        },
+    );
+    let (_d, node, _clock) = setup(config).await;
+    let q = &node.services.queues;
+    for round in 0..5 {
+        q.add("few", job(&format!("j{round}"))).await.unwrap();
+        let got = q.reserve("few", 5, None, Duration::ZERO).await.unwrap();
+        assert_eq!(got.len(), 1, "round {round}");
+    }
+    q.add("few", job("over")).await.unwrap();
+    assert!(q
+        .reserve("few", 5, None, Duration::ZERO)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ack_and_reserve_hands_out_the_next_job_and_deletes_with_remove_on_complete() {
     let (_d, node, _clock) = setup(QueueConfig::default()).await;

@@ -68,6 +68,7 @@ mod record;
 mod reserve;
 mod schedule;
 pub mod spec;
+mod window;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -92,10 +93,9 @@ pub use reserve::Reserved;
 pub use schedule::{Repeat, ScheduleInfo};
 pub use spec::JobSpec;
 
-/// A per-queue rate limit: at most `max` jobs reserved per `duration` (BullMQ `limiter`),
-/// counted by the store's GCRA at the store's own clock (not the injected [`Clock`]), so all
-/// nodes share one budget. A reserve takes its tokens before it moves jobs; losing a race for
-/// the last waiting jobs to another node wastes those tokens (the limit errs on the safe side).
+/// A per-queue rate limit: at most `max` jobs reserved per `duration` (BullMQ `limiter`): a
+/// window opens with the first job reserved after the last one closed, and at most `max` jobs
+/// are reserved in it (see `window`). The window is in the store, so all nodes share it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limiter {
     pub max: u32,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use herd_store::queue::{Claim, Leased, QueueStep};
-use herd_store::{Backend as _, Expect, Gcra, GcraDecision, Txn};
+use herd_store::{Backend as _, Expect, Txn};
 use serde::Serialize;
 use serde_json::Value;
 use tracing::Instrument as _;
@@ -472,21 +472,14 @@ impl Queues {
         if allowed == 0 {
             return Ok(Vec::new());
         }
+        let mut grant = None;
         if let Some(limiter) = settings.limiter {
             let waiting = usize::try_from(self.store.zcard(&keys.waiting()).await?).unwrap_or(0);
-            let interval = limiter.duration / limiter.max.max(1);
-            let params = Gcra {
-                emission_interval: interval,
-                burst_tolerance: interval * limiter.max.saturating_sub(1),
-            };
-            let mut granted = 0;
-            while granted < allowed.min(waiting) {
-                match self.store.gcra(&keys.set("limiter"), params).await? {
-                    GcraDecision::Allow { .. } => granted += 1,
-                    GcraDecision::Deny { .. } => break,
-                }
-            }
-            allowed = granted;
+            let window = keys.set("window");
+            let g = super::window::take(&self.store, &window, limiter, allowed.min(waiting), now)
+                .await?;
+            allowed = g.jobs;
+            grant = Some((limiter, window, g));
         }
         if allowed == 0 {
             return Ok(Vec::new());
@@ -500,8 +493,13 @@ impl Queues {
                 allowed,
                 score(now + millis(lease)),
             )
-            .await?;
-        Ok(moved.into_iter().map(|(m, _)| m).collect())
+            .await;
+        if let Some((limiter, window, g)) = grant {
+            // Jobs another worker moved first were not reserved here: not counted.
+            let unused = allowed - moved.as_ref().map_or(0, Vec::len);
+            super::window::give_back(&self.store, &window, limiter, g, unused, now).await?;
+        }
+        Ok(moved?.into_iter().map(|(m, _)| m).collect())
     }
 
     /// The concurrency cap needs the count and the move to be one step across nodes: a short
