@@ -735,6 +735,40 @@ async fn repeatable_every_adds_one_job_per_firing() {
         .is_empty());
 }
 
+/// Workers that upsert their schedule at every start do not push its firing back: the same
+/// interval set again keeps the next firing; a new interval starts a new grid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setting_the_same_schedule_again_keeps_its_next_firing() {
+    let (_d, node, clock) = setup(QueueConfig::default()).await;
+    let q = &node.services.queues;
+    let every = |s| Repeat::Every(Duration::from_secs(s));
+    let spec = |name: &str| serde_json::from_value(json!({ "name": name })).unwrap();
+    q.set_schedule("up", "s", every(3), spec("a"))
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        clock.advance(Duration::from_secs(2));
+        let again = q
+            .set_schedule("up", "s", every(3), spec("b"))
+            .await
+            .unwrap();
+        assert_eq!(again.next_ms, T0 + 3_000, "kept");
+    }
+    // Overdue by now (the clock is 5 s past the firing): the upserts did not drop it.
+    let got = q.reserve("up", 5, None, Duration::ZERO).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].name, "b", "the job template is the latest one");
+    let changed = q
+        .set_schedule("up", "s", every(10), spec("b"))
+        .await
+        .unwrap();
+    assert_eq!(
+        changed.next_ms,
+        T0 + 8_000 + 10_000,
+        "a new interval counts from now"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schedule_name_leaves_room_for_its_job_ids() {
     let (_d, node, clock) = setup(QueueConfig::default()).await;

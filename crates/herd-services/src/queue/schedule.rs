@@ -154,7 +154,8 @@ pub(super) fn check_name(name: &str) -> ServiceResult<()> {
 }
 
 impl Queues {
-    /// Creates or replaces the schedule `name`; returns it with its first firing.
+    /// Creates or replaces the schedule `name`; returns it with its next firing. Set again with
+    /// the same `every` (or `cron` and `tz`), it keeps its next firing (its job may change).
     ///
     /// # Errors
     /// `Invalid` repeat, zone or job; store errors.
@@ -209,8 +210,23 @@ impl Queues {
                 info.tz = Some(tz);
             }
         }
-        info.next_ms = next_after(&info, self.clock.now_ms())?;
         let keys = Keys::new(queue);
+        // The same interval (or cron and zone) set again keeps its timetable: workers upsert
+        // their schedules at every start (BullMQ's `upsertJobScheduler`), and restarting the
+        // interval each time would keep a schedule from ever firing (and drop a due firing).
+        let kept = match self.store.get(&keys.set(&format!("sched:{name}"))).await? {
+            Some(raw) => serde_json::from_slice::<ScheduleInfo>(&raw.value)
+                .ok()
+                .filter(|old| {
+                    (&old.every_ms, &old.cron, &old.tz) == (&info.every_ms, &info.cron, &info.tz)
+                })
+                .map(|old| old.next_ms),
+            None => None,
+        };
+        info.next_ms = match kept {
+            Some(next) => next,
+            None => next_after(&info, self.clock.now_ms())?,
+        };
         let body = Bytes::from(serde_json::to_vec(&info).unwrap_or_default());
         self.store
             .put(&keys.set(&format!("sched:{name}")), body, Expect::Any, None)
