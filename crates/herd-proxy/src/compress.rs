@@ -112,14 +112,21 @@ pub(crate) struct Wants {
 }
 
 impl Wants {
-    pub(crate) fn of(method: &Method, headers: &HeaderMap) -> Self {
+    /// An HTTP/1.0 client gets nothing compressed (nginx's `gzip_http_version 1.1`): a
+    /// compressed body has no length known ahead, and HTTP/1.0 has no chunked coding, so the
+    /// response would have to end with the connection whatever the client asked.
+    pub(crate) fn of(method: &Method, version: http::Version, headers: &HeaderMap) -> Self {
         Wants {
-            coding: negotiate(
-                headers
-                    .get_all(header::ACCEPT_ENCODING)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok()),
-            ),
+            coding: (version >= http::Version::HTTP_11)
+                .then(|| {
+                    negotiate(
+                        headers
+                            .get_all(header::ACCEPT_ENCODING)
+                            .iter()
+                            .filter_map(|v| v.to_str().ok()),
+                    )
+                })
+                .flatten(),
             head: method == Method::HEAD,
         }
     }
@@ -223,6 +230,16 @@ mod tests {
 
     fn pick(v: &str) -> Option<Coding> {
         negotiate(std::iter::once(v))
+    }
+
+    #[test]
+    fn http_1_0_clients_get_nothing_compressed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT_ENCODING, "gzip".parse().unwrap());
+        let of = |v| Wants::of(&Method::GET, v, &h).coding;
+        assert_eq!(of(http::Version::HTTP_10), None);
+        assert_eq!(of(http::Version::HTTP_11), Some(Coding::Gzip));
+        assert_eq!(of(http::Version::HTTP_2), Some(Coding::Gzip));
     }
 
     #[test]

@@ -272,6 +272,7 @@ impl Scanner {
         };
         self.heads += 1;
         let (mut lengths, mut encodings, mut chunked) = (0, 0, false);
+        let mut chunked_codings = 0;
         let mut length = None;
         for h in req.headers.iter() {
             if h.name.eq_ignore_ascii_case("content-length") {
@@ -281,6 +282,11 @@ impl Scanner {
                     .and_then(|v| v.trim().parse::<u64>().ok());
             } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
                 encodings += 1;
+                chunked_codings += h
+                    .value
+                    .split(|&b| b == b',')
+                    .filter(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+                    .count();
                 chunked = h
                     .value
                     .rsplit(|&b| b == b',')
@@ -290,6 +296,11 @@ impl Scanner {
         }
         if encodings > 0 && lengths > 0 {
             self.flag("both Content-Length and Transfer-Encoding");
+            return None;
+        }
+        if chunked_codings > 1 {
+            // RFC 9112 §6.1: chunked is applied at most once (nginx: 400 or 501).
+            self.flag("chunked applied more than once");
             return None;
         }
         if lengths > 1 {
@@ -503,6 +514,22 @@ mod tests {
         assert_eq!(scan(&[stream]), vec![None, None, None]);
         let bytes: Vec<&[u8]> = stream.chunks(1).collect();
         assert_eq!(scan(&bytes), vec![None, None, None]);
+    }
+
+    #[test]
+    fn chunked_twice_is_refused() {
+        for te in [
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked",
+            "Transfer-Encoding: chunked, chunked",
+            "Transfer-Encoding: chunked, gzip, chunked",
+        ] {
+            let head = format!("POST / HTTP/1.1\r\nHost: x\r\n{te}\r\n\r\n0\r\n\r\n");
+            assert_eq!(
+                scan(&[head.as_bytes()]),
+                vec![Some("chunked applied more than once")],
+                "{te}"
+            );
+        }
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub(crate) async fn serve(
     let id = edge::request_id(req.headers());
     req.headers_mut()
         .insert(edge::X_REQUEST_ID.clone(), id.clone());
-    let wants = compress::Wants::of(req.method(), req.headers());
+    let wants = compress::Wants::of(req.method(), req.version(), req.headers());
     // Logged as 499 (nginx's "client closed request") if the client goes away before the
     // response head: hyper then drops this future.
     let mut pending = crate::access_log::Pending::new(

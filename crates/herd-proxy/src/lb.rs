@@ -87,6 +87,9 @@ impl<'a> Choice<'a> {
     /// when its cookie is past half its life.
     pub(crate) fn stick(&self, resp: &mut Response<ProxyBody>, served: &str) {
         let Some(s) = &self.sticky else { return };
+        // The cookie's name is herd's: an app's own cookie of that name would replace the
+        // client's pin (HAProxy's `cookie ... insert` removes it too, unless `preserve`).
+        sticky::strip_set_cookie(resp.headers_mut(), &s.cfg.cookie);
         if !sticky::needs_cookie(s.pinned.as_ref(), served, s.now, s.cfg.ttl) {
             return;
         }
@@ -172,17 +175,49 @@ pub(crate) async fn acquire(
     }
 }
 
+/// Whether an answer speaks against the instance: a 5xx, except `501 Not Implemented` and
+/// `505 HTTP Version Not Supported`, which a client provokes at will with a method or version
+/// the app does not serve (HAProxy's `observe layer7` counts them as successes too); counted,
+/// any client could take every instance out of rotation with a few `FOO` requests.
+fn unhealthy_answer(status: StatusCode) -> bool {
+    status.is_server_error()
+        && status != StatusCode::NOT_IMPLEMENTED
+        && status != StatusCode::HTTP_VERSION_NOT_SUPPORTED
+}
+
 /// Passive health from a response: with `observe = "layer7"` a 5xx counts toward `max_fails`
 /// like a connect error; anything else is a success (which clears the failure count once
 /// `fail_timeout` has passed since the last failure).
 pub(crate) fn observe(app: &AppUpstreams, up: &Upstream, status: StatusCode, now: Instant) {
     let stats = &up.endpoint.stats;
-    if app.lb.observe_layer7 && status.is_server_error() {
+    if app.lb.observe_layer7 && unhealthy_answer(status) {
         if stats.record_failed_response(now, app.max_fails, app.fail_timeout) {
             tracing::warn!(app = %app.name, instance = %up.endpoint.id, status = status.as_u16(),
                 "instance marked down by passive health (layer 7)");
         }
     } else {
         stats.record_success(now, app.fail_timeout);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::StatusCode;
+
+    #[test]
+    fn answers_a_client_provokes_do_not_count_against_an_instance() {
+        for (code, counts) in [
+            (500, true),
+            (502, true),
+            (503, true),
+            (504, true),
+            (501, false),
+            (505, false),
+            (404, false),
+            (200, false),
+        ] {
+            let status = StatusCode::from_u16(code).unwrap();
+            assert_eq!(super::unhealthy_answer(status), counts, "{code}");
+        }
     }
 }

@@ -102,6 +102,30 @@ pub(crate) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> 
 
 pub(crate) use crate::cookie::strip;
 
+/// Removes a response's `Set-Cookie` fields that set cookie `name` (the name is matched
+/// exactly, as cookie names are case-sensitive), keeping every other `Set-Cookie`.
+pub(crate) fn strip_set_cookie(headers: &mut HeaderMap, name: &str) {
+    let sets = |v: &HeaderValue| {
+        v.as_bytes()
+            .split(|&b| b == b'=')
+            .next()
+            .is_some_and(|n| n.trim_ascii() == name.as_bytes())
+    };
+    if !headers.get_all(http::header::SET_COOKIE).iter().any(sets) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(http::header::SET_COOKIE)
+        .iter()
+        .filter(|v| !sets(v))
+        .cloned()
+        .collect();
+    headers.remove(http::header::SET_COOKIE);
+    for v in kept {
+        headers.append(http::header::SET_COOKIE, v);
+    }
+}
+
 /// `Set-Cookie` pinning the client for `ttl`: `Path=/; HttpOnly; SameSite=Lax; Max-Age=ttl`,
 /// plus `Secure` when the client came over TLS (HAProxy `cookie ... secure`).
 pub(crate) fn set_cookie(
@@ -176,6 +200,26 @@ mod tests {
         assert_eq!(cookie(&h, "HERD_SRV"), Some("x.1.ff"));
         assert_eq!(cookie(&h, "b"), Some("2"));
         assert_eq!(cookie(&h, "HERD"), None);
+    }
+
+    #[test]
+    fn an_apps_cookie_of_the_sticky_name_is_removed_and_the_others_kept() {
+        let mut h = HeaderMap::new();
+        for v in [
+            "a=1; Path=/",
+            "HERD_SRV=evil; Path=/",
+            "herd_srv=other",
+            "b=2",
+        ] {
+            h.append(http::header::SET_COOKIE, HeaderValue::from_static(v));
+        }
+        strip_set_cookie(&mut h, "HERD_SRV");
+        let left: Vec<_> = h
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(left, ["a=1; Path=/", "herd_srv=other", "b=2"]);
     }
 
     #[test]

@@ -21,6 +21,17 @@ use crate::error::ProxyError;
 /// # Errors
 /// [`ProxyError::BadRequest`] naming what is wrong.
 pub(crate) fn normalize<B>(req: &mut Request<B>, merge_slashes: bool) -> Result<(), ProxyError> {
+    if req.uri().scheme().is_none()
+        && req.uri().authority().is_some()
+        && req.method() != http::Method::CONNECT
+    {
+        // `GET a.example.com HTTP/1.1`: the authority form is for CONNECT only (RFC 9112
+        // §3.2.3). Taken as a target, it would route the request to another virtual host than
+        // the `Host` every proxy in front of herd saw (nginx answers 400 too).
+        return Err(ProxyError::BadRequest {
+            reason: "a request target without a path (authority form) is only valid for CONNECT",
+        });
+    }
     host(req)?;
     let Some(pq) = req.uri().path_and_query() else {
         return Ok(());
@@ -270,6 +281,28 @@ mod tests {
             .unwrap();
         normalize(&mut req, false).unwrap();
         assert_eq!(req.uri(), "/a//b/c");
+    }
+
+    #[test]
+    fn the_authority_form_is_for_connect_only() {
+        let with = |method: &str, target: &str| {
+            let mut req = Request::builder()
+                .method(method)
+                .uri(target)
+                .header("host", "public.example.org")
+                .body(())
+                .unwrap();
+            normalize(&mut req, true).map(|()| req)
+        };
+        for target in ["a.example.com", "a.example.com:80", "x"] {
+            assert!(
+                matches!(with("GET", target), Err(ProxyError::BadRequest { .. })),
+                "{target}"
+            );
+        }
+        // CONNECT goes on (to its own answer, 501); the absolute form still names the host.
+        assert!(with("CONNECT", "a.example.com:443").is_ok());
+        assert!(with("GET", "http://a.example.com/x").is_ok());
     }
 
     #[test]
