@@ -206,6 +206,9 @@ pub trait Backend: Send + Sync {
     /// Publishes a message to every subscriber of `channel` on every herd node.
     async fn publish(&self, channel: &str, message: Bytes) -> StoreResult<()>;
     /// Subscribes to `channel`. Messages published before the call returns may be missed.
+    /// An empty message means the subscription was re-established after its connection was
+    /// lost (Redis): messages published meanwhile are gone, and a subscriber that keeps state
+    /// from them resynchronises.
     async fn subscribe(&self, channel: &str) -> StoreResult<Subscription>;
 
     /// What the backend is and how its connection is.

@@ -261,6 +261,16 @@ pub(super) fn spawn_listener(inner: Arc<Inner>) {
 }
 
 async fn apply(inner: &Inner, raw: &Bytes) {
+    if raw.is_empty() {
+        // The store's pub/sub reconnected: invalidations sent meanwhile were lost, so no L1
+        // entry can be trusted any more (it would be served stale for up to `l1_ttl`).
+        inner.epochs.bump_all();
+        inner.l1.invalidate_all();
+        tracing::info!(
+            "cache invalidations may have been missed while the store's pub/sub reconnected; L1 cleared"
+        );
+        return;
+    }
     let Ok(msg) = serde_json::from_slice::<Message>(raw) else {
         tracing::debug!("ignoring a malformed cache invalidation message");
         return;

@@ -114,10 +114,30 @@ pub(super) fn map_err(backend: &'static str, key: &str, e: &RedisError) -> Store
     }
     // States a server gets out of by itself: loading its AOF/RDB after a restart, a replica
     // cut from its primary, a URL left on a demoted primary, a long script, a resharding.
-    if transient_code(e.code()) {
+    if transient_code(e.code()) || e.kind() == redis::ErrorKind::AuthenticationFailed {
         return StoreError::Unavailable {
             backend,
             reason: text,
+        };
+    }
+    // States an operator gets the server out of: the store cannot serve until then, and the
+    // call is worth making again later (503), not a defect in herd (500).
+    let operator = match e.code() {
+        Some("OOM") => Some("Redis is out of memory (maxmemory); raise it or free memory"),
+        Some("NOAUTH" | "WRONGPASS") => {
+            Some("Redis wants a password herd does not have; put it in the [store] URL")
+        }
+        Some("NOPERM") => Some("the Redis user lacks a permission herd needs (ACL)"),
+        Some("MOVED" | "ASK") if backend == "redis" => Some(
+            "this Redis is a cluster node: list the cluster's nodes in [store] cluster = [...]",
+        ),
+        Some("MOVED" | "ASK") => Some("the master serving that slot may be unreachable"),
+        _ => None,
+    };
+    if let Some(hint) = operator {
+        return StoreError::Unavailable {
+            backend,
+            reason: format!("{text} ({hint})"),
         };
     }
     if text.contains("WRONGTYPE") {

@@ -1,6 +1,8 @@
 //! Opening the Redis connection (single server or cluster) and running one command on it.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
@@ -44,8 +46,68 @@ pub(super) fn client(url: &str, timeout: Duration) -> RedisResult<redis::Client>
 /// The multiplexed connection; both kinds reconnect by themselves and are cheap to clone.
 #[derive(Clone)]
 pub(super) enum Conn {
-    Single(ConnectionManager),
+    Single(Arc<Single>),
     Cluster(ClusterConnection),
+}
+
+/// How soon after one replacement of a single server's connection manager the next may start.
+const REPLACE_EVERY: Duration = Duration::from_secs(1);
+
+/// A single server's connection manager, replaced when it is stuck. redis-rs reconnects after
+/// an I/O error, but a reconnect that fails its `AUTH` (the password changed, then changed
+/// back) leaves the manager answering that failure to every call for good: herd then builds a
+/// new manager, at most once per [`REPLACE_EVERY`], until one connects.
+pub(super) struct Single {
+    current: Mutex<ConnectionManager>,
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    replacing: AtomicBool,
+    last_try: Mutex<Option<Instant>>,
+}
+
+impl Single {
+    fn manager(&self) -> ConnectionManager {
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// After a call: a refused login means the manager will not recover by itself.
+    fn after<T>(self: &Arc<Self>, result: &RedisResult<T>) {
+        let Err(e) = result else { return };
+        if e.kind() != redis::ErrorKind::AuthenticationFailed {
+            return;
+        }
+        {
+            let mut last = self
+                .last_try
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_some_and(|t| t.elapsed() < REPLACE_EVERY) {
+                return;
+            }
+            if self.replacing.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            match ConnectionManager::new_with_config(this.client.clone(), this.config.clone()).await
+            {
+                Ok(m) => {
+                    *this
+                        .current
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = m;
+                    tracing::info!("store connection replaced after a refused login");
+                }
+                Err(e) => tracing::debug!(error = %e, "store connection still refused"),
+            }
+            this.replacing.store(false, Ordering::Release);
+        });
+    }
 }
 
 impl Conn {
@@ -114,9 +176,17 @@ impl Conn {
                     .set_number_of_retries(1)
                     .set_min_delay(Duration::from_millis(20))
                     .set_max_delay(Duration::from_millis(200));
-                ConnectionManager::new_with_config(client, config)
+                ConnectionManager::new_with_config(client.clone(), config.clone())
                     .await
-                    .map(Conn::Single)
+                    .map(|m| {
+                        Conn::Single(Arc::new(Single {
+                            current: Mutex::new(m),
+                            client,
+                            config,
+                            replacing: AtomicBool::new(false),
+                            last_try: Mutex::new(None),
+                        }))
+                    })
                     .map_err(refused)
             }
         };
@@ -127,7 +197,11 @@ impl Conn {
 
     pub(super) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
         match self {
-            Conn::Single(c) => cmd.query_async(&mut c.clone()).await,
+            Conn::Single(s) => {
+                let result = cmd.query_async(&mut s.manager()).await;
+                s.after(&result);
+                result
+            }
             Conn::Cluster(c) => cmd.query_async(&mut c.clone()).await,
         }
     }
@@ -137,7 +211,11 @@ impl Conn {
         inv: &ScriptInvocation<'_>,
     ) -> RedisResult<T> {
         match self {
-            Conn::Single(c) => inv.invoke_async(&mut c.clone()).await,
+            Conn::Single(s) => {
+                let result = inv.invoke_async(&mut s.manager()).await;
+                s.after(&result);
+                result
+            }
             Conn::Cluster(c) => inv.invoke_async(&mut c.clone()).await,
         }
     }

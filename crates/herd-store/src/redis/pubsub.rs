@@ -49,6 +49,7 @@ async fn run(
 ) {
     let unavailable = |reason: String| StoreError::Unavailable { backend, reason };
     let mut backoff = Duration::from_millis(100);
+    let mut had_connection = false;
     loop {
         let connected = tokio::select! {
             () = cancel.cancelled() => return,
@@ -57,6 +58,14 @@ async fn run(
         let (mut sink, mut stream, mut on_server) = match connected {
             Ok(c) => {
                 backoff = Duration::from_millis(100);
+                if had_connection {
+                    // Subscribed again: whatever was published while the connection was gone
+                    // is lost. Every subscriber hears of the gap (see `Backend::subscribe`).
+                    for channel in hub.channels() {
+                        hub.deliver(&channel, &Bytes::new());
+                    }
+                }
+                had_connection = true;
                 c
             }
             Err(reason) => {
