@@ -41,7 +41,10 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"abcd"));
-        assert!(!constant_time_eq(b"abcabc", b"abc"), "a repeat of the secret");
+        assert!(
+            !constant_time_eq(b"abcabc", b"abc"),
+            "a repeat of the secret"
+        );
         assert!(!constant_time_eq(b"", b"abc"));
         assert!(!constant_time_eq(b"a", b""));
         assert!(constant_time_eq(b"", b""));
