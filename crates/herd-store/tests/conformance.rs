@@ -289,15 +289,22 @@ async fn redis_kill_and_restart() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // The subscriber reconnects and subscribes again: keep publishing until a message arrives.
+    // The subscriber reconnects and subscribes again, then tells its subscribers of the gap
+    // (an empty message): keep publishing until a message arrives.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut gap = false;
     loop {
         store
             .publish("herd:ch", Bytes::from_static(b"after"))
             .await
             .unwrap();
         if let Ok(got) = tokio::time::timeout(Duration::from_millis(200), sub.next()).await {
+            if got.as_ref().is_some_and(Bytes::is_empty) {
+                gap = true;
+                continue;
+            }
             assert_eq!(got, Some(Bytes::from_static(b"after")));
+            assert!(gap, "the gap is announced before the next message");
             break;
         }
         assert!(
