@@ -1068,6 +1068,14 @@ fn store_and_services_errors_point_at_keys() {
         "{e:?}"
     );
     assert!(e[0].message.contains("can never be used"), "{}", e[0]);
+    for bad in ["a:b", "x y", "a/b", "{q}", ""] {
+        let e = errs(&format!(
+            "[[app]]\nname = \"web\"\ncommand = [\"x\"]\n[services.queue.\"{bad}\"]\nconcurrency = 2\n"
+        ));
+        assert_eq!(e.len(), 1, "{bad:?}: {e:?}");
+        assert_eq!(e[0].key, format!("services.queue.{bad}"), "{e:?}");
+        assert!(e[0].message.contains("can never be used"), "{}", e[0]);
+    }
 }
 
 #[test]

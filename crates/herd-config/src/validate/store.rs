@@ -240,6 +240,22 @@ impl Validator<'_> {
         out.max_stalled = self.u32(s.max_stalled.as_ref(), "services.max_stalled", 1, 0);
         for (name, q) in s.queue.iter().flatten() {
             let p = format!("services.queue.{name}");
+            // As the services API checks a queue name: limits on a name it refuses would
+            // silently apply to nothing.
+            if name.is_empty()
+                || name.len() > 200
+                || name.contains(['{', '}', ':', '/'])
+                || name.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                let span = self.src.find("services.queue", name);
+                self.err(
+                    &span,
+                    &p,
+                    format!("queue name {name:?} can never be used: a queue name is 1 to 200 bytes without '{{', '}}', ':', '/', spaces or control characters"),
+                    Some("name the queue as the services API calls it, e.g. [services.queue.emails]".into()),
+                );
+                continue;
+            }
             let mut limits = crate::model::QueueLimits::default();
             if let Some(r) = &q.rate {
                 match super::rate_limit::parse_rate(r.get_ref()) {
