@@ -242,11 +242,7 @@ impl Validator<'_> {
             let p = format!("services.queue.{name}");
             // As the services API checks a queue name: limits on a name it refuses would
             // silently apply to nothing.
-            if name.is_empty()
-                || name.len() > 200
-                || name.contains(['{', '}', ':', '/'])
-                || name.chars().any(|c| c.is_whitespace() || c.is_control())
-            {
+            if unusable_name(name, &['{', '}', ':', '/']) {
                 let span = self.src.find("services.queue", name);
                 self.err(
                     &span,
@@ -279,11 +275,7 @@ impl Validator<'_> {
                 let p = format!("services.cache.{name}");
                 // As the services API checks a namespace: a name it refuses could never be
                 // used, so its strategy would silently apply to nothing.
-                if name.is_empty()
-                    || name.len() > 200
-                    || name.contains(['{', '}', ':'])
-                    || name.chars().any(|c| c.is_whitespace() || c.is_control())
-                {
+                if unusable_name(name, &['{', '}', ':']) {
                     let span = self.src.find("services.cache", name);
                     self.err(
                         &span,
@@ -453,4 +445,14 @@ impl Validator<'_> {
             }
         }
     }
+}
+
+/// Whether the services API refuses `name` as a queue or cache namespace name: empty, over 200
+/// bytes, or with one of `forbidden`, a space or a control character (names become part of a
+/// store key's hash tag).
+fn unusable_name(name: &str, forbidden: &[char]) -> bool {
+    name.is_empty()
+        || name.len() > 200
+        || name.contains(forbidden)
+        || name.chars().any(|c| c.is_whitespace() || c.is_control())
 }
