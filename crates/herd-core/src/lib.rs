@@ -10,12 +10,14 @@
 //! - [`Window`]: latency and error observations per sampling window, for the autoscaler.
 //! - [`StatsRegistry`]: cumulative request counters and latency histograms per (app, route).
 //! - [`telemetry`]: the per-second, per-app sample the dashboard and alerts read.
+//! - [`logcap`]: one log line per interval for errors that come in floods.
 //! - [`InstanceState`]: the lifecycle states shown to users (see `crates/herd-fleet/LIFECYCLE.md`).
 
 mod check;
 mod circuit;
 mod demand;
 mod endpoint;
+pub mod logcap;
 mod state;
 mod stats;
 pub mod telemetry;

@@ -324,12 +324,68 @@ async fn redis_open_errors_are_clear() {
         cluster: false,
         timeout: REDIS_TIMEOUT,
     };
-    let err = Store::open(&opts).await.expect_err("no server, no store");
+    // No server is not a configuration error: the store opens without it, every call fails
+    // at once with the reason, and it connects once Redis is there.
+    let store = Store::open(&opts).await.expect("opens without a server");
+    let err = store.get("herd:k").await.unwrap_err();
     assert!(
         matches!(err, herd_store::StoreError::Unavailable { .. })
             && err.to_string().contains(&port.to_string()),
         "{err}"
     );
+    assert_ne!(store.status().state, "ok");
+    assert!(
+        store
+            .status()
+            .last_error
+            .unwrap()
+            .contains(&port.to_string()),
+        "status names the target that failed"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let _late = support::RedisServer::start(dir.path(), port, false);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while store
+        .put("herd:k", Bytes::from_static(b"v"), Expect::Any, None)
+        .await
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no connection within 20 s of the server starting"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        store.get("herd:k").await.unwrap().unwrap().value,
+        Bytes::from_static(b"v")
+    );
+    while store.status().state != "ok" {
+        assert!(std::time::Instant::now() < deadline, "{:?}", store.status());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Subscriptions work on a store that connected late.
+    let mut sub = loop {
+        // The subscriber connection has its own backoff: it may come a moment later.
+        match store.subscribe("herd:late").await {
+            Ok(sub) => break sub,
+            Err(e) => assert!(std::time::Instant::now() < deadline, "{e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    store
+        .publish("herd:late", Bytes::from_static(b"m"))
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures_util::StreamExt::next(&mut sub),
+    )
+    .await
+    .unwrap();
+    assert_eq!(got.unwrap(), Bytes::from_static(b"m"));
+    store.shutdown().await;
+
     // A wrong password is a configuration error, not an outage.
     let dir = tempfile::tempdir().unwrap();
     let server = support::RedisServer::start_with(
@@ -368,6 +424,35 @@ async fn redis_open_errors_are_clear() {
         Store::open(&opts).await.err().unwrap(),
         herd_store::StoreError::Invalid(_)
     ));
+}
+
+/// A server that answers but refuses writes is not `ok`: the status probe is a write.
+#[tokio::test]
+async fn redis_refusing_writes_is_not_ok() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = support::RedisServer::start(dir.path(), support::free_port(), false);
+    let store = redis(vec![server.url()], false).await;
+    let wait_for = |want_ok: bool| {
+        let store = store.clone();
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while (store.status().state == "ok") != want_ok {
+                assert!(std::time::Instant::now() < deadline, "{:?}", store.status());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            store.status()
+        }
+    };
+    wait_for(true).await;
+    support::cli(server.port, &["CONFIG", "SET", "maxmemory", "1"]);
+    let status = wait_for(false).await;
+    assert!(
+        status.last_error.as_deref().unwrap_or("").contains("OOM"),
+        "{status:?}"
+    );
+    support::cli(server.port, &["CONFIG", "SET", "maxmemory", "0"]);
+    wait_for(true).await;
+    store.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -101,8 +101,8 @@ fn random_token() -> String {
 ///
 /// # Errors
 /// The listen address is taken, or the store cannot be opened (a locked or corrupt embedded
-/// file, a Redis that cannot be reached at start). Once running, a Redis outage is not fatal:
-/// the services answer 503 with the reason and the store reconnects by itself.
+/// file, a bad Redis URL, refused credentials). A Redis outage, at start or later, is not
+/// fatal: the services answer 503 with the reason and the store connects by itself.
 pub(crate) async fn start(config: &Config) -> anyhow::Result<Option<Running>> {
     let s = &config.services;
     if !s.enabled {

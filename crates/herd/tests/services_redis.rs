@@ -1,6 +1,6 @@
 //! Several herd nodes on one Redis: they see each other's sessions, locks and rate limits; and
 //! what happens while Redis is down (services 503 with the reason, the gateway keeps proxying,
-//! L1 keeps serving, automatic reconnection, `/store/status`).
+//! L1 keeps serving, automatic reconnection, `/store/status`, a node started meanwhile).
 
 mod common;
 
@@ -208,6 +208,21 @@ async fn redis_outage_degrades_and_recovers() {
     assert_eq!(status["backend"], "redis");
     assert_ne!(status["state"], "ok", "{status}");
     assert!(!status.to_string().contains(TOKEN));
+    // A node started while Redis is down comes up: it proxies, and its services say why not.
+    let late = Herd::start(&config(&redis, ""));
+    late.wait_ready("web", 1).await;
+    assert_eq!(
+        call(Method::GET, &late.url("/"), &[], "").await.unwrap().0,
+        200
+    );
+    let (code, body) = api(&late, Method::POST, "/v1/sessions", json!({"data": {}})).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not connected")),
+        "{body}"
+    );
 
     redis.restart();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -231,6 +246,18 @@ async fn redis_outage_degrades_and_recovers() {
     let (_, status) = get(&herd.admin_url("/store/status")).await.unwrap();
     let status: Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["state"], "ok", "{status}");
+    // The late node connects by itself and sees what the first one wrote.
+    loop {
+        let (code, body) = api(&late, Method::POST, "/v1/sessions", json!({"data": {}})).await;
+        if code == 201 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node started without Redis never connected: {code} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The queue's crash test on Redis: herd (a node) SIGKILLed three times; the jobs live in Redis,

@@ -232,22 +232,43 @@ pub(super) fn spawn_listener(inner: Arc<Inner>) {
     let tasks = inner.tasks.clone();
     tasks.spawn(
         async move {
+            // Failed attempts in a row: the first is logged, the rest only at debug level.
+            let mut failed = 0u64;
+            let mut lost = false;
             loop {
                 let sub = tokio::select! {
                     () = shutdown.cancelled() => return,
                     s = inner.store.subscribe(CHANNEL) => s,
                 };
                 match sub {
-                    Ok(mut stream) => loop {
-                        let msg = tokio::select! {
-                            () = shutdown.cancelled() => return,
-                            m = stream.next() => m,
-                        };
-                        let Some(raw) = msg else { break };
-                        apply(&inner, &raw).await;
-                    },
+                    Ok(mut stream) => {
+                        if failed > 0 {
+                            tracing::info!("subscribed to cache invalidations again");
+                        }
+                        if lost {
+                            // Whatever was published while not subscribed is gone.
+                            apply(&inner, &Bytes::new()).await;
+                        }
+                        failed = 0;
+                        loop {
+                            let msg = tokio::select! {
+                                () = shutdown.cancelled() => return,
+                                m = stream.next() => m,
+                            };
+                            let Some(raw) = msg else { break };
+                            apply(&inner, &raw).await;
+                        }
+                        lost = true;
+                    }
                     Err(e) => {
-                        tracing::warn!(error = %e, "failed to subscribe to cache invalidations; retrying");
+                        if failed == 0 {
+                            tracing::warn!(error = %e, "failed to subscribe to cache invalidations; retrying every second");
+                        } else {
+                            tracing::debug!(error = %e, "still failing to subscribe to cache invalidations");
+                        }
+                        failed += 1;
+                        // Even the first attempt: another node may have invalidated meanwhile.
+                        lost = true;
                     }
                 }
                 tokio::select! {

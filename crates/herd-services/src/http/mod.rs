@@ -30,6 +30,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
 use axum::{Json, Router};
+use herd_core::logcap::LogCap;
 use herd_store::Backend as _;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -105,7 +106,13 @@ impl IntoResponse for ApiError {
             ApiError::Service(e) => {
                 let status =
                     StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                if status.is_server_error() {
+                if status == StatusCode::SERVICE_UNAVAILABLE {
+                    // An outage fails every call: one line a second, with the count.
+                    static CAP: LogCap = LogCap::new(Duration::from_secs(1));
+                    if let Some(held_back) = CAP.admit() {
+                        tracing::warn!(error = %e, similar_lines_held_back = held_back, "services API call failed");
+                    }
+                } else if status.is_server_error() {
                     tracing::warn!(error = %e, "services API call failed");
                 }
                 (status, e.to_string(), e.hint())

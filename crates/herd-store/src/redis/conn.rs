@@ -1,13 +1,14 @@
 //! Opening the Redis connection (single server or cluster) and running one command on it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, RedisResult, ScriptInvocation};
+use tokio_util::sync::CancellationToken;
 
 use super::codec::redact;
 use crate::{StoreError, StoreResult};
@@ -43,12 +44,28 @@ pub(super) fn client(url: &str, timeout: Duration) -> RedisResult<redis::Client>
     redis::Client::open(info)
 }
 
-/// The multiplexed connection; both kinds reconnect by themselves and are cheap to clone.
+/// The connection to Redis, cheap to clone. It may not be there yet: a Redis that cannot be
+/// reached when herd starts is connected in the background ([`Conn::later`]), and until then
+/// every call fails at once with the reason.
 #[derive(Clone)]
-pub(super) enum Conn {
+pub(super) struct Conn(Arc<Slot>);
+
+struct Slot {
+    link: OnceLock<Link>,
+    /// Why there is no link yet (the last connection attempt's error).
+    waiting: Mutex<String>,
+}
+
+/// The multiplexed connection; both kinds reconnect by themselves once they have connected.
+enum Link {
     Single(Arc<Single>),
     Cluster(ClusterConnection),
 }
+
+/// The first wait between two attempts of a connection made in the background; it doubles up
+/// to [`LATER_MAX`].
+const LATER_FIRST: Duration = Duration::from_millis(250);
+const LATER_MAX: Duration = Duration::from_secs(5);
 
 /// How soon after one replacement of a single server's connection manager the next may start.
 const REPLACE_EVERY: Duration = Duration::from_secs(1);
@@ -111,35 +128,140 @@ impl Single {
 }
 
 impl Conn {
+    fn ready(link: Link) -> Conn {
+        let slot = Slot {
+            link: OnceLock::new(),
+            waiting: Mutex::new(String::new()),
+        };
+        let _ = slot.link.set(link);
+        Conn(Arc::new(slot))
+    }
+
     /// Connects; fails within about `timeout` when the server cannot be reached.
     pub(super) async fn open(
         urls: &[String],
         cluster: bool,
         timeout: Duration,
     ) -> StoreResult<Conn> {
+        Link::open(urls, cluster, timeout).await.map(Conn::ready)
+    }
+
+    /// A connection made in the background: `first_error` says why the first attempt failed;
+    /// attempts go on (backing off up to 5 s) until one succeeds or `cancel` fires.
+    pub(super) fn later(
+        urls: Vec<String>,
+        cluster: bool,
+        timeout: Duration,
+        first_error: String,
+        cancel: CancellationToken,
+    ) -> Conn {
+        let conn = Conn(Arc::new(Slot {
+            link: OnceLock::new(),
+            waiting: Mutex::new(first_error),
+        }));
+        let slot = Arc::clone(&conn.0);
+        tokio::spawn(async move {
+            let mut wait = LATER_FIRST;
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(wait) => {}
+                }
+                let attempt = tokio::select! {
+                    () = cancel.cancelled() => return,
+                    a = Link::open(&urls, cluster, timeout) => a,
+                };
+                match attempt {
+                    Ok(link) => {
+                        let _ = slot.link.set(link);
+                        tracing::info!("store connected");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "store still not connected; retrying");
+                        let why = match e {
+                            StoreError::Unavailable { reason, .. } => reason,
+                            other => other.to_string(),
+                        };
+                        *slot
+                            .waiting
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) = why;
+                    }
+                }
+                wait = (wait * 2).min(LATER_MAX);
+            }
+        });
+        conn
+    }
+
+    pub(super) fn is_connected(&self) -> bool {
+        self.0.link.get().is_some()
+    }
+
+    fn link(&self) -> RedisResult<&Link> {
+        self.0.link.get().ok_or_else(|| {
+            let why = self
+                .0
+                .waiting
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            redis::RedisError::from((redis::ErrorKind::Io, "not connected yet", why))
+        })
+    }
+
+    pub(super) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
+        match self.link()? {
+            Link::Single(s) => {
+                let result = cmd.query_async(&mut s.manager()).await;
+                s.after(&result);
+                result
+            }
+            Link::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+        }
+    }
+
+    pub(super) async fn eval<T: FromRedisValue>(
+        &self,
+        inv: &ScriptInvocation<'_>,
+    ) -> RedisResult<T> {
+        match self.link()? {
+            Link::Single(s) => {
+                let result = inv.invoke_async(&mut s.manager()).await;
+                s.after(&result);
+                result
+            }
+            Link::Cluster(c) => inv.invoke_async(&mut c.clone()).await,
+        }
+    }
+}
+
+impl Link {
+    async fn open(urls: &[String], cluster: bool, timeout: Duration) -> StoreResult<Link> {
         let backend = if cluster { "redis-cluster" } else { "redis" };
         let targets = urls
             .iter()
             .map(|u| redact(u))
             .collect::<Vec<_>>()
             .join(", ");
-        let unreachable = |e: String| {
-            let hint = if e.contains("certificate") {
-                "rediss:// checks the server against the system's trust store; for a private CA \
-                 point SSL_CERT_FILE at its PEM file"
-            } else {
-                "is Redis running there?"
-            };
-            StoreError::Unavailable {
-                backend,
-                reason: format!("failed to connect to {targets}: {e} ({hint})"),
-            }
+        let unreachable = |e: String| StoreError::Unavailable {
+            backend,
+            reason: format!("failed to connect to {targets}: {e} (is Redis running there?)"),
         };
+        // Refused credentials or an untrusted certificate are configuration errors, not an
+        // outage: waiting would not fix them.
         let refused = |e: redis::RedisError| {
+            let text = e.to_string();
             if e.kind() == redis::ErrorKind::AuthenticationFailed {
                 StoreError::Invalid(format!("Redis at {targets} refused the credentials: {e}; check the password in the URL"))
+            } else if text.contains("certificate") {
+                StoreError::Invalid(format!(
+                    "failed to connect to {targets}: {text} (rediss:// checks the server against \
+                     the system's trust store; for a private CA point SSL_CERT_FILE at its PEM file)"
+                ))
             } else {
-                unreachable(e.to_string())
+                unreachable(text)
             }
         };
         let connecting = async {
@@ -158,7 +280,7 @@ impl Conn {
                 client
                     .get_async_connection()
                     .await
-                    .map(Conn::Cluster)
+                    .map(Link::Cluster)
                     .map_err(refused)
             } else {
                 let [url] = urls else {
@@ -179,7 +301,7 @@ impl Conn {
                 ConnectionManager::new_with_config(client.clone(), config.clone())
                     .await
                     .map(|m| {
-                        Conn::Single(Arc::new(Single {
+                        Link::Single(Arc::new(Single {
                             current: Mutex::new(m),
                             client,
                             config,
@@ -193,31 +315,6 @@ impl Conn {
         tokio::time::timeout(timeout * 2, connecting)
             .await
             .map_err(|_| unreachable("timed out".into()))?
-    }
-
-    pub(super) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
-        match self {
-            Conn::Single(s) => {
-                let result = cmd.query_async(&mut s.manager()).await;
-                s.after(&result);
-                result
-            }
-            Conn::Cluster(c) => cmd.query_async(&mut c.clone()).await,
-        }
-    }
-
-    pub(super) async fn eval<T: FromRedisValue>(
-        &self,
-        inv: &ScriptInvocation<'_>,
-    ) -> RedisResult<T> {
-        match self {
-            Conn::Single(s) => {
-                let result = inv.invoke_async(&mut s.manager()).await;
-                s.after(&result);
-                result
-            }
-            Conn::Cluster(c) => inv.invoke_async(&mut c.clone()).await,
-        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! The connection state `status()` reports, fed by every call's outcome and a background ping.
+//! The connection state `status()` reports, fed by every call's outcome and a background probe
+//! (a small write, so a server that answers but cannot take writes is not `ok`).
 //!
 //! `ok` after a success; `reconnecting` after a connection failure; `down` once failures have
 //! lasted longer than [`DOWN_AFTER`] (or two call timeouts, if longer).

@@ -34,8 +34,13 @@ use crate::{
     Txn, TxnOp, TxnOutcome, Versioned, Written,
 };
 
-/// How often the background ping refreshes `status()` while nothing else talks to Redis.
+/// How often the background probe refreshes `status()` while nothing else talks to Redis.
 const PING_EVERY: Duration = Duration::from_secs(1);
+
+/// The key the probe writes. A write, not a PING: a server that answers but refuses writes
+/// (out of memory, a replica, a cluster without a master for the slot) cannot serve herd, and
+/// a PING would call it healthy between two failed calls.
+const PROBE_KEY: &str = "herd:{probe}";
 
 /// The Redis backend; cheap to clone (one shared handle).
 #[derive(Clone)]
@@ -65,8 +70,10 @@ impl RedisStore {
     /// Connects to one Redis (`cluster: false`, one URL) or a Redis Cluster (seed URLs).
     ///
     /// # Errors
-    /// `Invalid` for a bad URL, no URL, several URLs without `cluster` or a zero timeout;
-    /// `Unavailable` when no server answers within about twice `timeout`.
+    /// `Invalid` for a bad URL, no URL, several URLs without `cluster`, a zero timeout or
+    /// credentials the server refused. A server that does not answer within about twice
+    /// `timeout` is not an error: the store opens without it (every call fails with
+    /// `Unavailable` and the reason, `status()` says so) and connects in the background.
     pub async fn open(
         urls: &[String],
         cluster: bool,
@@ -83,7 +90,6 @@ impl RedisStore {
             ));
         }
         let backend = if cluster { "redis-cluster" } else { "redis" };
-        let conn = Conn::open(urls, cluster, timeout).await?;
         let target = urls.iter().map(|u| redact(u)).collect::<Vec<_>>().join(",");
         let (tx, rx) = mpsc::unbounded_channel();
         let (hub, health, cancel) = (
@@ -91,6 +97,25 @@ impl RedisStore {
             Arc::new(Health::default()),
             CancellationToken::new(),
         );
+        let conn = match Conn::open(urls, cluster, timeout).await {
+            Ok(conn) => conn,
+            // Unreachable is not a reason to keep the gateway down: start, answer 503 from
+            // the services, and connect as soon as Redis is there.
+            Err(StoreError::Unavailable { reason, .. }) => {
+                let e = StoreError::Unavailable {
+                    backend,
+                    reason: reason.clone(),
+                };
+                tracing::error!(
+                    backend, target = %target, error = %e,
+                    "the store cannot be reached; starting without it: the services answer 503 \
+                     and shared rate limits count per node until it connects (retrying)"
+                );
+                health.record::<()>(&Err(e));
+                Conn::later(urls.to_vec(), cluster, timeout, reason, cancel.clone())
+            }
+            Err(e) => return Err(e),
+        };
         pubsub::spawn(
             urls.to_vec(),
             backend,
@@ -106,7 +131,9 @@ impl RedisStore {
             health.clone(),
             cancel.clone(),
         );
-        tracing::info!(backend, target = %target, "redis store connected");
+        if conn.is_connected() {
+            tracing::info!(backend, target = %target, "redis store connected");
+        }
         let inner = Inner {
             conn,
             backend,
@@ -180,9 +207,14 @@ fn spawn_pinger(
                 () = cancel.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let ping = redis::cmd("PING");
-            let result = match tokio::time::timeout(timeout, conn.query::<String>(&ping)).await {
-                Ok(r) => r.map_err(|e| map_err(backend, "", &e)),
+            let probe = redis::cmd("SET")
+                .arg(PROBE_KEY)
+                .arg(1)
+                .arg("PX")
+                .arg(10_000)
+                .to_owned();
+            let result = match tokio::time::timeout(timeout, conn.query::<()>(&probe)).await {
+                Ok(r) => r.map_err(|e| map_err(backend, PROBE_KEY, &e)),
                 Err(_) => Err(StoreError::Timeout {
                     backend,
                     millis: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
