@@ -111,7 +111,7 @@ impl ServiceError {
                 "completed" => "the job is completed: it was acked already (a repeated ack changes nothing), or its lease expired and another worker finished it".into(),
                 "failed" => "the job is dead-lettered: it was failed already, or it stalled too often; GET /v1/queues/{queue}/dead lists it".into(),
                 "delayed" => "the job waits for a retry: it was failed already with this lease, or the lease expired".into(),
-                _ => "the lease expired and the job may have been re-delivered; use the lease_token from your latest reserve, and extend long-running jobs before the lease runs out".into(),
+                _ => "either the token is not one this job was given, or its lease ran out and the job was re-delivered with a new one; use the lease_token from your latest reserve, and extend long-running jobs before the lease runs out".into(),
             },
             ServiceError::NotHolder { .. } => "the lock expired or was taken over; acquire it again".into(),
             ServiceError::LockBusy { .. } => "retry later or pass a longer \"wait\"".into(),

@@ -48,6 +48,36 @@ async fn dead_letter(q: &herd_services::queue::Queues, queue: &str, j: NewJob) -
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_keeps_its_last_ten_errors_each_bounded() {
+    let (_d, node, _clock) = setup(QueueConfig::default()).await;
+    let q = &node.services.queues;
+    let mut j = job("flaky");
+    j.attempts = 15;
+    let id = q.add("e", j).await.unwrap();
+    for n in 1..=12 {
+        let got = q.reserve("e", 1, None, Duration::ZERO).await.unwrap();
+        let error = if n == 12 {
+            format!("{}é", "x".repeat(20_000))
+        } else {
+            format!("error {n}")
+        };
+        q.fail("e", &id, &got[0].lease_token, &error, true)
+            .await
+            .unwrap();
+    }
+    let rec = q.get("e", &id).await.unwrap();
+    assert_eq!(rec.errors.len(), 10);
+    assert_eq!(rec.errors[0], "error 3", "the oldest go first");
+    let last = rec.errors.last().unwrap();
+    assert!(
+        last.len() < 16 * 1024 + 64 && last.ends_with("(20002 bytes, cut)"),
+        "{}",
+        &last[last.len() - 40..]
+    );
+    assert_eq!(rec.failed_reason.as_ref(), Some(last));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn priority_then_order_of_adding_and_delay() {
     let (_d, node, clock) = setup(QueueConfig::default()).await;
     let q = &node.services.queues;

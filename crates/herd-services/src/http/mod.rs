@@ -203,8 +203,8 @@ pub(crate) fn at_field(e: &serde_path_to_error::Error<serde_json::Error>, at: &s
         }
         None => inner,
     };
-    let inner = plain_types(&inner);
     let path = e.path().to_string();
+    let inner = field_range(&path, plain_types(&inner));
     // serde_path_to_error writes `?` for a place it could not name (the input ended inside
     // a value): name what it could, or nothing.
     let path = match path.trim_end_matches("?").trim_end_matches('.') {
@@ -215,6 +215,32 @@ pub(crate) fn at_field(e: &serde_path_to_error::Error<serde_json::Error>, at: &s
         (".", None) => inner,
         (".", Some(whole)) => format!("field `{whole}`: {inner}"),
         (path, _) => format!("field `{at}{path}`: {inner}"),
+    }
+}
+
+/// The range a field really takes, where it is narrower than its type's: serde only knows that
+/// `attempts` is a `u32`, not that 0 is refused.
+fn field_range(path: &str, message: String) -> String {
+    const RANGES: [(&str, &str); 3] = [
+        ("attempts", "a whole number from 1 to 4294967295"),
+        (
+            "priority",
+            "a whole number from 0 (none) to 2097152 (1 is the highest)",
+        ),
+        ("max", "a whole number from 1 to 1000"),
+    ];
+    let field = path.rsplit('.').next().unwrap_or(path);
+    let Some((_, range)) = RANGES.iter().find(|(name, _)| *name == field) else {
+        return message;
+    };
+    match message.find("expected a whole number") {
+        Some(i) => {
+            let end = message[i..]
+                .find(" at line ")
+                .map_or(message.len(), |j| i + j);
+            format!("{}expected {range}{}", &message[..i], &message[end..])
+        }
+        None => message,
     }
 }
 
@@ -480,6 +506,32 @@ mod tests {
         );
         assert!(super::is_public("/health"));
         assert!(!super::is_public("/health/"));
+    }
+
+    #[test]
+    fn fields_narrower_than_their_type_state_their_own_range() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Job {
+            attempts: Option<u32>,
+            priority: Option<u32>,
+            max: Option<usize>,
+        }
+        let err = |text: &str| {
+            let de = &mut serde_json::Deserializer::from_str(text);
+            let e = serde_path_to_error::deserialize::<_, Job>(de).unwrap_err();
+            super::at_field(&e, "jobs[2].")
+        };
+        let a = err(r#"{"attempts":-1}"#);
+        assert!(
+            a.starts_with("field `jobs[2].attempts`: ")
+                && a.contains("expected a whole number from 1 to 4294967295 at line 1"),
+            "{a}"
+        );
+        let p = err(r#"{"priority":5000000000}"#);
+        assert!(p.contains("from 0 (none) to 2097152"), "{p}");
+        let m = err(r#"{"max":1.5}"#);
+        assert!(m.contains("from 1 to 1000"), "{m}");
         assert!(!super::is_public("/v1/sessions"));
     }
 

@@ -14,6 +14,24 @@ use super::housekeep::Chores;
 use super::job::{after_fail, AfterFail, JobRecord, Keep, State};
 use super::{check_queue, encode, score, Keys, Queues};
 use crate::clock::millis;
+
+/// How many failed attempts' errors a job keeps, the newest (BullMQ's `stackTraceLimit`): a job
+/// with many attempts would otherwise grow by one error per failure.
+pub(crate) const MAX_ERRORS: usize = 10;
+
+/// The longest error kept, in bytes; a longer one is cut at a character boundary and marked.
+pub(crate) const MAX_ERROR_BYTES: usize = 16 * 1024;
+
+fn clip_error(error: &str) -> String {
+    if error.len() <= MAX_ERROR_BYTES {
+        return error.to_owned();
+    }
+    let mut end = MAX_ERROR_BYTES;
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes, cut)", &error[..end], error.len())
+}
 use crate::error::{ServiceError, ServiceResult};
 
 /// How many times a lease operation retries its compare-and-swap.
@@ -573,8 +591,13 @@ impl Queues {
             let old = rec.member();
             let now = self.clock.now_ms();
             let unit: f64 = rand::random();
-            rec.errors.push(error.to_owned());
-            rec.failed_reason = Some(error.to_owned());
+            let error = clip_error(error);
+            rec.errors.push(error.clone());
+            if rec.errors.len() > MAX_ERRORS {
+                let extra = rec.errors.len() - MAX_ERRORS;
+                rec.errors.drain(..extra);
+            }
+            rec.failed_reason = Some(error);
             rec.lease_token = None;
             match after_fail(&rec, retry, now, unit) {
                 AfterFail::Retry { due_ms } => {

@@ -181,7 +181,8 @@ pub struct JobRecord {
     pub finished_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_reason: Option<String>,
-    /// One line per failed delivery, oldest first.
+    /// One per failed delivery, oldest first: the last [`super::finish::MAX_ERRORS`], each cut at
+    /// [`super::finish::MAX_ERROR_BYTES`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -195,14 +195,25 @@ fn check_queue(queue: &str) -> ServiceResult<()> {
 }
 
 fn check_job_id(id: &str) -> ServiceResult<()> {
-    if id.is_empty() || id.len() > 200 || id.contains(['\0', '/']) {
+    let why = if id.is_empty() {
+        "is empty".to_owned()
+    } else if id.len() > 200 {
+        format!("is {} bytes long, over 200", id.len())
+    } else if id.contains('/') {
+        "contains '/'".to_owned()
+    } else if id.contains('\0') {
+        "contains NUL".to_owned()
+    } else if id == "." || id == ".." {
+        // HTTP clients resolve these path segments away: the job could never be addressed.
+        "is a path segment that URLs resolve away".to_owned()
+    } else {
+        String::new()
+    };
+    if !why.is_empty() {
         return Err(ServiceError::invalid(
             "job_id",
-            format!(
-                "{} is empty, over 200 bytes or contains '/' or NUL",
-                crate::error::quoted(id)
-            ),
-            "use a shorter id without '/'",
+            format!("{} {why}", crate::error::quoted(id)),
+            "use 1 to 200 bytes without '/' or NUL, other than \".\" and \"..\", e.g. \"order-1500\"",
         ));
     }
     // Generated ids are plain integers: a caller's id must never collide with one (BullMQ
@@ -606,5 +617,31 @@ impl Queues {
     pub(crate) async fn closed(&self) {
         self.tasks.close();
         self.tasks.wait().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn job_ids_that_cannot_be_addressed_are_refused() {
+        for (id, why) in [
+            ("", "empty"),
+            (".", "resolve away"),
+            ("..", "resolve away"),
+            ("a/b", "'/'"),
+            ("a\0b", "NUL"),
+            ("1500", "plain integer"),
+        ] {
+            let e = super::check_job_id(id).unwrap_err().to_string();
+            assert!(e.contains(why), "{id:?}: {e}");
+        }
+        let long = "x".repeat(201);
+        assert!(super::check_job_id(&long)
+            .unwrap_err()
+            .to_string()
+            .contains("201 bytes"));
+        for ok in ["...", ".a", "order-1500", "a.b", "ü"] {
+            super::check_job_id(ok).unwrap();
+        }
     }
 }

@@ -24,7 +24,7 @@ pub struct JobSpec {
     )]
     pub backoff: Option<BackoffSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delay: Option<String>,
+    pub delay: Option<DelaySpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -43,9 +43,68 @@ pub struct JobSpec {
 pub struct BackoffSpec {
     #[serde(rename = "type")]
     pub kind: BackoffKind,
-    pub delay: String,
+    pub delay: DelaySpec,
     #[serde(default)]
     pub jitter: f64,
+}
+
+/// A job's `delay` or `backoff.delay`: a duration text (`"250ms"`) or, as BullMQ takes it, a
+/// number of milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum DelaySpec {
+    Millis(u64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for DelaySpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = DelaySpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a duration such as \"250ms\" or a whole number of milliseconds (0 or more)",
+                )
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<DelaySpec, E> {
+                Ok(DelaySpec::Millis(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DelaySpec, E> {
+                Ok(DelaySpec::Text(v.to_owned()))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+impl DelaySpec {
+    /// The duration; `field` names the option in errors.
+    ///
+    /// # Errors
+    /// `Invalid` for a text that is not a duration, or one over ten years.
+    pub fn duration(&self, field: &str) -> ServiceResult<std::time::Duration> {
+        match self {
+            DelaySpec::Text(t) => duration(field, t),
+            DelaySpec::Millis(ms) => {
+                let d = std::time::Duration::from_millis(*ms);
+                if d > MAX_DURATION {
+                    return Err(ServiceError::invalid(
+                        field,
+                        format!("{ms} milliseconds is longer than ten years"),
+                        "use at most 315360000000 (or \"3650d\")",
+                    ));
+                }
+                Ok(d)
+            }
+        }
+    }
+}
+
+impl From<&str> for DelaySpec {
+    fn from(text: &str) -> DelaySpec {
+        DelaySpec::Text(text.to_owned())
+    }
 }
 
 /// `true` (keep none), `false` (keep all), a count to keep, or BullMQ's `KeepJobs`
@@ -199,7 +258,7 @@ impl JobSpec {
             None => None,
             Some(b) => Some(Backoff {
                 kind: b.kind,
-                delay_ms: u64::try_from(duration("backoff.delay", &b.delay)?.as_millis())
+                delay_ms: u64::try_from(b.delay.duration("backoff.delay")?.as_millis())
                     .unwrap_or(u64::MAX),
                 jitter: b.jitter,
             }),
@@ -210,7 +269,7 @@ impl JobSpec {
             attempts: self.attempts.unwrap_or(1),
             backoff,
             delay: match &self.delay {
-                Some(d) => duration("delay", d)?,
+                Some(d) => d.duration("delay")?,
                 None => std::time::Duration::ZERO,
             },
             priority: self.priority.unwrap_or(0),
@@ -291,6 +350,36 @@ mod tests {
             (job.keep_completed, job.keep_failed),
             (Keep::NONE, Keep::count(100))
         );
+    }
+
+    #[test]
+    fn delays_take_milliseconds_as_bullmq() {
+        let spec: JobSpec = serde_json::from_value(serde_json::json!({
+            "name": "a", "delay": 1500, "backoff": {"type": "fixed", "delay": 200}
+        }))
+        .unwrap();
+        let job = spec.to_new_job().unwrap();
+        assert_eq!(job.delay, std::time::Duration::from_millis(1500));
+        assert_eq!(job.backoff.unwrap().delay_ms, 200);
+        for (bad, said) in [
+            (serde_json::json!(-1), "whole number of milliseconds"),
+            (serde_json::json!(1.5), "whole number of milliseconds"),
+            (serde_json::json!(true), "whole number of milliseconds"),
+        ] {
+            let e =
+                serde_json::from_value::<JobSpec>(serde_json::json!({"name": "a", "delay": bad}))
+                    .unwrap_err()
+                    .to_string();
+            assert!(e.contains(said), "{e}");
+        }
+        let far = serde_json::from_value::<JobSpec>(
+            serde_json::json!({"name": "a", "delay": 400_000_000_000_u64}),
+        )
+        .unwrap()
+        .to_new_job()
+        .unwrap_err()
+        .to_string();
+        assert!(far.contains("ten years"), "{far}");
     }
 
     #[test]
