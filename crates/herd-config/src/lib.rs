@@ -22,6 +22,7 @@ mod cron;
 mod defaults;
 mod error;
 pub mod model;
+mod path;
 mod quick;
 mod raw;
 mod units;
@@ -32,6 +33,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
+pub use path::{normalize_path, path_needs_normalizing};
 pub use quick::{quick, Quick};
 pub use units::{parse_duration, parse_size};
 

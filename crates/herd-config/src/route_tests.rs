@@ -120,6 +120,66 @@ fn wildcard_hosts_are_one_leading_label() {
 }
 
 #[test]
+fn nginx_host_forms_herd_does_not_take_are_named() {
+    let err = one(
+        "[[route]]\nhost = \".example.com\"\napp = \"web\"\n",
+        8,
+        "route[0].host",
+    );
+    assert!(err.message.contains("*.example.com"), "{err}");
+    let err = one(
+        "[[route]]\nhost = \"~^www\\\\d+\\\\.example\\\\.net$\"\napp = \"web\"\n",
+        8,
+        "route[0].host",
+    );
+    assert!(err.message.contains("regular expression"), "{err}");
+}
+
+#[test]
+fn paths_no_normalised_request_can_match_are_refused() {
+    let err = one(
+        "[[route]]\npath_prefix = \"/%7Euser/\"\napp = \"web\"\n",
+        8,
+        "route[0].path_prefix",
+    );
+    assert!(
+        err.hint.as_deref().unwrap().contains("\"/~user/\""),
+        "{err}"
+    );
+    let err = one(
+        "[[route]]\npath_prefix = \"/static//img\"\napp = \"web\"\n",
+        8,
+        "route[0].path_prefix",
+    );
+    assert!(
+        err.hint
+            .as_deref()
+            .unwrap()
+            .contains("merge_slashes = false"),
+        "{err}"
+    );
+    ok("[gateway]\nmerge_slashes = false\n[[route]]\npath_prefix = \"/static//img\"\napp = \"web\"\n");
+    let err = one(
+        "[[route]]\npath = \"/a/../b\"\napp = \"web\"\n",
+        8,
+        "route[0].path",
+    );
+    assert!(err.hint.as_deref().unwrap().contains("\"/b\""), "{err}");
+    one(
+        "[[route]]\npath = \"/../b\"\napp = \"web\"\n",
+        8,
+        "route[0].path",
+    );
+    one(
+        "[[rate_limit]]\nname = \"r\"\nkey = \"ip\"\nrate = \"1r/s\"\npath_prefix = \"/a/./b\"\n",
+        11,
+        "rate_limit[0].path_prefix",
+    );
+    // Prefixes that requests can still start with.
+    ok("[[route]]\npath_prefix = \"/.well-known/\"\napp = \"web\"\n[[route]]\npath_prefix = \"/a%2F\"\napp = \"web\"\n");
+}
+
+#[test]
 fn matcher_and_override_errors() {
     let route = |body: &str| format!("[[route]]\napp = \"web\"\n{body}\n");
     one(&route("path = \"health\""), 9, "route[0].path");

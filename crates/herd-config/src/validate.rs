@@ -23,6 +23,7 @@ mod app;
 mod balance;
 mod data_plane;
 mod lb;
+mod paths;
 mod rate_limit;
 mod route;
 mod scaling;
@@ -75,6 +76,7 @@ pub(crate) fn validate(
     v.hash_factor_used(raw, &apps, &routes);
     let alerts = v.alerts(raw, &apps);
     let rate_limits = v.rate_limits(raw, &known);
+    v.paths_normalised(raw, gateway.merge_slashes);
     let store = v.store(raw);
     let services = v.services(raw);
     v.shared_limits_need_the_store(raw, &services);
@@ -423,6 +425,10 @@ impl Validator<'_> {
                     !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit())
                 }) {
                     Some("host must not include a port")
+                } else if s.starts_with('.') {
+                    Some("nginx's \".example.com\" form is not supported: write \"*.example.com\" for the subdomains, and a second route with \"example.com\" for the name itself")
+                } else if s.starts_with('~') {
+                    Some("host takes no regular expression (nginx's \"~\" form): use an exact name or one leading wildcard, \"*.example.com\", one route per pattern")
                 } else {
                     route::wildcard_problem(s)
                 };

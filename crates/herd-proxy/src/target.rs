@@ -43,7 +43,7 @@ pub(crate) fn normalize<B>(req: &mut Request<B>, merge_slashes: bool) -> Result<
             reason: "the request target \"*\" is only valid for OPTIONS",
         });
     }
-    if !path.starts_with('/') || !needs_work(path, merge_slashes) {
+    if !path.starts_with('/') || !herd_config::path_needs_normalizing(path, merge_slashes) {
         return Ok(());
     }
     let clean = clean_path(path, merge_slashes)?;
@@ -144,90 +144,9 @@ pub(crate) fn valid_host(text: &str) -> bool {
 }
 
 /// Whether the path may change: an escape, a dot segment, or (with `merge`) a `//`.
-fn needs_work(path: &str, merge: bool) -> bool {
-    let b = path.as_bytes();
-    b.iter().enumerate().any(|(i, &c)| match c {
-        b'%' => true,
-        b'.' => i > 0 && b[i - 1] == b'/',
-        b'/' => merge && b.get(i + 1) == Some(&b'/'),
-        _ => false,
-    })
-}
-
-fn unreserved(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')
-}
-
-fn hex(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// The normalised form of an origin-form path (starting with `/`).
+/// The normal form of an origin-form path (starting with `/`), see `herd_config::normalize_path`.
 fn clean_path(path: &str, merge: bool) -> Result<String, ProxyError> {
-    // 1. Decode unreserved escapes, upper-case the others.
-    let b = path.as_bytes();
-    let mut decoded = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let (Some(hi), Some(lo)) = (
-                b.get(i + 1).copied().and_then(hex),
-                b.get(i + 2).copied().and_then(hex),
-            ) else {
-                return Err(ProxyError::BadRequest {
-                    reason: "invalid percent-escape in the path",
-                });
-            };
-            let c = hi * 16 + lo;
-            if unreserved(c) {
-                decoded.push(c);
-            } else {
-                decoded.push(b'%');
-                decoded.push(b[i + 1].to_ascii_uppercase());
-                decoded.push(b[i + 2].to_ascii_uppercase());
-            }
-            i += 3;
-        } else {
-            decoded.push(b[i]);
-            i += 1;
-        }
-    }
-    // 2. Segments: drop "." (and, merging, empty ones), pop on "..".
-    let text = String::from_utf8(decoded).map_err(|_| ProxyError::BadRequest {
-        reason: "invalid request path",
-    })?;
-    let trailing = text.ends_with('/') || text.ends_with("/.") || text.ends_with("/..");
-    let mut out: Vec<&str> = Vec::new();
-    let segments: Vec<&str> = text[1..].split('/').collect();
-    let last = segments.len() - 1;
-    for (n, seg) in segments.iter().enumerate() {
-        match *seg {
-            "." => {}
-            ".." => {
-                if out.pop().is_none() {
-                    return Err(ProxyError::BadRequest {
-                        reason: "the request path climbs above the root (\"/..\")",
-                    });
-                }
-            }
-            "" if merge || n == last => {}
-            s => out.push(s),
-        }
-    }
-    let mut clean = String::with_capacity(text.len());
-    for s in &out {
-        clean.push('/');
-        clean.push_str(s);
-    }
-    if trailing || clean.is_empty() {
-        clean.push('/');
-    }
-    Ok(clean)
+    herd_config::normalize_path(path, merge).map_err(|reason| ProxyError::BadRequest { reason })
 }
 
 #[cfg(test)]

@@ -304,8 +304,11 @@ pub(crate) fn parse_rate(s: &str) -> Result<Rate, String> {
             "invalid rate \"{s}\": expected \"<N>r/s\" or \"<N>r/m\""
         ));
     };
-    match n.trim().parse::<u32>() {
-        Ok(requests) if requests > 0 => {
+    // u32's parser takes a leading '+'; nginx's rate does not.
+    let n = n.trim();
+    let digits = !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit());
+    match n.parse::<u32>() {
+        Ok(requests) if requests > 0 && digits => {
             let rate = Rate { requests, per };
             if rate.interval() < Duration::from_micros(1) {
                 return Err(format!(
@@ -442,7 +445,16 @@ mod tests {
             parse_rate(" 600r/m ").unwrap().interval(),
             Duration::from_millis(100)
         );
-        for bad in ["", "10", "0r/s", "1.5r/s", "10r/h", "-1r/s", "1000001r/s"] {
+        for bad in [
+            "",
+            "10",
+            "0r/s",
+            "1.5r/s",
+            "10r/h",
+            "-1r/s",
+            "+10r/s",
+            "1000001r/s",
+        ] {
             assert!(parse_rate(bad).is_err(), "{bad}");
         }
         assert!(parse_rate("1000000r/s").is_ok());
