@@ -192,6 +192,38 @@ const FOREIGN_NAMES: &[(&str, &str, &str)] = &[
     ("proxy_read_timeout", "response_timeout", "nginx"),
     ("client_max_body_size", "max_body_size", "nginx"),
     ("client_header_buffer_size", "max_header_size", "nginx"),
+    ("gzip", "compress", "nginx"),
+    ("gzip_types", "compress_types", "nginx"),
+    ("gzip_min_length", "compress_min_size", "nginx"),
+    ("limit_conn", "max_conn_per_ip", "nginx"),
+    ("worker_processes", "threads", "nginx"),
+    ("nbthread", "threads", "HAProxy"),
+    ("add_header", "response_headers", "nginx"),
+    ("proxy_set_header", "request_headers", "nginx"),
+];
+
+/// Keys of the tools herd replaces whose knob is a table of its own in herd, not a key.
+const FOREIGN_TABLES: &[(&str, &str, &str)] = &[
+    (
+        "limit_req",
+        "nginx",
+        "a [[rate_limit]] table (name, key, rate = \"10r/s\", burst, nodelay)",
+    ),
+    (
+        "limit_req_zone",
+        "nginx",
+        "a [[rate_limit]] table (name, key, rate = \"10r/s\", burst, nodelay)",
+    ),
+    (
+        "upstream",
+        "nginx",
+        "an [[app]] table (servers = [...], or command to let herd start the instances)",
+    ),
+    (
+        "location",
+        "nginx",
+        "a [[route]] table (path_prefix, path, path_regex; app)",
+    ),
 ];
 
 /// Rewrites serde's wording into herd's, and adds a hint.
@@ -210,6 +242,10 @@ fn explain_serde_message(message: &str, key: &str) -> (String, Option<String>) {
             .find(|(name, herd, _)| *name == field && valid.contains(herd))
         {
             hint.push_str(&format!("{origin}'s \"{field}\" is \"{herd}\" in herd; "));
+        } else if let Some((_, origin, herd)) =
+            FOREIGN_TABLES.iter().find(|(name, _, _)| *name == field)
+        {
+            hint.push_str(&format!("{origin}'s \"{field}\" is {herd} in herd; "));
         } else if let Some(best) = closest(field, &valid) {
             hint.push_str(&format!("did you mean \"{best}\"? "));
         }

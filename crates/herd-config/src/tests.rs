@@ -286,6 +286,38 @@ fn every_unknown_key_then_the_rest_of_validation() {
 }
 
 #[test]
+fn nginx_and_haproxy_names_point_to_herds() {
+    let text = format!(
+        "[gateway]\ngzip = true\nlimit_conn = 10\nlimit_req = \"zone=one burst=5\"\nnbthread = 2\n{APP}"
+    );
+    let all = errs(&text);
+    let hints: Vec<(&str, &str)> = all
+        .iter()
+        .map(|e| (e.key.as_str(), e.hint.as_deref().unwrap_or("")))
+        .collect();
+    assert_eq!(hints.len(), 4, "{all:#?}");
+    assert!(
+        hints[0]
+            .1
+            .starts_with("nginx's \"gzip\" is \"compress\" in herd"),
+        "{hints:?}"
+    );
+    assert!(
+        hints[1]
+            .1
+            .starts_with("nginx's \"limit_conn\" is \"max_conn_per_ip\""),
+        "{hints:?}"
+    );
+    assert!(hints[2].1.contains("[[rate_limit]] table"), "{hints:?}");
+    assert!(
+        hints[3]
+            .1
+            .starts_with("HAProxy's \"nbthread\" is \"threads\""),
+        "{hints:?}"
+    );
+}
+
+#[test]
 fn a_bad_value_beside_an_unknown_key_is_reported_too() {
     let text = "[gateway]\nlisten = \"127.0.0.1:99999\"\nworkers = 4\n[[app]]\nname = \"web\"\ncommand = [\"true\"]\ninstances = 0\nmax_memory_restart = \"60M\"\n";
     let all = errs(text);

@@ -155,8 +155,21 @@ impl Validator<'_> {
                 "not a Redis URL",
                 Some("use redis://HOST:PORT[/DB] or rediss:// for TLS".into()),
             );
+            return false;
         }
-        ok
+        if let Some(problem) = redis_url_problem(url) {
+            self.err(
+                span,
+                key,
+                format!("bad Redis URL: {problem}"),
+                Some(
+                    "use redis://[:PASSWORD@]HOST[:PORT][/DB], e.g. redis://127.0.0.1:6379/0"
+                        .into(),
+                ),
+            );
+            return false;
+        }
+        true
     }
 
     pub(super) fn services(&mut self, raw: &RawConfig) -> Services {
@@ -455,4 +468,72 @@ fn unusable_name(name: &str, forbidden: &[char]) -> bool {
         || name.len() > 200
         || name.contains(forbidden)
         || name.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// What is wrong with a `redis://` or `rediss://` URL's host, port or database, if anything;
+/// never quotes the URL (it may carry a password).
+fn redis_url_problem(url: &str) -> Option<&'static str> {
+    let rest = url
+        .strip_prefix("redis://")
+        .or_else(|| url.strip_prefix("rediss://"))?;
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let authority = authority.split_once('?').map_or(authority, |(a, _)| a);
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
+        match v6.split_once(']') {
+            Some((h, rest)) => (h, rest.strip_prefix(':')),
+            None => return Some("an IPv6 host lacks its closing ']'"),
+        }
+    } else {
+        match host_port.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (host_port, None),
+        }
+    };
+    if host.is_empty() {
+        return Some("no host");
+    }
+    if let Some(port) = port {
+        if !port.bytes().all(|b| b.is_ascii_digit()) || !matches!(port.parse::<u16>(), Ok(1..)) {
+            return Some("the port is not a number from 1 to 65535");
+        }
+    }
+    let db = path.split_once('?').map_or(path, |(d, _)| d);
+    if !db.is_empty() && !db.bytes().all(|b| b.is_ascii_digit()) {
+        return Some("the database after '/' is not a number");
+    }
+    None
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::redis_url_problem;
+
+    #[test]
+    fn redis_urls_are_checked_without_being_quoted() {
+        for good in [
+            "redis://127.0.0.1:6379",
+            "redis://127.0.0.1",
+            "redis://:secret@host:6379/2",
+            "redis://user:p@ss@host:6379",
+            "rediss://[::1]:6380/0",
+            "redis://h:6379/?protocol=resp3",
+            "redis://h:6379/0?protocol=resp3",
+        ] {
+            assert_eq!(redis_url_problem(good), None, "{good}");
+        }
+        for (bad, why) in [
+            ("redis://127.0.0.1:abc", "port"),
+            ("redis://127.0.0.1:0", "port"),
+            ("redis://127.0.0.1:70000", "port"),
+            ("redis://:pw@:6379", "host"),
+            ("redis://h:6379/zero", "database"),
+            ("redis://[::1:6379", "IPv6"),
+        ] {
+            assert!(
+                redis_url_problem(bad).is_some_and(|p| p.contains(why)),
+                "{bad}"
+            );
+        }
+    }
 }
