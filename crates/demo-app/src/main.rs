@@ -113,8 +113,40 @@ async fn shutdown_signal() {
     }
 }
 
+const USAGE: &str = "demo-app: the small HTTP app herd's README, tests and benchmarks run
+
+usage: demo-app            (no arguments; herd starts it with PORT set)
+
+environment:
+  PORT            port to listen on, on 127.0.0.1 (default 3000)
+  HERD_INSTANCE   name shown in answers (default \"demo\")
+
+routes:
+  GET /                hello from <instance>
+  GET /health          ok
+  GET /work?ms=N       burn CPU for N ms
+  GET /sleep?ms=N      wait N ms
+  GET /alloc?mb=N      allocate and keep N MiB
+  GET /bytes/N         N bytes (at most 16 MiB)
+  POST /echo           the request body
+  GET /ws              WebSocket echo
+  GET /visits          visits counted in a herd session
+  GET /version         the request's HTTP version
+";
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() {
+    match std::env::args().nth(1).as_deref() {
+        None => {}
+        Some("-h" | "--help" | "help") => {
+            print!("{USAGE}");
+            return;
+        }
+        Some(other) => {
+            eprintln!("demo-app: unexpected argument {other:?}; it takes none (set PORT instead)\n\n{USAGE}");
+            std::process::exit(64);
+        }
+    }
     let port: u16 = match std::env::var("PORT").map(|p| p.parse()) {
         Ok(Ok(p)) => p,
         Ok(Err(_)) => {
