@@ -260,6 +260,15 @@ impl Link {
                     "failed to connect to {targets}: {text} (rediss:// checks the server against \
                      the system's trust store; for a private CA point SSL_CERT_FILE at its PEM file)"
                 ))
+            } else if e.kind() == redis::ErrorKind::Parse {
+                StoreError::Unavailable {
+                    backend,
+                    reason: format!(
+                        "the server at {targets} does not answer in the Redis protocol ({}); \
+                         check the host and port: is it Redis?",
+                        text.lines().next().unwrap_or("").trim()
+                    ),
+                }
             } else {
                 unreachable(text)
             }
