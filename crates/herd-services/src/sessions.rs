@@ -89,12 +89,12 @@ fn needs_touch(last: Option<Instant>, now: Instant, touch_after: Duration, ttl: 
     last.is_none_or(|at| now.saturating_duration_since(at) >= window)
 }
 
-/// A session TTL in ms, refusing zero.
+/// A session TTL in ms, refusing one under 1 ms (the store's resolution).
 fn ttl_ms(ttl: Duration) -> ServiceResult<u64> {
-    if ttl.is_zero() {
+    if ttl < Duration::from_millis(1) {
         return Err(ServiceError::invalid(
             "ttl",
-            "a session TTL must be above zero",
+            "a session TTL must be at least 1ms",
             "pass e.g. \"ttl\": \"1h\"",
         ));
     }

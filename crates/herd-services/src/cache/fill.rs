@@ -54,10 +54,10 @@ impl Cache {
         key: &str,
         lease: Duration,
     ) -> ServiceResult<Leased> {
-        if lease.is_zero() || lease > MAX_LEASE {
+        if lease < Duration::from_millis(1) || lease > MAX_LEASE {
             return Err(ServiceError::invalid(
                 "fill",
-                format!("{} ms is not between 1 ms and 5 min", lease.as_millis()),
+                format!("{lease:?} is not between 1ms and 5m"),
                 "pass how long loading the value may take, e.g. ?fill=5s",
             ));
         }

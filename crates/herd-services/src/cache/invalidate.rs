@@ -120,43 +120,99 @@ async fn delete_expecting(
     tag_set: Option<&str>,
     follow: bool,
 ) -> ServiceResult<Vec<String>> {
-    /// Tries per key when puts keep changing it (then it is left as the last put wrote it).
-    const TRIES: u32 = 8;
     let mut deleted = Vec::new();
-    for (key, expect) in keys {
-        let l2 = l2_key(ns, key);
-        let unindex = || vec![key.clone()];
-        let mut at = *expect;
-        for _ in 0..TRIES {
-            let mut txn = Txn::new().check(&l2, at);
-            if at != Expect::Absent {
-                txn = txn.delete(&l2);
-                if let Some(tk) = tag_set {
-                    txn = txn.zrem(tk, unindex());
+    for chunk in keys.chunks(DELETE_BATCH) {
+        // The whole chunk in one transaction when nothing changed since it was read (one
+        // commit instead of one per key); key by key, following changes, when something did.
+        if chunk.len() > 1 && delete_batch(inner, ns, chunk, tag_set).await? {
+            deleted.extend(
+                chunk
+                    .iter()
+                    .filter(|(_, at)| *at != Expect::Absent)
+                    .map(|(k, _)| k.clone()),
+            );
+        } else {
+            for (key, expect) in chunk {
+                if delete_one(inner, ns, key, *expect, tag_set, follow).await? {
+                    deleted.push(key.clone());
                 }
-            }
-            match inner.store.txn(&txn.zrem(index_key(ns), unindex())).await? {
-                TxnOutcome::Committed => {
-                    if at != Expect::Absent {
-                        deleted.push(key.clone());
-                    }
-                    break;
-                }
-                TxnOutcome::Conflict { current, .. } if follow => {
-                    at = current.map_or(Expect::Absent, Expect::Version);
-                }
-                // Changed since its version was read: it stays.
-                TxnOutcome::Conflict { .. } => break,
             }
         }
-        inner.epochs.bump(&l1_key(ns, key));
-        inner.l1.invalidate(&l1_key(ns, key)).await;
+        for (key, _) in chunk {
+            inner.epochs.bump(&l1_key(ns, key));
+            inner.l1.invalidate(&l1_key(ns, key)).await;
+        }
     }
     inner
         .counters
         .invalidations
         .fetch_add(keys.len() as u64, Ordering::Relaxed);
     Ok(deleted)
+}
+
+/// Keys deleted per transaction by an invalidation.
+const DELETE_BATCH: usize = 200;
+
+/// Deletes every key of `chunk` as read, in one transaction; `false` (nothing done) when any
+/// of them changed since.
+async fn delete_batch(
+    inner: &Inner,
+    ns: &str,
+    chunk: &[(String, Expect)],
+    tag_set: Option<&str>,
+) -> ServiceResult<bool> {
+    let mut txn = Txn::new();
+    let mut tagged = Vec::new();
+    for (key, at) in chunk {
+        let l2 = l2_key(ns, key);
+        txn = txn.check(&l2, *at);
+        if *at != Expect::Absent {
+            txn = txn.delete(&l2);
+            tagged.push(key.clone());
+        }
+    }
+    if let (Some(tk), false) = (tag_set, tagged.is_empty()) {
+        txn = txn.zrem(tk, tagged);
+    }
+    let all = chunk.iter().map(|(k, _)| k.clone()).collect();
+    Ok(matches!(
+        inner.store.txn(&txn.zrem(index_key(ns), all)).await?,
+        TxnOutcome::Committed
+    ))
+}
+
+/// Deletes one key as [`delete_expecting`] says; whether L2 held it and it was deleted.
+async fn delete_one(
+    inner: &Inner,
+    ns: &str,
+    key: &str,
+    expect: Expect,
+    tag_set: Option<&str>,
+    follow: bool,
+) -> ServiceResult<bool> {
+    /// Tries per key when puts keep changing it (then it is left as the last put wrote it).
+    const TRIES: u32 = 8;
+    let l2 = l2_key(ns, key);
+    let unindex = || vec![key.to_owned()];
+    let mut at = expect;
+    for _ in 0..TRIES {
+        let mut txn = Txn::new().check(&l2, at);
+        if at != Expect::Absent {
+            txn = txn.delete(&l2);
+            if let Some(tk) = tag_set {
+                txn = txn.zrem(tk, unindex());
+            }
+        }
+        match inner.store.txn(&txn.zrem(index_key(ns), unindex())).await? {
+            TxnOutcome::Committed => return Ok(at != Expect::Absent),
+            TxnOutcome::Conflict { current, .. } if follow => {
+                at = current.map_or(Expect::Absent, Expect::Version);
+            }
+            // Changed since its version was read: it stays.
+            TxnOutcome::Conflict { .. } => return Ok(false),
+        }
+    }
+    Ok(false)
 }
 
 pub(super) async fn by_prefix(inner: &Inner, ns: &str, prefix: &str) -> ServiceResult<u64> {
@@ -215,11 +271,22 @@ pub(super) async fn by_tag(inner: &Inner, ns: &str, tag: &str) -> ServiceResult<
     let n = delete_expecting(inner, ns, &tagged, Some(&tk), false)
         .await?
         .len() as u64;
-    for (key, expect) in stale {
-        let txn = Txn::new()
-            .check(l2_key(ns, &key), expect)
-            .zrem(&tk, vec![key]);
-        inner.store.txn(&txn).await?;
+    // Stale memberships: dropped a chunk per transaction, or key by key when a value changed.
+    for chunk in stale.chunks(DELETE_BATCH) {
+        let drop = |keys: &[(String, Expect)]| {
+            let mut txn = Txn::new();
+            for (key, expect) in keys {
+                txn = txn.check(l2_key(ns, key), *expect);
+            }
+            txn.zrem(&tk, keys.iter().map(|(k, _)| k.clone()).collect())
+        };
+        if chunk.len() > 1 && matches!(inner.store.txn(&drop(chunk)).await?, TxnOutcome::Committed)
+        {
+            continue;
+        }
+        for one in chunk {
+            inner.store.txn(&drop(std::slice::from_ref(one))).await?;
+        }
     }
     announce(inner, ns, Op::Tag, tag).await;
     Ok(n)

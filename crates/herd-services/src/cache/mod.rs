@@ -282,14 +282,39 @@ fn check_names(ns: &str, key: &str) -> ServiceResult<()> {
             "use letters, digits, '-', '_' or '.' for namespaces",
         ));
     }
-    if key.is_empty() || key.len() > 1024 || key.contains('\0') {
-        return Err(ServiceError::invalid(
-            "cache key",
-            "empty, over 1024 bytes or containing NUL",
-            "use a shorter key",
-        ));
-    }
-    Ok(())
+    let why = if key.is_empty() {
+        "is empty".to_owned()
+    } else if key.len() > 1024 {
+        format!("is {} bytes long, over 1024", key.len())
+    } else if key.contains('\0') {
+        "contains NUL".to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(ServiceError::invalid(
+        "cache key",
+        format!("{} {why}", crate::error::quoted(key)),
+        "use 1 to 1024 bytes without NUL, e.g. user:42",
+    ))
+}
+
+/// A tag as put and invalidate take it: the same rules on both sides, so a tag that could
+/// never have been set is an error to invalidate, not a quiet `removed: 0`.
+fn check_tag(tag: &str) -> ServiceResult<()> {
+    let why = if tag.is_empty() {
+        "is empty"
+    } else if tag.contains(['{', '}', '\0', ',']) {
+        "contains '{', '}', ',' or NUL"
+    } else if tag.trim() != tag {
+        "starts or ends with a space (tags are trimmed when set)"
+    } else {
+        return Ok(());
+    };
+    Err(ServiceError::invalid(
+        "cache tag",
+        format!("{} {why}", crate::error::quoted(tag)),
+        "use tags like user:42",
+    ))
 }
 
 impl Cache {
@@ -510,23 +535,14 @@ impl Cache {
         } = opts;
         check_names(ns, key)?;
         for tag in &tags {
-            if tag.is_empty() || tag.contains(['{', '}', '\0', ',']) {
-                return Err(ServiceError::invalid(
-                    "cache tag",
-                    format!(
-                        "{} is empty or contains '{{', '}}', ',' or NUL",
-                        crate::error::quoted(tag)
-                    ),
-                    "use tags like user:42",
-                ));
-            }
+            check_tag(tag)?;
         }
         let s = self.strategy(ns).clone();
         let ttl = ttl.unwrap_or(s.l2_ttl);
-        if ttl.is_zero() {
+        if ttl < Duration::from_millis(1) {
             return Err(ServiceError::invalid(
                 "ttl",
-                "a cache TTL must be above zero",
+                "a cache TTL must be at least 1ms",
                 "pass e.g. ?ttl=30s",
             ));
         }
@@ -662,6 +678,7 @@ impl Cache {
     /// Store errors.
     pub async fn invalidate_tag(&self, ns: &str, tag: &str) -> ServiceResult<u64> {
         check_names(ns, "-")?;
+        check_tag(tag)?;
         invalidate::by_tag(&self.inner, ns, tag).await
     }
 

@@ -123,7 +123,14 @@ impl IntoResponse for ApiError {
                 hint,
             } => (status, error, hint),
         };
-        (status, Json(json!({ "error": error, "hint": hint }))).into_response()
+        let mut response = (status, Json(json!({ "error": error, "hint": hint }))).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // The store reconnects within about a second; clients that honour it back off.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        response
     }
 }
 
@@ -409,6 +416,60 @@ async fn no_route() -> Response {
         .into_response()
 }
 
+/// The endpoints that read a query string; every other one refuses a query, which would
+/// otherwise be ignored without a word (`POST /v1/locks/x?ttl=1s` taking the default TTL).
+/// [`check_request`] also refuses compressed request bodies (415).
+const TAKE_A_QUERY: [(&str, &str); 5] = [
+    ("GET", "/v1/cache/{ns}/{key}"),
+    ("HEAD", "/v1/cache/{ns}/{key}"),
+    ("PUT", "/v1/cache/{ns}/{key}"),
+    ("GET", "/v1/queues/{q}/jobs"),
+    ("GET", "/v1/queues/{q}/dead"),
+];
+
+async fn check_request(matched: axum::extract::MatchedPath, req: Request, next: Next) -> Response {
+    // A compressed body would be stored as its compressed bytes (a cache value) or fail as
+    // bad JSON: say what is wrong instead (RFC 9110 §15.5.16).
+    if let Some(coding) = req.headers().get(header::CONTENT_ENCODING) {
+        let coding = String::from_utf8_lossy(coding.as_bytes()).trim().to_owned();
+        if !coding.eq_ignore_ascii_case("identity") {
+            return ApiError::Plain {
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                error: format!(
+                    "request bodies with Content-Encoding {} are not supported",
+                    crate::error::quoted(&coding)
+                ),
+                hint: "send the body uncompressed, without Content-Encoding".into(),
+            }
+            .into_response();
+        }
+    }
+    let query = req.uri().query().unwrap_or("");
+    let method = req.method().as_str();
+    if query.is_empty()
+        || TAKE_A_QUERY
+            .iter()
+            .any(|(m, p)| *m == method && *p == matched.as_str())
+    {
+        return next.run(req).await;
+    }
+    let names: Vec<String> = query
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| kv.split('=').next().unwrap_or(kv))
+        .map(|name| crate::error::quoted(name).to_string())
+        .collect();
+    ApiError::bad(
+        format!(
+            "unknown query parameter {}: {method} {} takes none",
+            names.join(", "),
+            matched.as_str()
+        ),
+        "send the options in the JSON body, e.g. {\"ttl\": \"30s\"} (see GET /openapi.json)",
+    )
+    .into_response()
+}
+
 /// Collects routes with the methods they answer, so tests can compare them to the OpenAPI
 /// document.
 #[derive(Default)]
@@ -459,6 +520,7 @@ pub fn router(services: Arc<Services>, config: HttpConfig) -> Router {
     };
     table()
         .router
+        .route_layer(axum::middleware::from_fn(check_request))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(axum::middleware::from_fn_with_state(
