@@ -19,6 +19,16 @@ pub enum ServiceError {
         expected: u64,
         current: Option<u64>,
     },
+    /// A create-only write (If-None-Match: *) found the record there already.
+    #[error("{what} exists already")]
+    Exists { what: String },
+    /// A write would make a record larger than its limit.
+    #[error("{what} would be {size} bytes, over the {limit}-byte limit")]
+    TooLarge {
+        what: String,
+        size: usize,
+        limit: usize,
+    },
     /// A compare-and-swap kept losing to concurrent writers.
     #[error("gave up on {what} after {tries} conflicting concurrent writes")]
     Contended { what: String, tries: u32 },
@@ -82,7 +92,8 @@ impl ServiceError {
             ServiceError::Store(StoreError::Invalid(_) | StoreError::WrongType { .. }) => 400,
             ServiceError::Store(_) | ServiceError::Corrupt { .. } => 500,
             ServiceError::NotFound { .. } => 404,
-            ServiceError::VersionMismatch { .. } => 412,
+            ServiceError::TooLarge { .. } => 413,
+            ServiceError::VersionMismatch { .. } | ServiceError::Exists { .. } => 412,
             ServiceError::Contended { .. }
             | ServiceError::WrongLease { .. }
             | ServiceError::Busy { .. }
@@ -106,6 +117,8 @@ impl ServiceError {
             ServiceError::VersionMismatch { .. } => {
                 "re-read the current value and its version (ETag), then retry with If-Match set to it".into()
             }
+            ServiceError::Exists { .. } => "the id is taken: PUT without If-None-Match to replace it, or create another".into(),
+            ServiceError::TooLarge { .. } => "remove fields the session no longer needs (PATCH them to null), or raise [services] max_body_size".into(),
             ServiceError::Contended { .. } => "retry; many writers are changing the same record".into(),
             ServiceError::WrongLease { state, .. } => match *state {
                 "completed" => "the job is completed: it was acked already (a repeated ack changes nothing), or its lease expired and another worker finished it".into(),

@@ -32,8 +32,10 @@ fn encode(bytes: &[u8]) -> String {
 }
 
 /// Whether `s` could be an id from [`random_id`] (cheap check before touching the store).
+/// A session id: base64url, from 22 characters (128 bits, the generated ids) to 128 (ids
+/// that a caller made, as express-session's 32-character ones).
 pub(crate) fn looks_like_id(s: &str) -> bool {
-    s.len() == 22 && s.bytes().all(|b| ALPHABET.contains(&b))
+    (22..=128).contains(&s.len()) && s.bytes().all(|b| ALPHABET.contains(&b))
 }
 
 #[cfg(test)]

@@ -31,6 +31,11 @@ pub struct SessionConfig {
     /// needs one now and then, not one per read. Zero renews on every read. A session may so
     /// expire up to this long (or a tenth of its TTL) before strict rolling would let it.
     pub touch_after: Duration,
+    /// The largest a session's stored record may grow (its data as JSON, plus a few bytes):
+    /// a write past it is refused (`TooLarge`, 413). herd sets it to `[services]
+    /// max_body_size`, so that a session merged up by PATCHes can still be read and saved
+    /// whole in one request.
+    pub max_bytes: usize,
 }
 
 impl Default for SessionConfig {
@@ -39,6 +44,7 @@ impl Default for SessionConfig {
             default_ttl: Duration::from_secs(86_400),
             rolling: false,
             touch_after: Duration::from_secs(60),
+            max_bytes: 1024 * 1024,
         }
     }
 }
@@ -134,16 +140,60 @@ impl Sessions {
         };
         // A 128-bit random id does not collide in practice; Absent makes sure it never
         // overwrites one that does.
+        let value = self.encoded("new", &record)?;
         loop {
             let id = ids::random_id();
             match self
                 .store
-                .put(&key(&id), encode(&record), Expect::Absent, Some(ttl))
+                .put(&key(&id), value.clone(), Expect::Absent, Some(ttl))
                 .await?
             {
                 Written::Ok(version) => return Ok(SessionRef { id, version }),
                 Written::Conflict(_) => continue,
             }
+        }
+    }
+
+    /// Creates a session under an id the caller made (express-session makes its own ids and
+    /// then saves): 22 to 128 characters of base64url (`A-Z a-z 0-9 - _`), so at least 128
+    /// bits when random. Create-only: an id in use is `Exists` (412), never overwritten.
+    ///
+    /// # Errors
+    /// `Invalid` id or TTL, `Exists`, store errors.
+    pub async fn create_with_id(
+        &self,
+        id: &str,
+        data: Map<String, Value>,
+        ttl: Option<Duration>,
+    ) -> ServiceResult<SessionRef> {
+        if !ids::looks_like_id(id) {
+            return Err(ServiceError::invalid(
+                "session id",
+                format!(
+                    "a session id is 22 to 128 characters of A-Z, a-z, 0-9, '-' and '_'; got {} characters",
+                    id.len()
+                ),
+                "use a random base64url id of at least 128 bits, as express-session's genid makes",
+            ));
+        }
+        let ttl = ttl.unwrap_or(self.config.default_ttl);
+        let record = Record {
+            data,
+            ttl_ms: ttl_ms(ttl)?,
+        };
+        let value = self.encoded(id, &record)?;
+        match self
+            .store
+            .put(&key(id), value, Expect::Absent, Some(ttl))
+            .await?
+        {
+            Written::Ok(version) => Ok(SessionRef {
+                id: id.to_owned(),
+                version,
+            }),
+            Written::Conflict(_) => Err(ServiceError::Exists {
+                what: format!("session {}…", id.get(..6).unwrap_or(id)),
+            }),
         }
     }
 
@@ -234,11 +284,8 @@ impl Sessions {
 
     async fn write(&self, id: &str, record: &Record, expect: Expect) -> ServiceResult<SessionRef> {
         let ttl = Duration::from_millis(record.ttl_ms);
-        match self
-            .store
-            .put(&key(id), encode(record), expect, Some(ttl))
-            .await?
-        {
+        let value = self.encoded(id, record)?;
+        match self.store.put(&key(id), value, expect, Some(ttl)).await? {
             Written::Ok(version) => Ok(SessionRef {
                 id: id.to_owned(),
                 version,
@@ -430,6 +477,21 @@ impl Sessions {
 
 fn encode(record: &Record) -> Bytes {
     Bytes::from(serde_json::to_vec(record).unwrap_or_default())
+}
+
+impl Sessions {
+    /// The record as stored, refused when over `max_bytes`.
+    fn encoded(&self, id: &str, record: &Record) -> ServiceResult<Bytes> {
+        let value = encode(record);
+        if value.len() > self.config.max_bytes {
+            return Err(ServiceError::TooLarge {
+                what: format!("session {}…", id.get(..6).unwrap_or(id)),
+                size: value.len(),
+                limit: self.config.max_bytes,
+            });
+        }
+        Ok(value)
+    }
 }
 
 fn not_found(id: &str) -> ServiceError {

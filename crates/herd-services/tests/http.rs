@@ -1444,3 +1444,102 @@ async fn inputs_that_would_be_ignored_or_leak_are_refused() {
     let r = api.call("PUT", "/v1/cache/ns/%00", b"v").await;
     assert!(error(&r).contains("contains NUL"), "{}", r.text());
 }
+
+/// RFC 9110 conditions on sessions, and express-session's flow: the app makes the id, then
+/// saves (`PUT` with `If-None-Match: *` creates it, never over an existing one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_conditions_and_caller_made_ids() {
+    let api = Api::start(false).await;
+    let auth = format!("Bearer {TOKEN}");
+    let id = "k2GZ8jG4ZP1Zr0x0eTHWUvQv0q3n7-_A"; // 32 characters, as express-session's
+    let create = |body: &'static str| {
+        let auth = auth.clone();
+        let api = &api;
+        async move {
+            api.raw(
+                "PUT",
+                &format!("/v1/sessions/{id}"),
+                &[("authorization", &auth), ("if-none-match", "*")],
+                body.as_bytes(),
+            )
+            .await
+        }
+    };
+    let r = create(r#"{"data":{"user":"ada"}}"#).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.header("etag"), Some("\"1\""));
+    let r = create(r#"{"data":{"user":"eve"}}"#).await;
+    assert_eq!(r.status, 412, "never over an existing id: {}", r.text());
+    let r = api.call("GET", &format!("/v1/sessions/{id}"), b"").await;
+    assert_eq!(r.json()["data"]["user"], "ada");
+    // A weak id is refused.
+    let r = api
+        .raw(
+            "PUT",
+            "/v1/sessions/short",
+            &[("authorization", &auth), ("if-none-match", "*")],
+            br#"{"data":{}}"#,
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    // If-None-Match on a read: 304 with the ETag, no body.
+    let r = api
+        .raw(
+            "GET",
+            &format!("/v1/sessions/{id}"),
+            &[("authorization", &auth), ("if-none-match", "W/\"1\"")],
+            b"",
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.header("etag"), r.body.len()),
+        (304, Some("\"1\""), 0)
+    );
+    // If-Match that no version could be, and If-Match on a missing session: 412.
+    for tag in ["\"01\"", "\"abc\""] {
+        let r = api
+            .raw(
+                "PUT",
+                &format!("/v1/sessions/{id}"),
+                &[("authorization", &auth), ("if-match", tag)],
+                br#"{"data":{}}"#,
+            )
+            .await;
+        assert_eq!(r.status, 412, "{tag}: {}", r.text());
+    }
+    let missing = "AAAAAAAAAAAAAAAAAAAAAA";
+    for method in ["PUT", "PATCH", "DELETE"] {
+        let r = api
+            .raw(
+                method,
+                &format!("/v1/sessions/{missing}"),
+                &[("authorization", &auth), ("if-match", "*")],
+                br#"{"data":{}}"#,
+            )
+            .await;
+        assert_eq!(r.status, 412, "{method}: {}", r.text());
+    }
+    let r = api
+        .call("DELETE", &format!("/v1/sessions/{missing}"), b"")
+        .await;
+    assert_eq!(r.status, 404, "without a condition, missing is 404");
+    // A session cannot be PATCHed past the size a request may carry.
+    let half = "x".repeat(600 * 1024);
+    let r = api
+        .json(
+            "PATCH",
+            &format!("/v1/sessions/{id}"),
+            serde_json::json!({"data": {"a": half}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = api
+        .json(
+            "PATCH",
+            &format!("/v1/sessions/{id}"),
+            serde_json::json!({"data": {"b": half}}),
+        )
+        .await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(r.json()["hint"].as_str().unwrap().contains("max_body_size"));
+}

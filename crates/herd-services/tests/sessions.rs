@@ -27,6 +27,7 @@ async fn rolling_sessions_live_while_read_and_others_expire() {
                 // The renewal window is then a tenth of the 2 s TTL (200 ms): each read
                 // below, 400 ms after the last, renews.
                 touch_after: Duration::from_secs(60),
+                ..SessionConfig::default()
             },
             ..ServicesConfig::default()
         },

@@ -49,6 +49,7 @@ fn services_config(config: &Config) -> ServicesConfig {
     out.sessions.default_ttl = s.session_ttl;
     out.sessions.rolling = s.rolling_sessions;
     out.sessions.touch_after = s.session_touch_after;
+    out.sessions.max_bytes = usize::try_from(s.max_body_size).unwrap_or(usize::MAX);
     let strategy = |c: &herd_config::CacheStrategy| herd_services::cache::Strategy {
         l1_ttl: c.l1_ttl,
         l2_ttl: c.l2_ttl,

@@ -11,6 +11,7 @@
 //! is `openapi.json` beside this file; a test keeps it and the routes equal.
 
 mod cache;
+mod conditional;
 mod locks;
 mod queue_browse;
 mod queues;
@@ -67,6 +68,7 @@ pub(crate) struct AppState {
 }
 
 /// An error as the API answers it.
+#[derive(Debug)]
 pub(crate) enum ApiError {
     Service(ServiceError),
     Plain {

@@ -13,7 +13,8 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{json_body, opt_duration, ApiError, ApiResult, AppState, Table};
+use super::conditional::{create_only, if_match, not_modified};
+use super::{json_body, opt_duration, ApiResult, AppState, Table};
 use crate::sessions::SessionRef;
 
 pub(super) fn routes(t: Table) -> Table {
@@ -62,38 +63,6 @@ fn etag(version: u64) -> String {
     format!("\"{version}\"")
 }
 
-/// `If-Match: "3"` (also `3`); `*` or absent means any version; a weak `W/"3"` never matches (412).
-fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
-    let Some(v) = headers.get(header::IF_MATCH) else {
-        return Ok(None);
-    };
-    let text = v.to_str().unwrap_or("").trim();
-    if text == "*" {
-        return Ok(None);
-    }
-    if text.starts_with("W/") {
-        // If-Match compares strongly (RFC 9110 §13.1.1): a weak tag never matches, which is
-        // a failed precondition (412), not a malformed request.
-        return Err(ApiError::Plain {
-            status: StatusCode::PRECONDITION_FAILED,
-            error: format!(
-                "If-Match {text:?} is a weak ETag, which never matches (RFC 9110 §13.1.1)"
-            ),
-            hint: "send the ETag header of your last read as it came, without W/".into(),
-        });
-    }
-    let bare = text
-        .strip_prefix('"')
-        .and_then(|t| t.strip_suffix('"'))
-        .unwrap_or(text);
-    bare.parse::<u64>().map(Some).map_err(|_| {
-        ApiError::bad(
-            format!("invalid If-Match header {text:?}: expected one version"),
-            "send the ETag from the last read, e.g. If-Match: \"3\" (one version, not a list)",
-        )
-    })
-}
-
 fn written(status: StatusCode, r: &SessionRef) -> axum::response::Response {
     (status, [(header::ETAG, etag(r.version))], Json(r)).into_response()
 }
@@ -105,9 +74,13 @@ async fn create(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) 
     Ok(written(StatusCode::CREATED, &r))
 }
 
-async fn read(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult {
+async fn read(State(s): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> ApiResult {
     let session = s.services.sessions.get(&id).await?;
-    Ok(([(header::ETAG, etag(session.version))], Json(session)).into_response())
+    let tag = [(header::ETAG, etag(session.version))];
+    if not_modified(&headers, session.version) {
+        return Ok((StatusCode::NOT_MODIFIED, tag).into_response());
+    }
+    Ok((tag, Json(session)).into_response())
 }
 
 async fn replace(
@@ -116,14 +89,17 @@ async fn replace(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let expected = if_match(&headers)?;
+    let cond = if_match(&headers)?;
+    let create = create_only(&headers)?;
     let body: DataBody = json_body(body)?;
     let ttl = opt_duration("ttl", body.ttl.as_deref())?;
-    let r = s
-        .services
-        .sessions
-        .put(&id, body.data, expected, ttl)
-        .await?;
+    let sessions = &s.services.sessions;
+    if create {
+        // express-session makes the id, then saves: create it under that id, never over one.
+        let r = sessions.create_with_id(&id, body.data, ttl).await?;
+        return Ok(written(StatusCode::CREATED, &r));
+    }
+    let r = cond.missing_fails(sessions.put(&id, body.data, cond.version(), ttl).await)?;
     Ok(written(StatusCode::OK, &r))
 }
 
@@ -133,15 +109,15 @@ async fn merge(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let expected = if_match(&headers)?;
+    let cond = if_match(&headers)?;
     let body: PatchBody = json_body(body)?;
     let ttl = opt_duration("ttl", body.ttl.as_deref())?;
-    let r = s
+    let patched = s
         .services
         .sessions
-        .patch(&id, body.data, expected, ttl)
-        .await?;
-    Ok(written(StatusCode::OK, &r))
+        .patch(&id, body.data, cond.version(), ttl)
+        .await;
+    Ok(written(StatusCode::OK, &cond.missing_fails(patched)?))
 }
 
 async fn remove(
@@ -149,8 +125,8 @@ async fn remove(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult {
-    let expected = if_match(&headers)?;
-    s.services.sessions.delete(&id, expected).await?;
+    let cond = if_match(&headers)?;
+    cond.missing_fails(s.services.sessions.delete(&id, cond.version()).await)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -159,12 +135,9 @@ async fn regenerate(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult {
-    let r = s
-        .services
-        .sessions
-        .regenerate_at(&id, if_match(&headers)?)
-        .await?;
-    Ok(written(StatusCode::OK, &r))
+    let cond = if_match(&headers)?;
+    let r = s.services.sessions.regenerate_at(&id, cond.version()).await;
+    Ok(written(StatusCode::OK, &cond.missing_fails(r)?))
 }
 
 async fn touch(
@@ -176,34 +149,4 @@ async fn touch(
     let ttl = opt_duration("ttl", body.ttl.as_deref())?;
     s.services.sessions.touch(&id, ttl).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn if_match_forms() {
-        let mut h = HeaderMap::new();
-        assert_eq!(if_match(&h).ok().flatten(), None);
-        for (v, want) in [("\"3\"", Some(3)), ("5", Some(5)), ("*", None)] {
-            h.insert(header::IF_MATCH, v.parse().unwrap());
-            assert_eq!(if_match(&h).ok().flatten(), want, "{v}");
-        }
-        for bad in ["\"x\"", "W/\"4\"", "\"1\", \"2\""] {
-            h.insert(header::IF_MATCH, bad.parse().unwrap());
-            assert!(if_match(&h).is_err(), "{bad}");
-        }
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn if_match_never_panics(s in "[ -~]{0,24}") {
-            let mut h = HeaderMap::new();
-            if let Ok(v) = s.parse() {
-                h.insert(header::IF_MATCH, v);
-                let _ = if_match(&h);
-            }
-        }
-    }
 }
