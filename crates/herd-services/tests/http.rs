@@ -1443,6 +1443,27 @@ async fn inputs_that_would_be_ignored_or_leak_are_refused() {
     }
     let r = api.call("PUT", "/v1/cache/ns/%00", b"v").await;
     assert!(error(&r).contains("contains NUL"), "{}", r.text());
+    // A duration given as a number: the hint shows the form.
+    let r = api
+        .json("POST", "/v1/sessions", serde_json::json!({"ttl": 30}))
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json()["hint"]
+            .as_str()
+            .unwrap()
+            .contains(r#""ttl": "1h""#),
+        "{}",
+        r.text()
+    );
+    // No body where one is needed: said so, not "at line 1 column 2".
+    let r = api.call("DELETE", "/v1/locks/l", b"").await;
+    assert_eq!(r.status, 400);
+    assert!(
+        error(&r).contains("needs a JSON body with `token`"),
+        "{}",
+        r.text()
+    );
 }
 
 /// RFC 9110 conditions on sessions, and express-session's flow: the app makes the id, then

@@ -168,7 +168,8 @@ pub(crate) fn json_body<T: DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
     let bytes = body_bytes(body)?;
-    let bytes = if bytes.is_empty() {
+    let empty = bytes.is_empty();
+    let bytes = if empty {
         Bytes::from_static(b"{}")
     } else {
         bytes
@@ -182,10 +183,16 @@ pub(crate) fn json_body<T: DeserializeOwned>(
     }
     let mut de = serde_json::Deserializer::from_slice(&bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        ApiError::bad(
-            format!("invalid JSON body: {}", at_field(&e, "")),
-            "send a JSON object as documented in GET /openapi.json",
-        )
+        let message = at_field(&e, "");
+        if empty && message.starts_with("missing field") {
+            // The empty body stood in for `{}`: say that, not "at line 1 column 2".
+            let field = message.split('`').nth(1).unwrap_or("?");
+            return ApiError::bad(
+                format!("this call needs a JSON body with `{field}`; the request had none"),
+                format!("send e.g. {{\"{field}\": ...}} with Content-Type: application/json (see GET /openapi.json)"),
+            );
+        }
+        ApiError::bad(format!("invalid JSON body: {message}"), body_hint(&message))
     })?;
     // One object, nothing after it (`{..}{..}` or `{..}garbage` is not half accepted).
     de.end().map_err(|e| {
@@ -195,6 +202,30 @@ pub(crate) fn json_body<T: DeserializeOwned>(
         )
     })?;
     Ok(value)
+}
+
+/// The fields that take a duration, with an example of one.
+const DURATIONS: [(&str, &str); 5] = [
+    ("ttl", "1h"),
+    ("lease", "30s"),
+    ("wait", "5s"),
+    ("grace", "1m"),
+    ("every", "5m"),
+];
+
+/// The hint for a body that did not decode: the expected form when the field takes a
+/// duration, else where the forms are documented.
+fn body_hint(message: &str) -> String {
+    let field = message
+        .strip_prefix("field `")
+        .and_then(|m| m.split('`').next())
+        .map(|path| path.rsplit('.').next().unwrap_or(path));
+    match field.and_then(|f| DURATIONS.iter().find(|(name, _)| *name == f)) {
+        Some((name, example)) => format!(
+            "{name} is a duration in a string, e.g. \"{name}\": \"{example}\" (ms, s, m, h or d)"
+        ),
+        None => "send a JSON object as documented in GET /openapi.json".to_owned(),
+    }
 }
 
 /// A JSON decoding error that names the field it is about (`backoff.delay`, `jobs[1].priority`)

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use super::queue_browse as browse;
 use super::{json_body, opt_duration, wait_duration, ApiError, ApiResult, AppState, Table};
-use crate::queue::{AckRequest, JobSpec, Queues};
+use crate::queue::{AckRequest, JobSpec, Queues, State as JobState};
 
 pub(super) fn routes(t: Table) -> Table {
     t.add("/v1/queues/{q}", &["get"], get(counts))
@@ -315,7 +315,13 @@ async fn fail(
             body.retry.unwrap_or(true),
         )
         .await?;
-    Ok(Json(json!({ "state": failed.status(), "due_ms": failed.due_ms })).into_response())
+    // `due_ms` says when a retry is due; a dead-lettered job has none.
+    let body = if failed.state == JobState::Failed {
+        json!({ "state": failed.status() })
+    } else {
+        json!({ "state": failed.status(), "due_ms": failed.due_ms })
+    };
+    Ok(Json(body).into_response())
 }
 
 #[derive(Deserialize)]
