@@ -619,23 +619,39 @@ async fn an_instance_killed_for_ready_timeout_shows_why_in_its_last_exit() {
     let never_listens = format!(
         "\n[[app]]\nname = \"mute\"\ncommand = [\"sleep\", \"60\"]\nport_range = \"{a}-{b}\"\nready_timeout = \"1s\"\nkill_timeout = \"1s\"\n[app.health]\nfastinter = \"100ms\"\n"
     );
-    let herd = Herd::start(&(web_config(1, "") + &never_listens));
+    // An app listening on IPv6 loopback only (Node 17+ with "localhost"): told so.
+    let (c, d) = free_range(4);
+    let v6_only = format!(
+        "\n[[app]]\nname = \"six\"\ncommand = [\"python3\", \"-c\", \"import os, socket, time; s = socket.socket(socket.AF_INET6); s.bind(('::1', int(os.environ['PORT']))); s.listen(); time.sleep(60)\"]\nport_range = \"{c}-{d}\"\nready_timeout = \"1s\"\nkill_timeout = \"1s\"\n[app.health]\nfastinter = \"100ms\"\n"
+    );
+    let herd = Herd::start(&(web_config(1, "") + &never_listens + &v6_only));
     herd.wait_ready("web", 1).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let exit = loop {
-        let inst = herd.instances("mute").await;
-        if let Some(exit) = inst[0]["last_exit"].as_str() {
-            break exit.to_owned();
+    let last_exit = |app: &'static str| {
+        let herd = &herd;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let inst = herd.instances(app).await;
+                if let Some(exit) = inst[0]["last_exit"].as_str() {
+                    break exit.to_owned();
+                }
+                assert!(Instant::now() < deadline, "no last_exit: {inst:#?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
-        assert!(Instant::now() < deadline, "no last_exit: {inst:#?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    let exit = last_exit("mute").await;
     assert!(
         exit.contains("killed by herd: not ready within ready_timeout (last check: connect"),
         "{exit}"
     );
     assert!(
         exit.contains("the app must listen on the port in $PORT"),
+        "{exit}"
+    );
+    let exit = last_exit("six").await;
+    assert!(
+        exit.contains("listens on [::1]:") && exit.contains("(IPv6) only"),
         "{exit}"
     );
     let out = herd.cli(&["status"]);

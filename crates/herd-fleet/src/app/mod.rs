@@ -845,9 +845,7 @@ impl AppActor {
                     // does not read $PORT (a port fixed in its code or config).
                     let port = inst.proc.as_ref().and_then(|p| p.port);
                     let hint = match port {
-                        Some(port) if last_check.contains("refused") => format!(
-                            "; nothing listens on its port {port}: the app must listen on the port in $PORT"
-                        ),
+                        Some(port) if last_check.contains("refused") => not_listening_hint(port),
                         _ => String::new(),
                     };
                     let why =
@@ -940,5 +938,21 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(t) => tokio::time::sleep_until(t.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Why an instance refused herd's checks on `127.0.0.1:port`: it listens on IPv6 loopback only
+/// (Node 17+ resolves `localhost` to `::1`), or on no such port at all.
+fn not_listening_hint(port: u16) -> String {
+    let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+    // Loopback answers at once, accepted or refused: this does not hold the supervisor up.
+    if std::net::TcpStream::connect_timeout(&v6, Duration::from_millis(50)).is_ok() {
+        format!(
+            "; it listens on [::1]:{port} (IPv6) only, and herd connects to 127.0.0.1:{port}: listen on 127.0.0.1 or on every address (in Node, server.listen(process.env.PORT) without a host; \"localhost\" may resolve to ::1)"
+        )
+    } else {
+        format!(
+            "; nothing listens on 127.0.0.1:{port}: the app must listen on the port in $PORT, on 127.0.0.1 or on every address"
+        )
     }
 }
