@@ -466,12 +466,39 @@ impl Fleet {
                     .await
             }
             None => {
+                // Each app on its own, as `pm2 reload all`: one that fails does not keep the
+                // others on their old instances.
+                let (mut reloaded, mut failed) = (Vec::new(), Vec::new());
                 for handle in self.apps.load_full().iter() {
-                    if handle.view.load().supervised {
-                        self.ask(handle, |reply| Cmd::Reload { reply }).await?;
+                    if !handle.view.load().supervised {
+                        continue;
+                    }
+                    match self.ask(handle, |reply| Cmd::Reload { reply }).await {
+                        Ok(()) => reloaded.push(handle.name.clone()),
+                        Err(FleetError::ReloadFailed { reason, .. }) => {
+                            failed.push((handle.name.clone(), reason));
+                        }
+                        Err(e) => failed.push((handle.name.clone(), e.to_string())),
                     }
                 }
-                Ok(())
+                if failed.is_empty() {
+                    return Ok(());
+                }
+                let names: Vec<&str> = failed.iter().map(|(n, _)| n.as_str()).collect();
+                let reasons: Vec<String> =
+                    failed.iter().map(|(n, r)| format!("{n}: {r}")).collect();
+                Err(FleetError::ReloadFailed {
+                    app: names.join(", "),
+                    reason: format!(
+                        "{}; reloaded: {}",
+                        reasons.join("; "),
+                        if reloaded.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            reloaded.join(", ")
+                        }
+                    ),
+                })
             }
         }
     }

@@ -1041,3 +1041,33 @@ async fn a_reload_without_a_spare_port_says_so() {
         String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("no free port in port_range"), "{text}");
 }
+
+/// `herd reload` of every app goes on past an app that fails (as `pm2 reload all`) and says
+/// which were reloaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_of_every_app_goes_on_past_one_that_fails() {
+    let (a, b) = free_range(4);
+    let broken = format!(
+        "\n[[app]]\nname = \"broken\"\ncommand = [\"sh\", \"-c\", \"exit 1\"]\nmax_restarts = 0\nport_range = \"{a}-{b}\"\n"
+    );
+    let herd = Herd::start(
+        &(base_config("") + &demo_app("first", 1, "") + &broken + &demo_app("last", 1, "")),
+    );
+    herd.wait_ready("first", 1).await;
+    herd.wait_ready("last", 1).await;
+    let before = pids(&herd.instances("last").await);
+    let out = herd.cli(&["reload"]);
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("broken") && text.contains("reloaded: first, last"),
+        "{text}"
+    );
+    herd.wait_ready("last", 1).await;
+    let after = pids(&herd.instances("last").await);
+    assert_ne!(
+        before, after,
+        "the app after the failed one was reloaded too"
+    );
+}
