@@ -224,6 +224,21 @@ const FOREIGN_TABLES: &[(&str, &str, &str)] = &[
         "nginx",
         "a [[route]] table (path_prefix, path, path_regex; app)",
     ),
+    (
+        "wait_ready",
+        "PM2",
+        "a health check: an instance is ready once [app.health] passes (path = \"/health\" for an HTTP check, none for a TCP connect)",
+    ),
+    ("out_file", "PM2", "[logs] dir (instance output goes to <dir>/<app>/<instance>.out.log)"),
+    ("error_file", "PM2", "[logs] dir (instance output goes to <dir>/<app>/<instance>.err.log)"),
+    ("log_file", "PM2", "[logs] dir (one .out.log and one .err.log per instance)"),
+    ("merge_logs", "PM2", "not needed: herd logs <app> shows every instance's lines, prefixed"),
+    ("env_production", "PM2", "env (one set per config file: keep a config per environment)"),
+    ("exec_mode", "PM2", "not needed: instances are always separate processes behind herd's balancer"),
+    ("autorestart", "PM2", "always on; max_restarts = 0 leaves a crashed instance stopped"),
+    ("instance_var", "PM2", "fixed: herd sets NODE_APP_INSTANCE (0-based) and HERD_INSTANCE"),
+    ("watch", "PM2", "not built in: run herd reload <app> from your file watcher"),
+    ("cron_restart", "PM2", "not built in: run herd reload <app> from cron"),
 ];
 
 /// Rewrites serde's wording into herd's, and adds a hint.

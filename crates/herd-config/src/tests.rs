@@ -1280,3 +1280,30 @@ fn kill_signal_takes_pm2_s_sigint_and_refuses_the_rest() {
         errs("[[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\nkill_signal = \"SIGINT\"\n");
     assert_eq!(e.len(), 1, "only with command: {e:?}");
 }
+
+#[test]
+fn max_memory_without_a_unit_is_named() {
+    let err = one(&format!("{APP}max_memory = 512\n"), 4, "app[0].max_memory");
+    assert!(err.message.contains("512 bytes"), "{err}");
+    assert!(err.hint.unwrap().contains("\"512MiB\""));
+    let err = one(&format!("{APP}max_memory = 0\n"), 4, "app[0].max_memory");
+    assert!(err.message.contains("greater than 0"), "{err}");
+}
+
+#[test]
+fn pm2_keys_without_a_key_of_their_own_point_to_herds_way() {
+    let all = errs(&format!(
+        "{APP}wait_ready = true\nexec_mode = \"cluster\"\nout_file = \"x.log\"\n"
+    ));
+    let hints: Vec<&str> = all
+        .iter()
+        .map(|e| e.hint.as_deref().unwrap_or(""))
+        .collect();
+    assert_eq!(hints.len(), 3, "{all:#?}");
+    assert!(
+        hints[0].starts_with("PM2's \"wait_ready\" is a health check"),
+        "{hints:?}"
+    );
+    assert!(hints[1].contains("separate processes"), "{hints:?}");
+    assert!(hints[2].contains("[logs] dir"), "{hints:?}");
+}

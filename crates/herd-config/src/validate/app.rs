@@ -318,18 +318,31 @@ impl Validator<'_> {
         }
         let max_memory = match &a.max_memory {
             None => None,
-            Some(v) => match self.size(v, &format!("{p}.max_memory")) {
-                Some(0) => {
-                    self.err(
+            Some(v) => {
+                match self.size(v, &format!("{p}.max_memory")) {
+                    Some(0) => {
+                        self.err(
+                            &v.span(),
+                            &format!("{p}.max_memory"),
+                            "max_memory must be greater than 0",
+                            Some("remove max_memory for no limit".into()),
+                        );
+                        None
+                    }
+                    // No process runs in less: every instance would be replaced as soon as it
+                    // starts, forever. Almost always a unit left out (PM2 writes "512M").
+                    Some(n) if n < 1 << 20 => {
+                        self.err(
                         &v.span(),
                         &format!("{p}.max_memory"),
-                        "max_memory must be greater than 0",
-                        Some("remove max_memory for no limit".into()),
+                        format!("max_memory is {n} bytes, under 1 MiB: no instance can run in that"),
+                        Some(format!("give a unit, e.g. max_memory = \"{n}MiB\" (a bare number is bytes)")),
                     );
-                    None
+                        None
+                    }
+                    other => other,
                 }
-                other => other,
-            },
+            }
         };
         let restart_delay = self.duration(
             a.restart_delay.as_ref(),

@@ -31,6 +31,12 @@ impl Validator<'_> {
                 )
             }),
             Value::Integer(0) => Ok(Duration::ZERO),
+            // PM2 and nginx configs count in milliseconds: a large bare number most likely
+            // meant those, and "1600s" offered first would be 27 minutes.
+            Value::Integer(n) if *n >= 100 => Err((
+                format!("invalid duration {n}: missing unit"),
+                format!("durations are quoted and need a unit, e.g. \"{n}ms\" (PM2 counts in milliseconds) or \"{n}s\""),
+            )),
             Value::Integer(n) => Err((
                 format!("invalid duration {n}: missing unit"),
                 format!("durations are quoted and need a unit, e.g. \"{n}s\" or \"{n}ms\""),

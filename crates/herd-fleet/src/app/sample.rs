@@ -67,7 +67,7 @@ impl AppActor {
                     tracing::warn!(app = %self.app.name, instance = %inst.id, state = %inst.state, rss_bytes = u.rss_bytes, max_memory = limit, "instance over max_memory and not replaceable start-first; killing it");
                     p.kill();
                     inst.killed_for = Some(format!(
-                        "over max_memory ({:.0} MiB > {:.0} MiB)",
+                        "over max_memory ({:.1} MiB > {:.1} MiB)",
                         u.rss_bytes as f64 / MIB,
                         limit as f64 / MIB
                     ));
@@ -99,7 +99,7 @@ impl AppActor {
                 // The slot's new process says why its predecessor went, as after a kill.
                 if let Some(next) = self.slots.get_mut(&index).and_then(|s| s.next.as_mut()) {
                     next.last_exit = Some(format!(
-                        "replaced by herd: over max_memory ({:.0} MiB > {:.0} MiB)",
+                        "replaced by herd: over max_memory ({:.1} MiB > {:.1} MiB)",
                         rss as f64 / MIB,
                         max_memory.unwrap_or(0) as f64 / MIB
                     ));
