@@ -118,10 +118,30 @@ pub fn exec_shim(args: &[OsString]) -> i32 {
         .env_remove(NOFILE_ENV)
         .exec();
     eprintln!(
-        "herd: failed to start {}: {err} (check `command` and `cwd` in the app's config)",
-        program.to_string_lossy()
+        "herd: failed to start {}: {err} ({})",
+        program.to_string_lossy(),
+        exec_hint(std::path::Path::new(program), &err)
     );
     127
+}
+
+/// What to check after a failed exec. "No such file" for a file that is there means its `#!`
+/// interpreter is missing.
+fn exec_hint(program: &std::path::Path, err: &std::io::Error) -> String {
+    if err.kind() == std::io::ErrorKind::NotFound && program.is_file() {
+        let mut head = Vec::new();
+        let _ = std::fs::File::open(program)
+            .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 256), &mut head));
+        let interpreter = head.strip_prefix(b"#!").and_then(|rest| {
+            let line = rest.split(|&b| b == b'\n').next()?;
+            Some(String::from_utf8_lossy(line).trim().to_owned())
+        });
+        return match interpreter {
+            Some(i) => format!("the file is there, but its #! interpreter \"{i}\" is not: install it or fix the #! line"),
+            None => "the file is there, but the loader or interpreter it needs is not".to_owned(),
+        };
+    }
+    "check `command` and `cwd` in the app's config".to_owned()
 }
 
 /// Process groups of instances whose leader has not been reaped yet (a forced exit of herd kills
@@ -170,5 +190,20 @@ pub(crate) fn signal_group(pgid: u32, sig: nix::sys::signal::Signal) {
     match nix::sys::signal::killpg(nix::unistd::Pid::from_raw(raw), sig) {
         Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
         Err(e) => tracing::warn!(pgid, signal = ?sig, error = %e, "failed to signal process group"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_missing_interpreter_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("run.sh");
+        std::fs::write(&script, "#!/no/such/interp -x\necho hi\n").unwrap();
+        let err = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let hint = super::exec_hint(&script, &err);
+        assert!(hint.contains("\"/no/such/interp -x\" is not"), "{hint}");
+        let hint = super::exec_hint(&dir.path().join("absent"), &err);
+        assert!(hint.contains("check `command` and `cwd`"), "{hint}");
     }
 }
