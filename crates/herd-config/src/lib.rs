@@ -49,10 +49,23 @@ use error::Source;
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|err| {
-        let hint = (err.kind() == std::io::ErrorKind::NotFound).then(|| {
-            "create it (see examples/herd.toml), or run `herd up -- CMD...` without a config file"
-                .to_owned()
-        });
+        let hint = match err.kind() {
+            std::io::ErrorKind::NotFound => Some(
+                "create it (see examples/herd.toml), or run `herd up -- CMD...` without a config file"
+                    .to_owned(),
+            ),
+            _ if path.is_dir() => Some(format!(
+                "{file} is a directory: name the file, e.g. -c {}",
+                path.join("herd.toml").display()
+            )),
+            std::io::ErrorKind::PermissionDenied => {
+                Some("let the user running herd read it (chmod, or run as its owner)".to_owned())
+            }
+            std::io::ErrorKind::InvalidData => {
+                Some("a config file is UTF-8 TOML text".to_owned())
+            }
+            _ => None,
+        };
         ConfigError {
             file: file.clone(),
             line: 0,

@@ -72,9 +72,9 @@ pub(crate) enum Cmd {
 
 #[derive(Debug, Args)]
 pub(crate) struct UpArgs {
-    /// Config file (ignored in quick mode, i.e. when a command follows `--`).
-    #[arg(short, long, default_value = "herd.toml")]
-    pub(crate) config: PathBuf,
+    /// Config file (default herd.toml); not with a command after `--` (quick mode).
+    #[arg(short, long)]
+    pub(crate) config: Option<PathBuf>,
     /// Quick mode: number of instances, or `max` (one per CPU core), or -1 (cores - 1).
     #[arg(short = 'i', long, allow_hyphen_values = true)]
     pub(crate) instances: Option<String>,
@@ -204,6 +204,15 @@ pub(crate) fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     })
 }
 
+impl UpArgs {
+    /// The config file `herd up` reads (without a command after `--`).
+    pub(crate) fn config_path(&self) -> PathBuf {
+        self.config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("herd.toml"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,5 +248,14 @@ mod tests {
         for bad in ["", "+", "++2", "-x", "2.5", "4294967296"] {
             assert!(parse_count(bad).is_err(), "{bad}");
         }
+    }
+}
+
+impl UpArgs {
+    /// The config file `herd up` reads (without a command after `--`).
+    pub(crate) fn config_path(&self) -> PathBuf {
+        self.config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("herd.toml"))
     }
 }

@@ -219,8 +219,12 @@ async fn execute(args: &ClientArgs, action: Action) -> anyhow::Result<()> {
             let mut out = std::io::stdout().lock();
             while let Some(frame) = body.frame().await {
                 if let Ok(data) = frame?.into_data() {
-                    out.write_all(&data)?;
-                    out.flush()?;
+                    match out.write_all(&data).and_then(|()| out.flush()) {
+                        Ok(()) => {}
+                        // The reader went away (`herd logs -f | head`): done, as `tail -f`.
+                        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                        Err(e) => return Err(e.into()),
+                    }
                 }
             }
         }
@@ -283,5 +287,10 @@ async fn request(
     if !status.is_success() {
         return Err(api_error(status, &bytes));
     }
-    serde_json::from_slice(&bytes).context("the admin API answered with invalid JSON")
+    serde_json::from_slice(&bytes).map_err(|_| {
+        anyhow!(
+            "{} answered {path} with something that is not JSON: is it herd's admin API? (check --admin or HERD_ADMIN_URL: the admin listener, [admin] listen, not the gateway)",
+            args.admin
+        )
+    })
 }

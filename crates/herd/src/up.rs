@@ -51,13 +51,20 @@ fn store_problem(cfg: &herd_config::Config) -> Option<String> {
                 )
             });
     }
+    creatable("store.path", path, hint)
+}
+
+/// Why `path`, which does not exist yet, could not be created: the nearest existing place
+/// above it is not a directory, or not one herd may write.
+fn creatable(key: &str, path: &Path, hint: &str) -> Option<String> {
+    use nix::unistd::{access, AccessFlags};
     let mut dir = path.parent()?;
     while !dir.exists() {
         dir = dir.parent()?;
     }
     if !dir.is_dir() {
         return Some(format!(
-            "store.path: {} is not a directory, so {} cannot be created
+            "{key}: {} is not a directory, so {} cannot be created
   hint: {hint}",
             dir.display(),
             path.display()
@@ -67,12 +74,36 @@ fn store_problem(cfg: &herd_config::Config) -> Option<String> {
         .err()
         .map(|e| {
             format!(
-                "store.path: {} cannot be created: {}: {e}
+                "{key}: {} cannot be created: {}: {e}
   hint: {hint}",
                 path.display(),
                 dir.display()
             )
         })
+}
+
+/// Instance output goes under `[logs] dir`: it must be (or become) a directory herd may write.
+fn logs_problem(cfg: &herd_config::Config) -> Option<String> {
+    use nix::unistd::{access, AccessFlags};
+    let dir = &cfg.logs.dir;
+    let hint = "set [logs] dir to a directory herd may write (relative paths start at the config file's directory)";
+    if dir.exists() && !dir.is_dir() {
+        return Some(format!(
+            "logs.dir: {} is a file, not a directory\n  hint: {hint}",
+            dir.display()
+        ));
+    }
+    if dir.is_dir() {
+        return access(dir.as_path(), AccessFlags::W_OK | AccessFlags::X_OK)
+            .err()
+            .map(|e| {
+                format!(
+                    "logs.dir: cannot write in {}: {e}\n  hint: {hint}",
+                    dir.display()
+                )
+            });
+    }
+    creatable("logs.dir", dir, hint)
 }
 
 pub(crate) fn check(path: &Path, config_only: bool) -> ExitCode {
@@ -94,20 +125,17 @@ pub(crate) fn check(path: &Path, config_only: bool) -> ExitCode {
                 }
             }
             // And that every app's command can be started, and the embedded store written.
-            let problems = herd_fleet::preflight(&cfg);
-            let store = store_problem(&cfg);
-            if !problems.is_empty() || store.is_some() {
+            let mut problems: Vec<String> = herd_fleet::preflight(&cfg)
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            problems.extend(store_problem(&cfg));
+            problems.extend(logs_problem(&cfg));
+            if !problems.is_empty() {
                 for p in &problems {
                     eprintln!("{}: {p}", path.display());
                 }
-                if let Some(s) = &store {
-                    eprintln!("{}: {s}", path.display());
-                }
-                eprintln!(
-                    "{} error(s) in {}",
-                    problems.len() + usize::from(store.is_some()),
-                    path.display()
-                );
+                eprintln!("{} error(s) in {}", problems.len(), path.display());
                 return ExitCode::from(EX_CONFIG);
             }
             println!(
@@ -168,7 +196,16 @@ fn default_name(argv: &[String]) -> String {
 
 fn load_config(args: &UpArgs) -> Result<Config, ExitCode> {
     let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
+    if let (Some(file), false) = (&args.config, args.command.is_empty()) {
+        eprintln!(
+            "herd up: -c {} and a command after `--` exclude each other: the command starts quick mode, which reads no config file\n  hint: drop `-- {}` to run the config file's apps, or drop -c to run the command alone",
+            file.display(),
+            args.command.join(" ")
+        );
+        return Err(ExitCode::from(EX_CONFIG));
+    }
     if args.command.is_empty() {
+        let config = args.config_path();
         let quick_only: Vec<&str> = [
             ("-i/--instances", args.instances.is_some()),
             ("--name", args.name.is_some()),
@@ -185,17 +222,17 @@ fn load_config(args: &UpArgs) -> Result<Config, ExitCode> {
                 "herd up: {} {} for quick mode only, and would be ignored with {}\n  hint: set them in the config file ([gateway] listen, [admin] listen, [services] listen, the app's instances and port_range), or give the app's command after `--`, e.g. `herd up -i 3 -- node server.js`",
                 quick_only.join(", "),
                 if quick_only.len() == 1 { "is" } else { "are" },
-                args.config.display()
+                config.display()
             );
             return Err(ExitCode::from(EX_CONFIG));
         }
-        return herd_config::load(&args.config).map_err(|errors| {
+        return herd_config::load(&config).map_err(|errors| {
             eprintln!("{errors}");
             eprintln!(
                 "herd: not starting: {} error(s) in {} (run `herd check -c {}` after fixing)",
                 errors.0.len(),
-                args.config.display(),
-                args.config.display()
+                config.display(),
+                config.display()
             );
             ExitCode::from(EX_CONFIG)
         });
@@ -284,6 +321,10 @@ pub(crate) fn up(args: UpArgs) -> ExitCode {
         );
         return ExitCode::from(EX_CONFIG);
     }
+    if let Some(p) = logs_problem(&config) {
+        eprintln!("{p}\nherd: not starting: instance output has nowhere to go");
+        return ExitCode::from(EX_CONFIG);
+    }
     // The certificates too, as `herd check` does: a file problem is a config error (64, which
     // the systemd unit does not restart on), not a failure to retry.
     if let Some(tls) = &config.gateway.tls {
@@ -313,7 +354,7 @@ pub(crate) fn up(args: UpArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let path = args.command.is_empty().then(|| args.config.clone());
+    let path = args.command.is_empty().then(|| args.config_path());
     match runtime.block_on(run(config, path)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

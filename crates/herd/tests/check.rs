@@ -191,6 +191,41 @@ fn quick_mode_flags_with_a_config_file_are_refused_not_ignored() {
 }
 
 #[test]
+fn a_config_file_with_a_quick_mode_command_is_refused_not_ignored() {
+    let out = std::process::Command::new(herd_bin())
+        .args(["up", "-c", "examples/demo.toml", "--", "node", "server.js"])
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{said}");
+    assert!(said.contains("exclude each other"), "{said}");
+}
+
+#[test]
+fn a_logs_dir_that_is_a_file_fails_check() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
+    let path = dir.path().join("herd.toml");
+    std::fs::write(
+        &path,
+        "[logs]\ndir = \"notes.txt\"\n[[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(herd_bin())
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{said}");
+    assert!(
+        said.contains("logs.dir:") && said.contains("is a file"),
+        "{said}"
+    );
+}
+
+#[test]
 fn unloadable_certificates_stop_up_with_64() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("herd.toml");
