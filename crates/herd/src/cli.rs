@@ -250,12 +250,3 @@ mod tests {
         }
     }
 }
-
-impl UpArgs {
-    /// The config file `herd up` reads (without a command after `--`).
-    pub(crate) fn config_path(&self) -> PathBuf {
-        self.config
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("herd.toml"))
-    }
-}
