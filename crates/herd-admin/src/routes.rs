@@ -76,7 +76,13 @@ pub(crate) fn fleet_error(e: &FleetError) -> Response {
             StatusCode::SERVICE_UNAVAILABLE
         }
     };
-    error(status, &e.to_string(), None)
+    let hint = match e {
+        FleetError::NotAutoscaled { app } => Some(format!(
+            "without [app.scaling] there is no autoscaler to hand the count back to: set it with herd scale {app} N, or add [app.scaling] to the app's config"
+        )),
+        _ => None,
+    };
+    error(status, &e.to_string(), hint.as_deref())
 }
 
 async fn health(State(s): State<AdminState>) -> Response {
@@ -133,6 +139,8 @@ struct ScaleBody {
 enum Instances {
     Count(u32),
     Word(String),
+    /// Anything else (`-3`, `2.5`, `true`): named in the error, not serde's untagged wording.
+    Other(serde_json::Value),
 }
 
 fn pick_app(s: &AdminState, app: Option<String>) -> Result<String, ApiError> {
@@ -193,6 +201,13 @@ async fn scale(State(s): State<AdminState>, body: Bytes) -> Response {
             return error(
                 StatusCode::BAD_REQUEST,
                 &format!("\"instances\" is {w:?}: expected a count or \"max\""),
+                Some(r#"{"app":"web","instances":3} or {"app":"web","instances":"max"}"#),
+            );
+        }
+        Some(Instances::Other(v)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("\"instances\" is {v}: expected a whole number from 0 to 4294967295, or \"max\""),
                 Some(r#"{"app":"web","instances":3} or {"app":"web","instances":"max"}"#),
             );
         }
