@@ -33,7 +33,7 @@ use tracing::Instrument;
 
 pub use app::ScalingEvent;
 pub use health::{probe, probe_detailed, HealthState};
-pub use logs::{tail_lines, LogLine, Stream};
+pub use logs::{reopen_logs, tail_lines, LogLine, Stream};
 pub use preflight::{preflight, LaunchProblem};
 pub use restart::{RestartPolicy, RestartTracker, Verdict};
 pub use spawn::{exec_shim, kill_all_groups, set_apps_nofile, SHIM_ARG};

@@ -148,9 +148,21 @@ pub(crate) struct LogFile {
     state: Arc<tokio::sync::Mutex<FileState>>,
 }
 
+/// Bumped by [`reopen_logs`]: a log file opened before the bump is closed and opened again by
+/// its path at its next write.
+static REOPEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Makes every instance log file be opened again by its path at its next write (SIGUSR1, as
+/// nginx's `-s reopen` and PM2's `reloadLogs`): after logrotate or an operator moved a file
+/// away, output goes to a new file under the configured name instead of the moved one.
+pub fn reopen_logs() {
+    REOPEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 enum FileState {
     Closed,
-    Open(RotatingFile),
+    /// The file, and the [`REOPEN`] generation it was opened in.
+    Open(RotatingFile, u64),
     /// Opening or writing failed (a full disk, a removed directory): the output is only
     /// broadcast until this time, then the file is opened again.
     Failed(std::time::Instant),
@@ -179,19 +191,26 @@ impl LogFile {
     /// full has room again); the output is broadcast meanwhile.
     async fn write_line(&self, line: &[u8]) {
         let mut state = self.state.lock().await;
+        let generation = REOPEN.load(std::sync::atomic::Ordering::Relaxed);
         if matches!(*state, FileState::Failed(until) if std::time::Instant::now() >= until) {
             *state = FileState::Closed;
         }
+        if let FileState::Open(f, opened) = &mut *state {
+            if *opened != generation {
+                let _ = f.file.flush().await;
+                *state = FileState::Closed;
+            }
+        }
         if matches!(*state, FileState::Closed) {
             *state = match RotatingFile::open(self.path.clone(), self.settings.clone()).await {
-                Ok(f) => FileState::Open(f),
+                Ok(f) => FileState::Open(f, generation),
                 Err(e) => {
                     tracing::warn!(path = %self.path.display(), error = %e, retry_in = ?RETRY_FAILED, "failed to open instance log file; output is only broadcast meanwhile");
                     FileState::Failed(std::time::Instant::now() + RETRY_FAILED)
                 }
             };
         }
-        if let FileState::Open(f) = &mut *state {
+        if let FileState::Open(f, _) = &mut *state {
             if let Err(e) = f.write(line).await {
                 tracing::warn!(path = %self.path.display(), error = %e, retry_in = ?RETRY_FAILED, "failed to write instance log; output is only broadcast meanwhile");
                 *state = FileState::Failed(std::time::Instant::now() + RETRY_FAILED);
@@ -200,7 +219,7 @@ impl LogFile {
     }
 
     async fn flush(&self) {
-        if let FileState::Open(f) = &mut *self.state.lock().await {
+        if let FileState::Open(f, _) = &mut *self.state.lock().await {
             let _ = f.file.flush().await;
         }
     }
@@ -258,9 +277,30 @@ pub(crate) async fn pump(
     file.flush().await;
 }
 
+/// The last `n` lines of a log, continued into its rotated files (`.1`, `.2`, ...) when the
+/// current one holds fewer, as `pm2 logs --lines` shows them right after a rotation.
+pub async fn tail_lines(path: &Path, n: usize) -> Vec<String> {
+    let mut lines = tail_of_file(path, n).await;
+    for generation in 1..=9 {
+        if lines.len() >= n {
+            break;
+        }
+        let mut rotated = path.as_os_str().to_owned();
+        rotated.push(format!(".{generation}"));
+        let rotated = std::path::PathBuf::from(rotated);
+        if !rotated.exists() {
+            break;
+        }
+        let mut older = tail_of_file(&rotated, n - lines.len()).await;
+        older.append(&mut lines);
+        lines = older;
+    }
+    lines
+}
+
 /// The last `n` lines of a file, read backwards from its end in blocks (a 1 GiB log costs only
 /// the blocks that hold those lines; at most `MAX_TAIL_BYTES` are read).
-pub async fn tail_lines(path: &Path, n: usize) -> Vec<String> {
+async fn tail_of_file(path: &Path, n: usize) -> Vec<String> {
     use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
     const BLOCK: u64 = 64 * 1024;
     const MAX_TAIL_BYTES: u64 = 16 * 1024 * 1024;
@@ -329,6 +369,39 @@ mod tests {
         assert_eq!(tail_lines(&path, 10).await, vec!["a", "b", "c"]);
         assert!(tail_lines(&path, 0).await.is_empty());
         assert!(tail_lines(&dir.path().join("none"), 5).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn tail_goes_on_into_the_rotated_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w-1.out.log");
+        std::fs::write(dir.path().join("w-1.out.log.2"), "l1\nl2\n").unwrap();
+        std::fs::write(dir.path().join("w-1.out.log.1"), "l3\nl4\n").unwrap();
+        std::fs::write(&path, "l5\n").unwrap();
+        assert_eq!(tail_lines(&path, 2).await, ["l4", "l5"]);
+        assert_eq!(tail_lines(&path, 4).await, ["l2", "l3", "l4", "l5"]);
+        assert_eq!(tail_lines(&path, 9).await.len(), 5);
+    }
+
+    #[tokio::test]
+    async fn reopen_writes_to_a_new_file_under_the_name_after_a_move() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = LogSettings {
+            dir: dir.path().to_path_buf(),
+            max_size: 1 << 20,
+            max_files: 2,
+        };
+        let file = LogFile::new(&settings, "web-1", Stream::Out);
+        let base = log_path(dir.path(), "web-1", Stream::Out);
+        file.write_line(b"before\n").await;
+        file.flush().await;
+        let moved = dir.path().join("moved.log");
+        std::fs::rename(&base, &moved).unwrap();
+        reopen_logs();
+        file.write_line(b"after\n").await;
+        file.flush().await;
+        assert_eq!(std::fs::read_to_string(&base).unwrap(), "after\n");
+        assert_eq!(std::fs::read_to_string(&moved).unwrap(), "before\n");
     }
 
     #[tokio::test]

@@ -370,21 +370,25 @@ pub(crate) fn up(args: UpArgs) -> ExitCode {
     }
 }
 
-/// SIGUSR1 reopens the access log by its path (nginx's `-s reopen`, for logrotate's
-/// `postrotate`). Installed before start-up, so an early one does not kill herd.
+/// SIGUSR1 reopens the access log and every instance's log files by their paths (nginx's
+/// `-s reopen`, PM2's `reloadLogs`, for logrotate's `postrotate`). Installed before start-up,
+/// so an early one does not kill herd.
 async fn reopen_on_sigusr1(
     usr1: Option<tokio::signal::unix::Signal>,
     gateway: Arc<Gateway>,
     stop: CancellationToken,
 ) {
     let Some(mut usr1) = usr1 else {
-        tracing::warn!("failed to install the SIGUSR1 handler; the access log cannot be reopened");
+        tracing::warn!("failed to install the SIGUSR1 handler; log files cannot be reopened");
         return;
     };
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            _ = usr1.recv() => gateway.reopen_logs(),
+            _ = usr1.recv() => {
+                gateway.reopen_logs();
+                herd_fleet::reopen_logs();
+            }
         }
     }
 }
