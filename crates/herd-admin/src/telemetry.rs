@@ -125,7 +125,7 @@ fn app_sample(app: &AppStatus, delta: &RouteCounters, seconds: f64) -> AppSample
     AppSample {
         app: app.name.clone(),
         rps: f.rps,
-        error_rate: f.error_rate,
+        error_rate: (f.requests > 0).then_some(f.error_rate),
         p50_ms: f.p50_ms,
         p95_ms: f.p95_ms,
         p99_ms: f.p99_ms,

@@ -9,8 +9,9 @@ pub struct AppSample {
     pub app: String,
     /// Requests answered per second (any status).
     pub rps: f64,
-    /// 5xx answers / all answers, 0..=1 (0 without traffic).
-    pub error_rate: f64,
+    /// 5xx answers / all answers, 0..=1; `None` without answers (no value, as Prometheus's
+    /// `rate(5xx) / rate(all)` is then: an alert neither fires nor resolves on it).
+    pub error_rate: Option<f64>,
     /// Response time quantiles in milliseconds (time to response head), `None` without traffic.
     pub p50_ms: Option<f64>,
     pub p95_ms: Option<f64>,
@@ -38,7 +39,7 @@ impl AppSample {
     pub fn metric(&self, name: &str) -> Option<f64> {
         Some(match name {
             "rps" => self.rps,
-            "error_rate" => self.error_rate,
+            "error_rate" => self.error_rate?,
             "latency_p50" => self.p50_ms? / 1000.0,
             "latency_p95" => self.p95_ms? / 1000.0,
             "latency_p99" => self.p99_ms? / 1000.0,

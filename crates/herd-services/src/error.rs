@@ -117,7 +117,7 @@ impl ServiceError {
             ServiceError::VersionMismatch { .. } => {
                 "re-read the current value and its version (ETag), then retry with If-Match set to it".into()
             }
-            ServiceError::Exists { .. } => "the id is taken: PUT without If-None-Match to replace it, or create another".into(),
+            ServiceError::Exists { .. } => "a store saving a session it loaded earlier should drop this save (the session was ended meanwhile); to replace a live session, PUT without If-None-Match".into(),
             ServiceError::TooLarge { .. } => "remove fields the session no longer needs (PATCH them to null), or raise [services] max_body_size".into(),
             ServiceError::Contended { .. } => "retry; many writers are changing the same record".into(),
             ServiceError::WrongLease { state, .. } => match *state {

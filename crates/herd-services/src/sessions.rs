@@ -72,6 +72,15 @@ struct Record {
     ttl_ms: u64,
 }
 
+/// What the key of a deleted or regenerated session holds for [`TOMBSTONE_TTL`]: reads see no
+/// session, and a create under that id (`create_with_id`, express-session's save of a session
+/// it had loaded) finds the key taken. A request that loaded the session before a logout and
+/// saves after it cannot bring the session back.
+const TOMBSTONE: &[u8] = b"{\"ended\":true}";
+
+/// How long an ended session's id stays reserved: far longer than any request in flight.
+const TOMBSTONE_TTL: Duration = Duration::from_secs(3600);
+
 /// How many times a merge retries its compare-and-swap before giving up (each retry waits a
 /// little, randomised, so contenders spread out).
 const MAX_CAS_TRIES: u32 = 64;
@@ -192,7 +201,11 @@ impl Sessions {
                 version,
             }),
             Written::Conflict(_) => Err(ServiceError::Exists {
-                what: format!("session {}…", id.get(..6).unwrap_or(id)),
+                // Live, or ended within the hour (a tombstone): either way not this caller's.
+                what: format!(
+                    "session {}… (live, or ended by a logout or regenerate within the hour: ids are not reused)",
+                    id.get(..6).unwrap_or(id)
+                ),
             }),
         }
     }
@@ -204,6 +217,9 @@ impl Sessions {
         let Some(found) = self.store.get(&key(id)).await? else {
             return Ok(None);
         };
+        if found.value.as_ref() == TOMBSTONE {
+            return Ok(None);
+        }
         let record: Record =
             serde_json::from_slice(&found.value).map_err(|e| ServiceError::Corrupt {
                 // A session id is a credential: errors (and so logs) show its first characters.
@@ -385,18 +401,39 @@ impl Sessions {
         if !ids::looks_like_id(id) {
             return Err(not_found(id));
         }
-        let expect = if_match.map_or(Expect::Any, Expect::Version);
-        if self.store.delete(&key(id), expect).await? {
-            return Ok(());
+        for attempt in 0..MAX_CAS_TRIES {
+            let (_, version) = self.read(id).await?.ok_or_else(|| not_found(id))?;
+            if let Some(expected) = if_match.filter(|v| *v != version) {
+                return Err(ServiceError::VersionMismatch {
+                    what: format!("session {id}"),
+                    expected,
+                    current: Some(version),
+                });
+            }
+            if self.end(id, version).await? {
+                return Ok(());
+            }
+            backoff(attempt).await;
         }
-        match (if_match, self.store.get(&key(id)).await?) {
-            (Some(expected), Some(current)) => Err(ServiceError::VersionMismatch {
-                what: format!("session {id}"),
-                expected,
-                current: Some(current.version),
-            }),
-            _ => Err(not_found(id)),
-        }
+        Err(ServiceError::Contended {
+            what: format!("session {id}"),
+            tries: MAX_CAS_TRIES,
+        })
+    }
+
+    /// Ends the session at `version`: its key holds the tombstone from now on. `false` when it
+    /// changed (or ended) since.
+    async fn end(&self, id: &str, version: u64) -> ServiceResult<bool> {
+        let written = self
+            .store
+            .put(
+                &key(id),
+                Bytes::from_static(TOMBSTONE),
+                Expect::Version(version),
+                Some(TOMBSTONE_TTL),
+            )
+            .await?;
+        Ok(matches!(written, Written::Ok(_)))
     }
 
     /// Resets a session's TTL without reading it (express-session's store `touch`); with
@@ -457,11 +494,7 @@ impl Sessions {
             let created = self
                 .create(record.data, Some(Duration::from_millis(record.ttl_ms)))
                 .await?;
-            if self
-                .store
-                .delete(&key(id), Expect::Version(version))
-                .await?
-            {
+            if self.end(id, version).await? {
                 return Ok(created);
             }
             // The old session changed (or vanished) under us: drop the copy and start over.

@@ -1544,6 +1544,43 @@ async fn session_conditions_and_caller_made_ids() {
         .call("DELETE", &format!("/v1/sessions/{missing}"), b"")
         .await;
     assert_eq!(r.status, 404, "without a condition, missing is 404");
+    // A save racing a logout: the ended id is not created again (express-session's store
+    // falls back to a create when its replace finds no session).
+    let ended = "Zx9GZ8jG4ZP1Zr0x0eTHWUvQv0q3n7-_";
+    let put = |cond: Option<(&'static str, &'static str)>| {
+        let auth = auth.clone();
+        let api = &api;
+        async move {
+            let mut headers = vec![("authorization", auth.as_str())];
+            headers.extend(cond);
+            api.raw(
+                "PUT",
+                &format!("/v1/sessions/{ended}"),
+                &headers,
+                br#"{"data":{"user":"ada"}}"#,
+            )
+            .await
+        }
+    };
+    assert_eq!(put(Some(("if-none-match", "*"))).await.status, 201);
+    let r = api
+        .call("DELETE", &format!("/v1/sessions/{ended}"), b"")
+        .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(put(None).await.status, 404, "a replace finds no session");
+    let r = put(Some(("if-none-match", "*"))).await;
+    assert_eq!(
+        r.status,
+        412,
+        "the logged-out id is not brought back: {}",
+        r.text()
+    );
+    let r = api.call("GET", &format!("/v1/sessions/{ended}"), b"").await;
+    assert_eq!(r.status, 404);
+    let r = api
+        .call("DELETE", &format!("/v1/sessions/{ended}"), b"")
+        .await;
+    assert_eq!(r.status, 404, "ended once");
     // A session cannot be PATCHed past the size a request may carry.
     let half = "x".repeat(600 * 1024);
     let r = api
@@ -1563,4 +1600,18 @@ async fn session_conditions_and_caller_made_ids() {
         .await;
     assert_eq!(r.status, 413, "{}", r.text());
     assert!(r.json()["hint"].as_str().unwrap().contains("max_body_size"));
+    // The same after a regenerate (login): the pre-login id stays ended.
+    let r = api
+        .call("POST", &format!("/v1/sessions/{id}/regenerate"), b"")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = api
+        .raw(
+            "PUT",
+            &format!("/v1/sessions/{id}"),
+            &[("authorization", &auth), ("if-none-match", "*")],
+            br#"{"data":{}}"#,
+        )
+        .await;
+    assert_eq!(r.status, 412, "{}", r.text());
 }

@@ -419,6 +419,7 @@ fn metric_names_are_the_telemetry_names() {
     assert_eq!(names, AppSample::METRICS);
     let sample = AppSample {
         memory_percent: Some(1.0),
+        error_rate: Some(0.0),
         p50_ms: Some(1.0),
         p95_ms: Some(1.0),
         p99_ms: Some(1.0),
@@ -434,4 +435,39 @@ fn the_engine_can_move_to_a_task() {
     fn send_sync<T: Send + Sync + 'static>() {}
     send_sync::<AlertEngine>();
     send_sync::<crate::Notifier>();
+}
+
+/// Sparse failing traffic: seconds with answers (all 5xx) between seconds with none. A second
+/// without answers has no error rate, so it neither resolves a firing alert nor resets a
+/// pending one (it used to count as 0 %).
+#[test]
+fn an_error_rate_alert_holds_across_seconds_without_answers() {
+    let errors = |secs: i64, rate: Option<f64>| Sample {
+        at_unix_ms: T0 + secs * 1000,
+        apps: vec![AppSample {
+            app: "web".into(),
+            error_rate: rate,
+            ..AppSample::default()
+        }],
+    };
+    let rules = [
+        rule("now", AlertMetric::ErrorRate, Some(0.05), None, 0),
+        rule("later", AlertMetric::ErrorRate, Some(0.05), None, 5),
+    ];
+    let mut e = AlertEngine::new(&rules, &apps(&["web"]));
+    let mut fired = Vec::new();
+    for s in 0..12 {
+        let rate = (s % 2 == 0).then_some(1.0);
+        for n in e.evaluate(&errors(s, rate)) {
+            fired.push((s, n.alert.clone(), n.state));
+        }
+    }
+    assert_eq!(
+        fired,
+        [
+            (0, "now".to_owned(), NotificationState::Firing),
+            (6, "later".to_owned(), NotificationState::Firing),
+        ],
+        "no flapping, and the pending one fires after its for"
+    );
 }
