@@ -275,6 +275,9 @@ impl Engine {
                 };
             }
         }
+        if let Some(d) = desired.filter(|d| target_opinion.is_none_or(|t| *d > t)) {
+            st.windows.note(now_ms, d);
+        }
         let mut v = desired.unwrap_or(current);
         let asked = v;
         if v < current {

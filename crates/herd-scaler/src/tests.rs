@@ -549,6 +549,64 @@ fn a_rule_moves_by_its_own_step_whatever_max_step_says() {
 }
 
 #[test]
+fn a_rule_scale_out_waits_the_scale_down_window_before_the_targets_undo_it() {
+    // Concurrency asks for 1 throughout; a rate rule scales out 1 → 3. The targets may not
+    // take that back before a whole scale-down window has passed since.
+    let c = Scaling {
+        targets: vec![MetricTarget {
+            metric: Metric::Concurrency,
+            value: 2.0,
+        }],
+        rules: vec![Rule {
+            metric: Metric::Rps,
+            above: Some(20.0),
+            below: Some(5.0),
+            sustain: Duration::from_secs(3),
+            step: 2,
+            cooldown: Duration::from_secs(30),
+        }],
+        scale_down: Behavior {
+            window: Duration::from_secs(20),
+            max_step: vec![Step::Instances(1)],
+        },
+        warmup: Warmup::Fixed(Duration::ZERO),
+        ..cfg()
+    };
+    let busy = |n: usize| Observation {
+        instances: (0..n)
+            .map(|i| InstanceSample {
+                rps: 40.0 / n as f64,
+                in_flight: 0.5 / n as f64,
+                ..ready(i, 0.0)
+            })
+            .collect(),
+        current: u32::try_from(n).unwrap(),
+        ..Observation::default()
+    };
+    let mut e = Engine::new(&c);
+    let ds = run(&mut e, 0, 6, &busy(1));
+    let fired = ds
+        .iter()
+        .position(|d| d.desired == 3)
+        .expect("the rule scales out") as u64;
+    let ds = run(&mut e, fired + 1, 18, &busy(3));
+    assert!(
+        ds.iter().all(|d| d.desired == 3),
+        "{:?}",
+        ds.iter()
+            .map(|d| (d.desired, d.explanation.clone()))
+            .collect::<Vec<_>>()
+    );
+    // After the window, the targets scale in, as far as the rule's `above` lets them.
+    let ds = run(&mut e, fired + 19, 10, &busy(3));
+    assert!(
+        ds.iter().any(|d| d.desired == 2),
+        "{:?}",
+        ds.iter().map(|d| d.desired).collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn a_rule_clamped_by_min_does_not_delay_the_next_scale_out() {
     // Overnight the `below` side asks for 0 again and again; `min = 1` keeps 1. A spike must
     // then scale out after its `for`, not after a cooldown those firings started.

@@ -14,6 +14,13 @@ pub(crate) struct Windows {
 }
 
 impl Windows {
+    /// Records a count decided past the metrics' recommendation (a rule fired): a scale-down
+    /// then waits a whole window from it too, as HPA's stabilization looks at what every
+    /// metric asked for, so a rule's scale-out is not undone by the targets the next second.
+    pub(crate) fn note(&mut self, now_ms: u64, count: u32) {
+        self.history.push_back((now_ms, count));
+    }
+
     /// Records `rec` at `now_ms` and returns the stabilized count for `current`.
     pub(crate) fn stabilize(
         &mut self,
