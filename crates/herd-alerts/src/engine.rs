@@ -140,6 +140,23 @@ impl AlertEngine {
         out
     }
 
+    /// herd is shutting down at `at_unix_ms`: every firing alert resolves (its notification
+    /// says why), so no incident stays open at a receiver that no herd will ever close.
+    pub fn stop(&mut self, at_unix_ms: i64) -> Vec<Notification> {
+        let mut out = Vec::new();
+        for track in &mut self.tracks {
+            if let Some(change) = track.end(Resolution::Stopped) {
+                out.push(notification(
+                    &self.rules[track.rule],
+                    track,
+                    change,
+                    at_unix_ms,
+                ));
+            }
+        }
+        out
+    }
+
     fn add_app(&mut self, app: &str) {
         if self.apps.iter().any(|a| a == app) {
             return;
@@ -177,7 +194,7 @@ impl AlertEngine {
 fn notification(rule: &AlertRule, track: &Track, change: Change, t: i64) -> Notification {
     let value = match change {
         Change::Resolved {
-            why: Resolution::Removed,
+            why: Resolution::Removed | Resolution::Stopped,
             ..
         } => None,
         _ => track.value(),

@@ -16,6 +16,8 @@ pub(crate) enum Resolution {
     NoData,
     /// A reload removed the rule, changed what it watches, or removed the app.
     Removed,
+    /// herd is shutting down and stops watching.
+    Stopped,
 }
 
 /// `above` or `below`.
@@ -93,6 +95,9 @@ pub(crate) fn resolved(
         (Resolution::Removed, _) => {
             format!("the alert on {app} was removed or changed by a reload; resolved {after}")
         }
+        (Resolution::Stopped, _) => format!(
+            "herd is shutting down and stops watching {app}; resolved {after} (not because the condition cleared: a herd started again alerts anew if it still holds)"
+        ),
     }
 }
 

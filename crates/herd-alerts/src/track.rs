@@ -219,10 +219,15 @@ impl Track {
 
     /// Ends a firing alert whose rule a reload removed; `None` if it was not firing.
     pub(crate) fn remove(&mut self) -> Option<Change> {
+        self.end(Resolution::Removed)
+    }
+
+    /// Resolves a firing alert for `why` (not a sample's value); `None` when not firing.
+    pub(crate) fn end(&mut self, why: Resolution) -> Option<Change> {
         self.firing.take().map(|f| Change::Resolved {
             severity: f.severity,
             since: f.since,
-            why: Resolution::Removed,
+            why,
         })
     }
 

@@ -582,7 +582,7 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
             fleet: Arc::clone(&fleet),
             stats,
             telemetry,
-            alerts,
+            alerts: Arc::clone(&alerts),
             reload: reloader,
             services: services.as_ref().map(|s| Arc::clone(&s.services)),
             token: config.admin.token.as_deref().map(Arc::from),
@@ -608,6 +608,17 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
         signal = which,
         "shutting down: draining the gateway, then the instances (alert rules are no longer evaluated)"
     );
+    // Firing alerts resolve now, saying why; their webhooks get the notifier's drain below.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let ended = alerts
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .stop(now_ms);
+    if !ended.is_empty() {
+        notifier.notify(ended);
+    }
     let mut gateway_failed = false;
 
     // A second signal skips the rest of the drain: every instance's process group is killed

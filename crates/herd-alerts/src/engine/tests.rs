@@ -471,3 +471,18 @@ fn an_error_rate_alert_holds_across_seconds_without_answers() {
         "no flapping, and the pending one fires after its for"
     );
 }
+
+#[test]
+fn stopping_resolves_every_firing_alert_and_says_why() {
+    let mut e = AlertEngine::new(&[latency(0)], &apps(&["web", "api"]));
+    e.evaluate(&p95(0, &[("web", Some(5000.0)), ("api", Some(10.0))]));
+    let n = e.stop(T0 + 7000);
+    assert_eq!(n.len(), 1, "only the firing one: {n:?}");
+    assert_eq!(
+        (n[0].app.as_str(), n[0].state),
+        ("web", NotificationState::Resolved)
+    );
+    assert_eq!(n[0].value, None);
+    assert!(n[0].summary.contains("shutting down"), "{}", n[0].summary);
+    assert!(e.stop(T0 + 8000).is_empty(), "resolved once");
+}
