@@ -115,6 +115,19 @@ impl Collector for RequestCollector {
             "Requests rejected by a [[rate_limit]], by app and route.",
             &rate_limited,
         )?;
+        let refused: Vec<(Labels, u64)> = self
+            .stats
+            .refused
+            .snapshot()
+            .into_iter()
+            .map(|(code, n)| (vec![("code", code)], n))
+            .collect();
+        counter(
+            &mut encoder,
+            "herd_gateway_refused_requests",
+            "Requests the gateway answered itself before any app's route took them (no route 404, a malformed target or framing 400, the per-IP connection limit 503, a body over max_body_size 413), by status code.",
+            &refused,
+        )?;
         let conns = &self.stats.connections;
         let load = |v: &std::sync::atomic::AtomicU64| {
             i64::try_from(v.load(std::sync::atomic::Ordering::Relaxed)).unwrap_or(i64::MAX)

@@ -30,7 +30,7 @@ pub use demand::{Demand, HoldError};
 pub use endpoint::{Endpoint, EndpointStats, InFlightGuard, Rotation};
 pub use state::InstanceState;
 pub use stats::{
-    ConnectionStats, OpenConnection, RouteCounters, RouteStats, StatsRegistry, LATENCY_BUCKETS,
-    STATUS_CLASSES,
+    ConnectionStats, OpenConnection, RefusedRequests, RouteCounters, RouteStats, StatsRegistry,
+    LATENCY_BUCKETS, REFUSED_CODES, STATUS_CLASSES,
 };
 pub use window::{Window, WindowStats};

@@ -200,6 +200,41 @@ impl RouteStats {
 pub struct StatsRegistry {
     entries: Mutex<Vec<Arc<RouteStats>>>,
     pub connections: Arc<ConnectionStats>,
+    /// Requests the gateway answered itself before any route took them.
+    pub refused: Arc<RefusedRequests>,
+}
+
+/// Requests the gateway answered itself, counted by status, before any app's route took them:
+/// no route matched (404), a malformed target or framing (400), the per-IP connection limit
+/// (503), a body over the limit (413). HAProxy's frontend `denied` and error counters.
+#[derive(Debug, Default)]
+pub struct RefusedRequests {
+    by_code: [AtomicU64; REFUSED_CODES.len() + 1],
+}
+
+/// The statuses [`RefusedRequests`] counts one by one; any other is counted as `other`.
+pub const REFUSED_CODES: [u16; 10] = [400, 404, 405, 408, 413, 414, 421, 431, 500, 503];
+
+impl RefusedRequests {
+    /// Counts one refused request answered with `status`.
+    pub fn record(&self, status: u16) {
+        let i = REFUSED_CODES
+            .iter()
+            .position(|c| *c == status)
+            .unwrap_or(REFUSED_CODES.len());
+        self.by_code[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `(code, count)` for every code (`"other"` last), zeros included.
+    #[must_use]
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
+        REFUSED_CODES
+            .iter()
+            .map(ToString::to_string)
+            .chain(std::iter::once("other".to_owned()))
+            .zip(self.by_code.iter().map(|c| c.load(Ordering::Relaxed)))
+            .collect()
+    }
 }
 
 /// Client connections of the gateway (nginx `stub_status`: accepts, active, waiting).

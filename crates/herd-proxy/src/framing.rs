@@ -378,6 +378,7 @@ pub(crate) struct Guarded<S> {
     inner: S,
     /// The access log (refusals get their line too) and the client.
     log: Option<Arc<crate::access_log::AccessLogger>>,
+    refused: Arc<herd_core::RefusedRequests>,
     peer: std::net::SocketAddr,
 }
 
@@ -386,12 +387,14 @@ impl<S> Guarded<S> {
         verdict: Arc<Verdict>,
         inner: S,
         log: Option<Arc<crate::access_log::AccessLogger>>,
+        refused: Arc<herd_core::RefusedRequests>,
         peer: std::net::SocketAddr,
     ) -> Self {
         Guarded {
             verdict,
             inner,
             log,
+            refused,
             peer,
         }
     }
@@ -414,7 +417,13 @@ where
                 let mut resp = error_response(&ProxyError::BadRequest { reason });
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                let resp = crate::handler::refused(self.log.as_ref(), &req, self.peer, resp);
+                let resp = crate::handler::refused(
+                    self.log.as_ref(),
+                    &self.refused,
+                    &req,
+                    self.peer,
+                    resp,
+                );
                 Either::Left(ready(Ok(resp)))
             }
             None => {

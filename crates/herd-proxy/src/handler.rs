@@ -103,8 +103,10 @@ pub(crate) async fn serve(
         }
     };
     edge::finish(&mut resp, id, security);
-    if let Some(stats) = route_stats {
-        stats.record(resp.status().as_u16(), started.elapsed());
+    match route_stats {
+        Some(stats) => stats.record(resp.status().as_u16(), started.elapsed()),
+        // No route took it (none matched, or the target was refused before routing).
+        None => gw.stats.refused.record(resp.status().as_u16()),
     }
     if ex.compress.unwrap_or(compress_cfg.enabled) {
         resp = compress::apply(&wants, resp, &compress_cfg);
@@ -156,11 +158,13 @@ pub(crate) fn error_response(e: &ProxyError) -> Response<ProxyBody> {
 /// its per-IP limit): it gets an `X-Request-Id` and, with the access log on, its line.
 pub(crate) fn refused<B>(
     log: Option<&Arc<crate::access_log::AccessLogger>>,
+    counted: &herd_core::RefusedRequests,
     req: &Request<B>,
     client: SocketAddr,
     mut resp: Response<ProxyBody>,
 ) -> Response<ProxyBody> {
     use http_body::Body as _;
+    counted.record(resp.status().as_u16());
     let id = edge::request_id(req.headers());
     if let Some(log) = log {
         let bytes = resp.body().size_hint().exact().unwrap_or(0);

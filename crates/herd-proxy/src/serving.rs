@@ -454,7 +454,9 @@ impl Spawner {
                         activity.goaway();
                     }
                     let log = gw.access_log.as_ref();
-                    handler::refused(log, &req, peer, handler::too_many_connections(version))
+                    let refused = &gw.stats.refused;
+                    let answer = handler::too_many_connections(version);
+                    handler::refused(log, refused, &req, peer, answer)
                 } else {
                     // Boxed: the request's future is KiBs, and hyper moves the service's
                     // future into its dispatcher (HTTP/1) or a spawned task (HTTP/2).
@@ -484,6 +486,7 @@ impl Spawner {
                 Arc::clone(&verdict),
                 service,
                 self.gw.access_log.clone(),
+                Arc::clone(&self.gw.stats.refused),
                 peer,
             ),
             activity,

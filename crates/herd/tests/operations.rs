@@ -36,6 +36,21 @@ async fn metrics_parse_with_the_official_prometheus_parser() {
         let n = idle.read(&mut buf).await.unwrap();
         assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
     }
+    // A request the gateway refuses before any route: counted by its status.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut bad = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        bad.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 256];
+        let n = bad.read(&mut buf).await.unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 400"),
+            "{}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (code, text) = get(&herd.admin_url("/metrics")).await.unwrap();
     assert_eq!(code, 200);
@@ -50,7 +65,7 @@ names = {f.name: f for f in text_string_to_metric_families(text)}
 need = ["herd_http_requests", "herd_http_request_duration_seconds", "herd_app_instances_desired",
         "herd_instance_resident_memory_bytes", "herd_instance_restarts", "herd_upstream_connect_errors",
         "herd_client_connections", "herd_client_connections_accepted",
-        "herd_gateway_thread_connections"]
+        "herd_gateway_thread_connections", "herd_gateway_refused_requests"]
 missing = [n for n in need if n not in names]
 assert not missing, f"missing families: {missing}; have {sorted(names)}"
 total = sum(s.value for s in names["herd_http_requests"].samples
@@ -62,6 +77,9 @@ accepted = [s.value for s in names["herd_client_connections_accepted"].samples
 assert accepted and accepted[0] >= 2, f"accepted: {accepted}"
 conns = {s.labels["state"]: s.value for s in names["herd_client_connections"].samples}
 assert conns.get("parked", 0) >= 1, f"the quiet keep-alive client is parked: {conns}"
+refused = {s.labels["code"]: s.value for s in names["herd_gateway_refused_requests"].samples
+           if s.name == "herd_gateway_refused_requests_total"}
+assert refused.get("400", 0) >= 1 and refused.get("404") == 0, f"refused: {refused}"
 per_thread = {s.labels["thread"]: s.value for s in names["herd_gateway_thread_connections"].samples}
 assert len(per_thread) >= 1, f"one series per gateway thread: {per_thread}"
 assert sum(per_thread.values()) == sum(conns.values()), f"threads {per_thread} vs states {conns}"
