@@ -116,6 +116,14 @@ pub(crate) fn render(v: &Value) -> String {
                     "  {} last exit: {exit}",
                     i["id"].as_str().unwrap_or("?")
                 ));
+                if i["state"] == "errored" {
+                    // What the app printed says why; the exit code rarely does.
+                    exits.push(format!(
+                        "  {} errored: its output says why: herd logs {}",
+                        i["id"].as_str().unwrap_or("?"),
+                        app["name"].as_str().unwrap_or("?")
+                    ));
+                }
             }
         }
         let widths: Vec<usize> = (0..header.len())
@@ -199,7 +207,8 @@ mod tests {
             .unwrap();
         assert!(!row.contains("0s") && !row.contains("MiB"), "{row}");
         assert!(
-            t.contains("  web-1 last exit: exit status: 3 after 0.0s"),
+            t.contains("  web-1 last exit: exit status: 3 after 0.0s")
+                && t.contains("  web-1 errored: its output says why: herd logs web"),
             "{t}"
         );
     }

@@ -635,7 +635,10 @@ impl AppActor {
             }
             let why = match next.killed_for.take() {
                 Some(why) => why,
-                None => format!("exited ({status}) before becoming ready"),
+                None => format!(
+                    "exited ({status}) before becoming ready; its output says why: herd logs {}",
+                    self.app.name
+                ),
             };
             self.replacement_failed(index, &why);
             return;
@@ -681,7 +684,7 @@ impl AppActor {
             Verdict::GiveUp => {
                 inst.state = InstanceState::Errored;
                 inst.restart_at = None;
-                tracing::error!(app = %self.app.name, instance = %inst.id, last_exit = status, unstable_exits = inst.tracker.unstable, "too many unstable restarts; instance errored (fix the app, then `herd reload`)");
+                tracing::error!(app = %self.app.name, instance = %inst.id, last_exit = status, unstable_exits = inst.tracker.unstable, "too many unstable restarts; instance errored (its output says why: `herd logs {}`; fix the app, then `herd reload`)", self.app.name);
             }
         }
     }

@@ -390,7 +390,7 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
             [(header::WWW_AUTHENTICATE, "Bearer realm=\"herd-services\"")],
             Json(json!({
                 "error": "missing or wrong services token",
-                "hint": "send `Authorization: Bearer <token>` with the token from [services] token"
+                "hint": "send `Authorization: Bearer <token>` with [services] token from herd's config; without one (quick mode), herd made a random token at start that only its instances get, as HERD_SERVICES_TOKEN: set [services] token in a config file to call the API yourself"
             })),
         )
             .into_response(),
