@@ -1,6 +1,7 @@
 //! The JSON body POSTed to webhooks:
-//! `{"alert","app","metric","state","severity","value","threshold","since","at","summary","source":"herd"}`
-//! with `since`/`at` as RFC 3339 UTC times.
+//! `{"id","alert","app","metric","state","severity","value","threshold","since","at","summary","source":"herd"}`
+//! with `since`/`at` as RFC 3339 UTC times. `id` is the same on every delivery attempt of one
+//! notification (a receiver dedupes retries by it) and differs between notifications.
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -9,6 +10,7 @@ use crate::types::{Notification, NotificationState, Severity};
 
 #[derive(Serialize)]
 struct Payload<'a> {
+    id: String,
     alert: &'a str,
     app: &'a str,
     metric: &'a str,
@@ -29,14 +31,24 @@ pub(crate) fn rfc3339(ms: i64) -> String {
 
 /// The webhook body of `n`.
 pub(crate) fn body(n: &Notification) -> Bytes {
+    // Six decimals: a latency of 0.8174629999999999 s reads 0.817463.
+    let round = |v: f64| (v * 1e6).round() / 1e6;
     let payload = Payload {
+        id: format!(
+            "{}/{}/{}/{}/{}",
+            n.alert,
+            n.app,
+            n.since_unix_ms,
+            n.state.as_str(),
+            n.severity.as_str()
+        ),
         alert: &n.alert,
         app: &n.app,
         metric: n.metric,
         state: n.state,
         severity: n.severity,
-        value: n.value.filter(|v| v.is_finite()),
-        threshold: Some(n.threshold).filter(|v| v.is_finite()),
+        value: n.value.filter(|v| v.is_finite()).map(round),
+        threshold: Some(n.threshold).filter(|v| v.is_finite()).map(round),
         since: rfc3339(n.since_unix_ms),
         at: rfc3339(n.at_unix_ms),
         summary: &n.summary,
@@ -69,6 +81,7 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!({
+                "id": "slow/web/1700000000000/firing/critical",
                 "alert": "slow", "app": "web", "metric": "latency_p95", "state": "firing",
                 "severity": "critical", "value": 3.5, "threshold": 3.0,
                 "since": "2023-11-14T22:13:20Z", "at": "2023-11-14T22:13:50.5Z",

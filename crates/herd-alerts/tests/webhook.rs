@@ -216,6 +216,7 @@ webhooks = ["http://{addr}/hooks/herd?token=s3cret"]
     assert_eq!(
         got[1].body,
         serde_json::json!({
+            "id": "demo_slow/demo/1700000003000/firing/warning",
             "alert": "demo_slow",
             "app": "demo",
             "metric": "latency_p95",
@@ -231,6 +232,10 @@ webhooks = ["http://{addr}/hooks/herd?token=s3cret"]
     );
     let resolved = &got[2].body;
     assert_eq!(resolved["state"], "resolved");
+    assert_ne!(
+        resolved["id"], got[1].body["id"],
+        "another notification, another id"
+    );
     assert_eq!(resolved["severity"], "warning");
     assert_eq!(resolved["value"], 0.3);
     assert_eq!(resolved["since"], "2023-11-14T22:13:23Z");
