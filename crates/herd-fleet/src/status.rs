@@ -75,6 +75,9 @@ pub struct ScalingView {
     pub current: u32,
     pub manual: Option<herd_scaler::ManualOverride>,
     pub paused: bool,
+    /// Why it was paused (the pause's `reason`), while paused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pause_reason: Option<String>,
     /// Smoothed spawn → ready time of recent instances.
     pub start_time_ms: Option<u64>,
     pub interval_ms: u64,

@@ -227,7 +227,19 @@ async fn manual_override_and_pause_switch() {
             .await
         }
     };
-    assert_eq!(pause(true).await.unwrap().0, 200);
+    let (code, _) = request(
+        http::Method::POST,
+        &pause_url,
+        "{\"app\":\"web\",\"paused\":true,\"reason\":\"freeze for the audit\"}".into(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 200);
+    let (_, st) = get(&herd.admin_url("/scaling/status")).await.unwrap();
+    assert!(
+        st.contains("\"pause_reason\":\"freeze for the audit\""),
+        "{st}"
+    );
     let (code, _) = request(
         http::Method::POST,
         &herd.admin_url("/scaling/manual"),

@@ -518,6 +518,7 @@ impl AppActor {
                 let res = match self.scaler.as_mut() {
                     Some(s) => {
                         s.paused = paused;
+                        s.pause_reason = paused.then(|| reason.clone());
                         tracing::info!(app = %self.app.name, paused, %reason, "autoscaling pause switch");
                         Ok(())
                     }
@@ -896,6 +897,7 @@ impl AppActor {
                 current: u32::try_from(self.slots.len()).unwrap_or(u32::MAX),
                 manual: s.manual.clone(),
                 paused: s.paused,
+                pause_reason: s.pause_reason.clone(),
                 start_time_ms: s.start_time_ms,
                 interval_ms: u64::try_from(s.engine.config().interval.as_millis()).unwrap_or(0),
                 last: s.last.clone(),

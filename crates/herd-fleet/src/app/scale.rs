@@ -41,6 +41,8 @@ pub(crate) struct Scaler {
     pub(crate) engine: herd_scaler::Engine,
     pub(crate) manual: Option<ManualOverride>,
     pub(crate) paused: bool,
+    /// The reason given with the pause in force.
+    pub(crate) pause_reason: Option<String>,
     pub(crate) last: Option<Decision>,
     /// Decisions that changed the count, by reason kind (for `herd_scaling_decisions_total`).
     pub(crate) decisions: std::collections::BTreeMap<&'static str, u64>,
@@ -64,6 +66,7 @@ impl Scaler {
             engine,
             manual: None,
             paused: false,
+            pause_reason: None,
             last: None,
             decisions: std::collections::BTreeMap::new(),
             start_time_ms: None,
