@@ -1040,7 +1040,7 @@
       this.scaleBtn = h('button', { type: 'submit', class: 'btn btn-primary scale-btn' }, 'Scale');
       this.clearBtn = h('button', { type: 'button', class: 'btn btn-ghost', hidden: true, onclick: () => doClearOverride(this) }, 'Clear override');
       this.reloadBtn = h('button', { type: 'button', class: 'btn reload-btn', onclick: () => doReload(this) }, 'Reload');
-      const scaleForm = h('form', {
+      const scaleForm = this.scaleForm = h('form', {
         class: 'scale-form',
         onsubmit: (e) => { e.preventDefault(); doScale(this); },
       }, h('label', { class: 'scale-label' }, 'Instances', this.scaleInput), this.reasonInput, this.scaleBtn);
@@ -1112,6 +1112,8 @@
       const supervised = app.kind !== 'servers';
       this.scaleBtn.disabled = !supervised || this.scaling === true;
       this.scaleInput.disabled = !supervised;
+      // Fixed servers are not started by herd: there is nothing to scale or reload.
+      this.scaleForm.hidden = !supervised;
       this.reloadBtn.hidden = !supervised;
       if (app.reloading && !this.reloadStarted) {
         setText(this.reloadBtn, 'Reloading…');
@@ -1129,14 +1131,16 @@
       if (sc && sc.enabled && sc.status) {
         const s = sc.status;
         manual = s.manual;
-        this.autoEl.append(h('span', { class: 'tag tag-auto' }, s.paused ? 'autoscaling paused' : 'autoscaling'));
+        this.autoEl.append(h('span', { class: 'tag tag-auto', title: (s.paused && s.pause_reason) || '' }, s.paused ? 'autoscaling paused' : 'autoscaling'));
         if (manual) {
           this.autoEl.append(h('span', { class: 'tag tag-manual', title: manual.reason || '' }, `manual override: ${manual.instances}`));
         }
         if (s.last && s.last.explanation) this.autoEl.append(h('span', { class: 'explain' }, s.last.explanation));
       } else {
         this.autoEl.append(h('span', { class: 'tag' }, 'autoscaling off'));
-        if (app.last_scale) {
+        if (!supervised) {
+          this.autoEl.append(h('span', { class: 'explain' }, `${app.desired} fixed server${app.desired === 1 ? '' : 's'} from the config (servers = [...]): herd checks them but does not start or scale them.`));
+        } else if (app.last_scale) {
           this.autoEl.append(h('span', { class: 'explain' }, `Last scaled to ${app.last_scale.instances}: ${app.last_scale.reason}`));
         } else {
           this.autoEl.append(h('span', { class: 'explain' }, `Fixed at ${app.desired} instance${app.desired === 1 ? '' : 's'} unless scaled here or with \`herd scale\`.`));
