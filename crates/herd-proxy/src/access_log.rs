@@ -218,6 +218,7 @@ impl Record {
             "tls": self.tls,
             "http": self.http,
             "user_agent": self.user_agent,
+            "body_error": ex.body_error,
         });
         let mut line = line.to_string();
         line.push('\n');
@@ -275,6 +276,9 @@ pub(crate) struct Exchange {
     pub(crate) total_timeout: Option<Duration>,
     /// The app's 503 page when no instance could serve.
     pub(crate) error_page: Option<crate::resilience::ErrorPage>,
+    /// Why the response body ended before its end (the instance's stream broke, or
+    /// `total_timeout`): the client got a truncated response under a complete-looking status.
+    pub(crate) body_error: Option<String>,
 }
 
 #[cfg(test)]

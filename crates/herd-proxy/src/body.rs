@@ -254,7 +254,10 @@ impl Body for ProxyBody {
                 match &res {
                     Poll::Ready(None) => up.finish(),
                     Poll::Ready(Some(Ok(_))) if up.inner.is_end_stream() => up.finish(),
-                    Poll::Ready(Some(Err(_))) => {
+                    Poll::Ready(Some(Err(e))) => {
+                        // The head went out as it came (a 200, say): only the log can tell
+                        // that the client got less than the whole body.
+                        tracing::warn!(app = %up.stats.app, route = %up.stats.route, error = %e, "the app's response body broke off before its end; the client got it truncated");
                         up.conn = None;
                         up.guard = None;
                     }

@@ -84,6 +84,9 @@ impl Body for Tail {
             if sleep.as_mut().poll(cx).is_ready() {
                 let total = *total;
                 this.deadline = None;
+                if let Some((_, ex)) = &mut this.log {
+                    ex.body_error = Some(TotalTimeout(total).to_string());
+                }
                 this.log();
                 return Poll::Ready(Some(Err(TotalTimeout(total).into())));
             }
@@ -95,7 +98,13 @@ impl Body for Tail {
                     this.bytes += d.len() as u64;
                 }
             }
-            Poll::Ready(None | Some(Err(_))) => this.log(),
+            Poll::Ready(Some(Err(e))) => {
+                if let Some((_, ex)) = &mut this.log {
+                    ex.body_error = Some(e.to_string());
+                }
+                this.log();
+            }
+            Poll::Ready(None) => this.log(),
             Poll::Pending => {}
         }
         res

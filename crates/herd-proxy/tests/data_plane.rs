@@ -433,10 +433,62 @@ async fn the_access_log_has_one_json_line_per_request_without_secrets() {
     assert_eq!(v["tls"], false);
     assert_eq!(v["http"], "HTTP/1.1");
     assert_eq!(v["user_agent"], "test-agent");
+    assert_eq!(v["body_error"], serde_json::Value::Null);
     assert!(v["duration_ms"].as_f64().unwrap() >= 0.0);
     assert!(v["upstream_time_ms"].as_f64().is_some());
     assert!(v["time"].as_str().unwrap().ends_with('Z'));
     assert_eq!(gw.access_log_dropped(), 0);
+    std::fs::remove_file(&path).unwrap();
+}
+
+/// An instance that dies mid-body: the client's 200 is cut, and the access log says so.
+#[tokio::test]
+async fn a_response_cut_mid_body_is_logged_as_such() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let path = std::env::temp_dir().join(format!("herd-access-cut-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let (gw, addr, stop, served) =
+        gateway(&format!("access_log = \"{}\"", path.display()), "").await;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf).await;
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
+            .await
+            .unwrap();
+        // Dropped here: the connection closes 90 bytes short.
+    });
+    gw.set_endpoints("web", vec![endpoint(1, "web-1", backend)]);
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let resp = client
+        .request(
+            Request::builder()
+                .uri(format!("http://{addr}/cut"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.into_body().collect().await.is_err(),
+        "the client sees the cut"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    stop.cancel();
+    served.await.unwrap().unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (v["status"].as_u64(), v["bytes_sent"].as_u64()),
+        (Some(200), Some(10))
+    );
+    assert!(
+        v["body_error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{text}"
+    );
     std::fs::remove_file(&path).unwrap();
 }
 
