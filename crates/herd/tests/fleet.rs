@@ -790,6 +790,24 @@ async fn a_count_set_by_herd_scale_survives_an_unrelated_config_edit() {
     let out = herd.cli(&["reload", "--config"]);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("instances 1 → 3"), "{said}");
+    assert!(!said.contains("instances updated"), "said once: {said}");
+    herd.wait_ready("web", 3).await;
+    // A rolling-reload change (env) and one applied at once (balance), in one save: both said.
+    let text = std::fs::read_to_string(&herd.config).unwrap();
+    let both = text.replacen(
+        "kill_timeout = \"3s\"",
+        "kill_timeout = \"3s\"\nenv = { GREETING = \"hi\" }\nbalance = \"least_conn\"",
+        1,
+    );
+    assert_ne!(both, text);
+    std::fs::write(&herd.config, &both).unwrap();
+    let out = herd.cli(&["reload", "--config"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("web: env changed; rolling reload started")
+            && said.contains("web: balance updated"),
+        "{said}"
+    );
     herd.wait_ready("web", 3).await;
 }
 

@@ -127,13 +127,19 @@ impl AppActor {
                 "{name}: health checks apply to instances started from now on (`herd reload {name}` applies them to every instance; fixed servers keep theirs until herd restarts)"
             ));
         }
-        if changes.is_empty() {
-            let keys = changed_keys(&old, &self.app);
-            changes.push(if keys.is_empty() {
-                format!("{name}: settings updated")
-            } else {
-                format!("{name}: {} updated", keys.join(", "))
-            });
+        // Every other key that changed is listed too, also beside a rolling reload (a sticky
+        // or balance change applies at once and must not go unreported).
+        let said_instances = changes
+            .iter()
+            .any(|c| c.starts_with(&format!("{name}: instances")));
+        let keys: Vec<&str> = changed_keys(&old, &self.app)
+            .into_iter()
+            .filter(|k| !(*k == "instances" && said_instances))
+            .collect();
+        if !keys.is_empty() {
+            changes.push(format!("{name}: {} updated", keys.join(", ")));
+        } else if changes.is_empty() {
+            changes.push(format!("{name}: settings updated"));
         }
         changes
     }
