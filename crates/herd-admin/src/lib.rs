@@ -76,6 +76,7 @@ pub fn router(state: AdminState) -> axum::Router {
         Arc::clone(&state.fleet),
         Arc::clone(&state.stats),
         state.services.clone(),
+        state.lb.clone(),
     ));
     let scrape = axum::routing::get(move || {
         let registry = Arc::clone(&registry);

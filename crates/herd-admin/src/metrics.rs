@@ -420,12 +420,69 @@ impl Collector for ServicesCollector {
 }
 
 /// The registry behind `GET /metrics`.
+/// Saturation of the gateway's balancing, per app: what `GET /loadbalancer/status` shows as
+/// JSON (HAProxy's `haproxy_backend_current_queue` and active servers).
+struct LbCollector {
+    fleet: Arc<Fleet>,
+    lb: Arc<dyn herd_core::LbView>,
+}
+
+impl std::fmt::Debug for LbCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LbCollector").finish_non_exhaustive()
+    }
+}
+
+impl Collector for LbCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let apps = self.fleet.app_names();
+        let app_l = |app: &str| vec![("app", app.to_owned())];
+        let queued: Vec<(Labels, i64)> = apps
+            .iter()
+            .map(|a| {
+                (
+                    app_l(a),
+                    i64::try_from(self.lb.queued(a)).unwrap_or(i64::MAX),
+                )
+            })
+            .collect();
+        let rotation: Vec<(Labels, i64)> = apps
+            .iter()
+            .map(|a| {
+                let n = self.lb.lb_weights(a).len();
+                (app_l(a), i64::try_from(n).unwrap_or(i64::MAX))
+            })
+            .collect();
+        gauge(
+            &mut encoder,
+            "herd_app_queued_requests",
+            "Requests waiting for an instance under its max_conn (the app's queue; 503 when it is full or queue_timeout passes).",
+            None,
+            &queued,
+        )?;
+        gauge(
+            &mut encoder,
+            "herd_app_instances_in_rotation",
+            "Instances the gateway sends requests to now (ready, not drained, not out after failed checks).",
+            None,
+            &rotation,
+        )
+    }
+}
+
 pub(crate) fn registry(
     fleet: Arc<Fleet>,
     stats: Arc<StatsRegistry>,
     services: Option<Arc<herd_services::Services>>,
+    lb: Option<Arc<dyn herd_core::LbView>>,
 ) -> Registry {
     let mut registry = Registry::default();
+    if let Some(lb) = lb {
+        registry.register_collector(Box::new(LbCollector {
+            fleet: Arc::clone(&fleet),
+            lb,
+        }));
+    }
     registry.register_collector(Box::new(FleetCollector { fleet }));
     registry.register_collector(Box::new(RequestCollector { stats }));
     if let Some(services) = services {

@@ -65,7 +65,8 @@ names = {f.name: f for f in text_string_to_metric_families(text)}
 need = ["herd_http_requests", "herd_http_request_duration_seconds", "herd_app_instances_desired",
         "herd_instance_resident_memory_bytes", "herd_instance_restarts", "herd_upstream_connect_errors",
         "herd_client_connections", "herd_client_connections_accepted",
-        "herd_gateway_thread_connections", "herd_gateway_refused_requests"]
+        "herd_gateway_thread_connections", "herd_gateway_refused_requests",
+        "herd_app_queued_requests", "herd_app_instances_in_rotation"]
 missing = [n for n in need if n not in names]
 assert not missing, f"missing families: {missing}; have {sorted(names)}"
 total = sum(s.value for s in names["herd_http_requests"].samples
@@ -80,6 +81,10 @@ assert conns.get("parked", 0) >= 1, f"the quiet keep-alive client is parked: {co
 refused = {s.labels["code"]: s.value for s in names["herd_gateway_refused_requests"].samples
            if s.name == "herd_gateway_refused_requests_total"}
 assert refused.get("400", 0) >= 1 and refused.get("404") == 0, f"refused: {refused}"
+rotation = {s.labels["app"]: s.value for s in names["herd_app_instances_in_rotation"].samples}
+assert rotation == {"web": 2}, f"in rotation: {rotation}"
+queued = {s.labels["app"]: s.value for s in names["herd_app_queued_requests"].samples}
+assert queued == {"web": 0}, f"queued: {queued}"
 per_thread = {s.labels["thread"]: s.value for s in names["herd_gateway_thread_connections"].samples}
 assert len(per_thread) >= 1, f"one series per gateway thread: {per_thread}"
 assert sum(per_thread.values()) == sum(conns.values()), f"threads {per_thread} vs states {conns}"
