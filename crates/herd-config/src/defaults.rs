@@ -190,6 +190,7 @@ impl Default for Logs {
             dir: PathBuf::from(LOGS_DIR),
             max_size: LOGS_MAX_SIZE,
             max_files: LOGS_MAX_FILES,
+            date_format: None,
         }
     }
 }

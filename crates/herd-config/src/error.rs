@@ -232,6 +232,8 @@ const FOREIGN_TABLES: &[(&str, &str, &str)] = &[
     ("out_file", "PM2", "[logs] dir (instance output goes to <dir>/<app>/<instance>.out.log)"),
     ("error_file", "PM2", "[logs] dir (instance output goes to <dir>/<app>/<instance>.err.log)"),
     ("log_file", "PM2", "[logs] dir (one .out.log and one .err.log per instance)"),
+    ("time", "PM2", "[logs] time = true (a timestamp before each line of instance output)"),
+    ("log_date_format", "PM2", "[logs] date_format (a strftime format, e.g. \"%Y-%m-%d %H:%M:%S %z\")"),
     ("merge_logs", "PM2", "not needed: herd logs <app> shows every instance's lines, prefixed"),
     ("env_production", "PM2", "env (one set per config file: keep a config per environment)"),
     ("exec_mode", "PM2", "not needed: instances are always separate processes behind herd's balancer"),

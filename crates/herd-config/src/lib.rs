@@ -157,6 +157,8 @@ mod data_plane_tests;
 #[cfg(test)]
 mod lb_tests;
 #[cfg(test)]
+mod logs_tests;
+#[cfg(test)]
 mod route_tests;
 #[cfg(test)]
 mod scaling_tests;

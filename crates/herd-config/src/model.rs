@@ -154,6 +154,9 @@ pub struct Logs {
     pub max_size: u64,
     /// `max_files`, default 3: rotated files kept per stream (`web-1.out.log.1` .. `.3`).
     pub max_files: u32,
+    /// The strftime format of the timestamp put before each line of instance output (`time =
+    /// true`: RFC 3339 with milliseconds; `date_format`: any); `None` (the default): none.
+    pub date_format: Option<String>,
 }
 
 /// How many instances an app wants.

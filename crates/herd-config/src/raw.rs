@@ -164,6 +164,8 @@ pub(crate) struct RawLogs {
     pub(crate) dir: Option<Str>,
     pub(crate) max_size: Option<Val>,
     pub(crate) max_files: Option<Int>,
+    pub(crate) time: Option<Spanned<bool>>,
+    pub(crate) date_format: Option<Str>,
 }
 
 #[derive(Debug, Default, Deserialize)]

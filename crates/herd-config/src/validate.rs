@@ -15,7 +15,7 @@ use toml::Spanned;
 
 use crate::defaults as d;
 use crate::error::{closest, ConfigError, ConfigErrors, Source};
-use crate::model::{Admin, Config, Gateway, Logs, Route};
+use crate::model::{Admin, Config, Gateway, Route};
 use crate::raw::{RawConfig, RawRoute, Str, Val};
 
 mod alerts;
@@ -23,6 +23,7 @@ mod app;
 mod balance;
 mod data_plane;
 mod lb;
+mod logs;
 mod paths;
 mod rate_limit;
 mod route;
@@ -355,52 +356,6 @@ impl Validator<'_> {
             );
         }
         Admin { listen, token }
-    }
-
-    fn logs(&mut self, raw: &RawConfig) -> Logs {
-        let Some(l) = &raw.logs else {
-            return Logs {
-                dir: resolve(self.base_dir, Path::new(d::LOGS_DIR)),
-                ..Logs::default()
-            };
-        };
-        let dir = l.dir.as_ref().map_or(d::LOGS_DIR, |s| s.get_ref().as_str());
-        if let Some(s) = &l.dir {
-            if s.get_ref().trim().is_empty() {
-                self.err(
-                    &s.span(),
-                    "logs.dir",
-                    "dir must not be empty",
-                    Some(format!("remove it to use the default \"{}\"", d::LOGS_DIR)),
-                );
-            }
-        }
-        let mut max_size = d::LOGS_MAX_SIZE;
-        if let Some(v) = &l.max_size {
-            if let Some(n) = self.size(v, "logs.max_size") {
-                if n == 0 {
-                    self.err(
-                        &v.span(),
-                        "logs.max_size",
-                        "max_size must be greater than 0",
-                        Some("e.g. max_size = \"10MiB\"".into()),
-                    );
-                } else {
-                    max_size = n;
-                }
-            }
-        }
-        Logs {
-            dir: resolve(self.base_dir, Path::new(dir)),
-            max_size,
-            // Each rotation renames every kept file while the instance's output waits.
-            max_files: self.u32_in(
-                l.max_files.as_ref(),
-                "logs.max_files",
-                d::LOGS_MAX_FILES,
-                (0, 1000),
-            ),
-        }
     }
 
     fn route(

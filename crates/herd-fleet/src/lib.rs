@@ -183,6 +183,7 @@ fn launch_app(
             dir: log_dir.clone(),
             max_size: logs.max_size,
             max_files: logs.max_files,
+            date_format: logs.date_format.as_deref().map(Arc::from),
         },
         Arc::clone(rotation),
         app::Outputs {

@@ -46,6 +46,8 @@ pub(crate) struct LogSettings {
     pub(crate) dir: PathBuf,
     pub(crate) max_size: u64,
     pub(crate) max_files: u32,
+    /// `[logs] date_format`: the strftime format of the timestamp before each line.
+    pub(crate) date_format: Option<Arc<str>>,
 }
 
 /// The log file of an instance stream.
@@ -241,12 +243,12 @@ pub(crate) async fn pump(
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         buf.clear();
-        let n = match AsyncReadExt::take(&mut reader, MAX_LINE as u64)
+        match AsyncReadExt::take(&mut reader, MAX_LINE as u64)
             .read_until(b'\n', &mut buf)
             .await
         {
             Ok(0) => break,
-            Ok(n) => n,
+            Ok(_) => {}
             Err(e) => {
                 tracing::debug!(error = %e, "instance output stream ended with an error");
                 break;
@@ -255,9 +257,12 @@ pub(crate) async fn pump(
         if !buf.ends_with(b"\n") {
             buf.push(b'\n');
         }
+        if let Some(stamp) = file.settings.date_format.as_deref().and_then(timestamp) {
+            buf.splice(0..0, stamp.into_bytes());
+        }
         batch.extend_from_slice(&buf);
         if tx.receiver_count() > 0 {
-            let text = String::from_utf8_lossy(&buf[..n]);
+            let text = String::from_utf8_lossy(&buf);
             let _ = tx.send(LogLine {
                 instance: Arc::clone(&instance),
                 stream,
@@ -275,6 +280,14 @@ pub(crate) async fn pump(
         file.write_line(&batch).await;
     }
     file.flush().await;
+}
+
+/// Now, in `format` and the local time zone, followed by ": " (as PM2's `time`); `None` when
+/// the format fails (it was checked when the config was read).
+fn timestamp(format: &str) -> Option<String> {
+    let mut stamp = jiff::fmt::strtime::format(format, &jiff::Zoned::now()).ok()?;
+    stamp.push_str(": ");
+    Some(stamp)
 }
 
 /// The last `n` lines of a log, continued into its rotated files (`.1`, `.2`, ...) when the
@@ -390,6 +403,7 @@ mod tests {
             dir: dir.path().to_path_buf(),
             max_size: 1 << 20,
             max_files: 2,
+            date_format: None,
         };
         let file = LogFile::new(&settings, "web-1", Stream::Out);
         let base = log_path(dir.path(), "web-1", Stream::Out);
@@ -411,6 +425,7 @@ mod tests {
             dir: dir.path().to_path_buf(),
             max_size: 100,
             max_files: 2,
+            date_format: None,
         };
         let file = LogFile::new(&settings, "web-1", Stream::Out);
         let base = log_path(dir.path(), "web-1", Stream::Out);
@@ -427,6 +442,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn date_format_stamps_each_line_in_the_file_and_the_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = LogSettings {
+            dir: dir.path().to_path_buf(),
+            max_size: 1 << 20,
+            max_files: 1,
+            date_format: Some(Arc::from("[%Y]")),
+        };
+        let (tx, mut rx) = broadcast::channel(10);
+        let file = LogFile::new(&settings, "web-1", Stream::Err);
+        let year = jiff::Zoned::now().year();
+        pump(&b"one\ntwo"[..], Arc::from("web-1"), Stream::Err, file, tx).await;
+        let written = std::fs::read_to_string(log_path(dir.path(), "web-1", Stream::Err)).unwrap();
+        // Lines straddling New Year's midnight are not a concern of a test run: years agree.
+        let lines: Vec<&str> = written.lines().collect();
+        assert_eq!(lines, [format!("[{year}]: one"), format!("[{year}]: two")]);
+        assert_eq!(rx.try_recv().unwrap().line, format!("[{year}]: one"));
+        assert_eq!(rx.try_recv().unwrap().line, format!("[{year}]: two"));
+    }
+
+    #[tokio::test]
     async fn rotates_by_size_and_keeps_max_files() {
         let dir = std::env::temp_dir().join(format!("herd-logs-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -435,6 +471,7 @@ mod tests {
             dir: dir.clone(),
             max_size: 100,
             max_files: 2,
+            date_format: None,
         };
         let input: Vec<u8> = (0..50)
             .flat_map(|i| format!("line {i:04}\n").into_bytes())
