@@ -1014,8 +1014,6 @@
 
   // ---------------------------------------------------------------- app cards
 
-  const STATE_ORDER = ['ready', 'starting', 'draining', 'restarting', 'errored', 'stopped'];
-
   class Card {
     constructor(name) {
       this.name = name;
@@ -1259,7 +1257,7 @@
       this.rotation.title = out ? 'Taken out of rotation by an operator: it keeps running but gets no new requests' : `Skipped by the balancer after recent failures (${i.failures ?? '?'} failed attempts)`;
       setText(this.cells.pid, i.pid ?? (i.addr ? '' : '–'));
       setText(this.cells.port, i.port ?? i.addr ?? '–');
-      setText(this.cells.uptime, i.state === 'ready' || i.state === 'starting' || i.state === 'draining' ? fmtDuration(i.uptime_s) : '–');
+      setText(this.cells.uptime, ['ready', 'starting', 'down', 'draining', 'maint'].includes(i.state) ? fmtDuration(i.uptime_s) : '–');
       setText(this.cells.restarts, i.restarts ?? 0);
       this.cells.restarts.classList.toggle('warn', (i.restarts || 0) > 0);
       setText(this.cells.rss, supervised ? fmtBytes(i.rss_bytes) : '–');

@@ -8,6 +8,11 @@ pub enum InstanceState {
     Starting,
     /// In rotation: receives traffic.
     Ready,
+    /// Failed its health checks (`fall` in a row after it was ready; a fixed server at its
+    /// first `fall` failures): out of rotation while its checks go on; `rise` passes put it
+    /// back (HAProxy's DOWN). A process herd started keeps running (it is restarted when its
+    /// checks get no answer for `ready_timeout`).
+    Down,
     /// Out of rotation; in-flight requests finish, then it is stopped.
     Draining,
     /// Put in maintenance by an operator (HAProxy MAINT): out of rotation, checks paused,
@@ -23,9 +28,10 @@ pub enum InstanceState {
 
 impl InstanceState {
     /// Every state, in lifecycle order (for metrics that export each one as 0 or 1).
-    pub const ALL: [InstanceState; 7] = [
+    pub const ALL: [InstanceState; 8] = [
         InstanceState::Starting,
         InstanceState::Ready,
+        InstanceState::Down,
         InstanceState::Draining,
         InstanceState::Maint,
         InstanceState::Stopped,
@@ -39,6 +45,7 @@ impl InstanceState {
         match self {
             InstanceState::Starting => "starting",
             InstanceState::Ready => "ready",
+            InstanceState::Down => "down",
             InstanceState::Draining => "draining",
             InstanceState::Maint => "maint",
             InstanceState::Stopped => "stopped",

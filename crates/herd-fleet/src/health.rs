@@ -20,6 +20,9 @@ pub struct HealthState {
     fail_streak: u32,
     /// Has been up at least once: a down instance is then checked at `downinter`.
     was_up: bool,
+    /// The down state was reported: a flip from up, or (a fixed server, or anything that was
+    /// up) `fall` failures in a row while not up.
+    down_reported: bool,
 }
 
 impl HealthState {
@@ -43,6 +46,7 @@ impl HealthState {
             ok_streak: 0,
             fail_streak: 0,
             was_up: false,
+            down_reported: false,
         }
     }
 
@@ -76,7 +80,8 @@ impl HealthState {
         !self.up || self.fail_streak > 0
     }
 
-    /// Feeds one probe result; returns the new state when it flips.
+    /// Feeds one probe result; returns the new state when it flips (for a fixed server, also
+    /// `false` at its first `fall` failures: it is down, not starting).
     pub fn observe(&mut self, ok: bool) -> Option<bool> {
         if ok {
             self.fail_streak = 0;
@@ -84,13 +89,17 @@ impl HealthState {
             if !self.up && self.ok_streak >= self.rise {
                 self.up = true;
                 self.was_up = true;
+                self.down_reported = false;
                 return Some(true);
             }
         } else {
             self.ok_streak = 0;
             self.fail_streak = self.fail_streak.saturating_add(1);
-            if self.up && self.fail_streak >= self.fall {
+            // Up, or a fixed server never yet up (it has no start-up to wait out): `fall`
+            // failures make it down, reported once.
+            if (self.up || self.was_up) && !self.down_reported && self.fail_streak >= self.fall {
                 self.up = false;
+                self.down_reported = true;
                 return Some(false);
             }
         }
@@ -181,6 +190,25 @@ mod tests {
         assert_eq!(h.observe(false), None);
         assert_eq!(h.observe(false), None);
         assert_eq!(h.observe(false), Some(false));
+    }
+
+    #[test]
+    fn a_fixed_server_is_reported_down_at_its_first_fall_failures_once() {
+        let mut h = HealthState::new_server(2, 2);
+        assert_eq!(h.observe(false), None);
+        assert_eq!(h.observe(false), Some(false));
+        assert_eq!(h.observe(false), None);
+        assert_eq!(h.observe(true), None);
+        assert_eq!(h.observe(false), None);
+        assert_eq!(h.observe(false), None, "already down: not reported again");
+        assert_eq!(h.observe(true), None);
+        assert_eq!(h.observe(true), Some(true));
+        assert_eq!(h.observe(false), None);
+        assert_eq!(h.observe(false), Some(false));
+        // A process never yet up is starting, not down: nothing to report.
+        let mut p = HealthState::new(1, 1);
+        assert_eq!(p.observe(false), None);
+        assert_eq!(p.observe(false), None);
     }
 
     proptest! {

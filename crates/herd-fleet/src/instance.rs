@@ -94,7 +94,8 @@ impl Inst {
             addr: p
                 .filter(|p| p.pid.is_none())
                 .map(|p| p.endpoint.addr.to_string()),
-            state: if self.maint && self.state == InstanceState::Ready {
+            state: if self.maint && matches!(self.state, InstanceState::Ready | InstanceState::Down)
+            {
                 InstanceState::Maint
             } else if self.drained && self.state == InstanceState::Ready {
                 InstanceState::Draining

@@ -103,10 +103,16 @@ pub(crate) fn render(v: &Value) -> String {
                 measured(format!("{:.1}", i["rps"].as_f64().unwrap_or(0.0))),
             ]);
             // Why a running instance is not in rotation: its last health check failed.
-            if i["state"] == "starting" && i["last_check"]["ok"] == false {
+            if (i["state"] == "starting" || i["state"] == "down") && i["last_check"]["ok"] == false
+            {
                 if let Some(detail) = i["last_check"]["detail"].as_str() {
+                    let why = if i["state"] == "down" {
+                        "down"
+                    } else {
+                        "not ready"
+                    };
                     exits.push(format!(
-                        "  {} not ready: last health check: {detail}",
+                        "  {} {why}: last health check: {detail}",
                         i["id"].as_str().unwrap_or("?")
                     ));
                 }

@@ -40,6 +40,22 @@ async fn gateway_answers_503_when_no_instance_is_ready_and_health_says_why() {
     assert!(body.contains("\"ready\":0"), "{body}");
     let out = herd.cli(&["scale", "static", "2"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("fixed `servers`"));
+    // A fixed server has no start-up to wait out: failing its checks, it is down (HAProxy's
+    // DOWN), and the status table says why.
+    herd.wait_for(
+        "static",
+        "the dead server to be down",
+        std::time::Duration::from_secs(15),
+        |i| i.len() == 1 && i[0]["state"] == "down",
+    )
+    .await;
+    let out = herd.cli(&["status"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("down"), "{table}");
+    assert!(
+        table.contains("static-1 down: last health check:"),
+        "{table}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -472,9 +472,13 @@ impl AppActor {
                         }
                         // Maintenance pauses the checks, so a starting instance cannot get
                         // ready meanwhile: its `ready_timeout` counts from when it ends.
+                        // (A fixed server has no process to restart: no deadline.)
                         if maint_changed
-                            && s.active.state == InstanceState::Starting
-                            && s.active.proc.is_some()
+                            && matches!(
+                                s.active.state,
+                                InstanceState::Starting | InstanceState::Down
+                            )
+                            && s.active.proc.as_ref().is_some_and(|p| p.pid.is_some())
                         {
                             s.active.ready_deadline =
                                 (!maint).then(|| Instant::now() + ready_timeout);
@@ -722,7 +726,7 @@ impl AppActor {
             return;
         };
         if up {
-            if inst.state == InstanceState::Starting {
+            if matches!(inst.state, InstanceState::Starting | InstanceState::Down) {
                 inst.state = InstanceState::Ready;
                 inst.ready_deadline = None;
                 inst.served = true;
@@ -755,9 +759,13 @@ impl AppActor {
                     self.advance_reload();
                 }
             }
-        } else if inst.state == InstanceState::Ready {
-            inst.state = InstanceState::Starting;
-            inst.ready_deadline = ready_timeout.map(|t| Instant::now() + t);
+        } else if matches!(inst.state, InstanceState::Ready | InstanceState::Starting) {
+            // From ready (any instance), or from starting (a fixed server failing its first
+            // checks: the health loop reports no other starting instance down).
+            if inst.state == InstanceState::Ready {
+                inst.ready_deadline = ready_timeout.map(|t| Instant::now() + t);
+            }
+            inst.state = InstanceState::Down;
             let last_check = inst
                 .proc
                 .as_ref()
