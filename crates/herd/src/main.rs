@@ -3,6 +3,7 @@
 
 mod cli;
 mod client;
+mod listen;
 mod reload;
 mod services;
 mod simulate;

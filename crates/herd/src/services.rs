@@ -104,14 +104,15 @@ fn random_token() -> String {
 /// The listen address is taken, or the store cannot be opened (a locked or corrupt embedded
 /// file, a bad Redis URL, refused credentials). A Redis outage, at start or later, is not
 /// fatal: the services answer 503 with the reason and the store connects by itself.
-pub(crate) async fn start(config: &Config) -> anyhow::Result<Option<Running>> {
+pub(crate) async fn start(config: &Config, quick: bool) -> anyhow::Result<Option<Running>> {
     let s = &config.services;
     if !s.enabled {
         return Ok(None);
     }
-    let listener = TcpListener::bind(s.listen)
-        .await
-        .with_context(|| format!("failed to listen on {} (services.listen)", s.listen))?;
+    let listener = TcpListener::bind(s.listen).await.map_err(|e| {
+        let origin = crate::listen::Origin::new("services.listen", Some("--services"), quick);
+        crate::listen::error(s.listen, origin, &e)
+    })?;
     let addr = listener.local_addr().context("services listener address")?;
     if let StoreConfig::Embedded { path } = &config.store {
         if let Some(dir) = path.parent() {

@@ -467,26 +467,25 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
         .data_plane
         .threads
         .unwrap_or_else(herd_proxy::server::default_threads);
+    use crate::listen::{error as listen_error, Origin};
+    let quick = path.is_none();
     let gateway_listeners =
-        herd_proxy::shard::bind(config.gateway.listen, threads).with_context(|| {
-            format!(
-                "failed to listen on {} (gateway.listen)",
-                config.gateway.listen
-            )
+        herd_proxy::shard::bind(config.gateway.listen, threads).map_err(|e| {
+            let origin = Origin::new("gateway.listen", Some("--port"), quick);
+            listen_error(config.gateway.listen, origin, &e)
         })?;
-    let admin_listener = TcpListener::bind(config.admin.listen)
-        .await
-        .with_context(|| format!("failed to listen on {} (admin.listen)", config.admin.listen))?;
+    let admin_listener = TcpListener::bind(config.admin.listen).await.map_err(|e| {
+        let origin = Origin::new("admin.listen", Some("--admin"), quick);
+        listen_error(config.admin.listen, origin, &e)
+    })?;
     let redirect_listener = match config.gateway.redirect_http {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("failed to listen on {addr} (gateway.redirect_http)"))?,
-        ),
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+            listen_error(addr, Origin::new("gateway.redirect_http", None, quick), &e)
+        })?),
         None => None,
     };
 
-    let services = crate::services::start(&config).await?;
+    let services = crate::services::start(&config, quick).await?;
 
     let stats = Arc::new(StatsRegistry::default());
     let gateway = Gateway::new(&config, Arc::clone(&stats));
