@@ -406,6 +406,63 @@ async fn redis_open_errors_are_clear() {
         matches!(&err, herd_store::StoreError::Invalid(m) if m.contains("password") && !m.contains("wrong@")),
         "{err}"
     );
+    // No password where one is needed, a database the server lacks, a cluster node given as a
+    // single Redis, a single Redis given as a cluster: configuration errors too.
+    let invalid = |urls: Vec<String>, cluster: bool, wants: &'static str| async move {
+        let opts = StoreOptions::Redis {
+            urls,
+            cluster,
+            timeout: REDIS_TIMEOUT,
+        };
+        let err = Store::open(&opts).await.expect_err("refused at open");
+        assert!(
+            matches!(&err, herd_store::StoreError::Invalid(m) if m.contains(wants)),
+            "{err}"
+        );
+    };
+    invalid(
+        vec![format!("redis://127.0.0.1:{}", server.port)],
+        false,
+        "wants a password",
+    )
+    .await;
+    invalid(
+        vec![format!("redis://:right@127.0.0.1:{}/99", server.port)],
+        false,
+        "no such database",
+    )
+    .await;
+    invalid(
+        vec![format!("redis://:right@127.0.0.1:{}", server.port)],
+        true,
+        "not a Redis Cluster",
+    )
+    .await;
+    let reply = support::cli(
+        server.port,
+        &[
+            "-a",
+            "right",
+            "ACL",
+            "SETUSER",
+            "nosub",
+            "on",
+            ">pw",
+            "~*",
+            "resetchannels",
+            "+@all",
+        ],
+    );
+    assert!(reply.contains("OK"), "{reply}");
+    invalid(
+        vec![format!("redis://nosub:pw@127.0.0.1:{}", server.port)],
+        false,
+        "may not use pub/sub channels",
+    )
+    .await;
+    let node_dir = tempfile::tempdir().unwrap();
+    let node = support::RedisServer::start(node_dir.path(), support::free_port(), true);
+    invalid(vec![node.url()], false, "node of a Redis Cluster").await;
     let opts = StoreOptions::Redis {
         urls: vec!["http://x".into()],
         cluster: false,
@@ -450,6 +507,12 @@ async fn redis_refusing_writes_is_not_ok() {
         status.last_error.as_deref().unwrap_or("").contains("OOM"),
         "{status:?}"
     );
+    // Reads still succeed meanwhile: they do not make it ok (only the probe does).
+    for _ in 0..20 {
+        store.get("herd:k").await.unwrap();
+        assert_eq!(store.status().state, "degraded", "{:?}", store.status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     support::cli(server.port, &["CONFIG", "SET", "maxmemory", "0"]);
     wait_for(true).await;
     store.shutdown().await;
@@ -468,7 +531,19 @@ async fn redis_cluster_node_kill_and_restart() {
             .unwrap();
     }
 
-    cluster.nodes[0].kill();
+    // nodes[1] serves slots 5461-10922; the probe's key (herd:{probe}, slot 5258) lives on
+    // nodes[0]: the status tells of the dead master's slots all the same (CLUSTER INFO's
+    // cluster_slots_pfail), once the survivors notice.
+    cluster.nodes[1].kill();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while store.status().state == "ok" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a dead master is not reported: {:?}",
+            store.status()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let mut failed = 0;
     for k in &keys {
         let started = std::time::Instant::now();
@@ -490,7 +565,7 @@ async fn redis_cluster_node_kill_and_restart() {
     }
     assert!(failed > 0, "keys on the dead master must fail");
 
-    cluster.nodes[0].restart();
+    cluster.nodes[1].restart();
     let deadline = std::time::Instant::now() + Duration::from_secs(40);
     for k in &keys {
         while store

@@ -153,6 +153,94 @@ async fn two_herds_share_sessions_locks_and_rate_limits() {
     assert_eq!(verdicts, [true, true, false, false]);
 }
 
+/// A node whose Redis user loses its pub/sub channels (an ACL change; Redis 7 gives new users
+/// none, which herd refuses at start) never hears other nodes' writes again: its subscription
+/// is refused without the client library saying so. The store turns `degraded`, the node stops
+/// serving L1 copies, and its own writes, which it cannot announce, are not reported as done
+/// everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_loses_pubsub_serves_no_stale_l1() {
+    let redis = Redis::start();
+    let acl = |rules: &[&str]| {
+        let mut args = vec!["ACL", "SETUSER", "app"];
+        args.extend_from_slice(rules);
+        let reply = redis.cli(&args);
+        assert!(reply.contains("OK"), "{reply}");
+    };
+    acl(&["on", ">app-pw", "~*", "allchannels", "+@all"]);
+    let a = Herd::start(&config(&redis, ""));
+    let user_url = redis.url().replace("redis://", "redis://app:app-pw@");
+    let deaf = Herd::start(&config(&redis, "").replace(&redis.url(), &user_url));
+    a.wait_ready("web", 1).await;
+    deaf.wait_ready("web", 1).await;
+    let cache_put = |herd: &Herd, v: &'static str| {
+        let url = herd.services_url("/v1/cache/pages/home");
+        let auth = format!("Bearer {TOKEN}");
+        async move {
+            call(Method::PUT, &url, &[("authorization", &auth)], v)
+                .await
+                .unwrap()
+        }
+    };
+    let cache_get = |herd: &Herd| {
+        let url = herd.services_url("/v1/cache/pages/home");
+        let auth = format!("Bearer {TOKEN}");
+        async move {
+            call(Method::GET, &url, &[("authorization", &auth)], "")
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(cache_put(&a, "v1").await.0, 204);
+    for _ in 0..2 {
+        let (code, _, body) = cache_get(&deaf).await;
+        assert_eq!((code, body.as_str()), (200, "v1"));
+    }
+    acl(&["resetchannels"]);
+    // The probe finds out within a second or two.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, text) = get(&deaf.admin_url("/store/status")).await.unwrap();
+        let status: Value = serde_json::from_str(&text).unwrap();
+        if status["state"] == "degraded" {
+            assert!(
+                status["last_error"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("pub/sub channels"),
+                "{status}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(cache_put(&a, "v2").await.0, 204);
+    let (code, headers, body) = cache_get(&deaf).await;
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "v2"),
+        "stale L1 served: {headers:?}"
+    );
+    let (_, stats) = api(&deaf, Method::GET, "/v1/cache/stats", Value::Null).await;
+    assert!(
+        stats["l1_bypassed"]
+            .as_str()
+            .is_some_and(|r| r.contains("degraded")),
+        "{stats}"
+    );
+    // Its own write lands, but other nodes cannot be told: not a silent success.
+    let (code, _, body) = cache_put(&deaf, "v3").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("could not be told"), "{body}");
+    let (_, _, body) = cache_get(&deaf).await;
+    assert_eq!(body, "v3", "the store has it");
+    // (A keeps its own L1 copy of v2 until l1_ttl: what the 503 warned of.)
+    // The node whose user kept its channels keeps its L1.
+    let (_, stats) = api(&a, Method::GET, "/v1/cache/stats", Value::Null).await;
+    assert!(stats["l1_bypassed"].is_null(), "{stats}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_degrades_and_recovers() {
     let mut redis = Redis::start();

@@ -113,6 +113,13 @@ impl Validator<'_> {
                 ),
             }
         }
+        if let Some(c) = &s.cluster {
+            if let Some(problem) = cluster_problem(&cluster) {
+                self.err(&c.span(), "store.cluster", problem, Some(
+                    "list every seed as redis://HOST:PORT (or all as rediss:// for TLS), without a database: a cluster has only database 0".into(),
+                ));
+            }
+        }
         if s.url.is_none() && s.cluster.is_none() {
             let span = s.backend.as_ref().map_or(0..0, Spanned::span);
             self.err(
@@ -472,13 +479,40 @@ fn unusable_name(name: &str, forbidden: &[char]) -> bool {
 
 /// What is wrong with a `redis://` or `rediss://` URL's host, port or database, if anything;
 /// never quotes the URL (it may carry a password).
+/// A database other than 0, or TLS on some seeds only, in a Redis Cluster's seed list.
+fn cluster_problem(urls: &[String]) -> Option<&'static str> {
+    let db = |url: &str| {
+        let rest = url.split_once("://").map_or(url, |(_, r)| r);
+        let path = rest.split_once('/').map_or("", |(_, p)| p);
+        let db = path.split_once('?').map_or(path, |(d, _)| d);
+        db.parse::<u64>().unwrap_or(0)
+    };
+    if urls.iter().any(|u| db(u) != 0) {
+        return Some("a Redis Cluster has only database 0, and a seed names another");
+    }
+    let tls = urls.iter().filter(|u| u.starts_with("rediss://")).count();
+    if tls != 0 && tls != urls.len() {
+        return Some("some seeds use rediss:// (TLS) and others redis://: a cluster's nodes speak one or the other");
+    }
+    None
+}
+
 fn redis_url_problem(url: &str) -> Option<&'static str> {
     let rest = url
         .strip_prefix("redis://")
         .or_else(|| url.strip_prefix("rediss://"))?;
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     let authority = authority.split_once('?').map_or(authority, |(a, _)| a);
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let (userinfo, host_port) = authority.rsplit_once('@').unwrap_or(("", authority));
+    let bytes = userinfo.as_bytes();
+    let bad_escape = bytes.iter().enumerate().any(|(i, &b)| {
+        b == b'%'
+            && !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    });
+    if bad_escape {
+        return Some("the user or password has a '%' that is not followed by two hex digits (write a '%' as %25)");
+    }
     let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
         match v6.split_once(']') {
             Some((h, rest)) => (h, rest.strip_prefix(':')),
@@ -507,7 +541,26 @@ fn redis_url_problem(url: &str) -> Option<&'static str> {
 
 #[cfg(test)]
 mod url_tests {
-    use super::redis_url_problem;
+    use super::{cluster_problem, redis_url_problem};
+
+    #[test]
+    fn cluster_seeds_take_database_0_and_one_scheme() {
+        let list = |l: &[&str]| l.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            cluster_problem(&list(&["redis://a:1", "redis://b:2/0"])),
+            None
+        );
+        assert_eq!(
+            cluster_problem(&list(&["rediss://a:1", "rediss://b:2"])),
+            None
+        );
+        assert!(cluster_problem(&list(&["redis://a:1/2"]))
+            .unwrap()
+            .contains("database 0"));
+        assert!(cluster_problem(&list(&["rediss://a:1", "redis://b:2"]))
+            .unwrap()
+            .contains("TLS"));
+    }
 
     #[test]
     fn redis_urls_are_checked_without_being_quoted() {
@@ -519,6 +572,7 @@ mod url_tests {
             "rediss://[::1]:6380/0",
             "redis://h:6379/?protocol=resp3",
             "redis://h:6379/0?protocol=resp3",
+            "redis://:p%40ss@h:6379",
         ] {
             assert_eq!(redis_url_problem(good), None, "{good}");
         }
@@ -529,6 +583,8 @@ mod url_tests {
             ("redis://:pw@:6379", "host"),
             ("redis://h:6379/zero", "database"),
             ("redis://[::1:6379", "IPv6"),
+            ("redis://:p%ZZ@h:6379", "%25"),
+            ("redis://:100%@h:6379", "%25"),
         ] {
             assert!(
                 redis_url_problem(bad).is_some_and(|p| p.contains(why)),

@@ -39,8 +39,10 @@ struct Message {
     arg: String,
 }
 
-/// Publishes an invalidation; failure only logs (the L1 TTL bounds the staleness).
-pub(super) async fn announce(inner: &Inner, ns: &str, op: Op, arg: &str) {
+/// Publishes an invalidation. A failure is the caller's error (the write itself is done):
+/// other nodes keep their L1 copies, up to the namespace's `l1_ttl`, so the client hears of
+/// it and can retry (every write and invalidation is idempotent).
+pub(super) async fn announce(inner: &Inner, ns: &str, op: Op, arg: &str) -> ServiceResult<()> {
     let msg = Message {
         node: inner.node.clone(),
         ns: ns.to_owned(),
@@ -48,9 +50,23 @@ pub(super) async fn announce(inner: &Inner, ns: &str, op: Op, arg: &str) {
         arg: arg.to_owned(),
     };
     let body = Bytes::from(serde_json::to_vec(&msg).unwrap_or_default());
-    if let Err(e) = inner.store.publish(CHANNEL, body).await {
-        tracing::warn!(ns, error = %e, "failed to publish a cache invalidation; other nodes keep their copy until its l1_ttl");
+    let Err(e) = inner.store.publish(CHANNEL, body).await else {
+        return Ok(());
+    };
+    tracing::warn!(ns, error = %e, "failed to publish a cache invalidation; other nodes keep their copy until its l1_ttl");
+    let told = "done in the store and on this node, but other herd nodes could not be told to \
+                drop their L1 copies; they may serve the old value for up to the namespace's \
+                l1_ttl: retry once the cause is fixed";
+    Err(match e {
+        herd_store::StoreError::Unavailable { backend, reason } => {
+            herd_store::StoreError::Unavailable {
+                backend,
+                reason: format!("{reason} ({told})"),
+            }
+        }
+        other => other,
     }
+    .into())
 }
 
 /// Drops L1 entries of `ns` matching `op`/`arg` on this node; returns how many.
@@ -227,7 +243,7 @@ pub(super) async fn by_prefix(inner: &Inner, ns: &str, prefix: &str) -> ServiceR
         .collect();
     drop_local(inner, ns, Op::Prefix, prefix).await;
     let n = delete_keys(inner, ns, &keys).await?;
-    announce(inner, ns, Op::Prefix, prefix).await;
+    announce(inner, ns, Op::Prefix, prefix).await?;
     Ok(n)
 }
 
@@ -288,7 +304,7 @@ pub(super) async fn by_tag(inner: &Inner, ns: &str, tag: &str) -> ServiceResult<
             inner.store.txn(&drop(std::slice::from_ref(one))).await?;
         }
     }
-    announce(inner, ns, Op::Tag, tag).await;
+    announce(inner, ns, Op::Tag, tag).await?;
     Ok(n)
 }
 
@@ -299,9 +315,13 @@ pub(super) fn spawn_listener(inner: Arc<Inner>) {
     let tasks = inner.tasks.clone();
     tasks.spawn(
         async move {
-            // Failed attempts in a row: the first is logged, the rest only at debug level.
+            // Failed attempts in a row: the first is logged, then one a minute.
             let mut failed = 0u64;
             let mut lost = false;
+            let incoherent = |reason: String| {
+                inner.coherent.store(false, Ordering::Release);
+                *inner.incoherent_reason.lock().unwrap() = Some(reason);
+            };
             loop {
                 let sub = tokio::select! {
                     () = shutdown.cancelled() => return,
@@ -316,6 +336,8 @@ pub(super) fn spawn_listener(inner: Arc<Inner>) {
                             // Whatever was published while not subscribed is gone.
                             apply(&inner, &Bytes::new()).await;
                         }
+                        *inner.incoherent_reason.lock().unwrap() = None;
+                        inner.coherent.store(true, Ordering::Release);
                         failed = 0;
                         loop {
                             let msg = tokio::select! {
@@ -326,10 +348,12 @@ pub(super) fn spawn_listener(inner: Arc<Inner>) {
                             apply(&inner, &raw).await;
                         }
                         lost = true;
+                        incoherent("the subscription to invalidations was lost; subscribing again".into());
                     }
                     Err(e) => {
-                        if failed == 0 {
-                            tracing::warn!(error = %e, "failed to subscribe to cache invalidations; retrying every second");
+                        incoherent(format!("not subscribed to other nodes' invalidations: {e}"));
+                        if failed.is_multiple_of(60) {
+                            tracing::warn!(error = %e, attempts = failed + 1, "failed to subscribe to cache invalidations (other nodes' writes would not reach this node's L1): reads go to the store, L1 only serves while the store fails; retrying every second");
                         } else {
                             tracing::debug!(error = %e, "still failing to subscribe to cache invalidations");
                         }

@@ -149,6 +149,9 @@ pub struct CacheStats {
     /// The bytes that weight stands for (each entry rounded up to a whole unit), at most
     /// about `l1_max_bytes` (`[services] cache_memory`).
     pub l1_bytes: u64,
+    /// Why reads skip L1 (not subscribed to other nodes' invalidations, so a copy could be
+    /// stale): they go to L2, and take L1 only when L2 fails. `None`: L1 serves.
+    pub l1_bypassed: Option<String>,
 }
 
 /// The bytes one unit of L1 weight stands for: the byte budget's share of one entry.
@@ -189,6 +192,12 @@ pub(crate) struct Inner {
     /// move during the read: otherwise the value read may be one a concurrent write just
     /// replaced, and caching it would undo that write's invalidation for `l1_ttl`.
     epochs: Epochs,
+    /// Subscribed to other nodes' invalidations: L1 can be trusted. While not (the store's
+    /// pub/sub is refused or reconnecting), a read goes to L2 first and takes an L1 copy only
+    /// when L2 fails (a store outage: L1 keeps serving). Cleared L1 follows a new subscription.
+    coherent: std::sync::atomic::AtomicBool,
+    /// Why L1 is bypassed (the subscription's error), for the stats.
+    incoherent_reason: Mutex<Option<String>>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -349,6 +358,8 @@ impl Cache {
                 fills: fill::Fills::default(),
                 node: crate::ids::random_id(),
                 epochs: Epochs::default(),
+                coherent: std::sync::atomic::AtomicBool::new(false),
+                incoherent_reason: Mutex::new(Some("not subscribed to invalidations yet".into())),
                 tasks: TaskTracker::new(),
                 shutdown,
             }),
@@ -385,6 +396,13 @@ impl Cache {
             .saturating_add(millis(s.grace));
         let left = u64::try_from(end.saturating_sub(self.inner.clock.now_ms())).unwrap_or(0);
         s.l1_ttl.min(Duration::from_millis(left))
+    }
+
+    /// Whether L1 copies may be served before asking L2: subscribed to other nodes'
+    /// invalidations, and the store `ok` (a store that is `degraded`, say a Redis user that
+    /// lost its pub/sub channels, may keep a subscription that hears nothing).
+    fn l1_trusted(&self) -> bool {
+        self.inner.coherent.load(Ordering::Acquire) && self.inner.store.status().state == "ok"
     }
 
     /// Reads a value: L1, then L2 (which fills L1). A miss is `Ok(None)`. When L2 fails and L1
@@ -430,30 +448,45 @@ impl Cache {
             }
         };
         let k1 = l1_key(ns, key);
-        if let Some(e) = self.inner.l1.get(&k1).await {
+        let coherent = self.l1_trusted();
+        let l1_copy = || async {
+            let e = self.inner.l1.get(&k1).await?;
             let f = self.classify(ns, &e);
             if f == Freshness::Expired {
                 self.inner.l1.invalidate(&k1).await;
-            } else {
+                return None;
+            }
+            Some(Hit {
+                value: e.value.clone(),
+                level: Level::L1,
+                freshness: f,
+                tags: e.tags.clone(),
+                content_type: e.content_type.clone(),
+            })
+        };
+        if coherent {
+            if let Some(hit) = l1_copy().await {
                 tally(&c.l1_hits);
-                return Ok(Some(Hit {
-                    value: e.value.clone(),
-                    level: Level::L1,
-                    freshness: f,
-                    tags: e.tags.clone(),
-                    content_type: e.content_type.clone(),
-                }));
+                return Ok(Some(hit));
             }
         }
-        tally(&c.l1_misses);
         let epoch = self.inner.epochs.read(&k1);
         let found = match self.inner.store.get(&l2_key(ns, key)).await {
             Ok(found) => found,
             Err(e) => {
                 c.l2_errors.fetch_add(1, Ordering::Relaxed);
+                // Not subscribed and the store failing: an outage, in which L1 serves.
+                if !coherent {
+                    if let Some(hit) = l1_copy().await {
+                        tally(&c.l1_hits);
+                        return Ok(Some(hit));
+                    }
+                }
+                tally(&c.l1_misses);
                 return Err(e.into());
             }
         };
+        tally(&c.l1_misses);
         let Some(mut e) = found.and_then(|v| Entry::decode(&v.value)) else {
             tally(&c.l2_misses);
             return Ok(None);
@@ -598,7 +631,7 @@ impl Cache {
         }
         self.prune_index(ns, now).await;
         self.prune_tags(ns, &e.tags, now).await;
-        invalidate::announce(&self.inner, ns, invalidate::Op::Key, key).await;
+        let announced = invalidate::announce(&self.inner, ns, invalidate::Op::Key, key).await;
         e.l1_for = self.l1_for(ns, &e);
         if mine == before + 1 && self.inner.epochs.read(&k1) == mine {
             self.inner.l1.insert(k1.clone(), Arc::new(e)).await;
@@ -608,7 +641,7 @@ impl Cache {
         } else {
             self.inner.l1.invalidate(&k1).await;
         }
-        Ok(())
+        announced
     }
 
     /// Drops index entries of keys that expired by themselves (bounded work per put).
@@ -659,7 +692,7 @@ impl Cache {
         let n = invalidate::delete_keys(&self.inner, ns, &[key.to_owned()]).await;
         let gave_up = self.inner.fills.release(ns, key);
         let n = n?;
-        invalidate::announce(&self.inner, ns, invalidate::Op::Key, key).await;
+        invalidate::announce(&self.inner, ns, invalidate::Op::Key, key).await?;
         Ok(n > 0 || gave_up)
     }
 
@@ -836,6 +869,18 @@ impl Cache {
                 .l1
                 .weighted_size()
                 .saturating_mul(l1_unit(&self.inner.config)),
+            l1_bypassed: if !self.inner.coherent.load(Ordering::Acquire) {
+                self.inner.incoherent_reason.lock().unwrap().clone()
+            } else {
+                let status = self.inner.store.status();
+                (status.state != "ok").then(|| {
+                    format!(
+                        "the store is {}: {}",
+                        status.state,
+                        status.last_error.as_deref().unwrap_or("no detail")
+                    )
+                })
+            },
         }
     }
 

@@ -62,6 +62,15 @@ enum Link {
     Cluster(ClusterConnection),
 }
 
+/// The channel the checks publish to (nobody listens): a user allowed herd's channels
+/// (`&herd:*`) may publish there.
+pub(super) const PROBE_CHANNEL: &str = "herd:probe";
+
+/// What a Redis user without pub/sub channels is told.
+pub(super) const NO_CHANNELS: &str = "the Redis user may not use pub/sub channels, which herd \
+    needs (cache invalidation across nodes, queue and lock wake-ups); Redis 7 gives new ACL users \
+    none: grant them with ACL SETUSER <user> allchannels (or &herd:*)";
+
 /// The first wait between two attempts of a connection made in the background; it doubles up
 /// to [`LATER_MAX`].
 const LATER_FIRST: Duration = Duration::from_millis(250);
@@ -253,12 +262,29 @@ impl Link {
         // outage: waiting would not fix them.
         let refused = |e: redis::RedisError| {
             let text = e.to_string();
-            if e.kind() == redis::ErrorKind::AuthenticationFailed {
+            if e.kind() == redis::ErrorKind::InvalidClientConfig {
+                StoreError::Invalid(e.detail().unwrap_or("bad Redis settings").to_owned())
+            } else if e.kind() == redis::ErrorKind::AuthenticationFailed {
                 StoreError::Invalid(format!("Redis at {targets} refused the credentials: {e}; check the password in the URL"))
             } else if text.contains("certificate") {
                 StoreError::Invalid(format!(
                     "failed to connect to {targets}: {text} (rediss:// checks the server against \
                      the system's trust store; for a private CA point SSL_CERT_FILE at its PEM file)"
+                ))
+            } else if text.contains("NOAUTH") {
+                StoreError::Invalid(format!(
+                    "Redis at {targets} wants a password and the URL has none: \
+                     redis://:PASSWORD@host:port (or redis://USER:PASSWORD@host:port with ACL users)"
+                ))
+            } else if text.contains("DB index is out of range") {
+                StoreError::Invalid(format!(
+                    "Redis at {targets} has no such database ({text}); a Redis has 16 (0 to 15) \
+                     unless its `databases` setting says otherwise"
+                ))
+            } else if text.contains("cluster support disabled") {
+                StoreError::Invalid(format!(
+                    "{targets} is not a Redis Cluster (cluster support disabled); for a single \
+                     Redis set [store] url instead of cluster"
                 ))
             } else if e.kind() == redis::ErrorKind::Parse {
                 StoreError::Unavailable {
@@ -321,9 +347,63 @@ impl Link {
                     .map_err(refused)
             }
         };
-        tokio::time::timeout(timeout * 2, connecting)
+        let checked = async {
+            let link = connecting.await?;
+            link.check(cluster, &targets).await.map_err(refused)?;
+            Ok(link)
+        };
+        tokio::time::timeout(timeout * 2, checked)
             .await
             .map_err(|_| unreachable("timed out".into()))?
+    }
+
+    /// What the connection alone does not reveal: a password the server wants (the connect
+    /// sends none when the URL has none), a user without pub/sub channels (Redis 7's default
+    /// for new ACL users: the server refuses SUBSCRIBE, which redis-rs does not report, so a
+    /// PUBLISH asks instead), a single-server URL naming a cluster node.
+    async fn check(&self, cluster: bool, targets: &str) -> RedisResult<()> {
+        let ping = redis::cmd("PING");
+        let publish = redis::cmd("PUBLISH").arg(PROBE_CHANNEL).arg("").to_owned();
+        let no_channels = |e: redis::RedisError| {
+            if e.code() == Some("NOPERM") {
+                redis::RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "no channels",
+                    format!("{NO_CHANNELS} ({targets}: {e})"),
+                ))
+            } else {
+                e
+            }
+        };
+        match self {
+            Link::Single(s) => {
+                let mut m = s.manager();
+                ping.query_async::<()>(&mut m).await?;
+                publish
+                    .query_async::<()>(&mut m)
+                    .await
+                    .map_err(no_channels)?;
+                let info = redis::cmd("CLUSTER").arg("INFO").to_owned();
+                if info.query_async::<String>(&mut m).await.is_ok() && !cluster {
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::InvalidClientConfig,
+                        "a cluster node",
+                        format!(
+                            "{targets} is a node of a Redis Cluster: list the cluster's nodes in \
+                             [store] cluster = [...] instead of url"
+                        ),
+                    )));
+                }
+                Ok(())
+            }
+            Link::Cluster(c) => {
+                ping.query_async::<()>(&mut c.clone()).await?;
+                publish
+                    .query_async::<()>(&mut c.clone())
+                    .await
+                    .map_err(no_channels)
+            }
+        }
     }
 }
 

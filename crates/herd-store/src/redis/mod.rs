@@ -111,7 +111,7 @@ impl RedisStore {
                     "the store cannot be reached; starting without it: the services answer 503 \
                      and shared rate limits count per node until it connects (retrying)"
                 );
-                health.record::<()>(&Err(e));
+                health.record::<()>(&Err(e), false);
                 Conn::later(urls.to_vec(), cluster, timeout, reason, cancel.clone())
             }
             Err(e) => return Err(e),
@@ -126,6 +126,7 @@ impl RedisStore {
         );
         spawn_pinger(
             conn.clone(),
+            cluster,
             backend,
             timeout,
             health.clone(),
@@ -172,15 +173,18 @@ impl RedisStore {
             let reason = "the store is shut down".into();
             return Err(StoreError::Unavailable { backend, reason });
         }
-        let result = match tokio::time::timeout(self.inner.timeout, call).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(map_err(backend, key, &e)),
-            Err(_) => Err(StoreError::Timeout {
-                backend,
-                millis: self.millis(),
-            }),
+        let (result, refused) = match tokio::time::timeout(self.inner.timeout, call).await {
+            Ok(Ok(v)) => (Ok(v), false),
+            Ok(Err(e)) => (Err(map_err(backend, key, &e)), answered(&e)),
+            Err(_) => (
+                Err(StoreError::Timeout {
+                    backend,
+                    millis: self.millis(),
+                }),
+                false,
+            ),
         };
-        self.inner.health.record(&result);
+        self.inner.health.record(&result, refused);
         result
     }
 
@@ -192,8 +196,18 @@ impl RedisStore {
     }
 }
 
+/// The server answered, with an error (as opposed to a connection that failed).
+fn answered(e: &redis::RedisError) -> bool {
+    !(e.is_io_error()
+        || e.is_connection_refusal()
+        || e.is_connection_dropped()
+        || e.is_timeout()
+        || e.is_unrecoverable_error())
+}
+
 fn spawn_pinger(
     conn: Conn,
+    cluster: bool,
     backend: &'static str,
     timeout: Duration,
     health: Arc<Health>,
@@ -213,14 +227,52 @@ fn spawn_pinger(
                 .arg("PX")
                 .arg(10_000)
                 .to_owned();
-            let result = match tokio::time::timeout(timeout, conn.query::<()>(&probe)).await {
-                Ok(r) => r.map_err(|e| map_err(backend, PROBE_KEY, &e)),
-                Err(_) => Err(StoreError::Timeout {
-                    backend,
-                    millis: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-                }),
+            let timed_out = || StoreError::Timeout {
+                backend,
+                millis: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             };
-            health.record(&result);
+            let (mut result, mut refused) =
+                match tokio::time::timeout(timeout, conn.query::<()>(&probe)).await {
+                    Ok(Ok(())) => (Ok(()), false),
+                    Ok(Err(e)) => (Err(map_err(backend, PROBE_KEY, &e)), answered(&e)),
+                    Err(_) => (Err(timed_out()), false),
+                };
+            // Channels: a user that lost them (an ACL change) gets its SUBSCRIBE refused, which
+            // the subscriber cannot see; a PUBLISH reports it.
+            if result.is_ok() {
+                let publish = redis::cmd("PUBLISH")
+                    .arg(conn::PROBE_CHANNEL)
+                    .arg("")
+                    .to_owned();
+                match tokio::time::timeout(timeout, conn.query::<()>(&publish)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) if e.code() == Some("NOPERM") => {
+                        let reason = format!("{} ({e})", conn::NO_CHANNELS);
+                        (result, refused) =
+                            (Err(StoreError::Unavailable { backend, reason }), true);
+                    }
+                    Ok(Err(e)) => (result, refused) = (Err(map_err(backend, "", &e)), answered(&e)),
+                    Err(_) => result = Err(timed_out()),
+                }
+            }
+            // The probe's key lives in one slot: the cluster's own view tells of the others.
+            if cluster && result.is_ok() {
+                let info = redis::cmd("CLUSTER").arg("INFO").to_owned();
+                match tokio::time::timeout(timeout, conn.query::<String>(&info)).await {
+                    Ok(Ok(text)) => {
+                        if let Some(problem) = health::failing_slots(&text) {
+                            let reason = format!("Redis Cluster: {problem}");
+                            (result, refused) =
+                                (Err(StoreError::Unavailable { backend, reason }), true);
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        (result, refused) = (Err(map_err(backend, "", &e)), answered(&e));
+                    }
+                    Err(_) => result = Err(timed_out()),
+                }
+            }
+            health.record_probe(&result, refused);
         }
     };
     tokio::spawn(task.instrument(tracing::info_span!("store_pinger", backend)));

@@ -516,4 +516,10 @@ impl Redis {
     pub fn kill(&mut self) {
         self.server.kill();
     }
+
+    /// Runs `redis-cli` against the server; its output.
+    #[allow(dead_code)]
+    pub fn cli(&self, args: &[&str]) -> String {
+        herd_store::testkit::cli(self.server.port, args)
+    }
 }
