@@ -926,6 +926,9 @@ async fn attempt(
             // Any other answer to an upgrade request is an ordinary response.
             let (mut parts, body) = resp.into_parts();
             forward::remove_hop_by_hop_response(&mut parts.headers);
+            // herd speaks HTTP/1.1 to its clients whatever the instance spoke (an HTTP/1.0
+            // backend's version would otherwise reach the status line: RFC 9110 6.2, nginx).
+            parts.version = Version::HTTP_11;
             let body = UpstreamBody::new(
                 body,
                 guard,

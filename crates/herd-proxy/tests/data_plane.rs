@@ -864,3 +864,37 @@ async fn an_h2c_instance_is_not_blamed_for_a_client_body_that_fails() {
     assert_eq!(ok.status, 200, "the instance is still in service");
     stop.cancel();
 }
+
+/// An HTTP/1.0 instance (Python's `http.server`) does not make herd answer its HTTP/1.1
+/// clients in HTTP/1.0 (which would end keep-alive and make bodies close-delimited).
+#[tokio::test]
+async fn an_http_1_0_instance_is_answered_in_http_1_1() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    let gw = common::gateway("", backend).await;
+    let mut client = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer[..n]);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    gw.stop.cancel();
+}

@@ -119,7 +119,10 @@ impl Matcher {
     }
 
     pub(super) fn matches(&self, req: &RequestView<'_>) -> bool {
-        (self.methods.is_empty() || self.methods.contains(req.method))
+        (self.methods.is_empty()
+            || self.methods.contains(req.method)
+            // GET includes HEAD (RFC 9110 9.3.2; nginx's `limit_except GET`).
+            || (req.method == Method::HEAD && self.methods.contains(&Method::GET)))
             && self.host.as_ref().is_none_or(|want| {
                 req.host
                     .map(super::strip_port)
@@ -248,6 +251,10 @@ mod tests {
         assert!(m.matches(&view(None, &Method::GET, "/", &h)));
         assert!(m.matches(&view(None, &Method::POST, "/", &h)));
         assert!(!m.matches(&view(None, &Method::DELETE, "/", &h)));
+        assert!(
+            m.matches(&view(None, &Method::HEAD, "/", &h)),
+            "GET includes HEAD"
+        );
     }
 
     #[test]
