@@ -42,7 +42,7 @@ max_conn = 10
 queue = 5
 queue_timeout = "2s"
 slow_start = "30s"
-observe = "layer4"
+observe = "layer7"
 sticky = { cookie = "SRV", ttl = "10m" }
 [app.health]
 path = "/health"
@@ -80,7 +80,7 @@ app = "web"
     );
     assert_eq!((web.queue, web.queue_timeout), (5, Duration::from_secs(2)));
     assert_eq!(web.slow_start, Duration::from_secs(30));
-    assert!(!web.observe_layer7);
+    assert!(web.observe_layer7);
     assert_eq!(
         web.sticky,
         Some(Sticky {
@@ -113,7 +113,10 @@ app = "web"
         api.lb.sticky.as_ref().map(|s| s.cookie.as_str()),
         Some("HERD_SRV")
     );
-    assert!(api.lb.observe_layer7, "layer7 is the default");
+    assert!(
+        !api.lb.observe_layer7,
+        "layer4 is the default: a 5xx is no failure"
+    );
 
     let r = &cfg.routes[0].overrides;
     assert_eq!(

@@ -170,6 +170,10 @@ impl EndpointStats {
         fail_timeout: Duration,
     ) -> bool {
         self.failures.fetch_add(1, Ordering::Relaxed);
+        if max_fails == 0 {
+            // nginx's `max_fails=0`: passive health is off.
+            return false;
+        }
         let now_ms = self.ms_since_epoch(now);
         let window_ms = u64::try_from(fail_timeout.as_millis()).unwrap_or(u64::MAX);
         let last = self.last_fail_ms.swap(now_ms, Ordering::Relaxed);
@@ -177,7 +181,7 @@ impl EndpointStats {
             self.window_fails.store(0, Ordering::Relaxed);
         }
         let fails = self.window_fails.fetch_add(1, Ordering::Relaxed) + 1;
-        if fails >= u64::from(max_fails.max(1)) {
+        if fails >= u64::from(max_fails) {
             self.down_until_ms
                 .store(now_ms.saturating_add(window_ms).max(1), Ordering::Relaxed);
             self.window_fails.store(0, Ordering::Relaxed);

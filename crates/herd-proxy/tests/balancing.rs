@@ -385,7 +385,7 @@ async fn a_5xx_marks_the_instance_down_with_observe_layer7() {
             a.addr, b.addr
         )
     };
-    let gw = gateway(&text("")).await;
+    let gw = gateway(&text("observe = \"layer7\"\n")).await;
     gw.gw.set_endpoints(
         "web",
         vec![endpoint(1, "web-1", a.addr), endpoint(2, "web-2", b.addr)],
@@ -402,16 +402,23 @@ async fn a_5xx_marks_the_instance_down_with_observe_layer7() {
         HashMap::from([("b".into(), 5)])
     );
 
-    let gw = gateway(&text("observe = \"layer4\"\n")).await;
-    gw.gw.set_endpoints(
-        "web",
-        vec![endpoint(1, "web-1", a.addr), endpoint(2, "web-2", b.addr)],
-    );
-    let _ = send(gw.addr, "/fail", &[]).await;
-    assert_eq!(
-        count(gw.addr, "/", 5).await,
-        HashMap::from([("a".into(), 5)])
-    );
+    // The default (layer4, as nginx) and `max_fails = 0` (passive health off): a 5xx is
+    // passed on and takes nobody out.
+    for extra in ["", "observe = \"layer7\"\nmax_fails = 0\n"] {
+        let gw = gateway(&text(extra)).await;
+        gw.gw.set_endpoints(
+            "web",
+            vec![endpoint(1, "web-1", a.addr), endpoint(2, "web-2", b.addr)],
+        );
+        for _ in 0..3 {
+            let _ = send(gw.addr, "/fail", &[]).await;
+        }
+        assert_eq!(
+            count(gw.addr, "/", 5).await,
+            HashMap::from([("a".into(), 5)]),
+            "{extra}"
+        );
+    }
 }
 
 #[tokio::test]

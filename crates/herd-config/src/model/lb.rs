@@ -70,7 +70,7 @@ impl Default for LoadBalancing {
             queue: 1024,
             queue_timeout: Duration::from_secs(5),
             slow_start: Duration::ZERO,
-            observe_layer7: true,
+            observe_layer7: false,
         }
     }
 }

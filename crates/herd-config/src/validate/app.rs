@@ -162,7 +162,7 @@ impl Validator<'_> {
                 a.max_fails.as_ref(),
                 &format!("{p}.max_fails"),
                 d::MAX_FAILS,
-                1,
+                0,
             ),
             fail_timeout: self.duration(
                 a.fail_timeout.as_ref(),
