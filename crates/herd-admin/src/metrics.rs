@@ -446,10 +446,32 @@ impl Collector for LbCollector {
                 )
             })
             .collect();
+        // In the gateway's set (ready, not drained), less those it skips now: passively down
+        // (unless all are) or with an open circuit.
+        let status = self.fleet.status();
         let rotation: Vec<(Labels, i64)> = apps
             .iter()
             .map(|a| {
-                let n = self.lb.lb_weights(a).len();
+                let set = self.lb.lb_weights(a);
+                let skipped =
+                    |i: &herd_fleet::InstanceStatus| i.circuit == "open" || i.passively_down;
+                let insts = status
+                    .iter()
+                    .find(|s| &s.name == a)
+                    .map(|s| &s.instances[..])
+                    .unwrap_or(&[]);
+                let in_set =
+                    |i: &&herd_fleet::InstanceStatus| set.iter().any(|w| w.instance == i.id);
+                let usable = insts.iter().filter(in_set).filter(|i| !skipped(i)).count();
+                let n = if usable == 0 {
+                    insts
+                        .iter()
+                        .filter(in_set)
+                        .filter(|i| i.circuit != "open")
+                        .count()
+                } else {
+                    usable
+                };
                 (app_l(a), i64::try_from(n).unwrap_or(i64::MAX))
             })
             .collect();
@@ -463,7 +485,7 @@ impl Collector for LbCollector {
         gauge(
             &mut encoder,
             "herd_app_instances_in_rotation",
-            "Instances the gateway sends requests to now (ready, not drained, not out after failed checks).",
+            "Instances the gateway sends requests to now: ready, not drained, not passively down (unless every one is) and without an open circuit.",
             None,
             &rotation,
         )

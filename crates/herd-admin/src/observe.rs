@@ -103,8 +103,12 @@ async fn lb_status(State(s): State<AdminState>) -> Response {
                 .map(|i| {
                     let w = weights.iter().find(|w| w.instance == i.id);
                     let in_rotation = match &s.lb {
-                        Some(_) => w.is_some() && !i.passively_down,
-                        None => i.state == herd_core::InstanceState::Ready && !i.passively_down,
+                        Some(_) => w.is_some() && !i.passively_down && i.circuit != "open",
+                        None => {
+                            i.state == herd_core::InstanceState::Ready
+                                && !i.passively_down
+                                && i.circuit != "open"
+                        }
                     };
                     json!({
                         "id": i.id,

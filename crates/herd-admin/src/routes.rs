@@ -98,12 +98,13 @@ async fn health(State(s): State<AdminState>) -> Response {
     let apps = s.fleet.status();
     // An app scaled to zero by its autoscaler (`min = 0`) is healthy: its first request starts
     // an instance. One scaled to zero otherwise (`herd scale web 0`) answers every request 503.
+    // Ready is not enough: an app whose every instance has its circuit open answers 503.
     let healthy = apps
         .iter()
-        .all(|a| a.ready > 0 || (a.desired == 0 && a.scale_from_zero));
+        .all(|a| a.serving > 0 || (a.desired == 0 && a.scale_from_zero));
     let detail: Vec<_> = apps
         .iter()
-        .map(|a| json!({"name": a.name, "ready": a.ready, "desired": a.desired}))
+        .map(|a| json!({"name": a.name, "ready": a.ready, "serving": a.serving, "desired": a.desired}))
         .collect();
     let status = if healthy {
         StatusCode::OK

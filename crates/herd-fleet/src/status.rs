@@ -50,6 +50,10 @@ pub struct AppStatus {
     pub kind: &'static str,
     pub desired: u32,
     pub ready: usize,
+    /// Ready instances the gateway can send requests to now: not passively down and whose
+    /// circuit is not open (when every ready one is passively down, the gateway still uses
+    /// them, so they count then).
+    pub serving: usize,
     pub instances: Vec<InstanceStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_scale: Option<ScaleRecord>,
@@ -172,6 +176,7 @@ impl AppView {
                 .iter()
                 .filter(|i| i.state == InstanceState::Ready)
                 .count(),
+            serving: serving(&instances),
             instances,
             last_scale: self.last_scale.clone(),
             last_reload: self.last_reload.clone(),
@@ -179,5 +184,61 @@ impl AppView {
             scale_from_zero: self.scale_from_zero,
             max_memory: self.max_memory,
         }
+    }
+}
+
+/// See [`AppStatus::serving`].
+fn serving(instances: &[InstanceStatus]) -> usize {
+    let ready = || {
+        instances
+            .iter()
+            .filter(|i| i.state == InstanceState::Ready && i.circuit != "open")
+    };
+    match ready().filter(|i| !i.passively_down).count() {
+        0 => ready().count(),
+        n => n,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inst(state: InstanceState, passively_down: bool, circuit: &'static str) -> InstanceStatus {
+        InstanceStatus {
+            id: "web-1".into(),
+            pid: None,
+            port: None,
+            addr: None,
+            state,
+            uptime_s: 0.0,
+            restarts: 0,
+            rss_bytes: 0,
+            cpu_percent: 0.0,
+            in_flight: 0,
+            requests_total: 0,
+            failures: 0,
+            passively_down,
+            circuit,
+            rps: 0.0,
+            next_restart_in_ms: None,
+            restart_delay_ms: 0,
+            last_check: None,
+            last_exit: None,
+        }
+    }
+
+    #[test]
+    fn serving_counts_what_the_gateway_can_pick() {
+        use InstanceState::{Ready, Starting};
+        let ok = inst(Ready, false, "closed");
+        let ejected = inst(Ready, true, "closed");
+        let open = inst(Ready, false, "open");
+        let probing = inst(Ready, false, "half_open");
+        assert_eq!(serving(&[ok.clone(), ejected.clone(), open.clone()]), 1);
+        // Every ready one passively down: the gateway uses them all the same.
+        assert_eq!(serving(&[ejected.clone(), ejected.clone()]), 2);
+        assert_eq!(serving(&[open.clone(), inst(Starting, false, "closed")]), 0);
+        assert_eq!(serving(&[open, probing]), 1);
     }
 }
