@@ -320,7 +320,8 @@ async fn an_instance_past_max_memory_is_replaced_gracefully() {
         Duration::from_millis(10),
         Arc::clone(&stop),
     );
-    let (code, body) = get(&herd.url("/alloc?mb=100")).await.unwrap();
+    // Over 64 MiB, under the 96 MiB hard ceiling: replaced start-first.
+    let (code, body) = get(&herd.url("/alloc?mb=72")).await.unwrap();
     assert_eq!(code, 200);
     let fat = body.split_whitespace().last().unwrap().to_owned();
     let fat_pid = before.iter().find(|i| i["id"] == fat.as_str()).unwrap()["pid"]
@@ -431,6 +432,59 @@ async fn an_instance_past_max_memory_that_is_not_ready_is_killed() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ready_instance_leaking_fast_is_killed_at_the_hard_ceiling() {
+    // The first process listens at once and leaks; its replacement takes 20 s to listen. The
+    // leaking one may not grow past 1.5 x max_memory while the replacement starts.
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("started");
+    let script = write(
+        dir.path(),
+        "leak.py",
+        &format!(
+            "import os, socket, time\n\
+             m = {marker:?}\n\
+             if os.path.exists(m): time.sleep(20)\n\
+             open(m, 'w').close()\n\
+             s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+             s.bind(('127.0.0.1', int(os.environ['PORT']))); s.listen(16)\n\
+             time.sleep(1.5)\n\
+             hog = []\n\
+             for _ in range(60):\n    hog.append(bytearray(b'x' * (8 << 20))); time.sleep(0.2)\n\
+             time.sleep(60)\n",
+            marker = marker.display().to_string()
+        ),
+    );
+    let (a, b) = free_range(12);
+    let config = base_config("")
+        + &format!(
+            "\n[[app]]\nname = \"leak\"\ncommand = [\"python3\", \"{}\"]\ninstances = 1\n\
+             port_range = \"{a}-{b}\"\nmax_memory = \"64MiB\"\nready_timeout = \"60s\"\n",
+            script.display()
+        );
+    let herd = Herd::start(&config);
+    herd.wait_ready("leak", 1).await;
+    let t0 = Instant::now();
+    while !herd.log().contains("killing it") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "never killed:\n{}",
+            herd.log()
+        );
+        for i in herd.instances("leak").await {
+            let rss = i["rss_bytes"].as_u64().unwrap_or(0);
+            assert!(rss < 200 << 20, "{rss} bytes against a 64 MiB limit: {i}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        herd.log()
+            .contains("instance over max_memory; replacing it"),
+        "{}",
+        herd.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -58,9 +58,12 @@ impl AppActor {
                     continue;
                 };
                 let ready = inst.state == InstanceState::Ready;
-                if ready && !replacing && !no_replacement {
+                // Past the hard ceiling a replacement is not waited for: a fast leak would
+                // otherwise grow for as long as the new process takes to get ready.
+                let past_ceiling = u.rss_bytes > hard_ceiling(limit);
+                if ready && !replacing && !no_replacement && !past_ceiling {
                     over.push((index, u.rss_bytes));
-                } else if !ready || no_replacement {
+                } else if !ready || no_replacement || past_ceiling {
                     // No graceful way out (not in rotation, or its replacement just failed):
                     // max_memory is still a ceiling, so it is killed and restarted as after a
                     // crash (PM2's max_memory_restart).
@@ -78,6 +81,11 @@ impl AppActor {
             if let Some(p) = inst.proc.as_mut() {
                 if let Some(u) = p.pid.and_then(|pid| usage.get(&pid)) {
                     p.rss_bytes = u.rss_bytes;
+                    // Draining for good: past the hard ceiling it goes now.
+                    if let Some(limit) = max_memory.filter(|&m| u.rss_bytes > hard_ceiling(m)) {
+                        tracing::warn!(app = %self.app.name, instance = %inst.id, rss_bytes = u.rss_bytes, max_memory = limit, "draining instance past 1.5 x max_memory; killing it");
+                        p.kill();
+                    }
                 }
             }
         }
@@ -107,4 +115,10 @@ impl AppActor {
             }
         }
     }
+}
+
+/// Memory past which an instance over `max_memory` is killed at once, even while its
+/// start-first replacement is starting: 1.5 x the limit.
+fn hard_ceiling(limit: u64) -> u64 {
+    limit.saturating_add(limit / 2)
 }
