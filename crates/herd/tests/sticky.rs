@@ -219,7 +219,7 @@ async fn the_status_page_shows_an_open_circuit() {
     let config = format!(
         "[gateway]\nlisten = \"{{gateway}}\"\ncircuit_consecutive = 3\ncircuit_open = \"60s\"\n\
          [admin]\nlisten = \"{{admin}}\"\n[logs]\ndir = \"{{logs}}\"\n\
-         [[app]]\nname = \"flaky\"\nservers = [\"127.0.0.1:{port}\"]\nmax_fails = 100\n\
+         [[app]]\nname = \"flaky\"\nservers = [\"127.0.0.1:{port}\"]\nmax_fails = 100\nobserve = \"layer7\"\n\
          [app.health]\npath = \"/health\"\ninterval = \"200ms\"\nrise = 1\n"
     );
     let herd = Herd::start(&config);
