@@ -446,34 +446,13 @@ impl Collector for LbCollector {
                 )
             })
             .collect();
-        // In the gateway's set (ready, not drained), less those it skips now: passively down
-        // (unless all are) or with an open circuit.
-        let status = self.fleet.status();
-        let rotation: Vec<(Labels, i64)> = apps
+        // What the gateway can pick now (`AppStatus::serving`: ready, not drained, not
+        // passively down unless all are, no open circuit).
+        let rotation: Vec<(Labels, i64)> = self
+            .fleet
+            .status()
             .iter()
-            .map(|a| {
-                let set = self.lb.lb_weights(a);
-                let skipped =
-                    |i: &herd_fleet::InstanceStatus| i.circuit == "open" || i.passively_down;
-                let insts = status
-                    .iter()
-                    .find(|s| &s.name == a)
-                    .map(|s| &s.instances[..])
-                    .unwrap_or(&[]);
-                let in_set =
-                    |i: &&herd_fleet::InstanceStatus| set.iter().any(|w| w.instance == i.id);
-                let usable = insts.iter().filter(in_set).filter(|i| !skipped(i)).count();
-                let n = if usable == 0 {
-                    insts
-                        .iter()
-                        .filter(in_set)
-                        .filter(|i| i.circuit != "open")
-                        .count()
-                } else {
-                    usable
-                };
-                (app_l(a), i64::try_from(n).unwrap_or(i64::MAX))
-            })
+            .map(|a| (app_l(&a.name), i64::try_from(a.serving).unwrap_or(i64::MAX)))
             .collect();
         gauge(
             &mut encoder,

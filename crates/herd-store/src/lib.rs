@@ -213,4 +213,9 @@ pub trait Backend: Send + Sync {
 
     /// What the backend is and how its connection is.
     fn status(&self) -> StoreStatus;
+
+    /// `status().state == "ok"`, without building the status (asked on hot paths).
+    fn is_ok(&self) -> bool {
+        self.status().state == "ok"
+    }
 }

@@ -191,6 +191,14 @@ impl Backend for Store {
             Store::Unreliable(u) => u.status(),
         }
     }
+
+    fn is_ok(&self) -> bool {
+        match self {
+            Store::Embedded(s) => s.is_ok(),
+            Store::Redis(s) => s.is_ok(),
+            Store::Unreliable(u) => u.status().state == "ok",
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {

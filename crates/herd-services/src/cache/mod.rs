@@ -402,7 +402,7 @@ impl Cache {
     /// invalidations, and the store `ok` (a store that is `degraded`, say a Redis user that
     /// lost its pub/sub channels, may keep a subscription that hears nothing).
     fn l1_trusted(&self) -> bool {
-        self.inner.coherent.load(Ordering::Acquire) && self.inner.store.status().state == "ok"
+        self.inner.coherent.load(Ordering::Acquire) && self.inner.store.is_ok()
     }
 
     /// Reads a value: L1, then L2 (which fills L1). A miss is `Ok(None)`. When L2 fails and L1

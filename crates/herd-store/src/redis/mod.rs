@@ -709,6 +709,10 @@ impl Backend for RedisStore {
         }
     }
 
+    fn is_ok(&self) -> bool {
+        self.inner.health.state(self.inner.timeout).0 == "ok"
+    }
+
     fn status(&self) -> StoreStatus {
         let (state, last_error) = self.inner.health.state(self.inner.timeout);
         StoreStatus {
