@@ -3,7 +3,7 @@
 //!
 //! - round robin: one period of nginx's smooth weighted round robin ([`swrr`]), precomputed
 //!   when the set changes and indexed by the counter (all weights 1 until servers get weights).
-//! - least connections: fewest in flight, ties rotated by the counter.
+//! - least connections: fewest in flight per weight, ties by the round robin's turns.
 //! - `random_two`: power of two choices on in-flight; `peak_ewma`: the same on latency EWMA ×
 //!   (in-flight + 1) ([`ewma`]).
 //! - `ip_hash` / `hash`: consistent hashing with bounded loads ([`ring`], keys from [`key`]).
@@ -11,8 +11,8 @@
 //!
 //! Server weights (scaled by [`slowstart::SCALE`], ramped by slow start) weigh every algorithm
 //! but the hashing ones and `first`: round robin through the precomputed schedule (a weighted
-//! random draw while some instance ramps up), least connections on (in-flight + 1) / weight,
-//! P2C on cost / weight. Backups and `max_conn` are decided by the caller through `skip`.
+//! random draw while some instance ramps up), least connections on in-flight / weight (ties by
+//! the weighted turns), P2C on cost / weight with draws in proportion to weight. Backups and `max_conn` are decided by the caller through `skip`.
 
 use herd_config::Balance;
 
@@ -24,6 +24,8 @@ pub(crate) mod swrr;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod weight_tests;
 
 /// What the balancer needs to know about one candidate.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -177,44 +179,71 @@ fn weighted_random(
     open.last().copied()
 }
 
-/// Fewest in flight relative to weight: (in-flight + 1) / weight, compared by cross
-/// multiplication; ties rotate with the counter. Weight 0 serves only when nothing else can.
+/// Fewest in flight relative to weight: in-flight ÷ weight (nginx's rule), compared by cross
+/// multiplication. The instances tied at the lowest take turns by the smooth weighted round
+/// robin (a weighted draw while some instance ramps up), so at low load, when all are idle,
+/// the weights hold as under `round_robin`. Weight 0 serves only when nothing else can.
 fn least_conn(
     n: usize,
     input: &Inputs<'_>,
     candidate: impl Fn(usize) -> Candidate,
 ) -> Option<usize> {
-    // Ties go round among the instances that may serve (a start among all of them gave a
-    // skipped instance's turn to its neighbour): the scan starts at the `rr % m`-th of the
-    // `m` open ones.
-    let m = (0..n).filter(|&i| !candidate(i).skip).count();
-    if m == 0 {
-        return None;
-    }
-    let skip_open = usize::try_from(input.rr % m as u64).unwrap_or(0);
-    let start = (0..n)
-        .filter(|&i| !candidate(i).skip)
-        .nth(skip_open)
-        .unwrap_or(0);
+    // One look at each candidate: in-flight counts move under our feet, and the tie-break
+    // below must see the same ones as the scan. The first 64 are remembered in a bitmask;
+    // past that (a set that large is rare) the tie-break reads them again.
     let mut best: Option<(usize, u64, u64)> = None;
-    for k in 0..n {
-        let i = (start + k) % n;
+    let mut fallback = None;
+    let mut tied: u64 = 0;
+    for i in 0..n {
         let c = candidate(i);
         if c.skip {
             continue;
         }
-        let load = c.in_flight as u64 + 1;
+        fallback.get_or_insert(i);
         let w = input.weight(i);
-        let better = |(_, bl, bw): (usize, u64, u64)| match (w, bw) {
-            (0, _) => false,
-            (_, 0) => true,
-            _ => u128::from(load) * u128::from(bw) < u128::from(bl) * u128::from(w),
-        };
-        if best.is_none_or(better) {
-            best = Some((i, load, w));
+        if w == 0 {
+            continue;
+        }
+        let load = c.in_flight as u64;
+        let order = best.map(|(_, bl, bw)| {
+            (u128::from(load) * u128::from(bw)).cmp(&(u128::from(bl) * u128::from(w)))
+        });
+        match order {
+            None | Some(std::cmp::Ordering::Less) => {
+                best = Some((i, load, w));
+                tied = 0;
+            }
+            Some(std::cmp::Ordering::Equal) => {}
+            Some(std::cmp::Ordering::Greater) => continue,
+        }
+        if i < 64 {
+            tied |= 1 << i;
         }
     }
-    best.map(|(i, _, _)| i)
+    let Some((first, bl, bw)) = best else {
+        return fallback;
+    };
+    let is_tied = |i: usize| {
+        if i < 64 {
+            return tied & (1 << i) != 0;
+        }
+        let c = candidate(i);
+        let w = input.weight(i);
+        !c.skip
+            && w > 0
+            && u128::from(c.in_flight as u64) * u128::from(bw) == u128::from(bl) * u128::from(w)
+    };
+    let tie = |i: usize| Candidate {
+        in_flight: 0,
+        skip: !is_tied(i),
+        latency_us: 0.0,
+    };
+    let turn = if input.ramping {
+        weighted_random(n, input, tie)
+    } else {
+        round_robin(n, input.rr, input.schedule, tie)
+    };
+    turn.or(Some(first))
 }
 
 /// The two distinct draws (positions among `m >= 2` eligible candidates) that `rand` makes:
@@ -231,7 +260,9 @@ pub(crate) fn draws(rand: u64, m: usize) -> (usize, usize) {
 }
 
 /// Power of two choices: two distinct random candidates among those not skipped; the lower
-/// cost wins, the first draw on ties.
+/// cost wins, the first draw on ties. With weights, each draw is in proportion to weight (so
+/// at low load, when costs tie, the weights still hold) and a weight-0 candidate is drawn
+/// only when no other can serve.
 fn p2c(
     n: usize,
     input: &Inputs<'_>,
@@ -241,8 +272,36 @@ fn p2c(
     #[allow(clippy::cast_precision_loss)]
     let cost = |i: usize| cost(&candidate(i)) / (input.weight(i).max(1) as f64);
     let rand = input.rand;
-    let m = (0..n).filter(|&i| !candidate(i).skip).count();
-    let nth = |k: usize| (0..n).filter(|&i| !candidate(i).skip).nth(k);
+    let open = |i: usize| !candidate(i).skip;
+    let total: u64 = if input.weights.is_empty() {
+        0
+    } else {
+        (0..n).filter(|&i| open(i)).map(|i| input.weight(i)).sum()
+    };
+    if total > 0 {
+        // The `x`-th unit of weight among the open candidates other than `not`.
+        let nth_unit = |mut x: u64, not: Option<usize>| {
+            (0..n).filter(|&i| Some(i) != not && open(i)).find(|&i| {
+                let w = input.weight(i);
+                if x < w {
+                    return true;
+                }
+                x -= w;
+                false
+            })
+        };
+        let a = nth_unit((rand >> 32) % total, None)?;
+        let rest = total - input.weight(a);
+        if rest == 0 {
+            return Some(a);
+        }
+        let Some(b) = nth_unit((rand & 0xffff_ffff) % rest, Some(a)) else {
+            return Some(a);
+        };
+        return Some(if cost(b) < cost(a) { b } else { a });
+    }
+    let m = (0..n).filter(|&i| open(i)).count();
+    let nth = |k: usize| (0..n).filter(|&i| open(i)).nth(k);
     match m {
         0 => None,
         1 => nth(0),

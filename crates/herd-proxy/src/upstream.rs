@@ -45,6 +45,12 @@ impl Upstream {
         slowstart::effective(self.params.weight, since, now, slow_start)
     }
 
+    /// The order in which groups serve: 0 weighted primaries, 1 weighted backups, 2 primaries
+    /// with `weight = 0`, 3 backups with `weight = 0`.
+    fn group(&self) -> u8 {
+        u8::from(self.params.weight == 0) * 2 + u8::from(self.params.backup)
+    }
+
     fn full(&self) -> bool {
         self.params.max_conn > 0 && self.endpoint.stats.in_flight() >= self.params.max_conn as usize
     }
@@ -57,7 +63,6 @@ pub(crate) struct UpstreamSet {
     /// One smooth weighted round robin period over the configured weights.
     schedule: Vec<u32>,
     ring: Ring,
-    any_backup: bool,
     /// Configured weights in `1/SCALE` units; empty when all are equal (the common case, which
     /// then costs the balancer nothing).
     weights: Vec<u32>,
@@ -78,7 +83,6 @@ impl UpstreamSet {
                     .collect()
             },
             ring: Ring::new(upstreams.iter().map(|u| &*u.endpoint.id)),
-            any_backup: upstreams.iter().any(|u| u.params.backup),
             upstreams,
         }
     }
@@ -371,7 +375,8 @@ impl AppUpstreams {
     }
 
     /// Picks an instance not in `tried` and counts it in flight. Primaries first; backups only
-    /// when no primary is left (passively down or tried). Passive marks are honoured unless
+    /// when no primary with a weight is left (passively down or tried); `weight = 0` servers
+    /// last. Passive marks are honoured unless
     /// every untried instance is marked (then they are ignored rather than failing the request).
     /// An open circuit is always honoured: failing fast is its point.
     /// `Full` when every instance of the group that may serve is at its `max_conn`.
@@ -415,14 +420,17 @@ impl AppUpstreams {
                     .circuit_would_admit(now, &self.plane.circuit)
         };
         for honour_down in [true, false] {
-            let primaries = set.iter().any(|u| !u.params.backup && open(u, honour_down));
-            let backup = set.any_backup && !primaries;
-            if !set
+            // The group that serves: weighted primaries, then backups, then `weight = 0`
+            // servers (HAProxy counts a server without weight as unusable, so its backups
+            // take over), each only when every earlier group has none open.
+            let Some(group) = set
                 .iter()
-                .any(|u| u.params.backup == backup && open(u, honour_down))
-            {
+                .filter(|u| open(u, honour_down))
+                .map(|u| u.group())
+                .min()
+            else {
                 continue;
-            }
+            };
             // A candidate that wins the pick but fills up before it is counted is skipped on
             // the next round; at most one round per instance.
             let mut lost: Vec<u64> = Vec::new();
@@ -432,7 +440,7 @@ impl AppUpstreams {
                     Candidate {
                         in_flight: u.endpoint.stats.in_flight(),
                         skip: !open(u, honour_down)
-                            || u.params.backup != backup
+                            || u.group() != group
                             || u.full()
                             || lost.contains(&u.endpoint.uid),
                         latency_us: if ewma { u.ewma.get(now) } else { 0.0 },
@@ -612,18 +620,25 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Against a model of HAProxy's rule: a backup is picked only when no primary is left
-        /// (in rotation, not passively down, not tried); marks are ignored only when every
+        /// Against a model of HAProxy's rule: a backup is picked only when no primary with a
+        /// weight is left (in rotation, not passively down, not tried), and a `weight = 0`
+        /// server only when no server with a weight is; marks are ignored only when every
         /// untried server is marked; nothing is picked twice for a request.
         #[test]
         fn backups_only_when_no_primary_is_left(
-            servers in proptest::collection::vec((proptest::bool::ANY, proptest::bool::ANY, proptest::bool::ANY), 1..7),
-            algo in proptest::sample::select(vec!["round_robin", "least_conn", "random_two", "first"]),
+            servers in proptest::collection::vec(
+                (proptest::bool::ANY, proptest::bool::weighted(0.25), proptest::bool::ANY, proptest::bool::ANY),
+                1..7,
+            ),
+            algo in proptest::sample::select(vec!["round_robin", "least_conn", "random_two", "first", "peak_ewma"]),
         ) {
             let list: Vec<String> = servers
                 .iter()
                 .enumerate()
-                .map(|(i, (backup, _, _))| format!("{{ addr = \"127.0.0.1:{}\", backup = {backup} }}", i + 1))
+                .map(|(i, (backup, zero, _, _))| {
+                    let weight = if *zero { 0 } else { i + 1 };
+                    format!("{{ addr = \"127.0.0.1:{}\", backup = {backup}, weight = {weight} }}", i + 1)
+                })
                 .collect();
             let text = format!("[[app]]\nname = \"web\"\nservers = [{}]\nbalance = \"{algo}\"\n", list.join(", "));
             let cfg = herd_config::parse(&text, "t.toml", std::path::Path::new(".")).unwrap();
@@ -632,7 +647,7 @@ mod tests {
             let eps: Vec<Endpoint> = servers
                 .iter()
                 .enumerate()
-                .map(|(i, &(_, down, _))| {
+                .map(|(i, &(_, _, down, _))| {
                     let stats = Arc::new(EndpointStats::new());
                     if down {
                         stats.record_failure(now, 1, Duration::from_secs(60));
@@ -649,24 +664,28 @@ mod tests {
             let tried: Vec<u64> = servers
                 .iter()
                 .enumerate()
-                .filter(|(_, s)| s.2)
+                .filter(|(_, s)| s.3)
                 .map(|(i, _)| i as u64 + 1)
                 .collect();
             let set = app.current();
             let got = pick(&app, &set, &tried, now, None);
-            // The model: the first group with an open server, in HAProxy's order.
-            let open = |backup: bool, honour_down: bool| {
-                servers.iter().any(|&(b, down, t)| b == backup && !t && !(honour_down && down))
+            // The model: honouring marks first, the first group with an open server, in
+            // HAProxy's order (weighted primaries, weighted backups, then the weight-0 ones).
+            let open = |group: (bool, bool), honour_down: bool| {
+                servers
+                    .iter()
+                    .any(|&(b, z, down, t)| (z, b) == group && !t && !(honour_down && down))
             };
-            let want = [(false, true), (true, true), (false, false), (true, false)]
+            let groups = [(false, false), (false, true), (true, false), (true, true)];
+            let want = [true, false]
                 .into_iter()
-                .find(|&(b, h)| open(b, h) && (h || !open(!b, true)));
+                .find_map(|h| groups.into_iter().find(|&g| open(g, h)).map(|g| (g, h)));
             match (got, want) {
                 (None, None) => {}
-                (Some(up), Some((backup, honour_down))) => {
-                    let (b, down, t) = servers[usize::try_from(up.endpoint.uid).unwrap() - 1];
+                (Some(up), Some((group, honour_down))) => {
+                    let (b, z, down, t) = servers[usize::try_from(up.endpoint.uid).unwrap() - 1];
                     proptest::prop_assert!(!t, "picked a tried server");
-                    proptest::prop_assert_eq!(b, backup);
+                    proptest::prop_assert_eq!((z, b), group);
                     proptest::prop_assert!(!(honour_down && down));
                 }
                 (got, want) => proptest::prop_assert!(false, "got {:?}, model {:?}", got.map(|u| u.endpoint.uid), want),
