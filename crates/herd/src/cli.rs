@@ -176,6 +176,12 @@ pub(crate) fn parse_count(s: &str) -> Result<Count, String> {
             .then(|| n.parse::<u32>().ok())
             .flatten()
     };
+    let zero = |n: &str| !n.is_empty() && n.bytes().all(|b| b == b'0');
+    if s.strip_prefix(['+', '-']).is_some_and(zero) {
+        return Err(format!(
+            "{s:?} changes nothing (and would pin today's count against the autoscaler): give N to pin a count, or auto to let the autoscaler decide"
+        ));
+    }
     let count = match s {
         "max" => Some(Count::Max),
         "auto" => Some(Count::Auto),
@@ -245,6 +251,8 @@ mod tests {
         assert_eq!(parse_count("-1"), Ok(Count::Remove(1)));
         assert_eq!(parse_count("max"), Ok(Count::Max));
         assert_eq!(parse_count("auto"), Ok(Count::Auto));
+        assert!(parse_count("+0").unwrap_err().contains("changes nothing"));
+        assert!(parse_count("-00").unwrap_err().contains("changes nothing"));
         for bad in ["", "+", "++2", "-x", "2.5", "4294967296"] {
             assert!(parse_count(bad).is_err(), "{bad}");
         }
