@@ -31,8 +31,9 @@ use crate::schedule::Schedules;
 use crate::window::Windows;
 
 /// An instance that has not been ready for this long (since its start, or across restarts:
-/// a crash loop, an `errored` slot) is treated as broken rather than warming up, so that it
-/// cannot block scale-in forever.
+/// a crash loop) is treated as broken rather than warming up, so that it cannot block
+/// scale-in forever. One the supervisor reports broken (errored, down, in maintenance, in a
+/// restart backoff) is never warming up.
 pub const STUCK_AFTER: Duration = Duration::from_secs(300);
 
 /// `lead = "auto"` without a measured start time assumes this one.
@@ -500,6 +501,9 @@ fn warming_flags(cfg: &Scaling, st: &mut State, now_ms: u64, obs: &Observation) 
         .map(|i| {
             if i.ready {
                 return false;
+            }
+            if i.broken {
+                return true;
             }
             let entry = st
                 .not_ready_since

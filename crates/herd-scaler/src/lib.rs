@@ -28,7 +28,8 @@
 //!   `interval` after it first shows as ready (its first full sample window), or with a duration
 //!   until it is that old. Warming instances count toward capacity (`current`) but not toward
 //!   averaged metrics, and nothing is scaled in while any instance warms up. With `"auto"`, an
-//!   instance not ready after 5 minutes counts as broken, not warming.
+//!   instance not ready after 5 minutes counts as broken, not warming; one that is down,
+//!   errored, in maintenance or waiting out a restart backoff never warms up.
 //! - **Panic** (Knative): demand averaged over `panic.window` at ≥ `threshold` × ready instances
 //!   starts panic; it ends after `stable_window` below. In panic the count never goes down.
 //! - **Zero.** With `min = 0`: traffic while nothing runs scales to one at once; without

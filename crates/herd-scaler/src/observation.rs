@@ -26,6 +26,11 @@ pub struct InstanceSample {
     pub latency_p95_ms: Option<f64>,
     /// Failed responses / all responses, 0..=1.
     pub error_rate: f64,
+    /// Out of rotation for a reason other than starting up (failed its checks after being
+    /// ready, gave up restarting, in maintenance, waiting out a restart backoff): never counted
+    /// as warming up, so it cannot hold back a scale-in.
+    #[serde(default)]
+    pub broken: bool,
 }
 
 /// An operator's fixed instance count (`POST /scaling/manual {"instances": 8, "reason": "..."}`).

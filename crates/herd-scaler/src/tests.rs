@@ -276,6 +276,29 @@ fn a_slot_never_ready_for_five_minutes_stops_blocking_scale_in() {
 }
 
 #[test]
+fn a_broken_instance_never_blocks_scale_in() {
+    // web-3 is errored (or down, in maintenance, in a restart backoff): not warming, even in
+    // its first tick and however young its slot.
+    for warmup in [Warmup::Auto, Warmup::Fixed(Duration::from_secs(60))] {
+        let c = Scaling {
+            scale_down: scale_in_at_once(),
+            warmup,
+            ..cfg()
+        };
+        let mut e = Engine::new(&c);
+        run(&mut e, 0, 2, &obs(3, 5.0));
+        let mut o = obs(3, 5.0);
+        let mut errored = starting(3);
+        errored.broken = true;
+        o.instances.push(errored);
+        o.current = 4;
+        let d = e.tick(2 * S, MONDAY + 2000, &o);
+        assert_eq!(d.warming, 0, "{warmup:?} {d:?}");
+        assert!(d.desired < 4, "{warmup:?} {d:?}");
+    }
+}
+
+#[test]
 fn fixed_warmup_keeps_new_instances_out_of_averages() {
     let c = Scaling {
         targets: vec![MetricTarget {

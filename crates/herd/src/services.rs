@@ -156,7 +156,10 @@ pub(crate) async fn start(config: &Config, quick: bool) -> anyhow::Result<Option
     tracing::info!(%addr, "services API listening");
     Ok(Some(Running {
         env: vec![
-            ("HERD_SERVICES_URL".to_owned(), format!("http://{}", reachable(addr))),
+            (
+                "HERD_SERVICES_URL".to_owned(),
+                format!("http://{}", reachable(addr)),
+            ),
             ("HERD_SERVICES_TOKEN".to_owned(), token),
         ],
         services,

@@ -184,6 +184,7 @@ fn sample(inst: &Inst, now: Instant, memory_limit: Option<u64>) -> InstanceSampl
     InstanceSample {
         id: inst.id.to_string(),
         ready: inst.state == InstanceState::Ready,
+        broken: !matches!(inst.state, InstanceState::Ready | InstanceState::Starting),
         age_ms: p.map_or(0, |p| {
             u64::try_from(now.duration_since(p.started).as_millis()).unwrap_or(u64::MAX)
         }),
