@@ -200,6 +200,25 @@ const FOREIGN_NAMES: &[(&str, &str, &str)] = &[
     ("nbthread", "threads", "HAProxy"),
     ("add_header", "response_headers", "nginx"),
     ("proxy_set_header", "request_headers", "nginx"),
+    ("keepalive_timeout", "idle_timeout", "nginx"),
+    ("keepalive", "pool_max_idle", "nginx"),
+    ("worker_connections", "max_connections", "nginx"),
+    ("large_client_header_buffers", "max_header_size", "nginx"),
+    ("ssl_certificate", "cert", "nginx"),
+    ("ssl_certificate_key", "key", "nginx"),
+    ("server_name", "host", "nginx"),
+    ("proxy_next_upstream", "retry_on", "nginx"),
+    ("proxy_next_upstream_tries", "retries", "nginx"),
+    ("timeout_connect", "connect_timeout", "HAProxy"),
+    ("timeout_server", "response_timeout", "HAProxy"),
+    ("timeout_client", "idle_timeout", "HAProxy"),
+    ("timeout_http_keep_alive", "idle_timeout", "HAProxy"),
+    ("timeout_http_request", "client_header_timeout", "HAProxy"),
+    ("timeout_queue", "queue_timeout", "HAProxy"),
+    ("timeout_tunnel", "tunnel_idle_timeout", "HAProxy"),
+    ("interpreter", "command", "PM2"),
+    ("node_args", "command", "PM2"),
+    ("interpreter_args", "command", "PM2"),
 ];
 
 /// Keys of the tools herd replaces whose knob is a table of its own in herd, not a key.
@@ -223,6 +242,71 @@ const FOREIGN_TABLES: &[(&str, &str, &str)] = &[
         "location",
         "nginx",
         "a [[route]] table (path_prefix, path, path_regex; app)",
+    ),
+    (
+        "proxy_pass",
+        "nginx",
+        "app = \"<name>\" in a [[route]] table (the [[app]]'s servers are the upstream)",
+    ),
+    (
+        "server",
+        "nginx's and HAProxy",
+        "servers = [\"host:port\", { addr = \"host:port\", weight = 3, backup = true }] in an [[app]] table",
+    ),
+    (
+        "backend",
+        "HAProxy",
+        "an [[app]] table (servers = [...], balance, [app.health])",
+    ),
+    (
+        "frontend",
+        "HAProxy",
+        "[gateway] (listen, [gateway.tls]) with [[route]] tables choosing the app",
+    ),
+    (
+        "use_backend",
+        "HAProxy",
+        "a [[route]] table (host, path_prefix, header, methods; app)",
+    ),
+    (
+        "acl",
+        "HAProxy",
+        "the match keys of a [[route]] table (host, path_prefix, path_regex, header, methods)",
+    ),
+    (
+        "check",
+        "HAProxy",
+        "an [app.health] table (path, interval, rise, fall, expect_status); every app is checked",
+    ),
+    (
+        "health_check",
+        "nginx",
+        "an [app.health] table (path, interval, rise, fall, expect_status)",
+    ),
+    (
+        "ssl",
+        "nginx",
+        "a [gateway.tls] table (cert, key, [[gateway.tls.sni]])",
+    ),
+    (
+        "ssl_certificate",
+        "nginx",
+        "cert in a [gateway.tls] table",
+    ),
+    (
+        "ssl_certificate_key",
+        "nginx",
+        "key in a [gateway.tls] table",
+    ),
+    (
+        "server_name",
+        "nginx",
+        "host in a [[route]] table (or in [[gateway.tls.sni]] for a certificate)",
+    ),
+    (
+        "ssl_protocols",
+        "nginx",
+        "not a setting: herd's TLS (rustls) speaks TLS 1.2 and 1.3 only",
     ),
     (
         "wait_ready",
@@ -491,6 +575,24 @@ mod tests {
         let (_, hint) =
             explain_serde_message("unknown field `inter`, expected `path`", "app[0].health");
         assert_eq!(hint.as_deref(), Some("valid keys here: path"));
+        // nginx's and HAProxy's names, where herd's key is valid, and a table's way otherwise.
+        let hint_for = |field: &str, valid: &str| {
+            explain_serde_message(
+                &format!("unknown field `{field}`, expected one of {valid}"),
+                "gateway",
+            )
+            .1
+            .unwrap()
+        };
+        assert!(hint_for("keepalive_timeout", "`listen`, `idle_timeout`")
+            .starts_with("nginx's \"keepalive_timeout\" is \"idle_timeout\" in herd"));
+        assert!(hint_for("timeout_server", "`response_timeout`")
+            .starts_with("HAProxy's \"timeout_server\" is \"response_timeout\" in herd"));
+        assert!(hint_for("ssl_certificate", "`cert`, `key`")
+            .starts_with("nginx's \"ssl_certificate\" is \"cert\" in herd"));
+        assert!(hint_for("ssl_certificate", "`listen`")
+            .starts_with("nginx's \"ssl_certificate\" is cert in a [gateway.tls] table in herd"));
+        assert!(hint_for("proxy_pass", "`listen`").contains("[[route]]"));
     }
 
     #[test]
