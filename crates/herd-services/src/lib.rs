@@ -30,7 +30,7 @@ use std::sync::Arc;
 use herd_store::Store;
 use tokio_util::sync::CancellationToken;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, StoreClock, SystemClock};
 pub use error::{ServiceError, ServiceResult};
 
 /// Settings of all services (the integrator fills them from `[services]`).

@@ -292,6 +292,59 @@ async fn two_nodes_share_one_redis() {
     two_nodes(store(&server).await, store(&server).await).await;
 }
 
+/// A clock `ahead_ms` ahead of this machine's, moving with it.
+struct Skewed(i64);
+
+impl herd_services::Clock for Skewed {
+    fn now_ms(&self) -> i64 {
+        herd_services::SystemClock.now_ms() + self.0
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_clock_runs_ahead_does_not_steal_leased_jobs() {
+    use herd_services::{Clock as _, StoreClock};
+    let dir = TempDir::new("redis-skew");
+    let server = server(&dir);
+    let (a_store, b_store) = (store(&server).await, store(&server).await);
+    // Node b's machine clock is 60 s ahead. On its own clock, the lease node a took (30 s)
+    // has run out, and b would deliver the job again at once.
+    let run = |skewed: Arc<dyn herd_services::Clock>, queue: &'static str| {
+        let (a_store, b_store) = (Arc::clone(&a_store), Arc::clone(&b_store));
+        async move {
+            let a = Node::start(&a_store, ServicesConfig::default());
+            let b = Node::with_clock(&b_store, ServicesConfig::default(), skewed);
+            a.services
+                .queues
+                .add(queue, NewJob::new("one", json!(1)))
+                .await
+                .unwrap();
+            let got = a
+                .services
+                .queues
+                .reserve(queue, 1, Some(Duration::from_secs(30)), Duration::ZERO)
+                .await
+                .unwrap();
+            assert_eq!(got.len(), 1);
+            b.services
+                .queues
+                .reserve(queue, 1, Some(Duration::from_secs(30)), Duration::ZERO)
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    // The failure this guards against, on the machine's clock alone:
+    assert_eq!(run(Arc::new(Skewed(60_000)), "skew-raw").await, 1);
+    // On the store's clock, b sees the lease still running.
+    let clock = Arc::new(StoreClock::on(Arc::new(Skewed(60_000))));
+    let offset = clock.sync(&*b_store).await.unwrap().unwrap();
+    assert!((-61_000..=-59_000).contains(&offset), "{offset}");
+    let real = herd_services::SystemClock.now_ms();
+    assert!((clock.now_ms() - real).abs() < 1_000);
+    assert_eq!(run(clock, "skew-synced").await, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_share_a_redis_cluster() {
     let cluster = RedisCluster::start();

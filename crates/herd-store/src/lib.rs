@@ -203,6 +203,12 @@ pub trait Backend: Send + Sync {
     /// One GCRA step for `key` at the store's own clock; the state expires by itself.
     async fn gcra(&self, key: &str, params: Gcra) -> StoreResult<GcraDecision>;
 
+    /// The store's clock, in milliseconds since the Unix epoch: Redis's `TIME` (one clock for
+    /// every herd node sharing it), this machine's for the embedded store. The services read
+    /// queue due times and lease deadlines against it, so nodes whose clocks disagree still
+    /// agree on when a lease ends.
+    async fn time_ms(&self) -> StoreResult<i64>;
+
     /// Publishes a message to every subscriber of `channel` on every herd node.
     async fn publish(&self, channel: &str, message: Bytes) -> StoreResult<()>;
     /// Subscribes to `channel`. Messages published before the call returns may be missed.

@@ -178,6 +178,9 @@ impl Backend for Store {
     async fn gcra(&self, key: &str, params: Gcra) -> StoreResult<GcraDecision> {
         dispatch!(self, s => s.gcra(key, params))
     }
+    async fn time_ms(&self) -> StoreResult<i64> {
+        dispatch!(self, s => s.time_ms())
+    }
     async fn publish(&self, channel: &str, message: Bytes) -> StoreResult<()> {
         dispatch!(self, s => s.publish(channel, message.clone()))
     }

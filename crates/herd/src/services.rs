@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use herd_config::{Config, Store as StoreConfig};
-use herd_services::{http::HttpConfig, Services, ServicesConfig, SystemClock};
+use herd_services::{http::HttpConfig, Clock, Services, ServicesConfig, StoreClock, SystemClock};
 use herd_store::{Backend as _, Store, StoreOptions};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -134,10 +134,22 @@ pub(crate) async fn start(config: &Config, quick: bool) -> anyhow::Result<Option
     let status = store.status();
     tracing::info!(backend = status.backend, target = %status.target, state = status.state, "store open");
     let stop = CancellationToken::new();
+    let clock: Arc<dyn Clock> = if matches!(config.store, StoreConfig::Redis { .. }) {
+        let clock = Arc::new(StoreClock::new());
+        sync_clock(&clock, &store, true).await;
+        tokio::spawn(keep_clock_synced(
+            Arc::clone(&clock),
+            Arc::clone(&store),
+            stop.child_token(),
+        ));
+        clock
+    } else {
+        Arc::new(SystemClock)
+    };
     let services = Services::start(
         Arc::clone(&store),
         services_config(config),
-        Arc::new(SystemClock),
+        clock,
         stop.child_token(),
     );
     let token = s.token.clone().unwrap_or_else(random_token);
@@ -167,6 +179,40 @@ pub(crate) async fn start(config: &Config, quick: bool) -> anyhow::Result<Option
         stop,
         task,
     }))
+}
+
+/// How often a node re-reads the shared store's clock.
+const CLOCK_SYNC_EVERY: Duration = Duration::from_secs(30);
+
+/// An offset past this is worth telling the operator about.
+const CLOCK_SKEW_WARNING_MS: i64 = 1000;
+
+/// Sets `clock` to the store's time; says so when this machine's clock is far off (at start,
+/// or when the offset moved by more than the warning threshold since the last sync).
+async fn sync_clock(clock: &StoreClock, store: &Store, first: bool) {
+    let before = clock.offset_ms();
+    match clock.sync(store).await {
+        Ok(Some(offset)) => {
+            let moved = (offset - before).abs() > CLOCK_SKEW_WARNING_MS;
+            if offset.abs() > CLOCK_SKEW_WARNING_MS && (first || moved) {
+                let way = if offset > 0 { "behind" } else { "ahead of" };
+                tracing::warn!(offset_ms = offset,
+                    "this machine's clock is {} ms {way} the store's (Redis TIME); herd's queue and cache read the store's time, but check NTP on this machine",
+                    offset.abs());
+            }
+        }
+        Ok(None) => tracing::debug!("store clock sync skipped: the round trip was too slow"),
+        Err(e) => tracing::debug!(error = %e, "store clock sync failed; keeping the last offset"),
+    }
+}
+
+async fn keep_clock_synced(clock: Arc<StoreClock>, store: Arc<Store>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(CLOCK_SYNC_EVERY) => sync_clock(&clock, &store, false).await,
+        }
+    }
 }
 
 /// The address an instance on this machine dials: a wildcard listen (`0.0.0.0`, `[::]`) is

@@ -603,6 +603,13 @@ impl Backend for EmbeddedStore {
         Ok(self.inner.hub.subscribe(channel).0)
     }
 
+    async fn time_ms(&self) -> StoreResult<i64> {
+        if self.inner.cancel.is_cancelled() {
+            return Err(unavailable("the store is shut down"));
+        }
+        Ok(i64::try_from(args::now_us() / 1000).unwrap_or(i64::MAX))
+    }
+
     fn status(&self) -> StoreStatus {
         // A writer that died (it never should) closes the channel: report that as down.
         let open = self

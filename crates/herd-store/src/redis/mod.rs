@@ -709,6 +709,13 @@ impl Backend for RedisStore {
         }
     }
 
+    async fn time_ms(&self) -> StoreResult<i64> {
+        let (secs, micros): (i64, i64) = self
+            .run("TIME", self.inner.conn.query(&redis::cmd("TIME")))
+            .await?;
+        Ok(secs.saturating_mul(1000).saturating_add(micros / 1000))
+    }
+
     fn is_ok(&self) -> bool {
         self.inner.health.state(self.inner.timeout).0 == "ok"
     }

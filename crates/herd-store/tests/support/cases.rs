@@ -43,6 +43,7 @@ pub async fn run_all(store: &Store, p: &str) {
     case!(txn_concurrent_cas);
     case!(gcra_allow_deny_retry);
     case!(pubsub_delivery);
+    case!(store_clock);
     case!(wrong_types);
     case!(bad_arguments);
     case!(unreliable_knobs);
@@ -54,6 +55,22 @@ pub async fn run_all(store: &Store, p: &str) {
     super::queue_cases::queue_headers(store, p).await;
     eprintln!("[{p}] case cancelled_calls");
     super::cancel_cases::cancelled_calls(store, p).await;
+}
+
+async fn store_clock(s: &Store, _p: &str) {
+    // The servers run on this machine: their clock is this machine's, give or take a round
+    // trip; and it moves forward.
+    let local = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    let first = s.time_ms().await.unwrap();
+    assert!((first - local()).abs() < 2_000, "{first} vs {}", local());
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let second = s.time_ms().await.unwrap();
+    assert!(second >= first + 15, "{first} then {second}");
 }
 
 async fn versions_and_cas(s: &Store, p: &str) {
