@@ -292,6 +292,67 @@ async fn two_nodes_share_one_redis() {
     two_nodes(store(&server).await, store(&server).await).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_the_queue_table_holds_to_the_cap_another_node_set() {
+    use herd_services::queue::{QueueConfig, QueueSettings};
+    let dir = TempDir::new("redis-shared-cap");
+    let server = server(&dir);
+    let mut capped = QueueConfig::default();
+    capped.queues.insert(
+        "capped".into(),
+        QueueSettings {
+            concurrency: Some(1),
+            ..QueueSettings::default()
+        },
+    );
+    let a = Node::start(
+        &store(&server).await,
+        ServicesConfig {
+            queues: capped,
+            ..ServicesConfig::default()
+        },
+    );
+    let b = Node::start(&store(&server).await, ServicesConfig::default());
+    for i in 0..3 {
+        a.services
+            .queues
+            .add("capped", NewJob::new("j", json!(i)))
+            .await
+            .unwrap();
+    }
+    // a shares its table at start.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let lease = Some(Duration::from_secs(30));
+    let first = a
+        .services
+        .queues
+        .reserve("capped", 1, lease, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    // b has no [services.queue.capped]: it holds to a's cap all the same.
+    let more = b
+        .services
+        .queues
+        .reserve("capped", 2, lease, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(more.len(), 0, "b went past the cap of 1");
+    // A slot freed on a is one b may take.
+    a.services
+        .queues
+        .ack("capped", &first[0].id, &first[0].lease_token, None)
+        .await
+        .unwrap();
+    let next = b
+        .services
+        .queues
+        .reserve("capped", 2, lease, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 1);
+}
+
 /// A clock `ahead_ms` ahead of this machine's, moving with it.
 struct Skewed(i64);
 

@@ -154,7 +154,7 @@ impl Queues {
     /// A job left `active`: on a queue with a concurrency cap, that frees a slot, so waiting
     /// reserves (here and on other nodes) look again now rather than at their next re-check.
     async fn slot_freed(&self, queue: &str, keys: &Keys) {
-        if self.settings(queue).concurrency.is_some() {
+        if self.settings(queue).await.concurrency.is_some() {
             self.announce(queue, keys).await;
         }
     }
@@ -238,7 +238,7 @@ impl Queues {
         let lease = lease.unwrap_or(self.config.default_lease);
         let keys = Keys::new(queue);
         let now = self.clock.now_ms();
-        if super::reserve::plain(&self.settings(queue)) {
+        if super::reserve::plain(&self.settings(queue).await) {
             // The ack and the lease of the next jobs in one store call (BullMQ's
             // `moveToFinished`). The due chores that only add to `waiting` (schedules,
             // promotion) run first, so the lease sees what came due. Stalled recovery must
@@ -452,7 +452,7 @@ impl Queues {
                 None => Ok(Vec::new()),
             }
         };
-        if self.settings(queue).concurrency.is_some() {
+        if self.settings(queue).await.concurrency.is_some() {
             let acked = self.ack_many(queue, acks).await?;
             return Ok((acked, after_ack(queue, lease_next.await)));
         }

@@ -67,6 +67,7 @@ pub mod job;
 mod record;
 mod reserve;
 mod schedule;
+mod shared;
 pub mod spec;
 mod window;
 
@@ -168,6 +169,8 @@ pub struct Queues {
     clock: Arc<dyn Clock>,
     config: QueueConfig,
     local: Mutex<HashMap<String, Arc<Local>>>,
+    /// The settings of queues this node has no table for, as other nodes shared them.
+    shared: shared::Cache,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -257,18 +260,30 @@ impl Queues {
         config: QueueConfig,
         shutdown: CancellationToken,
     ) -> Self {
+        let tasks = TaskTracker::new();
+        tasks.spawn(shared::publish(
+            Arc::clone(&store),
+            config.queues.clone(),
+            shutdown.clone(),
+        ));
         Queues {
             store,
             clock,
             config,
             local: Mutex::new(HashMap::new()),
+            shared: shared::Cache::default(),
             shutdown,
-            tasks: TaskTracker::new(),
+            tasks,
         }
     }
 
-    fn settings(&self, queue: &str) -> QueueSettings {
-        self.config.queues.get(queue).cloned().unwrap_or_default()
+    /// The queue's limits: this node's `[services.queue.NAME]` table, or else what other nodes
+    /// with one shared through the store (see `shared`).
+    async fn settings(&self, queue: &str) -> QueueSettings {
+        match self.config.queues.get(queue) {
+            Some(s) => s.clone(),
+            None => self.shared.get(&self.store, queue).await,
+        }
     }
 
     fn local(&self, queue: &str) -> Arc<Local> {

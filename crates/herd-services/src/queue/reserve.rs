@@ -297,7 +297,7 @@ impl Queues {
         lease: Duration,
         now: i64,
     ) -> ServiceResult<Vec<Reserved>> {
-        let settings = self.settings(queue);
+        let settings = self.settings(queue).await;
         let deadline = now + millis(lease);
         if plain(&settings) {
             let step = QueueStep {
