@@ -50,6 +50,12 @@ impl HealthState {
         }
     }
 
+    /// New `rise` and `fall` (a config reload), keeping the streaks under way.
+    pub fn set_thresholds(&mut self, rise: u32, fall: u32) {
+        self.rise = rise.max(1);
+        self.fall = fall.max(1);
+    }
+
     /// The wait before the next probe, as HAProxy: `fastinter` while starting or changing
     /// state (a `fall` or `rise` streak under way), `downinter` (default `inter`) while an
     /// instance that was up is fully down, else `inter`.

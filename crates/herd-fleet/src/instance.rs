@@ -120,6 +120,9 @@ impl Inst {
 pub(crate) struct Launch<'a> {
     pub(crate) app: &'a str,
     pub(crate) health: &'a Health,
+    /// The health settings of fixed servers, which a config reload changes in place (a
+    /// process herd started keeps the checks it started with until it is replaced).
+    pub(crate) server_health: &'a tokio::sync::watch::Receiver<Health>,
     pub(crate) shim: Option<&'a std::path::Path>,
     pub(crate) log_tx: &'a broadcast::Sender<LogLine>,
     pub(crate) events: &'a mpsc::UnboundedSender<Event>,
@@ -192,6 +195,16 @@ impl Launch<'_> {
         self.watch(uid, id, addr, None, None, CancellationToken::new(), span)
     }
 
+    /// The checks a new process or server starts with: a fixed server follows the app's
+    /// settings through reloads; a process keeps those it started with.
+    fn health_for(&self, server: bool) -> tokio::sync::watch::Receiver<Health> {
+        if server {
+            self.server_health.clone()
+        } else {
+            tokio::sync::watch::channel(self.health.clone()).1
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn watch(
         &self,
@@ -209,7 +222,7 @@ impl Launch<'_> {
             check_loop(
                 uid,
                 addr,
-                self.health.clone(),
+                self.health_for(pid.is_none()),
                 self.events.clone(),
                 checks.clone(),
                 Arc::clone(&stats),
@@ -336,12 +349,13 @@ async fn wait_exit(
 async fn check_loop(
     uid: u64,
     addr: SocketAddr,
-    health: Health,
+    mut settings: tokio::sync::watch::Receiver<Health>,
     events: mpsc::UnboundedSender<Event>,
     cancel: CancellationToken,
     stats: Arc<EndpointStats>,
     server: bool,
 ) {
+    let mut health = settings.borrow_and_update().clone();
     let mut state = if server {
         HealthState::new_server(health.rise, health.fall)
     } else {
@@ -349,6 +363,12 @@ async fn check_loop(
     };
     let mut first = true;
     loop {
+        // A reload's new settings take effect from the next probe; the streaks under way
+        // count toward the new `rise` and `fall`.
+        if settings.has_changed().unwrap_or(false) {
+            health = settings.borrow_and_update().clone();
+            state.set_thresholds(health.rise, health.fall);
+        }
         let wait = if first {
             Duration::from_millis(50)
         } else {

@@ -221,3 +221,55 @@ async fn a_reload_that_changes_servers_keeps_those_that_stay_their_ids_and_marks
     assert_eq!(after[1].1, before[2].1, "pool-3 names the same server");
     assert_eq!(after[1].2, "maint", "the operator's mark stays");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_applies_new_health_checks_to_fixed_servers() {
+    let port = free_port();
+    struct Backend(std::process::Child);
+    impl Drop for Backend {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _backend = Backend(
+        std::process::Command::new(demo_bin())
+            .env("PORT", port.to_string())
+            .spawn()
+            .unwrap(),
+    );
+    let app = |path: &str| {
+        format!(
+            "\n[[app]]\nname = \"pool\"\nservers = [\"127.0.0.1:{port}\"]\n[app.health]\npath = \"{path}\"\ninterval = \"200ms\"\nfastinter = \"200ms\"\nrise = 1\nfall = 1\n"
+        )
+    };
+    let herd = Herd::start(&(base_config("") + &app("/health")));
+    herd.wait_ready("pool", 1).await;
+    // A path the server answers 404 on: the server goes down by the new check, without a
+    // restart of herd.
+    let text = std::fs::read_to_string(&herd.config).unwrap();
+    std::fs::write(&herd.config, text.replace("\"/health\"", "\"/missing\"")).unwrap();
+    let (code, body) = herd.reload_config().await;
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("health checks updated on every server"),
+        "{body}"
+    );
+    let mut seen = String::new();
+    for _ in 0..50 {
+        seen = herd.instances("pool").await[0]["state"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if seen == "down" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, "down");
+    // And back.
+    std::fs::write(&herd.config, text).unwrap();
+    let (code, body) = herd.reload_config().await;
+    assert_eq!(code, 200, "{body}");
+    herd.wait_ready("pool", 1).await;
+}

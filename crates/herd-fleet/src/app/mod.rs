@@ -128,6 +128,9 @@ pub(crate) struct AppActor {
     undo: Option<(herd_config::Command, u64)>,
     published: Vec<u64>,
     shutting_down: bool,
+    /// The fixed servers' health settings: a reload sends new ones to every server's checker.
+    server_health: tokio::sync::watch::Sender<herd_config::Health>,
+    server_health_rx: tokio::sync::watch::Receiver<herd_config::Health>,
 }
 
 impl AppActor {
@@ -157,6 +160,7 @@ impl AppActor {
             Backends::Command(c) => Some(Ports::new(c.port_range)),
             Backends::Servers(_) => None,
         };
+        let (server_health, server_health_rx) = tokio::sync::watch::channel(app.health.clone());
         AppActor {
             app,
             shim,
@@ -184,6 +188,8 @@ impl AppActor {
             undo: None,
             published: Vec::new(),
             shutting_down: false,
+            server_health,
+            server_health_rx,
         }
     }
 
@@ -275,6 +281,7 @@ impl AppActor {
         Launch {
             app: &self.app.name,
             health: &self.app.health,
+            server_health: &self.server_health_rx,
             shim: self.shim.as_deref(),
             log_tx: &self.log_tx,
             events: &self.events_tx,

@@ -8,6 +8,9 @@
 //! - Port range: new instances take ports from the new range.
 //! - Fixed `servers` changed: the watched set is rebuilt.
 //! - Restart policy, timeouts, `max_memory`: apply from the next event that uses them.
+//! - Health checks: fixed servers take the new ones at their next check (their state and the
+//!   streaks under way stay); instances herd started keep theirs until replaced (a new check
+//!   path may exist only in the new version a rolling reload brings).
 //! - Switching between `command` and `servers` is not done live: restart herd.
 
 use std::sync::Arc;
@@ -123,9 +126,16 @@ impl AppActor {
             }
         }
         if old.health != self.app.health {
-            changes.push(format!(
-                "{name}: health checks apply to instances started from now on (`herd reload {name}` applies them to every instance; fixed servers keep theirs until herd restarts)"
-            ));
+            if matches!(self.app.backends, Backends::Servers(_)) {
+                self.server_health.send_replace(self.app.health.clone());
+                changes.push(format!(
+                    "{name}: health checks updated on every server (from each one's next check)"
+                ));
+            } else {
+                changes.push(format!(
+                    "{name}: health checks apply to instances started from now on (`herd reload {name}` applies them to every instance)"
+                ));
+            }
         }
         // Every other key that changed is listed too, also beside a rolling reload (a sticky
         // or balance change applies at once and must not go unreported).
