@@ -355,7 +355,13 @@ async fn forward(
             response: policy
                 .response_timeout
                 .unwrap_or_else(|| gw.settings().response_timeout),
-            connect: policy.connect_timeout,
+            // The gateway's own, read per request: a reload's new `connect_timeout` holds
+            // for every instance at once, fixed servers' pools included.
+            connect: Some(
+                policy
+                    .connect_timeout
+                    .unwrap_or_else(|| gw.settings().connect_timeout),
+            ),
         },
         retry,
     };
