@@ -260,6 +260,18 @@ impl Gateway {
         self.tls.get().map(|certs| certs.read()).transpose()
     }
 
+    /// Reads the certificates a new `[gateway.tls]` table names (see
+    /// [`crate::tls::TlsCerts::read_config`]); `None` when the gateway has no TLS listener.
+    ///
+    /// # Errors
+    /// A file that cannot be loaded; nothing changes.
+    pub fn read_tls_config(
+        &self,
+        config: &herd_config::Tls,
+    ) -> Result<Option<crate::tls::StagedCerts>, TlsError> {
+        self.tls.get().map(|certs| certs.read_config(config)).transpose()
+    }
+
     /// Swaps in certificates [`Gateway::read_tls`] read, for new handshakes.
     pub fn install_tls(&self, staged: crate::tls::StagedCerts) {
         if let Some(certs) = self.tls.get() {

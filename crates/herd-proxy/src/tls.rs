@@ -60,8 +60,9 @@ pub enum TlsError {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ClientTls;
 
-/// Certificates read from the files and not yet in force (see [`TlsCerts::read`]).
-pub struct StagedCerts(CertSet);
+/// Certificates read from the files and not yet in force (see [`TlsCerts::read`]), with the
+/// `[gateway.tls]` table they were read by when it is a new one.
+pub struct StagedCerts(CertSet, Option<Tls>);
 
 #[derive(Debug)]
 struct CertSet {
@@ -94,7 +95,8 @@ impl CertSet {
 /// The certificates in force and where they come from.
 #[derive(Debug)]
 pub struct TlsCerts {
-    config: Tls,
+    /// The table in force: a config reload may name other files (a new SNI entry).
+    config: ArcSwap<Tls>,
     current: ArcSwap<CertSet>,
     /// Modification time and size of each file when the watcher last looked.
     stamps: Mutex<Vec<Option<(SystemTime, u64)>>>,
@@ -134,7 +136,7 @@ impl TlsCerts {
         let stamps = stamps_of(paths_of(config));
         let set = load_set(config)?;
         Ok(Arc::new(TlsCerts {
-            config: config.clone(),
+            config: ArcSwap::from_pointee(config.clone()),
             current: ArcSwap::from_pointee(set),
             stamps: Mutex::new(stamps),
         }))
@@ -157,12 +159,34 @@ impl TlsCerts {
     /// # Errors
     /// As [`TlsCerts::load`].
     pub fn read(&self) -> Result<StagedCerts, TlsError> {
-        load_set(&self.config).map(StagedCerts)
+        load_set(&self.config.load()).map(|set| StagedCerts(set, None))
+    }
+
+    /// Reads the files a new `[gateway.tls]` table names (a config reload that adds or changes
+    /// SNI entries or paths), without swapping them in; installing them adopts the table, and
+    /// the watcher then watches its files.
+    ///
+    /// # Errors
+    /// As [`TlsCerts::load`].
+    pub fn read_config(&self, config: &Tls) -> Result<StagedCerts, TlsError> {
+        if **self.config.load() == *config {
+            return self.read();
+        }
+        load_set(config).map(|set| StagedCerts(set, Some(config.clone())))
     }
 
     /// Swaps in certificates [`TlsCerts::read`] loaded, for new handshakes.
     pub fn install(&self, staged: StagedCerts) {
-        self.current.store(Arc::new(staged.0));
+        let StagedCerts(set, config) = staged;
+        if let Some(config) = config {
+            let stamps = stamps_of(paths_of(&config));
+            self.config.store(Arc::new(config));
+            *self
+                .stamps
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = stamps;
+        }
+        self.current.store(Arc::new(set));
     }
 
     /// A rustls acceptor offering ALPN `h2` and `http/1.1`, resolving certificates by SNI.
@@ -181,7 +205,7 @@ impl TlsCerts {
     }
 
     fn stamps(&self) -> Vec<Option<(SystemTime, u64)>> {
-        stamps_of(paths_of(&self.config))
+        stamps_of(paths_of(&self.config.load()))
     }
 
     /// Reloads when a file's modification time or size changes, until `shutdown`. A failed

@@ -20,16 +20,6 @@ pub(crate) struct FileReloader {
     pub(crate) current: tokio::sync::Mutex<Config>,
 }
 
-/// Every certificate and key path of a `[gateway.tls]` table.
-fn tls_paths(t: &herd_config::Tls) -> Vec<&std::path::Path> {
-    let mut paths = vec![t.cert.as_path(), t.key.as_path()];
-    for s in &t.sni {
-        paths.push(s.cert.as_path());
-        paths.push(s.key.as_path());
-    }
-    paths
-}
-
 fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
     let mut out = Vec::new();
     if old.gateway.listen != new.gateway.listen {
@@ -38,9 +28,13 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
             new.gateway.listen, old.gateway.listen
         ));
     }
-    if old.gateway.tls != new.gateway.tls || old.gateway.redirect_http != new.gateway.redirect_http
+    if old.gateway.tls.is_some() != new.gateway.tls.is_some()
+        || old.gateway.redirect_http != new.gateway.redirect_http
     {
-        out.push("[gateway.tls] files or redirect_http (certificates reload live)".to_owned());
+        out.push(
+            "[gateway.tls] added or removed, or redirect_http (certificates, paths and SNI entries reload live)"
+                .to_owned(),
+        );
     }
     if old.gateway.proxy_protocol != new.gateway.proxy_protocol
         || old.gateway.proxy_protocol_from != new.gateway.proxy_protocol_from
@@ -117,7 +111,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
 fn in_force(old: &Config, mut new: Config) -> Config {
     let (o, n) = (&old.gateway, &mut new.gateway);
     n.listen = o.listen;
-    n.tls.clone_from(&o.tls);
+    if o.tls.is_some() != n.tls.is_some() {
+        n.tls.clone_from(&o.tls);
+    }
     n.redirect_http = o.redirect_http;
     n.proxy_protocol = o.proxy_protocol;
     n.proxy_protocol_from.clone_from(&o.proxy_protocol_from);
@@ -265,17 +261,14 @@ impl ConfigReloader for FileReloader {
             })?;
             let restart = needs_restart(&current, &new);
             // What can fail is done before anything changes, so a reload is all or nothing.
-            // Certificates are re-read from the files in force (new paths need a restart): a
-            // certificate being renewed (certbot's deploy hook reloads) must not report
-            // success while the old one stays.
-            // New paths need a restart (reported below): the files in force may be gone by
-            // then, and must not block the rest of the reload.
-            let same_files = current.gateway.tls.as_ref().map(tls_paths)
-                == new.gateway.tls.as_ref().map(tls_paths);
-            let certs = if same_files {
-                self.gateway.read_tls()
-            } else {
-                Ok(None)
+            // Certificates are re-read from the files the new table names (the same ones, or
+            // new paths and SNI entries): a certificate being renewed (certbot's deploy hook
+            // reloads) or added must not report success while the old set stays. Turning TLS
+            // on or off needs a restart (reported below).
+            let same_files = current.gateway.tls == new.gateway.tls;
+            let certs = match &new.gateway.tls {
+                Some(tls) if current.gateway.tls.is_some() => self.gateway.read_tls_config(tls),
+                _ => Ok(None),
             };
             let certs = certs.map_err(|e| {
                 let line = format!(
@@ -299,7 +292,11 @@ impl ConfigReloader for FileReloader {
             self.gateway.reopen_logs();
             if let Some(certs) = certs {
                 self.gateway.install_tls(certs);
-                changes.push("tls: certificates re-read".to_owned());
+                changes.push(if same_files {
+                    "tls: certificates re-read".to_owned()
+                } else {
+                    "tls: certificate files and SNI entries changed".to_owned()
+                });
             }
             let names: Vec<String> = new.apps.iter().map(|a| a.name.clone()).collect();
             let apps_changed = !current.apps.iter().map(|a| &a.name).eq(names.iter());

@@ -37,6 +37,15 @@ fn write_cert(dir: &std::path::Path) -> CertificateDer<'static> {
 
 /// A TLS connection to herd's gateway that trusts `roots`.
 async fn connect(port: u16, roots: &[&CertificateDer<'static>]) -> TlsStream<TcpStream> {
+    connect_to(port, "localhost", roots).await.unwrap()
+}
+
+/// The same with `name` as the server name (SNI, and the name the certificate must carry).
+async fn connect_to(
+    port: u16,
+    name: &str,
+    roots: &[&CertificateDer<'static>],
+) -> std::io::Result<TlsStream<TcpStream>> {
     let mut store = RootCertStore::empty();
     for r in roots {
         store.add((*r).clone()).unwrap();
@@ -49,9 +58,8 @@ async fn connect(port: u16, roots: &[&CertificateDer<'static>]) -> TlsStream<Tcp
         .with_no_client_auth();
     let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .connect(ServerName::try_from(name.to_owned()).unwrap(), tcp)
         .await
-        .unwrap()
 }
 
 fn peer(tls: &TlsStream<TcpStream>) -> CertificateDer<'static> {
@@ -147,4 +155,60 @@ async fn replaced_certificates_are_served_after_a_reload_without_dropping_connec
     assert!(body.contains("cert.pem"), "names the file: {body}");
     let still = connect(herd.gateway, &[&old, &new, &newer]).await;
     assert_eq!(peer(&still), newer);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sni_certificate_added_by_a_config_reload_is_served_at_once() {
+    let certs = tempfile::tempdir().unwrap();
+    let default = write_cert(certs.path());
+    let api_dir = certs.path().join("api");
+    std::fs::create_dir(&api_dir).unwrap();
+    let api = rcgen::generate_simple_self_signed(vec!["api.test".to_owned()]).unwrap();
+    std::fs::write(api_dir.join("cert.pem"), api.cert.pem()).unwrap();
+    std::fs::write(api_dir.join("key.pem"), api.key_pair.serialize_pem()).unwrap();
+    let api_cert = api.cert.der().clone();
+    let tls = format!(
+        "\n[gateway.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        certs.path().join("cert.pem").display(),
+        certs.path().join("key.pem").display(),
+    );
+    let herd = Herd::start(&format!("{}{tls}{}", base_config(""), demo_app("web", 1, "")));
+    herd.wait_ready("web", 1).await;
+    let roots = [&default, &api_cert];
+    // Before: api.test gets the default certificate, which does not name it.
+    assert!(connect_to(herd.gateway, "api.test", &roots).await.is_err());
+    let mut open = connect(herd.gateway, &roots).await;
+    assert_eq!(get(&mut open).await, "HTTP/1.1 200 OK");
+
+    let sni = format!(
+        "\n[[gateway.tls.sni]]\nhost = \"api.test\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        api_dir.join("cert.pem").display(),
+        api_dir.join("key.pem").display(),
+    );
+    let text = std::fs::read_to_string(&herd.config).unwrap();
+    std::fs::write(&herd.config, text.replace(&tls, &format!("{tls}{sni}"))).unwrap();
+    let (code, body) = herd.reload_config().await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("SNI entries changed"), "{body}");
+    assert!(!body.contains("needs_restart\":[\""), "{body}");
+    let fresh = connect_to(herd.gateway, "api.test", &roots).await.unwrap();
+    assert_eq!(peer(&fresh), api_cert);
+    assert_eq!(peer(&connect(herd.gateway, &roots).await), default);
+    assert_eq!(get(&mut open).await, "HTTP/1.1 200 OK", "the open connection goes on");
+
+    // A new entry whose file is missing refuses the reload; the set in force stays.
+    let text = std::fs::read_to_string(&herd.config).unwrap();
+    let broken = text.replace(&sni, &sni.replace("api.test", "b.test").replace("api/cert.pem", "api/none.pem"));
+    std::fs::write(&herd.config, format!("{text}{}", &broken[text.len().min(broken.len())..])).unwrap();
+    let with_missing = format!(
+        "{text}\n[[gateway.tls.sni]]\nhost = \"b.test\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        api_dir.join("none.pem").display(),
+        api_dir.join("key.pem").display(),
+    );
+    std::fs::write(&herd.config, with_missing).unwrap();
+    let (code, body) = herd.reload_config().await;
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("none.pem"), "{body}");
+    let still = connect_to(herd.gateway, "api.test", &roots).await.unwrap();
+    assert_eq!(peer(&still), api_cert);
 }
