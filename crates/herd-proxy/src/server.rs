@@ -269,7 +269,10 @@ impl Gateway {
         &self,
         config: &herd_config::Tls,
     ) -> Result<Option<crate::tls::StagedCerts>, TlsError> {
-        self.tls.get().map(|certs| certs.read_config(config)).transpose()
+        self.tls
+            .get()
+            .map(|certs| certs.read_config(config))
+            .transpose()
     }
 
     /// Swaps in certificates [`Gateway::read_tls`] read, for new handshakes.

@@ -582,7 +582,7 @@ async fn queue_endpoints() {
         .json(
             "POST",
             "/v1/queues/mail/jobs",
-            json!({"jobs": [{"name": "b1"}, {"name": "b2", "job_id": "fixed"}]}),
+            json!({"jobs": [{"name": "b1", "attempts": 5}, {"name": "b2", "job_id": "fixed", "attempts": 5}]}),
         )
         .await;
     assert_eq!(r.json()["ids"].as_array().unwrap().len(), 2);
@@ -647,10 +647,38 @@ async fn queue_endpoints() {
         )
         .await;
     assert_eq!(r.json()["state"], "waiting", "attempt 1 of 2 retries");
+    // The retry waits behind the jobs already waiting (BullMQ appends it to the wait list).
     let r = api
-        .json("POST", "/v1/queues/mail/reserve", json!({"max": 1}))
+        .call("GET", "/v1/queues/mail/jobs?state=waiting", b"")
         .await;
-    let job = r.json()["jobs"][0].clone();
+    let order: Vec<String> = r.json()["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(order.last(), Some(&id), "{order:?}");
+    assert_eq!(order.len(), 3, "{order:?}");
+    // Take it out of turn for the rest of this test: the two ahead of it go back (a retry).
+    let ahead = api
+        .json("POST", "/v1/queues/mail/reserve", json!({"max": 3}))
+        .await
+        .json();
+    let mut job = serde_json::Value::Null;
+    for j in ahead["jobs"].as_array().unwrap() {
+        if j["id"] == id.as_str() {
+            job = j.clone();
+        } else {
+            let r = api
+                .json(
+                    "POST",
+                    &format!("/v1/queues/mail/jobs/{}/fail", j["id"].as_str().unwrap()),
+                    json!({"lease_token": j["lease_token"], "error": "not now"}),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+    }
     assert_eq!(
         (job["id"].as_str(), job["attempt"].as_u64()),
         (Some(id.as_str()), Some(2))

@@ -104,6 +104,59 @@ async fn priority_then_order_of_adding_and_delay() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extend_without_a_lease_takes_the_configured_default() {
+    let (_d, node, clock) = setup(QueueConfig {
+        default_lease: Duration::from_secs(3),
+        ..QueueConfig::default()
+    })
+    .await;
+    let q = &node.services.queues;
+    let id = q.add("x", job("a")).await.unwrap();
+    let got = q.reserve("x", 1, None, Duration::ZERO).await.unwrap();
+    assert_eq!(got[0].lease_until_ms, T0 + 3_000);
+    clock.advance(Duration::from_secs(2));
+    let until = q.extend("x", &id, &got[0].lease_token, None).await.unwrap();
+    assert_eq!(until, T0 + 5_000, "job_lease from now, not 30 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retried_and_delayed_jobs_join_the_end_of_the_line() {
+    // BullMQ appends a retried job, and a delayed one that comes due, to the wait list: a
+    // job failing every time cannot hold the head of the queue for all its attempts.
+    let (_d, node, clock) = setup(QueueConfig::default()).await;
+    let q = &node.services.queues;
+    let mut poison = job("poison");
+    poison.attempts = 3;
+    q.add("r", poison).await.unwrap();
+    q.add("r", job("b")).await.unwrap();
+    q.add("r", job("c")).await.unwrap();
+    let mut order = Vec::new();
+    loop {
+        let got = q.reserve("r", 1, None, Duration::ZERO).await.unwrap();
+        let Some(j) = got.first() else { break };
+        order.push(format!("{}#{}", j.name, j.attempt));
+        if j.name == "poison" {
+            q.fail("r", &j.id, &j.lease_token, "boom", true)
+                .await
+                .unwrap();
+        } else {
+            q.ack("r", &j.id, &j.lease_token, None).await.unwrap();
+        }
+    }
+    assert_eq!(order, ["poison#1", "b#1", "c#1", "poison#2", "poison#3"]);
+
+    let mut d = job("d");
+    d.delay = Duration::from_secs(5);
+    q.add("r", d).await.unwrap();
+    q.add("r", job("w0")).await.unwrap();
+    q.add("r", job("w1")).await.unwrap();
+    clock.advance(Duration::from_secs(5));
+    let got = q.reserve("r", 3, None, Duration::ZERO).await.unwrap();
+    let names: Vec<&str> = got.iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(names, ["w0", "w1", "d"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifo_jobs_go_ahead_of_the_others_newest_first() {
     let (_d, node, clock) = setup(QueueConfig::default()).await;
     let q = &node.services.queues;
@@ -225,9 +278,14 @@ async fn expired_leases_are_redelivered_then_dead_lettered() {
         .unwrap();
     assert_eq!(first.len(), 1);
     // Extending keeps it leased past the first deadline.
-    q.extend("s", &id, &first[0].lease_token, Duration::from_secs(10))
-        .await
-        .unwrap();
+    q.extend(
+        "s",
+        &id,
+        &first[0].lease_token,
+        Some(Duration::from_secs(10)),
+    )
+    .await
+    .unwrap();
     clock.advance(Duration::from_secs(6));
     assert!(q
         .reserve("s", 1, None, Duration::ZERO)

@@ -172,7 +172,11 @@ async fn an_sni_certificate_added_by_a_config_reload_is_served_at_once() {
         certs.path().join("cert.pem").display(),
         certs.path().join("key.pem").display(),
     );
-    let herd = Herd::start(&format!("{}{tls}{}", base_config(""), demo_app("web", 1, "")));
+    let herd = Herd::start(&format!(
+        "{}{tls}{}",
+        base_config(""),
+        demo_app("web", 1, "")
+    ));
     herd.wait_ready("web", 1).await;
     let roots = [&default, &api_cert];
     // Before: api.test gets the default certificate, which does not name it.
@@ -194,12 +198,24 @@ async fn an_sni_certificate_added_by_a_config_reload_is_served_at_once() {
     let fresh = connect_to(herd.gateway, "api.test", &roots).await.unwrap();
     assert_eq!(peer(&fresh), api_cert);
     assert_eq!(peer(&connect(herd.gateway, &roots).await), default);
-    assert_eq!(get(&mut open).await, "HTTP/1.1 200 OK", "the open connection goes on");
+    assert_eq!(
+        get(&mut open).await,
+        "HTTP/1.1 200 OK",
+        "the open connection goes on"
+    );
 
     // A new entry whose file is missing refuses the reload; the set in force stays.
     let text = std::fs::read_to_string(&herd.config).unwrap();
-    let broken = text.replace(&sni, &sni.replace("api.test", "b.test").replace("api/cert.pem", "api/none.pem"));
-    std::fs::write(&herd.config, format!("{text}{}", &broken[text.len().min(broken.len())..])).unwrap();
+    let broken = text.replace(
+        &sni,
+        &sni.replace("api.test", "b.test")
+            .replace("api/cert.pem", "api/none.pem"),
+    );
+    std::fs::write(
+        &herd.config,
+        format!("{text}{}", &broken[text.len().min(broken.len())..]),
+    )
+    .unwrap();
     let with_missing = format!(
         "{text}\n[[gateway.tls.sni]]\nhost = \"b.test\"\ncert = \"{}\"\nkey = \"{}\"\n",
         api_dir.join("none.pem").display(),

@@ -337,7 +337,9 @@ async fn extend(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let body: ExtendBody = json_body(body)?;
-    let lease = opt_duration("lease", body.lease.as_deref())?.unwrap_or(Duration::from_secs(30));
+    // No `lease`: the same default as `reserve` (`[services] job_lease`), so a worker that
+    // heartbeats with `extend {}` keeps the lease it was given.
+    let lease = opt_duration("lease", body.lease.as_deref())?;
     let until = s
         .services
         .queues

@@ -615,7 +615,12 @@ impl Queues {
             let step = if rec.state == State::Failed && rec.keep_failed.none() {
                 step.delete(&key)
             } else {
-                let (set, s) = Self::place(&keys, &rec, now);
+                let (set, mut s) = Self::place(&keys, &rec, now);
+                // Ready again at once: behind the jobs already waiting (a retry with a
+                // backoff takes its place when it comes due).
+                if set == keys.waiting() {
+                    s = Self::requeue_score(&rec, self.tail_seq(&keys).await?);
+                }
                 step.put(&key, encode(&rec), None)
                     .zadd(set, vec![(rec.member(), s)])
             };
@@ -646,7 +651,8 @@ impl Queues {
         })
     }
 
-    /// Extends a lease to `lease` from now; returns the new deadline (ms).
+    /// Extends a lease to `lease` from now (`None`: the default lease, `[services] job_lease`,
+    /// as `reserve` takes); returns the new deadline (ms).
     ///
     /// # Errors
     /// `NotFound`; `WrongLease`; store errors.
@@ -655,9 +661,10 @@ impl Queues {
         queue: &str,
         id: &str,
         token: &str,
-        lease: Duration,
+        lease: Option<Duration>,
     ) -> ServiceResult<i64> {
         check_queue(queue)?;
+        let lease = lease.unwrap_or(self.config.default_lease);
         super::reserve::check_lease(lease)?;
         let keys = Keys::new(queue);
         for attempt in 0..TRIES {

@@ -323,6 +323,24 @@ impl Queues {
         ))
     }
 
+    /// The queue's counter as it stands (the order of the job added last), without moving it.
+    async fn tail_seq(&self, keys: &Keys) -> ServiceResult<u64> {
+        let n = self.store.incr(&keys.set("seq"), 0, None).await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// The `waiting` score of a job that becomes ready again (a retry, a delayed job coming
+    /// due), given [`Queues::tail_seq`]: behind every job of its priority added so far and
+    /// ahead of the next one (half way past the counter), as BullMQ appends such a job to the
+    /// wait list. A `lifo` job keeps its place ahead. (The record keeps its own order of
+    /// adding: a repair after a crash puts it back there.)
+    fn requeue_score(rec: &JobRecord, tail: u64) -> f64 {
+        if rec.lifo {
+            return rec.waiting_score();
+        }
+        herd_store::queue::waiting_score(rec.rank(), tail) + 0.5
+    }
+
     /// The set (and score) the record's state says its member belongs in.
     fn place(keys: &Keys, rec: &JobRecord, now: i64) -> (String, f64) {
         match rec.state {

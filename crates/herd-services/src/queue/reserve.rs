@@ -594,11 +594,19 @@ impl Queues {
             .zrange_by_score(&keys.delayed(), f64::NEG_INFINITY, score(now), SWEEP)
             .await?;
         let handled = due.len();
+        // A job that comes due joins the end of its priority group (BullMQ appends promoted
+        // jobs to the wait list), not its place by order of adding.
+        let tail = if due.is_empty() {
+            0
+        } else {
+            self.tail_seq(keys).await?
+        };
         for (member, _) in due {
             if let Some(rec) = self.current(keys, &member).await? {
                 if rec.state == State::Waiting {
+                    let at = Self::requeue_score(&rec, tail);
                     self.store
-                        .zadd(&keys.waiting(), &[(member.clone(), rec.waiting_score())])
+                        .zadd(&keys.waiting(), &[(member.clone(), at)])
                         .await?;
                 } else {
                     self.repair(keys, &rec, now).await?;

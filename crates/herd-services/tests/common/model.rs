@@ -84,6 +84,9 @@ struct MJob {
     due: i64,
     /// In `waiting` rather than `delayed` (placed there when due, or promoted).
     promoted: bool,
+    /// Ready again (a retry, a delayed job come due) when the queue's counter stood at this:
+    /// it waits behind the jobs added up to then (BullMQ appends it to the wait list).
+    requeued: Option<u64>,
     until: i64,
     token: Option<String>,
 }
@@ -134,9 +137,11 @@ impl Model {
     }
 
     fn housekeep(&mut self, now: i64, promote: bool, stalled: bool) {
+        let tail = self.seq;
         for j in &mut self.jobs {
-            if promote && j.state == State::Waiting && j.due <= now {
+            if promote && j.state == State::Waiting && j.due <= now && !j.promoted {
                 j.promoted = true;
+                j.requeued = Some(tail);
             }
             if stalled && j.state == State::Active && j.until <= now {
                 j.stalled += 1;
@@ -144,9 +149,12 @@ impl Model {
                 if j.stalled > MAX_STALLED {
                     j.state = State::Failed;
                 } else {
+                    // Back at its place by order of adding (BullMQ puts a stalled job back
+                    // at the head of the wait list).
                     j.state = State::Waiting;
                     j.due = now;
                     j.promoted = true;
+                    j.requeued = None;
                 }
             }
         }
@@ -158,8 +166,13 @@ impl Model {
             .iter()
             .filter(|j| j.state == State::Waiting && j.promoted)
             .collect();
-        // BullMQ: no priority (0) first, then 1 (highest) .. 2^21; the order of adding within.
-        ready.sort_by_key(|j| (j.priority, j.seq));
+        // BullMQ: no priority (0) first, then 1 (highest) .. 2^21; the order of adding within,
+        // a job ready again behind those added before; ties (the same score in the store) by
+        // the member's name, `ID#GEN`.
+        ready.sort_by_key(|j| {
+            let order = j.requeued.map_or((j.seq, 0), |t| (t, 1));
+            (j.priority, order, format!("{}#", j.id))
+        });
         ready.into_iter().take(max).map(|j| j.id.clone()).collect()
     }
 
@@ -210,6 +223,7 @@ pub async fn run_case(
                     state: State::Waiting,
                     due: now + delay_ms as i64,
                     promoted: delay_ms == 0,
+                    requeued: None,
                     until: 0,
                     token: None,
                 });
@@ -256,6 +270,7 @@ pub async fn run_case(
                         state: State::Waiting,
                         due: now,
                         promoted: true,
+                        requeued: None,
                         until: 0,
                         token: None,
                     });
@@ -366,6 +381,7 @@ pub async fn run_case(
             Op::Fail { pick, retry } => {
                 let (id, token) = leases[pick % leases.len()].clone();
                 let got = q.fail(queue, &id, &token, "e", retry).await;
+                let tail = model.seq;
                 match model.valid(&id, &token) {
                     Some(j) => {
                         j.token = None;
@@ -373,6 +389,7 @@ pub async fn run_case(
                             j.state = State::Waiting;
                             j.due = now + j.backoff_ms as i64;
                             j.promoted = j.backoff_ms == 0;
+                            j.requeued = j.promoted.then_some(tail);
                         } else {
                             j.state = State::Failed;
                         }
@@ -396,7 +413,7 @@ pub async fn run_case(
             Op::Extend { pick, lease_ms } => {
                 let (id, token) = leases[pick % leases.len()].clone();
                 let got = q
-                    .extend(queue, &id, &token, Duration::from_millis(lease_ms))
+                    .extend(queue, &id, &token, Some(Duration::from_millis(lease_ms)))
                     .await;
                 match model.valid(&id, &token) {
                     Some(j) => {
