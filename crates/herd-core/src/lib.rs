@@ -17,6 +17,7 @@ mod check;
 mod circuit;
 mod demand;
 mod endpoint;
+pub mod linger;
 pub mod logcap;
 mod state;
 mod stats;

@@ -28,10 +28,13 @@ use crate::connlimit::ConnGuard;
 use crate::framing::{Scan, Verdict};
 use crate::idle::{Activity, Home, Reclaim, Watched};
 use crate::parking::Parking;
+use herd_core::linger::Lingering;
 
 /// The client stream: plain TCP, or TLS (boxed: a plain connection should not carry the size
 /// of TLS state).
-type Stream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
+/// Plain connections close with a lingering close (an early `413` reaches a client still
+/// uploading); TLS ones as rustls closes them.
+type Stream = Either<Lingering, Box<TlsStream<TcpStream>>>;
 /// What hyper reads and writes: the stream behind the idle watch and the framing guard.
 type Io = Scan<Watched<Stream>>;
 
@@ -133,7 +136,8 @@ where
         if let (Either::Left(tcp), true) = (&stream, self.fresh) {
             // `peek` (unlike `readable`, which may wake falsely) waits for a byte or the end.
             let mut byte = [0u8; 1];
-            let first = tokio::time::timeout(self.shared.handshake_timeout, tcp.peek(&mut byte));
+            let first =
+                tokio::time::timeout(self.shared.handshake_timeout, tcp.get_ref().peek(&mut byte));
             tokio::select! {
                 () = self.shared.hard_stop.cancelled() => return,
                 () = self.shared.shutdown.cancelled() => return,
@@ -167,6 +171,7 @@ where
         let Either::Left(tcp) = back.into_inner().into_inner() else {
             return;
         };
+        let tcp = tcp.into_inner();
         // Between two requests, every byte answered: the next byte starts a new task.
         let deadline = self.activity.last() + self.shared.idle_timeout;
         if let (Some(parking), Some(mut keep)) = (&self.shared.parking, self.verdict.take_keep()) {
@@ -178,7 +183,7 @@ where
     /// The TLS handshake, bounded by `client_header_timeout`; `None` when it failed.
     async fn handshake(&self, stream: TcpStream) -> Option<Stream> {
         let Some(acceptor) = &self.shared.acceptor else {
-            return Some(Either::Left(stream));
+            return Some(Either::Left(Lingering::new(stream)));
         };
         // Boxed: the handshake's state would otherwise size every connection's task.
         let accept = Box::pin(tokio::time::timeout(

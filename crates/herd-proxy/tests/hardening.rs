@@ -688,6 +688,29 @@ async fn bodies_over_max_body_size_get_413() {
     );
 }
 
+#[tokio::test]
+async fn a_client_still_uploading_reads_the_413_instead_of_a_reset() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    // Without `Expect: 100-continue` the client goes on sending after herd answered; herd
+    // closes with a lingering close (nginx's), so the upload completes and the 413 is read.
+    let gw = gateway("max_body_size = 1024").await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let size = 16 << 20;
+    let head = format!("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&vec![b'x'; size])
+        .await
+        .expect("the upload is not reset");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert_eq!(gw.seen.load(Ordering::SeqCst), 0);
+}
+
 fn header<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
     let head = answer.split("\r\n\r\n").next()?;
     head.lines().find_map(|l| {

@@ -1643,3 +1643,26 @@ async fn session_conditions_and_caller_made_ids() {
         .await;
     assert_eq!(r.status, 412, "{}", r.text());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_uploading_past_the_limit_reads_the_413() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    // No `Expect: 100-continue` (Node's fetch, Python's urllib): the client sends the whole
+    // body while herd has already answered. A plain close would reset the upload.
+    let api = Api::start(false).await;
+    let mut s = tokio::net::TcpStream::connect(api.addr).await.unwrap();
+    let size = 16 << 20;
+    let head = format!(
+        "POST /v1/queues/big/jobs HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\ncontent-type: application/json\r\ncontent-length: {size}\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let body = vec![b' '; size];
+    s.write_all(&body).await.expect("the upload is not reset");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+}

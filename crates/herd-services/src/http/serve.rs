@@ -112,8 +112,10 @@ pub async fn serve_router_with(
                     return;
                 },
             }
+            // A 413 answered before the body was read closes with a lingering close, so a
+            // client still uploading reads it instead of a reset.
             let conn = builder.serve_connection_with_upgrades(
-                TokioIo::new(stream),
+                TokioIo::new(herd_core::linger::Lingering::new(stream)),
                 TowerToHyperService::new(router),
             );
             tokio::pin!(conn);

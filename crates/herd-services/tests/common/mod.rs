@@ -108,9 +108,9 @@ impl Api {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = node.shutdown.clone();
+        // The server herd itself runs (connection limits, header timeout, lingering close).
         tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            herd_services::http::serve_router(listener, app, shutdown)
                 .await
                 .unwrap();
         });
