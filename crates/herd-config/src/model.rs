@@ -258,6 +258,9 @@ pub struct Command {
     pub restart_delay: Duration,
     /// `max_restart_delay`, default 15s: backoff cap.
     pub max_restart_delay: Duration,
+    /// `worker`, default false: the instances serve no requests (queue consumers, scripts):
+    /// no health checks, ready once started, never in the gateway's rotation.
+    pub worker: bool,
 }
 
 /// `[app.health]`: active health checks (HAProxy-style `inter`/`fastinter`/`rise`/`fall`).
@@ -309,6 +312,14 @@ pub struct App {
     pub error_page_503: Option<ErrorPage>,
     /// Sticky sessions, weights, backups, `max_conn` and its queue, slow start, `observe`.
     pub lb: LoadBalancing,
+}
+
+impl App {
+    /// A supervised app whose instances serve no requests (`worker = true`).
+    #[must_use]
+    pub fn is_worker(&self) -> bool {
+        matches!(&self.backends, Backends::Command(c) if c.worker)
+    }
 }
 
 /// One `[[route]]`: requests that pass every matcher set (host, path, method, header,

@@ -31,6 +31,8 @@ pub struct Quick {
     pub name: String,
     /// `--port-range`, as in a file (`"20000-20999"`); `None` for the default.
     pub port_range: Option<String>,
+    /// `--worker`: the app serves no requests (`worker = true`).
+    pub worker: bool,
 }
 
 impl Quick {
@@ -45,6 +47,7 @@ impl Quick {
             services: SocketAddr::from(([127, 0, 0, 1], 9091)),
             name: name.to_owned(),
             port_range: None,
+            worker: false,
         }
     }
 }
@@ -68,6 +71,7 @@ pub fn quick(q: Quick, base_dir: &Path) -> Result<Config, ConfigErrors> {
         services,
         name,
         port_range,
+        worker,
     } = q;
     let instances = match instances {
         Instances::Count(n) => Value::Integer(i64::from(n)),
@@ -95,6 +99,7 @@ pub fn quick(q: Quick, base_dir: &Path) -> Result<Config, ConfigErrors> {
             ))),
             instances: Some(synthetic(instances)),
             port_range: port_range.map(|r| synthetic(Value::String(r))),
+            worker: worker.then(|| synthetic(true)),
             ..RawApp::default()
         })],
         ..RawConfig::default()

@@ -190,6 +190,7 @@ pub(crate) struct RawApp {
     pub(crate) max_restarts: Option<Int>,
     pub(crate) restart_delay: Option<Val>,
     pub(crate) max_restart_delay: Option<Val>,
+    pub(crate) worker: Option<Spanned<bool>>,
     pub(crate) max_fails: Option<Int>,
     pub(crate) fail_timeout: Option<Val>,
     pub(crate) health: Option<Spanned<RawHealth>>,
@@ -247,6 +248,7 @@ impl RawApp {
             self.max_restart_delay.as_ref().map(Spanned::span),
         );
         add("scaling", self.scaling.as_ref().map(Spanned::span));
+        add("worker", self.worker.as_ref().map(Spanned::span));
         keys
     }
 }

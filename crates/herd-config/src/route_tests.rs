@@ -339,3 +339,36 @@ fn a_route_after_a_catch_all_is_refused() {
     let ok = "[[app]]\nname = \"web\"\ncommand = [\"./app\"]\n[[route]]\npath_prefix = \"/api\"\napp = \"web\"\n[[route]]\napp = \"web\"\n";
     crate::parse(ok, "herd.toml", std::path::Path::new("/base")).unwrap();
 }
+
+#[test]
+fn worker_apps_have_no_checks_and_take_no_routes() {
+    let base = "[[app]]\nname = \"web\"\ncommand = [\"./web\"]\n[[app]]\nname = \"jobs\"\ncommand = [\"./jobs\"]\nworker = true\n";
+    let cfg = parse(base, "herd.toml", Path::new("/base")).unwrap();
+    assert!(!cfg.apps[0].is_worker());
+    assert!(cfg.apps[1].is_worker());
+    let e = parse(
+        &format!("{base}[[route]]\npath_prefix = \"/jobs\"\napp = \"jobs\"\n"),
+        "herd.toml",
+        Path::new("/base"),
+    )
+    .unwrap_err();
+    assert!(
+        e.0.iter()
+            .any(|e| e.key == "route[0].app" && e.message.contains("worker app")),
+        "{e}"
+    );
+    let e = parse(
+        &format!("{base}[app.health]\npath = \"/health\"\n"),
+        "herd.toml",
+        Path::new("/base"),
+    )
+    .unwrap_err();
+    assert!(e.0.iter().any(|e| e.key == "app[1].health"), "{e}");
+    let e = parse(
+        "[[app]]\nname = \"s\"\nservers = [\"127.0.0.1:80\"]\nworker = true\n",
+        "herd.toml",
+        Path::new("/base"),
+    )
+    .unwrap_err();
+    assert!(e.0.iter().any(|e| e.key == "app[0].worker"), "{e}");
+}

@@ -71,6 +71,26 @@ pub(crate) fn validate(
         .enumerate()
         .filter_map(|(i, r)| v.route(i, r, &known))
         .collect();
+    for (r, route) in raw.route.iter().zip(0..) {
+        let Some(name) = &r.get_ref().app else {
+            continue;
+        };
+        let worker = raw.app.iter().any(|a| {
+            let a = a.get_ref();
+            a.name
+                .as_ref()
+                .is_some_and(|n| n.get_ref() == name.get_ref())
+                && a.worker.as_ref().is_some_and(|w| *w.get_ref())
+        });
+        if worker {
+            v.err(
+                &name.span(),
+                &format!("route[{route}].app"),
+                format!("route to worker app \"{}\"", name.get_ref()),
+                Some("a worker app (worker = true) serves no requests; route to an app that listens on PORT".into()),
+            );
+        }
+    }
     v.route_names(raw);
     v.routes_after_a_catch_all(raw, &routes);
     v.sticky_cookies_apart(raw, &apps, &routes);

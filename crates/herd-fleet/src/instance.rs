@@ -123,6 +123,8 @@ pub(crate) struct Launch<'a> {
     /// The health settings of fixed servers, which a config reload changes in place (a
     /// process herd started keeps the checks it started with until it is replaced).
     pub(crate) server_health: &'a tokio::sync::watch::Receiver<Health>,
+    /// `worker = true`: no checks; a process counts as ready once it runs.
+    pub(crate) worker: bool,
     pub(crate) shim: Option<&'a std::path::Path>,
     pub(crate) log_tx: &'a broadcast::Sender<LogLine>,
     pub(crate) events: &'a mpsc::UnboundedSender<Event>,
@@ -218,18 +220,24 @@ impl Launch<'_> {
     ) -> Proc {
         let checks = CancellationToken::new();
         let stats = Arc::new(EndpointStats::new());
-        tokio::spawn(
-            check_loop(
-                uid,
-                addr,
-                self.health_for(pid.is_none()),
-                self.events.clone(),
-                checks.clone(),
-                Arc::clone(&stats),
-                pid.is_none(),
-            )
-            .instrument(span),
-        );
+        if self.worker && pid.is_some() {
+            // Nothing to check: running is ready (the supervisor still restarts it when it
+            // exits, and replaces it past max_memory).
+            let _ = self.events.send(Event::Health { uid, up: true });
+        } else {
+            tokio::spawn(
+                check_loop(
+                    uid,
+                    addr,
+                    self.health_for(pid.is_none()),
+                    self.events.clone(),
+                    checks.clone(),
+                    Arc::clone(&stats),
+                    pid.is_none(),
+                )
+                .instrument(span),
+            );
+        }
         let now = Instant::now();
         Proc {
             uid,

@@ -25,7 +25,12 @@ pub struct Request {
 #[must_use]
 pub fn route(config: &Config, requests: &[Request]) -> Vec<Option<usize>> {
     let names: Vec<String> = config.apps.iter().map(|a| a.name.clone()).collect();
-    let table = RouteTable::compile(&config.routes, &names, &StatsRegistry::default());
+    let table = RouteTable::compile(
+        &config.routes,
+        &names,
+        crate::route::default_app(config),
+        &StatsRegistry::default(),
+    );
     requests
         .iter()
         .map(|r| {

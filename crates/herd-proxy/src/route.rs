@@ -33,7 +33,13 @@ pub(crate) struct Matched<'a> {
     pub(crate) policy: &'a Arc<RoutePolicy>,
 }
 
-/// First match wins; with no rules every request goes to app 0 (route label `default`).
+/// The app requests go to when the config has no `[[route]]`: the first that is not a worker.
+pub(crate) fn default_app(config: &herd_config::Config) -> usize {
+    config.apps.iter().position(|a| !a.is_worker()).unwrap_or(0)
+}
+
+/// First match wins; with no rules every request goes to the first app that is not a worker
+/// (route label `default`).
 #[derive(Debug, Clone)]
 pub(crate) struct RouteTable {
     rules: Vec<Rule>,
@@ -42,13 +48,19 @@ pub(crate) struct RouteTable {
 
 impl RouteTable {
     /// `app_names[i]` names app `i` (for the statistics labels). A route is labelled by its
-    /// `name`, else `route<N>` (its position in the file).
-    pub(crate) fn compile(routes: &[Route], app_names: &[String], stats: &StatsRegistry) -> Self {
+    /// `name`, else `route<N>` (its position in the file). Without routes every request goes
+    /// to app `default_app` (the first that is not a worker).
+    pub(crate) fn compile(
+        routes: &[Route],
+        app_names: &[String],
+        default_app: usize,
+        stats: &StatsRegistry,
+    ) -> Self {
         let name = |i: usize| app_names.get(i).map_or("", String::as_str);
         let fallback = routes.is_empty().then(|| Rule {
             matcher: None,
-            app: 0,
-            stats: stats.entry(name(0), "default"),
+            app: default_app,
+            stats: stats.entry(name(default_app), "default"),
             policy: Arc::default(),
         });
         let rules = routes
@@ -131,7 +143,7 @@ mod tests {
 
     fn compile(routes: &[Route]) -> RouteTable {
         let names: Vec<String> = ["web", "api", "static"].map(String::from).to_vec();
-        RouteTable::compile(routes, &names, &StatsRegistry::default())
+        RouteTable::compile(routes, &names, 0, &StatsRegistry::default())
     }
 
     fn find<'a>(t: &'a RouteTable, host: Option<&str>, path: &str) -> Option<Matched<'a>> {

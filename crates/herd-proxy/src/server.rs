@@ -143,7 +143,12 @@ impl Tables {
             .map(|(i, n)| (n.clone(), i))
             .collect();
         Tables {
-            routes: RouteTable::compile(&config.routes, &names, stats),
+            routes: RouteTable::compile(
+                &config.routes,
+                &names,
+                crate::route::default_app(config),
+                stats,
+            ),
             apps,
             limits: ratelimit::build(&config.rate_limits, old.map_or(&[], |t| &t.limits)),
             by_name,

@@ -94,6 +94,10 @@ pub(crate) struct UpArgs {
     /// Quick mode: app name (default: derived from the command).
     #[arg(long)]
     pub(crate) name: Option<String>,
+    /// Quick mode: the app serves no requests (a queue consumer, a script): no health
+    /// checks, ready once running, not behind the gateway (worker = true in a file).
+    #[arg(long)]
+    pub(crate) worker: bool,
     /// The app's command and arguments (quick mode).
     #[arg(last = true)]
     pub(crate) command: Vec<String>,

@@ -213,13 +213,14 @@ fn load_config(args: &UpArgs) -> Result<Config, ExitCode> {
             ("--admin", args.admin.is_some()),
             ("--services", args.services.is_some()),
             ("--port-range", args.port_range.is_some()),
+            ("--worker", args.worker),
         ]
         .into_iter()
         .filter_map(|(flag, given)| given.then_some(flag))
         .collect();
         if !quick_only.is_empty() {
             eprintln!(
-                "herd up: {} {} for quick mode only, and would be ignored with {}\n  hint: set them in the config file ([gateway] listen, [admin] listen, [services] listen, the app's instances and port_range), or give the app's command after `--`, e.g. `herd up -i 3 -- node server.js`",
+                "herd up: {} {} for quick mode only, and would be ignored with {}\n  hint: set them in the config file ([gateway] listen, [admin] listen, [services] listen, the app's instances, port_range and worker), or give the app's command after `--`, e.g. `herd up -i 3 -- node server.js`",
                 quick_only.join(", "),
                 if quick_only.len() == 1 { "is" } else { "are" },
                 config.display()
@@ -276,6 +277,7 @@ fn load_config(args: &UpArgs) -> Result<Config, ExitCode> {
             services,
             name,
             port_range: args.port_range.clone(),
+            worker: args.worker,
         },
         &cwd,
     )

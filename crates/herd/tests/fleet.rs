@@ -1143,3 +1143,47 @@ async fn reload_of_every_app_goes_on_past_one_that_fails() {
         "the app after the failed one was reloaded too"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_app_runs_without_a_port_and_stays_out_of_the_gateway() {
+    // A queue consumer listens on nothing: with worker = true it is ready once running and
+    // is never killed for not answering checks (ready_timeout would otherwise kill it).
+    let (a, b) = free_range(4);
+    let config = base_config("")
+        + &demo_app("web", 1, "")
+        + &format!(
+            "\n[[app]]\nname = \"jobs\"\ncommand = [\"sleep\", \"600\"]\ninstances = 2\nport_range = \"{a}-{b}\"\nworker = true\nready_timeout = \"1s\"\n"
+        );
+    let herd = Herd::start(&config);
+    herd.wait_ready("web", 1).await;
+    let first = herd.wait_ready("jobs", 2).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let later = herd.wait_ready("jobs", 2).await;
+    for (x, y) in first.iter().zip(&later) {
+        assert_eq!(x["pid"], y["pid"], "not restarted: {later:#?}");
+        assert_eq!(y["restarts"], 0, "{later:#?}");
+    }
+    // Requests go to the app that serves (no route: the first app that is not a worker),
+    // and the worker's instances are in no rotation.
+    let (code, body) = get(&herd.url("/")).await.unwrap();
+    assert_eq!(code, 200, "{body}");
+    let (code, lb) = get(&herd.admin_url("/loadbalancer/status")).await.unwrap();
+    assert_eq!(code, 200);
+    let lb: serde_json::Value = serde_json::from_str(&lb).unwrap();
+    let jobs = lb["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["app"] == "jobs");
+    assert!(
+        jobs.is_none_or(|a| a["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["in_rotation"] == false)),
+        "{lb:#}"
+    );
+    // /health counts a worker's running instances as serving.
+    let (code, body) = get(&herd.admin_url("/health")).await.unwrap();
+    assert_eq!(code, 200, "{body}");
+}

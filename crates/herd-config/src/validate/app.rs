@@ -95,9 +95,19 @@ impl Validator<'_> {
         let (balance, hash_key, hash_balance_factor) = self.balancing(&p, a);
         let (protocol, error_page_503) = self.app_data_plane(&p, a);
 
-        let health = match &a.health {
-            Some(h) => self.health(&format!("{p}.health"), h.get_ref()),
-            None => Health::default(),
+        let worker = a.worker.as_ref().filter(|w| *w.get_ref());
+        let health = match (&a.health, worker) {
+            (Some(h), Some(_)) => {
+                self.err(
+                    &h.span(),
+                    &format!("{p}.health"),
+                    "a worker app has no health checks",
+                    Some("worker = true means the instances serve no requests: herd counts one ready once it runs (restarts and max_memory still apply); remove [app.health], or worker if the app listens on PORT".into()),
+                );
+                Health::default()
+            }
+            (Some(h), None) => self.health(&format!("{p}.health"), h.get_ref()),
+            (None, _) => Health::default(),
         };
 
         let max_memory = match &backends {
@@ -416,6 +426,7 @@ impl Validator<'_> {
             ),
             restart_delay,
             max_restart_delay,
+            worker: a.worker.as_ref().is_some_and(|w| *w.get_ref()),
         })
     }
 

@@ -282,6 +282,7 @@ impl AppActor {
             app: &self.app.name,
             health: &self.app.health,
             server_health: &self.server_health_rx,
+            worker: self.app.is_worker(),
             shim: self.shim.as_deref(),
             log_tx: &self.log_tx,
             events: &self.events_tx,
@@ -888,9 +889,12 @@ impl AppActor {
 
     /// Pushes the ready set to the gateway (when it changed) and the snapshot to readers.
     fn publish(&mut self) {
+        // A worker's instances serve no requests: never in the gateway's rotation.
+        let worker = self.app.is_worker();
         let ready: Vec<_> = self
             .slots
             .values()
+            .filter(|_| !worker)
             .filter(|s| s.active.state == InstanceState::Ready && !s.active.drained)
             .filter_map(|s| s.active.proc.as_ref().map(|p| p.endpoint.clone()))
             .collect();
@@ -972,7 +976,7 @@ fn not_listening_hint(port: u16) -> String {
         )
     } else {
         format!(
-            "; nothing listens on 127.0.0.1:{port}: the app must listen on the port in $PORT, on 127.0.0.1 or on every address"
+            "; nothing listens on 127.0.0.1:{port}: the app must listen on the port in $PORT, on 127.0.0.1 or on every address (an app that serves no requests, a queue consumer or a script, is a worker: worker = true, or herd up --worker)"
         )
     }
 }
