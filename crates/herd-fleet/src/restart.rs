@@ -10,7 +10,8 @@ pub(crate) const STABLE_AFTER: Duration = Duration::from_secs(30);
 pub struct RestartPolicy {
     /// An exit sooner than this after start is unstable.
     pub min_uptime: Duration,
-    /// Consecutive unstable exits tolerated; the next one gives up.
+    /// Consecutive unstable exits tolerated; the next one gives up. `0`: no restart at all,
+    /// however long the run was (PM2's `autorestart: false`).
     pub max_restarts: u32,
     pub initial_delay: Duration,
     pub max_delay: Duration,
@@ -54,7 +55,7 @@ impl RestartTracker {
         } else {
             self.unstable = 0;
         }
-        if self.unstable > policy.max_restarts {
+        if self.unstable > policy.max_restarts || policy.max_restarts == 0 {
             return Verdict::GiveUp;
         }
         let after = self.next_delay.min(policy.max_delay);
@@ -68,6 +69,23 @@ impl RestartTracker {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn max_restarts_zero_never_restarts() {
+        let never = RestartPolicy {
+            max_restarts: 0,
+            ..pm2()
+        };
+        for uptime in [
+            Duration::ZERO,
+            Duration::from_secs(2),
+            Duration::from_secs(3600),
+        ] {
+            let mut t = RestartTracker::new(&never);
+            assert_eq!(t.on_exit(&never, uptime), Verdict::GiveUp, "{uptime:?}");
+            assert_eq!(t.restarts, 0);
+        }
+    }
 
     fn pm2() -> RestartPolicy {
         RestartPolicy {
@@ -126,10 +144,11 @@ mod tests {
                 match t.on_exit(&p, up) {
                     Verdict::Restart { after } => {
                         prop_assert!(after >= p.initial_delay && after <= p.max_delay);
-                        prop_assert!(unstable_run <= max_restarts);
+                        prop_assert!(unstable_run <= max_restarts && max_restarts > 0);
                     }
                     Verdict::GiveUp => {
-                        prop_assert!(unstable_run > max_restarts);
+                        // `0` gives up at the first exit, stable or not.
+                        prop_assert!(unstable_run > max_restarts || max_restarts == 0);
                         break;
                     }
                 }
