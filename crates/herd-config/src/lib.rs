@@ -18,6 +18,7 @@
 //! `herd up -- CMD...` mode, validated through the same path). The reference for every key is
 //! `docs/config.md`; `examples/herd.toml` is a commented example using all of them.
 
+mod admin_of;
 mod cron;
 mod defaults;
 mod error;
@@ -31,6 +32,7 @@ mod validate;
 
 use std::path::{Path, PathBuf};
 
+pub use admin_of::{admin_of, AdminOf};
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
 pub use path::{normalize_path, path_needs_normalizing};

@@ -134,12 +134,36 @@ pub(crate) struct SimulateArgs {
 
 #[derive(Debug, Args, Clone)]
 pub(crate) struct ClientArgs {
-    /// Admin API base URL (a bare port, or HOST:PORT, means http:// on it).
-    #[arg(long, default_value = "http://127.0.0.1:9090", env = "HERD_ADMIN_URL", value_parser = admin_url)]
-    pub(crate) admin: String,
-    /// Admin token (sent as a Bearer token).
+    /// Admin API base URL (a bare port, or HOST:PORT, means http:// on it) [default: the
+    /// [admin] listen of ./herd.toml when there is one, else http://127.0.0.1:9090].
+    #[arg(long, env = "HERD_ADMIN_URL", value_parser = admin_url)]
+    pub(crate) admin: Option<String>,
+    /// Admin token (sent as a Bearer token) [default: the [admin] token of ./herd.toml].
     #[arg(long, env = "HERD_ADMIN_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
+}
+
+/// The admin API the CLI talks to, and how.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub(crate) admin: String,
+    pub(crate) token: Option<String>,
+}
+
+impl ClientArgs {
+    /// `--admin`/`HERD_ADMIN_URL` and `--token`/`HERD_ADMIN_TOKEN` when given; otherwise what
+    /// `herd.toml` in this directory says (the herd `herd up` started here), else herd's
+    /// default admin address. So `herd status` beside a project's file reaches that
+    /// project's herd, not whichever one holds port 9090.
+    pub(crate) fn target(&self) -> Target {
+        let file = herd_config::admin_of(std::path::Path::new("herd.toml"));
+        let admin = self.admin.clone().unwrap_or_else(|| {
+            file.as_ref()
+                .map_or_else(|| "http://127.0.0.1:9090".to_owned(), |f| f.url.clone())
+        });
+        let token = self.token.clone().or_else(|| file.and_then(|f| f.token));
+        Target { admin, token }
+    }
 }
 
 /// The admin API's base URL: as given with a scheme; `9090` is `http://127.0.0.1:9090` (the

@@ -11,7 +11,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 
-use crate::cli::ClientArgs;
+use crate::cli::{ClientArgs, Target};
 
 const EX_UNAVAILABLE: u8 = 69;
 
@@ -44,7 +44,7 @@ pub(crate) fn run(args: ClientArgs, action: Action) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(execute(&args, action)) {
+    match rt.block_on(execute(&args.target(), action)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("herd: {e:#}");
@@ -57,7 +57,7 @@ pub(crate) fn run(args: ClientArgs, action: Action) -> ExitCode {
 /// that herd resolves against its own machine's cores. `+N`/`-N` start from the app's
 /// desired count there.
 async fn resolve_count(
-    args: &ClientArgs,
+    args: &Target,
     app: &str,
     count: crate::cli::Count,
 ) -> anyhow::Result<Option<Value>> {
@@ -121,7 +121,7 @@ impl std::fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
-async fn execute(args: &ClientArgs, action: Action) -> anyhow::Result<()> {
+async fn execute(args: &Target, action: Action) -> anyhow::Result<()> {
     match action {
         Action::Status => {
             let mut v = request(args, Method::GET, "/cluster/status", None).await?;
@@ -233,7 +233,7 @@ async fn execute(args: &ClientArgs, action: Action) -> anyhow::Result<()> {
 }
 
 async fn send(
-    args: &ClientArgs,
+    args: &Target,
     method: Method,
     path: &str,
     body: Option<Value>,
@@ -276,7 +276,7 @@ fn api_error(status: StatusCode, body: &[u8]) -> anyhow::Error {
 }
 
 async fn request(
-    args: &ClientArgs,
+    args: &Target,
     method: Method,
     path: &str,
     body: Option<Value>,

@@ -19,6 +19,23 @@ async fn token_is_required_when_configured() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Beside the project's herd.toml, the CLI finds that herd's admin address and token by
+    // itself (not whatever answers on 9090).
+    let project = tempfile::tempdir().unwrap();
+    std::fs::copy(&herd.config, project.path().join("herd.toml")).unwrap();
+    let out = std::process::Command::new(herd_bin())
+        .arg("status")
+        .current_dir(project.path())
+        .env_remove("HERD_ADMIN_URL")
+        .env_remove("HERD_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("web"),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         !herd.log().contains("s3cret-token-0123456"),
         "the token must never be logged"
