@@ -297,14 +297,32 @@ impl Proc {
                     }
                     () = exited.cancelled() => return,
                 }
+                let deadline = Instant::now() + kill;
                 *grace.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                    Some(Instant::now() + kill);
+                    Some(deadline);
+                // Children that left the group (a detached worker) get the same signal and
+                // the same kill_timeout, found while the leader still names them its children.
+                let escaped = tokio::task::spawn_blocking(move || crate::procfs::escaped(pid))
+                    .await
+                    .unwrap_or_default();
                 spawn::signal_group(pid, signal);
+                for &e in &escaped {
+                    spawn::signal_proc(e, signal);
+                }
                 tokio::select! {
                     () = exited.cancelled() => {}
                     () = tokio::time::sleep(kill) => {
                         tracing::warn!(?kill, "still running after kill_timeout; sending SIGKILL");
                         spawn::signal_group(pid, Signal::SIGKILL);
+                    }
+                }
+                while Instant::now() < deadline && escaped.iter().any(|&e| crate::procfs::alive(e)) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                for &e in &escaped {
+                    if crate::procfs::alive(e) {
+                        tracing::warn!(pid = e.0, "a process the instance started outside its group is still running after kill_timeout; sending SIGKILL");
+                        spawn::signal_proc(e, Signal::SIGKILL);
                     }
                 }
             }

@@ -34,6 +34,76 @@ pub(crate) fn parse_stat(line: &str) -> Option<(u32, u64, u64)> {
     ))
 }
 
+/// A process by its pid and start time (clock ticks after boot), so that a pid the kernel
+/// has since given to another process is not mistaken for it.
+pub(crate) type ProcId = (u32, u64);
+
+/// `(ppid, pgrp, starttime)` of a `/proc/<pid>/stat` line.
+fn parentage(line: &str) -> Option<(u32, u32, u64)> {
+    let rest = &line[line.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_ascii_whitespace().collect();
+    Some((
+        f.get(1)?.parse().ok()?,
+        f.get(2)?.parse().ok()?,
+        f.get(19)?.parse().ok()?,
+    ))
+}
+
+/// The descendants of `pid` outside its process group `pid`: children an app started in a
+/// group or session of their own (`setsid`, Node's `detached: true`), which a signal to the
+/// group misses (PM2 kills the whole tree for the same reason). Blocking: scans `/proc`.
+pub(crate) fn escaped(pid: u32) -> Vec<ProcId> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut all: Vec<(u32, u32, u32, u64)> = Vec::new();
+    for entry in dir.flatten() {
+        let Some(p) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Some((ppid, pgrp, start)) = std::fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .as_deref()
+            .and_then(parentage)
+        {
+            all.push((p, ppid, pgrp, start));
+        }
+    }
+    let mut tree = vec![pid];
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        for &(p, ppid, pgrp, start) in &all {
+            if ppid == parent && !tree.contains(&p) {
+                tree.push(p);
+                if pgrp != pid {
+                    out.push((p, start));
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Whether the process `id` still runs (same pid, same start time, not a zombie).
+pub(crate) fn alive(id: ProcId) -> bool {
+    std::fs::read_to_string(format!("/proc/{}/stat", id.0))
+        .ok()
+        .is_some_and(|line| {
+            let zombie = line
+                .rfind(')')
+                .and_then(|i| line[i + 1..].split_ascii_whitespace().next())
+                == Some("Z");
+            !zombie && parentage(&line).is_some_and(|(_, _, start)| start == id.1)
+        })
+}
+
 /// Whether a process of group `pgid` runs (one whose state is not `Z`, a zombie).
 pub(crate) fn group_running(pgid: u32) -> bool {
     let Ok(dir) = std::fs::read_dir("/proc") else {

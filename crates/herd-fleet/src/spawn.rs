@@ -184,6 +184,14 @@ pub(crate) fn group_alive(pgid: u32) -> bool {
     crate::procfs::group_running(pgid)
 }
 
+/// Sends `sig` to one process, if it is still the one `id` names (same start time).
+pub(crate) fn signal_proc(id: crate::procfs::ProcId, sig: nix::sys::signal::Signal) {
+    let Ok(raw) = i32::try_from(id.0) else { return };
+    if crate::procfs::alive(id) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), sig);
+    }
+}
+
 /// Sends `sig` to the whole process group led by `pgid`. A group that is already gone is fine.
 pub(crate) fn signal_group(pgid: u32, sig: nix::sys::signal::Signal) {
     let Ok(raw) = i32::try_from(pgid) else { return };

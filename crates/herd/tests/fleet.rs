@@ -1187,3 +1187,67 @@ async fn a_worker_app_runs_without_a_port_and_stays_out_of_the_gateway() {
     let (code, body) = get(&herd.admin_url("/health")).await.unwrap();
     assert_eq!(code, 200, "{body}");
 }
+
+/// Pids of running processes whose command line is exactly `argv`.
+fn pids_running(argv: &[&str]) -> Vec<i32> {
+    let want: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c == want))
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .is_ok_and(|s| s.rfind(')').is_some_and(|i| !s[i + 1..].trim_start().starts_with('Z')))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_reaches_children_that_left_the_group() {
+    // The app starts a helper in a session of its own (Node's `detached: true`, `setsid`):
+    // a signal to the instance's process group misses it, and it used to outlive every
+    // reload and stop (PM2 kills the whole tree).
+    let marker = format!("{}.{}", 900 + std::process::id() % 97, std::process::id());
+    let argv = ["sleep", marker.as_str()];
+    struct Reap(Vec<&'static str>);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            for p in pids_running(&self.0) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+    let leaked: &'static str = Box::leak(marker.clone().into_boxed_str());
+    let _reap = Reap(vec!["sleep", leaked]);
+    let (a, b) = free_range(4);
+    let config = base_config("")
+        + &format!(
+            "\n[[app]]\nname = \"web\"\ncommand = [\"sh\", \"-c\", \"setsid sleep {marker} & exec {{demo}}\"]\nport_range = \"{a}-{b}\"\nkill_timeout = \"1s\"\n"
+        );
+    let herd = Herd::start(&config);
+    herd.wait_ready("web", 1).await;
+    let mut found = Vec::new();
+    for _ in 0..40 {
+        found = pids_running(&argv);
+        if !found.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(found.len(), 1, "the detached helper runs");
+    let out = herd.cli(&["scale", "web", "0"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pids_running(&argv).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the detached helper outlived its instance; log:\n{}",
+            herd.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
