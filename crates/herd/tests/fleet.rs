@@ -1197,8 +1197,10 @@ fn pids_running(argv: &[&str]) -> Vec<i32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|p| std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c == want))
         .filter(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/stat"))
-                .is_ok_and(|s| s.rfind(')').is_some_and(|i| !s[i + 1..].trim_start().starts_with('Z')))
+            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
+                s.rfind(')')
+                    .is_some_and(|i| !s[i + 1..].trim_start().starts_with('Z'))
+            })
         })
         .collect()
 }
@@ -1240,7 +1242,11 @@ async fn a_stop_reaches_children_that_left_the_group() {
     }
     assert_eq!(found.len(), 1, "the detached helper runs");
     let out = herd.cli(&["scale", "web", "0"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while !pids_running(&argv).is_empty() {
         assert!(
