@@ -351,17 +351,15 @@ async fn forward(
         stats: &stats,
         affinity,
         lb,
-        timeout: Timeouts {
-            response: policy
-                .response_timeout
-                .unwrap_or_else(|| gw.settings().response_timeout),
-            // The gateway's own, read per request: a reload's new `connect_timeout` holds
-            // for every instance at once, fixed servers' pools included.
-            connect: Some(
-                policy
-                    .connect_timeout
-                    .unwrap_or_else(|| gw.settings().connect_timeout),
-            ),
+        // The gateway's own, read per request (one load of the settings, not held across an
+        // await): a reload's new `connect_timeout` holds for every instance at once, fixed
+        // servers' pools included.
+        timeout: {
+            let settings = gw.settings();
+            Timeouts {
+                response: policy.response_timeout.unwrap_or(settings.response_timeout),
+                connect: Some(policy.connect_timeout.unwrap_or(settings.connect_timeout)),
+            }
         },
         retry,
     };
