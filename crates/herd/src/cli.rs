@@ -161,7 +161,12 @@ impl ClientArgs {
             file.as_ref()
                 .map_or_else(|| "http://127.0.0.1:9090".to_owned(), |f| f.url.clone())
         });
-        let token = self.token.clone().or_else(|| file.and_then(|f| f.token));
+        // The file's token goes only to the file's admin API: never to another herd named
+        // with --admin.
+        let token = self.token.clone().or_else(|| {
+            file.filter(|f| f.url.trim_end_matches('/') == admin.trim_end_matches('/'))
+                .and_then(|f| f.token)
+        });
         Target { admin, token }
     }
 }
