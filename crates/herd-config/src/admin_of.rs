@@ -15,6 +15,18 @@ pub struct AdminOf {
     pub token: Option<String>,
 }
 
+/// The address a client on this machine dials to reach a listener on `addr`: a wildcard
+/// (`0.0.0.0`, `[::]`) is not an address to connect to, so it becomes loopback of its family.
+#[must_use]
+pub fn dialable(addr: SocketAddr) -> SocketAddr {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, addr.port())
+}
+
 /// `[admin]` of the TOML file at `path`: `None` when the file is missing, unreadable, not
 /// TOML or has no `[admin] listen` (herd's default listen then applies).
 #[must_use]
@@ -23,13 +35,8 @@ pub fn admin_of(path: &Path) -> Option<AdminOf> {
     let table: toml::Table = text.parse().ok()?;
     let admin = table.get("admin")?.as_table()?;
     let listen: SocketAddr = admin.get("listen")?.as_str()?.parse().ok()?;
-    let ip = match listen.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
     Some(AdminOf {
-        url: format!("http://{}", SocketAddr::new(ip, listen.port())),
+        url: format!("http://{}", dialable(listen)),
         token: admin
             .get("token")
             .and_then(toml::Value::as_str)
@@ -40,6 +47,14 @@ pub fn admin_of(path: &Path) -> Option<AdminOf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wildcards_are_dialled_on_loopback() {
+        let got = |a: &str| dialable(a.parse().unwrap()).to_string();
+        assert_eq!(got("0.0.0.0:9091"), "127.0.0.1:9091");
+        assert_eq!(got("[::]:9091"), "[::1]:9091");
+        assert_eq!(got("10.0.0.5:9091"), "10.0.0.5:9091");
+    }
 
     #[test]
     fn reads_listen_and_token_and_nothing_else() {

@@ -170,7 +170,7 @@ pub(crate) async fn start(config: &Config, quick: bool) -> anyhow::Result<Option
         env: vec![
             (
                 "HERD_SERVICES_URL".to_owned(),
-                format!("http://{}", reachable(addr)),
+                format!("http://{}", herd_config::dialable(addr)),
             ),
             ("HERD_SERVICES_TOKEN".to_owned(), token),
         ],
@@ -215,18 +215,6 @@ async fn keep_clock_synced(clock: Arc<StoreClock>, store: Arc<Store>, stop: Canc
     }
 }
 
-/// The address an instance on this machine dials: a wildcard listen (`0.0.0.0`, `[::]`) is
-/// not an address to connect to, so instances get the loopback address of its family.
-fn reachable(addr: std::net::SocketAddr) -> std::net::SocketAddr {
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-    let ip = match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    std::net::SocketAddr::new(ip, addr.port())
-}
-
 impl Running {
     /// Stops the API (in-flight calls finish, bounded), the services' background tasks, then
     /// the store.
@@ -237,18 +225,5 @@ impl Running {
         }
         let _ = tokio::time::timeout(deadline, self.services.closed()).await;
         self.store.shutdown().await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::reachable;
-
-    #[test]
-    fn instances_dial_loopback_when_the_api_listens_on_every_address() {
-        let got = |a: &str| reachable(a.parse().unwrap()).to_string();
-        assert_eq!(got("0.0.0.0:9091"), "127.0.0.1:9091");
-        assert_eq!(got("[::]:9091"), "[::1]:9091");
-        assert_eq!(got("10.0.0.5:9091"), "10.0.0.5:9091");
     }
 }
