@@ -1,8 +1,10 @@
 //! One client connection's task: the TLS handshake (if any), then hyper serving the socket
 //! until the connection closes, or until an HTTP/1 keep-alive connection has been quiet long
-//! enough between requests (`idle_release`): then hyper lets go of the socket, the task hands
-//! the bare socket to the gateway's [`Parking`] and ends, and the next byte starts a new
-//! connection task on the same socket.
+//! enough between requests (`idle_release`): then hyper lets go of the socket. A plain one's
+//! task hands the bare socket to the gateway's [`Parking`] and ends, and the next byte starts
+//! a new connection task on the same socket; a TLS one's task keeps the TLS session, waits for
+//! the next byte itself and serves it with a new hyper connection. Either way hyper's head-read
+//! timer (`client_header_timeout`) does not run between requests: `idle_timeout` does.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -53,8 +55,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown: CancellationToken,
     /// `shutdown_timeout` ran out: close now.
     pub(crate) hard_stop: CancellationToken,
-    /// Where released connections wait; `None` when none is released (`idle_release = "off"`
-    /// or TLS).
+    /// Where released plain connections wait; `None` when none is (`idle_release = "off"`,
+    /// or TLS: a released TLS connection waits in its own task).
     pub(crate) parking: Option<Arc<Parking<Keep>>>,
 }
 
@@ -147,36 +149,70 @@ where
                 },
             }
         }
-        // Only plain HTTP/1 is released (TLS keeps its session state anyway).
-        let release = (self.shared.idle_release)
-            .filter(|_| self.shared.parking.is_some() && matches!(stream, Either::Left(_)));
-        let home = Arc::new(Home::default());
+        // Plain HTTP/1 is released to the parking (no task); TLS HTTP/1 gives back hyper's
+        // state and waits in its own task, keeping the TLS session.
+        let release = (self.shared.idle_release).filter(|_| match stream {
+            Either::Left(_) => self.shared.parking.is_some(),
+            Either::Right(_) => true,
+        });
         let stream = Watched::new(stream, Arc::clone(&self.activity));
-        let io = Scan::new(
+        let mut io = Scan::new(
             stream,
             self.shared.max_header_size,
             self.shared.max_headers,
             Arc::clone(&self.verdict),
         );
-        let Some(marks) = self.cycle(io, &home, release).await else {
-            return;
-        };
-        // Taken back only if hyper let go while nothing came in: a request or bytes read
-        // meanwhile may have been answered with `Connection: close` or left in hyper's buffer,
-        // so such a connection is closed.
-        let Some(back) = home.take() else { return };
-        if self.activity.marks() != marks {
+        loop {
+            let home = Arc::new(Home::default());
+            let Some(marks) = self.cycle(io, &home, release).await else {
+                return;
+            };
+            // Taken back only if hyper let go while nothing came in: a request or bytes read
+            // meanwhile may have been answered with `Connection: close` or left in hyper's
+            // buffer, so such a connection is closed.
+            let Some(back) = home.take() else { return };
+            if self.activity.marks() != marks {
+                return;
+            }
+            // Between two requests, every byte answered: the next byte starts a new cycle.
+            let deadline = self.activity.last() + self.shared.idle_timeout;
+            if let Either::Right(tls) = back.get_ref().get_ref() {
+                if !self.next_byte(tls.get_ref().0, deadline).await {
+                    return;
+                }
+                // The scanner is between two requests and goes on counting them.
+                io = back;
+                continue;
+            }
+            let Either::Left(tcp) = back.into_inner().into_inner() else {
+                return;
+            };
+            let tcp = tcp.into_inner();
+            if let (Some(parking), Some(mut keep)) =
+                (&self.shared.parking, self.verdict.take_keep())
+            {
+                keep.fresh = false;
+                parking.park(tcp, keep, deadline);
+            }
             return;
         }
-        let Either::Left(tcp) = back.into_inner().into_inner() else {
-            return;
-        };
-        let tcp = tcp.into_inner();
-        // Between two requests, every byte answered: the next byte starts a new task.
-        let deadline = self.activity.last() + self.shared.idle_timeout;
-        if let (Some(parking), Some(mut keep)) = (&self.shared.parking, self.verdict.take_keep()) {
-            keep.fresh = false;
-            parking.park(tcp, keep, deadline);
+    }
+
+    /// A released TLS connection waits (in its task, holding no HTTP state) for the first
+    /// byte of its next request: `true` when one came, `false` when the connection should
+    /// close (the client closed it, `idle_timeout` passed, or the gateway stops; the parking
+    /// of plain connections closes them at once on shutdown too).
+    async fn next_byte(&self, tcp: &TcpStream, deadline: tokio::time::Instant) -> bool {
+        let mut byte = [0u8; 1];
+        tokio::select! {
+            () = self.shared.shutdown.cancelled() => false,
+            () = self.shared.hard_stop.cancelled() => false,
+            () = tokio::time::sleep_until(deadline) => {
+                tracing::debug!(idle_timeout = ?self.shared.idle_timeout, "closing an idle client connection");
+                false
+            }
+            // `peek` (unlike `readable`) waits for a byte or the end, and takes nothing.
+            got = tcp.peek(&mut byte) => matches!(got, Ok(n) if n > 0),
         }
     }
 

@@ -368,6 +368,10 @@ impl<T> Scan<T> {
     pub(crate) fn into_inner(self) -> T {
         self.inner
     }
+
+    pub(crate) fn get_ref(&self) -> &T {
+        &self.inner
+    }
 }
 
 /// The connection's service, refusing the requests its [`Scan`] flagged: 400 and

@@ -218,6 +218,10 @@ impl<T> Watched<T> {
     pub(crate) fn into_inner(self) -> T {
         self.inner
     }
+
+    pub(crate) fn get_ref(&self) -> &T {
+        &self.inner
+    }
 }
 
 /// A response body counted in [`Activity`] until it is dropped.

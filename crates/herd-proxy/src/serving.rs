@@ -234,10 +234,10 @@ async fn run_shard(ctx: Arc<Ctx>, listener: TcpListener) -> io::Result<()> {
 async fn accept_and_drain(ctx: &Arc<Ctx>, listener: TcpListener) -> io::Result<()> {
     let gw = &ctx.gw;
     let settings = gw.settings().as_ref().clone();
-    // Connections may be released (`idle_release`, plain HTTP): then they are watched (and
-    // closed at idle_timeout or shutdown) by one task per shard.
-    let releasing = settings.idle_release.is_some() && ctx.acceptor.is_none();
-    let parking = if releasing {
+    // HTTP/1 connections may be released (`idle_release`). Plain ones are then watched (and
+    // closed at idle_timeout or shutdown) by one task per shard; TLS ones wait in their own.
+    let releasing = settings.idle_release.is_some();
+    let parking = if releasing && ctx.acceptor.is_none() {
         Some(Parking::new(Arc::clone(&gw.stats.connections))?)
     } else {
         None
@@ -398,7 +398,7 @@ struct Spawner {
     shared: Arc<client_conn::Shared>,
     conns: TaskTracker,
     https: bool,
-    /// Connections may be released (`idle_release`, plain HTTP): they track response bodies.
+    /// HTTP/1 connections may be released (`idle_release`): they track response bodies.
     releasing: bool,
     /// `max_connections` (HTTP/2 tunnels take a slot each).
     slots: Option<Arc<Semaphore>>,

@@ -67,16 +67,22 @@ async fn tls_gateway() -> Running {
 
 /// [`tls_gateway`] in front of the instance at `backend`.
 async fn tls_gateway_to(backend: SocketAddr) -> Running {
+    tls_gateway_with(backend, "").await
+}
+
+/// [`tls_gateway_to`] with more `[gateway]` keys.
+async fn tls_gateway_with(backend: SocketAddr, gateway_keys: &str) -> Running {
     let dir = temp_dir();
     let localhost = write_cert(&dir, "default", "localhost");
     let api = write_cert(&dir, "api", "api.test");
     let wild = write_cert(&dir, "wild", "*.wild.test");
-    let text = "[gateway]\nlisten = \"127.0.0.1:0\"\n\
-        [gateway.tls]\ncert = \"default.pem\"\nkey = \"default.key\"\n\
+    let text = format!("[gateway]\nlisten = \"127.0.0.1:0\"\n{gateway_keys}\n");
+    let text = text
+        + "[gateway.tls]\ncert = \"default.pem\"\nkey = \"default.key\"\n\
         [[gateway.tls.sni]]\nhost = \"API.test\"\ncert = \"api.pem\"\nkey = \"api.key\"\n\
         [[gateway.tls.sni]]\nhost = \"*.wild.test\"\ncert = \"wild.pem\"\nkey = \"wild.key\"\n\
         [[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\nsticky = true\n";
-    let config = herd_config::parse(text, "test.toml", &dir).unwrap();
+    let config = herd_config::parse(&text, "test.toml", &dir).unwrap();
     let tls = config.gateway.tls.as_ref().unwrap();
     assert_eq!(tls.cert, dir.join("default.pem"));
     assert_eq!(tls.sni[0].host, "api.test");
@@ -238,6 +244,83 @@ async fn http1_over_tls() {
         assert_eq!(body, "https");
     }
     gw.stop.cancel();
+}
+
+#[tokio::test]
+async fn an_idle_tls_keep_alive_connection_lasts_until_idle_timeout() {
+    // hyper's head-read timer runs between requests; a released TLS connection leaves it, as a
+    // plain one does, so `idle_timeout` (nginx's `keepalive_timeout`) is what closes it.
+    let gw = tls_gateway_with(
+        backend().await,
+        "client_header_timeout = \"400ms\"\nidle_timeout = \"2500ms\"",
+    )
+    .await;
+    let mut tls = connect(gw.addr, "localhost", &[&gw.localhost], b"http/1.1").await;
+    let get = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    for round in 0..3 {
+        tls.write_all(get).await.unwrap();
+        let head = read_head_and_body(&mut tls).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "round {round}: {head}");
+        assert!(head.ends_with("https"), "round {round}: {head}");
+        // Past client_header_timeout, well within idle_timeout.
+        tokio::time::sleep(Duration::from_millis(900)).await;
+    }
+    // A head arriving in pieces after a release is still bounded by client_header_timeout.
+    tls.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tls.write_all(b"st: localhost\r\n\r\n").await.unwrap();
+    let head = read_head_and_body(&mut tls).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let started = std::time::Instant::now();
+    tls.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut rest)).await;
+    let waited = started.elapsed();
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    assert!(
+        waited < Duration::from_secs(2),
+        "a partial head held for {waited:?}"
+    );
+    // Quiet: closed at idle_timeout, not before.
+    let mut quiet = connect(gw.addr, "localhost", &[&gw.localhost], b"http/1.1").await;
+    quiet.write_all(get).await.unwrap();
+    let head = read_head_and_body(&mut quiet).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), quiet.read_to_end(&mut rest)).await;
+    let waited = started.elapsed();
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    assert!(
+        waited >= Duration::from_millis(2000) && waited < Duration::from_secs(6),
+        "closed after {waited:?}"
+    );
+    gw.stop.cancel();
+}
+
+/// Reads one response with a `Content-Length` body; returns the head and body as text.
+async fn read_head_and_body(tls: &mut TlsStream<TcpStream>) -> String {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tls.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&data));
+        data.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&data).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if data.len() >= end + 4 + len {
+                return text;
+            }
+        }
+    }
 }
 
 #[tokio::test]
