@@ -317,6 +317,35 @@ async fn expired_leases_are_redelivered_then_dead_lettered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_does_not_count_against_attempts() {
+    // BullMQ counts failures in `attemptsMade`, not stalls: attempts 2, one stall, then two
+    // failures before the job is dead.
+    let (_d, node, clock) = setup(QueueConfig::default()).await;
+    let q = &node.services.queues;
+    let mut j = job("flaky");
+    j.attempts = 2;
+    let id = q.add("sa", j).await.unwrap();
+    let lease = Some(Duration::from_secs(5));
+    let first = q.reserve("sa", 1, lease, Duration::ZERO).await.unwrap();
+    assert_eq!(first.len(), 1);
+    clock.advance(Duration::from_secs(6));
+    let second = q.reserve("sa", 1, lease, Duration::ZERO).await.unwrap();
+    assert_eq!((second.len(), second[0].attempt), (1, 2), "re-delivered");
+    let failed = q
+        .fail("sa", &id, &second[0].lease_token, "boom", true)
+        .await
+        .unwrap();
+    assert_eq!(failed.state, State::Waiting, "one failure of two: retried");
+    let third = q.reserve("sa", 1, lease, Duration::ZERO).await.unwrap();
+    assert_eq!((third.len(), third[0].attempt), (1, 3));
+    let failed = q
+        .fail("sa", &id, &third[0].lease_token, "boom", true)
+        .await
+        .unwrap();
+    assert_eq!(failed.state, State::Failed, "two failures of two: dead");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_job_with_remove_on_fail_goes_alone() {
     let (_d, node, clock) = setup(QueueConfig::default()).await;
     let q = &node.services.queues;

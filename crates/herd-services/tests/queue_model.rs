@@ -20,7 +20,7 @@ fn queue_agrees_with_the_model() {
     let store = rt.block_on(open_store(&dir, false));
     let cases = AtomicU64::new(0);
     let mut runner = TestRunner::new(Config {
-        cases: 64,
+        cases: 256,
         failure_persistence: None,
         ..Config::default()
     });

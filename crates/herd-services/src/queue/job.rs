@@ -67,7 +67,8 @@ pub fn status(state: State, due_ms: i64, now_ms: i64) -> &'static str {
 pub struct NewJob {
     pub name: String,
     pub data: Value,
-    /// Deliveries allowed before a failing job is dead-lettered (BullMQ default 1).
+    /// Failed deliveries allowed before the job is dead-lettered (BullMQ `attempts`, default
+    /// 1); stalled deliveries do not count.
     pub attempts: u32,
     pub backoff: Option<Backoff>,
     pub delay: Duration,
@@ -271,11 +272,15 @@ pub enum AfterFail {
     Dead,
 }
 
-/// Retry while deliveries remain and the worker allows it.
+/// Retry while failures remain and the worker allows it. As BullMQ's `attemptsMade`, only
+/// failed deliveries count against `attempts` (this one included): a delivery whose lease ran
+/// out (a stall, bounded by `max_stalled` on its own) does not, and does not lengthen the
+/// backoff either.
 #[must_use]
 pub fn after_fail(record: &JobRecord, retry: bool, now_ms: i64, unit: f64) -> AfterFail {
-    if retry && record.attempt < record.attempts {
-        let delay = backoff_delay(record.backoff.as_ref(), record.attempt, unit);
+    let failures = record.attempt.saturating_sub(record.stalled);
+    if retry && failures < record.attempts {
+        let delay = backoff_delay(record.backoff.as_ref(), failures, unit);
         AfterFail::Retry {
             due_ms: now_ms + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2),
         }

@@ -294,6 +294,10 @@ pub async fn run_case(
                         Some(Duration::from_millis(LEASE_MS as u64)),
                     )
                     .await;
+                // The due chores that only add to `waiting` (promotion) run before the ack,
+                // whether or not its lease is still valid; stalled recovery only after it.
+                let promote = chore_due(&mut model.last_promote, now, PROMOTE_EVERY_MS, false);
+                model.housekeep(now, promote, false);
                 let valid = model.valid(&id, &token).is_some();
                 if !valid {
                     prop_assert!(
@@ -385,7 +389,7 @@ pub async fn run_case(
                 match model.valid(&id, &token) {
                     Some(j) => {
                         j.token = None;
-                        if retry && j.attempt < j.attempts {
+                        if retry && j.attempt - j.stalled < j.attempts {
                             j.state = State::Waiting;
                             j.due = now + j.backoff_ms as i64;
                             j.promoted = j.backoff_ms == 0;
