@@ -922,6 +922,88 @@ async fn locks_and_rate_limits() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durations_in_json_bodies_may_be_numbers_of_milliseconds() {
+    // BullMQ (`lease`, `every`, `grace`) and Redlock (`ttl`) count in milliseconds.
+    let api = Api::start(false).await;
+    let r = api
+        .json("POST", "/v1/queues/ms/jobs", json!({"name": "a"}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let r = api
+        .json(
+            "POST",
+            "/v1/queues/ms/reserve",
+            json!({"lease": 90_000, "wait": 0}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let job = r.json()["jobs"][0].clone();
+    let (id, token) = (job["id"].as_str().unwrap(), job["lease_token"].as_str());
+    let r = api
+        .json(
+            "POST",
+            &format!("/v1/queues/ms/jobs/{id}/extend"),
+            json!({"lease_token": token, "lease": 120_000}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let until = r.json()["lease_until_ms"].as_u64().unwrap();
+    let from_now = u128::from(until) - before;
+    assert!((119_000..=125_000).contains(&from_now), "{from_now} ms");
+    let r = api
+        .json(
+            "PUT",
+            "/v1/queues/ms/schedules/tick",
+            json!({"every": 60_000, "job": {"name": "tick"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["every_ms"], 60_000, "{}", r.text());
+    let r = api
+        .json(
+            "POST",
+            "/v1/queues/ms/clean",
+            json!({"state": "completed", "grace": 3_600_000}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = api
+        .json("POST", "/v1/locks/ms", json!({"ttl": 2_000, "wait": 100}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let token = r.json()["token"].as_str().unwrap().to_owned();
+    let r = api
+        .json(
+            "POST",
+            "/v1/locks/ms/renew",
+            json!({"token": token, "ttl": 5_000}),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text());
+    // Refused as text durations are: with the field named.
+    for (path, body, field) in [
+        ("/v1/queues/ms/reserve", json!({"lease": 0}), "lease"),
+        ("/v1/queues/ms/reserve", json!({"wait": 300_001}), "wait"),
+        ("/v1/queues/ms/reserve", json!({"lease": -5}), "lease"),
+        ("/v1/queues/ms/reserve", json!({"lease": 1.5}), "lease"),
+        ("/v1/locks/ms2", json!({"ttl": 0}), "ttl"),
+        (
+            "/v1/queues/ms/reserve",
+            json!({"lease": 400_000_000_000_u64}),
+            "lease",
+        ),
+    ] {
+        let r = api.json("POST", path, body.clone()).await;
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        assert!(r.text().contains(field), "{body}: {}", r.text());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_down_is_503_with_the_reason_and_cache_answers_from_l1() {
     let api = Api::start(true).await;
     let r = api

@@ -15,7 +15,8 @@ use axum::routing::post;
 use axum::Json;
 use serde::Deserialize;
 
-use super::{json_body, opt_duration, wait_duration, ApiResult, AppState, Table};
+use super::{json_body, opt_time, wait_duration, ApiResult, AppState, Table};
+use crate::queue::spec::DelaySpec;
 use crate::ratelimit::Rate;
 
 pub(super) fn routes(t: Table) -> Table {
@@ -31,8 +32,8 @@ pub(super) fn routes(t: Table) -> Table {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AcquireBody {
-    ttl: Option<String>,
-    wait: Option<String>,
+    ttl: Option<DelaySpec>,
+    wait: Option<DelaySpec>,
 }
 
 /// TTL when the caller names none.
@@ -44,8 +45,8 @@ async fn acquire(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let body: AcquireBody = json_body(body)?;
-    let ttl = opt_duration("ttl", body.ttl.as_deref())?.unwrap_or(DEFAULT_TTL);
-    let wait = wait_duration(body.wait.as_deref())?;
+    let ttl = opt_time("ttl", body.ttl.as_ref())?.unwrap_or(DEFAULT_TTL);
+    let wait = wait_duration(body.wait.as_ref())?;
     let lease = s.services.locks.acquire(&name, ttl, wait).await?;
     Ok(Json(lease).into_response())
 }
@@ -54,7 +55,7 @@ async fn acquire(
 #[serde(deny_unknown_fields)]
 struct RenewBody {
     token: String,
-    ttl: Option<String>,
+    ttl: Option<DelaySpec>,
 }
 
 async fn renew(
@@ -63,7 +64,7 @@ async fn renew(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let body: RenewBody = json_body(body)?;
-    let ttl = opt_duration("ttl", body.ttl.as_deref())?.unwrap_or(DEFAULT_TTL);
+    let ttl = opt_time("ttl", body.ttl.as_ref())?.unwrap_or(DEFAULT_TTL);
     s.services.locks.renew(&name, &body.token, ttl).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -204,24 +204,33 @@ pub(crate) fn json_body<T: DeserializeOwned>(
     Ok(value)
 }
 
-/// The fields that take a duration, with an example of one.
-const DURATIONS: [(&str, &str); 5] = [
-    ("ttl", "1h"),
-    ("lease", "30s"),
-    ("wait", "5s"),
-    ("grace", "1m"),
-    ("every", "5m"),
+/// The fields that take a duration, with an example of one, and whether a number of
+/// milliseconds is taken too (everywhere but sessions' `ttl`: the hint must hold for both).
+const DURATIONS: [(&str, &str, bool); 5] = [
+    ("ttl", "1h", false),
+    ("lease", "30s", true),
+    ("wait", "5s", true),
+    ("grace", "1m", true),
+    ("every", "5m", true),
 ];
 
 /// The hint for a body that did not decode: the expected form when the field takes a
-/// duration, else where the forms are documented.
+/// duration (and the error is about its value, not an unknown field of that name), else where
+/// the forms are documented.
 fn body_hint(message: &str) -> String {
     let field = message
         .strip_prefix("field `")
         .and_then(|m| m.split('`').next())
         .map(|path| path.rsplit('.').next().unwrap_or(path));
-    match field.and_then(|f| DURATIONS.iter().find(|(name, _)| *name == f)) {
-        Some((name, example)) => format!(
+    let unknown = message.contains("unknown field");
+    match field
+        .filter(|_| !unknown)
+        .and_then(|f| DURATIONS.iter().find(|(name, _, _)| *name == f))
+    {
+        Some((name, example, true)) => format!(
+            "{name} is a duration: a string such as \"{name}\": \"{example}\" (ms, s, m, h or d), or a whole number of milliseconds"
+        ),
+        Some((name, example, false)) => format!(
             "{name} is a duration in a string, e.g. \"{name}\": \"{example}\" (ms, s, m, h or d)"
         ),
         None => "send a JSON object as documented in GET /openapi.json".to_owned(),
@@ -352,13 +361,24 @@ pub(crate) fn opt_duration(field: &str, text: Option<&str>) -> Result<Option<Dur
         .map_err(ApiError::from)
 }
 
+/// Reads an optional duration field of a JSON body: a text such as `"30s"` or, as BullMQ and
+/// Redlock take them, a whole number of milliseconds.
+pub(crate) fn opt_time(
+    field: &str,
+    spec: Option<&DelaySpec>,
+) -> Result<Option<Duration>, ApiError> {
+    spec.map(|s| s.duration(field))
+        .transpose()
+        .map_err(ApiError::from)
+}
+
 /// The longest a long-poll (a reserve's or a lock's `wait`) may be held: a request held
 /// longer is usually cut by a proxy's timeout in between.
 const MAX_WAIT: Duration = Duration::from_secs(300);
 
 /// Parses a long-poll's `wait` (0 when absent), refusing one over 5 m.
-pub(crate) fn wait_duration(text: Option<&str>) -> Result<Duration, ApiError> {
-    let wait = opt_duration("wait", text)?.unwrap_or(Duration::ZERO);
+pub(crate) fn wait_duration(spec: Option<&DelaySpec>) -> Result<Duration, ApiError> {
+    let wait = opt_time("wait", spec)?.unwrap_or(Duration::ZERO);
     if wait > MAX_WAIT {
         return Err(ApiError::bad(
             "invalid wait: it is above 5m",
@@ -369,6 +389,8 @@ pub(crate) fn wait_duration(text: Option<&str>) -> Result<Duration, ApiError> {
 }
 
 use herd_core::token::{bearer, constant_time_eq};
+
+use crate::queue::spec::DelaySpec;
 
 fn is_public(path: &str) -> bool {
     path == "/health" || path == "/openapi.json"

@@ -17,7 +17,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::queue_browse as browse;
-use super::{json_body, opt_duration, wait_duration, ApiError, ApiResult, AppState, Table};
+use super::{json_body, opt_time, wait_duration, ApiError, ApiResult, AppState, Table};
+use crate::queue::spec::DelaySpec;
 use crate::queue::{AckRequest, JobSpec, Queues, State as JobState};
 
 pub(super) fn routes(t: Table) -> Table {
@@ -153,8 +154,8 @@ fn in_job(e: crate::ServiceError, i: usize) -> ApiError {
 #[serde(deny_unknown_fields)]
 struct ReserveBody {
     max: Option<usize>,
-    lease: Option<String>,
-    wait: Option<String>,
+    lease: Option<DelaySpec>,
+    wait: Option<DelaySpec>,
 }
 
 async fn reserve(
@@ -163,8 +164,8 @@ async fn reserve(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let body: ReserveBody = json_body(body)?;
-    let lease = opt_duration("lease", body.lease.as_deref())?;
-    let wait = wait_duration(body.wait.as_deref())?;
+    let lease = opt_time("lease", body.lease.as_ref())?;
+    let wait = wait_duration(body.wait.as_ref())?;
     let jobs = s
         .services
         .queues
@@ -187,7 +188,7 @@ struct AckBody {
 #[serde(deny_unknown_fields)]
 struct NextBody {
     max: Option<usize>,
-    lease: Option<String>,
+    lease: Option<DelaySpec>,
 }
 
 async fn ack(
@@ -201,7 +202,7 @@ async fn ack(
         queues.ack(&q, &id, &body.lease_token, body.result).await?;
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
-    let lease = opt_duration("next.lease", next.lease.as_deref())?;
+    let lease = opt_time("next.lease", next.lease.as_ref())?;
     let jobs = queues
         .ack_and_reserve(
             &q,
@@ -269,7 +270,7 @@ async fn ack_many(
     let (outcomes, jobs) = match body.next {
         None => (queues.ack_many(&q, acks).await?, Vec::new()),
         Some(next) => {
-            let lease = opt_duration("next.lease", next.lease.as_deref())?;
+            let lease = opt_time("next.lease", next.lease.as_ref())?;
             queues
                 .ack_many_and_reserve(&q, acks, next.max.unwrap_or(1), lease)
                 .await
@@ -328,7 +329,7 @@ async fn fail(
 #[serde(deny_unknown_fields)]
 struct ExtendBody {
     lease_token: String,
-    lease: Option<String>,
+    lease: Option<DelaySpec>,
 }
 
 async fn extend(
@@ -339,7 +340,7 @@ async fn extend(
     let body: ExtendBody = json_body(body)?;
     // No `lease`: the same default as `reserve` (`[services] job_lease`), so a worker that
     // heartbeats with `extend {}` keeps the lease it was given.
-    let lease = opt_duration("lease", body.lease.as_deref())?;
+    let lease = opt_time("lease", body.lease.as_ref())?;
     let until = s
         .services
         .queues
@@ -415,7 +416,7 @@ async fn resume(State(s): State<AppState>, Path(q): Path<String>) -> ApiResult {
 #[serde(deny_unknown_fields)]
 struct CleanBody {
     state: String,
-    grace: Option<String>,
+    grace: Option<DelaySpec>,
     limit: Option<usize>,
 }
 
@@ -425,7 +426,7 @@ async fn clean(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let body: CleanBody = json_body(body)?;
-    let grace = opt_duration("grace", body.grace.as_deref())?.unwrap_or(Duration::ZERO);
+    let grace = opt_time("grace", body.grace.as_ref())?.unwrap_or(Duration::ZERO);
     let limit = match body.limit {
         None => 1000,
         Some(n @ 1..=10_000) => n,
@@ -447,7 +448,7 @@ async fn clean(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ScheduleBody {
-    every: Option<String>,
+    every: Option<DelaySpec>,
     cron: Option<String>,
     tz: Option<String>,
     #[serde(deserialize_with = "crate::object::one")]
@@ -460,11 +461,8 @@ async fn set_schedule(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let body: ScheduleBody = json_body(body)?;
-    let repeat = Queues::parse_repeat(
-        body.every.as_deref(),
-        body.cron.as_deref(),
-        body.tz.as_deref(),
-    )?;
+    let every = opt_time("every", body.every.as_ref())?;
+    let repeat = Queues::repeat_of(every, body.cron.as_deref(), body.tz.as_deref())?;
     let info = s
         .services
         .queues

@@ -249,8 +249,24 @@ impl Queues {
         cron: Option<&str>,
         tz: Option<&str>,
     ) -> ServiceResult<Repeat> {
+        let every = every
+            .map(|e| super::spec::duration("every", e))
+            .transpose()?;
+        Self::repeat_of(every, cron, tz)
+    }
+
+    /// [`Queues::parse_repeat`] with `every` already read (from a text or a number of
+    /// milliseconds).
+    ///
+    /// # Errors
+    /// `Invalid` with what to set.
+    pub fn repeat_of(
+        every: Option<std::time::Duration>,
+        cron: Option<&str>,
+        tz: Option<&str>,
+    ) -> ServiceResult<Repeat> {
         match (every, cron) {
-            (Some(e), None) if tz.is_none() => Ok(Repeat::Every(super::spec::duration("every", e)?)),
+            (Some(e), None) if tz.is_none() => Ok(Repeat::Every(e)),
             (Some(_), None) => Err(ServiceError::invalid(
                 "tz",
                 "a time zone only applies to cron schedules",
