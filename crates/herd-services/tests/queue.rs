@@ -260,6 +260,10 @@ async fn retries_with_exponential_backoff_then_dead_letter() {
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].errors.len(), 3);
     q.retry_dead("r", &id).await.unwrap();
+    let again = q.get("r", &id).await.unwrap();
+    assert_eq!(again.state, State::Waiting);
+    assert_eq!(again.failed_reason, None, "a retried job is not failed");
+    assert_eq!(again.errors.len(), 3, "its errors stay as history");
     let got = q.reserve("r", 1, None, Duration::ZERO).await.unwrap();
     assert_eq!(
         got[0].attempt, 1,

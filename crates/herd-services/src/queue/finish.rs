@@ -850,6 +850,8 @@ impl Queues {
             rec.attempt = 0;
             rec.stalled = 0;
             rec.finished_ms = None;
+            // BullMQ's retry clears `failedReason`; the errors stay as the job's history.
+            rec.failed_reason = None;
             rec.next_generation();
             let key = keys.job(id);
             let step = Txn::new()

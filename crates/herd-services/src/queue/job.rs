@@ -253,6 +253,9 @@ pub fn backoff_delay(backoff: Option<&Backoff>, attempt: u32, unit: f64) -> Dura
             .delay_ms
             .saturating_mul(1u64 << attempt.saturating_sub(1).min(40)),
     };
+    // As every other delay: at most ten years, whatever the exponent made of it.
+    let cap = u64::try_from(super::spec::MAX_DURATION.as_millis()).unwrap_or(u64::MAX);
+    let base = base.min(cap);
     let jitter = b.jitter.clamp(0.0, 1.0) * unit.clamp(0.0, 1.0);
     #[allow(
         clippy::cast_precision_loss,
@@ -323,7 +326,14 @@ mod tests {
             delay_ms: u64::MAX,
             jitter: 0.0,
         };
-        let _ = backoff_delay(Some(&huge), 100, 0.0);
+        let ten_years = crate::queue::spec::MAX_DURATION;
+        assert_eq!(backoff_delay(Some(&huge), 100, 0.0), ten_years);
+        let doubling = Backoff {
+            kind: BackoffKind::Exponential,
+            delay_ms: 1000,
+            jitter: 0.0,
+        };
+        assert_eq!(backoff_delay(Some(&doubling), 40, 0.0), ten_years);
     }
 
     #[test]
