@@ -96,6 +96,11 @@ fn host<B>(req: &mut Request<B>) -> Result<(), ProxyError> {
         None if req.version() == Version::HTTP_11 => Err(ProxyError::BadRequest {
             reason: "an HTTP/1.1 request needs a Host header",
         }),
+        // RFC 9110 §7.2: a client sends Host unless `:authority` carries it. Passed on, the
+        // backend would see the instance's own address as the host.
+        None if req.version() == Version::HTTP_2 => Err(ProxyError::BadRequest {
+            reason: "an HTTP/2 request needs an :authority or a Host header",
+        }),
         None => Ok(()),
     }
 }
@@ -200,6 +205,26 @@ mod tests {
             .unwrap();
         normalize(&mut req, false).unwrap();
         assert_eq!(req.uri(), "/a//b/c");
+    }
+
+    #[test]
+    fn a_request_must_name_its_host_from_http_1_1_on() {
+        let with = |version: Version, host: Option<&str>| {
+            let mut req = Request::builder().version(version).uri("/x");
+            if let Some(h) = host {
+                req = req.header("host", h);
+            }
+            let mut req = req.body(()).unwrap();
+            normalize(&mut req, true)
+        };
+        for version in [Version::HTTP_11, Version::HTTP_2] {
+            assert!(
+                matches!(with(version, None), Err(ProxyError::BadRequest { .. })),
+                "{version:?}"
+            );
+            assert!(with(version, Some("h.example")).is_ok(), "{version:?}");
+        }
+        assert!(with(Version::HTTP_10, None).is_ok(), "HTTP/1.0 has no Host");
     }
 
     #[test]
