@@ -72,6 +72,6 @@ mod wait;
 
 pub use body::{BoxError, ProxyBody};
 pub use error::ProxyError;
-pub use redirect::serve_redirect;
+pub use redirect::{serve_redirect, RedirectSettings};
 pub use server::{Gateway, GatewaySettings};
 pub use tls::{StagedCerts, TlsCerts, TlsError};

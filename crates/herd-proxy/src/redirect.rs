@@ -16,15 +16,25 @@ use tracing::Instrument;
 
 use crate::body::ProxyBody;
 
-/// Serves redirects until `shutdown`, then waits up to `drain` for open connections.
-/// `https_port` is the gateway's TLS port; it is added to the `Location` unless it is 443.
+/// How the redirect listener serves.
+#[derive(Debug, Clone, Copy)]
+pub struct RedirectSettings {
+    /// The gateway's TLS port; it is added to the `Location` unless it is 443.
+    pub https_port: u16,
+    /// `[gateway] client_header_timeout`: a request head must arrive within it, and an idle
+    /// keep-alive connection is closed after it.
+    pub client_header_timeout: Duration,
+    /// How long a shutdown waits for open connections (`[gateway] shutdown_timeout`).
+    pub drain: Duration,
+}
+
+/// Serves redirects until `shutdown`, then waits up to `settings.drain` for open connections.
 ///
 /// # Errors
 /// Only if reading the listener's local address fails; accept errors are logged and retried.
 pub async fn serve_redirect(
     listener: TcpListener,
-    https_port: u16,
-    drain: Duration,
+    settings: RedirectSettings,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
@@ -33,7 +43,8 @@ pub async fn serve_redirect(
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10));
+        .header_read_timeout(settings.client_header_timeout);
+    let https_port = settings.https_port;
     loop {
         let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -59,7 +70,7 @@ pub async fn serve_redirect(
         );
     }
     drop(listener);
-    let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
+    let _ = tokio::time::timeout(settings.drain, graceful.shutdown()).await;
     Ok(())
 }
 

@@ -442,12 +442,12 @@ async fn redirect_listener_answers_308() {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let stop = CancellationToken::new();
-    tokio::spawn(herd_proxy::serve_redirect(
-        l,
-        8443,
-        Duration::from_secs(1),
-        stop.clone(),
-    ));
+    let settings = herd_proxy::RedirectSettings {
+        https_port: 8443,
+        client_header_timeout: Duration::from_millis(500),
+        drain: Duration::from_secs(1),
+    };
+    tokio::spawn(herd_proxy::serve_redirect(l, settings, stop.clone()));
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     tcp.write_all(b"POST /a/b?c=1 HTTP/1.1\r\nHost: example.com:8081\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
         .await
@@ -476,5 +476,13 @@ async fn redirect_listener_answers_308() {
         let text = String::from_utf8_lossy(&buf);
         assert!(text.starts_with("HTTP/1.1 400"), "{bad:?}: {text}");
     }
+    // A head that never completes is cut at client_header_timeout.
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(9), slow.read_to_end(&mut buf)).await;
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(5), "held for {waited:?}");
     stop.cancel();
 }

@@ -565,10 +565,14 @@ async fn run(config: Config, path: Option<std::path::PathBuf>) -> anyhow::Result
     ));
     let redirect_task = redirect_listener.map(|l| {
         let https_port = gateway_listeners[0].local_addr().map_or(443, |a| a.port());
+        let settings = herd_proxy::RedirectSettings {
+            https_port,
+            client_header_timeout: config.gateway.client_header_timeout,
+            drain: config.gateway.shutdown_timeout,
+        };
         tokio::spawn(herd_proxy::serve_redirect(
             l,
-            https_port,
-            config.gateway.shutdown_timeout,
+            settings,
             gateway_stop.clone(),
         ))
     });
