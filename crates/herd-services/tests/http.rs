@@ -1626,6 +1626,28 @@ async fn session_conditions_and_caller_made_ids() {
         (r.status, r.header("etag"), r.body.len()),
         (304, Some("\"1\""), 0)
     );
+    // If-None-Match where it cannot be honoured is refused, never ignored; so is If-Match
+    // on a touch. Nothing changes.
+    for (method, path, header, body) in [
+        ("PATCH", "", "if-none-match", &br#"{"data":{"x":1}}"#[..]),
+        ("DELETE", "", "if-none-match", b""),
+        ("POST", "/regenerate", "if-none-match", b""),
+        ("POST", "/touch", "if-none-match", b"{}"),
+        ("POST", "/touch", "if-match", b"{}"),
+    ] {
+        let r = api
+            .raw(
+                method,
+                &format!("/v1/sessions/{id}{path}"),
+                &[("authorization", &auth), (header, "*")],
+                body,
+            )
+            .await;
+        assert_eq!(r.status, 400, "{method} {path} {header}: {}", r.text());
+        assert!(r.text().contains("If-"), "{}", r.text());
+    }
+    let r = api.call("GET", &format!("/v1/sessions/{id}"), b"").await;
+    assert_eq!((r.status, r.header("etag")), (200, Some("\"1\"")));
     // If-Match that no version could be, and If-Match on a missing session: 412.
     for tag in ["\"01\"", "\"abc\""] {
         let r = api

@@ -141,6 +141,18 @@ pub(super) fn create_only(headers: &HeaderMap) -> Result<bool, ApiError> {
     ))
 }
 
+/// `If-None-Match` where it means nothing herd could honour (a merge, a delete, a regenerate,
+/// a touch): refused, never ignored (RFC 9110 §13.2.1 asks a server to evaluate it).
+pub(super) fn refuse_if_none_match(headers: &HeaderMap, what: &str) -> Result<(), ApiError> {
+    if headers.contains_key(header::IF_NONE_MATCH) {
+        return Err(ApiError::bad(
+            format!("{what} takes no If-None-Match (only GET and a create-only PUT do)"),
+            "use If-Match: \"<version>\" to make it conditional, or If-Match: * to require that the session exists",
+        ));
+    }
+    Ok(())
+}
+
 /// `If-None-Match` on a read: whether the session's current ETag is listed (or `*`), so the
 /// answer is 304. Weak comparison, as RFC 9110 §13.1.2 says; a malformed header is ignored
 /// (the full answer is always correct).

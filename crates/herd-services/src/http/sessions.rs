@@ -13,8 +13,8 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::conditional::{create_only, if_match, not_modified};
-use super::{json_body, opt_duration, ApiResult, AppState, Table};
+use super::conditional::{create_only, if_match, not_modified, refuse_if_none_match};
+use super::{json_body, opt_duration, ApiError, ApiResult, AppState, Table};
 use crate::sessions::SessionRef;
 
 pub(super) fn routes(t: Table) -> Table {
@@ -110,6 +110,7 @@ async fn merge(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let cond = if_match(&headers)?;
+    refuse_if_none_match(&headers, "PATCH")?;
     let body: PatchBody = json_body(body)?;
     let ttl = opt_duration("ttl", body.ttl.as_deref())?;
     let patched = s
@@ -126,6 +127,7 @@ async fn remove(
     headers: HeaderMap,
 ) -> ApiResult {
     let cond = if_match(&headers)?;
+    refuse_if_none_match(&headers, "DELETE")?;
     cond.missing_fails(s.services.sessions.delete(&id, cond.version()).await)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -136,6 +138,7 @@ async fn regenerate(
     headers: HeaderMap,
 ) -> ApiResult {
     let cond = if_match(&headers)?;
+    refuse_if_none_match(&headers, "regenerate")?;
     let r = s.services.sessions.regenerate_at(&id, cond.version()).await;
     Ok(written(StatusCode::OK, &cond.missing_fails(r)?))
 }
@@ -143,8 +146,16 @@ async fn regenerate(
 async fn touch(
     State(s): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
+    refuse_if_none_match(&headers, "touch")?;
+    if headers.contains_key(header::IF_MATCH) {
+        return Err(ApiError::bad(
+            "touch takes no If-Match: it renews the TTL whatever the version",
+            "leave If-Match out, or PATCH {\"data\": {}, \"ttl\": ...} with If-Match to renew at a version",
+        ));
+    }
     let body: TouchBody = json_body(body)?;
     let ttl = opt_duration("ttl", body.ttl.as_deref())?;
     s.services.sessions.touch(&id, ttl).await?;
