@@ -1648,6 +1648,20 @@ async fn session_conditions_and_caller_made_ids() {
     }
     let r = api.call("GET", &format!("/v1/sessions/{id}"), b"").await;
     assert_eq!((r.status, r.header("etag")), (200, Some("\"1\"")));
+    // Half a surrogate pair, as JSON.stringify writes `'😀'.slice(0, 1)`: saved, with U+FFFD
+    // in its place (a Rust string cannot hold it).
+    let r = api
+        .call(
+            "POST",
+            "/v1/sessions",
+            br#"{"data":{"t":"a\ud83d","ok":"\ud83d\ude00"}}"#,
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let sid = r.json()["id"].as_str().unwrap().to_owned();
+    let r = api.call("GET", &format!("/v1/sessions/{sid}"), b"").await;
+    assert_eq!(r.json()["data"]["t"], "a\u{fffd}");
+    assert_eq!(r.json()["data"]["ok"], "\u{1f600}");
     // If-Match that no version could be, and If-Match on a missing session: 412.
     for tag in ["\"01\"", "\"abc\""] {
         let r = api

@@ -17,6 +17,7 @@ mod queue_browse;
 mod queues;
 mod serve;
 mod sessions;
+mod wellformed;
 
 pub use serve::{serve_router, serve_router_with, ApiLimits, HEADER_READ_TIMEOUT, MAX_CONNECTIONS};
 
@@ -181,6 +182,7 @@ pub(crate) fn json_body<T: DeserializeOwned>(
             "send a JSON object as documented in GET /openapi.json",
         ));
     }
+    let bytes = wellformed::lone_surrogates_replaced(&bytes);
     let mut de = serde_json::Deserializer::from_slice(&bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let message = at_field(&e, "");
