@@ -31,6 +31,12 @@ pub enum ProxyError {
         instance: String,
         reason: &'static str,
     },
+    /// The instance broke the connection off while the client's request body was still
+    /// arriving (typically its own idle timeout ran out on a stalled upload). 502, but not the
+    /// instance's failure, nor retried: a client that stalls its uploads could otherwise open
+    /// the circuit of every instance.
+    #[error("instance {instance} closed the connection while the request body was still arriving: {reason}")]
+    UploadCut { instance: String, reason: String },
     /// The backend took longer than `response_timeout` to answer.
     #[error("instance {instance} did not answer within {timeout:?}")]
     Timeout { instance: String, timeout: Duration },
@@ -88,9 +94,9 @@ impl ProxyError {
             | ProxyError::TooManyConnections
             | ProxyError::Exhausted { .. } => http::StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::RateLimited { status, .. } => *status,
-            ProxyError::Upstream { .. } | ProxyError::NotATunnel { .. } => {
-                http::StatusCode::BAD_GATEWAY
-            }
+            ProxyError::Upstream { .. }
+            | ProxyError::NotATunnel { .. }
+            | ProxyError::UploadCut { .. } => http::StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } | ProxyError::TotalTimeout { .. } => {
                 http::StatusCode::GATEWAY_TIMEOUT
             }

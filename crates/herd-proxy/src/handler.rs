@@ -134,6 +134,9 @@ pub(crate) fn error_response(e: &ProxyError) -> Response<ProxyBody> {
         ProxyError::Upstream { .. } | ProxyError::NotATunnel { .. } => {
             "herd: bad gateway: no valid response from the app (herd's log says why; quote the X-Request-Id)\n".to_owned()
         }
+        ProxyError::UploadCut { .. } => {
+            "herd: bad gateway: the app closed the connection before the request body had all arrived (a stalled upload?)\n".to_owned()
+        }
         ProxyError::Timeout { .. } => {
             "herd: gateway timeout: the app did not answer in time (response_timeout)\n".to_owned()
         }
@@ -595,6 +598,7 @@ async fn send_with_retries(
                     ProxyError::BadRequest { .. }
                         | ProxyError::ClientBodyTimeout { .. }
                         | ProxyError::NotATunnel { .. }
+                        | ProxyError::UploadCut { .. }
                         | ProxyError::Exhausted { .. }
                 ) {
                     // Not retried, not held against the instance: the client's body failed,
@@ -855,6 +859,22 @@ async fn attempt(
                 return Err(Failure {
                     err: ProxyError::BadRequest {
                         reason: "the request body could not be read",
+                    },
+                    request: None,
+                    stale: false,
+                });
+            }
+            // The instance gave up while the client's body was still arriving: a stalled (or
+            // merely slow) upload met the instance's own timeout. Not held against it; an
+            // instance that really died fails its next connection or health check.
+            let uploading = body_done.as_deref().filter(|u| !u.is_done());
+            if let (Some(upload), None) = (uploading, &request) {
+                let idle = upload.last_read().elapsed();
+                tracing::info!(instance = %up.endpoint.id, client_idle = ?idle, error = %e.error(), "the instance closed the connection during the upload; not counted against it");
+                return Err(Failure {
+                    err: ProxyError::UploadCut {
+                        instance: instance(),
+                        reason: e.into_error().to_string(),
                     },
                     request: None,
                     stale: false,

@@ -325,6 +325,84 @@ async fn a_stalled_upload_gets_408_and_is_not_the_instances_fault() {
     assert!(!gw.instance.passively_down(Instant::now()));
 }
 
+/// A backend that, like Node's `server.setTimeout(300)`, closes a connection on which nothing
+/// arrived for 300 ms, and answers `ok` to a bodiless request.
+async fn impatient_backend() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut data = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let read = tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf));
+                    match read.await {
+                        Ok(Ok(n)) if n > 0 => data.extend_from_slice(&buf[..n]),
+                        _ => return, // idle, or closed: drop the connection
+                    }
+                    let text = String::from_utf8_lossy(&data);
+                    if text.starts_with("GET") && text.contains("\r\n\r\n") {
+                        data.clear();
+                        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                        if s.write_all(ok).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_instance_that_gives_up_on_a_stalled_upload_is_not_blamed() {
+    // Stalled uploads that the instance's own idle timeout cuts must not take it out of
+    // rotation, nor open its circuit: a few clients could otherwise take a whole app down.
+    let text = "[gateway]\nlisten = \"127.0.0.1:0\"\ncircuit_consecutive = 2\n\
+        [[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\n";
+    let (gw, _stats) = common::build(text);
+    let instance = Arc::new(EndpointStats::new());
+    let backend = impatient_backend().await;
+    gw.set_endpoints(
+        "web",
+        vec![common::endpoint_with(
+            1,
+            "web-1",
+            backend,
+            Arc::clone(&instance),
+        )],
+    );
+    let (addr, stop, _) = common::serve(&gw).await;
+    let _stop = stop.drop_guard();
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789")
+            .await
+            .unwrap();
+        stalled.push(s);
+    }
+    for mut s in stalled {
+        let answer = read_to_close(&mut s).await;
+        assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+        assert!(answer.contains("request body"), "{answer}");
+    }
+    assert_eq!(instance.failures(), 0);
+    assert!(!instance.passively_down(Instant::now()));
+    let answer = exchange(
+        addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "still in rotation: {answer}"
+    );
+}
+
 #[tokio::test]
 async fn clean_chunked_and_pipelined_requests_still_pass() {
     let gw = gateway("").await;
