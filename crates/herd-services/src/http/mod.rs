@@ -19,7 +19,10 @@ mod serve;
 mod sessions;
 mod wellformed;
 
-pub use serve::{serve_router, serve_router_with, ApiLimits, HEADER_READ_TIMEOUT, MAX_CONNECTIONS};
+pub use serve::{
+    serve_router, serve_router_with, ApiLimits, BODY_READ_TIMEOUT, HEADER_READ_TIMEOUT,
+    MAX_CONNECTIONS,
+};
 
 use std::sync::Arc;
 use std::time::Duration;

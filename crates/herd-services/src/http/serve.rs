@@ -2,8 +2,11 @@
 //! must not be able to escape, which `axum::serve` does not set: a request head must arrive
 //! within [`HEADER_READ_TIMEOUT`] (a slowloris, or a connection that sends nothing, is closed),
 //! and at most [`MAX_CONNECTIONS`] connections are open at once (more are closed at accept), so
-//! idle connections cannot take every file descriptor of herd. A shutdown stops accepting,
-//! lets requests in flight finish for at most [`DRAIN`], then closes the rest.
+//! idle connections cannot take every file descriptor of herd. A request body must keep
+//! coming: a pause of [`BODY_READ_TIMEOUT`] between two reads fails the request (its handler
+//! answers 400) and closes the connection, so a client that sends a head and then stalls its
+//! body cannot hold a connection either. A shutdown stops accepting, lets requests in flight
+//! finish for at most [`DRAIN`], then closes the rest.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +20,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Time allowed for a request head, and between requests on a keep-alive connection.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest pause allowed between two reads of a request body (nginx's
+/// `client_body_timeout` is 60 s; these APIs' bodies are at most `max_body_size`, 1 MiB by
+/// default, from clients on the same network).
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections open at once; the next ones are closed as they are accepted. Room for many
 /// workers' long polls (a queue's `wait`, a lock's, a fill's) while far below herd's
 /// descriptor limit.
@@ -28,6 +35,7 @@ const DRAIN: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, Copy)]
 pub struct ApiLimits {
     pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
     pub max_connections: usize,
 }
 
@@ -35,8 +43,62 @@ impl Default for ApiLimits {
     fn default() -> Self {
         ApiLimits {
             header_read_timeout: HEADER_READ_TIMEOUT,
+            body_read_timeout: BODY_READ_TIMEOUT,
             max_connections: MAX_CONNECTIONS,
         }
+    }
+}
+
+/// A request body that fails once no frame has come for `timeout`.
+struct PacedBody {
+    inner: axum::body::Body,
+    timeout: Duration,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl PacedBody {
+    fn new(inner: axum::body::Body, timeout: Duration) -> Self {
+        PacedBody {
+            inner,
+            timeout,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+}
+
+impl hyper::body::Body for PacedBody {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let next = tokio::time::Instant::now() + this.timeout;
+                this.deadline.as_mut().reset(next);
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => match std::future::Future::poll(this.deadline.as_mut(), cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(format!(
+                    "the request body stalled for {:?}",
+                    this.timeout
+                )
+                .into()))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -64,6 +126,12 @@ pub async fn serve_router_with(
     limits: ApiLimits,
 ) -> std::io::Result<()> {
     let head = limits.header_read_timeout;
+    let body_timeout = limits.body_read_timeout;
+    let router = router.layer(axum::middleware::map_request(
+        move |req: axum::extract::Request| async move {
+            req.map(|body| axum::body::Body::new(PacedBody::new(body, body_timeout)))
+        },
+    ));
     // HTTP/1.1 only: its head timer also bounds an idle kept-alive connection, which an
     // HTTP/2 connection answering pings would not be (no client of these APIs needs h2).
     let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
@@ -165,10 +233,16 @@ mod tests {
     async fn silent_and_slow_clients_are_closed_and_connections_capped() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let router = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let router = axum::Router::new()
+            .route("/", axum::routing::get(|| async { "ok" }))
+            .route(
+                "/echo",
+                axum::routing::post(|body: axum::body::Bytes| async move { body }),
+            );
         let stop = CancellationToken::new();
         let limits = ApiLimits {
             header_read_timeout: Duration::from_millis(300),
+            body_read_timeout: Duration::from_millis(300),
             max_connections: 2,
         };
         let served = tokio::spawn(serve_router_with(listener, router, stop.clone(), limits));
@@ -193,6 +267,16 @@ mod tests {
         assert!(
             closed_within(&mut slow, Duration::from_secs(3)).await,
             "slowloris"
+        );
+        // A head, then a body that stalls: the request fails and the connection closes.
+        let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stalled
+            .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+            .await
+            .unwrap();
+        assert!(
+            closed_within(&mut stalled, Duration::from_secs(8)).await,
+            "stalled body"
         );
         // Slots are free again: a real request is served.
         let mut ok = tokio::net::TcpStream::connect(addr).await.unwrap();
