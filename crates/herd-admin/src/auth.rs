@@ -50,17 +50,34 @@ pub(crate) async fn same_origin(
     }
 }
 
+/// `localhost`, an IPv4 address or a bracketed IPv6 address, then an optional `:port` (digits,
+/// at most 65535): nothing else (no user info, no second colon, no unclosed bracket).
+fn local_host(host: &str) -> bool {
+    let (name, port) = match host.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((addr, rest)) if addr.parse::<std::net::Ipv6Addr>().is_ok() => (None, rest),
+            _ => return false,
+        },
+        None => {
+            let (name, rest) = host.find(':').map_or((host, ""), |i| host.split_at(i));
+            (Some(name), rest)
+        }
+    };
+    let name_ok = name.is_none_or(|n| {
+        n.eq_ignore_ascii_case("localhost") || n.parse::<std::net::Ipv4Addr>().is_ok()
+    });
+    let port_ok = port.is_empty()
+        || port.strip_prefix(':').is_some_and(|p| {
+            !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok()
+        });
+    name_ok && port_ok
+}
+
 /// Why a tokenless request is refused, if it is.
 fn refuse(host: Option<&str>, origin: Option<&str>) -> Option<&'static str> {
     if let Some(host) = host {
-        let name = match host.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or(""),
-            None => host.rsplit_once(':').map_or(host, |(h, _)| h),
-        };
-        let local =
-            name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok();
-        if !local {
-            return Some("Host must be an IP address or localhost when the admin API has no token");
+        if !local_host(host) {
+            return Some("Host must be an IP address or localhost (with an optional port) when the admin API has no token");
         }
     }
     match (origin, host) {
@@ -147,6 +164,18 @@ mod tests {
             "DNS rebinding"
         );
         assert!(refuse(Some("127.0.0.1.evil.example"), None).is_some());
+        for bad in [
+            "localhost:1@evil.com",
+            "[::1",
+            "[::1]x",
+            "127.0.0.1:90:90",
+            "127.0.0.1:99999",
+            "127.0.0.1:",
+            "::1",
+            "[evil.com]:80",
+        ] {
+            assert!(refuse(Some(bad), None).is_some(), "{bad}");
+        }
         let same = Some("http://127.0.0.1:9090");
         assert_eq!(refuse(Some("127.0.0.1:9090"), same), None, "the dashboard");
         for origin in [
