@@ -43,8 +43,9 @@ impl Cache {
     /// Reads a value, and on a miss coordinates who loads it (see the module's docs): the
     /// caller that gets [`Leased::Load`] or [`Leased::Refresh`] should put the value within
     /// `lease`; a caller that misses while another holds the lease waits for its put (at most
-    /// `lease` per holder, following up to three holders in turn) and gets the value. For callers that cannot hand a loader to
-    /// [`Cache::get_or_load`], such as HTTP clients.
+    /// `lease` per holder, following up to three holders in turn: three times `lease` in all)
+    /// and gets the value. For callers that cannot hand a loader to [`Cache::get_or_load`],
+    /// such as HTTP clients.
     ///
     /// # Errors
     /// `Invalid` names or a `lease` of zero or over [`MAX_LEASE`]; store errors on an L1 miss.
