@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 pub use admin_of::{admin_of, dialable, AdminOf};
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
-pub use path::{normalize_path, path_needs_normalizing};
+pub use path::{normalize_path, path_needs_normalizing, routing_path};
 pub use quick::{quick, Quick};
 pub use units::{parse_duration, parse_size};
 

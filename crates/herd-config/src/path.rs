@@ -4,6 +4,8 @@
 //! `merge_slashes` runs of `/` become one. It lives here so the config can refuse a route path
 //! that no normalised request path could match.
 
+use std::borrow::Cow;
+
 /// Whether `path` may differ from its normal form (a cheap test before [`normalize_path`]).
 #[must_use]
 pub fn path_needs_normalizing(path: &str, merge_slashes: bool) -> bool {
@@ -90,6 +92,27 @@ pub fn normalize_path(path: &str, merge_slashes: bool) -> Result<String, &'stati
     Ok(clean)
 }
 
+/// The path as routes and rate limits match it: the normal form with `%2F` also read as `/`
+/// (nginx matches `location`s on the decoded path, and so do the apps behind herd that decode
+/// the path: a `/api%2Fadmin` must not slip past a rule for `/api/admin`). The backend is still
+/// sent the normal form, escapes kept. `path` must already be in normal form; borrowed when it
+/// holds no `%2F`.
+///
+/// # Errors
+/// The decoded path climbs above the root (`/a%2F..%2F..`).
+pub fn routing_path(path: &str, merge_slashes: bool) -> Result<Cow<'_, str>, &'static str> {
+    if !path.contains("%2F") {
+        return Ok(Cow::Borrowed(path));
+    }
+    normalize_path(&path.replace("%2F", "/"), merge_slashes).map(Cow::Owned)
+}
+
+/// [`normalize_path`], then [`routing_path`].
+fn routing_form(path: &str, merge_slashes: bool) -> Result<String, &'static str> {
+    let clean = normalize_path(path, merge_slashes)?;
+    Ok(routing_path(&clean, merge_slashes)?.into_owned())
+}
+
 /// For a route's exact `path`: its normal form when that differs (no request can match it as
 /// written), `None` when it is fine or cannot be a request path at all (`Err` of
 /// [`normalize_path`], reported on its own).
@@ -100,7 +123,7 @@ pub(crate) fn exact_unmatchable(
     if !path_needs_normalizing(path, merge_slashes) {
         return None;
     }
-    match normalize_path(path, merge_slashes) {
+    match routing_form(path, merge_slashes) {
         Ok(clean) if clean == path => None,
         other => Some(other),
     }
@@ -115,14 +138,14 @@ pub(crate) fn prefix_unmatchable(prefix: &str, merge_slashes: bool) -> Option<St
         return None;
     }
     let reachable = ["x", "0", "00", "F", ""].iter().any(|end| {
-        normalize_path(&format!("{prefix}{end}"), merge_slashes)
+        routing_form(&format!("{prefix}{end}"), merge_slashes)
             .is_ok_and(|clean| clean.starts_with(prefix))
     });
     if reachable {
         return None;
     }
     Some(
-        normalize_path(&format!("{prefix}x"), merge_slashes).map_or_else(
+        routing_form(&format!("{prefix}x"), merge_slashes).map_or_else(
             |_| "/".to_owned(),
             |clean| clean.strip_suffix('x').unwrap_or(&clean).to_owned(),
         ),
@@ -140,7 +163,9 @@ mod tests {
             ("/a//b", true, Some("/a/b")),
             ("/a/./b", true, Some("/a/b")),
             ("/a/../b", true, Some("/b")),
-            ("/a/%2fb", true, Some("/a/%2Fb")),
+            ("/a/%2fb", true, Some("/a/b")),
+            ("/a%2F", true, Some("/a/")),
+            ("/a/%2Fb", true, Some("/a/b")),
         ] {
             assert_eq!(
                 prefix_unmatchable(prefix, merge).as_deref(),
@@ -156,12 +181,27 @@ mod tests {
             "/a/.well-known",
             "/a%7",
             "/a%",
-            "/a%2F",
+            "/a%2",
             "/x/",
         ] {
             assert_eq!(prefix_unmatchable(fine, true), None, "{fine}");
         }
         assert_eq!(prefix_unmatchable("/a//b", false), None, "no merging");
+    }
+
+    #[test]
+    fn routes_read_an_escaped_slash_as_a_slash() {
+        assert_eq!(routing_path("/a/b", true), Ok(Cow::Borrowed("/a/b")));
+        assert_eq!(routing_path("/api%2Fadmin", true).unwrap(), "/api/admin");
+        assert_eq!(routing_path("/a%2F%2Fb", true).unwrap(), "/a/b");
+        assert_eq!(routing_path("/a%2F%2Fb", false).unwrap(), "/a//b");
+        assert_eq!(routing_path("/a/x%2F..%2Fb", true).unwrap(), "/a/b");
+        assert_eq!(
+            routing_path("/a%252F", true).unwrap(),
+            "/a%252F",
+            "no double decoding"
+        );
+        assert!(routing_path("/a%2F..%2F..%2Fetc", true).is_err());
     }
 
     #[test]
@@ -174,7 +214,12 @@ mod tests {
         assert!(matches!(exact_unmatchable("/../x", true), Some(Err(_))));
         assert!(matches!(exact_unmatchable("/a%zz", true), Some(Err(_))));
         assert_eq!(exact_unmatchable("/a/b", true), None);
-        assert_eq!(exact_unmatchable("/a%2F", true), None);
+        assert_eq!(exact_unmatchable("/a%2F", true), Some(Ok("/a/".to_owned())));
+        assert_eq!(
+            exact_unmatchable("/a%2F", false),
+            Some(Ok("/a/".to_owned()))
+        );
+        assert_eq!(exact_unmatchable("/a%20b", true), None);
         assert_eq!(exact_unmatchable("/a//b", false), None);
     }
 }

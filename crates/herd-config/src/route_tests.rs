@@ -175,8 +175,19 @@ fn paths_no_normalised_request_can_match_are_refused() {
         11,
         "rate_limit[0].path_prefix",
     );
+    // Routes read %2F as '/'.
+    let err = one(
+        "[[route]]\npath_prefix = \"/api%2Fadmin\"\napp = \"web\"\n",
+        8,
+        "route[0].path_prefix",
+    );
+    assert_eq!(
+        err.hint.as_deref(),
+        Some("write path_prefix = \"/api/admin\""),
+        "{err}"
+    );
     // Prefixes that requests can still start with.
-    ok("[[route]]\npath_prefix = \"/.well-known/\"\napp = \"web\"\n[[route]]\npath_prefix = \"/a%2F\"\napp = \"web\"\n");
+    ok("[[route]]\npath_prefix = \"/.well-known/\"\napp = \"web\"\n[[route]]\npath_prefix = \"/a%20\"\napp = \"web\"\n");
 }
 
 #[test]

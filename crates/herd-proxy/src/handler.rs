@@ -209,7 +209,8 @@ async fn forward(
     let started = Instant::now();
     // An HTTP/2 extended CONNECT is routed, limited and sent as the HTTP/1.1 upgrade it stands for.
     let ext_connect = crate::extconnect::normalize(&mut req)?;
-    crate::target::normalize(&mut req, gw.settings().merge_slashes)?;
+    let merge_slashes = gw.settings().merge_slashes;
+    crate::target::normalize(&mut req, merge_slashes)?;
     if ext_connect.is_some()
         && req
             .extensions()
@@ -224,11 +225,12 @@ async fn forward(
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri().authority().map(http::uri::Authority::as_str));
-    let path = req.uri().path();
+    let path = herd_config::routing_path(req.uri().path(), merge_slashes)
+        .map_err(|reason| ProxyError::BadRequest { reason })?;
     let Some(matched) = tables.routes.find(&RequestView {
         host,
         method: req.method(),
-        path,
+        path: &path,
         headers: req.headers(),
     }) else {
         return Err(ProxyError::NoRoute);
@@ -242,12 +244,17 @@ async fn forward(
         &tables.limits,
         matched.app,
         &stats.route,
-        path,
+        &path,
         req.headers(),
         client.ip(),
         Instant::now(),
     );
     drop(tables);
+    // The path as routed, kept only where it differs from the one sent on (`strip_prefix`).
+    let routed = match path {
+        std::borrow::Cow::Owned(p) => Some(p),
+        std::borrow::Cow::Borrowed(_) => None,
+    };
     *route_stats = Some(Arc::clone(&stats));
     let limited = match limited {
         Ok(checked) if checked.shared.is_empty() => Ok(checked.delay),
@@ -330,7 +337,7 @@ async fn forward(
         .uri
         .path_and_query()
         .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
-    if let Some(uri) = policy.upstream_uri(&parts.uri) {
+    if let Some(uri) = policy.upstream_uri(&parts.uri, routed.as_deref()) {
         parts.uri = uri;
     }
     policy.rewrite_request(&mut parts.headers);

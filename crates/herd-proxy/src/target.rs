@@ -9,7 +9,8 @@
 //!   unreserved characters are decoded (`%7E` → `~`), other escapes are kept (upper-cased), dot
 //!   segments are resolved (`/a/./b/../c` → `/a/c`), and with `merge_slashes` (nginx's, on by
 //!   default) runs of `/` become one. A path that climbs above the root is 400. The backend is
-//!   sent the normalised path.
+//!   sent the normalised path; routes and rate limits match it with `%2F` read as `/`
+//!   (`herd_config::routing_path`, in the handler).
 
 use http::uri::{Authority, PathAndQuery, Uri};
 use http::{header, HeaderValue, Request, Version};

@@ -339,11 +339,21 @@ name = "one-a-minute"
 key = "ip"
 rate = "1r/m"
 route = "limited"
+
+[[rate_limit]]
+name = "login"
+key = "ip"
+rate = "1r/m"
+path_prefix = "/login/"
 "#,
     )
     .await;
     assert_eq!(send(gw.addr, "GET", "/limited/x", &[]).await.status, 200);
     let r = send(gw.addr, "GET", "/limited/x", &[]).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    // An escaped slash does not slip past a path's limit.
+    assert_eq!(send(gw.addr, "GET", "/login/x", &[]).await.status, 200);
+    let r = send(gw.addr, "GET", "/login%2Fx", &[]).await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
     for _ in 0..3 {
         assert_eq!(send(gw.addr, "GET", "/other", &[]).await.backend(), "a");
@@ -405,6 +415,10 @@ app = "b"
             "above the root",
             "GET /api/../../etc HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         ),
+        (
+            "above the root, by escaped slashes",
+            "GET /api%2F..%2F..%2Fetc HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        ),
     ] {
         let (status, _) = raw(gw.addr, head).await;
         assert_eq!(status, 400, "{what}");
@@ -430,7 +444,11 @@ app = "b"
         ),
         ("/x/../api/v1", "c", "/v1"),
         ("/api/x/../../etc", "b", "/etc"),
-        ("/api%2Fv1", "b", "/api%2Fv1"),
+        // Routes read %2F as '/' (as nginx's location does, and as apps that decode the path
+        // will): `/api%2Fv1` cannot slip past a rule for `/api/`.
+        ("/api%2Fv1", "c", "/v1"),
+        ("/api/a%2fb", "c", "/a%2Fb"),
+        ("/x%2F..%2Fapi%2Fv1", "c", "/v1"),
     ] {
         let r = send(gw.addr, "GET", path, &[]).await;
         assert_eq!(r.status, 200, "{path}");

@@ -23,7 +23,7 @@ impl Validator<'_> {
                         &path.span(),
                         &key,
                         format!("path \"{}\" can never match: request paths are normalised before matching, and this one becomes \"{clean}\"", path.get_ref()),
-                        Some(format!("write path = \"{clean}\"{}", slash_note(merge_slashes))),
+                        Some(format!("write path = \"{clean}\"{}", slash_note(path.get_ref(), merge_slashes))),
                     ),
                     Some(Err(why)) => self.err(
                         &path.span(),
@@ -50,18 +50,18 @@ impl Validator<'_> {
                 &prefix.span(),
                 key,
                 format!(
-                    "path_prefix \"{}\" can never match: request paths are normalised before matching (escapes of letters, digits and -._~ decoded, other escapes upper-cased, \".\" and \"..\" resolved{}), so none starts with it",
+                    "path_prefix \"{}\" can never match: request paths are normalised before matching (escapes of letters, digits and -._~ decoded, %2F read as '/', other escapes upper-cased, \".\" and \"..\" resolved{}), so none starts with it",
                     prefix.get_ref(),
                     if merge_slashes { ", runs of '/' merged" } else { "" }
                 ),
-                Some(format!("write path_prefix = \"{clean}\"{}", slash_note(merge_slashes))),
+                Some(format!("write path_prefix = \"{clean}\"{}", slash_note(prefix.get_ref(), merge_slashes))),
             );
         }
     }
 }
 
-fn slash_note(merge_slashes: bool) -> &'static str {
-    if merge_slashes {
+fn slash_note(path: &str, merge_slashes: bool) -> &'static str {
+    if merge_slashes && path.contains("//") {
         " (to match '//' as sent, set [gateway] merge_slashes = false)"
     } else {
         ""

@@ -92,9 +92,13 @@ impl RoutePolicy {
     }
 
     /// The origin-form URI to send upstream once `strip_prefix` is removed, keeping the query;
-    /// `None` when nothing changes.
-    pub(crate) fn upstream_uri(&self, uri: &Uri) -> Option<Uri> {
-        let rest = strip(self.strip_prefix.as_deref()?, uri.path())?;
+    /// `None` when nothing changes. `routed` is the path the route matched when it differs from
+    /// `uri`'s (its `%2F` read as `/`): where only that one starts with the prefix
+    /// (`/api%2Fv1` for `/api`), its remainder is sent (`/v1`), as nginx's `proxy_pass` with a
+    /// URI sends the decoded path.
+    pub(crate) fn upstream_uri(&self, uri: &Uri, routed: Option<&str>) -> Option<Uri> {
+        let prefix = self.strip_prefix.as_deref()?;
+        let rest = strip(prefix, uri.path()).or_else(|| strip(prefix, routed?))?;
         let rebuilt = match uri.query() {
             Some(q) => format!("{rest}?{q}"),
             None => rest.to_owned(),
@@ -128,7 +132,10 @@ mod tests {
             strip_prefix: Some("/api".into()),
             ..Route::default()
         });
-        let up = |s: &'static str| p.upstream_uri(&Uri::from_static(s)).map(|u| u.to_string());
+        let up = |s: &'static str| {
+            p.upstream_uri(&Uri::from_static(s), None)
+                .map(|u| u.to_string())
+        };
         assert_eq!(
             up("/api/users?id=1&x=%20"),
             Some("/users?id=1&x=%20".into())
@@ -137,9 +144,20 @@ mod tests {
         assert_eq!(up("/api"), Some("/".into()));
         assert_eq!(up("/api?q=1"), Some("/?q=1".into()));
         assert_eq!(up("/apix/users"), None);
+        let routed = |s: &'static str, r: &str| {
+            p.upstream_uri(&Uri::from_static(s), Some(r))
+                .map(|u| u.to_string())
+        };
+        assert_eq!(routed("/api%2Fv1?q", "/api/v1"), Some("/v1?q".into()));
+        assert_eq!(
+            routed("/api/a%2Fb", "/api/a/b"),
+            Some("/a%2Fb".into()),
+            "escapes after the prefix stay"
+        );
+        assert_eq!(routed("/apix%2Fv1", "/apix/v1"), None);
         assert_eq!(up("/other"), None);
         assert!(policy(Route::default())
-            .upstream_uri(&Uri::from_static("/api/x"))
+            .upstream_uri(&Uri::from_static("/api/x"), None)
             .is_none());
     }
 
