@@ -594,3 +594,74 @@ async fn a_put_on_another_node_ends_this_node_s_fill_wait() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_nobody_writes_any_more_leaves_no_index_behind() {
+    use herd_store::Backend as _;
+    let dir = TempDir::new("idle");
+    let store = open_store(&dir, false).await;
+    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let config = ServicesConfig {
+        cache: CacheConfig {
+            idle_sweep_every: Duration::from_millis(50),
+            ..CacheConfig::default()
+        },
+        ..ServicesConfig::default()
+    };
+    let node = Node::with_clock(&store, config, clock.clone());
+    let c = &node.services.cache;
+    let v = Bytes::from_static(b"v");
+    for i in 0..30 {
+        let tags = vec![format!("t{}", i % 3)];
+        c.put(
+            "quiet",
+            &format!("k{i}"),
+            v.clone(),
+            Some(Duration::from_secs(1)),
+            tags,
+        )
+        .await
+        .unwrap();
+    }
+    c.put(
+        "busy",
+        "k",
+        v.clone(),
+        Some(Duration::from_secs(7200)),
+        vec![],
+    )
+    .await
+    .unwrap();
+    let card = |set: &'static str| {
+        let store = Arc::clone(&store);
+        async move { store.zcard(set).await.unwrap() }
+    };
+    // Not expired yet: the sweeper leaves the index alone.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(card("herd:{c:quiet}:keys").await, 30);
+    assert_eq!(card("herd:{c:quiet}:tags").await, 3);
+
+    // Every value of "quiet" expired and nobody writes there again: its sets go.
+    clock.advance(Duration::from_secs(3600));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = card("herd:{c:quiet}:keys").await
+            + card("herd:{c:quiet}:tags").await
+            + card("herd:{c:quiet}:tag:t0").await
+            + card("herd:{c:quiet}:tag:t1").await
+            + card("herd:{c:quiet}:tag:t2").await;
+        if left == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{left} index entries of an idle namespace left"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        card("herd:{c:busy}:keys").await,
+        1,
+        "a live value stays indexed"
+    );
+}

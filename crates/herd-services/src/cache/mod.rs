@@ -6,6 +6,7 @@
 //! - `entry`: the cached value with its times and tags; its L2 encoding.
 //! - `invalidate`: delete by key, prefix or tag on L2 and every node's L1 (pub/sub).
 //! - `fill`: fill leases, coalescing the loads of callers that load values themselves (HTTP).
+//! - `idle`: drops the index sets of namespaces whose values have all expired.
 //! - this module: get / put / delete / get-or-load and stats.
 //!
 //! Store keys (one hash tag per namespace, so a namespace lives in one Redis Cluster slot):
@@ -20,6 +21,7 @@
 mod entry;
 mod fill;
 pub mod freshness;
+mod idle;
 mod invalidate;
 
 use std::collections::HashMap;
@@ -77,6 +79,9 @@ pub struct CacheConfig {
     /// The strategy of namespaces not named in `namespaces`.
     pub default: Strategy,
     pub namespaces: HashMap<String, Strategy>,
+    /// How often a node looks for namespaces whose values it wrote have all expired, to drop
+    /// their index entries (see `idle`).
+    pub idle_sweep_every: Duration,
 }
 
 impl Default for CacheConfig {
@@ -86,6 +91,7 @@ impl Default for CacheConfig {
             l1_max_bytes: 64 << 20,
             default: Strategy::default(),
             namespaces: HashMap::new(),
+            idle_sweep_every: Duration::from_secs(60),
         }
     }
 }
@@ -198,6 +204,8 @@ pub(crate) struct Inner {
     coherent: std::sync::atomic::AtomicBool,
     /// Why L1 is bypassed (the subscription's error), for the stats.
     incoherent_reason: Mutex<Option<String>>,
+    /// Namespaces this node wrote, until their values have all expired.
+    idle: idle::Idle,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -242,15 +250,22 @@ impl Epochs {
 /// against a put that re-scores one of them meanwhile: the store moves them to a scratch set
 /// (`zmove`, one atomic step), which is then emptied of what was moved. A read-then-remove
 /// would drop the entry of a key written again between the two. Failures only leave entries
-/// for a later put.
-async fn prune_upto(store: &herd_store::Store, ns: &str, set: &str, max: f64, count: usize) {
+/// for a later put. Answers how many were moved (`None`: the store failed).
+async fn prune_upto(
+    store: &herd_store::Store,
+    ns: &str,
+    set: &str,
+    max: f64,
+    count: usize,
+) -> Option<usize> {
     let scratch = format!("herd:{{c:{ns}}}:pruned");
-    if let Ok(moved) = store.zmove(set, &scratch, max, count, 0.0).await {
-        if !moved.is_empty() {
-            let members: Vec<String> = moved.into_iter().map(|(m, _)| m).collect();
-            let _ = store.zrem(&scratch, &members).await;
-        }
+    let moved = store.zmove(set, &scratch, max, count, 0.0).await.ok()?;
+    let n = moved.len();
+    if n > 0 {
+        let members: Vec<String> = moved.into_iter().map(|(m, _)| m).collect();
+        store.zrem(&scratch, &members).await.ok()?;
     }
+    Some(n)
 }
 
 pub(crate) fn l1_key(ns: &str, key: &str) -> String {
@@ -360,6 +375,7 @@ impl Cache {
                 epochs: Epochs::default(),
                 coherent: std::sync::atomic::AtomicBool::new(false),
                 incoherent_reason: Mutex::new(Some("not subscribed to invalidations yet".into())),
+                idle: idle::Idle::default(),
                 tasks: TaskTracker::new(),
                 shutdown,
             }),
@@ -611,6 +627,7 @@ impl Cache {
             Some(ttl.saturating_add(s.grace)),
         );
         store.txn(&txn).await?;
+        self.inner.idle.note(ns, expires);
         let mine = self.inner.epochs.bump(&k1);
         for tag in &e.tags {
             // The tag's latest expiry: once it passes, every key of the tag has expired and
@@ -648,7 +665,7 @@ impl Cache {
     async fn prune_index(&self, ns: &str, now: i64) {
         #[allow(clippy::cast_precision_loss)]
         let now = now as f64;
-        prune_upto(&self.inner.store, ns, &index_key(ns), now, 100).await;
+        let _ = prune_upto(&self.inner.store, ns, &index_key(ns), now, 100).await;
     }
 
     /// Drops expired memberships of the tags just written, and the sets of tags whose keys
@@ -660,7 +677,7 @@ impl Cache {
         let now = now as f64;
         let store = &self.inner.store;
         let expired_members = |tag: String| async move {
-            prune_upto(store, ns, &tag_key(ns, &tag), now, 1000).await;
+            let _ = prune_upto(store, ns, &tag_key(ns, &tag), now, 1000).await;
         };
         for tag in tags {
             expired_members(tag.clone()).await;
@@ -884,9 +901,11 @@ impl Cache {
         }
     }
 
-    /// Starts listening for other nodes' invalidations (until shutdown).
+    /// Starts listening for other nodes' invalidations, and sweeping idle namespaces (until
+    /// shutdown).
     pub(crate) fn start_listener(&self) {
         invalidate::spawn_listener(Arc::clone(&self.inner));
+        idle::spawn_sweeper(Arc::clone(&self.inner));
     }
 
     /// Waits for background refreshes and the listener to stop (after shutdown is cancelled).
