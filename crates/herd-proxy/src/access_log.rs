@@ -131,15 +131,18 @@ impl AccessLogger {
     }
 }
 
-/// A header value as text: visible ASCII as is, any other byte as `\xHH` (nginx's access log
-/// escaping), so a value with a byte outside ASCII is logged, not hidden as `null`.
+/// A header value as text: visible ASCII as is, any other byte and `\` itself as `\xHH`
+/// (nginx's access log escaping), so a value with a byte outside ASCII is logged, not hidden
+/// as `null`, and a `\xFF` the client sent as text cannot pass for an escaped byte.
 fn escaped(v: &http::HeaderValue) -> String {
     if let Ok(text) = v.to_str() {
-        return text.to_owned();
+        if !text.contains('\\') {
+            return text.to_owned();
+        }
     }
     let mut out = String::with_capacity(v.len() + 8);
     for &b in v.as_bytes() {
-        if b == b' ' || b.is_ascii_graphic() {
+        if b != b'\\' && (b == b' ' || b.is_ascii_graphic()) {
             out.push(char::from(b));
         } else {
             let _ = std::fmt::Write::write_fmt(&mut out, format_args!("\\x{b:02X}"));
@@ -290,6 +293,11 @@ mod tests {
         let v = http::HeaderValue::from_bytes(b"ev\"il\xff\xfe").unwrap();
         assert_eq!(escaped(&v), "ev\"il\\xFF\\xFE");
         assert_eq!(escaped(&http::HeaderValue::from_static("curl/8")), "curl/8");
+        assert_eq!(
+            escaped(&http::HeaderValue::from_static("a\\xFF")),
+            "a\\x5CxFF",
+            "a backslash sent as text is escaped too"
+        );
     }
 
     #[tokio::test]
