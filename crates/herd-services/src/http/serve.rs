@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::{header, HeaderName, HeaderValue};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -127,11 +128,40 @@ pub async fn serve_router_with(
 ) -> std::io::Result<()> {
     let head = limits.header_read_timeout;
     let body_timeout = limits.body_read_timeout;
-    let router = router.layer(axum::middleware::map_request(
-        move |req: axum::extract::Request| async move {
-            req.map(|body| axum::body::Body::new(PacedBody::new(body, body_timeout)))
-        },
-    ));
+    // An idle kept-alive connection is closed once `head` passes without a new request: said
+    // in `Keep-Alive: timeout=N` (whole seconds), which Node's http agent and others read to
+    // drop the socket first rather than race the close with a new request.
+    let keep_alive = (head >= Duration::from_secs(1))
+        .then(|| HeaderValue::from_str(&format!("timeout={}", head.as_secs())).ok())
+        .flatten();
+    let router = router
+        .layer(axum::middleware::map_request(
+            move |req: axum::extract::Request| async move {
+                req.map(|body| axum::body::Body::new(PacedBody::new(body, body_timeout)))
+            },
+        ))
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let keep_alive = keep_alive.clone();
+                async move {
+                    let closing = req
+                        .headers()
+                        .get(header::CONNECTION)
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|v| {
+                            v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"))
+                        });
+                    let mut res = next.run(req).await;
+                    if let Some(v) = keep_alive.filter(|_| {
+                        !closing && res.status() != axum::http::StatusCode::SWITCHING_PROTOCOLS
+                    }) {
+                        res.headers_mut()
+                            .insert(HeaderName::from_static("keep-alive"), v);
+                    }
+                    res
+                }
+            },
+        ));
     // HTTP/1.1 only: its head timer also bounds an idle kept-alive connection, which an
     // HTTP/2 connection answering pings would not be (no client of these APIs needs h2).
     let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
@@ -286,6 +316,39 @@ mod tests {
         let mut answer = String::new();
         ok.read_to_string(&mut answer).await.unwrap();
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            !answer.to_ascii_lowercase().contains("keep-alive:"),
+            "no Keep-Alive on a closing answer: {answer}"
+        );
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(10), served)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_kept_alive_answer_says_when_the_idle_connection_closes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let stop = CancellationToken::new();
+        let limits = ApiLimits {
+            header_read_timeout: Duration::from_secs(2),
+            ..ApiLimits::default()
+        };
+        let served = tokio::spawn(serve_router_with(listener, router, stop.clone(), limits));
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 1024];
+        let n = conn.read(&mut buf).await.unwrap();
+        let answer = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+        assert!(answer.contains("keep-alive: timeout=2\r\n"), "{answer}");
+        // And it does close then.
+        assert!(closed_within(&mut conn, Duration::from_secs(5)).await);
         stop.cancel();
         tokio::time::timeout(Duration::from_secs(10), served)
             .await
