@@ -15,6 +15,16 @@ fn is_public(method: &Method, path: &str) -> bool {
     method == Method::GET && (path == "/" || path.starts_with("/assets/"))
 }
 
+/// `GET /health` (and `HEAD`): answered without the token, as a verdict only (see [`Anonymous`]).
+fn is_probe(method: &Method, path: &str) -> bool {
+    (method == Method::GET || method == Method::HEAD) && path == "/health"
+}
+
+/// Marks a request made without the token that is answered anyway (a health probe): the
+/// answer carries no detail.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Anonymous;
+
 /// Without a token the API is open to whatever runs on this machine; this keeps web pages out.
 /// A page on another site may make the browser send requests to 127.0.0.1 (cross-site
 /// requests, and DNS rebinding, where the attacker's own name resolves to 127.0.0.1). So in
@@ -108,8 +118,16 @@ pub(crate) async fn require_token(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(bearer);
+    let authorized = presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes()));
+    if !authorized && is_probe(req.method(), req.uri().path()) {
+        // A balancer or Kubernetes probe in front holds no admin token (that token can scale,
+        // reload and drain): it gets the verdict, without the apps' detail.
+        let mut req = req;
+        req.extensions_mut().insert(Anonymous);
+        return next.run(req).await;
+    }
     match presented {
-        Some(p) if constant_time_eq(p.as_bytes(), token.as_bytes()) => next.run(req).await,
+        Some(_) if authorized => next.run(req).await,
         _ => (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer realm=\"herd-admin\"")],
@@ -124,7 +142,7 @@ pub(crate) async fn require_token(
 
 #[cfg(test)]
 mod tests {
-    use super::{is_public, refuse};
+    use super::{is_probe, is_public, refuse};
     use axum::http::Method;
 
     #[test]
@@ -144,6 +162,15 @@ mod tests {
             (Method::GET, "/telemetry/stream"),
         ] {
             assert!(!is_public(&m, p), "{m} {p}");
+        }
+        assert!(is_probe(&Method::GET, "/health"));
+        assert!(is_probe(&Method::HEAD, "/health"));
+        for (m, p) in [
+            (Method::POST, "/health"),
+            (Method::GET, "/health/performance"),
+            (Method::GET, "/health/"),
+        ] {
+            assert!(!is_probe(&m, p), "{m} {p}");
         }
     }
 

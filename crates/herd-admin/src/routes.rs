@@ -85,7 +85,10 @@ pub(crate) fn fleet_error(e: &FleetError) -> Response {
     error(status, &e.to_string(), hint.as_deref())
 }
 
-async fn health(State(s): State<AdminState>) -> Response {
+async fn health(
+    State(s): State<AdminState>,
+    anonymous: Option<axum::Extension<crate::auth::Anonymous>>,
+) -> Response {
     if s.stopping.is_cancelled() || s.fleet.is_stopping() {
         // Shutting down: the gateway no longer takes connections. A load balancer or
         // Kubernetes probe in front must take this node out now, not at its next failure.
@@ -111,11 +114,11 @@ async fn health(State(s): State<AdminState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        Json(json!({"status": if healthy {"ok"} else {"degraded"}, "apps": detail})),
-    )
-        .into_response()
+    let verdict = if healthy { "ok" } else { "degraded" };
+    if anonymous.is_some() {
+        return (status, Json(json!({ "status": verdict }))).into_response();
+    }
+    (status, Json(json!({"status": verdict, "apps": detail}))).into_response()
 }
 
 async fn cluster_status(State(s): State<AdminState>) -> Response {

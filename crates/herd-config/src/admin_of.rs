@@ -1,6 +1,7 @@
 //! Where a config file's admin API is, read leniently (only `[admin] listen` and `token`), so
 //! the CLI run beside a `herd.toml` talks to that herd even while the file has an error
-//! elsewhere (a reload of it is then refused, and the herd keeps its running config).
+//! elsewhere (a reload of it is then refused, and the herd keeps its running config). A file
+//! that is not TOML at all is an error: which herd it belongs to cannot be told.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
@@ -27,21 +28,43 @@ pub fn dialable(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, addr.port())
 }
 
-/// `[admin]` of the TOML file at `path`: `None` when the file is missing, unreadable, not
-/// TOML or has no `[admin] listen` (herd's default listen then applies).
-#[must_use]
-pub fn admin_of(path: &Path) -> Option<AdminOf> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let table: toml::Table = text.parse().ok()?;
-    let admin = table.get("admin")?.as_table()?;
-    let listen: SocketAddr = admin.get("listen")?.as_str()?.parse().ok()?;
-    Some(AdminOf {
+/// `[admin]` of the TOML file at `path`: `Ok(None)` when there is no such file, or it has no
+/// `[admin]` table (herd's defaults then apply); an `[admin]` table without `listen` is herd's
+/// default address (`127.0.0.1:9090`) with the table's token.
+///
+/// # Errors
+/// The file is there but cannot be read, is not TOML, or its `[admin] listen` is not an
+/// address: the CLI cannot tell which herd the file belongs to, and guessing the default
+/// address could reach another herd (or none, and blame it).
+pub fn admin_of(path: &Path) -> Result<Option<AdminOf>, String> {
+    let name = path.display();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {name}: {e}")),
+    };
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        format!("{name} is not valid TOML: {}", e.to_string().trim_end())
+    })?;
+    let Some(admin) = table.get("admin") else {
+        return Ok(None);
+    };
+    let admin = admin
+        .as_table()
+        .ok_or_else(|| format!("{name}: admin is not a table: write it as [admin]"))?;
+    let listen: SocketAddr = match admin.get("listen") {
+        None => SocketAddr::from((Ipv4Addr::LOCALHOST, 9090)),
+        Some(v) => v.as_str().and_then(|l| l.parse().ok()).ok_or_else(|| {
+            format!("{name}: admin.listen is not an address such as \"127.0.0.1:9090\"")
+        })?,
+    };
+    Ok(Some(AdminOf {
         url: format!("http://{}", dialable(listen)),
         token: admin
             .get("token")
             .and_then(toml::Value::as_str)
             .map(str::to_owned),
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -65,7 +88,11 @@ mod tests {
             "[admin]\nlisten = \"0.0.0.0:31490\"\ntoken = \"abcdefghijklmnopqrstuvwx\"\n[[app]]\nbroken = [",
         )
         .unwrap();
-        assert_eq!(admin_of(&path), None, "not TOML");
+        let err = admin_of(&path).unwrap_err();
+        assert!(
+            err.contains("not valid TOML") && err.contains("line 5"),
+            "{err}"
+        );
         std::fs::write(
             &path,
             "[admin]\nlisten = \"0.0.0.0:31490\"\ntoken = \"abcdefghijklmnopqrstuvwx\"\n[[app]]\nnonsense = 1\n",
@@ -73,13 +100,24 @@ mod tests {
         .unwrap();
         assert_eq!(
             admin_of(&path),
-            Some(AdminOf {
+            Ok(Some(AdminOf {
                 url: "http://127.0.0.1:31490".into(),
                 token: Some("abcdefghijklmnopqrstuvwx".into()),
-            })
+            }))
         );
         std::fs::write(&path, "[gateway]\nlisten = \"127.0.0.1:8080\"\n").unwrap();
-        assert_eq!(admin_of(&path), None);
-        assert_eq!(admin_of(&dir.path().join("missing.toml")), None);
+        assert_eq!(admin_of(&path), Ok(None));
+        assert_eq!(admin_of(&dir.path().join("missing.toml")), Ok(None));
+        // A token without listen is for herd's default address.
+        std::fs::write(&path, "[admin]\ntoken = \"abcdefghijklmnopqrstuvwx\"\n").unwrap();
+        assert_eq!(
+            admin_of(&path),
+            Ok(Some(AdminOf {
+                url: "http://127.0.0.1:9090".into(),
+                token: Some("abcdefghijklmnopqrstuvwx".into()),
+            }))
+        );
+        std::fs::write(&path, "[admin]\nlisten = \"nowhere\"\n").unwrap();
+        assert!(admin_of(&path).unwrap_err().contains("admin.listen"));
     }
 }

@@ -49,6 +49,33 @@ use error::Source;
 /// A read error; every unknown key, then the first TOML syntax or type error, or every
 /// validation error.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_with(path, &Env::from_process())
+}
+
+/// What herd reads from its environment into its config: `HERD_ADMIN_TOKEN`, the admin token
+/// when the file sets none (so a token can come from a secret store rather than the file).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Env {
+    pub admin_token: Option<String>,
+}
+
+impl Env {
+    /// This process's environment (an empty `HERD_ADMIN_TOKEN` counts as unset).
+    #[must_use]
+    pub fn from_process() -> Env {
+        Env {
+            admin_token: std::env::var("HERD_ADMIN_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
+        }
+    }
+}
+
+/// [`load`] with the environment given.
+///
+/// # Errors
+/// As [`load`].
+pub fn load_with(path: &Path, env: &Env) -> Result<Config, ConfigErrors> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|err| {
         let hint = match err.kind() {
@@ -81,7 +108,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let base_dir = absolute
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    parse(&text, &file, &base_dir)
+    parse_with(&text, &file, &base_dir, env)
 }
 
 /// Parses and validates config text. `file` is only used in error messages; relative paths
@@ -91,6 +118,19 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 /// Every unknown key (up to 50), then the first TOML syntax or type error, or every validation
 /// error, in file order.
 pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
+    parse_with(text, file, base_dir, &Env::default())
+}
+
+/// [`parse`] with the environment given (see [`Env`]).
+///
+/// # Errors
+/// As [`parse`].
+pub fn parse_with(
+    text: &str,
+    file: &str,
+    base_dir: &Path,
+    env: &Env,
+) -> Result<Config, ConfigErrors> {
     /// Enough for a config written for another tool; past it, the rest waits for the next run.
     const MAX_UNKNOWN: usize = 50;
     let src = Source::file(file, text);
@@ -98,7 +138,7 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigEr
     let mut working = std::borrow::Cow::Borrowed(text);
     loop {
         match raw::from_str(&working) {
-            Ok(raw) if unknown.is_empty() => return validate::validate(&raw, &src, base_dir),
+            Ok(raw) if unknown.is_empty() => return validate::validate(&raw, &src, base_dir, env),
             Ok(raw) => {
                 // Unknown keys, then what validation finds in the rest of the file. In a table
                 // with an unknown key, only the values written there are checked: the unknown
@@ -117,7 +157,7 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<Config, ConfigEr
                 let doc = toml_edit::ImDocument::parse(text).ok();
                 let written = |key: &str| doc.as_ref().is_some_and(|d| unknown::is_value(d, key));
                 let mut errors: Vec<ConfigError> = unknown;
-                if let Err(more) = validate::validate(&raw, &src, base_dir) {
+                if let Err(more) = validate::validate(&raw, &src, base_dir, env) {
                     errors.extend(
                         more.0
                             .into_iter()

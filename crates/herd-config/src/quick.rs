@@ -104,7 +104,13 @@ pub fn quick(q: Quick, base_dir: &Path) -> Result<Config, ConfigErrors> {
         })],
         ..RawConfig::default()
     };
-    validate(&raw, &Source::synthetic(QUICK_FILE), base_dir).map_err(|mut errors| {
+    validate(
+        &raw,
+        &Source::synthetic(QUICK_FILE),
+        base_dir,
+        &crate::Env::from_process(),
+    )
+    .map_err(|mut errors| {
         for err in &mut errors.0 {
             err.key = cli_flag(&err.key).to_owned();
             if let Some(hint) = &mut err.hint {

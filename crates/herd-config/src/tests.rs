@@ -661,6 +661,37 @@ fn admin_token_required_off_loopback() {
 }
 
 #[test]
+fn the_admin_token_may_come_from_herd_s_environment() {
+    let env = |t: &str| crate::Env {
+        admin_token: Some(t.to_owned()),
+    };
+    let parse = |text: &str, e: &crate::Env| {
+        crate::parse_with(text, "herd.toml", std::path::Path::new("/"), e)
+    };
+    let open = format!("[admin]\nlisten = \"0.0.0.0:9090\"\n{APP}");
+    let cfg = parse(&open, &env("from-the-secret-0123")).unwrap();
+    assert_eq!(cfg.admin.token.as_deref(), Some("from-the-secret-0123"));
+    // No [admin] table at all: the default address, with the environment's token.
+    let cfg = parse(APP, &env("from-the-secret-0123")).unwrap();
+    assert_eq!(cfg.admin.token.as_deref(), Some("from-the-secret-0123"));
+    // The file's token wins.
+    let cfg = parse(
+        &format!("[admin]\ntoken = \"in-the-file-0123456\"\n{APP}"),
+        &env("from-the-secret-0123"),
+    )
+    .unwrap();
+    assert_eq!(cfg.admin.token.as_deref(), Some("in-the-file-0123456"));
+    // Checked like a token in the file, and named for where it came from.
+    let errs = parse(&open, &env("short")).unwrap_err();
+    assert_eq!(errs.0.len(), 1, "{errs}");
+    assert!(errs.0[0].key.starts_with("HERD_ADMIN_TOKEN"), "{errs}");
+    assert!(errs.0[0].message.contains("at least 16"), "{errs}");
+    // Without either, as before.
+    assert!(parse(&open, &crate::Env::default()).is_err());
+    assert_eq!(ok(APP).admin.token, None);
+}
+
+#[test]
 fn logs_max_files_is_bounded() {
     let err = one(
         &format!("[logs]\nmax_files = 100000000\n{APP}"),

@@ -39,10 +39,12 @@ pub(crate) fn validate(
     raw: &RawConfig,
     src: &Source<'_>,
     base_dir: &Path,
+    env: &crate::Env,
 ) -> Result<Config, ConfigErrors> {
     let mut v = Validator {
         src,
         base_dir,
+        env,
         errors: Vec::new(),
     };
     let gateway = v.gateway(raw);
@@ -146,6 +148,7 @@ pub(crate) fn clash(a: SocketAddr, b: SocketAddr) -> bool {
 struct Validator<'a> {
     src: &'a Source<'a>,
     base_dir: &'a Path,
+    env: &'a crate::Env,
     errors: Vec<ConfigError>,
 }
 
@@ -342,15 +345,35 @@ impl Validator<'_> {
         );
     }
 
+    /// `HERD_ADMIN_TOKEN` from herd's environment, checked as a token written in the file.
+    fn env_admin_token(&mut self) -> Option<String> {
+        let t = self.env.admin_token.clone()?;
+        self.token(
+            &Spanned::new(0..0, t),
+            "HERD_ADMIN_TOKEN (herd's environment)",
+        )
+    }
+
     fn admin(&mut self, raw: &RawConfig, gateway_listen: SocketAddr) -> Admin {
         let Some(a) = &raw.admin else {
             self.admin_default_taken(raw, gateway_listen);
-            return Admin::default();
+            return Admin {
+                token: self.env_admin_token(),
+                ..Admin::default()
+            };
         };
         let listen = self.addr(a.listen.as_ref(), "admin.listen", d::ADMIN_LISTEN);
         let listen_span = a.listen.as_ref().map_or(0..0, Spanned::span);
-        let token = a.token.as_ref().and_then(|t| self.token(t, "admin.token"));
-        if token.is_none() && a.token.is_none() && !listen.ip().is_loopback() {
+        // The file's token wins; without one, the environment's (a Kubernetes Secret).
+        let token = match &a.token {
+            Some(t) => self.token(t, "admin.token"),
+            None => self.env_admin_token(),
+        };
+        if token.is_none()
+            && a.token.is_none()
+            && self.env.admin_token.is_none()
+            && !listen.ip().is_loopback()
+        {
             self.err(
                 &listen_span,
                 "admin.token",
@@ -358,7 +381,7 @@ impl Validator<'_> {
                     "a token is required because admin.listen {listen} is not a loopback address"
                 ),
                 Some(
-                    "set token = \"<long random string>\" in [admin], or listen on a loopback address such as 127.0.0.1:9090"
+                    "set token = \"<long random string>\" in [admin] (or HERD_ADMIN_TOKEN in herd's environment), or listen on a loopback address such as 127.0.0.1:9090"
                         .into(),
                 ),
             );

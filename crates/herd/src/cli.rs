@@ -155,8 +155,22 @@ impl ClientArgs {
     /// `herd.toml` in this directory says (the herd `herd up` started here), else herd's
     /// default admin address. So `herd status` beside a project's file reaches that
     /// project's herd, not whichever one holds port 9090.
-    pub(crate) fn target(&self) -> Target {
-        let file = herd_config::admin_of(std::path::Path::new("herd.toml"));
+    ///
+    /// # Errors
+    /// Without `--admin`, a `herd.toml` here that cannot be read as TOML (or names no admin
+    /// address): which herd to talk to is unknown, and the default address could be another's.
+    pub(crate) fn target(&self) -> Result<Target, String> {
+        let path = std::path::Path::new("herd.toml");
+        let file = match (&self.admin, herd_config::admin_of(path)) {
+            (_, Ok(file)) => file,
+            // Named explicitly: the file only lends its token, and only to its own address.
+            (Some(_), Err(_)) => None,
+            (None, Err(e)) => {
+                return Err(format!(
+                    "{e}\n  hint: the CLI reads [admin] listen and token from ./herd.toml to find its herd; fix the file (`herd check` lists every error) or name the herd with --admin URL"
+                ))
+            }
+        };
         let admin = self.admin.clone().unwrap_or_else(|| {
             file.as_ref()
                 .map_or_else(|| "http://127.0.0.1:9090".to_owned(), |f| f.url.clone())
@@ -167,7 +181,7 @@ impl ClientArgs {
             file.filter(|f| f.url.trim_end_matches('/') == admin.trim_end_matches('/'))
                 .and_then(|f| f.token)
         });
-        Target { admin, token }
+        Ok(Target { admin, token })
     }
 }
 
@@ -175,15 +189,20 @@ impl ClientArgs {
 /// form `herd up --admin` takes), `host:9090` is `http://host:9090`.
 pub(crate) fn admin_url(s: &str) -> Result<String, String> {
     let s = s.trim();
-    if s.starts_with("http://") || s.starts_with("https://") {
-        return Ok(s.to_owned());
+    if let Some((scheme, rest)) = s.split_once("://") {
+        return match scheme.to_ascii_lowercase().as_str() {
+            scheme @ ("http" | "https") if !rest.is_empty() => Ok(format!("{scheme}://{rest}")),
+            _ => Err(format!(
+                "{s:?} is not the admin API's address: the URL must start with http:// or https://, e.g. http://127.0.0.1:9090"
+            )),
+        };
     }
     if s.parse::<u16>().is_ok() {
         return Ok(format!("http://127.0.0.1:{s}"));
     }
-    if s.rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
-    {
+    if s.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok()
+    }) {
         return Ok(format!("http://{s}"));
     }
     Err(format!(
@@ -275,6 +294,10 @@ mod tests {
         assert_eq!(admin_url("10.0.0.5:9090").unwrap(), "http://10.0.0.5:9090");
         assert_eq!(admin_url("https://h:9090/").unwrap(), "https://h:9090/");
         assert!(admin_url("nope").is_err());
+        assert_eq!(admin_url("HTTP://h:9090").unwrap(), "http://h:9090");
+        for bad in ["ftp://127.0.0.1:9090", "http://", "a/b:9090"] {
+            assert!(admin_url(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -44,7 +44,14 @@ pub(crate) fn run(args: ClientArgs, action: Action) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(execute(&args.target(), action)) {
+    let target = match args.target() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("herd: {e}");
+            return ExitCode::from(crate::EX_CONFIG);
+        }
+    };
+    match rt.block_on(execute(&target, action)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("herd: {e:#}");

@@ -10,6 +10,16 @@ async fn token_is_required_when_configured() {
         Herd::start(&(base_config("token = \"s3cret-token-0123456\"") + &demo_app("web", 1, "")));
     let (code, body) = get(&herd.admin_url("/cluster/status")).await.unwrap();
     assert_eq!(code, 401, "{body}");
+    // A probe in front holds no token: it gets the verdict of /health, not the detail.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let (code, body) = loop {
+        let (code, body) = get(&herd.admin_url("/health")).await.unwrap();
+        if code == 200 || std::time::Instant::now() > deadline {
+            break (code, body);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!((code, body.as_str()), (200, r#"{"status":"ok"}"#));
     let out = herd.cli(&["status"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
@@ -35,6 +45,29 @@ async fn token_is_required_when_configured() {
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+    // A file that is not TOML any more (a typo just before `herd reload --config`): the CLI
+    // says so instead of trying another herd's default address.
+    let text = std::fs::read_to_string(project.path().join("herd.toml")).unwrap();
+    std::fs::write(
+        project.path().join("herd.toml"),
+        format!("[gateway\n{text}"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(herd_bin())
+        .args(["reload", "--config"])
+        .current_dir(project.path())
+        .env_remove("HERD_ADMIN_URL")
+        .env_remove("HERD_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("herd.toml is not valid TOML")
+            && err.contains("line 1")
+            && err.contains("--admin"),
+        "{err}"
     );
     assert!(
         !herd.log().contains("s3cret-token-0123456"),

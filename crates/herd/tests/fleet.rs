@@ -38,7 +38,8 @@ async fn round_robin_spreads_300_gets_evenly_over_three_instances() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_instance_gets_its_port_and_its_names() {
-    // herd's admin token (from its environment, as the deploy files pass it) is not the apps'.
+    // herd's admin token (read from its environment, as a Kubernetes Secret passes it) is not
+    // the apps'; herd's admin API requires it.
     let herd = Herd::start_with_env(
         &web_config(2, ""),
         &[("HERD_ADMIN_TOKEN", "secret-0123456789abcdef")],
@@ -63,6 +64,8 @@ async fn each_instance_gets_its_port_and_its_names() {
             "{id} got the admin token"
         );
     }
+    let (code, body) = get(&herd.admin_url("/cluster/status")).await.unwrap();
+    assert_eq!(code, 401, "the environment's token is required: {body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -199,7 +199,24 @@ impl Herd {
     }
 
     pub async fn status(&self) -> Value {
-        let (code, body) = get(&self.admin_url("/cluster/status")).await.unwrap();
+        // herd reads its admin token from its environment too.
+        let bearer = self
+            .env
+            .iter()
+            .find(|(k, _)| k == "HERD_ADMIN_TOKEN")
+            .map(|(_, t)| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = bearer
+            .iter()
+            .map(|b| ("authorization", b.as_str()))
+            .collect();
+        let (code, _, body) = call(
+            http::Method::GET,
+            &self.admin_url("/cluster/status"),
+            &headers,
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
         assert_eq!(code, 200, "{body}");
         serde_json::from_str(&body).unwrap()
     }
@@ -308,6 +325,8 @@ fn spawn_herd(config: &Path, log: &Path, env: &[(String, String)]) -> Child {
         .args(["up", "-c"])
         .arg(config)
         .env("HERD_LOG", "info")
+        // Only what a test passes: a token in the caller's shell would lock its admin API.
+        .env_remove("HERD_ADMIN_TOKEN")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::from(log.try_clone().unwrap()))
         .stderr(Stdio::from(log))
