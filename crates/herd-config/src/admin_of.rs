@@ -43,8 +43,16 @@ pub fn admin_of(path: &Path) -> Result<Option<AdminOf>, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("cannot read {name}: {e}")),
     };
+    // Where and what, without the line itself (it may hold the token).
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-        format!("{name} is not valid TOML: {}", e.to_string().trim_end())
+        let at = e.span().map_or(0, |s| s.start).min(text.len());
+        let before = &text[..at];
+        let line = before.matches('\n').count() + 1;
+        let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!(
+            "{name}:{line}:{col}: {name} is not valid TOML: {}",
+            e.message().trim_end()
+        )
     })?;
     let Some(admin) = table.get("admin") else {
         return Ok(None);
@@ -90,8 +98,14 @@ mod tests {
         .unwrap();
         let err = admin_of(&path).unwrap_err();
         assert!(
-            err.contains("not valid TOML") && err.contains("line 5"),
+            err.contains("not valid TOML") && err.contains("herd.toml:5:11:"),
             "{err}"
+        );
+        std::fs::write(&path, "[admin]\ntoken = \"abcdefghijklmnopqrstuvwx\n").unwrap();
+        let err = admin_of(&path).unwrap_err();
+        assert!(
+            !err.contains("abcdefghij"),
+            "the line is not repeated: {err}"
         );
         std::fs::write(
             &path,

@@ -168,9 +168,30 @@ impl<'a> Source<'a> {
                 key = guess_key(text, span.start);
             }
         }
-        let (message, hint) = explain_serde_message(inner.message(), &key);
+        let (mut message, hint) = explain_serde_message(inner.message(), &key);
+        if is_secret(&key) {
+            message = redact_quoted(&message);
+        }
         self.error(&span, key, message, hint)
     }
+}
+
+/// Whether a key holds a secret, whose value no error message may repeat (errors are printed
+/// and logged: `config reload rejected`).
+fn is_secret(key: &str) -> bool {
+    let last = key.rsplit('.').next().unwrap_or(key).to_ascii_lowercase();
+    ["token", "password", "secret"]
+        .iter()
+        .any(|s| last.contains(s))
+}
+
+/// `message` with every value serde quoted in backticks hidden.
+fn redact_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for (i, part) in message.split('`').enumerate() {
+        out.push_str(if i % 2 == 1 { "(value hidden)" } else { part });
+    }
+    out
 }
 
 /// Keys of the tools herd replaces, with herd's name for the same knob (offered as the hint when
@@ -409,6 +430,8 @@ fn explain_serde_message(message: &str, key: &str) -> (String, Option<String>) {
     } else if message.contains("invalid basic string") || message.contains("invalid literal string")
     {
         Some("a string is missing its closing quote".to_owned())
+    } else if message.contains("number too large") || message.contains("number too small") {
+        Some("TOML integers are 64-bit: write a number within ±9223372036854775807 (see docs/config.md for this key's range)".to_owned())
     } else {
         Some("check the TOML syntax here (see https://toml.io)".to_owned())
     };

@@ -661,6 +661,29 @@ fn admin_token_required_off_loopback() {
 }
 
 #[test]
+fn an_integer_too_large_for_toml_says_so() {
+    let err = one(
+        &format!("{APP}instances = 99999999999999999999\n"),
+        4,
+        "app[0].instances",
+    );
+    assert!(err.hint.as_deref().unwrap().contains("64-bit"), "{err}");
+}
+
+#[test]
+fn a_token_of_the_wrong_type_is_not_repeated_in_the_error() {
+    for section in ["admin", "services"] {
+        let err = one(
+            &format!("[{section}]\ntoken = 8231945720193847561\n{APP}"),
+            2,
+            &format!("{section}.token"),
+        );
+        assert!(!err.to_string().contains("8231945720193847561"), "{err}");
+        assert!(err.message.contains("expected a string"), "{err}");
+    }
+}
+
+#[test]
 fn the_admin_token_may_come_from_herd_s_environment() {
     let env = |t: &str| crate::Env {
         admin_token: Some(t.to_owned()),

@@ -200,7 +200,9 @@ impl Record {
 
     /// Writes the line once the response body has been sent (or abandoned).
     pub(crate) fn finish(self, status: u16, bytes_sent: u64, ex: &Exchange) {
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        // Whole microseconds, so the number prints as `3.236`, not `3.2364569999999997`.
+        #[allow(clippy::cast_precision_loss)]
+        let ms = |d: Duration| d.as_micros() as f64 / 1000.0;
         let upstream = ex.instance.as_ref().map(
             |(id, addr)| serde_json::json!({ "instance": id.as_ref(), "addr": addr.to_string() }),
         );

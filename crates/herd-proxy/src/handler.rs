@@ -68,7 +68,9 @@ pub(crate) async fn serve(
                     | ProxyError::Timeout { .. }
                     | ProxyError::Exhausted { .. }
             ) {
-                tracing::warn!(request_id = ?id, error = %e, "request not proxied");
+                // As text: `?` would quote it, and a search for the id would miss it.
+                let request_id = id.to_str().unwrap_or("-");
+                tracing::warn!(request_id, error = %e, "request not proxied");
             } else {
                 tracing::debug!(error = %e, "request not proxied");
             }

@@ -436,6 +436,12 @@ async fn the_access_log_has_one_json_line_per_request_without_secrets() {
     assert_eq!(v["body_error"], serde_json::Value::Null);
     assert!(v["duration_ms"].as_f64().unwrap() >= 0.0);
     assert!(v["upstream_time_ms"].as_f64().is_some());
+    // Milliseconds to the microsecond, without float noise (`3.2364569999999997`).
+    for field in ["duration_ms", "upstream_time_ms"] {
+        let text = v[field].to_string();
+        let decimals = text.split_once('.').map_or(0, |(_, d)| d.len());
+        assert!(decimals <= 3, "{field}: {text}");
+    }
     assert!(v["time"].as_str().unwrap().ends_with('Z'));
     assert_eq!(gw.access_log_dropped(), 0);
     std::fs::remove_file(&path).unwrap();

@@ -64,8 +64,8 @@ async fn token_is_required_when_configured() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{err}");
     assert!(
-        err.contains("herd.toml is not valid TOML")
-            && err.contains("line 1")
+        err.contains("herd.toml:1:")
+            && err.contains("is not valid TOML")
             && err.contains("--admin"),
         "{err}"
     );
