@@ -209,6 +209,41 @@ fn live_changes(old: &Config, new: &Config) -> Vec<String> {
     out
 }
 
+/// Default route labels (`route<N>`, routes without a `name`) that name another rule after a
+/// reload: a different matcher or app at that position, or no unnamed rule there any more.
+fn moved_labels(old: &[herd_config::Route], new: &[herd_config::Route]) -> Vec<String> {
+    let same_rule = |a: &herd_config::Route, b: &herd_config::Route| {
+        (
+            &a.host,
+            &a.path_prefix,
+            &a.path,
+            &a.path_regex,
+            &a.methods,
+            &a.header,
+            a.websocket,
+            a.app,
+        ) == (
+            &b.host,
+            &b.path_prefix,
+            &b.path,
+            &b.path_regex,
+            &b.methods,
+            &b.header,
+            b.websocket,
+            b.app,
+        )
+    };
+    old.iter()
+        .enumerate()
+        .filter(|(_, o)| o.name.is_none())
+        .filter(|&(i, o)| {
+            new.get(i)
+                .is_none_or(|n| n.name.is_some() || !same_rule(o, n))
+        })
+        .map(|(i, _)| format!("route{i}"))
+        .collect()
+}
+
 /// "added a; changed b; removed c" between two lists of named items.
 fn named_changes<T: PartialEq>(old: &[T], new: &[T], name: impl Fn(&T) -> &String) -> String {
     fn by_name<'a, T>(list: &'a [T], n: &str, name: &impl Fn(&T) -> &String) -> Option<&'a T> {
@@ -319,7 +354,15 @@ impl ConfigReloader for FileReloader {
                 }
             }
             if current.routes != new.routes {
-                changes.push(format!("routes: {} rule(s)", new.routes.len()));
+                let mut line = format!("routes: {} rule(s)", new.routes.len());
+                let moved = moved_labels(&current.routes, &new.routes);
+                if !moved.is_empty() {
+                    line.push_str(&format!(
+                        "; {} now label other rules than before (a route without a `name` is labelled by its position, so its metrics series carry on under the new rule: name routes to keep each one's series)",
+                        moved.join(", ")
+                    ));
+                }
+                changes.push(line);
             }
             changes.extend(live_changes(&current, &new));
             for line in &changes {
@@ -395,6 +438,44 @@ mod tests {
             needs_restart(&in_force(&old, new), &old),
             Vec::<String>::new()
         );
+    }
+
+    #[test]
+    fn default_route_labels_that_move_are_named() {
+        let parse = |routes: &str| {
+            herd_config::parse(
+                &format!("[[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\n{routes}"),
+                "herd.toml",
+                std::path::Path::new("/"),
+            )
+            .unwrap()
+            .routes
+        };
+        let demo = "[[route]]\npath_prefix = \"/demo/\"\napp = \"web\"\n";
+        let d2 = "[[route]]\npath_prefix = \"/d2/\"\napp = \"web\"\n";
+        let rest = "[[route]]\napp = \"web\"\n";
+        let old = parse(&format!("{demo}{rest}"));
+        // A rule inserted on top moves every label after it.
+        assert_eq!(
+            moved_labels(&old, &parse(&format!("{d2}{demo}{rest}"))),
+            ["route0", "route1"]
+        );
+        let timeout =
+            "[[route]]\npath_prefix = \"/demo/\"\napp = \"web\"\nresponse_timeout = \"5s\"\n";
+        assert!(
+            moved_labels(&old, &parse(&format!("{timeout}{rest}"))).is_empty(),
+            "a setting of the same rule is not a move"
+        );
+        let named = "[[route]]\nname = \"demo\"\npath_prefix = \"/demo/\"\napp = \"web\"\n";
+        assert_eq!(
+            moved_labels(&old, &parse(&format!("{named}{rest}"))),
+            ["route0"]
+        );
+        assert!(moved_labels(
+            &parse(&format!("{named}{rest}")),
+            &parse(&format!("{named}{rest}"))
+        )
+        .is_empty());
     }
 
     #[test]
