@@ -175,13 +175,14 @@ async fn deliver(sink: &Sink, client: &HttpClient, settings: &Settings, d: &Deli
             }
             Err(err) if err.is_retryable() && attempt <= settings.retries => {
                 let wait = backoff(attempt, settings.backoff_base, settings.backoff_max);
-                debug!(
-                    alert = %d.alert,
-                    attempt,
-                    retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                    error = %err,
-                    "alert webhook attempt failed"
-                );
+                let retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+                // The first failure is a warning at once (a receiver that is down is news
+                // before the retries run out); the retries after it are detail.
+                if attempt == 1 {
+                    warn!(alert = %d.alert, app = %d.app, retries_left = settings.retries, retry_in_ms, error = %err, "alert webhook attempt failed; retrying");
+                } else {
+                    debug!(alert = %d.alert, attempt, retry_in_ms, error = %err, "alert webhook attempt failed");
+                }
                 tokio::time::sleep(wait).await;
             }
             Err(err) => {
