@@ -234,6 +234,11 @@ async fn execute(args: &Target, action: Action) -> anyhow::Result<()> {
                     }
                 }
             }
+            if follow {
+                // Following ends only when herd ends the stream: say so, rather than leave
+                // the user wondering whether the app went quiet.
+                eprintln!("herd: the log stream ended (herd is stopping, or its admin API closed the stream)");
+            }
         }
     }
     Ok(())

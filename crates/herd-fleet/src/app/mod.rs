@@ -666,7 +666,16 @@ impl AppActor {
         proc.stop_checks();
         self.release_port(&proc);
         let uptime = proc.started.elapsed();
-        tracing::warn!(app = %self.app.name, instance = %inst.id, %status, uptime_ms = uptime.as_millis() as u64, "instance exited unexpectedly");
+        match inst.killed_for.as_deref() {
+            // herd stopped it itself (checks without answer, ready_timeout, max_memory): said
+            // when it did; this is the end of that, not a surprise.
+            Some(why) => {
+                tracing::info!(app = %self.app.name, instance = %inst.id, %status, uptime_ms = uptime.as_millis() as u64, reason = why, "instance stopped by herd exited");
+            }
+            None => {
+                tracing::warn!(app = %self.app.name, instance = %inst.id, %status, uptime_ms = uptime.as_millis() as u64, "instance exited unexpectedly");
+            }
+        }
         // A process killed for missing ready_timeout never ran properly: an unstable exit.
         let counted = if std::mem::take(&mut inst.failed_readiness) {
             Duration::ZERO

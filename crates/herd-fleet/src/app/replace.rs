@@ -43,6 +43,9 @@ impl AppActor {
     /// Drops slot `index`'s replacement; fails the reload pass if it was waiting on this slot.
     pub(super) fn replacement_failed(&mut self, index: u32, why: &str) {
         let reloading_this = self.reload_queue.front() == Some(&index);
+        let serving = self.slots.get(&index).is_some_and(|s| {
+            s.active.proc.is_some() && s.active.state == herd_core::InstanceState::Ready
+        });
         if let Some(slot) = self.slots.get_mut(&index) {
             if let Some(mut next) = slot.next.take() {
                 if let Some(p) = &next.proc {
@@ -55,7 +58,11 @@ impl AppActor {
                 slot.no_replace_before = Some(Instant::now() + MEMORY_RETRY);
             }
         }
-        tracing::error!(app = %self.app.name, slot = index, reason = why, "replacement failed; the current instance keeps serving");
+        if serving {
+            tracing::error!(app = %self.app.name, slot = index, reason = why, "replacement failed; the current instance keeps serving");
+        } else {
+            tracing::error!(app = %self.app.name, slot = index, reason = why, "replacement failed; this slot has no serving instance (herd status shows its state)");
+        }
         if reloading_this {
             let id = format!("{}-{index}", self.app.name);
             self.abort_reload(&format!("{id}: {why}"));
