@@ -184,7 +184,9 @@ fn live_changes(old: &Config, new: &Config) -> Vec<String> {
             od.retry_budget_min_per_s != nd.retry_budget_min_per_s,
         ),
         ("circuit", od.circuit != nd.circuit),
-        ("compress", od.compress != nd.compress),
+        ("compress", od.compress.enabled != nd.compress.enabled),
+        ("compress_types", od.compress.types != nd.compress.types),
+        ("compress_min_size", od.compress.min_size != nd.compress.min_size),
         ("error_page_503", od.error_page_503 != nd.error_page_503),
     ]
     .into_iter()
@@ -399,6 +401,8 @@ mod tests {
             live_changes(&old, &new),
             ["gateway: max_body_size, security_headers, retries"]
         );
+        let types = config("compress_types = [\"text/html\"]\n");
+        assert_eq!(live_changes(&old, &types), ["gateway: compress_types"]);
         let limited = herd_config::parse(
             "[[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\n[[rate_limit]]\nname = \"z\"\nkey = \"ip\"\nrate = \"1r/s\"\n",
             "herd.toml",
