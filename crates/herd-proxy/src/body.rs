@@ -31,6 +31,9 @@ pub(crate) struct Upload {
     /// instance's fault, whatever error the upstream connection reports (HTTP/2 reports a
     /// reset stream, not hyper's "user" error).
     client_failed: std::sync::atomic::AtomicBool,
+    /// The failure was the client going away mid-body (its connection closed or broke), not a
+    /// malformed body: logged as 499, as nginx does, rather than a 400 nobody receives.
+    client_gone: std::sync::atomic::AtomicBool,
 }
 
 impl Upload {
@@ -40,6 +43,7 @@ impl Upload {
             last_read_us: AtomicU64::new(0),
             done_at_us: AtomicU64::new(u64::from(done)),
             client_failed: std::sync::atomic::AtomicBool::new(false),
+            client_gone: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -77,6 +81,11 @@ impl Upload {
         self.client_failed.load(Ordering::Acquire)
     }
 
+    /// Whether the client went away while its body was being read (see `client_gone`).
+    pub(crate) fn client_gone(&self) -> bool {
+        self.client_gone.load(Ordering::Acquire)
+    }
+
     /// When a frame of the body was last read from the client (the start, before the first).
     pub(crate) fn last_read(&self) -> Instant {
         self.start + std::time::Duration::from_micros(self.last_read_us.load(Ordering::Relaxed))
@@ -106,6 +115,14 @@ impl UpBody {
     }
 }
 
+/// A request body that ended because the client left: its connection closed before the body
+/// was complete, or broke (a reset). A malformed body (a bad chunk) is not that.
+fn client_went_away(e: &hyper::Error) -> bool {
+    e.is_incomplete_message()
+        || e.is_canceled()
+        || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+}
+
 /// The error type of the bodies the gateway streams.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -132,7 +149,10 @@ impl Body for UpBody {
                         }
                     }
                 }
-                if let Poll::Ready(Some(Err(_))) = &res {
+                if let Poll::Ready(Some(Err(e))) = &res {
+                    if client_went_away(e) {
+                        done.client_gone.store(true, Ordering::Release);
+                    }
                     done.client_failed.store(true, Ordering::Release);
                 }
                 if matches!(res, Poll::Ready(None)) || b.is_end_stream() {

@@ -49,6 +49,11 @@ pub enum ProxyError {
     /// The exchange ran past `total_timeout` before a response head.
     #[error("request did not complete within total_timeout {timeout:?}")]
     TotalTimeout { timeout: Duration },
+    /// The client went away while its request body was being read (its connection closed or
+    /// broke mid-upload). Nobody receives the answer; it is logged as 499 (nginx's "client
+    /// closed request").
+    #[error("the client closed the connection before its request body was complete")]
+    ClientClosed,
     /// The request could not be forwarded as received.
     #[error("bad request: {reason}")]
     BadRequest { reason: &'static str },
@@ -80,6 +85,12 @@ pub enum ProxyError {
     ConnectRefused,
 }
 
+/// nginx's 499 "client closed request": logged, never received by anyone.
+pub(crate) const CLIENT_CLOSED_REQUEST: http::StatusCode = match http::StatusCode::from_u16(499) {
+    Ok(code) => code,
+    Err(_) => http::StatusCode::BAD_REQUEST,
+};
+
 impl ProxyError {
     /// The status code the client receives.
     #[must_use]
@@ -101,6 +112,7 @@ impl ProxyError {
                 http::StatusCode::GATEWAY_TIMEOUT
             }
             ProxyError::BadRequest { .. } => http::StatusCode::BAD_REQUEST,
+            ProxyError::ClientClosed => CLIENT_CLOSED_REQUEST,
             ProxyError::ClientBodyTimeout { .. } => http::StatusCode::REQUEST_TIMEOUT,
             ProxyError::BodyTooLarge { .. } => http::StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::ConnectRefused | ProxyError::TransferCoding => {

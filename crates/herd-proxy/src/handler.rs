@@ -862,6 +862,14 @@ async fn attempt(
                 up.pool.forget_h2().await;
             }
             let request = e.take_message();
+            if client_failed && body_done.as_deref().is_some_and(Upload::client_gone) {
+                // The client left mid-upload: 499 in the log, and not the instance's fault.
+                return Err(Failure {
+                    err: ProxyError::ClientClosed,
+                    request: None,
+                    stale: false,
+                });
+            }
             if e.error().is_user() || client_failed {
                 // The client's body failed (malformed, or past `max_body_size`): the client's
                 // fault, not the instance's.

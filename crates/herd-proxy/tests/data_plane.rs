@@ -115,12 +115,12 @@ async fn backend(name: &'static str, h2: bool, fail_all: bool) -> (SocketAddr, A
                         if req.uri().path() == "/slowhead" {
                             tokio::time::sleep(Duration::from_secs(10)).await;
                         }
-                        Ok::<_, std::convert::Infallible>(respond(
-                            name,
-                            req.uri().path(),
-                            req.version(),
-                            fail_all,
-                        ))
+                        let (path, version) = (req.uri().path().to_owned(), req.version());
+                        if path == "/drain" {
+                            // Reads the whole upload before answering.
+                            let _ = req.into_body().collect().await;
+                        }
+                        Ok::<_, std::convert::Infallible>(respond(name, &path, version, fail_all))
                     }
                 });
                 if h2 {
@@ -522,6 +522,15 @@ async fn the_access_log_names_the_failed_instance_and_logs_abandoned_requests_as
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(s);
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // A client that closes its connection mid-upload: 499 too, not a 400 nobody reads.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"POST /drain HTTP/1.1\r\nHost: x\r\nX-Request-Id: left-mid-upload\r\nContent-Length: 100000\r\n\r\n")
+        .await
+        .unwrap();
+    s.write_all(&[b'x'; 5000]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(s);
+    tokio::time::sleep(Duration::from_millis(300)).await;
     stop.cancel();
     served.await.unwrap().unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
@@ -529,7 +538,9 @@ async fn the_access_log_names_the_failed_instance_and_logs_abandoned_requests_as
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines[2]["request_id"], "left-mid-upload", "{text}");
+    assert_eq!(lines[2]["status"], 499, "{text}");
     assert_eq!(lines[0]["status"], 504);
     assert_eq!(lines[0]["upstream"]["instance"], "web-7", "{text}");
     assert!(

@@ -186,7 +186,10 @@ fn live_changes(old: &Config, new: &Config) -> Vec<String> {
         ("circuit", od.circuit != nd.circuit),
         ("compress", od.compress.enabled != nd.compress.enabled),
         ("compress_types", od.compress.types != nd.compress.types),
-        ("compress_min_size", od.compress.min_size != nd.compress.min_size),
+        (
+            "compress_min_size",
+            od.compress.min_size != nd.compress.min_size,
+        ),
         ("error_page_503", od.error_page_503 != nd.error_page_503),
     ]
     .into_iter()
