@@ -118,9 +118,21 @@ impl UpBody {
 /// A request body that ended because the client left: its connection closed before the body
 /// was complete, or broke (a reset). A malformed body (a bad chunk) is not that.
 fn client_went_away(e: &hyper::Error) -> bool {
-    e.is_incomplete_message()
-        || e.is_canceled()
-        || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+    use std::io::ErrorKind;
+    // hyper reports a malformed chunk as an I/O error too (`InvalidInput`/`InvalidData`): only
+    // the kinds of a connection that ended count.
+    let closed = std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| {
+            matches!(
+                io.kind(),
+                ErrorKind::UnexpectedEof
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::BrokenPipe
+            )
+        });
+    e.is_incomplete_message() || e.is_canceled() || closed
 }
 
 /// The error type of the bodies the gateway streams.

@@ -605,6 +605,7 @@ async fn send_with_retries(
                 if matches!(
                     err,
                     ProxyError::BadRequest { .. }
+                        | ProxyError::ClientClosed
                         | ProxyError::ClientBodyTimeout { .. }
                         | ProxyError::NotATunnel { .. }
                         | ProxyError::UploadCut { .. }

@@ -67,9 +67,22 @@ impl Tail {
 
 impl Drop for Tail {
     fn drop(&mut self) {
+        // Dropped before its end: the client's connection closed or its stream was reset
+        // under it (the client left, or `idle_timeout` passed with no byte moving). The status
+        // went out whole; the line says the body did not.
+        if !self.inner.is_end_stream() {
+            if let Some((_, ex)) = &mut self.log {
+                if ex.body_error.is_none() {
+                    ex.body_error = Some(CUT_ON_THE_CLIENT_SIDE.to_owned());
+                }
+            }
+        }
         self.log();
     }
 }
+
+/// `body_error` of a response whose client connection ended before its body did.
+const CUT_ON_THE_CLIENT_SIDE: &str = "response cut: the client connection closed (or its stream was reset) before the body ended: the client left, or no byte moved for idle_timeout";
 
 impl Body for Tail {
     type Data = Bytes;

@@ -560,6 +560,53 @@ async fn the_access_log_names_the_failed_instance_and_logs_abandoned_requests_as
 }
 
 #[tokio::test]
+async fn a_response_cut_on_the_client_side_is_logged_as_cut() {
+    let path = std::env::temp_dir().join(format!("herd-access-cut-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let (gw, addr, stop, served) = gateway(
+        &format!(
+            "access_log = \"{}\"\nidle_timeout = \"300ms\"",
+            path.display()
+        ),
+        "",
+    )
+    .await;
+    let (a, _) = backend("a", false, false).await;
+    gw.set_endpoints("web", vec![endpoint(1, "web-1", a)]);
+    // A HEAD answer and a whole body: not cut.
+    assert_eq!(send(addr, "HEAD", "/text/10", &[]).await.status, 200);
+    assert_eq!(send(addr, "GET", "/text/10", &[]).await.status, 200);
+    // A head, then no byte for idle_timeout: the connection closes under the body.
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let resp = client
+        .get(format!("http://{addr}/slowbody").parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = tokio::time::timeout(Duration::from_secs(5), resp.into_body().collect()).await;
+    assert!(matches!(body, Ok(Err(_))), "cut at idle_timeout: {body:?}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.cancel();
+    served.await.unwrap().unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines[0]["body_error"], serde_json::Value::Null, "{text}");
+    assert_eq!(lines[1]["body_error"], serde_json::Value::Null, "{text}");
+    assert_eq!(lines[2]["status"], 200, "{text}");
+    assert!(
+        lines[2]["body_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("idle_timeout")),
+        "{text}"
+    );
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[tokio::test]
 async fn total_timeout_bounds_the_head_and_the_body() {
     let (gw, addr, stop, _) = gateway("total_timeout = \"300ms\"", "").await;
     let (a, _) = backend("a", false, false).await;
