@@ -192,6 +192,9 @@ pub(crate) fn apply(
         return Response::from_parts(parts, body);
     };
     h.remove(header::CONTENT_LENGTH);
+    // The encoder passes data only: the backend's trailers do not follow (nginx forwards
+    // none at all), so their announcement goes too.
+    h.remove(header::TRAILER);
     // Ranges of the backend's bytes are not ranges of these (nginx's gzip filter clears it too):
     // a client resuming a download would splice plain bytes into compressed ones.
     h.remove(header::ACCEPT_RANGES);

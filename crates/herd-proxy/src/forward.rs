@@ -54,11 +54,30 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// [`remove_hop_by_hop`] for a backend's response. A response framed by `Transfer-Encoding`
 /// also loses any `Content-Length`: the coding wins (RFC 9112 §6.3, which requires a proxy
 /// to drop the length), and hyper re-frames the decoded body for the client.
+///
+/// `Trailer` stays (RFC 9110 §6.6.2: an end-to-end field): it announces the trailer fields,
+/// and hyper sends an HTTP/1.1 client the announced trailers when it asked for them with
+/// `TE: trailers` (HTTP/2 clients always get them).
 pub(crate) fn remove_hop_by_hop_response(headers: &mut HeaderMap) {
     if headers.contains_key(header::TRANSFER_ENCODING) {
         headers.remove(header::CONTENT_LENGTH);
     }
+    let trailer: Vec<HeaderValue> = headers.get_all(header::TRAILER).iter().cloned().collect();
     remove_hop_by_hop(headers);
+    for t in trailer {
+        headers.append(header::TRAILER, t);
+    }
+}
+
+/// Whether a request's `TE` accepts trailer fields (`TE: trailers`).
+pub(crate) fn takes_trailers(headers: &HeaderMap) -> bool {
+    headers.get_all(header::TE).iter().any(|v| {
+        v.to_str().unwrap_or("").split(',').any(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|c| c.trim().eq_ignore_ascii_case("trailers"))
+        })
+    })
 }
 
 /// The protocol an HTTP/1.1 request asks to switch to: `Upgrade` present and `upgrade` among

@@ -316,7 +316,15 @@ async fn forward(
             .then(|| forward::upgrade_request(&parts.headers))
             .flatten(),
     };
+    // A client that takes trailers (`TE: trailers`: gRPC, checksums) gets the instance's:
+    // herd asks for them in its own name (TE is hop-by-hop) and passes them on.
+    let takes_trailers = forward::takes_trailers(&parts.headers);
     forward::remove_hop_by_hop(&mut parts.headers);
+    if takes_trailers {
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     let mut tunnel = None;
     if let Some(protocol) = upgrade {
         forward::keep_upgrade(&mut parts.headers, protocol);

@@ -81,6 +81,21 @@ fn respond(
             .header(header::CONTENT_ENCODING, "gzip")
             .body(full(vec![b'x'; 4096]))
             .unwrap(),
+        "trailers" => {
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("x-checksum", http::HeaderValue::from_static("abc123"));
+            let frames = futures_util::stream::iter([
+                Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(
+                    b"hello hello hello hello hello hello hello hello hello hello hello",
+                ))),
+                Ok(Frame::trailers(trailers)),
+            ]);
+            Response::builder()
+                .header(header::CONTENT_TYPE, "text/plain")
+                .header(header::TRAILER, "x-checksum")
+                .body(StreamBody::new(frames).boxed())
+                .unwrap()
+        }
         "slowbody" => {
             let frames = futures_util::stream::once(async {
                 tokio::time::sleep(Duration::from_secs(10)).await;
@@ -604,6 +619,40 @@ async fn a_response_cut_on_the_client_side_is_logged_as_cut() {
         "{text}"
     );
     std::fs::remove_file(&path).unwrap();
+}
+
+#[tokio::test]
+async fn trailers_reach_a_client_that_takes_them() {
+    let (gw, addr, stop, _) = gateway("compress = true\ncompress_min_size = 0", "").await;
+    let (a, _) = backend("a", false, false).await;
+    gw.set_endpoints("web", vec![endpoint(1, "web-1", a)]);
+    let raw = |head: &'static [u8]| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(head).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        String::from_utf8_lossy(&out).to_ascii_lowercase()
+    };
+    // HTTP/1.1 with `TE: trailers`: the announced trailer follows the last chunk.
+    let answer =
+        raw(b"GET /trailers HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nConnection: close\r\n\r\n")
+            .await;
+    assert!(answer.contains("trailer: x-checksum"), "{answer}");
+    assert!(answer.contains("0\r\nx-checksum: abc123\r\n"), "{answer}");
+    // Without it, none (RFC 9110: a client that did not ask may not understand them).
+    let answer = raw(b"GET /trailers HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert!(!answer.contains("abc123"), "{answer}");
+    // Compressed: the encoder passes data only, so the announcement goes too.
+    let answer = raw(
+        b"GET /trailers HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.contains("content-encoding: gzip"), "{answer}");
+    assert!(!answer.contains("trailer:"), "{answer}");
+    stop.cancel();
 }
 
 #[tokio::test]
