@@ -36,6 +36,8 @@ pub(crate) struct Ports {
     last: u16,
     next: u16,
     used: HashSet<u16>,
+    /// Ports found taken by a process herd did not start, already warned about.
+    warned: HashSet<u16>,
 }
 
 /// Whether herd cannot open a socket at all now (its descriptor table is full): then no port
@@ -74,6 +76,7 @@ impl Ports {
             last,
             next: first,
             used: HashSet::new(),
+            warned: HashSet::new(),
         }
     }
 
@@ -90,6 +93,15 @@ impl Ports {
                 self.used.insert(p);
                 hold_global(p);
                 return Some(p);
+            }
+            // Not one of herd's instances, yet something listens there: often what a herd
+            // stopped with `kill -9` left (a grandchild outlives its group). Said once per port.
+            if self.warned.insert(p) && !out_of_descriptors() {
+                tracing::warn!(
+                    port = p,
+                    range = %format!("{}-{}", self.first, self.last),
+                    "a port of port_range is taken by a process herd did not start (one left by an earlier herd stopped with kill -9?); skipping it. `ss -ltnp 'sport = :{p}'` shows which"
+                );
             }
         }
         None
