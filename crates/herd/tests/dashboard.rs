@@ -240,14 +240,13 @@ async fn dashboard_is_public_but_its_data_needs_the_token() {
     }
     let (code, _, body) = raw_get(herd.admin, "/assets/nope.js", "");
     assert_eq!(code, 404, "{body}");
-    // Everything else still needs the token.
-    for path in [
-        "/cluster/status",
-        "/health",
-        "/metrics",
-        "/telemetry",
-        "/index.html",
-    ] {
+    // A probe's /health gets the verdict only; everything else still needs the token.
+    let (_, _, body) = raw_get(herd.admin, "/health", "");
+    assert!(
+        body.contains("\"status\"") && !body.contains("\"apps\""),
+        "{body}"
+    );
+    for path in ["/cluster/status", "/metrics", "/telemetry", "/index.html"] {
         let (code, _, body) = raw_get(herd.admin, path, "");
         assert_eq!(code, 401, "{path} without a token: {body}");
     }
