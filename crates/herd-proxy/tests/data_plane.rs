@@ -576,7 +576,8 @@ async fn the_access_log_names_the_failed_instance_and_logs_abandoned_requests_as
 
 #[tokio::test]
 async fn a_response_cut_on_the_client_side_is_logged_as_cut() {
-    let path = std::env::temp_dir().join(format!("herd-access-cut-{}.log", std::process::id()));
+    let path =
+        std::env::temp_dir().join(format!("herd-access-client-cut-{}.log", std::process::id()));
     let _ = std::fs::remove_file(&path);
     let (gw, addr, stop, served) = gateway(
         &format!(
