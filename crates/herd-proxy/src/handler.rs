@@ -37,6 +37,7 @@ pub(crate) async fn serve(
     req.headers_mut()
         .insert(edge::X_REQUEST_ID.clone(), id.clone());
     let wants = compress::Wants::of(req.method(), req.version(), req.headers());
+    let head = req.method() == http::Method::HEAD;
     // Logged as 499 (nginx's "client closed request") if the client goes away before the
     // response head: hyper then drops this future.
     let mut pending = crate::access_log::Pending::new(
@@ -126,7 +127,7 @@ pub(crate) async fn serve(
         }
         return resp;
     }
-    crate::tail::wrap(resp, ex, record)
+    crate::tail::wrap(resp, ex, record, head)
 }
 
 pub(crate) fn error_response(e: &ProxyError) -> Response<ProxyBody> {

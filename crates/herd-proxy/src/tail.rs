@@ -27,6 +27,10 @@ struct Tail {
     log: Option<(Record, Exchange)>,
     status: u16,
     bytes: u64,
+    /// The body the client is owed: `Some(0)` when it gets none (an answer to `HEAD`, a `204`,
+    /// a `304`), the `Content-Length` when there is one. Past it, hyper may drop the body
+    /// without reading its end, and that is no cut.
+    owed: Option<u64>,
 }
 
 /// Wraps `resp` when there is a deadline or a log line to write; else returns it unchanged.
@@ -34,6 +38,7 @@ pub(crate) fn wrap(
     resp: Response<ProxyBody>,
     ex: Exchange,
     record: Option<Record>,
+    head: bool,
 ) -> Response<ProxyBody> {
     // herd's own answers (errors, the 504 for this very timeout) are short and go out whole.
     let local = matches!(resp.body(), ProxyBody::Local(_));
@@ -46,6 +51,13 @@ pub(crate) fn wrap(
         return resp;
     }
     let status = resp.status().as_u16();
+    let owed = if head || matches!(status, 100..=199 | 204 | 304) {
+        Some(0)
+    } else {
+        resp.headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+    };
     let (parts, inner) = resp.into_parts();
     let tail = Tail {
         inner,
@@ -53,6 +65,7 @@ pub(crate) fn wrap(
         log: record.map(|r| (r, ex)),
         status,
         bytes: 0,
+        owed,
     };
     Response::from_parts(parts, ProxyBody::wrap(tail))
 }
@@ -70,7 +83,8 @@ impl Drop for Tail {
         // Dropped before its end: the client's connection closed or its stream was reset
         // under it (the client left, or `idle_timeout` passed with no byte moving). The status
         // went out whole; the line says the body did not.
-        if !self.inner.is_end_stream() {
+        let whole = self.inner.is_end_stream() || self.owed.is_some_and(|n| self.bytes >= n);
+        if !whole {
             if let Some((_, ex)) = &mut self.log {
                 if ex.body_error.is_none() {
                     ex.body_error = Some(CUT_ON_THE_CLIENT_SIDE.to_owned());
@@ -109,6 +123,9 @@ impl Body for Tail {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
                     this.bytes += d.len() as u64;
+                } else if frame.is_trailers() {
+                    // Trailers are the last frame: hyper may not ask for the end after them.
+                    this.log();
                 }
             }
             Poll::Ready(Some(Err(e))) => {
