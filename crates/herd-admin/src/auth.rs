@@ -119,7 +119,10 @@ pub(crate) async fn require_token(
         .and_then(|v| v.to_str().ok())
         .and_then(bearer);
     let authorized = presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes()));
-    if !authorized && is_probe(req.method(), req.uri().path()) {
+    // Only a caller that sends no credentials at all: a wrong token still gets 401, so a
+    // monitor holding a stale one finds out.
+    let anonymous = !req.headers().contains_key(header::AUTHORIZATION);
+    if anonymous && is_probe(req.method(), req.uri().path()) {
         // A balancer or Kubernetes probe in front holds no admin token (that token can scale,
         // reload and drain): it gets the verdict, without the apps' detail.
         let mut req = req;

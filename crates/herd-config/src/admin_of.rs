@@ -36,13 +36,34 @@ pub fn dialable(addr: SocketAddr) -> SocketAddr {
 /// The file is there but cannot be read, is not TOML, or its `[admin] listen` is not an
 /// address: the CLI cannot tell which herd the file belongs to, and guessing the default
 /// address could reach another herd (or none, and blame it).
-pub fn admin_of(path: &Path) -> Result<Option<AdminOf>, String> {
+pub fn admin_of(path: &Path) -> Result<Option<AdminOf>, AdminOfError> {
     let name = path.display();
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read {name}: {e}")),
+        Err(e) => return Err(AdminOfError::Unreadable(format!("cannot read {name}: {e}"))),
     };
+    admin_of_text(&text, &name.to_string()).map_err(AdminOfError::Invalid)
+}
+
+/// Why [`admin_of`] could not tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminOfError {
+    /// The file is there but this user cannot read it (a 0600 file holding the token).
+    Unreadable(String),
+    /// It is not TOML, or its `[admin]` is malformed.
+    Invalid(String),
+}
+
+impl std::fmt::Display for AdminOfError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminOfError::Unreadable(m) | AdminOfError::Invalid(m) => f.write_str(m),
+        }
+    }
+}
+
+fn admin_of_text(text: &str, name: &str) -> Result<Option<AdminOf>, String> {
     // Where and what, without the line itself (it may hold the token).
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
         let at = e.span().map_or(0, |s| s.start).min(text.len());
@@ -62,9 +83,12 @@ pub fn admin_of(path: &Path) -> Result<Option<AdminOf>, String> {
         .ok_or_else(|| format!("{name}: admin is not a table: write it as [admin]"))?;
     let listen: SocketAddr = match admin.get("listen") {
         None => SocketAddr::from((Ipv4Addr::LOCALHOST, 9090)),
-        Some(v) => v.as_str().and_then(|l| l.parse().ok()).ok_or_else(|| {
-            format!("{name}: admin.listen is not an address such as \"127.0.0.1:9090\"")
-        })?,
+        Some(v) => v
+            .as_str()
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or_else(|| {
+                format!("{name}: admin.listen is not an address such as \"127.0.0.1:9090\"")
+            })?,
     };
     Ok(Some(AdminOf {
         url: format!("http://{}", dialable(listen)),
@@ -96,13 +120,13 @@ mod tests {
             "[admin]\nlisten = \"0.0.0.0:31490\"\ntoken = \"abcdefghijklmnopqrstuvwx\"\n[[app]]\nbroken = [",
         )
         .unwrap();
-        let err = admin_of(&path).unwrap_err();
+        let err = admin_of(&path).unwrap_err().to_string();
         assert!(
             err.contains("not valid TOML") && err.contains("herd.toml:5:11:"),
             "{err}"
         );
         std::fs::write(&path, "[admin]\ntoken = \"abcdefghijklmnopqrstuvwx\n").unwrap();
-        let err = admin_of(&path).unwrap_err();
+        let err = admin_of(&path).unwrap_err().to_string();
         assert!(
             !err.contains("abcdefghij"),
             "the line is not repeated: {err}"
@@ -132,6 +156,15 @@ mod tests {
             }))
         );
         std::fs::write(&path, "[admin]\nlisten = \"nowhere\"\n").unwrap();
-        assert!(admin_of(&path).unwrap_err().contains("admin.listen"));
+        assert!(admin_of(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("admin.listen"));
+        // As herd reads it: spaces around the address are fine.
+        std::fs::write(&path, "[admin]\nlisten = \" 127.0.0.1:9095 \"\n").unwrap();
+        assert_eq!(
+            admin_of(&path).unwrap().unwrap().url,
+            "http://127.0.0.1:9095"
+        );
     }
 }

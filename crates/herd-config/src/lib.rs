@@ -32,7 +32,7 @@ mod validate;
 
 use std::path::{Path, PathBuf};
 
-pub use admin_of::{admin_of, dialable, AdminOf};
+pub use admin_of::{admin_of, dialable, AdminOf, AdminOfError};
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
 pub use path::{normalize_path, path_needs_normalizing, routing_path};

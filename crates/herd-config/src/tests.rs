@@ -697,17 +697,19 @@ fn the_admin_token_may_come_from_herd_s_environment() {
     // No [admin] table at all: the default address, with the environment's token.
     let cfg = parse(APP, &env("from-the-secret-0123")).unwrap();
     assert_eq!(cfg.admin.token.as_deref(), Some("from-the-secret-0123"));
-    // The file's token wins.
+    // The environment's wins, as for the CLI, which sends it before the file's.
     let cfg = parse(
         &format!("[admin]\ntoken = \"in-the-file-0123456\"\n{APP}"),
         &env("from-the-secret-0123"),
     )
     .unwrap();
-    assert_eq!(cfg.admin.token.as_deref(), Some("in-the-file-0123456"));
-    // Checked like a token in the file, and named for where it came from.
+    assert_eq!(cfg.admin.token.as_deref(), Some("from-the-secret-0123"));
+    // Checked like a token in the file, and named for where it came from (no file position).
     let errs = parse(&open, &env("short")).unwrap_err();
     assert_eq!(errs.0.len(), 1, "{errs}");
-    assert!(errs.0[0].key.starts_with("HERD_ADMIN_TOKEN"), "{errs}");
+    assert_eq!(errs.0[0].key, "HERD_ADMIN_TOKEN", "{errs}");
+    assert_eq!(errs.0[0].line, 0, "{errs}");
+    assert!(errs.0[0].message.contains("environment"), "{errs}");
     assert!(errs.0[0].message.contains("at least 16"), "{errs}");
     // Without either, as before.
     assert!(parse(&open, &crate::Env::default()).is_err());

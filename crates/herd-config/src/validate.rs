@@ -345,13 +345,17 @@ impl Validator<'_> {
         );
     }
 
-    /// `HERD_ADMIN_TOKEN` from herd's environment, checked as a token written in the file.
+    /// `HERD_ADMIN_TOKEN` from herd's environment, checked as a token written in the file;
+    /// an error names the variable, with no position in the file.
     fn env_admin_token(&mut self) -> Option<String> {
         let t = self.env.admin_token.clone()?;
-        self.token(
-            &Spanned::new(0..0, t),
-            "HERD_ADMIN_TOKEN (herd's environment)",
-        )
+        let before = self.errors.len();
+        let token = self.token(&Spanned::new(0..0, t), "HERD_ADMIN_TOKEN");
+        for e in &mut self.errors[before..] {
+            (e.line, e.col) = (0, 0);
+            e.message = format!("(from herd's environment) {}", e.message);
+        }
+        token
     }
 
     fn admin(&mut self, raw: &RawConfig, gateway_listen: SocketAddr) -> Admin {
@@ -364,10 +368,13 @@ impl Validator<'_> {
         };
         let listen = self.addr(a.listen.as_ref(), "admin.listen", d::ADMIN_LISTEN);
         let listen_span = a.listen.as_ref().map_or(0..0, Spanned::span);
-        // The file's token wins; without one, the environment's (a Kubernetes Secret).
-        let token = match &a.token {
-            Some(t) => self.token(t, "admin.token"),
-            None => self.env_admin_token(),
+        // The environment's token wins over the file's, as it does for the CLI (which sends
+        // `HERD_ADMIN_TOKEN` before the file's): both ends then agree. The file's is checked
+        // all the same.
+        let file_token = a.token.as_ref().and_then(|t| self.token(t, "admin.token"));
+        let token = match self.env.admin_token {
+            Some(_) => self.env_admin_token(),
+            None => file_token,
         };
         if token.is_none()
             && a.token.is_none()

@@ -96,7 +96,7 @@ impl Ports {
             }
             // Not one of herd's instances, yet something listens there: often what a herd
             // stopped with `kill -9` left (a grandchild outlives its group). Said once per port.
-            if self.warned.insert(p) && !out_of_descriptors() {
+            if !out_of_descriptors() && self.warned.insert(p) {
                 tracing::warn!(
                     port = p,
                     range = %format!("{}-{}", self.first, self.last),

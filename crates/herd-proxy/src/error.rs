@@ -50,8 +50,8 @@ pub enum ProxyError {
     #[error("request did not complete within total_timeout {timeout:?}")]
     TotalTimeout { timeout: Duration },
     /// The client went away while its request body was being read (its connection closed or
-    /// broke mid-upload). Nobody receives the answer; it is logged as 499 (nginx's "client
-    /// closed request").
+    /// broke mid-upload). Nobody receives the answer; it is logged as 499, nginx's "client
+    /// closed request" (nginx itself logs 400 there; herd keeps 400 for malformed bodies).
     #[error("the client closed the connection before its request body was complete")]
     ClientClosed,
     /// The request could not be forwarded as received.

@@ -165,6 +165,12 @@ impl ClientArgs {
             (_, Ok(file)) => file,
             // Named explicitly: the file only lends its token, and only to its own address.
             (Some(_), Err(_)) => None,
+            // Not this user's to read (a 0600 file holding the token): herd's default
+            // address, as without a file, and a note saying so.
+            (None, Err(herd_config::AdminOfError::Unreadable(e))) => {
+                eprintln!("herd: note: {e}; using http://127.0.0.1:9090 (pass --admin URL for another herd)");
+                None
+            }
             (None, Err(e)) => {
                 return Err(format!(
                     "{e}\n  hint: the CLI reads [admin] listen and token from ./herd.toml to find its herd; fix the file (`herd check` lists every error) or name the herd with --admin URL"

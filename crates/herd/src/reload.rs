@@ -216,27 +216,30 @@ fn live_changes(old: &Config, new: &Config) -> Vec<String> {
 
 /// Default route labels (`route<N>`, routes without a `name`) that name another rule after a
 /// reload: a different matcher or app at that position, or no unnamed rule there any more.
-fn moved_labels(old: &[herd_config::Route], new: &[herd_config::Route]) -> Vec<String> {
+fn moved_labels(old_config: &Config, new_config: &Config) -> Vec<String> {
+    let (old, new) = (&old_config.routes, &new_config.routes);
+    // Routes name their app by its index: compared by name, so a reordered `[[app]]` list is
+    // not a move.
+    let app_of = |c: &Config, r: &herd_config::Route| c.apps.get(r.app).map(|a| a.name.clone());
     let same_rule = |a: &herd_config::Route, b: &herd_config::Route| {
-        (
-            &a.host,
-            &a.path_prefix,
-            &a.path,
-            &a.path_regex,
-            &a.methods,
-            &a.header,
-            a.websocket,
-            a.app,
-        ) == (
-            &b.host,
-            &b.path_prefix,
-            &b.path,
-            &b.path_regex,
-            &b.methods,
-            &b.header,
-            b.websocket,
-            b.app,
-        )
+        app_of(old_config, a) == app_of(new_config, b)
+            && (
+                &a.host,
+                &a.path_prefix,
+                &a.path,
+                &a.path_regex,
+                &a.methods,
+                &a.header,
+                a.websocket,
+            ) == (
+                &b.host,
+                &b.path_prefix,
+                &b.path,
+                &b.path_regex,
+                &b.methods,
+                &b.header,
+                b.websocket,
+            )
     };
     old.iter()
         .enumerate()
@@ -360,7 +363,7 @@ impl ConfigReloader for FileReloader {
             }
             if current.routes != new.routes {
                 let mut line = format!("routes: {} rule(s)", new.routes.len());
-                let moved = moved_labels(&current.routes, &new.routes);
+                let moved = moved_labels(&current, &new);
                 if !moved.is_empty() {
                     line.push_str(&format!(
                         "; {} now label other rules than before (a route without a `name` is labelled by its position, so its metrics series carry on under the new rule: name routes to keep each one's series)",
@@ -456,7 +459,6 @@ mod tests {
                 std::path::Path::new("/"),
             )
             .unwrap()
-            .routes
         };
         let demo = "[[route]]\npath_prefix = \"/demo/\"\napp = \"web\"\n";
         let d2 = "[[route]]\npath_prefix = \"/d2/\"\napp = \"web\"\n";
@@ -483,6 +485,14 @@ mod tests {
             &parse(&format!("{named}{rest}"))
         )
         .is_empty());
+        // An app added before "web" shifts app indexes, not the rules.
+        let with_api = herd_config::parse(
+            &format!("[[app]]\nname = \"api\"\nservers = [\"127.0.0.1:2\"]\n[[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\n{demo}{rest}"),
+            "herd.toml",
+            std::path::Path::new("/"),
+        )
+        .unwrap();
+        assert!(moved_labels(&old, &with_api).is_empty());
     }
 
     #[test]

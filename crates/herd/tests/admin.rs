@@ -20,6 +20,16 @@ async fn token_is_required_when_configured() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
     assert_eq!((code, body.as_str()), (200, r#"{"status":"ok"}"#));
+    // A wrong token is still refused: a probe holding a stale one finds out.
+    let (code, _, _) = call(
+        http::Method::GET,
+        &herd.admin_url("/health"),
+        &[("authorization", "Bearer not-the-token-0123456")],
+        bytes::Bytes::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 401);
     let out = herd.cli(&["status"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));

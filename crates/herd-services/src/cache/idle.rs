@@ -96,6 +96,8 @@ async fn sweep(inner: &Inner, ns: &str, now: i64) -> bool {
     #[allow(clippy::cast_precision_loss)]
     let upto = now as f64;
     let store = &inner.store;
+    // False when the store failed or the steps ran out with more left: the namespace is
+    // swept again on the next tick.
     let drain = |set: String| async move {
         for _ in 0..MAX_STEPS {
             match prune_upto(store, ns, &set, upto, BATCH).await {
@@ -104,9 +106,10 @@ async fn sweep(inner: &Inner, ns: &str, now: i64) -> bool {
                 None => return false,
             }
         }
-        true
+        false
     };
     let mut ok = drain(index_key(ns)).await;
+    let mut finished = false;
     for _ in 0..MAX_STEPS {
         let Ok(done) = store
             .zrange_by_score(&tags_key(ns), f64::NEG_INFINITY, upto, BATCH)
@@ -127,8 +130,9 @@ async fn sweep(inner: &Inner, ns: &str, now: i64) -> bool {
             }
         }
         if last || !ok {
+            finished = last;
             break;
         }
     }
-    ok
+    ok && finished
 }
