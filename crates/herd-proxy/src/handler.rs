@@ -512,6 +512,10 @@ async fn send_with_retries(
     let circuit = &app.plane.circuit;
     let mut tried: Vec<u64> = Vec::new();
     let mut stale_retried = false;
+    // Instances whose connection broke under this very request after it was sent. A request
+    // that broke two is not sent to a third: it may be what breaks them (a request that crashes
+    // the app would otherwise take every instance down in turn).
+    let mut broke: u32 = 0;
     let mut last_err: Option<ProxyError> = None;
     // The instance a status retry picked before it let go of the answer it retries.
     let mut picked = None;
@@ -634,7 +638,7 @@ async fn send_with_retries(
                     && if timed_out {
                         retry.on.timeout
                     } else {
-                        retry.on.reset
+                        retry.on.reset && broke < 1
                     };
                 let stale = stale && (request.is_some() || will_replay);
                 if stale && !stale_retried {
@@ -643,6 +647,13 @@ async fn send_with_retries(
                     stale_retried = true;
                     tried.pop();
                 } else {
+                    if request.is_none() && !timed_out {
+                        broke += 1;
+                        if broke == 2 {
+                            tracing::warn!(app = %app.name, instance = %up.endpoint.id, error = %err,
+                                "a request broke the connection of a second instance; not sent to another (it may be what breaks them)");
+                        }
+                    }
                     note_circuit(app, &up, now, false);
                     probe.reported();
                     if up

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use herd_core::Rotation as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -57,6 +58,51 @@ async fn closes_under_the_second_request() -> (SocketAddr, Arc<AtomicUsize>) {
         }
     });
     (addr, conns)
+}
+
+/// A backend that resets every connection after reading its request, counting requests.
+async fn resets_and_counts() -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let s2 = Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            let seen = Arc::clone(&s2);
+            tokio::spawn(async move {
+                if read_head(&mut s).await {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    reset(s);
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn a_request_that_breaks_two_instances_is_not_sent_to_a_third() {
+    // Four instances that each die under this request (as an app that crashes on one URL):
+    // retried once (the first could have died of something else), then given up, so one bad
+    // request cannot take the whole fleet down in turn.
+    let (gw, _) = common::build(
+        "[gateway]\nlisten = \"127.0.0.1:0\"\nretries = 3\n[[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\n",
+    );
+    let mut endpoints = Vec::new();
+    let mut seen = Vec::new();
+    for i in 0..4u64 {
+        let (addr, count) = resets_and_counts().await;
+        endpoints.push(common::endpoint(i + 1, &format!("web-{}", i + 1), addr));
+        seen.push(count);
+    }
+    gw.set_endpoints("web", endpoints);
+    let (addr, stop, _) = common::serve(&gw).await;
+    let mut client = None;
+    assert_eq!(status(addr, "GET", &mut client).await, 502);
+    let broken: usize = seen.iter().map(|c| c.load(Ordering::SeqCst)).sum();
+    assert_eq!(broken, 2, "instances that got the request");
+    stop.cancel();
 }
 
 /// A backend that resets every connection after reading its request.
