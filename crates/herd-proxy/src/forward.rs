@@ -12,13 +12,18 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// What a client sends to pose as a proxy in front of herd, which frameworks behind a trusted
 /// proxy believe (Spring's `ForwardedHeaderFilter`, Rack, Symfony's `X-Original-URL`): herd is
 /// that proxy, so a client's values are removed (`Forwarded` is then written by herd).
-static SPOOFABLE: [HeaderName; 6] = [
+/// `X-Forwarded-Ssl` and `X-Forwarded-Scheme` are Rack's other ways to say https; `Proxy` is
+/// "httpoxy" (CGI and WSGI turn it into `HTTP_PROXY`, which HTTP libraries take as their proxy).
+static SPOOFABLE: [HeaderName; 9] = [
     HeaderName::from_static("forwarded"),
     HeaderName::from_static("x-forwarded-port"),
     HeaderName::from_static("x-forwarded-prefix"),
     HeaderName::from_static("x-forwarded-server"),
     HeaderName::from_static("x-original-url"),
     HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-forwarded-ssl"),
+    HeaderName::from_static("x-forwarded-scheme"),
+    HeaderName::from_static("proxy"),
 ];
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -119,7 +124,8 @@ pub(crate) fn keep_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
 
 /// Sets `X-Forwarded-For` (appending the client to any existing chain), `X-Real-IP`,
 /// `X-Forwarded-Proto`, `X-Forwarded-Host` and `Forwarded` (RFC 7239), and removes a client's
-/// `X-Forwarded-Port`, `-Prefix`, `-Server`, `X-Original-URL` and `X-Rewrite-URL` (herd is the
+/// `X-Forwarded-Port`, `-Prefix`, `-Server`, `-Ssl`, `-Scheme`, `X-Original-URL`, `X-Rewrite-URL`,
+/// `Proxy` and every header named with `_` (herd is the
 /// edge, so client-sent values are replaced: an app that trusts `X-Real-IP` or builds links from `X-Forwarded-Host` cannot be
 /// handed a forged one; without a `Host`, an HTTP/1.0 request, it gets none).
 pub(crate) fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static str) {
@@ -150,6 +156,19 @@ pub(crate) fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'st
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     for name in &SPOOFABLE {
         headers.remove(name);
+    }
+    // Headers with `_` in their name are dropped, as nginx does (`underscores_in_headers
+    // off`): CGI, WSGI, Rack and PHP turn `-` and `_` into the same `HTTP_X_REAL_IP`, so
+    // `X_Real_IP: 6.6.6.6` would reach the app beside herd's own `X-Real-IP`.
+    if headers.keys().any(|k| k.as_str().contains('_')) {
+        let named: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().contains('_'))
+            .cloned()
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
     }
     // RFC 7239, as herd sees the request: `for` (IPv6 quoted and bracketed), `proto`, `host`.
     let host = headers.get(header::HOST).cloned();
@@ -334,6 +353,11 @@ mod tests {
             ("x-forwarded-server", "evil"),
             ("x-original-url", "/internal/x"),
             ("x-rewrite-url", "/internal/x"),
+            ("x-forwarded-ssl", "on"),
+            ("x-forwarded-scheme", "https"),
+            ("proxy", "http://evil:1"),
+            ("x_real_ip", "6.6.6.6"),
+            ("x_forwarded_proto", "https"),
         ] {
             h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
         }
@@ -349,8 +373,14 @@ mod tests {
             "x-forwarded-server",
             "x-original-url",
             "x-rewrite-url",
+            "x-forwarded-ssl",
+            "x-forwarded-scheme",
+            "proxy",
+            "x_real_ip",
+            "x_forwarded_proto",
         ] {
             assert!(h.get(k).is_none(), "{k}");
         }
+        assert_eq!(h["x-real-ip"], "::1");
     }
 }
