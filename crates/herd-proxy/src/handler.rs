@@ -319,7 +319,8 @@ async fn forward(
     };
     // A client that takes trailers (`TE: trailers`: gRPC, checksums) gets the instance's:
     // herd asks for them in its own name (TE is hop-by-hop) and passes them on.
-    let takes_trailers = forward::takes_trailers(&parts.headers);
+    let takes_trailers =
+        forward::takes_trailers(&parts.headers) || parts.version == Version::HTTP_2;
     forward::remove_hop_by_hop(&mut parts.headers);
     if takes_trailers {
         parts
@@ -399,6 +400,10 @@ async fn forward(
         },
         None => sent.await?,
     };
+    if !takes_trailers {
+        // hyper sends an HTTP/1.1 client no trailers it did not ask for: announce none.
+        resp.headers_mut().remove(header::TRAILER);
+    }
     policy.rewrite_response(resp.headers_mut());
     Ok(resp)
 }

@@ -659,6 +659,7 @@ async fn trailers_reach_a_client_that_takes_them() {
     // Without it, none (RFC 9110: a client that did not ask may not understand them).
     let answer = raw(b"GET /trailers HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
     assert!(!answer.contains("abc123"), "{answer}");
+    assert!(!answer.contains("trailer:"), "none announced: {answer}");
     // Compressed: the encoder passes data only, so the announcement goes too.
     let answer = raw(
         b"GET /trailers HTTP/1.1\r\nHost: x\r\nTE: trailers\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n",
