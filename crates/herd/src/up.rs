@@ -82,6 +82,50 @@ fn creatable(key: &str, path: &Path, hint: &str) -> Option<String> {
         })
 }
 
+/// `[gateway] access_log` names a file herd must be able to append to (or create): nginx
+/// refuses to start on an access log it cannot open, and so does herd, rather than serve with
+/// no log.
+fn access_log_problem(cfg: &herd_config::Config) -> Option<String> {
+    use nix::unistd::{access, AccessFlags};
+    let herd_config::AccessLogTarget::File(path) =
+        &cfg.gateway.data_plane.access_log.as_ref()?.target
+    else {
+        return None;
+    };
+    let hint = "point access_log at a file herd may append to, in a directory that exists (relative paths start at the config file's directory), or \"stdout\"";
+    if path.is_dir() {
+        return Some(format!(
+            "gateway.access_log: {} is a directory\n  hint: {hint}",
+            path.display()
+        ));
+    }
+    if path.exists() {
+        return access(path.as_path(), AccessFlags::W_OK).err().map(|e| {
+            format!(
+                "gateway.access_log: cannot append to {}: {e}\n  hint: {hint}",
+                path.display()
+            )
+        });
+    }
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => Some(format!(
+            "gateway.access_log: {} cannot be created: the directory {} does not exist\n  hint: {hint}",
+            path.display(),
+            dir.display()
+        )),
+        Some(dir) if !dir.as_os_str().is_empty() => {
+            access(dir, AccessFlags::W_OK | AccessFlags::X_OK).err().map(|e| {
+                format!(
+                    "gateway.access_log: {} cannot be created: {}: {e}\n  hint: {hint}",
+                    path.display(),
+                    dir.display()
+                )
+            })
+        }
+        _ => None,
+    }
+}
+
 /// Instance output goes under `[logs] dir`: it must be (or become) a directory herd may write.
 fn logs_problem(cfg: &herd_config::Config) -> Option<String> {
     use nix::unistd::{access, AccessFlags};
@@ -131,6 +175,7 @@ pub(crate) fn check(path: &Path, config_only: bool) -> ExitCode {
                 .collect();
             problems.extend(store_problem(&cfg));
             problems.extend(logs_problem(&cfg));
+            problems.extend(access_log_problem(&cfg));
             if !problems.is_empty() {
                 for p in &problems {
                     eprintln!("{}: {p}", path.display());
@@ -325,6 +370,10 @@ pub(crate) fn up(args: UpArgs) -> ExitCode {
     }
     if let Some(p) = logs_problem(&config) {
         eprintln!("{p}\nherd: not starting: instance output has nowhere to go");
+        return ExitCode::from(EX_CONFIG);
+    }
+    if let Some(p) = access_log_problem(&config) {
+        eprintln!("{p}\nherd: not starting: the access log cannot be written");
         return ExitCode::from(EX_CONFIG);
     }
     // The certificates too, as `herd check` does: a file problem is a config error (64, which

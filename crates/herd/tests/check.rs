@@ -203,6 +203,30 @@ fn a_config_file_with_a_quick_mode_command_is_refused_not_ignored() {
 }
 
 #[test]
+fn an_access_log_that_cannot_be_written_stops_check_and_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("herd.toml");
+    std::fs::write(
+        &path,
+        "[gateway]\naccess_log = \"/nonexistent-herd-dir/a.log\"\n[[app]]\nname = \"web\"\nservers = [\"127.0.0.1:1\"]\n",
+    )
+    .unwrap();
+    for args in [&["check", "-c"][..], &["up", "-c"][..]] {
+        let out = std::process::Command::new(herd_bin())
+            .args(args)
+            .arg(&path)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {said}");
+        assert!(
+            said.contains("gateway.access_log:") && said.contains("does not exist"),
+            "{args:?}: {said}"
+        );
+    }
+}
+
+#[test]
 fn a_logs_dir_that_is_a_file_fails_check() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
