@@ -346,6 +346,44 @@ fn a_route_after_a_catch_all_is_refused() {
         "{}",
         errs[0]
     );
+    // A route an earlier one takes every request of (nginx's longest prefix, herd's order).
+    let base = "[[app]]\nname = \"web\"\ncommand = [\"./app\"]\n";
+    let shadowed = |routes: &str| -> Vec<String> {
+        match crate::parse(
+            &format!("{base}{routes}"),
+            "herd.toml",
+            std::path::Path::new("/base"),
+        ) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.into_iter().map(|e| e.key).collect(),
+        }
+    };
+    let r = |body: &str| format!("[[route]]\n{body}\napp = \"web\"\n");
+    assert_eq!(
+        shadowed(
+            &(r("path_prefix = \"/api\"")
+                + &r("path_prefix = \"/api/v1\"")
+                + &r("path = \"/api/x\""))
+        ),
+        ["route[1]", "route[2]"]
+    );
+    assert_eq!(
+        shadowed(
+            &(r("host = \"a.example\"\npath_prefix = \"/\"")
+                + &r("host = \"a.example\"\npath_prefix = \"/x\"\nmethods = [\"POST\"]"))
+        ),
+        ["route[1]"]
+    );
+    // Narrower first, or conditions the earlier route has and the later lacks: fine.
+    for fine in [
+        r("path_prefix = \"/api/v1\"") + &r("path_prefix = \"/api\""),
+        r("host = \"a.example\"\npath_prefix = \"/api\"") + &r("path_prefix = \"/api/v1\""),
+        r("methods = [\"GET\"]\npath_prefix = \"/api\"") + &r("path_prefix = \"/api/v1\""),
+        r("path_regex = \"^/api\"") + &r("path_prefix = \"/api/v1\""),
+        r("path_prefix = \"/api\"\nwebsocket = true") + &r("path_prefix = \"/api/v1\""),
+    ] {
+        assert_eq!(shadowed(&fine), Vec::<String>::new(), "{fine}");
+    }
     // The catch-all last is the usual layout.
     let ok = "[[app]]\nname = \"web\"\ncommand = [\"./app\"]\n[[route]]\npath_prefix = \"/api\"\napp = \"web\"\n[[route]]\napp = \"web\"\n";
     crate::parse(ok, "herd.toml", std::path::Path::new("/base")).unwrap();

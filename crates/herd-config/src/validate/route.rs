@@ -198,16 +198,31 @@ impl Validator<'_> {
         if routes.len() != raw.route.len() {
             return;
         }
-        let Some(first) = routes.iter().position(catch_all) else {
+        if let Some(first) = routes.iter().position(catch_all) {
+            for (j, r) in raw.route.iter().enumerate().skip(first + 1) {
+                self.err(
+                    &r.span(),
+                    &format!("route[{j}]"),
+                    format!("this route can never match: route[{first}] above it matches every request, and the first route that matches wins"),
+                    Some(format!("move the catch-all route[{first}] to the end, or give it a condition")),
+                );
+            }
             return;
-        };
-        for (j, r) in raw.route.iter().enumerate().skip(first + 1) {
-            self.err(
-                &r.span(),
-                &format!("route[{j}]"),
-                format!("this route can never match: route[{first}] above it matches every request, and the first route that matches wins"),
-                Some(format!("move the catch-all route[{first}] to the end, or give it a condition")),
-            );
+        }
+        // A route every request of which an earlier one takes (nginx users write `location
+        // /api` before `location /api/v1`: nginx picks the longest prefix, herd the first).
+        for (j, later) in routes.iter().enumerate() {
+            if let Some(i) = routes[..j]
+                .iter()
+                .position(|earlier| covers(earlier, later))
+            {
+                self.err(
+                    &raw.route[j].span(),
+                    &format!("route[{j}]"),
+                    format!("this route can never match: route[{i}] above it matches every request it would, and the first route that matches wins (nginx picks the longest prefix; herd goes in file order)"),
+                    Some(format!("put route[{j}] before route[{i}]: the more specific routes first")),
+                );
+            }
         }
     }
 
@@ -491,4 +506,34 @@ pub(super) fn wildcard_problem(host: &str) -> Option<&'static str> {
         Some(rest) if !rest.is_empty() && !rest.contains('*') && !rest.starts_with('.') => None,
         _ => Some("a wildcard must be one whole leading label, as in \"*.example.com\""),
     }
+}
+
+/// Whether every request `later` matches is matched by `earlier` too: each condition of
+/// `earlier` is implied by one of `later` (the same host, header and methods or fewer, a
+/// path inside its prefix). A regex on `earlier` is never taken to cover anything.
+fn covers(earlier: &Route, later: &Route) -> bool {
+    if earlier.path_regex.is_some() {
+        return false;
+    }
+    let host = earlier.host.is_none() || earlier.host == later.host;
+    let methods = earlier.methods.is_empty()
+        || (!later.methods.is_empty() && later.methods.iter().all(|m| earlier.methods.contains(m)));
+    let header = earlier.header.is_none() || earlier.header == later.header;
+    let websocket = !earlier.websocket || later.websocket;
+    let path = match (&earlier.path, &earlier.path_prefix) {
+        (Some(exact), _) => later.path.as_ref() == Some(exact),
+        (None, Some(prefix)) => {
+            later
+                .path
+                .as_ref()
+                .is_some_and(|p| p.starts_with(prefix.as_str()))
+                || (later.path.is_none()
+                    && later
+                        .path_prefix
+                        .as_ref()
+                        .is_some_and(|p| p.starts_with(prefix.as_str())))
+        }
+        (None, None) => true,
+    };
+    host && methods && header && websocket && path
 }
