@@ -6,6 +6,9 @@ pub enum ProxyError {
     /// Routes are configured and none matches the request.
     #[error("no route matches this request")]
     NoRoute,
+    /// Every app is a worker (`worker = true`): nothing here serves HTTP.
+    #[error("no app here serves HTTP: every app is a worker (worker = true)")]
+    NoHttpApp,
     /// No instance of the app is in rotation.
     #[error("no ready instance for app {app}")]
     NoInstance { app: String },
@@ -98,6 +101,7 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => http::StatusCode::NOT_FOUND,
             ProxyError::NoInstance { .. }
+            | ProxyError::NoHttpApp
             | ProxyError::CircuitOpen { .. }
             | ProxyError::Held { .. }
             | ProxyError::QueueFull { .. }

@@ -236,7 +236,11 @@ async fn forward(
         path: &path,
         headers: req.headers(),
     }) else {
-        return Err(ProxyError::NoRoute);
+        return Err(if tables.routes.serves_nothing() {
+            ProxyError::NoHttpApp
+        } else {
+            ProxyError::NoRoute
+        });
     };
     let app = Arc::clone(&tables.apps[matched.app]);
     let stats = Arc::clone(matched.stats);

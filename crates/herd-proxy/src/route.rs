@@ -33,9 +33,10 @@ pub(crate) struct Matched<'a> {
     pub(crate) policy: &'a Arc<RoutePolicy>,
 }
 
-/// The app requests go to when the config has no `[[route]]`: the first that is not a worker.
-pub(crate) fn default_app(config: &herd_config::Config) -> usize {
-    config.apps.iter().position(|a| !a.is_worker()).unwrap_or(0)
+/// The app requests go to when the config has no `[[route]]`: the first that is not a worker
+/// (`None` when every app is one: nothing here serves HTTP).
+pub(crate) fn default_app(config: &herd_config::Config) -> Option<usize> {
+    config.apps.iter().position(|a| !a.is_worker())
 }
 
 /// First match wins; with no rules every request goes to the first app that is not a worker
@@ -53,16 +54,18 @@ impl RouteTable {
     pub(crate) fn compile(
         routes: &[Route],
         app_names: &[String],
-        default_app: usize,
+        default_app: Option<usize>,
         stats: &StatsRegistry,
     ) -> Self {
         let name = |i: usize| app_names.get(i).map_or("", String::as_str);
-        let fallback = routes.is_empty().then(|| Rule {
-            matcher: None,
-            app: default_app,
-            stats: stats.entry(name(default_app), "default"),
-            policy: Arc::default(),
-        });
+        let fallback = default_app
+            .filter(|_| routes.is_empty())
+            .map(|default_app| Rule {
+                matcher: None,
+                app: default_app,
+                stats: stats.entry(name(default_app), "default"),
+                policy: Arc::default(),
+            });
         let rules = routes
             .iter()
             .enumerate()
@@ -92,6 +95,11 @@ impl RouteTable {
     /// The statistics entries this table counts into.
     pub(crate) fn stats(&self) -> impl Iterator<Item = &Arc<RouteStats>> {
         self.rules.iter().chain(&self.fallback).map(|r| &r.stats)
+    }
+
+    /// No rule and no default app: every app is a worker, and no request can be served.
+    pub(crate) fn serves_nothing(&self) -> bool {
+        self.rules.is_empty() && self.fallback.is_none()
     }
 
     /// The route for a request, or `None` when rules exist and none matches.
@@ -143,7 +151,7 @@ mod tests {
 
     fn compile(routes: &[Route]) -> RouteTable {
         let names: Vec<String> = ["web", "api", "static"].map(String::from).to_vec();
-        RouteTable::compile(routes, &names, 0, &StatsRegistry::default())
+        RouteTable::compile(routes, &names, Some(0), &StatsRegistry::default())
     }
 
     fn find<'a>(t: &'a RouteTable, host: Option<&str>, path: &str) -> Option<Matched<'a>> {
@@ -164,6 +172,12 @@ mod tests {
         let t = compile(&[]);
         assert_eq!(app_of(&t, None, "/x"), Some(0));
         assert_eq!(find(&t, None, "/").unwrap().stats.route, "default");
+        assert!(!t.serves_nothing());
+        // Every app a worker: no default app, and the handler says so (503) at once.
+        let names: Vec<String> = vec!["jobs".into()];
+        let t = RouteTable::compile(&[], &names, None, &StatsRegistry::default());
+        assert!(t.serves_nothing());
+        assert!(find(&t, None, "/").is_none());
     }
 
     #[test]
