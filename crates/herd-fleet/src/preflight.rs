@@ -46,6 +46,19 @@ pub fn preflight(config: &Config) -> Vec<LaunchProblem> {
         .collect()
 }
 
+/// The interpreter a script is run with, by its extension (PM2 picks it the same way).
+fn interpreter_of(program: &str) -> Option<&'static str> {
+    let ext = std::path::Path::new(program).extension()?.to_str()?;
+    Some(match ext {
+        "js" | "mjs" | "cjs" => "node",
+        "ts" => "npx tsx",
+        "py" => "python3",
+        "rb" => "ruby",
+        "php" => "php",
+        _ => return None,
+    })
+}
+
 fn check_command(app: &str, command: &Command) -> Option<LaunchProblem> {
     let problem = |key, message: String, hint: String| LaunchProblem {
         app: app.to_owned(),
@@ -67,6 +80,31 @@ fn check_command(app: &str, command: &Command) -> Option<LaunchProblem> {
         ));
     }
     let program = command.argv.first()?;
+    // A script given as the program (`herd up -- server.js`, PM2's habit): it needs its
+    // interpreter in front, whatever else is wrong with it (chmod +x would run JavaScript as
+    // a shell script).
+    if let Some(interpreter) = interpreter_of(program) {
+        let path = command
+            .cwd
+            .join(program.strip_prefix("./").unwrap_or(program));
+        // A script with a `#!` line names its interpreter itself.
+        let mut start = [0u8; 2];
+        let shebang = std::fs::File::open(&path)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut start))
+            .is_ok_and(|()| &start == b"#!");
+        if path.is_file() && !shebang {
+            let rest = command.argv[1..].join(" ");
+            let line = format!("{interpreter} {program} {rest}");
+            return Some(problem(
+                "command[0]",
+                format!("\"{program}\" is a script, not a program herd can start by itself"),
+                format!(
+                    "put its interpreter first: herd up -- {} (in a config file: command = [\"{interpreter}\", \"{program}\"])",
+                    line.trim_end()
+                ),
+            ));
+        }
+    }
     if program.contains('/') {
         // The instance runs in `cwd`, so a relative program is relative to it.
         let path = command
@@ -201,6 +239,29 @@ mod tests {
         assert!(on_path.message.contains("not found on PATH"), "{on_path}");
         let dir_prog = check_command("a", &command(&["."], dir.path(), &[("PATH", "/")])).unwrap();
         assert!(dir_prog.message.contains("cannot be run"), "{dir_prog}");
+    }
+
+    #[test]
+    fn a_script_without_its_interpreter_is_told_which_to_put_first() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("server.js"), "require('http')").unwrap();
+        for argv in [&["server.js", "--flag"][..], &["./server.js", "--flag"][..]] {
+            let p = check_command("a", &command(argv, dir.path(), &[])).unwrap();
+            assert!(p.message.contains("is a script"), "{p}");
+            assert!(
+                p.hint
+                    .contains(&format!("herd up -- node {} --flag", argv[0])),
+                "{p}"
+            );
+        }
+        // One that names its interpreter (#!) and may be run as it is.
+        let tool = dir.path().join("tool.js");
+        std::fs::write(&tool, "#!/usr/bin/env node\n").unwrap();
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(
+            check_command("a", &command(&["./tool.js"], dir.path(), &[])),
+            None
+        );
     }
 
     #[test]
