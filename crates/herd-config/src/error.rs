@@ -367,7 +367,7 @@ fn explain_serde_message(message: &str, key: &str) -> (String, Option<String>) {
         } else if let Some((_, origin, herd)) =
             FOREIGN_TABLES.iter().find(|(name, _, _)| *name == field)
         {
-            hint.push_str(&format!("{origin}'s \"{field}\" is {herd} in herd; "));
+            hint.push_str(&format!("{origin}'s \"{field}\": in herd, {herd}; "));
         } else if let Some(best) = closest(field, &valid) {
             hint.push_str(&format!("did you mean \"{best}\"? "));
         }
@@ -614,7 +614,7 @@ mod tests {
         assert!(hint_for("ssl_certificate", "`cert`, `key`")
             .starts_with("nginx's \"ssl_certificate\" is \"cert\" in herd"));
         assert!(hint_for("ssl_certificate", "`listen`")
-            .starts_with("nginx's \"ssl_certificate\" is cert in a [gateway.tls] table in herd"));
+            .starts_with("nginx's \"ssl_certificate\": in herd, cert in a [gateway.tls] table"));
         assert!(hint_for("proxy_pass", "`listen`").contains("[[route]]"));
     }
 

@@ -1357,9 +1357,16 @@ fn pm2_keys_without_a_key_of_their_own_point_to_herds_way() {
         .collect();
     assert_eq!(hints.len(), 3, "{all:#?}");
     assert!(
-        hints[0].starts_with("PM2's \"wait_ready\" is a health check"),
+        hints[0].starts_with("PM2's \"wait_ready\": in herd, a health check"),
         "{hints:?}"
     );
     assert!(hints[1].contains("separate processes"), "{hints:?}");
     assert!(hints[2].contains("[logs] dir"), "{hints:?}");
+    // A knob herd has no counterpart for reads as such, not as "is not a setting ... in herd".
+    let all = errs(&format!("[gateway]\nssl_protocols = \"TLSv1.2\"\n{APP}"));
+    let hint = all[0].hint.as_deref().unwrap_or("");
+    assert!(
+        hint.starts_with("nginx's \"ssl_protocols\": in herd, not a setting"),
+        "{hint}"
+    );
 }
