@@ -224,6 +224,7 @@ impl Record {
             "http": self.http,
             "user_agent": self.user_agent,
             "body_error": ex.body_error,
+            "rate_limit": ex.rate_limit,
         });
         let mut line = line.to_string();
         line.push('\n');
@@ -284,6 +285,8 @@ pub(crate) struct Exchange {
     /// Why the response body ended before its end (the instance's stream broke, or
     /// `total_timeout`): the client got a truncated response under a complete-looking status.
     pub(crate) body_error: Option<String>,
+    /// The `[[rate_limit]]` that refused the request (its `name`), for a 429 line.
+    pub(crate) rate_limit: Option<String>,
 }
 
 #[cfg(test)]

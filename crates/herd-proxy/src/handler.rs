@@ -63,6 +63,9 @@ pub(crate) async fn serve(
                 Some(l) if l.was_exceeded() => ProxyError::BodyTooLarge { limit: l.max },
                 _ => e,
             };
+            if let ProxyError::RateLimited { limit, .. } = &e {
+                ex.rate_limit = Some(limit.clone());
+            }
             if matches!(
                 e,
                 ProxyError::Upstream { .. }

@@ -680,6 +680,33 @@ async fn trailers_reach_a_client_that_takes_them() {
 }
 
 #[tokio::test]
+async fn a_429_line_names_the_limit_that_refused_it() {
+    let path = std::env::temp_dir().join(format!("herd-access-429-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let (gw, addr, stop, served) = gateway(
+        &format!("access_log = \"{}\"", path.display()),
+        "[[rate_limit]]\nname = \"one-a-minute\"\nkey = \"ip\"\nrate = \"1r/m\"\n",
+    )
+    .await;
+    let (a, _) = backend("a", false, false).await;
+    gw.set_endpoints("web", vec![endpoint(1, "web-1", a)]);
+    assert_eq!(send(addr, "GET", "/text/1", &[]).await.status, 200);
+    assert_eq!(send(addr, "GET", "/text/1", &[]).await.status, 429);
+    stop.cancel();
+    served.await.unwrap().unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines[0]["rate_limit"], serde_json::Value::Null, "{text}");
+    assert_eq!(lines[1]["status"], 429, "{text}");
+    assert_eq!(lines[1]["rate_limit"], "one-a-minute", "{text}");
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[tokio::test]
 async fn total_timeout_bounds_the_head_and_the_body() {
     let (gw, addr, stop, _) = gateway("total_timeout = \"300ms\"", "").await;
     let (a, _) = backend("a", false, false).await;
