@@ -87,6 +87,14 @@ pub(crate) fn render(v: &Value) -> String {
             // No process (errored, waiting to restart): nothing to measure, not zero.
             let running = !i["pid"].is_null() || !i["addr"].is_null();
             let measured = |text: String| if running { text } else { "-".to_owned() };
+            let rss = i["rss_bytes"].as_u64().unwrap_or(0);
+            let sampled = |text: String| {
+                if running && rss > 0 {
+                    text
+                } else {
+                    "-".to_owned()
+                }
+            };
             rows.push(vec![
                 i["id"].as_str().unwrap_or("?").to_owned(),
                 opt("pid"),
@@ -97,8 +105,9 @@ pub(crate) fn render(v: &Value) -> String {
                 state,
                 measured(uptime(i["uptime_s"].as_f64().unwrap_or(0.0))),
                 opt("restarts"),
-                measured(mib(i["rss_bytes"].as_u64().unwrap_or(0))),
-                measured(format!("{:.1}", i["cpu_percent"].as_f64().unwrap_or(0.0))),
+                // A process just started has not been sampled yet (a live one is never 0 B).
+                sampled(mib(rss)),
+                sampled(format!("{:.1}", i["cpu_percent"].as_f64().unwrap_or(0.0))),
                 opt("in_flight"),
                 measured(format!("{:.1}", i["rps"].as_f64().unwrap_or(0.0))),
             ]);
@@ -178,6 +187,8 @@ mod tests {
             t.contains("  web-1 not ready: last health check: HTTP 500"),
             "{t}"
         );
+        // Not sampled yet: no memory or CPU figure, rather than 0.
+        assert!(!t.contains("0.0MiB"), "{t}");
     }
 
     #[test]
