@@ -39,6 +39,9 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
+            if let Some(hint) = up_without_dashes(&e) {
+                eprintln!("{hint}");
+            }
             // --help and --version are not errors; bad usage exits 64 like a bad config.
             return if e.use_stderr() {
                 ExitCode::from(EX_CONFIG)
@@ -81,4 +84,27 @@ fn main() -> ExitCode {
             client: c,
         } => client::run(c, client::Action::Logs { app, follow, lines }),
     }
+}
+
+/// `herd up server.js` (PM2's `pm2 start server.js`): the app's command goes after `--`.
+fn up_without_dashes(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if e.kind() != ErrorKind::UnknownArgument || args.first().map(String::as_str) != Some("up") {
+        return None;
+    }
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    if arg.starts_with('-') {
+        return None;
+    }
+    let runner = if arg.ends_with(".js") || arg.ends_with(".mjs") || arg.ends_with(".cjs") {
+        "node "
+    } else {
+        ""
+    };
+    Some(format!(
+        "hint: herd runs the command after `--`: herd up -- {runner}{arg} (flags for herd, such as -i 3, go before the `--`)"
+    ))
 }

@@ -165,6 +165,14 @@ fn quick_mode_rejects_bad_flags_with_64() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{said}");
     assert!(said.starts_with("command line: --port-range: "), "{said}");
+    // PM2's `pm2 start server.js`: the command goes after `--`, and herd says so.
+    let out = std::process::Command::new(herd_bin())
+        .args(["up", "server.js"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{said}");
+    assert!(said.contains("herd up -- node server.js"), "{said}");
 }
 
 #[test]
