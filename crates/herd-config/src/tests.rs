@@ -661,6 +661,20 @@ fn admin_token_required_off_loopback() {
 }
 
 #[test]
+fn a_pm2_restart_delay_is_told_it_grows_here() {
+    let err = one(
+        &format!("{APP}restart_delay = 4000\n"),
+        4,
+        "app[0].restart_delay",
+    );
+    let hint = err.hint.unwrap();
+    assert!(
+        hint.contains("\"4000ms\"") && hint.contains("exp_backoff_restart_delay"),
+        "{hint}"
+    );
+}
+
+#[test]
 fn an_integer_too_large_for_toml_says_so() {
     let err = one(
         &format!("{APP}instances = 99999999999999999999\n"),

@@ -57,7 +57,11 @@ impl Validator<'_> {
                 default
             }
             Ok(dur) => dur,
-            Err((message, hint)) => {
+            Err((message, mut hint)) => {
+                if key.ends_with(".restart_delay") {
+                    // The name is PM2's, the meaning is not: PM2's `restart_delay` is fixed.
+                    hint.push_str("; note: herd's restart_delay is the first delay of a growing backoff (PM2's exp_backoff_restart_delay), PM2's fixed restart_delay has no counterpart");
+                }
                 self.err(&v.span(), key, message, Some(hint));
                 default
             }
