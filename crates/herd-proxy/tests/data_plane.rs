@@ -153,6 +153,16 @@ async fn backend(name: &'static str, h2: bool, fail_all: bool) -> (SocketAddr, A
     (addr, seen)
 }
 
+/// The access log at `path`: its text, and each line parsed.
+fn logged(path: &std::path::Path) -> (String, Vec<serde_json::Value>) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let lines = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (text, lines)
+}
+
 async fn gateway(
     gateway: &str,
     app: &str,
@@ -548,11 +558,7 @@ async fn the_access_log_names_the_failed_instance_and_logs_abandoned_requests_as
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.cancel();
     served.await.unwrap().unwrap();
-    let text = std::fs::read_to_string(&path).unwrap();
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (text, lines) = logged(&path);
     assert_eq!(lines.len(), 3, "{text}");
     assert_eq!(lines[2]["request_id"], "left-mid-upload", "{text}");
     assert_eq!(lines[2]["status"], 499, "{text}");
@@ -606,11 +612,7 @@ async fn a_response_cut_on_the_client_side_is_logged_as_cut() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     stop.cancel();
     served.await.unwrap().unwrap();
-    let text = std::fs::read_to_string(&path).unwrap();
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (text, lines) = logged(&path);
     assert_eq!(lines.len(), 4, "{text}");
     for line in &lines[..3] {
         assert_eq!(line["body_error"], serde_json::Value::Null, "{text}");
@@ -670,10 +672,9 @@ async fn trailers_reach_a_client_that_takes_them() {
     stop.cancel();
     served.await.unwrap().unwrap();
     // Trailers end the body: none of these was cut.
-    let text = std::fs::read_to_string(&path).unwrap();
-    assert_eq!(text.lines().count(), 3, "{text}");
-    for line in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    let (text, lines) = logged(&path);
+    assert_eq!(lines.len(), 3, "{text}");
+    for v in &lines {
         assert_eq!(v["body_error"], serde_json::Value::Null, "{text}");
     }
     std::fs::remove_file(&path).unwrap();
@@ -694,11 +695,7 @@ async fn a_429_line_names_the_limit_that_refused_it() {
     assert_eq!(send(addr, "GET", "/text/1", &[]).await.status, 429);
     stop.cancel();
     served.await.unwrap().unwrap();
-    let text = std::fs::read_to_string(&path).unwrap();
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (text, lines) = logged(&path);
     assert_eq!(lines.len(), 2, "{text}");
     assert_eq!(lines[0]["rate_limit"], serde_json::Value::Null, "{text}");
     assert_eq!(lines[1]["status"], 429, "{text}");
