@@ -118,21 +118,26 @@ impl UpBody {
 /// A request body that ended because the client left: its connection closed before the body
 /// was complete, or broke (a reset). A malformed body (a bad chunk) is not that.
 fn client_went_away(e: &hyper::Error) -> bool {
+    connection_ended(e) || e.is_canceled()
+}
+
+/// A hyper error that is a connection ending (closed early, reset, broken), on either side.
+/// hyper reports a malformed chunk as an I/O error too (`InvalidInput`/`InvalidData`): only the
+/// kinds of a connection that ended count.
+pub(crate) fn connection_ended(e: &hyper::Error) -> bool {
     use std::io::ErrorKind;
-    // hyper reports a malformed chunk as an I/O error too (`InvalidInput`/`InvalidData`): only
-    // the kinds of a connection that ended count.
-    let closed = std::error::Error::source(e)
-        .and_then(|s| s.downcast_ref::<std::io::Error>())
-        .is_some_and(|io| {
-            matches!(
-                io.kind(),
-                ErrorKind::UnexpectedEof
-                    | ErrorKind::ConnectionReset
-                    | ErrorKind::ConnectionAborted
-                    | ErrorKind::BrokenPipe
-            )
-        });
-    e.is_incomplete_message() || e.is_canceled() || closed
+    e.is_incomplete_message()
+        || std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    ErrorKind::UnexpectedEof
+                        | ErrorKind::ConnectionReset
+                        | ErrorKind::ConnectionAborted
+                        | ErrorKind::BrokenPipe
+                )
+            })
 }
 
 /// The error type of the bodies the gateway streams.

@@ -769,18 +769,7 @@ const KEEPALIVE_RACE: Duration = Duration::from_secs(1);
 
 /// The connection ended (closed or reset) before any answer to the request.
 fn closed_unanswered(e: &hyper::Error) -> bool {
-    use std::io::ErrorKind;
-    e.is_incomplete_message()
-        || std::error::Error::source(e)
-            .and_then(|s| s.downcast_ref::<std::io::Error>())
-            .is_some_and(|io| {
-                matches!(
-                    io.kind(),
-                    ErrorKind::ConnectionReset
-                        | ErrorKind::BrokenPipe
-                        | ErrorKind::ConnectionAborted
-                )
-            })
+    crate::body::connection_ended(e)
 }
 
 fn rebuild(orig: &Request<()>) -> Request<UpBody> {
