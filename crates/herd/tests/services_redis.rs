@@ -348,6 +348,53 @@ async fn redis_outage_degrades_and_recovers() {
     }
 }
 
+/// A hung Redis (SIGSTOP: connections stay open, nothing answers): once herd knows its store
+/// is out, L1 copies are served at once, not after a store timeout per read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_costs_l1_reads_no_timeout() {
+    let redis = Redis::start();
+    // A long store timeout, so that a read that waited for Redis stands out.
+    let conf = config(&redis, "").replace("timeout = \"500ms\"", "timeout = \"4s\"");
+    assert!(conf.contains("timeout = \"4s\""));
+    let herd = Herd::start(&conf);
+    let (code, _) = api(
+        &herd,
+        Method::PUT,
+        "/v1/cache/pages/home?ttl=1h",
+        json!({"html": "<h1>hi</h1>"}),
+    )
+    .await;
+    assert!((200..300).contains(&code), "cache put: {code}");
+    redis.freeze(true);
+    // The store's probe (or a call) runs into the timeout and says so.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, status) = get(&herd.admin_url("/store/status")).await.unwrap();
+        let status: Value = serde_json::from_str(&status).unwrap();
+        if status["state"] == "reconnecting" || status["state"] == "down" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a hung Redis still reads as {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let started = Instant::now();
+    for _ in 0..5 {
+        let (code, cached) = api(&herd, Method::GET, "/v1/cache/pages/home", Value::Null).await;
+        assert_eq!(code, 200, "{cached}");
+        assert_eq!(cached["html"], "<h1>hi</h1>");
+    }
+    // Five reads that each waited for the hung store would take 5 x 4 s.
+    let took = started.elapsed();
+    redis.freeze(false);
+    assert!(
+        took < Duration::from_secs(4),
+        "five L1 reads took {took:?}: they waited for the hung store"
+    );
+}
+
 /// The queue's crash test on Redis: herd (a node) SIGKILLed three times; the jobs live in Redis,
 /// leases run out and re-deliver what the killed node had handed out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

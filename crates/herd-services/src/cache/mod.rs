@@ -421,6 +421,13 @@ impl Cache {
         self.inner.coherent.load(Ordering::Acquire) && self.inner.store.is_ok()
     }
 
+    /// Whether the store's connection is failing (`reconnecting` or `down`), as opposed to
+    /// `ok` or `degraded` (answering, but refusing writes): then no L2 read is worth waiting
+    /// for.
+    fn store_out(&self) -> bool {
+        matches!(self.inner.store.status().state, "reconnecting" | "down")
+    }
+
     /// Reads a value: L1, then L2 (which fills L1). A miss is `Ok(None)`. When L2 fails and L1
     /// has no copy the store error comes back; an L1 copy is served even with L2 down.
     ///
@@ -480,7 +487,10 @@ impl Cache {
                 content_type: e.content_type.clone(),
             })
         };
-        if coherent {
+        // Trusted, or the store known to be out (its connection failing: `reconnecting`,
+        // `down`): L1 answers at once. Asking a hung Redis first would make every read wait
+        // the store's timeout before L1 served it.
+        if coherent || self.store_out() {
             if let Some(hit) = l1_copy().await {
                 tally(&c.l1_hits);
                 return Ok(Some(hit));

@@ -536,6 +536,13 @@ impl Redis {
         self.server.kill();
     }
 
+    /// SIGSTOP (`true`) or SIGCONT (`false`): a hung server, that takes connections and never
+    /// answers.
+    #[allow(dead_code)]
+    pub fn freeze(&self, frozen: bool) {
+        self.server.freeze(frozen);
+    }
+
     /// Runs `redis-cli` against the server; its output.
     #[allow(dead_code)]
     pub fn cli(&self, args: &[&str]) -> String {
