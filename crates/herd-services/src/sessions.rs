@@ -18,6 +18,9 @@ use serde_json::{Map, Value};
 use crate::error::{ServiceError, ServiceResult};
 use crate::ids;
 
+mod known;
+use known::{Known, KnownVersions};
+
 /// Session settings.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -92,6 +95,8 @@ pub struct Sessions {
     /// When this node last renewed each recently read session (bounded; an entry that falls
     /// out only costs one early renewal).
     touched: moka::sync::Cache<String, Instant>,
+    /// The version and TTL this node last wrote for each recent session (see [`known`]).
+    known: KnownVersions,
 }
 
 /// The most sessions whose last renewal a node remembers.
@@ -130,6 +135,7 @@ impl Sessions {
             store,
             config,
             touched,
+            known: KnownVersions::new(TOUCHED_MAX),
         }
     }
 
@@ -157,7 +163,10 @@ impl Sessions {
                 .put(&key(&id), value.clone(), Expect::Absent, Some(ttl))
                 .await?
             {
-                Written::Ok(version) => return Ok(SessionRef { id, version }),
+                Written::Ok(version) => {
+                    self.remember(&id, version, record.ttl_ms);
+                    return Ok(SessionRef { id, version });
+                }
                 Written::Conflict(_) => continue,
             }
         }
@@ -196,10 +205,13 @@ impl Sessions {
             .put(&key(id), value, Expect::Absent, Some(ttl))
             .await?
         {
-            Written::Ok(version) => Ok(SessionRef {
-                id: id.to_owned(),
-                version,
-            }),
+            Written::Ok(version) => {
+                self.remember(id, version, record.ttl_ms);
+                Ok(SessionRef {
+                    id: id.to_owned(),
+                    version,
+                })
+            }
             Written::Conflict(_) => Err(ServiceError::Exists {
                 // Live, or ended within the hour (a tombstone): either way not this caller's.
                 what: format!(
@@ -271,19 +283,33 @@ impl Sessions {
         ttl: Option<Duration>,
     ) -> ServiceResult<SessionRef> {
         let new_ttl = ttl.map(ttl_ms).transpose()?;
+        let known = self.known.get(id);
         if let Some(expected) = if_match {
-            let (old, _) = self.read(id).await?.ok_or_else(|| not_found(id))?;
+            // The TTL the session has at `expected`: remembered from this node's write of that
+            // version, or read.
+            let kept = match known {
+                Some(k) if k.version == expected => k.ttl_ms,
+                _ => self.read(id).await?.ok_or_else(|| not_found(id))?.0.ttl_ms,
+            };
             let record = Record {
                 data,
-                ttl_ms: new_ttl.unwrap_or(old.ttl_ms),
+                ttl_ms: new_ttl.unwrap_or(kept),
             };
             return self.write(id, &record, Expect::Version(expected)).await;
         }
         // Without If-Match a PUT replaces whatever is there, last write wins (Redis SET), but
         // only a session that still exists: the write is at the version read, and retried on
         // a newer one. A PUT racing a DELETE (logout) or a regenerate (login) never brings the
-        // old id back.
+        // old id back. The version this node wrote last is tried first, with no read: one
+        // store call when no one else wrote the session since.
         let mut record = Record { data, ttl_ms: 0 };
+        if let Some(k) = known {
+            record.ttl_ms = new_ttl.unwrap_or(k.ttl_ms);
+            match self.write(id, &record, Expect::Version(k.version)).await {
+                Err(ServiceError::VersionMismatch { .. }) => {}
+                done => return done,
+            }
+        }
         for attempt in 0..MAX_CAS_TRIES {
             let (old, version) = self.read(id).await?.ok_or_else(|| not_found(id))?;
             record.ttl_ms = new_ttl.unwrap_or(old.ttl_ms);
@@ -302,10 +328,13 @@ impl Sessions {
         let ttl = Duration::from_millis(record.ttl_ms);
         let value = self.encoded(id, record)?;
         match self.store.put(&key(id), value, expect, Some(ttl)).await? {
-            Written::Ok(version) => Ok(SessionRef {
-                id: id.to_owned(),
-                version,
-            }),
+            Written::Ok(version) => {
+                self.remember(id, version, record.ttl_ms);
+                Ok(SessionRef {
+                    id: id.to_owned(),
+                    version,
+                })
+            }
             Written::Conflict(None) => Err(not_found(id)),
             Written::Conflict(current) => Err(ServiceError::VersionMismatch {
                 what: format!("session {id}"),
@@ -424,6 +453,7 @@ impl Sessions {
     /// Ends the session at `version`: its key holds the tombstone from now on. `false` when it
     /// changed (or ended) since.
     async fn end(&self, id: &str, version: u64) -> ServiceResult<bool> {
+        self.known.forget(id);
         let written = self
             .store
             .put(
@@ -445,6 +475,17 @@ impl Sessions {
     pub async fn touch(&self, id: &str, ttl: Option<Duration>) -> ServiceResult<()> {
         if ttl.is_some() {
             return self.patch(id, Map::new(), None, ttl).await.map(|_| ());
+        }
+        // At the version this node wrote last, if no one wrote since: no read.
+        if let Some(k) = self.known.get(id) {
+            let ttl = Duration::from_millis(k.ttl_ms);
+            if self
+                .store
+                .touch(&key(id), ttl, Expect::Version(k.version))
+                .await?
+            {
+                return Ok(());
+            }
         }
         let (record, version) = self.read(id).await?.ok_or_else(|| not_found(id))?;
         let ttl = Duration::from_millis(record.ttl_ms);
@@ -505,6 +546,13 @@ impl Sessions {
             what: format!("session {id}"),
             tries: MAX_CAS_TRIES,
         })
+    }
+}
+
+impl Sessions {
+    fn remember(&self, id: &str, version: u64, ttl_ms: u64) {
+        self.known
+            .wrote(id, Known { version, ttl_ms }, TOMBSTONE_TTL);
     }
 }
 

@@ -160,3 +160,64 @@ async fn a_patch_that_changes_nothing_keeps_the_version() {
         .unwrap();
     assert_eq!(ttl.version, next.version + 1);
 }
+
+/// A save of a session this node wrote last is one store call (no read first); a write by
+/// another node, or a logout, in between is still seen: the save keeps that node's TTL, or
+/// finds no session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_after_this_node_s_own_write_is_one_store_call() {
+    let dir = TempDir::new("sessions-known");
+    let store = open_store(&dir, true).await;
+    let calls = || store.unreliable().unwrap().calls();
+    let a = Node::start(&store, ServicesConfig::default());
+    let b = Node::start(&store, ServicesConfig::default());
+    let (sa, sb) = (&a.services.sessions, &b.services.sessions);
+    let r = sa.create(data(), None).await.unwrap();
+    let before = calls();
+    let v2 = sa.put(&r.id, data(), None, None).await.unwrap();
+    assert_eq!(
+        calls() - before,
+        1,
+        "a write at the version this node wrote"
+    );
+    let before = calls();
+    sa.touch(&r.id, None).await.unwrap();
+    assert_eq!(calls() - before, 1, "a touch likewise");
+    let before = calls();
+    let v3 = sa.put(&r.id, data(), Some(v2.version), None).await.unwrap();
+    assert_eq!(
+        calls() - before,
+        1,
+        "If-Match at the version this node wrote"
+    );
+
+    // Node B saves with a TTL of its own; A's next save carries it, at B's version.
+    let v4 = sb
+        .put(&r.id, data(), None, Some(Duration::from_secs(90)))
+        .await
+        .unwrap();
+    assert_eq!(v4.version, v3.version + 1);
+    let v5 = sa.put(&r.id, data(), None, None).await.unwrap();
+    assert_eq!(v5.version, v4.version + 1);
+    assert_eq!(sa.get(&r.id).await.unwrap().ttl_ms, 90_000, "B's TTL kept");
+    // With If-Match at a version A did not write, the TTL is read, not guessed.
+    sb.put(&r.id, data(), None, Some(Duration::from_secs(70)))
+        .await
+        .unwrap();
+    let current = sb.get(&r.id).await.unwrap().version;
+    sa.put(&r.id, data(), Some(current), None).await.unwrap();
+    assert_eq!(sa.get(&r.id).await.unwrap().ttl_ms, 70_000);
+
+    // B logs the session out: A's save (and touch) find it gone, and do not bring it back.
+    sb.delete(&r.id, None).await.unwrap();
+    for err in [
+        sa.put(&r.id, data(), None, None).await.unwrap_err(),
+        sa.touch(&r.id, None).await.unwrap_err(),
+    ] {
+        assert!(matches!(err, ServiceError::NotFound { .. }), "{err}");
+    }
+    assert!(matches!(
+        sa.get(&r.id).await.unwrap_err(),
+        ServiceError::NotFound { .. }
+    ));
+}

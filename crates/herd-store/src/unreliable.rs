@@ -26,6 +26,7 @@ struct Knobs {
     latency: Duration,
     down: bool,
     injected: u64,
+    calls: u64,
 }
 
 impl Unreliable {
@@ -43,6 +44,7 @@ impl Unreliable {
             latency: Duration::ZERO,
             down: false,
             injected: 0,
+            calls: 0,
         };
         Unreliable {
             inner,
@@ -85,6 +87,13 @@ impl Unreliable {
         self.knobs.lock().unwrap().injected
     }
 
+    /// How many calls reached the wrapper so far (failed ones included): for tests of how
+    /// many store round trips an operation takes.
+    #[must_use]
+    pub fn calls(&self) -> u64 {
+        self.knobs.lock().unwrap().calls
+    }
+
     pub(crate) fn inner(&self) -> &Store {
         &self.inner
     }
@@ -97,6 +106,7 @@ impl Unreliable {
         }
         let mut guard = self.knobs.lock().unwrap();
         let k = &mut *guard;
+        k.calls += 1;
         let err = if k.down {
             Some(StoreError::Unavailable {
                 backend: self.inner.status().backend,
