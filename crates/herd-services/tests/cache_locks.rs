@@ -665,3 +665,51 @@ async fn a_namespace_nobody_writes_any_more_leaves_no_index_behind() {
         "a live value stays indexed"
     );
 }
+
+/// `l1_ttl` bounds how long a node keeps its own copy: past it the read goes to L2 (and fills
+/// L1 again); a namespace with a long `l1_ttl`, read after the same wait, still answers from L1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l1_keeps_a_copy_for_the_namespace_s_l1_ttl() {
+    let dir = TempDir::new("l1-ttl");
+    let store = open_store(&dir, false).await;
+    let strategy = |l1_ttl| Strategy {
+        l1_ttl,
+        l2_ttl: Duration::from_secs(3600),
+        refresh_ahead: None,
+        grace: Duration::ZERO,
+    };
+    let mut cache = CacheConfig::default();
+    cache
+        .namespaces
+        .insert("short".into(), strategy(Duration::from_secs(1)));
+    cache
+        .namespaces
+        .insert("long".into(), strategy(Duration::from_secs(3600)));
+    let node = Node::start(
+        &store,
+        ServicesConfig {
+            cache,
+            ..ServicesConfig::default()
+        },
+    );
+    let c = &node.services.cache;
+    for ns in ["short", "long"] {
+        c.put(ns, "k", Bytes::from_static(b"v"), None, Vec::new())
+            .await
+            .unwrap();
+    }
+    // Past the short l1_ttl (both reads happen after the same wait).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let level = |ns: &'static str| async move { c.get(ns, "k").await.unwrap().unwrap().level };
+    assert_eq!(level("long").await, Level::L1);
+    assert_eq!(
+        level("short").await,
+        Level::L2,
+        "L1 dropped it after l1_ttl"
+    );
+    assert_eq!(
+        level("short").await,
+        Level::L1,
+        "the L2 read filled L1 again"
+    );
+}

@@ -1035,18 +1035,18 @@ async fn cron_schedule_fires_in_its_zone() {
     let (_d, node, clock) = setup(QueueConfig::default()).await;
     let q = &node.services.queues;
     let repeat =
-        herd_services::queue::Queues::parse_repeat(None, Some("*/5 * * * *"), Some("Asia/Kolkata"))
+        herd_services::queue::Queues::parse_repeat(None, Some("30 9 * * *"), Some("Asia/Kolkata"))
             .unwrap();
     let spec = serde_json::from_value(json!({"name": "poll", "priority": 1})).unwrap();
     let info = q
         .set_schedule("cron", "poller", repeat, spec)
         .await
         .unwrap();
-    // T0 is a whole minute; the next five-minute mark (Kolkata is UTC+5:30) is at most 5 min on.
-    assert!(
-        info.next_ms > T0 && info.next_ms <= T0 + 300_000,
-        "{info:?}"
-    );
+    // 09:30 in Kolkata (UTC+5:30, no daylight saving) is 04:00 UTC, within a day of T0 (read
+    // in UTC it would be 09:30).
+    const DAY: i64 = 86_400_000;
+    assert_eq!(info.next_ms.rem_euclid(DAY), 4 * 3_600_000, "{info:?}");
+    assert!(info.next_ms > T0 && info.next_ms <= T0 + DAY, "{info:?}");
     clock.advance(Duration::from_millis(
         u64::try_from(info.next_ms - T0).unwrap(),
     ));

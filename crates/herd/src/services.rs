@@ -227,3 +227,96 @@ impl Running {
         self.store.shutdown().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herd_services::cache::Strategy;
+    use herd_services::queue::{Limiter, QueueSettings};
+
+    fn mapped(services: &str) -> ServicesConfig {
+        let text =
+            format!("{services}\n[[app]]\nname = \"web\"\ncommand = [\"node\", \"server.js\"]\n");
+        let config = herd_config::parse(&text, "herd.toml", std::path::Path::new("/tmp"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        services_config(&config)
+    }
+
+    #[test]
+    fn herd_s_defaults_reach_the_services() {
+        let out = mapped("");
+        // herd's documented defaults, which differ from the library's in places.
+        assert!(out.sessions.rolling, "rolling_sessions defaults to true");
+        assert_eq!(out.sessions.default_ttl, Duration::from_secs(86_400));
+        assert_eq!(out.sessions.touch_after, Duration::from_secs(60));
+        assert_eq!(out.sessions.max_bytes, 1024 * 1024);
+        assert_eq!(out.queues.default_lease, Duration::from_secs(30));
+        assert_eq!(out.queues.max_stalled, 1);
+        assert_eq!(out.cache.l1_capacity, 10_000);
+        assert_eq!(out.cache.l1_max_bytes, 64 * 1024 * 1024);
+        let default = &out.cache.default;
+        assert_eq!(default.l1_ttl, Duration::from_secs(300));
+        assert_eq!(default.l2_ttl, Duration::from_secs(3600));
+        assert_eq!(default.refresh_ahead, Some(0.8));
+        assert_eq!(default.grace, Duration::ZERO);
+        assert!(out.cache.namespaces.is_empty() && out.queues.queues.is_empty());
+    }
+
+    #[test]
+    fn every_services_key_of_herd_toml_reaches_the_services() {
+        let out = mapped(
+            r#"[services]
+session_ttl = "2h"
+rolling_sessions = false
+session_touch_after = "10s"
+max_body_size = "2MiB"
+cache_memory = "8MiB"
+job_lease = "45s"
+max_stalled = 3
+[services.cache.default]
+l1_ttl = "20s"
+[services.cache.pages]
+l1_ttl = "7s"
+l2_ttl = "30m"
+refresh_ahead = 1.0
+grace = "1m"
+l1_max_entries = 500
+[services.cache.big]
+l1_max_entries = 20000
+[services.queue.emails]
+rate = "10r/s"
+concurrency = 4
+"#,
+        );
+        assert!(!out.sessions.rolling);
+        assert_eq!(out.sessions.default_ttl, Duration::from_secs(7200));
+        assert_eq!(out.sessions.touch_after, Duration::from_secs(10));
+        assert_eq!(out.sessions.max_bytes, 2 * 1024 * 1024);
+        assert_eq!(out.cache.l1_max_bytes, 8 * 1024 * 1024);
+        assert_eq!(out.queues.default_lease, Duration::from_secs(45));
+        assert_eq!(out.queues.max_stalled, 3);
+        assert_eq!(out.cache.default.l1_ttl, Duration::from_secs(20));
+        assert_eq!(
+            out.cache.namespaces["pages"],
+            Strategy {
+                l1_ttl: Duration::from_secs(7),
+                l2_ttl: Duration::from_secs(1800),
+                // 1.0 turns refresh-ahead off.
+                refresh_ahead: None,
+                grace: Duration::from_secs(60),
+            }
+        );
+        assert!(!out.cache.namespaces.contains_key("default"));
+        assert_eq!(out.cache.l1_capacity, 20_000, "the largest l1_max_entries");
+        assert_eq!(
+            out.queues.queues["emails"],
+            QueueSettings {
+                limiter: Some(Limiter {
+                    max: 10,
+                    duration: Duration::from_secs(1),
+                }),
+                concurrency: Some(4),
+            }
+        );
+    }
+}
