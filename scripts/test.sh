@@ -67,7 +67,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # from the main one each time, so they share herd's pinned versions; cargo adds the fuzzing crates.
 echo "==> fuzz targets compile"
 fuzz_target_dir="${CARGO_TARGET_DIR:-$PWD/target}/fuzz-check"
-for dir in crates/herd-config/fuzz crates/herd-proxy/fuzz; do
+for dir in crates/herd-config/fuzz crates/herd-proxy/fuzz crates/herd-services/fuzz; do
   cp Cargo.lock "$dir/Cargo.lock"
   (cd "$dir" && CARGO_TARGET_DIR="$fuzz_target_dir" cargo check --bins --quiet)
 done
@@ -76,5 +76,10 @@ done
 echo "==> build the demo app"
 cargo build -p demo-app --locked
 echo "==> tests"
+rm -f "${CARGO_TARGET_DIR:-$PWD/target}"/test-artifacts/queue-crash-*.txt
 cargo test --workspace --locked -- --test-threads="${HERD_TEST_THREADS:-4}"
+# The queue's crash tests (kill -9 of herd under load) count the jobs delivered more than once.
+for report in "${CARGO_TARGET_DIR:-$PWD/target}"/test-artifacts/queue-crash-*.txt; do
+  if [ -f "$report" ]; then cat "$report"; fi
+done
 echo "==> all tests passed"

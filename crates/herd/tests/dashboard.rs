@@ -29,18 +29,6 @@ fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser")
 }
 
-/// `<target>/test-artifacts`, next to the `debug`/`release` folder holding the herd binary.
-fn artifacts_dir() -> PathBuf {
-    let bin = herd_bin();
-    let target = bin
-        .parent()
-        .and_then(Path::parent)
-        .expect("herd binary lives in <target>/<profile>/");
-    let dir = target.join("test-artifacts");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// Fails (never skips) when the browser toolchain is missing.
 fn require_browser_tools() {
     let node = std::process::Command::new("node").arg("--version").output();

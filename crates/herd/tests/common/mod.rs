@@ -19,6 +19,21 @@ pub fn herd_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_herd"))
 }
 
+/// `<target>/test-artifacts`, next to the `debug`/`release` folder holding the herd binary:
+/// what tests keep for people to look at (screenshots, the crash tests' reports). The test
+/// script prints the reports at its end.
+#[allow(dead_code)]
+pub fn artifacts_dir() -> PathBuf {
+    let bin = herd_bin();
+    let target = bin
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("herd binary lives in <target>/<profile>/");
+    let dir = target.join("test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// The demo app binary, built next to `herd` (built on demand when a plain `cargo test` ran).
 pub fn demo_bin() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
