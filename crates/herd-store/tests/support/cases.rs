@@ -42,6 +42,7 @@ pub async fn run_all(store: &Store, p: &str) {
     case!(txn_all_or_nothing);
     case!(txn_concurrent_cas);
     case!(gcra_allow_deny_retry);
+    case!(gcra_concurrent_admits_the_burst_exactly);
     case!(pubsub_delivery);
     case!(store_clock);
     case!(wrong_types);
@@ -595,6 +596,33 @@ async fn gcra_allow_deny_retry(s: &Store, p: &str) {
         s.gcra(&k(p, "gcra", "other"), params).await.unwrap(),
         GcraDecision::Allow { .. }
     ));
+}
+
+/// Forty calls at once on one key (on Redis, forty scripts in flight on the shared
+/// connection; across herd nodes, the gateway's `shared = true` zones): a non-atomic
+/// read-then-write would admit more than the burst.
+async fn gcra_concurrent_admits_the_burst_exactly(s: &Store, p: &str) {
+    let key = k(p, "gcra", "burst");
+    // 1 r/min with burst 9: ten pass, and the minute-long interval keeps any call from
+    // freeing a slot however slowly this machine runs them.
+    let params = Gcra {
+        emission_interval: Duration::from_secs(60),
+        burst_tolerance: Duration::from_secs(60 * 9),
+    };
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        let (s, key) = (s.clone(), key.clone());
+        tasks.push(tokio::spawn(
+            async move { s.gcra(&key, params).await.unwrap() },
+        ));
+    }
+    let mut allowed = 0;
+    for t in tasks {
+        if matches!(t.await.unwrap(), GcraDecision::Allow { .. }) {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 10, "burst 9 admits ten requests at once, no more");
 }
 
 async fn pubsub_delivery(s: &Store, p: &str) {
