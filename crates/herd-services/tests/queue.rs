@@ -1212,3 +1212,78 @@ async fn a_stale_lease_error_names_the_state_the_job_is_in() {
     );
     assert!(err.hint().contains("acked already"), "{}", err.hint());
 }
+
+/// A store that fails one call in ten (the failure-injecting wrapper): every job an add
+/// accepted is processed at least once, and the queue ends with each completed exactly once
+/// in its counts. A failed reserve or ack may have done its work before the error (a later
+/// call of the same step failed): such jobs come back when their lease runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_store_failures_lose_no_accepted_job() {
+    let dir = TempDir::new("queue-faults");
+    let store = open_store(&dir, true).await;
+    let clock = Arc::new(ManualClock::new(T0));
+    let node = Node::with_clock(
+        &store,
+        ServicesConfig {
+            // Leases lost to failed acks run out again and again: never dead-letter for it.
+            queues: QueueConfig {
+                max_stalled: 1000,
+                ..QueueConfig::default()
+            },
+            ..ServicesConfig::default()
+        },
+        clock.clone(),
+    );
+    let q = &node.services.queues;
+    let faults = store.unreliable().unwrap();
+    faults.fail_with_probability(0.1, 7);
+    let mut accepted = std::collections::HashSet::new();
+    let mut attempts = 0;
+    while accepted.len() < 200 {
+        attempts += 1;
+        let i = attempts;
+        if let Ok(id) = q.add("f", NewJob::new("j", json!({ "i": i }))).await {
+            accepted.insert(id);
+        }
+    }
+    assert!(attempts > 200, "some adds failed: the knob works");
+    let mut processed = std::collections::HashMap::<String, u32>::new();
+    for _round in 0..500 {
+        if let Ok(jobs) = q
+            .reserve("f", 50, Some(Duration::from_secs(10)), Duration::ZERO)
+            .await
+        {
+            for j in jobs {
+                *processed.entry(j.id.clone()).or_default() += 1;
+                let _ = q.ack("f", &j.id, &j.lease_token, None).await;
+            }
+        }
+        let counts = q.counts("f").await;
+        if matches!(&counts, Ok(c) if c.completed == 200 && c.active == 0 && c.waiting == 0) {
+            break;
+        }
+        // Leases whose ack failed run out; the next reserve hands their jobs out again.
+        clock.advance(Duration::from_secs(11));
+    }
+    faults.fail_with_probability(0.0, 0);
+    assert!(faults.injected() > 20, "{}", faults.injected());
+    let missing: Vec<_> = accepted
+        .iter()
+        .filter(|id| !processed.contains_key(*id))
+        .collect();
+    assert!(missing.is_empty(), "accepted, never processed: {missing:?}");
+    let counts = q.counts("f").await.unwrap();
+    assert_eq!(
+        (
+            counts.completed,
+            counts.active,
+            counts.waiting,
+            counts.delayed,
+            counts.failed
+        ),
+        (200, 0, 0, 0, 0),
+        "{counts:?}"
+    );
+    // Adds that failed added nothing (the failure came before the store was asked).
+    assert_eq!(processed.len(), 200);
+}
