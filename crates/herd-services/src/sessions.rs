@@ -287,15 +287,30 @@ impl Sessions {
         if let Some(expected) = if_match {
             // The TTL the session has at `expected`: remembered from this node's write of that
             // version, or read.
-            let kept = match known {
-                Some(k) if k.version == expected => k.ttl_ms,
-                _ => self.read(id).await?.ok_or_else(|| not_found(id))?.0.ttl_ms,
+            let (kept, guessed) = match known {
+                Some(k) if k.version == expected => (k.ttl_ms, true),
+                _ => {
+                    let (old, _) = self.read(id).await?.ok_or_else(|| not_found(id))?;
+                    (old.ttl_ms, false)
+                }
             };
             let record = Record {
                 data,
                 ttl_ms: new_ttl.unwrap_or(kept),
             };
-            return self.write(id, &record, Expect::Version(expected)).await;
+            return match self.write(id, &record, Expect::Version(expected)).await {
+                // Without the read, a session ended meanwhile (its tombstone is a newer
+                // version) would be 412: it is 404, as when read first.
+                Err(ServiceError::VersionMismatch { .. }) if guessed => {
+                    let (_, current) = self.read(id).await?.ok_or_else(|| not_found(id))?;
+                    Err(ServiceError::VersionMismatch {
+                        what: format!("session {id}"),
+                        expected,
+                        current: Some(current),
+                    })
+                }
+                done => done,
+            };
         }
         // Without If-Match a PUT replaces whatever is there, last write wins (Redis SET), but
         // only a session that still exists: the write is at the version read, and retried on

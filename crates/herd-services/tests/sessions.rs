@@ -208,9 +208,12 @@ async fn a_save_after_this_node_s_own_write_is_one_store_call() {
     sa.put(&r.id, data(), Some(current), None).await.unwrap();
     assert_eq!(sa.get(&r.id).await.unwrap().ttl_ms, 70_000);
 
-    // B logs the session out: A's save (and touch) find it gone, and do not bring it back.
+    // B logs the session out: A's save (and touch) find it gone, and do not bring it back,
+    // even at the version A wrote last.
+    let last = sa.put(&r.id, data(), None, None).await.unwrap().version;
     sb.delete(&r.id, None).await.unwrap();
     for err in [
+        sa.put(&r.id, data(), Some(last), None).await.unwrap_err(),
         sa.put(&r.id, data(), None, None).await.unwrap_err(),
         sa.touch(&r.id, None).await.unwrap_err(),
     ] {
