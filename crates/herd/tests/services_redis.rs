@@ -241,6 +241,18 @@ async fn a_node_that_loses_pubsub_serves_no_stale_l1() {
     assert!(stats["l1_bypassed"].is_null(), "{stats}");
 }
 
+/// Caches `pages/home` (`{"html": "<h1>hi</h1>"}`, TTL 1 h) in L2 and the node's L1.
+async fn cache_home(herd: &Herd) {
+    let (code, _) = api(
+        herd,
+        Method::PUT,
+        "/v1/cache/pages/home?ttl=1h",
+        json!({"html": "<h1>hi</h1>"}),
+    )
+    .await;
+    assert!((200..300).contains(&code), "cache put: {code}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_degrades_and_recovers() {
     let mut redis = Redis::start();
@@ -261,14 +273,7 @@ async fn redis_outage_degrades_and_recovers() {
     let codes = burst(&herd).await;
     assert!(codes.contains(&200) && codes.contains(&429), "{codes:?}");
     assert!(codes.iter().all(|c| *c == 200 || *c == 429), "{codes:?}");
-    let (code, _) = api(
-        &herd,
-        Method::PUT,
-        "/v1/cache/pages/home?ttl=1h",
-        json!({"html": "<h1>hi</h1>"}),
-    )
-    .await;
-    assert!((200..300).contains(&code), "cache put: {code}");
+    cache_home(&herd).await;
     let (code, _) = api(&herd, Method::GET, "/v1/cache/pages/home", Value::Null).await;
     assert_eq!(code, 200, "fills L1");
 
@@ -357,14 +362,7 @@ async fn a_hung_redis_costs_l1_reads_no_timeout() {
     let conf = config(&redis, "").replace("timeout = \"500ms\"", "timeout = \"4s\"");
     assert!(conf.contains("timeout = \"4s\""));
     let herd = Herd::start(&conf);
-    let (code, _) = api(
-        &herd,
-        Method::PUT,
-        "/v1/cache/pages/home?ttl=1h",
-        json!({"html": "<h1>hi</h1>"}),
-    )
-    .await;
-    assert!((200..300).contains(&code), "cache put: {code}");
+    cache_home(&herd).await;
     redis.freeze(true);
     // The store's probe (or a call) runs into the timeout and says so.
     let deadline = Instant::now() + Duration::from_secs(30);
